@@ -1,0 +1,168 @@
+# roomcast: the one entry point for building, testing and running the demo.
+#
+#   make demo      install what is missing, build, serve the chat example on
+#                  http://127.0.0.1:8000/
+#   make test      install what is missing, build with -Werror, run the C unit
+#                  tests, then the Python test suite
+#   make sanitize  the same tests against an ASan/UBSan build
+#   make deps | build | ctest | format | clean
+#
+# `deps` installs only what is missing: the Debian packages below (with
+# apt-get, which needs root or password-less sudo), then pytest and websockets
+# with pip (setuptools too, if the interpreter lacks it). Variables: PYTHON
+# (default python3), CC (default gcc).
+
+PYTHON ?= python3
+ifeq ($(origin CC),default)
+CC = gcc
+endif
+
+APT_PACKAGES := libuv1-dev libwslay-dev pkg-config
+# setuptools builds the extension; pytest and websockets run the tests.
+PY_DEPS := setuptools>=61 pytest>=7 websockets>=13
+
+CTEST_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc
+CTEST_LIB_SRCS := csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c
+CTEST_DIR := build/ctest
+CTEST_EXTRA :=
+CTEST_SRCS := $(sort $(wildcard tests/c/test_*.c))
+CTEST_BINS := $(patsubst tests/c/%.c,$(CTEST_DIR)/%,$(CTEST_SRCS))
+
+SANITIZE_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+                  -fno-sanitize-recover=undefined
+SANITIZE_LIB := build/sanitize/lib
+
+# Steps run one after the other even under `make -j`: deps before build
+# before tests.
+.NOTPARALLEL:
+.PHONY: all deps deps-system deps-python build ctest test demo sanitize \
+        format clean
+
+all: build
+
+# --- dependencies -----------------------------------------------------------
+
+deps: deps-system deps-python
+
+# apt-get needs root: run directly as root, else through password-less sudo,
+# else say what to run and fail.
+deps-system:
+	@if ! command -v dpkg >/dev/null 2>&1; then \
+	  echo "roomcast: no dpkg here; install libuv (with its pkg-config file)," \
+	       "wslay and pkg-config with your system's package manager." >&2; \
+	  exit 0; \
+	fi; \
+	missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	command -v $(CC) >/dev/null 2>&1 || missing="$$missing gcc"; \
+	if ! $(PYTHON) -c 'import os, sys, sysconfig; \
+	    sys.exit(not os.path.exists(os.path.join( \
+	      sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then \
+	  missing="$$missing python3-dev"; \
+	fi; \
+	if ! $(PYTHON) -m pip --version >/dev/null 2>&1 && \
+	   ! $(PYTHON) -c 'import pytest, setuptools, websockets' 2>/dev/null; \
+	then \
+	  missing="$$missing python3-pip"; \
+	fi; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo="sudo"; \
+	else \
+	  echo "roomcast: missing Debian packages:$$missing" >&2; \
+	  echo "roomcast: installing them needs root; as root, run:" >&2; \
+	  echo "    apt-get update && apt-get install -y$$missing" >&2; \
+	  echo "roomcast: then run make again." >&2; \
+	  exit 1; \
+	fi; \
+	echo "roomcast: installing Debian packages:$$missing"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y --no-install-recommends $$missing
+
+# pip refuses to touch an "externally managed" interpreter (Debian's own
+# python3) unless told; outside a virtualenv a non-root user installs with
+# --user.
+deps-python:
+	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets; \
+	    major = lambda m: int(m.__version__.split(".")[0]); \
+	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
+	    2>/dev/null; then exit 0; fi; \
+	flags=""; \
+	if $(PYTHON) -c 'import os, sys, sysconfig; \
+	    sys.exit(not (sys.prefix == sys.base_prefix and os.path.exists( \
+	      os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))'; \
+	then flags="--break-system-packages"; fi; \
+	if [ "$$(id -u)" != 0 ] && $(PYTHON) -c 'import sys; \
+	    sys.exit(sys.prefix != sys.base_prefix)'; then \
+	  flags="$$flags --user"; \
+	fi; \
+	echo "roomcast: $(PYTHON) -m pip install $$flags $(PY_DEPS)"; \
+	$(PYTHON) -m pip install --quiet $$flags $(foreach d,$(PY_DEPS),'$(d)')
+
+# --- build ------------------------------------------------------------------
+
+# In place, so that PYTHONPATH=python imports roomcast._core from the tree.
+# `pip install .` builds the same extension through pyproject.toml.
+build:
+	ROOMCAST_WERROR=1 $(PYTHON) setup.py -q build_ext --inplace
+
+# --- tests ------------------------------------------------------------------
+
+$(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) $(wildcard csrc/*.h tests/c/*.h)
+	@mkdir -p $(CTEST_DIR)
+	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $< $(CTEST_LIB_SRCS) -o $@
+
+# Runs every C test even after a failure, then fails if any did. A passing
+# test shows its summary line; a failing one its whole output.
+ctest: $(CTEST_BINS)
+	@failed=""; \
+	for t in $(CTEST_BINS); do \
+	  if out=$$($$t 2>&1); then \
+	    echo "$$(basename $$t): $$(printf '%s\n' "$$out" | tail -n 1)"; \
+	  else \
+	    printf '%s\n' "$$out"; \
+	    echo "$$(basename $$t): FAILED"; \
+	    failed="$$failed $$(basename $$t)"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "C unit tests failed:$$failed" >&2; exit 1; \
+	fi
+
+test: deps build ctest
+	PYTHONPATH=python $(PYTHON) -m pytest -q tests
+
+demo: deps build
+	PYTHONPATH=python $(PYTHON) examples/chat.py
+
+# A separate build tree, so that the in-place module stays a normal build:
+# a sanitized module cannot be imported without the ASan runtime preloaded.
+sanitize: deps
+	ROOMCAST_WERROR=1 ROOMCAST_SANITIZE=1 $(PYTHON) setup.py -q build \
+	  --build-base build/sanitize --build-lib $(SANITIZE_LIB) --force
+	$(MAKE) --no-print-directory ctest CTEST_DIR=build/ctest-sanitize \
+	  CTEST_EXTRA="$(SANITIZE_FLAGS)"
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
+	ASAN_OPTIONS=detect_leaks=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 \
+	PYTHONPATH=$(CURDIR)/$(SANITIZE_LIB):$(CURDIR)/python \
+	  $(PYTHON) -m pytest -q tests
+
+# --- housekeeping -----------------------------------------------------------
+
+format:
+	@if command -v clang-format >/dev/null 2>&1; then \
+	  clang-format -i csrc/*.c csrc/*.h $(wildcard tests/c/*.c tests/c/*.h); \
+	else \
+	  echo "roomcast: clang-format is not installed (apt-get install" \
+	       "clang-format); nothing formatted."; \
+	fi
+
+clean:
+	rm -rf build dist .pytest_cache *.egg-info python/*.egg-info
+	rm -f python/roomcast/_core*.so
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,632 @@
+/* pybinding.c - roomcast._core: the CPython binding of the C core.
+ *
+ * The only file that includes Python.h. It converts arguments and events and
+ * nothing more: no protocol logic, no loops over room members. Commands copy
+ * their payload once (into the frame that every member will share) while
+ * holding the GIL; rc_server_listen and rc_server_stop run with the GIL
+ * released, and the core never calls back into Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <string.h>
+
+#include "rc_core.h"
+#include "rc_frame.h"
+
+typedef struct {
+  PyTypeObject *core_type;
+} module_state;
+
+typedef struct {
+  PyObject_HEAD rc_server *srv;
+  int listening;
+  int stopped;
+} CoreObject;
+
+static int raise_uv(int r) {
+  if (r == 0)
+    return 0;
+  if (r == -ENOMEM)
+    PyErr_NoMemory();
+  else if (r == -ECANCELED)
+    PyErr_SetString(PyExc_RuntimeError, "the server has stopped");
+  else if (r == -EINVAL)
+    PyErr_SetString(PyExc_RuntimeError, "the server is not listening");
+  else
+    PyErr_Format(PyExc_OSError, "roomcast core error %d (%s)", r,
+                 strerror(-r));
+  return -1;
+}
+
+/* --- construction -------------------------------------------------------- */
+
+static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"max_message_size",  "max_queue_bytes",
+                           "ping_interval",     "ping_timeout",
+                           "handshake_timeout", "close_timeout",
+                           "max_header_bytes",  "max_headers",
+                           "http_requests",     NULL};
+  rc_config cfg;
+  rc_config_default(&cfg);
+  Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
+  Py_ssize_t max_q = (Py_ssize_t)cfg.max_queue_bytes;
+  Py_ssize_t max_hb = (Py_ssize_t)cfg.max_header_bytes;
+  Py_ssize_t max_h = (Py_ssize_t)cfg.max_headers;
+  int http = 0;
+  if (!PyArg_ParseTupleAndKeywords(
+          args, kw, "|$nnddddnnp:Core", kwlist, &max_msg, &max_q,
+          &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
+          &cfg.close_timeout, &max_hb, &max_h, &http))
+    return NULL;
+  if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 ||
+      cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
+      cfg.handshake_timeout < 0 || cfg.close_timeout < 0) {
+    PyErr_SetString(PyExc_ValueError,
+                    "sizes must be positive (max_header_bytes >= 64) and "
+                    "timeouts must not be negative");
+    return NULL;
+  }
+  if (max_h > 128 || max_hb > 60000) {
+    PyErr_SetString(PyExc_ValueError,
+                    "max_headers must be <= 128 and max_header_bytes <= 60000");
+    return NULL;
+  }
+  cfg.max_message_size = (size_t)max_msg;
+  cfg.max_queue_bytes = (size_t)max_q;
+  cfg.max_header_bytes = (size_t)max_hb;
+  cfg.max_headers = (size_t)max_h;
+  cfg.http_requests = http;
+
+  CoreObject *self = (CoreObject *)type->tp_alloc(type, 0);
+  if (self == NULL)
+    return NULL;
+  self->srv = rc_server_new(&cfg);
+  if (self->srv == NULL) {
+    Py_DECREF(self);
+    return PyErr_NoMemory();
+  }
+  return (PyObject *)self;
+}
+
+static void Core_dealloc(CoreObject *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  if (self->srv != NULL) {
+    rc_server *srv = self->srv;
+    self->srv = NULL;
+    Py_BEGIN_ALLOW_THREADS rc_server_free(srv);
+    Py_END_ALLOW_THREADS
+  }
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+/* --- lifecycle ----------------------------------------------------------- */
+
+PyDoc_STRVAR(listen_doc,
+             "listen($self, host, port, backlog=1024, /)\n--\n\n"
+             "Bind, listen and start the loop thread; return the bound port.");
+
+static PyObject *Core_listen(CoreObject *self, PyObject *args) {
+  const char *host;
+  int port, backlog = 1024;
+  if (!PyArg_ParseTuple(args, "si|i:listen", &host, &port, &backlog))
+    return NULL;
+  if (self->listening) {
+    PyErr_SetString(PyExc_RuntimeError, "listen() was already called");
+    return NULL;
+  }
+  if (port < 0 || port > 65535) {
+    PyErr_SetString(PyExc_ValueError, "port must be in 0..65535");
+    return NULL;
+  }
+  int bound = 0, r;
+  Py_BEGIN_ALLOW_THREADS r =
+      rc_server_listen(self->srv, host, port, backlog, &bound);
+  Py_END_ALLOW_THREADS if (r != 0) {
+    errno = -r;
+    return PyErr_Format(PyExc_OSError, "cannot listen on %s:%d: %s", host,
+                        port, strerror(-r));
+  }
+  self->listening = 1;
+  return PyLong_FromLong(bound);
+}
+
+PyDoc_STRVAR(stop_doc,
+             "stop($self, code=1001, reason='going away', /)\n--\n\n"
+             "Close every connection with code and wait for the loop to end.");
+
+static PyObject *Core_stop(CoreObject *self, PyObject *args) {
+  int code = 1001;
+  const char *reason = "going away";
+  if (!PyArg_ParseTuple(args, "|is:stop", &code, &reason))
+    return NULL;
+  if (!rc_close_code_valid((unsigned)code)) {
+    PyErr_Format(PyExc_ValueError, "invalid close code %d", code);
+    return NULL;
+  }
+  if (self->listening && !self->stopped) {
+    self->stopped = 1;
+    Py_BEGIN_ALLOW_THREADS rc_server_stop(self->srv, (unsigned)code, reason);
+    Py_END_ALLOW_THREADS
+  }
+  Py_RETURN_NONE;
+}
+
+static PyObject *Core_fileno(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromLong(rc_server_fd(self->srv));
+}
+
+/* --- events -------------------------------------------------------------- */
+
+/* Reads the i-th length-prefixed string of an event (see rc_core.h). */
+static const char *next_str(const char **p, uint32_t *len) {
+  memcpy(len, *p, 4);
+  const char *s = *p + 4;
+  *p = s + *len;
+  return s;
+}
+
+static PyObject *request_tuple(const rc_event *ev) {
+  const char *p = ev->data;
+  uint32_t ml, pl, ql, hl;
+  const char *method = next_str(&p, &ml);
+  const char *path = next_str(&p, &pl);
+  const char *query = next_str(&p, &ql);
+  const char *host = next_str(&p, &hl);
+  uint32_t npairs = (ev->nstr - 4) / 2;
+  PyObject *headers = PyList_New(npairs);
+  if (headers == NULL)
+    return NULL;
+  for (uint32_t i = 0; i < npairs; i++) {
+    uint32_t nl, vl;
+    const char *n = next_str(&p, &nl);
+    const char *v = next_str(&p, &vl);
+    /* latin-1: every byte maps to a character, as in ASGI servers */
+    PyObject *pair = Py_BuildValue("(N N)", PyUnicode_DecodeLatin1(n, nl, NULL),
+                                   PyUnicode_DecodeLatin1(v, vl, NULL));
+    if (pair == NULL) {
+      Py_DECREF(headers);
+      return NULL;
+    }
+    PyList_SET_ITEM(headers, i, pair); /* steals pair */
+  }
+  PyObject *t;
+  if (ev->type == RC_EV_OPEN)
+    t = Py_BuildValue("(i K N N N N i)", (int)ev->type,
+                      (unsigned long long)ev->conn,
+                      PyUnicode_DecodeLatin1(path, pl, NULL),
+                      PyUnicode_DecodeLatin1(query, ql, NULL), headers,
+                      PyUnicode_DecodeLatin1(host, hl, NULL), (int)ev->port);
+  else
+    t = Py_BuildValue("(i K N N N N N i)", (int)ev->type,
+                      (unsigned long long)ev->conn,
+                      PyUnicode_DecodeLatin1(method, ml, NULL),
+                      PyUnicode_DecodeLatin1(path, pl, NULL),
+                      PyUnicode_DecodeLatin1(query, ql, NULL), headers,
+                      PyUnicode_DecodeLatin1(host, hl, NULL), (int)ev->port);
+  return t;
+}
+
+static PyObject *event_tuple(const rc_event *ev) {
+  switch (ev->type) {
+  case RC_EV_MESSAGE:
+    if (ev->is_text)
+      return Py_BuildValue("(i K N)", (int)ev->type,
+                           (unsigned long long)ev->conn,
+                           PyUnicode_DecodeUTF8(ev->data, ev->len, NULL));
+    return Py_BuildValue("(i K y#)", (int)ev->type,
+                         (unsigned long long)ev->conn, ev->data,
+                         (Py_ssize_t)ev->len);
+  case RC_EV_CLOSE:
+    return Py_BuildValue("(i K i N)", (int)ev->type,
+                         (unsigned long long)ev->conn, (int)ev->code,
+                         PyUnicode_DecodeUTF8(ev->data, ev->len, "replace"));
+  default:
+    return request_tuple(ev);
+  }
+}
+
+PyDoc_STRVAR(poll_doc, "poll($self, /)\n--\n\n"
+                       "Return every queued event, oldest first.");
+
+static PyObject *Core_poll(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  rc_event *head = rc_server_poll(self->srv);
+  PyObject *list = PyList_New(0);
+  if (list == NULL) {
+    rc_events_free(head);
+    return NULL;
+  }
+  for (rc_event *ev = head; ev != NULL; ev = ev->next) {
+    PyObject *t = event_tuple(ev);
+    if (t == NULL || PyList_Append(list, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(list);
+      rc_events_free(head);
+      return NULL;
+    }
+    Py_DECREF(t);
+  }
+  rc_events_free(head);
+  return list;
+}
+
+/* --- commands ------------------------------------------------------------ */
+
+/* Joins a sequence of (name, value) pairs into "Name: value\r\n" lines.
+ * Returns a new bytes object (maybe empty) or NULL with an exception. */
+static PyObject *header_lines(PyObject *headers) {
+  PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of "
+                                           "(name, value) pairs");
+  if (seq == NULL)
+    return NULL;
+  PyObject *out = PyBytes_FromStringAndSize(NULL, 0);
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+    PyObject *item = PySequence_Fast_GET_ITEM(seq, i); /* borrowed */
+    const char *name, *value;
+    Py_ssize_t nl, vl;
+    if (!PyArg_ParseTuple(item, "s#s#;headers must be (name, value) pairs", &name,
+                          &nl, &value, &vl)) {
+      Py_CLEAR(out);
+      break;
+    }
+    int bad = nl == 0;
+    for (Py_ssize_t k = 0; k < nl && !bad; k++)
+      bad = name[k] <= ' ' || name[k] == ':' || name[k] == 0x7f;
+    for (Py_ssize_t k = 0; k < vl && !bad; k++)
+      bad = value[k] == '\r' || value[k] == '\n' || value[k] == '\0';
+    if (bad) {
+      PyErr_Format(PyExc_ValueError, "invalid HTTP header %R", item);
+      Py_CLEAR(out);
+      break;
+    }
+    PyObject *line = PyBytes_FromFormat("%s: %s\r\n", name, value);
+    if (line == NULL) {
+      Py_CLEAR(out);
+      break;
+    }
+    PyBytes_ConcatAndDel(&out, line);
+  }
+  Py_DECREF(seq);
+  return out;
+}
+
+static PyObject *Core_accept(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"conn", "subprotocol", "headers", NULL};
+  unsigned long long conn;
+  const char *sub = NULL;
+  Py_ssize_t sublen = 0;
+  PyObject *headers = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "K|z#O:accept", kwlist, &conn,
+                                   &sub, &sublen, &headers))
+    return NULL;
+  for (Py_ssize_t k = 0; sub != NULL && k < sublen; k++)
+    if (sub[k] <= ' ' || sub[k] == ',' || sub[k] == 0x7f) {
+      PyErr_SetString(PyExc_ValueError, "invalid subprotocol token");
+      return NULL;
+    }
+  PyObject *lines = NULL;
+  if (headers != NULL && (lines = header_lines(headers)) == NULL)
+    return NULL;
+  int r = rc_server_accept(self->srv, conn, sub,
+                           lines ? PyBytes_AS_STRING(lines) : NULL);
+  Py_XDECREF(lines);
+  if (raise_uv(r) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *respond_common(CoreObject *self, unsigned long long conn,
+                                int status, PyObject *headers,
+                                Py_buffer *body, int head_only) {
+  if (status < 100 || status > 999) {
+    PyErr_SetString(PyExc_ValueError, "status must be a 3-digit HTTP status");
+    return NULL;
+  }
+  PyObject *lines = NULL;
+  if (headers != NULL && (lines = header_lines(headers)) == NULL)
+    return NULL;
+  int r = rc_server_respond(self->srv, conn, status,
+                            lines ? PyBytes_AS_STRING(lines) : NULL,
+                            body->buf, (size_t)body->len, head_only);
+  Py_XDECREF(lines);
+  if (raise_uv(r) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *Core_reject(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"conn", "status", "body", "headers", NULL};
+  unsigned long long conn;
+  int status = 403;
+  Py_buffer body = {0};
+  PyObject *headers = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "K|iy*O:reject", kwlist, &conn,
+                                   &status, &body, &headers))
+    return NULL;
+  PyObject *res = respond_common(self, conn, status, headers, &body, 0);
+  if (body.obj != NULL)
+    PyBuffer_Release(&body);
+  return res;
+}
+
+static PyObject *Core_respond(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"conn", "status", "headers", "body", "head_only",
+                           NULL};
+  unsigned long long conn;
+  int status, head_only = 0;
+  Py_buffer body;
+  PyObject *headers;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "KiOy*|p:respond", kwlist, &conn,
+                                   &status, &headers, &body, &head_only))
+    return NULL;
+  PyObject *res = respond_common(self, conn, status, headers, &body, head_only);
+  PyBuffer_Release(&body);
+  return res;
+}
+
+/* Points at the payload of str (UTF-8, text) or a bytes-like (binary). */
+static int payload(PyObject *data, Py_buffer *view, const char **p,
+                   Py_ssize_t *len, int *is_text) {
+  if (PyUnicode_Check(data)) {
+    *p = PyUnicode_AsUTF8AndSize(data, len); /* cached in data: borrowed */
+    *is_text = 1;
+    view->obj = NULL;
+    return *p == NULL ? -1 : 0;
+  }
+  if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) < 0) {
+    PyErr_Format(PyExc_TypeError,
+                 "data must be str or a bytes-like object, not %.100s",
+                 Py_TYPE(data)->tp_name);
+    return -1;
+  }
+  *p = view->buf;
+  *len = view->len;
+  *is_text = 0;
+  return 0;
+}
+
+static PyObject *Core_send(CoreObject *self, PyObject *args) {
+  unsigned long long conn;
+  PyObject *data;
+  if (!PyArg_ParseTuple(args, "KO:send", &conn, &data))
+    return NULL;
+  Py_buffer view;
+  const char *p;
+  Py_ssize_t len;
+  int is_text;
+  if (payload(data, &view, &p, &len, &is_text) < 0)
+    return NULL;
+  int r = rc_server_send(self->srv, conn, p, (size_t)len, is_text);
+  if (view.obj != NULL)
+    PyBuffer_Release(&view);
+  if (raise_uv(r) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *Core_publish(CoreObject *self, PyObject *args,
+                              PyObject *kw) {
+  static char *kwlist[] = {"room", "data", "exclude", NULL};
+  unsigned long long room, exclude = 0;
+  PyObject *data;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "KO|K:publish", kwlist, &room,
+                                   &data, &exclude))
+    return NULL;
+  Py_buffer view;
+  const char *p;
+  Py_ssize_t len;
+  int is_text;
+  if (payload(data, &view, &p, &len, &is_text) < 0)
+    return NULL;
+  int r = rc_server_publish(self->srv, room, p, (size_t)len, is_text, exclude);
+  if (view.obj != NULL)
+    PyBuffer_Release(&view);
+  if (raise_uv(r) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"conn", "code", "reason", NULL};
+  unsigned long long conn;
+  int code = 1000;
+  const char *reason = "";
+  Py_ssize_t rlen = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "K|is#:close", kwlist, &conn,
+                                   &code, &reason, &rlen))
+    return NULL;
+  if (!rc_close_code_valid((unsigned)code)) {
+    PyErr_Format(PyExc_ValueError,
+                 "invalid close code %d (RFC 6455 7.4: 1000-1003, 1007-1014, "
+                 "3000-4999)",
+                 code);
+    return NULL;
+  }
+  if (raise_uv(rc_server_close(self->srv, conn, (unsigned)code, reason,
+                               (size_t)rlen)) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+/* Calls fn with the one id (connection or room) given as argument. */
+static PyObject *id_call(CoreObject *self, PyObject *arg,
+                           int (*fn)(rc_server *, uint64_t)) {
+  unsigned long long conn = PyLong_AsUnsignedLongLong(arg);
+  if (conn == (unsigned long long)-1 && PyErr_Occurred())
+    return NULL;
+  if (raise_uv(fn(self->srv, conn)) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *Core_pause_reading(CoreObject *self, PyObject *arg) {
+  return id_call(self, arg, rc_server_pause_reading);
+}
+
+static PyObject *Core_resume_reading(CoreObject *self, PyObject *arg) {
+  return id_call(self, arg, rc_server_resume_reading);
+}
+
+static PyObject *Core_room_new(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(rc_server_room_new(self->srv));
+}
+
+typedef int (*room_fn)(rc_server *, uint64_t, uint64_t);
+
+static PyObject *room_call(CoreObject *self, PyObject *args, const char *fmt,
+                           room_fn fn) {
+  unsigned long long conn, room;
+  if (!PyArg_ParseTuple(args, fmt, &conn, &room))
+    return NULL;
+  if (raise_uv(fn(self->srv, conn, room)) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *Core_join(CoreObject *self, PyObject *args) {
+  return room_call(self, args, "KK:join", rc_server_join);
+}
+
+static PyObject *Core_leave(CoreObject *self, PyObject *args) {
+  return room_call(self, args, "KK:leave", rc_server_leave);
+}
+
+static PyObject *Core_room_free(CoreObject *self, PyObject *arg) {
+  return id_call(self, arg, rc_server_room_free);
+}
+
+static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  rc_stats st;
+  rc_server_stats(self->srv, &st);
+  return Py_BuildValue(
+      "{s:K s:K s:K s:K s:K s:K}", "connections",
+      (unsigned long long)st.connections, "accepted_total",
+      (unsigned long long)st.accepted_total, "rooms_created",
+      (unsigned long long)st.rooms, "messages_in",
+      (unsigned long long)st.messages_in, "deliveries",
+      (unsigned long long)st.deliveries, "slow_consumer_closes",
+      (unsigned long long)st.slow_consumer_closes);
+}
+
+static PyMethodDef Core_methods[] = {
+    {"listen", (PyCFunction)Core_listen, METH_VARARGS, listen_doc},
+    {"stop", (PyCFunction)Core_stop, METH_VARARGS, stop_doc},
+    {"fileno", (PyCFunction)Core_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nReadable while events are queued."},
+    {"poll", (PyCFunction)Core_poll, METH_NOARGS, poll_doc},
+    {"accept", (PyCFunction)(void (*)(void))Core_accept,
+     METH_VARARGS | METH_KEYWORDS,
+     "accept($self, conn, subprotocol=None, headers=())\n--\n\n"
+     "Answer an open request with 101 Switching Protocols."},
+    {"reject", (PyCFunction)(void (*)(void))Core_reject,
+     METH_VARARGS | METH_KEYWORDS,
+     "reject($self, conn, status=403, body=b'', headers=())\n--\n\n"
+     "Answer an open request with an HTTP error and close."},
+    {"respond", (PyCFunction)(void (*)(void))Core_respond,
+     METH_VARARGS | METH_KEYWORDS,
+     "respond($self, conn, status, headers, body, head_only=False)\n--\n\n"
+     "Answer a plain HTTP request and close."},
+    {"send", (PyCFunction)Core_send, METH_VARARGS,
+     "send($self, conn, data, /)\n--\n\nQueue one frame (str: text)."},
+    {"close", (PyCFunction)(void (*)(void))Core_close,
+     METH_VARARGS | METH_KEYWORDS,
+     "close($self, conn, code=1000, reason='')\n--\n\n"
+     "Start the close handshake (HTTP 403 before accept)."},
+    {"pause_reading", (PyCFunction)Core_pause_reading, METH_O,
+     "pause_reading($self, conn, /)\n--\n\nStop reading from conn "
+     "(backpressure)."},
+    {"resume_reading", (PyCFunction)Core_resume_reading, METH_O,
+     "resume_reading($self, conn, /)\n--\n\nRead from conn again."},
+    {"room_new", (PyCFunction)Core_room_new, METH_NOARGS,
+     "room_new($self, /)\n--\n\nA new room id."},
+    {"room_free", (PyCFunction)Core_room_free, METH_O,
+     "room_free($self, room, /)\n--\n\nEmpty and forget a room."},
+    {"join", (PyCFunction)Core_join, METH_VARARGS,
+     "join($self, conn, room, /)\n--\n\nAdd conn to room."},
+    {"leave", (PyCFunction)Core_leave, METH_VARARGS,
+     "leave($self, conn, room, /)\n--\n\nRemove conn from room."},
+    {"publish", (PyCFunction)(void (*)(void))Core_publish,
+     METH_VARARGS | METH_KEYWORDS,
+     "publish($self, room, data, exclude=0)\n--\n\n"
+     "Frame data once and queue it on every member but exclude."},
+    {"stats", (PyCFunction)Core_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nCounters of the core."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(Core_doc, "Core(*, max_message_size=1048576, "
+                       "max_queue_bytes=1048576, ping_interval=20.0, "
+                       "ping_timeout=20.0, handshake_timeout=10.0, "
+                       "close_timeout=5.0, max_header_bytes=8192, "
+                       "max_headers=100, http_requests=False)\n--\n\n"
+                       "The C core: a libuv loop on its own thread.");
+
+static PyType_Slot Core_slots[] = {
+    {Py_tp_new, Core_new},
+    {Py_tp_dealloc, Core_dealloc},
+    {Py_tp_methods, Core_methods},
+    {Py_tp_doc, (void *)Core_doc},
+    {0, NULL},
+};
+
+static PyType_Spec Core_spec = {
+    .name = "roomcast._core.Core",
+    .basicsize = sizeof(CoreObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Core_slots,
+};
+
+/* --- module -------------------------------------------------------------- */
+
+static int module_exec(PyObject *m) {
+  module_state *st = PyModule_GetState(m);
+  st->core_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Core_spec, NULL);
+  if (st->core_type == NULL)
+    return -1;
+  if (PyModule_AddType(m, st->core_type) < 0)
+    return -1;
+  if (PyModule_AddIntConstant(m, "EV_OPEN", RC_EV_OPEN) < 0 ||
+      PyModule_AddIntConstant(m, "EV_MESSAGE", RC_EV_MESSAGE) < 0 ||
+      PyModule_AddIntConstant(m, "EV_CLOSE", RC_EV_CLOSE) < 0 ||
+      PyModule_AddIntConstant(m, "EV_REQUEST", RC_EV_REQUEST) < 0)
+    return -1;
+  return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg) {
+  module_state *st = PyModule_GetState(m);
+  Py_VISIT(st->core_type);
+  return 0;
+}
+
+static int module_clear(PyObject *m) {
+  module_state *st = PyModule_GetState(m);
+  Py_CLEAR(st->core_type);
+  return 0;
+}
+
+static void module_free(void *m) { (void)module_clear((PyObject *)m); }
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "roomcast._core",
+    .m_doc = "The C core of roomcast: WebSocket server, rooms and fan-out.",
+    .m_size = sizeof(module_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&core_module); }

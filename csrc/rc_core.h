@@ -1,0 +1,151 @@
+/* rc_core.h - the public interface of the roomcast core.
+ *
+ * The core owns a libuv loop that runs on its own native thread: sockets,
+ * the HTTP/1.1 upgrade, RFC 6455 framing (wslay reads, the core frames),
+ * per-connection output queues, rooms and fan-out. It never touches a Python
+ * object and can be linked into a plain C program.
+ *
+ * Two one-way channels connect it to the embedding program:
+ *
+ *   commands  any thread -> loop. rc_server_accept(), rc_server_send(), ...
+ *             append to a queue and wake the loop; libuv coalesces the
+ *             wake-ups, so a burst of commands costs one loop wake-up. The
+ *             loop carries them out in the order they were made. A command
+ *             that names a connection that has gone is ignored.
+ *   events    loop -> embedder. Opens, messages, closes and plain HTTP
+ *             requests are batched per loop turn; rc_server_fd() becomes
+ *             readable when the queue goes from empty to non-empty, and
+ *             rc_server_poll() takes the whole batch.
+ *
+ * Functions return 0 or a negative errno-style code (libuv's UV_E*).
+ */
+#ifndef RC_CORE_H
+#define RC_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rc_server rc_server;
+
+typedef struct rc_config {
+  size_t max_message_size;   /* bytes; a larger message is closed with 1009 */
+  size_t max_queue_bytes;    /* per-connection unsent bytes before 1008 */
+  double ping_interval;      /* seconds of silence before a ping; 0: never */
+  double ping_timeout;       /* seconds to wait for the pong, then 1011 */
+  double handshake_timeout;  /* seconds to receive the request head */
+  double close_timeout;      /* seconds to wait for the peer's close frame */
+  size_t max_header_bytes;   /* request line + headers; more: 431 */
+  size_t max_headers;        /* header count; more: 431 */
+  int http_requests;         /* 1: plain GET/HEAD become RC_EV_REQUEST */
+  int backlog;
+} rc_config;
+
+/* Fills cfg with the documented defaults (1 MiB, 1 MiB, 20 s, 20 s, 10 s,
+ * 5 s, 8 KiB, 100, 0, 1024). */
+void rc_config_default(rc_config *cfg);
+
+enum rc_event_type {
+  RC_EV_OPEN = 1,    /* an upgrade request awaits rc_server_accept/respond */
+  RC_EV_MESSAGE = 2, /* a complete text or binary message */
+  RC_EV_CLOSE = 3,   /* the connection is gone; its last event */
+  RC_EV_REQUEST = 4, /* a plain HTTP request awaits rc_server_respond */
+};
+
+/* One event. For RC_EV_OPEN and RC_EV_REQUEST, data holds nstr strings,
+ * each a uint32_t length (native byte order) followed by its bytes:
+ * method, path, query, peer host, then name/value pairs of the headers in
+ * request order (names lower-cased). For RC_EV_MESSAGE it holds the payload
+ * (is_text says which kind; text has been checked to be valid UTF-8). For
+ * RC_EV_CLOSE it holds the reason; code is the close code (1006 when no
+ * close frame was exchanged). Free the list with rc_events_free(). */
+typedef struct rc_event {
+  struct rc_event *next;
+  uint64_t conn;
+  uint32_t len;
+  uint32_t nstr;
+  uint16_t type;
+  uint16_t code;
+  uint16_t port;
+  uint8_t is_text;
+  char data[];
+} rc_event;
+
+/* Allocates a server; nothing runs until rc_server_listen(). Returns NULL
+ * when memory runs out. */
+rc_server *rc_server_new(const rc_config *cfg);
+
+/* Binds host:port (port 0: ephemeral), listens with the given backlog
+ * (<= 0: the configured one) and starts the loop thread. On success stores
+ * the bound port in *bound_port and returns 0; otherwise returns a negative
+ * libuv error (UV_EADDRINUSE, UV_EINVAL, ...). */
+int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
+                     int *bound_port);
+
+/* Stops accepting, sends close (code, reason) to every open connection,
+ * answers 503 to pending ones, waits up to close_timeout for the handshakes
+ * and then for the loop thread to end. Blocks; call without holding locks
+ * the loop might need. Idempotent. */
+void rc_server_stop(rc_server *s, unsigned code, const char *reason);
+
+/* Frees a server that was never started or has been stopped. */
+void rc_server_free(rc_server *s);
+
+/* File descriptor that is readable while events are queued. */
+int rc_server_fd(const rc_server *s);
+
+/* Takes every queued event, oldest first, or NULL. */
+rc_event *rc_server_poll(rc_server *s);
+void rc_events_free(rc_event *ev);
+
+/* --- commands (any thread) ---------------------------------------------- */
+
+/* Answers RC_EV_OPEN with 101. subprotocol may be NULL. extra_headers: zero
+ * or more "Name: value\r\n" lines, or NULL. */
+int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,
+                     const char *extra_headers);
+
+/* Answers an RC_EV_OPEN that was not accepted, or an RC_EV_REQUEST, with an
+ * HTTP response, then closes the connection. head_only omits the body
+ * (HEAD) but keeps its Content-Length. */
+int rc_server_respond(rc_server *s, uint64_t conn, int status,
+                      const char *extra_headers, const void *body,
+                      size_t body_len, int head_only);
+
+/* Frames data (text when is_text) once and queues it on conn. */
+int rc_server_send(rc_server *s, uint64_t conn, const void *data, size_t len,
+                   int is_text);
+
+/* Starts the close handshake with code and reason (reason truncated to fit
+ * a control frame). A connection not yet accepted gets HTTP 403. */
+int rc_server_close(rc_server *s, uint64_t conn, unsigned code,
+                    const char *reason, size_t reason_len);
+
+/* Backpressure from the embedder: stop reading from conn (its messages
+ * wait in the kernel, and TCP slows the peer down) until resumed. */
+int rc_server_pause_reading(rc_server *s, uint64_t conn);
+int rc_server_resume_reading(rc_server *s, uint64_t conn);
+
+/* A new room id (never 0, never reused). The room exists in the loop from
+ * its first member on. */
+uint64_t rc_server_room_new(rc_server *s);
+int rc_server_room_free(rc_server *s, uint64_t room);
+int rc_server_join(rc_server *s, uint64_t conn, uint64_t room);
+int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room);
+
+/* Frames data once into one reference-counted buffer and queues that same
+ * buffer on every open member of room except conn `exclude` (0: none). */
+int rc_server_publish(rc_server *s, uint64_t room, const void *data,
+                      size_t len, int is_text, uint64_t exclude);
+
+typedef struct rc_stats {
+  uint64_t connections;       /* open TCP connections now */
+  uint64_t accepted_total;
+  uint64_t rooms;
+  uint64_t messages_in;
+  uint64_t deliveries;        /* frames queued to members by publish */
+  uint64_t slow_consumer_closes;
+} rc_stats;
+
+void rc_server_stats(rc_server *s, rc_stats *out);
+
+#endif

@@ -1,0 +1,112 @@
+/* rc_frame.c - server-side frame headers and close payloads (RFC 6455 5.2,
+ * 5.5.1, 7.4). */
+#include "rc_frame.h"
+
+#include <string.h>
+
+size_t rc_frame_header_len(uint64_t len) {
+  if (len < 126)
+    return 2;
+  if (len <= 0xFFFF)
+    return 4;
+  return 10;
+}
+
+size_t rc_frame_header(uint8_t out[RC_FRAME_MAX_HEADER], unsigned opcode,
+                       int fin, uint64_t len) {
+  out[0] = (uint8_t)((fin ? 0x80u : 0u) | (opcode & 0x0Fu));
+  if (len < 126) {
+    out[1] = (uint8_t)len; /* mask bit clear: servers never mask */
+    return 2;
+  }
+  if (len <= 0xFFFF) {
+    out[1] = 126;
+    out[2] = (uint8_t)(len >> 8);
+    out[3] = (uint8_t)len;
+    return 4;
+  }
+  out[1] = 127;
+  for (int i = 0; i < 8; i++)
+    out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+  return 10;
+}
+
+size_t rc_frame_close_payload(uint8_t out[125], unsigned code,
+                              const char *reason, size_t reason_len) {
+  if (code == 0)
+    return 0;
+  out[0] = (uint8_t)(code >> 8);
+  out[1] = (uint8_t)code;
+  if (reason == NULL)
+    reason_len = 0;
+  if (reason_len > 123) {
+    /* Back up over continuation bytes so the cut never splits a character:
+     * the peer must fail the connection on an invalid UTF-8 reason (8.1). */
+    size_t cut = 123;
+    while (cut > 0 && ((uint8_t)reason[cut] & 0xC0) == 0x80)
+      cut--;
+    reason_len = cut;
+  }
+  if (reason_len > 0)
+    memcpy(out + 2, reason, reason_len);
+  return 2 + reason_len;
+}
+
+int rc_close_code_valid(unsigned code) {
+  if (code >= 1000 && code <= 1003)
+    return 1;
+  /* 1004 is reserved; 1005, 1006 and 1015 are for reporting only, never sent.
+   */
+  if (code >= 1007 && code <= 1014)
+    return 1;
+  return code >= 3000 && code <= 4999;
+}
+
+/* Header length once the first two bytes are known: 2 + extended length +
+ * masking key. */
+static size_t scan_header_len(const uint8_t *h) {
+  size_t n = 2;
+  unsigned len7 = h[1] & 0x7Fu;
+  if (len7 == 126)
+    n += 2;
+  else if (len7 == 127)
+    n += 8;
+  if (h[1] & 0x80u)
+    n += 4;
+  return n;
+}
+
+void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len) {
+  while (len > 0) {
+    if (sc->left > 0) {
+      size_t skip = sc->left < len ? (size_t)sc->left : len;
+      sc->left -= skip;
+      p += skip;
+      len -= skip;
+      continue;
+    }
+    sc->hdr[sc->hlen++] = *p++;
+    len--;
+    if (sc->hlen < 2 || sc->hlen < scan_header_len(sc->hdr))
+      continue;
+    unsigned opcode = sc->hdr[0] & 0x0Fu;
+    int fin = (sc->hdr[0] & 0x80u) != 0;
+    unsigned len7 = sc->hdr[1] & 0x7Fu;
+    uint64_t plen = len7;
+    if (len7 == 126)
+      plen = ((uint64_t)sc->hdr[2] << 8) | sc->hdr[3];
+    else if (len7 == 127) {
+      plen = 0;
+      for (int i = 0; i < 8; i++)
+        plen = (plen << 8) | sc->hdr[2 + i];
+    }
+    if (opcode < 0x8u) /* data frames decide whether a message is open */
+      sc->in_msg = !fin;
+    sc->left = plen;
+    sc->hlen = 0;
+  }
+}
+
+int rc_frame_scan_at_rest(const rc_frame_scan *sc) {
+  return sc->left == 0 && sc->hlen == 0 && !sc->in_msg;
+}

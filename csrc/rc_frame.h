@@ -1,0 +1,56 @@
+/* rc_frame.h - server-side WebSocket frame encoding (RFC 6455 5.2).
+ * Server frames are never masked, so one encoded frame serves every member. */
+#ifndef RC_FRAME_H
+#define RC_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+  RC_OP_CONT = 0x0,
+  RC_OP_TEXT = 0x1,
+  RC_OP_BINARY = 0x2,
+  RC_OP_CLOSE = 0x8,
+  RC_OP_PING = 0x9,
+  RC_OP_PONG = 0xA,
+};
+
+#define RC_FRAME_MAX_HEADER 10
+
+/* Length of the header for a payload of len bytes: 2, 4 or 10. */
+size_t rc_frame_header_len(uint64_t len);
+
+/* Writes the header of one unmasked frame with FIN set (fin != 0) or clear
+ * into out and returns its length (2, 4 or 10): 7-bit, 16-bit or 64-bit
+ * length as the RFC requires (the shortest form). */
+size_t rc_frame_header(uint8_t out[RC_FRAME_MAX_HEADER], unsigned opcode,
+                       int fin, uint64_t len);
+
+/* Writes a close payload: 2-byte big-endian code then the reason, truncated
+ * on a UTF-8 boundary so that the payload stays <= 125 bytes. code 0 means no
+ * status (empty payload). Returns the payload length. */
+size_t rc_frame_close_payload(uint8_t out[125], unsigned code,
+                              const char *reason, size_t reason_len);
+
+/* 1 when code may appear in a close frame on the wire (RFC 6455 7.4):
+ * 1000-1003, 1007-1011, 1012-1014 (IANA), 3000-4999. */
+int rc_close_code_valid(unsigned code);
+
+/* Tracks frame boundaries in a client's byte stream without keeping any
+ * payload: enough to know when no frame and no fragmented message is in
+ * progress, so that a connection's parser state can be dropped while it is
+ * idle. It trusts nothing it reads: lengths only count bytes down. */
+typedef struct rc_frame_scan {
+  uint64_t left;  /* payload bytes of the current frame still to come */
+  uint8_t hdr[14];
+  uint8_t hlen;   /* header bytes gathered so far */
+  uint8_t in_msg; /* a data frame without FIN was seen: message unfinished */
+} rc_frame_scan;
+
+/* Advances the scanner over len bytes. */
+void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len);
+
+/* 1 when the bytes fed so far end exactly between two messages. */
+int rc_frame_scan_at_rest(const rc_frame_scan *sc);
+
+#endif

@@ -1,0 +1,491 @@
+/* rc_http.c - request-head parser, upgrade check and response builder for
+ * the WebSocket opening handshake (RFC 7230 section 3, RFC 6455 section 4.2).
+ *
+ * The parser restarts from byte 0 on every call: a head is at most a few
+ * kilobytes and arrives in one or two reads, so keeping resumable state would
+ * cost more than it saves. Every byte access is guarded by the bound, so any
+ * input is safe to feed. */
+#include "rc_http.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rc_sha1.h"
+
+/* RFC 7230 3.2.6 tchar. */
+static int is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+      (c >= 'A' && c <= 'Z'))
+    return 1;
+  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static unsigned char ascii_lower(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* Locale-independent: header names and tokens are ASCII by definition. */
+static int ascii_case_equal(const char *a, const char *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i]))
+      return 0;
+  }
+  return 1;
+}
+
+/* Consumes a line end at b[*i]: 1 when consumed, RC_HTTP_INCOMPLETE when the
+ * CR's partner has not arrived yet, RC_HTTP_E_BAD for anything else. */
+static int eat_eol(const unsigned char *b, size_t n, size_t *i) {
+  if (*i >= n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[*i] == '\n') {
+    *i += 1;
+    return 1;
+  }
+  if (b[*i] != '\r')
+    return RC_HTTP_E_BAD;
+  if (*i + 1 >= n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[*i + 1] != '\n')
+    return RC_HTTP_E_BAD;
+  *i += 2;
+  return 1;
+}
+
+static int parse_request_line(const unsigned char *b, size_t n, size_t *pi,
+                              rc_http_request *req) {
+  size_t i = 0;
+
+  while (i < n && is_tchar(b[i]))
+    i++;
+  if (i == n)
+    return RC_HTTP_INCOMPLETE;
+  if (i == 0 || b[i] != ' ')
+    return RC_HTTP_E_BAD;
+  req->method = (const char *)b;
+  req->method_len = i;
+  i++;
+
+  if (i == n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[i] != '/')
+    return RC_HTTP_E_BAD; /* only origin-form: no absolute-form, no '*' */
+  size_t t0 = i;
+  size_t q = SIZE_MAX;
+  for (;;) {
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    unsigned char c = b[i];
+    if (c == ' ')
+      break;
+    if (c <= 0x20 || c >= 0x7F)
+      return RC_HTTP_E_BAD;
+    if (c == '?' && q == SIZE_MAX)
+      q = i;
+    i++;
+  }
+  if (q == SIZE_MAX) {
+    req->path = (const char *)b + t0;
+    req->path_len = i - t0;
+    req->query = "";
+    req->query_len = 0;
+  } else {
+    req->path = (const char *)b + t0;
+    req->path_len = q - t0;
+    req->query = (const char *)b + q + 1;
+    req->query_len = i - q - 1;
+  }
+  i++;
+
+  static const char proto[] = "HTTP/1.";
+  for (size_t k = 0; k < sizeof proto - 1; k++, i++) {
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    if (b[i] != (unsigned char)proto[k])
+      return RC_HTTP_E_BAD;
+  }
+  if (i == n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[i] == '1')
+    req->version_minor = 1;
+  else if (b[i] == '0')
+    req->version_minor = 0;
+  else
+    return RC_HTTP_E_BAD;
+  i++;
+
+  int r = eat_eol(b, n, &i);
+  if (r != 1)
+    return r;
+  *pi = i;
+  return 1;
+}
+
+static int parse_head(const unsigned char *b, size_t n, size_t max_headers,
+                      rc_http_request *req) {
+  size_t i = 0;
+  size_t nh = 0;
+  int r = parse_request_line(b, n, &i, req);
+  if (r != 1)
+    return r;
+
+  for (;;) {
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    unsigned char c = b[i];
+    if (c == '\r' || c == '\n') {
+      r = eat_eol(b, n, &i);
+      if (r != 1)
+        return r;
+      req->num_headers = nh;
+      return (int)i;
+    }
+    /* A line that starts with whitespace is obs-fold (RFC 7230 3.2.4);
+     * joining it would let two parsers disagree about a header's value. */
+    if (c == ' ' || c == '\t')
+      return RC_HTTP_E_BAD;
+    if (nh == max_headers)
+      return RC_HTTP_E_TOO_LARGE;
+
+    size_t name0 = i;
+    while (i < n && is_tchar(b[i]))
+      i++;
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    if (i == name0 || b[i] != ':')
+      return RC_HTTP_E_BAD; /* includes whitespace before the colon */
+    size_t name_len = i - name0;
+    i++;
+
+    while (i < n && (b[i] == ' ' || b[i] == '\t'))
+      i++;
+    size_t v0 = i;
+    size_t vend = i;
+    for (;;) {
+      if (i == n)
+        return RC_HTTP_INCOMPLETE;
+      c = b[i];
+      if (c == '\r' || c == '\n')
+        break;
+      i++;
+      if (c == ' ' || c == '\t')
+        continue;
+      if (c < 0x20 || c == 0x7F)
+        return RC_HTTP_E_BAD;
+      vend = i;
+    }
+    r = eat_eol(b, n, &i);
+    if (r != 1)
+      return r;
+
+    rc_http_header *h = &req->headers[nh++];
+    h->name = (const char *)b + name0;
+    h->name_len = name_len;
+    h->value = (const char *)b + v0;
+    h->value_len = vend - v0;
+  }
+}
+
+int rc_http_parse_request(const char *buf, size_t len, size_t max_bytes,
+                          size_t max_headers, rc_http_request *req) {
+  if (max_headers > RC_HTTP_MAX_HEADERS_CAP)
+    max_headers = RC_HTTP_MAX_HEADERS_CAP;
+  if (max_bytes > (size_t)INT_MAX)
+    max_bytes = (size_t)INT_MAX; /* the head length must fit the return type */
+  req->num_headers = 0;
+  /* Parsing only the first max_bytes makes "complete but too long" and
+   * "still incomplete at the limit" the same case. */
+  size_t n = len < max_bytes ? len : max_bytes;
+  int r = parse_head((const unsigned char *)buf, n, max_headers, req);
+  if (r == RC_HTTP_INCOMPLETE && len >= max_bytes)
+    return RC_HTTP_E_TOO_LARGE;
+  return r;
+}
+
+const rc_http_header *rc_http_find_header(const rc_http_request *req,
+                                          const char *name) {
+  size_t len = strlen(name);
+  for (size_t k = 0; k < req->num_headers; k++) {
+    const rc_http_header *h = &req->headers[k];
+    if (h->name_len == len && ascii_case_equal(h->name, name, len))
+      return h;
+  }
+  return NULL;
+}
+
+int rc_http_header_has_token(const rc_http_header *h, const char *token) {
+  if (h == NULL)
+    return 0;
+  size_t tlen = strlen(token);
+  const char *v = h->value;
+  size_t n = h->value_len;
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
+    size_t e0 = i;
+    while (i < n && v[i] != ',')
+      i++;
+    size_t e1 = i;
+    while (e1 > e0 && (v[e1 - 1] == ' ' || v[e1 - 1] == '\t'))
+      e1--;
+    if (e1 - e0 == tlen && tlen > 0 && ascii_case_equal(v + e0, token, tlen))
+      return 1;
+  }
+  return 0;
+}
+
+/* Headers that may legally be split over several lines (Connection, Upgrade)
+ * must be searched in every occurrence, not just the first. */
+static int any_header_has_token(const rc_http_request *req, const char *name,
+                                const char *token) {
+  size_t len = strlen(name);
+  for (size_t k = 0; k < req->num_headers; k++) {
+    const rc_http_header *h = &req->headers[k];
+    if (h->name_len == len && ascii_case_equal(h->name, name, len) &&
+        rc_http_header_has_token(h, token))
+      return 1;
+  }
+  return 0;
+}
+
+static size_t count_headers(const rc_http_request *req, const char *name,
+                            const rc_http_header **first) {
+  size_t len = strlen(name);
+  size_t count = 0;
+  *first = NULL;
+  for (size_t k = 0; k < req->num_headers; k++) {
+    const rc_http_header *h = &req->headers[k];
+    if (h->name_len == len && ascii_case_equal(h->name, name, len)) {
+      if (count == 0)
+        *first = h;
+      count++;
+    }
+  }
+  return count;
+}
+
+static void fail(rc_http_upgrade_check *out, int status, const char *reason) {
+  out->status = status;
+  out->reason = reason;
+}
+
+/* The version is checked before the key on purpose: a client of another
+ * protocol version may format its key differently, and the 426 with
+ * "Sec-WebSocket-Version: 13" is the answer that lets it retry correctly
+ * (RFC 6455 4.2.2 and 4.4). Duplicated Host, Sec-WebSocket-Key or
+ * Sec-WebSocket-Version headers are 400 (RFC 7230 5.4, RFC 6455 11.3). */
+void rc_http_check_upgrade(const rc_http_request *req,
+                           rc_http_upgrade_check *out) {
+  const rc_http_header *h;
+  size_t count;
+
+  out->status = 0;
+  out->reason = "valid WebSocket upgrade";
+  out->key = NULL;
+  out->key_len = 0;
+
+  if (!any_header_has_token(req, "Upgrade", "websocket")) {
+    fail(out, 1, "not a WebSocket upgrade request");
+    return;
+  }
+  if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0) {
+    fail(out, 405, "WebSocket upgrade requires GET");
+    return;
+  }
+  if (req->version_minor != 1) {
+    fail(out, 400, "WebSocket upgrade requires HTTP/1.1");
+    return;
+  }
+  count = count_headers(req, "Host", &h);
+  if (count == 0) {
+    fail(out, 400, "missing Host");
+    return;
+  }
+  if (count > 1) {
+    fail(out, 400, "duplicate Host");
+    return;
+  }
+  if (!any_header_has_token(req, "Connection", "upgrade")) {
+    fail(out, 400, "Connection header lacks \"upgrade\"");
+    return;
+  }
+  count = count_headers(req, "Sec-WebSocket-Version", &h);
+  if (count == 0) {
+    fail(out, 426, "missing Sec-WebSocket-Version");
+    return;
+  }
+  if (count > 1) {
+    fail(out, 400, "duplicate Sec-WebSocket-Version");
+    return;
+  }
+  if (h->value_len != 2 || memcmp(h->value, "13", 2) != 0) {
+    fail(out, 426, "unsupported Sec-WebSocket-Version");
+    return;
+  }
+  count = count_headers(req, "Sec-WebSocket-Key", &h);
+  if (count == 0) {
+    fail(out, 400, "missing Sec-WebSocket-Key");
+    return;
+  }
+  if (count > 1) {
+    fail(out, 400, "duplicate Sec-WebSocket-Key");
+    return;
+  }
+  if (rc_base64_decoded_len(h->value, h->value_len) != 16) {
+    fail(out, 400, "invalid Sec-WebSocket-Key");
+    return;
+  }
+  out->key = h->value;
+  out->key_len = h->value_len;
+}
+
+void rc_ws_accept_value(const char *key, size_t key_len, char out[29]) {
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  rc_sha1 s;
+  uint8_t digest[20];
+  rc_sha1_init(&s);
+  rc_sha1_update(&s, key, key_len);
+  rc_sha1_update(&s, guid, sizeof guid - 1);
+  rc_sha1_final(&s, digest);
+  rc_base64_encode(digest, sizeof digest, out);
+}
+
+const char *rc_http_reason_phrase(int status) {
+  switch (status) {
+  case 100:
+    return "Continue";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 204:
+    return "No Content";
+  case 206:
+    return "Partial Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 303:
+    return "See Other";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 406:
+    return "Not Acceptable";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 410:
+    return "Gone";
+  case 411:
+    return "Length Required";
+  case 413:
+    return "Content Too Large";
+  case 414:
+    return "URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 426:
+    return "Upgrade Required";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
+  default:
+    return "Unknown";
+  }
+}
+
+char *rc_http_response(int status, const char *extra_headers, const char *body,
+                       size_t body_len, int close_after, size_t *out_len) {
+  /* Longest: "HTTP/1.1 -2147483648 Request Header Fields Too Large\r\n". */
+  char line[96];
+  char clen[48];
+  static const char conn[] = "Connection: close\r\n";
+  int is_101 = status == 101;
+
+  if (out_len != NULL)
+    *out_len = 0;
+  if (body == NULL)
+    body_len = 0;
+
+  int ln = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status,
+                    rc_http_reason_phrase(status));
+  if (ln < 0 || (size_t)ln >= sizeof line)
+    return NULL;
+  int cl = 0;
+  if (!is_101) {
+    cl = snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", body_len);
+    if (cl < 0 || (size_t)cl >= sizeof clen)
+      return NULL;
+  }
+  size_t extra_len = extra_headers != NULL ? strlen(extra_headers) : 0;
+  size_t conn_len = (!is_101 && close_after) ? sizeof conn - 1 : 0;
+  size_t head = (size_t)ln + extra_len + (size_t)cl + conn_len + 2;
+  if (head < extra_len || body_len > SIZE_MAX - 1 - head)
+    return NULL;
+  size_t total = head + body_len;
+
+  /* One spare byte for a NUL, so a body-less response prints as a string. */
+  char *out = malloc(total + 1);
+  if (out == NULL)
+    return NULL;
+  char *p = out;
+  memcpy(p, line, (size_t)ln);
+  p += ln;
+  if (extra_len > 0) {
+    memcpy(p, extra_headers, extra_len);
+    p += extra_len;
+  }
+  if (cl > 0) {
+    memcpy(p, clen, (size_t)cl);
+    p += cl;
+  }
+  if (conn_len > 0) {
+    memcpy(p, conn, conn_len);
+    p += conn_len;
+  }
+  *p++ = '\r';
+  *p++ = '\n';
+  if (body_len > 0) {
+    memcpy(p, body, body_len);
+    p += body_len;
+  }
+  *p = '\0';
+  if (out_len != NULL)
+    *out_len = total;
+  return out;
+}

@@ -1,0 +1,94 @@
+/* rc_http.h - HTTP/1.1 request-head parsing and the responses of the
+ * WebSocket opening handshake (RFC 6455 section 4.2).
+ *
+ * Sans-I/O: the parser reads a buffer and points into it; nothing here
+ * allocates except rc_http_response(), which returns malloc'd bytes.
+ */
+#ifndef RC_HTTP_H
+#define RC_HTTP_H
+
+#include <stddef.h>
+
+#define RC_HTTP_MAX_HEADERS_CAP 128 /* hard array bound; callers pass a lower limit */
+
+typedef struct rc_http_header {
+  const char *name; /* points into the parsed buffer, not NUL-terminated */
+  size_t name_len;
+  const char *value; /* surrounding spaces/tabs trimmed */
+  size_t value_len;
+} rc_http_header;
+
+typedef struct rc_http_request {
+  const char *method;
+  size_t method_len;
+  const char *path; /* request target up to '?' (origin-form, starts with '/') */
+  size_t path_len;
+  const char *query; /* after '?', without it; "" (len 0) when absent */
+  size_t query_len;
+  int version_minor; /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+  rc_http_header headers[RC_HTTP_MAX_HEADERS_CAP];
+  size_t num_headers;
+} rc_http_request;
+
+enum {
+  RC_HTTP_INCOMPLETE = 0,
+  RC_HTTP_E_BAD = -1,       /* malformed: answer 400 */
+  RC_HTTP_E_TOO_LARGE = -2, /* head longer than max_bytes or more than max_headers: answer 431 */
+};
+
+/* Parses the request head at buf[0..len).
+ * Returns the number of bytes of the head (through the blank line) when it is
+ * complete, RC_HTTP_INCOMPLETE (0) when more bytes are needed (and len does not
+ * exceed max_bytes yet), RC_HTTP_E_BAD or RC_HTTP_E_TOO_LARGE.
+ * max_headers must be <= RC_HTTP_MAX_HEADERS_CAP.
+ * Accepts CRLF line ends (a bare LF is tolerated); rejects obsolete line folding,
+ * control characters, a header name with spaces or non-token characters, a
+ * target that is not origin-form, and versions other than HTTP/1.0 and 1.1. */
+int rc_http_parse_request(const char *buf, size_t len, size_t max_bytes,
+                          size_t max_headers, rc_http_request *req);
+
+/* Case-insensitive header lookup; returns the first match or NULL. */
+const rc_http_header *rc_http_find_header(const rc_http_request *req,
+                                          const char *name);
+
+/* 1 when the comma-separated header value contains token (case-insensitive). */
+int rc_http_header_has_token(const rc_http_header *h, const char *token);
+
+/* Result of checking a parsed request as a WebSocket upgrade. */
+typedef struct rc_http_upgrade_check {
+  int status;         /* 0: a valid upgrade, 101 may follow; 1: not an upgrade
+                         request at all (plain HTTP); otherwise the HTTP error
+                         status to answer: 400, 405 or 426 */
+  const char *reason; /* static text for the error body, e.g.
+                         "missing Sec-WebSocket-Key" */
+  const char *key;    /* Sec-WebSocket-Key when status == 0 */
+  size_t key_len;
+} rc_http_upgrade_check;
+
+/* Checks an upgrade per RFC 6455 4.2.1: GET (405 otherwise, when it asks to
+ * upgrade), HTTP/1.1, Host present, Upgrade has token "websocket",
+ * Connection has token "upgrade", Sec-WebSocket-Key present and base64 of 16
+ * bytes (400 otherwise), Sec-WebSocket-Version 13 (426 otherwise; the 426
+ * response must carry "Sec-WebSocket-Version: 13").
+ * A request without "Upgrade: websocket" is status 1 (plain HTTP). */
+void rc_http_check_upgrade(const rc_http_request *req, rc_http_upgrade_check *out);
+
+/* Writes the 28-character Sec-WebSocket-Accept value plus a NUL into out:
+ * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). */
+void rc_ws_accept_value(const char *key, size_t key_len, char out[29]);
+
+/* Builds a complete HTTP/1.1 response head and body in one malloc'd buffer.
+ * status: e.g. 101, 400, 403, 404, 426, 431, 503. The reason phrase comes
+ * from the status. extra_headers: zero or more complete "Name: value\r\n"
+ * lines (may be NULL). body may be NULL (then body_len is 0); for a status
+ * other than 101, Content-Length is always sent, and "Connection: close" when
+ * close_after is nonzero. A 101 carries no Content-Length.
+ * Returns NULL on allocation failure; *out_len receives the length. */
+char *rc_http_response(int status, const char *extra_headers,
+                       const char *body, size_t body_len, int close_after,
+                       size_t *out_len);
+
+/* The reason phrase of a status ("Bad Request"), "Unknown" if not known. */
+const char *rc_http_reason_phrase(int status);
+
+#endif

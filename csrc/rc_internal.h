@@ -1,0 +1,226 @@
+/* rc_internal.h - structures shared by the core's files. Not installed.
+ *
+ * Everything below is touched by the loop thread only, except what is
+ * marked "any thread" (the mailbox locks and the atomic counters).
+ */
+#ifndef RC_INTERNAL_H
+#define RC_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+#include <wslay/wslay.h>
+
+#include "rc_core.h"
+#include "rc_frame.h"
+#include "rc_http.h"
+
+#define RC__CONTAINER_OF(ptr, type, field)                                     \
+  ((type *)((char *)(ptr)-offsetof(type, field)))
+
+/* A frame shared by every connection it is queued on. The reference count
+ * is atomic so that a buffer made on the embedder's thread can be released
+ * on the loop thread (and, later, by several loops). */
+typedef struct rc_buf {
+  atomic_size_t refs;
+  size_t len;
+  uint8_t data[];
+} rc_buf;
+
+rc_buf *rc__buf_new(size_t len);
+/* A buffer holding one complete frame: header then a copy of payload. */
+rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len);
+static inline void rc__buf_ref(rc_buf *b) {
+  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+void rc__buf_unref(rc_buf *b);
+/* A buffer holding a complete HTTP response (see rc_http_response);
+ * head_only leaves the body out but keeps its Content-Length. */
+rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
+                     size_t body_len, int close_after, int head_only);
+
+/* Output queue: a ring of shared frames. Bytes of the head frame already
+ * written are skipped with head_off. */
+typedef struct rc_outq {
+  rc_buf **ring;
+  uint32_t cap; /* power of two, or 0 */
+  uint32_t head;
+  uint32_t count;
+  uint32_t inflight; /* frames from head that belong to the pending uv_write */
+  size_t head_off;
+  size_t bytes; /* unwritten bytes in the queue */
+} rc_outq;
+
+enum rc_conn_state {
+  RC_CONN_HTTP = 0, /* reading the request head */
+  RC_CONN_PENDING,  /* RC_EV_OPEN sent, waiting for accept / respond */
+  RC_CONN_REQUEST,  /* RC_EV_REQUEST sent, waiting for respond */
+  RC_CONN_OPEN,     /* WebSocket open */
+  RC_CONN_CLOSING,  /* our close frame queued; waiting for the peer's */
+  RC_CONN_DRAINING, /* last bytes queued (HTTP answer or close reply); then close */
+  RC_CONN_GONE,     /* uv_close called */
+};
+
+struct rc_room;
+
+typedef struct rc_membership {
+  struct rc_room *room;
+  uint32_t index; /* position of this conn in room->members */
+} rc_membership;
+
+typedef struct rc_conn {
+  uv_tcp_t tcp;
+  uv_write_t wreq;
+  struct rc_server *srv;
+  uint64_t id;
+  uint8_t state;
+  uint8_t known;   /* the embedder has seen an event for it: owes RC_EV_CLOSE */
+  uint8_t writing; /* wreq is in flight */
+  uint8_t dirty;   /* on srv->dirty, to be flushed at the end of the turn */
+  uint8_t ping_out;
+  uint8_t read_paused;
+  uint8_t held; /* the embedder asked us to stop reading (backpressure) */
+  uint8_t shut; /* uv_shutdown issued */
+  uint8_t rx_recent; /* read since the last sweep tick */
+  uint8_t doomed; /* failed inside a loop over members: aborted at flush */
+  uint16_t close_code; /* code to report in RC_EV_CLOSE */
+  uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
+  uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
+  char *hbuf;                /* request head until the handshake ends */
+  char *close_reason;        /* reason received with the peer's close */
+  uint32_t close_reason_len;
+  uint32_t nrooms, caprooms;
+  rc_membership *rooms;
+  wslay_event_context_ptr ws; /* NULL while idle between messages */
+  rc_frame_scan scan;          /* where the client's stream stands */
+  const uint8_t *rd; /* bytes handed to wslay by the recv callback */
+  size_t rdlen;
+  uint64_t last_rx;  /* loop ms */
+  uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
+  uint64_t ping_at;
+  struct rc_conn *next_dirty;
+  rc_outq q;
+} rc_conn;
+
+typedef struct rc_room {
+  uint64_t id;
+  uint32_t n, cap;
+  struct rc_member {
+    rc_conn *conn;
+    uint32_t index; /* position of this room in conn->rooms */
+  } *members;
+} rc_room;
+
+enum rc_cmd_type {
+  RC_CMD_ACCEPT = 1,
+  RC_CMD_RESPOND,
+  RC_CMD_SEND,
+  RC_CMD_CLOSE,
+  RC_CMD_JOIN,
+  RC_CMD_LEAVE,
+  RC_CMD_PUBLISH,
+  RC_CMD_ROOM_FREE,
+  RC_CMD_STOP,
+  RC_CMD_PAUSE,
+  RC_CMD_RESUME,
+};
+
+typedef struct rc_cmd {
+  struct rc_cmd *next;
+  int type;
+  int status; /* RESPOND status, CLOSE code */
+  uint64_t conn;
+  uint64_t room;
+  uint64_t exclude;
+  rc_buf *buf; /* SEND/PUBLISH: the frame; RESPOND/ACCEPT: the bytes to send */
+  char *text;  /* ACCEPT: subprotocol and headers; CLOSE: reason */
+  size_t text_len;
+} rc_cmd;
+
+struct rc_server {
+  rc_config cfg;
+  uv_loop_t loop;
+  uv_thread_t thread;
+  uv_tcp_t listener;
+  uv_async_t wake;
+  uv_check_t flush; /* end of a loop turn: writes and the event batch */
+  uv_timer_t sweep; /* handshake, ping and close deadlines */
+  uv_timer_t stop_timer;
+  int started, stopping, stopped, joined, handles_closed, open_handles;
+  unsigned stop_code;
+  char stop_reason[64];
+
+  /* any thread: commands */
+  uv_mutex_t cmd_lock;
+  rc_cmd *cmd_head, *cmd_tail;
+  int cmd_closed; /* the loop has ended: commands are refused */
+
+  /* any thread: events */
+  uv_mutex_t ev_lock;
+  rc_event *ev_head, *ev_tail;
+  int ev_fd; /* eventfd */
+  /* loop-local batch of events, handed over once per turn */
+  rc_event *batch_head, *batch_tail;
+
+  /* connections: slot table with generation-tagged ids */
+  rc_conn **slots;
+  uint32_t *gens;
+  uint32_t nslots, capslots;
+  uint32_t *free_slots;
+  uint32_t nfree;
+  uint64_t nconns;
+
+  rc_conn *dirty;
+
+  /* rooms: open addressing, id -> room */
+  rc_room **rooms;
+  uint32_t rooms_cap, rooms_n;
+
+  atomic_uint_fast64_t next_room;
+  atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
+      st_deliveries, st_slow;
+
+  rc_http_request req; /* parse space for the loop thread (4 KiB) */
+
+  /* one read buffer for every connection: data is handed on at once */
+  char readbuf[65536];
+};
+
+/* rc_conn.c */
+void rc__conn_enqueue(rc_conn *c, rc_buf *b); /* takes a new reference */
+int rc__conn_enqueue_data(rc_conn *c, rc_buf *b);
+void rc__conn_mark_dirty(rc_conn *c);
+void rc__conn_close_ws(rc_conn *c, unsigned code, const char *reason,
+                       size_t reason_len);
+void rc__conn_abort(rc_conn *c);
+void rc__conn_fail(rc_conn *c);
+void rc__conn_command(struct rc_server *s, rc_cmd *cmd);
+void rc__stop_begin(struct rc_server *s);
+rc_conn *rc__conn_find(struct rc_server *s, uint64_t id);
+void rc__server_on_connection(uv_stream_t *listener, int status);
+void rc__flush_dirty(struct rc_server *s);
+void rc__sweep(struct rc_server *s, uint64_t now);
+void rc__accept_ws(rc_conn *c, const rc_cmd *cmd);
+void rc__respond(rc_conn *c, rc_buf *b);
+
+/* rc_room.c */
+rc_room *rc__room_get(struct rc_server *s, uint64_t id, int create);
+void rc__room_join(struct rc_server *s, rc_room *r, rc_conn *c);
+void rc__room_leave(struct rc_server *s, rc_room *r, rc_conn *c);
+void rc__room_leave_all(struct rc_server *s, rc_conn *c);
+void rc__room_free(struct rc_server *s, uint64_t id);
+void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
+                      uint64_t exclude);
+void rc__rooms_destroy(struct rc_server *s);
+
+/* rc_mailbox.c */
+void rc__event_push(struct rc_server *s, rc_event *ev);
+void rc__events_hand_over(struct rc_server *s);
+rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len);
+int rc__cmd_push(struct rc_server *s, rc_cmd *cmd);
+rc_cmd *rc__cmd_take_all(struct rc_server *s);
+void rc__cmd_free(rc_cmd *cmd);
+
+#endif

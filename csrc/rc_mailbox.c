@@ -1,0 +1,167 @@
+/* rc_mailbox.c - the two queues between the loop thread and the embedder,
+ * and the shared frame buffers that travel through them.
+ *
+ * Commands: any thread appends under cmd_lock and calls uv_async_send, which
+ * libuv coalesces until the loop runs the callback, so a burst of commands
+ * wakes the loop once. Events: the loop collects a turn's events in a local
+ * batch and hands the batch over under ev_lock at the end of the turn; the
+ * eventfd is written only when the shared queue was empty, so the embedder
+ * wakes once per batch however many events it holds.
+ */
+#define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rc_frame.h"
+#include "rc_http.h"
+#include "rc_internal.h"
+
+rc_buf *rc__buf_new(size_t len) {
+  rc_buf *b = malloc(sizeof(*b) + len);
+  if (b == NULL)
+    return NULL;
+  atomic_init(&b->refs, 1);
+  b->len = len;
+  return b;
+}
+
+rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len) {
+  size_t hl = rc_frame_header_len(len);
+  rc_buf *b = rc__buf_new(hl + len);
+  if (b == NULL)
+    return NULL;
+  rc_frame_header(b->data, opcode, 1, len);
+  if (len > 0)
+    memcpy(b->data + hl, payload, len);
+  return b;
+}
+
+rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
+                     size_t body_len, int close_after, int head_only) {
+  size_t n;
+  char *rsp = rc_http_response(status, extra_headers, body, body_len,
+                               close_after, &n);
+  if (rsp == NULL)
+    return NULL;
+  if (head_only)
+    n -= body_len; /* the body comes last */
+  rc_buf *b = rc__buf_new(n);
+  if (b != NULL)
+    memcpy(b->data, rsp, n);
+  free(rsp);
+  return b;
+}
+
+void rc__buf_unref(rc_buf *b) {
+  if (b != NULL &&
+      atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+    free(b);
+}
+
+/* --- events -------------------------------------------------------------- */
+
+rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len) {
+  if (len > UINT32_MAX)
+    return NULL;
+  rc_event *ev = malloc(sizeof(*ev) + len + 1);
+  if (ev == NULL)
+    return NULL;
+  memset(ev, 0, sizeof(*ev));
+  ev->type = type;
+  ev->conn = conn;
+  ev->len = (uint32_t)len;
+  ev->data[len] = '\0';
+  return ev;
+}
+
+void rc__event_push(struct rc_server *s, rc_event *ev) {
+  ev->next = NULL;
+  if (s->batch_tail != NULL)
+    s->batch_tail->next = ev;
+  else
+    s->batch_head = ev;
+  s->batch_tail = ev;
+}
+
+void rc__events_hand_over(struct rc_server *s) {
+  if (s->batch_head == NULL)
+    return;
+  uv_mutex_lock(&s->ev_lock);
+  int was_empty = s->ev_head == NULL;
+  if (s->ev_tail != NULL)
+    s->ev_tail->next = s->batch_head;
+  else
+    s->ev_head = s->batch_head;
+  s->ev_tail = s->batch_tail;
+  uv_mutex_unlock(&s->ev_lock);
+  s->batch_head = s->batch_tail = NULL;
+  if (was_empty) {
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: readable anyway. */
+    ssize_t r;
+    do
+      r = write(s->ev_fd, &one, sizeof(one));
+    while (r < 0 && errno == EINTR);
+  }
+}
+
+rc_event *rc_server_poll(rc_server *s) {
+  uint64_t count;
+  ssize_t r;
+  /* Reset readiness first: an event queued after the swap below writes
+   * the eventfd again because it finds the queue empty. */
+  do
+    r = read(s->ev_fd, &count, sizeof(count));
+  while (r < 0 && errno == EINTR);
+  uv_mutex_lock(&s->ev_lock);
+  rc_event *head = s->ev_head;
+  s->ev_head = s->ev_tail = NULL;
+  uv_mutex_unlock(&s->ev_lock);
+  return head;
+}
+
+void rc_events_free(rc_event *ev) {
+  while (ev != NULL) {
+    rc_event *next = ev->next;
+    free(ev);
+    ev = next;
+  }
+}
+
+/* --- commands ------------------------------------------------------------ */
+
+void rc__cmd_free(rc_cmd *cmd) {
+  rc__buf_unref(cmd->buf);
+  free(cmd->text);
+  free(cmd);
+}
+
+int rc__cmd_push(struct rc_server *s, rc_cmd *cmd) {
+  cmd->next = NULL;
+  uv_mutex_lock(&s->cmd_lock);
+  if (s->cmd_closed) {
+    uv_mutex_unlock(&s->cmd_lock);
+    rc__cmd_free(cmd);
+    return UV_ECANCELED;
+  }
+  if (s->cmd_tail != NULL)
+    s->cmd_tail->next = cmd;
+  else
+    s->cmd_head = cmd;
+  s->cmd_tail = cmd;
+  /* Under the lock: the loop closes the async handle only after setting
+   * cmd_closed under this same lock. */
+  int r = uv_async_send(&s->wake);
+  uv_mutex_unlock(&s->cmd_lock);
+  return r;
+}
+
+rc_cmd *rc__cmd_take_all(struct rc_server *s) {
+  uv_mutex_lock(&s->cmd_lock);
+  rc_cmd *head = s->cmd_head;
+  s->cmd_head = s->cmd_tail = NULL;
+  uv_mutex_unlock(&s->cmd_lock);
+  return head;
+}

@@ -1,0 +1,207 @@
+/* rc_room.c - rooms: membership and fan-out.
+ *
+ * A room is an array of members; a connection keeps the list of its rooms.
+ * Each side stores the other's index, so joining and leaving are O(1)
+ * (swap with the last entry and fix the moved entry's back-index).
+ *
+ * Fan-out queues one reference to the same framed buffer on every member:
+ * the message was copied once, into that buffer, when it was published.
+ */
+#define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rc_internal.h"
+
+/* --- id -> room: open addressing, linear probing, backward-shift delete -- */
+
+static uint32_t slot_of(uint64_t id, uint32_t cap) {
+  /* ids are sequential: multiply to spread them over the table */
+  return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static int table_grow(rc_server *s) {
+  uint32_t cap = s->rooms_cap ? s->rooms_cap * 2 : 64;
+  rc_room **t = calloc(cap, sizeof(*t));
+  if (t == NULL)
+    return UV_ENOMEM;
+  for (uint32_t i = 0; i < s->rooms_cap; i++) {
+    rc_room *r = s->rooms[i];
+    if (r == NULL)
+      continue;
+    uint32_t j = slot_of(r->id, cap);
+    while (t[j] != NULL)
+      j = (j + 1) & (cap - 1);
+    t[j] = r;
+  }
+  free(s->rooms);
+  s->rooms = t;
+  s->rooms_cap = cap;
+  return 0;
+}
+
+rc_room *rc__room_get(rc_server *s, uint64_t id, int create) {
+  if (s->rooms_cap != 0) {
+    uint32_t j = slot_of(id, s->rooms_cap);
+    while (s->rooms[j] != NULL) {
+      if (s->rooms[j]->id == id)
+        return s->rooms[j];
+      j = (j + 1) & (s->rooms_cap - 1);
+    }
+  }
+  if (!create || id == 0)
+    return NULL;
+  if ((s->rooms_n + 1) * 2 > s->rooms_cap && table_grow(s) != 0)
+    return NULL;
+  rc_room *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return NULL;
+  r->id = id;
+  uint32_t j = slot_of(id, s->rooms_cap);
+  while (s->rooms[j] != NULL)
+    j = (j + 1) & (s->rooms_cap - 1);
+  s->rooms[j] = r;
+  s->rooms_n++;
+  return r;
+}
+
+static void table_remove(rc_server *s, rc_room *r) {
+  uint32_t mask = s->rooms_cap - 1;
+  uint32_t j = slot_of(r->id, s->rooms_cap);
+  while (s->rooms[j] != r)
+    j = (j + 1) & mask;
+  s->rooms[j] = NULL;
+  /* Shift back the entries whose probe run crossed the hole. */
+  uint32_t k = (j + 1) & mask;
+  while (s->rooms[k] != NULL) {
+    uint32_t home = slot_of(s->rooms[k]->id, s->rooms_cap);
+    /* k may move to j when home is not cyclically within (j, k]. */
+    if (((k - home) & mask) >= ((k - j) & mask)) {
+      s->rooms[j] = s->rooms[k];
+      s->rooms[k] = NULL;
+      j = k;
+    }
+    k = (k + 1) & mask;
+  }
+  s->rooms_n--;
+}
+
+/* --- membership ---------------------------------------------------------- */
+
+void rc__room_join(rc_server *s, rc_room *r, rc_conn *c) {
+  for (uint32_t i = 0; i < c->nrooms; i++)
+    if (c->rooms[i].room == r)
+      return; /* already a member */
+  if (r->n == r->cap) {
+    uint32_t cap = r->cap ? r->cap * 2 : 4;
+    struct rc_member *m = realloc(r->members, cap * sizeof(*m));
+    if (m == NULL) {
+      rc__conn_fail(c);
+      return;
+    }
+    r->members = m;
+    r->cap = cap;
+  }
+  if (c->nrooms == c->caprooms) {
+    uint32_t cap = c->caprooms ? c->caprooms * 2 : 2;
+    rc_membership *m = realloc(c->rooms, cap * sizeof(*m));
+    if (m == NULL) {
+      rc__conn_fail(c);
+      return;
+    }
+    c->rooms = m;
+    c->caprooms = cap;
+  }
+  (void)s;
+  r->members[r->n] = (struct rc_member){.conn = c, .index = c->nrooms};
+  c->rooms[c->nrooms] = (rc_membership){.room = r, .index = r->n};
+  r->n++;
+  c->nrooms++;
+}
+
+/* Removes membership i of c (both sides). */
+static void unlink_membership(rc_conn *c, uint32_t i) {
+  rc_room *r = c->rooms[i].room;
+  uint32_t ri = c->rooms[i].index;
+  /* room side: move the last member into ri */
+  r->n--;
+  if (ri != r->n) {
+    r->members[ri] = r->members[r->n];
+    rc_conn *moved = r->members[ri].conn;
+    moved->rooms[r->members[ri].index].index = ri;
+  }
+  /* conn side: move the last membership into i */
+  c->nrooms--;
+  if (i != c->nrooms) {
+    c->rooms[i] = c->rooms[c->nrooms];
+    rc_room *mr = c->rooms[i].room;
+    mr->members[c->rooms[i].index].index = i;
+  }
+}
+
+static void room_destroy_if_empty(rc_server *s, rc_room *r) {
+  if (r->n != 0)
+    return;
+  table_remove(s, r);
+  free(r->members);
+  free(r);
+}
+
+void rc__room_leave(rc_server *s, rc_room *r, rc_conn *c) {
+  for (uint32_t i = 0; i < c->nrooms; i++) {
+    if (c->rooms[i].room == r) {
+      unlink_membership(c, i);
+      room_destroy_if_empty(s, r);
+      return;
+    }
+  }
+}
+
+void rc__room_leave_all(rc_server *s, rc_conn *c) {
+  while (c->nrooms > 0) {
+    rc_room *r = c->rooms[c->nrooms - 1].room;
+    unlink_membership(c, c->nrooms - 1);
+    room_destroy_if_empty(s, r);
+  }
+}
+
+void rc__room_free(rc_server *s, uint64_t id) {
+  rc_room *r = rc__room_get(s, id, 0);
+  if (r == NULL)
+    return;
+  while (r->n > 0) {
+    rc_conn *c = r->members[r->n - 1].conn;
+    unlink_membership(c, r->members[r->n - 1].index);
+  }
+  room_destroy_if_empty(s, r);
+}
+
+void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
+                      uint64_t exclude) {
+  rc_room *r = rc__room_get(s, id, 0);
+  if (r == NULL)
+    return;
+  uint64_t delivered = 0;
+  /* Nothing in this loop leaves a room: a member that fails is only marked,
+   * and is closed at the end of the turn. */
+  for (uint32_t i = 0; i < r->n; i++) {
+    rc_conn *c = r->members[i].conn;
+    if (c->id == exclude)
+      continue;
+    delivered += (uint64_t)rc__conn_enqueue_data(c, b);
+  }
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
+                            memory_order_relaxed);
+}
+
+void rc__rooms_destroy(rc_server *s) {
+  for (uint32_t i = 0; i < s->rooms_cap; i++) {
+    if (s->rooms[i] != NULL) {
+      free(s->rooms[i]->members);
+      free(s->rooms[i]);
+    }
+  }
+  free(s->rooms);
+  s->rooms = NULL;
+  s->rooms_cap = s->rooms_n = 0;
+}

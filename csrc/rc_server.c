@@ -1,0 +1,435 @@
+/* rc_server.c - the server object: configuration, the loop thread, the
+ * command API used from other threads, and the orderly stop.
+ *
+ * Handles owned by the loop: the listener, the async wake-up, the check
+ * handle that ends every turn (flush writes, hand over events), the sweep
+ * timer (deadlines and pings) and the stop timer. The loop ends when all of
+ * them and every connection have been closed.
+ */
+#define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "rc_frame.h"
+#include "rc_http.h"
+#include "rc_internal.h"
+
+#define RC__SWEEP_MS 250
+
+void rc_config_default(rc_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->max_message_size = 1u << 20;
+  cfg->max_queue_bytes = 1u << 20;
+  cfg->ping_interval = 20.0;
+  cfg->ping_timeout = 20.0;
+  cfg->handshake_timeout = 10.0;
+  cfg->close_timeout = 5.0;
+  cfg->max_header_bytes = 8192;
+  cfg->max_headers = 100;
+  cfg->http_requests = 0;
+  cfg->backlog = 1024;
+}
+
+rc_server *rc_server_new(const rc_config *cfg) {
+  rc_server *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NULL;
+  if (cfg != NULL)
+    s->cfg = *cfg;
+  else
+    rc_config_default(&s->cfg);
+  if (s->cfg.max_headers > RC_HTTP_MAX_HEADERS_CAP)
+    s->cfg.max_headers = RC_HTTP_MAX_HEADERS_CAP;
+  if (s->cfg.max_header_bytes > 60000)
+    s->cfg.max_header_bytes = 60000; /* key offsets are 16-bit */
+  s->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (s->ev_fd < 0) {
+    free(s);
+    return NULL;
+  }
+  if (uv_mutex_init(&s->cmd_lock) != 0) {
+    close(s->ev_fd);
+    free(s);
+    return NULL;
+  }
+  if (uv_mutex_init(&s->ev_lock) != 0) {
+    uv_mutex_destroy(&s->cmd_lock);
+    close(s->ev_fd);
+    free(s);
+    return NULL;
+  }
+  atomic_init(&s->next_room, 0);
+  return s;
+}
+
+int rc_server_fd(const rc_server *s) { return s->ev_fd; }
+
+/* --- the loop thread ----------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  rc_server *s = h->loop->data;
+  s->open_handles--;
+}
+
+static void close_loop_handles(rc_server *s) {
+  if (s->handles_closed)
+    return;
+  s->handles_closed = 1;
+  uv_mutex_lock(&s->cmd_lock);
+  s->cmd_closed = 1;
+  rc_cmd *left = s->cmd_head;
+  s->cmd_head = s->cmd_tail = NULL;
+  uv_close((uv_handle_t *)&s->wake, on_handle_closed);
+  uv_mutex_unlock(&s->cmd_lock);
+  while (left != NULL) {
+    rc_cmd *next = left->next;
+    rc__cmd_free(left);
+    left = next;
+  }
+  uv_close((uv_handle_t *)&s->flush, on_handle_closed);
+  uv_close((uv_handle_t *)&s->sweep, on_handle_closed);
+  uv_close((uv_handle_t *)&s->stop_timer, on_handle_closed);
+  rc__events_hand_over(s);
+}
+
+static void maybe_finish(rc_server *s) {
+  if (s->stopping && s->nconns == 0)
+    close_loop_handles(s);
+}
+
+static void on_check(uv_check_t *h) {
+  rc_server *s = h->data;
+  rc__flush_dirty(s);
+  rc__events_hand_over(s);
+  maybe_finish(s);
+}
+
+static void on_sweep(uv_timer_t *t) {
+  rc_server *s = t->data;
+  rc__sweep(s, uv_now(&s->loop));
+}
+
+static void on_stop_timer(uv_timer_t *t) {
+  rc_server *s = t->data;
+  /* The close handshakes had their time: cut what is left. */
+  for (uint32_t i = 0; i < s->nslots; i++)
+    if (s->slots[i] != NULL)
+      rc__conn_abort(s->slots[i]);
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  rc_server *s = h->data;
+  s->open_handles--;
+}
+
+static void stop_begin(rc_server *s, rc_cmd *cmd) {
+  if (s->stopping)
+    return;
+  s->stopping = 1;
+  s->stop_code = (unsigned)cmd->status;
+  snprintf(s->stop_reason, sizeof(s->stop_reason), "%s",
+           cmd->text ? cmd->text : "");
+  uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+  rc__stop_begin(s);
+  uint64_t ms = (uint64_t)(s->cfg.close_timeout * 1000.0) + 1;
+  if (uv_timer_start(&s->stop_timer, on_stop_timer, ms, 0) != 0)
+    on_stop_timer(&s->stop_timer);
+}
+
+static void on_wake(uv_async_t *h) {
+  rc_server *s = h->data;
+  rc_cmd *cmd = rc__cmd_take_all(s);
+  while (cmd != NULL) {
+    rc_cmd *next = cmd->next;
+    switch (cmd->type) {
+    case RC_CMD_PUBLISH:
+      rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude);
+      break;
+    case RC_CMD_ROOM_FREE:
+      rc__room_free(s, cmd->room);
+      break;
+    case RC_CMD_STOP:
+      stop_begin(s, cmd);
+      break;
+    default:
+      rc__conn_command(s, cmd);
+      break;
+    }
+    rc__cmd_free(cmd);
+    cmd = next;
+  }
+}
+
+static void loop_main(void *arg) {
+  rc_server *s = arg;
+  /* Returns when every handle has been closed (see close_loop_handles). */
+  (void)uv_run(&s->loop, UV_RUN_DEFAULT);
+  s->stopped = 1;
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss) {
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+    return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  return UV_EINVAL;
+}
+
+int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
+                     int *bound_port) {
+  if (s->started)
+    return UV_EALREADY;
+  if (backlog > 0)
+    s->cfg.backlog = backlog;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  int r = resolve(host, port, &ss);
+  if (r != 0)
+    return r;
+  r = uv_loop_init(&s->loop);
+  if (r != 0)
+    return r;
+  s->loop.data = s;
+  /* Handles are initialised here, before the loop thread exists. */
+  if ((r = uv_tcp_init(&s->loop, &s->listener)) != 0)
+    goto fail_loop;
+  s->listener.data = s;
+  s->open_handles++;
+  if ((r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) != 0 ||
+      (r = uv_listen((uv_stream_t *)&s->listener,
+                     s->cfg.backlog > 0 ? s->cfg.backlog : 1024,
+                     rc__server_on_connection)) != 0)
+    goto fail_listener;
+  struct sockaddr_storage bound;
+  int blen = sizeof(bound);
+  if ((r = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound,
+                              &blen)) != 0)
+    goto fail_listener;
+  *bound_port = ntohs(bound.ss_family == AF_INET6
+                          ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                          : ((struct sockaddr_in *)&bound)->sin_port);
+  if ((r = uv_async_init(&s->loop, &s->wake, on_wake)) != 0)
+    goto fail_listener;
+  s->wake.data = s;
+  s->open_handles++;
+  /* From here on the handles cannot fail to initialise. */
+  (void)uv_check_init(&s->loop, &s->flush);
+  s->flush.data = s;
+  s->open_handles++;
+  (void)uv_timer_init(&s->loop, &s->sweep);
+  s->sweep.data = s;
+  s->open_handles++;
+  (void)uv_timer_init(&s->loop, &s->stop_timer);
+  s->stop_timer.data = s;
+  s->open_handles++;
+  if ((r = uv_check_start(&s->flush, on_check)) != 0 ||
+      (r = uv_timer_start(&s->sweep, on_sweep, RC__SWEEP_MS, RC__SWEEP_MS)) !=
+          0)
+    goto fail_all;
+  /* The stop timer must not keep the loop alive on its own. */
+  uv_unref((uv_handle_t *)&s->stop_timer);
+  if ((r = uv_thread_create(&s->thread, loop_main, s)) != 0)
+    goto fail_all;
+  s->started = 1;
+  return 0;
+
+fail_all:
+  uv_close((uv_handle_t *)&s->wake, NULL);
+  uv_close((uv_handle_t *)&s->flush, NULL);
+  uv_close((uv_handle_t *)&s->sweep, NULL);
+  uv_close((uv_handle_t *)&s->stop_timer, NULL);
+fail_listener:
+  uv_close((uv_handle_t *)&s->listener, NULL);
+  (void)uv_run(&s->loop, UV_RUN_DEFAULT);
+fail_loop:
+  (void)uv_loop_close(&s->loop);
+  s->open_handles = 0;
+  return r;
+}
+
+void rc_server_stop(rc_server *s, unsigned code, const char *reason) {
+  if (!s->started || s->joined)
+    return;
+  rc_cmd *cmd = calloc(1, sizeof(*cmd));
+  if (cmd != NULL) {
+    cmd->type = RC_CMD_STOP;
+    cmd->status = (int)code;
+    cmd->text = strdup(reason ? reason : "");
+    (void)rc__cmd_push(s, cmd); /* refused only when the loop is over */
+  }
+  (void)uv_thread_join(&s->thread);
+  s->joined = 1;
+  (void)uv_loop_close(&s->loop);
+}
+
+void rc_server_free(rc_server *s) {
+  if (s == NULL)
+    return;
+  if (s->started && !s->joined)
+    rc_server_stop(s, 1001, "going away");
+  rc_cmd *cmd = s->cmd_head;
+  while (cmd != NULL) {
+    rc_cmd *next = cmd->next;
+    rc__cmd_free(cmd);
+    cmd = next;
+  }
+  rc_events_free(s->ev_head);
+  rc_events_free(s->batch_head);
+  rc__rooms_destroy(s);
+  free(s->slots);
+  free(s->gens);
+  free(s->free_slots);
+  uv_mutex_destroy(&s->cmd_lock);
+  uv_mutex_destroy(&s->ev_lock);
+  close(s->ev_fd);
+  free(s);
+}
+
+void rc_server_stats(rc_server *s, rc_stats *out) {
+  out->connections = atomic_load(&s->st_connections);
+  out->accepted_total = atomic_load(&s->st_accepted);
+  out->rooms = atomic_load(&s->next_room);
+  out->messages_in = atomic_load(&s->st_messages_in);
+  out->deliveries = atomic_load(&s->st_deliveries);
+  out->slow_consumer_closes = atomic_load(&s->st_slow);
+}
+
+/* --- commands ------------------------------------------------------------ */
+
+static rc_cmd *cmd_new(int type, uint64_t conn) {
+  rc_cmd *cmd = calloc(1, sizeof(*cmd));
+  if (cmd != NULL) {
+    cmd->type = type;
+    cmd->conn = conn;
+  }
+  return cmd;
+}
+
+static int push(rc_server *s, rc_cmd *cmd) {
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  if (!s->started) {
+    rc__cmd_free(cmd);
+    return UV_EINVAL;
+  }
+  return rc__cmd_push(s, cmd);
+}
+
+int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,
+                     const char *extra_headers) {
+  rc_cmd *cmd = cmd_new(RC_CMD_ACCEPT, conn);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  size_t pl = subprotocol ? strlen(subprotocol) : 0;
+  size_t xl = extra_headers ? strlen(extra_headers) : 0;
+  if (pl + xl > 0) {
+    cmd->text = malloc(pl + xl + 40);
+    if (cmd->text == NULL) {
+      rc__cmd_free(cmd);
+      return UV_ENOMEM;
+    }
+    int n = 0;
+    if (pl > 0)
+      n = snprintf(cmd->text, pl + 40, "Sec-WebSocket-Protocol: %s\r\n",
+                   subprotocol);
+    memcpy(cmd->text + n, extra_headers ? extra_headers : "", xl + 1);
+    cmd->text_len = (size_t)n + xl;
+  }
+  return push(s, cmd);
+}
+
+int rc_server_respond(rc_server *s, uint64_t conn, int status,
+                      const char *extra_headers, const void *body,
+                      size_t body_len, int head_only) {
+  rc_cmd *cmd = cmd_new(RC_CMD_RESPOND, conn);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->buf = rc__buf_http(status, extra_headers, body, body_len, 1, head_only);
+  if (cmd->buf == NULL) {
+    rc__cmd_free(cmd);
+    return UV_ENOMEM;
+  }
+  return push(s, cmd);
+}
+
+int rc_server_send(rc_server *s, uint64_t conn, const void *data, size_t len,
+                   int is_text) {
+  rc_cmd *cmd = cmd_new(RC_CMD_SEND, conn);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->buf = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  if (cmd->buf == NULL) {
+    rc__cmd_free(cmd);
+    return UV_ENOMEM;
+  }
+  return push(s, cmd);
+}
+
+int rc_server_close(rc_server *s, uint64_t conn, unsigned code,
+                    const char *reason, size_t reason_len) {
+  rc_cmd *cmd = cmd_new(RC_CMD_CLOSE, conn);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->status = (int)code;
+  if (reason_len > 0) {
+    cmd->text = malloc(reason_len + 1);
+    if (cmd->text == NULL) {
+      rc__cmd_free(cmd);
+      return UV_ENOMEM;
+    }
+    memcpy(cmd->text, reason, reason_len);
+    cmd->text[reason_len] = '\0';
+    cmd->text_len = reason_len;
+  }
+  return push(s, cmd);
+}
+
+int rc_server_pause_reading(rc_server *s, uint64_t conn) {
+  return push(s, cmd_new(RC_CMD_PAUSE, conn));
+}
+
+int rc_server_resume_reading(rc_server *s, uint64_t conn) {
+  return push(s, cmd_new(RC_CMD_RESUME, conn));
+}
+
+uint64_t rc_server_room_new(rc_server *s) {
+  return atomic_fetch_add(&s->next_room, 1) + 1;
+}
+
+static int room_cmd(rc_server *s, int type, uint64_t conn, uint64_t room) {
+  rc_cmd *cmd = cmd_new(type, conn);
+  if (cmd != NULL)
+    cmd->room = room;
+  return push(s, cmd);
+}
+
+int rc_server_room_free(rc_server *s, uint64_t room) {
+  return room_cmd(s, RC_CMD_ROOM_FREE, 0, room);
+}
+
+int rc_server_join(rc_server *s, uint64_t conn, uint64_t room) {
+  return room_cmd(s, RC_CMD_JOIN, conn, room);
+}
+
+int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room) {
+  return room_cmd(s, RC_CMD_LEAVE, conn, room);
+}
+
+int rc_server_publish(rc_server *s, uint64_t room, const void *data,
+                      size_t len, int is_text, uint64_t exclude) {
+  rc_cmd *cmd = cmd_new(RC_CMD_PUBLISH, 0);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->room = room;
+  cmd->exclude = exclude;
+  cmd->buf = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  if (cmd->buf == NULL) {
+    rc__cmd_free(cmd);
+    return UV_ENOMEM;
+  }
+  return push(s, cmd);
+}

@@ -1,0 +1,90 @@
+"""Typing stubs for ``roomcast._core``, the CPython binding of the C core.
+
+The core runs its own libuv loop on a native thread. Python talks to it in
+two directions:
+
+* commands (``accept``, ``send``, ``publish``, ...) are queued and the loop
+  is woken once per batch; they are carried out in the order they were made.
+  A command on a connection that has already gone is ignored silently;
+* events (open, message, close, HTTP request) are queued by the loop; the
+  file descriptor returned by ``fileno()`` becomes readable when the queue
+  goes from empty to non-empty, and ``poll()`` drains the whole batch.
+
+Connection ids and room ids are positive ints, never reused while the
+``Core`` lives.
+
+Once the loop has ended (``stop()`` has begun and the close handshakes are
+over), every command raises ``RuntimeError("the server has stopped")``; a
+command made before ``listen()`` raises ``RuntimeError`` too.
+"""
+
+from typing import Any, Final, Optional, Sequence, Tuple, Union
+
+EV_OPEN: Final[int]      # (EV_OPEN, conn, path, query, headers, host, port)
+EV_MESSAGE: Final[int]   # (EV_MESSAGE, conn, data)  data: str (text) | bytes (binary)
+EV_CLOSE: Final[int]     # (EV_CLOSE, conn, code, reason)  last event of a conn
+EV_REQUEST: Final[int]   # (EV_REQUEST, conn, method, path, query, headers, host, port)
+
+Headers = list[tuple[str, str]]  # names lower-cased, values latin-1 decoded, request order
+Event = tuple[Any, ...]
+
+class Core:
+    def __init__(
+        self,
+        *,
+        max_message_size: int = 1 << 20,
+        max_queue_bytes: int = 1 << 20,
+        ping_interval: float = 20.0,   # 0 disables pings
+        ping_timeout: float = 20.0,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        max_header_bytes: int = 8192,
+        max_headers: int = 100,
+        http_requests: bool = False,   # True: plain GET/HEAD requests become EV_REQUEST; False: 426
+    ) -> None: ...
+    def listen(self, host: str, port: int, backlog: int = 1024) -> int:
+        """Binds, listens and starts the loop thread; returns the bound port.
+        Raises OSError on bind failure. Call once."""
+    def fileno(self) -> int:
+        """Readable while events wait in the queue; poll() resets it."""
+    def poll(self) -> list[Event]:
+        """Returns every queued event, oldest first (maybe an empty list)."""
+    def accept(self, conn: int, subprotocol: Optional[str] = None,
+               headers: Sequence[Tuple[str, str]] = ()) -> None:
+        """Sends the 101 answer to an EV_OPEN conn; frames follow only after it."""
+    def reject(self, conn: int, status: int = 403, body: bytes = b"",
+               headers: Sequence[Tuple[str, str]] = ()) -> None:
+        """Answers an EV_OPEN conn (before accept) or an EV_REQUEST conn with an HTTP
+        response and closes it. No EV_CLOSE follows for a rejected EV_OPEN? It does:
+        every conn that produced EV_OPEN or EV_REQUEST ends with exactly one EV_CLOSE
+        (code 1006 for HTTP-only conns)."""
+    def respond(self, conn: int, status: int, headers: Sequence[Tuple[str, str]],
+                body: bytes, head_only: bool = False) -> None:
+        """Answers an EV_REQUEST with status, headers (Content-Length is added)
+        and body, then closes the connection."""
+    def send(self, conn: int, data: Union[str, bytes, bytearray, memoryview]) -> None:
+        """Frames data once (str: text frame, else binary) and queues it on conn."""
+    def close(self, conn: int, code: int = 1000, reason: str = "") -> None:
+        """Starts the close handshake (or aborts a conn not yet accepted with 403)."""
+    def pause_reading(self, conn: int) -> None:
+        """Backpressure: stop reading from conn until resume_reading(conn);
+        its messages wait in the kernel and TCP slows the peer down."""
+    def resume_reading(self, conn: int) -> None: ...
+    def room_new(self) -> int: ...
+    def room_free(self, room: int) -> None:
+        """Removes every member from the room (they stay connected) and forgets it."""
+    def join(self, conn: int, room: int) -> None: ...
+    def leave(self, conn: int, room: int) -> None: ...
+    def publish(self, room: int, data: Union[str, bytes, bytearray, memoryview],
+                exclude: int = 0) -> None:
+        """Frames data once and queues the same buffer on every member of room
+        except conn ``exclude``. A member whose queue would exceed
+        max_queue_bytes is closed with 1008."""
+    def stop(self, code: int = 1001, reason: str = "going away") -> None:
+        """Stops listening, closes every connection with code, waits up to
+        close_timeout for the close handshakes, then joins the loop thread.
+        Events still queued can be read with poll() afterwards."""
+    def stats(self) -> dict[str, int]:
+        """Counters: connections (open now), accepted_total, rooms_created,
+        messages_in, deliveries (frames queued by send and publish),
+        slow_consumer_closes. Safe to call from any thread."""

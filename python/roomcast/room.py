@@ -1,0 +1,366 @@
+"""Rooms: a set of connections that share pushed messages.
+
+The API follows the ``websocket_rooms`` library (decorators ``on_receive``,
+``on_connect``, ``on_disconnect``, ``on_connection``; ``connect``,
+``push_json``/``push_text``/``push_bytes``, ``remove``, ``close``) with
+these differences:
+
+* A push is never dropped: each ``push_*`` is one ``publish`` command to the
+  C core, carried out in call order. The message is serialised and framed
+  once, whatever the number of members.
+* Falsy messages (``""``, ``b""``, ``0``, ``{}``, ``[]``) reach the handlers.
+* In a room whose handler is ``on_receive("json")``, a message that is not
+  JSON (or, for a binary frame, not UTF-8 JSON) closes that connection only,
+  with code 1007 and a reason.
+* A handler that raises is logged (logger ``"roomcast"``) and closes its
+  own connection only, with code 1011 (HTTP 500 if it had not been accepted
+  yet). Other members and the server carry on.
+* A member that reads too slowly (its output queue in the core exceeds the
+  server's ``max_queue_bytes``) is closed with 1008 and leaves the room; the
+  others are not slowed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional, TypeVar, Union, overload
+
+from ._params import Binder
+from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["BaseRoom", "Room"]
+
+logger = logging.getLogger("roomcast")
+
+ReceiveMode = Literal["text", "bytes", "json"]
+When = Literal["before", "after"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Handler:
+    """A user callback with how to call it, worked out once."""
+
+    __slots__ = ("func", "is_async", "binder")
+
+    def __init__(self, func: Callable[..., Any], positional: int, name: str) -> None:
+        if not callable(func):
+            raise TypeError(f"{name} handler must be callable, not {type(func).__name__}")
+        self.func = func
+        self.is_async = inspect.iscoroutinefunction(func)
+        binder = Binder(func, positional)
+        self.binder: Optional[Binder] = binder if binder else None
+
+    async def __call__(self, room: BaseRoom, websocket: WebSocket, *message: Any) -> None:
+        if self.binder is None:
+            result = self.func(room, websocket, *message)
+        else:
+            result = self.func(room, websocket, *message, **self.binder.bind(websocket.path_params))
+        if self.is_async or inspect.isawaitable(result):
+            await result
+
+
+class BaseRoom:
+    """Membership and pushes, without the decorators.
+
+    Members are the connections between the end of ``connect``'s accept and
+    the moment they leave; ``len(room)`` counts them and iterating yields
+    them in joining order (over a snapshot, so a push or ``remove`` inside
+    the loop is safe).
+
+    A plain ``BaseRoom`` has no handlers: its members' messages are read and
+    ignored, and pushes reach them.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[WebSocket, None] = {}
+        self._leaving: set[WebSocket] = set()
+        # The room's id in the core of each server that has (had) members.
+        self._room_ids: dict[Server, int] = {}
+        self._on_receive: dict[str, _Handler] = {}
+        self._on_connect: dict[str, _Handler] = {}
+        self._on_disconnect: dict[str, _Handler] = {}
+
+    # -- membership ----------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[WebSocket]:
+        return iter(list(self._members))
+
+    def __contains__(self, websocket: object) -> bool:
+        return websocket in self._members
+
+    def __call__(self) -> BaseRoom:
+        # websocket_rooms rooms are used as FastAPI dependencies this way.
+        return self
+
+    async def connect(self, websocket: WebSocket) -> None:
+        """Runs one member's whole life in the room; returns when it has
+        left (the client closed, it was removed, or it failed).
+
+        In order: the ``on_connect("before")`` handler (it may refuse the
+        client with ``await websocket.close()``, which answers HTTP 403);
+        ``accept()`` unless the endpoint accepted already; the websocket
+        joins the room; the ``on_connect("after")`` handler (a push there
+        reaches the newcomer too); then each message goes to the
+        ``on_receive`` handler of its kind, one at a time, in order. When the
+        connection ends: ``on_disconnect("before")``, it leaves the room,
+        ``on_disconnect("after")``.
+
+        A message of a kind with no handler is ignored. For a text frame the
+        ``"text"`` handler wins over ``"json"``; for a binary frame
+        ``"bytes"`` wins over ``"json"``.
+        """
+        ws = websocket
+        if ws in self._members:
+            raise RuntimeError(f"{ws!r} is already a member of this room")
+        try:
+            before = self._on_connect.get("before")
+            if before is not None:
+                await before(self, ws)
+            if ws.application_state is WebSocketState.CONNECTING:
+                await ws.accept()
+            elif ws.application_state is WebSocketState.DISCONNECTED:
+                return  # refused by the "before" handler
+        except WebSocketDisconnect:
+            return
+        except Exception:
+            self._failed(ws, "on_connect('before')")
+            return
+
+        where = "on_connect('after')"
+        try:
+            self._join(ws)
+            after = self._on_connect.get("after")
+            if after is not None:
+                await after(self, ws)
+            where = "on_receive"
+            await self._receive_loop(ws)
+        except WebSocketDisconnect:
+            if _still_open(ws):  # raised about another connection: a bug
+                self._failed(ws, where)
+        except asyncio.CancelledError:
+            self._drop(ws)
+            raise
+        except Exception:
+            self._failed(ws, where)
+        await self._leave(ws, close=False)
+
+    async def _receive_loop(self, ws: WebSocket) -> None:
+        handlers = self._on_receive
+        members = self._members
+        while True:
+            data = await ws._next()
+            if ws not in members or ws in self._leaving:
+                return
+            if isinstance(data, str):
+                handler = handlers.get("text")
+                if handler is None:
+                    handler = handlers.get("json")
+                    if handler is None:
+                        continue
+                    try:
+                        data = json.loads(data)
+                    except ValueError as exc:
+                        await ws.close(1007, _bad_json_reason(exc))
+                        return
+            else:
+                handler = handlers.get("bytes")
+                if handler is None:
+                    handler = handlers.get("json")
+                    if handler is None:
+                        continue
+                    try:
+                        data = json.loads(data.decode("utf-8"))
+                    except ValueError as exc:  # UnicodeDecodeError is one
+                        await ws.close(1007, _bad_json_reason(exc))
+                        return
+            # Inlined _Handler.__call__: this runs once per message.
+            if handler.binder is None:
+                result = handler.func(self, ws, data)
+            else:
+                result = handler.func(self, ws, data, **handler.binder.bind(ws.path_params))
+            if handler.is_async or inspect.isawaitable(result):
+                await result
+
+    def _failed(self, ws: WebSocket, where: str) -> None:
+        logger.exception("%s handler failed for %r", where, ws)
+        ws._fail()
+
+    def _join(self, ws: WebSocket) -> None:
+        server = ws._server
+        core = server._core
+        if core is None:
+            raise WebSocketClosed(1001, "going away")  # the server is stopping
+        room_id = self._room_ids.get(server)
+        if room_id is None:
+            room_id = self._room_ids[server] = server._room_new(self)
+        self._members[ws] = None
+        core.join(ws._conn, room_id)
+
+    def _drop(self, ws: WebSocket) -> None:
+        """Leaves the room at once, without handlers."""
+        self._leaving.discard(ws)
+        if ws in self._members:
+            del self._members[ws]
+            server = ws._server
+            room_id = self._room_ids.get(server)
+            if room_id is not None and server._core is not None:
+                server._core.leave(ws._conn, room_id)
+
+    def _forget_server(self, server: Server) -> None:
+        self._room_ids.pop(server, None)
+
+    async def _leave(self, ws: WebSocket, close: bool) -> None:
+        if ws not in self._members or ws in self._leaving:
+            return
+        self._leaving.add(ws)
+        try:
+            await self._notify("before", ws)
+        finally:
+            self._drop(ws)
+        if close:
+            await ws.close()
+        await self._notify("after", ws)
+
+    async def _notify(self, when: str, ws: WebSocket) -> None:
+        handler = self._on_disconnect.get(when)
+        if handler is None:
+            return
+        try:
+            await handler(self, ws)
+        except WebSocketDisconnect:
+            pass  # the connection is ending anyway
+        except Exception:
+            logger.exception("on_disconnect(%r) handler failed for %r", when, ws)
+
+    async def remove(self, websocket: WebSocket) -> None:
+        """Removes a member and closes its connection (code 1000), running
+        the ``on_disconnect`` handlers around the removal. Its ``connect``
+        call then returns. A websocket that is not a member is ignored."""
+        await self._leave(websocket, close=True)
+
+    async def close(self) -> None:
+        """Removes (and closes) every member. The room stays usable."""
+        for ws in list(self._members):
+            await self.remove(ws)
+
+    # -- pushes ------------------------------------------------------------
+
+    async def push_json(self, message: Any, *, exclude: Optional[WebSocket] = None) -> None:
+        """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
+        member, except ``exclude`` if given. Raises :class:`TypeError` (or
+        :class:`ValueError`) if it cannot be serialised; never waits for the
+        members. Pushes reach each member in the order they were made."""
+        self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
+
+    async def push_text(self, message: str, *, exclude: Optional[WebSocket] = None) -> None:
+        """Sends ``message`` in a text frame to every member but ``exclude``."""
+        if not isinstance(message, str):
+            raise TypeError(f"push_text() expects str, not {type(message).__name__}")
+        self._publish(message, exclude)
+
+    async def push_bytes(
+        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[WebSocket] = None
+    ) -> None:
+        """Sends ``message`` in a binary frame to every member but ``exclude``."""
+        if isinstance(message, str):
+            raise TypeError("push_bytes() expects a bytes-like object, not str")
+        self._publish(message, exclude)
+
+    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[WebSocket]) -> None:
+        for server, room_id in self._room_ids.items():
+            core = server._core
+            if core is None:
+                continue
+            skip = exclude._conn if exclude is not None and exclude._server is server else 0
+            core.publish(room_id, data, skip)
+
+
+class Room(BaseRoom):
+    """A :class:`BaseRoom` with decorators to set its handlers.
+
+    Handlers may be plain functions or coroutine functions. They are called
+    as ``handler(room, websocket)`` (connect and disconnect) or
+    ``handler(room, websocket, message)`` (receive). A handler that declares
+    more parameters gets them by name from ``websocket.path_params``,
+    converted to its annotation when that is ``int``, ``float`` or ``str``;
+    so ``async def joined(room, websocket, client_id: int)`` works for a
+    route ``/chat/{client_id}``.
+
+    ``Room(base_room)`` starts with a copy of ``base_room``'s handlers (not
+    its members); decorating the new room afterwards does not change
+    ``base_room``. This lets one room serve as a template for others.
+    """
+
+    def __init__(self, base_room: Optional[BaseRoom] = None) -> None:
+        super().__init__()
+        if base_room is not None:
+            self._on_receive.update(base_room._on_receive)
+            self._on_connect.update(base_room._on_connect)
+            self._on_disconnect.update(base_room._on_disconnect)
+
+    def on_receive(self, mode: ReceiveMode = "text") -> Callable[[F], F]:
+        """Decorator: the handler for messages of kind ``mode``: ``"text"``
+        (text frames, message is str), ``"bytes"`` (binary frames, bytes) or
+        ``"json"`` (frames of either kind parsed as JSON). One handler per
+        kind; a new one replaces the old."""
+        if mode not in ("text", "bytes", "json"):
+            raise ValueError('on_receive() mode must be "text", "bytes" or "json"')
+
+        def decorator(func: F) -> F:
+            self._on_receive[mode] = _Handler(func, 3, f"on_receive({mode!r})")
+            return func
+
+        return decorator
+
+    def on_connect(self, mode: When = "after") -> Callable[[F], F]:
+        """Decorator: the handler run ``"before"`` the websocket is accepted
+        and joins, or ``"after"`` it has joined."""
+        return self._hook(self._on_connect, "on_connect", mode)
+
+    def on_disconnect(self, mode: When = "after") -> Callable[[F], F]:
+        """Decorator: the handler run ``"before"`` the websocket leaves the
+        room (it is still counted and still receives pushes if its
+        connection is open) or ``"after"``. Exceptions in it are logged."""
+        return self._hook(self._on_disconnect, "on_disconnect", mode)
+
+    @overload
+    def on_connection(self, func: F) -> F: ...
+
+    @overload
+    def on_connection(self, func: None = None) -> Callable[[F], F]: ...
+
+    def on_connection(self, func: Optional[F] = None) -> Any:
+        """``@room.on_connection``: same as ``@room.on_connect("after")``."""
+        decorator = self.on_connect("after")
+        return decorator if func is None else decorator(func)
+
+    @staticmethod
+    def _hook(table: dict[str, _Handler], name: str, mode: str) -> Callable[[F], F]:
+        if mode not in ("before", "after"):
+            raise ValueError(f'{name}() mode must be "before" or "after"')
+
+        def decorator(func: F) -> F:
+            table[mode] = _Handler(func, 2, f"{name}({mode!r})")
+            return func
+
+        return decorator
+
+
+def _still_open(ws: WebSocket) -> bool:
+    return ws.application_state is WebSocketState.CONNECTED and ws.client_state is not WebSocketState.DISCONNECTED
+
+
+def _bad_json_reason(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "message is not valid UTF-8"
+    detail = getattr(exc, "msg", "")
+    return f"message is not valid JSON: {detail}"[:120]

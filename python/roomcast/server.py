@@ -1,0 +1,372 @@
+"""The server: routes, the asyncio side of the C core, static files.
+
+The core runs its own loop thread (sockets, handshakes, framing, fan-out).
+This module registers the core's event descriptor with the running asyncio
+loop; each time it becomes readable, the whole batch of queued events is
+dispatched at once:
+
+* open: the path is matched against the routes (first match wins; no match
+  answers HTTP 404), a :class:`~roomcast.WebSocket` is created and a task
+  runs the endpoint;
+* message: appended to that websocket's receive queue (no task per message);
+* close: the websocket is marked closed and its readers get
+  :class:`~roomcast.WebSocketDisconnect`;
+* plain HTTP request (only when :meth:`Server.static` was used): a static
+  file, 426 for a websocket route, 404 otherwise.
+
+How an endpoint ends decides what the client sees: it returns without
+``accept()`` → HTTP 403; returns after ``accept()`` without ``close()`` →
+close 1000; raises before ``accept()`` → HTTP 500, after → close 1011 (both
+logged on the ``"roomcast"`` logger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import weakref
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
+
+from . import _core
+from ._params import Binder, Route
+from ._static import SMALL_FILE, StaticFiles, file_response, text_response
+from .websocket import WebSocket, WebSocketDisconnect, WebSocketState
+
+if TYPE_CHECKING:
+    from .room import BaseRoom
+
+__all__ = ["Running", "Server"]
+
+logger = logging.getLogger("roomcast")
+
+Endpoint = Callable[..., Awaitable[Any]]
+E = TypeVar("E", bound=Endpoint)
+
+EV_OPEN = _core.EV_OPEN
+EV_MESSAGE = _core.EV_MESSAGE
+EV_CLOSE = _core.EV_CLOSE
+EV_REQUEST = _core.EV_REQUEST
+
+
+class Running:
+    """What ``async with server.serve(...)`` yields: the bound ``host`` and
+    ``port`` (the real one when 0 was asked for) and ``url``."""
+
+    def __init__(self, server: Server, host: str, port: int) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        scheme = "http" if server._static else "ws"
+        netloc = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{netloc}:{port}/"
+
+    def stats(self) -> dict[str, int]:
+        """The core's counters (connections, rooms, slow_consumer_closes, ...)."""
+        core = self.server._poll_core
+        return core.stats() if core is not None else {}
+
+
+class Server:
+    """A WebSocket server. Options are keyword-only and go to the core:
+
+    * ``max_message_size``: a larger incoming message closes its connection
+      with 1009;
+    * ``max_queue_bytes``: a connection whose output queue would grow past
+      this (a client that does not read fast enough) is closed with 1008,
+      so one slow client never slows the others or grows memory unbounded;
+    * ``ping_interval`` / ``ping_timeout`` (seconds; 0 disables pings): a
+      client silent for ``ping_interval`` gets a ping; one that leaves it
+      unanswered for ``ping_timeout`` is closed with 1011 "keepalive ping
+      timeout" (not while the server itself holds reading, see below);
+    * ``handshake_timeout``, ``close_timeout`` (seconds),
+      ``max_header_bytes``, ``max_headers``: limits of the handshake and of
+      the close handshake;
+    * ``backlog``: the listen queue.
+
+    One option stays in Python: ``max_receive_queue`` (bytes): when this
+    much received data waits for an endpoint to read it, the server stops
+    reading from that client until half of it has been read.
+
+    One server serves one address at a time; it can serve again after it
+    has stopped.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = 2**20,
+        max_queue_bytes: int = 2**20,
+        ping_interval: float = 20,
+        ping_timeout: float = 20,
+        handshake_timeout: float = 10,
+        close_timeout: float = 5,
+        max_header_bytes: int = 8192,
+        max_headers: int = 100,
+        backlog: int = 1024,
+        max_receive_queue: int = 2**20,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "max_message_size": max_message_size,
+            "max_queue_bytes": max_queue_bytes,
+            "ping_interval": float(ping_interval),
+            "ping_timeout": float(ping_timeout),
+            "handshake_timeout": float(handshake_timeout),
+            "close_timeout": float(close_timeout),
+            "max_header_bytes": max_header_bytes,
+            "max_headers": max_headers,
+        }
+        self._backlog = backlog
+        self._max_receive_queue = max_receive_queue
+        self._routes: list[tuple[Route, Endpoint, Optional[Binder]]] = []
+        self._static: list[StaticFiles] = []
+        # Takes commands while serving; None once shutdown has begun, so that
+        # no command can reach a core whose loop has ended (it would raise).
+        self._core: Optional[_core.Core] = None
+        self._poll_core: Optional[_core.Core] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._conns: dict[int, WebSocket] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rooms: weakref.WeakKeyDictionary[BaseRoom, int] = weakref.WeakKeyDictionary()
+
+    # -- configuration ---------------------------------------------------
+
+    def websocket(self, path: str) -> Callable[[E], E]:
+        """Decorator: ``endpoint(websocket, **params)`` handles upgrade
+        requests for ``path``, e.g. ``"/chat/{room}"`` or
+        ``"/user/{id:int}"`` (convertors: str, int, float, path, uuid).
+
+        The endpoint receives the path parameters whose names it declares,
+        converted to its annotation when that is int, float or str; a value
+        that does not convert makes the route not match. It is a
+        :class:`TypeError`, raised here, to declare a parameter the path
+        does not have (unless it has a default)."""
+        route = Route(path)
+
+        def decorator(endpoint: E) -> E:
+            self._add_route(route, endpoint)
+            return endpoint
+
+        return decorator
+
+    def route(self, path: str, room: BaseRoom) -> None:
+        """Serves ``room`` at ``path``: the endpoint is ``room.connect``."""
+        self._add_route(Route(path), room.connect)
+
+    def _add_route(self, route: Route, endpoint: Endpoint) -> None:
+        if not callable(endpoint):
+            raise TypeError(f"endpoint must be callable, not {type(endpoint).__name__}")
+        binder = Binder(endpoint, 1)
+        missing = [n for n in binder.required() if n not in route.converters]
+        if missing:
+            raise TypeError(f"endpoint {endpoint!r} declares {missing} which {route.pattern!r} does not provide")
+        self._routes.append((route, endpoint, binder if binder else None))
+
+    def static(self, url_prefix: str, directory: Union[str, os.PathLike[str]]) -> None:
+        """Serves the files of ``directory`` for plain GET and HEAD requests
+        under ``url_prefix`` (``index.html`` for a directory; no path can
+        leave ``directory``). Call before serving. Once used, a plain
+        request for a websocket route gets ``426 Upgrade Required`` and any
+        other path 404."""
+        if self._poll_core is not None:
+            raise RuntimeError("static() must be called before the server starts")
+        self._static.append(StaticFiles(url_prefix, directory))
+        self._static.sort(key=lambda s: len(s.prefix), reverse=True)
+
+    # -- running ----------------------------------------------------------
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+        """Serves until SIGINT (Ctrl-C) or SIGTERM, then closes every
+        connection with 1001 and returns. Blocks; starts its own asyncio
+        loop. Logs the address on the ``"roomcast"`` logger at INFO."""
+        asyncio.run(self._run_until_signal(host, port))
+
+    async def _run_until_signal(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (ValueError, NotImplementedError, RuntimeError):
+                pass  # not the main thread, or no signals here
+        try:
+            async with self.serve(host, port) as running:
+                logger.info("listening on %s", running.url)
+                await stop.wait()
+                logger.info("shutting down")
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 8000) -> AsyncIterator[Running]:
+        """``async with server.serve(host, port) as running:`` serves on the
+        running asyncio loop inside the block (``running.port`` is the bound
+        port; pass 0 for any free one). Leaving the block stops listening,
+        closes every connection with 1001 "going away", waits up to
+        ``close_timeout`` for the clients to answer and for the endpoints
+        to return, and cancels those that do not. Raises :class:`OSError`
+        if the address cannot be bound."""
+        if self._poll_core is not None:
+            raise RuntimeError("this server is already serving")
+        loop = asyncio.get_running_loop()
+        core = _core.Core(**self._options, http_requests=bool(self._static))
+        bound = core.listen(host, port, self._backlog)
+        fd = core.fileno()
+        self._core = self._poll_core = core
+        self._loop = loop
+        loop.add_reader(fd, self._drain)
+        try:
+            yield Running(self, host, bound)
+        finally:
+            await self._shutdown(core, fd)
+
+    async def _shutdown(self, core: _core.Core, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._core = None
+        try:
+            # stop() blocks for the close handshakes; events keep flowing
+            # through the reader meanwhile, so endpoints see their close.
+            await loop.run_in_executor(None, core.stop, 1001, "going away")
+        finally:
+            loop.remove_reader(fd)
+            self._dispatch(core.poll())
+            self._poll_core = None
+            for room in list(self._rooms):
+                room._forget_server(self)
+            self._rooms.clear()
+            for ws in self._conns.values():
+                ws._closed(1006, "")  # every conn should have had its close event
+            self._conns.clear()
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._options["close_timeout"])
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- events -----------------------------------------------------------
+
+    def _drain(self) -> None:
+        core = self._poll_core
+        if core is not None:
+            self._dispatch(core.poll())
+
+    def _dispatch(self, events: list[Any]) -> None:
+        conns = self._conns
+        for event in events:
+            kind = event[0]
+            try:
+                if kind == EV_MESSAGE:
+                    ws = conns.get(event[1])
+                    if ws is not None:
+                        ws._feed(event[2])
+                elif kind == EV_CLOSE:
+                    ws = conns.pop(event[1], None)
+                    if ws is not None:
+                        ws._closed(event[2], event[3])
+                elif self._core is None:
+                    continue  # shutting down: the core closes these itself
+                elif kind == EV_OPEN:
+                    self._on_open(*event[1:])
+                elif kind == EV_REQUEST:
+                    self._on_request(*event[1:])
+            except Exception:
+                logger.exception("roomcast failed to dispatch event %r", event[:2])
+
+    def _on_open(self, conn: int, path: str, query: str, headers: Any, host: str, port: int) -> None:
+        core = self._core
+        assert core is not None and self._loop is not None
+        for route, endpoint, binder in self._routes:
+            params = route.match(path)
+            if params is None:
+                continue
+            try:
+                kwargs = binder.bind(params) if binder is not None else {}
+            except ValueError:
+                continue  # an annotation the value does not convert to
+            break
+        else:
+            core.reject(conn, 404)
+            return
+        ws = WebSocket(self, conn, path, query, headers, host, port, params)
+        self._conns[conn] = ws
+        task = self._loop.create_task(self._run_endpoint(ws, endpoint, kwargs))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_endpoint(self, ws: WebSocket, endpoint: Endpoint, kwargs: dict[str, Any]) -> None:
+        try:
+            result = endpoint(ws, **kwargs)
+            if inspect.isawaitable(result):
+                await result
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("websocket endpoint %r failed for %r", endpoint, ws)
+            ws._fail()
+            return
+        if ws.application_state is not WebSocketState.DISCONNECTED:
+            await ws.close()  # 403 if never accepted, else close 1000
+
+    def _on_request(
+        self, conn: int, method: str, path: str, query: str, headers: Any, host: str, port: int
+    ) -> None:
+        core = self._core
+        assert core is not None
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            status, hdrs, body = text_response(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
+            core.respond(conn, status, hdrs, body, head)
+            return
+        answer = None
+        for static in self._static:
+            found = static.lookup(path)
+            if isinstance(found, str):
+                self._send_file(core, conn, found, head)
+                return
+            if found is not None and found[0] != 404:
+                answer = found
+                break
+        if answer is None:
+            if any(route.match(path) is not None for route, _, _ in self._routes):
+                answer = text_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+            else:
+                answer = text_response(404, "Not Found")
+        status, hdrs, body = answer
+        core.respond(conn, status, hdrs, body, head)
+
+    def _send_file(self, core: _core.Core, conn: int, real: str, head: bool) -> None:
+        try:
+            small = os.path.getsize(real) <= SMALL_FILE
+        except OSError:
+            small = True  # file_response answers 404
+        if small:
+            status, hdrs, body = file_response(real)
+            core.respond(conn, status, hdrs, body, head)
+            return
+
+        async def send_large() -> None:
+            assert self._loop is not None
+            status, hdrs, body = await self._loop.run_in_executor(None, file_response, real)
+            if self._core is core:
+                core.respond(conn, status, hdrs, body, head)
+
+        assert self._loop is not None
+        task = self._loop.create_task(send_large())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- rooms ---------------------------------------------------------------
+
+    def _room_new(self, room: BaseRoom) -> int:
+        if self._core is None:
+            raise RuntimeError("the server of this websocket is not running")
+        room_id = self._core.room_new()
+        self._rooms[room] = room_id
+        return room_id

@@ -1,0 +1,450 @@
+"""The server side of one WebSocket connection, with Starlette's names.
+
+A :class:`WebSocket` is created by :class:`roomcast.Server` for every upgrade
+request that matches a route and is handed to the route's endpoint. The
+connection itself lives in the C core; this object queues commands to it and
+receives its messages from the server's dispatcher.
+
+Semantics worth knowing:
+
+* Nothing is answered until the endpoint decides: ``accept()`` sends the
+  ``101 Switching Protocols``; ``close()`` before ``accept()`` answers
+  ``HTTP 403`` instead.
+* Sends never wait for the peer. A frame is queued in the core's output
+  queue for this connection; if that queue grows past the server's
+  ``max_queue_bytes`` (a client that does not read fast enough), the core
+  closes the connection with code 1008 and the next ``receive_*`` raises
+  :class:`WebSocketDisconnect`.
+* Messages are delivered in the order the peer sent them, and every message
+  that arrived before the peer's close is delivered before
+  :class:`WebSocketDisconnect` is raised.
+* Received messages wait in a queue until read. When it holds more than
+  the server's ``max_receive_queue`` bytes (an endpoint that reads more
+  slowly than its client writes), the server stops reading from that client
+  until half of it has been consumed; TCP then slows the client down.
+* Once the server begins shutting down, every connection is being closed
+  with 1001: ``send_*`` raise :class:`WebSocketClosed` and ``close()`` does
+  nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import deque
+from types import SimpleNamespace
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+from urllib.parse import SplitResult, parse_qsl, urlencode
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from . import _core
+    from .server import Server
+
+__all__ = [
+    "Address",
+    "Headers",
+    "QueryParams",
+    "URL",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketDisconnect",
+    "WebSocketState",
+]
+
+Data = Union[str, bytes]
+
+
+class WebSocketDisconnect(Exception):
+    """The connection is closed; raised by ``receive_*`` once every message
+    that arrived before the close has been read.
+
+    ``code`` is the close code the peer sent (1005 if its close frame had
+    none, 1006 if the TCP connection was lost without a close frame); when
+    the server closed first, the code it sent: 1008 for a client that read
+    too slowly, 1009 for a message over ``max_message_size``, 1007 for
+    invalid UTF-8, 1002 for a protocol error, 1011 for a ping timeout, 1001
+    when the server is shutting down. ``reason`` is the matching reason.
+    """
+
+    def __init__(self, code: int = 1000, reason: Optional[str] = None) -> None:
+        self.code = code
+        self.reason = reason or ""
+        super().__init__(code, self.reason)
+
+
+class WebSocketClosed(WebSocketDisconnect):
+    """Raised by ``send_*`` (and ``accept``) when the connection is already
+    closed, by the peer or by this side.
+
+    It is a :class:`WebSocketDisconnect`, so one ``except
+    WebSocketDisconnect`` handles both directions. A send can still succeed
+    locally and never reach a peer that is leaving at that very moment: the
+    close is known only once the core reports it.
+    """
+
+
+class WebSocketState(enum.Enum):
+    CONNECTING = 0
+    CONNECTED = 1
+    DISCONNECTED = 2
+
+
+class Address(NamedTuple):
+    host: str
+    port: int
+
+
+class URL(SplitResult):
+    """The request URL (``scheme``, ``netloc``, ``path``, ``query``,
+    ``hostname``, ``port``); ``str(url)`` gives it back whole. ``path`` is
+    exactly as the client sent it (still percent-encoded)."""
+
+    def __str__(self) -> str:
+        return self.geturl()
+
+
+class _MultiMap(Mapping[str, str]):
+    """Immutable mapping over a list of pairs that keeps repeated keys."""
+
+    _pairs: list[tuple[str, str]]
+    _last: bool = False
+
+    def __init__(self, pairs: Iterable[Tuple[str, str]] = ()) -> None:
+        self._pairs = list(pairs)
+
+    def _key(self, key: str) -> str:
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        key = self._key(key)
+        found = [v for k, v in self._pairs if k == key]
+        if not found:
+            raise KeyError(key)
+        return found[-1] if self._last else found[0]
+
+    def getlist(self, key: str) -> list[str]:
+        key = self._key(key)
+        return [v for k, v in self._pairs if k == key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k for k, _ in self._pairs))
+
+    def __len__(self) -> int:
+        return len({k for k, _ in self._pairs})
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._pairs!r})"
+
+
+class Headers(_MultiMap):
+    """Request headers: case-insensitive; ``headers[name]`` is the first
+    value, ``getlist(name)`` all of them in request order."""
+
+    def _key(self, key: str) -> str:
+        return key.lower()
+
+
+class QueryParams(_MultiMap):
+    """Query string parameters: ``query_params[name]`` is the last value,
+    ``getlist(name)`` all of them. Values are percent-decoded."""
+
+    _last = True
+
+    def __init__(self, query: Union[str, Iterable[Tuple[str, str]]] = "") -> None:
+        if isinstance(query, str):
+            query = parse_qsl(query, keep_blank_values=True)
+        super().__init__(query)
+
+    def __str__(self) -> str:
+        return urlencode(self._pairs)
+
+
+_NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'
+
+
+class WebSocket:
+    """One server-side connection. Hashable (by identity), so it can be a
+    dict key. Created by the server only.
+
+    Attributes: ``client`` (:class:`Address` of the peer), ``url``,
+    ``headers``, ``query_params``, ``path_params`` (the route's parameters,
+    converted by its ``{name:int}``-style convertors), ``state`` (a free
+    namespace for the application), ``client_state`` and
+    ``application_state`` (:class:`WebSocketState`).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        conn: int,
+        path: str,
+        query: str,
+        headers: Sequence[Tuple[str, str]],
+        host: str,
+        port: int,
+        path_params: dict[str, Any],
+    ) -> None:
+        assert server._loop is not None  # created by a serving server only
+        self._server = server
+        self._loop = server._loop
+        self._conn = conn
+        self._path = path
+        self._query = query
+        self._raw_headers = headers
+        self.client = Address(host, port)
+        self.path_params = path_params
+        self.state = SimpleNamespace()
+        # The peer's side: DISCONNECTED once the core reported the close.
+        self.client_state = WebSocketState.CONNECTING
+        # This side: CONNECTED after accept(), DISCONNECTED after close().
+        self.application_state = WebSocketState.CONNECTING
+        self._inbox: deque[Data] = deque()
+        self._inbox_size = 0  # characters or bytes, near enough
+        self._inbox_limit = server._max_receive_queue
+        self._paused = False
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._close_code = 1006
+        self._close_reason = ""
+        self._headers: Optional[Headers] = None
+        self._query_params: Optional[QueryParams] = None
+
+    # -- request ----------------------------------------------------------
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+        return self._headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query_params is None:
+            self._query_params = QueryParams(self._query)
+        return self._query_params
+
+    @property
+    def url(self) -> URL:
+        netloc = self.headers.get("host", "")
+        return URL("ws", netloc, self._path, self._query, "")
+
+    def __repr__(self) -> str:
+        return f"<WebSocket #{self._conn} {self._path} from {self.client.host}:{self.client.port}>"
+
+    # -- handshake ----------------------------------------------------------
+
+    async def accept(
+        self,
+        subprotocol: Optional[str] = None,
+        headers: Optional[Iterable[Tuple[Union[str, bytes], Union[str, bytes]]]] = None,
+    ) -> None:
+        """Sends the ``101`` answer, with ``subprotocol`` as
+        ``Sec-WebSocket-Protocol`` and extra response ``headers`` (str or
+        latin-1 bytes pairs). Raises :class:`RuntimeError` if already
+        accepted or closed by this side; :class:`WebSocketClosed` if the
+        client has already gone."""
+        if self.application_state is not WebSocketState.CONNECTING:
+            raise RuntimeError("accept() called twice, or after close()")
+        core = self._server._core
+        if core is None:
+            self._close_code, self._close_reason = 1001, "going away"
+        if core is None or self.client_state is WebSocketState.DISCONNECTED:
+            self.application_state = WebSocketState.DISCONNECTED
+            raise WebSocketClosed(self._close_code, self._close_reason)
+        pairs = [(_latin1(k), _latin1(v)) for k, v in headers or ()]
+        core.accept(self._conn, subprotocol, pairs)
+        self.application_state = WebSocketState.CONNECTED
+        self.client_state = WebSocketState.CONNECTED
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Starts the close handshake with ``code`` and ``reason`` (cut to
+        123 bytes of UTF-8 if longer). Before ``accept()`` it refuses the upgrade with
+        ``HTTP 403`` instead. Closing twice, or after the peer has gone, does
+        nothing. Messages that arrive before the peer answers the close can
+        still be received. Raises :class:`ValueError` for a code that RFC
+        6455 does not allow an endpoint to send (the connection stays open).
+        """
+        state = self.application_state
+        core = self._server._core
+        if core is not None and self.client_state is not WebSocketState.DISCONNECTED:
+            if state is WebSocketState.CONNECTING:
+                core.reject(self._conn, 403)
+            elif state is WebSocketState.CONNECTED:
+                core.close(self._conn, code, reason)
+        self.application_state = WebSocketState.DISCONNECTED
+
+    def _fail(self) -> None:
+        """Ends the connection after an application error: HTTP 500 before
+        accept, close 1011 after."""
+        state = self.application_state
+        self.application_state = WebSocketState.DISCONNECTED
+        core = self._server._core
+        if core is None or self.client_state is WebSocketState.DISCONNECTED:
+            return
+        if state is WebSocketState.CONNECTING:
+            core.reject(self._conn, 500)
+        elif state is WebSocketState.CONNECTED:
+            core.close(self._conn, 1011, "internal error")
+
+    # -- sending ------------------------------------------------------------
+
+    def _check_send(self) -> _core.Core:
+        """The core to send with, or the reason why not."""
+        if self.application_state is WebSocketState.CONNECTED:
+            if self.client_state is not WebSocketState.DISCONNECTED:
+                core = self._server._core
+                if core is not None:
+                    return core
+                raise WebSocketClosed(1001, "going away")
+            raise WebSocketClosed(self._close_code, self._close_reason)
+        if self.application_state is WebSocketState.CONNECTING:
+            raise RuntimeError(_NOT_ACCEPTED)
+        raise WebSocketClosed(self._close_code, self._close_reason or "closed by the server")
+
+    async def send_text(self, data: str) -> None:
+        """Queues one text frame. Raises :class:`WebSocketClosed` once the
+        connection is closed, :class:`RuntimeError` before ``accept()``."""
+        if not isinstance(data, str):
+            raise TypeError(f"send_text() expects str, not {type(data).__name__}")
+        self._check_send().send(self._conn, data)
+
+    async def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Queues one binary frame; raises like :meth:`send_text`."""
+        if isinstance(data, str):
+            raise TypeError("send_bytes() expects a bytes-like object, not str")
+        self._check_send().send(self._conn, data)
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        """Serialises ``data`` compactly (UTF-8, no ASCII escaping) and sends
+        it as one text frame, or binary frame with ``mode="binary"``."""
+        if mode not in ("text", "binary"):
+            raise ValueError('mode must be "text" or "binary"')
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if mode == "text":
+            await self.send_text(text)
+        else:
+            await self.send_bytes(text.encode())
+
+    # -- receiving ----------------------------------------------------------
+
+    def _feed(self, data: Data) -> None:
+        self._inbox.append(data)
+        self._inbox_size += len(data)
+        if self._inbox_size > self._inbox_limit and not self._paused:
+            core = self._server._core
+            if core is not None:
+                core.pause_reading(self._conn)
+                self._paused = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _closed(self, code: int, reason: str) -> None:
+        self._close_code = code
+        self._close_reason = reason
+        self.client_state = WebSocketState.DISCONNECTED
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next(self) -> Data:
+        """The next message, str (text frame) or bytes (binary frame)."""
+        inbox = self._inbox
+        while not inbox:
+            if self.client_state is WebSocketState.DISCONNECTED:
+                raise WebSocketDisconnect(self._close_code, self._close_reason)
+            if self.application_state is WebSocketState.CONNECTING:
+                raise RuntimeError(_NOT_ACCEPTED)
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = inbox.popleft()
+        self._inbox_size -= len(data)
+        if self._paused and self._inbox_size <= self._inbox_limit // 2:
+            self._paused = False
+            core = self._server._core
+            if core is not None and self.client_state is not WebSocketState.DISCONNECTED:
+                core.resume_reading(self._conn)
+        return data
+
+    async def receive(self) -> dict[str, Any]:
+        """The next event as an ASGI-style message, as Starlette returns it:
+        ``{"type": "websocket.receive", "text": ...}`` (or ``"bytes"``), then
+        ``{"type": "websocket.disconnect", "code": ..., "reason": ...}``."""
+        try:
+            data = await self._next()
+        except WebSocketDisconnect as exc:
+            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        key = "text" if isinstance(data, str) else "bytes"
+        return {"type": "websocket.receive", key: data}
+
+    async def receive_text(self) -> str:
+        """The next message, which must be a text frame (:class:`TypeError`
+        otherwise; the message is consumed). Raises
+        :class:`WebSocketDisconnect` when the peer has gone."""
+        data = await self._next()
+        if not isinstance(data, str):
+            raise TypeError("expected a text message, received a binary one")
+        return data
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be a binary frame (:class:`TypeError`
+        otherwise)."""
+        data = await self._next()
+        if isinstance(data, str):
+            raise TypeError("expected a binary message, received a text one")
+        return data
+
+    async def receive_json(self, mode: str = "text") -> Any:
+        """The next message parsed as JSON. Text and binary frames are both
+        accepted (binary is decoded as UTF-8), whatever ``mode`` says.
+        Raises :class:`ValueError` (``json.JSONDecodeError`` or
+        ``UnicodeDecodeError``) on a malformed message."""
+        data = await self._next()
+        return json.loads(data)
+
+    async def iter_text(self) -> AsyncIterator[str]:
+        """Yields text messages until the peer closes."""
+        try:
+            while True:
+                yield await self.receive_text()
+        except WebSocketDisconnect:
+            pass
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Yields binary messages until the peer closes."""
+        try:
+            while True:
+                yield await self.receive_bytes()
+        except WebSocketDisconnect:
+            pass
+
+    async def iter_json(self) -> AsyncIterator[Any]:
+        """Yields parsed JSON messages until the peer closes."""
+        try:
+            while True:
+                yield await self.receive_json()
+        except WebSocketDisconnect:
+            pass
+
+
+def _latin1(value: Union[str, bytes]) -> str:
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value

@@ -1,0 +1,182 @@
+"""Build of roomcast's C extension, ``roomcast._core``.
+
+Project metadata lives in pyproject.toml; this file only describes the
+extension, because finding its two C libraries needs code:
+
+* libuv is found with ``pkg-config --cflags --libs libuv`` (Debian package
+  ``libuv1-dev``);
+* wslay is found by its header ``wslay/wslay.h`` and linked with ``-lwslay``
+  (Debian package ``libwslay-dev``, which ships no pkg-config file).
+
+When either is missing the build stops with a message naming the Debian
+packages to install, instead of a compiler error about a missing header.
+
+Developer switches (environment variables, read at build time):
+
+``ROOMCAST_WERROR=1``
+    add ``-Werror``: every warning fails the build (``make build`` and CI).
+``ROOMCAST_SANITIZE=1``
+    build with AddressSanitizer and UndefinedBehaviorSanitizer
+    (``-O1 -g -fsanitize=address,undefined``). The interpreter must then be
+    started with the ASan runtime preloaded; ``make sanitize`` does that.
+
+Switching a flag does not make setuptools rebuild an extension that is up to
+date: pass ``--force`` to ``build_ext`` (``make sanitize`` does).
+"""
+
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INSTALL_HINT = (
+    "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev pkg-config\n"
+    "(or run `make deps` as root, which installs them)."
+)
+
+
+class MissingDependency(Exception):
+    pass
+
+
+def _env_flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def _libuv_flags():
+    """Returns (compile_args, link_args) for libuv from pkg-config."""
+    pkg_config = os.environ.get("PKG_CONFIG", "pkg-config")
+    if shutil.which(pkg_config) is None:
+        raise MissingDependency(
+            "roomcast needs pkg-config to find libuv, and pkg-config is not "
+            "installed.\n" + INSTALL_HINT
+        )
+    try:
+        out = subprocess.run(
+            [pkg_config, "--cflags", "--libs", "libuv"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except subprocess.CalledProcessError:
+        raise MissingDependency(
+            "roomcast needs libuv, and `pkg-config --cflags --libs libuv` "
+            "does not find it (no libuv.pc on PKG_CONFIG_PATH).\n" + INSTALL_HINT
+        ) from None
+    flags = shlex.split(out)
+    cflags = [f for f in flags if not f.startswith(("-l", "-L", "-Wl,"))]
+    ldflags = [f for f in flags if f.startswith(("-l", "-L", "-Wl,"))]
+    return cflags, ldflags
+
+
+def _compiles_and_links(compiler_cmd, source, extra_args):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(source)
+        cmd = compiler_cmd + [src, "-o", os.path.join(tmp, "probe")] + extra_args
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        return result.returncode == 0
+
+
+def _check_wslay(compiler_cmd, cflags):
+    """Fails clearly unless wslay's header and library are usable."""
+    probe = (
+        "#include <wslay/wslay.h>\n"
+        "int main(void) {\n"
+        "  struct wslay_event_callbacks cb = {0};\n"
+        "  wslay_event_context_ptr ctx;\n"
+        "  if (wslay_event_context_server_init(&ctx, &cb, 0) != 0) return 1;\n"
+        "  wslay_event_context_free(ctx);\n"
+        "  return 0;\n"
+        "}\n"
+    )
+    if _compiles_and_links(compiler_cmd, probe, cflags + ["-lwslay"]):
+        return
+    header = os.path.exists("/usr/include/wslay/wslay.h") or _compiles_and_links(
+        compiler_cmd, "#include <wslay/wslay.h>\nint main(void){return 0;}\n",
+        cflags + ["-c"])
+    what = "the library -lwslay" if header else "the header wslay/wslay.h"
+    raise MissingDependency(
+        "roomcast needs wslay, and %s is not found.\n%s" % (what, INSTALL_HINT)
+    )
+
+
+def _c_compiler():
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cmd = shlex.split(cc)
+    if shutil.which(cmd[0]) is None:
+        raise MissingDependency(
+            "roomcast needs a C compiler, and %r is not found.\n"
+            "On Debian or Ubuntu: apt-get install gcc" % cmd[0]
+        )
+    return cmd
+
+
+class BuildExt(build_ext):
+    """Checks the C dependencies before compiling, so that a missing package
+    is reported by name rather than as a compiler error."""
+
+    def build_extensions(self):
+        try:
+            uv_cflags, uv_ldflags = _libuv_flags()
+            _check_wslay(_c_compiler(), uv_cflags)
+        except MissingDependency as exc:
+            sys.stderr.write("\nerror: %s\n\n" % exc)
+            raise SystemExit(1) from None
+
+        cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-pthread"]
+        ldflags = ["-lwslay", "-pthread"]
+        if _env_flag("ROOMCAST_WERROR"):
+            cflags.append("-Werror")
+        if _env_flag("ROOMCAST_SANITIZE"):
+            san = [
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=undefined",
+            ]
+            # Later flags win: -O1 -g replace the -O2 above for sanitized runs.
+            cflags += ["-O1", "-g"] + san
+            ldflags += san
+        for ext in self.extensions:
+            ext.extra_compile_args = uv_cflags + cflags + list(ext.extra_compile_args)
+            ext.extra_link_args = uv_ldflags + ldflags + list(ext.extra_link_args)
+        super().build_extensions()
+
+
+def _sources():
+    # Sorted so that the build is the same from one machine to the next.
+    return sorted(os.path.relpath(p, HERE)
+                  for p in glob.glob(os.path.join(HERE, "csrc", "*.c")))
+
+
+def _headers():
+    return sorted(os.path.relpath(p, HERE)
+                  for p in glob.glob(os.path.join(HERE, "csrc", "*.h")))
+
+
+setup(
+    package_dir={"": "python"},
+    packages=find_packages("python"),
+    package_data={"roomcast": ["py.typed", "_core.pyi"]},
+    include_package_data=False,
+    ext_modules=[
+        Extension(
+            "roomcast._core",
+            sources=_sources(),
+            include_dirs=["csrc"],
+            # Headers as dependencies: a changed header rebuilds the module.
+            depends=_headers(),
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+    zip_safe=False,
+)

@@ -1,0 +1,235 @@
+/* test_frame.c - server frame headers and close payloads against exact bytes
+ * (RFC 6455 5.2, 5.5.1, 7.4). */
+#include <stdint.h>
+#include <string.h>
+
+#include "rc_frame.h"
+#include "rc_test.h"
+
+RC_TEST(header_len_thresholds) {
+  RC_ASSERT_EQ_UINT(rc_frame_header_len(0), 2);
+  RC_ASSERT_EQ_UINT(rc_frame_header_len(125), 2);
+  RC_ASSERT_EQ_UINT(rc_frame_header_len(126), 4);
+  RC_ASSERT_EQ_UINT(rc_frame_header_len(65535), 4);
+  RC_ASSERT_EQ_UINT(rc_frame_header_len(65536), 10);
+  RC_ASSERT_EQ_UINT(rc_frame_header_len(UINT64_C(0x7FFFFFFFFFFFFFFF)), 10);
+}
+
+RC_TEST(header_len_0) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n = rc_frame_header(out, RC_OP_TEXT, 1, 0);
+  RC_ASSERT_EQ_BYTES(out, n, "\x81\x00");
+}
+
+RC_TEST(header_len_125) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n = rc_frame_header(out, RC_OP_TEXT, 1, 125);
+  RC_ASSERT_EQ_BYTES(out, n, "\x81\x7d");
+}
+
+RC_TEST(header_len_126) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n = rc_frame_header(out, RC_OP_BINARY, 1, 126);
+  RC_ASSERT_EQ_BYTES(out, n, "\x82\x7e\x00\x7e");
+}
+
+RC_TEST(header_len_65535) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n = rc_frame_header(out, RC_OP_BINARY, 1, 65535);
+  RC_ASSERT_EQ_BYTES(out, n, "\x82\x7e\xff\xff");
+}
+
+RC_TEST(header_len_65536) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n = rc_frame_header(out, RC_OP_BINARY, 1, 65536);
+  RC_ASSERT_EQ_BYTES(out, n, "\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00");
+}
+
+RC_TEST(header_len_large_64_bit) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n =
+      rc_frame_header(out, RC_OP_BINARY, 1, UINT64_C(0x0123456789ABCDEF));
+  RC_ASSERT_EQ_BYTES(out, n, "\x82\x7f\x01\x23\x45\x67\x89\xab\xcd\xef");
+  n = rc_frame_header(out, RC_OP_TEXT, 1, UINT64_C(0x7FFFFFFFFFFFFFFF));
+  RC_ASSERT_EQ_BYTES(out, n, "\x81\x7f\x7f\xff\xff\xff\xff\xff\xff\xff");
+}
+
+RC_TEST(header_fin_clear) {
+  uint8_t out[RC_FRAME_MAX_HEADER];
+  size_t n = rc_frame_header(out, RC_OP_TEXT, 0, 5);
+  RC_ASSERT_EQ_BYTES(out, n, "\x01\x05");
+  n = rc_frame_header(out, RC_OP_CONT, 0, 300);
+  RC_ASSERT_EQ_BYTES(out, n, "\x00\x7e\x01\x2c");
+  n = rc_frame_header(out, RC_OP_CONT, 1, 3);
+  RC_ASSERT_EQ_BYTES(out, n, "\x80\x03");
+  /* Any nonzero fin sets the bit. */
+  n = rc_frame_header(out, RC_OP_BINARY, 42, 1);
+  RC_ASSERT_EQ_BYTES(out, n, "\x82\x01");
+}
+
+RC_TEST(header_each_opcode) {
+  static const struct {
+    unsigned op;
+    uint8_t b0;
+  } v[] = {
+      {RC_OP_CONT, 0x80},  {RC_OP_TEXT, 0x81}, {RC_OP_BINARY, 0x82},
+      {RC_OP_CLOSE, 0x88}, {RC_OP_PING, 0x89}, {RC_OP_PONG, 0x8A},
+  };
+  for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
+    uint8_t out[RC_FRAME_MAX_HEADER];
+    size_t n = rc_frame_header(out, v[k].op, 1, 2);
+    RC_ASSERT_EQ_UINT(n, 2);
+    RC_CHECK_EQ_INT(out[0], v[k].b0);
+    RC_CHECK_EQ_INT(out[1], 2); /* mask bit never set */
+  }
+}
+
+RC_TEST(close_payload_code_and_reason) {
+  uint8_t out[125];
+  size_t n = rc_frame_close_payload(out, 1000, "bye", 3);
+  RC_ASSERT_EQ_BYTES(out, n,
+                     "\x03\xe8"
+                     "bye");
+  n = rc_frame_close_payload(out, 4999, NULL, 0);
+  RC_ASSERT_EQ_BYTES(out, n, "\x13\x87");
+  n = rc_frame_close_payload(out, 1011, "", 0);
+  RC_ASSERT_EQ_BYTES(out, n, "\x03\xf3");
+}
+
+RC_TEST(close_payload_code_0_is_empty) {
+  uint8_t out[125];
+  memset(out, 0xAA, sizeof out);
+  RC_ASSERT_EQ_UINT(rc_frame_close_payload(out, 0, "ignored", 7), 0);
+  RC_ASSERT_EQ_INT(out[0], 0xAA);
+}
+
+RC_TEST(close_payload_reason_exactly_fits) {
+  char reason[123];
+  memset(reason, 'r', sizeof reason);
+  uint8_t out[125];
+  size_t n = rc_frame_close_payload(out, 1001, reason, sizeof reason);
+  RC_ASSERT_EQ_UINT(n, 125);
+  RC_ASSERT_EQ_MEM(out + 2, reason, 123);
+}
+
+RC_TEST(close_payload_truncates_ascii_at_125) {
+  char reason[300];
+  memset(reason, 'r', sizeof reason);
+  uint8_t out[125];
+  size_t n = rc_frame_close_payload(out, 1001, reason, sizeof reason);
+  RC_ASSERT_EQ_UINT(n, 125);
+  RC_ASSERT_EQ_INT(out[0], 0x03);
+  RC_ASSERT_EQ_INT(out[1], 0xe9);
+  RC_ASSERT_EQ_MEM(out + 2, reason, 123);
+}
+
+/* 122 ASCII bytes then a 3-byte character: keeping 123 bytes would split
+ * it, so the whole character goes. */
+RC_TEST(close_payload_truncates_on_utf8_boundary) {
+  char reason[130];
+  memset(reason, 'r', 122);
+  memcpy(reason + 122,
+         "\xe2\x82\xac"
+         "abcde",
+         8);
+  uint8_t out[125];
+  size_t n = rc_frame_close_payload(out, 1000, reason, sizeof reason);
+  RC_ASSERT_EQ_UINT(n, 2 + 122);
+  RC_ASSERT_EQ_MEM(out + 2, reason, 122);
+
+  /* 120 ASCII then a 3-byte character ends exactly at 123: kept whole. */
+  memset(reason, 'r', 120);
+  memcpy(reason + 120,
+         "\xe2\x82\xac"
+         "abcdefg",
+         10);
+  n = rc_frame_close_payload(out, 1000, reason, sizeof reason);
+  RC_ASSERT_EQ_UINT(n, 125);
+  RC_ASSERT_EQ_MEM(out + 122, "\xe2\x82\xac", 3);
+
+  /* All 4-byte characters: 30 fit in 120 bytes, the 31st would not. */
+  for (size_t i = 0; i < 128; i += 4)
+    memcpy(reason + i, "\xf0\x9f\x98\x80", 4);
+  n = rc_frame_close_payload(out, 1000, reason, 128);
+  RC_ASSERT_EQ_UINT(n, 2 + 120);
+  RC_ASSERT_EQ_MEM(out + 2, reason, 120);
+}
+
+RC_TEST(close_code_validity_table) {
+  static const struct {
+    unsigned code;
+    int valid;
+  } v[] = {
+      {0, 0},    {999, 0},  {1000, 1}, {1001, 1},  {1002, 1},         {1003, 1},
+      {1004, 0}, {1005, 0}, {1006, 0}, {1007, 1},  {1008, 1},         {1009, 1},
+      {1010, 1}, {1011, 1}, {1012, 1}, {1013, 1},  {1014, 1},         {1015, 0},
+      {1016, 0}, {1999, 0}, {2000, 0}, {2999, 0},  {3000, 1},         {3999, 1},
+      {4000, 1}, {4999, 1}, {5000, 0}, {65535, 0}, {65536 + 1000, 0},
+  };
+  for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
+    if (rc_close_code_valid(v[k].code) != v[k].valid) {
+      fprintf(stderr, "  code %u\n", v[k].code);
+      RC_CHECK_EQ_INT(rc_close_code_valid(v[k].code), v[k].valid);
+    }
+  }
+}
+
+/* A masked client frame: header, 4-byte key, payload (not really masked:
+ * the scanner never looks at payload bytes). */
+static size_t client_frame(uint8_t *out, unsigned op, int fin, size_t len) {
+  size_t n = rc_frame_header(out, op, fin, len);
+  out[1] |= 0x80;
+  memset(out + n, 0xAB, 4 + len);
+  return n + 4 + len;
+}
+
+RC_TEST(scan_rest_between_messages) {
+  rc_frame_scan sc = {0};
+  uint8_t buf[70000];
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
+  size_t n = client_frame(buf, RC_OP_TEXT, 1, 5);
+  rc_frame_scan_feed(&sc, buf, n - 1);
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
+  rc_frame_scan_feed(&sc, buf + n - 1, 1);
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
+  /* 16-bit and 64-bit lengths, fed one byte at a time */
+  size_t sizes[] = {200, 65536};
+  for (int k = 0; k < 2; k++) {
+    n = client_frame(buf, RC_OP_BINARY, 1, sizes[k]);
+    for (size_t i = 0; i < n; i++) {
+      RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), i == 0);
+      rc_frame_scan_feed(&sc, buf + i, 1);
+    }
+    RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
+  }
+}
+
+RC_TEST(scan_fragmented_message_is_not_at_rest) {
+  rc_frame_scan sc = {0};
+  uint8_t buf[64];
+  size_t n = client_frame(buf, RC_OP_TEXT, 0, 3);
+  rc_frame_scan_feed(&sc, buf, n);
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
+  n = client_frame(buf, RC_OP_PING, 1, 2); /* control frames interleave */
+  rc_frame_scan_feed(&sc, buf, n);
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
+  n = client_frame(buf, RC_OP_CONT, 0, 3);
+  rc_frame_scan_feed(&sc, buf, n);
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
+  n = client_frame(buf, RC_OP_CONT, 1, 3);
+  rc_frame_scan_feed(&sc, buf, n);
+  RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
+}
+
+RC_TEST_MAIN(RC_CASE(scan_rest_between_messages),
+             RC_CASE(scan_fragmented_message_is_not_at_rest), RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
+             RC_CASE(header_len_125), RC_CASE(header_len_126),
+             RC_CASE(header_len_65535), RC_CASE(header_len_65536),
+             RC_CASE(header_len_large_64_bit), RC_CASE(header_fin_clear),
+             RC_CASE(header_each_opcode),
+             RC_CASE(close_payload_code_and_reason),
+             RC_CASE(close_payload_code_0_is_empty),
+             RC_CASE(close_payload_reason_exactly_fits),
+             RC_CASE(close_payload_truncates_ascii_at_125),
+             RC_CASE(close_payload_truncates_on_utf8_boundary),
+             RC_CASE(close_code_validity_table))

@@ -1,0 +1,30 @@
+"""Shared test set-up: makes the package importable from the source tree and
+runs ``async def`` tests with ``asyncio.run`` (no plugin needed)."""
+
+import asyncio
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "python") not in sys.path:
+    sys.path.insert(0, str(REPO / "python"))
+
+# An async test that hangs fails after this many seconds instead of blocking
+# the run; generous, since the machine is slow and noisy.
+ASYNC_TEST_TIMEOUT = 120
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+
+    async def run():
+        await asyncio.wait_for(pyfuncitem.obj(**kwargs), ASYNC_TEST_TIMEOUT)
+
+    asyncio.run(run())
+    return True

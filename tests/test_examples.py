@@ -1,0 +1,152 @@
+"""The examples run as their users run them: ``python examples/X.py`` in a
+subprocess on a free port, exercised by a client, stopped by a signal."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+T = 60  # seconds; starting Python on a loaded machine can be slow
+
+
+async def recv(ws):
+    return await asyncio.wait_for(ws.recv(), T)
+
+
+async def close_of(ws):
+    await asyncio.wait_for(ws.wait_closed(), T)
+    return ws.close_code
+
+
+class Example:
+    """One example process; reads its log (stderr) line by line."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.log = []
+
+    @classmethod
+    async def start(cls, script, *args, env=None):
+        environ = dict(os.environ, **(env or {}))
+        paths = [str(REPO / "python"), environ.get("PYTHONPATH", "")]
+        environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLES / script),
+            *args,
+            env=environ,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        example = cls(proc)
+        match = await example.wait_for_line(r"listening on \S+:(\d+)/")
+        example.port = int(match.group(1))
+        return example
+
+    async def wait_for_line(self, pattern):
+        """Reads the log until a line matches; fails if the process ends."""
+        while True:
+            line = await asyncio.wait_for(self.proc.stderr.readline(), T)
+            if not line:
+                raise AssertionError("example ended; its log:\n" + "".join(self.log))
+            self.log.append(line.decode(errors="replace"))
+            match = re.search(pattern, self.log[-1])
+            if match:
+                return match
+
+    async def stop(self, sig):
+        self.proc.send_signal(sig)
+        rest = await asyncio.wait_for(self.proc.stderr.read(), T)
+        self.log.append(rest.decode(errors="replace"))
+        return await asyncio.wait_for(self.proc.wait(), T)
+
+    def kill(self):
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+@pytest.fixture
+def examples():
+    started = []
+
+    async def start(script, *args, env=None):
+        example = await Example.start(script, *args, env=env)
+        started.append(example)
+        return example
+
+    yield start
+    for example in started:
+        example.kill()
+
+
+async def test_websocket_rooms_basic_example(examples):
+    example = await examples("websocket_rooms_basic.py", env={"PORT": "0"})
+    uri = f"ws://127.0.0.1:{example.port}/chat"
+    async with connect(uri) as a, connect(uri) as b:
+        # Both have joined once the example has logged it twice.
+        await example.wait_for_line(r"127\.0\.0\.1 joined the chat room")
+        await example.wait_for_line(r"127\.0\.0\.1 joined the chat room")
+        await a.send(json.dumps({"user": "a", "text": "hello"}))
+        for ws in (a, b):
+            assert json.loads(await recv(ws)) == {"user": "a", "text": "hello"}
+        await b.send("{}")  # falsy messages are delivered too
+        for ws in (a, b):
+            assert await recv(ws) == "{}"
+        # SIGTERM: the clients are told the server is going away (1001).
+        assert await example.stop(signal.SIGTERM) == 0
+        assert await close_of(a) == 1001
+        assert await close_of(b) == 1001
+
+
+async def test_websocket_rooms_client_id_example(examples):
+    example = await examples("websocket_rooms_client_id.py", "0")
+    base = f"ws://127.0.0.1:{example.port}/chat"
+    async with connect(f"{base}/42") as a:
+        await example.wait_for_line(r"\b42 joined the chat room")
+        async with connect(f"{base}/7") as b:
+            await example.wait_for_line(r"\b7 joined the chat room")
+            await b.send('{"from": 7}')
+            for ws in (a, b):
+                assert json.loads(await recv(ws)) == {"from": 7}
+            # client_id: int in the endpoint's signature: not a number, no route.
+            with pytest.raises(InvalidStatus) as info:
+                await connect(f"{base}/not-a-number")
+            assert info.value.response.status_code == 404
+            assert await example.stop(signal.SIGINT) == 0
+            assert await close_of(a) == 1001
+            assert await close_of(b) == 1001
+
+
+async def test_chat_demo(examples):
+    example = await examples("chat.py", "--port", "0", "--host", "127.0.0.1")
+    port = example.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    page = await asyncio.wait_for(reader.read(), T)
+    writer.close()
+    assert page.startswith(b"HTTP/1.1 200")
+    assert b"text/html" in page and b"new WebSocket(" in page
+
+    uri = f"ws://127.0.0.1:{port}/chat"
+    async with connect(uri) as a:
+        assert json.loads(await recv(a)) == {"type": "presence", "count": 1}
+        async with connect(uri) as b:
+            for ws in (a, b):
+                assert json.loads(await recv(ws)) == {"type": "presence", "count": 2}
+            await a.send("[1, 2]")  # valid JSON but not a chat message: ignored
+            await a.send(json.dumps({"name": "ann", "text": "hi <b>all</b>"}))
+            for ws in (a, b):
+                assert json.loads(await recv(ws)) == {"type": "message", "name": "ann", "text": "hi <b>all</b>"}
+        assert json.loads(await recv(a)) == {"type": "presence", "count": 1}
+        await a.send("not json")
+        assert await close_of(a) == 1007
+    assert await example.stop(signal.SIGINT) == 0

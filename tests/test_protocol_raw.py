@@ -1,0 +1,298 @@
+"""RFC 6455 on the wire, driven byte by byte from raw sockets.
+
+One echo server with the default limits serves the module; after every test
+a fresh client checks that the server still answers, because bad input must
+never take down the process or another connection.
+"""
+
+import struct
+import threading
+
+import pytest
+
+import wsraw
+from roomcast import Room, Server
+from wsraw import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient,
+                   handshake_request, http_exchange)
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = Server()  # the defaults are what these tests check
+    room = Room()
+
+    @room.on_receive("text")
+    async def echo(room, ws, msg):
+        await ws.send_text(msg)
+
+    server.route("/echo", room)
+    with wsraw.ServerThread(server) as running:
+        yield running
+
+
+@pytest.fixture
+def port(server):
+    yield server.port
+    with WSClient.connect(server.port, "/echo") as c:
+        c.send_text("still there?")
+        assert c.recv_text() == "still there?"
+
+
+def expect_close(client, code):
+    """Reads to the server's close frame, checks its code, answers it as a
+    client must, and checks that the server then ends the TCP connection."""
+    _, frame = client.recv_until_close()
+    assert frame.close_code == code, frame
+    try:
+        client.send_close(code)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may drop TCP right after a protocol error
+    try:
+        rest = client.reader.read_to_eof()
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b""
+
+
+# --- the opening handshake ------------------------------------------------
+
+
+def upgrade_head(port, request):
+    """Sends an upgrade request and returns the answer's head only."""
+    sock = wsraw.connect_socket(port)
+    try:
+        sock.sendall(request)
+        return wsraw.read_http_response(wsraw.Reader(sock))
+    finally:
+        sock.close()
+
+
+def test_accept_value_of_the_rfc_example(port):
+    # RFC 6455 1.3 gives this key and its answer.
+    resp = upgrade_head(port, handshake_request(
+        "/echo", key="dGhlIHNhbXBsZSBub25jZQ=="))
+    assert resp.status == 101
+    assert resp.header("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_missing_key_is_400(port):
+    resp = http_exchange(port, handshake_request("/echo", key=None))
+    assert resp.status == 400
+
+
+def test_key_not_16_bytes_is_400(port):
+    resp = http_exchange(port, handshake_request("/echo", key="c2hvcnQ="))
+    assert resp.status == 400
+
+
+def test_wrong_version_is_426_naming_13(port):
+    resp = http_exchange(port, handshake_request(
+        "/echo", key=wsraw.new_key(), version="8"))
+    assert resp.status == 426
+    assert resp.header("sec-websocket-version") == "13"
+
+
+def test_missing_version_is_426(port):
+    resp = http_exchange(port, handshake_request(
+        "/echo", key=wsraw.new_key(), version=None))
+    assert resp.status == 426
+    assert resp.header("sec-websocket-version") == "13"
+
+
+def test_post_with_upgrade_headers_is_405(port):
+    resp = http_exchange(port, handshake_request(
+        "/echo", key=wsraw.new_key(), method="POST",
+        extra_headers=[("Content-Length", "0")]))
+    assert resp.status == 405
+
+
+def test_headers_over_8_kib_are_431(port):
+    resp = http_exchange(port, handshake_request(
+        "/echo", key=wsraw.new_key(), extra_headers=[("X-Big", "a" * 9000)]))
+    assert resp.status == 431
+
+
+def test_more_than_100_headers_are_431(port):
+    extra = [("X-H%d" % i, "v") for i in range(101)]
+    resp = http_exchange(port, handshake_request(
+        "/echo", key=wsraw.new_key(), extra_headers=extra))
+    assert resp.status == 431
+
+
+def test_headers_just_under_the_limit_are_accepted(port):
+    # About 7 KiB of headers in 60 lines: within both limits.
+    extra = [("X-H%d" % i, "b" * 110) for i in range(60)]
+    with WSClient.connect(port, "/echo", extra_headers=extra) as c:
+        c.send_text("ok")
+        assert c.recv_text() == "ok"
+
+
+def test_plain_get_without_static_files_is_426(port):
+    resp = http_exchange(
+        port, b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert resp.status == 426
+
+
+def test_garbage_request_line_is_400(port):
+    resp = http_exchange(port, b"HELLO\r\n\r\n")
+    assert resp.status == 400
+
+
+# --- frames ------------------------------------------------------------------
+
+
+def test_text_and_binary_frames_are_unmasked_and_echoed(port):
+    with WSClient.connect(port, "/echo") as c:
+        for text in ["", "a", "é" * 100, "x" * 70000]:
+            c.send_text(text)
+            assert c.recv_text() == text
+
+
+def test_unmasked_client_frame_is_closed_with_1002(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"hello", mask=False)
+        expect_close(c, 1002)
+
+
+def test_reserved_bits_without_extension_are_closed_with_1002(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"hello", rsv=0b100)
+        expect_close(c, 1002)
+
+
+def test_unknown_opcode_is_closed_with_1002(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(0x3, b"hello")
+        expect_close(c, 1002)
+
+
+def test_continuation_without_a_message_is_closed_with_1002(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_CONT, b"hello")
+        expect_close(c, 1002)
+
+
+def _send_in_background(client, data):
+    """Sends data from a thread while the test reads: the server may answer
+    (and stop reading) long before a large payload is through."""
+    def run():
+        try:
+            client.send_raw(data)
+        except OSError:
+            pass  # the server closed first, as it may
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_message_of_exactly_max_message_size_is_accepted(port):
+    with WSClient.connect(port, "/echo") as c:
+        text = "m" * MIB
+        t = _send_in_background(c, wsraw.encode_frame(
+            OP_TEXT, text.encode()))
+        assert c.recv_text() == text
+        t.join(wsraw.TIMEOUT)
+
+
+def test_oversized_message_is_closed_with_1009(port):
+    with WSClient.connect(port, "/echo") as c:
+        t = _send_in_background(c, wsraw.encode_frame(
+            OP_TEXT, b"o" * (MIB + 1)))
+        expect_close(c, 1009)
+        t.join(wsraw.TIMEOUT)
+
+
+def test_oversized_fragmented_message_is_closed_with_1009(port):
+    # Each fragment is within the limit; the message is not.
+    half = b"f" * (MIB // 2 + 1)
+    with WSClient.connect(port, "/echo") as c:
+        t = _send_in_background(
+            c,
+            wsraw.encode_frame(OP_TEXT, half, fin=False)
+            + wsraw.encode_frame(OP_CONT, half, fin=True))
+        expect_close(c, 1009)
+        t.join(wsraw.TIMEOUT)
+
+
+def test_invalid_utf8_text_is_closed_with_1007(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"abc\xff\xfedef")
+        expect_close(c, 1007)
+
+
+def test_overlong_utf8_text_is_closed_with_1007(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"\xc0\xaf")  # '/' in two bytes: forbidden
+        expect_close(c, 1007)
+
+
+def test_invalid_utf8_across_fragments_is_closed_with_1007(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"ab\xe2\x82", fin=False)  # first 2 of 3 bytes
+        c.send_frame(OP_CONT, b"cd", fin=True)  # not a continuation byte
+        expect_close(c, 1007)
+
+
+def test_ping_is_answered_with_pong_with_the_same_payload(port):
+    with WSClient.connect(port, "/echo") as c:
+        payload = b"ping \x00\xff payload"
+        c.send_frame(OP_PING, payload)
+        frame = c.recv_frame()
+        assert (frame.opcode, frame.fin, frame.payload) == (OP_PONG, True,
+                                                            payload)
+
+
+def test_fragmented_message_is_reassembled(port):
+    # Fragment boundaries cut through the 2-byte 'é' and the 4-byte emoji.
+    text = "héllo wörld 🎉!"
+    data = text.encode("utf-8")
+    cut1 = data.index("é".encode()) + 1
+    cut2 = data.index("🎉".encode()) + 2
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, data[:cut1], fin=False)
+        c.send_frame(OP_CONT, data[cut1:cut2], fin=False)
+        c.send_frame(OP_CONT, data[cut2:], fin=True)
+        assert c.recv_text() == text
+
+
+def test_ping_between_fragments_is_answered_and_message_reassembled(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"one ", fin=False)
+        c.send_frame(OP_PING, b"p")
+        c.send_frame(OP_CONT, b"two ", fin=False)
+        c.send_frame(OP_CONT, b"three", fin=True)
+        pong = c.recv_frame()
+        assert (pong.opcode, pong.payload) == (OP_PONG, b"p")
+        assert c.recv_text() == "one two three"
+
+
+def test_close_handshake(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_text("before")
+        assert c.recv_text() == "before"
+        c.send_close(1000, "bye")
+        messages, frame = c.recv_until_close()
+        assert messages == []
+        assert frame.close_code == 1000
+        # The server closes TCP after the handshake (RFC 6455 7.1.1).
+        assert c.at_eof()
+
+
+def test_close_with_invalid_code_is_closed_with_1002(port):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_CLOSE, struct.pack("!H", 1005))  # may not be sent
+        expect_close(c, 1002)
+
+
+def test_bad_clients_do_not_disturb_a_good_one(port):
+    with WSClient.connect(port, "/echo") as good:
+        good.send_text("1")
+        assert good.recv_text() == "1"
+        with WSClient.connect(port, "/echo") as bad:
+            bad.send_frame(OP_TEXT, b"x", mask=False)
+            expect_close(bad, 1002)
+        http_exchange(port, handshake_request("/echo", key=None))
+        good.send_text("2")
+        assert good.recv_text() == "2"
