@@ -35,7 +35,7 @@ static int raise_uv(int r) {
     PyErr_SetString(PyExc_RuntimeError, "the server is not listening");
   else
     PyErr_Format(PyExc_OSError, "roomcast core error %d (%s)", r,
-                 strerror(-r));
+                 rc_strerror(r));
   return -1;
 }
 
@@ -124,9 +124,19 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args) {
   Py_BEGIN_ALLOW_THREADS r =
       rc_server_listen(self->srv, host, port, backlog, &bound);
   Py_END_ALLOW_THREADS if (r != 0) {
-    errno = -r;
-    return PyErr_Format(PyExc_OSError, "cannot listen on %s:%d: %s", host,
-                        port, strerror(-r));
+    /* libuv's codes are negated errno values, except getaddrinfo's */
+    int err = r > -3000 ? -r : 0;
+    PyObject *exc = PyUnicode_FromFormat("cannot listen on %s:%d: %s", host,
+                                         port, rc_strerror(r));
+    if (exc != NULL) {
+      PyObject *args_ = err ? Py_BuildValue("(iN)", err, exc)
+                            : Py_BuildValue("(N)", exc);
+      if (args_ != NULL) {
+        PyErr_SetObject(PyExc_OSError, args_);
+        Py_DECREF(args_);
+      }
+    }
+    return NULL;
   }
   self->listening = 1;
   return PyLong_FromLong(bound);
@@ -505,13 +515,14 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
   rc_stats st;
   rc_server_stats(self->srv, &st);
   return Py_BuildValue(
-      "{s:K s:K s:K s:K s:K s:K}", "connections",
+      "{s:K s:K s:K s:K s:K s:K s:K}", "connections",
       (unsigned long long)st.connections, "accepted_total",
       (unsigned long long)st.accepted_total, "rooms_created",
       (unsigned long long)st.rooms, "messages_in",
       (unsigned long long)st.messages_in, "deliveries",
       (unsigned long long)st.deliveries, "slow_consumer_closes",
-      (unsigned long long)st.slow_consumer_closes);
+      (unsigned long long)st.slow_consumer_closes, "parsers",
+      (unsigned long long)st.parsers);
 }
 
 static PyMethodDef Core_methods[] = {

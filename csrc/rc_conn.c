@@ -185,12 +185,13 @@ void rc__conn_enqueue(rc_conn *c, rc_buf *b) {
 
 /* --- closing ------------------------------------------------------------- */
 
+static void ws_free(rc_conn *c);
+
 static void on_tcp_closed(uv_handle_t *h) {
   rc_conn *c = RC__CONTAINER_OF(h, rc_conn, tcp);
   rc_server *s = c->srv;
   outq_free(&c->q);
-  if (c->ws != NULL)
-    wslay_event_context_free(c->ws);
+  ws_free(c);
   free(c->hbuf);
   free(c->close_reason);
   free(c->rooms);
@@ -543,7 +544,17 @@ static int ws_ensure(rc_conn *c) {
    * arrives: the limit must be set before the first byte is read. */
   wslay_event_config_set_max_recv_msg_length(c->ws,
                                              c->srv->cfg.max_message_size);
+  atomic_fetch_add_explicit(&c->srv->st_parsers, 1, memory_order_relaxed);
   return 0;
+}
+
+static void ws_free(rc_conn *c) {
+  if (c->ws == NULL)
+    return;
+  wslay_event_context_free(c->ws);
+  c->ws = NULL;
+  atomic_fetch_sub_explicit(&c->srv->st_parsers, 1, memory_order_relaxed);
+  c->srv->parsers_freed++;
 }
 
 static void ws_release_if_idle(rc_conn *c) {
@@ -552,8 +563,7 @@ static void ws_release_if_idle(rc_conn *c) {
       wslay_event_get_close_sent(c->ws) ||
       wslay_event_get_close_received(c->ws))
     return;
-  wslay_event_context_free(c->ws);
-  c->ws = NULL;
+  ws_free(c);
 }
 
 static void feed_ws(rc_conn *c, const char *data, size_t len) {

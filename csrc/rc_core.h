@@ -40,6 +40,9 @@ typedef struct rc_config {
   int backlog;
 } rc_config;
 
+/* A message for an error code returned by these functions. */
+const char *rc_strerror(int err);
+
 /* Fills cfg with the documented defaults (1 MiB, 1 MiB, 20 s, 20 s, 10 s,
  * 5 s, 8 KiB, 100, 0, 1024). */
 void rc_config_default(rc_config *cfg);
@@ -144,6 +147,7 @@ typedef struct rc_stats {
   uint64_t messages_in;
   uint64_t deliveries;        /* frames queued to members by publish */
   uint64_t slow_consumer_closes;
+  uint64_t parsers; /* frame parsers held now: busy connections only */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <netdb.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -19,6 +23,8 @@
 #include "rc_internal.h"
 
 #define RC__SWEEP_MS 250
+
+const char *rc_strerror(int err) { return uv_strerror(err); }
 
 void rc_config_default(rc_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
@@ -108,9 +114,20 @@ static void on_check(uv_check_t *h) {
   maybe_finish(s);
 }
 
+/* Parser contexts are 13 KiB each: once many have been freed, hand the
+ * pages back to the system, or an idle server keeps the RSS of its busiest
+ * moment. */
+#define RC__TRIM_AFTER 512
+
 static void on_sweep(uv_timer_t *t) {
   rc_server *s = t->data;
   rc__sweep(s, uv_now(&s->loop));
+#ifdef __GLIBC__
+  if (s->parsers_freed >= RC__TRIM_AFTER) {
+    s->parsers_freed = 0;
+    (void)malloc_trim(0); /* returns 1 if memory was released: no error */
+  }
+#endif
 }
 
 static void on_stop_timer(uv_timer_t *t) {
@@ -171,12 +188,37 @@ static void loop_main(void *arg) {
   s->stopped = 1;
 }
 
-static int resolve(const char *host, int port, struct sockaddr_storage *ss) {
+/* An address literal, or a name resolved before the loop thread exists
+ * (uv_getaddrinfo without a callback runs synchronously). */
+static int resolve(uv_loop_t *loop, const char *host, int port,
+                   struct sockaddr_storage *ss) {
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
     return 0;
   if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
     return 0;
-  return UV_EINVAL;
+  uv_getaddrinfo_t req;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  int r = uv_getaddrinfo(loop, &req, NULL, host, NULL, &hints);
+  if (r != 0)
+    return r;
+  r = UV_EAI_NONAME;
+  for (struct addrinfo *ai = req.addrinfo; ai != NULL; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6) {
+      memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+      if (ai->ai_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+      else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+      r = 0;
+      break;
+    }
+  }
+  uv_freeaddrinfo(req.addrinfo);
+  return r;
 }
 
 int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
@@ -187,13 +229,12 @@ int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
     s->cfg.backlog = backlog;
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof(ss));
-  int r = resolve(host, port, &ss);
-  if (r != 0)
-    return r;
-  r = uv_loop_init(&s->loop);
+  int r = uv_loop_init(&s->loop);
   if (r != 0)
     return r;
   s->loop.data = s;
+  if ((r = resolve(&s->loop, host, port, &ss)) != 0)
+    goto fail_loop;
   /* Handles are initialised here, before the loop thread exists. */
   if ((r = uv_tcp_init(&s->loop, &s->listener)) != 0)
     goto fail_loop;
@@ -296,6 +337,7 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->messages_in = atomic_load(&s->st_messages_in);
   out->deliveries = atomic_load(&s->st_deliveries);
   out->slow_consumer_closes = atomic_load(&s->st_slow);
+  out->parsers = atomic_load(&s->st_parsers);
 }
 
 /* --- commands ------------------------------------------------------------ */

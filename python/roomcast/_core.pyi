@@ -87,4 +87,6 @@ class Core:
     def stats(self) -> dict[str, int]:
         """Counters: connections (open now), accepted_total, rooms_created,
         messages_in, deliveries (frames queued by send and publish),
-        slow_consumer_closes. Safe to call from any thread."""
+        slow_consumer_closes, parsers (frame parsers held now: a connection
+        holds one only while bytes of a message are in flight, idle ones
+        drop theirs within a second). Safe to call from any thread."""

@@ -1,0 +1,1221 @@
+/*
+ * loadgen: WebSocket fan-out load generator.
+ *
+ * Opens N client connections to one room, then the first of them (the
+ * publisher) sends M text messages of S bytes with at most W of them
+ * incomplete at a time; a message is complete once every connection,
+ * the publisher included, has received it. Reports connection time,
+ * deliveries per second, publish-to-delivery latency percentiles and,
+ * given the server's pid, the server's CPU time per delivery.
+ *
+ * Payload layout (text-safe, so that a server validating UTF-8 accepts it):
+ *   bytes 0..7    sequence number, 8 lowercase hex digits
+ *   bytes 8..23   CLOCK_MONOTONIC send time in ns, 16 lowercase hex digits
+ *   bytes 24..S-1 'x'
+ * Warm-up messages, sent before the measured phase until every connection
+ * has received one, start with 'w' instead (see PH_SYNC in main()).
+ *
+ * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc benchmarks/loadgen.c
+ *        csrc/rc_http.c csrc/rc_sha1.c -o build/loadgen
+ * Exit status: 0 on success, 1 on order errors, loss, dropped connections
+ * or timeout, 2 on bad usage or set-up failure.
+ */
+#define _GNU_SOURCE
+#include "rc_http.h"
+#include "rc_sha1.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PREFIX_LEN 24 /* sequence + timestamp, see the payload layout */
+#define HS_BUF 2048   /* a 101 response larger than this is refused */
+#define READ_BUF (256 * 1024)
+#define MAX_EVENTS 1024
+/* Above this many clients, source addresses are spread over 127.0.0.x:
+ * one source address has about 28,000 ephemeral ports. */
+#ifndef SPREAD_ABOVE
+#define SPREAD_ABOVE 20000
+#endif
+
+/* Latency histogram: 1 us buckets up to 1 s, 1 ms buckets up to 60 s,
+ * then one overflow bucket (the exact maximum is kept aside). */
+#define FINE_BUCKETS 1000000u
+#define COARSE_BUCKETS 59000u
+#define HIST_BUCKETS (FINE_BUCKETS + COARSE_BUCKETS + 1u)
+
+enum conn_state {
+  ST_IDLE,
+  ST_CONNECTING,
+  ST_HANDSHAKE,
+  ST_OPEN,
+  ST_CLOSING,
+  ST_DONE
+};
+enum phase { PH_CONNECT, PH_SYNC, PH_PUBLISH, PH_CLOSE, PH_END };
+
+struct handshake {
+  size_t len;
+  char accept[29];
+  char buf[HS_BUF + 1];
+};
+
+struct outbuf {
+  size_t off, len, cap;
+  uint8_t data[];
+};
+
+struct conn {
+  int fd;
+  uint8_t state;
+  uint8_t hdr_have; /* frame header bytes gathered so far */
+  uint8_t hdr_need; /* 0 while reading a payload */
+  uint8_t opcode;   /* of the frame being read */
+  uint8_t fin;
+  uint8_t msg_op;   /* opcode of the data message being assembled, 0 if none */
+  uint8_t msg_have; /* prefix bytes of that message gathered so far */
+  uint8_t ctl_have;
+  bool ready;      /* has seen a warm-up message */
+  bool out_armed;  /* EPOLLOUT is in the interest set */
+  uint32_t expect; /* next sequence number this connection should see */
+  uint64_t left;   /* payload bytes left in the current frame */
+  struct outbuf *out;
+  struct handshake *hs;
+  uint8_t hdr[14];
+  uint8_t prefix[PREFIX_LEN];
+  uint8_t ctl[125];
+};
+
+struct options {
+  const char *host;
+  int port;
+  const char *path;
+  uint32_t clients;
+  uint32_t messages;
+  uint32_t size;
+  uint32_t window;
+  uint32_t batch;
+  int server_pid;
+  double timeout;
+  bool json;
+};
+
+static struct options opt = {
+    .host = "127.0.0.1",
+    .port = 8000,
+    .path = "/bench",
+    .clients = 1000,
+    .messages = 1000,
+    .size = 64,
+    .window = 64,
+    .batch = 500,
+    .server_pid = 0,
+    .timeout = 60.0,
+    .json = false,
+};
+
+static struct conn *conns;
+static int epfd = -1;
+static enum phase phase = PH_CONNECT;
+static struct sockaddr_in server_addr;
+static uint32_t spread; /* number of 127.0.0.x source addresses, 0 = none */
+
+static uint32_t next_to_open, handshaking, opened, ready_count, alive,
+    closed_count;
+static uint32_t sent, completed;
+/* per message: the connections that have still to receive it */
+static uint32_t *pending;
+static uint64_t deliveries, order_errors, protocol_errors, dropped,
+    warmups_sent;
+static uint64_t *hist;
+static uint64_t lat_max_ns;
+static bool timed_out, fatal;
+
+static uint64_t rng_state;
+static int8_t hexval[256];
+static uint8_t readbuf[READ_BUF];
+static uint8_t *frame; /* one message frame, rebuilt for each send */
+static size_t frame_len, frame_hdr_len;
+
+/* ---------------------------------------------------------------- utils */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+    perror("clock_gettime");
+    exit(2);
+  }
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t rng_next(void) {
+  /* xorshift64*: handshake keys and mask keys need to vary, not to be secret */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+static void note(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("loadgen: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* Reports the first few of a kind of failure; a thousand identical lines
+ * would hide the summary. */
+static void note_limited(const char *fmt, ...) {
+  static unsigned count;
+  if (++count > 10) {
+    if (count == 11)
+      note("(further connection errors not shown)");
+    return;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("loadgen: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* ------------------------------------------------------ SHA-1 and base64 */
+
+/* The core's own SHA-1 and base64 (csrc/rc_sha1.c, csrc/rc_http.c) are
+ * linked in: the accept value a server must answer to `key`. */
+static void accept_for(const char *key, char out[29]) {
+  rc_ws_accept_value(key, strlen(key), out);
+}
+
+static void base64(const uint8_t *in, size_t len, char *out) {
+  (void)rc_base64_encode(in, len, out);
+}
+
+/* The example of RFC 6455 section 1.3, so that a broken SHA-1 shows up as
+ * such and not as "the server sent a wrong accept". */
+static void self_test(void) {
+  char acc[29];
+  accept_for("dGhlIHNhbXBsZSBub25jZQ==", acc);
+  if (strcmp(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") != 0) {
+    note("internal SHA-1 self-test failed");
+    exit(2);
+  }
+}
+
+/* ------------------------------------------------------------- writing */
+
+static void set_interest(struct conn *c, bool want_out) {
+  struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0u),
+                           .data.u32 = (uint32_t)(c - conns)};
+  if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+    perror("epoll_ctl(MOD)");
+    exit(2);
+  }
+  c->out_armed = want_out;
+}
+
+static void conn_lost(struct conn *c, const char *why);
+
+/* Writes now what the socket takes and keeps the rest for EPOLLOUT; bytes of
+ * one frame are never reordered with another's. Returns false if the
+ * connection was lost. */
+static bool conn_send(struct conn *c, const void *data, size_t len) {
+  const uint8_t *p = data;
+  if (c->out == NULL || c->out->len == c->out->off) {
+    while (len > 0) {
+      ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR)
+          continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+          break;
+        conn_lost(c, strerror(errno));
+        return false;
+      }
+      p += n;
+      len -= (size_t)n;
+    }
+    if (len == 0)
+      return true;
+  }
+  struct outbuf *o = c->out;
+  if (o != NULL && o->off > 0) {
+    memmove(o->data, o->data + o->off, o->len - o->off);
+    o->len -= o->off;
+    o->off = 0;
+  }
+  size_t need = (o ? o->len : 0) + len;
+  if (o == NULL || need > o->cap) {
+    size_t cap = o ? o->cap : 0;
+    if (cap < 4096)
+      cap = 4096;
+    while (cap < need)
+      cap *= 2;
+    struct outbuf *grown = realloc(o, sizeof *o + cap);
+    if (grown == NULL) {
+      note("out of memory");
+      exit(2);
+    }
+    if (o == NULL)
+      grown->off = grown->len = 0;
+    grown->cap = cap;
+    c->out = o = grown;
+  }
+  memcpy(o->data + o->len, p, len);
+  o->len += len;
+  if (!c->out_armed)
+    set_interest(c, true);
+  return true;
+}
+
+static void conn_flush(struct conn *c) {
+  struct outbuf *o = c->out;
+  while (o != NULL && o->off < o->len) {
+    ssize_t n = send(c->fd, o->data + o->off, o->len - o->off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return;
+      conn_lost(c, strerror(errno));
+      return;
+    }
+    o->off += (size_t)n;
+  }
+  if (c->out_armed)
+    set_interest(c, false);
+}
+
+/* A client frame: masked, as RFC 6455 section 5.3 requires. */
+static size_t build_header(uint8_t *h, uint8_t opcode, uint64_t len,
+                           uint8_t mask[4]) {
+  size_t n = 0;
+  h[n++] = (uint8_t)(0x80 | opcode);
+  if (len < 126) {
+    h[n++] = (uint8_t)(0x80 | len);
+  } else if (len < 65536) {
+    h[n++] = 0x80 | 126;
+    h[n++] = (uint8_t)(len >> 8);
+    h[n++] = (uint8_t)len;
+  } else {
+    h[n++] = 0x80 | 127;
+    for (int i = 7; i >= 0; i--)
+      h[n++] = (uint8_t)(len >> (8 * i));
+  }
+  uint32_t key = (uint32_t)rng_next();
+  memcpy(mask, &key, 4);
+  memcpy(h + n, mask, 4);
+  return n + 4;
+}
+
+static void mask_bytes(uint8_t *p, size_t len, const uint8_t mask[4]) {
+  for (size_t i = 0; i < len; i++)
+    p[i] ^= mask[i & 3];
+}
+
+static bool send_control(struct conn *c, uint8_t opcode, const uint8_t *payload,
+                         size_t len) {
+  uint8_t f[14 + 125];
+  uint8_t mask[4];
+  size_t h = build_header(f, opcode, len, mask);
+  memcpy(f + h, payload, len);
+  mask_bytes(f + h, len, mask);
+  return conn_send(c, f, h + len);
+}
+
+static void put_hex(uint8_t *p, uint64_t v, int digits) {
+  static const char hex[] = "0123456789abcdef";
+  for (int i = digits - 1; i >= 0; i--) {
+    p[i] = (uint8_t)hex[v & 15];
+    v >>= 4;
+  }
+}
+
+/* Fills the frame's payload for message `seq` (or a warm-up message) and
+ * masks it with a fresh key. */
+static void make_message(bool warmup, uint32_t seq, uint64_t t) {
+  uint8_t mask[4];
+  uint8_t *payload = frame + frame_hdr_len;
+  /* the header length only depends on the size, so rebuilding it in place
+   * just changes the key */
+  build_header(frame, 0x1, opt.size, mask);
+  memset(payload, 'x', opt.size);
+  if (warmup) {
+    memset(payload, 'w', PREFIX_LEN);
+  } else {
+    put_hex(payload, seq, 8);
+    put_hex(payload + 8, t, 16);
+  }
+  mask_bytes(payload, opt.size, mask);
+}
+
+/* ----------------------------------------------------------- accounting */
+
+static void hist_add(uint64_t ns) {
+  uint64_t us = ns / 1000;
+  uint32_t b;
+  if (us < FINE_BUCKETS)
+    b = (uint32_t)us;
+  else if (us / 1000 < 60000)
+    b = FINE_BUCKETS + (uint32_t)(us / 1000 - 1000);
+  else
+    b = HIST_BUCKETS - 1;
+  hist[b]++;
+  if (ns > lat_max_ns)
+    lat_max_ns = ns;
+}
+
+static double hist_percentile(double q) {
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < HIST_BUCKETS; i++)
+    total += hist[i];
+  if (total == 0)
+    return 0;
+  uint64_t rank = (uint64_t)(q * (double)total);
+  if (rank >= total)
+    rank = total - 1;
+  uint64_t seen = 0;
+  for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
+    seen += hist[i];
+    if (seen > rank) {
+      if (i < FINE_BUCKETS)
+        return i;
+      if (i < HIST_BUCKETS - 1)
+        return (double)(i - FINE_BUCKETS + 1000) * 1000.0;
+      return (double)lat_max_ns / 1000.0;
+    }
+  }
+  return (double)lat_max_ns / 1000.0;
+}
+
+static void message_settled(uint32_t seq) {
+  if (--pending[seq] == 0)
+    completed++;
+}
+
+/* One data message has been fully read. Only its first PREFIX_LEN bytes
+ * were kept. */
+static void message_done(struct conn *c, uint64_t t) {
+  const uint8_t *p = c->prefix;
+  if (c->msg_have < PREFIX_LEN) {
+    order_errors++;
+    return;
+  }
+  if (p[0] == 'w') {
+    if (!c->ready) {
+      c->ready = true;
+      ready_count++;
+    }
+    return;
+  }
+  uint64_t seq = 0, ts = 0;
+  int bad = 0;
+  for (int i = 0; i < 8; i++) {
+    int v = hexval[p[i]];
+    bad |= v;
+    seq = seq << 4 | (uint64_t)(v & 15);
+  }
+  for (int i = 8; i < PREFIX_LEN; i++) {
+    int v = hexval[p[i]];
+    bad |= v;
+    ts = ts << 4 | (uint64_t)(v & 15);
+  }
+  if (bad < 0 || phase != PH_PUBLISH || seq >= sent || seq < c->expect) {
+    order_errors++; /* garbage, a duplicate, or out of order */
+    return;
+  }
+  if (seq > c->expect) {
+    /* A gap: the skipped messages will never come on this connection,
+     * so they are settled now instead of stalling the window. */
+    order_errors++;
+    for (uint32_t s = c->expect; s < seq; s++)
+      message_settled(s);
+  }
+  c->expect = (uint32_t)seq + 1;
+  deliveries++;
+  hist_add(t > ts ? t - ts : 0);
+  message_settled((uint32_t)seq);
+}
+
+/* --------------------------------------------------------- connections */
+
+static void conn_close_fd(struct conn *c) {
+  if (c->fd >= 0) {
+    if (close(c->fd) != 0 && errno != EINTR)
+      perror("close");
+    c->fd = -1;
+  }
+  free(c->out);
+  c->out = NULL;
+  free(c->hs);
+  c->hs = NULL;
+}
+
+static void conn_lost(struct conn *c, const char *why) {
+  if (c->state == ST_DONE)
+    return;
+  uint32_t idx = (uint32_t)(c - conns);
+  enum conn_state was = c->state;
+  conn_close_fd(c);
+  c->state = ST_DONE;
+  closed_count++;
+  if (phase == PH_CLOSE || was == ST_CLOSING)
+    return;
+  dropped++;
+  if (was == ST_CONNECTING || was == ST_HANDSHAKE) {
+    note_limited("connection %" PRIu32 " could not be opened: %s", idx, why);
+    handshaking--;
+    fatal = true;
+    return;
+  }
+  note_limited("connection %" PRIu32 " lost: %s", idx, why);
+  alive--;
+  if (phase != PH_PUBLISH) {
+    /* the measured phase needs every connection in the room */
+    fatal = true;
+    return;
+  }
+  if (c->ready)
+    ready_count--;
+  if (idx == 0) {
+    note("the publisher's connection is gone; stopping");
+    fatal = true;
+    return;
+  }
+  /* What this connection still owed will not arrive: settle it so that
+   * the others can finish; it is counted as lost at the end. */
+  for (uint32_t s = c->expect; s < sent; s++)
+    message_settled(s);
+}
+
+static void start_connect(uint32_t i) {
+  struct conn *c = &conns[i];
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    note("socket() for connection %" PRIu32 ": %s", i, strerror(errno));
+    if (errno == EMFILE || errno == ENFILE)
+      note("raise the open files limit (ulimit -n), or use fewer --clients");
+    exit(2);
+  }
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+    perror("setsockopt(TCP_NODELAY)");
+    exit(2);
+  }
+  if (spread > 0) {
+    /* With the port chosen at connect() time (not at bind()), each source
+     * address has its own set of ephemeral ports toward the server. */
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) !=
+        0) {
+      perror("setsockopt(IP_BIND_ADDRESS_NO_PORT)");
+      exit(2);
+    }
+#endif
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+    src.sin_addr.s_addr = htonl(0x7F000001u + i % spread);
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) {
+      note("bind() for connection %" PRIu32 ": %s", i, strerror(errno));
+      exit(2);
+    }
+  }
+  c->fd = fd;
+  c->state = ST_CONNECTING;
+  c->hdr_need = 2;
+  handshaking++;
+  struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = i};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    perror("epoll_ctl(ADD)");
+    exit(2);
+  }
+  c->out_armed = true;
+  if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0 &&
+      errno != EINPROGRESS)
+    conn_lost(c, strerror(errno));
+}
+
+static void send_upgrade(struct conn *c) {
+  uint8_t raw[16];
+  uint64_t a = rng_next(), b = rng_next();
+  memcpy(raw, &a, 8);
+  memcpy(raw + 8, &b, 8);
+  char key[25];
+  base64(raw, sizeof raw, key);
+  c->hs = malloc(sizeof *c->hs);
+  if (c->hs == NULL) {
+    note("out of memory");
+    exit(2);
+  }
+  c->hs->len = 0;
+  accept_for(key, c->hs->accept);
+  char req[1024];
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\n"
+                   "Host: %s:%d\r\n"
+                   "Upgrade: websocket\r\n"
+                   "Connection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\n"
+                   "Sec-WebSocket-Version: 13\r\n"
+                   "\r\n",
+                   opt.path, opt.host, opt.port, key);
+  if (n < 0 || (size_t)n >= sizeof req) {
+    note("--path or --host too long");
+    exit(2);
+  }
+  c->state = ST_HANDSHAKE;
+  set_interest(c, false);
+  (void)conn_send(c, req, (size_t)n);
+}
+
+static void feed_frames(struct conn *c, const uint8_t *p, size_t n, uint64_t t);
+
+/* Looks for the end of the 101 response; frames may follow it in the same
+ * read. Returns false if the connection was lost. */
+static bool read_handshake(struct conn *c, const uint8_t *p, size_t n,
+                           uint64_t t) {
+  struct handshake *h = c->hs;
+  size_t take = HS_BUF - h->len;
+  if (take > n)
+    take = n;
+  memcpy(h->buf + h->len, p, take);
+  size_t scan_from = h->len >= 3 ? h->len - 3 : 0;
+  h->len += take;
+  h->buf[h->len] = '\0';
+  char *end = strstr(h->buf + scan_from, "\r\n\r\n");
+  if (end == NULL) {
+    if (h->len == HS_BUF) {
+      conn_lost(c, "handshake response too large");
+      return false;
+    }
+    return true;
+  }
+  size_t head_len = (size_t)(end - h->buf) + 4;
+  *end = '\0';
+  if (strncmp(h->buf, "HTTP/1.1 101", 12) != 0) {
+    char *eol = strstr(h->buf, "\r\n");
+    if (eol)
+      *eol = '\0';
+    char why[160];
+    snprintf(why, sizeof why, "server answered \"%.120s\"", h->buf);
+    conn_lost(c, why);
+    return false;
+  }
+  bool accept_ok = false;
+  for (char *line = strstr(h->buf, "\r\n"); line != NULL;
+       line = strstr(line, "\r\n")) {
+    line += 2;
+    static const char name[] = "sec-websocket-accept:";
+    if (strncasecmp(line, name, sizeof name - 1) != 0)
+      continue;
+    char *v = line + sizeof name - 1;
+    while (*v == ' ' || *v == '\t')
+      v++;
+    size_t vlen = strcspn(v, "\r");
+    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+      vlen--;
+    accept_ok = vlen == 28 && memcmp(v, h->accept, 28) == 0;
+    break;
+  }
+  if (!accept_ok) {
+    conn_lost(c, "missing or wrong Sec-WebSocket-Accept");
+    return false;
+  }
+  /* bytes of this read past the head are frames */
+  size_t before = h->len - take;
+  size_t rest_off = head_len - before;
+  free(c->hs);
+  c->hs = NULL;
+  c->state = ST_OPEN;
+  handshaking--;
+  opened++;
+  alive++;
+  if (rest_off < n)
+    feed_frames(c, p + rest_off, n - rest_off, t);
+  return c->state != ST_DONE;
+}
+
+static void protocol_error(struct conn *c, const char *why) {
+  protocol_errors++;
+  conn_lost(c, why);
+}
+
+static void frame_done(struct conn *c, uint64_t t) {
+  uint8_t op = c->opcode;
+  c->hdr_have = 0;
+  c->hdr_need = 2;
+  if (op & 0x8) {
+    if (op == 0x9) {
+      (void)send_control(c, 0xA, c->ctl, c->ctl_have);
+    } else if (op == 0x8) {
+      if (c->state == ST_CLOSING || phase == PH_CLOSE) {
+        conn_lost(c, "closed");
+      } else {
+        char why[64];
+        unsigned code =
+            c->ctl_have >= 2 ? (unsigned)c->ctl[0] << 8 | c->ctl[1] : 1005;
+        snprintf(why, sizeof why, "server closed it with code %u", code);
+        (void)send_control(c, 0x8, c->ctl, c->ctl_have >= 2 ? 2 : 0);
+        conn_lost(c, why);
+      }
+    }
+    return;
+  }
+  if (c->fin) {
+    message_done(c, t);
+    c->msg_op = 0;
+    c->msg_have = 0;
+  }
+}
+
+/* Called once the whole header is in c->hdr. Returns why the frame is
+ * refused, or NULL. */
+static const char *header_done(struct conn *c, uint64_t t) {
+  uint8_t b0 = c->hdr[0], b1 = c->hdr[1];
+  uint64_t len = b1 & 0x7F;
+  if (len == 126) {
+    len = (uint64_t)c->hdr[2] << 8 | c->hdr[3];
+  } else if (len == 127) {
+    len = 0;
+    for (int i = 2; i < 10; i++)
+      len = len << 8 | c->hdr[i];
+  }
+  uint8_t op = b0 & 0x0F;
+  if (b0 & 0x70)
+    return "reserved bits set";
+  if (op & 0x8) {
+    if (len > 125 || !(b0 & 0x80))
+      return "bad control frame";
+    if (op != 0x8 && op != 0x9 && op != 0xA)
+      return "unknown control opcode";
+    c->ctl_have = 0;
+  } else if (op == 0x1 || op == 0x2) {
+    if (c->msg_op != 0)
+      return "new message inside a fragmented one";
+    c->msg_op = op;
+    c->msg_have = 0;
+  } else if (op == 0x0) {
+    if (c->msg_op == 0)
+      return "continuation without a message";
+  } else {
+    return "unknown opcode";
+  }
+  c->opcode = op;
+  if (!(op & 0x8))
+    c->fin = (b0 & 0x80) != 0;
+  c->left = len;
+  c->hdr_need = 0;
+  if (len == 0)
+    frame_done(c, t);
+  return NULL;
+}
+
+/* The per-delivery hot path: parse a header, keep at most PREFIX_LEN
+ * payload bytes, skip the rest. Frames may be split anywhere across reads. */
+static void feed_frames(struct conn *c, const uint8_t *p, size_t n,
+                        uint64_t t) {
+  while (n > 0 && c->state != ST_DONE) {
+    if (c->hdr_need > 0) {
+      size_t take = (size_t)(c->hdr_need - c->hdr_have);
+      if (take > n)
+        take = n;
+      memcpy(c->hdr + c->hdr_have, p, take);
+      c->hdr_have = (uint8_t)(c->hdr_have + take);
+      p += take;
+      n -= take;
+      if (c->hdr_have < c->hdr_need)
+        return;
+      if (c->hdr_need == 2) {
+        uint8_t l7 = c->hdr[1] & 0x7F;
+        if (c->hdr[1] & 0x80) {
+          protocol_error(c, "masked frame from the server");
+          return;
+        }
+        if (l7 >= 126) {
+          c->hdr_need = l7 == 126 ? 4 : 10;
+          continue;
+        }
+      }
+      const char *why = header_done(c, t);
+      if (why != NULL) {
+        protocol_error(c, why);
+        return;
+      }
+      continue;
+    }
+    size_t take = c->left < n ? (size_t)c->left : n;
+    if (c->opcode & 0x8) {
+      memcpy(c->ctl + c->ctl_have, p, take);
+      c->ctl_have = (uint8_t)(c->ctl_have + take);
+    } else if (c->msg_have < PREFIX_LEN) {
+      size_t keep = PREFIX_LEN - c->msg_have;
+      if (keep > take)
+        keep = take;
+      memcpy(c->prefix + c->msg_have, p, keep);
+      c->msg_have = (uint8_t)(c->msg_have + keep);
+    }
+    p += take;
+    n -= take;
+    c->left -= take;
+    if (c->left == 0)
+      frame_done(c, t);
+  }
+}
+
+static void on_readable(struct conn *c) {
+  for (;;) {
+    ssize_t n = read(c->fd, readbuf, sizeof readbuf);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return;
+      conn_lost(c, strerror(errno));
+      return;
+    }
+    if (n == 0) {
+      conn_lost(c, c->state == ST_CLOSING ? "closed"
+                                          : "connection closed by the server");
+      return;
+    }
+    /* one clock read per read(): every frame in it arrived together */
+    uint64_t t = now_ns();
+    if (c->state == ST_HANDSHAKE) {
+      if (!read_handshake(c, readbuf, (size_t)n, t))
+        return;
+    } else {
+      feed_frames(c, readbuf, (size_t)n, t);
+    }
+    /* A short read emptied the socket; level-triggered epoll calls
+     * again if more arrives, which saves a read() that says EAGAIN. */
+    if ((size_t)n < sizeof readbuf || c->state == ST_DONE)
+      return;
+  }
+}
+
+static void on_event(uint32_t idx, uint32_t events) {
+  struct conn *c = &conns[idx];
+  if (c->state == ST_DONE)
+    return;
+  if (c->state == ST_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+      err = errno;
+    if (err != 0) {
+      conn_lost(c, strerror(err));
+      return;
+    }
+    send_upgrade(c);
+    return;
+  }
+  if (events & EPOLLOUT) {
+    conn_flush(c);
+    if (c->state == ST_DONE)
+      return;
+  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    on_readable(c);
+}
+
+/* --------------------------------------------------------------- phases */
+
+static bool read_cpu_ticks(int pid, uint64_t *ticks) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return false;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  if (fclose(f) != 0 || n == 0)
+    return false;
+  buf[n] = '\0';
+  /* the command name may hold spaces and parentheses: skip to the last ')' */
+  char *p = strrchr(buf, ')');
+  if (p == NULL)
+    return false;
+  p++;
+  unsigned long long utime = 0, stime = 0;
+  /* fields 3..13 are skipped, 14 and 15 are utime and stime */
+  if (sscanf(p, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+             &utime, &stime) != 2)
+    return false;
+  *ticks = utime + stime;
+  return true;
+}
+
+static void publish_some(void) {
+  struct conn *pub = &conns[0];
+  while (sent < opt.messages && sent - completed < opt.window && !fatal) {
+    uint32_t seq = sent;
+    uint64_t t = now_ns();
+    make_message(false, seq, t);
+    pending[seq] = alive;
+    sent++;
+    if (!conn_send(pub, frame, frame_len))
+      return;
+  }
+}
+
+static void send_warmup(void) {
+  make_message(true, 0, 0);
+  warmups_sent++;
+  (void)conn_send(&conns[0], frame, frame_len);
+}
+
+static void begin_close(void) {
+  static const uint8_t normal[2] = {0x03, 0xE8}; /* 1000 */
+  for (uint32_t i = 0; i < opt.clients; i++) {
+    struct conn *c = &conns[i];
+    if (c->state != ST_OPEN)
+      continue;
+    c->state = ST_CLOSING;
+    (void)send_control(c, 0x8, normal, sizeof normal);
+  }
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(FILE *f) {
+  fprintf(
+      f,
+      "usage: loadgen [options]\n"
+      "  --host ADDR        server IPv4 address (default 127.0.0.1)\n"
+      "  --port P           server port (default 8000)\n"
+      "  --path PATH        request path (default /bench)\n"
+      "  --clients N        connections, publisher included (default 1000)\n"
+      "  --messages M       messages to publish (default 1000)\n"
+      "  --size S           payload bytes per message, >= %d (default 64)\n"
+      "  --window W         messages incomplete at a time (default 64)\n"
+      "  --batch B          handshakes in flight at once (default 500)\n"
+      "  --server-pid PID   measure this process's CPU time while publishing\n"
+      "  --timeout SECONDS  stop with an error after this long (default 60)\n"
+      "  --json             one JSON line on stdout, the summary on stderr\n",
+      PREFIX_LEN);
+}
+
+static uint32_t parse_u32(const char *name, const char *s, uint32_t min) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || end == s || v < min || v > UINT32_MAX / 2) {
+    note("bad value for --%s: %s", name, s);
+    exit(2);
+  }
+  return (uint32_t)v;
+}
+
+static void parse_args(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"host", required_argument, NULL, 'H'},
+      {"port", required_argument, NULL, 'p'},
+      {"path", required_argument, NULL, 'P'},
+      {"clients", required_argument, NULL, 'n'},
+      {"messages", required_argument, NULL, 'm'},
+      {"size", required_argument, NULL, 's'},
+      {"window", required_argument, NULL, 'w'},
+      {"batch", required_argument, NULL, 'b'},
+      {"server-pid", required_argument, NULL, 'S'},
+      {"timeout", required_argument, NULL, 't'},
+      {"json", no_argument, NULL, 'j'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  int ch;
+  while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    switch (ch) {
+    case 'H':
+      opt.host = optarg;
+      break;
+    case 'p':
+      opt.port = (int)parse_u32("port", optarg, 1);
+      break;
+    case 'P':
+      opt.path = optarg;
+      break;
+    case 'n':
+      opt.clients = parse_u32("clients", optarg, 1);
+      break;
+    case 'm':
+      opt.messages = parse_u32("messages", optarg, 1);
+      break;
+    case 's':
+      opt.size = parse_u32("size", optarg, PREFIX_LEN);
+      break;
+    case 'w':
+      opt.window = parse_u32("window", optarg, 1);
+      break;
+    case 'b':
+      opt.batch = parse_u32("batch", optarg, 1);
+      break;
+    case 'S':
+      opt.server_pid = (int)parse_u32("server-pid", optarg, 1);
+      break;
+    case 't': {
+      char *end;
+      opt.timeout = strtod(optarg, &end);
+      if (*end != '\0' || end == optarg || !(opt.timeout > 0)) {
+        note("bad value for --timeout: %s", optarg);
+        exit(2);
+      }
+      break;
+    }
+    case 'j':
+      opt.json = true;
+      break;
+    case 'h':
+      usage(stdout);
+      exit(0);
+    default:
+      usage(stderr);
+      exit(2);
+    }
+  }
+  if (optind != argc || opt.port > 65535) {
+    usage(stderr);
+    exit(2);
+  }
+  if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) {
+    note("--host must be an IPv4 address: %s", opt.host);
+    exit(2);
+  }
+  server_addr.sin_family = AF_INET;
+  server_addr.sin_port = htons((uint16_t)opt.port);
+  if (opt.path[0] != '/' || strpbrk(opt.path, " \r\n") != NULL) {
+    note("--path must start with / and hold no spaces");
+    exit(2);
+  }
+}
+
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    perror("getrlimit");
+    exit(2);
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      perror("setrlimit");
+  }
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)opt.clients + 16)
+    note("warning: open files limit %llu is below --clients %" PRIu32 " + 16",
+         (unsigned long long)rl.rlim_cur, opt.clients);
+}
+
+int main(int argc, char **argv) {
+  parse_args(argc, argv);
+  self_test();
+  raise_nofile();
+
+  if (getrandom(&rng_state, sizeof rng_state, 0) != (ssize_t)sizeof rng_state)
+    rng_state = now_ns() ^ (uint64_t)getpid() << 32;
+  rng_state |= 1;
+  memset(hexval, -1, sizeof hexval);
+  for (int i = 0; i < 10; i++)
+    hexval['0' + i] = (int8_t)i;
+  for (int i = 0; i < 6; i++)
+    hexval['a' + i] = (int8_t)(10 + i);
+
+  conns = calloc(opt.clients, sizeof *conns);
+  pending = calloc(opt.messages, sizeof *pending);
+  hist = calloc(HIST_BUCKETS, sizeof *hist);
+  frame = malloc(14 + (size_t)opt.size);
+  if (!conns || !pending || !hist || !frame) {
+    note("out of memory");
+    return 2;
+  }
+  for (uint32_t i = 0; i < opt.clients; i++)
+    conns[i].fd = -1;
+  {
+    uint8_t mask[4];
+    frame_hdr_len = build_header(frame, 0x1, opt.size, mask);
+    frame_len = frame_hdr_len + opt.size;
+  }
+  if (opt.clients > SPREAD_ABOVE &&
+      (ntohl(server_addr.sin_addr.s_addr) >> 24) == 127)
+    spread = (opt.clients + SPREAD_ABOVE - 1) / SPREAD_ABOVE;
+
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) {
+    perror("epoll_create1");
+    return 2;
+  }
+
+  double tick = (double)sysconf(_SC_CLK_TCK);
+  uint64_t cpu0 = 0, cpu1 = 0;
+  bool cpu_ok = false;
+  struct rusage ru0, ru1;
+  uint64_t t_start = now_ns();
+  uint64_t deadline = t_start + (uint64_t)(opt.timeout * 1e9);
+  uint64_t t_open = 0, t_synced = 0, t_pub0 = 0, t_pub1 = 0, t_close = 0;
+  uint64_t last_warmup = 0;
+  static struct epoll_event evs[MAX_EVENTS];
+
+  while (phase != PH_END) {
+    if (phase == PH_CONNECT) {
+      while (next_to_open < opt.clients && handshaking < opt.batch && !fatal)
+        start_connect(next_to_open++);
+      if (opened == opt.clients) {
+        t_open = now_ns();
+        phase = PH_SYNC;
+      }
+    }
+    uint64_t t = now_ns();
+    if (phase == PH_SYNC) {
+      if (ready_count == alive && alive == opt.clients) {
+        t_synced = t;
+        phase = PH_PUBLISH;
+        if (opt.server_pid > 0)
+          cpu_ok = read_cpu_ticks(opt.server_pid, &cpu0);
+        if (getrusage(RUSAGE_SELF, &ru0) != 0)
+          memset(&ru0, 0, sizeof ru0);
+        t_pub0 = now_ns();
+      } else if (t - last_warmup >= 20000000u) {
+        /* A 101 may reach us before the server has added the
+         * connection to the room; repeating the warm-up until all
+         * have seen one makes every measured message count. */
+        last_warmup = t;
+        send_warmup();
+      }
+    }
+    if (phase == PH_PUBLISH) {
+      publish_some();
+      if (completed == opt.messages) {
+        t_pub1 = now_ns();
+        if (cpu_ok)
+          cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
+        if (getrusage(RUSAGE_SELF, &ru1) != 0)
+          memset(&ru1, 0, sizeof ru1);
+        phase = PH_CLOSE;
+        t_close = t_pub1;
+        begin_close();
+      }
+    }
+    if (phase == PH_CLOSE &&
+        (closed_count == opt.clients || now_ns() - t_close > 3000000000u)) {
+      phase = PH_END;
+      break;
+    }
+    if (fatal) {
+      phase = PH_END;
+      break;
+    }
+    t = now_ns();
+    if (t >= deadline && phase != PH_CLOSE) {
+      timed_out = true;
+      t_pub1 = t;
+      if (phase == PH_PUBLISH && cpu_ok)
+        cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
+      if (phase == PH_PUBLISH && getrusage(RUSAGE_SELF, &ru1) != 0)
+        memset(&ru1, 0, sizeof ru1);
+      break;
+    }
+    int wait_ms = 100;
+    if (phase == PH_SYNC)
+      wait_ms = 5;
+    int n = epoll_wait(epfd, evs, MAX_EVENTS, wait_ms);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      perror("epoll_wait");
+      return 2;
+    }
+    for (int i = 0; i < n; i++)
+      on_event(evs[i].data.u32, evs[i].events);
+  }
+  for (uint32_t i = 0; i < opt.clients; i++)
+    conn_close_fd(&conns[i]);
+
+  /* -------------------------------------------------------- report */
+  bool published = t_pub0 != 0 && t_pub1 != 0;
+  double connect_s = t_open ? (double)(t_open - t_start) / 1e9 : 0;
+  double sync_s = t_synced ? (double)(t_synced - t_open) / 1e9 : 0;
+  double publish_s = published ? (double)(t_pub1 - t_pub0) / 1e9 : 0;
+  double dps = publish_s > 0 ? (double)deliveries / publish_s : 0;
+  double server_cpu = cpu_ok && published ? (double)(cpu1 - cpu0) / tick : -1;
+  double cpu_per = server_cpu >= 0 && deliveries > 0
+                       ? server_cpu * 1e6 / (double)deliveries
+                       : -1;
+  double client_cpu = -1;
+  if (published)
+    client_cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+                 (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                 (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
+                 (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+  uint64_t expected = (uint64_t)opt.clients * opt.messages;
+  uint64_t lost = expected > deliveries ? expected - deliveries : 0;
+  double p50 = hist_percentile(0.50), p99 = hist_percentile(0.99);
+  double p999 = hist_percentile(0.999), pmax = (double)lat_max_ns / 1000.0;
+  bool ok = !timed_out && !fatal && order_errors == 0 && lost == 0 &&
+            dropped == 0 && protocol_errors == 0;
+
+  FILE *h = opt.json ? stderr : stdout;
+  fprintf(h,
+          "clients %" PRIu32 "  messages %" PRIu32 "  size %" PRIu32
+          "  window %" PRIu32 "\n",
+          opt.clients, opt.messages, opt.size, opt.window);
+  fprintf(h,
+          "connect   %.3f s for %" PRIu32 " connections (sync %.3f s, %" PRIu64
+          " warm-up messages)\n",
+          connect_s, opened, sync_s, warmups_sent);
+  fprintf(h, "publish   %.3f s, %" PRIu64 " deliveries, %.0f deliveries/s\n",
+          publish_s, deliveries, dps);
+  if (server_cpu >= 0)
+    fprintf(h, "server    %.2f s CPU, %.3f us per delivery\n", server_cpu,
+            cpu_per);
+  if (client_cpu >= 0)
+    fprintf(h, "loadgen   %.2f s CPU (%.0f%% of the publish time)\n",
+            client_cpu, publish_s > 0 ? 100 * client_cpu / publish_s : 0);
+  fprintf(h, "latency   p50 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f us\n",
+          p50, p99, p999, pmax);
+  fprintf(h,
+          "errors    order %" PRIu64 "  lost %" PRIu64
+          "  dropped connections %" PRIu64 "  protocol %" PRIu64 "%s\n",
+          order_errors, lost, dropped, protocol_errors,
+          timed_out ? "  TIMED OUT" : "");
+  if (opt.json) {
+    printf("{\"clients\":%" PRIu32 ",\"messages\":%" PRIu32 ",\"size\":%" PRIu32
+           ",\"window\":%" PRIu32
+           ",\"connect_seconds\":%.6f,\"publish_seconds\":%.6f"
+           ",\"deliveries\":%" PRIu64 ",\"deliveries_per_sec\":%.1f",
+           opt.clients, opt.messages, opt.size, opt.window, connect_s,
+           publish_s, deliveries, dps);
+    if (server_cpu >= 0)
+      printf(",\"server_cpu_seconds\":%.3f,\"server_cpu_us_per_delivery\":%.4f",
+             server_cpu, cpu_per);
+    else
+      printf(
+          ",\"server_cpu_seconds\":null,\"server_cpu_us_per_delivery\":null");
+    printf(",\"client_cpu_seconds\":%.3f", client_cpu >= 0 ? client_cpu : 0.0);
+    printf(",\"latency_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f"
+           ",\"max\":%.0f}",
+           p50, p99, p999, pmax);
+    printf(",\"order_errors\":%" PRIu64 ",\"lost\":%" PRIu64
+           ",\"dropped\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
+           ",\"timed_out\":%s,\"ok\":%s}\n",
+           order_errors, lost, dropped, protocol_errors,
+           timed_out ? "true" : "false", ok ? "true" : "false");
+  }
+  if (fflush(stdout) != 0)
+    return 2;
+  return ok ? 0 : 1;
+}

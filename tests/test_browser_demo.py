@@ -1,0 +1,304 @@
+"""The chat demo as its users see it: ``examples/chat.py`` served to two tabs
+of a real headless Chromium, driven over the Chrome DevTools Protocol.
+
+Tab A types a name and a message and presses Send; both tabs must show the
+message, and both must show that two people are here. Chromium is a test
+dependency (Debian package ``chromium``, installed by ``make deps``): without
+it this test fails rather than skips, so a missing browser is never mistaken
+for a passing demo.
+"""
+
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+REPO = Path(__file__).resolve().parent.parent
+CHAT = REPO / "examples" / "chat.py"
+T = 30  # seconds for the page to reach a state
+START = 60  # seconds to start Python or Chromium on a loaded machine
+POLL = 0.1
+
+
+def tail(path, lines=40):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def stop(proc, group=False):
+    """Ends a process this module started (and, with group=True, the helper
+    processes in its session): politely, then by force; always bounded."""
+
+    def signal_it(sig):
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None:
+        signal_it(signal.SIGTERM)
+        try:
+            proc.wait(T)
+        except subprocess.TimeoutExpired:
+            pass
+    # The leader may be gone while a renderer or zygote of its session lives on.
+    if group or proc.poll() is None:
+        signal_it(signal.SIGKILL)
+    proc.wait(T)
+
+
+@pytest.fixture
+def chromium():
+    """A headless Chromium with a fresh profile; yields its browser-wide
+    DevTools WebSocket URL."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail(
+            "chromium is not installed: this test drives the chat page in a real "
+            "browser. Install it with `apt-get install chromium` (`make deps` does).",
+            pytrace=False,
+        )
+    profile = tempfile.mkdtemp(prefix="roomcast-chromium-")
+    log_path = Path(profile).with_name(Path(profile).name + ".log")
+    # The browser is not under test: keep a sanitizer runtime preloaded for the
+    # server (make sanitize) out of it.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+    proc = None
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "--headless=new",
+                    "--no-sandbox",  # root in a container has no usable sandbox
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--no-default-browser-check",
+                    "--disable-extensions",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--mute-audio",
+                    "--remote-debugging-address=127.0.0.1",
+                    "--remote-debugging-port=0",
+                    f"--user-data-dir={profile}",
+                    "about:blank",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # one process group to end at the close
+            )
+        # Chromium writes "<port>\n<browser path>\n" here once it listens.
+        active = Path(profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + START
+        while True:
+            lines = active.read_text().splitlines() if active.exists() else []
+            if len(lines) >= 2 and lines[0].isdigit() and lines[1].startswith("/devtools/browser/"):
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"chromium exited with {proc.returncode}; its output:\n{tail(log_path)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"chromium wrote no DevToolsActivePort in {START} s; its output:\n{tail(log_path)}")
+            time.sleep(POLL)
+        yield f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+    finally:
+        if proc is not None:
+            stop(proc, group=True)
+        shutil.rmtree(profile, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def chat_server(tmp_path):
+    """``python examples/chat.py --port 0``, as a user runs it; yields the
+    page's URL, read from the "listening on" line of its log."""
+    log_path = tmp_path / "chat.log"
+    env = dict(os.environ)
+    # Appended: a PYTHONPATH already set (make sanitize) names the build to use.
+    paths = [env.get("PYTHONPATH", ""), str(REPO / "python")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(CHAT), "--host", "127.0.0.1", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + START
+        while True:
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+/)", log_path.read_text(errors="replace"))
+            if match:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"chat.py exited with {proc.returncode}; its log:\n{tail(log_path)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"chat.py logged no 'listening on' in {START} s; its log:\n{tail(log_path)}")
+            time.sleep(POLL)
+        yield match.group(1)
+    finally:
+        stop(proc)
+
+
+class DevTools:
+    """A minimal DevTools client on the browser-wide endpoint: commands are
+    matched to replies by id; tabs are addressed by session id (flat mode)."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.pending = {}
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self):
+        try:
+            async for raw in self.ws:
+                reply = json.loads(raw)
+                future = self.pending.pop(reply.get("id"), None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+                # Events (no id) are not needed: the test polls the DOM.
+        finally:
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("DevTools connection closed"))
+
+    async def call(self, method, session=None, **params):
+        command_id = next(self.ids)
+        command = {"id": command_id, "method": method, "params": params}
+        if session is not None:
+            command["sessionId"] = session
+        future = asyncio.get_running_loop().create_future()
+        self.pending[command_id] = future
+        await self.ws.send(json.dumps(command))
+        try:
+            reply = await asyncio.wait_for(future, T)
+        finally:
+            self.pending.pop(command_id, None)
+        if "error" in reply:
+            raise RuntimeError(f"{method} failed: {reply['error']}")
+        return reply["result"]
+
+    async def close(self):
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+# What a person looking at the tab sees: the status line and the chat log.
+PAGE_STATE = """(() => {
+  const status = document.getElementById("status");
+  const log = Array.from(document.querySelectorAll("#log li"), (item) => {
+    const who = item.querySelector(".name");
+    return who
+      ? { name: who.textContent, text: item.textContent.slice(who.textContent.length) }
+      : { system: item.textContent };
+  });
+  return { url: location.href, status: status && status.textContent, log: log };
+})()"""
+
+
+class Tab:
+    def __init__(self, devtools, label, target, session):
+        self.devtools = devtools
+        self.label = label
+        self.target = target
+        self.session = session
+
+    @classmethod
+    async def open(cls, devtools, label, url):
+        target = (await devtools.call("Target.createTarget", url=url))["targetId"]
+        session = (await devtools.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
+        return cls(devtools, label, target, session)
+
+    async def evaluate(self, expression):
+        result = await self.devtools.call(
+            "Runtime.evaluate", self.session, expression=expression, returnByValue=True
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"script failed in tab {self.label}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, what, accept):
+        """Polls the page until accept(state) holds; on timeout fails showing
+        what the page showed last."""
+        deadline = asyncio.get_running_loop().time() + T
+        state = None
+        while True:
+            try:
+                state = await self.evaluate(PAGE_STATE)
+            except RuntimeError as exc:
+                # Between navigation and load there is briefly no document.
+                state = str(exc)
+            if isinstance(state, dict) and accept(state):
+                return state
+            if asyncio.get_running_loop().time() > deadline:
+                shown = json.dumps(state, indent=2, ensure_ascii=False) if isinstance(state, dict) else state
+                raise AssertionError(f"tab {self.label} never showed {what} within {T} s; it showed:\n{shown}")
+            await asyncio.sleep(POLL)
+
+    async def close(self):
+        await self.devtools.call("Target.closeTarget", targetId=self.target)
+
+
+def here(count):
+    return lambda state: state["status"] == f"connected: {count} here"
+
+
+async def test_two_tabs_chat_through_the_page(chromium, chat_server):
+    name = "Ada"
+    # Markup must arrive as text, and the token tells this run's message apart.
+    text = f"hello <b>both</b> tabs {uuid.uuid4().hex[:8]}"
+    expected = {"name": name, "text": text}
+
+    async with connect(chromium, max_size=None, open_timeout=T, close_timeout=T) as ws:
+        devtools = DevTools(ws)
+        try:
+            a = await Tab.open(devtools, "A", chat_server)
+            await a.wait_for("its socket open", lambda s: (s["status"] or "").startswith("connected"))
+            b = await Tab.open(devtools, "B", chat_server)
+            # Presence reaches both: each tab counts two people here.
+            await b.wait_for("'connected: 2 here'", here(2))
+            await a.wait_for("'connected: 2 here'", here(2))
+
+            left_in_input = await a.evaluate(
+                f"""(() => {{
+                  document.getElementById("name").value = {json.dumps(name)};
+                  const text = document.getElementById("text");
+                  text.value = {json.dumps(text)};
+                  document.querySelector("#form button").click();
+                  return text.value;
+                }})()"""
+            )
+            assert left_in_input == "", f"tab A did not send (its input still holds {left_in_input!r})"
+
+            await b.wait_for(f"{name}'s message", lambda s: expected in s["log"])
+            state = await a.wait_for(f"its own message from {name}", lambda s: expected in s["log"])
+            assert state["log"].count(expected) == 1, f"tab A shows the message more than once: {state['log']}"
+
+            # Closing a tab is leaving the room: the other tab counts one again.
+            await b.close()
+            await a.wait_for("'connected: 1 here' after tab B closed", here(1))
+        finally:
+            await devtools.close()
