@@ -5,6 +5,7 @@
 #   make test      install what is missing, build with -Werror, run the C unit
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
+#   make bench     the quick fan-out benchmark (roomcast against websockets)
 #   make deps | build | ctest | format | clean
 #
 # `deps` installs only what is missing: the Debian packages below (with
@@ -17,9 +18,11 @@ ifeq ($(origin CC),default)
 CC = gcc
 endif
 
-APT_PACKAGES := libuv1-dev libwslay-dev pkg-config
-# setuptools builds the extension; pytest and websockets run the tests.
-PY_DEPS := setuptools>=61 pytest>=7 websockets>=13
+APT_PACKAGES := libuv1-dev libwslay-dev pkg-config chromium
+# chromium runs the demo page in tests/test_browser_demo.py.
+# setuptools builds the extension; pytest and websockets run the tests; mypy
+# checks the typed surface (tests/test_typing.py).
+PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5
 
 CTEST_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc
 CTEST_LIB_SRCS := csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c
@@ -35,7 +38,7 @@ SANITIZE_LIB := build/sanitize/lib
 # Steps run one after the other even under `make -j`: deps before build
 # before tests.
 .NOTPARALLEL:
-.PHONY: all deps deps-system deps-python build ctest test demo sanitize \
+.PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
         format clean
 
 all: build
@@ -87,7 +90,7 @@ deps-system:
 # python3) unless told; outside a virtualenv a non-root user installs with
 # --user.
 deps-python:
-	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets; \
+	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null; then exit 0; fi; \
@@ -139,6 +142,10 @@ test: deps build ctest
 demo: deps build
 	PYTHONPATH=python $(PYTHON) examples/chat.py
 
+# Servers pinned to CPU 0, the C load generator to CPU 1 (taskset).
+bench: deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/fanout_quick.py
+
 # A separate build tree, so that the in-place module stays a normal build:
 # a sanitized module cannot be imported without the ASan runtime preloaded.
 sanitize: deps
@@ -156,7 +163,8 @@ sanitize: deps
 
 format:
 	@if command -v clang-format >/dev/null 2>&1; then \
-	  clang-format -i csrc/*.c csrc/*.h $(wildcard tests/c/*.c tests/c/*.h); \
+	  clang-format -i csrc/*.c csrc/*.h $(wildcard tests/c/*.c tests/c/*.h) \
+	    benchmarks/loadgen.c; \
 	else \
 	  echo "roomcast: clang-format is not installed (apt-get install" \
 	       "clang-format); nothing formatted."; \

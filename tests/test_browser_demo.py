@@ -119,7 +119,9 @@ def chromium():
             if proc.poll() is not None:
                 pytest.fail(f"chromium exited with {proc.returncode}; its output:\n{tail(log_path)}")
             if time.monotonic() > deadline:
-                pytest.fail(f"chromium wrote no DevToolsActivePort in {START} s; its output:\n{tail(log_path)}")
+                pytest.fail(
+                    f"chromium wrote no DevToolsActivePort in {START} s; its output:\n{tail(log_path)}"
+                )
             time.sleep(POLL)
         yield f"ws://127.0.0.1:{lines[0]}{lines[1]}"
     finally:
@@ -149,7 +151,8 @@ def chat_server(tmp_path):
     try:
         deadline = time.monotonic() + START
         while True:
-            match = re.search(r"listening on (http://127\.0\.0\.1:\d+/)", log_path.read_text(errors="replace"))
+            log_text = log_path.read_text(errors="replace")
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+/)", log_text)
             if match:
                 break
             if proc.poll() is not None:
@@ -255,7 +258,9 @@ class Tab:
                 return state
             if asyncio.get_running_loop().time() > deadline:
                 shown = json.dumps(state, indent=2, ensure_ascii=False) if isinstance(state, dict) else state
-                raise AssertionError(f"tab {self.label} never showed {what} within {T} s; it showed:\n{shown}")
+                raise AssertionError(
+                    f"tab {self.label} never showed {what} within {T} s; it showed:\n{shown}"
+                )
             await asyncio.sleep(POLL)
 
     async def close(self):
@@ -295,7 +300,7 @@ async def test_two_tabs_chat_through_the_page(chromium, chat_server):
 
             await b.wait_for(f"{name}'s message", lambda s: expected in s["log"])
             state = await a.wait_for(f"its own message from {name}", lambda s: expected in s["log"])
-            assert state["log"].count(expected) == 1, f"tab A shows the message more than once: {state['log']}"
+            assert state["log"].count(expected) == 1, f"tab A shows the message twice: {state['log']}"
 
             # Closing a tab is leaving the room: the other tab counts one again.
             await b.close()

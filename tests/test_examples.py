@@ -37,7 +37,8 @@ class Example:
     @classmethod
     async def start(cls, script, *args, env=None):
         environ = dict(os.environ, **(env or {}))
-        paths = [str(REPO / "python"), environ.get("PYTHONPATH", "")]
+        # Appended: a PYTHONPATH already set (make sanitize) names the build.
+        paths = [environ.get("PYTHONPATH", ""), str(REPO / "python")]
         environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

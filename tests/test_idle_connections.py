@@ -180,6 +180,9 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer keeps freed memory in quarantine")
 def test_idle_connections_cost_little_memory():
     """2,000 members that each sent one message and then went quiet: the
     server's memory per connection stays below one wslay context (13 KiB):
