@@ -15,6 +15,21 @@
  * Warm-up messages, sent before the measured phase until every connection
  * has received one, start with 'w' instead (see PH_SYNC in main()).
  *
+ * Modes:
+ *   window (default)  as fast as the window allows; --duration stops sending
+ *                     new messages after that many seconds, so that a slow
+ *                     server gets a short run instead of an endless one.
+ *   --rate R          message k leaves at k/R seconds after the start, for
+ *                     latency at a fixed load; --window still caps the
+ *                     messages in flight, and a message that has to wait
+ *                     for the window is counted in window_stalls (the run
+ *                     is then saturated: the server cannot keep the rate).
+ *   --idle-rss        no publishing: opens --rss-warm connections, lets the
+ *                     server settle and reads its VmRSS, then opens the rest
+ *                     and reads it again; the difference over the added
+ *                     connections is the resident memory one idle member
+ *                     costs, the process's fixed costs excluded.
+ *
  * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc benchmarks/loadgen.c
  *        csrc/rc_http.c csrc/rc_sha1.c -o build/loadgen
  * Exit status: 0 on success, 1 on order errors, loss, dropped connections
@@ -68,7 +83,7 @@ enum conn_state {
   ST_CLOSING,
   ST_DONE
 };
-enum phase { PH_CONNECT, PH_SYNC, PH_PUBLISH, PH_CLOSE, PH_END };
+enum phase { PH_CONNECT, PH_SYNC, PH_SETTLE, PH_PUBLISH, PH_CLOSE, PH_END };
 
 struct handshake {
   size_t len;
@@ -113,6 +128,11 @@ struct options {
   uint32_t batch;
   int server_pid;
   double timeout;
+  double rate;     /* messages per second, 0: as fast as the window allows */
+  double duration; /* seconds of sending at most, 0: no limit */
+  uint32_t rss_warm;
+  double settle; /* seconds to wait before each VmRSS reading */
+  bool idle_rss;
   bool json;
 };
 
@@ -127,6 +147,11 @@ static struct options opt = {
     .batch = 500,
     .server_pid = 0,
     .timeout = 60.0,
+    .rate = 0,
+    .duration = 0,
+    .rss_warm = 100,
+    .settle = 1.0,
+    .idle_rss = false,
     .json = false,
 };
 
@@ -139,6 +164,11 @@ static uint32_t spread; /* number of 127.0.0.x source addresses, 0 = none */
 static uint32_t next_to_open, handshaking, opened, ready_count, alive,
     closed_count;
 static uint32_t sent, completed;
+/* messages this run will send: --messages, or fewer once --duration is up */
+static uint32_t target;
+static uint64_t t_pub0, t_last_send;
+static uint64_t send_lag_max_ns, window_stalls;
+static uint32_t last_stalled = UINT32_MAX;
 /* per message: the connections that have still to receive it */
 static uint32_t *pending;
 static uint64_t deliveries, order_errors, protocol_errors, dropped,
@@ -384,27 +414,40 @@ static void hist_add(uint64_t ns) {
     lat_max_ns = ns;
 }
 
-static double hist_percentile(double q) {
+static double bucket_us(uint32_t i) {
+  if (i < FINE_BUCKETS)
+    return i;
+  if (i < HIST_BUCKETS - 1)
+    return (double)(i - FINE_BUCKETS + 1000) * 1000.0;
+  return (double)lat_max_ns / 1000.0;
+}
+
+/* Latency in us at each quantile of qs (ascending), in one pass over the
+ * histogram: the bucket's lower bound, so within 1 us below a second. */
+static void hist_quantiles(const double *qs, size_t nq, double *out) {
   uint64_t total = 0;
   for (uint32_t i = 0; i < HIST_BUCKETS; i++)
     total += hist[i];
-  if (total == 0)
-    return 0;
-  uint64_t rank = (uint64_t)(q * (double)total);
-  if (rank >= total)
-    rank = total - 1;
+  size_t k = 0;
+  if (total == 0) {
+    for (; k < nq; k++)
+      out[k] = 0;
+    return;
+  }
   uint64_t seen = 0;
-  for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
+  for (uint32_t i = 0; i < HIST_BUCKETS && k < nq; i++) {
     seen += hist[i];
-    if (seen > rank) {
-      if (i < FINE_BUCKETS)
-        return i;
-      if (i < HIST_BUCKETS - 1)
-        return (double)(i - FINE_BUCKETS + 1000) * 1000.0;
-      return (double)lat_max_ns / 1000.0;
+    while (k < nq) {
+      uint64_t rank = (uint64_t)(qs[k] * (double)total);
+      if (rank >= total)
+        rank = total - 1;
+      if (seen <= rank)
+        break;
+      out[k++] = bucket_us(i);
     }
   }
-  return (double)lat_max_ns / 1000.0;
+  for (; k < nq; k++)
+    out[k] = (double)lat_max_ns / 1000.0;
 }
 
 static void message_settled(uint32_t seq) {
@@ -862,14 +905,58 @@ static bool read_cpu_ticks(int pid, uint64_t *ticks) {
   return true;
 }
 
+/* VmRSS of `pid` in bytes, from /proc/<pid>/status. */
+static bool read_rss(int pid, uint64_t *bytes) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return false;
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f) != NULL) {
+    unsigned long long kb;
+    if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) {
+      *bytes = (uint64_t)kb * 1024u;
+      found = true;
+    }
+  }
+  if (fclose(f) != 0)
+    return false;
+  return found;
+}
+
+/* Rate mode: message `seq` is due this long after the start of publishing.
+ * Computed from the start, not from the previous send, so that a late send
+ * does not shift every later one. */
+static uint64_t due_time(uint32_t seq) {
+  return t_pub0 + (uint64_t)((double)seq * 1e9 / opt.rate);
+}
+
 static void publish_some(void) {
   struct conn *pub = &conns[0];
-  while (sent < opt.messages && sent - completed < opt.window && !fatal) {
-    uint32_t seq = sent;
+  while (sent < target && !fatal) {
     uint64_t t = now_ns();
+    if (opt.rate > 0) {
+      uint64_t due = due_time(sent);
+      if (t < due)
+        return;
+      if (sent - completed >= opt.window) {
+        if (last_stalled != sent) {
+          last_stalled = sent;
+          window_stalls++;
+        }
+        return;
+      }
+      if (t - due > send_lag_max_ns)
+        send_lag_max_ns = t - due;
+    } else if (sent - completed >= opt.window) {
+      return;
+    }
+    uint32_t seq = sent;
     make_message(false, seq, t);
     pending[seq] = alive;
     sent++;
+    t_last_send = t;
     if (!conn_send(pub, frame, frame_len))
       return;
   }
@@ -902,9 +989,20 @@ static void usage(FILE *f) {
       "  --port P           server port (default 8000)\n"
       "  --path PATH        request path (default /bench)\n"
       "  --clients N        connections, publisher included (default 1000)\n"
-      "  --messages M       messages to publish (default 1000)\n"
+      "  --messages M       messages to publish at most (default 1000)\n"
       "  --size S           payload bytes per message, >= %d (default 64)\n"
       "  --window W         messages incomplete at a time (default 64)\n"
+      "  --duration SECONDS stop sending new messages after this long\n"
+      "                     (default: no limit); the run ends once the\n"
+      "                     messages sent are all delivered\n"
+      "  --rate R           send R messages per second instead of as fast\n"
+      "                     as the window allows (the window still caps them)\n"
+      "  --idle-rss         measure the server's resident memory per idle\n"
+      "                     connection instead of publishing (needs\n"
+      "                     --server-pid)\n"
+      "  --rss-warm K       connections open for the first reading (default "
+      "100)\n"
+      "  --settle SECONDS   wait before each reading (default 1)\n"
       "  --batch B          handshakes in flight at once (default 500)\n"
       "  --server-pid PID   measure this process's CPU time while publishing\n"
       "  --timeout SECONDS  stop with an error after this long (default 60)\n"
@@ -923,6 +1021,16 @@ static uint32_t parse_u32(const char *name, const char *s, uint32_t min) {
   return (uint32_t)v;
 }
 
+static double parse_positive(const char *name, const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  if (*end != '\0' || end == s || !(v > 0) || v > 1e9) {
+    note("bad value for --%s: %s", name, s);
+    exit(2);
+  }
+  return v;
+}
+
 static void parse_args(int argc, char **argv) {
   static const struct option longopts[] = {
       {"host", required_argument, NULL, 'H'},
@@ -932,6 +1040,11 @@ static void parse_args(int argc, char **argv) {
       {"messages", required_argument, NULL, 'm'},
       {"size", required_argument, NULL, 's'},
       {"window", required_argument, NULL, 'w'},
+      {"duration", required_argument, NULL, 'd'},
+      {"rate", required_argument, NULL, 'r'},
+      {"idle-rss", no_argument, NULL, 'i'},
+      {"rss-warm", required_argument, NULL, 'k'},
+      {"settle", required_argument, NULL, 'e'},
       {"batch", required_argument, NULL, 'b'},
       {"server-pid", required_argument, NULL, 'S'},
       {"timeout", required_argument, NULL, 't'},
@@ -963,21 +1076,30 @@ static void parse_args(int argc, char **argv) {
     case 'w':
       opt.window = parse_u32("window", optarg, 1);
       break;
+    case 'd':
+      opt.duration = parse_positive("duration", optarg);
+      break;
+    case 'r':
+      opt.rate = parse_positive("rate", optarg);
+      break;
+    case 'i':
+      opt.idle_rss = true;
+      break;
+    case 'k':
+      opt.rss_warm = parse_u32("rss-warm", optarg, 1);
+      break;
+    case 'e':
+      opt.settle = parse_positive("settle", optarg);
+      break;
     case 'b':
       opt.batch = parse_u32("batch", optarg, 1);
       break;
     case 'S':
       opt.server_pid = (int)parse_u32("server-pid", optarg, 1);
       break;
-    case 't': {
-      char *end;
-      opt.timeout = strtod(optarg, &end);
-      if (*end != '\0' || end == optarg || !(opt.timeout > 0)) {
-        note("bad value for --timeout: %s", optarg);
-        exit(2);
-      }
+    case 't':
+      opt.timeout = parse_positive("timeout", optarg);
       break;
-    }
     case 'j':
       opt.json = true;
       break;
@@ -991,6 +1113,10 @@ static void parse_args(int argc, char **argv) {
   }
   if (optind != argc || opt.port > 65535) {
     usage(stderr);
+    exit(2);
+  }
+  if (opt.idle_rss && (opt.server_pid == 0 || opt.rss_warm >= opt.clients)) {
+    note("--idle-rss needs --server-pid and more --clients than --rss-warm");
     exit(2);
   }
   if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) {
@@ -1020,6 +1146,30 @@ static void raise_nofile(void) {
     note("warning: open files limit %llu is below --clients %" PRIu32 " + 16",
          (unsigned long long)rl.rlim_cur, opt.clients);
 }
+
+static double rusage_seconds(const struct rusage *a, const struct rusage *b) {
+  return (double)(b->ru_utime.tv_sec - a->ru_utime.tv_sec) +
+         (double)(b->ru_stime.tv_sec - a->ru_stime.tv_sec) +
+         (double)(b->ru_utime.tv_usec - a->ru_utime.tv_usec) / 1e6 +
+         (double)(b->ru_stime.tv_usec - a->ru_stime.tv_usec) / 1e6;
+}
+
+/* Quantiles of the latency CDF in the JSON output: every percent, then
+ * finer in the tail, where the servers differ most. */
+static const double cdf_q[] = {
+    0.00,  0.01,   0.02,   0.03,   0.04,   0.05,  0.06,  0.07,  0.08,  0.09,
+    0.10,  0.11,   0.12,   0.13,   0.14,   0.15,  0.16,  0.17,  0.18,  0.19,
+    0.20,  0.21,   0.22,   0.23,   0.24,   0.25,  0.26,  0.27,  0.28,  0.29,
+    0.30,  0.31,   0.32,   0.33,   0.34,   0.35,  0.36,  0.37,  0.38,  0.39,
+    0.40,  0.41,   0.42,   0.43,   0.44,   0.45,  0.46,  0.47,  0.48,  0.49,
+    0.50,  0.51,   0.52,   0.53,   0.54,   0.55,  0.56,  0.57,  0.58,  0.59,
+    0.60,  0.61,   0.62,   0.63,   0.64,   0.65,  0.66,  0.67,  0.68,  0.69,
+    0.70,  0.71,   0.72,   0.73,   0.74,   0.75,  0.76,  0.77,  0.78,  0.79,
+    0.80,  0.81,   0.82,   0.83,   0.84,   0.85,  0.86,  0.87,  0.88,  0.89,
+    0.90,  0.91,   0.92,   0.93,   0.94,   0.95,  0.96,  0.97,  0.98,  0.99,
+    0.991, 0.992,  0.993,  0.994,  0.995,  0.996, 0.997, 0.998, 0.999, 0.9995,
+    0.9999};
+#define CDF_POINTS (sizeof cdf_q / sizeof cdf_q[0])
 
 int main(int argc, char **argv) {
   parse_args(argc, argv);
@@ -1053,6 +1203,7 @@ int main(int argc, char **argv) {
   if (opt.clients > SPREAD_ABOVE &&
       (ntohl(server_addr.sin_addr.s_addr) >> 24) == 127)
     spread = (opt.clients + SPREAD_ABOVE - 1) / SPREAD_ABOVE;
+  target = opt.messages;
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) {
@@ -1066,29 +1217,44 @@ int main(int argc, char **argv) {
   struct rusage ru0, ru1;
   uint64_t t_start = now_ns();
   uint64_t deadline = t_start + (uint64_t)(opt.timeout * 1e9);
-  uint64_t t_open = 0, t_synced = 0, t_pub0 = 0, t_pub1 = 0, t_close = 0;
+  uint64_t t_connect0 = t_start, t_open = 0, t_synced = 0, t_pub1 = 0,
+           t_close = 0;
   uint64_t last_warmup = 0;
+  /* --idle-rss: the warm connections first, then all of them */
+  uint32_t open_target = opt.idle_rss ? opt.rss_warm : opt.clients;
+  uint32_t rss_conns[2] = {0, 0};
+  uint64_t rss[2] = {0, 0};
+  int rss_stage = 0;
+  uint64_t settle_check = 0, settle_give_up = 0, settle_ticks = 0;
+  bool settle_have_ticks = false, rss_quiet = true;
   static struct epoll_event evs[MAX_EVENTS];
 
   while (phase != PH_END) {
     if (phase == PH_CONNECT) {
-      while (next_to_open < opt.clients && handshaking < opt.batch && !fatal)
+      while (next_to_open < open_target && handshaking < opt.batch && !fatal)
         start_connect(next_to_open++);
-      if (opened == opt.clients) {
+      if (opened == open_target) {
         t_open = now_ns();
         phase = PH_SYNC;
       }
     }
     uint64_t t = now_ns();
     if (phase == PH_SYNC) {
-      if (ready_count == alive && alive == opt.clients) {
+      if (ready_count == alive && alive == open_target) {
         t_synced = t;
-        phase = PH_PUBLISH;
-        if (opt.server_pid > 0)
-          cpu_ok = read_cpu_ticks(opt.server_pid, &cpu0);
-        if (getrusage(RUSAGE_SELF, &ru0) != 0)
-          memset(&ru0, 0, sizeof ru0);
-        t_pub0 = now_ns();
+        if (opt.idle_rss) {
+          phase = PH_SETTLE;
+          settle_check = t + (uint64_t)(opt.settle * 1e9);
+          settle_give_up = settle_check + 5000000000u;
+          settle_have_ticks = false;
+        } else {
+          phase = PH_PUBLISH;
+          if (opt.server_pid > 0)
+            cpu_ok = read_cpu_ticks(opt.server_pid, &cpu0);
+          if (getrusage(RUSAGE_SELF, &ru0) != 0)
+            memset(&ru0, 0, sizeof ru0);
+          t_pub0 = now_ns();
+        }
       } else if (t - last_warmup >= 20000000u) {
         /* A 101 may reach us before the server has added the
          * connection to the room; repeating the warm-up until all
@@ -1097,9 +1263,43 @@ int main(int argc, char **argv) {
         send_warmup();
       }
     }
+    if (phase == PH_SETTLE && t >= settle_check) {
+      /* Quiet: no CPU tick of the server's in the last 200 ms, so that
+       * buffers of the warm-up and the handshakes have been released. */
+      uint64_t ticks = 0;
+      bool have = read_cpu_ticks(opt.server_pid, &ticks);
+      bool quiet = have && settle_have_ticks && ticks == settle_ticks;
+      settle_ticks = ticks;
+      settle_have_ticks = have;
+      if (quiet || t >= settle_give_up) {
+        if (!quiet)
+          rss_quiet = false;
+        if (!read_rss(opt.server_pid, &rss[rss_stage])) {
+          note("cannot read VmRSS of process %d", opt.server_pid);
+          fatal = true;
+        } else {
+          rss_conns[rss_stage] = alive;
+          if (rss_stage == 0) {
+            rss_stage = 1;
+            open_target = opt.clients;
+            t_connect0 = now_ns();
+            phase = PH_CONNECT;
+            continue;
+          }
+          phase = PH_CLOSE;
+          t_close = t;
+          begin_close();
+        }
+      } else {
+        settle_check = t + 200000000u;
+      }
+    }
     if (phase == PH_PUBLISH) {
+      if (opt.duration > 0 && target > sent && t > t_pub0 &&
+          t - t_pub0 >= (uint64_t)(opt.duration * 1e9))
+        target = sent;
       publish_some();
-      if (completed == opt.messages) {
+      if (sent == target && completed == target) {
         t_pub1 = now_ns();
         if (cpu_ok)
           cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
@@ -1121,17 +1321,37 @@ int main(int argc, char **argv) {
     }
     t = now_ns();
     if (t >= deadline && phase != PH_CLOSE) {
+      static const char *const names[] = {"connect", "sync", "settle",
+                                          "publish", "close", "end"};
       timed_out = true;
-      t_pub1 = t;
-      if (phase == PH_PUBLISH && cpu_ok)
-        cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
-      if (phase == PH_PUBLISH && getrusage(RUSAGE_SELF, &ru1) != 0)
-        memset(&ru1, 0, sizeof ru1);
+      note("timed out after %.0f s in the %s phase: %" PRIu32
+           " connections open of %" PRIu32 ", %" PRIu32
+           " have seen a warm-up message, %" PRIu32 " messages sent, %" PRIu32
+           " delivered to all",
+           opt.timeout, names[phase], opened, open_target, ready_count, sent,
+           completed);
+      if (phase == PH_PUBLISH) {
+        t_pub1 = t;
+        if (cpu_ok)
+          cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
+        if (getrusage(RUSAGE_SELF, &ru1) != 0)
+          memset(&ru1, 0, sizeof ru1);
+      }
       break;
     }
     int wait_ms = 100;
-    if (phase == PH_SYNC)
+    if (phase == PH_SYNC) {
       wait_ms = 5;
+    } else if (phase == PH_SETTLE) {
+      wait_ms = 20;
+    } else if (phase == PH_PUBLISH && opt.rate > 0 && sent < target &&
+               sent - completed < opt.window) {
+      /* wake for the next due message; a millisecond late at most, and
+       * its time stamp is taken when it really leaves */
+      uint64_t due = due_time(sent), now = now_ns();
+      uint64_t ms = due > now ? (due - now + 999999u) / 1000000u : 0;
+      wait_ms = ms < 100 ? (int)ms : 100;
+    }
     int n = epoll_wait(epfd, evs, MAX_EVENTS, wait_ms);
     if (n < 0) {
       if (errno == EINTR)
@@ -1147,7 +1367,8 @@ int main(int argc, char **argv) {
 
   /* -------------------------------------------------------- report */
   bool published = t_pub0 != 0 && t_pub1 != 0;
-  double connect_s = t_open ? (double)(t_open - t_start) / 1e9 : 0;
+  uint32_t connect_count = open_target - (opt.idle_rss ? opt.rss_warm : 0);
+  double connect_s = t_open ? (double)(t_open - t_connect0) / 1e9 : 0;
   double sync_s = t_synced ? (double)(t_synced - t_open) / 1e9 : 0;
   double publish_s = published ? (double)(t_pub1 - t_pub0) / 1e9 : 0;
   double dps = publish_s > 0 ? (double)deliveries / publish_s : 0;
@@ -1155,50 +1376,75 @@ int main(int argc, char **argv) {
   double cpu_per = server_cpu >= 0 && deliveries > 0
                        ? server_cpu * 1e6 / (double)deliveries
                        : -1;
-  double client_cpu = -1;
-  if (published)
-    client_cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
-                 (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
-                 (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
-                 (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
-  uint64_t expected = (uint64_t)opt.clients * opt.messages;
+  double client_cpu = published ? rusage_seconds(&ru0, &ru1) : -1;
+  double rate_achieved = sent > 1 && t_last_send > t_pub0
+                             ? (double)(sent - 1) * 1e9 /
+                                   (double)(t_last_send - t_pub0)
+                             : 0;
+  uint64_t expected = (uint64_t)opt.clients * sent;
   uint64_t lost = expected > deliveries ? expected - deliveries : 0;
-  double p50 = hist_percentile(0.50), p99 = hist_percentile(0.99);
-  double p999 = hist_percentile(0.999), pmax = (double)lat_max_ns / 1000.0;
+  double cdf[CDF_POINTS];
+  hist_quantiles(cdf_q, CDF_POINTS, cdf);
+  double p50 = cdf[50], p99 = cdf[99], p999 = cdf[108];
+  double pmax = (double)lat_max_ns / 1000.0;
+  bool rss_ok = opt.idle_rss && rss_stage == 1 && rss[1] != 0 &&
+                rss_conns[1] > rss_conns[0];
+  double rss_per = rss_ok ? ((double)rss[1] - (double)rss[0]) /
+                                (double)(rss_conns[1] - rss_conns[0])
+                          : 0;
   bool ok = !timed_out && !fatal && order_errors == 0 && lost == 0 &&
-            dropped == 0 && protocol_errors == 0;
+            dropped == 0 && protocol_errors == 0 && (!opt.idle_rss || rss_ok);
 
   FILE *h = opt.json ? stderr : stdout;
   fprintf(h,
-          "clients %" PRIu32 "  messages %" PRIu32 "  size %" PRIu32
-          "  window %" PRIu32 "\n",
-          opt.clients, opt.messages, opt.size, opt.window);
+          "clients %" PRIu32 "  messages %" PRIu32 " (sent %" PRIu32
+          ")  size %" PRIu32 "  window %" PRIu32 "\n",
+          opt.clients, opt.messages, sent, opt.size, opt.window);
   fprintf(h,
           "connect   %.3f s for %" PRIu32 " connections (sync %.3f s, %" PRIu64
           " warm-up messages)\n",
-          connect_s, opened, sync_s, warmups_sent);
-  fprintf(h, "publish   %.3f s, %" PRIu64 " deliveries, %.0f deliveries/s\n",
-          publish_s, deliveries, dps);
+          connect_s, connect_count, sync_s, warmups_sent);
+  if (opt.idle_rss) {
+    fprintf(h,
+            "idle rss  %" PRIu64 " bytes with %" PRIu32 " connections, %" PRIu64
+            " with %" PRIu32 ": %.0f bytes per connection%s\n",
+            rss[0], rss_conns[0], rss[1], rss_conns[1], rss_per,
+            rss_quiet ? "" : " (server never went quiet)");
+  } else {
+    fprintf(h, "publish   %.3f s, %" PRIu64 " deliveries, %.0f deliveries/s\n",
+            publish_s, deliveries, dps);
+    if (opt.rate > 0)
+      fprintf(h,
+              "rate      %.1f msg/s asked, %.1f sent; latest send %.0f us "
+              "late; %" PRIu64 " waited for the window\n",
+              opt.rate, rate_achieved, (double)send_lag_max_ns / 1000.0,
+              window_stalls);
+  }
   if (server_cpu >= 0)
     fprintf(h, "server    %.2f s CPU, %.3f us per delivery\n", server_cpu,
             cpu_per);
   if (client_cpu >= 0)
     fprintf(h, "loadgen   %.2f s CPU (%.0f%% of the publish time)\n",
             client_cpu, publish_s > 0 ? 100 * client_cpu / publish_s : 0);
-  fprintf(h, "latency   p50 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f us\n",
-          p50, p99, p999, pmax);
+  if (!opt.idle_rss)
+    fprintf(h,
+            "latency   p50 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f us\n",
+            p50, p99, p999, pmax);
   fprintf(h,
           "errors    order %" PRIu64 "  lost %" PRIu64
           "  dropped connections %" PRIu64 "  protocol %" PRIu64 "%s\n",
           order_errors, lost, dropped, protocol_errors,
           timed_out ? "  TIMED OUT" : "");
   if (opt.json) {
-    printf("{\"clients\":%" PRIu32 ",\"messages\":%" PRIu32 ",\"size\":%" PRIu32
-           ",\"window\":%" PRIu32
-           ",\"connect_seconds\":%.6f,\"publish_seconds\":%.6f"
+    const char *mode =
+        opt.idle_rss ? "idle_rss" : opt.rate > 0 ? "rate" : "window";
+    printf("{\"mode\":\"%s\",\"clients\":%" PRIu32 ",\"messages\":%" PRIu32
+           ",\"sent\":%" PRIu32 ",\"size\":%" PRIu32 ",\"window\":%" PRIu32
+           ",\"connect_seconds\":%.6f,\"connect_count\":%" PRIu32
+           ",\"publish_seconds\":%.6f"
            ",\"deliveries\":%" PRIu64 ",\"deliveries_per_sec\":%.1f",
-           opt.clients, opt.messages, opt.size, opt.window, connect_s,
-           publish_s, deliveries, dps);
+           mode, opt.clients, opt.messages, sent, opt.size, opt.window,
+           connect_s, connect_count, publish_s, deliveries, dps);
     if (server_cpu >= 0)
       printf(",\"server_cpu_seconds\":%.3f,\"server_cpu_us_per_delivery\":%.4f",
              server_cpu, cpu_per);
@@ -1206,9 +1452,27 @@ int main(int argc, char **argv) {
       printf(
           ",\"server_cpu_seconds\":null,\"server_cpu_us_per_delivery\":null");
     printf(",\"client_cpu_seconds\":%.3f", client_cpu >= 0 ? client_cpu : 0.0);
+    if (opt.rate > 0)
+      printf(",\"rate\":%.3f,\"rate_achieved\":%.3f,\"send_lag_max_us\":%.0f"
+             ",\"window_stalls\":%" PRIu64,
+             opt.rate, rate_achieved, (double)send_lag_max_ns / 1000.0,
+             window_stalls);
+    else
+      printf(",\"rate\":null");
+    if (opt.idle_rss)
+      printf(",\"rss_before_bytes\":%" PRIu64 ",\"rss_after_bytes\":%" PRIu64
+             ",\"rss_before_connections\":%" PRIu32
+             ",\"rss_after_connections\":%" PRIu32
+             ",\"rss_per_idle_conn_bytes\":%.1f,\"rss_quiet\":%s",
+             rss[0], rss[1], rss_conns[0], rss_conns[1], rss_per,
+             rss_quiet ? "true" : "false");
     printf(",\"latency_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f"
            ",\"max\":%.0f}",
            p50, p99, p999, pmax);
+    printf(",\"latency_cdf_us\":[");
+    for (size_t i = 0; i < CDF_POINTS; i++)
+      printf("%s[%g,%.0f]", i ? "," : "", cdf_q[i], cdf[i]);
+    printf(",[1,%.0f]]", pmax);
     printf(",\"order_errors\":%" PRIu64 ",\"lost\":%" PRIu64
            ",\"dropped\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
            ",\"timed_out\":%s,\"ok\":%s}\n",

@@ -102,6 +102,16 @@ void rc_events_free(rc_event *ev);
 
 /* --- commands (any thread) ---------------------------------------------- */
 
+/* With on != 0, commands no longer wake the loop by themselves: the
+ * embedder calls rc_server_wake() at the end of each batch of commands (and
+ * after every command made from a thread that does not batch). Default off:
+ * every command wakes the loop (libuv coalesces wake-ups still pending). */
+void rc_server_defer_wakeups(rc_server *s, int on);
+
+/* Wakes the loop if commands are waiting. Returns 0, or UV_ECANCELED once
+ * the loop has ended. */
+int rc_server_wake(rc_server *s);
+
 /* Answers RC_EV_OPEN with 101. subprotocol may be NULL. extra_headers: zero
  * or more "Name: value\r\n" lines, or NULL. */
 int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,
@@ -148,6 +158,8 @@ typedef struct rc_stats {
   uint64_t deliveries;        /* frames queued to members by publish */
   uint64_t slow_consumer_closes;
   uint64_t parsers; /* frame parsers held now: busy connections only */
+  uint64_t writes;  /* write system calls (one may carry many frames) */
+  uint64_t wakeups; /* times the loop was woken for commands */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

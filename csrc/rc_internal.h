@@ -156,6 +156,7 @@ struct rc_server {
   uv_mutex_t cmd_lock;
   rc_cmd *cmd_head, *cmd_tail;
   int cmd_closed; /* the loop has ended: commands are refused */
+  atomic_int defer_wakeups; /* commands wait for rc_server_wake() */
 
   /* any thread: events */
   uv_mutex_t ev_lock;
@@ -180,7 +181,8 @@ struct rc_server {
 
   atomic_uint_fast64_t next_room;
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
-      st_deliveries, st_slow, st_parsers;
+      st_deliveries, st_slow, st_parsers, st_writes, st_wakes;
+  uint64_t writes; /* loop-local count, published once per turn */
   uint32_t parsers_freed; /* since the last heap trim */
 
   rc_http_request req; /* parse space for the loop thread (4 KiB) */
@@ -220,7 +222,7 @@ void rc__rooms_destroy(struct rc_server *s);
 void rc__event_push(struct rc_server *s, rc_event *ev);
 void rc__events_hand_over(struct rc_server *s);
 rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len);
-int rc__cmd_push(struct rc_server *s, rc_cmd *cmd);
+int rc__cmd_push(struct rc_server *s, rc_cmd *cmd, int force_wake);
 rc_cmd *rc__cmd_take_all(struct rc_server *s);
 void rc__cmd_free(rc_cmd *cmd);
 

@@ -2,8 +2,10 @@
  * and the shared frame buffers that travel through them.
  *
  * Commands: any thread appends under cmd_lock and calls uv_async_send, which
- * libuv coalesces until the loop runs the callback, so a burst of commands
- * wakes the loop once. Events: the loop collects a turn's events in a local
+ * libuv coalesces until the loop runs the callback. An embedder that knows
+ * where its batches end (the binding: once per asyncio loop iteration) defers
+ * the wake-up to rc_server_wake(), so that the loop sees a whole batch at
+ * once instead of waking, on the same CPU, after the first command. Events: the loop collects a turn's events in a local
  * batch and hands the batch over under ev_lock at the end of the turn; the
  * eventfd is written only when the shared queue was empty, so the embedder
  * wakes once per batch however many events it holds.
@@ -138,7 +140,7 @@ void rc__cmd_free(rc_cmd *cmd) {
   free(cmd);
 }
 
-int rc__cmd_push(struct rc_server *s, rc_cmd *cmd) {
+int rc__cmd_push(struct rc_server *s, rc_cmd *cmd, int force_wake) {
   cmd->next = NULL;
   uv_mutex_lock(&s->cmd_lock);
   if (s->cmd_closed) {
@@ -153,9 +155,25 @@ int rc__cmd_push(struct rc_server *s, rc_cmd *cmd) {
   s->cmd_tail = cmd;
   /* Under the lock: the loop closes the async handle only after setting
    * cmd_closed under this same lock. */
-  int r = uv_async_send(&s->wake);
+  int r = 0;
+  if (force_wake || !atomic_load_explicit(&s->defer_wakeups,
+                                          memory_order_relaxed))
+    r = uv_async_send(&s->wake);
   uv_mutex_unlock(&s->cmd_lock);
   return r;
+}
+
+int rc_server_wake(rc_server *s) {
+  uv_mutex_lock(&s->cmd_lock);
+  int r = UV_ECANCELED;
+  if (!s->cmd_closed)
+    r = s->cmd_head != NULL ? uv_async_send(&s->wake) : 0;
+  uv_mutex_unlock(&s->cmd_lock);
+  return r;
+}
+
+void rc_server_defer_wakeups(rc_server *s, int on) {
+  atomic_store(&s->defer_wakeups, on != 0);
 }
 
 rc_cmd *rc__cmd_take_all(struct rc_server *s) {

@@ -159,6 +159,7 @@ static void stop_begin(rc_server *s, rc_cmd *cmd) {
 
 static void on_wake(uv_async_t *h) {
   rc_server *s = h->data;
+  atomic_fetch_add_explicit(&s->st_wakes, 1, memory_order_relaxed);
   rc_cmd *cmd = rc__cmd_take_all(s);
   while (cmd != NULL) {
     rc_cmd *next = cmd->next;
@@ -300,7 +301,7 @@ void rc_server_stop(rc_server *s, unsigned code, const char *reason) {
     cmd->type = RC_CMD_STOP;
     cmd->status = (int)code;
     cmd->text = strdup(reason ? reason : "");
-    (void)rc__cmd_push(s, cmd); /* refused only when the loop is over */
+    (void)rc__cmd_push(s, cmd, 1); /* refused only when the loop is over */
   }
   (void)uv_thread_join(&s->thread);
   s->joined = 1;
@@ -338,6 +339,8 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->deliveries = atomic_load(&s->st_deliveries);
   out->slow_consumer_closes = atomic_load(&s->st_slow);
   out->parsers = atomic_load(&s->st_parsers);
+  out->writes = atomic_load(&s->st_writes);
+  out->wakeups = atomic_load(&s->st_wakes);
 }
 
 /* --- commands ------------------------------------------------------------ */
@@ -358,7 +361,7 @@ static int push(rc_server *s, rc_cmd *cmd) {
     rc__cmd_free(cmd);
     return UV_EINVAL;
   }
-  return rc__cmd_push(s, cmd);
+  return rc__cmd_push(s, cmd, 0);
 }
 
 int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,

@@ -18,14 +18,16 @@ over), every command raises ``RuntimeError("the server has stopped")``; a
 command made before ``listen()`` raises ``RuntimeError`` too.
 """
 
-from typing import Any, Final, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Final, Optional, Sequence, Tuple, Union
 
 EV_OPEN: Final[int]      # (EV_OPEN, conn, path, query, headers, host, port)
 EV_MESSAGE: Final[int]   # (EV_MESSAGE, conn, data)  data: str (text) | bytes (binary)
 EV_CLOSE: Final[int]     # (EV_CLOSE, conn, code, reason)  last event of a conn
 EV_REQUEST: Final[int]   # (EV_REQUEST, conn, method, path, query, headers, host, port)
 
-Headers = list[tuple[str, str]]  # names lower-cased, values latin-1 decoded, request order
+# The request headers of EV_OPEN and EV_REQUEST: b"name:value\n" per header,
+# in request order, names lower-cased, values as sent (decode as latin-1).
+Headers = bytes
 Event = tuple[Any, ...]
 
 class Core:
@@ -45,6 +47,14 @@ class Core:
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
         Raises OSError on bind failure. Call once."""
+    def set_batching(self, call_soon: Optional[Callable[..., Any]], /) -> None:
+        """Batch wake-ups: commands made on the calling thread no longer wake
+        the core one by one; the first of a batch schedules ``flush()`` with
+        ``call_soon`` (an asyncio loop's), so the core wakes once per loop
+        iteration. Commands from other threads still wake it at once.
+        ``None`` turns batching off."""
+    def flush(self) -> None:
+        """Wakes the core for the commands queued so far."""
     def fileno(self) -> int:
         """Readable while events wait in the queue; poll() resets it."""
     def poll(self) -> list[Event]:
@@ -89,4 +99,7 @@ class Core:
         messages_in, deliveries (frames queued by send and publish),
         slow_consumer_closes, parsers (frame parsers held now: a connection
         holds one only while bytes of a message are in flight, idle ones
-        drop theirs within a second). Safe to call from any thread."""
+        drop theirs within a second), writes (write system calls; one
+        carries every frame queued for a connection in a loop turn),
+        wakeups (times the core's loop was woken for commands). Safe to call
+        from any thread."""

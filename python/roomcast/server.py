@@ -217,6 +217,8 @@ class Server:
         loop = asyncio.get_running_loop()
         core = _core.Core(**self._options, http_requests=bool(self._static))
         bound = core.listen(host, port, self._backlog)
+        # Commands made on this loop wake the core once per loop iteration.
+        core.set_batching(loop.call_soon)
         fd = core.fileno()
         self._core = self._poll_core = core
         self._loop = loop
@@ -279,7 +281,7 @@ class Server:
             except Exception:
                 logger.exception("roomcast failed to dispatch event %r", event[:2])
 
-    def _on_open(self, conn: int, path: str, query: str, headers: Any, host: str, port: int) -> None:
+    def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         core = self._core
         assert core is not None and self._loop is not None
         for route, endpoint, binder in self._routes:
@@ -315,7 +317,7 @@ class Server:
             await ws.close()  # 403 if never accepted, else close 1000
 
     def _on_request(
-        self, conn: int, method: str, path: str, query: str, headers: Any, host: str, port: int
+        self, conn: int, method: str, path: str, query: str, headers: bytes, host: str, port: int
     ) -> None:
         core = self._core
         assert core is not None

@@ -176,6 +176,17 @@ class QueryParams(_MultiMap):
         return urlencode(self._pairs)
 
 
+def parse_raw_headers(raw: bytes) -> list[tuple[str, str]]:
+    """The core's compact header block (``b"name:value\\n"`` per header,
+    names lower-cased) as (name, value) pairs, values latin-1 decoded."""
+    pairs = []
+    for line in raw.decode("latin-1").split("\n"):
+        if line:
+            name, _, value = line.partition(":")
+            pairs.append((name, value))
+    return pairs
+
+
 _NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'
 
 
@@ -196,7 +207,7 @@ class WebSocket:
         conn: int,
         path: str,
         query: str,
-        headers: Sequence[Tuple[str, str]],
+        headers: bytes,
         host: str,
         port: int,
         path_params: dict[str, Any],
@@ -210,12 +221,14 @@ class WebSocket:
         self._raw_headers = headers
         self.client = Address(host, port)
         self.path_params = path_params
-        self.state = SimpleNamespace()
+        self._state: Optional[SimpleNamespace] = None
         # The peer's side: DISCONNECTED once the core reported the close.
         self.client_state = WebSocketState.CONNECTING
         # This side: CONNECTED after accept(), DISCONNECTED after close().
         self.application_state = WebSocketState.CONNECTING
-        self._inbox: deque[Data] = deque()
+        # Made on the first message and dropped when emptied: an idle
+        # connection keeps no queue.
+        self._inbox: Optional[deque[Data]] = None
         self._inbox_size = 0  # characters or bytes, near enough
         self._inbox_limit = server._max_receive_queue
         self._paused = False
@@ -230,8 +243,15 @@ class WebSocket:
     @property
     def headers(self) -> Headers:
         if self._headers is None:
-            self._headers = Headers(self._raw_headers)
+            self._headers = Headers(parse_raw_headers(self._raw_headers))
         return self._headers
+
+    @property
+    def state(self) -> SimpleNamespace:
+        """A free namespace for the application (Starlette's ``state``)."""
+        if self._state is None:
+            self._state = SimpleNamespace()
+        return self._state
 
     @property
     def query_params(self) -> QueryParams:
@@ -344,7 +364,10 @@ class WebSocket:
     # -- receiving ----------------------------------------------------------
 
     def _feed(self, data: Data) -> None:
-        self._inbox.append(data)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(data)
         self._inbox_size += len(data)
         if self._inbox_size > self._inbox_limit and not self._paused:
             core = self._server._core
@@ -376,7 +399,10 @@ class WebSocket:
                 await self._waiter
             finally:
                 self._waiter = None
+            inbox = self._inbox  # _feed makes it when the first message comes
         data = inbox.popleft()
+        if not inbox:
+            self._inbox = None
         self._inbox_size -= len(data)
         if self._paused and self._inbox_size <= self._inbox_limit // 2:
             self._paused = False

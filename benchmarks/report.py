@@ -1,0 +1,404 @@
+"""Tables and plots of the fan-out benchmark, from the document that
+``run.py`` writes (``results/<stem>.json``).
+
+    python benchmarks/report.py benchmarks/results/2026-11-22.json
+
+rewrites that run's ``.md`` and PNG files, e.g. after changing this file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+FLOORS = ("floor-write", "floor-writev")
+IDLE_TARGET_BYTES = 4096
+
+
+# ------------------------------------------------------------------ helpers
+
+def results(doc: dict, scenario: str) -> list[dict]:
+    return [r for r in doc.get("results", []) if r["scenario"] == scenario]
+
+
+def find(doc: dict, server: str, scenario: str, clients: int, size: int = 64,
+         rate: float | None = None) -> dict | None:
+    for r in doc.get("results", []):
+        if (r["server"] == server and r["scenario"] == scenario and r["clients"] == clients
+                and r["size"] == size and r.get("rate") == rate and r["status"] == "ok"):
+            return r
+    return None
+
+
+def server_order(doc: dict) -> list[str]:
+    return list(doc["settings"]["servers"])
+
+
+def n(x: float | None, digits: int = 0) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def ms(us: float | None) -> str:
+    if us is None:
+        return "–"
+    return f"{us / 1000:.2f}" if us < 100_000 else f"{us / 1000:,.0f}"
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def ratio(x: float | None) -> str:
+    return "–" if x is None else (f"{x:.2f}×" if x < 10 else f"{x:,.0f}×")
+
+
+def adv(mine: float | None, theirs: float | None, higher_is_better: bool) -> float | None:
+    """roomcast's advantage over a peer: > 1 means roomcast is better."""
+    if not mine or not theirs:
+        return None
+    return mine / theirs if higher_is_better else theirs / mine
+
+
+def status_cell(r: dict | None) -> str:
+    if r is None:
+        return "not run"
+    err = (r.get("error") or "").replace("|", "/")
+    if len(err) > 140:
+        err = err[:137] + "..."
+    return f"{r['status']}: {err}" if err else r["status"]
+
+
+def all_rows(doc: dict, scenario: str, size: int | None = None, rate: float | None = None) -> list[dict]:
+    order = {s: i for i, s in enumerate(server_order(doc))}
+    rows = [r for r in results(doc, scenario)
+            if (size is None or r["size"] == size) and (rate is None or r.get("rate") == rate)]
+    return sorted(rows, key=lambda r: (r["clients"], order.get(r["server"], 99)))
+
+
+# ------------------------------------------------------------------ targets
+
+def targets(doc: dict) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for each target of the issue."""
+    out = []
+
+    def verdict(ok: bool | None) -> str:
+        return "–" if ok is None else ("met" if ok else "**missed**")
+
+    def burst_vs(peer: str, clients: int, goal: float, label: str) -> None:
+        rc, p = find(doc, "roomcast", "burst", clients), find(doc, peer, "burst", clients)
+        if rc is None or p is None:
+            missing = "roomcast" if rc is None else peer
+            out.append((label, f"not measured ({missing} has no burst result at N={clients:,})", "–"))
+            return
+        r = rc["deliveries_per_sec"] / p["deliveries_per_sec"]
+        out.append((label, f"{r:.2f}× ({n(rc['deliveries_per_sec'])} vs {n(p['deliveries_per_sec'])}"
+                           " deliveries/s)", verdict(r >= goal)))
+
+    burst_vs("socketify", 1000, 1.2, "burst W=64, N=1,000: ≥ 1.2× socketify")
+    burst_vs("socketify", 10000, 3.0, "burst W=64, N=10,000: ≥ 3× socketify")
+    for clients in (1000, 10000):
+        burst_vs("websockets", clients, 50.0, f"burst W=64, N={clients:,}: ≥ 50× websockets")
+    for clients in (1000, 10000):
+        burst_vs("floor-writev", clients, 0.5, f"burst W=64, N={clients:,}: ≥ 0.5× the writev() floor")
+    for clients in (1000, 10000):
+        label = f"single W=1, N={clients:,}: server CPU per delivery ≤ 1.1× the write() floor"
+        rc, fl = find(doc, "roomcast", "single", clients), find(doc, "floor-write", "single", clients)
+        if rc is None or fl is None or not rc.get("server_cpu_us_per_delivery") \
+                or not fl.get("server_cpu_us_per_delivery"):
+            out.append((label, f"not measured at N={clients:,}", "–"))
+        else:
+            a, b = rc["server_cpu_us_per_delivery"], fl["server_cpu_us_per_delivery"]
+            out.append((label, f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs)", verdict(a <= 1.1 * b)))
+    label = "p99 latency, N=10,000, W=1: ≤ 1.2× the floor's p99"
+    rc = find(doc, "roomcast", "single", 10000)
+    floors = [f for f in (find(doc, name, "single", 10000) for name in FLOORS) if f]
+    if rc is None or not floors:
+        out.append((label, "not measured at N=10,000", "–"))
+    else:
+        best = min(floors, key=lambda f: f["latency_us"]["p99"])
+        a, b = rc["latency_us"]["p99"], best["latency_us"]["p99"]
+        out.append((label, f"{a / b:.2f}× ({ms(a)} vs {ms(b)} ms, {best['server']})", verdict(a <= 1.2 * b)))
+    idle = [r for r in results(doc, "idle") if r["server"] == "roomcast" and r["status"] == "ok"]
+    label = "RSS per idle connection at N=10,000: ≤ 4 KiB"
+    if not idle:
+        out.append((label, "not measured", "–"))
+    else:
+        r = idle[0]
+        per = r["rss_per_idle_conn_bytes"]
+        out.append((label, f"{per:,.0f} bytes (N={r['clients']:,})",
+                    verdict(per <= IDLE_TARGET_BYTES and r["clients"] >= 10000)
+                    if r["clients"] >= 10000 else f"– (N={r['clients']:,})"))
+    return out
+
+
+# ----------------------------------------------------------------- markdown
+
+def markdown(doc: dict, pngs: dict | None = None) -> str:
+    m, s = doc["machine"], doc["settings"]
+    lines: list[str] = []
+    add = lines.append
+    add(f"# Fan-out benchmark: {doc['started'][:10]} ({s['mode']})")
+    add("")
+    add(f"Command: `{doc['command']}`; started {doc['started']}, finished {doc.get('finished', '?')}"
+        f" ({doc.get('elapsed_seconds', 0) / 60:.1f} min)."
+        + (" **Interrupted: partial results.**" if doc.get("interrupted") else ""))
+    add("")
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    add(f"Machine: {m['cpu_model']}, {m['cpus']} CPUs; {m['os']}, Linux {m['kernel']}; Python {m['python']};"
+        f" {m['gcc']}; libuv {m['libuv']}, wslay {m['libwslay']}; {libs}.")
+    add("")
+    loads = [r["loadavg_before"] for r in doc["runs"] if "loadavg_before" in r]
+    pin = "server on CPU 0, load generator on CPU 1 (taskset)" if s.get("pinned") else "not pinned"
+    add(f"Settings: {pin}; each configuration {s['repeat']}× (median kept), a fresh server per run;"
+        f" burst/single runs send M = {s['deliveries']:,} / N messages or for {s['seconds']:g} s,"
+        f" whichever ends first; {s['budget']:g} s at most per run."
+        + (f" Load average before the runs: {min(loads):.1f} to {max(loads):.1f}"
+           " (the machine was shared: read differences under ±30% as noise)." if loads else ""))
+    add("")
+    add("“roomcast ×” is roomcast's advantage over the server of the row: above 1, roomcast is"
+        " better (more deliveries/s, or less CPU, latency, memory) by that factor.")
+    add("")
+
+    add("## Targets of the issue")
+    add("")
+    add("| target | measured | verdict |")
+    add("| --- | --- | --- |")
+    for t, meas, v in targets(doc):
+        add(f"| {t} | {meas} | {v} |")
+    add("")
+
+    add("## Servers")
+    add("")
+    problems = doc.get("unavailable", {})
+    add("| server | status |")
+    add("| --- | --- |")
+    for name in server_order(doc):
+        add(f"| {name} | {'unavailable: ' + problems[name].replace('|', '/') if name in problems else 'ran'} |")
+    add("")
+
+    for scenario, title in (("burst", "Burst fan-out (W=64)"), ("single", "Single fan-out (W=1)")):
+        sizes = sorted({r["size"] for r in results(doc, scenario)})
+        for size in sizes:
+            add(f"## {title}, S={size} B")
+            add("")
+            add("| N | server | deliveries/s | roomcast × | server CPU µs/delivery | roomcast × | p50 ms | p99 ms"
+                " | loadgen busy | server busy | messages | runs |")
+            add("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            for r in all_rows(doc, scenario, size=size):
+                rc = find(doc, "roomcast", scenario, r["clients"], size)
+                if r["status"] != "ok":
+                    add(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | | | | | | |")
+                    continue
+                lat = r["latency_us"]
+                cpu = r.get("server_cpu_us_per_delivery")
+                add(f"| {r['clients']:,} | {r['server']} | {n(r['deliveries_per_sec'])}"
+                    f" | {ratio(adv(rc and rc['deliveries_per_sec'], r['deliveries_per_sec'], True))}"
+                    f" | {n(cpu, 3)} | {ratio(adv(rc and rc.get('server_cpu_us_per_delivery'), cpu, False))}"
+                    f" | {ms(lat['p50'])} | {ms(lat['p99'])} | {pct(r.get('loadgen_busy'))}"
+                    f" | {pct(r.get('server_busy'))} | {r['sent']:,} | {r['repeats_ok']}/{r['repeats']} |")
+            add("")
+
+    lat_rows = results(doc, "latency")
+    if lat_rows:
+        add("## Latency at a fixed publish rate (S=64 B)")
+        add("")
+        add("| N | rate msg/s | server | p50 ms | p99 ms | p99.9 ms | max ms | roomcast × (p99) | sent msg/s"
+            " | server busy | note |")
+        add("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        order = {x: i for i, x in enumerate(server_order(doc))}
+        for r in sorted(lat_rows, key=lambda r: (r["rate"], r["clients"], order.get(r["server"], 99))):
+            if r["status"] != "ok":
+                add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {status_cell(r)} | | | | | | | |")
+                continue
+            rc = find(doc, "roomcast", "latency", r["clients"], 64, r["rate"])
+            lat = r["latency_us"]
+            note = "saturated: could not keep the rate" if r.get("saturated") else ""
+            add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {ms(lat['p50'])} | {ms(lat['p99'])}"
+                f" | {ms(lat['p999'])} | {ms(lat['max'])}"
+                f" | {ratio(adv(rc and rc['latency_us']['p99'], lat['p99'], False))}"
+                f" | {r.get('rate_achieved', 0):.1f} | {pct(r.get('server_busy'))} | {note} |")
+        add("")
+
+    idle = results(doc, "idle")
+    if idle:
+        add("## Resident memory per idle connection")
+        add("")
+        add("| N | server | bytes per idle connection | roomcast × | RSS with 100 connections | RSS with N"
+            " | note |")
+        add("| ---: | --- | ---: | ---: | ---: | ---: | --- |")
+        for r in all_rows(doc, "idle"):
+            if r["status"] != "ok":
+                add(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | |")
+                continue
+            rc = find(doc, "roomcast", "idle", r["clients"])
+            per = r["rss_per_idle_conn_bytes"]
+            add(f"| {r['clients']:,} | {r['server']} | {n(per)}"
+                f" | {ratio(adv(rc and rc['rss_per_idle_conn_bytes'], per, False))}"
+                f" | {r['rss_before_bytes'] / 2**20:.1f} MiB | {r['rss_after_bytes'] / 2**20:.1f} MiB"
+                f" | {'' if r.get('rss_quiet', True) else 'server never went quiet'} |")
+        add("")
+
+    connect: dict = {}
+    for r in doc.get("results", []):
+        if r["status"] == "ok" and r["scenario"] != "idle":
+            connect.setdefault(r["server"], {}).setdefault(r["clients"], []).append(r["connect_seconds_median"])
+    if connect:
+        ns = sorted({c for per in connect.values() for c in per})
+        add("## Time to open N connections (seconds, handshakes 500 at a time)")
+        add("")
+        add("| server | " + " | ".join(f"N={c:,}" for c in ns) + " |")
+        add("| --- | " + " | ".join("---:" for _ in ns) + " |")
+        for name in server_order(doc):
+            if name in connect:
+                cells = []
+                for c in ns:
+                    v = connect[name].get(c)
+                    cells.append("–" if not v else f"{sorted(v)[(len(v) - 1) // 2]:.2f}")
+                add(f"| {name} | " + " | ".join(cells) + " |")
+        add("")
+
+    sc_server = s.get("selfcheck_server", "floor-writev")
+    checks = [r for r in doc["runs"] if r["server"] == sc_server and r["scenario"] == "burst"
+              and r["status"] == "ok" and r.get("loadgen_busy") is not None]
+    add("## Load generator self-check")
+    add("")
+    if not checks:
+        add(f"No burst run against {sc_server} in this run: no self-check.")
+    else:
+        add(f"Burst runs against the fastest server ({sc_server}): the load generator's CPU time over the"
+            " publishing time (loadgen busy) against the server's. Below 100% while the server is near"
+            " 100%, the load generator waited for the server: it had spare capacity.")
+        add("")
+        add("| N | S | deliveries/s | loadgen busy | server busy | verdict |")
+        add("| ---: | ---: | ---: | ---: | ---: | --- |")
+        for r in sorted(checks, key=lambda r: (r["clients"], r["size"])):
+            spare = r["loadgen_busy"] < 0.9
+            add(f"| {r['clients']:,} | {r['size']} | {n(r['deliveries_per_sec'])} | {pct(r['loadgen_busy'])}"
+                f" | {pct(r.get('server_busy'))} | {'spare capacity' if spare else '**load generator near its limit**'} |")
+    add("")
+
+    if pngs:
+        add("## Plots")
+        add("")
+        for title, p in pngs.items():
+            add(f"![{title}]({p.name})")
+            add("")
+    add("How the figures are computed and how to read them: `benchmarks/README.md`.")
+    add("")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- plots
+
+STYLE = {
+    "roomcast": dict(color="#d62728", lw=2.6, marker="o", zorder=5),
+    "floor-writev": dict(color="#444444", ls="--", marker="s"),
+    "floor-write": dict(color="#999999", ls="--", marker="s"),
+    "socketify": dict(color="#1f77b4", marker="^"),
+    "picows": dict(color="#2ca02c", marker="v"),
+    "aiohttp": dict(color="#9467bd", marker="D"),
+    "websockets": dict(color="#ff7f0e", marker="P"),
+    "websocket_rooms": dict(color="#8c564b", marker="X"),
+}
+
+
+def plots(doc: dict, outdir: Path, stem: str) -> dict:
+    """Writes the PNGs; returns {title: path}."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
+        return {}
+    out: dict = {}
+    order = server_order(doc)
+
+    fan = [r for r in doc.get("results", []) if r["scenario"] in ("burst", "single") and r["status"] == "ok"]
+    if fan:
+        sizes = sorted({r["size"] for r in fan})
+        ns = sorted({r["clients"] for r in fan})
+        kinds = [(sc, t) for sc, t in (("burst", "burst, W=64"), ("single", "single, W=1"))
+                 if any(r["scenario"] == sc for r in fan)]
+        fig, axes = plt.subplots(len(kinds), len(sizes), figsize=(6.2 * len(sizes), 4.5 * len(kinds)),
+                                 squeeze=False)
+        for row, (scenario, title) in enumerate(kinds):
+            for col, size in enumerate(sizes):
+                ax = axes[row][col]
+                for name in order:
+                    pts = sorted((r["clients"], r["deliveries_per_sec"]) for r in fan
+                                 if r["server"] == name and r["scenario"] == scenario and r["size"] == size)
+                    if pts:
+                        ax.plot(*zip(*pts), label=name, **STYLE.get(name, {}))
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_xticks(ns, [f"{x:,}" for x in ns])
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+                ax.set_xlim(ns[0] / 1.6, ns[-1] * 1.6)
+                ax.set_title(f"{title}, {size} B messages")
+                ax.set_xlabel("clients in the room (N)")
+                ax.set_ylabel("deliveries per second")
+                ax.grid(True, which="major", alpha=0.3)
+                if ax.lines:
+                    ax.legend(fontsize=8, loc="best")
+        fig.suptitle(f"Fan-out throughput, {doc['started'][:10]} (higher is better)")
+        fig.tight_layout()
+        path = outdir / f"{stem}-deliveries.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        out["Deliveries per second against N"] = path
+
+    panels = []
+    lat = [r for r in results(doc, "latency") if r["status"] == "ok"]
+    if lat:
+        big = max(r["clients"] for r in lat)
+        for rate in sorted({r["rate"] for r in lat}):
+            panels.append((f"N={big:,}, {rate:g} msg/s", [r for r in lat if r["clients"] == big and r["rate"] == rate]))
+    single = [r for r in results(doc, "single") if r["status"] == "ok" and r["size"] == 64]
+    if single:
+        big = max(r["clients"] for r in single)
+        panels.append((f"N={big:,}, W=1 (single)", [r for r in single if r["clients"] == big]))
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
+        for ax, (title, rows) in zip(axes[0], panels):
+            for name in order:
+                for r in rows:
+                    if r["server"] == name and r.get("latency_cdf_us"):
+                        qs = [q for q, _ in r["latency_cdf_us"]]
+                        xs = [max(v, 1) / 1000 for _, v in r["latency_cdf_us"]]
+                        style = {k: v for k, v in STYLE.get(name, {}).items() if k != "marker"}
+                        label = name + (" (saturated)" if r.get("saturated") else "")
+                        ax.step(xs, qs, where="post", label=label, **style)
+            ax.set_xscale("log")
+            ax.set_ylim(0, 1.01)
+            ax.set_title(title)
+            ax.set_xlabel("publish → delivery latency (ms)")
+            ax.set_ylabel("fraction of deliveries")
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"Latency CDF, {doc['started'][:10]} (left is better)")
+        fig.tight_layout()
+        path = outdir / f"{stem}-latency.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        out["Latency CDF"] = path
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    src = Path(argv[0])
+    doc = json.loads(src.read_text())
+    pngs = plots(doc, src.parent, src.stem)
+    (src.parent / f"{src.stem}.md").write_text(markdown(doc, pngs))
+    print(f"written: {src.with_suffix('.md')}" + "".join(f", {p}" for p in pngs.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

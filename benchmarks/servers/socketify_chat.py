@@ -1,0 +1,71 @@
+"""The fan-out benchmark's ``socketify`` peer (the Python binding of
+uWebSockets): one room as a uWS pub/sub topic. Every connection on /bench
+subscribes to the topic "room" when it opens; every text message received
+is published to that topic with ``app.publish``, which reaches every
+subscriber, the sender included. uWS frames the message once per publish
+and queues the same bytes to each subscriber in C.
+
+    python socketify_chat.py PORT
+
+Prints ``listening on ws://127.0.0.1:PORT/bench`` on stdout once it accepts
+connections; stops on SIGINT or SIGTERM. Compression is off. The idle
+timeout is raised to uWS's maximum (960 s): the benchmark's clients only
+listen, and uWS closes a connection that has sent nothing for that long.
+uWS skips a subscriber whose unsent output exceeds ``max_backpressure``
+(64 KiB, socketify's default); the load generator counts any such skip as
+a lost message.
+"""
+
+import resource
+import signal
+import sys
+
+from socketify import App, AppListenOptions, CompressOptions, OpCode
+
+TOPIC = "room"
+
+
+def on_open(ws):
+    ws.subscribe(TOPIC)
+
+
+def main(port):
+    app = App()
+
+    def on_message(ws, message, opcode):
+        if opcode == OpCode.TEXT:
+            app.publish(TOPIC, message, OpCode.TEXT)
+
+    app.ws(
+        "/bench",
+        {
+            "compression": CompressOptions.DISABLED,
+            "idle_timeout": 960,
+            "open": on_open,
+            "message": on_message,
+        },
+    )
+
+    def on_listen(config):
+        print(f"listening on ws://127.0.0.1:{config.port}/bench", flush=True)
+
+    def on_stop(signum, frame):
+        app.close()
+
+    # socketify's run() handles SIGINT only.
+    signal.signal(signal.SIGTERM, on_stop)
+    app.listen(AppListenOptions(port=port, host="127.0.0.1"), on_listen)
+    app.run()
+
+
+def raise_open_files_limit():
+    # One descriptor per client: thousands of clients need more than the
+    # usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+if __name__ == "__main__":
+    raise_open_files_limit()
+    main(int(sys.argv[1]))

@@ -1,0 +1,72 @@
+"""The fan-out benchmark's ``websocket-rooms`` peer: the chat room of that
+library's README on FastAPI, served by uvicorn. Every text message received
+on /bench is pushed to the room, and the room's publisher task sends it to
+every member, the sender included, awaiting each send in turn.
+
+    python websocket_rooms_chat.py PORT
+
+Prints ``listening on ws://127.0.0.1:PORT/bench`` on stdout once uvicorn
+accepts connections; stops on SIGINT or SIGTERM (uvicorn's own handlers).
+uvicorn runs its ``websockets`` protocol implementation with per-message
+compression (on by default in uvicorn) turned off, and logs only warnings.
+
+The library is used as it is, known faults included: it ignores an empty
+message, and it cancels its publisher task whenever the room empties, which
+loses any messages still queued for sending.
+"""
+
+import asyncio
+import resource
+import sys
+
+import uvicorn
+from fastapi import FastAPI, WebSocket
+from websocket_rooms import Room
+
+app = FastAPI()
+room = Room()
+
+
+@room.on_receive("text")
+async def on_receive(room: Room, websocket: WebSocket, message: str) -> None:
+    await room.push_text(message)
+
+
+@app.websocket("/bench")
+async def connect_websocket(websocket: WebSocket):
+    await room.connect(websocket)
+
+
+async def main(port):
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets",
+        ws_per_message_deflate=False,
+        backlog=1024,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    # uvicorn has no readiness callback; it sets `started` once it listens.
+    while not server.started:
+        if serving.done():
+            await serving
+            return
+        await asyncio.sleep(0.02)
+    print(f"listening on ws://127.0.0.1:{port}/bench", flush=True)
+    await serving
+
+
+def raise_open_files_limit():
+    # One descriptor per client: thousands of clients need more than the
+    # usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+if __name__ == "__main__":
+    raise_open_files_limit()
+    asyncio.run(main(int(sys.argv[1])))
