@@ -354,6 +354,8 @@ def skip_reason(name: str, c: dict, summary: dict, args: argparse.Namespace) -> 
         return f"too slow: {prev['status']} at N={prev['clients']}"
     if prev["status"] != "ok":
         return None
+    if prev.get("saturated"):
+        return (f"saturated: could not keep {c['rate']:g} msg/s at N={prev['clients']:,} already")
     scale = c["clients"] / prev["clients"]
     predicted = prev.get("connect_seconds", 0) * scale + 2 * args.settle_margin
     if c["scenario"] in ("burst", "single") and prev.get("deliveries_per_sec"):
