@@ -5,7 +5,8 @@
 #   make test      install what is missing, build with -Werror, run the C unit
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
-#   make bench     the quick fan-out benchmark (roomcast against websockets)
+#   make bench     the quick fan-out benchmark (under 5 minutes)
+#   make bench-full  every scenario, server and size (about an hour)
 #   make deps | build | ctest | format | clean
 #
 # `deps` installs only what is missing: the Debian packages below (with
@@ -39,6 +40,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
+        bench-full bench-deps \
         format clean
 
 all: build
@@ -142,9 +144,17 @@ test: deps build ctest
 demo: deps build
 	PYTHONPATH=python $(PYTHON) examples/chat.py
 
-# Servers pinned to CPU 0, the C load generator to CPU 1 (taskset).
-bench: deps build
-	PYTHONPATH=python $(PYTHON) benchmarks/fanout_quick.py
+# The peers at the versions the published figures used, and matplotlib.
+bench-deps: deps
+	$(PYTHON) -m pip install --quiet -r benchmarks/requirements.txt
+
+# Servers pinned to CPU 0, the C load generator to CPU 1 (taskset); results
+# in benchmarks/results/<date>-quick.{json,md,png} and <date>.{json,md,png}.
+bench: bench-deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/run.py --quick
+
+bench-full: bench-deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/run.py --full
 
 # A separate build tree, so that the in-place module stays a normal build:
 # a sanitized module cannot be imported without the ASan runtime preloaded.

@@ -168,6 +168,8 @@ static uint32_t sent, completed;
 static uint32_t target;
 static uint64_t t_pub0, t_last_send;
 static uint64_t send_lag_max_ns, window_stalls;
+/* when a warm-up message last arrived anywhere, and when one last left */
+static uint64_t warmup_rx, warmup_tx;
 static uint32_t last_stalled = UINT32_MAX;
 /* per message: the connections that have still to receive it */
 static uint32_t *pending;
@@ -464,6 +466,7 @@ static void message_done(struct conn *c, uint64_t t) {
     return;
   }
   if (p[0] == 'w') {
+    warmup_rx = t;
     if (!c->ready) {
       c->ready = true;
       ready_count++;
@@ -962,7 +965,8 @@ static void publish_some(void) {
   }
 }
 
-static void send_warmup(void) {
+static void send_warmup(uint64_t t) {
+  warmup_tx = t;
   make_message(true, 0, 0);
   warmups_sent++;
   (void)conn_send(&conns[0], frame, frame_len);
@@ -1219,7 +1223,6 @@ int main(int argc, char **argv) {
   uint64_t deadline = t_start + (uint64_t)(opt.timeout * 1e9);
   uint64_t t_connect0 = t_start, t_open = 0, t_synced = 0, t_pub1 = 0,
            t_close = 0;
-  uint64_t last_warmup = 0;
   /* --idle-rss: the warm connections first, then all of them */
   uint32_t open_target = opt.idle_rss ? opt.rss_warm : opt.clients;
   uint32_t rss_conns[2] = {0, 0};
@@ -1240,7 +1243,13 @@ int main(int argc, char **argv) {
     }
     uint64_t t = now_ns();
     if (phase == PH_SYNC) {
-      if (ready_count == alive && alive == open_target) {
+      /* A warm-up fan-out has ended once no copy has arrived for 50 ms.
+       * Waiting for that before the next warm-up, and before measuring,
+       * keeps a slow server from carrying a backlog of warm-ups (each one
+       * a fan-out to every connection) into the measured phase. */
+      bool warm_quiet = warmup_rx <= t && t - warmup_rx >= 50000000u;
+      bool all_in = ready_count == alive && alive == open_target;
+      if (all_in && warm_quiet) {
         t_synced = t;
         if (opt.idle_rss) {
           phase = PH_SETTLE;
@@ -1255,12 +1264,14 @@ int main(int argc, char **argv) {
             memset(&ru0, 0, sizeof ru0);
           t_pub0 = now_ns();
         }
-      } else if (t - last_warmup >= 20000000u) {
+      } else if (!all_in && t - warmup_tx >= 20000000u &&
+                 ((warmup_rx > warmup_tx && warm_quiet) ||
+                  (warmup_rx <= warmup_tx && t - warmup_tx >= 500000000u))) {
         /* A 101 may reach us before the server has added the
          * connection to the room; repeating the warm-up until all
-         * have seen one makes every measured message count. */
-        last_warmup = t;
-        send_warmup();
+         * have seen one makes every measured message count. One that
+         * nobody received (no member yet) is repeated after 500 ms. */
+        send_warmup(t);
       }
     }
     if (phase == PH_SETTLE && t >= settle_check) {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 FLOORS = ("floor-write", "floor-writev")
 IDLE_TARGET_BYTES = 4096
@@ -53,7 +54,7 @@ def ratio(x: float | None) -> str:
     return "–" if x is None else (f"{x:.2f}×" if x < 10 else f"{x:,.0f}×")
 
 
-def adv(mine: float | None, theirs: float | None, higher_is_better: bool) -> float | None:
+def adv(mine: Any, theirs: float | None, higher_is_better: bool) -> float | None:
     """roomcast's advantage over a peer: > 1 means roomcast is better."""
     if not mine or not theirs:
         return None
@@ -260,22 +261,30 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
 
     sc_server = s.get("selfcheck_server", "floor-writev")
     checks = [r for r in doc["runs"] if r["server"] == sc_server and r["scenario"] == "burst"
-              and r["status"] == "ok" and r.get("loadgen_busy") is not None]
+              and r["status"] == "ok" and r.get("client_cpu_seconds") and r.get("server_cpu_seconds")]
     add("## Load generator self-check")
     add("")
     if not checks:
         add(f"No burst run against {sc_server} in this run: no self-check.")
     else:
-        add(f"Burst runs against the fastest server ({sc_server}): the load generator's CPU time over the"
-            " publishing time (loadgen busy) against the server's. Below 100% while the server is near"
-            " 100%, the load generator waited for the server: it had spare capacity.")
+        add(f"Burst runs against the fastest server ({sc_server}). Each process's CPU time per delivery"
+            " gives the deliveries/s it could sustain with a whole core to itself (capacity); the load"
+            " generator has spare capacity when its capacity exceeds the server's, i.e. the server, not"
+            " the load generator, sets the pace. (Busy: CPU time over publishing time; on a shared"
+            " machine both stay well below 100%, which is why capacities are compared, not busy shares.)")
         add("")
-        add("| N | S | deliveries/s | loadgen busy | server busy | verdict |")
-        add("| ---: | ---: | ---: | ---: | ---: | --- |")
+        add("| N | S | deliveries/s | loadgen µs/delivery | server µs/delivery | loadgen capacity"
+            " | server capacity | loadgen busy | server busy | verdict |")
+        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in sorted(checks, key=lambda r: (r["clients"], r["size"])):
-            spare = r["loadgen_busy"] < 0.9
-            add(f"| {r['clients']:,} | {r['size']} | {n(r['deliveries_per_sec'])} | {pct(r['loadgen_busy'])}"
-                f" | {pct(r.get('server_busy'))} | {'spare capacity' if spare else '**load generator near its limit**'} |")
+            lg = r["client_cpu_seconds"] * 1e6 / r["deliveries"]
+            sv = r["server_cpu_seconds"] * 1e6 / r["deliveries"]
+            spare = sv / lg
+            verdict = (f"spare capacity ({spare:.1f}× the server's)" if spare > 1.0
+                       else f"**load generator may limit** ({spare:.2f}× the server's)")
+            add(f"| {r['clients']:,} | {r['size']} | {n(r['deliveries_per_sec'])} | {lg:.3f} | {sv:.3f}"
+                f" | {n(1e6 / lg)} | {n(1e6 / sv)} | {pct(r.get('loadgen_busy'))}"
+                f" | {pct(r.get('server_busy'))} | {verdict} |")
     add("")
 
     if pngs:
@@ -291,7 +300,7 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
 
 # -------------------------------------------------------------------- plots
 
-STYLE = {
+STYLE: dict[str, dict[str, Any]] = {
     "roomcast": dict(color="#d62728", lw=2.6, marker="o", zorder=5),
     "floor-writev": dict(color="#444444", ls="--", marker="s"),
     "floor-write": dict(color="#999999", ls="--", marker="s"),
@@ -378,7 +387,7 @@ def plots(doc: dict, outdir: Path, stem: str) -> dict:
             ax.set_ylabel("fraction of deliveries")
             ax.grid(True, which="both", alpha=0.3)
             if ax.lines:
-                ax.legend(fontsize=8, loc="lower right")
+                ax.legend(fontsize=8, loc="upper left")
         fig.suptitle(f"Latency CDF, {doc['started'][:10]} (left is better)")
         fig.tight_layout()
         path = outdir / f"{stem}-latency.png"

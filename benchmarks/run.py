@@ -37,6 +37,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -65,12 +66,12 @@ SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck")
 BURST_WINDOW = 64
 
 # --quick: what `make bench` runs (a few minutes on a 2-core machine).
-QUICK = dict(servers=["roomcast", "floor-writev", "floor-write", "socketify", "websockets"],
+QUICK: dict[str, Any] = dict(servers=["roomcast", "floor-writev", "floor-write", "socketify", "websockets"],
              scenarios=["burst", "single", "latency", "idle"], clients=[1000], sizes=[64],
              latency_clients=[1000], rates=[100], idle_clients=10000, repeat=1, seconds=3.0,
              budget=60.0)
 # --full: what `make bench-full` runs, the grid of the issue.
-FULL = dict(servers=list(SERVERS), scenarios=["burst", "single", "latency", "idle", "selfcheck"],
+FULL: dict[str, Any] = dict(servers=list(SERVERS), scenarios=["burst", "single", "latency", "idle", "selfcheck"],
             clients=[100, 1000, 10000], sizes=[64, 1024], latency_clients=[1000, 10000],
             rates=[10, 100], idle_clients=10000, repeat=3, seconds=10.0, budget=120.0)
 
@@ -219,7 +220,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
             for n in (1000, 10000):
                 configs.append(dict(scenario="burst", clients=n, size=64, window=BURST_WINDOW,
                                     only=[args.selfcheck_server]))
-    seen, unique = set(), []
+    seen: set[tuple] = set()
+    unique: list[dict] = []
     for c in configs:
         k = config_key(c)
         if k in seen:
@@ -315,6 +317,9 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
         rec.update(result)
         if result["publish_seconds"] > 0:
             rec["loadgen_busy"] = round(result["client_cpu_seconds"] / result["publish_seconds"], 4)
+            if result["deliveries"]:
+                rec["loadgen_cpu_us_per_delivery"] = round(
+                    result["client_cpu_seconds"] * 1e6 / result["deliveries"], 4)
             if result.get("server_cpu_seconds") is not None:
                 rec["server_busy"] = round(result["server_cpu_seconds"] / result["publish_seconds"], 4)
         if c["scenario"] == "latency" and result["sent"] > 1:
@@ -391,7 +396,7 @@ def machine_info(servers: list[str]) -> dict:
     dists = ["matplotlib"]
     for s in servers:
         dists += SERVERS[s][2]
-    versions = {}
+    versions: dict[str, str | None] = {}
     for d in dists:
         try:
             versions[d] = metadata.version(d)
@@ -478,8 +483,10 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
         for s in servers:
             if s in unavailable:
                 skipped[s] = ("unavailable", unavailable[s])
-            elif (why := skip_reason(s, c, summary, args)) is not None:
-                skipped[s] = ("skipped", why)
+            else:
+                why = skip_reason(s, c, summary, args)
+                if why is not None:
+                    skipped[s] = ("skipped", why)
         for rep in range(args.repeat):
             # Servers take turns within each repetition, so that a noisy
             # minute on the machine hits all of them rather than one.
@@ -585,12 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: getattr(args, k) for k in
                 ("mode", "servers", "scenarios", "clients", "sizes", "latency_clients", "rates",
                  "idle_clients", "repeat", "seconds", "deliveries", "budget", "selfcheck_server")}
-    doc = {"started": started.isoformat(timespec="seconds"),
+    doc: dict[str, Any] = {"started": started.isoformat(timespec="seconds"),
            "command": " ".join(["python3", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
            "machine": machine_info(args.servers), "settings": settings, "runs": [], "results": []}
     print(f"fan-out benchmark ({args.mode}): results in {out_json.relative_to(ROOT)}", flush=True)
     try:
-        ok = run_all(args, doc, out_json)
+        ok: bool = run_all(args, doc, out_json)
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
         doc["interrupted"] = True
