@@ -128,7 +128,9 @@ static void outq_consume(rc_outq *q, size_t n) {
 }
 
 static void outq_shrink_if_idle(rc_outq *q) {
-  /* An idle connection keeps at most a small ring. */
+  /* An idle connection keeps at most a small ring. Called by the sweep, not
+   * after every flush: a busy member would otherwise free and regrow its
+   * ring on every loop turn. */
   if (q->count == 0 && q->cap > 16) {
     free(q->ring);
     q->ring = NULL;
@@ -246,7 +248,6 @@ static void start_read(rc_conn *c);
 /* Everything is written: half-close and wait for the peer's EOF so that it
  * reads our last bytes instead of a reset. */
 static void on_drained(rc_conn *c) {
-  outq_shrink_if_idle(&c->q);
   if (c->state != RC_CONN_DRAINING || c->shut)
     return;
   c->shut = 1;
@@ -890,6 +891,8 @@ void rc__sweep(rc_server *s, uint64_t now) {
         rc__conn_abort(c);
       break;
     case RC_CONN_OPEN:
+      if (!c->rx_recent && !c->writing)
+        outq_shrink_if_idle(&c->q);
       ws_release_if_idle(c);
       c->rx_recent = 0;
       /* While the embedder holds reading, an unread pong is not the

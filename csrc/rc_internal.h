@@ -20,11 +20,14 @@
 #define RC__CONTAINER_OF(ptr, type, field)                                     \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
-/* A frame shared by every connection it is queued on. The reference count
- * is atomic so that a buffer made on the embedder's thread can be released
- * on the loop thread (and, later, by several loops). */
+/* A frame shared by every connection it is queued on. A buffer is made on
+ * the embedder's thread and handed to the loop through the command queue
+ * (whose lock orders the two); from then on only the loop thread touches the
+ * count, so it is a plain integer: two atomic operations per delivery cost
+ * more than the rest of the fan-out's user-space work. Several loops sharing
+ * one buffer would each need a count of their own. */
 typedef struct rc_buf {
-  atomic_size_t refs;
+  size_t refs;
   size_t len;
   uint8_t data[];
 } rc_buf;
@@ -32,9 +35,7 @@ typedef struct rc_buf {
 rc_buf *rc__buf_new(size_t len);
 /* A buffer holding one complete frame: header then a copy of payload. */
 rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len);
-static inline void rc__buf_ref(rc_buf *b) {
-  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
-}
+static inline void rc__buf_ref(rc_buf *b) { b->refs++; }
 void rc__buf_unref(rc_buf *b);
 /* A buffer holding a complete HTTP response (see rc_http_response);
  * head_only leaves the body out but keeps its Content-Length. */

@@ -24,7 +24,7 @@ rc_buf *rc__buf_new(size_t len) {
   rc_buf *b = malloc(sizeof(*b) + len);
   if (b == NULL)
     return NULL;
-  atomic_init(&b->refs, 1);
+  b->refs = 1;
   b->len = len;
   return b;
 }
@@ -57,8 +57,7 @@ rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
 }
 
 void rc__buf_unref(rc_buf *b) {
-  if (b != NULL &&
-      atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+  if (b != NULL && --b->refs == 0)
     free(b);
 }
 
