@@ -15,11 +15,12 @@ log (one line per connection).
 """
 
 import asyncio
-import resource
 import signal
 import sys
 
 from aiohttp import WSMsgType, web
+
+from _limits import raise_open_files_limit  # beside this script
 
 SOCKETS = web.AppKey("sockets", set)
 
@@ -62,14 +63,6 @@ async def main(port):
         pass
     finally:
         await runner.cleanup()
-
-
-def raise_open_files_limit():
-    # One descriptor per client: thousands of clients need more than the
-    # usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

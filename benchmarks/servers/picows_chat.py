@@ -13,11 +13,12 @@ that default is kept.
 """
 
 import asyncio
-import resource
 import signal
 import sys
 
 from picows import WSListener, WSMsgType, ws_create_server
+
+from _limits import raise_open_files_limit  # beside this script
 
 MEMBERS = set()
 
@@ -76,14 +77,6 @@ async def main(port):
             await stop
         except asyncio.CancelledError:
             pass
-
-
-def raise_open_files_limit():
-    # One descriptor per client: thousands of clients need more than the
-    # usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

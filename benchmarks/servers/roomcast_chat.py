@@ -8,10 +8,11 @@ connections; stops on SIGINT or SIGTERM.
 """
 
 import logging
-import resource
 import sys
 
 from roomcast import Room, Server
+
+from _limits import raise_open_files_limit  # beside this script
 
 room = Room()
 
@@ -19,14 +20,6 @@ room = Room()
 @room.on_receive("text")
 async def relay(room, websocket, message):
     await room.push_text(message)
-
-
-def raise_open_files_limit():
-    # One descriptor per client: thousands of clients need more than the
-    # usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

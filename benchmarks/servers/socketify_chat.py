@@ -16,11 +16,12 @@ uWS skips a subscriber whose unsent output exceeds ``max_backpressure``
 a lost message.
 """
 
-import resource
 import signal
 import sys
 
 from socketify import App, AppListenOptions, CompressOptions, OpCode
+
+from _limits import raise_open_files_limit  # beside this script
 
 TOPIC = "room"
 
@@ -56,14 +57,6 @@ def main(port):
     signal.signal(signal.SIGTERM, on_stop)
     app.listen(AppListenOptions(port=port, host="127.0.0.1"), on_listen)
     app.run()
-
-
-def raise_open_files_limit():
-    # One descriptor per client: thousands of clients need more than the
-    # usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ loses any messages still queued for sending.
 """
 
 import asyncio
-import resource
 import sys
 
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from websocket_rooms import Room
+
+from _limits import raise_open_files_limit  # beside this script
 
 app = FastAPI()
 room = Room()
@@ -61,14 +62,6 @@ async def main(port):
         await asyncio.sleep(0.02)
     print(f"listening on ws://127.0.0.1:{port}/bench", flush=True)
     await serving
-
-
-def raise_open_files_limit():
-    # One descriptor per client: thousands of clients need more than the
-    # usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ connections; stops on SIGINT or SIGTERM.
 """
 
 import asyncio
-import resource
 import signal
 import sys
 
 from websockets.asyncio.server import broadcast, serve
+
+from _limits import raise_open_files_limit  # beside this script
 
 CLIENTS = set()
 
@@ -37,14 +38,6 @@ async def main(port):
             await stop
         except asyncio.CancelledError:
             pass
-
-
-def raise_open_files_limit():
-    # One descriptor per client: thousands of clients need more than the
-    # usual soft limit of 1024.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":
