@@ -71,38 +71,44 @@ typedef struct rc_membership {
   uint32_t index; /* position of this conn in room->members */
 } rc_membership;
 
+/* Field order follows use: what the fan-out touches for every delivery
+ * (state, the queue, the dirty link) comes first, in one cache line, then the
+ * libuv handle, then what only the handshake, the close or the sweep read. */
 typedef struct rc_conn {
-  uv_tcp_t tcp;
-  uv_write_t wreq;
-  struct rc_server *srv;
-  uint64_t id;
+  /* hot: every delivery */
   uint8_t state;
-  uint8_t known;   /* the embedder has seen an event for it: owes RC_EV_CLOSE */
   uint8_t writing; /* wreq is in flight */
   uint8_t dirty;   /* on srv->dirty, to be flushed at the end of the turn */
+  uint8_t doomed;  /* failed inside a loop over members: aborted at flush */
+  uint8_t known;   /* the embedder has seen an event for it: owes RC_EV_CLOSE */
   uint8_t ping_out;
   uint8_t read_paused;
-  uint8_t held; /* the embedder asked us to stop reading (backpressure) */
-  uint8_t shut; /* uv_shutdown issued */
-  uint8_t rx_recent; /* read since the last sweep tick */
-  uint8_t doomed; /* failed inside a loop over members: aborted at flush */
-  uint16_t close_code; /* code to report in RC_EV_CLOSE */
-  uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
-  uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
-  char *hbuf;                /* request head until the handshake ends */
-  char *close_reason;        /* reason received with the peer's close */
-  uint32_t close_reason_len;
-  uint32_t nrooms, caprooms;
-  rc_membership *rooms;
+  uint8_t held;      /* the embedder asked us to stop reading (backpressure) */
+  struct rc_conn *next_dirty;
+  struct rc_server *srv;
+  rc_outq q;
+  uint64_t id;
+  uv_tcp_t tcp;
+  /* warm: reading */
   wslay_event_context_ptr ws; /* NULL while idle between messages */
   rc_frame_scan scan;          /* where the client's stream stands */
   const uint8_t *rd; /* bytes handed to wslay by the recv callback */
   size_t rdlen;
-  uint64_t last_rx;  /* loop ms */
+  uint64_t last_rx; /* loop ms */
+  uint8_t rx_recent; /* read since the last sweep tick */
+  uint8_t shut;      /* uv_shutdown issued */
+  uint16_t close_code; /* code to report in RC_EV_CLOSE */
+  uint32_t nrooms, caprooms;
+  rc_membership *rooms;
+  /* cold: handshake, close, sweep */
+  uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
+  uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
+  char *hbuf;                 /* request head until the handshake ends */
+  char *close_reason;         /* reason received with the peer's close */
+  uint32_t close_reason_len;
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
   uint64_t ping_at;
-  struct rc_conn *next_dirty;
-  rc_outq q;
+  uv_write_t wreq; /* the one write in flight, when the socket was full */
 } rc_conn;
 
 typedef struct rc_room {
