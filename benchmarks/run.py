@@ -197,6 +197,22 @@ def config_label(c: dict) -> str:
     return f"{c['scenario']} N={c['clients']} S={c['size']}"
 
 
+def write_json(path: Path, doc: dict) -> None:
+    """The results file: one line per run (a run holds a 111-point latency
+    CDF, which pretty-printing would spread over hundreds of lines)."""
+    def compact(v: Any) -> str:
+        return json.dumps(v, separators=(",", ":"))
+
+    fields = []
+    for key, value in doc.items():
+        if isinstance(value, list) and value:
+            body = ",\n  ".join(compact(item) for item in value)
+            fields.append(f" {compact(key)}: [\n  {body}\n ]")
+        else:
+            fields.append(f" {compact(key)}: {compact(value)}")
+    path.write_text("{\n" + ",\n".join(fields) + "\n}\n")
+
+
 def plan(args: argparse.Namespace) -> list[dict]:
     """The configurations in run order: by scenario, then size or rate, then
     ascending N, so that a smaller N tells whether a larger one can finish."""
@@ -507,7 +523,7 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
                     unavailable[s] = rec["error"]
                     skipped[s] = ("unavailable", rec["error"])
                 elif rec["status"] == "failed" and rec.get("error", "").startswith("timed out"):
-                    skipped[s] = ("skipped", f"too slow: timed out at this configuration")
+                    skipped[s] = ("skipped", "too slow: timed out at this configuration")
         for s in servers:
             if runs[s]:
                 summary[(s, config_key(c))] = summarise(s, c, runs[s])
@@ -520,7 +536,7 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
                 print(f"       {config_label(c)} {s}: {status}: {why}", flush=True)
         doc["results"] = list(summary.values())
         doc["unavailable"] = unavailable
-        out_json.write_text(json.dumps(doc, indent=1) + "\n")
+        write_json(out_json, doc)
     doc["elapsed_seconds"] = round(time.monotonic() - t0, 1)
     return not roomcast_failed
 
@@ -603,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["interrupted"] = True
         ok = False
     doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-    out_json.write_text(json.dumps(doc, indent=1) + "\n")
+    write_json(out_json, doc)
     pngs = {} if args.no_plots else report.plots(doc, RESULTS, stem)
     md = report.markdown(doc, pngs)
     (RESULTS / f"{stem}.md").write_text(md)

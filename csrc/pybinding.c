@@ -45,12 +45,14 @@ static int raise_uv(int r) {
   return -1;
 }
 
-/* After a command was queued: wake the core now, or once for the batch. */
+/* After a command was queued: without batching the core woke itself; with
+ * it, wake the core now (another thread) or once for the batch. */
 static int command_done(CoreObject *self, int r) {
   if (raise_uv(r) < 0)
     return -1;
-  if (self->call_soon == NULL ||
-      PyThread_get_thread_ident() != self->loop_thread) {
+  if (self->call_soon == NULL)
+    return 0;
+  if (PyThread_get_thread_ident() != self->loop_thread) {
     (void)rc_server_wake(self->srv); /* fails only once stopped */
     return 0;
   }

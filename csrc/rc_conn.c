@@ -409,7 +409,7 @@ static void flush(rc_conn *c) {
   uv_buf_t bufs[RC__IOV_MAX];
   unsigned n = fill_iov(c, bufs);
   int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-  c->srv->writes++;
+  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
   if (r == UV_EAGAIN || r == UV_ENOSYS)
     r = 0;
   if (r < 0) {
@@ -423,7 +423,7 @@ static void flush(rc_conn *c) {
   }
   n = fill_iov(c, bufs);
   r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, n, on_write);
-  c->srv->writes++;
+  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
   if (r < 0) {
     rc__conn_abort(c);
     return;
@@ -433,7 +433,6 @@ static void flush(rc_conn *c) {
 }
 
 void rc__flush_dirty(rc_server *s) {
-  s->writes = 0;
   while (s->dirty != NULL) {
     rc_conn *c = s->dirty;
     s->dirty = c->next_dirty;
@@ -444,8 +443,6 @@ void rc__flush_dirty(rc_server *s) {
     else
       flush(c);
   }
-  if (s->writes != 0)
-    atomic_fetch_add_explicit(&s->st_writes, s->writes, memory_order_relaxed);
 }
 
 /* --- wslay --------------------------------------------------------------- */

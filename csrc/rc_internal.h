@@ -189,7 +189,6 @@ struct rc_server {
   atomic_uint_fast64_t next_room;
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
       st_deliveries, st_slow, st_parsers, st_writes, st_wakes;
-  uint64_t writes; /* loop-local count, published once per turn */
   uint32_t parsers_freed; /* since the last heap trim */
 
   rc_http_request req; /* parse space for the loop thread (4 KiB) */

@@ -5,7 +5,9 @@
  * libuv coalesces until the loop runs the callback. An embedder that knows
  * where its batches end (the binding: once per asyncio loop iteration) defers
  * the wake-up to rc_server_wake(), so that the loop sees a whole batch at
- * once instead of waking, on the same CPU, after the first command. Events: the loop collects a turn's events in a local
+ * once instead of waking, on the same CPU, after the first command.
+ *
+ * Events: the loop collects a turn's events in a local
  * batch and hands the batch over under ev_lock at the end of the turn; the
  * eventfd is written only when the shared queue was empty, so the embedder
  * wakes once per batch however many events it holds.

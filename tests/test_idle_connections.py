@@ -10,7 +10,6 @@ process holding thousands of idle connections stays small.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import time
 import pytest
 
 import wsraw
-from roomcast import Room, Server
+from roomcast import Server
 from wsraw import OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient, encode_frame
 
 SWEEP = 0.6  # seconds: more than two sweep ticks
@@ -27,15 +26,7 @@ SWEEP = 0.6  # seconds: more than two sweep ticks
 
 @pytest.fixture(scope="module")
 def served():
-    server = Server(ping_interval=0)
-    room = Room()
-
-    @room.on_receive("text")
-    async def echo(room, ws, msg):
-        await ws.send_text(msg)
-
-    server.route("/echo", room)
-    with wsraw.ServerThread(server) as running:
+    with wsraw.ServerThread(wsraw.echo_server(ping_interval=0)) as running:
         yield running
 
 
@@ -125,15 +116,7 @@ def test_listen_resolves_a_host_name():
     from websockets.asyncio.client import connect
 
     async def main():
-        server = Server()
-        room = Room()
-
-        @room.on_receive("text")
-        async def echo(room, ws, msg):
-            await ws.send_text(msg)
-
-        server.route("/echo", room)
-        async with server.serve("localhost", 0) as running:
+        async with wsraw.echo_server().serve("localhost", 0) as running:
             async with connect(f"ws://localhost:{running.port}/echo") as ws:
                 await ws.send("named")
                 return await asyncio.wait_for(ws.recv(), 30)

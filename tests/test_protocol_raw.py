@@ -11,7 +11,6 @@ import threading
 import pytest
 
 import wsraw
-from roomcast import Room, Server
 from wsraw import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient,
                    handshake_request, http_exchange)
 
@@ -20,15 +19,8 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def server():
-    server = Server()  # the defaults are what these tests check
-    room = Room()
-
-    @room.on_receive("text")
-    async def echo(room, ws, msg):
-        await ws.send_text(msg)
-
-    server.route("/echo", room)
-    with wsraw.ServerThread(server) as running:
+    # the defaults are what these tests check
+    with wsraw.ServerThread(wsraw.echo_server()) as running:
         yield running
 
 

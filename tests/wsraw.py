@@ -368,6 +368,22 @@ class WSClient:
         self.close()
 
 
+def echo_server(**options):
+    """A roomcast ``Server`` (with ``options``) whose ``/echo`` route sends
+    every text message back to its sender."""
+    from roomcast import Room, Server
+
+    server = Server(**options)
+    room = Room()
+
+    @room.on_receive("text")
+    async def echo(room, ws, msg):
+        await ws.send_text(msg)
+
+    server.route("/echo", room)
+    return server
+
+
 class ServerThread:
     """Runs ``server.serve("127.0.0.1", 0)`` on a fresh asyncio loop in a
     daemon thread; ``port`` is known once the context is entered. ``call``

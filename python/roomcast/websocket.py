@@ -42,7 +42,6 @@ from typing import (
     Mapping,
     NamedTuple,
     Optional,
-    Sequence,
     Tuple,
     Union,
 )
@@ -226,8 +225,7 @@ class WebSocket:
         self.client_state = WebSocketState.CONNECTING
         # This side: CONNECTED after accept(), DISCONNECTED after close().
         self.application_state = WebSocketState.CONNECTING
-        # Made on the first message and dropped when emptied: an idle
-        # connection keeps no queue.
+        # Made on the first message: a member that never speaks keeps none.
         self._inbox: Optional[deque[Data]] = None
         self._inbox_size = 0  # characters or bytes, near enough
         self._inbox_limit = server._max_receive_queue
@@ -401,8 +399,6 @@ class WebSocket:
                 self._waiter = None
             inbox = self._inbox  # _feed makes it when the first message comes
         data = inbox.popleft()
-        if not inbox:
-            self._inbox = None
         self._inbox_size -= len(data)
         if self._paused and self._inbox_size <= self._inbox_limit // 2:
             self._paused = False
