@@ -81,27 +81,35 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
                            "ping_interval",     "ping_timeout",
                            "handshake_timeout", "close_timeout",
                            "max_header_bytes",  "max_headers",
-                           "http_requests",     NULL};
+                           "http_requests",     "max_connections",
+                           "idle_timeout",      "drop_oldest",
+                           NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
   Py_ssize_t max_q = (Py_ssize_t)cfg.max_queue_bytes;
   Py_ssize_t max_hb = (Py_ssize_t)cfg.max_header_bytes;
   Py_ssize_t max_h = (Py_ssize_t)cfg.max_headers;
-  int http = 0;
+  int http = 0, drop = 0;
+  Py_ssize_t max_conns = 0;
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "|$nnddddnnp:Core", kwlist, &max_msg, &max_q,
+          args, kw, "|$nnddddnnpndp:Core", kwlist, &max_msg, &max_q,
           &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
-          &cfg.close_timeout, &max_hb, &max_h, &http))
+          &cfg.close_timeout, &max_hb, &max_h, &http, &max_conns,
+          &cfg.idle_timeout, &drop))
     return NULL;
   if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 ||
-      cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
-      cfg.handshake_timeout < 0 || cfg.close_timeout < 0) {
+      max_conns < 0 || cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
+      cfg.handshake_timeout < 0 || cfg.close_timeout < 0 ||
+      cfg.idle_timeout < 0) {
     PyErr_SetString(PyExc_ValueError,
-                    "sizes must be positive (max_header_bytes >= 64) and "
-                    "timeouts must not be negative");
+                    "sizes must be positive (max_header_bytes >= 64, "
+                    "max_connections >= 0) and timeouts must not be "
+                    "negative");
     return NULL;
   }
+  cfg.max_connections = (size_t)max_conns;
+  cfg.drop_oldest = drop;
   if (max_h > 128 || max_hb > 60000) {
     PyErr_SetString(PyExc_ValueError,
                     "max_headers must be <= 128 and max_header_bytes <= 60000");
@@ -592,7 +600,7 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
   rc_stats st;
   rc_server_stats(self->srv, &st);
   return Py_BuildValue(
-      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K}", "connections",
+      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K}", "connections",
       (unsigned long long)st.connections, "accepted_total",
       (unsigned long long)st.accepted_total, "rooms_created",
       (unsigned long long)st.rooms, "messages_in",
@@ -600,7 +608,11 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       (unsigned long long)st.deliveries, "slow_consumer_closes",
       (unsigned long long)st.slow_consumer_closes, "parsers",
       (unsigned long long)st.parsers, "writes", (unsigned long long)st.writes,
-      "wakeups", (unsigned long long)st.wakeups);
+      "wakeups", (unsigned long long)st.wakeups, "messages_dropped",
+      (unsigned long long)st.messages_dropped, "connections_refused",
+      (unsigned long long)st.connections_refused, "idle_closes",
+      (unsigned long long)st.idle_closes, "fragment_closes",
+      (unsigned long long)st.fragment_closes);
 }
 
 static PyMethodDef Core_methods[] = {
@@ -657,7 +669,9 @@ PyDoc_STRVAR(Core_doc, "Core(*, max_message_size=1048576, "
                        "max_queue_bytes=1048576, ping_interval=20.0, "
                        "ping_timeout=20.0, handshake_timeout=10.0, "
                        "close_timeout=5.0, max_header_bytes=8192, "
-                       "max_headers=100, http_requests=False)\n--\n\n"
+                       "max_headers=100, http_requests=False, "
+                       "max_connections=0, idle_timeout=0.0, "
+                       "drop_oldest=False)\n--\n\n"
                        "The C core: a libuv loop on its own thread.");
 
 static PyType_Slot Core_slots[] = {

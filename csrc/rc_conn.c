@@ -153,6 +153,37 @@ static void outq_drop_unsent(rc_outq *q) {
   }
 }
 
+/* 1 for a data frame (text or binary, FIN set): what drop_oldest may drop.
+ * Control frames and HTTP answers ('H' has FIN clear) stay. */
+static int buf_is_message(const rc_buf *b) {
+  unsigned op = b->data[0] & 0x0Fu;
+  return (b->data[0] & 0x80u) && (op == RC_OP_TEXT || op == RC_OP_BINARY);
+}
+
+/* Drops the oldest whole messages that have not started to leave until at
+ * most target bytes wait, keeping the order of the rest. Returns how many
+ * it dropped. Draining to a target below the limit keeps the cost at one
+ * pass over the ring per many messages, not one per message. */
+static uint32_t outq_drop_oldest(rc_outq *q, size_t target) {
+  uint32_t keep = q->inflight;
+  if (keep == 0 && q->head_off > 0)
+    keep = 1;
+  uint32_t mask = q->cap - 1, w = keep, dropped = 0;
+  for (uint32_t i = keep; i < q->count; i++) {
+    rc_buf *b = q->ring[(q->head + i) & mask];
+    if (q->bytes > target && buf_is_message(b)) {
+      q->bytes -= b->len;
+      rc__buf_unref(b);
+      dropped++;
+      continue;
+    }
+    q->ring[(q->head + w) & mask] = b;
+    w++;
+  }
+  q->count = w;
+  return dropped;
+}
+
 static void outq_free(rc_outq *q) {
   while (q->count > 0)
     outq_pop(q);
@@ -231,6 +262,8 @@ void rc__conn_abort(rc_conn *c) {
   }
   rc__room_leave_all(s, c);
   conn_unregister(s, c);
+  if (c->admitted)
+    s->admitted--;
   c->state = RC_CONN_GONE;
   atomic_fetch_sub_explicit(&s->st_connections, 1, memory_order_relaxed);
   uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
@@ -357,9 +390,19 @@ static void slow_consumer(rc_conn *c) {
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
   if (c->state != RC_CONN_OPEN)
     return 0;
-  if (c->q.bytes > 0 && c->q.bytes + b->len > c->srv->cfg.max_queue_bytes) {
-    slow_consumer(c);
-    return 0;
+  size_t max = c->srv->cfg.max_queue_bytes;
+  if (c->q.bytes > 0 && c->q.bytes + b->len > max) {
+    if (!c->srv->cfg.drop_oldest) {
+      slow_consumer(c);
+      return 0;
+    }
+    uint32_t n = outq_drop_oldest(&c->q, max / 2);
+    if (c->q.bytes > 0 && c->q.bytes + b->len > max)
+      n++; /* what is left cannot go: the new message is the one dropped */
+    if (n > 0)
+      atomic_fetch_add_explicit(&c->srv->st_dropped, n, memory_order_relaxed);
+    if (c->q.bytes > 0 && c->q.bytes + b->len > max)
+      return 0;
   }
   rc__conn_enqueue(c, b);
   return 1;
@@ -505,6 +548,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     if (arg->msg_length > 0)
       memcpy(ev->data, arg->msg, arg->msg_length);
     rc__event_push(s, ev);
+    c->last_msg = now_ms(s);
     atomic_fetch_add_explicit(&s->st_messages_in, 1, memory_order_relaxed);
     return;
   }
@@ -575,6 +619,18 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
     return;
   }
   rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len);
+  if (c->scan.frags > c->srv->max_frags) {
+    /* Refused before wslay buffers any of these fragments. */
+    if (c->state == RC_CONN_OPEN) {
+      atomic_fetch_add_explicit(&c->srv->st_frag, 1, memory_order_relaxed);
+      static const char reason[] = "message in too many fragments";
+      rc__conn_close_ws(c, 1009, reason, sizeof(reason) - 1);
+      if (c->ws != NULL)
+        wslay_event_shutdown_read(c->ws);
+      after_ws_io(c);
+    }
+    return;
+  }
   c->rd = (const uint8_t *)data;
   c->rdlen = len;
   int r = wslay_event_recv(c->ws);
@@ -599,6 +655,24 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_http_bytes(rc_conn *c, const char *data, size_t len);
 
+/* Everything a read delivers goes through here; the fuzz targets call it
+ * directly with their input. */
+void rc__conn_received(rc_conn *c, const char *data, size_t len) {
+  c->last_rx = now_ms(c->srv);
+  c->rx_recent = 1;
+  switch (c->state) {
+  case RC_CONN_HTTP:
+    on_http_bytes(c, data, len);
+    break;
+  case RC_CONN_OPEN:
+  case RC_CONN_CLOSING:
+    feed_ws(c, data, len);
+    break;
+  default:
+    break; /* draining: the peer's last bytes are of no interest */
+  }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   rc_conn *c = RC__CONTAINER_OF(stream, rc_conn, tcp);
   if (nread == 0)
@@ -607,19 +681,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     rc__conn_abort(c);
     return;
   }
-  c->last_rx = now_ms(c->srv);
-  c->rx_recent = 1;
-  switch (c->state) {
-  case RC_CONN_HTTP:
-    on_http_bytes(c, buf->base, (size_t)nread);
-    break;
-  case RC_CONN_OPEN:
-  case RC_CONN_CLOSING:
-    feed_ws(c, buf->base, (size_t)nread);
-    break;
-  default:
-    break; /* draining: the peer's last bytes are of no interest */
-  }
+  rc__conn_received(c, buf->base, (size_t)nread);
 }
 
 static void start_read(rc_conn *c) {
@@ -818,7 +880,7 @@ void rc__accept_ws(rc_conn *c, const rc_cmd *cmd) {
   rc__buf_unref(b);
 
   c->state = RC_CONN_OPEN;
-  c->last_rx = now_ms(s);
+  c->last_rx = c->last_msg = now_ms(s);
   c->deadline = 0;
   char *hbuf = c->hbuf;
   uint32_t leftover = c->hlen - c->hhead;
@@ -863,6 +925,15 @@ void rc__server_on_connection(uv_stream_t *listener, int status) {
     rc__conn_abort(c);
     return;
   }
+  if (s->cfg.max_connections != 0 && s->admitted >= s->cfg.max_connections) {
+    /* Answered at once, without reading the request: a refused client
+     * costs one small write, and the ones already served are untouched. */
+    atomic_fetch_add_explicit(&s->st_refused, 1, memory_order_relaxed);
+    respond_status(c, 503, "Retry-After: 1\r\n", "too many connections");
+    return;
+  }
+  c->admitted = 1;
+  s->admitted++;
   start_read(c);
 }
 
@@ -876,6 +947,7 @@ static rc_buf *ping_frame(void) {
 void rc__sweep(rc_server *s, uint64_t now) {
   uint64_t interval = secs_ms(s->cfg.ping_interval);
   uint64_t timeout = secs_ms(s->cfg.ping_timeout);
+  uint64_t idle = secs_ms(s->cfg.idle_timeout);
   for (uint32_t i = 0; i < s->nslots; i++) {
     rc_conn *c = s->slots[i];
     if (c == NULL)
@@ -892,6 +964,12 @@ void rc__sweep(rc_server *s, uint64_t now) {
         outq_shrink_if_idle(&c->q);
       ws_release_if_idle(c);
       c->rx_recent = 0;
+      if (idle != 0 && !c->held && now - c->last_msg >= idle) {
+        static const char reason[] = "idle timeout";
+        atomic_fetch_add_explicit(&s->st_idle, 1, memory_order_relaxed);
+        rc__conn_close_ws(c, 1001, reason, sizeof(reason) - 1);
+        break;
+      }
       /* While the embedder holds reading, an unread pong is not the
        * peer's fault: keepalive waits until reading resumes. */
       if (interval == 0 || c->held)

@@ -38,13 +38,19 @@ typedef struct rc_config {
   size_t max_headers;        /* header count; more: 431 */
   int http_requests;         /* 1: plain GET/HEAD become RC_EV_REQUEST */
   int backlog;
+  size_t max_connections;    /* 0: no limit; past it new ones get 503 */
+  double idle_timeout;       /* seconds without a message from the client
+                                before close 1001; 0: never */
+  int drop_oldest;           /* a full output queue drops its oldest
+                                messages (1) or closes with 1008 (0) */
 } rc_config;
 
 /* A message for an error code returned by these functions. */
 const char *rc_strerror(int err);
 
 /* Fills cfg with the documented defaults (1 MiB, 1 MiB, 20 s, 20 s, 10 s,
- * 5 s, 8 KiB, 100, 0, 1024). */
+ * 5 s, 8 KiB, 100, 0, 1024, no connection limit, no idle timeout, close
+ * slow consumers). */
 void rc_config_default(rc_config *cfg);
 
 enum rc_event_type {
@@ -160,6 +166,10 @@ typedef struct rc_stats {
   uint64_t parsers; /* frame parsers held now: busy connections only */
   uint64_t writes;  /* write system calls (one may carry many frames) */
   uint64_t wakeups; /* times the loop was woken for commands */
+  uint64_t messages_dropped;     /* by drop_oldest, from full queues */
+  uint64_t connections_refused;  /* answered 503 at max_connections */
+  uint64_t idle_closes;          /* closed with 1001 at idle_timeout */
+  uint64_t fragment_closes;      /* messages in too many fragments (1009) */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

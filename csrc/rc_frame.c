@@ -100,8 +100,13 @@ void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len) {
       for (int i = 0; i < 8; i++)
         plen = (plen << 8) | sc->hdr[2 + i];
     }
-    if (opcode < 0x8u) /* data frames decide whether a message is open */
+    if (opcode < 0x8u) { /* data frames decide whether a message is open */
       sc->in_msg = !fin;
+      if (opcode != RC_OP_CONT)
+        sc->frags = 1;
+      else if (sc->frags < UINT32_MAX)
+        sc->frags++;
+    }
     sc->left = plen;
     sc->hlen = 0;
   }

@@ -45,9 +45,12 @@ typedef struct rc_frame_scan {
   uint8_t hdr[14];
   uint8_t hlen;   /* header bytes gathered so far */
   uint8_t in_msg; /* a data frame without FIN was seen: message unfinished */
+  uint32_t frags; /* data frames of the current message so far (saturates) */
 } rc_frame_scan;
 
-/* Advances the scanner over len bytes. */
+/* Advances the scanner over len bytes. A frame counts in frags as soon as
+ * its header is complete, before its payload: a caller can refuse a flood
+ * of tiny fragments before any of them is buffered. */
 void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len);
 
 /* 1 when the bytes fed so far end exactly between two messages. */

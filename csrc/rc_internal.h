@@ -97,6 +97,7 @@ typedef struct rc_conn {
   uint64_t last_rx; /* loop ms */
   uint8_t rx_recent; /* read since the last sweep tick */
   uint8_t shut;      /* uv_shutdown issued */
+  uint8_t admitted;  /* counts against max_connections */
   uint16_t close_code; /* code to report in RC_EV_CLOSE */
   uint32_t nrooms, caprooms;
   rc_membership *rooms;
@@ -108,6 +109,7 @@ typedef struct rc_conn {
   uint32_t close_reason_len;
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
   uint64_t ping_at;
+  uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
   uv_write_t wreq; /* the one write in flight, when the socket was full */
 } rc_conn;
 
@@ -179,6 +181,8 @@ struct rc_server {
   uint32_t *free_slots;
   uint32_t nfree;
   uint64_t nconns;
+  uint64_t admitted; /* connections not refused for max_connections */
+  uint32_t max_frags; /* data frames one message may be cut into */
 
   rc_conn *dirty;
 
@@ -188,7 +192,8 @@ struct rc_server {
 
   atomic_uint_fast64_t next_room;
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
-      st_deliveries, st_slow, st_parsers, st_writes, st_wakes;
+      st_deliveries, st_slow, st_parsers, st_writes, st_wakes, st_dropped,
+      st_refused, st_idle, st_frag;
   uint32_t parsers_freed; /* since the last heap trim */
 
   rc_http_request req; /* parse space for the loop thread (4 KiB) */
@@ -213,6 +218,8 @@ void rc__flush_dirty(struct rc_server *s);
 void rc__sweep(struct rc_server *s, uint64_t now);
 void rc__accept_ws(rc_conn *c, const rc_cmd *cmd);
 void rc__respond(rc_conn *c, rc_buf *b);
+/* The data path of a read: bytes from the peer, in HTTP or WebSocket state. */
+void rc__conn_received(rc_conn *c, const char *data, size_t len);
 
 /* rc_room.c */
 rc_room *rc__room_get(struct rc_server *s, uint64_t id, int create);

@@ -52,6 +52,11 @@ rc_server *rc_server_new(const rc_config *cfg) {
     s->cfg.max_headers = RC_HTTP_MAX_HEADERS_CAP;
   if (s->cfg.max_header_bytes > 60000)
     s->cfg.max_header_bytes = 60000; /* key offsets are 16-bit */
+  /* wslay keeps every fragment in a buffer of its own (about 48 bytes for
+   * a 1-byte fragment): a message may be cut into one fragment per 64 bytes
+   * of the size limit, so that the parser's memory stays near the limit. */
+  size_t frags = s->cfg.max_message_size / 64 + 16;
+  s->max_frags = frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
   s->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (s->ev_fd < 0) {
     free(s);
@@ -122,6 +127,11 @@ static void on_check(uv_check_t *h) {
 static void on_sweep(uv_timer_t *t) {
   rc_server *s = t->data;
   rc__sweep(s, uv_now(&s->loop));
+  /* Pings, closes and close events made by the sweep go now: the check
+   * phase would run only after the next poll, which may sleep until the
+   * next tick. */
+  rc__flush_dirty(s);
+  rc__events_hand_over(s);
 #ifdef __GLIBC__
   if (s->parsers_freed >= RC__TRIM_AFTER) {
     s->parsers_freed = 0;
@@ -341,6 +351,10 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->parsers = atomic_load(&s->st_parsers);
   out->writes = atomic_load(&s->st_writes);
   out->wakeups = atomic_load(&s->st_wakes);
+  out->messages_dropped = atomic_load(&s->st_dropped);
+  out->connections_refused = atomic_load(&s->st_refused);
+  out->idle_closes = atomic_load(&s->st_idle);
+  out->fragment_closes = atomic_load(&s->st_frag);
 }
 
 /* --- commands ------------------------------------------------------------ */

@@ -43,6 +43,9 @@ class Core:
         max_header_bytes: int = 8192,
         max_headers: int = 100,
         http_requests: bool = False,   # True: plain GET/HEAD requests become EV_REQUEST; False: 426
+        max_connections: int = 0,      # 0: no limit; past it new connections get 503
+        idle_timeout: float = 0.0,     # seconds without a client message before 1001; 0: never
+        drop_oldest: bool = False,     # full queue: drop oldest messages instead of closing with 1008
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
@@ -101,5 +104,8 @@ class Core:
         holds one only while bytes of a message are in flight, idle ones
         drop theirs within a second), writes (write system calls; one
         carries every frame queued for a connection in a loop turn),
-        wakeups (times the core's loop was woken for commands). Safe to call
-        from any thread."""
+        wakeups (times the core's loop was woken for commands),
+        messages_dropped (by drop_oldest), connections_refused (503 at
+        max_connections), idle_closes (1001 at idle_timeout),
+        fragment_closes (messages cut into too many fragments, 1009). Safe
+        to call from any thread."""

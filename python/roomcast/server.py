@@ -29,12 +29,24 @@ import logging
 import os
 import signal
 import weakref
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Literal,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 from . import _core
 from ._params import Binder, Route
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
-from .websocket import WebSocket, WebSocketDisconnect, WebSocketState
+from .websocket import WebSocket, WebSocketDisconnect, WebSocketState, header_values
 
 if TYPE_CHECKING:
     from .room import BaseRoom
@@ -75,9 +87,13 @@ class Server:
 
     * ``max_message_size``: a larger incoming message closes its connection
       with 1009;
-    * ``max_queue_bytes``: a connection whose output queue would grow past
-      this (a client that does not read fast enough) is closed with 1008,
-      so one slow client never slows the others or grows memory unbounded;
+    * ``max_queue_bytes`` and ``slow_consumer``: what happens when a
+      connection's output queue would grow past ``max_queue_bytes`` (a
+      client that does not read fast enough). ``"close"`` (the default)
+      closes it with 1008; ``"drop"`` drops its oldest queued messages
+      until the queue is half full and counts them in ``stats()``
+      (``messages_dropped``). Either way one slow client never slows the
+      others or grows memory without bound;
     * ``ping_interval`` / ``ping_timeout`` (seconds; 0 disables pings): a
       client silent for ``ping_interval`` gets a ping; one that leaves it
       unanswered for ``ping_timeout`` is closed with 1011 "keepalive ping
@@ -85,6 +101,20 @@ class Server:
     * ``handshake_timeout``, ``close_timeout`` (seconds),
       ``max_header_bytes``, ``max_headers``: limits of the handshake and of
       the close handshake;
+    * ``idle_timeout`` (seconds; 0, the default, disables it): a client
+      that sends no message for this long is closed with 1001 "idle
+      timeout" (pings and pongs do not count as messages);
+    * ``max_connections`` (default ``None``: no limit but the process's
+      open-file limit): past it, new connections get HTTP 503 and the
+      connections already open are untouched;
+    * ``origins``: when given, only a handshake whose ``Origin`` header is
+      in the list is served (exact match; put ``None`` in the list to also
+      accept clients that send no ``Origin``, as non-browser clients do);
+      others get HTTP 403;
+    * ``subprotocols``: the subprotocols this server speaks, most preferred
+      first. ``accept()`` without a ``subprotocol`` picks the first of these
+      that the client offered (none if it offered none of them);
+      ``websocket.subprotocols`` lists what the client offered;
     * ``backlog``: the listen queue.
 
     One option stays in Python: ``max_receive_queue`` (bytes): when this
@@ -106,9 +136,20 @@ class Server:
         close_timeout: float = 5,
         max_header_bytes: int = 8192,
         max_headers: int = 100,
+        idle_timeout: float = 0,
+        max_connections: Optional[int] = None,
+        slow_consumer: Literal["close", "drop"] = "close",
+        origins: Optional[Iterable[Optional[str]]] = None,
+        subprotocols: Sequence[str] = (),
         backlog: int = 1024,
         max_receive_queue: int = 2**20,
     ) -> None:
+        if slow_consumer not in ("close", "drop"):
+            raise ValueError(f"slow_consumer must be 'close' or 'drop', not {slow_consumer!r}")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1 (or None), not {max_connections!r}")
+        if isinstance(subprotocols, str):
+            raise TypeError("subprotocols must be a sequence of names, not one string")
         self._options: dict[str, Any] = {
             "max_message_size": max_message_size,
             "max_queue_bytes": max_queue_bytes,
@@ -118,7 +159,12 @@ class Server:
             "close_timeout": float(close_timeout),
             "max_header_bytes": max_header_bytes,
             "max_headers": max_headers,
+            "idle_timeout": float(idle_timeout),
+            "max_connections": max_connections or 0,
+            "drop_oldest": slow_consumer == "drop",
         }
+        self._origins = None if origins is None else frozenset(origins)
+        self._subprotocols = tuple(subprotocols)
         self._backlog = backlog
         self._max_receive_queue = max_receive_queue
         self._routes: list[tuple[Route, Endpoint, Optional[Binder]]] = []
@@ -284,6 +330,12 @@ class Server:
     def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         core = self._core
         assert core is not None and self._loop is not None
+        if self._origins is not None:
+            origin = header_values(headers, "origin")
+            # Two Origin headers are never a browser's: refused.
+            if len(origin) > 1 or (origin[0] if origin else None) not in self._origins:
+                core.reject(conn, 403, b"origin not allowed\n")
+                return
         for route, endpoint, binder in self._routes:
             params = route.match(path)
             if params is None:

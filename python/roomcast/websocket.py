@@ -186,6 +186,23 @@ def parse_raw_headers(raw: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+def header_values(raw: bytes, name: str) -> list[str]:
+    """Every value of header ``name`` (lower case) in the core's header
+    block, in order, without parsing the other headers."""
+    key = b"\n" + name.encode("latin-1") + b":"
+    block = b"\n" + raw
+    values = []
+    at = block.find(key)
+    while at >= 0:
+        start = at + len(key)
+        end = block.find(b"\n", start)
+        if end < 0:
+            end = len(block)
+        values.append(block[start:end].decode("latin-1").strip())
+        at = block.find(key, end)
+    return values
+
+
 _NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'
 
 
@@ -235,6 +252,8 @@ class WebSocket:
         self._close_reason = ""
         self._headers: Optional[Headers] = None
         self._query_params: Optional[QueryParams] = None
+        # The subprotocol accept() chose, or None.
+        self.subprotocol: Optional[str] = None
 
     # -- request ----------------------------------------------------------
 
@@ -243,6 +262,15 @@ class WebSocket:
         if self._headers is None:
             self._headers = Headers(parse_raw_headers(self._raw_headers))
         return self._headers
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered (``Sec-WebSocket-Protocol``),
+        in its order of preference."""
+        offered: list[str] = []
+        for value in header_values(self._raw_headers, "sec-websocket-protocol"):
+            offered.extend(name.strip() for name in value.split(",") if name.strip())
+        return offered
 
     @property
     def state(self) -> SimpleNamespace:
@@ -274,11 +302,21 @@ class WebSocket:
     ) -> None:
         """Sends the ``101`` answer, with ``subprotocol`` as
         ``Sec-WebSocket-Protocol`` and extra response ``headers`` (str or
-        latin-1 bytes pairs). Raises :class:`RuntimeError` if already
-        accepted or closed by this side; :class:`WebSocketClosed` if the
-        client has already gone."""
+        latin-1 bytes pairs). Without ``subprotocol``, the first of the
+        server's ``subprotocols`` that the client offered is chosen, if any.
+        Raises :class:`RuntimeError` if already accepted or closed by this
+        side; :class:`ValueError` if the client did not offer
+        ``subprotocol``; :class:`WebSocketClosed` if the client has already
+        gone."""
         if self.application_state is not WebSocketState.CONNECTING:
             raise RuntimeError("accept() called twice, or after close()")
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise ValueError(
+                f"the client did not offer subprotocol {subprotocol!r} (it offered {self.subprotocols!r})"
+            )
+        if subprotocol is None and self._server._subprotocols:
+            offered = self.subprotocols
+            subprotocol = next((p for p in self._server._subprotocols if p in offered), None)
         core = self._server._core
         if core is None:
             self._close_code, self._close_reason = 1001, "going away"
@@ -287,6 +325,7 @@ class WebSocket:
             raise WebSocketClosed(self._close_code, self._close_reason)
         pairs = [(_latin1(k), _latin1(v)) for k, v in headers or ()]
         core.accept(self._conn, subprotocol, pairs)
+        self.subprotocol = subprotocol
         self.application_state = WebSocketState.CONNECTED
         self.client_state = WebSocketState.CONNECTED
 
