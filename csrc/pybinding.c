@@ -83,7 +83,7 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
                            "max_header_bytes",  "max_headers",
                            "http_requests",     "max_connections",
                            "idle_timeout",      "drop_oldest",
-                           NULL};
+                           "max_event_bytes",   NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
@@ -92,13 +92,14 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   Py_ssize_t max_h = (Py_ssize_t)cfg.max_headers;
   int http = 0, drop = 0;
   Py_ssize_t max_conns = 0;
+  Py_ssize_t max_ev = (Py_ssize_t)cfg.max_event_bytes;
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "|$nnddddnnpndp:Core", kwlist, &max_msg, &max_q,
+          args, kw, "|$nnddddnnpndpn:Core", kwlist, &max_msg, &max_q,
           &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
           &cfg.close_timeout, &max_hb, &max_h, &http, &max_conns,
-          &cfg.idle_timeout, &drop))
+          &cfg.idle_timeout, &drop, &max_ev))
     return NULL;
-  if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 ||
+  if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 || max_ev < 1 ||
       max_conns < 0 || cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
       cfg.handshake_timeout < 0 || cfg.close_timeout < 0 ||
       cfg.idle_timeout < 0) {
@@ -110,6 +111,7 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   }
   cfg.max_connections = (size_t)max_conns;
   cfg.drop_oldest = drop;
+  cfg.max_event_bytes = (size_t)max_ev;
   if (max_h > 128 || max_hb > 60000) {
     PyErr_SetString(PyExc_ValueError,
                     "max_headers must be <= 128 and max_header_bytes <= 60000");
@@ -600,7 +602,8 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
   rc_stats st;
   rc_server_stats(self->srv, &st);
   return Py_BuildValue(
-      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K}", "connections",
+      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K}",
+      "connections",
       (unsigned long long)st.connections, "accepted_total",
       (unsigned long long)st.accepted_total, "rooms_created",
       (unsigned long long)st.rooms, "messages_in",
@@ -612,7 +615,9 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       (unsigned long long)st.messages_dropped, "connections_refused",
       (unsigned long long)st.connections_refused, "idle_closes",
       (unsigned long long)st.idle_closes, "fragment_closes",
-      (unsigned long long)st.fragment_closes);
+      (unsigned long long)st.fragment_closes, "event_bytes",
+      (unsigned long long)st.event_bytes, "reads_held",
+      (unsigned long long)st.reads_held);
 }
 
 static PyMethodDef Core_methods[] = {
@@ -671,7 +676,7 @@ PyDoc_STRVAR(Core_doc, "Core(*, max_message_size=1048576, "
                        "close_timeout=5.0, max_header_bytes=8192, "
                        "max_headers=100, http_requests=False, "
                        "max_connections=0, idle_timeout=0.0, "
-                       "drop_oldest=False)\n--\n\n"
+                       "drop_oldest=False, max_event_bytes=67108864)\n--\n\n"
                        "The C core: a libuv loop on its own thread.");
 
 static PyType_Slot Core_slots[] = {

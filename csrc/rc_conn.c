@@ -264,6 +264,8 @@ void rc__conn_abort(rc_conn *c) {
   conn_unregister(s, c);
   if (c->admitted)
     s->admitted--;
+  if (c->starved)
+    s->nstarved--;
   c->state = RC_CONN_GONE;
   atomic_fetch_sub_explicit(&s->st_connections, 1, memory_order_relaxed);
   uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
@@ -654,6 +656,46 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 static void on_http_bytes(rc_conn *c, const char *data, size_t len);
+static void pause_read(rc_conn *c);
+
+/* The embedder has not polled the events already queued (a handler that
+ * blocks its loop, say): stop reading from this client, which is sending,
+ * until a poll frees half of max_event_bytes. Memory stays bounded and the
+ * clients that send nothing are not affected. */
+static void starve(rc_conn *c) {
+  rc_server *s = c->srv;
+  if (c->starved || c->state == RC_CONN_GONE || c->state == RC_CONN_DRAINING)
+    return;
+  c->starved = 1;
+  s->nstarved++;
+  atomic_fetch_add_explicit(&s->st_starved, 1, memory_order_relaxed);
+  pause_read(c);
+  atomic_store(&s->starving, 1);
+  /* Paired with rc_server_poll(): if the poll that emptied the queue ran
+   * before `starving` was set, it could not see it; its bytes are seen
+   * here instead. */
+  if (atomic_load(&s->ev_bytes) <= s->cfg.max_event_bytes / 2 &&
+      atomic_exchange(&s->starving, 0))
+    rc__resume_starved(s);
+}
+
+void rc__resume_starved(rc_server *s) {
+  uint64_t now = now_ms(s);
+  for (uint32_t i = 0; i < s->nslots && s->nstarved > 0; i++) {
+    rc_conn *c = s->slots[i];
+    if (c == NULL || !c->starved)
+      continue;
+    c->starved = 0;
+    s->nstarved--;
+    /* Silence while held was not the peer's doing. */
+    c->last_rx = c->ping_at = now;
+    if (c->held)
+      continue;
+    if (c->state == RC_CONN_HTTP || c->state == RC_CONN_OPEN ||
+        c->state == RC_CONN_CLOSING)
+      start_read(c);
+  }
+}
 
 /* Everything a read delivers goes through here; the fuzz targets call it
  * directly with their input. */
@@ -682,6 +724,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   rc__conn_received(c, buf->base, (size_t)nread);
+  if (atomic_load_explicit(&c->srv->ev_bytes, memory_order_relaxed) >
+      c->srv->cfg.max_event_bytes)
+    starve(c);
 }
 
 static void start_read(rc_conn *c) {
@@ -886,7 +931,7 @@ void rc__accept_ws(rc_conn *c, const rc_cmd *cmd) {
   uint32_t leftover = c->hlen - c->hhead;
   c->hbuf = NULL;
   c->hlen = c->hcap = 0;
-  if (!c->held)
+  if (!c->held && !c->starved)
     start_read(c);
   if (leftover > 0)
     feed_ws(c, hbuf + c->hhead, leftover);
@@ -964,7 +1009,7 @@ void rc__sweep(rc_server *s, uint64_t now) {
         outq_shrink_if_idle(&c->q);
       ws_release_if_idle(c);
       c->rx_recent = 0;
-      if (idle != 0 && !c->held && now - c->last_msg >= idle) {
+      if (idle != 0 && !c->held && !c->starved && now - c->last_msg >= idle) {
         static const char reason[] = "idle timeout";
         atomic_fetch_add_explicit(&s->st_idle, 1, memory_order_relaxed);
         rc__conn_close_ws(c, 1001, reason, sizeof(reason) - 1);
@@ -972,7 +1017,7 @@ void rc__sweep(rc_server *s, uint64_t now) {
       }
       /* While the embedder holds reading, an unread pong is not the
        * peer's fault: keepalive waits until reading resumes. */
-      if (interval == 0 || c->held)
+      if (interval == 0 || c->held || c->starved)
         break;
       if (c->ping_out) {
         if (timeout != 0 && now - c->ping_at >= timeout) {
@@ -1038,7 +1083,8 @@ void rc__conn_command(rc_server *s, rc_cmd *cmd) {
     c->held = 0;
     c->last_rx = now_ms(s);
     c->ping_at = now_ms(s);
-    if (c->state == RC_CONN_OPEN || c->state == RC_CONN_CLOSING)
+    if (!c->starved &&
+        (c->state == RC_CONN_OPEN || c->state == RC_CONN_CLOSING))
       start_read(c);
     break;
   case RC_CMD_LEAVE: {

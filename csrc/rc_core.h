@@ -43,6 +43,9 @@ typedef struct rc_config {
                                 before close 1001; 0: never */
   int drop_oldest;           /* a full output queue drops its oldest
                                 messages (1) or closes with 1008 (0) */
+  size_t max_event_bytes;    /* events not yet polled; past it the core
+                                stops reading from clients that send until
+                                the embedder polls (64 MiB) */
 } rc_config;
 
 /* A message for an error code returned by these functions. */
@@ -170,6 +173,9 @@ typedef struct rc_stats {
   uint64_t connections_refused;  /* answered 503 at max_connections */
   uint64_t idle_closes;          /* closed with 1001 at idle_timeout */
   uint64_t fragment_closes;      /* messages in too many fragments (1009) */
+  uint64_t event_bytes;          /* events waiting for rc_server_poll now */
+  uint64_t reads_held;           /* times a client's reading was held because
+                                    the events waited past max_event_bytes */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

@@ -98,6 +98,7 @@ typedef struct rc_conn {
   uint8_t rx_recent; /* read since the last sweep tick */
   uint8_t shut;      /* uv_shutdown issued */
   uint8_t admitted;  /* counts against max_connections */
+  uint8_t starved;   /* reading held: the embedder is behind on events */
   uint16_t close_code; /* code to report in RC_EV_CLOSE */
   uint32_t nrooms, caprooms;
   rc_membership *rooms;
@@ -171,6 +172,9 @@ struct rc_server {
   uv_mutex_t ev_lock;
   rc_event *ev_head, *ev_tail;
   int ev_fd; /* eventfd */
+  atomic_size_t ev_bytes;   /* queued and not yet polled, batch included */
+  atomic_int starving;      /* the loop has held readers for lack of polls */
+  atomic_int resume_now;    /* set by a poll that caught up: resume them */
   /* loop-local batch of events, handed over once per turn */
   rc_event *batch_head, *batch_tail;
 
@@ -183,6 +187,7 @@ struct rc_server {
   uint64_t nconns;
   uint64_t admitted; /* connections not refused for max_connections */
   uint32_t max_frags; /* data frames one message may be cut into */
+  uint32_t nstarved;  /* connections with starved set */
 
   rc_conn *dirty;
 
@@ -193,7 +198,7 @@ struct rc_server {
   atomic_uint_fast64_t next_room;
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
       st_deliveries, st_slow, st_parsers, st_writes, st_wakes, st_dropped,
-      st_refused, st_idle, st_frag;
+      st_refused, st_idle, st_frag, st_starved;
   uint32_t parsers_freed; /* since the last heap trim */
 
   rc_http_request req; /* parse space for the loop thread (4 KiB) */
@@ -211,6 +216,7 @@ void rc__conn_close_ws(rc_conn *c, unsigned code, const char *reason,
 void rc__conn_abort(rc_conn *c);
 void rc__conn_fail(rc_conn *c);
 void rc__conn_command(struct rc_server *s, rc_cmd *cmd);
+void rc__resume_starved(struct rc_server *s);
 void rc__stop_begin(struct rc_server *s);
 rc_conn *rc__conn_find(struct rc_server *s, uint64_t id);
 void rc__server_on_connection(uv_stream_t *listener, int status);

@@ -79,8 +79,12 @@ rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len) {
   return ev;
 }
 
+/* What an event costs while it waits, for max_event_bytes. */
+static size_t event_cost(const rc_event *ev) { return sizeof(*ev) + ev->len; }
+
 void rc__event_push(struct rc_server *s, rc_event *ev) {
   ev->next = NULL;
+  atomic_fetch_add_explicit(&s->ev_bytes, event_cost(ev), memory_order_relaxed);
   if (s->batch_tail != NULL)
     s->batch_tail->next = ev;
   else
@@ -122,6 +126,21 @@ rc_event *rc_server_poll(rc_server *s) {
   rc_event *head = s->ev_head;
   s->ev_head = s->ev_tail = NULL;
   uv_mutex_unlock(&s->ev_lock);
+  size_t taken = 0;
+  for (rc_event *ev = head; ev != NULL; ev = ev->next)
+    taken += event_cost(ev);
+  /* Sequentially consistent, paired with rc__starve(): either this poll
+   * sees `starving` set, or the loop sees the bytes taken here. */
+  size_t left = atomic_fetch_sub(&s->ev_bytes, taken) - taken;
+  /* Readers held for lack of polling resume once half the budget is free;
+   * the loop learns it through the command wake-up. */
+  if (left <= s->cfg.max_event_bytes / 2 && atomic_exchange(&s->starving, 0)) {
+    atomic_store(&s->resume_now, 1);
+    uv_mutex_lock(&s->cmd_lock);
+    int r = s->cmd_closed ? 0 : uv_async_send(&s->wake);
+    uv_mutex_unlock(&s->cmd_lock);
+    (void)r; /* only fails once the handle is closing: nothing to resume */
+  }
   return head;
 }
 

@@ -38,6 +38,7 @@ void rc_config_default(rc_config *cfg) {
   cfg->max_headers = 100;
   cfg->http_requests = 0;
   cfg->backlog = 1024;
+  cfg->max_event_bytes = (size_t)64 << 20;
 }
 
 rc_server *rc_server_new(const rc_config *cfg) {
@@ -170,6 +171,8 @@ static void stop_begin(rc_server *s, rc_cmd *cmd) {
 static void on_wake(uv_async_t *h) {
   rc_server *s = h->data;
   atomic_fetch_add_explicit(&s->st_wakes, 1, memory_order_relaxed);
+  if (atomic_exchange(&s->resume_now, 0))
+    rc__resume_starved(s);
   rc_cmd *cmd = rc__cmd_take_all(s);
   while (cmd != NULL) {
     rc_cmd *next = cmd->next;
@@ -355,6 +358,8 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->connections_refused = atomic_load(&s->st_refused);
   out->idle_closes = atomic_load(&s->st_idle);
   out->fragment_closes = atomic_load(&s->st_frag);
+  out->event_bytes = atomic_load(&s->ev_bytes);
+  out->reads_held = atomic_load(&s->st_starved);
 }
 
 /* --- commands ------------------------------------------------------------ */

@@ -363,3 +363,65 @@ def test_bad_options_say_what_is_wrong(options, message):
 def test_subprotocols_must_be_a_list_of_names():
     with pytest.raises(TypeError, match="not one string"):
         Server(subprotocols="chat")
+
+
+# --- a blocked asyncio loop --------------------------------------------------------------
+
+PENDING_LIMIT = 1 << 20
+FLOOD = 400  # messages of 64 KiB: 25 MiB, far past the limit
+
+
+def test_a_blocked_loop_holds_the_senders_not_the_memory():
+    import threading
+
+    server = Server(max_pending_bytes=PENDING_LIMIT, max_message_size=1 << 17)
+    counts = {"flood": 0, "in_order": True}
+    blocked = threading.Event()
+
+    @server.websocket("/ws")
+    async def endpoint(websocket):
+        await websocket.accept()
+        async for message in websocket.iter_text():
+            if message == "block":
+                blocked.set()
+                time.sleep(2.0)  # a handler that blocks the whole loop
+                blocked.clear()
+                await websocket.send_text("unblocked")
+            elif message.startswith("flood "):
+                counts["in_order"] &= int(message[6:14]) == counts["flood"]
+                counts["flood"] += 1
+                if counts["flood"] == FLOOD:
+                    await websocket.send_text("flood done")
+            else:
+                await websocket.send_text(message)
+
+    payload = "x" * (64 * 1024 - 20)
+    with wsraw.ServerThread(server) as st:
+        blocker = wsraw.WSClient.connect(st.port, "/ws")
+        flooder = wsraw.WSClient.connect(st.port, "/ws")
+        quiet = wsraw.WSClient.connect(st.port, "/ws")
+        with blocker, flooder, quiet:
+            blocker.send_text("block")
+            _wait_for(blocked.is_set, "the handler to block")
+
+            def flood():
+                for i in range(FLOOD):
+                    flooder.send_text(f"flood {i:08d} {payload}")
+
+            sender = threading.Thread(target=flood, daemon=True)
+            sender.start()
+            peak = 0
+            while blocked.is_set():
+                stats = st.running.stats()
+                peak = max(peak, stats["event_bytes"])
+                time.sleep(0.01)
+            # Past the limit by at most one read per sending connection.
+            assert peak <= PENDING_LIMIT + 3 * 65536 + 4096
+            assert st.running.stats()["reads_held"] >= 1
+
+            assert blocker.recv_text() == "unblocked"
+            sender.join(GUARD)
+            assert not sender.is_alive()
+            assert flooder.recv_text() == "flood done"
+            assert counts == {"flood": FLOOD, "in_order": True}
+            assert _echo_works(quiet)

@@ -46,6 +46,7 @@ class Core:
         max_connections: int = 0,      # 0: no limit; past it new connections get 503
         idle_timeout: float = 0.0,     # seconds without a client message before 1001; 0: never
         drop_oldest: bool = False,     # full queue: drop oldest messages instead of closing with 1008
+        max_event_bytes: int = 64 << 20,  # unpolled events; past it, clients that send are not read
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
@@ -107,5 +108,7 @@ class Core:
         wakeups (times the core's loop was woken for commands),
         messages_dropped (by drop_oldest), connections_refused (503 at
         max_connections), idle_closes (1001 at idle_timeout),
-        fragment_closes (messages cut into too many fragments, 1009). Safe
-        to call from any thread."""
+        fragment_closes (messages cut into too many fragments, 1009),
+        event_bytes (events waiting for poll() now), reads_held (times a
+        sending client was not read because events waited past
+        max_event_bytes). Safe to call from any thread."""

@@ -117,9 +117,13 @@ class Server:
       ``websocket.subprotocols`` lists what the client offered;
     * ``backlog``: the listen queue.
 
-    One option stays in Python: ``max_receive_queue`` (bytes): when this
-    much received data waits for an endpoint to read it, the server stops
-    reading from that client until half of it has been read.
+    Two options bound what waits for Python. ``max_receive_queue`` (bytes):
+    when this much received data waits for an endpoint to read it, the
+    server stops reading from that client until half of it has been read.
+    ``max_pending_bytes`` (64 MiB): when this much (all connections
+    together) waits for the asyncio loop to take it, because the loop is
+    blocked or too busy, the core stops reading from the clients that send
+    until the loop has caught up by half; the others are not affected.
 
     One server serves one address at a time; it can serve again after it
     has stopped.
@@ -143,6 +147,7 @@ class Server:
         subprotocols: Sequence[str] = (),
         backlog: int = 1024,
         max_receive_queue: int = 2**20,
+        max_pending_bytes: int = 64 * 2**20,
     ) -> None:
         if slow_consumer not in ("close", "drop"):
             raise ValueError(f"slow_consumer must be 'close' or 'drop', not {slow_consumer!r}")
@@ -162,6 +167,7 @@ class Server:
             "idle_timeout": float(idle_timeout),
             "max_connections": max_connections or 0,
             "drop_oldest": slow_consumer == "drop",
+            "max_event_bytes": max_pending_bytes,
         }
         self._origins = None if origins is None else frozenset(origins)
         self._subprotocols = tuple(subprotocols)
