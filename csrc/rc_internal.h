@@ -210,6 +210,7 @@ struct rc_server {
 /* rc_conn.c */
 void rc__conn_enqueue(rc_conn *c, rc_buf *b); /* takes a new reference */
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b);
+int rc__conn_deliver_now(rc_conn *c, rc_buf *b);
 void rc__conn_mark_dirty(rc_conn *c);
 void rc__conn_close_ws(rc_conn *c, unsigned code, const char *reason,
                        size_t reason_len);
@@ -234,7 +235,7 @@ void rc__room_leave(struct rc_server *s, rc_room *r, rc_conn *c);
 void rc__room_leave_all(struct rc_server *s, rc_conn *c);
 void rc__room_free(struct rc_server *s, uint64_t id);
 void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
-                      uint64_t exclude);
+                      uint64_t exclude, int now);
 void rc__rooms_destroy(struct rc_server *s);
 
 /* rc_mailbox.c */

@@ -177,18 +177,25 @@ void rc__room_free(rc_server *s, uint64_t id) {
 }
 
 void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
-                      uint64_t exclude) {
+                      uint64_t exclude, int now) {
   rc_room *r = rc__room_get(s, id, 0);
   if (r == NULL)
     return;
   uint64_t delivered = 0;
   /* Nothing in this loop leaves a room: a member that fails is only marked,
    * and is closed at the end of the turn. */
-  for (uint32_t i = 0; i < r->n; i++) {
-    rc_conn *c = r->members[i].conn;
-    if (c->id == exclude)
-      continue;
-    delivered += (uint64_t)rc__conn_enqueue_data(c, b);
+  if (now) {
+    for (uint32_t i = 0; i < r->n; i++) {
+      rc_conn *c = r->members[i].conn;
+      if (c->id != exclude)
+        delivered += (uint64_t)rc__conn_deliver_now(c, b);
+    }
+  } else {
+    for (uint32_t i = 0; i < r->n; i++) {
+      rc_conn *c = r->members[i].conn;
+      if (c->id != exclude)
+        delivered += (uint64_t)rc__conn_enqueue_data(c, b);
+    }
   }
   atomic_fetch_add_explicit(&s->st_deliveries, delivered,
                             memory_order_relaxed);

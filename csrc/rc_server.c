@@ -174,11 +174,13 @@ static void on_wake(uv_async_t *h) {
   if (atomic_exchange(&s->resume_now, 0))
     rc__resume_starved(s);
   rc_cmd *cmd = rc__cmd_take_all(s);
+  /* A publish alone in its batch is written to idle members at once. */
+  int alone = cmd != NULL && cmd->next == NULL;
   while (cmd != NULL) {
     rc_cmd *next = cmd->next;
     switch (cmd->type) {
     case RC_CMD_PUBLISH:
-      rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude);
+      rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude, alone);
       break;
     case RC_CMD_ROOM_FREE:
       rc__room_free(s, cmd->room);
