@@ -5,6 +5,9 @@
 #   make test      install what is missing, build with -Werror, run the C unit
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
+#   make memcheck  the C unit tests under valgrind
+#   make conformance  the Autobahn TestSuite (sections 1-7, 9) against
+#                  examples/echo.py; summary in tests/conformance/
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
 #   make deps | build | ctest | format | clean
@@ -40,7 +43,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-deps \
+        bench-full bench-deps memcheck conformance \
         format clean
 
 all: build
@@ -168,6 +171,23 @@ sanitize: deps
 	UBSAN_OPTIONS=print_stacktrace=1 \
 	PYTHONPATH=$(CURDIR)/$(SANITIZE_LIB):$(CURDIR)/python \
 	  $(PYTHON) -m pytest -q tests
+
+# The C unit tests under valgrind's memcheck: any error or leak fails.
+memcheck:
+	@$(MAKE) --no-print-directory deps-system APT_PACKAGES=valgrind
+	$(MAKE) --no-print-directory ctest CTEST_DIR=build/ctest-memcheck
+	@for t in $(patsubst $(CTEST_DIR)/%,build/ctest-memcheck/%,$(CTEST_BINS)); do \
+	  valgrind -q --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect $$t >/dev/null || exit 1; \
+	  echo "$$(basename $$t): memcheck clean"; \
+	done
+
+# The Autobahn TestSuite's cases against examples/echo.py. The tool
+# installs itself under build/conformance/ (the suite itself when a Python
+# 2.7 is found, else the kosoku runner of its case files); a full run
+# rewrites tests/conformance/summary.md and results.json.
+conformance: deps build
+	$(PYTHON) tests/conformance/run.py
 
 # --- housekeeping -----------------------------------------------------------
 

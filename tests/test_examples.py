@@ -28,14 +28,16 @@ async def close_of(ws):
 
 
 class Example:
-    """One example process; reads its log (stderr) line by line."""
+    """One example process; reads its log (stderr, or stdout for the
+    examples that print there) line by line."""
 
-    def __init__(self, proc):
+    def __init__(self, proc, stdout_log=False):
         self.proc = proc
+        self.stream = proc.stdout if stdout_log else proc.stderr
         self.log = []
 
     @classmethod
-    async def start(cls, script, *args, env=None):
+    async def start(cls, script, *args, env=None, stdout_log=False):
         environ = dict(os.environ, **(env or {}))
         # Appended: a PYTHONPATH already set (make sanitize) names the build.
         paths = [environ.get("PYTHONPATH", ""), str(REPO / "python")]
@@ -45,10 +47,10 @@ class Example:
             str(EXAMPLES / script),
             *args,
             env=environ,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if stdout_log else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.STDOUT if stdout_log else asyncio.subprocess.PIPE,
         )
-        example = cls(proc)
+        example = cls(proc, stdout_log)
         match = await example.wait_for_line(r"listening on \S+:(\d+)/")
         example.port = int(match.group(1))
         return example
@@ -56,7 +58,7 @@ class Example:
     async def wait_for_line(self, pattern):
         """Reads the log until a line matches; fails if the process ends."""
         while True:
-            line = await asyncio.wait_for(self.proc.stderr.readline(), T)
+            line = await asyncio.wait_for(self.stream.readline(), T)
             if not line:
                 raise AssertionError("example ended; its log:\n" + "".join(self.log))
             self.log.append(line.decode(errors="replace"))
@@ -66,7 +68,7 @@ class Example:
 
     async def stop(self, sig):
         self.proc.send_signal(sig)
-        rest = await asyncio.wait_for(self.proc.stderr.read(), T)
+        rest = await asyncio.wait_for(self.stream.read(), T)
         self.log.append(rest.decode(errors="replace"))
         return await asyncio.wait_for(self.proc.wait(), T)
 
@@ -79,8 +81,8 @@ class Example:
 def examples():
     started = []
 
-    async def start(script, *args, env=None):
-        example = await Example.start(script, *args, env=env)
+    async def start(script, *args, env=None, stdout_log=False):
+        example = await Example.start(script, *args, env=env, stdout_log=stdout_log)
         started.append(example)
         return example
 
@@ -151,3 +153,17 @@ async def test_chat_demo(examples):
         await a.send("not json")
         assert await close_of(a) == 1007
     assert await example.stop(signal.SIGINT) == 0
+
+
+async def test_echo_example_sends_each_message_back_as_it_came(examples):
+    example = await examples("echo.py", "127.0.0.1", "0", stdout_log=True)
+    async with connect(f"ws://127.0.0.1:{example.port}/any/path", max_size=None) as ws:
+        await ws.send("text stays text")
+        assert await recv(ws) == "text stays text"
+        await ws.send(b"\x00binary\xff")
+        assert await recv(ws) == b"\x00binary\xff"
+        big = bytes(range(256)) * 16384  # 4 MiB: past the default limit
+        await ws.send(big)
+        assert await recv(ws) == big
+        assert await example.stop(signal.SIGINT) == 0
+        assert await close_of(ws) == 1001

@@ -1,0 +1,50 @@
+"""An echo server: every message goes back to its sender as it came.
+
+    python examples/echo.py [HOST] [PORT]      (default 127.0.0.1 9001)
+
+Text comes back as text and binary as binary, on any path. It is the server
+that the protocol conformance run (tests/conformance/run.py) tests, so its
+limits are wide enough for the largest messages of that suite (16 MiB), and
+it sends no keepalive pings of its own, which would show up in the suite's
+record of what the server sent. Once bound it prints one line,
+``listening on ws://HOST:PORT/``, with the real port when PORT is 0.
+"""
+
+import logging
+import sys
+
+from roomcast import Server, WebSocket
+
+MAX_MESSAGE = 64 * 2**20
+
+server = Server(
+    max_message_size=MAX_MESSAGE,
+    max_queue_bytes=2 * MAX_MESSAGE,
+    ping_interval=0,
+)
+
+
+@server.websocket("/{path:path}")
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if "text" in message:
+            await websocket.send_text(message["text"])
+        else:
+            await websocket.send_bytes(message["bytes"])
+
+
+def main() -> None:
+    host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 9001
+    # Server.run logs "listening on ws://HOST:PORT/" at INFO: on stdout, and
+    # only that logger's lines, so a script can wait for it.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    server.run(host=host, port=port)
+
+
+if __name__ == "__main__":
+    main()
