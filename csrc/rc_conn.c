@@ -650,27 +650,40 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
     rc__conn_fail(c);
     return;
   }
-  rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len);
-  if (c->scan.frags > c->srv->max_frags) {
-    /* Refused before wslay buffers any of these fragments. */
-    if (c->state == RC_CONN_OPEN) {
-      atomic_fetch_add_explicit(&c->srv->st_frag, 1, memory_order_relaxed);
-      static const char reason[] = "message in too many fragments";
-      rc__conn_close_ws(c, 1009, reason, sizeof(reason) - 1);
-      if (c->ws != NULL)
-        wslay_event_shutdown_read(c->ws);
-      after_ws_io(c);
+  /* The scanner passes on the bytes before the first header it refuses:
+   * wslay would drop such a connection without a close frame, or (for
+   * tiny fragments) buffer each fragment at several times its size. */
+  int refused = c->scan.error != 0;
+  size_t ok = rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len,
+                                 c->srv->max_frags);
+  if (ok > 0) {
+    c->rd = (const uint8_t *)data;
+    c->rdlen = ok;
+    int r = wslay_event_recv(c->ws);
+    c->rd = NULL;
+    c->rdlen = 0;
+    if (r != 0) {
+      rc__conn_fail(c);
+      return;
     }
-    return;
   }
-  c->rd = (const uint8_t *)data;
-  c->rdlen = len;
-  int r = wslay_event_recv(c->ws);
-  c->rd = NULL;
-  c->rdlen = 0;
-  if (r != 0) {
-    rc__conn_fail(c);
-    return;
+  if (!refused && c->scan.error != 0) {
+    /* wslay may have failed the connection itself on an earlier frame of
+     * this read: its close goes out first, and then it is the only one. */
+    after_ws_io(c);
+    if (c->state != RC_CONN_OPEN || c->ws == NULL ||
+        wslay_event_get_close_sent(c->ws))
+      return;
+    static const char frags[] = "message in too many fragments";
+    static const char header[] = "invalid frame header";
+    if (c->scan.error == 1009) {
+      atomic_fetch_add_explicit(&c->srv->st_frag, 1, memory_order_relaxed);
+      rc__conn_close_ws(c, 1009, frags, sizeof(frags) - 1);
+    } else {
+      rc__conn_close_ws(c, c->scan.error, header, sizeof(header) - 1);
+    }
+    if (c->ws != NULL)
+      wslay_event_shutdown_read(c->ws);
   }
   after_ws_io(c);
 }

@@ -76,7 +76,24 @@ static size_t scan_header_len(const uint8_t *h) {
   return n;
 }
 
-void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len) {
+/* The close code a complete header earns on its own, or 0. */
+static uint16_t header_error(const uint8_t *h, uint64_t plen) {
+  unsigned opcode = h[0] & 0x0Fu;
+  if ((h[1] & 0x7Fu) == 127 && (h[2] & 0x80u))
+    return 1002;
+  if (opcode >= 0x8u && (!(h[0] & 0x80u) || plen > 125))
+    return 1002;
+  if (opcode == RC_OP_CLOSE && plen == 1)
+    return 1002;
+  return 0;
+}
+
+size_t rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len,
+                          uint32_t max_frags) {
+  const uint8_t *start = p;
+  const uint8_t *hdr_start = NULL; /* in this chunk; NULL: an earlier one */
+  if (sc->error)
+    return 0;
   while (len > 0) {
     if (sc->left > 0) {
       size_t skip = sc->left < len ? (size_t)sc->left : len;
@@ -85,6 +102,8 @@ void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len) {
       len -= skip;
       continue;
     }
+    if (sc->hlen == 0)
+      hdr_start = p;
     sc->hdr[sc->hlen++] = *p++;
     len--;
     if (sc->hlen < 2 || sc->hlen < scan_header_len(sc->hdr))
@@ -100,16 +119,24 @@ void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len) {
       for (int i = 0; i < 8; i++)
         plen = (plen << 8) | sc->hdr[2 + i];
     }
-    if (opcode < 0x8u) { /* data frames decide whether a message is open */
+    uint16_t err = header_error(sc->hdr, plen);
+    if (err == 0 && opcode < 0x8u) { /* data frames open and close messages */
       sc->in_msg = !fin;
       if (opcode != RC_OP_CONT)
         sc->frags = 1;
       else if (sc->frags < UINT32_MAX)
         sc->frags++;
+      if (max_frags != 0 && sc->frags > max_frags)
+        err = 1009;
+    }
+    sc->hlen = 0;
+    if (err != 0) {
+      sc->error = err;
+      return hdr_start != NULL ? (size_t)(hdr_start - start) : 0;
     }
     sc->left = plen;
-    sc->hlen = 0;
   }
+  return (size_t)(p - start);
 }
 
 int rc_frame_scan_at_rest(const rc_frame_scan *sc) {

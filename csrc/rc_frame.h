@@ -46,12 +46,20 @@ typedef struct rc_frame_scan {
   uint8_t hlen;   /* header bytes gathered so far */
   uint8_t in_msg; /* a data frame without FIN was seen: message unfinished */
   uint32_t frags; /* data frames of the current message so far (saturates) */
+  uint16_t error; /* close code for the first bad header; then it stops */
 } rc_frame_scan;
 
-/* Advances the scanner over len bytes. A frame counts in frags as soon as
- * its header is complete, before its payload: a caller can refuse a flood
- * of tiny fragments before any of them is buffered. */
-void rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len);
+/* Advances the scanner over len bytes and returns how many of them may go
+ * on to the frame parser: all of them, or, once a header is found bad, the
+ * bytes before that header (sc->error then holds the close code and every
+ * later call returns 0). Bad headers, refused before any of their payload
+ * is buffered: a control frame that is fragmented or longer than 125 bytes,
+ * a close frame with a 1-byte payload, a 64-bit length with its top bit set
+ * (1002), and a data frame that makes a message of more than max_frags
+ * fragments (1009; 0: no limit). Other protocol errors (reserved bits and
+ * opcodes, masking) are left to the parser. */
+size_t rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len,
+                          uint32_t max_frags);
 
 /* 1 when the bytes fed so far end exactly between two messages. */
 int rc_frame_scan_at_rest(const rc_frame_scan *sc);

@@ -320,7 +320,7 @@ def test_accepting_a_subprotocol_the_client_did_not_offer_raises():
 
 
 def test_a_flood_of_tiny_fragments_is_closed_with_1009_before_it_is_buffered():
-    # The default 1 MiB limit allows a message in 1 MiB / 64 + 16 fragments.
+    # The default 1 MiB limit allows a message in 1 MiB / 128 + 16 fragments.
     with wsraw.ServerThread(wsraw.echo_server()) as st, wsraw.WSClient.connect(st.port, "/echo") as client:
         flood = [wsraw.encode_frame(wsraw.OP_TEXT, b"x", fin=False)]
         flood += [wsraw.encode_frame(wsraw.OP_CONT, b"x", fin=False)] * 20000

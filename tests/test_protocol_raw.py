@@ -27,9 +27,7 @@ def server():
 @pytest.fixture
 def port(server):
     yield server.port
-    with WSClient.connect(server.port, "/echo") as c:
-        c.send_text("still there?")
-        assert c.recv_text() == "still there?"
+    wsraw.assert_still_serving(server.port)
 
 
 def expect_close(client, code):
@@ -37,15 +35,7 @@ def expect_close(client, code):
     client must, and checks that the server then ends the TCP connection."""
     _, frame = client.recv_until_close()
     assert frame.close_code == code, frame
-    try:
-        client.send_close(code)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the server may drop TCP right after a protocol error
-    try:
-        rest = client.reader.read_to_eof()
-    except ConnectionResetError:
-        rest = b""
-    assert rest == b""
+    wsraw.answer_close_and_expect_eof(client, code)
 
 
 # --- the opening handshake ------------------------------------------------

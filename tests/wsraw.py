@@ -368,9 +368,31 @@ class WSClient:
         self.close()
 
 
+def answer_close_and_expect_eof(client: WSClient, code: int) -> None:
+    """Answers the server's close frame as a client must, then checks that
+    the server ends the TCP connection without sending anything more."""
+    try:
+        client.send_close(code)
+    except OSError:
+        pass  # the server may drop TCP right after a protocol error
+    try:
+        rest = client.reader.read_to_eof()
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b""
+
+
+def assert_still_serving(port: int) -> None:
+    """A fresh client can still exchange a message on ``/echo``."""
+    with WSClient.connect(port, "/echo") as c:
+        c.send_text("still there?")
+        assert c.recv_text() == "still there?"
+
+
 def echo_server(**options):
     """A roomcast ``Server`` (with ``options``) whose ``/echo`` route sends
-    every text message back to its sender."""
+    every message back to its sender as it came: text as text, binary as
+    binary."""
     from roomcast import Room, Server
 
     server = Server(**options)
@@ -379,6 +401,10 @@ def echo_server(**options):
     @room.on_receive("text")
     async def echo(room, ws, msg):
         await ws.send_text(msg)
+
+    @room.on_receive("bytes")
+    async def echo_bytes(room, ws, msg):
+        await ws.send_bytes(msg)
 
     server.route("/echo", room)
     return server

@@ -188,9 +188,9 @@ RC_TEST(scan_rest_between_messages) {
   uint8_t buf[70000];
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
   size_t n = client_frame(buf, RC_OP_TEXT, 1, 5);
-  rc_frame_scan_feed(&sc, buf, n - 1);
+  rc_frame_scan_feed(&sc, buf, n - 1, 0);
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
-  rc_frame_scan_feed(&sc, buf + n - 1, 1);
+  rc_frame_scan_feed(&sc, buf + n - 1, 1, 0);
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
   /* 16-bit and 64-bit lengths, fed one byte at a time */
   size_t sizes[] = {200, 65536};
@@ -198,7 +198,7 @@ RC_TEST(scan_rest_between_messages) {
     n = client_frame(buf, RC_OP_BINARY, 1, sizes[k]);
     for (size_t i = 0; i < n; i++) {
       RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), i == 0);
-      rc_frame_scan_feed(&sc, buf + i, 1);
+      rc_frame_scan_feed(&sc, buf + i, 1, 0);
     }
     RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
   }
@@ -208,21 +208,83 @@ RC_TEST(scan_fragmented_message_is_not_at_rest) {
   rc_frame_scan sc = {0};
   uint8_t buf[64];
   size_t n = client_frame(buf, RC_OP_TEXT, 0, 3);
-  rc_frame_scan_feed(&sc, buf, n);
+  rc_frame_scan_feed(&sc, buf, n, 0);
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
   n = client_frame(buf, RC_OP_PING, 1, 2); /* control frames interleave */
-  rc_frame_scan_feed(&sc, buf, n);
+  rc_frame_scan_feed(&sc, buf, n, 0);
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
   n = client_frame(buf, RC_OP_CONT, 0, 3);
-  rc_frame_scan_feed(&sc, buf, n);
+  rc_frame_scan_feed(&sc, buf, n, 0);
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
   n = client_frame(buf, RC_OP_CONT, 1, 3);
-  rc_frame_scan_feed(&sc, buf, n);
+  rc_frame_scan_feed(&sc, buf, n, 0);
   RC_ASSERT_EQ_INT(rc_frame_scan_at_rest(&sc), 1);
 }
 
+/* A good frame, then a bad one: the scanner passes on exactly the good
+ * frame's bytes, reports the code, and passes nothing afterwards. */
+static void check_refused(uint8_t *bad, size_t bad_len, uint16_t code) {
+  rc_frame_scan sc = {0};
+  uint8_t buf[512];
+  size_t good = client_frame(buf, RC_OP_TEXT, 1, 10);
+  memcpy(buf + good, bad, bad_len);
+  RC_CHECK_EQ_INT((long)rc_frame_scan_feed(&sc, buf, good + bad_len, 0),
+                  (long)good);
+  RC_CHECK_EQ_INT(sc.error, code);
+  RC_CHECK_EQ_INT((long)rc_frame_scan_feed(&sc, buf, good, 0), 0);
+}
+
+RC_TEST(scan_refuses_bad_control_frames_and_lengths) {
+  uint8_t bad[300];
+  size_t n = client_frame(bad, RC_OP_PING, 1, 126); /* control > 125 */
+  check_refused(bad, n, 1002);
+  n = client_frame(bad, RC_OP_PONG, 0, 2); /* fragmented control frame */
+  check_refused(bad, n, 1002);
+  n = client_frame(bad, RC_OP_CLOSE, 1, 1); /* close with half a code */
+  check_refused(bad, n, 1002);
+  n = client_frame(bad, RC_OP_BINARY, 1, 0);
+  bad[1] = 0x80 | 127; /* 64-bit length with the top bit set */
+  memset(bad + 2, 0xFF, 8);
+  check_refused(bad, 14, 1002);
+}
+
+RC_TEST(scan_bad_header_split_across_reads_passes_nothing_of_it) {
+  rc_frame_scan sc = {0};
+  uint8_t buf[64];
+  size_t n = client_frame(buf, RC_OP_PING, 0, 1);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, 1, 0), 1);
+  RC_ASSERT_EQ_INT(sc.error, 0);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf + 1, n - 1, 0), 0);
+  RC_ASSERT_EQ_INT(sc.error, 1002);
+}
+
+RC_TEST(scan_counts_fragments_against_the_limit) {
+  rc_frame_scan sc = {0};
+  uint8_t buf[64];
+  size_t n = client_frame(buf, RC_OP_TEXT, 0, 1);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, n, 3), (long)n);
+  n = client_frame(buf, RC_OP_CONT, 0, 1);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, n, 3), (long)n);
+  n = client_frame(buf, RC_OP_PING, 1, 1); /* control frames do not count */
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, n, 3), (long)n);
+  n = client_frame(buf, RC_OP_CONT, 0, 1);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, n, 3), (long)n);
+  RC_ASSERT_EQ_INT(sc.error, 0);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, n, 3), 0);
+  RC_ASSERT_EQ_INT(sc.error, 1009);
+  /* a new message starts the count again */
+  rc_frame_scan fresh = {0};
+  for (int i = 0; i < 10; i++) {
+    n = client_frame(buf, RC_OP_TEXT, 1, 1);
+    RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&fresh, buf, n, 1), (long)n);
+  }
+}
+
 RC_TEST_MAIN(RC_CASE(scan_rest_between_messages),
-             RC_CASE(scan_fragmented_message_is_not_at_rest), RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
+             RC_CASE(scan_fragmented_message_is_not_at_rest),
+             RC_CASE(scan_refuses_bad_control_frames_and_lengths),
+             RC_CASE(scan_bad_header_split_across_reads_passes_nothing_of_it),
+             RC_CASE(scan_counts_fragments_against_the_limit), RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
              RC_CASE(header_len_125), RC_CASE(header_len_126),
              RC_CASE(header_len_65535), RC_CASE(header_len_65536),
              RC_CASE(header_len_large_64_bit), RC_CASE(header_fin_clear),

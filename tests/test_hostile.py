@@ -1,0 +1,496 @@
+"""Hostile clients: each one does its worst while a well-behaved client,
+connected at the same time, keeps sending and receiving.
+
+The cases: a slowloris handshake, thousands of half-open TCP connections, a
+member that never reads, a flood of one-byte fragments, frame headers that
+declare gigantic payloads, random bytes after the handshake, and clients that
+vanish in the middle of a frame. Where the point is the server's memory, the
+server runs in a child process whose resident set (``/proc/PID/status``) is
+read before and after; the others run in a thread and are watched through
+``running.stats()``.
+"""
+
+import json
+import os
+import random
+import resource
+import select
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import wsraw
+from wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
+                   WSClient, encode_frame, handshake_request)
+
+KIB = 1 << 10
+MIB = 1 << 20
+
+# The protocol-error answers of RFC 6455 7.4.1: bad framing, bad UTF-8, too
+# big. Random bytes may decode as any of them.
+PROTOCOL_ERROR_CODES = {1002, 1007, 1009}
+
+# AddressSanitizer keeps freed memory in quarantine and pads every block:
+# resident-set figures under it say nothing about the server's own use.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def wait_for(predicate, timeout=wsraw.TIMEOUT):
+    """A hang guard, not a speed check: polls until predicate() holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def exchange(c, text):
+    """The well-behaved client's part: one message there and back."""
+    c.send_text(text)
+    assert c.recv_text() == text
+
+
+def read_close(c):
+    """Reads past data frames and pings to the server's close frame."""
+    while True:
+        frame = c.recv_frame()
+        if frame.opcode == OP_CLOSE:
+            return frame
+
+
+def reset(sock):
+    """Closes with an RST instead of a FIN: the client just vanishes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def dropped(sock, timeout=wsraw.TIMEOUT):
+    """True when the server ends the connection (EOF or reset) within
+    timeout, having sent nothing or a 408 answer first."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return False
+    return data == b"" or data.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.fixture
+def served():
+    """A server in a thread with a short handshake timeout; its
+    ``running.stats()`` counts this test's connections only."""
+    server = wsraw.echo_server(handshake_timeout=2, ping_interval=0)
+    with wsraw.ServerThread(server) as running:
+        yield running
+
+
+# --- a server in a child process, for memory figures ----------------------
+
+CHILD = textwrap.dedent("""
+    import asyncio, json, sys
+    from roomcast import Room, Server
+
+    echo = Room()
+
+    @echo.on_receive("text")
+    async def echo_text(room, ws, msg):
+        await ws.send_text(msg)
+
+    @echo.on_receive("bytes")
+    async def echo_bytes(room, ws, msg):
+        await ws.send_bytes(msg)
+
+    fanout = Room()
+
+    @fanout.on_receive("text")
+    async def relay(room, ws, msg):
+        await room.push_text(msg)
+
+    async def main():
+        server = Server(**json.loads(sys.argv[1]))
+        server.route("/echo", echo)
+        server.route("/room", fanout)
+        async with server.serve("127.0.0.1", 0) as running:
+            print(running.port, flush=True)
+            loop = asyncio.get_running_loop()
+            # Each line on stdin asks for the counters; EOF stops.
+            while await loop.run_in_executor(None, sys.stdin.readline):
+                print(json.dumps(running.stats()), flush=True)
+
+    asyncio.run(main())
+""")
+
+
+class ChildServer:
+    """An echo (``/echo``) and relay (``/room``) server in a child process."""
+
+    def __init__(self, **options):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, json.dumps(options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("the server process did not start")
+        self.port = int(line)
+
+    def stats(self):
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def status_kib(self, field):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise AssertionError("no " + field)
+
+    def reset_peak_rss(self):
+        """Makes VmHWM start again from the current resident set."""
+        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(wsraw.TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- slowloris -------------------------------------------------------------
+
+
+def test_slowloris_handshake_is_dropped_at_the_handshake_timeout(served):
+    """One byte of the request a second: the connection is closed once the
+    handshake timeout (2 s) has passed, long before the request is whole;
+    a client connected meanwhile is served all along."""
+    request = handshake_request("/echo", key=wsraw.new_key())
+    with WSClient.connect(served.port, "/echo") as good:
+        slow = wsraw.connect_socket(served.port)
+        start = time.monotonic()
+        try:
+            sent = 0
+            closed = False
+            # 30 bytes (30 s) is the hang guard: far from the whole request.
+            while sent < 30:
+                slow.sendall(request[sent:sent + 1])
+                sent += 1
+                exchange(good, "tick %d" % sent)
+                readable, _, _ = select.select([slow], [], [], 1.0)
+                if readable:
+                    closed = dropped(slow)
+                    break
+            elapsed = time.monotonic() - start
+        finally:
+            slow.close()
+        assert closed, "the slow handshake was answered instead of dropped"
+        assert sent < len(request)
+        assert elapsed >= 1.0, "dropped before the handshake timeout"
+        # A handshake made after the slow one was dropped works too.
+        with WSClient.connect(served.port, "/echo") as late:
+            exchange(late, "after the slowloris")
+        exchange(good, "still served")
+
+
+# --- half-open connections -------------------------------------------------
+
+HALF_OPEN = 5000
+
+
+@pytest.fixture
+def many_descriptors():
+    # Both ends of every connection live in this process.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * HALF_OPEN + 256
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip("RLIMIT_NOFILE hard limit %d < %d" % (hard, want))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_half_open_connections_do_not_stop_a_new_client(many_descriptors):
+    """5,000 connections that never send a byte: a new client still
+    completes its handshake and exchanges messages while they are all
+    open, and the 5,000 are all closed by the handshake timeout (4 s)
+    afterwards."""
+    server = wsraw.echo_server(handshake_timeout=4, ping_interval=0)
+    idle = []
+    with wsraw.ServerThread(server) as served:
+        stats = served.running.stats
+        try:
+            for i in range(HALF_OPEN):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                idle.append(s)
+                # Spread over source addresses: ports never run short.
+                s.bind(("127.0.0.%d" % (2 + i % 50), 0))
+                s.settimeout(wsraw.TIMEOUT)
+                s.connect(("127.0.0.1", served.port))
+            wait_for(lambda: stats()["accepted_total"] >= HALF_OPEN)
+            with WSClient.connect(served.port, "/echo") as good:
+                # Only a precondition: the 5,000 are all still there.
+                assert stats()["connections"] == HALF_OPEN + 1
+                for i in range(20):
+                    exchange(good, "message %d among the half-open" % i)
+                # Only the good client remains once the timeout has passed.
+                wait_for(lambda: stats()["connections"] == 1)
+                exchange(good, "after the half-open ones were dropped")
+            for s in idle:
+                assert dropped(s, timeout=5)
+        finally:
+            for s in idle:
+                s.close()
+
+
+# --- a member that never reads ---------------------------------------------
+
+
+def test_member_that_never_reads_is_closed_with_1008_and_memory_stays_bounded():
+    """Two members of a relay room exchange 32 MiB while a third never
+    reads: the third is closed with 1008 once its queue passes
+    max_queue_bytes (128 KiB); the others get every message, in order, and
+    the server's resident set grows by far less than what the reader owes."""
+    count, size = 128, 256 * KIB
+    with ChildServer(max_queue_bytes=128 * KIB, ping_interval=0) as srv:
+        sender = WSClient.connect(srv.port, "/room")
+        receiver = WSClient.connect(srv.port, "/room")
+        # A tiny receive window: the kernel holds little for the sleeper.
+        sleeper = WSClient.connect(srv.port, "/room", rcvbuf=4096)
+        try:
+            exchange(sender, "warm-up")
+            assert receiver.recv_text() == "warm-up"
+            rss_before = srv.status_kib("VmRSS")
+            for i in range(count):
+                text = ("%05d" % i) + "m" * (size - 5)
+                t = threading.Thread(target=sender.send_text, args=(text,))
+                t.start()
+                # Every member gets each message; the sender too.
+                assert sender.recv_text() == text
+                assert receiver.recv_text() == text
+                t.join(wsraw.TIMEOUT)
+            rss_after = srv.status_kib("VmRSS")
+            stats = srv.stats()
+            assert stats["slow_consumer_closes"] == 1
+            # The sleeper finally reads: what had left before the cut, then
+            # the close frame, in order.
+            messages, close = sleeper.recv_until_close()
+            assert close.close_code == 1008
+            assert messages[0] == (OP_TEXT, b"warm-up")
+            assert len(messages) - 1 < count
+            for j, (opcode, payload) in enumerate(messages[1:]):
+                assert opcode == OP_TEXT and payload[:5] == b"%05d" % j
+            wsraw.answer_close_and_expect_eof(sleeper, 1000)
+            exchange(sender, "the sleeper is gone")
+            assert receiver.recv_text() == "the sleeper is gone"
+        finally:
+            for c in (sender, receiver, sleeper):
+                c.close()
+    if not UNDER_ASAN:
+        grown = (rss_after - rss_before) * KIB
+        assert grown < 12 * MIB, "server grew by %.1f MiB" % (grown / MIB)
+
+
+# --- a flood of tiny fragments ---------------------------------------------
+
+
+def test_flood_of_one_byte_fragments_is_refused_without_memory_blowup(capsys):
+    """A text message sent as one-byte fragments, in batches of 4,096, each
+    followed by a ping: the server refuses the message with 1009 at the
+    size limit (1 MiB) or sooner, and its peak resident set grows by less
+    than twice the limit meanwhile. The peak growth per fragment held is
+    printed (``pytest -s``)."""
+    limit, batch = MIB, 4096
+    with ChildServer(max_message_size=limit, ping_interval=0) as srv:
+        good = WSClient.connect(srv.port, "/echo")
+        flood = WSClient.connect(srv.port, "/echo")
+        try:
+            exchange(good, "before the flood")
+            exchange(flood, "the flooder was polite once")
+            rss_before = srv.status_kib("VmRSS")
+            srv.reset_peak_rss()
+            flood.send_frame(OP_TEXT, b"f", fin=False)
+            held = 1  # fragments the server has taken and answered a ping after
+            close = None
+            while close is None:
+                assert held <= limit, "no refusal after the limit"
+                data = b"".join(encode_frame(OP_CONT, b"f", fin=False)
+                                for _ in range(batch))
+                try:
+                    flood.send_raw(data + encode_frame(OP_PING, b"%d" % held))
+                except OSError:
+                    pass  # refused and dropped while we were sending
+                frame = flood.recv_frame()
+                if frame.opcode == OP_PONG:
+                    held += batch
+                    exchange(good, "during the flood, %d fragments" % held)
+                else:
+                    close = frame
+            peak = srv.status_kib("VmHWM")
+            assert close.close_code == 1009, close
+            wsraw.answer_close_and_expect_eof(flood, 1009)
+            flood.close()
+            exchange(good, "after the flood")
+            wait_for(lambda: srv.stats()["connections"] == 1)
+        finally:
+            good.close()
+            flood.close()
+    grown = (peak - rss_before) * KIB
+    with capsys.disabled():
+        print("\n[fragment flood] refused after %d+ one-byte fragments; "
+              "peak RSS +%d KiB, %.1f bytes per fragment held"
+              % (held, grown // KIB, grown / held))
+    if not UNDER_ASAN:
+        assert grown < 2 * limit, "peak grew by %.1f MiB" % (grown / MIB)
+
+
+# --- gigantic declared payloads ----------------------------------------------
+
+
+@pytest.mark.parametrize("declared", [
+    2 << 30,
+    (1 << 63) - 1,
+    (1 << 64) - 1,
+], ids=["2GiB", "2^63-1", "2^64-1"])
+def test_gigantic_declared_payload_is_refused_without_allocating_it(declared):
+    """Only the header (and a few payload bytes) of a frame that declares a
+    2 GiB, 2^63-1 or 2^64-1 byte payload: the server fails the connection
+    with 1009 (1002 for 2^64-1: the top bit must be 0) without waiting for
+    the payload and without reserving memory for it."""
+    with ChildServer(ping_interval=0) as srv:
+        good = WSClient.connect(srv.port, "/echo")
+        bad = WSClient.connect(srv.port, "/echo")
+        try:
+            exchange(bad, "hello")
+            peak_before = srv.status_kib("VmPeak")
+            rss_before = srv.status_kib("VmRSS")
+            header = struct.pack("!BBQ", 0x80 | OP_BINARY, 0x80 | 127, declared)
+            bad.send_raw(header + os.urandom(4) + b"only these bytes")
+            exchange(good, "meanwhile")
+            close = read_close(bad)
+            assert close.close_code == (1009 if declared < 1 << 63 else 1002)
+            wsraw.answer_close_and_expect_eof(bad, close.close_code)
+            exchange(good, "afterwards")
+            vm_grown = (srv.status_kib("VmPeak") - peak_before) * KIB
+            rss_grown = (srv.status_kib("VmRSS") - rss_before) * KIB
+        finally:
+            good.close()
+            bad.close()
+    # Address space too: a malloc of the declared size would be lazy.
+    assert vm_grown < 256 * MIB, "address space grew by %d MiB" % (vm_grown // MIB)
+    if not UNDER_ASAN:
+        assert rss_grown < 64 * MIB
+
+
+# --- random bytes after the handshake ----------------------------------------
+
+
+def run_random_stream(port, seed):
+    """Sends a seeded random byte stream after a valid handshake, up to
+    8 MiB, until the server stops it. Returns the close code (None when TCP
+    ended without a close frame) and whether TCP ended."""
+    rng = random.Random(seed)
+    c = WSClient.connect(port, "/echo")
+    stop = threading.Event()
+
+    def pour():
+        try:
+            for _ in range(2048):
+                if stop.is_set():
+                    return
+                c.send_raw(rng.randbytes(4096))
+        except OSError:
+            pass  # the server closed on us
+
+    t = threading.Thread(target=pour, daemon=True)
+    t.start()
+    code = None
+    try:
+        try:
+            code = read_close(c).close_code
+        except (EOFError, ConnectionResetError):
+            return None, True
+        stop.set()
+        try:
+            rest = c.reader.read_to_eof()
+        except ConnectionResetError:
+            rest = b""
+        return code, rest == b""
+    finally:
+        stop.set()
+        t.join(wsraw.TIMEOUT)
+        c.close()
+
+
+# Most streams break a rule in their first header (a reserved bit, no
+# mask); some start with a control frame without FIN, refused by the core's
+# frame scanner before the parser sees it. Either way: a close code, then
+# the end of TCP.
+@pytest.mark.parametrize("seed", range(12))
+def test_random_bytes_after_the_handshake_fail_the_connection(served, seed):
+    with WSClient.connect(served.port, "/echo") as good:
+        exchange(good, "before")
+        code, ended = run_random_stream(served.port, seed)
+        assert ended, "the TCP connection did not end"
+        assert code in PROTOCOL_ERROR_CODES, code
+        exchange(good, "after")
+
+
+# --- clients that vanish ------------------------------------------------------
+
+FRAME = encode_frame(OP_BINARY, b"v" * 70000)  # 10-byte header + mask
+
+
+@pytest.mark.parametrize("cut", [
+    ("handshake", handshake_request("/echo", key=wsraw.new_key())[:40]),
+    ("header", FRAME[:5]),
+    ("mask", FRAME[:12]),
+    ("payload", FRAME[:35000]),
+    ("fragmented", encode_frame(OP_TEXT, b"first ", fin=False)
+     + encode_frame(OP_CONT, b"second" * 100, fin=False)[:300]),
+], ids=lambda cut: cut[0])
+def test_client_vanishing_mid_frame_leaves_nothing_behind(served, cut):
+    where, data = cut
+    stats = served.running.stats
+    with WSClient.connect(served.port, "/echo") as good:
+        exchange(good, "before")
+        wait_for(lambda: stats()["parsers"] == 0)  # the good one at rest
+        if where == "handshake":
+            sock = wsraw.connect_socket(served.port)
+            sock.sendall(data)
+            wait_for(lambda: stats()["connections"] == 2)
+        else:
+            bad = WSClient.connect(served.port, "/echo")
+            sock = bad.sock
+            sock.sendall(data)
+            # The server has read the half frame: it holds a parser for it.
+            wait_for(lambda: stats()["parsers"] == 1)
+        exchange(good, "while the other hangs mid-frame")
+        reset(sock)
+        wait_for(lambda: stats()["connections"] == 1)
+        wait_for(lambda: stats()["parsers"] == 0)
+        exchange(good, "after")
