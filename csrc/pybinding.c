@@ -586,7 +586,62 @@ static PyObject *room_call(CoreObject *self, PyObject *args, const char *fmt,
 }
 
 static PyObject *Core_join(CoreObject *self, PyObject *args) {
-  return room_call(self, args, "KK:join", rc_server_join);
+  unsigned long long conn, room;
+  int relay = RC_RELAY_NONE;
+  if (!PyArg_ParseTuple(args, "KK|i:join", &conn, &room, &relay))
+    return NULL;
+  if (relay < RC_RELAY_NONE || relay > RC_RELAY_OTHERS) {
+    PyErr_SetString(PyExc_ValueError, "relay must be 0, 1 or 2");
+    return NULL;
+  }
+  if (command_done(self, rc_server_join(self->srv, conn, room, relay)) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+/* broadcast(rooms, data, exclude=0): rooms is a sequence of room ids. */
+static PyObject *Core_broadcast(CoreObject *self, PyObject *args,
+                                PyObject *kw) {
+  static char *kwlist[] = {"rooms", "data", "exclude", NULL};
+  unsigned long long exclude = 0;
+  PyObject *rooms_obj, *data;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|K:broadcast", kwlist,
+                                   &rooms_obj, &data, &exclude))
+    return NULL;
+  PyObject *seq = PySequence_Fast(rooms_obj, "rooms must be a sequence");
+  if (seq == NULL)
+    return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  uint64_t *ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*ids));
+  if (ids == NULL) {
+    Py_DECREF(seq);
+    return PyErr_NoMemory();
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    ids[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+    if (PyErr_Occurred()) {
+      PyMem_Free(ids);
+      Py_DECREF(seq);
+      return NULL;
+    }
+  }
+  Py_DECREF(seq);
+  Py_buffer view;
+  const char *p;
+  Py_ssize_t len;
+  int is_text;
+  if (payload(data, &view, &p, &len, &is_text) < 0) {
+    PyMem_Free(ids);
+    return NULL;
+  }
+  int r = rc_server_broadcast(self->srv, ids, (size_t)n, p, (size_t)len,
+                              is_text, exclude);
+  PyMem_Free(ids);
+  if (view.obj != NULL)
+    PyBuffer_Release(&view);
+  if (command_done(self, r) < 0)
+    return NULL;
+  Py_RETURN_NONE;
 }
 
 static PyObject *Core_leave(CoreObject *self, PyObject *args) {
@@ -658,7 +713,12 @@ static PyMethodDef Core_methods[] = {
     {"room_free", (PyCFunction)Core_room_free, METH_O,
      "room_free($self, room, /)\n--\n\nEmpty and forget a room."},
     {"join", (PyCFunction)Core_join, METH_VARARGS,
-     "join($self, conn, room, /)\n--\n\nAdd conn to room."},
+     "join($self, conn, room, relay=0, /)\n--\n\nAdd conn to room (relay: "
+     "0 none, 1 all, 2 others)."},
+    {"broadcast", (PyCFunction)(void (*)(void))Core_broadcast,
+     METH_VARARGS | METH_KEYWORDS,
+     "broadcast($self, rooms, data, exclude=0)\n--\n\n"
+     "Frame data once and queue it once on every member of any of rooms."},
     {"leave", (PyCFunction)Core_leave, METH_VARARGS,
      "leave($self, conn, room, /)\n--\n\nRemove conn from room."},
     {"publish", (PyCFunction)(void (*)(void))Core_publish,

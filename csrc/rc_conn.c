@@ -571,6 +571,18 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   case WSLAY_BINARY_FRAME: {
     if (c->state != RC_CONN_OPEN)
       return; /* we are closing: RFC 6455 7.1.1 lets us discard */
+    c->last_msg = now_ms(s);
+    atomic_fetch_add_explicit(&s->st_messages_in, 1, memory_order_relaxed);
+    if (c->nrelay > 0) { /* forwarded here; Python never sees it */
+      rc_buf *b = rc__buf_frame(arg->opcode, arg->msg, arg->msg_length);
+      if (b == NULL) {
+        rc__conn_fail(c);
+        return;
+      }
+      rc__room_relay(s, c, b);
+      rc__buf_unref(b);
+      return;
+    }
     rc_event *ev = rc__event_new(RC_EV_MESSAGE, c->id, arg->msg_length);
     if (ev == NULL) {
       rc__conn_fail(c);
@@ -580,8 +592,6 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     if (arg->msg_length > 0)
       memcpy(ev->data, arg->msg, arg->msg_length);
     rc__event_push(s, ev);
-    c->last_msg = now_ms(s);
-    atomic_fetch_add_explicit(&s->st_messages_in, 1, memory_order_relaxed);
     return;
   }
   case WSLAY_PONG:
@@ -1111,10 +1121,13 @@ void rc__conn_command(rc_server *s, rc_cmd *cmd) {
   case RC_CMD_JOIN:
     if (c->state <= RC_CONN_OPEN) {
       rc_room *r = rc__room_get(s, cmd->room, 1);
-      if (r == NULL)
+      if (r == NULL) {
         rc__conn_fail(c);
-      else
-        rc__room_join(s, r, c);
+        break;
+      }
+      if (r->n == 0)
+        r->relay = cmd->status;
+      rc__room_join(s, r, c);
     }
     break;
   case RC_CMD_PAUSE:

@@ -151,13 +151,30 @@ int rc_server_resume_reading(rc_server *s, uint64_t conn);
  * its first member on. */
 uint64_t rc_server_room_new(rc_server *s);
 int rc_server_room_free(rc_server *s, uint64_t room);
-int rc_server_join(rc_server *s, uint64_t conn, uint64_t room);
+
+/* How a room treats its members' messages. */
+enum rc_relay {
+  RC_RELAY_NONE = 0,   /* they become RC_EV_MESSAGE events */
+  RC_RELAY_ALL = 1,    /* the loop forwards each to every member, no event */
+  RC_RELAY_OTHERS = 2, /* the same, to every member but the sender */
+};
+
+/* Adds conn to room. relay (enum rc_relay) is the room's mode, fixed by the
+ * join that makes the room exist: pass the same for every join. A member
+ * of several relay rooms gets each forwarded message once. */
+int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay);
 int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room);
 
 /* Frames data once into one reference-counted buffer and queues that same
  * buffer on every open member of room except conn `exclude` (0: none). */
 int rc_server_publish(rc_server *s, uint64_t room, const void *data,
                       size_t len, int is_text, uint64_t exclude);
+
+/* The same for the members of any of nrooms rooms: a connection in several
+ * of them gets the message once. */
+int rc_server_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                        const void *data, size_t len, int is_text,
+                        uint64_t exclude);
 
 typedef struct rc_stats {
   uint64_t connections;       /* open TCP connections now */

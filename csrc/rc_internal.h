@@ -102,6 +102,7 @@ typedef struct rc_conn {
   uint16_t close_code; /* code to report in RC_EV_CLOSE */
   uint32_t nrooms, caprooms;
   rc_membership *rooms;
+  uint32_t nrelay; /* rooms among them that relay in the loop */
   /* cold: handshake, close, sweep */
   uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
   uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
@@ -111,12 +112,14 @@ typedef struct rc_conn {
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
   uint64_t ping_at;
   uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
+  uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
   uv_write_t wreq; /* the one write in flight, when the socket was full */
 } rc_conn;
 
 typedef struct rc_room {
   uint64_t id;
   uint32_t n, cap;
+  int relay; /* enum rc_relay */
   struct rc_member {
     rc_conn *conn;
     uint32_t index; /* position of this room in conn->rooms */
@@ -135,6 +138,7 @@ enum rc_cmd_type {
   RC_CMD_STOP,
   RC_CMD_PAUSE,
   RC_CMD_RESUME,
+  RC_CMD_BROADCAST,
 };
 
 typedef struct rc_cmd {
@@ -147,6 +151,8 @@ typedef struct rc_cmd {
   rc_buf *buf; /* SEND/PUBLISH: the frame; RESPOND/ACCEPT: the bytes to send */
   char *text;  /* ACCEPT: subprotocol and headers; CLOSE: reason */
   size_t text_len;
+  uint64_t *rooms; /* BROADCAST */
+  size_t nrooms;
 } rc_cmd;
 
 struct rc_server {
@@ -188,6 +194,7 @@ struct rc_server {
   uint64_t admitted; /* connections not refused for max_connections */
   uint32_t max_frags; /* data frames one message may be cut into */
   uint32_t nstarved;  /* connections with starved set */
+  uint64_t mark;      /* one per multi-room fan-out: each member once */
 
   rc_conn *dirty;
 
@@ -231,6 +238,9 @@ void rc__conn_received(rc_conn *c, const char *data, size_t len);
 /* rc_room.c */
 rc_room *rc__room_get(struct rc_server *s, uint64_t id, int create);
 void rc__room_join(struct rc_server *s, rc_room *r, rc_conn *c);
+void rc__room_broadcast(struct rc_server *s, const uint64_t *rooms,
+                        size_t nrooms, rc_buf *b, uint64_t exclude);
+void rc__room_relay(struct rc_server *s, rc_conn *from, rc_buf *b);
 void rc__room_leave(struct rc_server *s, rc_room *r, rc_conn *c);
 void rc__room_leave_all(struct rc_server *s, rc_conn *c);
 void rc__room_free(struct rc_server *s, uint64_t id);

@@ -157,6 +157,7 @@ void rc_events_free(rc_event *ev) {
 void rc__cmd_free(rc_cmd *cmd) {
   rc__buf_unref(cmd->buf);
   free(cmd->text);
+  free(cmd->rooms);
   free(cmd);
 }
 

@@ -117,12 +117,16 @@ void rc__room_join(rc_server *s, rc_room *r, rc_conn *c) {
   c->rooms[c->nrooms] = (rc_membership){.room = r, .index = r->n};
   r->n++;
   c->nrooms++;
+  if (r->relay != RC_RELAY_NONE)
+    c->nrelay++;
 }
 
 /* Removes membership i of c (both sides). */
 static void unlink_membership(rc_conn *c, uint32_t i) {
   rc_room *r = c->rooms[i].room;
   uint32_t ri = c->rooms[i].index;
+  if (r->relay != RC_RELAY_NONE)
+    c->nrelay--;
   /* room side: move the last member into ri */
   r->n--;
   if (ri != r->n) {
@@ -196,6 +200,50 @@ void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
       if (c->id != exclude)
         delivered += (uint64_t)rc__conn_enqueue_data(c, b);
     }
+  }
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
+                            memory_order_relaxed);
+}
+
+/* Each member once, across rooms: a member is stamped with this fan-out's
+ * mark when it gets the message. */
+static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,
+                               uint64_t mark, const rc_conn *skip) {
+  uint64_t delivered = 0;
+  for (uint32_t i = 0; i < r->n; i++) {
+    rc_conn *c = r->members[i].conn;
+    if (c == skip || c->mark == mark)
+      continue;
+    c->mark = mark;
+    delivered += (uint64_t)rc__conn_enqueue_data(c, b);
+  }
+  (void)s;
+  return delivered;
+}
+
+void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                        rc_buf *b, uint64_t exclude) {
+  uint64_t mark = ++s->mark, delivered = 0;
+  rc_conn *skip = exclude != 0 ? rc__conn_find(s, exclude) : NULL;
+  for (size_t k = 0; k < nrooms; k++) {
+    rc_room *r = rc__room_get(s, rooms[k], 0);
+    if (r != NULL)
+      delivered += deliver_marked(s, r, b, mark, skip);
+  }
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
+                            memory_order_relaxed);
+}
+
+void rc__room_relay(rc_server *s, rc_conn *from, rc_buf *b) {
+  uint64_t mark = ++s->mark, delivered = 0;
+  /* Memberships may be added to while we deliver? No: delivering never
+   * joins or leaves; a failing member is only marked. */
+  for (uint32_t k = 0; k < from->nrooms; k++) {
+    rc_room *r = from->rooms[k].room;
+    if (r->relay == RC_RELAY_NONE)
+      continue;
+    delivered += deliver_marked(s, r, b, mark,
+                                r->relay == RC_RELAY_OTHERS ? from : NULL);
   }
   atomic_fetch_add_explicit(&s->st_deliveries, delivered,
                             memory_order_relaxed);

@@ -183,6 +183,9 @@ static void on_wake(uv_async_t *h) {
     case RC_CMD_PUBLISH:
       rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude, alone);
       break;
+    case RC_CMD_BROADCAST:
+      rc__room_broadcast(s, cmd->rooms, cmd->nrooms, cmd->buf, cmd->exclude);
+      break;
     case RC_CMD_ROOM_FREE:
       rc__room_free(s, cmd->room);
       break;
@@ -478,8 +481,15 @@ int rc_server_room_free(rc_server *s, uint64_t room) {
   return room_cmd(s, RC_CMD_ROOM_FREE, 0, room);
 }
 
-int rc_server_join(rc_server *s, uint64_t conn, uint64_t room) {
-  return room_cmd(s, RC_CMD_JOIN, conn, room);
+int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay) {
+  if (relay < RC_RELAY_NONE || relay > RC_RELAY_OTHERS)
+    return UV_EINVAL;
+  rc_cmd *cmd = cmd_new(RC_CMD_JOIN, conn);
+  if (cmd != NULL) {
+    cmd->room = room;
+    cmd->status = relay;
+  }
+  return push(s, cmd);
 }
 
 int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room) {
@@ -498,5 +508,24 @@ int rc_server_publish(rc_server *s, uint64_t room, const void *data,
     rc__cmd_free(cmd);
     return UV_ENOMEM;
   }
+  return push(s, cmd);
+}
+
+int rc_server_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                        const void *data, size_t len, int is_text,
+                        uint64_t exclude) {
+  rc_cmd *cmd = cmd_new(RC_CMD_BROADCAST, 0);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->exclude = exclude;
+  cmd->nrooms = nrooms;
+  cmd->rooms = malloc((nrooms ? nrooms : 1) * sizeof(*rooms));
+  cmd->buf = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  if (cmd->rooms == NULL || cmd->buf == NULL) {
+    rc__cmd_free(cmd);
+    return UV_ENOMEM;
+  }
+  if (nrooms > 0)
+    memcpy(cmd->rooms, rooms, nrooms * sizeof(*rooms));
   return push(s, cmd);
 }

@@ -478,3 +478,63 @@ async def test_sending_to_a_departed_member_is_a_handler_error_of_the_sender(cap
             assert (await close_of(sender))[0] == 1011
     errors = [r for r in caplog.records if r.name == "roomcast" and r.levelno >= logging.ERROR]
     assert len(errors) == 1 and isinstance(errors[0].exc_info[1], WebSocketClosed)
+
+
+# --- relay rooms -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relay", ["all", "others"])
+async def test_relay_room_forwards_in_the_core_without_calling_python(relay):
+    from roomcast import Room, Server
+
+    server = Server()
+    room = Room(relay=relay)
+    seen = {"received": 0, "connected": 0, "left": 0}
+
+    @room.on_receive("text")
+    async def never(room, ws, msg):
+        seen["received"] += 1
+
+    @room.on_connect("after")
+    async def connected(room, ws):
+        seen["connected"] += 1
+
+    @room.on_disconnect("after")
+    async def left(room, ws):
+        seen["left"] += 1
+
+    server.route("/relay", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        uri = f"ws://127.0.0.1:{running.port}/relay"
+        async with connect(uri) as a, connect(uri) as b, connect(uri) as c:
+            while seen["connected"] < 3:
+                await asyncio.sleep(0.01)
+            await a.send("from a")
+            await a.send(b"\x00binary from a")
+            for ws in (b, c):
+                assert await ws.recv() == "from a"
+                assert await ws.recv() == b"\x00binary from a"
+            if relay == "all":  # the sender's own copy comes first
+                assert await a.recv() == "from a"
+                assert await a.recv() == b"\x00binary from a"
+            await c.send("from c")
+            assert await a.recv() == "from c"
+            assert await b.recv() == "from c"
+            if relay == "all":
+                assert await c.recv() == "from c"
+            # Nothing else is waiting for anyone (the sender's copy comes
+            # only with "all", and was read above).
+            await room.push_text("end")
+            for ws in (a, b, c):
+                assert await ws.recv() == "end"
+        while seen["left"] < 3:
+            await asyncio.sleep(0.01)
+        assert seen["received"] == 0
+        assert running.stats()["messages_in"] == 3
+
+
+def test_relay_must_be_all_or_others():
+    from roomcast import Room
+
+    with pytest.raises(ValueError, match='relay must be None, "all" or "others"'):
+        Room(relay="everyone")

@@ -87,7 +87,14 @@ class Core:
     def room_new(self) -> int: ...
     def room_free(self, room: int) -> None:
         """Removes every member from the room (they stay connected) and forgets it."""
-    def join(self, conn: int, room: int) -> None: ...
+    def join(self, conn: int, room: int, relay: int = 0, /) -> None:
+        """Adds conn to room. relay (fixed by the join that makes the room
+        exist): 0 messages become events; 1 the core forwards each message
+        of a member to every member (2: but the sender), and no event is
+        made for it."""
+    def broadcast(self, rooms: Sequence[int], data: Union[str, bytes, bytearray, memoryview],
+                  exclude: int = 0) -> None:
+        """Like publish, to the members of any of rooms: each once."""
     def leave(self, conn: int, room: int) -> None: ...
     def publish(self, room: int, data: Union[str, bytes, bytearray, memoryview],
                 exclude: int = 0) -> None:

@@ -40,6 +40,7 @@ logger = logging.getLogger("roomcast")
 
 ReceiveMode = Literal["text", "bytes", "json"]
 When = Literal["before", "after"]
+Relay = Literal["all", "others"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -85,6 +86,7 @@ class BaseRoom:
         self._on_receive: dict[str, _Handler] = {}
         self._on_connect: dict[str, _Handler] = {}
         self._on_disconnect: dict[str, _Handler] = {}
+        self._relay = 0  # the core's relay mode: 0 none, 1 all, 2 others
 
     # -- membership ----------------------------------------------------------
 
@@ -203,7 +205,7 @@ class BaseRoom:
         if room_id is None:
             room_id = self._room_ids[server] = server._room_new(self)
         self._members[ws] = None
-        core.join(ws._conn, room_id)
+        core.join(ws._conn, room_id, self._relay)
 
     def _drop(self, ws: WebSocket) -> None:
         """Leaves the room at once, without handlers."""
@@ -298,10 +300,19 @@ class Room(BaseRoom):
     ``Room(base_room)`` starts with a copy of ``base_room``'s handlers (not
     its members); decorating the new room afterwards does not change
     ``base_room``. This lets one room serve as a template for others.
+
+    ``Room(relay="all")`` (or ``"others"``) relays in C: every message a
+    member sends is forwarded by the core to every member (``"others"``: but
+    the sender), text as text and binary as binary, without waking Python;
+    ``on_receive`` handlers are not called. Connects and disconnects still
+    run their handlers, and pushes work as in any room.
     """
 
-    def __init__(self, base_room: Optional[BaseRoom] = None) -> None:
+    def __init__(self, base_room: Optional[BaseRoom] = None, *, relay: Optional[Relay] = None) -> None:
         super().__init__()
+        if relay not in (None, "all", "others"):
+            raise ValueError(f'relay must be None, "all" or "others", not {relay!r}')
+        self._relay = {None: 0, "all": 1, "others": 2}[relay]
         if base_room is not None:
             self._on_receive.update(base_room._on_receive)
             self._on_connect.update(base_room._on_connect)
