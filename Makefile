@@ -6,6 +6,7 @@
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
 #   make memcheck  the C unit tests under valgrind
+#   make soak      ten minutes of connection churn (RSS, fds, lost messages)
 #   make conformance  the Autobahn TestSuite (sections 1-7, 9) against
 #                  examples/echo.py; summary in tests/conformance/
 #   make bench     the quick fan-out benchmark (under 5 minutes)
@@ -43,7 +44,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-deps memcheck conformance \
+        bench-full bench-deps memcheck conformance soak \
         format clean
 
 all: build
@@ -188,6 +189,11 @@ memcheck:
 # rewrites tests/conformance/summary.md and results.json.
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py
+
+# Ten minutes of connection churn against a chat server: its RSS and open
+# descriptors over time, messages checked; writes tests/conformance/soak.md.
+soak: deps build
+	$(PYTHON) tests/soak/soak.py --seconds 600 --report tests/conformance/soak.md
 
 # --- housekeeping -----------------------------------------------------------
 

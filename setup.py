@@ -166,7 +166,7 @@ def _headers():
 setup(
     package_dir={"": "python"},
     packages=find_packages("python"),
-    package_data={"roomcast": ["py.typed", "_core.pyi"]},
+    package_data={"roomcast": ["py.typed", "_core.pyi", "static/*.js"]},
     include_package_data=False,
     ext_modules=[
         Extension(

@@ -14,6 +14,7 @@ the protocol and the fan-out of one message to every member of a room.
     server.run(host="127.0.0.1", port=8000)
 """
 
+from .app import App, Hooks, Socket
 from .room import BaseRoom, Room
 from .server import Running, Server
 from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
@@ -21,7 +22,10 @@ from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocke
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "BaseRoom",
+    "Hooks",
+    "Socket",
     "Room",
     "Running",
     "Server",

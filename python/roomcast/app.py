@@ -1,0 +1,391 @@
+"""Events over WebSocket: named events, many rooms per socket, middleware.
+
+Every message, both ways, is a text frame holding one JSON object, the
+envelope ``{"event": <str>, "payload": <any JSON>}`` (the payload may be left
+out: ``null``). It is the envelope of ``microsockets``, so its JavaScript
+client works unchanged; roomcast serves its own at ``/roomcast.js``.
+
+    app = roomcast.App()
+
+    @app.on("join")
+    async def join(ws):
+        await ws.join(ws.payload["room"])
+        await ws.broadcast("joined", ws.payload, to=[ws.payload["room"]])
+
+    app.run()
+
+Rooms are names (``str``). Membership lives in the C core: a broadcast is
+serialised once and fanned out there, and a socket that is in several of
+the target rooms gets one copy.
+
+What a client gets back when something is wrong (the connection stays
+open): a frame that is not an envelope (a binary frame, not JSON, not an
+object, no string ``"event"``) → ``{"event": "error", "payload":
+{"message": ...}}``; an event with no handler → the same with ``"event"``
+in the payload; a handler that raises → ``"internal error"`` (and the
+exception is logged on the ``"roomcast"`` logger).
+
+The server tells each socket the rooms it joins and leaves
+(``roomcast:joined`` / ``roomcast:left``, payload: the room); a client that
+reconnects sends ``roomcast:rejoin`` with that list, and the default
+handler (hooks first, like any event) joins them again. An application that
+must check who may enter a room overrides it with
+``@app.on("roomcast:rejoin")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+
+from .server import Running, Server
+from .websocket import WebSocket, WebSocketDisconnect, WebSocketState
+
+__all__ = ["App", "Hooks", "Socket"]
+
+logger = logging.getLogger("roomcast")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Handler = Callable[["Socket"], Any]
+Hook = Callable[["Socket", Callable[["Socket"], Awaitable[None]]], Any]
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+JOINED = "roomcast:joined"
+LEFT = "roomcast:left"
+REJOIN = "roomcast:rejoin"
+
+
+def envelope(event: str, payload: Any = None) -> str:
+    """The wire form of one event: compact JSON, UTF-8 kept as is."""
+    return json.dumps({"event": event, "payload": payload}, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _call(func: Callable[..., Any], *args: Any) -> Any:
+    result = func(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Hooks:
+    """``app.hooks``: middleware around every event handler."""
+
+    def __init__(self) -> None:
+        self._before_on: list[Hook] = []
+
+    def before_on(self, func: F) -> F:
+        """Decorator: ``hook(ws, func)`` runs before the event's handler.
+        Every hook runs, in the order they were registered; each goes on
+        with ``await func(ws)`` or stops the chain by not calling it."""
+        if not callable(func):
+            raise TypeError(f"before_on hook must be callable, not {type(func).__name__}")
+        self._before_on.append(func)
+        return func
+
+
+class Socket:
+    """One connection of an :class:`App`, as its handlers see it.
+
+    ``event`` and ``payload`` are those of the message being handled (one
+    message at a time per socket, in order). ``ws`` is the underlying
+    :class:`~roomcast.WebSocket` (headers, query parameters, peer);
+    ``state`` is a free namespace; ``id`` is unique per connection.
+    """
+
+    def __init__(self, app: App, ws: WebSocket) -> None:
+        self.app = app
+        self.ws = ws
+        self.id = ws._conn
+        self.event = ""
+        self.payload: Any = None
+        self._rooms: set[str] = set()
+
+    @property
+    def state(self) -> SimpleNamespace:
+        return self.ws.state
+
+    def __repr__(self) -> str:
+        return f"<Socket #{self.id} rooms={sorted(self._rooms)!r}>"
+
+    def rooms(self) -> set[str]:
+        """The rooms this socket is in (a copy)."""
+        return set(self._rooms)
+
+    async def join(self, room: str) -> None:
+        """Joins ``room`` (made on first use); joining twice does nothing.
+        The client is told with a ``roomcast:joined`` event."""
+        if not isinstance(room, str):
+            raise TypeError(f"a room is named by a str, not {type(room).__name__}")
+        if room in self._rooms or not self.app._open(self):
+            return
+        self.app._join(self, room)
+        self._rooms.add(room)
+        await self.emit(JOINED, room)
+
+    def leave(self, room: str) -> None:
+        """Leaves ``room``; not being in it is not an error. The client is
+        told with a ``roomcast:left`` event."""
+        if room not in self._rooms:
+            return
+        self._rooms.discard(room)
+        self.app._leave(self, room)
+        if self.app._open(self):
+            self.app._send(self, envelope(LEFT, room))
+
+    async def emit(self, event: str, payload: Any = None) -> None:
+        """Sends ``event`` to this socket only. Raises
+        :class:`~roomcast.WebSocketClosed` if it has gone."""
+        await self.ws.send_text(envelope(event, payload))
+
+    async def broadcast(
+        self, event: str, payload: Any = None, to: Optional[Iterable[str]] = None, skip_self: bool = True
+    ) -> None:
+        """Sends ``event`` to every socket of the rooms ``to`` (each socket
+        once), or to every socket of the app when ``to`` is ``None``; not to
+        this one unless ``skip_self`` is false."""
+        self.app.broadcast(event, payload, to=to, exclude=self if skip_self else None)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.ws.close(code, reason)
+
+
+class App(Server):
+    """A :class:`~roomcast.Server` that speaks events at ``path`` (default
+    ``"/"``) and serves the JavaScript client at ``/roomcast.js`` (unless
+    ``serve_client=False``). Other keyword arguments are the server's
+    options; ``route``, ``websocket`` and ``static`` still work beside it.
+    """
+
+    def __init__(self, path: str = "/", *, serve_client: bool = True, **options: Any) -> None:
+        super().__init__(**options)
+        self.hooks = Hooks()
+        self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
+        self._connect: list[Callable[[Socket], Any]] = []
+        self._disconnect: list[Callable[[Socket], Any]] = []
+        self._startup: list[Callable[[], Any]] = []
+        self._shutdown_hooks: list[Callable[[], Any]] = []
+        # room name -> (core room id, members); a room exists while it has
+        # members. Touched on the loop's thread; read by broadcast() from
+        # any thread (a dict lookup is atomic under the GIL).
+        self._named: dict[str, tuple[int, set[Socket]]] = {}
+        self._everyone = 0  # core room of every socket: broadcast(to=None)
+        self.websocket(path)(self._endpoint)
+        if serve_client:
+            self.static("/", STATIC)
+
+    # -- decorators ------------------------------------------------------------
+
+    def on(self, event: str) -> Callable[[F], F]:
+        """Decorator: ``handler(ws)`` (sync or async) handles ``event``;
+        ``ws.payload`` holds its payload. One handler per event."""
+        if not isinstance(event, str):
+            raise TypeError(f"an event is named by a str, not {type(event).__name__}")
+
+        def decorator(func: F) -> F:
+            if not callable(func):
+                raise TypeError(f"handler of {event!r} must be callable, not {type(func).__name__}")
+            self._handlers[event] = func
+            return func
+
+        return decorator
+
+    def on_connect(self, func: F) -> F:
+        """Decorator: ``handler(ws)`` runs before the upgrade is accepted;
+        returning ``False`` refuses the connection (HTTP 403)."""
+        self._connect.append(func)
+        return func
+
+    def on_disconnect(self, func: F) -> F:
+        """Decorator: ``handler(ws)`` runs once the connection has closed,
+        while ``ws.rooms()`` still lists its rooms."""
+        self._disconnect.append(func)
+        return func
+
+    def on_startup(self, func: F) -> F:
+        """Decorator: ``handler()`` runs when serving starts, before the
+        first connection is handled."""
+        self._startup.append(func)
+        return func
+
+    def on_shutdown(self, func: F) -> F:
+        """Decorator: ``handler()`` runs when serving stops, after every
+        connection has closed."""
+        self._shutdown_hooks.append(func)
+        return func
+
+    # -- sending from anywhere ---------------------------------------------------
+
+    def broadcast(
+        self, event: str, payload: Any = None, to: Optional[Iterable[str]] = None, exclude: Optional[Socket] = None
+    ) -> None:
+        """Sends ``event`` once to every socket of the rooms ``to`` (each
+        socket once however many of them it is in), or to every socket when
+        ``to`` is ``None``, except ``exclude``. Not a coroutine: callable
+        from a handler, a background task or another thread. Rooms with no
+        members are skipped; the payload is serialised once (a
+        :class:`TypeError` if it is not JSON-serialisable)."""
+        if isinstance(to, str):
+            raise TypeError("to= takes a list of rooms, not one room name")
+        data = envelope(event, payload)
+        core = self._core
+        if core is None:
+            return  # not serving: nobody to send to
+        if to is None:
+            ids = [self._everyone]
+        else:
+            named = self._named
+            ids = [entry[0] for entry in (named.get(room) for room in to) if entry is not None]
+            if not ids:
+                return
+        # Thread-safe: from a thread other than the loop's, the command
+        # wakes the core by itself.
+        core.broadcast(ids, data, exclude.id if exclude is not None else 0)
+
+    # -- serving ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 8000) -> AsyncIterator[Running]:
+        """As :meth:`Server.serve`, running the ``on_startup`` handlers
+        first and the ``on_shutdown`` handlers last."""
+        for func in self._startup:
+            await _call(func)
+        try:
+            async with super().serve(host, port) as running:
+                assert self._core is not None
+                self._everyone = self._core.room_new()
+                yield running
+        finally:
+            self._named.clear()
+            for func in self._shutdown_hooks:
+                try:
+                    await _call(func)
+                except Exception:
+                    logger.exception("on_shutdown handler %r failed", func)
+
+    # -- one connection ------------------------------------------------------------
+
+    async def _endpoint(self, websocket: WebSocket) -> None:
+        ws = Socket(self, websocket)
+        try:
+            for func in self._connect:
+                if await _call(func, ws) is False:
+                    return  # never accepted: the server answers 403
+        except Exception:
+            logger.exception("on_connect handler failed for %r", websocket)
+            return
+        if websocket.application_state is not WebSocketState.CONNECTING:
+            return  # the handler closed it
+        await websocket.accept()
+        core = self._core
+        if core is None:
+            return
+        core.join(ws.id, self._everyone)
+        try:
+            while True:
+                try:
+                    data = await websocket._next()
+                except WebSocketDisconnect:
+                    break
+                await self._handle(ws, data)
+        finally:
+            for func in self._disconnect:
+                try:
+                    await _call(func, ws)
+                except Exception:
+                    logger.exception("on_disconnect handler failed for %r", websocket)
+            for room in list(ws._rooms):
+                ws._rooms.discard(room)
+                self._leave(ws, room)
+
+    async def _handle(self, ws: Socket, data: Any) -> None:
+        if not isinstance(data, str):
+            await self._error(ws, "binary frames are not events: send a JSON text frame")
+            return
+        try:
+            message = json.loads(data)
+        except ValueError as exc:
+            await self._error(ws, f"not JSON: {getattr(exc, 'msg', exc)}")
+            return
+        if not isinstance(message, dict):
+            await self._error(ws, 'an event is a JSON object {"event": ..., "payload": ...}')
+            return
+        event = message.get("event")
+        if not isinstance(event, str):
+            await self._error(ws, 'the "event" member must be a string')
+            return
+        handler = self._handlers.get(event)
+        if handler is None:
+            await self._error(ws, f"no handler for event {event!r}", event)
+            return
+        ws.event = event
+        ws.payload = message.get("payload")
+        try:
+            await self._run_hooks(ws, handler, 0)
+        except WebSocketDisconnect:
+            pass  # it left while its handler ran
+        except Exception:
+            logger.exception("handler of event %r failed for %r", event, ws.ws)
+            await self._error(ws, "internal error", event)
+
+    async def _run_hooks(self, ws: Socket, handler: Handler, index: int) -> None:
+        hooks = self.hooks._before_on
+        if index == len(hooks):
+            await _call(handler, ws)
+            return
+
+        async def go_on(socket: Socket) -> None:
+            await self._run_hooks(socket, handler, index + 1)
+
+        await _call(hooks[index], ws, go_on)
+
+    async def _error(self, ws: Socket, message: str, event: Optional[str] = None) -> None:
+        payload: dict[str, Any] = {"message": message}
+        if event is not None:
+            payload["event"] = event
+        if self._open(ws):
+            self._send(ws, envelope("error", payload))
+
+    async def _rejoin(self, ws: Socket) -> None:
+        rooms = ws.payload
+        if not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms):
+            await self._error(ws, "roomcast:rejoin takes a list of room names", REJOIN)
+            return
+        for room in rooms:
+            await ws.join(room)
+
+    # -- rooms --------------------------------------------------------------------
+
+    def _open(self, ws: Socket) -> bool:
+        return self._core is not None and ws.ws.client_state is WebSocketState.CONNECTED
+
+    def _send(self, ws: Socket, data: str) -> None:
+        core = self._core
+        if core is not None:
+            core.send(ws.id, data)
+
+    def _join(self, ws: Socket, room: str) -> None:
+        core = self._core
+        assert core is not None
+        entry = self._named.get(room)
+        if entry is None:
+            entry = self._named[room] = (core.room_new(), set())
+        entry[1].add(ws)
+        core.join(ws.id, entry[0])
+
+    def _leave(self, ws: Socket, room: str) -> None:
+        entry = self._named.get(room)
+        if entry is None:
+            return
+        entry[1].discard(ws)
+        core = self._core
+        if core is not None:
+            core.leave(ws.id, entry[0])
+        if not entry[1]:
+            del self._named[room]  # the core forgets an empty room by itself
