@@ -109,13 +109,16 @@ async def test_rooms_join_and_leave_with_notices():
             assert await event(b) == ("said", "anyone?")
             await send(a, "rooms")
             assert await event(a) == ("rooms", [])  # a left: it got nothing
-            assert s.app._named.keys() == {"lobby"}
+            assert s.app.rooms() == ["lobby"]
+            [member] = s.app.members("lobby")  # b only: a left
+            assert member.rooms() == {"lobby"}
+            assert s.app.members("nowhere") == set()
         # Everyone gone: no room is kept.
         for _ in range(200):
-            if not s.app._named:
+            if not s.app.rooms():
                 break
             await asyncio.sleep(0.01)
-        assert s.app._named == {}
+        assert s.app.rooms() == []
 
 
 async def test_rejoin_after_a_reconnection_restores_the_rooms():

@@ -1,8 +1,9 @@
 """The chat demo as its users see it: ``examples/chat.py`` served to two tabs
 of a real headless Chromium, driven over the Chrome DevTools Protocol.
 
-Tab A types a name and a message and presses Send; both tabs must show the
-message, and both must show that two people are here. Chromium is a test
+Both tabs join the lobby; tab A types a name and a message and presses Send:
+both tabs must show the message and count two people in the lobby. Tab A then
+joins a second room: what it says there reaches only itself. Chromium is a test
 dependency (Debian package ``chromium``, installed by ``make deps``): without
 it this test fails rather than skips, so a missing browser is never mistaken
 for a passing demo.
@@ -209,16 +210,25 @@ class DevTools:
         await asyncio.gather(self.reader, return_exceptions=True)
 
 
-# What a person looking at the tab sees: the status line and the chat log.
+# What a person looking at the tab sees: the status line, the rooms it is in
+# with their presence counts, the room picked for sending, and the chat log.
 PAGE_STATE = """(() => {
+  const text = (node, selector) => {
+    const found = node.querySelector(selector);
+    return found ? found.textContent : null;
+  };
   const status = document.getElementById("status");
+  const to = document.getElementById("to");
+  const rooms = {};
+  for (const item of document.querySelectorAll("#rooms li")) rooms[item.dataset.room] = text(item, ".count");
   const log = Array.from(document.querySelectorAll("#log li"), (item) => {
-    const who = item.querySelector(".name");
-    return who
-      ? { name: who.textContent, text: item.textContent.slice(who.textContent.length) }
-      : { system: item.textContent };
+    const room = item.dataset.room || null;
+    const name = text(item, ".name");
+    const prefix = (room === null ? "" : "#" + room) + (name === null ? "" : name);
+    const rest = item.textContent.slice(prefix.length);
+    return name === null ? { room: room, system: rest } : { room: room, name: name, text: rest };
   });
-  return { url: location.href, status: status && status.textContent, log: log };
+  return { url: location.href, status: status && status.textContent, rooms: rooms, to: to && to.value, log: log };
 })()"""
 
 
@@ -235,18 +245,22 @@ class Tab:
         session = (await devtools.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
         return cls(devtools, label, target, session)
 
-    async def evaluate(self, expression):
+    async def evaluate(self, expression, await_promise=False):
         result = await self.devtools.call(
-            "Runtime.evaluate", self.session, expression=expression, returnByValue=True
+            "Runtime.evaluate",
+            self.session,
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
         )
         if "exceptionDetails" in result:
             raise RuntimeError(f"script failed in tab {self.label}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def wait_for(self, what, accept):
+    async def wait_for(self, what, accept, timeout=T):
         """Polls the page until accept(state) holds; on timeout fails showing
         what the page showed last."""
-        deadline = asyncio.get_running_loop().time() + T
+        deadline = asyncio.get_running_loop().time() + timeout
         state = None
         while True:
             try:
@@ -259,51 +273,87 @@ class Tab:
             if asyncio.get_running_loop().time() > deadline:
                 shown = json.dumps(state, indent=2, ensure_ascii=False) if isinstance(state, dict) else state
                 raise AssertionError(
-                    f"tab {self.label} never showed {what} within {T} s; it showed:\n{shown}"
+                    f"tab {self.label} never showed {what} within {timeout} s; it showed:\n{shown}"
                 )
             await asyncio.sleep(POLL)
+
+    async def join(self, room):
+        """Types a room name in the join form and presses Join."""
+        await self.evaluate(
+            f"""(() => {{
+              document.getElementById("room").value = {json.dumps(room)};
+              document.querySelector("#join-form button").click();
+            }})()"""
+        )
+
+    async def say(self, room, name, text):
+        """Picks the room, types a name and a message, presses Send; returns
+        what is left in the message input (empty once sent)."""
+        return await self.evaluate(
+            f"""(() => {{
+              document.getElementById("to").value = {json.dumps(room)};
+              document.getElementById("name").value = {json.dumps(name)};
+              const text = document.getElementById("text");
+              text.value = {json.dumps(text)};
+              document.querySelector("#form button").click();
+              return text.value;
+            }})()"""
+        )
 
     async def close(self):
         await self.devtools.call("Target.closeTarget", targetId=self.target)
 
 
-def here(count):
-    return lambda state: state["status"] == f"connected: {count} here"
+def here(room, count):
+    """The tab lists ``room`` with ``count`` people in it."""
+    return lambda state: state["rooms"].get(room) == f"{count} here"
+
+
+def shows(message):
+    return lambda state: message in state["log"]
 
 
 async def test_two_tabs_chat_through_the_page(chromium, chat_server):
     name = "Ada"
-    # Markup must arrive as text, and the token tells this run's message apart.
-    text = f"hello <b>both</b> tabs {uuid.uuid4().hex[:8]}"
-    expected = {"name": name, "text": text}
+    # Markup must arrive as text, and the token tells this run's messages apart.
+    token = uuid.uuid4().hex[:8]
+    hello = {"room": "lobby", "name": name, "text": f"hello <b>both</b> tabs {token}"}
+    aside = {"room": f"side-{token}", "name": name, "text": f"only for the side room {token}"}
+    again = {"room": "lobby", "name": name, "text": f"back in the lobby {token}"}
 
     async with connect(chromium, max_size=None, open_timeout=T, close_timeout=T) as ws:
         devtools = DevTools(ws)
         try:
+            # Each page joins the lobby by itself; presence reaches both.
             a = await Tab.open(devtools, "A", chat_server)
-            await a.wait_for("its socket open", lambda s: (s["status"] or "").startswith("connected"))
+            await a.wait_for("its socket open, in the lobby", lambda s: s["status"] == "connected" and "lobby" in s["rooms"])
             b = await Tab.open(devtools, "B", chat_server)
-            # Presence reaches both: each tab counts two people here.
-            await b.wait_for("'connected: 2 here'", here(2))
-            await a.wait_for("'connected: 2 here'", here(2))
+            await b.wait_for("'2 here' in the lobby", here("lobby", 2))
+            await a.wait_for("'2 here' in the lobby", here("lobby", 2))
 
-            left_in_input = await a.evaluate(
-                f"""(() => {{
-                  document.getElementById("name").value = {json.dumps(name)};
-                  const text = document.getElementById("text");
-                  text.value = {json.dumps(text)};
-                  document.querySelector("#form button").click();
-                  return text.value;
-                }})()"""
-            )
+            left_in_input = await a.say("lobby", name, hello["text"])
             assert left_in_input == "", f"tab A did not send (its input still holds {left_in_input!r})"
+            await b.wait_for(f"{name}'s message", shows(hello))
+            state = await a.wait_for(f"its own message from {name}", shows(hello))
+            assert state["log"].count(hello) == 1, f"tab A shows the message twice: {state['log']}"
 
-            await b.wait_for(f"{name}'s message", lambda s: expected in s["log"])
-            state = await a.wait_for(f"its own message from {name}", lambda s: expected in s["log"])
-            assert state["log"].count(expected) == 1, f"tab A shows the message twice: {state['log']}"
+            # A second room, for tab A only: it is in both rooms at once, and
+            # what it says there does not reach tab B.
+            await a.join(aside["room"])
+            await a.wait_for(f"itself alone in {aside['room']}", here(aside["room"], 1))
+            state = await a.wait_for("the new room picked for sending", lambda s: s["to"] == aside["room"])
+            assert here("lobby", 2)(state), f"tab A left the lobby on joining another room: {state['rooms']}"
+            await a.say(aside["room"], name, aside["text"])
+            await a.wait_for("its message in the side room", shows(aside))
+            # Both messages leave tab A's socket in this order: once B shows the
+            # second, it would already show the first had it been sent to B.
+            await a.say("lobby", name, again["text"])
+            state = await b.wait_for("the second lobby message", shows(again))
+            assert aside not in state["log"], f"tab B got a message of a room it is not in: {state['log']}"
+            assert aside["room"] not in state["rooms"], f"tab B lists a room it never joined: {state['rooms']}"
 
-            # Closing a tab is leaving the room: the other tab counts one again.
+            # Closing a tab is leaving its rooms: the other tab counts one again.
             await b.close()
-            await a.wait_for("'connected: 1 here' after tab B closed", here(1))
+            await a.wait_for("'1 here' in the lobby after tab B closed", here("lobby", 1))
         finally:
             await devtools.close()

@@ -132,26 +132,61 @@ async def test_websocket_rooms_client_id_example(examples):
 async def test_chat_demo(examples):
     example = await examples("chat.py", "--port", "0", "--host", "127.0.0.1")
     port = example.port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    page = await asyncio.wait_for(reader.read(), T)
-    writer.close()
-    assert page.startswith(b"HTTP/1.1 200")
-    assert b"text/html" in page and b"new WebSocket(" in page
 
-    uri = f"ws://127.0.0.1:{port}/chat"
+    async def get(path):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        response = await asyncio.wait_for(reader.read(), T)
+        writer.close()
+        return response
+
+    page = await get("/")
+    assert page.startswith(b"HTTP/1.1 200")
+    assert b"text/html" in page and b'<script src="/roomcast.js">' in page
+    script = await get("/roomcast.js")
+    assert script.startswith(b"HTTP/1.1 200")
+    assert b"javascript" in script.split(b"\r\n\r\n")[0] and b"roomcast.connect" in script
+
+    async def send(ws, event, payload):
+        await ws.send(json.dumps({"event": event, "payload": payload}))
+
+    async def event(ws):
+        message = json.loads(await recv(ws))
+        return message["event"], message["payload"]
+
+    uri = f"ws://127.0.0.1:{port}/"
     async with connect(uri) as a:
-        assert json.loads(await recv(a)) == {"type": "presence", "count": 1}
+        await send(a, "join", {"room": "lobby"})
+        assert await event(a) == ("roomcast:joined", "lobby")
+        assert await event(a) == ("presence", {"room": "lobby", "count": 1})
         async with connect(uri) as b:
+            await send(b, "join", {"room": "lobby"})
+            assert await event(b) == ("roomcast:joined", "lobby")
             for ws in (a, b):
-                assert json.loads(await recv(ws)) == {"type": "presence", "count": 2}
-            await a.send("[1, 2]")  # valid JSON but not a chat message: ignored
-            await a.send(json.dumps({"name": "ann", "text": "hi <b>all</b>"}))
+                assert await event(ws) == ("presence", {"room": "lobby", "count": 2})
+            # A room of its own: b is not in it, so it hears nothing from it.
+            await send(a, "join", {"room": "side"})
+            assert await event(a) == ("roomcast:joined", "side")
+            assert await event(a) == ("presence", {"room": "side", "count": 1})
+            await send(a, "say", {"room": "side", "name": "ann", "text": "only here"})
+            assert await event(a) == ("message", {"room": "side", "name": "ann", "text": "only here"})
+            # Not a member of "side": ignored (b's messages are handled in
+            # order, so a's next message is b's second one).
+            await send(b, "say", {"room": "side", "name": "bob", "text": "not a member"})
+            await send(b, "say", {"room": "lobby", "name": "bob", "text": "hello"})
             for ws in (a, b):
-                assert json.loads(await recv(ws)) == {"type": "message", "name": "ann", "text": "hi <b>all</b>"}
-        assert json.loads(await recv(a)) == {"type": "presence", "count": 1}
+                assert await event(ws) == ("message", {"room": "lobby", "name": "bob", "text": "hello"})
+            await send(a, "say", [1, 2])  # valid JSON but not a chat message: ignored
+            await send(a, "say", {"room": "lobby", "name": "ann", "text": "hi <b>all</b>"})
+            for ws in (a, b):
+                assert await event(ws) == ("message", {"room": "lobby", "name": "ann", "text": "hi <b>all</b>"})
+        assert await event(a) == ("presence", {"room": "lobby", "count": 1})
+        # Not an event: answered with an error, and the connection stays open.
         await a.send("not json")
-        assert await close_of(a) == 1007
+        name, payload = await event(a)
+        assert name == "error" and "not JSON" in payload["message"]
+        await send(a, "leave", {"room": "side"})
+        assert await event(a) == ("roomcast:left", "side")
     assert await example.stop(signal.SIGINT) == 0
 
 

@@ -220,6 +220,17 @@ class App(Server):
         self._shutdown_hooks.append(func)
         return func
 
+    # -- rooms from outside ----------------------------------------------------
+
+    def members(self, room: str) -> set[Socket]:
+        """The sockets in ``room`` now (a copy; empty for an unknown room)."""
+        entry = self._named.get(room)
+        return set(entry[1]) if entry is not None else set()
+
+    def rooms(self) -> list[str]:
+        """The names of the rooms that have members now."""
+        return list(self._named)
+
     # -- sending from anywhere ---------------------------------------------------
 
     def broadcast(
