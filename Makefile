@@ -6,6 +6,8 @@
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
 #   make memcheck  the C unit tests under valgrind
+#   make fuzz      the libFuzzer targets, FUZZ_SECONDS each (default 60);
+#                  make fuzz-smoke: 10 s each (CI)
 #   make soak      ten minutes of connection churn (RSS, fds, lost messages)
 #   make conformance  the Autobahn TestSuite (sections 1-7, 9) against
 #                  examples/echo.py; summary in tests/conformance/
@@ -44,7 +46,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-deps memcheck conformance soak \
+        bench-full bench-deps memcheck conformance soak fuzz fuzz-smoke \
         format clean
 
 all: build
@@ -189,6 +191,17 @@ memcheck:
 # rewrites tests/conformance/summary.md and results.json.
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py
+
+# libFuzzer targets (clang + libclang-rt-14-dev, installed by fuzz/run.sh
+# when missing): each target runs FUZZ_SECONDS, new inputs in build/fuzz/;
+# fails on a crash, leak, sanitizer report or broken property.
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=10 bash fuzz/run.sh
 
 # Ten minutes of connection churn against a chat server: its RSS and open
 # descriptors over time, messages checked; writes tests/conformance/soak.md.

@@ -154,13 +154,6 @@ static void outq_drop_unsent(rc_outq *q) {
   }
 }
 
-/* 1 for a data frame (text or binary, FIN set): what drop_oldest may drop.
- * Control frames and HTTP answers ('H' has FIN clear) stay. */
-static int buf_is_message(const rc_buf *b) {
-  unsigned op = b->data[0] & 0x0Fu;
-  return (b->data[0] & 0x80u) && (op == RC_OP_TEXT || op == RC_OP_BINARY);
-}
-
 /* Drops the oldest whole messages that have not started to leave until at
  * most target bytes wait, keeping the order of the rest. Returns how many
  * it dropped. Draining to a target below the limit keeps the cost at one
@@ -172,7 +165,7 @@ static uint32_t outq_drop_oldest(rc_outq *q, size_t target) {
   uint32_t mask = q->cap - 1, w = keep, dropped = 0;
   for (uint32_t i = keep; i < q->count; i++) {
     rc_buf *b = q->ring[(q->head + i) & mask];
-    if (q->bytes > target && buf_is_message(b)) {
+    if (q->bytes > target && b->is_message) {
       q->bytes -= b->len;
       rc__buf_unref(b);
       dropped++;
@@ -574,7 +567,8 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     c->last_msg = now_ms(s);
     atomic_fetch_add_explicit(&s->st_messages_in, 1, memory_order_relaxed);
     if (c->nrelay > 0) { /* forwarded here; Python never sees it */
-      rc_buf *b = rc__buf_frame(arg->opcode, arg->msg, arg->msg_length);
+      rc_buf *b = rc__buf_message(arg->opcode == WSLAY_TEXT_FRAME, arg->msg,
+                                  arg->msg_length);
       if (b == NULL) {
         rc__conn_fail(c);
         return;
@@ -909,11 +903,15 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
 static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
   rc_server *s = c->srv;
   size_t cap = s->cfg.max_header_bytes + RC__HBUF_SLACK;
+  const char *rest = NULL; /* bytes of this read past the cap */
+  size_t rest_len = 0;
   if (c->hlen + len > cap) {
     if (c->hlen >= s->cfg.max_header_bytes) {
       respond_status(c, 431, NULL, "request header fields too large");
       return;
     }
+    rest = data + (cap - c->hlen);
+    rest_len = c->hlen + len - cap;
     len = cap - c->hlen;
   }
   size_t want = c->hlen + len;
@@ -936,9 +934,9 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
 
   int r = rc_http_parse_request(c->hbuf, c->hlen, s->cfg.max_header_bytes,
                                 s->cfg.max_headers, &s->req);
-  if (r == RC_HTTP_INCOMPLETE)
+  if (r == RC_HTTP_INCOMPLETE && rest_len == 0)
     return;
-  if (r == RC_HTTP_E_TOO_LARGE) {
+  if (r == RC_HTTP_E_TOO_LARGE || r == RC_HTTP_INCOMPLETE) {
     respond_status(c, 431, NULL, "request header fields too large");
     return;
   }
@@ -948,6 +946,20 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
   }
   c->hhead = (uint32_t)r;
   on_request_head(c, &s->req);
+  /* After it: s->req points into hbuf, which may move now. */
+  if (rest_len > 0 && c->state == RC_CONN_PENDING) {
+    /* Frames followed the head in the same read: keep them for after the
+     * handshake. One read at most, so still bounded. */
+    char *nb = realloc(c->hbuf, c->hlen + rest_len);
+    if (nb == NULL) {
+      rc__conn_fail(c);
+      return;
+    }
+    memcpy(nb + c->hlen, rest, rest_len);
+    c->hbuf = nb;
+    c->hlen += (uint32_t)rest_len;
+    c->hcap = c->hlen;
+  }
 }
 
 void rc__accept_ws(rc_conn *c, const rc_cmd *cmd) {

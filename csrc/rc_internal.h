@@ -29,12 +29,18 @@
 typedef struct rc_buf {
   size_t refs;
   size_t len;
+  /* 1: one whole data message, which drop_oldest may drop. Control frames
+   * (wslay writes one as two buffers, header then payload) and HTTP answers
+   * are 0: a payload's first byte proves nothing. */
+  uint8_t is_message;
   uint8_t data[];
 } rc_buf;
 
 rc_buf *rc__buf_new(size_t len);
 /* A buffer holding one complete frame: header then a copy of payload. */
 rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len);
+/* The same for a text (is_text) or binary message: is_message set. */
+rc_buf *rc__buf_message(int is_text, const void *payload, size_t len);
 static inline void rc__buf_ref(rc_buf *b) { b->refs++; }
 void rc__buf_unref(rc_buf *b);
 /* A buffer holding a complete HTTP response (see rc_http_response);

@@ -28,6 +28,7 @@ rc_buf *rc__buf_new(size_t len) {
     return NULL;
   b->refs = 1;
   b->len = len;
+  b->is_message = 0;
   return b;
 }
 
@@ -39,6 +40,13 @@ rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len) {
   rc_frame_header(b->data, opcode, 1, len);
   if (len > 0)
     memcpy(b->data + hl, payload, len);
+  return b;
+}
+
+rc_buf *rc__buf_message(int is_text, const void *payload, size_t len) {
+  rc_buf *b = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, payload, len);
+  if (b != NULL)
+    b->is_message = 1;
   return b;
 }
 

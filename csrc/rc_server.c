@@ -431,7 +431,7 @@ int rc_server_send(rc_server *s, uint64_t conn, const void *data, size_t len,
   rc_cmd *cmd = cmd_new(RC_CMD_SEND, conn);
   if (cmd == NULL)
     return UV_ENOMEM;
-  cmd->buf = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  cmd->buf = rc__buf_message(is_text, data, len);
   if (cmd->buf == NULL) {
     rc__cmd_free(cmd);
     return UV_ENOMEM;
@@ -503,7 +503,7 @@ int rc_server_publish(rc_server *s, uint64_t room, const void *data,
     return UV_ENOMEM;
   cmd->room = room;
   cmd->exclude = exclude;
-  cmd->buf = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  cmd->buf = rc__buf_message(is_text, data, len);
   if (cmd->buf == NULL) {
     rc__cmd_free(cmd);
     return UV_ENOMEM;
@@ -520,7 +520,7 @@ int rc_server_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
   cmd->exclude = exclude;
   cmd->nrooms = nrooms;
   cmd->rooms = malloc((nrooms ? nrooms : 1) * sizeof(*rooms));
-  cmd->buf = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  cmd->buf = rc__buf_message(is_text, data, len);
   if (cmd->rooms == NULL || cmd->buf == NULL) {
     rc__cmd_free(cmd);
     return UV_ENOMEM;

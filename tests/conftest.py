@@ -28,3 +28,22 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
 
     asyncio.run(run())
     return True
+
+
+@pytest.fixture
+def examples():
+    """``await examples(script, *args, env=None, listen_on="stderr")``
+    starts an example (see tests/example_proc.py); all are killed after
+    the test."""
+    from example_proc import Example
+
+    started = []
+
+    async def start(script, *args, **kw):
+        example = await Example.start(script, *args, **kw)
+        started.append(example)
+        return example
+
+    yield start
+    for example in started:
+        example.kill()

@@ -260,3 +260,52 @@ def test_broadcast_arguments_are_checked():
     with pytest.raises(TypeError):
         app.broadcast("x", payload=object())
     app.broadcast("x", to=["nobody"])  # not serving: nothing happens
+
+
+async def test_on_unhandled_takes_events_without_a_handler_after_the_hooks():
+    app = make_app(room_notices=False)
+    order = []
+
+    @app.hooks.before_on
+    async def hook(ws, func):
+        order.append(("hook", ws.event))
+        await func(ws)
+
+    @app.on_unhandled
+    async def fallback(ws):
+        order.append(("fallback", ws.event))
+        await ws.emit("echo", {"event": ws.event, "payload": ws.payload})
+
+    async with Served(app) as s:
+        async with connect(s.url) as ws:
+            await send(ws, "anything", [1])
+            assert await event(ws) == ("echo", {"event": "anything", "payload": [1]})
+            # room_notices=False: joining sends nothing back by itself
+            await send(ws, "join", "quiet")
+            await send(ws, "rooms")
+            assert json.loads(await ws.recv()) == {"event": "rooms", "payload": ["quiet"]}
+    assert order[:2] == [("hook", "anything"), ("fallback", "anything")]
+
+
+async def test_close_code_and_reason_once_closed():
+    app = make_app()
+    seen = []
+
+    @app.on_disconnect
+    def gone(ws):
+        seen.append((ws.ws.close_code, ws.ws.close_reason))
+
+    @app.on("peek")
+    async def peek(ws):
+        await ws.emit("peek", [ws.ws.close_code, ws.ws.close_reason])
+
+    async with Served(app) as s:
+        async with connect(s.url) as ws:
+            await send(ws, "peek")
+            assert await event(ws) == ("peek", [None, None])
+            await ws.close(4000, "bye now")
+        for _ in range(500):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+    assert seen == [(4000, "bye now")]

@@ -3,18 +3,12 @@ subprocess on a free port, exercised by a client, stopped by a signal."""
 
 import asyncio
 import json
-import os
-import re
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
 T = 60  # seconds; starting Python on a loaded machine can be slow
 
 
@@ -25,70 +19,6 @@ async def recv(ws):
 async def close_of(ws):
     await asyncio.wait_for(ws.wait_closed(), T)
     return ws.close_code
-
-
-class Example:
-    """One example process; reads its log (stderr, or stdout for the
-    examples that print there) line by line."""
-
-    def __init__(self, proc, stdout_log=False):
-        self.proc = proc
-        self.stream = proc.stdout if stdout_log else proc.stderr
-        self.log = []
-
-    @classmethod
-    async def start(cls, script, *args, env=None, stdout_log=False):
-        environ = dict(os.environ, **(env or {}))
-        # Appended: a PYTHONPATH already set (make sanitize) names the build.
-        paths = [environ.get("PYTHONPATH", ""), str(REPO / "python")]
-        environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(EXAMPLES / script),
-            *args,
-            env=environ,
-            stdout=asyncio.subprocess.PIPE if stdout_log else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.STDOUT if stdout_log else asyncio.subprocess.PIPE,
-        )
-        example = cls(proc, stdout_log)
-        match = await example.wait_for_line(r"listening on \S+:(\d+)/")
-        example.port = int(match.group(1))
-        return example
-
-    async def wait_for_line(self, pattern):
-        """Reads the log until a line matches; fails if the process ends."""
-        while True:
-            line = await asyncio.wait_for(self.stream.readline(), T)
-            if not line:
-                raise AssertionError("example ended; its log:\n" + "".join(self.log))
-            self.log.append(line.decode(errors="replace"))
-            match = re.search(pattern, self.log[-1])
-            if match:
-                return match
-
-    async def stop(self, sig):
-        self.proc.send_signal(sig)
-        rest = await asyncio.wait_for(self.stream.read(), T)
-        self.log.append(rest.decode(errors="replace"))
-        return await asyncio.wait_for(self.proc.wait(), T)
-
-    def kill(self):
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-
-@pytest.fixture
-def examples():
-    started = []
-
-    async def start(script, *args, env=None, stdout_log=False):
-        example = await Example.start(script, *args, env=env, stdout_log=stdout_log)
-        started.append(example)
-        return example
-
-    yield start
-    for example in started:
-        example.kill()
 
 
 async def test_websocket_rooms_basic_example(examples):
@@ -191,7 +121,7 @@ async def test_chat_demo(examples):
 
 
 async def test_echo_example_sends_each_message_back_as_it_came(examples):
-    example = await examples("echo.py", "127.0.0.1", "0", stdout_log=True)
+    example = await examples("echo.py", "127.0.0.1", "0", listen_on="stdout")
     async with connect(f"ws://127.0.0.1:{example.port}/any/path", max_size=None) as ws:
         await ws.send("text stays text")
         assert await recv(ws) == "text stays text"

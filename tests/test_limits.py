@@ -425,3 +425,30 @@ def test_a_blocked_loop_holds_the_senders_not_the_memory():
             assert flooder.recv_text() == "flood done"
             assert counts == {"flood": FLOOD, "in_order": True}
             assert _echo_works(quiet)
+
+
+def test_drop_policy_never_splits_a_control_frame():
+    # wslay writes a pong as two buffers, header then payload; a payload
+    # whose first byte looks like a text frame header must not be taken for
+    # a droppable message.
+    ping = b"\xd1" + b"12345678"
+    server = wsraw.echo_server(max_queue_bytes=64 * 1024, slow_consumer="drop")
+    with wsraw.ServerThread(server) as st:
+        client = wsraw.WSClient.connect(st.port, "/echo", rcvbuf=4096)
+        with client:
+            pings = 0
+            for k in range(3000):
+                client.send_text("x" * 2000)
+                if k % 4 == 0:
+                    client.send_frame(wsraw.OP_PING, ping)
+                    pings += 1
+            pongs = 0
+            while pongs < pings:
+                frame = client.recv_frame()  # raises on a malformed frame
+                assert frame.opcode in (wsraw.OP_TEXT, wsraw.OP_PONG), frame
+                if frame.opcode == wsraw.OP_PONG:
+                    assert frame.payload == ping
+                    pongs += 1
+                else:
+                    assert frame.payload == b"x" * 2000
+            assert st.running.stats()["messages_dropped"] > 0

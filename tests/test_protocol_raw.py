@@ -278,3 +278,23 @@ def test_bad_clients_do_not_disturb_a_good_one(port):
         http_exchange(port, handshake_request("/echo", key=None))
         good.send_text("2")
         assert good.recv_text() == "2"
+
+
+def test_frames_sent_with_the_request_in_one_write_are_all_read(port):
+    # A client that does not wait for the 101 (RFC 6455 4.1 says it should)
+    # still gets its message, even when it is larger than the request head
+    # buffer.
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    with sock:
+        big = "x" * 12000
+        sock.sendall(handshake_request("/echo", key=wsraw.new_key())
+                     + wsraw.encode_frame(wsraw.OP_TEXT, big.encode()))
+        reader = wsraw.Reader(sock)
+        head = wsraw.read_http_response(reader)
+        assert head.status == 101
+        first = reader.read_exact(4)
+        assert first[0] == 0x81 and first[1] == 126
+        assert int.from_bytes(first[2:4], "big") == len(big)
+        assert reader.read_exact(len(big)) == big.encode()

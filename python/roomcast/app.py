@@ -127,7 +127,8 @@ class Socket:
             return
         self.app._join(self, room)
         self._rooms.add(room)
-        await self.emit(JOINED, room)
+        if self.app._room_notices:
+            await self.emit(JOINED, room)
 
     def leave(self, room: str) -> None:
         """Leaves ``room``; not being in it is not an error. The client is
@@ -136,7 +137,7 @@ class Socket:
             return
         self._rooms.discard(room)
         self.app._leave(self, room)
-        if self.app._open(self):
+        if self.app._room_notices and self.app._open(self):
             self.app._send(self, envelope(LEFT, room))
 
     async def emit(self, event: str, payload: Any = None) -> None:
@@ -163,10 +164,12 @@ class App(Server):
     options; ``route``, ``websocket`` and ``static`` still work beside it.
     """
 
-    def __init__(self, path: str = "/", *, serve_client: bool = True, **options: Any) -> None:
+    def __init__(self, path: str = "/", *, serve_client: bool = True, room_notices: bool = True, **options: Any) -> None:
         super().__init__(**options)
         self.hooks = Hooks()
+        self._room_notices = room_notices
         self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
+        self._unhandled: Optional[Handler] = None
         self._connect: list[Callable[[Socket], Any]] = []
         self._disconnect: list[Callable[[Socket], Any]] = []
         self._startup: list[Callable[[], Any]] = []
@@ -195,6 +198,13 @@ class App(Server):
             return func
 
         return decorator
+
+    def on_unhandled(self, func: F) -> F:
+        """Decorator: ``handler(ws)`` handles the events that have no
+        handler of their own (after the hooks, like any event), instead of
+        the ``"no handler"`` error event."""
+        self._unhandled = func
+        return func
 
     def on_connect(self, func: F) -> F:
         """Decorator: ``handler(ws)`` runs before the upgrade is accepted;
@@ -291,14 +301,15 @@ class App(Server):
         except Exception:
             logger.exception("on_connect handler failed for %r", websocket)
             return
-        if websocket.application_state is not WebSocketState.CONNECTING:
+        if websocket.application_state is WebSocketState.DISCONNECTED:
             return  # the handler closed it
-        await websocket.accept()
-        core = self._core
-        if core is None:
-            return
-        core.join(ws.id, self._everyone)
         try:
+            if websocket.application_state is WebSocketState.CONNECTING:
+                await websocket.accept()  # unless a handler accepted it its way
+            core = self._core
+            if core is None:
+                return
+            core.join(ws.id, self._everyone)
             while True:
                 try:
                     data = await websocket._next()
@@ -331,7 +342,7 @@ class App(Server):
         if not isinstance(event, str):
             await self._error(ws, 'the "event" member must be a string')
             return
-        handler = self._handlers.get(event)
+        handler = self._handlers.get(event, self._unhandled)
         if handler is None:
             await self._error(ws, f"no handler for event {event!r}", event)
             return

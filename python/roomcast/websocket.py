@@ -264,6 +264,17 @@ class WebSocket:
         return self._headers
 
     @property
+    def close_code(self) -> Optional[int]:
+        """The close code once the connection has closed (1006 when no
+        close frame was exchanged), else ``None``."""
+        return self._close_code if self.client_state is WebSocketState.DISCONNECTED else None
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        """The close reason once the connection has closed, else ``None``."""
+        return self._close_reason if self.client_state is WebSocketState.DISCONNECTED else None
+
+    @property
     def subprotocols(self) -> list[str]:
         """The subprotocols the client offered (``Sec-WebSocket-Protocol``),
         in its order of preference."""

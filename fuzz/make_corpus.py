@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets: fuzz/corpus/http/ and
+fuzz/corpus/frames/.
+
+Each seed is two control bytes (see the comment at the top of
+fuzz/fuzz_http.c and fuzz/fuzz_frames.c) followed by the bytes a client
+sends. The files are committed; run this again after changing a seed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade(
+    target: bytes = b"/chat",
+    extra: bytes = b"",
+    eol: bytes = b"\r\n",
+    method: bytes = b"GET",
+    version: bytes = b"HTTP/1.1",
+    key: bytes = KEY,
+    ws_version: bytes = b"13",
+) -> bytes:
+    lines = [
+        method + b" " + target + b" " + version,
+        b"Host: example.com:8080",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Key: " + key,
+        b"Sec-WebSocket-Version: " + ws_version,
+    ]
+    head = eol.join(lines) + eol
+    return head + extra + eol
+
+
+def http_seeds() -> dict[str, bytes]:
+    # control: byte 0 picks the limits (0: the defaults), byte 1 the split.
+    d = b"\x00\x80"
+    whole = b"\x00\xff"
+    s = {
+        "upgrade": d + upgrade(),
+        "upgrade_one_read": whole + upgrade(),
+        "upgrade_split_early": b"\x00\x10" + upgrade(),
+        "upgrade_extras": d
+        + upgrade(
+            target=b"/room/1?name=a%20b&x=",
+            extra=b"Origin: http://example.com\r\n"
+            b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+            b"User-Agent: seed\r\n",
+        ),
+        "upgrade_bare_lf": d + upgrade(eol=b"\n"),
+        "upgrade_token_lists": d
+        + b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket\r\n"
+        b"Connection: keep-alive,  Upgrade \r\nConnection: close\r\n"
+        b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "upgrade_pipelined": d + upgrade() + b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58",
+        "missing_key": d + upgrade().replace(b"Sec-WebSocket-Key: " + KEY + b"\r\n", b""),
+        "bad_key": d + upgrade(key=b"short=="),
+        "key_padding": d + upgrade(key=b"AAAAAAAAAAAAAAAAAAAAA==="),
+        "version_8": d + upgrade(ws_version=b"8"),
+        "post_upgrade": d + upgrade(method=b"POST"),
+        "http10_upgrade": d + upgrade(version=b"HTTP/1.0"),
+        "http2": d + upgrade(version=b"HTTP/2.0"),
+        "duplicate_host": d + upgrade(extra=b"Host: other\r\n"),
+        "duplicate_key": d + upgrade(extra=b"Sec-WebSocket-Key: " + KEY + b"\r\n"),
+        "plain_get": d + b"GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n",
+        "plain_head": d + b"HEAD / HTTP/1.0\r\n\r\n",
+        "obs_fold": d + b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  continued\r\n\r\n",
+        "space_before_colon": d + b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        "control_char": d + b"GET / HTTP/1.1\r\nHost: h\x01\r\n\r\n",
+        "absolute_form": d + b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+        "asterisk": d + b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        "cr_without_lf": d + b"GET / HTTP/1.1\rHost: h\r\n\r\n",
+        "empty_header_value": d + b"GET / HTTP/1.1\r\nHost:\r\nX:   \t \r\n\r\n",
+        "high_bytes": d + b"GET /\xc3\xa9 HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",
+        "request_line_only": d + b"GET / HTTP/1.1\r\n",
+        "incomplete": d + b"GET /chat HTTP/1.1\r\nHost: exa",
+        "many_headers": d
+        + b"GET / HTTP/1.1\r\n"
+        + b"".join(b"X-%d: v\r\n" % i for i in range(110))
+        + b"\r\n",
+        # limits: 64 bytes, 3 headers
+        "small_limits": b"\x09\x80" + upgrade(),
+        "zero_headers": b"\x04\x80" + b"GET / HTTP/1.1\r\n\r\n",
+        "long_header": d + b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        "big_limit": b"\x03\xff" + upgrade(extra=b"X-Pad: " + b"p" * 2000 + b"\r\n"),
+    }
+    return s
+
+
+def mask_frame(
+    opcode: int,
+    payload: bytes,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = b"\x37\xfa\x21\x3d",
+    length: int | None = None,
+) -> bytes:
+    """A client frame; length overrides the declared payload length."""
+    n = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        head = bytes([b0, mbit | n])
+    elif n <= 0xFFFF:
+        head = bytes([b0, mbit | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, mbit | 127]) + struct.pack(">Q", n)
+    if mask is None:
+        return head + payload
+    body = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+    return head + mask + body
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack(">H", code) + reason
+
+
+RAW_HANDSHAKE = (
+    b"GET /fuzz HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def frames_seeds() -> dict[str, bytes]:
+    # Control bytes: see fuzz_frames.c. 0x00 0x00: everything in one read,
+    # default limits, no embedder actions.
+    one = b"\x00\x00"
+    text = mask_frame(0x1, b"hello")
+    close = mask_frame(0x8, close_payload(1000, b"bye"))
+    s = {
+        "text": one + text,
+        "text_bytewise": b"\x01\x00" + text + close,
+        "binary": one + mask_frame(0x2, bytes(range(256))),
+        "empty_text": one + mask_frame(0x1, b""),
+        "utf8_text": one + mask_frame(0x1, "héllo wörld ✓ 🎉".encode()),
+        "invalid_utf8": one + mask_frame(0x1, b"abc\xed\xa0\x80def"),
+        "overlong_utf8": one + mask_frame(0x1, b"\xc0\xaf"),
+        "fragmented": b"\x03\x00"
+        + mask_frame(0x1, b"frag", fin=False)
+        + mask_frame(0x9, b"ping in between")
+        + mask_frame(0x0, b"men", fin=False)
+        + mask_frame(0x0, b"ted"),
+        "utf8_split_across_fragments": b"\x02\x00"
+        + mask_frame(0x1, "é".encode()[:1], fin=False)
+        + mask_frame(0x0, "é".encode()[1:]),
+        "ping": one + mask_frame(0x9, b"are you there"),
+        "ping_125": one + mask_frame(0x9, b"p" * 125),
+        "unsolicited_pong": one + mask_frame(0xA, b"x"),
+        "close_normal": one + close,
+        "close_empty": one + mask_frame(0x8, b""),
+        "close_one_byte": one + mask_frame(0x8, b"\x03"),
+        "close_invalid_code": one + mask_frame(0x8, close_payload(999)),
+        "close_1005": one + mask_frame(0x8, close_payload(1005)),
+        "close_4999": one + mask_frame(0x8, close_payload(4999, b"app")),
+        "close_bad_utf8_reason": one + mask_frame(0x8, close_payload(1000, b"\xff")),
+        "data_after_close": one + close + text,
+        "unmasked": one + mask_frame(0x1, b"hello", mask=None),
+        "rsv_bits": one + mask_frame(0x1, b"hello", rsv=4),
+        "reserved_opcode": one + mask_frame(0x3, b"x"),
+        "reserved_control": one + mask_frame(0xB, b"x"),
+        "long_control": one + mask_frame(0x9, b"p" * 126),
+        "fragmented_ping": one + mask_frame(0x9, b"p", fin=False),
+        "orphan_continuation": one + mask_frame(0x0, b"x"),
+        "text_inside_fragmented": one
+        + mask_frame(0x1, b"a", fin=False)
+        + mask_frame(0x1, b"b"),
+        "length_16bit": b"\x07\x00" + mask_frame(0x2, b"z" * 300),
+        "length_64bit_huge": one + mask_frame(0x2, b"", length=0x7FFFFFFFFFFFFFFF),
+        "length_64bit_msb": one + mask_frame(0x2, b"", length=0xFFFFFFFFFFFFFFFF),
+        "length_over_limit": b"\x00\x01" + mask_frame(0x2, b"y" * 126),
+        "length_declared_short_payload": one + mask_frame(0x2, b"abc", length=65535),
+        "two_messages": one + text + mask_frame(0x2, b"\x00\x01"),
+        "tiny_fragments": b"\x00\x02"
+        + mask_frame(0x1, b"a", fin=False)
+        + b"".join(mask_frame(0x0, b"b", fin=False) for _ in range(120))
+        + mask_frame(0x0, b"c"),
+        "empty_fragments": b"\x00\x01"
+        + mask_frame(0x2, b"", fin=False)
+        + b"".join(mask_frame(0x0, b"", fin=False) for _ in range(40))
+        + mask_frame(0x0, b""),
+        # embedder actions and timing
+        # 8-byte frames in 8-byte reads: the stream rests after each one
+        "sweep_between_messages": b"\x0c\x00"
+        + mask_frame(0x1, b"ab")
+        + mask_frame(0x9, b"pi")
+        + mask_frame(0x2, b"cd")
+        + mask_frame(0x8, close_payload(1000)),
+        "sweep_mid_fragment": b"\x0c\x00"
+        + mask_frame(0x1, b"part", fin=False)
+        + mask_frame(0x0, b"rest"),
+        "server_sends": b"\x23\x00" + text + text,
+        "server_closes": b"\x42\x00" + text + text + text + close,
+        "keepalive": b"\x85\x00" + text + mask_frame(0xA, b"rc") + text,
+        "keepalive_silent": b"\x80\x00" + b"",
+        "pause_resume": b"\x03\x10" + text + text + text,
+        "slow_client": b"\x21\x24" + text * 8,
+        "slow_drop_oldest": b"\x21\xa4" + text * 8,
+        "server_stops": b"\x00\x40" + text,
+        "subprotocol": b"\x00\x08" + text,
+        # raw: the handshake is part of the input
+        "raw_handshake": b"\x10\x00" + RAW_HANDSHAKE,
+        "raw_pipelined": b"\x10\x00" + RAW_HANDSHAKE + text + close,
+        "raw_split": b"\x15\x00" + RAW_HANDSHAKE + text,
+        "raw_bad_request": b"\x10\x00" + b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "raw_garbage": b"\x10\x00" + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        "raw_refused": b"\x50\x00" + RAW_HANDSHAKE + text,
+        "raw_stop_while_pending": b"\x10\x40" + RAW_HANDSHAKE + text,
+        "raw_small_limits_pipelined": b"\x10\x04"
+        + RAW_HANDSHAKE
+        + mask_frame(0x2, b"q" * 2000),
+        "slow_default_queue": b"\x23\x20" + text * 20,
+        "raw_header_flood": b"\x17\x00"
+        + b"GET / HTTP/1.1\r\n"
+        + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n",
+    }
+    return s
+
+
+def write(kind: str, seeds: dict[str, bytes]) -> None:
+    out = HERE / "corpus" / kind
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    for name, data in sorted(seeds.items()):
+        (out / name).write_bytes(data)
+    digest = hashlib.sha1(b"".join(seeds[k] for k in sorted(seeds))).hexdigest()
+    print(f"{kind}: {len(seeds)} seeds ({digest[:12]})")
+
+
+if __name__ == "__main__":
+    write("http", http_seeds())
+    write("frames", frames_seeds())

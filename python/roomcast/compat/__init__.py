@@ -1,0 +1,15 @@
+"""Compatibility layers: the APIs of other WebSocket libraries, on roomcast.
+
+One module per library, each importable on its own:
+
+* :mod:`roomcast.compat.microsockets`: ``microsockets.Application`` (named
+  events, rooms, ``before_on`` middleware);
+* :mod:`roomcast.compat.pyn`: ``pyn.WebSocket`` and ``pyn.Server`` (the
+  WebSocket half of pyn: ``define``, ``send``, ``send_all``).
+
+Code written for one of them changes its import and, since roomcast is its
+own server, the line that starts serving. Each module's docstring lists
+where its behaviour differs from the original, and why.
+"""
+
+__all__ = ["microsockets", "pyn"]
