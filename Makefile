@@ -25,8 +25,10 @@ ifeq ($(origin CC),default)
 CC = gcc
 endif
 
-APT_PACKAGES := libuv1-dev libwslay-dev pkg-config chromium
-# chromium runs the demo page in tests/test_browser_demo.py.
+APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev pkg-config openssl chromium
+# libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
+# tests' certificates; chromium runs the demo page in
+# tests/test_browser_demo.py.
 # setuptools builds the extension; pytest and websockets run the tests; mypy
 # checks the typed surface (tests/test_typing.py).
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5
