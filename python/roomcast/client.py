@@ -506,7 +506,7 @@ class _Link:
                 self.state = CLOSING
             elif conn is None and hub is not None:  # waiting to reconnect
                 self.state = CLOSED
-                hub.post(lambda: self.front._closed(code, reason, True))
+                hub.post(lambda: self._final_close(code, reason))
                 return
         if conn is not None and hub is not None:
             try:
@@ -569,11 +569,19 @@ class _Link:
             self.state = CLOSED if final else CONNECTING
         if code == 1006 and not self.user_closed:
             self.front._error(ConnectionFailed(reason or "connection lost"))
-        if was_open or final:
-            self.front._closed(code, reason, final)
+        if final:
+            self._final_close(code, reason)
+        elif was_open:
+            self.front._closed(code, reason, False)
         if not final and hub is not None:
             self.attempt += 1
             hub.call_later(policy.delay(self.attempt), self._retry)
+
+    def _final_close(self, code: int, reason: str) -> None:
+        self.front._closed(code, reason, True)
+        # A closed client keeps no hold on the hub: the stopped core and
+        # its descriptor go once the hub's thread ends.
+        self.hub = None
 
     def _retry(self) -> None:
         with self.lock:
@@ -584,7 +592,7 @@ class _Link:
         except RuntimeError:  # exiting
             with self.lock:
                 self.state = CLOSED
-            self.front._closed(1006, "the client stopped", True)
+            self._final_close(1006, "the client stopped")
 
 
 class _Front:
