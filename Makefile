@@ -30,8 +30,11 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev pkg-config openssl chromium
 # tests' certificates; chromium runs the demo page in
 # tests/test_browser_demo.py.
 # setuptools builds the extension; pytest and websockets run the tests; mypy
-# checks the typed surface (tests/test_typing.py).
-PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5
+# checks the typed surface (tests/test_typing.py); ipykernel and
+# jupyter_client run the synchronous client in a real Jupyter kernel
+# (tests/test_client_jupyter.py).
+PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
+           jupyter_client>=7
 
 CTEST_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc
 CTEST_LIB_SRCS := csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c
@@ -100,7 +103,8 @@ deps-system:
 # python3) unless told; outside a virtualenv a non-root user installs with
 # --user.
 deps-python:
-	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy; \
+	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
+	    ipykernel, jupyter_client; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null; then exit 0; fi; \
