@@ -26,7 +26,7 @@ from clientpeers import (
     wait_until,
 )
 from roomcast import TLS, ConnectionFailed, WebSocket
-from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +296,32 @@ def test_keepalive_pings_and_the_ping_timeout():
         assert [p.opcode for p in pings] == [OP_PING, OP_PING, OP_CLOSE]
         assert pings[2].payload[:2] == (1011).to_bytes(2, "big")
         assert pings[2].payload[2:] == b"keepalive ping timeout"
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (encode_frame(OP_TEXT, b"masked by a server", mask=True), 1002),
+        (server_frame(OP_TEXT, b"\xc3\x28 not UTF-8"), 1007),
+        (server_frame(0x3, b"reserved opcode"), 1002),
+    ],
+)
+def test_a_server_breaking_the_protocol_gets_the_rfc_close_code(frame, code):
+    replies = []
+
+    def script(sock, reader):
+        accept(sock, read_request(reader))
+        sock.sendall(frame)
+        replies.append(read_client_frame(reader))
+        sock.sendall(close_frame(1000))
+        idle(sock)
+
+    with RawServer(script) as server:
+        ws = WebSocket(server.url)
+        messages = []
+        ws.onmessage = messages.append
+        ws.wait_closed(T)
+        server.check()
+        assert replies[0].opcode == OP_CLOSE
+        assert int.from_bytes(replies[0].payload[:2], "big") == code
+        assert messages == []
