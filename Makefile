@@ -25,14 +25,24 @@ ifeq ($(origin CC),default)
 CC = gcc
 endif
 
-APT_PACKAGES := libuv1-dev libwslay-dev pkg-config chromium
-# chromium runs the demo page in tests/test_browser_demo.py.
+APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev pkg-config openssl chromium
+# libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
+# tests' certificates; chromium runs the demo page in
+# tests/test_browser_demo.py.
 # setuptools builds the extension; pytest and websockets run the tests; mypy
-# checks the typed surface (tests/test_typing.py).
-PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5
+# checks the typed surface (tests/test_typing.py); ipykernel and
+# jupyter_client run the synchronous client in a real Jupyter kernel
+# (tests/test_client_jupyter.py).
+PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
+           jupyter_client>=7
 
-CTEST_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc
-CTEST_LIB_SRCS := csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c
+# The C tests link the whole core (all of csrc/ but the binding), so that
+# test_client.c can run client and server cores in one process.
+CTEST_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc \
+               $(shell pkg-config --cflags libuv openssl 2>/dev/null)
+CTEST_LDLIBS = $(shell pkg-config --libs libuv openssl 2>/dev/null) -lwslay \
+               -pthread
+CTEST_LIB_SRCS := $(filter-out csrc/pybinding.c,$(sort $(wildcard csrc/*.c)))
 CTEST_DIR := build/ctest
 CTEST_EXTRA :=
 CTEST_SRCS := $(sort $(wildcard tests/c/test_*.c))
@@ -98,7 +108,8 @@ deps-system:
 # python3) unless told; outside a virtualenv a non-root user installs with
 # --user.
 deps-python:
-	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy; \
+	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
+	    ipykernel, jupyter_client; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null; then exit 0; fi; \
@@ -125,7 +136,8 @@ build:
 
 $(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) $(wildcard csrc/*.h tests/c/*.h)
 	@mkdir -p $(CTEST_DIR)
-	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $< $(CTEST_LIB_SRCS) -o $@
+	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $< $(CTEST_LIB_SRCS) -o $@ \
+	  $(CTEST_LDLIBS)
 
 # Runs every C test even after a failure, then fails if any did. A passing
 # test shows its summary line; a failing one its whole output.

@@ -1,14 +1,16 @@
 """Build of roomcast's C extension, ``roomcast._core``.
 
 Project metadata lives in pyproject.toml; this file only describes the
-extension, because finding its two C libraries needs code:
+extension, because finding its three C libraries needs code:
 
 * libuv is found with ``pkg-config --cflags --libs libuv`` (Debian package
   ``libuv1-dev``);
+* OpenSSL (TLS for ``wss://`` clients, random masking keys) with
+  ``pkg-config --cflags --libs openssl`` (Debian package ``libssl-dev``);
 * wslay is found by its header ``wslay/wslay.h`` and linked with ``-lwslay``
   (Debian package ``libwslay-dev``, which ships no pkg-config file).
 
-When either is missing the build stops with a message naming the Debian
+When one is missing the build stops with a message naming the Debian
 packages to install, instead of a compiler error about a missing header.
 
 Developer switches (environment variables, read at build time):
@@ -38,7 +40,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = (
-    "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev pkg-config\n"
+    "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev libssl-dev "
+    "pkg-config\n"
     "(or run `make deps` as root, which installs them)."
 )
 
@@ -51,25 +54,26 @@ def _env_flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _libuv_flags():
-    """Returns (compile_args, link_args) for libuv from pkg-config."""
+def _pkg_config_flags(package, what):
+    """Returns (compile_args, link_args) for package from pkg-config."""
     pkg_config = os.environ.get("PKG_CONFIG", "pkg-config")
     if shutil.which(pkg_config) is None:
         raise MissingDependency(
-            "roomcast needs pkg-config to find libuv, and pkg-config is not "
-            "installed.\n" + INSTALL_HINT
+            "roomcast needs pkg-config to find %s, and pkg-config is not "
+            "installed.\n" % what + INSTALL_HINT
         )
     try:
         out = subprocess.run(
-            [pkg_config, "--cflags", "--libs", "libuv"],
+            [pkg_config, "--cflags", "--libs", package],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
     except subprocess.CalledProcessError:
         raise MissingDependency(
-            "roomcast needs libuv, and `pkg-config --cflags --libs libuv` "
-            "does not find it (no libuv.pc on PKG_CONFIG_PATH).\n" + INSTALL_HINT
+            "roomcast needs %s, and `pkg-config --cflags --libs %s` "
+            "does not find it (no %s.pc on PKG_CONFIG_PATH).\n"
+            % (what, package, package) + INSTALL_HINT
         ) from None
     flags = shlex.split(out)
     cflags = [f for f in flags if not f.startswith(("-l", "-L", "-Wl,"))]
@@ -127,7 +131,8 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         try:
-            uv_cflags, uv_ldflags = _libuv_flags()
+            uv_cflags, uv_ldflags = _pkg_config_flags("libuv", "libuv")
+            ssl_cflags, ssl_ldflags = _pkg_config_flags("openssl", "OpenSSL")
             _check_wslay(_c_compiler(), uv_cflags)
         except MissingDependency as exc:
             sys.stderr.write("\nerror: %s\n\n" % exc)
@@ -147,8 +152,12 @@ class BuildExt(build_ext):
             cflags += ["-O1", "-g"] + san
             ldflags += san
         for ext in self.extensions:
-            ext.extra_compile_args = uv_cflags + cflags + list(ext.extra_compile_args)
-            ext.extra_link_args = uv_ldflags + ldflags + list(ext.extra_link_args)
+            ext.extra_compile_args = (
+                uv_cflags + ssl_cflags + cflags + list(ext.extra_compile_args)
+            )
+            ext.extra_link_args = (
+                uv_ldflags + ssl_ldflags + ldflags + list(ext.extra_link_args)
+            )
         super().build_extensions()
 
 

@@ -3,8 +3,9 @@
  * The only file that includes Python.h. It converts arguments and events and
  * nothing more: no protocol logic, no loops over room members. Commands copy
  * their payload once (into the frame that every member will share) while
- * holding the GIL; rc_server_listen and rc_server_stop run with the GIL
- * released, and the core never calls back into Python.
+ * holding the GIL; rc_server_listen, rc_server_start and rc_server_stop run
+ * with the GIL released, and the core never calls back into Python. Client
+ * connections (connect) use the same send/close/poll as server ones.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,7 +21,7 @@ typedef struct {
 
 typedef struct {
   PyObject_HEAD rc_server *srv;
-  int listening;
+  int started; /* listen() or start() succeeded */
   int stopped;
   /* Batching: loop.call_soon of the asyncio loop that issues commands, or
    * NULL. Commands made on that loop's thread wake the core once, from a
@@ -158,8 +159,9 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args) {
   int port, backlog = 1024;
   if (!PyArg_ParseTuple(args, "si|i:listen", &host, &port, &backlog))
     return NULL;
-  if (self->listening) {
-    PyErr_SetString(PyExc_RuntimeError, "listen() was already called");
+  if (self->started) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "listen() or start() was already called");
     return NULL;
   }
   if (port < 0 || port > 65535) {
@@ -184,8 +186,29 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args) {
     }
     return NULL;
   }
-  self->listening = 1;
+  self->started = 1;
   return PyLong_FromLong(bound);
+}
+
+PyDoc_STRVAR(start_doc,
+             "start($self, /)\n--\n\n"
+             "Start the loop thread without listening (client connections).");
+
+static PyObject *Core_start(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  if (self->started) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "listen() or start() was already called");
+    return NULL;
+  }
+  int r;
+  Py_BEGIN_ALLOW_THREADS r = rc_server_start(self->srv);
+  Py_END_ALLOW_THREADS if (r != 0) {
+    PyErr_Format(PyExc_OSError, "cannot start the core: %s", rc_strerror(r));
+    return NULL;
+  }
+  self->started = 1;
+  Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(stop_doc,
@@ -201,7 +224,7 @@ static PyObject *Core_stop(CoreObject *self, PyObject *args) {
     PyErr_Format(PyExc_ValueError, "invalid close code %d", code);
     return NULL;
   }
-  if (self->listening && !self->stopped) {
+  if (self->started && !self->stopped) {
     self->stopped = 1;
     Py_BEGIN_ALLOW_THREADS rc_server_stop(self->srv, (unsigned)code, reason);
     Py_END_ALLOW_THREADS
@@ -256,18 +279,12 @@ static const char *next_str(const char **p, uint32_t *len) {
   return s;
 }
 
-static PyObject *request_tuple(const rc_event *ev) {
-  const char *p = ev->data;
-  uint32_t ml, pl, ql, hl;
-  const char *method = next_str(&p, &ml);
-  const char *path = next_str(&p, &pl);
-  const char *query = next_str(&p, &ql);
-  const char *host = next_str(&p, &hl);
-  /* The headers as one bytes object, "name:value\n" per header (names
-   * lower-cased; neither ':' in a name nor '\n' anywhere can occur): kept
-   * per connection, it costs a tenth of a list of string pairs, and Python
-   * splits it only if the application looks at the headers. */
-  uint32_t npairs = (ev->nstr - 4) / 2;
+/* The headers as one bytes object, "name:value\n" per header (names
+ * lower-cased; neither ':' in a name nor '\n' anywhere can occur): kept
+ * per connection, it costs a tenth of a list of string pairs, and Python
+ * splits it only if the application looks at the headers. p points at the
+ * first of npairs name/value string pairs. */
+static PyObject *headers_blob(const char *p, uint32_t npairs) {
   const char *q = p;
   size_t blob = 0;
   for (uint32_t i = 0; i < 2 * npairs; i++) {
@@ -289,6 +306,19 @@ static PyObject *request_tuple(const rc_event *ev) {
     out[nl + 1 + vl] = '\n';
     out += nl + vl + 2;
   }
+  return headers;
+}
+
+static PyObject *request_tuple(const rc_event *ev) {
+  const char *p = ev->data;
+  uint32_t ml, pl, ql, hl;
+  const char *method = next_str(&p, &ml);
+  const char *path = next_str(&p, &pl);
+  const char *query = next_str(&p, &ql);
+  const char *host = next_str(&p, &hl);
+  PyObject *headers = headers_blob(p, (ev->nstr - 4) / 2);
+  if (headers == NULL)
+    return NULL;
   PyObject *t;
   if (ev->type == RC_EV_OPEN)
     t = Py_BuildValue("(i K N N N N i)", (int)ev->type,
@@ -320,6 +350,15 @@ static PyObject *event_tuple(const rc_event *ev) {
     return Py_BuildValue("(i K i N)", (int)ev->type,
                          (unsigned long long)ev->conn, (int)ev->code,
                          PyUnicode_DecodeUTF8(ev->data, ev->len, "replace"));
+  case RC_EV_CONNECTED: {
+    const char *p = ev->data;
+    uint32_t sl;
+    const char *sub = next_str(&p, &sl);
+    return Py_BuildValue("(i K N N)", (int)ev->type,
+                         (unsigned long long)ev->conn,
+                         PyUnicode_DecodeLatin1(sub, sl, NULL),
+                         headers_blob(p, (ev->nstr - 1) / 2));
+  }
   default:
     return request_tuple(ev);
   }
@@ -549,6 +588,109 @@ static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
   Py_RETURN_NONE;
 }
 
+/* 1 when s is a subprotocol token list item: no separators or spaces. */
+static int token_ok(const char *s, Py_ssize_t n) {
+  if (n == 0)
+    return 0;
+  for (Py_ssize_t k = 0; k < n; k++)
+    if ((unsigned char)s[k] <= ' ' || (unsigned char)s[k] >= 0x7f ||
+        strchr("()<>@,;:\\\"/[]?={}", s[k]) != NULL)
+      return 0;
+  return 1;
+}
+
+PyDoc_STRVAR(connect_doc,
+             "connect($self, host, port, target, *, host_header=None, "
+             "headers=(), protocols=(), tls=False, verify=True, "
+             "cafile=None, server_name=None, handshake_timeout=10.0, "
+             "ping_interval=0.0, ping_timeout=0.0, max_message_size=0)"
+             "\n--\n\n"
+             "Start a client connection; return its id. EV_CONNECTED or "
+             "EV_CLOSE comes first.");
+
+static PyObject *Core_connect(CoreObject *self, PyObject *args,
+                              PyObject *kw) {
+  static char *kwlist[] = {"host",        "port",
+                           "target",      "host_header",
+                           "headers",     "protocols",
+                           "tls",         "verify",
+                           "cafile",      "server_name",
+                           "handshake_timeout", "ping_interval",
+                           "ping_timeout", "max_message_size",
+                           NULL};
+  rc_connect_opts o;
+  rc_connect_opts_default(&o);
+  PyObject *headers = NULL, *protocols = NULL, *lines = NULL, *list = NULL;
+  PyObject *result = NULL;
+  Py_ssize_t max_msg = 0;
+  if (!PyArg_ParseTupleAndKeywords(
+          args, kw, "sis|$zOOppzzdddn:connect", kwlist, &o.host, &o.port,
+          &o.target, &o.host_header, &headers, &protocols, &o.tls,
+          &o.tls_verify, &o.tls_cafile, &o.tls_server_name,
+          &o.handshake_timeout, &o.ping_interval, &o.ping_timeout, &max_msg))
+    return NULL;
+  if (o.port < 1 || o.port > 65535 || o.target[0] != '/' ||
+      o.handshake_timeout < 0 || o.ping_interval < 0 || o.ping_timeout < 0 ||
+      max_msg < 0) {
+    PyErr_SetString(PyExc_ValueError,
+                    "port must be in 1..65535, target must start with '/', "
+                    "timeouts and sizes must not be negative");
+    return NULL;
+  }
+  o.max_message_size = (size_t)max_msg;
+  if (headers != NULL && (lines = header_lines(headers)) == NULL)
+    goto error;
+  o.extra_headers = lines ? PyBytes_AS_STRING(lines) : NULL;
+  if (protocols != NULL && protocols != Py_None) {
+    PyObject *sep = PyUnicode_FromString(", ");
+    if (sep == NULL)
+      goto error;
+    list = PyUnicode_Join(sep, protocols);
+    Py_DECREF(sep);
+    if (list == NULL)
+      goto error;
+    Py_ssize_t n = PySequence_Length(protocols);
+    for (Py_ssize_t i = 0; i < n; i++) {
+      PyObject *item = PySequence_GetItem(protocols, i);
+      Py_ssize_t il;
+      const char *is = item ? PyUnicode_AsUTF8AndSize(item, &il) : NULL;
+      int ok = is != NULL && token_ok(is, il);
+      if (item != NULL && !ok && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "invalid subprotocol %R", item);
+      Py_XDECREF(item);
+      if (!ok)
+        goto error;
+    }
+    if (n > 0 && (o.protocols = PyUnicode_AsUTF8(list)) == NULL)
+      goto error;
+  }
+  uint64_t conn = 0;
+  int r = rc_server_connect(self->srv, &o, &conn);
+  if (r == -EINVAL && self->started) {
+    PyErr_SetString(PyExc_ValueError,
+                    "invalid host, target or header (control characters, "
+                    "or a host longer than 255 bytes)");
+    goto error;
+  }
+  if (command_done(self, r) < 0)
+    goto error;
+  result = PyLong_FromUnsignedLongLong(conn);
+error:
+  Py_XDECREF(lines);
+  Py_XDECREF(list);
+  return result;
+}
+
+static PyObject *Core_buffered(CoreObject *self, PyObject *arg) {
+  unsigned long long conn = PyLong_AsUnsignedLongLong(arg);
+  if (conn == (unsigned long long)-1 && PyErr_Occurred())
+    return NULL;
+  size_t n = 0;
+  if (rc_server_buffered(self->srv, conn, &n) != 0)
+    n = 0; /* gone: nothing is waiting any more */
+  return PyLong_FromSize_t(n);
+}
+
 /* Calls fn with the one id (connection or room) given as argument. */
 static PyObject *id_call(CoreObject *self, PyObject *arg,
                            int (*fn)(rc_server *, uint64_t)) {
@@ -657,7 +799,8 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
   rc_stats st;
   rc_server_stats(self->srv, &st);
   return Py_BuildValue(
-      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K}",
+      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K "
+      "s:K}",
       "connections",
       (unsigned long long)st.connections, "accepted_total",
       (unsigned long long)st.accepted_total, "rooms_created",
@@ -672,12 +815,20 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       (unsigned long long)st.idle_closes, "fragment_closes",
       (unsigned long long)st.fragment_closes, "event_bytes",
       (unsigned long long)st.event_bytes, "reads_held",
-      (unsigned long long)st.reads_held);
+      (unsigned long long)st.reads_held, "clients",
+      (unsigned long long)st.clients, "client_connects",
+      (unsigned long long)st.client_connects);
 }
 
 static PyMethodDef Core_methods[] = {
     {"listen", (PyCFunction)Core_listen, METH_VARARGS, listen_doc},
     {"stop", (PyCFunction)Core_stop, METH_VARARGS, stop_doc},
+    {"start", (PyCFunction)Core_start, METH_NOARGS, start_doc},
+    {"connect", (PyCFunction)(void (*)(void))Core_connect,
+     METH_VARARGS | METH_KEYWORDS, connect_doc},
+    {"buffered", (PyCFunction)Core_buffered, METH_O,
+     "buffered($self, conn, /)\n--\n\nBytes of a client connection not "
+     "yet written to its socket (0 once gone)."},
     {"set_batching", (PyCFunction)Core_set_batching, METH_O,
      set_batching_doc},
     {"flush", (PyCFunction)Core_flush, METH_NOARGS,
@@ -766,7 +917,8 @@ static int module_exec(PyObject *m) {
   if (PyModule_AddIntConstant(m, "EV_OPEN", RC_EV_OPEN) < 0 ||
       PyModule_AddIntConstant(m, "EV_MESSAGE", RC_EV_MESSAGE) < 0 ||
       PyModule_AddIntConstant(m, "EV_CLOSE", RC_EV_CLOSE) < 0 ||
-      PyModule_AddIntConstant(m, "EV_REQUEST", RC_EV_REQUEST) < 0)
+      PyModule_AddIntConstant(m, "EV_REQUEST", RC_EV_REQUEST) < 0 ||
+      PyModule_AddIntConstant(m, "EV_CONNECTED", RC_EV_CONNECTED) < 0)
     return -1;
   return 0;
 }

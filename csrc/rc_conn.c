@@ -37,7 +37,7 @@ static uint64_t secs_ms(double secs) {
 
 /* --- ids ----------------------------------------------------------------- */
 
-static int conn_register(rc_server *s, rc_conn *c) {
+int rc__conn_register(rc_server *s, rc_conn *c) {
   uint32_t slot;
   if (s->nfree > 0) {
     slot = s->free_slots[--s->nfree];
@@ -63,19 +63,21 @@ static int conn_register(rc_server *s, rc_conn *c) {
   }
   s->gens[slot]++;
   s->slots[slot] = c;
+  c->slot = slot;
   c->id = ((uint64_t)s->gens[slot] << 32) | (uint64_t)(slot + 1);
   s->nconns++;
   return 0;
 }
 
 static void conn_unregister(rc_server *s, rc_conn *c) {
-  uint32_t slot = (uint32_t)(c->id & 0xffffffffu) - 1;
-  s->slots[slot] = NULL;
-  s->free_slots[s->nfree++] = slot;
+  s->slots[c->slot] = NULL;
+  s->free_slots[s->nfree++] = c->slot;
   s->nconns--;
 }
 
 rc_conn *rc__conn_find(rc_server *s, uint64_t id) {
+  if (id & RC__CLIENT_BIT)
+    return rc__client_find(s, id);
   uint32_t lo = (uint32_t)(id & 0xffffffffu);
   if (lo == 0 || lo > s->nslots)
     return NULL;
@@ -214,9 +216,11 @@ void rc__conn_enqueue(rc_conn *c, rc_buf *b) {
 
 static void ws_free(rc_conn *c);
 
-static void on_tcp_closed(uv_handle_t *h) {
+void rc__conn_closed(uv_handle_t *h) {
   rc_conn *c = RC__CONTAINER_OF(h, rc_conn, tcp);
   rc_server *s = c->srv;
+  if (c->cl != NULL)
+    rc__client_release(c->cl);
   outq_free(&c->q);
   ws_free(c);
   free(c->hbuf);
@@ -262,7 +266,10 @@ void rc__conn_abort(rc_conn *c) {
     s->nstarved--;
   c->state = RC_CONN_GONE;
   atomic_fetch_sub_explicit(&s->st_connections, 1, memory_order_relaxed);
-  uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+  /* A client between two connect attempts: its handle is closing already,
+   * and that close callback sees the connection has gone. */
+  if (c->cl == NULL || !c->cl->retrying)
+    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -297,6 +304,8 @@ static void on_drained(rc_conn *c) {
 }
 
 static void enter_draining(rc_conn *c) {
+  if (c->cl != NULL)
+    rc__client_draining(c);
   c->state = RC_CONN_DRAINING;
   c->deadline = now_ms(c->srv) + secs_ms(c->srv->cfg.close_timeout) + 1;
   rc__conn_mark_dirty(c);
@@ -461,6 +470,7 @@ static void on_write(uv_write_t *req, int status) {
   }
   while (n-- > 0)
     outq_pop(&c->q);
+  rc__client_note_queue(c);
   if (c->q.count > 0)
     flush(c);
   else
@@ -485,6 +495,7 @@ static void flush(rc_conn *c) {
     return;
   }
   outq_consume(&c->q, (size_t)r);
+  rc__client_note_queue(c);
   if (c->q.count == 0) {
     on_drained(c);
     return;
@@ -612,6 +623,33 @@ static const struct wslay_event_callbacks ws_callbacks = {
     .on_msg_recv_callback = ws_on_msg,
 };
 
+/* A client's control frames (pong, close) come out of wslay masked, with a
+ * key from genmask; they go out through the client's TLS filter if any. */
+static ssize_t ws_client_send(wslay_event_context_ptr ctx, const uint8_t *data,
+                              size_t len, int flags, void *user_data) {
+  (void)ctx;
+  (void)flags;
+  rc__client_write(user_data, data, len);
+  return (ssize_t)len;
+}
+
+static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                      void *user_data) {
+  (void)user_data;
+  if (rc_tls_random(buf, len) != 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return 0;
+}
+
+static const struct wslay_event_callbacks ws_client_callbacks = {
+    .recv_callback = ws_recv,
+    .send_callback = ws_client_send,
+    .genmask_callback = ws_genmask,
+    .on_msg_recv_callback = ws_on_msg,
+};
+
 /* wslay's context costs about 13 KiB: a connection holds one only while it
  * is busy. The sweep drops it when the client's stream is at rest (see
  * rc_frame_scan) and nothing is waiting inside wslay; it is made again here
@@ -619,14 +657,22 @@ static const struct wslay_event_callbacks ws_callbacks = {
 static int ws_ensure(rc_conn *c) {
   if (c->ws != NULL)
     return 0;
-  if (wslay_event_context_server_init(&c->ws, &ws_callbacks, c) != 0) {
+  size_t max = c->srv->cfg.max_message_size;
+  int r;
+  if (c->cl != NULL) {
+    r = wslay_event_context_client_init(&c->ws, &ws_client_callbacks, c);
+    if (c->cl->max_message_size != 0)
+      max = c->cl->max_message_size;
+  } else {
+    r = wslay_event_context_server_init(&c->ws, &ws_callbacks, c);
+  }
+  if (r != 0) {
     c->ws = NULL;
     return -1;
   }
   /* wslay allocates a message's declared length before its payload
    * arrives: the limit must be set before the first byte is read. */
-  wslay_event_config_set_max_recv_msg_length(c->ws,
-                                             c->srv->cfg.max_message_size);
+  wslay_event_config_set_max_recv_msg_length(c->ws, max);
   atomic_fetch_add_explicit(&c->srv->st_parsers, 1, memory_order_relaxed);
   return 0;
 }
@@ -739,7 +785,8 @@ void rc__resume_starved(rc_server *s) {
     if (c->held)
       continue;
     if (c->state == RC_CONN_HTTP || c->state == RC_CONN_OPEN ||
-        c->state == RC_CONN_CLOSING)
+        c->state == RC_CONN_CLOSING || c->state == RC_CONN_TLS ||
+        c->state == RC_CONN_UPGRADING)
       start_read(c);
   }
 }
@@ -767,14 +814,22 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0)
     return;
   if (nread < 0) {
-    rc__conn_abort(c);
+    if (c->cl != NULL)
+      rc__client_lost(c, (int)nread);
+    else
+      rc__conn_abort(c);
     return;
   }
-  rc__conn_received(c, buf->base, (size_t)nread);
+  if (c->cl != NULL)
+    rc__client_received(c, buf->base, (size_t)nread);
+  else
+    rc__conn_received(c, buf->base, (size_t)nread);
   if (atomic_load_explicit(&c->srv->ev_bytes, memory_order_relaxed) >
       c->srv->cfg.max_event_bytes)
     starve(c);
 }
+
+void rc__conn_start_read(rc_conn *c) { start_read(c); }
 
 static void start_read(rc_conn *c) {
   if (!c->read_paused)
@@ -818,36 +873,19 @@ static rc_event *request_event(rc_conn *c, uint16_t type,
   }
   size_t nstr = 4 + 2 * req->num_headers;
   size_t total = req->method_len + req->path_len + req->query_len +
-                 strlen(host) + 4 * nstr;
-  for (size_t i = 0; i < req->num_headers; i++)
-    total += req->headers[i].name_len + req->headers[i].value_len;
+                 strlen(host) + 4 * 4 +
+                 rc__event_headers_size(req->headers, req->num_headers);
   rc_event *ev = rc__event_new(type, c->id, total);
   if (ev == NULL)
     return NULL;
   ev->nstr = (uint32_t)nstr;
   ev->port = port;
   char *p = ev->data;
-#define RC__PUT(str, n)                                                        \
-  do {                                                                         \
-    uint32_t len32 = (uint32_t)(n);                                            \
-    memcpy(p, &len32, 4);                                                      \
-    if (len32)                                                                 \
-      memcpy(p + 4, (str), len32);                                             \
-    p += 4 + len32;                                                            \
-  } while (0)
-  RC__PUT(req->method, req->method_len);
-  RC__PUT(req->path, req->path_len);
-  RC__PUT(req->query, req->query_len);
-  RC__PUT(host, strlen(host));
-  for (size_t i = 0; i < req->num_headers; i++) {
-    char *name = p + 4;
-    RC__PUT(req->headers[i].name, req->headers[i].name_len);
-    for (size_t k = 0; k < req->headers[i].name_len; k++)
-      if (name[k] >= 'A' && name[k] <= 'Z')
-        name[k] = (char)(name[k] + 32);
-    RC__PUT(req->headers[i].value, req->headers[i].value_len);
-  }
-#undef RC__PUT
+  p = rc__event_put(p, req->method, req->method_len);
+  p = rc__event_put(p, req->path, req->path_len);
+  p = rc__event_put(p, req->query, req->query_len);
+  p = rc__event_put(p, host, strlen(host));
+  (void)rc__event_put_headers(p, req->headers, req->num_headers);
   return ev;
 }
 
@@ -900,6 +938,28 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     respond_status(c, chk.status, NULL, chk.reason);
 }
 
+int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
+                         size_t cap) {
+  size_t want = c->hlen + len;
+  if (want > c->hcap) {
+    size_t ncap = c->hcap ? c->hcap : RC__HBUF_FIRST;
+    while (ncap < want)
+      ncap *= 2;
+    if (ncap > cap)
+      ncap = cap;
+    char *nb = realloc(c->hbuf, ncap);
+    if (nb == NULL) {
+      rc__conn_fail(c);
+      return -1;
+    }
+    c->hbuf = nb;
+    c->hcap = (uint32_t)ncap;
+  }
+  memcpy(c->hbuf + c->hlen, data, len);
+  c->hlen += (uint32_t)len;
+  return 0;
+}
+
 static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
   rc_server *s = c->srv;
   size_t cap = s->cfg.max_header_bytes + RC__HBUF_SLACK;
@@ -914,23 +974,8 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
     rest_len = c->hlen + len - cap;
     len = cap - c->hlen;
   }
-  size_t want = c->hlen + len;
-  if (want > c->hcap) {
-    size_t ncap = c->hcap ? c->hcap : RC__HBUF_FIRST;
-    while (ncap < want)
-      ncap *= 2;
-    if (ncap > cap)
-      ncap = cap;
-    char *nb = realloc(c->hbuf, ncap);
-    if (nb == NULL) {
-      rc__conn_fail(c);
-      return;
-    }
-    c->hbuf = nb;
-    c->hcap = (uint32_t)ncap;
-  }
-  memcpy(c->hbuf + c->hlen, data, len);
-  c->hlen += (uint32_t)len;
+  if (rc__conn_head_append(c, data, len, cap) != 0)
+    return;
 
   int r = rc_http_parse_request(c->hbuf, c->hlen, s->cfg.max_header_bytes,
                                 s->cfg.max_headers, &s->req);
@@ -1021,9 +1066,9 @@ void rc__server_on_connection(uv_stream_t *listener, int status) {
   c->state = RC_CONN_HTTP;
   c->read_paused = 1;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
-      conn_register(s, c) != 0) {
+      rc__conn_register(s, c) != 0) {
     c->state = RC_CONN_GONE;
-    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
     return;
   }
   atomic_fetch_add_explicit(&s->st_connections, 1, memory_order_relaxed);
@@ -1062,7 +1107,19 @@ void rc__sweep(rc_server *s, uint64_t now) {
     rc_conn *c = s->slots[i];
     if (c == NULL)
       continue;
+    uint64_t ping_every = interval, pong_within = timeout;
+    if (c->cl != NULL) { /* a client's keepalive is its own */
+      ping_every = c->cl->ping_interval_ms;
+      pong_within = c->cl->ping_timeout_ms;
+    }
     switch (c->state) {
+    case RC_CONN_RESOLVING:
+    case RC_CONN_CONNECTING:
+    case RC_CONN_TLS:
+    case RC_CONN_UPGRADING:
+      if (now >= c->deadline)
+        rc__client_deadline(c);
+      break;
     case RC_CONN_HTTP:
     case RC_CONN_CLOSING:
     case RC_CONN_DRAINING:
@@ -1074,7 +1131,8 @@ void rc__sweep(rc_server *s, uint64_t now) {
         outq_shrink_if_idle(&c->q);
       ws_release_if_idle(c);
       c->rx_recent = 0;
-      if (idle != 0 && !c->held && !c->starved && now - c->last_msg >= idle) {
+      if (idle != 0 && c->cl == NULL && !c->held && !c->starved &&
+          now - c->last_msg >= idle) {
         static const char reason[] = "idle timeout";
         atomic_fetch_add_explicit(&s->st_idle, 1, memory_order_relaxed);
         rc__conn_close_ws(c, 1001, reason, sizeof(reason) - 1);
@@ -1082,19 +1140,23 @@ void rc__sweep(rc_server *s, uint64_t now) {
       }
       /* While the embedder holds reading, an unread pong is not the
        * peer's fault: keepalive waits until reading resumes. */
-      if (interval == 0 || c->held || c->starved)
+      if (ping_every == 0 || c->held || c->starved)
         break;
       if (c->ping_out) {
-        if (timeout != 0 && now - c->ping_at >= timeout) {
+        if (pong_within != 0 && now - c->ping_at >= pong_within) {
           static const char reason[] = "keepalive ping timeout";
           rc__conn_close_ws(c, 1011, reason, sizeof(reason) - 1);
         }
-      } else if (now - c->last_rx >= interval) {
-        rc_buf *b = ping_frame();
-        if (b == NULL)
-          break;
-        rc__conn_enqueue(c, b);
-        rc__buf_unref(b);
+      } else if (now - c->last_rx >= ping_every) {
+        if (c->cl != NULL) {
+          rc__client_ping(c);
+        } else {
+          rc_buf *b = ping_frame();
+          if (b == NULL)
+            break;
+          rc__conn_enqueue(c, b);
+          rc__buf_unref(b);
+        }
         c->ping_out = 1;
         c->ping_at = now;
       }
@@ -1121,17 +1183,21 @@ void rc__conn_command(rc_server *s, rc_cmd *cmd) {
       rc__respond(c, cmd->buf);
     break;
   case RC_CMD_SEND:
-    if (rc__conn_enqueue_data(c, cmd->buf))
+    if (c->cl != NULL)
+      rc__client_send(c, cmd->buf);
+    else if (rc__conn_enqueue_data(c, cmd->buf))
       atomic_fetch_add_explicit(&s->st_deliveries, 1, memory_order_relaxed);
     break;
   case RC_CMD_CLOSE:
-    if (c->state == RC_CONN_PENDING || c->state == RC_CONN_REQUEST)
+    if (c->state > RC_CONN_GONE)
+      rc__client_fail(c, "closed by the client before the connection opened");
+    else if (c->state == RC_CONN_PENDING || c->state == RC_CONN_REQUEST)
       respond_status(c, 403, NULL, "forbidden");
     else
       rc__conn_close_ws(c, (unsigned)cmd->status, cmd->text, cmd->text_len);
     break;
   case RC_CMD_JOIN:
-    if (c->state <= RC_CONN_OPEN) {
+    if (c->state <= RC_CONN_OPEN && c->cl == NULL) {
       rc_room *r = rc__room_get(s, cmd->room, 1);
       if (r == NULL) {
         rc__conn_fail(c);
@@ -1182,6 +1248,12 @@ void rc__stop_begin(rc_server *s) {
     case RC_CONN_OPEN:
       rc__conn_close_ws(c, s->stop_code, s->stop_reason,
                         strlen(s->stop_reason));
+      break;
+    case RC_CONN_RESOLVING:
+    case RC_CONN_CONNECTING:
+    case RC_CONN_TLS:
+    case RC_CONN_UPGRADING:
+      rc__client_fail(c, "the client stopped");
       break;
     default:
       break;

@@ -17,6 +17,12 @@
  *             readable when the queue goes from empty to non-empty, and
  *             rc_server_poll() takes the whole batch.
  *
+ * The same loop also makes client connections (rc_server_connect): start it
+ * with rc_server_start() when it should not listen. A client connection
+ * takes the same commands (rc_server_send, rc_server_close) and gives the
+ * same events (RC_EV_MESSAGE, RC_EV_CLOSE) as a server one, plus
+ * RC_EV_CONNECTED once its handshake is done.
+ *
  * Functions return 0 or a negative errno-style code (libuv's UV_E*).
  */
 #ifndef RC_CORE_H
@@ -61,6 +67,7 @@ enum rc_event_type {
   RC_EV_MESSAGE = 2, /* a complete text or binary message */
   RC_EV_CLOSE = 3,   /* the connection is gone; its last event */
   RC_EV_REQUEST = 4, /* a plain HTTP request awaits rc_server_respond */
+  RC_EV_CONNECTED = 5, /* a client connection is open (code: 101) */
 };
 
 /* One event. For RC_EV_OPEN and RC_EV_REQUEST, data holds nstr strings,
@@ -69,7 +76,13 @@ enum rc_event_type {
  * request order (names lower-cased). For RC_EV_MESSAGE it holds the payload
  * (is_text says which kind; text has been checked to be valid UTF-8). For
  * RC_EV_CLOSE it holds the reason; code is the close code (1006 when no
- * close frame was exchanged). Free the list with rc_events_free(). */
+ * close frame was exchanged). For RC_EV_CONNECTED, data holds nstr strings
+ * in the same form: the subprotocol the server chose ("" for none), then
+ * name/value pairs of the response headers (names lower-cased). A client
+ * connection that never opened gets RC_EV_CLOSE alone, code 1006, with a
+ * reason such as "connection refused", "TLS: certificate verify failed:
+ * self-signed certificate" or "HTTP 404 in handshake: Not Found". Free the
+ * list with rc_events_free(). */
 typedef struct rc_event {
   struct rc_event *next;
   uint64_t conn;
@@ -92,6 +105,12 @@ rc_server *rc_server_new(const rc_config *cfg);
  * libuv error (UV_EADDRINUSE, UV_EINVAL, ...). */
 int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
                      int *bound_port);
+
+/* Starts the loop thread without a listener, for client connections.
+ * Returns 0, UV_EALREADY if started or listening already, or a libuv
+ * error. rc_server_listen() and rc_server_start() are alternatives: a
+ * listening server makes client connections too. */
+int rc_server_start(rc_server *s);
 
 /* Stops accepting, sends close (code, reason) to every open connection,
  * answers 503 to pending ones, waits up to close_timeout for the handshakes
@@ -147,6 +166,50 @@ int rc_server_close(rc_server *s, uint64_t conn, unsigned code,
 int rc_server_pause_reading(rc_server *s, uint64_t conn);
 int rc_server_resume_reading(rc_server *s, uint64_t conn);
 
+/* A client connection's settings. Strings are copied by rc_server_connect;
+ * none may hold CR, LF or NUL. */
+typedef struct rc_connect_opts {
+  const char *host;        /* name or address literal to connect to */
+  int port;                /* 1-65535 */
+  const char *target;      /* path and query, "/chat?room=1"; starts '/' */
+  const char *host_header; /* the Host header; NULL: host, and :port when
+                              it is not the scheme's default */
+  const char *extra_headers; /* "Name: value\r\n" lines, or NULL */
+  const char *protocols;     /* offered subprotocols "a, b", or NULL */
+  int tls;                   /* 1: TLS (wss) */
+  int tls_verify;            /* 1 (default): the certificate chain must
+                                lead to a trusted root and name the server */
+  const char *tls_cafile;    /* PEM roots to trust; NULL: the system's */
+  const char *tls_server_name; /* name to verify and send as SNI; NULL:
+                                  host */
+  double handshake_timeout;  /* seconds from connect to 101; 0: 10 */
+  double ping_interval;      /* seconds of silence before a ping; 0: never */
+  double ping_timeout;       /* seconds to wait for its pong, then 1011 */
+  size_t max_message_size;   /* 0: the server's max_message_size */
+} rc_connect_opts;
+
+/* Defaults: port 80, target "/", verification on, 10 s handshake, no
+ * pings. */
+void rc_connect_opts_default(rc_connect_opts *o);
+
+/* Starts a client connection: DNS (uv_getaddrinfo; each address is tried
+ * in turn), TCP, TLS when asked, then the upgrade request with a random
+ * Sec-WebSocket-Key and the checks of RFC 6455 4.1 on the response, all on
+ * the loop thread within handshake_timeout. Stores the connection's id in
+ * *conn (any thread may use it at once; its events are RC_EV_CONNECTED or
+ * RC_EV_CLOSE first). Frames it sends are masked with a fresh key each.
+ * Returns 0, UV_EINVAL for bad options or a server not started, UV_ENOMEM,
+ * UV_EIO when no random key could be made, or UV_ECANCELED once stopped.
+ * A client connection cannot join rooms (its frames are masked, so they
+ * are its own). */
+int rc_server_connect(rc_server *s, const rc_connect_opts *opts,
+                      uint64_t *conn);
+
+/* A client connection's bytes not yet handed to the kernel: frames still
+ * in send commands plus its output queue (framing and TLS records
+ * included). UV_ENOENT once the connection has gone. Any thread. */
+int rc_server_buffered(rc_server *s, uint64_t conn, size_t *out);
+
 /* A new room id (never 0, never reused). The room exists in the loop from
  * its first member on. */
 uint64_t rc_server_room_new(rc_server *s);
@@ -193,6 +256,9 @@ typedef struct rc_stats {
   uint64_t event_bytes;          /* events waiting for rc_server_poll now */
   uint64_t reads_held;           /* times a client's reading was held because
                                     the events waited past max_event_bytes */
+  uint64_t clients;              /* client connections now (counted in
+                                    connections too) */
+  uint64_t client_connects;      /* client connections started in total */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

@@ -1,5 +1,5 @@
-/* rc_frame.c - server-side frame headers and close payloads (RFC 6455 5.2,
- * 5.5.1, 7.4). */
+/* rc_frame.c - frame headers, client masking and close payloads (RFC 6455
+ * 5.2, 5.3, 5.5.1, 7.4). */
 #include "rc_frame.h"
 
 #include <string.h>
@@ -29,6 +29,35 @@ size_t rc_frame_header(uint8_t out[RC_FRAME_MAX_HEADER], unsigned opcode,
   for (int i = 0; i < 8; i++)
     out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
   return 10;
+}
+
+size_t rc_frame_client_header(uint8_t out[RC_FRAME_MAX_CLIENT_HEADER],
+                              unsigned opcode, uint64_t len,
+                              const uint8_t key[4]) {
+  size_t n = rc_frame_header(out, opcode, 1, len);
+  out[1] |= 0x80u;
+  memcpy(out + n, key, 4);
+  return n + 4;
+}
+
+void rc_frame_mask(uint8_t *dst, const uint8_t *src, size_t len,
+                   const uint8_t key[4]) {
+  /* Eight bytes at a time: the key repeats every four, so a word of two
+   * keys masks any 8-byte run that starts at a multiple of 4. */
+  uint8_t k8[8];
+  memcpy(k8, key, 4);
+  memcpy(k8 + 4, key, 4);
+  uint64_t kw;
+  memcpy(&kw, k8, 8);
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, src + i, 8);
+    w ^= kw;
+    memcpy(dst + i, &w, 8);
+  }
+  for (; i < len; i++)
+    dst[i] = src[i] ^ key[i & 3];
 }
 
 size_t rc_frame_close_payload(uint8_t out[125], unsigned code,

@@ -1,5 +1,7 @@
-/* rc_frame.h - server-side WebSocket frame encoding (RFC 6455 5.2).
- * Server frames are never masked, so one encoded frame serves every member. */
+/* rc_frame.h - WebSocket frame encoding (RFC 6455 5.2, 5.3).
+ * Server frames are never masked, so one encoded frame serves every member;
+ * a client masks every frame with a fresh key (rc_frame_client_header,
+ * rc_frame_mask), so its frames are its own. */
 #ifndef RC_FRAME_H
 #define RC_FRAME_H
 
@@ -25,6 +27,20 @@ size_t rc_frame_header_len(uint64_t len);
  * length as the RFC requires (the shortest form). */
 size_t rc_frame_header(uint8_t out[RC_FRAME_MAX_HEADER], unsigned opcode,
                        int fin, uint64_t len);
+
+#define RC_FRAME_MAX_CLIENT_HEADER 14
+
+/* Writes the header of one masked client frame with FIN set: the same
+ * lengths as rc_frame_header, the mask bit, then the 4-byte masking key.
+ * Returns 6, 8 or 14. */
+size_t rc_frame_client_header(uint8_t out[RC_FRAME_MAX_CLIENT_HEADER],
+                              unsigned opcode, uint64_t len,
+                              const uint8_t key[4]);
+
+/* dst[i] = src[i] XOR key[i % 4] for i < len (RFC 6455 5.3); dst may be
+ * src. Masking twice with the same key gives the bytes back. */
+void rc_frame_mask(uint8_t *dst, const uint8_t *src, size_t len,
+                   const uint8_t key[4]);
 
 /* Writes a close payload: 2-byte big-endian code then the reason, truncated
  * on a UTF-8 boundary so that the payload stays <= 125 bytes. code 0 means no

@@ -55,6 +55,26 @@ static int eat_eol(const unsigned char *b, size_t n, size_t *i) {
   return 1;
 }
 
+/* Consumes "HTTP/1.0" or "HTTP/1.1" at b[*i]; 1 when consumed. */
+static int eat_version(const unsigned char *b, size_t n, size_t *pi,
+                       int *minor) {
+  static const char proto[] = "HTTP/1.";
+  size_t i = *pi;
+  for (size_t k = 0; k < sizeof proto - 1; k++, i++) {
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    if (b[i] != (unsigned char)proto[k])
+      return RC_HTTP_E_BAD;
+  }
+  if (i == n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[i] != '0' && b[i] != '1')
+    return RC_HTTP_E_BAD;
+  *minor = b[i] - '0';
+  *pi = i + 1;
+  return 1;
+}
+
 static int parse_request_line(const unsigned char *b, size_t n, size_t *pi,
                               rc_http_request *req) {
   size_t i = 0;
@@ -100,38 +120,24 @@ static int parse_request_line(const unsigned char *b, size_t n, size_t *pi,
   }
   i++;
 
-  static const char proto[] = "HTTP/1.";
-  for (size_t k = 0; k < sizeof proto - 1; k++, i++) {
-    if (i == n)
-      return RC_HTTP_INCOMPLETE;
-    if (b[i] != (unsigned char)proto[k])
-      return RC_HTTP_E_BAD;
-  }
-  if (i == n)
-    return RC_HTTP_INCOMPLETE;
-  if (b[i] == '1')
-    req->version_minor = 1;
-  else if (b[i] == '0')
-    req->version_minor = 0;
-  else
-    return RC_HTTP_E_BAD;
-  i++;
-
-  int r = eat_eol(b, n, &i);
+  int r = eat_version(b, n, &i, &req->version_minor);
+  if (r != 1)
+    return r;
+  r = eat_eol(b, n, &i);
   if (r != 1)
     return r;
   *pi = i;
   return 1;
 }
 
-static int parse_head(const unsigned char *b, size_t n, size_t max_headers,
-                      rc_http_request *req) {
-  size_t i = 0;
+/* Parses header lines from b[i] through the blank line that ends the head.
+ * Returns the head's length, RC_HTTP_INCOMPLETE, RC_HTTP_E_BAD or
+ * RC_HTTP_E_TOO_LARGE (more than max_headers lines). */
+static int parse_header_lines(const unsigned char *b, size_t n, size_t i,
+                              size_t max_headers, rc_http_header *headers,
+                              size_t *num_headers) {
   size_t nh = 0;
-  int r = parse_request_line(b, n, &i, req);
-  if (r != 1)
-    return r;
-
+  int r;
   for (;;) {
     if (i == n)
       return RC_HTTP_INCOMPLETE;
@@ -140,7 +146,7 @@ static int parse_head(const unsigned char *b, size_t n, size_t max_headers,
       r = eat_eol(b, n, &i);
       if (r != 1)
         return r;
-      req->num_headers = nh;
+      *num_headers = nh;
       return (int)i;
     }
     /* A line that starts with whitespace is obs-fold (RFC 7230 3.2.4);
@@ -181,7 +187,7 @@ static int parse_head(const unsigned char *b, size_t n, size_t max_headers,
     if (r != 1)
       return r;
 
-    rc_http_header *h = &req->headers[nh++];
+    rc_http_header *h = &headers[nh++];
     h->name = (const char *)b + name0;
     h->name_len = name_len;
     h->value = (const char *)b + v0;
@@ -189,31 +195,122 @@ static int parse_head(const unsigned char *b, size_t n, size_t max_headers,
   }
 }
 
+static int parse_head(const unsigned char *b, size_t n, size_t max_headers,
+                      rc_http_request *req) {
+  size_t i = 0;
+  int r = parse_request_line(b, n, &i, req);
+  if (r != 1)
+    return r;
+  return parse_header_lines(b, n, i, max_headers, req->headers,
+                            &req->num_headers);
+}
+
+/* "HTTP/1.x NNN reason" then a line end. The reason phrase may be empty,
+ * and so may the space before it (RFC 7230 3.1.2 asks for the space, but
+ * servers that omit it exist and nothing is ambiguous without it). */
+static int parse_status_line(const unsigned char *b, size_t n, size_t *pi,
+                             rc_http_response_head *resp) {
+  size_t i = 0;
+  int r = eat_version(b, n, &i, &resp->version_minor);
+  if (r != 1)
+    return r;
+  if (i == n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[i] != ' ')
+    return RC_HTTP_E_BAD;
+  i++;
+  int status = 0;
+  for (int k = 0; k < 3; k++, i++) {
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    if (b[i] < '0' || b[i] > '9')
+      return RC_HTTP_E_BAD;
+    status = status * 10 + (b[i] - '0');
+  }
+  if (status < 100)
+    return RC_HTTP_E_BAD;
+  resp->status = status;
+  if (i == n)
+    return RC_HTTP_INCOMPLETE;
+  if (b[i] == ' ')
+    i++;
+  else if (b[i] != '\r' && b[i] != '\n')
+    return RC_HTTP_E_BAD;
+  size_t r0 = i;
+  for (;;) {
+    if (i == n)
+      return RC_HTTP_INCOMPLETE;
+    unsigned char c = b[i];
+    if (c == '\r' || c == '\n')
+      break;
+    if ((c < 0x20 && c != '\t') || c == 0x7F)
+      return RC_HTTP_E_BAD;
+    i++;
+  }
+  resp->reason = (const char *)b + r0;
+  resp->reason_len = i - r0;
+  r = eat_eol(b, n, &i);
+  if (r != 1)
+    return r;
+  *pi = i;
+  return 1;
+}
+
+/* Bounds a parse the same way for requests and responses: parsing only the
+ * first max_bytes makes "complete but too long" and "still incomplete at
+ * the limit" the same case. */
+static size_t bound(size_t len, size_t *max_bytes, size_t *max_headers) {
+  if (*max_headers > RC_HTTP_MAX_HEADERS_CAP)
+    *max_headers = RC_HTTP_MAX_HEADERS_CAP;
+  if (*max_bytes > (size_t)INT_MAX)
+    *max_bytes = (size_t)INT_MAX; /* the head length must fit the return type */
+  return len < *max_bytes ? len : *max_bytes;
+}
+
+int rc_http_parse_response(const char *buf, size_t len, size_t max_bytes,
+                           size_t max_headers, rc_http_response_head *resp) {
+  size_t n = bound(len, &max_bytes, &max_headers);
+  const unsigned char *b = (const unsigned char *)buf;
+  size_t i = 0;
+  resp->num_headers = 0;
+  int r = parse_status_line(b, n, &i, resp);
+  if (r == 1)
+    r = parse_header_lines(b, n, i, max_headers, resp->headers,
+                           &resp->num_headers);
+  if (r == RC_HTTP_INCOMPLETE && len >= max_bytes)
+    return RC_HTTP_E_TOO_LARGE;
+  return r;
+}
+
 int rc_http_parse_request(const char *buf, size_t len, size_t max_bytes,
                           size_t max_headers, rc_http_request *req) {
-  if (max_headers > RC_HTTP_MAX_HEADERS_CAP)
-    max_headers = RC_HTTP_MAX_HEADERS_CAP;
-  if (max_bytes > (size_t)INT_MAX)
-    max_bytes = (size_t)INT_MAX; /* the head length must fit the return type */
+  size_t n = bound(len, &max_bytes, &max_headers);
   req->num_headers = 0;
-  /* Parsing only the first max_bytes makes "complete but too long" and
-   * "still incomplete at the limit" the same case. */
-  size_t n = len < max_bytes ? len : max_bytes;
   int r = parse_head((const unsigned char *)buf, n, max_headers, req);
   if (r == RC_HTTP_INCOMPLETE && len >= max_bytes)
     return RC_HTTP_E_TOO_LARGE;
   return r;
 }
 
-const rc_http_header *rc_http_find_header(const rc_http_request *req,
-                                          const char *name) {
+static const rc_http_header *find_in(const rc_http_header *hs, size_t n,
+                                     const char *name) {
   size_t len = strlen(name);
-  for (size_t k = 0; k < req->num_headers; k++) {
-    const rc_http_header *h = &req->headers[k];
-    if (h->name_len == len && ascii_case_equal(h->name, name, len))
-      return h;
+  for (size_t k = 0; k < n; k++) {
+    if (hs[k].name_len == len && ascii_case_equal(hs[k].name, name, len))
+      return &hs[k];
   }
   return NULL;
+}
+
+const rc_http_header *rc_http_find_header(const rc_http_request *req,
+                                          const char *name) {
+  return find_in(req->headers, req->num_headers, name);
+}
+
+const rc_http_header *
+rc_http_response_find_header(const rc_http_response_head *resp,
+                             const char *name) {
+  return find_in(resp->headers, resp->num_headers, name);
 }
 
 int rc_http_header_has_token(const rc_http_header *h, const char *token) {
@@ -240,11 +337,11 @@ int rc_http_header_has_token(const rc_http_header *h, const char *token) {
 
 /* Headers that may legally be split over several lines (Connection, Upgrade)
  * must be searched in every occurrence, not just the first. */
-static int any_header_has_token(const rc_http_request *req, const char *name,
-                                const char *token) {
+static int any_header_has_token(const rc_http_header *hs, size_t n,
+                                const char *name, const char *token) {
   size_t len = strlen(name);
-  for (size_t k = 0; k < req->num_headers; k++) {
-    const rc_http_header *h = &req->headers[k];
+  for (size_t k = 0; k < n; k++) {
+    const rc_http_header *h = &hs[k];
     if (h->name_len == len && ascii_case_equal(h->name, name, len) &&
         rc_http_header_has_token(h, token))
       return 1;
@@ -252,13 +349,13 @@ static int any_header_has_token(const rc_http_request *req, const char *name,
   return 0;
 }
 
-static size_t count_headers(const rc_http_request *req, const char *name,
-                            const rc_http_header **first) {
+static size_t count_headers(const rc_http_header *hs, size_t n,
+                            const char *name, const rc_http_header **first) {
   size_t len = strlen(name);
   size_t count = 0;
   *first = NULL;
-  for (size_t k = 0; k < req->num_headers; k++) {
-    const rc_http_header *h = &req->headers[k];
+  for (size_t k = 0; k < n; k++) {
+    const rc_http_header *h = &hs[k];
     if (h->name_len == len && ascii_case_equal(h->name, name, len)) {
       if (count == 0)
         *first = h;
@@ -288,7 +385,7 @@ void rc_http_check_upgrade(const rc_http_request *req,
   out->key = NULL;
   out->key_len = 0;
 
-  if (!any_header_has_token(req, "Upgrade", "websocket")) {
+  if (!any_header_has_token(req->headers, req->num_headers, "Upgrade", "websocket")) {
     fail(out, 1, "not a WebSocket upgrade request");
     return;
   }
@@ -300,7 +397,7 @@ void rc_http_check_upgrade(const rc_http_request *req,
     fail(out, 400, "WebSocket upgrade requires HTTP/1.1");
     return;
   }
-  count = count_headers(req, "Host", &h);
+  count = count_headers(req->headers, req->num_headers, "Host", &h);
   if (count == 0) {
     fail(out, 400, "missing Host");
     return;
@@ -309,11 +406,11 @@ void rc_http_check_upgrade(const rc_http_request *req,
     fail(out, 400, "duplicate Host");
     return;
   }
-  if (!any_header_has_token(req, "Connection", "upgrade")) {
+  if (!any_header_has_token(req->headers, req->num_headers, "Connection", "upgrade")) {
     fail(out, 400, "Connection header lacks \"upgrade\"");
     return;
   }
-  count = count_headers(req, "Sec-WebSocket-Version", &h);
+  count = count_headers(req->headers, req->num_headers, "Sec-WebSocket-Version", &h);
   if (count == 0) {
     fail(out, 426, "missing Sec-WebSocket-Version");
     return;
@@ -326,7 +423,7 @@ void rc_http_check_upgrade(const rc_http_request *req,
     fail(out, 426, "unsupported Sec-WebSocket-Version");
     return;
   }
-  count = count_headers(req, "Sec-WebSocket-Key", &h);
+  count = count_headers(req->headers, req->num_headers, "Sec-WebSocket-Key", &h);
   if (count == 0) {
     fail(out, 400, "missing Sec-WebSocket-Key");
     return;
@@ -352,6 +449,133 @@ void rc_ws_accept_value(const char *key, size_t key_len, char out[29]) {
   rc_sha1_update(&s, guid, sizeof guid - 1);
   rc_sha1_final(&s, digest);
   rc_base64_encode(digest, sizeof digest, out);
+}
+
+/* 1 when the comma-separated list (a C string) holds token, compared
+ * exactly: subprotocol names are case-sensitive (RFC 6455 4.1). */
+static int list_has(const char *list, const char *token, size_t tlen) {
+  const char *p = list;
+  while (p != NULL && *p != '\0') {
+    while (*p == ' ' || *p == ',')
+      p++;
+    const char *e = p;
+    while (*e != '\0' && *e != ',' && *e != ' ')
+      e++;
+    if ((size_t)(e - p) == tlen && tlen > 0 && memcmp(p, token, tlen) == 0)
+      return 1;
+    p = e;
+  }
+  return 0;
+}
+
+static void client_fail(rc_http_client_check *out, const char *reason) {
+  out->ok = 0;
+  out->reason = reason;
+}
+
+/* A reason that names what the server sent: printable ASCII only, cut. */
+static void client_fail_fmt(rc_http_client_check *out, const char *what,
+                            const char *value, size_t value_len) {
+  size_t n = (size_t)snprintf(out->text, sizeof out->text, "%s", what);
+  if (n >= sizeof out->text)
+    n = sizeof out->text - 1;
+  for (size_t i = 0; i < value_len && n + 2 < sizeof out->text; i++) {
+    unsigned char c = (unsigned char)value[i];
+    out->text[n++] = (c >= 0x20 && c < 0x7F) ? (char)c : '?';
+  }
+  out->text[n] = '\0';
+  client_fail(out, out->text);
+}
+
+void rc_http_check_upgrade_response(const rc_http_response_head *resp,
+                                    const char *accept, const char *offered,
+                                    rc_http_client_check *out) {
+  const rc_http_header *hs = resp->headers, *h;
+  size_t n = resp->num_headers;
+  out->ok = 1;
+  out->reason = "valid WebSocket upgrade response";
+  out->protocol = NULL;
+  out->protocol_len = 0;
+  out->text[0] = '\0';
+
+  if (resp->status != 101) {
+    char what[32];
+    (void)snprintf(what, sizeof what, "HTTP %d in handshake%s", resp->status,
+                   resp->reason_len > 0 ? ": " : "");
+    client_fail_fmt(out, what, resp->reason,
+                    resp->reason_len > 48 ? 48 : resp->reason_len);
+    return;
+  }
+  if (!any_header_has_token(hs, n, "Upgrade", "websocket")) {
+    client_fail(out, "handshake: response lacks \"Upgrade: websocket\"");
+    return;
+  }
+  if (!any_header_has_token(hs, n, "Connection", "upgrade")) {
+    client_fail(out, "handshake: response lacks \"Connection: Upgrade\"");
+    return;
+  }
+  if (count_headers(hs, n, "Sec-WebSocket-Accept", &h) != 1) {
+    client_fail(out, h == NULL ? "handshake: missing Sec-WebSocket-Accept"
+                               : "handshake: duplicate Sec-WebSocket-Accept");
+    return;
+  }
+  if (h->value_len != 28 || memcmp(h->value, accept, 28) != 0) {
+    client_fail(out, "handshake: wrong Sec-WebSocket-Accept");
+    return;
+  }
+  /* No extension was offered, so none may be accepted (RFC 6455 4.1). */
+  if (find_in(hs, n, "Sec-WebSocket-Extensions") != NULL) {
+    client_fail(out, "handshake: the server accepted an extension that was "
+                     "not offered");
+    return;
+  }
+  size_t count = count_headers(hs, n, "Sec-WebSocket-Protocol", &h);
+  if (count > 1) {
+    client_fail(out, "handshake: duplicate Sec-WebSocket-Protocol");
+    return;
+  }
+  if (count == 1) {
+    if (offered == NULL || !list_has(offered, h->value, h->value_len)) {
+      client_fail_fmt(out, "handshake: the server chose subprotocol ",
+                      h->value, h->value_len > 40 ? 40 : h->value_len);
+      size_t used = strlen(out->text);
+      (void)snprintf(out->text + used, sizeof out->text - used,
+                     ", which was not offered");
+      return;
+    }
+    out->protocol = h->value;
+    out->protocol_len = h->value_len;
+  }
+}
+
+char *rc_http_client_request(const char *target, const char *host,
+                             const char *key, const char *protocols,
+                             const char *extra_headers, size_t *out_len) {
+  static const char fmt[] = "GET %s HTTP/1.1\r\n"
+                            "Host: %s\r\n"
+                            "Upgrade: websocket\r\n"
+                            "Connection: Upgrade\r\n"
+                            "Sec-WebSocket-Key: %s\r\n"
+                            "Sec-WebSocket-Version: 13\r\n"
+                            "%s%s%s"
+                            "%s\r\n";
+  int has_proto = protocols != NULL && protocols[0] != '\0';
+  const char *extra = extra_headers != NULL ? extra_headers : "";
+  size_t cap = sizeof fmt + strlen(target) + strlen(host) + strlen(key) +
+               (has_proto ? strlen(protocols) + 32 : 0) + strlen(extra);
+  char *out = malloc(cap);
+  if (out == NULL)
+    return NULL;
+  int n = snprintf(out, cap, fmt, target, host, key,
+                   has_proto ? "Sec-WebSocket-Protocol: " : "",
+                   has_proto ? protocols : "", has_proto ? "\r\n" : "", extra);
+  if (n < 0 || (size_t)n >= cap) {
+    free(out);
+    return NULL;
+  }
+  if (out_len != NULL)
+    *out_len = (size_t)n;
+  return out;
 }
 
 const char *rc_http_reason_phrase(int status) {

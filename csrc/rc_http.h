@@ -1,5 +1,7 @@
-/* rc_http.h - HTTP/1.1 request-head parsing and the responses of the
- * WebSocket opening handshake (RFC 6455 section 4.2).
+/* rc_http.h - HTTP/1.1 head parsing and the messages of the WebSocket
+ * opening handshake: the server's side (RFC 6455 section 4.2: parse the
+ * request, check it, build the response) and the client's (section 4.1:
+ * build the request, parse the response, check it).
  *
  * Sans-I/O: the parser reads a buffer and points into it; nothing here
  * allocates except rc_http_response(), which returns malloc'd bytes.
@@ -47,9 +49,31 @@ enum {
 int rc_http_parse_request(const char *buf, size_t len, size_t max_bytes,
                           size_t max_headers, rc_http_request *req);
 
+/* A response head: status line and headers, pointing into the buffer. */
+typedef struct rc_http_response_head {
+  int version_minor; /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+  int status;        /* 100-999 */
+  const char *reason; /* reason phrase, may be empty */
+  size_t reason_len;
+  rc_http_header headers[RC_HTTP_MAX_HEADERS_CAP];
+  size_t num_headers;
+} rc_http_response_head;
+
+/* Parses a response head at buf[0..len) with the same return values and
+ * bounds as rc_http_parse_request (RC_HTTP_E_TOO_LARGE past max_bytes or
+ * max_headers). Status line: "HTTP/1.0" or "HTTP/1.1", a space, three
+ * digits, then an optional space and reason phrase. Header lines follow the
+ * request parser's rules. */
+int rc_http_parse_response(const char *buf, size_t len, size_t max_bytes,
+                           size_t max_headers, rc_http_response_head *resp);
+
 /* Case-insensitive header lookup; returns the first match or NULL. */
 const rc_http_header *rc_http_find_header(const rc_http_request *req,
                                           const char *name);
+
+const rc_http_header *
+rc_http_response_find_header(const rc_http_response_head *resp,
+                             const char *name);
 
 /* 1 when the comma-separated header value contains token (case-insensitive). */
 int rc_http_header_has_token(const rc_http_header *h, const char *token);
@@ -76,6 +100,38 @@ void rc_http_check_upgrade(const rc_http_request *req, rc_http_upgrade_check *ou
 /* Writes the 28-character Sec-WebSocket-Accept value plus a NUL into out:
  * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). */
 void rc_ws_accept_value(const char *key, size_t key_len, char out[29]);
+
+/* Result of checking a response to the client's opening handshake. */
+typedef struct rc_http_client_check {
+  int ok;             /* 1: the connection is open */
+  const char *reason; /* when !ok: why, e.g. "HTTP 404 in handshake: Not
+                         Found" (static, or points into text) */
+  const char *protocol; /* the subprotocol the server chose, or NULL */
+  size_t protocol_len;
+  char text[112]; /* room for reasons that quote the response */
+} rc_http_client_check;
+
+/* Checks a parsed response per RFC 6455 4.1: status 101 (else "HTTP <n> in
+ * handshake: <reason phrase>"), Upgrade has "websocket", Connection has
+ * "upgrade", exactly one Sec-WebSocket-Accept equal to accept (the 28
+ * characters rc_ws_accept_value gives for the key that was sent), no
+ * Sec-WebSocket-Extensions (none is offered), and at most one
+ * Sec-WebSocket-Protocol, which must be one of offered (comma-separated,
+ * may be NULL: then none may be chosen). */
+void rc_http_check_upgrade_response(const rc_http_response_head *resp,
+                                    const char *accept, const char *offered,
+                                    rc_http_client_check *out);
+
+/* Builds the opening handshake request in one malloc'd NUL-terminated
+ * string: GET target (path and query, as given), Host, Upgrade,
+ * Connection, Sec-WebSocket-Key key, Sec-WebSocket-Version 13, the
+ * Sec-WebSocket-Protocol list when protocols is neither NULL nor empty,
+ * then extra_headers ("Name: value\r\n" lines, may be NULL). The caller
+ * has checked that no argument holds CR, LF or NUL. Returns NULL when
+ * memory runs out; *out_len (may be NULL) receives the length. */
+char *rc_http_client_request(const char *target, const char *host,
+                             const char *key, const char *protocols,
+                             const char *extra_headers, size_t *out_len);
 
 /* Builds a complete HTTP/1.1 response head and body in one malloc'd buffer.
  * status: e.g. 101, 400, 403, 404, 426, 431, 503. The reason phrase comes

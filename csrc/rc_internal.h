@@ -16,6 +16,7 @@
 #include "rc_core.h"
 #include "rc_frame.h"
 #include "rc_http.h"
+#include "rc_tls.h"
 
 #define RC__CONTAINER_OF(ptr, type, field)                                     \
   ((type *)((char *)(ptr)-offsetof(type, field)))
@@ -68,7 +69,45 @@ enum rc_conn_state {
   RC_CONN_CLOSING,  /* our close frame queued; waiting for the peer's */
   RC_CONN_DRAINING, /* last bytes queued (HTTP answer or close reply); then close */
   RC_CONN_GONE,     /* uv_close called */
+  /* A client connection on its way to RC_CONN_OPEN (rc_client.c). */
+  RC_CONN_RESOLVING,  /* uv_getaddrinfo in flight */
+  RC_CONN_CONNECTING, /* uv_tcp_connect in flight */
+  RC_CONN_TLS,        /* TLS handshake */
+  RC_CONN_UPGRADING,  /* upgrade request sent, reading the response head */
 };
+
+/* Client connection ids have this bit set; server ones never do (a slot
+ * and a generation of 32 bits each, the generation's top bit unused). */
+#define RC__CLIENT_BIT ((uint64_t)1 << 63)
+
+/* What a client connection has beyond an rc_conn: made by
+ * rc_server_connect() on the embedder's thread, found by id through
+ * srv->clients (under client_lock), used by the loop thread from the
+ * connect command on. Freed once its connection's handle has closed and
+ * no uv_getaddrinfo is pending. */
+typedef struct rc_client {
+  uint64_t id;
+  struct rc_conn *conn; /* NULL before the command runs and once freed */
+  char *host;           /* to resolve */
+  char port[8];
+  char *request; /* the whole upgrade request */
+  size_t request_len;
+  char *protocols; /* offered, comma-separated, or NULL */
+  char accept[29]; /* the Sec-WebSocket-Accept the key calls for */
+  uint8_t tls, verify, resolving, retrying;
+  char *cafile;      /* NULL: the system's trust store */
+  char *server_name; /* checked against the certificate; SNI */
+  uint64_t handshake_ms, ping_interval_ms, ping_timeout_ms;
+  size_t max_message_size;
+  struct addrinfo *addrs, *next_addr; /* addresses left to try */
+  int last_error;                     /* of the last failed attempt */
+  uv_getaddrinfo_t gai;
+  uv_connect_t creq;
+  rc_tls *filter;
+  /* any thread: bufferedAmount */
+  atomic_size_t cmd_bytes;   /* frames in send commands not yet run */
+  atomic_size_t queue_bytes; /* bytes in the connection's queue */
+} rc_client;
 
 struct rc_room;
 
@@ -120,6 +159,8 @@ typedef struct rc_conn {
   uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
   uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
   uv_write_t wreq; /* the one write in flight, when the socket was full */
+  uint32_t slot;   /* index in srv->slots */
+  rc_client *cl;   /* client connections only */
 } rc_conn;
 
 typedef struct rc_room {
@@ -145,6 +186,7 @@ enum rc_cmd_type {
   RC_CMD_PAUSE,
   RC_CMD_RESUME,
   RC_CMD_BROADCAST,
+  RC_CMD_CONNECT,
 };
 
 typedef struct rc_cmd {
@@ -171,6 +213,7 @@ struct rc_server {
   uv_timer_t sweep; /* handshake, ping and close deadlines */
   uv_timer_t stop_timer;
   int started, stopping, stopped, joined, handles_closed, open_handles;
+  int has_listener;
   unsigned stop_code;
   char stop_reason[64];
 
@@ -215,12 +258,28 @@ struct rc_server {
   uint32_t parsers_freed; /* since the last heap trim */
 
   rc_http_request req; /* parse space for the loop thread (4 KiB) */
+  rc_http_response_head resp; /* the same for client handshakes */
+
+  /* client connections: id -> rc_client, open addressing (rc_client.c) */
+  uv_mutex_t client_lock; /* any thread: guards the table */
+  rc_client **clients;
+  uint32_t clients_cap, clients_n;
+  atomic_uint_fast64_t next_client;
+  atomic_uint_fast64_t st_clients, st_client_connects;
+  struct rc__tls_ctx_entry *tls_ctxs; /* loop thread: contexts by settings */
 
   /* one read buffer for every connection: data is handed on at once */
   char readbuf[65536];
 };
 
 /* rc_conn.c */
+int rc__conn_register(struct rc_server *s, rc_conn *c);
+void rc__conn_closed(uv_handle_t *h); /* the tcp handle's close callback */
+void rc__conn_start_read(rc_conn *c);
+/* Appends to c->hbuf, growing it up to cap bytes; -1 when memory ran out
+ * (the connection is failed). */
+int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
+                         size_t cap);
 void rc__conn_enqueue(rc_conn *c, rc_buf *b); /* takes a new reference */
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b);
 int rc__conn_deliver_now(rc_conn *c, rc_buf *b);
@@ -241,6 +300,31 @@ void rc__respond(rc_conn *c, rc_buf *b);
 /* The data path of a read: bytes from the peer, in HTTP or WebSocket state. */
 void rc__conn_received(rc_conn *c, const char *data, size_t len);
 
+/* rc_client.c */
+rc_conn *rc__client_find(struct rc_server *s, uint64_t id);
+void rc__client_start(struct rc_server *s, uint64_t id);
+void rc__client_unstarted(struct rc_server *s, uint64_t id);
+void rc__client_release(rc_client *cl);
+void rc__client_fail(rc_conn *c, const char *reason);
+void rc__client_received(rc_conn *c, const char *data, size_t len);
+void rc__client_lost(rc_conn *c, int status);
+void rc__client_send(rc_conn *c, rc_buf *b);
+void rc__client_write(rc_conn *c, const void *data, size_t len);
+void rc__client_ping(rc_conn *c);
+void rc__client_draining(rc_conn *c);
+void rc__client_deadline(rc_conn *c);
+void rc__clients_destroy(struct rc_server *s);
+rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload, size_t len);
+/* Frames a send command's message for client connection conn (masked)
+ * and counts it in its bufferedAmount. 0 or UV_ENOMEM (cmd->buf NULL). */
+int rc__client_send_command(struct rc_server *s, uint64_t conn, rc_cmd *cmd,
+                            const void *data, size_t len, int is_text);
+static inline void rc__client_note_queue(rc_conn *c) {
+  if (c->cl != NULL)
+    atomic_store_explicit(&c->cl->queue_bytes, c->q.bytes,
+                          memory_order_relaxed);
+}
+
 /* rc_room.c */
 rc_room *rc__room_get(struct rc_server *s, uint64_t id, int create);
 void rc__room_join(struct rc_server *s, rc_room *r, rc_conn *c);
@@ -258,6 +342,11 @@ void rc__rooms_destroy(struct rc_server *s);
 void rc__event_push(struct rc_server *s, rc_event *ev);
 void rc__events_hand_over(struct rc_server *s);
 rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len);
+/* Event payload strings (see rc_core.h): a uint32_t length then the bytes;
+ * headers as name (lower-cased) and value pairs. Each returns the end. */
+char *rc__event_put(char *p, const void *str, size_t n);
+size_t rc__event_headers_size(const rc_http_header *h, size_t n);
+char *rc__event_put_headers(char *p, const rc_http_header *h, size_t n);
 int rc__cmd_push(struct rc_server *s, rc_cmd *cmd, int force_wake);
 rc_cmd *rc__cmd_take_all(struct rc_server *s);
 void rc__cmd_free(rc_cmd *cmd);

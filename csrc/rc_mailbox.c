@@ -87,6 +87,33 @@ rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len) {
   return ev;
 }
 
+char *rc__event_put(char *p, const void *str, size_t n) {
+  uint32_t len32 = (uint32_t)n;
+  memcpy(p, &len32, 4);
+  if (len32 > 0)
+    memcpy(p + 4, str, len32);
+  return p + 4 + len32;
+}
+
+size_t rc__event_headers_size(const rc_http_header *h, size_t n) {
+  size_t total = 8 * n;
+  for (size_t i = 0; i < n; i++)
+    total += h[i].name_len + h[i].value_len;
+  return total;
+}
+
+char *rc__event_put_headers(char *p, const rc_http_header *h, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char *name = p + 4;
+    p = rc__event_put(p, h[i].name, h[i].name_len);
+    for (size_t k = 0; k < h[i].name_len; k++)
+      if (name[k] >= 'A' && name[k] <= 'Z')
+        name[k] = (char)(name[k] + 32);
+    p = rc__event_put(p, h[i].value, h[i].value_len);
+  }
+  return p;
+}
+
 /* What an event costs while it waits, for max_event_bytes. */
 static size_t event_cost(const rc_event *ev) { return sizeof(*ev) + ev->len; }
 

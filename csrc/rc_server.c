@@ -1,7 +1,7 @@
 /* rc_server.c - the server object: configuration, the loop thread, the
  * command API used from other threads, and the orderly stop.
  *
- * Handles owned by the loop: the listener, the async wake-up, the check
+ * Handles owned by the loop: the listener (when listening), the async wake-up, the check
  * handle that ends every turn (flush writes, hand over events), the sweep
  * timer (deadlines and pings) and the stop timer. The loop ends when all of
  * them and every connection have been closed.
@@ -75,6 +75,13 @@ rc_server *rc_server_new(const rc_config *cfg) {
     free(s);
     return NULL;
   }
+  if (uv_mutex_init(&s->client_lock) != 0) {
+    uv_mutex_destroy(&s->ev_lock);
+    uv_mutex_destroy(&s->cmd_lock);
+    close(s->ev_fd);
+    free(s);
+    return NULL;
+  }
   atomic_init(&s->next_room, 0);
   return s;
 }
@@ -100,6 +107,8 @@ static void close_loop_handles(rc_server *s) {
   uv_mutex_unlock(&s->cmd_lock);
   while (left != NULL) {
     rc_cmd *next = left->next;
+    if (left->type == RC_CMD_CONNECT) /* its embedder awaits an event */
+      rc__client_unstarted(s, left->conn);
     rc__cmd_free(left);
     left = next;
   }
@@ -162,7 +171,8 @@ static void stop_begin(rc_server *s, rc_cmd *cmd) {
   s->stop_code = (unsigned)cmd->status;
   snprintf(s->stop_reason, sizeof(s->stop_reason), "%s",
            cmd->text ? cmd->text : "");
-  uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+  if (s->has_listener)
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
   rc__stop_begin(s);
   uint64_t ms = (uint64_t)(s->cfg.close_timeout * 1000.0) + 1;
   if (uv_timer_start(&s->stop_timer, on_stop_timer, ms, 0) != 0)
@@ -191,6 +201,9 @@ static void on_wake(uv_async_t *h) {
       break;
     case RC_CMD_STOP:
       stop_begin(s, cmd);
+      break;
+    case RC_CMD_CONNECT:
+      rc__client_start(s, cmd->conn);
       break;
     default:
       rc__conn_command(s, cmd);
@@ -241,40 +254,13 @@ static int resolve(uv_loop_t *loop, const char *host, int port,
   return r;
 }
 
-int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
-                     int *bound_port) {
-  if (s->started)
-    return UV_EALREADY;
-  if (backlog > 0)
-    s->cfg.backlog = backlog;
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  int r = uv_loop_init(&s->loop);
+/* Initialises the loop's own handles and starts the thread, on a loop that
+ * uv_loop_init has made (with the listener already bound, if any). On
+ * failure closes every handle, the listener too, and the loop. */
+static int start_loop(rc_server *s) {
+  int r = uv_async_init(&s->loop, &s->wake, on_wake);
   if (r != 0)
-    return r;
-  s->loop.data = s;
-  if ((r = resolve(&s->loop, host, port, &ss)) != 0)
     goto fail_loop;
-  /* Handles are initialised here, before the loop thread exists. */
-  if ((r = uv_tcp_init(&s->loop, &s->listener)) != 0)
-    goto fail_loop;
-  s->listener.data = s;
-  s->open_handles++;
-  if ((r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) != 0 ||
-      (r = uv_listen((uv_stream_t *)&s->listener,
-                     s->cfg.backlog > 0 ? s->cfg.backlog : 1024,
-                     rc__server_on_connection)) != 0)
-    goto fail_listener;
-  struct sockaddr_storage bound;
-  int blen = sizeof(bound);
-  if ((r = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound,
-                              &blen)) != 0)
-    goto fail_listener;
-  *bound_port = ntohs(bound.ss_family == AF_INET6
-                          ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                          : ((struct sockaddr_in *)&bound)->sin_port);
-  if ((r = uv_async_init(&s->loop, &s->wake, on_wake)) != 0)
-    goto fail_listener;
   s->wake.data = s;
   s->open_handles++;
   /* From here on the handles cannot fail to initialise. */
@@ -303,8 +289,64 @@ fail_all:
   uv_close((uv_handle_t *)&s->flush, NULL);
   uv_close((uv_handle_t *)&s->sweep, NULL);
   uv_close((uv_handle_t *)&s->stop_timer, NULL);
+fail_loop:
+  if (s->has_listener)
+    uv_close((uv_handle_t *)&s->listener, NULL);
+  s->has_listener = 0;
+  (void)uv_run(&s->loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&s->loop);
+  s->open_handles = 0;
+  return r;
+}
+
+int rc_server_start(rc_server *s) {
+  if (s->started)
+    return UV_EALREADY;
+  int r = uv_loop_init(&s->loop);
+  if (r != 0)
+    return r;
+  s->loop.data = s;
+  return start_loop(s);
+}
+
+int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
+                     int *bound_port) {
+  if (s->started)
+    return UV_EALREADY;
+  if (backlog > 0)
+    s->cfg.backlog = backlog;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  int r = uv_loop_init(&s->loop);
+  if (r != 0)
+    return r;
+  s->loop.data = s;
+  if ((r = resolve(&s->loop, host, port, &ss)) != 0)
+    goto fail_loop;
+  /* Handles are initialised here, before the loop thread exists. */
+  if ((r = uv_tcp_init(&s->loop, &s->listener)) != 0)
+    goto fail_loop;
+  s->listener.data = s;
+  s->has_listener = 1;
+  s->open_handles++;
+  if ((r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) != 0 ||
+      (r = uv_listen((uv_stream_t *)&s->listener,
+                     s->cfg.backlog > 0 ? s->cfg.backlog : 1024,
+                     rc__server_on_connection)) != 0)
+    goto fail_listener;
+  struct sockaddr_storage bound;
+  int blen = sizeof(bound);
+  if ((r = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound,
+                              &blen)) != 0)
+    goto fail_listener;
+  *bound_port = ntohs(bound.ss_family == AF_INET6
+                          ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                          : ((struct sockaddr_in *)&bound)->sin_port);
+  return start_loop(s);
+
 fail_listener:
   uv_close((uv_handle_t *)&s->listener, NULL);
+  s->has_listener = 0;
   (void)uv_run(&s->loop, UV_RUN_DEFAULT);
 fail_loop:
   (void)uv_loop_close(&s->loop);
@@ -341,11 +383,13 @@ void rc_server_free(rc_server *s) {
   rc_events_free(s->ev_head);
   rc_events_free(s->batch_head);
   rc__rooms_destroy(s);
+  rc__clients_destroy(s);
   free(s->slots);
   free(s->gens);
   free(s->free_slots);
   uv_mutex_destroy(&s->cmd_lock);
   uv_mutex_destroy(&s->ev_lock);
+  uv_mutex_destroy(&s->client_lock);
   close(s->ev_fd);
   free(s);
 }
@@ -366,6 +410,8 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->fragment_closes = atomic_load(&s->st_frag);
   out->event_bytes = atomic_load(&s->ev_bytes);
   out->reads_held = atomic_load(&s->st_starved);
+  out->clients = atomic_load(&s->st_clients);
+  out->client_connects = atomic_load(&s->st_client_connects);
 }
 
 /* --- commands ------------------------------------------------------------ */
@@ -431,7 +477,11 @@ int rc_server_send(rc_server *s, uint64_t conn, const void *data, size_t len,
   rc_cmd *cmd = cmd_new(RC_CMD_SEND, conn);
   if (cmd == NULL)
     return UV_ENOMEM;
-  cmd->buf = rc__buf_message(is_text, data, len);
+  /* A client's frames are masked, each with its own key. */
+  if (conn & RC__CLIENT_BIT)
+    (void)rc__client_send_command(s, conn, cmd, data, len, is_text);
+  else
+    cmd->buf = rc__buf_message(is_text, data, len);
   if (cmd->buf == NULL) {
     rc__cmd_free(cmd);
     return UV_ENOMEM;

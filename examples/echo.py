@@ -13,7 +13,7 @@ record of what the server sent. Once bound it prints one line,
 import logging
 import sys
 
-from roomcast import Server, WebSocket
+from roomcast import Server, ServerWebSocket
 
 MAX_MESSAGE = 64 * 2**20
 
@@ -25,7 +25,7 @@ server = Server(
 
 
 @server.websocket("/{path:path}")
-async def echo(websocket: WebSocket) -> None:
+async def echo(websocket: ServerWebSocket) -> None:
     await websocket.accept()
     while True:
         message = await websocket.receive()

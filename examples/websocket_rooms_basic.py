@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from roomcast import Room, Server, WebSocket
+from roomcast import Room, Server, ServerWebSocket as WebSocket
 
 server = Server()
 

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from roomcast import BaseRoom, Room, Server, WebSocket
+from roomcast import BaseRoom, Room, Server, ServerWebSocket as WebSocket
 
 server = Server()
 

@@ -1,6 +1,8 @@
 /* fuzz_http.c - libFuzzer target for the opening handshake: the request-head
  * parser, the upgrade check, the accept value and the response builder
- * (csrc/rc_http.c, csrc/rc_sha1.c).
+ * (csrc/rc_http.c, csrc/rc_sha1.c), and on the client's side the
+ * response-head parser and its upgrade check, fed the same bytes as a
+ * server's answer.
  *
  * Input: two control bytes, then the bytes a client sent.
  *   byte 0, bits 0-1  max_bytes:   8192 (the default), 64, 512, 60000
@@ -162,6 +164,40 @@ static void answer(const rc_http_request *req, const char *buf, size_t r) {
   free(rsp);
 }
 
+static rc_http_response_head resp_prefix, resp_full;
+
+/* The same bytes as a server's answer to the client: the head points into
+ * the buffer, a prefix agrees with the whole, and the check gives a reason
+ * whenever it refuses. */
+static void as_response(const char *b1, size_t first, const char *b2,
+                        size_t len, size_t max_bytes, size_t max_headers) {
+  int r1 = rc_http_parse_response(b1, first, max_bytes, max_headers,
+                                  &resp_prefix);
+  int r2 =
+      rc_http_parse_response(b2, len, max_bytes, max_headers, &resp_full);
+  FUZZ_CHECK(r1 >= RC_HTTP_E_TOO_LARGE && r2 >= RC_HTTP_E_TOO_LARGE);
+  if (r1 != RC_HTTP_INCOMPLETE)
+    FUZZ_CHECK(r2 == r1);
+  if (r2 <= 0)
+    return;
+  FUZZ_CHECK((size_t)r2 <= len && (size_t)r2 <= max_bytes);
+  FUZZ_CHECK(resp_full.status >= 100 && resp_full.status <= 999);
+  FUZZ_CHECK(resp_full.num_headers <= max_headers);
+  FUZZ_CHECK(within(resp_full.reason, resp_full.reason_len, b2, len));
+  for (size_t i = 0; i < resp_full.num_headers; i++) {
+    const rc_http_header *h = &resp_full.headers[i];
+    FUZZ_CHECK(h->name_len > 0 && within(h->name, h->name_len, b2, len));
+    FUZZ_CHECK(within(h->value, h->value_len, b2, len));
+  }
+  rc_http_client_check chk;
+  rc_http_check_upgrade_response(&resp_full, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                                 "chat, superchat", &chk);
+  FUZZ_CHECK(chk.reason != NULL && strlen(chk.reason) > 0);
+  FUZZ_CHECK(chk.ok || strlen(chk.reason) < sizeof chk.text);
+  if (chk.ok && chk.protocol != NULL)
+    FUZZ_CHECK(within(chk.protocol, chk.protocol_len, b2, len));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const size_t max_bytes_choice[4] = {8192, 64, 512, 60000};
   static const size_t max_headers_choice[4] = {100, 0, 3, 128};
@@ -202,6 +238,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(req_full.num_headers == req_prefix.num_headers);
     FUZZ_CHECK(req_full.path_len == req_prefix.path_len);
   }
+
+  as_response(b1, first, b2, len, max_bytes, max_headers);
 
   /* The response builder with any status, extra headers and body. */
   int status = (int)((unsigned)split_at * 7u) - 600 + (int)(len % 1000);

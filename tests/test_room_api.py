@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from roomcast import BaseRoom, Room, Server, WebSocket, WebSocketClosed
+from roomcast import BaseRoom, Room, Server, ServerWebSocket, WebSocketClosed
 
 T = 30  # seconds; a generous bound on any single wait
 
@@ -313,7 +313,7 @@ async def test_len_iteration_and_leaving_follow_membership():
         b = await join(running)
         members = list(room)
         assert len(room) == 2
-        assert all(isinstance(m, WebSocket) for m in members)
+        assert all(isinstance(m, ServerWebSocket) for m in members)
         # In joining order; the server sees each client's own port.
         assert [m.client.port for m in members] == [a.local_address[1], b.local_address[1]]
         await a.close()

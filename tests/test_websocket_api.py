@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from roomcast import Room, Server, WebSocket, WebSocketClosed, WebSocketDisconnect
+from roomcast import Room, Server, ServerWebSocket, WebSocketClosed, WebSocketDisconnect
 
 T = 30  # seconds; a generous bound on any single wait
 
@@ -212,7 +212,7 @@ async def test_query_params_headers_client_url_and_state():
     seen = {}
 
     @server.websocket("/info")
-    async def endpoint(websocket: WebSocket):
+    async def endpoint(websocket: ServerWebSocket):
         websocket.state.user = "ann"
         seen.update(
             a=websocket.query_params["a"],

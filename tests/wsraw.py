@@ -411,14 +411,15 @@ def echo_server(**options):
 
 
 class ServerThread:
-    """Runs ``server.serve("127.0.0.1", 0)`` on a fresh asyncio loop in a
-    daemon thread; ``port`` is known once the context is entered. ``call``
+    """Runs ``server.serve("127.0.0.1", port)`` (port 0: any free one) on a
+    fresh asyncio loop in a daemon thread; ``port`` is known once the
+    context is entered. ``call``
     runs a coroutine function on that loop and returns its result."""
 
-    def __init__(self, server, host: str = "127.0.0.1"):
+    def __init__(self, server, host: str = "127.0.0.1", port: int = 0):
         self.server = server
         self.host = host
-        self.port = 0
+        self.port = port
         self.running = None  # what serve() yields: stats() is thread-safe
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._ready = threading.Event()
@@ -438,7 +439,7 @@ class ServerThread:
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with self.server.serve(self.host, 0) as running:
+        async with self.server.serve(self.host, self.port) as running:
             self.running = running
             self.port = running.port
             self._ready.set()

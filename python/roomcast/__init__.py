@@ -1,5 +1,7 @@
 """roomcast: WebSocket rooms in Python, with a C core that does the sockets,
-the protocol and the fan-out of one message to every member of a room.
+the protocol and the fan-out of one message to every member of a room, and
+clients on the same core (:class:`WebSocket`, synchronous, with the
+browser's API; :func:`connect` for asyncio).
 
     from roomcast import Room, Server
 
@@ -15,23 +17,39 @@ the protocol and the fan-out of one message to every member of a room.
 """
 
 from .app import App, Hooks, Socket
+from .client import (
+    TLS,
+    ClientConnection,
+    ConnectionClosed,
+    ConnectionFailed,
+    InvalidStateError,
+    WebSocket,
+    connect,
+)
 from .room import BaseRoom, Room
 from .server import Running, Server
-from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "BaseRoom",
+    "ClientConnection",
+    "ConnectionClosed",
+    "ConnectionFailed",
     "Hooks",
+    "InvalidStateError",
     "Socket",
     "Room",
     "Running",
     "Server",
+    "ServerWebSocket",
+    "TLS",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketDisconnect",
     "WebSocketState",
+    "connect",
     "__version__",
 ]

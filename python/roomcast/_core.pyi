@@ -11,7 +11,9 @@ two directions:
   goes from empty to non-empty, and ``poll()`` drains the whole batch.
 
 Connection ids and room ids are positive ints, never reused while the
-``Core`` lives.
+``Core`` lives. Client connections (``connect``) have ids of 2**63 and up;
+``send``, ``close``, ``pause_reading`` and ``resume_reading`` take them like
+any other, and their events are the same but for ``EV_CONNECTED``.
 
 Once the loop has ended (``stop()`` has begun and the close handshakes are
 over), every command raises ``RuntimeError("the server has stopped")``; a
@@ -24,6 +26,9 @@ EV_OPEN: Final[int]      # (EV_OPEN, conn, path, query, headers, host, port)
 EV_MESSAGE: Final[int]   # (EV_MESSAGE, conn, data)  data: str (text) | bytes (binary)
 EV_CLOSE: Final[int]     # (EV_CLOSE, conn, code, reason)  last event of a conn
 EV_REQUEST: Final[int]   # (EV_REQUEST, conn, method, path, query, headers, host, port)
+EV_CONNECTED: Final[int] # (EV_CONNECTED, conn, subprotocol, headers)  a client conn is open;
+                         # subprotocol "" when none; headers of the 101 answer, as below.
+                         # A client conn that never opens gets EV_CLOSE alone (1006, reason).
 
 # The request headers of EV_OPEN and EV_REQUEST: b"name:value\n" per header,
 # in request order, names lower-cased, values as sent (decode as latin-1).
@@ -51,6 +56,42 @@ class Core:
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
         Raises OSError on bind failure. Call once."""
+    def start(self) -> None:
+        """Starts the loop thread without listening, for client
+        connections. Call once, instead of listen()."""
+    def connect(
+        self,
+        host: str,
+        port: int,
+        target: str,
+        *,
+        host_header: Optional[str] = None,
+        headers: Sequence[Tuple[str, str]] = (),
+        protocols: Optional[Sequence[str]] = (),
+        tls: bool = False,
+        verify: bool = True,
+        cafile: Optional[str] = None,
+        server_name: Optional[str] = None,
+        handshake_timeout: float = 10.0,
+        ping_interval: float = 0.0,
+        ping_timeout: float = 0.0,
+        max_message_size: int = 0,
+    ) -> int:
+        """Starts a client connection to host:port asking for target (path
+        and query); returns its id at once. The loop resolves host (every
+        address in turn), connects, does TLS when asked (verify: chain and
+        host name, against cafile or the system's roots; server_name: the
+        name to check and send as SNI) and the opening handshake of RFC
+        6455 4.1 within handshake_timeout. Then EV_CONNECTED, or EV_CLOSE
+        with code 1006 and a reason. host_header replaces "host[:port]";
+        headers are extra request headers; protocols are offered, and the
+        server may pick only one of them. max_message_size 0: the core's.
+        ValueError for a bad argument (control characters, a target not
+        starting with "/", a bad subprotocol token)."""
+    def buffered(self, conn: int, /) -> int:
+        """Bytes of a client connection not yet handed to the kernel (in
+        send commands and its queue, framing and TLS included); 0 once it
+        has gone. Safe from any thread."""
     def set_batching(self, call_soon: Optional[Callable[..., Any]], /) -> None:
         """Batch wake-ups: commands made on the calling thread no longer wake
         the core one by one; the first of a batch schedules ``flush()`` with
@@ -118,4 +159,6 @@ class Core:
         fragment_closes (messages cut into too many fragments, 1009),
         event_bytes (events waiting for poll() now), reads_held (times a
         sending client was not read because events waited past
-        max_event_bytes). Safe to call from any thread."""
+        max_event_bytes), clients (client connections now, counted in
+        connections too), client_connects (client connections started).
+        Safe to call from any thread."""

@@ -45,7 +45,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
 
 from .server import Running, Server
-from .websocket import WebSocket, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
 
 __all__ = ["App", "Hooks", "Socket"]
 
@@ -95,11 +95,11 @@ class Socket:
 
     ``event`` and ``payload`` are those of the message being handled (one
     message at a time per socket, in order). ``ws`` is the underlying
-    :class:`~roomcast.WebSocket` (headers, query parameters, peer);
+    :class:`~roomcast.ServerWebSocket` (headers, query parameters, peer);
     ``state`` is a free namespace; ``id`` is unique per connection.
     """
 
-    def __init__(self, app: App, ws: WebSocket) -> None:
+    def __init__(self, app: App, ws: ServerWebSocket) -> None:
         self.app = app
         self.ws = ws
         self.id = ws._conn
@@ -292,7 +292,7 @@ class App(Server):
 
     # -- one connection ------------------------------------------------------------
 
-    async def _endpoint(self, websocket: WebSocket) -> None:
+    async def _endpoint(self, websocket: ServerWebSocket) -> None:
         ws = Socket(self, websocket)
         try:
             for func in self._connect:

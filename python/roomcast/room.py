@@ -29,7 +29,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional, TypeVar, Union, overload
 
 from ._params import Binder
-from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
 
 if TYPE_CHECKING:
     from .server import Server
@@ -57,7 +57,7 @@ class _Handler:
         binder = Binder(func, positional)
         self.binder: Optional[Binder] = binder if binder else None
 
-    async def __call__(self, room: BaseRoom, websocket: WebSocket, *message: Any) -> None:
+    async def __call__(self, room: BaseRoom, websocket: ServerWebSocket, *message: Any) -> None:
         if self.binder is None:
             result = self.func(room, websocket, *message)
         else:
@@ -79,8 +79,8 @@ class BaseRoom:
     """
 
     def __init__(self) -> None:
-        self._members: dict[WebSocket, None] = {}
-        self._leaving: set[WebSocket] = set()
+        self._members: dict[ServerWebSocket, None] = {}
+        self._leaving: set[ServerWebSocket] = set()
         # The room's id in the core of each server that has (had) members.
         self._room_ids: dict[Server, int] = {}
         self._on_receive: dict[str, _Handler] = {}
@@ -93,7 +93,7 @@ class BaseRoom:
     def __len__(self) -> int:
         return len(self._members)
 
-    def __iter__(self) -> Iterator[WebSocket]:
+    def __iter__(self) -> Iterator[ServerWebSocket]:
         return iter(list(self._members))
 
     def __contains__(self, websocket: object) -> bool:
@@ -103,7 +103,7 @@ class BaseRoom:
         # websocket_rooms rooms are used as FastAPI dependencies this way.
         return self
 
-    async def connect(self, websocket: WebSocket) -> None:
+    async def connect(self, websocket: ServerWebSocket) -> None:
         """Runs one member's whole life in the room; returns when it has
         left (the client closed, it was removed, or it failed).
 
@@ -155,7 +155,7 @@ class BaseRoom:
             self._failed(ws, where)
         await self._leave(ws, close=False)
 
-    async def _receive_loop(self, ws: WebSocket) -> None:
+    async def _receive_loop(self, ws: ServerWebSocket) -> None:
         handlers = self._on_receive
         members = self._members
         while True:
@@ -192,11 +192,11 @@ class BaseRoom:
             if handler.is_async or inspect.isawaitable(result):
                 await result
 
-    def _failed(self, ws: WebSocket, where: str) -> None:
+    def _failed(self, ws: ServerWebSocket, where: str) -> None:
         logger.exception("%s handler failed for %r", where, ws)
         ws._fail()
 
-    def _join(self, ws: WebSocket) -> None:
+    def _join(self, ws: ServerWebSocket) -> None:
         server = ws._server
         core = server._core
         if core is None:
@@ -207,7 +207,7 @@ class BaseRoom:
         self._members[ws] = None
         core.join(ws._conn, room_id, self._relay)
 
-    def _drop(self, ws: WebSocket) -> None:
+    def _drop(self, ws: ServerWebSocket) -> None:
         """Leaves the room at once, without handlers."""
         self._leaving.discard(ws)
         if ws in self._members:
@@ -220,7 +220,7 @@ class BaseRoom:
     def _forget_server(self, server: Server) -> None:
         self._room_ids.pop(server, None)
 
-    async def _leave(self, ws: WebSocket, close: bool) -> None:
+    async def _leave(self, ws: ServerWebSocket, close: bool) -> None:
         if ws not in self._members or ws in self._leaving:
             return
         self._leaving.add(ws)
@@ -232,7 +232,7 @@ class BaseRoom:
             await ws.close()
         await self._notify("after", ws)
 
-    async def _notify(self, when: str, ws: WebSocket) -> None:
+    async def _notify(self, when: str, ws: ServerWebSocket) -> None:
         handler = self._on_disconnect.get(when)
         if handler is None:
             return
@@ -243,7 +243,7 @@ class BaseRoom:
         except Exception:
             logger.exception("on_disconnect(%r) handler failed for %r", when, ws)
 
-    async def remove(self, websocket: WebSocket) -> None:
+    async def remove(self, websocket: ServerWebSocket) -> None:
         """Removes a member and closes its connection (code 1000), running
         the ``on_disconnect`` handlers around the removal. Its ``connect``
         call then returns. A websocket that is not a member is ignored."""
@@ -256,28 +256,28 @@ class BaseRoom:
 
     # -- pushes ------------------------------------------------------------
 
-    async def push_json(self, message: Any, *, exclude: Optional[WebSocket] = None) -> None:
+    async def push_json(self, message: Any, *, exclude: Optional[ServerWebSocket] = None) -> None:
         """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
         member, except ``exclude`` if given. Raises :class:`TypeError` (or
         :class:`ValueError`) if it cannot be serialised; never waits for the
         members. Pushes reach each member in the order they were made."""
         self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
 
-    async def push_text(self, message: str, *, exclude: Optional[WebSocket] = None) -> None:
+    async def push_text(self, message: str, *, exclude: Optional[ServerWebSocket] = None) -> None:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
         self._publish(message, exclude)
 
     async def push_bytes(
-        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[WebSocket] = None
+        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[ServerWebSocket] = None
     ) -> None:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
         self._publish(message, exclude)
 
-    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[WebSocket]) -> None:
+    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[ServerWebSocket]) -> None:
         for server, room_id in self._room_ids.items():
             core = server._core
             if core is None:
@@ -366,7 +366,7 @@ class Room(BaseRoom):
         return decorator
 
 
-def _still_open(ws: WebSocket) -> bool:
+def _still_open(ws: ServerWebSocket) -> bool:
     return ws.application_state is WebSocketState.CONNECTED and ws.client_state is not WebSocketState.DISCONNECTED
 
 

@@ -6,7 +6,7 @@ loop; each time it becomes readable, the whole batch of queued events is
 dispatched at once:
 
 * open: the path is matched against the routes (first match wins; no match
-  answers HTTP 404), a :class:`~roomcast.WebSocket` is created and a task
+  answers HTTP 404), a :class:`~roomcast.ServerWebSocket` is created and a task
   runs the endpoint;
 * message: appended to that websocket's receive queue (no task per message);
 * close: the websocket is marked closed and its readers get
@@ -46,7 +46,7 @@ from typing import (
 from . import _core
 from ._params import Binder, Route
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
-from .websocket import WebSocket, WebSocketDisconnect, WebSocketState, header_values
+from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
 
 if TYPE_CHECKING:
     from .room import BaseRoom
@@ -180,7 +180,7 @@ class Server:
         self._core: Optional[_core.Core] = None
         self._poll_core: Optional[_core.Core] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._conns: dict[int, WebSocket] = {}
+        self._conns: dict[int, ServerWebSocket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rooms: weakref.WeakKeyDictionary[BaseRoom, int] = weakref.WeakKeyDictionary()
 
@@ -354,13 +354,13 @@ class Server:
         else:
             core.reject(conn, 404)
             return
-        ws = WebSocket(self, conn, path, query, headers, host, port, params)
+        ws = ServerWebSocket(self, conn, path, query, headers, host, port, params)
         self._conns[conn] = ws
         task = self._loop.create_task(self._run_endpoint(ws, endpoint, kwargs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_endpoint(self, ws: WebSocket, endpoint: Endpoint, kwargs: dict[str, Any]) -> None:
+    async def _run_endpoint(self, ws: ServerWebSocket, endpoint: Endpoint, kwargs: dict[str, Any]) -> None:
         try:
             result = endpoint(ws, **kwargs)
             if inspect.isawaitable(result):

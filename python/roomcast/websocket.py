@@ -1,6 +1,6 @@
 """The server side of one WebSocket connection, with Starlette's names.
 
-A :class:`WebSocket` is created by :class:`roomcast.Server` for every upgrade
+A :class:`ServerWebSocket` is created by :class:`roomcast.Server` for every upgrade
 request that matches a route and is handed to the route's endpoint. The
 connection itself lives in the C core; this object queues commands to it and
 receives its messages from the server's dispatcher.
@@ -58,7 +58,7 @@ __all__ = [
     "Headers",
     "QueryParams",
     "URL",
-    "WebSocket",
+    "ServerWebSocket",
     "WebSocketClosed",
     "WebSocketDisconnect",
     "WebSocketState",
@@ -206,7 +206,7 @@ def header_values(raw: bytes, name: str) -> list[str]:
 _NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'
 
 
-class WebSocket:
+class ServerWebSocket:
     """One server-side connection. Hashable (by identity), so it can be a
     dict key. Created by the server only.
 
@@ -302,7 +302,7 @@ class WebSocket:
         return URL("ws", netloc, self._path, self._query, "")
 
     def __repr__(self) -> str:
-        return f"<WebSocket #{self._conn} {self._path} from {self.client.host}:{self.client.port}>"
+        return f"<ServerWebSocket #{self._conn} {self._path} from {self.client.host}:{self.client.port}>"
 
     # -- handshake ----------------------------------------------------------
 

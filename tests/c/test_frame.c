@@ -1,5 +1,5 @@
-/* test_frame.c - server frame headers and close payloads against exact bytes
- * (RFC 6455 5.2, 5.5.1, 7.4). */
+/* test_frame.c - frame headers (server and masked client), masking and close
+ * payloads against exact bytes (RFC 6455 5.2, 5.3, 5.5.1, 7.4). */
 #include <stdint.h>
 #include <string.h>
 
@@ -280,7 +280,53 @@ RC_TEST(scan_counts_fragments_against_the_limit) {
   }
 }
 
-RC_TEST_MAIN(RC_CASE(scan_rest_between_messages),
+
+static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+RC_TEST(client_header_small) {
+  /* RFC 6455 5.7: a masked "Hello" starts 0x81 0x85 0x37 0xfa 0x21 0x3d. */
+  uint8_t h[RC_FRAME_MAX_CLIENT_HEADER];
+  size_t n = rc_frame_client_header(h, RC_OP_TEXT, 5, key);
+  RC_ASSERT_EQ_BYTES(h, n, "\x81\x85\x37\xfa\x21\x3d");
+}
+
+RC_TEST(client_header_16_and_64_bit_lengths) {
+  uint8_t h[RC_FRAME_MAX_CLIENT_HEADER];
+  size_t n = rc_frame_client_header(h, RC_OP_BINARY, 256, key);
+  RC_ASSERT_EQ_BYTES(h, n, "\x82\xfe\x01\x00\x37\xfa\x21\x3d");
+  n = rc_frame_client_header(h, RC_OP_PING, 65536, key);
+  RC_ASSERT_EQ_BYTES(h, n,
+                     "\x89\xff\x00\x00\x00\x00\x00\x01\x00\x00"
+                     "\x37\xfa\x21\x3d");
+}
+
+RC_TEST(mask_rfc_example) {
+  /* RFC 6455 5.7: "Hello" masked with 37 fa 21 3d. */
+  uint8_t out[5];
+  rc_frame_mask(out, (const uint8_t *)"Hello", 5, key);
+  RC_ASSERT_EQ_BYTES(out, sizeof out, "\x7f\x9f\x4d\x51\x58");
+}
+
+RC_TEST(mask_every_length_and_in_place) {
+  /* The word-at-a-time path and the byte tail agree with the definition,
+   * and masking twice restores the input. */
+  uint8_t src[67], dst[67], again[67];
+  for (size_t i = 0; i < sizeof src; i++)
+    src[i] = (uint8_t)(i * 7 + 1);
+  for (size_t len = 0; len <= sizeof src; len++) {
+    rc_frame_mask(dst, src, len, key);
+    for (size_t i = 0; i < len; i++)
+      RC_ASSERT_EQ_INT(dst[i], src[i] ^ key[i % 4]);
+    memcpy(again, dst, len);
+    rc_frame_mask(again, again, len, key);
+    RC_ASSERT_EQ_MEM(again, src, len);
+  }
+}
+
+RC_TEST_MAIN(RC_CASE(client_header_small),
+             RC_CASE(client_header_16_and_64_bit_lengths),
+             RC_CASE(mask_rfc_example), RC_CASE(mask_every_length_and_in_place),
+             RC_CASE(scan_rest_between_messages),
              RC_CASE(scan_fragmented_message_is_not_at_rest),
              RC_CASE(scan_refuses_bad_control_frames_and_lengths),
              RC_CASE(scan_bad_header_split_across_reads_passes_nothing_of_it),

@@ -738,7 +738,254 @@ RC_TEST(parse_survives_mutations) {
   }
 }
 
+
+/* --- the client's side: response head, upgrade check, request -------- */
+
+typedef struct parsed_resp {
+  char *buf;
+  int rc;
+  rc_http_response_head resp;
+} parsed_resp;
+
+static void parse_resp_with(parsed_resp *p, const char *s, size_t max_bytes,
+                            size_t max_headers) {
+  size_t len = strlen(s);
+  p->buf = malloc(len > 0 ? len : 1);
+  if (p->buf == NULL) {
+    fprintf(stderr, "out of memory\n");
+    exit(2);
+  }
+  memcpy(p->buf, s, len);
+  p->rc = rc_http_parse_response(p->buf, len, max_bytes, max_headers,
+                                 &p->resp);
+}
+
+static const char ok_resp[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                              "Upgrade: websocket\r\n"
+                              "Connection: Upgrade\r\n"
+                              "Sec-WebSocket-Accept: "
+                              "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                              "Sec-WebSocket-Protocol: chat\r\n"
+                              "\r\n";
+/* The RFC's example key gives this accept value (RFC 6455 1.3). */
+static const char ok_accept[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+RC_TEST(response_head_parses) {
+  parsed_resp p;
+  parse_resp_with(&p, ok_resp, MAX_BYTES, MAX_HEADERS);
+  int rc = p.rc, status = p.resp.status, minor = p.resp.version_minor;
+  size_t nh = p.resp.num_headers;
+  int reason_ok = p.resp.reason_len == 19 &&
+                  memcmp(p.resp.reason, "Switching Protocols", 19) == 0;
+  const rc_http_header *h =
+      rc_http_response_find_header(&p.resp, "sec-websocket-protocol");
+  int proto_ok = h != NULL && h->value_len == 4 &&
+                 memcmp(h->value, "chat", 4) == 0;
+  free(p.buf);
+  RC_ASSERT_EQ_INT(rc, (int)strlen(ok_resp));
+  RC_ASSERT_EQ_INT(status, 101);
+  RC_ASSERT_EQ_INT(minor, 1);
+  RC_ASSERT_EQ_INT(nh, 4);
+  RC_ASSERT(reason_ok);
+  RC_ASSERT(proto_ok);
+}
+
+RC_TEST(response_head_incomplete_at_every_prefix) {
+  size_t len = strlen(ok_resp);
+  for (size_t cut = 0; cut < len; cut++) {
+    char *b = malloc(cut > 0 ? cut : 1);
+    RC_ASSERT(b != NULL);
+    memcpy(b, ok_resp, cut);
+    rc_http_response_head resp;
+    int rc = rc_http_parse_response(b, cut, MAX_BYTES, MAX_HEADERS, &resp);
+    free(b);
+    if (rc != RC_HTTP_INCOMPLETE)
+      fprintf(stderr, "  prefix of %zu bytes\n", cut);
+    RC_ASSERT_EQ_INT(rc, RC_HTTP_INCOMPLETE);
+  }
+}
+
+RC_TEST(response_head_status_line_forms) {
+  static const struct {
+    const char *head;
+    int rc_positive; /* 1: parses, else the error */
+    int status;
+  } cases[] = {
+      {"HTTP/1.1 101\r\n\r\n", 1, 101},      /* no reason, no space */
+      {"HTTP/1.1 101 \r\n\r\n", 1, 101},     /* empty reason */
+      {"HTTP/1.0 404 Not Found\r\n\r\n", 1, 404},
+      {"HTTP/1.1 200 OK\nServer: x\n\n", 1, 200}, /* bare LF */
+      {"HTTP/2 101 x\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"HTTP/1.1 10 x\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"HTTP/1.1 1011 x\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"HTTP/1.1 099 x\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"HTTP/1.1 101 a\x01z\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"SSH-2.0-OpenSSH\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"HTTP/1.1 101 ok\r\nBad Name: x\r\n\r\n", RC_HTTP_E_BAD, 0},
+      {"HTTP/1.1 101 ok\r\n folded\r\n\r\n", RC_HTTP_E_BAD, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    parsed_resp p;
+    parse_resp_with(&p, cases[i].head, MAX_BYTES, MAX_HEADERS);
+    int rc = p.rc, status = p.resp.status;
+    free(p.buf);
+    if (cases[i].rc_positive == 1) {
+      RC_CHECK(rc > 0);
+      if (rc > 0)
+        RC_CHECK_EQ_INT(status, cases[i].status);
+    } else {
+      RC_CHECK_EQ_INT(rc, cases[i].rc_positive);
+    }
+    if (rc_test_failed_) {
+      fprintf(stderr, "  case %zu: %s\n", i, cases[i].head);
+      return;
+    }
+  }
+}
+
+RC_TEST(response_head_bounds) {
+  parsed_resp p;
+  /* too many headers */
+  parse_resp_with(&p,
+                  "HTTP/1.1 101 x\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+                  MAX_BYTES, 3);
+  int many = p.rc;
+  free(p.buf);
+  RC_ASSERT_EQ_INT(many, RC_HTTP_E_TOO_LARGE);
+  /* longer than max_bytes, complete or not */
+  parse_resp_with(&p, ok_resp, 64, MAX_HEADERS);
+  int big = p.rc;
+  free(p.buf);
+  RC_ASSERT_EQ_INT(big, RC_HTTP_E_TOO_LARGE);
+  parse_resp_with(&p, "HTTP/1.1 101 x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  32, MAX_HEADERS);
+  int cut = p.rc;
+  free(p.buf);
+  RC_ASSERT_EQ_INT(cut, RC_HTTP_E_TOO_LARGE);
+}
+
+static void client_check(const char *head, const char *offered,
+                         rc_http_client_check *out) {
+  parsed_resp p;
+  parse_resp_with(&p, head, MAX_BYTES, MAX_HEADERS);
+  if (p.rc <= 0) {
+    out->ok = -1;
+    out->reason = "did not parse";
+  } else {
+    rc_http_check_upgrade_response(&p.resp, ok_accept, offered, out);
+  }
+  /* reason may point into out->text, never into the buffer */
+  free(p.buf);
+}
+
+RC_TEST(client_check_valid) {
+  rc_http_client_check chk;
+  client_check(ok_resp, "superchat, chat", &chk);
+  RC_ASSERT_EQ_INT(chk.ok, 1);
+  RC_ASSERT_EQ_INT(chk.protocol_len, 4);
+  client_check("HTTP/1.1 101 x\r\nupgrade: WebSocket\r\n"
+               "connection: keep-alive, upgrade\r\n"
+               "sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+               NULL, &chk);
+  RC_ASSERT_EQ_INT(chk.ok, 1);
+  RC_ASSERT(chk.protocol == NULL);
+}
+
+RC_TEST(client_check_errors) {
+#define ACC "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+#define UPC "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+  static const struct {
+    const char *head;
+    const char *offered;
+    const char *reason;
+  } cases[] = {
+      {"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", NULL,
+       "HTTP 404 in handshake: Not Found"},
+      {"HTTP/1.1 200\r\n\r\n", NULL, "HTTP 200 in handshake"},
+      {"HTTP/1.1 101 x\r\nConnection: Upgrade\r\n" ACC "\r\n", NULL,
+       "handshake: response lacks \"Upgrade: websocket\""},
+      {"HTTP/1.1 101 x\r\nUpgrade: websocket\r\n" ACC "\r\n", NULL,
+       "handshake: response lacks \"Connection: Upgrade\""},
+      {"HTTP/1.1 101 x\r\n" UPC "\r\n", NULL,
+       "handshake: missing Sec-WebSocket-Accept"},
+      {"HTTP/1.1 101 x\r\n" UPC ACC ACC "\r\n", NULL,
+       "handshake: duplicate Sec-WebSocket-Accept"},
+      {"HTTP/1.1 101 x\r\n" UPC
+       "Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+       NULL, "handshake: wrong Sec-WebSocket-Accept"},
+      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Extensions: x\r\n\r\n",
+       NULL,
+       "handshake: the server accepted an extension that was not offered"},
+      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Protocol: chat\r\n\r\n",
+       NULL,
+       "handshake: the server chose subprotocol chat, which was not offered"},
+      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Protocol: Chat\r\n\r\n",
+       "chat",
+       "handshake: the server chose subprotocol Chat, which was not offered"},
+      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Protocol: cha\r\n\r\n",
+       "chat",
+       "handshake: the server chose subprotocol cha, which was not offered"},
+      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Protocol: a\r\n"
+       "Sec-WebSocket-Protocol: a\r\n\r\n",
+       "a", "handshake: duplicate Sec-WebSocket-Protocol"},
+      {"HTTP/1.1 503 \x80\xff\r\n\r\n", NULL, "HTTP 503 in handshake: ??"},
+  };
+#undef ACC
+#undef UPC
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    rc_http_client_check chk;
+    client_check(cases[i].head, cases[i].offered, &chk);
+    RC_CHECK_EQ_INT(chk.ok, 0);
+    RC_CHECK(rc_test_str_eq_(chk.reason, cases[i].reason));
+    if (rc_test_failed_) {
+      fprintf(stderr, "  case %zu: got ", i);
+      rc_test_print_str_(chk.reason);
+      fputc('\n', stderr);
+      return;
+    }
+  }
+}
+
+RC_TEST(client_request_bytes) {
+  size_t n = 0;
+  char *r = rc_http_client_request("/chat?room=1", "example.com:8080",
+                                   "dGhlIHNhbXBsZSBub25jZQ==", "chat, v2",
+                                   "Origin: http://example.com\r\n", &n);
+  RC_ASSERT(r != NULL);
+  static const char want[] = "GET /chat?room=1 HTTP/1.1\r\n"
+                             "Host: example.com:8080\r\n"
+                             "Upgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n"
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             "Sec-WebSocket-Version: 13\r\n"
+                             "Sec-WebSocket-Protocol: chat, v2\r\n"
+                             "Origin: http://example.com\r\n"
+                             "\r\n";
+  int same = n == sizeof want - 1 && memcmp(r, want, n) == 0;
+  if (!same)
+    rc_test_print_str_(r);
+  free(r);
+  RC_ASSERT(same);
+}
+
+RC_TEST(client_request_is_a_valid_upgrade) {
+  /* What the client sends passes the server's own check. */
+  char *r = rc_http_client_request("/", "h", "dGhlIHNhbXBsZSBub25jZQ==", NULL,
+                                   NULL, NULL);
+  RC_ASSERT(r != NULL);
+  rc_http_upgrade_check chk;
+  int rc = check(r, &chk);
+  free(r);
+  RC_ASSERT(rc > 0);
+  RC_ASSERT_EQ_INT(chk.status, 0);
+}
+
 RC_TEST_MAIN(
+    RC_CASE(response_head_parses),
+    RC_CASE(response_head_incomplete_at_every_prefix),
+    RC_CASE(response_head_status_line_forms), RC_CASE(response_head_bounds),
+    RC_CASE(client_check_valid), RC_CASE(client_check_errors),
+    RC_CASE(client_request_bytes), RC_CASE(client_request_is_a_valid_upgrade),
     RC_CASE(parse_complete_upgrade_request),
     RC_CASE(parse_stops_at_end_of_head),
     RC_CASE(parse_incomplete_at_every_prefix), RC_CASE(parse_bare_lf_tolerated),

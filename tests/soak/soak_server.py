@@ -34,23 +34,23 @@ import sys
 import threading
 from typing import Any
 
-from roomcast import Room, Server, WebSocket
+from roomcast import Room, Server, ServerWebSocket
 
 template = Room()
 
 
 @template.on_connect("after")
-async def joined(room: Room, websocket: WebSocket, client: str) -> None:
+async def joined(room: Room, websocket: ServerWebSocket, client: str) -> None:
     await room.push_json({"ev": "join", "id": client})
 
 
 @template.on_disconnect("after")
-async def left(room: Room, websocket: WebSocket, client: str) -> None:
+async def left(room: Room, websocket: ServerWebSocket, client: str) -> None:
     await room.push_json({"ev": "leave", "id": client})
 
 
 @template.on_receive("json")
-async def received(room: Room, websocket: WebSocket, message: Any, client: str) -> None:
+async def received(room: Room, websocket: ServerWebSocket, message: Any, client: str) -> None:
     if not isinstance(message, dict):
         return
     if message.get("cmd") == "leave":
@@ -68,7 +68,7 @@ class Chat:
         self.users: dict[str, int] = {}
         self.endpoints = 0
 
-    async def endpoint(self, websocket: WebSocket, name: str) -> None:
+    async def endpoint(self, websocket: ServerWebSocket, name: str) -> None:
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(template)

@@ -81,7 +81,7 @@ from urllib.parse import unquote
 from ..app import App
 from ..app import Socket as AppSocket
 from ..server import Running
-from ..websocket import WebSocket, WebSocketDisconnect, WebSocketState
+from ..websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
 
 __all__ = ["Application", "CallableList", "EventRouter", "Hooks", "Next", "RoomManager", "Socket"]
 
@@ -205,7 +205,7 @@ class Socket:
     code once closed (or the code ``close()`` will send); ``connected``
     is true while the connection is open. ``socket`` is the underlying
     :class:`roomcast.Socket` and ``socket.ws`` the
-    :class:`roomcast.WebSocket`.
+    :class:`roomcast.ServerWebSocket`.
     """
 
     def __init__(self, app: Application, socket: AppSocket) -> None:
@@ -416,7 +416,7 @@ class Application:
         await _call(hooks[index], ws, go_on)
 
 
-async def _close_code(websocket: WebSocket) -> Optional[int]:
+async def _close_code(websocket: ServerWebSocket) -> Optional[int]:
     """The code the connection closed with, once it has closed."""
     if websocket.client_state is not WebSocketState.DISCONNECTED:
         return None
@@ -427,7 +427,7 @@ async def _close_code(websocket: WebSocket) -> Optional[int]:
     return code if isinstance(code, int) else None
 
 
-def _scope_of(websocket: WebSocket) -> dict[str, Any]:
+def _scope_of(websocket: ServerWebSocket) -> dict[str, Any]:
     """An ASGI ``websocket`` scope for the request, as the original gave."""
     url = websocket.url
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in websocket.headers.multi_items()]

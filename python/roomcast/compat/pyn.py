@@ -69,7 +69,7 @@ from typing import Any, Callable, Literal, Optional, TypeVar, Union
 
 from .. import server as _server
 from ..room import Room
-from ..websocket import WebSocket as Connection
+from ..websocket import ServerWebSocket as Connection
 
 __all__ = ["Connection", "Server", "WebSocket"]
 

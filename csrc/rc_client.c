@@ -1,0 +1,810 @@
+/* rc_client.c - client connections: rc_server_connect, DNS, TCP, TLS, the
+ * opening handshake of RFC 6455 4.1, and what a client does differently
+ * once open (masked frames, TLS records).
+ *
+ * A client connection is an rc_conn with an rc_client attached. It lives in
+ * the server's slot table like any other, so the sweep, the stop and the
+ * backpressure of rc_conn.c treat it the same; its id is not its slot but
+ * one drawn by the embedder's thread (RC__CLIENT_BIT set), found through
+ * srv->clients. From RC_CONN_OPEN on, it reads frames through rc_conn.c's
+ * path, with wslay in client mode; what it sends goes through
+ * rc__client_write, which encrypts when the connection has TLS, so that its
+ * output queue holds bytes ready for the socket either way and rc_conn.c's
+ * flush writes them unchanged.
+ *
+ * Lifetime. The tcp handle is initialised when the connect command runs
+ * and closed by rc__conn_abort as for any connection. Two things may still
+ * refer to the rc_client after that close callback: a uv_getaddrinfo in
+ * flight (it cannot be cancelled once started), which then frees it; and a
+ * connect attempt that failed with more addresses to try, whose handle is
+ * closed and initialised again (retrying), during which rc__conn_abort
+ * leaves the close to the retry's own callback.
+ */
+#define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rc_frame.h"
+#include "rc_http.h"
+#include "rc_internal.h"
+#include "rc_sha1.h"
+#include "rc_tls.h"
+
+static uint64_t now_ms(rc_server *s) { return uv_now(&s->loop); }
+
+static uint64_t secs_ms(double secs) {
+  return secs <= 0 ? 0 : (uint64_t)(secs * 1000.0 + 0.5);
+}
+
+/* --- id -> client: open addressing, linear probing (under client_lock) --- */
+
+static uint32_t home_of(uint64_t id, uint32_t cap) {
+  return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static rc_client *map_get(rc_server *s, uint64_t id) {
+  if (s->clients_cap == 0)
+    return NULL;
+  uint32_t j = home_of(id, s->clients_cap);
+  while (s->clients[j] != NULL) {
+    if (s->clients[j]->id == id)
+      return s->clients[j];
+    j = (j + 1) & (s->clients_cap - 1);
+  }
+  return NULL;
+}
+
+static int map_put(rc_server *s, rc_client *cl) {
+  if ((s->clients_n + 1) * 2 > s->clients_cap) {
+    uint32_t cap = s->clients_cap ? s->clients_cap * 2 : 16;
+    rc_client **t = calloc(cap, sizeof(*t));
+    if (t == NULL)
+      return UV_ENOMEM;
+    for (uint32_t i = 0; i < s->clients_cap; i++) {
+      rc_client *e = s->clients[i];
+      if (e == NULL)
+        continue;
+      uint32_t j = home_of(e->id, cap);
+      while (t[j] != NULL)
+        j = (j + 1) & (cap - 1);
+      t[j] = e;
+    }
+    free(s->clients);
+    s->clients = t;
+    s->clients_cap = cap;
+  }
+  uint32_t j = home_of(cl->id, s->clients_cap);
+  while (s->clients[j] != NULL)
+    j = (j + 1) & (s->clients_cap - 1);
+  s->clients[j] = cl;
+  s->clients_n++;
+  return 0;
+}
+
+static void map_del(rc_server *s, rc_client *cl) {
+  uint32_t mask = s->clients_cap - 1;
+  uint32_t j = home_of(cl->id, s->clients_cap);
+  while (s->clients[j] != cl) {
+    if (s->clients[j] == NULL)
+      return;
+    j = (j + 1) & mask;
+  }
+  s->clients[j] = NULL;
+  s->clients_n--;
+  /* Move back the entries whose probe run crossed the hole. */
+  uint32_t k = (j + 1) & mask;
+  while (s->clients[k] != NULL) {
+    uint32_t home = home_of(s->clients[k]->id, s->clients_cap);
+    if (((k - home) & mask) >= ((k - j) & mask)) {
+      s->clients[j] = s->clients[k];
+      s->clients[k] = NULL;
+      j = k;
+    }
+    k = (k + 1) & mask;
+  }
+}
+
+static rc_client *client_take(rc_server *s, uint64_t id, int remove) {
+  uv_mutex_lock(&s->client_lock);
+  rc_client *cl = map_get(s, id);
+  if (cl != NULL && remove)
+    map_del(s, cl);
+  uv_mutex_unlock(&s->client_lock);
+  return cl;
+}
+
+static void client_free(rc_client *cl) {
+  if (cl->addrs != NULL)
+    uv_freeaddrinfo(cl->addrs);
+  rc_tls_free(cl->filter);
+  free(cl->host);
+  free(cl->request);
+  free(cl->protocols);
+  free(cl->cafile);
+  free(cl->server_name);
+  free(cl);
+}
+
+rc_conn *rc__client_find(rc_server *s, uint64_t id) {
+  rc_client *cl = client_take(s, id, 0);
+  rc_conn *c = cl != NULL ? cl->conn : NULL;
+  return c != NULL && c->state != RC_CONN_GONE ? c : NULL;
+}
+
+/* --- the embedder's side --------------------------------------------------- */
+
+void rc_connect_opts_default(rc_connect_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->port = 80;
+  o->target = "/";
+  o->tls_verify = 1;
+  o->handshake_timeout = 10.0;
+}
+
+/* 1 when s may go into a request line or header: no CR, LF or NUL, no
+ * other control characters. */
+static int header_safe(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 && *s != '\t')
+      return 0;
+  return 1;
+}
+
+static char *dup_or_null(const char *s, int *failed) {
+  if (s == NULL)
+    return NULL;
+  char *d = strdup(s);
+  if (d == NULL)
+    *failed = 1;
+  return d;
+}
+
+/* Fills the parts of cl that opts decide. */
+static int client_setup(rc_client *cl, const rc_connect_opts *o) {
+  uint8_t key_raw[16];
+  char key[25];
+  if (rc_tls_random(key_raw, sizeof key_raw) != 0)
+    return UV_EIO;
+  rc_base64_encode(key_raw, sizeof key_raw, key);
+  rc_ws_accept_value(key, 24, cl->accept);
+  int default_port = o->port == (o->tls ? 443 : 80);
+  char host_header[300];
+  const char *hh = o->host_header;
+  if (hh == NULL) {
+    int v6 = strchr(o->host, ':') != NULL;
+    int n = snprintf(host_header, sizeof host_header, "%s%s%s", v6 ? "[" : "",
+                     o->host, v6 ? "]" : "");
+    if (n > 0 && !default_port)
+      n += snprintf(host_header + n, sizeof host_header - (size_t)n, ":%d",
+                    o->port);
+    if (n < 0 || (size_t)n >= sizeof host_header)
+      return UV_EINVAL;
+    hh = host_header;
+  }
+  if (!header_safe(hh))
+    return UV_EINVAL;
+  cl->request = rc_http_client_request(o->target, hh, key, o->protocols,
+                                       o->extra_headers, &cl->request_len);
+  int failed = cl->request == NULL;
+  cl->host = dup_or_null(o->host, &failed);
+  cl->protocols = dup_or_null(o->protocols, &failed);
+  cl->cafile = dup_or_null(o->tls_cafile, &failed);
+  cl->server_name =
+      dup_or_null(o->tls_server_name ? o->tls_server_name : o->host, &failed);
+  if (failed)
+    return UV_ENOMEM;
+  (void)snprintf(cl->port, sizeof cl->port, "%d", o->port);
+  cl->tls = o->tls != 0;
+  cl->verify = o->tls_verify != 0;
+  cl->handshake_ms =
+      secs_ms(o->handshake_timeout > 0 ? o->handshake_timeout : 10.0);
+  cl->ping_interval_ms = secs_ms(o->ping_interval);
+  cl->ping_timeout_ms = secs_ms(o->ping_timeout);
+  cl->max_message_size = o->max_message_size;
+  return 0;
+}
+
+int rc_server_connect(rc_server *s, const rc_connect_opts *o,
+                      uint64_t *conn) {
+  if (!s->started)
+    return UV_EINVAL;
+  if (o->host == NULL || o->host[0] == '\0' || o->port < 1 ||
+      o->port > 65535 || o->target == NULL || o->target[0] != '/' ||
+      !header_safe(o->host) || !header_safe(o->target) ||
+      strpbrk(o->target, " \t") != NULL ||
+      (o->protocols != NULL && !header_safe(o->protocols)) ||
+      (o->tls_server_name != NULL && !header_safe(o->tls_server_name)) ||
+      strlen(o->host) > 255)
+    return UV_EINVAL;
+  rc_client *cl = calloc(1, sizeof(*cl));
+  if (cl == NULL)
+    return UV_ENOMEM;
+  int r = client_setup(cl, o);
+  if (r != 0) {
+    client_free(cl);
+    return r;
+  }
+  cl->id = RC__CLIENT_BIT | (atomic_fetch_add(&s->next_client, 1) + 1);
+  rc_cmd *cmd = calloc(1, sizeof(*cmd));
+  if (cmd == NULL) {
+    client_free(cl);
+    return UV_ENOMEM;
+  }
+  cmd->type = RC_CMD_CONNECT;
+  cmd->conn = cl->id;
+  uv_mutex_lock(&s->client_lock);
+  r = map_put(s, cl);
+  uv_mutex_unlock(&s->client_lock);
+  if (r != 0) {
+    free(cmd);
+    client_free(cl);
+    return r;
+  }
+  uint64_t id = cl->id;
+  /* From here the loop may run the command, and free cl, at any time. */
+  r = rc__cmd_push(s, cmd, 0);
+  if (r == UV_ECANCELED) {
+    if (client_take(s, id, 1) != NULL)
+      client_free(cl);
+    return r;
+  }
+  *conn = id;
+  return r;
+}
+
+int rc_server_buffered(rc_server *s, uint64_t conn, size_t *out) {
+  int r = UV_ENOENT;
+  uv_mutex_lock(&s->client_lock);
+  rc_client *cl = (conn & RC__CLIENT_BIT) ? map_get(s, conn) : NULL;
+  if (cl != NULL) {
+    *out = atomic_load(&cl->cmd_bytes) + atomic_load(&cl->queue_bytes);
+    r = 0;
+  }
+  uv_mutex_unlock(&s->client_lock);
+  return r;
+}
+
+/* A send command for a client connection is about to be queued: count its
+ * frame until the loop runs it. */
+static void count_command(rc_server *s, uint64_t conn, size_t len) {
+  uv_mutex_lock(&s->client_lock);
+  rc_client *cl = map_get(s, conn);
+  if (cl != NULL)
+    atomic_fetch_add(&cl->cmd_bytes, len);
+  uv_mutex_unlock(&s->client_lock);
+}
+
+rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload,
+                             size_t len) {
+  uint8_t key[4];
+  if (rc_tls_random(key, sizeof key) != 0)
+    return NULL;
+  uint8_t head[RC_FRAME_MAX_CLIENT_HEADER];
+  size_t hl = rc_frame_client_header(head, opcode, len, key);
+  rc_buf *b = rc__buf_new(hl + len);
+  if (b == NULL)
+    return NULL;
+  memcpy(b->data, head, hl);
+  rc_frame_mask(b->data + hl, payload, len, key);
+  b->is_message = opcode == RC_OP_TEXT || opcode == RC_OP_BINARY;
+  return b;
+}
+
+int rc__client_send_command(rc_server *s, uint64_t conn, rc_cmd *cmd,
+                            const void *data, size_t len, int is_text) {
+  cmd->buf =
+      rc__buf_client_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  if (cmd->buf == NULL)
+    return UV_ENOMEM;
+  count_command(s, conn, cmd->buf->len);
+  return 0;
+}
+
+/* --- failing --------------------------------------------------------------- */
+
+static void set_reason(rc_conn *c, const char *reason) {
+  if (c->close_reason == NULL && reason != NULL) {
+    size_t n = strlen(reason);
+    c->close_reason = malloc(n + 1);
+    if (c->close_reason != NULL) {
+      memcpy(c->close_reason, reason, n + 1);
+      c->close_reason_len = (uint32_t)n;
+    }
+  }
+  c->close_code = 1006;
+}
+
+void rc__client_fail(rc_conn *c, const char *reason) {
+  if (c->state == RC_CONN_GONE)
+    return;
+  set_reason(c, reason);
+  rc__conn_abort(c);
+}
+
+static const char *state_words(const rc_conn *c) {
+  switch (c->state) {
+  case RC_CONN_RESOLVING:
+    return "resolving the host name";
+  case RC_CONN_CONNECTING:
+    return "connecting";
+  case RC_CONN_TLS:
+    return "in the TLS handshake";
+  default:
+    return "waiting for the HTTP 101 response";
+  }
+}
+
+void rc__client_deadline(rc_conn *c) {
+  char reason[96];
+  (void)snprintf(reason, sizeof reason, "handshake timeout (%s)",
+                 state_words(c));
+  rc__client_fail(c, reason);
+}
+
+void rc__client_lost(rc_conn *c, int status) {
+  char reason[128];
+  switch (c->state) {
+  case RC_CONN_DRAINING:
+    reason[0] = '\0'; /* the close handshake is over: nothing was lost */
+    break;
+  case RC_CONN_OPEN:
+  case RC_CONN_CLOSING:
+    if (status == UV_EOF)
+      (void)snprintf(reason, sizeof reason,
+                     "connection closed by the server without a close frame");
+    else
+      (void)snprintf(reason, sizeof reason, "connection lost: %s",
+                     uv_strerror(status));
+    break;
+  default:
+    if (status == UV_EOF)
+      (void)snprintf(reason, sizeof reason,
+                     "the server closed the connection %s", state_words(c));
+    else
+      (void)snprintf(reason, sizeof reason, "%s %s", uv_strerror(status),
+                     state_words(c));
+    break;
+  }
+  rc__client_fail(c, reason[0] ? reason : NULL);
+}
+
+/* --- writing ----------------------------------------------------------- */
+
+/* Moves the TLS records waiting in the filter into the output queue. */
+static void tls_out(rc_conn *c) {
+  rc_tls *t = c->cl->filter;
+  size_t n = rc_tls_pending(t);
+  if (n == 0)
+    return;
+  rc_buf *b = rc__buf_new(n);
+  if (b == NULL) {
+    rc__conn_fail(c);
+    return;
+  }
+  b->len = rc_tls_take(t, b->data, n);
+  rc__conn_enqueue(c, b);
+  rc__buf_unref(b);
+}
+
+void rc__client_write(rc_conn *c, const void *data, size_t len) {
+  if (c->state == RC_CONN_GONE || len == 0)
+    return;
+  rc_client *cl = c->cl;
+  if (cl->filter != NULL) {
+    if (rc_tls_write(cl->filter, data, len) != 0) {
+      /* maybe inside wslay: the connection ends at the end of the turn */
+      set_reason(c, rc_tls_error(cl->filter));
+      rc__conn_fail(c);
+      return;
+    }
+    tls_out(c);
+  } else {
+    rc_buf *b = rc__buf_new(len);
+    if (b == NULL) {
+      rc__conn_fail(c);
+      return;
+    }
+    memcpy(b->data, data, len);
+    rc__conn_enqueue(c, b);
+    rc__buf_unref(b);
+  }
+  rc__client_note_queue(c);
+}
+
+/* A frame for the connection: as it is, or as TLS records. */
+static void write_buf(rc_conn *c, rc_buf *b) {
+  if (c->cl->filter != NULL) {
+    rc__client_write(c, b->data, b->len);
+    return;
+  }
+  rc__conn_enqueue(c, b);
+  rc__client_note_queue(c);
+}
+
+void rc__client_send(rc_conn *c, rc_buf *b) {
+  rc_client *cl = c->cl;
+  atomic_fetch_sub(&cl->cmd_bytes, b->len);
+  if (c->state != RC_CONN_OPEN)
+    return; /* closing: RFC 6455 5.5.1, nothing follows our close */
+  /* Records cannot be dropped from the middle of a TLS stream, and the
+   * server is not reading: the connection cannot go on. */
+  if (c->q.bytes > 0 && c->q.bytes + b->len > c->srv->cfg.max_queue_bytes) {
+    rc__client_fail(c, "send queue full: the server does not read");
+    return;
+  }
+  write_buf(c, b);
+  atomic_fetch_add_explicit(&c->srv->st_deliveries, 1, memory_order_relaxed);
+}
+
+void rc__client_ping(rc_conn *c) {
+  static const char payload[] = "rc";
+  rc_buf *b = rc__buf_client_frame(RC_OP_PING, payload, sizeof payload - 1);
+  if (b == NULL)
+    return;
+  write_buf(c, b);
+  rc__buf_unref(b);
+}
+
+void rc__client_draining(rc_conn *c) {
+  rc_client *cl = c->cl;
+  if (cl->filter == NULL)
+    return;
+  /* close_notify after our last record: the stream ended on purpose. */
+  if (rc_tls_shutdown(cl->filter) == 0)
+    tls_out(c);
+}
+
+/* --- TLS contexts, one per (verify, cafile), kept for the server's life -- */
+
+struct rc__tls_ctx_entry {
+  struct rc__tls_ctx_entry *next;
+  int verify;
+  char *cafile;
+  rc_tls_ctx *ctx;
+};
+
+static rc_tls_ctx *tls_ctx(rc_server *s, const rc_client *cl, char *err,
+                           size_t errlen) {
+  for (struct rc__tls_ctx_entry *e = s->tls_ctxs; e != NULL; e = e->next)
+    if (e->verify == cl->verify &&
+        ((e->cafile == NULL && cl->cafile == NULL) ||
+         (e->cafile != NULL && cl->cafile != NULL &&
+          strcmp(e->cafile, cl->cafile) == 0)))
+      return e->ctx;
+  rc_tls_ctx *ctx = rc_tls_ctx_client(cl->verify, cl->cafile, err, errlen);
+  if (ctx == NULL)
+    return NULL;
+  struct rc__tls_ctx_entry *e = calloc(1, sizeof(*e));
+  int failed = e == NULL;
+  if (e != NULL)
+    e->cafile = dup_or_null(cl->cafile, &failed);
+  if (failed) {
+    free(e);
+    rc_tls_ctx_free(ctx);
+    (void)snprintf(err, errlen, "TLS: out of memory");
+    return NULL;
+  }
+  e->verify = cl->verify;
+  e->ctx = ctx;
+  e->next = s->tls_ctxs;
+  s->tls_ctxs = e;
+  return ctx;
+}
+
+/* --- connecting -------------------------------------------------------- */
+
+static void try_next(rc_conn *c);
+
+static void on_retry_closed(uv_handle_t *h) {
+  rc_conn *c = RC__CONTAINER_OF(h, rc_conn, tcp);
+  c->cl->retrying = 0;
+  if (c->state == RC_CONN_GONE || uv_tcp_init(&c->srv->loop, &c->tcp) != 0) {
+    /* aborted meanwhile (or no handle to be had): this was its close */
+    if (c->state != RC_CONN_GONE)
+      rc__client_fail(c, "cannot make a socket");
+    rc__conn_closed(h);
+    return;
+  }
+  try_next(c);
+}
+
+/* One address did not work; the next one may. */
+static void attempt_failed(rc_conn *c, int status) {
+  rc_client *cl = c->cl;
+  cl->last_error = status;
+  if (cl->next_addr != NULL) {
+    cl->retrying = 1;
+    uv_close((uv_handle_t *)&c->tcp, on_retry_closed);
+    return;
+  }
+  rc__client_fail(c, uv_strerror(status));
+}
+
+static void send_request(rc_conn *c) {
+  c->state = RC_CONN_UPGRADING;
+  rc__client_write(c, c->cl->request, c->cl->request_len);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  rc_client *cl = RC__CONTAINER_OF(req, rc_client, creq);
+  rc_conn *c = cl->conn;
+  if (c == NULL || c->state != RC_CONN_CONNECTING)
+    return; /* aborted: the close cancelled this request */
+  if (status < 0) {
+    attempt_failed(c, status);
+    return;
+  }
+  uv_freeaddrinfo(cl->addrs);
+  cl->addrs = cl->next_addr = NULL;
+  (void)uv_tcp_nodelay(&c->tcp, 1); /* best effort */
+  rc__conn_start_read(c);
+  if (!cl->tls) {
+    send_request(c);
+    return;
+  }
+  char err[256];
+  rc_tls_ctx *ctx = tls_ctx(c->srv, cl, err, sizeof err);
+  if (ctx == NULL) {
+    rc__client_fail(c, err);
+    return;
+  }
+  cl->filter = rc_tls_new(ctx, RC_TLS_CLIENT, cl->server_name);
+  if (cl->filter == NULL) {
+    rc__client_fail(c, "TLS: cannot set up the connection");
+    return;
+  }
+  c->state = RC_CONN_TLS;
+  if (rc_tls_handshake(cl->filter) < 0) {
+    rc__client_fail(c, rc_tls_error(cl->filter));
+    return;
+  }
+  tls_out(c);
+}
+
+static void try_next(rc_conn *c) {
+  rc_client *cl = c->cl;
+  struct addrinfo *ai = cl->next_addr;
+  while (ai != NULL && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+    ai = ai->ai_next;
+  if (ai == NULL) {
+    rc__client_fail(c, uv_strerror(cl->last_error ? cl->last_error
+                                                  : UV_EAI_NONAME));
+    return;
+  }
+  cl->next_addr = ai->ai_next;
+  c->state = RC_CONN_CONNECTING;
+  int r = uv_tcp_connect(&cl->creq, &c->tcp, ai->ai_addr, on_connected);
+  if (r < 0)
+    attempt_failed(c, r);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  rc_client *cl = RC__CONTAINER_OF(req, rc_client, gai);
+  cl->resolving = 0;
+  rc_conn *c = cl->conn;
+  if (c == NULL) { /* its handle closed while this ran: the last owner */
+    if (res != NULL)
+      uv_freeaddrinfo(res);
+    client_free(cl);
+    return;
+  }
+  cl->addrs = cl->next_addr = res; /* freed with cl if it goes now */
+  if (c->state != RC_CONN_RESOLVING)
+    return;
+  if (status < 0) {
+    char reason[160];
+    (void)snprintf(reason, sizeof reason, "cannot resolve %s: %s", cl->host,
+                   uv_strerror(status));
+    rc__client_fail(c, reason);
+    return;
+  }
+  try_next(c);
+}
+
+void rc__client_unstarted(rc_server *s, uint64_t id) {
+  rc_client *cl = client_take(s, id, 1);
+  if (cl == NULL)
+    return;
+  static const char reason[] = "the client stopped";
+  rc_event *ev = rc__event_new(RC_EV_CLOSE, id, sizeof reason - 1);
+  if (ev != NULL) {
+    ev->code = 1006;
+    memcpy(ev->data, reason, sizeof reason - 1);
+    rc__event_push(s, ev);
+  }
+  client_free(cl);
+}
+
+void rc__client_start(rc_server *s, uint64_t id) {
+  rc_client *cl = client_take(s, id, 0);
+  if (cl == NULL || cl->conn != NULL)
+    return;
+  rc_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL || uv_tcp_init(&s->loop, &c->tcp) != 0) {
+    free(c);
+    rc__client_unstarted(s, id);
+    return;
+  }
+  c->srv = s;
+  s->open_handles++;
+  if (rc__conn_register(s, c) != 0) {
+    c->state = RC_CONN_GONE;
+    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
+    rc__client_unstarted(s, id);
+    return;
+  }
+  c->cl = cl;
+  cl->conn = c;
+  c->state = RC_CONN_RESOLVING;
+  c->read_paused = 1;
+  c->known = 1; /* the embedder has the id: it is owed an RC_EV_CLOSE */
+  c->id = id;
+  atomic_fetch_add_explicit(&s->st_connections, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_clients, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_client_connects, 1, memory_order_relaxed);
+  c->last_rx = now_ms(s);
+  c->deadline = now_ms(s) + cl->handshake_ms + 1;
+  if (s->stopping) {
+    rc__client_fail(c, "the client stopped");
+    return;
+  }
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int r = uv_getaddrinfo(&s->loop, &cl->gai, on_resolved, cl->host, cl->port,
+                         &hints);
+  if (r != 0) {
+    char reason[160];
+    (void)snprintf(reason, sizeof reason, "cannot resolve %s: %s", cl->host,
+                   uv_strerror(r));
+    rc__client_fail(c, reason);
+    return;
+  }
+  cl->resolving = 1;
+}
+
+/* The tcp handle has closed: the connection is over. */
+void rc__client_release(rc_client *cl) {
+  rc_conn *c = cl->conn;
+  rc_server *s = c->srv;
+  atomic_fetch_sub_explicit(&s->st_clients, 1, memory_order_relaxed);
+  (void)client_take(s, cl->id, 1);
+  cl->conn = NULL;
+  if (cl->resolving) {
+    (void)uv_cancel((uv_req_t *)&cl->gai); /* else on_resolved frees it */
+    return;
+  }
+  client_free(cl);
+}
+
+/* --- the upgrade response ---------------------------------------------- */
+
+static void opened(rc_conn *c, const rc_http_response_head *resp,
+                   const rc_http_client_check *chk) {
+  rc_server *s = c->srv;
+  size_t plen = chk->protocol_len;
+  size_t total = 4 + plen +
+                 rc__event_headers_size(resp->headers, resp->num_headers);
+  rc_event *ev = rc__event_new(RC_EV_CONNECTED, c->id, total);
+  if (ev == NULL) {
+    rc__conn_fail(c);
+    return;
+  }
+  ev->code = 101;
+  ev->nstr = (uint32_t)(1 + 2 * resp->num_headers);
+  char *p = rc__event_put(ev->data, chk->protocol, plen);
+  (void)rc__event_put_headers(p, resp->headers, resp->num_headers);
+  rc__event_push(s, ev);
+  c->state = RC_CONN_OPEN;
+  c->deadline = 0;
+  c->last_rx = c->last_msg = c->ping_at = now_ms(s);
+}
+
+static void head_bytes(rc_conn *c, const char *data, size_t len) {
+  rc_server *s = c->srv;
+  size_t cap = s->cfg.max_header_bytes;
+  size_t take = len < cap - c->hlen ? len : cap - c->hlen;
+  if (rc__conn_head_append(c, data, take, cap) != 0)
+    return;
+  int r = rc_http_parse_response(c->hbuf, c->hlen, cap, s->cfg.max_headers,
+                                 &s->resp);
+  if (r == RC_HTTP_INCOMPLETE)
+    return;
+  if (r < 0) {
+    rc__client_fail(c, r == RC_HTTP_E_TOO_LARGE
+                           ? "handshake: the response head is too large"
+                           : "handshake: malformed HTTP response");
+    return;
+  }
+  rc_http_client_check chk;
+  rc_http_check_upgrade_response(&s->resp, c->cl->accept, c->cl->protocols,
+                                 &chk);
+  if (!chk.ok) {
+    rc__client_fail(c, chk.reason);
+    return;
+  }
+  opened(c, &s->resp, &chk);
+  if (c->state != RC_CONN_OPEN)
+    return;
+  /* Frames may have come with the head: they are the first to read. */
+  char *hbuf = c->hbuf;
+  size_t hlen = c->hlen;
+  c->hbuf = NULL;
+  c->hlen = c->hcap = 0;
+  if (hlen > (size_t)r)
+    rc__conn_received(c, hbuf + r, hlen - (size_t)r);
+  free(hbuf);
+  if (take < len && c->state != RC_CONN_GONE)
+    rc__conn_received(c, data + take, len - take);
+}
+
+static void plain_bytes(rc_conn *c, const char *data, size_t len) {
+  if (c->state == RC_CONN_UPGRADING) {
+    c->last_rx = now_ms(c->srv);
+    head_bytes(c, data, len);
+    return;
+  }
+  rc__conn_received(c, data, len);
+}
+
+void rc__client_received(rc_conn *c, const char *data, size_t len) {
+  rc_client *cl = c->cl;
+  if (cl->filter == NULL) {
+    plain_bytes(c, data, len);
+    return;
+  }
+  if (rc_tls_feed(cl->filter, data, len) != 0) {
+    rc__conn_fail(c);
+    return;
+  }
+  if (c->state == RC_CONN_TLS) {
+    int r = rc_tls_handshake(cl->filter);
+    if (r < 0) {
+      rc__client_fail(c, rc_tls_error(cl->filter));
+      return;
+    }
+    tls_out(c);
+    if (r == 0)
+      return;
+    send_request(c);
+  }
+  /* The read buffer is free again: the filter copied the ciphertext. */
+  char *buf = c->srv->readbuf;
+  for (;;) {
+    long n = rc_tls_read(cl->filter, buf, sizeof c->srv->readbuf);
+    if (n == 0)
+      break;
+    if (n == RC_TLS_E_CLOSED) {
+      rc__client_lost(c, UV_EOF);
+      return;
+    }
+    if (n < 0) {
+      rc__client_fail(c, rc_tls_error(cl->filter));
+      return;
+    }
+    plain_bytes(c, buf, (size_t)n);
+    if (c->state == RC_CONN_GONE || c->doomed)
+      return;
+  }
+  tls_out(c);
+}
+
+void rc__clients_destroy(rc_server *s) {
+  for (uint32_t i = 0; i < s->clients_cap; i++)
+    if (s->clients[i] != NULL)
+      client_free(s->clients[i]); /* never started: the loop had ended */
+  free(s->clients);
+  s->clients = NULL;
+  s->clients_cap = s->clients_n = 0;
+  while (s->tls_ctxs != NULL) {
+    struct rc__tls_ctx_entry *e = s->tls_ctxs;
+    s->tls_ctxs = e->next;
+    rc_tls_ctx_free(e->ctx);
+    free(e->cafile);
+    free(e);
+  }
+}

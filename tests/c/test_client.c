@@ -1,0 +1,237 @@
+/* test_client.c - the core's client connections against the core's own
+ * server, both in this process on 127.0.0.1: the round trip, and each way
+ * an attempt fails, with the reason its RC_EV_CLOSE carries. Under valgrind
+ * (make memcheck) and ASan (make sanitize) this is where the client path's
+ * memory is checked: every case stops and frees both cores. */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "rc_core.h"
+#include "rc_test.h"
+
+#define WAIT_MS 30000 /* generous: valgrind is slow */
+
+static rc_server *srv, *cli;
+static int port;
+
+/* Events taken from a core but not yet looked at, per core. */
+static rc_event *pending[2];
+
+static int idx(rc_server *s) { return s == cli; }
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The next event of s (waiting for it), or NULL after WAIT_MS. The caller
+ * frees it with free(). */
+static rc_event *next_event(rc_server *s) {
+  uint64_t end = now_ms() + WAIT_MS;
+  while (pending[idx(s)] == NULL) {
+    uint64_t now = now_ms();
+    if (now >= end)
+      return NULL;
+    struct pollfd p = {.fd = rc_server_fd(s), .events = POLLIN};
+    (void)poll(&p, 1, (int)(end - now));
+    pending[idx(s)] = rc_server_poll(s);
+  }
+  rc_event *ev = pending[idx(s)];
+  pending[idx(s)] = ev->next;
+  ev->next = NULL;
+  return ev;
+}
+
+static int start_both(void) {
+  srv = rc_server_new(NULL);
+  cli = rc_server_new(NULL);
+  if (srv == NULL || cli == NULL)
+    return -1;
+  if (rc_server_listen(srv, "127.0.0.1", 0, 0, &port) != 0)
+    return -1;
+  return rc_server_start(cli);
+}
+
+static void stop_both(void) {
+  rc_server_stop(cli, 1001, "going away");
+  rc_server_stop(srv, 1001, "going away");
+  for (int i = 0; i < 2; i++) {
+    rc_events_free(pending[i]);
+    pending[i] = NULL;
+  }
+  rc_events_free(rc_server_poll(cli));
+  rc_events_free(rc_server_poll(srv));
+  rc_server_free(cli);
+  rc_server_free(srv);
+  srv = cli = NULL;
+}
+
+/* Connects with o (host and port filled in when unset) and returns the
+ * close event of an attempt that must fail. */
+static rc_event *failed_attempt(rc_connect_opts *o) {
+  uint64_t conn = 0;
+  if (o->host == NULL)
+    o->host = "127.0.0.1";
+  if (rc_server_connect(cli, o, &conn) != 0)
+    return NULL;
+  rc_event *ev = next_event(cli);
+  if (ev != NULL && (ev->conn != conn || ev->type != RC_EV_CLOSE)) {
+    free(ev);
+    return NULL;
+  }
+  return ev;
+}
+
+static int reason_is(const rc_event *ev, const char *want) {
+  return ev->len == strlen(want) && memcmp(ev->data, want, ev->len) == 0;
+}
+
+RC_TEST(round_trip_with_the_cores_own_server) {
+  RC_ASSERT_EQ_INT(start_both(), 0);
+  rc_connect_opts o;
+  rc_connect_opts_default(&o);
+  o.host = "localhost"; /* ::1 may come first and be refused: tried in turn */
+  o.port = port;
+  o.target = "/chat?room=1";
+  o.protocols = "chat";
+  uint64_t conn = 0;
+  RC_ASSERT_EQ_INT(rc_server_connect(cli, &o, &conn), 0);
+  RC_ASSERT(conn >> 63);
+
+  rc_event *open = next_event(srv);
+  RC_ASSERT(open != NULL);
+  RC_CHECK_EQ_INT(open->type, RC_EV_OPEN);
+  uint64_t sconn = open->conn;
+  free(open);
+  RC_ASSERT_EQ_INT(rc_server_accept(srv, sconn, "chat", NULL), 0);
+  rc_event *up = next_event(cli);
+  RC_ASSERT(up != NULL);
+  int connected = up->type == RC_EV_CONNECTED && up->code == 101 &&
+                  up->len >= 8 && memcmp(up->data + 4, "chat", 4) == 0;
+  free(up);
+  RC_ASSERT(connected);
+
+  RC_ASSERT_EQ_INT(rc_server_send(cli, conn, "hi", 2, 1), 0);
+  rc_event *msg = next_event(srv);
+  RC_ASSERT(msg != NULL);
+  int got = msg->type == RC_EV_MESSAGE && msg->is_text && msg->len == 2 &&
+            memcmp(msg->data, "hi", 2) == 0;
+  free(msg);
+  RC_ASSERT(got);
+  RC_ASSERT_EQ_INT(rc_server_send(srv, sconn, "\x00\x01\x02", 3, 0), 0);
+  msg = next_event(cli);
+  RC_ASSERT(msg != NULL);
+  got = msg->type == RC_EV_MESSAGE && !msg->is_text && msg->len == 3;
+  free(msg);
+  RC_ASSERT(got);
+
+  RC_ASSERT_EQ_INT(rc_server_close(cli, conn, 4000, "bye", 3), 0);
+  rc_event *c1 = next_event(cli), *c2 = next_event(srv);
+  RC_ASSERT(c1 != NULL && c2 != NULL);
+  RC_CHECK_EQ_INT(c1->type, RC_EV_CLOSE);
+  RC_CHECK_EQ_INT(c1->code, 4000);
+  RC_CHECK_EQ_INT(c2->type, RC_EV_CLOSE);
+  RC_CHECK_EQ_INT(c2->code, 4000);
+  RC_CHECK(reason_is(c2, "bye"));
+  free(c1);
+  free(c2);
+  rc_stats st;
+  rc_server_stats(cli, &st);
+  RC_CHECK_EQ_INT(st.client_connects, 1);
+  stop_both();
+}
+
+RC_TEST(refused_unresolvable_and_forbidden) {
+  RC_ASSERT_EQ_INT(start_both(), 0);
+  rc_connect_opts o;
+  rc_connect_opts_default(&o);
+  o.port = 1;
+  rc_event *ev = failed_attempt(&o);
+  RC_ASSERT(ev != NULL);
+  RC_CHECK_EQ_INT(ev->code, 1006);
+  RC_CHECK(reason_is(ev, "connection refused"));
+  free(ev);
+
+  rc_connect_opts_default(&o);
+  o.host = "no-such-host.invalid";
+  ev = failed_attempt(&o);
+  RC_ASSERT(ev != NULL);
+  RC_CHECK(ev->len > 24 &&
+           memcmp(ev->data, "cannot resolve no-such-host.invalid", 24) == 0);
+  free(ev);
+
+  /* The server refuses the upgrade: 403 and its reason phrase. */
+  rc_connect_opts_default(&o);
+  o.port = port;
+  uint64_t conn;
+  o.host = "127.0.0.1";
+  RC_ASSERT_EQ_INT(rc_server_connect(cli, &o, &conn), 0);
+  rc_event *open = next_event(srv);
+  RC_ASSERT(open != NULL);
+  RC_CHECK_EQ_INT(rc_server_close(srv, open->conn, 1000, NULL, 0), 0);
+  free(open);
+  ev = next_event(cli);
+  RC_ASSERT(ev != NULL);
+  RC_CHECK(reason_is(ev, "HTTP 403 in handshake: Forbidden"));
+  free(ev);
+  free(next_event(srv)); /* its RC_EV_CLOSE */
+  stop_both();
+}
+
+RC_TEST(tls_to_a_plain_server_fails_in_the_tls_handshake) {
+  RC_ASSERT_EQ_INT(start_both(), 0);
+  rc_connect_opts o;
+  rc_connect_opts_default(&o);
+  o.port = port;
+  o.tls = 1;
+  o.tls_verify = 0;
+  rc_event *ev = failed_attempt(&o);
+  RC_ASSERT(ev != NULL);
+  RC_CHECK_EQ_INT(ev->code, 1006);
+  RC_CHECK(memmem(ev->data, ev->len, "TLS", 3) != NULL);
+  free(ev);
+  stop_both();
+}
+
+RC_TEST(a_closed_attempt_and_bad_options) {
+  RC_ASSERT_EQ_INT(start_both(), 0);
+  rc_connect_opts o;
+  rc_connect_opts_default(&o);
+  o.host = "127.0.0.1";
+  o.port = port;
+  uint64_t conn = 0;
+  RC_ASSERT_EQ_INT(rc_server_connect(cli, &o, &conn), 0);
+  RC_ASSERT_EQ_INT(rc_server_close(cli, conn, 1000, NULL, 0), 0);
+  rc_event *ev = next_event(cli);
+  RC_ASSERT(ev != NULL);
+  RC_CHECK_EQ_INT(ev->type, RC_EV_CLOSE);
+  free(ev);
+  o.target = "no-slash";
+  RC_CHECK_EQ_INT(rc_server_connect(cli, &o, &conn), UV_EINVAL);
+  o.target = "/a\r\nInjected: 1";
+  RC_CHECK_EQ_INT(rc_server_connect(cli, &o, &conn), UV_EINVAL);
+  o.target = "/";
+  o.port = 0;
+  RC_CHECK_EQ_INT(rc_server_connect(cli, &o, &conn), UV_EINVAL);
+  size_t n;
+  RC_CHECK_EQ_INT(rc_server_buffered(cli, 42, &n), UV_ENOENT);
+  stop_both();
+  /* A core that was never started takes no connection. */
+  rc_server *idle = rc_server_new(NULL);
+  RC_ASSERT(idle != NULL);
+  rc_connect_opts_default(&o);
+  o.host = "127.0.0.1";
+  RC_CHECK_EQ_INT(rc_server_connect(idle, &o, &conn), UV_EINVAL);
+  rc_server_free(idle);
+}
+
+RC_TEST_MAIN(RC_CASE(round_trip_with_the_cores_own_server),
+             RC_CASE(refused_unresolvable_and_forbidden),
+             RC_CASE(tls_to_a_plain_server_fails_in_the_tls_handshake),
+             RC_CASE(a_closed_attempt_and_bad_options))
