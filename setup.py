@@ -1,12 +1,15 @@
 """Build of roomcast's C extension, ``roomcast._core``.
 
 Project metadata lives in pyproject.toml; this file only describes the
-extension, because finding its two C libraries needs code:
+extension, because finding its C libraries needs code:
 
 * libuv is found with ``pkg-config --cflags --libs libuv`` (Debian package
   ``libuv1-dev``);
 * wslay is found by its header ``wslay/wslay.h`` and linked with ``-lwslay``
-  (Debian package ``libwslay-dev``, which ships no pkg-config file).
+  (Debian package ``libwslay-dev``, which ships no pkg-config file);
+* hiredis, with its libuv adapter, is found with ``pkg-config --cflags
+  --libs hiredis`` (Debian package ``libhiredis-dev``), and its adapter's
+  header ``hiredis/adapters/libuv.h`` is checked to compile.
 
 When either is missing the build stops with a message naming the Debian
 packages to install, instead of a compiler error about a missing header.
@@ -38,7 +41,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = (
-    "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev pkg-config\n"
+    "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev "
+    "libhiredis-dev pkg-config\n"
     "(or run `make deps` as root, which installs them)."
 )
 
@@ -51,29 +55,56 @@ def _env_flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _libuv_flags():
-    """Returns (compile_args, link_args) for libuv from pkg-config."""
+def _pkg_config_flags(package, debian):
+    """Returns (compile_args, link_args) for package from pkg-config."""
     pkg_config = os.environ.get("PKG_CONFIG", "pkg-config")
     if shutil.which(pkg_config) is None:
         raise MissingDependency(
-            "roomcast needs pkg-config to find libuv, and pkg-config is not "
-            "installed.\n" + INSTALL_HINT
+            "roomcast needs pkg-config to find %s, and pkg-config is not "
+            "installed.\n%s" % (package, INSTALL_HINT)
         )
     try:
         out = subprocess.run(
-            [pkg_config, "--cflags", "--libs", "libuv"],
+            [pkg_config, "--cflags", "--libs", package],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
     except subprocess.CalledProcessError:
         raise MissingDependency(
-            "roomcast needs libuv, and `pkg-config --cflags --libs libuv` "
-            "does not find it (no libuv.pc on PKG_CONFIG_PATH).\n" + INSTALL_HINT
+            "roomcast needs %s (Debian package %s), and `pkg-config --cflags "
+            "--libs %s` does not find it (no %s.pc on PKG_CONFIG_PATH).\n%s"
+            % (package, debian, package, package, INSTALL_HINT)
         ) from None
     flags = shlex.split(out)
     cflags = [f for f in flags if not f.startswith(("-l", "-L", "-Wl,"))]
     ldflags = [f for f in flags if f.startswith(("-l", "-L", "-Wl,"))]
+    return cflags, ldflags
+
+
+def _libuv_flags():
+    return _pkg_config_flags("libuv", "libuv1-dev")
+
+
+def _hiredis_flags(compiler_cmd, uv_cflags):
+    """Returns (compile_args, link_args) for hiredis; fails clearly unless
+    its libuv adapter compiles."""
+    cflags, ldflags = _pkg_config_flags("hiredis", "libhiredis-dev")
+    probe = (
+        "#include <hiredis/async.h>\n"
+        "#include <hiredis/adapters/libuv.h>\n"
+        "int main(void) {\n"
+        "  redisAsyncContext *ac = redisAsyncConnect(\"127.0.0.1\", 1);\n"
+        "  if (ac != NULL) redisAsyncFree(ac);\n"
+        "  return (int)sizeof(&redisLibuvAttach) == 0;\n"
+        "}\n"
+    )
+    if not _compiles_and_links(compiler_cmd, probe, uv_cflags + cflags + ldflags + ["-luv"]):
+        raise MissingDependency(
+            "roomcast needs hiredis with its libuv adapter "
+            "(hiredis/adapters/libuv.h), and it does not compile here.\n"
+            + INSTALL_HINT
+        )
     return cflags, ldflags
 
 
@@ -129,6 +160,7 @@ class BuildExt(build_ext):
         try:
             uv_cflags, uv_ldflags = _libuv_flags()
             _check_wslay(_c_compiler(), uv_cflags)
+            hi_cflags, hi_ldflags = _hiredis_flags(_c_compiler(), uv_cflags)
         except MissingDependency as exc:
             sys.stderr.write("\nerror: %s\n\n" % exc)
             raise SystemExit(1) from None
@@ -147,8 +179,8 @@ class BuildExt(build_ext):
             cflags += ["-O1", "-g"] + san
             ldflags += san
         for ext in self.extensions:
-            ext.extra_compile_args = uv_cflags + cflags + list(ext.extra_compile_args)
-            ext.extra_link_args = uv_ldflags + ldflags + list(ext.extra_link_args)
+            ext.extra_compile_args = uv_cflags + hi_cflags + cflags + list(ext.extra_compile_args)
+            ext.extra_link_args = uv_ldflags + hi_ldflags + ldflags + list(ext.extra_link_args)
         super().build_extensions()
 
 

@@ -15,6 +15,7 @@ the protocol and the fan-out of one message to every member of a room.
 """
 
 from .app import App, Hooks, Socket
+from .backplane import BackplaneError
 from .room import BaseRoom, Room
 from .server import Running, Server
 from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BackplaneError",
     "BaseRoom",
     "Hooks",
     "Socket",

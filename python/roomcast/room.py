@@ -18,6 +18,9 @@ these differences:
 * A member that reads too slowly (its output queue in the core exceeds the
   server's ``max_queue_bytes``) is closed with 1008 and leaves the room; the
   others are not slowed down.
+* ``Room(name="lobby")`` on servers started with ``backplane=`` is one room
+  across them all (see :class:`Room`); ``await room.count()`` and
+  ``await room.members()`` count the members of every server.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocke
 
 if TYPE_CHECKING:
     from .server import Server
+
+NAME_MAX = 1024  # bytes of UTF-8, as the core allows
 
 __all__ = ["BaseRoom", "Room"]
 
@@ -75,10 +80,15 @@ class BaseRoom:
     the loop is safe).
 
     A plain ``BaseRoom`` has no handlers: its members' messages are read and
-    ignored, and pushes reach them.
+    ignored, and pushes reach them. ``name=`` is as for :class:`Room`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, name: Optional[str] = None) -> None:
+        if name is not None:
+            check_name(name)
+        self._name = name
+        # Presence: the identity each member joined with.
+        self._identities: dict[WebSocket, Any] = {}
         self._members: dict[WebSocket, None] = {}
         self._leaving: set[WebSocket] = set()
         # The room's id in the core of each server that has (had) members.
@@ -103,9 +113,17 @@ class BaseRoom:
         # websocket_rooms rooms are used as FastAPI dependencies this way.
         return self
 
-    async def connect(self, websocket: WebSocket) -> None:
+    @property
+    def name(self) -> Optional[str]:
+        """The room's name, or None for a room local to its server."""
+        return self._name
+
+    async def connect(self, websocket: WebSocket, *, identity: Any = None) -> None:
         """Runs one member's whole life in the room; returns when it has
         left (the client closed, it was removed, or it failed).
+
+        ``identity`` (any JSON-serialisable value, e.g. a user name) is what
+        :meth:`members` reports for this member, on every server.
 
         In order: the ``on_connect("before")`` handler (it may refuse the
         client with ``await websocket.close()``, which answers HTTP 403);
@@ -123,6 +141,8 @@ class BaseRoom:
         ws = websocket
         if ws in self._members:
             raise RuntimeError(f"{ws!r} is already a member of this room")
+        if identity is not None:
+            self._identities[ws] = identity
         try:
             before = self._on_connect.get("before")
             if before is not None:
@@ -206,16 +226,23 @@ class BaseRoom:
             room_id = self._room_ids[server] = server._room_new(self)
         self._members[ws] = None
         core.join(ws._conn, room_id, self._relay)
+        backplane = server._backplane
+        if backplane is not None and self._name is not None:
+            backplane.join(self._name, ws._conn, self._identities.get(ws))
 
     def _drop(self, ws: WebSocket) -> None:
         """Leaves the room at once, without handlers."""
         self._leaving.discard(ws)
+        self._identities.pop(ws, None)
         if ws in self._members:
             del self._members[ws]
             server = ws._server
             room_id = self._room_ids.get(server)
             if room_id is not None and server._core is not None:
                 server._core.leave(ws._conn, room_id)
+            backplane = server._backplane
+            if backplane is not None and self._name is not None:
+                backplane.leave(self._name, ws._conn)
 
     def _forget_server(self, server: Server) -> None:
         self._room_ids.pop(server, None)
@@ -278,12 +305,65 @@ class BaseRoom:
         self._publish(message, exclude)
 
     def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[WebSocket]) -> None:
-        for server, room_id in self._room_ids.items():
+        if self._name is None:
+            for server, room_id in self._room_ids.items():
+                core = server._core
+                if core is not None:
+                    core.publish(room_id, data, exclude._conn if exclude is not None and exclude._server is server else 0)
+            return
+        # A named room: the servers of this process that share a backplane
+        # publish once between them (the others get it from Redis), through
+        # the excluded member's server when it is one of them; a server
+        # with a backplane publishes even with no member here.
+        servers = [s for s in _serving_servers() if s._backplane is not None and s not in self._room_ids]
+        for server in servers:
+            self._room_ids[server] = server._room_new(self)
+        targets = sorted(self._room_ids.items(), key=lambda item: exclude is None or item[0] is not exclude._server)
+        done: set[tuple[str, int, str]] = set()
+        for server, room_id in targets:
             core = server._core
             if core is None:
                 continue
-            skip = exclude._conn if exclude is not None and exclude._server is server else 0
-            core.publish(room_id, data, skip)
+            key = server._backplane_key if server._backplane is not None else None
+            if key is not None:
+                if key in done:
+                    continue
+                done.add(key)
+            core.publish(room_id, data, exclude._conn if exclude is not None and exclude._server is server else 0)
+
+    # -- presence -------------------------------------------------------------
+
+    def _presence_server(self) -> Optional[Server]:
+        """A serving server whose backplane knows this room's members."""
+        if self._name is None:
+            return None
+        for server in list(self._room_ids) + _serving_servers():
+            if server._backplane is not None and server._core is not None:
+                return server
+        return None
+
+    async def count(self) -> int:
+        """How many members the room has on every server sharing it
+        through Redis (a server that died stops counting within its
+        ``presence_ttl``); for a room without a name, or with no server on
+        a backplane, the members of this process (``len(room)``). Raises
+        :class:`~roomcast.BackplaneError` while Redis is unreachable."""
+        server = self._presence_server()
+        if server is None or server._backplane is None or self._name is None:
+            return len(self._members)
+        return await server._backplane.count(self._name)
+
+    async def members(self) -> dict[str, Any]:
+        """The members on every server: member id -> identity (the
+        ``identity`` given to :meth:`connect`, or None). A member id is
+        ``"<server id>:<connection id>"``, unique across servers (the
+        server id is ``running.server_id``). Without a name or a
+        backplane, this process's members. Raises
+        :class:`~roomcast.BackplaneError` while Redis is unreachable."""
+        server = self._presence_server()
+        if server is None or server._backplane is None or self._name is None:
+            return {ws._server._member_id(ws._conn): self._identities.get(ws) for ws in self._members}
+        return await server._backplane.members(self._name)
 
 
 class Room(BaseRoom):
@@ -301,6 +381,13 @@ class Room(BaseRoom):
     its members); decorating the new room afterwards does not change
     ``base_room``. This lets one room serve as a template for others.
 
+    ``Room(name="lobby")``: on servers started with ``backplane=``, every
+    room of that name on every server (and in this process: a name is one
+    room) is one room. A push reaches each member of every server once, in
+    the order of the pushes of each server; ``exclude=`` works across
+    servers; relay rooms relay across servers too. Without a name a room is
+    local to its server. A name is 1 to 1024 bytes of UTF-8 without NUL.
+
     ``Room(relay="all")`` (or ``"others"``) relays in C: every message a
     member sends is forwarded by the core to every member (``"others"``: but
     the sender), text as text and binary as binary, without waking Python;
@@ -308,8 +395,10 @@ class Room(BaseRoom):
     run their handlers, and pushes work as in any room.
     """
 
-    def __init__(self, base_room: Optional[BaseRoom] = None, *, relay: Optional[Relay] = None) -> None:
-        super().__init__()
+    def __init__(
+        self, base_room: Optional[BaseRoom] = None, *, relay: Optional[Relay] = None, name: Optional[str] = None
+    ) -> None:
+        super().__init__(name=name)
         if relay not in (None, "all", "others"):
             raise ValueError(f'relay must be None, "all" or "others", not {relay!r}')
         self._relay = {None: 0, "all": 1, "others": 2}[relay]
@@ -364,6 +453,21 @@ class Room(BaseRoom):
             return func
 
         return decorator
+
+
+def check_name(name: str) -> None:
+    """Raises unless ``name`` can name a room."""
+    if not isinstance(name, str):
+        raise TypeError(f"a room name is a str, not {type(name).__name__}")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= NAME_MAX or "\0" in name:
+        raise ValueError(f"a room name is 1 to {NAME_MAX} bytes of UTF-8 without NUL, not {name[:40]!r}")
+
+
+def _serving_servers() -> list[Server]:
+    from .server import _serving
+
+    return list(_serving)
 
 
 def _still_open(ws: WebSocket) -> bool:
