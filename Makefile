@@ -16,8 +16,9 @@
 #   make deps | build | ctest | format | clean
 #
 # `deps` installs only what is missing: the Debian packages below (with
-# apt-get, which needs root or password-less sudo), then pytest and websockets
-# with pip (setuptools too, if the interpreter lacks it). Variables: PYTHON
+# apt-get, which needs root or password-less sudo), then pytest, websockets,
+# mypy, fastapi and uvicorn with pip (setuptools too, if the interpreter
+# lacks it). Variables: PYTHON
 # (default python3), CC (default gcc).
 
 PYTHON ?= python3
@@ -25,11 +26,16 @@ ifeq ($(origin CC),default)
 CC = gcc
 endif
 
-APT_PACKAGES := libuv1-dev libwslay-dev pkg-config chromium
-# chromium runs the demo page in tests/test_browser_demo.py.
+APT_PACKAGES := libuv1-dev libwslay-dev libhiredis-dev pkg-config chromium \
+                redis-server
+# chromium runs the demo page in tests/test_browser_demo.py; redis-server is
+# the backplane of the scaling-out tests, which start their own on a free
+# port (never the system service).
 # setuptools builds the extension; pytest and websockets run the tests; mypy
-# checks the typed surface (tests/test_typing.py).
-PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5
+# checks the typed surface (tests/test_typing.py); fastapi and uvicorn serve
+# Starlette websockets to roomcast rooms (tests/test_starlette.py).
+PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 fastapi>=0.100 \
+           uvicorn>=0.23
 
 CTEST_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc
 CTEST_LIB_SRCS := csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c
@@ -60,7 +66,7 @@ deps: deps-system deps-python
 deps-system:
 	@if ! command -v dpkg >/dev/null 2>&1; then \
 	  echo "roomcast: no dpkg here; install libuv (with its pkg-config file)," \
-	       "wslay and pkg-config with your system's package manager." >&2; \
+	       "wslay, hiredis, redis-server and pkg-config with your system's package manager." >&2; \
 	  exit 0; \
 	fi; \
 	missing=""; \
@@ -98,7 +104,8 @@ deps-system:
 # python3) unless told; outside a virtualenv a non-root user installs with
 # --user.
 deps-python:
-	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy; \
+	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
+	    fastapi, uvicorn; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null; then exit 0; fi; \

@@ -7,9 +7,8 @@ extension, because finding its C libraries needs code:
   ``libuv1-dev``);
 * wslay is found by its header ``wslay/wslay.h`` and linked with ``-lwslay``
   (Debian package ``libwslay-dev``, which ships no pkg-config file);
-* hiredis, with its libuv adapter, is found with ``pkg-config --cflags
-  --libs hiredis`` (Debian package ``libhiredis-dev``), and its adapter's
-  header ``hiredis/adapters/libuv.h`` is checked to compile.
+* hiredis is found with ``pkg-config --cflags --libs hiredis`` (Debian
+  package ``libhiredis-dev``) and its asynchronous API checked to link.
 
 When either is missing the build stops with a message naming the Debian
 packages to install, instead of a compiler error about a missing header.
@@ -86,24 +85,22 @@ def _libuv_flags():
     return _pkg_config_flags("libuv", "libuv1-dev")
 
 
-def _hiredis_flags(compiler_cmd, uv_cflags):
+def _hiredis_flags(compiler_cmd):
     """Returns (compile_args, link_args) for hiredis; fails clearly unless
-    its libuv adapter compiles."""
+    its asynchronous API compiles and links."""
     cflags, ldflags = _pkg_config_flags("hiredis", "libhiredis-dev")
     probe = (
         "#include <hiredis/async.h>\n"
-        "#include <hiredis/adapters/libuv.h>\n"
         "int main(void) {\n"
         "  redisAsyncContext *ac = redisAsyncConnect(\"127.0.0.1\", 1);\n"
         "  if (ac != NULL) redisAsyncFree(ac);\n"
-        "  return (int)sizeof(&redisLibuvAttach) == 0;\n"
+        "  return 0;\n"
         "}\n"
     )
-    if not _compiles_and_links(compiler_cmd, probe, uv_cflags + cflags + ldflags + ["-luv"]):
+    if not _compiles_and_links(compiler_cmd, probe, cflags + ldflags):
         raise MissingDependency(
-            "roomcast needs hiredis with its libuv adapter "
-            "(hiredis/adapters/libuv.h), and it does not compile here.\n"
-            + INSTALL_HINT
+            "roomcast needs hiredis (hiredis/async.h, -lhiredis), and it does "
+            "not compile and link here.\n" + INSTALL_HINT
         )
     return cflags, ldflags
 
@@ -160,7 +157,7 @@ class BuildExt(build_ext):
         try:
             uv_cflags, uv_ldflags = _libuv_flags()
             _check_wslay(_c_compiler(), uv_cflags)
-            hi_cflags, hi_ldflags = _hiredis_flags(_c_compiler(), uv_cflags)
+            hi_cflags, hi_ldflags = _hiredis_flags(_c_compiler())
         except MissingDependency as exc:
             sys.stderr.write("\nerror: %s\n\n" % exc)
             raise SystemExit(1) from None

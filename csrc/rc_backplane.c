@@ -1,10 +1,17 @@
 /* rc_backplane.c - rooms shared across servers through Redis pub/sub.
  *
- * Two hiredis asynchronous connections run on the core's loop (hiredis's
- * libuv adapter): `sub` in subscriber mode, `cmd` for PUBLISH and the
- * embedder's commands (rc_server_redis). A message from another server is
- * framed once and fanned out to the local members here, on the loop
- * thread: Python never sees it.
+ * Two hiredis asynchronous connections run on the core's loop: `sub` in
+ * subscriber mode, `cmd` for PUBLISH and the embedder's commands
+ * (rc_server_redis). A message from another server is framed once and
+ * fanned out to the local members here, on the loop thread: Python never
+ * sees it.
+ *
+ * The seam between hiredis and libuv is ours (io_*, below), not the
+ * adapter hiredis 0.14 ships: when a socket reports an error (a refused
+ * connection does), libuv calls the poll callback with a negative status
+ * and stops watching, and that adapter returns without telling hiredis,
+ * which then waits for the connection forever. Ours hands the event to
+ * hiredis, which reads the socket's error and fails the connection.
  *
  * Channels. A named room has a channel entry (rc_chan) from the moment it
  * is named until it is freed, whether or not it has local members; its
@@ -48,8 +55,6 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-
-#include <hiredis/adapters/libuv.h>
 
 #include "rc_frame.h"
 #include "rc_internal.h"
@@ -152,6 +157,88 @@ static void put16(uint8_t *p, size_t v) {
 }
 
 static size_t get16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
+
+/* --- hiredis on libuv ----------------------------------------------------- */
+
+/* hiredis's event hooks (ac->ev) for one connection: one poll handle. Its
+ * contract: add/del may be called in any order and repeatedly; cleanup is
+ * called once, when hiredis frees the context, after which the handle
+ * must not call hiredis again. */
+typedef struct rc_redis_io {
+  redisAsyncContext *ac; /* NULL once cleaned up */
+  uv_poll_t poll;
+  int events; /* what hiredis wants: UV_READABLE | UV_WRITABLE */
+} rc_redis_io;
+
+static void io_poll(uv_poll_t *h, int status, int events) {
+  rc_redis_io *io = h->data;
+  if (status < 0) /* POLLERR: whatever hiredis waits for, it finds the error */
+    events = io->events ? io->events : UV_READABLE;
+  if (io->ac != NULL && (events & UV_READABLE))
+    redisAsyncHandleRead(io->ac); /* may free the context: cleanup runs */
+  if (io->ac != NULL && (events & UV_WRITABLE))
+    redisAsyncHandleWrite(io->ac);
+}
+
+static void io_update(rc_redis_io *io, int events) {
+  if (events == io->events)
+    return;
+  io->events = events;
+  /* uv_poll_start fails only for a closing handle (never while hiredis
+   * holds it); uv_poll_stop always returns 0. */
+  if (events != 0)
+    (void)uv_poll_start(&io->poll, events, io_poll);
+  else
+    (void)uv_poll_stop(&io->poll);
+}
+
+static void io_add_read(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events | UV_READABLE);
+}
+
+static void io_del_read(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events & ~UV_READABLE);
+}
+
+static void io_add_write(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events | UV_WRITABLE);
+}
+
+static void io_del_write(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events & ~UV_WRITABLE);
+}
+
+static void io_closed(uv_handle_t *h) { free(h->data); }
+
+static void io_cleanup(void *p) {
+  rc_redis_io *io = p;
+  io->ac = NULL;
+  uv_close((uv_handle_t *)&io->poll, io_closed);
+}
+
+static int io_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  rc_redis_io *io = calloc(1, sizeof(*io));
+  if (io == NULL)
+    return UV_ENOMEM;
+  int r = uv_poll_init(loop, &io->poll, ac->c.fd);
+  if (r != 0) {
+    free(io);
+    return r;
+  }
+  io->poll.data = io;
+  io->ac = ac;
+  ac->ev.data = io;
+  ac->ev.addRead = io_add_read;
+  ac->ev.delRead = io_del_read;
+  ac->ev.addWrite = io_add_write;
+  ac->ev.delWrite = io_del_write;
+  ac->ev.cleanup = io_cleanup;
+  return 0;
+}
 
 /* --- events to the embedder ---------------------------------------------- */
 
@@ -731,13 +818,10 @@ static void link_open(rc_link *l, const char *ip) {
     link_lost(l);
     return;
   }
-  if (ac->err != 0 || redisLibuvAttach(ac, &bp->s->loop) != REDIS_OK) {
+  int r = ac->err != 0 ? 0 : io_attach(ac, &bp->s->loop);
+  if (ac->err != 0 || r != 0) {
     snprintf(l->why, sizeof(l->why), "%s",
-             ac->err != 0 ? ac->errstr : "cannot watch the socket");
-    /* A failed attach leaves the adapter's cleanup set with no data for
-     * it: it must not run. */
-    if (ac->ev.data == NULL)
-      ac->ev.cleanup = NULL;
+             ac->err != 0 ? ac->errstr : uv_strerror(r));
     redisAsyncFree(ac);
     link_lost(l);
     return;
@@ -749,7 +833,7 @@ static void link_open(rc_link *l, const char *ip) {
   l->ac = ac;
   l->state = LINK_CONNECTING;
   /* Queued now, written once connected, answered in this order. */
-  int r = REDIS_OK;
+  r = REDIS_OK;
   if (bp->password != NULL) {
     const char *argv[3] = {"AUTH", bp->username, bp->password};
     if (bp->username != NULL)

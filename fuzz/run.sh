@@ -66,18 +66,20 @@ build() {
   local cflags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined
     -fno-sanitize-recover=undefined -fno-omit-frame-pointer
     -Wall -Wextra -Werror -Icsrc)
-  local uv_cflags uv_libs
+  local uv_cflags uv_libs hiredis_cflags hiredis_libs
   uv_cflags=$(pkg-config --cflags libuv)
   uv_libs=$(pkg-config --libs libuv)
+  hiredis_cflags=$(pkg-config --cflags hiredis)
+  hiredis_libs=$(pkg-config --libs hiredis)
   echo "fuzz: building $OUT/fuzz_http"
   "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_http.c csrc/rc_http.c csrc/rc_sha1.c \
     -o "$OUT/fuzz_http"
   echo "fuzz: building $OUT/fuzz_frames"
   # shellcheck disable=SC2086 # pkg-config output is a list of flags
-  "$FUZZ_CC" "${cflags[@]}" $uv_cflags fuzz/fuzz_frames.c csrc/rc_conn.c \
-    csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c csrc/rc_http.c \
-    csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c \
-    -o "$OUT/fuzz_frames" $uv_libs -lwslay
+  "$FUZZ_CC" "${cflags[@]}" $uv_cflags $hiredis_cflags fuzz/fuzz_frames.c \
+    csrc/rc_conn.c csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c \
+    csrc/rc_backplane.c csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c \
+    csrc/rc_frame.c -o "$OUT/fuzz_frames" $uv_libs $hiredis_libs -lwslay
 }
 
 run_one() {
