@@ -21,6 +21,14 @@ these differences:
 * ``Room(name="lobby")`` on servers started with ``backplane=`` is one room
   across them all (see :class:`Room`); ``await room.count()`` and
   ``await room.members()`` count the members of every server.
+* ``connect()`` also takes a Starlette (FastAPI) ``WebSocket`` served by
+  uvicorn, so a ``websocket_rooms`` application keeps its FastAPI app and
+  changes only the import. Pushes reach those members through Python: each
+  has a task that sends them in order, and one that lets more than
+  :data:`ASGI_QUEUE_BYTES` wait is closed with 1008. Such members are local
+  to their process (no backplane: that needs roomcast's own server); the C
+  fan-out is for the members that roomcast's :class:`~roomcast.Server`
+  serves, and a room may have both kinds.
 """
 
 from __future__ import annotations
@@ -29,7 +37,20 @@ import asyncio
 import inspect
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional, TypeVar, Union, overload
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterator,
+    Literal,
+    Mapping,
+    Optional,
+    Protocol,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from ._params import Binder
 from .websocket import WebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
@@ -38,6 +59,114 @@ if TYPE_CHECKING:
     from .server import Server
 
 NAME_MAX = 1024  # bytes of UTF-8, as the core allows
+# Bytes of pushes that may wait for one Starlette member before it is
+# closed with 1008 (a client that does not read); roomcast's own members
+# have the server's max_queue_bytes instead.
+ASGI_QUEUE_BYTES = 2**20
+
+
+class AsgiWebSocket(Protocol):
+    """What :meth:`BaseRoom.connect` needs of a Starlette-style WebSocket."""
+
+    application_state: Any
+    client_state: Any
+
+    async def accept(self, subprotocol: Optional[str] = None) -> None: ...
+    async def receive(self) -> Mapping[str, Any]: ...
+    async def send_text(self, data: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close(self, code: int = 1000, reason: Optional[str] = None) -> None: ...
+
+
+_STATE_NAMES = {s.name: s for s in WebSocketState}
+
+
+class _AsgiSocket:
+    """A Starlette WebSocket as the room drives it: messages from its
+    ``receive()``, pushes queued and sent in order by a task of its own."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._out: deque[Union[str, bytes]] = deque()
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._task: Optional[asyncio.Task[None]] = None
+        self._dropped = False  # closed for not reading: takes no more pushes
+
+    @staticmethod
+    def _state(state: Any) -> WebSocketState:
+        # Starlette's own enum; its RESPONSE state (an HTTP answer) is over.
+        return _STATE_NAMES.get(getattr(state, "name", ""), WebSocketState.DISCONNECTED)
+
+    @property
+    def application_state(self) -> WebSocketState:
+        return self._state(self.ws.application_state)
+
+    @property
+    def client_state(self) -> WebSocketState:
+        return self._state(self.ws.client_state)
+
+    async def accept(self) -> None:
+        await self.ws.accept()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        try:
+            await self.ws.close(code, reason)
+        except Exception:
+            pass  # already closed, or the client has gone: nothing to close
+
+    async def _next(self) -> Union[str, bytes]:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+            if message.get("text") is not None:
+                return str(message["text"])
+            if message.get("bytes") is not None:
+                return bytes(message["bytes"])
+
+    def _fail(self) -> None:
+        connected = self.application_state is WebSocketState.CONNECTED
+        asyncio.ensure_future(self.close(1011, "internal error") if connected else self.close())
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._send_loop())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def push(self, data: Union[str, bytes]) -> None:
+        if self._dropped:
+            return
+        self._out.append(data)
+        self._queued += len(data)
+        if self._queued > ASGI_QUEUE_BYTES:
+            self._dropped = True
+            self._out.clear()
+            self._queued = 0
+            self.stop()
+            asyncio.ensure_future(self.close(1008, "message queue full (client too slow)"))
+            return
+        self._wake.set()
+
+    async def _send_loop(self) -> None:
+        out = self._out
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while out:
+                    data = out.popleft()
+                    self._queued -= len(data)
+                    if isinstance(data, str):
+                        await self.ws.send_text(data)
+                    else:
+                        await self.ws.send_bytes(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            out.clear()  # the client has gone: its receive() says so
 
 __all__ = ["BaseRoom", "Room"]
 
@@ -88,8 +217,10 @@ class BaseRoom:
             check_name(name)
         self._name = name
         # Presence: the identity each member joined with.
-        self._identities: dict[WebSocket, Any] = {}
-        self._members: dict[WebSocket, None] = {}
+        self._identities: dict[Any, Any] = {}
+        # Members: roomcast WebSockets, and Starlette ones (also in _asgi).
+        self._members: dict[Any, None] = {}
+        self._asgi: dict[Any, _AsgiSocket] = {}
         self._leaving: set[WebSocket] = set()
         # The room's id in the core of each server that has (had) members.
         self._room_ids: dict[Server, int] = {}
@@ -103,7 +234,7 @@ class BaseRoom:
     def __len__(self) -> int:
         return len(self._members)
 
-    def __iter__(self) -> Iterator[WebSocket]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(list(self._members))
 
     def __contains__(self, websocket: object) -> bool:
@@ -118,7 +249,7 @@ class BaseRoom:
         """The room's name, or None for a room local to its server."""
         return self._name
 
-    async def connect(self, websocket: WebSocket, *, identity: Any = None) -> None:
+    async def connect(self, websocket: Union[WebSocket, AsgiWebSocket], *, identity: Any = None) -> None:
         """Runs one member's whole life in the room; returns when it has
         left (the client closed, it was removed, or it failed).
 
@@ -137,49 +268,58 @@ class BaseRoom:
         A message of a kind with no handler is ignored. For a text frame the
         ``"text"`` handler wins over ``"json"``; for a binary frame
         ``"bytes"`` wins over ``"json"``.
+
+        ``websocket`` may also be a Starlette (FastAPI) ``WebSocket``: the
+        handlers then get that object, and pushes reach it through Python
+        (see the module's docstring).
         """
-        ws = websocket
+        ws: Any = websocket
         if ws in self._members:
             raise RuntimeError(f"{ws!r} is already a member of this room")
+        # io: what the room drives; ws: what the handlers see.
+        io: Any = ws if isinstance(ws, WebSocket) else _AsgiSocket(ws)
         if identity is not None:
             self._identities[ws] = identity
         try:
             before = self._on_connect.get("before")
             if before is not None:
                 await before(self, ws)
-            if ws.application_state is WebSocketState.CONNECTING:
-                await ws.accept()
-            elif ws.application_state is WebSocketState.DISCONNECTED:
+            if io.application_state is WebSocketState.CONNECTING:
+                await io.accept()
+            elif io.application_state is WebSocketState.DISCONNECTED:
+                self._identities.pop(ws, None)
                 return  # refused by the "before" handler
         except WebSocketDisconnect:
+            self._identities.pop(ws, None)
             return
         except Exception:
-            self._failed(ws, "on_connect('before')")
+            self._identities.pop(ws, None)
+            self._failed(ws, io, "on_connect('before')")
             return
 
         where = "on_connect('after')"
         try:
-            self._join(ws)
+            self._join(ws, io)
             after = self._on_connect.get("after")
             if after is not None:
                 await after(self, ws)
             where = "on_receive"
-            await self._receive_loop(ws)
+            await self._receive_loop(ws, io)
         except WebSocketDisconnect:
-            if _still_open(ws):  # raised about another connection: a bug
-                self._failed(ws, where)
+            if _still_open(io):  # raised about another connection: a bug
+                self._failed(ws, io, where)
         except asyncio.CancelledError:
             self._drop(ws)
             raise
         except Exception:
-            self._failed(ws, where)
+            self._failed(ws, io, where)
         await self._leave(ws, close=False)
 
-    async def _receive_loop(self, ws: WebSocket) -> None:
+    async def _receive_loop(self, ws: Any, io: Any) -> None:
         handlers = self._on_receive
         members = self._members
         while True:
-            data = await ws._next()
+            data = await io._next()
             if ws not in members or ws in self._leaving:
                 return
             if isinstance(data, str):
@@ -191,7 +331,7 @@ class BaseRoom:
                     try:
                         data = json.loads(data)
                     except ValueError as exc:
-                        await ws.close(1007, _bad_json_reason(exc))
+                        await io.close(1007, _bad_json_reason(exc))
                         return
             else:
                 handler = handlers.get("bytes")
@@ -202,7 +342,7 @@ class BaseRoom:
                     try:
                         data = json.loads(data.decode("utf-8"))
                     except ValueError as exc:  # UnicodeDecodeError is one
-                        await ws.close(1007, _bad_json_reason(exc))
+                        await io.close(1007, _bad_json_reason(exc))
                         return
             # Inlined _Handler.__call__: this runs once per message.
             if handler.binder is None:
@@ -212,11 +352,16 @@ class BaseRoom:
             if handler.is_async or inspect.isawaitable(result):
                 await result
 
-    def _failed(self, ws: WebSocket, where: str) -> None:
+    def _failed(self, ws: Any, io: Any, where: str) -> None:
         logger.exception("%s handler failed for %r", where, ws)
-        ws._fail()
+        io._fail()
 
-    def _join(self, ws: WebSocket) -> None:
+    def _join(self, ws: Any, io: Any) -> None:
+        if io is not ws:  # a Starlette member: pushes go through Python
+            self._members[ws] = None
+            self._asgi[ws] = io
+            io.start()
+            return
         server = ws._server
         core = server._core
         if core is None:
@@ -234,7 +379,11 @@ class BaseRoom:
         """Leaves the room at once, without handlers."""
         self._leaving.discard(ws)
         self._identities.pop(ws, None)
-        if ws in self._members:
+        asgi = self._asgi.pop(ws, None)
+        if asgi is not None:
+            asgi.stop()
+            self._members.pop(ws, None)
+        elif ws in self._members:
             del self._members[ws]
             server = ws._server
             room_id = self._room_ids.get(server)
@@ -283,28 +432,35 @@ class BaseRoom:
 
     # -- pushes ------------------------------------------------------------
 
-    async def push_json(self, message: Any, *, exclude: Optional[WebSocket] = None) -> None:
+    async def push_json(self, message: Any, *, exclude: Optional[Union[WebSocket, AsgiWebSocket]] = None) -> None:
         """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
         member, except ``exclude`` if given. Raises :class:`TypeError` (or
         :class:`ValueError`) if it cannot be serialised; never waits for the
         members. Pushes reach each member in the order they were made."""
         self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
 
-    async def push_text(self, message: str, *, exclude: Optional[WebSocket] = None) -> None:
+    async def push_text(self, message: str, *, exclude: Optional[Union[WebSocket, AsgiWebSocket]] = None) -> None:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
         self._publish(message, exclude)
 
     async def push_bytes(
-        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[WebSocket] = None
+        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[Union[WebSocket, AsgiWebSocket]] = None
     ) -> None:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
         self._publish(message, exclude)
 
-    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[WebSocket]) -> None:
+    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[Any]) -> None:
+        if self._asgi:
+            message = data if isinstance(data, (str, bytes)) else bytes(data)
+            for ws, asgi in self._asgi.items():
+                if ws is not exclude:
+                    asgi.push(message)
+        if exclude is not None and not isinstance(exclude, WebSocket):
+            exclude = None  # not one of the core's connections
         if self._name is None:
             for server, room_id in self._room_ids.items():
                 core = server._core
@@ -362,7 +518,7 @@ class BaseRoom:
         :class:`~roomcast.BackplaneError` while Redis is unreachable."""
         server = self._presence_server()
         if server is None or server._backplane is None or self._name is None:
-            return {ws._server._member_id(ws._conn): self._identities.get(ws) for ws in self._members}
+            return {_local_id(ws): self._identities.get(ws) for ws in self._members}
         return await server._backplane.members(self._name)
 
 
@@ -470,7 +626,13 @@ def _serving_servers() -> list[Server]:
     return list(_serving)
 
 
-def _still_open(ws: WebSocket) -> bool:
+def _local_id(ws: Any) -> str:
+    if isinstance(ws, WebSocket):
+        return ws._server._member_id(ws._conn)
+    return f"asgi-{id(ws):x}"  # a Starlette member: known to this process only
+
+
+def _still_open(ws: Any) -> bool:
     return ws.application_state is WebSocketState.CONNECTED and ws.client_state is not WebSocketState.DISCONNECTED
 
 
