@@ -13,6 +13,7 @@
 #                  examples/echo.py; summary in tests/conformance/
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
+#   make bench-cross  three servers on one Redis against one server
 #   make deps | build | ctest | format | clean
 #
 # `deps` installs only what is missing: the Debian packages below (with
@@ -52,7 +53,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-deps memcheck conformance soak fuzz fuzz-smoke \
+        bench-full bench-cross bench-deps memcheck conformance soak fuzz fuzz-smoke \
         format clean
 
 all: build
@@ -168,6 +169,11 @@ bench: bench-deps build
 
 bench-full: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --full
+
+# Three servers sharing a room through one redis-server (started by the
+# script on a free port) against one server, N = 1,000 and 5,000.
+bench-cross: deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/cross_server.py --clients 1000,5000 --repeat 3
 
 # A separate build tree, so that the in-place module stays a normal build:
 # a sanitized module cannot be imported without the ASan runtime preloaded.

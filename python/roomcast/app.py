@@ -265,14 +265,16 @@ class App(Server):
         if to is None:
             ids = [self._everyone]
         else:
-            named = self._named
+            # One core room per name on this server (App rooms and named
+            # Rooms alike); a dict lookup is atomic under the GIL.
+            names = self._names
             rooms = list(to)
-            ids = [entry[0] for entry in (named.get(room) for room in rooms) if entry is not None]
+            ids = [entry[0] for entry in (names.get(room) for room in rooms) if entry is not None]
             if self._backplane is not None:
                 # Rooms with no member here may have some on other servers:
                 # a room for this one broadcast carries their names.
                 for room in rooms:
-                    if room not in named:
+                    if room not in names:
                         extra.append(core.room_new())
                         core.room_name(extra[-1], room)
             if not ids and not extra:

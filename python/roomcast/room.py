@@ -279,6 +279,7 @@ class BaseRoom:
         # io: what the room drives; ws: what the handlers see.
         io: Any = ws if isinstance(ws, WebSocket) else _AsgiSocket(ws)
         if identity is not None:
+            json.dumps(identity)  # TypeError now, not at join, if it cannot go to Redis
             self._identities[ws] = identity
         try:
             before = self._on_connect.get("before")
