@@ -8,8 +8,8 @@ For each N and each scenario (burst: 64 messages in flight; single: one at
 a time, for latency) it runs, in turns:
 
 * ``single``: ``servers/roomcast_chat.py``, one process, every client on it;
-* ``3 servers``: three ``servers/roomcast_shared_chat.py`` processes on one
-  ``redis-server`` (started here on a free port, no persistence); the load
+* ``3 servers``: three ``servers/roomcast_chat.py PORT REDIS_URL`` (a named
+  room on the backplane) processes on one ``redis-server`` (started here on a free port, no persistence); the load
   generator spreads its clients over the three (``--ports``), the
   publisher on the first. A message goes from the publisher to server 1,
   whose Python handler pushes it: server 1's members get it at once,
@@ -29,13 +29,9 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,44 +41,15 @@ import run as bench  # noqa: E402  (the fan-out benchmark's machinery)
 SCENARIOS = {"burst": bench.BURST_WINDOW, "single": 1}
 
 
-class Proc:
-    """A process pinned to a CPU, its output in a file, ready once it
-    prints ``ready_text`` and accepts a TCP connection on ``port``."""
+class Proc(bench.ServerProcess):
+    """A process pinned to CPU 0, its output in a file, ready once it
+    prints ``ready`` and accepts a TCP connection on ``port``."""
 
-    def __init__(self, cmd: list[str], port: int, ready_text: str, pin: bool, env: dict | None = None) -> None:
-        self.port = port
-        self.ready_text = ready_text
+    def __init__(self, cmd: list[str], port: int, ready: str, pin: bool, env: dict | None = None) -> None:
+        self.name, self.port, self.READY = cmd[0], port, ready
         self.log = tempfile.TemporaryFile(mode="w+", errors="replace")
         self.proc = subprocess.Popen(bench.pinned(0, cmd, pin), stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise bench.StartError(f"exited with {self.proc.returncode}: {bench.tail(self.output())}")
-            if self.ready_text in self.output():
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise bench.StartError(f"not ready after {timeout:.0f} s: {bench.tail(self.output())}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def python_env() -> dict:
@@ -116,8 +83,8 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
             url = f"redis://127.0.0.1:{redis.port}/0"
             for _ in range(3):
                 port = bench.free_port()
-                servers.append(Proc([sys.executable, str(HERE / "servers" / "roomcast_shared_chat.py"), str(port),
-                                     url], port, "listening", not args.no_pin, python_env()))
+                servers.append(Proc([sys.executable, str(HERE / "servers" / "roomcast_chat.py"), str(port), url],
+                                    port, "listening", not args.no_pin, python_env()))
         for s in servers:
             s.wait_ready()
         messages = max(4 * window, -(-args.deliveries // n))

@@ -87,7 +87,7 @@ def test_shared_room_across_servers_delivers_everything(loadgen, redis_server):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO / "python")]))
     ports = [free_port() for _ in range(3)]
-    procs = [start([sys.executable, str(REPO / "benchmarks/servers/roomcast_shared_chat.py"), str(port),
+    procs = [start([sys.executable, str(REPO / "benchmarks/servers/roomcast_chat.py"), str(port),
                     redis_server.url], env) for port in ports]
     try:
         out = subprocess.run(
