@@ -135,6 +135,14 @@ $(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) $(wildcard csrc/*.h tests/c/*.h)
 	@mkdir -p $(CTEST_DIR)
 	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $< $(CTEST_LIB_SRCS) -o $@
 
+# The backplane's test links the whole core (not the binding) and talks to
+# a redis-server it starts itself.
+CORE_SRCS := $(filter-out csrc/pybinding.c,$(wildcard csrc/*.c))
+$(CTEST_DIR)/test_backplane: tests/c/test_backplane.c $(CORE_SRCS) $(wildcard csrc/*.h tests/c/*.h)
+	@mkdir -p $(CTEST_DIR)
+	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $$(pkg-config --cflags libuv hiredis) $< \
+	  $(CORE_SRCS) -o $@ $$(pkg-config --libs libuv hiredis) -lwslay -pthread
+
 # Runs every C test even after a failure, then fails if any did. A passing
 # test shows its summary line; a failing one its whole output.
 ctest: $(CTEST_BINS)
