@@ -34,9 +34,10 @@ APT_PACKAGES := libuv1-dev libwslay-dev libhiredis-dev pkg-config chromium \
 # port (never the system service).
 # setuptools builds the extension; pytest and websockets run the tests; mypy
 # checks the typed surface (tests/test_typing.py); fastapi and uvicorn serve
-# Starlette websockets to roomcast rooms (tests/test_starlette.py).
+# Starlette websockets to roomcast rooms (tests/test_starlette.py, which
+# runs uvicorn's websockets-sansio protocol, new in 0.35).
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 fastapi>=0.100 \
-           uvicorn>=0.23
+           uvicorn>=0.35
 
 CTEST_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc
 CTEST_LIB_SRCS := csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c

@@ -229,7 +229,8 @@ typedef struct rc_stats {
                                     the events waited past max_event_bytes */
   uint64_t backplane_up;         /* 1 while both Redis connections are ready */
   uint64_t backplane_published;  /* messages handed to Redis (one per room) */
-  uint64_t backplane_received;   /* messages of other servers delivered */
+  uint64_t backplane_received;   /* messages from other servers (or other
+                                    programs) taken from subscribed channels */
   uint64_t backplane_reconnects; /* Redis connections re-established */
   uint64_t backplane_buffered;   /* bytes of publishes waiting for Redis now */
   uint64_t backplane_dropped;    /* publishes dropped: the buffer was full */

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from redisproc import RespClient
 from roomcast import App, BackplaneError, Room, Server
@@ -421,7 +422,17 @@ async def test_presence_without_a_backplane_is_this_process(redis_server):
     async def endpoint(websocket):
         await room.connect(websocket, identity="me")
 
+    @server.websocket("/nameless")
+    async def bad_identity(websocket):
+        try:
+            await room.connect(websocket, identity=object())
+        except TypeError:  # said before the handshake is answered
+            await websocket.close()
+
     async with server.serve("127.0.0.1", 0) as running:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://127.0.0.1:{running.port}/nameless")
+        assert refused.value.response.status_code == 403
         async with connect(f"ws://127.0.0.1:{running.port}/local"):
             await until(lambda: len(room) == 1)
             assert await room.count() == 1
