@@ -32,6 +32,17 @@ async def test_readme_example_in_memory(examples):
     assert await example.stop(signal.SIGTERM) == 0
 
 
+async def subscribers(redis_server, n):
+    """Waits until n servers have subscribed the channel: from then on a
+    push from any server reaches their clients."""
+    channel = "roomcast:fastapi_pubsub:connected_clients"
+    for _ in range(600):
+        if redis_server.command("PUBSUB", "NUMSUB", channel)[1] >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {n} servers subscribed {channel}")
+
+
 async def test_redis_credentials_work_across_processes(examples, redis_server):
     env = {"REDIS_URL": redis_server.url}
     one = await examples("fastapi_pubsub_readme.py", "0", env=env)
@@ -39,9 +50,11 @@ async def test_redis_credentials_work_across_processes(examples, redis_server):
     path = "/ws/connected_clients"
     async with connect(f"ws://127.0.0.1:{one.port}{path}") as a:
         assert await count_of(a) == 1
+        await subscribers(redis_server, 1)
         async with connect(f"ws://127.0.0.1:{two.port}{path}") as b:
             assert await count_of(b) == 2  # counted on both servers
             assert await count_of(a) == 2  # and pushed across them
+            await subscribers(redis_server, 2)
             async with connect(f"ws://127.0.0.1:{one.port}{path}") as c:
                 for ws in (a, b, c):
                     assert await count_of(ws) == 3

@@ -167,6 +167,8 @@ class Backplane:
         self._members: dict[str, dict[str, str]] = {}
         self._beat: Optional[asyncio.Task[None]] = None
         self._closing = False
+        # Set by the first news of the connection: up, or a failed attempt.
+        self.settled = asyncio.Event()
 
     def start(self) -> None:
         self._beat = self._loop.create_task(self._heartbeat())
@@ -206,6 +208,7 @@ class Backplane:
                 future.set_result(value)
 
     def on_state(self, code: int, text: str) -> None:
+        self.settled.set()
         if code == EV_UP:
             logger.info("backplane: %s", text)
             self.up = True

@@ -68,6 +68,9 @@ EV_REQUEST = _core.EV_REQUEST
 EV_REDIS = _core.EV_REDIS
 EV_BACKPLANE = _core.EV_BACKPLANE
 
+# How long serve() waits for the backplane's first connection at most.
+SETTLE_SECONDS = 10.0
+
 # The servers serving now, for a push to a named room that has no member
 # here yet: it still goes to the other servers through the backplane.
 _serving: weakref.WeakSet[Server] = weakref.WeakSet()
@@ -320,7 +323,9 @@ class Server:
         closes every connection with 1001 "going away", waits up to
         ``close_timeout`` for the clients to answer and for the endpoints
         to return, and cancels those that do not. Raises :class:`OSError`
-        if the address cannot be bound."""
+        if the address cannot be bound. With a backplane, the block starts
+        once Redis is connected, or once the first attempt has failed (the
+        server then serves its own members and keeps trying)."""
         if self._poll_core is not None:
             raise RuntimeError("this server is already serving")
         loop = asyncio.get_running_loop()
@@ -339,6 +344,13 @@ class Server:
         _serving.add(self)
         loop.add_reader(fd, self._drain)
         try:
+            if self._backplane is not None:
+                # Serve once Redis is there, or its first attempt has failed
+                # (it goes on trying): members then see the other servers.
+                try:
+                    await asyncio.wait_for(self._backplane.settled.wait(), SETTLE_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
             yield Running(self, host, bound)
         finally:
             await self._shutdown(core, fd)
