@@ -13,11 +13,13 @@
 #                  examples/echo.py; summary in tests/conformance/
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
+#   make bench-cross  three servers on one Redis against one server
 #   make deps | build | ctest | format | clean
 #
 # `deps` installs only what is missing: the Debian packages below (with
-# apt-get, which needs root or password-less sudo), then pytest and websockets
-# with pip (setuptools too, if the interpreter lacks it). Variables: PYTHON
+# apt-get, which needs root or password-less sudo), then pytest, websockets,
+# mypy, ipykernel, jupyter_client, fastapi and uvicorn with pip (setuptools too, if the interpreter
+# lacks it). Variables: PYTHON
 # (default python3), CC (default gcc).
 
 PYTHON ?= python3
@@ -25,23 +27,29 @@ ifeq ($(origin CC),default)
 CC = gcc
 endif
 
-APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev pkg-config openssl chromium
+APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
+                openssl chromium redis-server
 # libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
 # tests' certificates; chromium runs the demo page in
-# tests/test_browser_demo.py.
+# tests/test_browser_demo.py; redis-server is the backplane of the
+# scaling-out tests, which start their own on a free port (never the system
+# service).
 # setuptools builds the extension; pytest and websockets run the tests; mypy
 # checks the typed surface (tests/test_typing.py); ipykernel and
 # jupyter_client run the synchronous client in a real Jupyter kernel
-# (tests/test_client_jupyter.py).
+# (tests/test_client_jupyter.py); fastapi and uvicorn serve Starlette
+# websockets to roomcast rooms (tests/test_starlette.py, which runs
+# uvicorn's websockets-sansio protocol, new in 0.35).
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
-           jupyter_client>=7
+           jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35
 
 # The C tests link the whole core (all of csrc/ but the binding), so that
-# test_client.c can run client and server cores in one process.
+# test_client.c can run client and server cores in one process and
+# test_backplane.c a core against a redis-server it starts itself.
 CTEST_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc \
-               $(shell pkg-config --cflags libuv openssl 2>/dev/null)
-CTEST_LDLIBS = $(shell pkg-config --libs libuv openssl 2>/dev/null) -lwslay \
-               -pthread
+               $(shell pkg-config --cflags libuv openssl hiredis 2>/dev/null)
+CTEST_LDLIBS = $(shell pkg-config --libs libuv openssl hiredis 2>/dev/null) \
+               -lwslay -pthread
 CTEST_LIB_SRCS := $(filter-out csrc/pybinding.c,$(sort $(wildcard csrc/*.c)))
 CTEST_DIR := build/ctest
 CTEST_EXTRA :=
@@ -56,7 +64,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-deps memcheck conformance soak fuzz fuzz-smoke \
+        bench-full bench-cross bench-deps memcheck conformance soak fuzz fuzz-smoke \
         format clean
 
 all: build
@@ -70,7 +78,7 @@ deps: deps-system deps-python
 deps-system:
 	@if ! command -v dpkg >/dev/null 2>&1; then \
 	  echo "roomcast: no dpkg here; install libuv (with its pkg-config file)," \
-	       "wslay and pkg-config with your system's package manager." >&2; \
+	       "wslay, hiredis, redis-server and pkg-config with your system's package manager." >&2; \
 	  exit 0; \
 	fi; \
 	missing=""; \
@@ -109,7 +117,7 @@ deps-system:
 # --user.
 deps-python:
 	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
-	    ipykernel, jupyter_client; \
+	    ipykernel, jupyter_client, fastapi, uvicorn; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null; then exit 0; fi; \
@@ -173,6 +181,11 @@ bench: bench-deps build
 
 bench-full: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --full
+
+# Three servers sharing a room through one redis-server (started by the
+# script on a free port) against one server, N = 1,000 and 5,000.
+bench-cross: deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/cross_server.py --clients 1000,5000 --repeat 3
 
 # A separate build tree, so that the in-place module stays a normal build:
 # a sanitized module cannot be imported without the ASan runtime preloaded.

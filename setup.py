@@ -1,14 +1,16 @@
 """Build of roomcast's C extension, ``roomcast._core``.
 
 Project metadata lives in pyproject.toml; this file only describes the
-extension, because finding its three C libraries needs code:
+extension, because finding its C libraries needs code:
 
 * libuv is found with ``pkg-config --cflags --libs libuv`` (Debian package
   ``libuv1-dev``);
 * OpenSSL (TLS for ``wss://`` clients, random masking keys) with
   ``pkg-config --cflags --libs openssl`` (Debian package ``libssl-dev``);
 * wslay is found by its header ``wslay/wslay.h`` and linked with ``-lwslay``
-  (Debian package ``libwslay-dev``, which ships no pkg-config file).
+  (Debian package ``libwslay-dev``, which ships no pkg-config file);
+* hiredis is found with ``pkg-config --cflags --libs hiredis`` (Debian
+  package ``libhiredis-dev``) and its asynchronous API checked to link.
 
 When one is missing the build stops with a message naming the Debian
 packages to install, instead of a compiler error about a missing header.
@@ -41,7 +43,7 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = (
     "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev libssl-dev "
-    "pkg-config\n"
+    "libhiredis-dev pkg-config\n"
     "(or run `make deps` as root, which installs them)."
 )
 
@@ -54,13 +56,13 @@ def _env_flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _pkg_config_flags(package, what):
+def _pkg_config_flags(package, debian):
     """Returns (compile_args, link_args) for package from pkg-config."""
     pkg_config = os.environ.get("PKG_CONFIG", "pkg-config")
     if shutil.which(pkg_config) is None:
         raise MissingDependency(
             "roomcast needs pkg-config to find %s, and pkg-config is not "
-            "installed.\n" % what + INSTALL_HINT
+            "installed.\n%s" % (package, INSTALL_HINT)
         )
     try:
         out = subprocess.run(
@@ -71,13 +73,37 @@ def _pkg_config_flags(package, what):
         ).stdout
     except subprocess.CalledProcessError:
         raise MissingDependency(
-            "roomcast needs %s, and `pkg-config --cflags --libs %s` "
-            "does not find it (no %s.pc on PKG_CONFIG_PATH).\n"
-            % (what, package, package) + INSTALL_HINT
+            "roomcast needs %s (Debian package %s), and `pkg-config --cflags "
+            "--libs %s` does not find it (no %s.pc on PKG_CONFIG_PATH).\n%s"
+            % (package, debian, package, package, INSTALL_HINT)
         ) from None
     flags = shlex.split(out)
     cflags = [f for f in flags if not f.startswith(("-l", "-L", "-Wl,"))]
     ldflags = [f for f in flags if f.startswith(("-l", "-L", "-Wl,"))]
+    return cflags, ldflags
+
+
+def _libuv_flags():
+    return _pkg_config_flags("libuv", "libuv1-dev")
+
+
+def _hiredis_flags(compiler_cmd):
+    """Returns (compile_args, link_args) for hiredis; fails clearly unless
+    its asynchronous API compiles and links."""
+    cflags, ldflags = _pkg_config_flags("hiredis", "libhiredis-dev")
+    probe = (
+        "#include <hiredis/async.h>\n"
+        "int main(void) {\n"
+        "  redisAsyncContext *ac = redisAsyncConnect(\"127.0.0.1\", 1);\n"
+        "  if (ac != NULL) redisAsyncFree(ac);\n"
+        "  return 0;\n"
+        "}\n"
+    )
+    if not _compiles_and_links(compiler_cmd, probe, cflags + ldflags):
+        raise MissingDependency(
+            "roomcast needs hiredis (hiredis/async.h, -lhiredis), and it does "
+            "not compile and link here.\n" + INSTALL_HINT
+        )
     return cflags, ldflags
 
 
@@ -131,9 +157,10 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         try:
-            uv_cflags, uv_ldflags = _pkg_config_flags("libuv", "libuv")
-            ssl_cflags, ssl_ldflags = _pkg_config_flags("openssl", "OpenSSL")
+            uv_cflags, uv_ldflags = _libuv_flags()
+            ssl_cflags, ssl_ldflags = _pkg_config_flags("openssl", "libssl-dev")
             _check_wslay(_c_compiler(), uv_cflags)
+            hi_cflags, hi_ldflags = _hiredis_flags(_c_compiler())
         except MissingDependency as exc:
             sys.stderr.write("\nerror: %s\n\n" % exc)
             raise SystemExit(1) from None
@@ -153,10 +180,10 @@ class BuildExt(build_ext):
             ldflags += san
         for ext in self.extensions:
             ext.extra_compile_args = (
-                uv_cflags + ssl_cflags + cflags + list(ext.extra_compile_args)
+                uv_cflags + ssl_cflags + hi_cflags + cflags + list(ext.extra_compile_args)
             )
             ext.extra_link_args = (
-                uv_ldflags + ssl_ldflags + ldflags + list(ext.extra_link_args)
+                uv_ldflags + ssl_ldflags + hi_ldflags + ldflags + list(ext.extra_link_args)
             )
         super().build_extensions()
 

@@ -159,6 +159,11 @@ static struct conn *conns;
 static int epfd = -1;
 static enum phase phase = PH_CONNECT;
 static struct sockaddr_in server_addr;
+/* --ports: connection i goes to ports[i % nports] (the publisher, 0, to the
+ * first): subscribers spread over several servers sharing a room. */
+#define MAX_PORTS 16
+static int ports[MAX_PORTS];
+static uint32_t nports;
 static uint32_t spread; /* number of 127.0.0.x source addresses, 0 = none */
 
 static uint32_t next_to_open, handshaking, opened, ready_count, alive,
@@ -594,7 +599,10 @@ static void start_connect(uint32_t i) {
     exit(2);
   }
   c->out_armed = true;
-  if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0 &&
+  struct sockaddr_in to = server_addr;
+  if (nports > 0)
+    to.sin_port = htons((uint16_t)ports[i % nports]);
+  if (connect(fd, (struct sockaddr *)&to, sizeof to) != 0 &&
       errno != EINPROGRESS)
     conn_lost(c, strerror(errno));
 }
@@ -991,6 +999,8 @@ static void usage(FILE *f) {
       "usage: loadgen [options]\n"
       "  --host ADDR        server IPv4 address (default 127.0.0.1)\n"
       "  --port P           server port (default 8000)\n"
+      "  --ports P1,P2,...  servers sharing the room (up to 16): connection i\n"
+      "                     goes to the (i mod count)-th, the publisher to P1\n"
       "  --path PATH        request path (default /bench)\n"
       "  --clients N        connections, publisher included (default 1000)\n"
       "  --messages M       messages to publish at most (default 1000)\n"
@@ -1039,6 +1049,7 @@ static void parse_args(int argc, char **argv) {
   static const struct option longopts[] = {
       {"host", required_argument, NULL, 'H'},
       {"port", required_argument, NULL, 'p'},
+      {"ports", required_argument, NULL, 'o'},
       {"path", required_argument, NULL, 'P'},
       {"clients", required_argument, NULL, 'n'},
       {"messages", required_argument, NULL, 'm'},
@@ -1065,6 +1076,30 @@ static void parse_args(int argc, char **argv) {
     case 'p':
       opt.port = (int)parse_u32("port", optarg, 1);
       break;
+    case 'o': {
+      char *list = strdup(optarg), *save = NULL;
+      if (list == NULL) {
+        note("out of memory");
+        exit(2);
+      }
+      nports = 0;
+      for (char *t = strtok_r(list, ",", &save); t != NULL;
+           t = strtok_r(NULL, ",", &save)) {
+        uint32_t v = parse_u32("ports", t, 1);
+        if (nports == MAX_PORTS || v > 65535) {
+          note("--ports takes up to %d ports of 1..65535", MAX_PORTS);
+          exit(2);
+        }
+        ports[nports++] = (int)v;
+      }
+      free(list);
+      if (nports == 0) {
+        note("--ports needs at least one port");
+        exit(2);
+      }
+      opt.port = ports[0];
+      break;
+    }
     case 'P':
       opt.path = optarg;
       break;

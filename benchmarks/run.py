@@ -130,6 +130,8 @@ class ServerProcess:
     once it has printed its "listening" line and accepts a TCP connection.
     taskset execs the server in place, so the pid is the server's own."""
 
+    READY = "listening"  # what the server prints once it listens
+
     def __init__(self, name: str, pin: bool) -> None:
         kind, arg, _ = SERVERS[name]
         self.name, self.port = name, free_port()
@@ -155,7 +157,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise StartError(f"exited with status {self.proc.returncode}: {tail(self.output())}")
-            if "listening" in self.output():
+            if self.READY in self.output():
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                         return

@@ -23,6 +23,7 @@ typedef struct {
   PyObject_HEAD rc_server *srv;
   int started; /* listen() or start() succeeded */
   int stopped;
+  int backplane; /* a Redis backplane was configured */
   /* Batching: loop.call_soon of the asyncio loop that issues commands, or
    * NULL. Commands made on that loop's thread wake the core once, from a
    * flush scheduled after the first of them; others wake it at once. */
@@ -84,7 +85,11 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
                            "max_header_bytes",  "max_headers",
                            "http_requests",     "max_connections",
                            "idle_timeout",      "drop_oldest",
-                           "max_event_bytes",   NULL};
+                           "max_event_bytes",   "backplane_host",
+                           "backplane_port",    "backplane_db",
+                           "backplane_username", "backplane_password",
+                           "backplane_prefix",  "backplane_buffer",
+                           NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
@@ -94,12 +99,26 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   int http = 0, drop = 0;
   Py_ssize_t max_conns = 0;
   Py_ssize_t max_ev = (Py_ssize_t)cfg.max_event_bytes;
+  Py_ssize_t bp_buffer = (Py_ssize_t)cfg.backplane_buffer;
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "|$nnddddnnpndpn:Core", kwlist, &max_msg, &max_q,
+          args, kw, "|$nnddddnnpndpnziizzzn:Core", kwlist, &max_msg, &max_q,
           &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
           &cfg.close_timeout, &max_hb, &max_h, &http, &max_conns,
-          &cfg.idle_timeout, &drop, &max_ev))
+          &cfg.idle_timeout, &drop, &max_ev, &cfg.backplane_host,
+          &cfg.backplane_port, &cfg.backplane_db, &cfg.backplane_username,
+          &cfg.backplane_password, &cfg.backplane_prefix, &bp_buffer))
     return NULL;
+  if (cfg.backplane_host != NULL &&
+      (cfg.backplane_host[0] == '\0' || cfg.backplane_port < 1 ||
+       cfg.backplane_port > 65535 || cfg.backplane_db < 0 || bp_buffer < 0 ||
+       (cfg.backplane_prefix != NULL && strlen(cfg.backplane_prefix) > 200))) {
+    PyErr_SetString(PyExc_ValueError,
+                    "backplane: the host must not be empty, the port must be "
+                    "in 1..65535, db and buffer must not be negative, the "
+                    "prefix at most 200 bytes");
+    return NULL;
+  }
+  cfg.backplane_buffer = (size_t)bp_buffer;
   if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 || max_ev < 1 ||
       max_conns < 0 || cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
       cfg.handshake_timeout < 0 || cfg.close_timeout < 0 ||
@@ -127,11 +146,12 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   CoreObject *self = (CoreObject *)type->tp_alloc(type, 0);
   if (self == NULL)
     return NULL;
-  self->srv = rc_server_new(&cfg);
+  self->srv = rc_server_new(&cfg); /* copies the strings */
   if (self->srv == NULL) {
     Py_DECREF(self);
     return PyErr_NoMemory();
   }
+  self->backplane = cfg.backplane_host != NULL;
   return (PyObject *)self;
 }
 
@@ -336,8 +356,81 @@ static PyObject *request_tuple(const rc_event *ev) {
   return t;
 }
 
+/* One node of an RC_EV_REDIS reply (see rc_core.h) as a Python object:
+ * bytes, str (status), int, None, list, or for an error a RuntimeError
+ * instance (not raised). Advances *p; NULL with an exception on failure. */
+static PyObject *reply_object(const char **p, const char *end) {
+  if (*p >= end)
+    goto short_reply;
+  char type = *(*p)++;
+  uint32_t n = 0;
+  if (type == RC_REPLY_NIL)
+    Py_RETURN_NONE;
+  if (type == RC_REPLY_INTEGER) {
+    int64_t v;
+    if (end - *p < 8)
+      goto short_reply;
+    memcpy(&v, *p, 8);
+    *p += 8;
+    return PyLong_FromLongLong((long long)v);
+  }
+  if (end - *p < 4)
+    goto short_reply;
+  memcpy(&n, *p, 4);
+  *p += 4;
+  if (type == RC_REPLY_ARRAY) {
+    PyObject *list = PyList_New(0);
+    for (uint32_t i = 0; list != NULL && i < n; i++) {
+      PyObject *item = reply_object(p, end);
+      if (item == NULL || PyList_Append(list, item) < 0)
+        Py_CLEAR(list);
+      Py_XDECREF(item);
+    }
+    return list;
+  }
+  if ((uint32_t)(end - *p) < n)
+    goto short_reply;
+  const char *str = *p;
+  *p += n;
+  if (type == RC_REPLY_STRING)
+    return PyBytes_FromStringAndSize(str, n);
+  PyObject *text = PyUnicode_DecodeUTF8(str, n, "replace");
+  if (text == NULL || type == RC_REPLY_STATUS)
+    return text;
+  PyObject *err = PyObject_CallOneArg(PyExc_RuntimeError, text);
+  Py_DECREF(text);
+  return err;
+short_reply:
+  PyErr_SetString(PyExc_RuntimeError, "truncated Redis reply");
+  return NULL;
+}
+
+/* (EV_REDIS, token, value, error): error is the message of an error reply
+ * (value None), else None. */
+static PyObject *redis_tuple(const rc_event *ev) {
+  const char *p = ev->data;
+  PyObject *value = reply_object(&p, ev->data + ev->len);
+  if (value == NULL)
+    return NULL;
+  if (PyObject_TypeCheck(value, (PyTypeObject *)PyExc_RuntimeError)) {
+    PyObject *msg = PyObject_Str(value);
+    Py_DECREF(value);
+    if (msg == NULL)
+      return NULL;
+    return Py_BuildValue("(i K O N)", (int)ev->type,
+                         (unsigned long long)ev->conn, Py_None, msg);
+  }
+  return Py_BuildValue("(i K N O)", (int)ev->type,
+                       (unsigned long long)ev->conn, value, Py_None);
+}
+
 static PyObject *event_tuple(const rc_event *ev) {
   switch (ev->type) {
+  case RC_EV_REDIS:
+    return redis_tuple(ev);
+  case RC_EV_BACKPLANE:
+    return Py_BuildValue("(i i N)", (int)ev->type, (int)ev->code,
+                         PyUnicode_DecodeUTF8(ev->data, ev->len, "replace"));
   case RC_EV_MESSAGE:
     if (ev->is_text)
       return Py_BuildValue("(i K N)", (int)ev->type,
@@ -798,26 +891,130 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
   (void)unused;
   rc_stats st;
   rc_server_stats(self->srv, &st);
-  return Py_BuildValue(
-      "{s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K s:K "
-      "s:K}",
-      "connections",
-      (unsigned long long)st.connections, "accepted_total",
-      (unsigned long long)st.accepted_total, "rooms_created",
-      (unsigned long long)st.rooms, "messages_in",
-      (unsigned long long)st.messages_in, "deliveries",
-      (unsigned long long)st.deliveries, "slow_consumer_closes",
-      (unsigned long long)st.slow_consumer_closes, "parsers",
-      (unsigned long long)st.parsers, "writes", (unsigned long long)st.writes,
-      "wakeups", (unsigned long long)st.wakeups, "messages_dropped",
-      (unsigned long long)st.messages_dropped, "connections_refused",
-      (unsigned long long)st.connections_refused, "idle_closes",
-      (unsigned long long)st.idle_closes, "fragment_closes",
-      (unsigned long long)st.fragment_closes, "event_bytes",
-      (unsigned long long)st.event_bytes, "reads_held",
-      (unsigned long long)st.reads_held, "clients",
-      (unsigned long long)st.clients, "client_connects",
-      (unsigned long long)st.client_connects);
+  const struct {
+    const char *name;
+    uint64_t value;
+  } fields[] = {
+      {"connections", st.connections},
+      {"accepted_total", st.accepted_total},
+      {"rooms_created", st.rooms},
+      {"messages_in", st.messages_in},
+      {"deliveries", st.deliveries},
+      {"slow_consumer_closes", st.slow_consumer_closes},
+      {"parsers", st.parsers},
+      {"writes", st.writes},
+      {"wakeups", st.wakeups},
+      {"messages_dropped", st.messages_dropped},
+      {"connections_refused", st.connections_refused},
+      {"idle_closes", st.idle_closes},
+      {"fragment_closes", st.fragment_closes},
+      {"event_bytes", st.event_bytes},
+      {"reads_held", st.reads_held},
+      {"clients", st.clients},
+      {"client_connects", st.client_connects},
+      {"backplane_up", st.backplane_up},
+      {"backplane_published", st.backplane_published},
+      {"backplane_received", st.backplane_received},
+      {"backplane_reconnects", st.backplane_reconnects},
+      {"backplane_buffered", st.backplane_buffered},
+      {"backplane_dropped", st.backplane_dropped},
+      {"backplane_channels", st.backplane_channels},
+      {"backplane_invalid", st.backplane_invalid},
+  };
+  PyObject *dict = PyDict_New();
+  for (size_t i = 0; dict != NULL && i < sizeof(fields) / sizeof(fields[0]);
+       i++) {
+    PyObject *v = PyLong_FromUnsignedLongLong(fields[i].value);
+    if (v == NULL || PyDict_SetItemString(dict, fields[i].name, v) < 0)
+      Py_CLEAR(dict);
+    Py_XDECREF(v);
+  }
+  return dict;
+}
+
+/* --- the backplane ------------------------------------------------------- */
+
+static PyObject *Core_server_id(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(rc_server_id(self->srv));
+}
+
+static PyObject *Core_room_name(CoreObject *self, PyObject *args) {
+  unsigned long long room;
+  const char *name;
+  Py_ssize_t len;
+  if (!PyArg_ParseTuple(args, "Ks#:room_name", &room, &name, &len))
+    return NULL;
+  int r = rc_server_room_name(self->srv, room, name, (size_t)len);
+  if (r == -EINVAL && self->started) {
+    PyErr_Format(PyExc_ValueError,
+                 "a room name is 1 to %d bytes of UTF-8 without NUL",
+                 RC_ROOM_NAME_MAX);
+    return NULL;
+  }
+  if (command_done(self, r) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+/* redis(token, *args): args are str (UTF-8), bytes-like or int. */
+static PyObject *Core_redis(CoreObject *self, PyObject *args) {
+  Py_ssize_t argc = PyTuple_GET_SIZE(args) - 1;
+  if (argc < 1) {
+    PyErr_SetString(PyExc_TypeError, "redis() takes a token and a command");
+    return NULL;
+  }
+  if (!self->backplane) {
+    PyErr_SetString(PyExc_RuntimeError, "this server has no backplane");
+    return NULL;
+  }
+  unsigned long long token =
+      PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args, 0)); /* borrowed */
+  if (token == (unsigned long long)-1 && PyErr_Occurred())
+    return NULL;
+  PyObject *result = NULL;
+  const char **argv = PyMem_Calloc((size_t)argc, sizeof(*argv));
+  size_t *lens = PyMem_Calloc((size_t)argc, sizeof(*lens));
+  PyObject *keep = PyList_New(0); /* owns the bytes argv points into */
+  if (argv == NULL || lens == NULL || keep == NULL) {
+    PyErr_NoMemory();
+    goto error;
+  }
+  for (Py_ssize_t i = 0; i < argc; i++) {
+    PyObject *arg = PyTuple_GET_ITEM(args, i + 1); /* borrowed */
+    PyObject *b;
+    if (PyUnicode_Check(arg))
+      b = PyUnicode_AsUTF8String(arg);
+    else if (PyLong_Check(arg)) {
+      PyObject *t = PyObject_Str(arg);
+      b = t != NULL ? PyUnicode_AsUTF8String(t) : NULL;
+      Py_XDECREF(t);
+    } else
+      b = PyBytes_FromObject(arg);
+    if (b == NULL || PyList_Append(keep, b) < 0) {
+      Py_XDECREF(b);
+      goto error;
+    }
+    Py_DECREF(b);
+    argv[i] = PyBytes_AS_STRING(b); /* alive in keep */
+    lens[i] = (size_t)PyBytes_GET_SIZE(b);
+  }
+  int r = rc_server_redis(self->srv, token, (int)argc, argv, lens);
+  if (r == -EINVAL && self->started) {
+    PyErr_Format(PyExc_ValueError,
+                 "%.40s is not allowed on the backplane's shared connection",
+                 argv[0]);
+    goto error;
+  }
+  if (command_done(self, r) < 0)
+    goto error;
+  result = Py_None;
+  Py_INCREF(result);
+error:
+  PyMem_Free(argv);
+  PyMem_Free(lens);
+  Py_XDECREF(keep);
+  return result;
 }
 
 static PyMethodDef Core_methods[] = {
@@ -878,6 +1075,14 @@ static PyMethodDef Core_methods[] = {
      "Frame data once and queue it on every member but exclude."},
     {"stats", (PyCFunction)Core_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nCounters of the core."},
+    {"server_id", (PyCFunction)Core_server_id, METH_NOARGS,
+     "server_id($self, /)\n--\n\nThis server's random 64-bit id."},
+    {"room_name", (PyCFunction)Core_room_name, METH_VARARGS,
+     "room_name($self, room, name, /)\n--\n\nName room: with a backplane, "
+     "rooms of that name on every server are one."},
+    {"redis", (PyCFunction)Core_redis, METH_VARARGS,
+     "redis($self, token, *args)\n--\n\nSend a command on the backplane's "
+     "command connection; the reply comes as an EV_REDIS event."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -887,7 +1092,11 @@ PyDoc_STRVAR(Core_doc, "Core(*, max_message_size=1048576, "
                        "close_timeout=5.0, max_header_bytes=8192, "
                        "max_headers=100, http_requests=False, "
                        "max_connections=0, idle_timeout=0.0, "
-                       "drop_oldest=False, max_event_bytes=67108864)\n--\n\n"
+                       "drop_oldest=False, max_event_bytes=67108864, "
+                       "backplane_host=None, backplane_port=6379, "
+                       "backplane_db=0, backplane_username=None, "
+                       "backplane_password=None, backplane_prefix=None, "
+                       "backplane_buffer=1048576)\n--\n\n"
                        "The C core: a libuv loop on its own thread.");
 
 static PyType_Slot Core_slots[] = {
@@ -918,7 +1127,9 @@ static int module_exec(PyObject *m) {
       PyModule_AddIntConstant(m, "EV_MESSAGE", RC_EV_MESSAGE) < 0 ||
       PyModule_AddIntConstant(m, "EV_CLOSE", RC_EV_CLOSE) < 0 ||
       PyModule_AddIntConstant(m, "EV_REQUEST", RC_EV_REQUEST) < 0 ||
-      PyModule_AddIntConstant(m, "EV_CONNECTED", RC_EV_CONNECTED) < 0)
+      PyModule_AddIntConstant(m, "EV_CONNECTED", RC_EV_CONNECTED) < 0 ||
+      PyModule_AddIntConstant(m, "EV_REDIS", RC_EV_REDIS) < 0 ||
+      PyModule_AddIntConstant(m, "EV_BACKPLANE", RC_EV_BACKPLANE) < 0)
     return -1;
   return 0;
 }

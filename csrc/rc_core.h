@@ -52,6 +52,20 @@ typedef struct rc_config {
   size_t max_event_bytes;    /* events not yet polled; past it the core
                                 stops reading from clients that send until
                                 the embedder polls (64 MiB) */
+  /* The Redis backplane (rc_backplane.c): rooms named with
+   * rc_server_room_name() are shared with every server on the same Redis
+   * and prefix. The strings are copied by rc_server_new(). */
+  const char *backplane_host;     /* Redis host name or address; NULL: none,
+                                     every room is local */
+  int backplane_port;             /* 6379 */
+  int backplane_db;               /* SELECTed for rc_server_redis(); 0 */
+  const char *backplane_username; /* AUTH username (Redis 6 ACL) or NULL */
+  const char *backplane_password; /* AUTH password or NULL */
+  const char *backplane_prefix;   /* channel = prefix + room name;
+                                     NULL: "roomcast:" */
+  size_t backplane_buffer;        /* bytes of publishes kept while Redis
+                                     cannot take them; more are dropped and
+                                     counted (1 MiB) */
 } rc_config;
 
 /* A message for an error code returned by these functions. */
@@ -68,6 +82,26 @@ enum rc_event_type {
   RC_EV_CLOSE = 3,   /* the connection is gone; its last event */
   RC_EV_REQUEST = 4, /* a plain HTTP request awaits rc_server_respond */
   RC_EV_CONNECTED = 5, /* a client connection is open (code: 101) */
+  RC_EV_REDIS = 8,     /* the reply to rc_server_redis(): conn is its token */
+  RC_EV_BACKPLANE = 9, /* the backplane's state changed: code 1 up (both
+                          Redis connections ready, rooms resubscribed), 0
+                          down, 2 an attempt to connect failed; data says
+                          why or where */
+};
+
+/* Types of the nodes of an RC_EV_REDIS reply, one byte each, then:
+ * string, status and error: a uint32_t length and the bytes; integer: an
+ * int64_t; nil: nothing; array: a uint32_t count and as many nodes (all
+ * native byte order, unaligned). An error node alone is also the answer
+ * when the command could not be sent (the backplane is down) or its
+ * connection was lost before the reply. */
+enum rc_reply_type {
+  RC_REPLY_STRING = 's',
+  RC_REPLY_STATUS = 't',
+  RC_REPLY_ERROR = 'e',
+  RC_REPLY_INTEGER = 'i',
+  RC_REPLY_NIL = 'n',
+  RC_REPLY_ARRAY = 'a',
 };
 
 /* One event. For RC_EV_OPEN and RC_EV_REQUEST, data holds nstr strings,
@@ -259,8 +293,49 @@ typedef struct rc_stats {
   uint64_t clients;              /* client connections now (counted in
                                     connections too) */
   uint64_t client_connects;      /* client connections started in total */
+  uint64_t backplane_up;         /* 1 while both Redis connections are ready */
+  uint64_t backplane_published;  /* messages handed to Redis (one per room) */
+  uint64_t backplane_received;   /* messages from other servers (or other
+                                    programs) taken from subscribed channels */
+  uint64_t backplane_reconnects; /* Redis connections re-established */
+  uint64_t backplane_buffered;   /* bytes of publishes waiting for Redis now */
+  uint64_t backplane_dropped;    /* publishes dropped: the buffer was full */
+  uint64_t backplane_channels;   /* room channels subscribed now */
+  uint64_t backplane_invalid;    /* messages from Redis that were dropped:
+                                    unknown format or invalid UTF-8 text */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);
+
+/* --- the Redis backplane (rc_backplane.c) --------------------------------
+ *
+ * With cfg.backplane_host set, the loop keeps two connections to Redis
+ * (one subscribed, one for PUBLISH and rc_server_redis) and reconnects
+ * them with backoff when they fail. A named room's channel is prefix +
+ * name: the loop SUBSCRIBEs it when the room's first local member joins
+ * and UNSUBSCRIBEs when the last one leaves. rc_server_publish(),
+ * rc_server_broadcast() and relay rooms deliver to the local members at
+ * once and PUBLISH the message once, tagged with this server's id and a
+ * sequence number; a server skips its own messages and delivers the
+ * others' to its local members, each member once. While the command
+ * connection is down, publishes wait in a buffer of cfg.backplane_buffer
+ * bytes; what does not fit is dropped and counted. */
+
+/* This server's id: random, made by rc_server_new(). */
+uint64_t rc_server_id(const rc_server *s);
+
+/* Names room (a name is 1 to RC_ROOM_NAME_MAX bytes without NUL). A room
+ * is named once; a name held by another room of this server is ignored.
+ * Without a backplane names are accepted and unused. */
+#define RC_ROOM_NAME_MAX 1024
+int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
+                        size_t len);
+
+/* Sends a command (argc arguments) on the backplane's command connection;
+ * the reply comes back as an RC_EV_REDIS event whose conn is token.
+ * UV_EINVAL without a backplane or for a command that would change the
+ * connection's state (SUBSCRIBE, MONITOR, SELECT, AUTH, QUIT, ...). */
+int rc_server_redis(rc_server *s, uint64_t token, int argc,
+                    const char **argv, const size_t *argvlen);
 
 #endif

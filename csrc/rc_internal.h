@@ -167,6 +167,7 @@ typedef struct rc_room {
   uint64_t id;
   uint32_t n, cap;
   int relay; /* enum rc_relay */
+  struct rc_chan *chan; /* its backplane channel when named, else NULL */
   struct rc_member {
     rc_conn *conn;
     uint32_t index; /* position of this room in conn->rooms */
@@ -187,6 +188,8 @@ enum rc_cmd_type {
   RC_CMD_RESUME,
   RC_CMD_BROADCAST,
   RC_CMD_CONNECT,
+  RC_CMD_ROOM_NAME, /* room, text: the name */
+  RC_CMD_REDIS,     /* conn: the token, text: the formatted command */
 };
 
 typedef struct rc_cmd {
@@ -256,6 +259,12 @@ struct rc_server {
       st_deliveries, st_slow, st_parsers, st_writes, st_wakes, st_dropped,
       st_refused, st_idle, st_frag, st_starved;
   uint32_t parsers_freed; /* since the last heap trim */
+
+  uint64_t id;              /* rc_server_id() */
+  struct rc_backplane *bp;  /* NULL without cfg.backplane_host */
+  atomic_uint_fast64_t st_bp_up, st_bp_published, st_bp_received,
+      st_bp_reconnects, st_bp_buffered, st_bp_dropped, st_bp_channels,
+      st_bp_invalid;
 
   rc_http_request req; /* parse space for the loop thread (4 KiB) */
   rc_http_response_head resp; /* the same for client handshakes */
@@ -337,6 +346,23 @@ void rc__room_free(struct rc_server *s, uint64_t id);
 void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
                       uint64_t exclude, int now);
 void rc__rooms_destroy(struct rc_server *s);
+
+/* rc_server.c: the command API's helpers, for rc_backplane.c */
+rc_cmd *rc__cmd_make(int type, uint64_t conn);
+int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd); /* takes cmd */
+
+/* rc_backplane.c; every function but rc__bp_create expects s->bp != NULL */
+int rc__bp_create(struct rc_server *s);  /* copies the strings of s->cfg */
+void rc__bp_start(struct rc_server *s);  /* before the loop thread starts */
+void rc__bp_close(struct rc_server *s);  /* the loop is ending */
+void rc__bp_free(struct rc_server *s);   /* after it has ended; NULL-safe */
+void rc__bp_command(struct rc_server *s, rc_cmd *cmd);
+void rc__bp_room_made(struct rc_server *s, rc_room *r);
+void rc__bp_room_gone(struct rc_server *s, rc_room *r);
+void rc__bp_room_freed(struct rc_server *s, uint64_t id);
+/* After a local fan-out to rooms: the same message to the other servers. */
+void rc__bp_publish(struct rc_server *s, const uint64_t *rooms, size_t n,
+                    const rc_buf *b);
 
 /* rc_mailbox.c */
 void rc__event_push(struct rc_server *s, rc_event *ev);

@@ -62,6 +62,8 @@ rc_room *rc__room_get(rc_server *s, uint64_t id, int create) {
     j = (j + 1) & (s->rooms_cap - 1);
   s->rooms[j] = r;
   s->rooms_n++;
+  if (s->bp != NULL)
+    rc__bp_room_made(s, r);
   return r;
 }
 
@@ -146,6 +148,8 @@ static void unlink_membership(rc_conn *c, uint32_t i) {
 static void room_destroy_if_empty(rc_server *s, rc_room *r) {
   if (r->n != 0)
     return;
+  if (r->chan != NULL)
+    rc__bp_room_gone(s, r);
   table_remove(s, r);
   free(r->members);
   free(r);
@@ -234,6 +238,25 @@ void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
                             memory_order_relaxed);
 }
 
+/* A relayed message goes to the other servers too, once for all of the
+ * sender's named relay rooms. */
+static void relay_out(rc_server *s, const rc_conn *from, const rc_buf *b) {
+  uint64_t few[8];
+  uint64_t *ids = from->nrooms <= 8 ? few : malloc(from->nrooms * sizeof(*ids));
+  if (ids == NULL)
+    return;
+  size_t n = 0;
+  for (uint32_t k = 0; k < from->nrooms; k++) {
+    const rc_room *r = from->rooms[k].room;
+    if (r->relay != RC_RELAY_NONE && r->chan != NULL)
+      ids[n++] = r->id;
+  }
+  if (n > 0)
+    rc__bp_publish(s, ids, n, b);
+  if (ids != few)
+    free(ids);
+}
+
 void rc__room_relay(rc_server *s, rc_conn *from, rc_buf *b) {
   uint64_t mark = ++s->mark, delivered = 0;
   /* Memberships may be added to while we deliver? No: delivering never
@@ -247,6 +270,8 @@ void rc__room_relay(rc_server *s, rc_conn *from, rc_buf *b) {
   }
   atomic_fetch_add_explicit(&s->st_deliveries, delivered,
                             memory_order_relaxed);
+  if (s->bp != NULL)
+    relay_out(s, from, b);
 }
 
 void rc__rooms_destroy(rc_server *s) {

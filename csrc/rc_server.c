@@ -39,6 +39,17 @@ void rc_config_default(rc_config *cfg) {
   cfg->http_requests = 0;
   cfg->backlog = 1024;
   cfg->max_event_bytes = (size_t)64 << 20;
+  cfg->backplane_port = 6379;
+  cfg->backplane_buffer = (size_t)1 << 20;
+}
+
+/* A random id; the clock and the address as a fallback. */
+static uint64_t new_server_id(const rc_server *s) {
+  uint64_t id = 0;
+  if (uv_random(NULL, NULL, &id, sizeof(id), 0, NULL) != 0 || id == 0)
+    id = uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 16) ^
+         (uint64_t)uv_os_getpid();
+  return id;
 }
 
 rc_server *rc_server_new(const rc_config *cfg) {
@@ -83,6 +94,15 @@ rc_server *rc_server_new(const rc_config *cfg) {
     return NULL;
   }
   atomic_init(&s->next_room, 0);
+  s->id = new_server_id(s);
+  if (rc__bp_create(s) != 0) {
+    rc__bp_free(s);
+    uv_mutex_destroy(&s->ev_lock);
+    uv_mutex_destroy(&s->cmd_lock);
+    close(s->ev_fd);
+    free(s);
+    return NULL;
+  }
   return s;
 }
 
@@ -115,6 +135,8 @@ static void close_loop_handles(rc_server *s) {
   uv_close((uv_handle_t *)&s->flush, on_handle_closed);
   uv_close((uv_handle_t *)&s->sweep, on_handle_closed);
   uv_close((uv_handle_t *)&s->stop_timer, on_handle_closed);
+  if (s->bp != NULL)
+    rc__bp_close(s);
   rc__events_hand_over(s);
 }
 
@@ -192,12 +214,23 @@ static void on_wake(uv_async_t *h) {
     switch (cmd->type) {
     case RC_CMD_PUBLISH:
       rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude, alone);
+      if (s->bp != NULL)
+        rc__bp_publish(s, &cmd->room, 1, cmd->buf);
       break;
     case RC_CMD_BROADCAST:
       rc__room_broadcast(s, cmd->rooms, cmd->nrooms, cmd->buf, cmd->exclude);
+      if (s->bp != NULL)
+        rc__bp_publish(s, cmd->rooms, cmd->nrooms, cmd->buf);
       break;
     case RC_CMD_ROOM_FREE:
       rc__room_free(s, cmd->room);
+      if (s->bp != NULL)
+        rc__bp_room_freed(s, cmd->room);
+      break;
+    case RC_CMD_ROOM_NAME:
+    case RC_CMD_REDIS:
+      if (s->bp != NULL)
+        rc__bp_command(s, cmd);
       break;
     case RC_CMD_STOP:
       stop_begin(s, cmd);
@@ -279,6 +312,8 @@ static int start_loop(rc_server *s) {
     goto fail_all;
   /* The stop timer must not keep the loop alive on its own. */
   uv_unref((uv_handle_t *)&s->stop_timer);
+  if (s->bp != NULL)
+    rc__bp_start(s);
   if ((r = uv_thread_create(&s->thread, loop_main, s)) != 0)
     goto fail_all;
   s->started = 1;
@@ -384,6 +419,7 @@ void rc_server_free(rc_server *s) {
   rc_events_free(s->batch_head);
   rc__rooms_destroy(s);
   rc__clients_destroy(s);
+  rc__bp_free(s);
   free(s->slots);
   free(s->gens);
   free(s->free_slots);
@@ -412,6 +448,14 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->reads_held = atomic_load(&s->st_starved);
   out->clients = atomic_load(&s->st_clients);
   out->client_connects = atomic_load(&s->st_client_connects);
+  out->backplane_up = atomic_load(&s->st_bp_up);
+  out->backplane_published = atomic_load(&s->st_bp_published);
+  out->backplane_received = atomic_load(&s->st_bp_received);
+  out->backplane_reconnects = atomic_load(&s->st_bp_reconnects);
+  out->backplane_buffered = atomic_load(&s->st_bp_buffered);
+  out->backplane_dropped = atomic_load(&s->st_bp_dropped);
+  out->backplane_channels = atomic_load(&s->st_bp_channels);
+  out->backplane_invalid = atomic_load(&s->st_bp_invalid);
 }
 
 /* --- commands ------------------------------------------------------------ */
@@ -434,6 +478,10 @@ static int push(rc_server *s, rc_cmd *cmd) {
   }
   return rc__cmd_push(s, cmd, 0);
 }
+
+rc_cmd *rc__cmd_make(int type, uint64_t conn) { return cmd_new(type, conn); }
+
+int rc__cmd_queue(rc_server *s, rc_cmd *cmd) { return push(s, cmd); }
 
 int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,
                      const char *extra_headers) {

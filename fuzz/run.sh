@@ -67,17 +67,17 @@ build() {
     -fno-sanitize-recover=undefined -fno-omit-frame-pointer
     -Wall -Wextra -Werror -Icsrc)
   local uv_cflags uv_libs
-  uv_cflags=$(pkg-config --cflags libuv openssl)
-  uv_libs=$(pkg-config --libs libuv openssl)
+  uv_cflags=$(pkg-config --cflags libuv openssl hiredis)
+  uv_libs=$(pkg-config --libs libuv openssl hiredis)
   echo "fuzz: building $OUT/fuzz_http"
   "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_http.c csrc/rc_http.c csrc/rc_sha1.c \
     -o "$OUT/fuzz_http"
   echo "fuzz: building $OUT/fuzz_frames"
   # shellcheck disable=SC2086 # pkg-config output is a list of flags
   "$FUZZ_CC" "${cflags[@]}" $uv_cflags fuzz/fuzz_frames.c csrc/rc_conn.c \
-    csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c csrc/rc_http.c \
-    csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c csrc/rc_client.c \
-    csrc/rc_tls.c -o "$OUT/fuzz_frames" $uv_libs -lwslay
+    csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c csrc/rc_backplane.c \
+    csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c \
+    csrc/rc_client.c csrc/rc_tls.c -o "$OUT/fuzz_frames" $uv_libs -lwslay
 }
 
 run_one() {

@@ -47,3 +47,14 @@ def examples():
     yield start
     for example in started:
         example.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh ``redis-server`` on a free loopback port (see
+    tests/redisproc.py), stopped after the test."""
+    from redisproc import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

@@ -79,3 +79,26 @@ def test_floor_server_delivers_everything(loadgen, mode):
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_shared_room_across_servers_delivers_everything(loadgen, redis_server):
+    """The cross-server benchmark's set-up: the load generator spreads its
+    clients over three servers sharing a room through Redis (--ports)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO / "python")]))
+    ports = [free_port() for _ in range(3)]
+    procs = [start([sys.executable, str(REPO / "benchmarks/servers/roomcast_chat.py"), str(port),
+                    redis_server.url], env) for port in ports]
+    try:
+        out = subprocess.run(
+            [str(loadgen), "--ports", ",".join(map(str, ports)), "--clients", "30", "--messages", "100",
+             "--window", "8", "--json", "--timeout", "60"],
+            capture_output=True, text=True, timeout=120)
+        result = json.loads(out.stdout)
+        assert out.returncode == 0 and result["ok"], out.stderr
+        assert result["deliveries"] == 30 * 100
+        assert result["order_errors"] == 0 and result["lost"] == 0
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)

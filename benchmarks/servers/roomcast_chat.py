@@ -1,7 +1,12 @@
 """The fan-out benchmark's server under test: one roomcast room in which every
 text message is pushed to all members, the sender included.
 
-    python roomcast_chat.py PORT
+    python roomcast_chat.py PORT [REDIS_URL]
+
+With REDIS_URL (the cross-server benchmark) the room is named and the
+server on that Redis backplane, so that several of these processes share
+the room: a push reaches this server's members at once and the others'
+through Redis, which deliver it in C.
 
 Prints ``listening on ws://127.0.0.1:PORT/`` on stdout once it accepts
 connections; stops on SIGINT or SIGTERM.
@@ -14,7 +19,8 @@ from roomcast import Room, Server
 
 from _limits import raise_open_files_limit  # beside this script
 
-room = Room()
+shared = len(sys.argv) > 2
+room = Room(name="bench") if shared else Room()
 
 
 @room.on_receive("text")
@@ -27,6 +33,9 @@ if __name__ == "__main__":
     # Server.run() announces its address on the "roomcast" logger: sent to
     # stdout, that line tells the benchmark runner the server is ready.
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    server = Server(max_queue_bytes=64 * 2**20)
+    # The backplane's buffer as large as the output queues: a burst must
+    # not be dropped on its way to Redis.
+    backplane = dict(backplane=sys.argv[2], backplane_buffer=64 * 2**20) if shared else {}
+    server = Server(max_queue_bytes=64 * 2**20, **backplane)
     server.route("/bench", room)
     server.run(host="127.0.0.1", port=int(sys.argv[1]))

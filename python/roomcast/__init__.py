@@ -17,6 +17,7 @@ browser's API; :func:`connect` for asyncio).
 """
 
 from .app import App, Hooks, Socket
+from .backplane import BackplaneError
 from .client import (
     TLS,
     ClientConnection,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BackplaneError",
     "BaseRoom",
     "ClientConnection",
     "ConnectionClosed",

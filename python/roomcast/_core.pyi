@@ -29,6 +29,15 @@ EV_REQUEST: Final[int]   # (EV_REQUEST, conn, method, path, query, headers, host
 EV_CONNECTED: Final[int] # (EV_CONNECTED, conn, subprotocol, headers)  a client conn is open;
                          # subprotocol "" when none; headers of the 101 answer, as below.
                          # A client conn that never opens gets EV_CLOSE alone (1006, reason).
+# (EV_REDIS, token, value, error): the reply to redis(token, ...). value: bytes,
+# str (status), int, None or a list of them (an error inside a list is a
+# RuntimeError instance); error: the message of an error reply (value None),
+# also when the backplane is down or the connection was lost, else None.
+EV_REDIS: Final[int]
+# (EV_BACKPLANE, code, text): the Redis connection's state changed. code 1:
+# up (both connections ready, rooms resubscribed); 0: down; 2: an attempt to
+# connect failed (text says why).
+EV_BACKPLANE: Final[int]
 
 # The request headers of EV_OPEN and EV_REQUEST: b"name:value\n" per header,
 # in request order, names lower-cased, values as sent (decode as latin-1).
@@ -52,6 +61,13 @@ class Core:
         idle_timeout: float = 0.0,     # seconds without a client message before 1001; 0: never
         drop_oldest: bool = False,     # full queue: drop oldest messages instead of closing with 1008
         max_event_bytes: int = 64 << 20,  # unpolled events; past it, clients that send are not read
+        backplane_host: Optional[str] = None,  # Redis host: named rooms are shared through it
+        backplane_port: int = 6379,
+        backplane_db: int = 0,
+        backplane_username: Optional[str] = None,
+        backplane_password: Optional[str] = None,
+        backplane_prefix: Optional[str] = None,  # channel = prefix + room name; None: "roomcast:"
+        backplane_buffer: int = 1 << 20,  # bytes of publishes kept while Redis is unreachable
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
@@ -146,6 +162,19 @@ class Core:
         """Stops listening, closes every connection with code, waits up to
         close_timeout for the close handshakes, then joins the loop thread.
         Events still queued can be read with poll() afterwards."""
+    def server_id(self) -> int:
+        """This server's random 64-bit id; the backplane skips the messages
+        that carry it (its own)."""
+    def room_name(self, room: int, name: str, /) -> None:
+        """Names room (1 to 1024 bytes of UTF-8 without NUL, else ValueError),
+        once. With a backplane, a push to it is also PUBLISHed to the channel
+        prefix + name, and the channel is subscribed while the room has members
+        here. A name held by another room of this core is ignored."""
+    def redis(self, token: int, /, *args: Union[str, bytes, int]) -> None:
+        """Sends a command on the backplane's command connection (shared with
+        the publishes: no blocking commands); the reply comes as (EV_REDIS,
+        token, ...). RuntimeError without a backplane; ValueError for commands
+        that would change the connection (SUBSCRIBE, SELECT, MULTI, ...)."""
     def stats(self) -> dict[str, int]:
         """Counters: connections (open now), accepted_total, rooms_created,
         messages_in, deliveries (frames queued by send and publish),
@@ -160,5 +189,10 @@ class Core:
         event_bytes (events waiting for poll() now), reads_held (times a
         sending client was not read because events waited past
         max_event_bytes), clients (client connections now, counted in
-        connections too), client_connects (client connections started).
-        Safe to call from any thread."""
+        connections too), client_connects (client connections started); with
+        a backplane: backplane_up (1 while both Redis
+        connections are ready), backplane_published, backplane_received,
+        backplane_reconnects, backplane_buffered (bytes waiting for Redis now),
+        backplane_dropped (publishes that did not fit the buffer),
+        backplane_channels (subscribed now), backplane_invalid. Safe to call
+        from any thread."""

@@ -16,7 +16,9 @@ client works unchanged; roomcast serves its own at ``/roomcast.js``.
 
 Rooms are names (``str``). Membership lives in the C core: a broadcast is
 serialised once and fanned out there, and a socket that is in several of
-the target rooms gets one copy.
+the target rooms gets one copy. With ``App(backplane="redis://...")`` the
+rooms are shared with every App on the same Redis: a broadcast reaches the
+sockets of every server, each once.
 
 What a client gets back when something is wrong (the connection stays
 open): a frame that is not an envelope (a binary frame, not JSON, not an
@@ -60,6 +62,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 JOINED = "roomcast:joined"
 LEFT = "roomcast:left"
 REJOIN = "roomcast:rejoin"
+EVERYONE = "roomcast:everyone"  # the room of every socket (broadcast(to=None))
 
 
 def envelope(event: str, payload: Any = None) -> str:
@@ -258,16 +261,29 @@ class App(Server):
         core = self._core
         if core is None:
             return  # not serving: nobody to send to
+        extra: list[int] = []
         if to is None:
             ids = [self._everyone]
         else:
-            named = self._named
-            ids = [entry[0] for entry in (named.get(room) for room in to) if entry is not None]
-            if not ids:
+            # One core room per name on this server (App rooms and named
+            # Rooms alike); a dict lookup is atomic under the GIL.
+            names = self._names
+            rooms = list(to)
+            ids = [entry[0] for entry in (names.get(room) for room in rooms) if entry is not None]
+            if self._backplane is not None:
+                # Rooms with no member here may have some on other servers:
+                # a room for this one broadcast carries their names.
+                for room in rooms:
+                    if room not in names:
+                        extra.append(core.room_new())
+                        core.room_name(extra[-1], room)
+            if not ids and not extra:
                 return
         # Thread-safe: from a thread other than the loop's, the command
         # wakes the core by itself.
-        core.broadcast(ids, data, exclude.id if exclude is not None else 0)
+        core.broadcast(ids + extra, data, exclude.id if exclude is not None else 0)
+        for room_id in extra:
+            core.room_free(room_id)
 
     # -- serving ------------------------------------------------------------------
 
@@ -279,8 +295,7 @@ class App(Server):
             await _call(func)
         try:
             async with super().serve(host, port) as running:
-                assert self._core is not None
-                self._everyone = self._core.room_new()
+                self._everyone = self._name_acquire(EVERYONE)
                 yield running
         finally:
             self._named.clear()
@@ -397,7 +412,7 @@ class App(Server):
         assert core is not None
         entry = self._named.get(room)
         if entry is None:
-            entry = self._named[room] = (core.room_new(), set())
+            entry = self._named[room] = (self._name_acquire(room), set())
         entry[1].add(ws)
         core.join(ws.id, entry[0])
 
@@ -410,4 +425,5 @@ class App(Server):
         if core is not None:
             core.leave(ws.id, entry[0])
         if not entry[1]:
-            del self._named[room]  # the core forgets an empty room by itself
+            del self._named[room]
+            self._name_release(room)

@@ -18,6 +18,17 @@ these differences:
 * A member that reads too slowly (its output queue in the core exceeds the
   server's ``max_queue_bytes``) is closed with 1008 and leaves the room; the
   others are not slowed down.
+* ``Room(name="lobby")`` on servers started with ``backplane=`` is one room
+  across them all (see :class:`Room`); ``await room.count()`` and
+  ``await room.members()`` count the members of every server.
+* ``connect()`` also takes a Starlette (FastAPI) ``WebSocket`` served by
+  uvicorn, so a ``websocket_rooms`` application keeps its FastAPI app and
+  changes only the import. Pushes reach those members through Python: each
+  has a task that sends them in order, and one that lets more than
+  :data:`ASGI_QUEUE_BYTES` wait is closed with 1008. Such members are local
+  to their process (no backplane: that needs roomcast's own server); the C
+  fan-out is for the members that roomcast's :class:`~roomcast.Server`
+  serves, and a room may have both kinds.
 """
 
 from __future__ import annotations
@@ -26,13 +37,136 @@ import asyncio
 import inspect
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional, TypeVar, Union, overload
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterator,
+    Literal,
+    Mapping,
+    Optional,
+    Protocol,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from ._params import Binder
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
 
 if TYPE_CHECKING:
     from .server import Server
+
+NAME_MAX = 1024  # bytes of UTF-8, as the core allows
+# Bytes of pushes that may wait for one Starlette member before it is
+# closed with 1008 (a client that does not read); roomcast's own members
+# have the server's max_queue_bytes instead.
+ASGI_QUEUE_BYTES = 2**20
+
+
+class AsgiWebSocket(Protocol):
+    """What :meth:`BaseRoom.connect` needs of a Starlette-style WebSocket."""
+
+    application_state: Any
+    client_state: Any
+
+    async def accept(self, subprotocol: Optional[str] = None) -> None: ...
+    async def receive(self) -> Mapping[str, Any]: ...
+    async def send_text(self, data: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close(self, code: int = 1000, reason: Optional[str] = None) -> None: ...
+
+
+_STATE_NAMES = {s.name: s for s in WebSocketState}
+
+
+class _AsgiSocket:
+    """A Starlette WebSocket as the room drives it: messages from its
+    ``receive()``, pushes queued and sent in order by a task of its own."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._out: deque[Union[str, bytes]] = deque()
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._task: Optional[asyncio.Task[None]] = None
+        self._dropped = False  # closed for not reading: takes no more pushes
+
+    @staticmethod
+    def _state(state: Any) -> WebSocketState:
+        # Starlette's own enum; its RESPONSE state (an HTTP answer) is over.
+        return _STATE_NAMES.get(getattr(state, "name", ""), WebSocketState.DISCONNECTED)
+
+    @property
+    def application_state(self) -> WebSocketState:
+        return self._state(self.ws.application_state)
+
+    @property
+    def client_state(self) -> WebSocketState:
+        return self._state(self.ws.client_state)
+
+    async def accept(self) -> None:
+        await self.ws.accept()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        try:
+            await self.ws.close(code, reason)
+        except Exception:
+            pass  # already closed, or the client has gone: nothing to close
+
+    async def _next(self) -> Union[str, bytes]:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+            if message.get("text") is not None:
+                return str(message["text"])
+            if message.get("bytes") is not None:
+                return bytes(message["bytes"])
+
+    def _fail(self) -> None:
+        connected = self.application_state is WebSocketState.CONNECTED
+        asyncio.ensure_future(self.close(1011, "internal error") if connected else self.close())
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._send_loop())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def push(self, data: Union[str, bytes]) -> None:
+        if self._dropped:
+            return
+        self._out.append(data)
+        self._queued += len(data)
+        if self._queued > ASGI_QUEUE_BYTES:
+            self._dropped = True
+            self._out.clear()
+            self._queued = 0
+            self.stop()
+            asyncio.ensure_future(self.close(1008, "message queue full (client too slow)"))
+            return
+        self._wake.set()
+
+    async def _send_loop(self) -> None:
+        out = self._out
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while out:
+                    data = out.popleft()
+                    self._queued -= len(data)
+                    if isinstance(data, str):
+                        await self.ws.send_text(data)
+                    else:
+                        await self.ws.send_bytes(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            out.clear()  # the client has gone: its receive() says so
 
 __all__ = ["BaseRoom", "Room"]
 
@@ -75,11 +209,18 @@ class BaseRoom:
     the loop is safe).
 
     A plain ``BaseRoom`` has no handlers: its members' messages are read and
-    ignored, and pushes reach them.
+    ignored, and pushes reach them. ``name=`` is as for :class:`Room`.
     """
 
-    def __init__(self) -> None:
-        self._members: dict[ServerWebSocket, None] = {}
+    def __init__(self, *, name: Optional[str] = None) -> None:
+        if name is not None:
+            check_name(name)
+        self._name = name
+        # Presence: the identity each member joined with.
+        self._identities: dict[Any, Any] = {}
+        # Members: roomcast WebSockets, and Starlette ones (also in _asgi).
+        self._members: dict[Any, None] = {}
+        self._asgi: dict[Any, _AsgiSocket] = {}
         self._leaving: set[ServerWebSocket] = set()
         # The room's id in the core of each server that has (had) members.
         self._room_ids: dict[Server, int] = {}
@@ -93,7 +234,7 @@ class BaseRoom:
     def __len__(self) -> int:
         return len(self._members)
 
-    def __iter__(self) -> Iterator[ServerWebSocket]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(list(self._members))
 
     def __contains__(self, websocket: object) -> bool:
@@ -103,9 +244,17 @@ class BaseRoom:
         # websocket_rooms rooms are used as FastAPI dependencies this way.
         return self
 
-    async def connect(self, websocket: ServerWebSocket) -> None:
+    @property
+    def name(self) -> Optional[str]:
+        """The room's name, or None for a room local to its server."""
+        return self._name
+
+    async def connect(self, websocket: Union[ServerWebSocket, AsgiWebSocket], *, identity: Any = None) -> None:
         """Runs one member's whole life in the room; returns when it has
         left (the client closed, it was removed, or it failed).
+
+        ``identity`` (any JSON-serialisable value, e.g. a user name) is what
+        :meth:`members` reports for this member, on every server.
 
         In order: the ``on_connect("before")`` handler (it may refuse the
         client with ``await websocket.close()``, which answers HTTP 403);
@@ -119,47 +268,59 @@ class BaseRoom:
         A message of a kind with no handler is ignored. For a text frame the
         ``"text"`` handler wins over ``"json"``; for a binary frame
         ``"bytes"`` wins over ``"json"``.
+
+        ``websocket`` may also be a Starlette (FastAPI) ``WebSocket``: the
+        handlers then get that object, and pushes reach it through Python
+        (see the module's docstring).
         """
-        ws = websocket
+        ws: Any = websocket
         if ws in self._members:
             raise RuntimeError(f"{ws!r} is already a member of this room")
+        # io: what the room drives; ws: what the handlers see.
+        io: Any = ws if isinstance(ws, ServerWebSocket) else _AsgiSocket(ws)
+        if identity is not None:
+            json.dumps(identity)  # TypeError now, not at join, if it cannot go to Redis
+            self._identities[ws] = identity
         try:
             before = self._on_connect.get("before")
             if before is not None:
                 await before(self, ws)
-            if ws.application_state is WebSocketState.CONNECTING:
-                await ws.accept()
-            elif ws.application_state is WebSocketState.DISCONNECTED:
+            if io.application_state is WebSocketState.CONNECTING:
+                await io.accept()
+            elif io.application_state is WebSocketState.DISCONNECTED:
+                self._identities.pop(ws, None)
                 return  # refused by the "before" handler
         except WebSocketDisconnect:
+            self._identities.pop(ws, None)
             return
         except Exception:
-            self._failed(ws, "on_connect('before')")
+            self._identities.pop(ws, None)
+            self._failed(ws, io, "on_connect('before')")
             return
 
         where = "on_connect('after')"
         try:
-            self._join(ws)
+            self._join(ws, io)
             after = self._on_connect.get("after")
             if after is not None:
                 await after(self, ws)
             where = "on_receive"
-            await self._receive_loop(ws)
+            await self._receive_loop(ws, io)
         except WebSocketDisconnect:
-            if _still_open(ws):  # raised about another connection: a bug
-                self._failed(ws, where)
+            if _still_open(io):  # raised about another connection: a bug
+                self._failed(ws, io, where)
         except asyncio.CancelledError:
             self._drop(ws)
             raise
         except Exception:
-            self._failed(ws, where)
+            self._failed(ws, io, where)
         await self._leave(ws, close=False)
 
-    async def _receive_loop(self, ws: ServerWebSocket) -> None:
+    async def _receive_loop(self, ws: Any, io: Any) -> None:
         handlers = self._on_receive
         members = self._members
         while True:
-            data = await ws._next()
+            data = await io._next()
             if ws not in members or ws in self._leaving:
                 return
             if isinstance(data, str):
@@ -171,7 +332,7 @@ class BaseRoom:
                     try:
                         data = json.loads(data)
                     except ValueError as exc:
-                        await ws.close(1007, _bad_json_reason(exc))
+                        await io.close(1007, _bad_json_reason(exc))
                         return
             else:
                 handler = handlers.get("bytes")
@@ -182,7 +343,7 @@ class BaseRoom:
                     try:
                         data = json.loads(data.decode("utf-8"))
                     except ValueError as exc:  # UnicodeDecodeError is one
-                        await ws.close(1007, _bad_json_reason(exc))
+                        await io.close(1007, _bad_json_reason(exc))
                         return
             # Inlined _Handler.__call__: this runs once per message.
             if handler.binder is None:
@@ -192,11 +353,16 @@ class BaseRoom:
             if handler.is_async or inspect.isawaitable(result):
                 await result
 
-    def _failed(self, ws: ServerWebSocket, where: str) -> None:
+    def _failed(self, ws: Any, io: Any, where: str) -> None:
         logger.exception("%s handler failed for %r", where, ws)
-        ws._fail()
+        io._fail()
 
-    def _join(self, ws: ServerWebSocket) -> None:
+    def _join(self, ws: Any, io: Any) -> None:
+        if io is not ws:  # a Starlette member: pushes go through Python
+            self._members[ws] = None
+            self._asgi[ws] = io
+            io.start()
+            return
         server = ws._server
         core = server._core
         if core is None:
@@ -206,16 +372,27 @@ class BaseRoom:
             room_id = self._room_ids[server] = server._room_new(self)
         self._members[ws] = None
         core.join(ws._conn, room_id, self._relay)
+        backplane = server._backplane
+        if backplane is not None and self._name is not None:
+            backplane.join(self._name, ws._conn, self._identities.get(ws))
 
     def _drop(self, ws: ServerWebSocket) -> None:
         """Leaves the room at once, without handlers."""
         self._leaving.discard(ws)
-        if ws in self._members:
+        self._identities.pop(ws, None)
+        asgi = self._asgi.pop(ws, None)
+        if asgi is not None:
+            asgi.stop()
+            self._members.pop(ws, None)
+        elif ws in self._members:
             del self._members[ws]
             server = ws._server
             room_id = self._room_ids.get(server)
             if room_id is not None and server._core is not None:
                 server._core.leave(ws._conn, room_id)
+            backplane = server._backplane
+            if backplane is not None and self._name is not None:
+                backplane.leave(self._name, ws._conn)
 
     def _forget_server(self, server: Server) -> None:
         self._room_ids.pop(server, None)
@@ -256,34 +433,94 @@ class BaseRoom:
 
     # -- pushes ------------------------------------------------------------
 
-    async def push_json(self, message: Any, *, exclude: Optional[ServerWebSocket] = None) -> None:
+    async def push_json(self, message: Any, *, exclude: Optional[Union[ServerWebSocket, AsgiWebSocket]] = None) -> None:
         """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
         member, except ``exclude`` if given. Raises :class:`TypeError` (or
         :class:`ValueError`) if it cannot be serialised; never waits for the
         members. Pushes reach each member in the order they were made."""
         self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
 
-    async def push_text(self, message: str, *, exclude: Optional[ServerWebSocket] = None) -> None:
+    async def push_text(self, message: str, *, exclude: Optional[Union[ServerWebSocket, AsgiWebSocket]] = None) -> None:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
         self._publish(message, exclude)
 
     async def push_bytes(
-        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[ServerWebSocket] = None
+        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[Union[ServerWebSocket, AsgiWebSocket]] = None
     ) -> None:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
         self._publish(message, exclude)
 
-    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[ServerWebSocket]) -> None:
-        for server, room_id in self._room_ids.items():
+    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[Any]) -> None:
+        if self._asgi:
+            message = data if isinstance(data, (str, bytes)) else bytes(data)
+            for ws, asgi in self._asgi.items():
+                if ws is not exclude:
+                    asgi.push(message)
+        if exclude is not None and not isinstance(exclude, ServerWebSocket):
+            exclude = None  # not one of the core's connections
+        if self._name is None:
+            for server, room_id in self._room_ids.items():
+                core = server._core
+                if core is not None:
+                    core.publish(room_id, data, exclude._conn if exclude is not None and exclude._server is server else 0)
+            return
+        # A named room: the servers of this process that share a backplane
+        # publish once between them (the others get it from Redis), through
+        # the excluded member's server when it is one of them; a server
+        # with a backplane publishes even with no member here.
+        servers = [s for s in _serving_servers() if s._backplane is not None and s not in self._room_ids]
+        for server in servers:
+            self._room_ids[server] = server._room_new(self)
+        targets = sorted(self._room_ids.items(), key=lambda item: exclude is None or item[0] is not exclude._server)
+        done: set[tuple[str, int, str]] = set()
+        for server, room_id in targets:
             core = server._core
             if core is None:
                 continue
-            skip = exclude._conn if exclude is not None and exclude._server is server else 0
-            core.publish(room_id, data, skip)
+            key = server._backplane_key if server._backplane is not None else None
+            if key is not None:
+                if key in done:
+                    continue
+                done.add(key)
+            core.publish(room_id, data, exclude._conn if exclude is not None and exclude._server is server else 0)
+
+    # -- presence -------------------------------------------------------------
+
+    def _presence_server(self) -> Optional[Server]:
+        """A serving server whose backplane knows this room's members."""
+        if self._name is None:
+            return None
+        for server in list(self._room_ids) + _serving_servers():
+            if server._backplane is not None and server._core is not None:
+                return server
+        return None
+
+    async def count(self) -> int:
+        """How many members the room has on every server sharing it
+        through Redis (a server that died stops counting within its
+        ``presence_ttl``); for a room without a name, or with no server on
+        a backplane, the members of this process (``len(room)``). Raises
+        :class:`~roomcast.BackplaneError` while Redis is unreachable."""
+        server = self._presence_server()
+        if server is None or server._backplane is None or self._name is None:
+            return len(self._members)
+        return await server._backplane.count(self._name)
+
+    async def members(self) -> dict[str, Any]:
+        """The members on every server: member id -> identity (the
+        ``identity`` given to :meth:`connect`, or None). A member id is
+        ``"<server id>:<connection id>"``, unique across servers (the
+        server id is ``running.server_id``). Without a name or a
+        backplane, this process's members. Raises
+        :class:`~roomcast.BackplaneError` while Redis is unreachable."""
+        server = self._presence_server()
+        if server is None or server._backplane is None or self._name is None:
+            return {_local_id(ws): self._identities.get(ws) for ws in self._members}
+        return await server._backplane.members(self._name)
 
 
 class Room(BaseRoom):
@@ -301,6 +538,13 @@ class Room(BaseRoom):
     its members); decorating the new room afterwards does not change
     ``base_room``. This lets one room serve as a template for others.
 
+    ``Room(name="lobby")``: on servers started with ``backplane=``, every
+    room of that name on every server (and in this process: a name is one
+    room) is one room. A push reaches each member of every server once, in
+    the order of the pushes of each server; ``exclude=`` works across
+    servers; relay rooms relay across servers too. Without a name a room is
+    local to its server. A name is 1 to 1024 bytes of UTF-8 without NUL.
+
     ``Room(relay="all")`` (or ``"others"``) relays in C: every message a
     member sends is forwarded by the core to every member (``"others"``: but
     the sender), text as text and binary as binary, without waking Python;
@@ -308,8 +552,10 @@ class Room(BaseRoom):
     run their handlers, and pushes work as in any room.
     """
 
-    def __init__(self, base_room: Optional[BaseRoom] = None, *, relay: Optional[Relay] = None) -> None:
-        super().__init__()
+    def __init__(
+        self, base_room: Optional[BaseRoom] = None, *, relay: Optional[Relay] = None, name: Optional[str] = None
+    ) -> None:
+        super().__init__(name=name)
         if relay not in (None, "all", "others"):
             raise ValueError(f'relay must be None, "all" or "others", not {relay!r}')
         self._relay = {None: 0, "all": 1, "others": 2}[relay]
@@ -366,7 +612,28 @@ class Room(BaseRoom):
         return decorator
 
 
-def _still_open(ws: ServerWebSocket) -> bool:
+def check_name(name: str) -> None:
+    """Raises unless ``name`` can name a room."""
+    if not isinstance(name, str):
+        raise TypeError(f"a room name is a str, not {type(name).__name__}")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= NAME_MAX or "\0" in name:
+        raise ValueError(f"a room name is 1 to {NAME_MAX} bytes of UTF-8 without NUL, not {name[:40]!r}")
+
+
+def _serving_servers() -> list[Server]:
+    from .server import _serving
+
+    return list(_serving)
+
+
+def _local_id(ws: Any) -> str:
+    if isinstance(ws, ServerWebSocket):
+        return ws._server._member_id(ws._conn)
+    return f"asgi-{id(ws):x}"  # a Starlette member: known to this process only
+
+
+def _still_open(ws: Any) -> bool:
     return ws.application_state is WebSocketState.CONNECTED and ws.client_state is not WebSocketState.DISCONNECTED
 
 

@@ -12,7 +12,9 @@ dispatched at once:
 * close: the websocket is marked closed and its readers get
   :class:`~roomcast.WebSocketDisconnect`;
 * plain HTTP request (only when :meth:`Server.static` was used): a static
-  file, 426 for a websocket route, 404 otherwise.
+  file, 426 for a websocket route, 404 otherwise;
+* backplane (only with ``Server(backplane=...)``): the reply to a Redis
+  command, or a change of the Redis connection's state (logged).
 
 How an endpoint ends decides what the client sees: it returns without
 ``accept()`` → HTTP 403; returns after ``accept()`` without ``close()`` →
@@ -45,6 +47,7 @@ from typing import (
 
 from . import _core
 from ._params import Binder, Route
+from .backplane import Backplane, parse_url
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
 
@@ -62,6 +65,15 @@ EV_OPEN = _core.EV_OPEN
 EV_MESSAGE = _core.EV_MESSAGE
 EV_CLOSE = _core.EV_CLOSE
 EV_REQUEST = _core.EV_REQUEST
+EV_REDIS = _core.EV_REDIS
+EV_BACKPLANE = _core.EV_BACKPLANE
+
+# How long serve() waits for the backplane's first connection at most.
+SETTLE_SECONDS = 10.0
+
+# The servers serving now, for a push to a named room that has no member
+# here yet: it still goes to the other servers through the backplane.
+_serving: weakref.WeakSet[Server] = weakref.WeakSet()
 
 
 class Running:
@@ -77,9 +89,18 @@ class Running:
         self.url = f"{scheme}://{netloc}:{port}/"
 
     def stats(self) -> dict[str, int]:
-        """The core's counters (connections, rooms, slow_consumer_closes, ...)."""
+        """The core's counters (connections, rooms, slow_consumer_closes,
+        ...; with a backplane ``backplane_up``, ``backplane_published``,
+        ``backplane_received``, ``backplane_reconnects``,
+        ``backplane_buffered``, ``backplane_dropped``, ...)."""
         core = self.server._poll_core
         return core.stats() if core is not None else {}
+
+    @property
+    def server_id(self) -> str:
+        """This server's random id (16 hex digits), new each time it
+        serves: the first part of its members' ids in presence."""
+        return self.server._server_id
 
 
 class Server:
@@ -117,6 +138,20 @@ class Server:
       ``websocket.subprotocols`` lists what the client offered;
     * ``backlog``: the listen queue.
 
+    Scaling out: with ``backplane="redis://[[user]:password@]host[:port]
+    [/db]"``, rooms with a name (``Room(name=...)``, every
+    :class:`~roomcast.App` room) are shared with every server on the same
+    Redis and ``backplane_prefix`` (the channel of a room is the prefix
+    and its name): a push is delivered to this server's members at once
+    and published to Redis once, and each other server delivers it to its
+    own members, in C. When Redis is unreachable the server keeps serving
+    its own members and reconnects with backoff; pushes made meanwhile
+    wait in a buffer of ``backplane_buffer`` bytes (1 MiB) and go out in
+    order once it is back; past that they are dropped and counted
+    (``stats()["backplane_dropped"]``). ``presence_ttl`` (seconds, 30):
+    how soon a server that died leaves ``room.count()`` and
+    ``room.members()``.
+
     Two options bound what waits for Python. ``max_receive_queue`` (bytes):
     when this much received data waits for an endpoint to read it, the
     server stops reading from that client until half of it has been read.
@@ -148,6 +183,10 @@ class Server:
         backlog: int = 1024,
         max_receive_queue: int = 2**20,
         max_pending_bytes: int = 64 * 2**20,
+        backplane: Optional[str] = None,
+        backplane_prefix: str = "roomcast:",
+        backplane_buffer: int = 2**20,
+        presence_ttl: float = 30,
     ) -> None:
         if slow_consumer not in ("close", "drop"):
             raise ValueError(f"slow_consumer must be 'close' or 'drop', not {slow_consumer!r}")
@@ -169,6 +208,27 @@ class Server:
             "drop_oldest": slow_consumer == "drop",
             "max_event_bytes": max_pending_bytes,
         }
+        self._backplane_options: dict[str, Any] = {}
+        self._backplane_key: Optional[tuple[str, int, str]] = None
+        if backplane is not None:
+            if not isinstance(backplane_prefix, str) or "\0" in backplane_prefix:
+                raise ValueError("backplane_prefix must be a str without NUL")
+            if backplane_buffer < 0:
+                raise ValueError(f"backplane_buffer must not be negative, not {backplane_buffer!r}")
+            if not presence_ttl > 0:
+                raise ValueError(f"presence_ttl must be positive, not {presence_ttl!r}")
+            url = parse_url(backplane)
+            self._backplane_options = dict(url, backplane_prefix=backplane_prefix,
+                                           backplane_buffer=backplane_buffer)
+            # Servers of one process on the same Redis and prefix publish a
+            # push to a named room once between them.
+            self._backplane_key = (url["backplane_host"], url["backplane_port"], backplane_prefix)
+        self._backplane_url = backplane
+        self._presence_ttl = float(presence_ttl)
+        self._backplane: Optional[Backplane] = None
+        self._server_id = ""
+        # room name -> [core room id, holders]: one core room per name.
+        self._names: dict[str, list[int]] = {}
         self._origins = None if origins is None else frozenset(origins)
         self._subprotocols = tuple(subprotocols)
         self._backlog = backlog
@@ -263,25 +323,44 @@ class Server:
         closes every connection with 1001 "going away", waits up to
         ``close_timeout`` for the clients to answer and for the endpoints
         to return, and cancels those that do not. Raises :class:`OSError`
-        if the address cannot be bound."""
+        if the address cannot be bound. With a backplane, the block starts
+        once Redis is connected, or once the first attempt has failed (the
+        server then serves its own members and keeps trying)."""
         if self._poll_core is not None:
             raise RuntimeError("this server is already serving")
         loop = asyncio.get_running_loop()
-        core = _core.Core(**self._options, http_requests=bool(self._static))
+        core = _core.Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
         bound = core.listen(host, port, self._backlog)
         # Commands made on this loop wake the core once per loop iteration.
         core.set_batching(loop.call_soon)
         fd = core.fileno()
         self._core = self._poll_core = core
         self._loop = loop
+        self._server_id = f"{core.server_id():016x}"
+        if self._backplane_options:
+            self._backplane = Backplane(core, loop, self._backplane_options["backplane_prefix"],
+                                        self._presence_ttl, self._backplane_url or "")
+            self._backplane.start()
+        _serving.add(self)
         loop.add_reader(fd, self._drain)
         try:
+            if self._backplane is not None:
+                # Serve once Redis is there, or its first attempt has failed
+                # (it goes on trying): members then see the other servers.
+                try:
+                    await asyncio.wait_for(self._backplane.settled.wait(), SETTLE_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
             yield Running(self, host, bound)
         finally:
             await self._shutdown(core, fd)
 
     async def _shutdown(self, core: _core.Core, fd: int) -> None:
         loop = asyncio.get_running_loop()
+        _serving.discard(self)
+        backplane = self._backplane
+        if backplane is not None:
+            await backplane.close()  # this server's members leave presence
         self._core = None
         try:
             # stop() blocks for the close handshakes; events keep flowing
@@ -294,6 +373,10 @@ class Server:
             for room in list(self._rooms):
                 room._forget_server(self)
             self._rooms.clear()
+            self._names.clear()
+            if backplane is not None:
+                backplane.fail_waiting()
+                self._backplane = None
             for ws in self._conns.values():
                 ws._closed(1006, "")  # every conn should have had its close event
             self._conns.clear()
@@ -324,6 +407,12 @@ class Server:
                     ws = conns.pop(event[1], None)
                     if ws is not None:
                         ws._closed(event[2], event[3])
+                elif kind == EV_REDIS:
+                    if self._backplane is not None:
+                        self._backplane.on_reply(event[1], event[2], event[3])
+                elif kind == EV_BACKPLANE:
+                    if self._backplane is not None:
+                        self._backplane.on_state(event[1], event[2])
                 elif self._core is None:
                     continue  # shutting down: the core closes these itself
                 elif kind == EV_OPEN:
@@ -427,6 +516,34 @@ class Server:
     def _room_new(self, room: BaseRoom) -> int:
         if self._core is None:
             raise RuntimeError("the server of this websocket is not running")
-        room_id = self._core.room_new()
+        name = room._name
+        room_id = self._name_acquire(name) if name is not None else self._core.room_new()
         self._rooms[room] = room_id
         return room_id
+
+    def _name_acquire(self, name: str) -> int:
+        """The core room of ``name`` on this server (made on first use),
+        held until released; rooms of one name are one room."""
+        entry = self._names.get(name)
+        if entry is None:
+            core = self._core
+            if core is None:
+                raise RuntimeError("the server is not running")
+            room_id = core.room_new()
+            core.room_name(room_id, name)
+            entry = self._names[name] = [room_id, 0]
+        entry[1] += 1
+        return entry[0]
+
+    def _name_release(self, name: str) -> None:
+        entry = self._names.get(name)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._names[name]
+            if self._core is not None:
+                self._core.room_free(entry[0])
+
+    def _member_id(self, conn: int) -> str:
+        return f"{self._server_id}:{conn}"

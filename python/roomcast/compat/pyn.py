@@ -136,7 +136,7 @@ class WebSocket:
     @property
     def connection(self) -> Connection:
         """The connection whose handler is running (a
-        :class:`roomcast.WebSocket`: ``client``, ``headers``, ...). Raises
+        :class:`roomcast.ServerWebSocket`: ``client``, ``headers``, ...). Raises
         :class:`RuntimeError` outside this service's handlers."""
         current = _current.get()
         if current is None or current[0] is not self:

@@ -1,0 +1,1335 @@
+/* rc_backplane.c - rooms shared across servers through Redis pub/sub.
+ *
+ * Two hiredis asynchronous connections run on the core's loop: `sub` in
+ * subscriber mode, `cmd` for PUBLISH and the embedder's commands
+ * (rc_server_redis). A message from another server is framed once and
+ * fanned out to the local members here, on the loop thread: Python never
+ * sees it.
+ *
+ * The seam between hiredis and libuv is ours (io_*, below), not the
+ * adapter hiredis 0.14 ships: when a socket reports an error (a refused
+ * connection does), libuv calls the poll callback with a negative status
+ * and stops watching, and that adapter returns without telling hiredis,
+ * which then waits for the connection forever. Ours hands the event to
+ * hiredis, which reads the socket's error and fails the connection.
+ *
+ * Channels. A named room has a channel entry (rc_chan) from the moment it
+ * is named until it is freed, whether or not it has local members; its
+ * subscription follows the local room: SUBSCRIBE when the room is made
+ * (first local member), UNSUBSCRIBE when it goes (last member left).
+ * hiredis keeps one callback per channel name and deletes it when an
+ * UNSUBSCRIBE is answered, so a SUBSCRIBE is never sent while an
+ * UNSUBSCRIBE of the same channel is in flight (the answer would delete
+ * the callback of the new subscription): each entry tracks its state and
+ * the next step waits for the answer. hiredis also leaves subscriber mode
+ * when the count of subscriptions drops to 0, and then aborts on the
+ * answer of a SUBSCRIBE already sent; a sentinel channel of this server,
+ * subscribed first and never left, keeps the count above 0. Its answer
+ * also says that the connection is ready.
+ *
+ * Messages. Each publish is PUBLISHed once per named room it targets,
+ * with a header: "\0rc", a flags byte (bit 0 text, bit 1 several rooms,
+ * bits 4-7 the version, 1), this server's id and a sequence number (both
+ * 64-bit big-endian), then for several rooms a 16-bit count and each
+ * room's name (16-bit length, bytes), then the payload. A server skips
+ * the messages that carry its own id (its members had them at once). The
+ * copies of a message for several rooms share one sequence number and
+ * come one after the other from their publisher: the first copy a server
+ * gets reaches the members of every listed room once, the others are
+ * skipped, since each publisher's sequence only grows. A message without
+ * the header (PUBLISHed by another program) is delivered as it is: text
+ * when it is UTF-8, else binary.
+ *
+ * Failures. A connection that fails is retried with exponential backoff
+ * (100 ms doubling to 5 s, with jitter); the subscriber resubscribes every
+ * room with local members. Publishes made while the command connection is
+ * down, or while Redis has not yet answered backplane_buffer bytes of
+ * them, wait in order in a buffer of that many bytes; past it they are
+ * dropped and counted. Each change of state is an RC_EV_BACKPLANE event.
+ */
+#define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "rc_frame.h"
+#include "rc_internal.h"
+#include "rc_utf8.h"
+
+#define RC__RETRY_FIRST_MS 100
+#define RC__RETRY_MAX_MS 5000
+#define RC__CONNECT_MS 5000 /* connect, AUTH and the first answer */
+#define RC__GRACE_MS 1000   /* stopping: the last publishes may take this */
+#define RC__SUB_BATCH 256   /* channels per SUBSCRIBE when resubscribing */
+#define RC__HEADER 20
+#define RC__VERSION 0x10
+#define RC__F_TEXT 0x01
+#define RC__F_MULTI 0x02
+#define RC__PEER_IDLE_MS 600000 /* a publisher unheard of this long is forgotten */
+
+enum { SUB_NONE, SUB_PENDING, SUB_ON, SUB_LEAVING };
+enum { LINK_DOWN, LINK_RESOLVING, LINK_CONNECTING, LINK_READY };
+enum { BP_DOWN = 0, BP_UP = 1, BP_RETRY = 2 }; /* RC_EV_BACKPLANE codes */
+
+typedef struct rc_chan {
+  struct rc_chan *next_name, *next_id;
+  uint64_t room;   /* its room id; 0 once freed (kept until unsubscribed) */
+  rc_room *live;   /* the local room while it has members */
+  uint8_t sub;     /* SUB_* */
+  uint32_t len;
+  char name[];     /* the room's name; the channel is prefix + name */
+} rc_chan;
+
+struct rc_backplane;
+
+typedef struct rc_link {
+  struct rc_backplane *bp;
+  redisAsyncContext *ac; /* NULL while down or resolving */
+  uv_timer_t timer;      /* the next attempt, or the connect deadline */
+  uv_getaddrinfo_t gai;
+  uint8_t state;         /* LINK_* */
+  uint8_t subscriber;
+  uint8_t ever_ready;
+  unsigned attempt;      /* failures since the last success */
+  char why[160];         /* what made the last attempt fail */
+} rc_link;
+
+typedef struct rc_outmsg { /* a formatted PUBLISH waiting for Redis */
+  struct rc_outmsg *next;
+  size_t len;
+  char *cmd;
+} rc_outmsg;
+
+typedef struct rc_peer {
+  uint64_t id, seq, seen;
+} rc_peer;
+
+typedef struct rc_backplane {
+  rc_server *s;
+  rc_link sub, cmd;
+  char *host, *username, *password, *prefix;
+  size_t prefix_len;
+  int port, db;
+  size_t buffer_max;
+  uint64_t seq, rng;
+  char sentinel[64]; /* prefix + "\0server:" + id, see the top */
+  size_t sentinel_len;
+  rc_chan **by_name, **by_id;
+  uint32_t cap, nchans, nsubs;
+  rc_outmsg *out_head, *out_tail;
+  size_t out_bytes; /* in the buffer */
+  size_t inflight;  /* handed to hiredis, not yet answered */
+  rc_peer *peers;
+  uint32_t npeers, cappeers;
+  uint8_t *scratch;
+  size_t scratch_cap;
+  uv_timer_t grace;
+  int started, closing, up;
+} rc_backplane;
+
+static void store(atomic_uint_fast64_t *a, uint64_t v) {
+  atomic_store_explicit(a, v, memory_order_relaxed);
+}
+
+static void bump(atomic_uint_fast64_t *a, uint64_t n) {
+  atomic_fetch_add_explicit(a, n, memory_order_relaxed);
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8)
+    p[i] = (uint8_t)v;
+}
+
+static uint64_t get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static void put16(uint8_t *p, size_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+
+static size_t get16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
+
+/* --- hiredis on libuv ----------------------------------------------------- */
+
+/* hiredis's event hooks (ac->ev) for one connection: one poll handle. Its
+ * contract: add/del may be called in any order and repeatedly; cleanup is
+ * called once, when hiredis frees the context, after which the handle
+ * must not call hiredis again. */
+typedef struct rc_redis_io {
+  redisAsyncContext *ac; /* NULL once cleaned up */
+  uv_poll_t poll;
+  int events; /* what hiredis wants: UV_READABLE | UV_WRITABLE */
+} rc_redis_io;
+
+static void io_poll(uv_poll_t *h, int status, int events) {
+  rc_redis_io *io = h->data;
+  if (status < 0) /* POLLERR: whatever hiredis waits for, it finds the error */
+    events = io->events ? io->events : UV_READABLE;
+  if (io->ac != NULL && (events & UV_READABLE))
+    redisAsyncHandleRead(io->ac); /* may free the context: cleanup runs */
+  if (io->ac != NULL && (events & UV_WRITABLE))
+    redisAsyncHandleWrite(io->ac);
+}
+
+static void io_update(rc_redis_io *io, int events) {
+  if (events == io->events)
+    return;
+  io->events = events;
+  /* uv_poll_start fails only for a closing handle (never while hiredis
+   * holds it); uv_poll_stop always returns 0. */
+  if (events != 0)
+    (void)uv_poll_start(&io->poll, events, io_poll);
+  else
+    (void)uv_poll_stop(&io->poll);
+}
+
+static void io_add_read(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events | UV_READABLE);
+}
+
+static void io_del_read(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events & ~UV_READABLE);
+}
+
+static void io_add_write(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events | UV_WRITABLE);
+}
+
+static void io_del_write(void *p) {
+  rc_redis_io *io = p;
+  io_update(io, io->events & ~UV_WRITABLE);
+}
+
+static void io_closed(uv_handle_t *h) { free(h->data); }
+
+static void io_cleanup(void *p) {
+  rc_redis_io *io = p;
+  io->ac = NULL;
+  uv_close((uv_handle_t *)&io->poll, io_closed);
+}
+
+static int io_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  rc_redis_io *io = calloc(1, sizeof(*io));
+  if (io == NULL)
+    return UV_ENOMEM;
+  int r = uv_poll_init(loop, &io->poll, ac->c.fd);
+  if (r != 0) {
+    free(io);
+    return r;
+  }
+  io->poll.data = io;
+  io->ac = ac;
+  ac->ev.data = io;
+  ac->ev.addRead = io_add_read;
+  ac->ev.delRead = io_del_read;
+  ac->ev.addWrite = io_add_write;
+  ac->ev.delWrite = io_del_write;
+  ac->ev.cleanup = io_cleanup;
+  return 0;
+}
+
+/* --- events to the embedder ---------------------------------------------- */
+
+static void state_event(rc_backplane *bp, uint16_t code, const char *text) {
+  size_t len = strlen(text);
+  rc_event *ev = rc__event_new(RC_EV_BACKPLANE, 0, len);
+  if (ev == NULL)
+    return;
+  ev->code = code;
+  memcpy(ev->data, text, len);
+  rc__event_push(bp->s, ev);
+}
+
+/* Size of the encoding of reply (see enum rc_reply_type). */
+static size_t reply_size(const redisReply *r) {
+  switch (r->type) {
+  case REDIS_REPLY_ARRAY: {
+    size_t n = 5;
+    for (size_t i = 0; i < r->elements; i++)
+      n += reply_size(r->element[i]);
+    return n;
+  }
+  case REDIS_REPLY_INTEGER:
+    return 9;
+  case REDIS_REPLY_NIL:
+    return 1;
+  default:
+    return 5 + r->len;
+  }
+}
+
+static char *reply_encode(const redisReply *r, char *p) {
+  uint32_t n32;
+  switch (r->type) {
+  case REDIS_REPLY_ARRAY:
+    *p++ = RC_REPLY_ARRAY;
+    n32 = (uint32_t)r->elements;
+    memcpy(p, &n32, 4);
+    p += 4;
+    for (size_t i = 0; i < r->elements; i++)
+      p = reply_encode(r->element[i], p);
+    return p;
+  case REDIS_REPLY_INTEGER: {
+    int64_t v = r->integer;
+    *p++ = RC_REPLY_INTEGER;
+    memcpy(p, &v, 8);
+    return p + 8;
+  }
+  case REDIS_REPLY_NIL:
+    *p++ = RC_REPLY_NIL;
+    return p;
+  case REDIS_REPLY_ERROR:
+    *p++ = RC_REPLY_ERROR;
+    break;
+  case REDIS_REPLY_STATUS:
+    *p++ = RC_REPLY_STATUS;
+    break;
+  default:
+    *p++ = RC_REPLY_STRING;
+    break;
+  }
+  n32 = (uint32_t)r->len;
+  memcpy(p, &n32, 4);
+  if (r->len > 0)
+    memcpy(p + 4, r->str, r->len);
+  return p + 4 + r->len;
+}
+
+static void reply_event(rc_backplane *bp, uint64_t token, const redisReply *r,
+                        const char *error) {
+  size_t len = r != NULL ? reply_size(r) : 5 + strlen(error);
+  rc_event *ev = rc__event_new(RC_EV_REDIS, token, len);
+  if (ev == NULL)
+    return;
+  if (r != NULL) {
+    (void)reply_encode(r, ev->data);
+  } else {
+    uint32_t n32 = (uint32_t)(len - 5);
+    ev->data[0] = RC_REPLY_ERROR;
+    memcpy(ev->data + 1, &n32, 4);
+    memcpy(ev->data + 5, error, len - 5);
+  }
+  rc__event_push(bp->s, ev);
+}
+
+/* --- channel entries: by name and by room id ------------------------------ */
+
+static uint32_t hash_name(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+static uint32_t hash_id(uint64_t id) {
+  return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+static rc_chan *chan_by_name(rc_backplane *bp, const char *name, size_t len) {
+  if (bp->cap == 0)
+    return NULL;
+  rc_chan *c = bp->by_name[hash_name(name, len) & (bp->cap - 1)];
+  while (c != NULL && (c->len != len || memcmp(c->name, name, len) != 0))
+    c = c->next_name;
+  return c;
+}
+
+static rc_chan *chan_by_id(rc_backplane *bp, uint64_t id) {
+  if (bp->cap == 0 || id == 0)
+    return NULL;
+  rc_chan *c = bp->by_id[hash_id(id) & (bp->cap - 1)];
+  while (c != NULL && c->room != id)
+    c = c->next_id;
+  return c;
+}
+
+static void link_id(rc_backplane *bp, rc_chan *c) {
+  uint32_t j = hash_id(c->room) & (bp->cap - 1);
+  c->next_id = bp->by_id[j];
+  bp->by_id[j] = c;
+}
+
+static void unlink_id(rc_backplane *bp, rc_chan *c) {
+  rc_chan **pp = &bp->by_id[hash_id(c->room) & (bp->cap - 1)];
+  while (*pp != c)
+    pp = &(*pp)->next_id;
+  *pp = c->next_id;
+}
+
+static void link_name(rc_backplane *bp, rc_chan *c) {
+  uint32_t j = hash_name(c->name, c->len) & (bp->cap - 1);
+  c->next_name = bp->by_name[j];
+  bp->by_name[j] = c;
+}
+
+static int tables_grow(rc_backplane *bp) {
+  uint32_t old = bp->cap, cap = old ? old * 2 : 64;
+  rc_chan **by_name = calloc(cap, sizeof(*by_name));
+  rc_chan **by_id = calloc(cap, sizeof(*by_id));
+  if (by_name == NULL || by_id == NULL) {
+    free(by_name);
+    free(by_id);
+    return UV_ENOMEM;
+  }
+  rc_chan **old_names = bp->by_name;
+  free(bp->by_id);
+  bp->by_name = by_name;
+  bp->by_id = by_id;
+  bp->cap = cap;
+  for (uint32_t i = 0; i < old; i++) {
+    rc_chan *c = old_names[i];
+    while (c != NULL) {
+      rc_chan *next = c->next_name;
+      link_name(bp, c);
+      if (c->room != 0)
+        link_id(bp, c);
+      c = next;
+    }
+  }
+  free(old_names);
+  return 0;
+}
+
+static void chan_delete(rc_backplane *bp, rc_chan *c) {
+  rc_chan **pp = &bp->by_name[hash_name(c->name, c->len) & (bp->cap - 1)];
+  while (*pp != c)
+    pp = &(*pp)->next_name;
+  *pp = c->next_name;
+  if (c->room != 0)
+    unlink_id(bp, c);
+  bp->nchans--;
+  free(c);
+}
+
+/* --- scratch space for building commands and messages --------------------- */
+
+static uint8_t *scratch(rc_backplane *bp, size_t n) {
+  if (n > bp->scratch_cap) {
+    size_t cap = bp->scratch_cap ? bp->scratch_cap : 4096;
+    while (cap < n)
+      cap *= 2;
+    uint8_t *p = realloc(bp->scratch, cap);
+    if (p == NULL)
+      return NULL;
+    bp->scratch = p;
+    bp->scratch_cap = cap;
+  }
+  return bp->scratch;
+}
+
+/* A large message must not keep its scratch space for the server's life. */
+static void scratch_trim(rc_backplane *bp) {
+  if (bp->scratch_cap > (1u << 20)) {
+    free(bp->scratch);
+    bp->scratch = NULL;
+    bp->scratch_cap = 0;
+  }
+}
+
+/* --- subscriptions -------------------------------------------------------- */
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* SUBSCRIBE or UNSUBSCRIBE for n channel entries. Returns 0 or -1. */
+static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
+                    size_t n) {
+  const char *argv[RC__SUB_BATCH + 1];
+  size_t lens[RC__SUB_BATCH + 1];
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += bp->prefix_len + chans[i]->len;
+  char *buf = (char *)scratch(bp, total ? total : 1);
+  if (buf == NULL)
+    return -1;
+  argv[0] = verb;
+  lens[0] = strlen(verb);
+  char *p = buf;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(p, bp->prefix, bp->prefix_len);
+    memcpy(p + bp->prefix_len, chans[i]->name, chans[i]->len);
+    argv[i + 1] = p;
+    lens[i + 1] = bp->prefix_len + chans[i]->len;
+    p += lens[i + 1];
+  }
+  int r = redisAsyncCommandArgv(bp->sub.ac, on_sub_reply, NULL, (int)n + 1,
+                                argv, lens);
+  return r == REDIS_OK ? 0 : -1;
+}
+
+/* Brings c's subscription towards what its local room needs; deletes an
+ * entry that was freed once nothing is in flight for it. */
+static void chan_sync(rc_backplane *bp, rc_chan *c) {
+  int want = c->live != NULL;
+  if (bp->sub.state == LINK_READY) {
+    if (want && c->sub == SUB_NONE) {
+      if (send_sub(bp, "SUBSCRIBE", &c, 1) == 0)
+        c->sub = SUB_PENDING;
+    } else if (!want && c->sub == SUB_ON) {
+      if (send_sub(bp, "UNSUBSCRIBE", &c, 1) == 0) {
+        c->sub = SUB_LEAVING;
+        bp->nsubs--;
+        store(&bp->s->st_bp_channels, bp->nsubs);
+      }
+    }
+  }
+  if (c->room == 0 && c->live == NULL && c->sub == SUB_NONE)
+    chan_delete(bp, c);
+}
+
+static void resubscribe_all(rc_backplane *bp) {
+  rc_chan *batch[RC__SUB_BATCH];
+  size_t n = 0;
+  for (uint32_t i = 0; i < bp->cap; i++) {
+    for (rc_chan *c = bp->by_name[i]; c != NULL; c = c->next_name) {
+      if (c->live == NULL || c->sub != SUB_NONE)
+        continue;
+      batch[n++] = c;
+      if (n == RC__SUB_BATCH) {
+        if (send_sub(bp, "SUBSCRIBE", batch, n) == 0)
+          for (size_t k = 0; k < n; k++)
+            batch[k]->sub = SUB_PENDING;
+        n = 0;
+      }
+    }
+  }
+  if (n > 0 && send_sub(bp, "SUBSCRIBE", batch, n) == 0)
+    for (size_t k = 0; k < n; k++)
+      batch[k]->sub = SUB_PENDING;
+}
+
+/* The subscriber connection is gone: so are its subscriptions. */
+static void subscriptions_lost(rc_backplane *bp) {
+  for (uint32_t i = 0; i < bp->cap; i++) {
+    rc_chan *c = bp->by_name[i];
+    while (c != NULL) {
+      rc_chan *next = c->next_name;
+      c->sub = SUB_NONE;
+      if (c->room == 0 && c->live == NULL)
+        chan_delete(bp, c);
+      c = next;
+    }
+  }
+  bp->nsubs = 0;
+  store(&bp->s->st_bp_channels, 0);
+}
+
+/* --- messages from the other servers -------------------------------------- */
+
+/* 1 unless publisher id already sent seq (a later copy of a message for
+ * several rooms). */
+static int peer_fresh(rc_backplane *bp, uint64_t id, uint64_t seq) {
+  uint64_t now = uv_now(&bp->s->loop);
+  for (uint32_t i = 0; i < bp->npeers; i++) {
+    rc_peer *p = &bp->peers[i];
+    if (p->id != id)
+      continue;
+    p->seen = now;
+    if (seq <= p->seq)
+      return 0;
+    p->seq = seq;
+    return 1;
+  }
+  /* New publisher: forget the ones unheard of for long (restarted servers
+   * come back with new ids). */
+  uint32_t w = 0;
+  for (uint32_t i = 0; i < bp->npeers; i++)
+    if (now - bp->peers[i].seen < RC__PEER_IDLE_MS)
+      bp->peers[w++] = bp->peers[i];
+  bp->npeers = w;
+  if (bp->npeers == bp->cappeers) {
+    uint32_t cap = bp->cappeers ? bp->cappeers * 2 : 16;
+    rc_peer *p = realloc(bp->peers, cap * sizeof(*p));
+    if (p == NULL)
+      return 1; /* deliver; a duplicate is then possible, a loss is not */
+    bp->peers = p;
+    bp->cappeers = cap;
+  }
+  bp->peers[bp->npeers++] = (rc_peer){.id = id, .seq = seq, .seen = now};
+  return 1;
+}
+
+static void deliver(rc_backplane *bp, const char *name, size_t name_len,
+                    const uint8_t *p, size_t len) {
+  rc_server *s = bp->s;
+  int is_text, multi = 0;
+  const uint8_t *names = NULL;
+  size_t count = 0;
+  if (len >= RC__HEADER && p[0] == 0 && p[1] == 'r' && p[2] == 'c') {
+    uint8_t flags = p[3];
+    if ((flags & 0xf0) != RC__VERSION) {
+      bump(&s->st_bp_invalid, 1);
+      return;
+    }
+    uint64_t from = get64(p + 4);
+    if (from == s->id)
+      return; /* ours: our members had it at once */
+    if (!peer_fresh(bp, from, get64(p + 12)))
+      return;
+    is_text = flags & RC__F_TEXT;
+    multi = (flags & RC__F_MULTI) != 0;
+    p += RC__HEADER;
+    len -= RC__HEADER;
+    if (multi) {
+      if (len < 2)
+        goto invalid;
+      count = get16(p);
+      names = p + 2;
+      const uint8_t *q = names, *end = p + len;
+      for (size_t i = 0; i < count; i++) {
+        if (end - q < 2 || (size_t)(end - q - 2) < get16(q))
+          goto invalid;
+        q += 2 + get16(q);
+      }
+      len -= (size_t)(q - p);
+      p = q;
+    }
+    if (is_text && !rc_utf8_valid(p, len))
+      goto invalid;
+  } else {
+    is_text = rc_utf8_valid(p, len); /* PUBLISHed by another program */
+  }
+  rc_buf *b = rc__buf_message(is_text, p, len);
+  if (b == NULL)
+    return;
+  if (!multi) {
+    rc_chan *c = chan_by_name(bp, name, name_len);
+    if (c != NULL && c->live != NULL)
+      rc__room_publish(s, c->live->id, b, 0, 0);
+  } else {
+    uint64_t few[16];
+    uint64_t *ids = count <= 16 ? few : malloc(count * sizeof(*ids));
+    if (ids != NULL) {
+      size_t n = 0;
+      const uint8_t *q = names;
+      for (size_t i = 0; i < count; i++) {
+        size_t l = get16(q);
+        rc_chan *c = chan_by_name(bp, (const char *)q + 2, l);
+        if (c != NULL && c->live != NULL)
+          ids[n++] = c->live->id;
+        q += 2 + l;
+      }
+      rc__room_broadcast(s, ids, n, b, 0);
+      if (ids != few)
+        free(ids);
+    }
+  }
+  rc__buf_unref(b);
+  bump(&s->st_bp_received, 1);
+  return;
+invalid:
+  bump(&s->st_bp_invalid, 1);
+}
+
+/* --- the two connections -------------------------------------------------- */
+
+static void link_connect(rc_link *l);
+static void link_lost(rc_link *l);
+static void out_flush(rc_backplane *bp);
+
+static void update_up(rc_backplane *bp) {
+  int up = bp->sub.state == LINK_READY && bp->cmd.state == LINK_READY;
+  if (up == bp->up)
+    return;
+  bp->up = up;
+  store(&bp->s->st_bp_up, (uint64_t)up);
+  if (bp->closing)
+    return;
+  char text[200];
+  unsigned rooms = 0;
+  for (uint32_t i = 0; up && i < bp->cap; i++)
+    for (rc_chan *c = bp->by_name[i]; c != NULL; c = c->next_name)
+      rooms += c->live != NULL;
+  if (up)
+    snprintf(text, sizeof(text), "connected to %s:%d, %u rooms subscribed",
+             bp->host, bp->port, rooms);
+  else
+    snprintf(text, sizeof(text), "%s",
+             bp->sub.state != LINK_READY ? bp->sub.why : bp->cmd.why);
+  state_event(bp, up ? BP_UP : BP_DOWN, text);
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void timer_in(rc_link *l, uint64_t ms) {
+  /* Fails only for a closing handle, when no timer is wanted anyway. */
+  (void)uv_timer_start(&l->timer, on_timer, ms, 0);
+}
+
+static uint64_t backoff_ms(rc_link *l) {
+  rc_backplane *bp = l->bp;
+  uint64_t d = RC__RETRY_FIRST_MS;
+  for (unsigned i = 0; i < l->attempt && d < RC__RETRY_MAX_MS; i++)
+    d *= 2;
+  if (d > RC__RETRY_MAX_MS)
+    d = RC__RETRY_MAX_MS;
+  bp->rng ^= bp->rng << 13; /* xorshift64: jitter in [d/2, d] */
+  bp->rng ^= bp->rng >> 7;
+  bp->rng ^= bp->rng << 17;
+  return d / 2 + bp->rng % (d / 2 + 1);
+}
+
+static void link_ready(rc_link *l) {
+  rc_backplane *bp = l->bp;
+  l->state = LINK_READY;
+  l->attempt = 0;
+  (void)uv_timer_stop(&l->timer); /* the deadline; always returns 0 */
+  if (l->ever_ready)
+    bump(&bp->s->st_bp_reconnects, 1);
+  l->ever_ready = 1;
+  if (l->subscriber)
+    resubscribe_all(bp);
+  else
+    out_flush(bp);
+  update_up(bp);
+}
+
+/* Ends l's connection with reason why; link_lost follows, now or from
+ * hiredis's disconnect callback. */
+static void link_drop(rc_link *l, const char *why) {
+  snprintf(l->why, sizeof(l->why), "%s", why);
+  redisAsyncContext *ac = l->ac;
+  if (ac == NULL)
+    return;
+  int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+  redisAsyncFree(ac); /* deferred when called from one of its callbacks */
+  if (!connected) {
+    l->ac = NULL;
+    link_lost(l);
+  }
+}
+
+static void link_lost(rc_link *l) {
+  rc_backplane *bp = l->bp;
+  int was_ready = l->state == LINK_READY;
+  l->ac = NULL;
+  l->state = LINK_DOWN;
+  if (l->subscriber)
+    subscriptions_lost(bp);
+  else
+    bp->inflight = 0;
+  update_up(bp);
+  if (bp->closing) {
+    if (!l->subscriber && !uv_is_closing((uv_handle_t *)&bp->grace))
+      uv_close((uv_handle_t *)&bp->grace, NULL);
+    return;
+  }
+  if (!was_ready) {
+    char text[220];
+    snprintf(text, sizeof(text), "%s:%d: %s", bp->host, bp->port, l->why);
+    state_event(bp, BP_RETRY, text);
+  }
+  uint64_t ms = was_ready ? 0 : backoff_ms(l);
+  l->attempt++;
+  timer_in(l, ms);
+}
+
+static void on_connected(const redisAsyncContext *ac, int status) {
+  rc_link *l = ac->data;
+  if (status == REDIS_OK)
+    return; /* ready once its first answer comes */
+  snprintf(l->why, sizeof(l->why), "%s", ac->errstr);
+  l->ac = NULL; /* hiredis frees it after this callback */
+  link_lost(l);
+}
+
+static void on_disconnected(const redisAsyncContext *ac, int status) {
+  rc_link *l = ac->data;
+  if (status != REDIS_OK)
+    snprintf(l->why, sizeof(l->why), "%s", ac->errstr);
+  link_lost(l);
+}
+
+/* Answers to AUTH and SELECT, and the command connection's first PING. */
+static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  rc_link *l = ac->data;
+  redisReply *r = reply;
+  if (r == NULL)
+    return; /* the context is being freed */
+  if (r->type == REDIS_REPLY_ERROR) {
+    char why[160];
+    snprintf(why, sizeof(why), "%s: %s", (const char *)priv, r->str);
+    link_drop(l, why);
+    return;
+  }
+  if (strcmp(priv, "PING") == 0 && l->state == LINK_CONNECTING)
+    link_ready(l);
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)priv;
+  rc_link *l = ac->data;
+  rc_backplane *bp = l->bp;
+  redisReply *r = reply;
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+      r->element[0]->type != REDIS_REPLY_STRING ||
+      r->element[1]->type != REDIS_REPLY_STRING)
+    return; /* NULL: the context is being freed */
+  const char *kind = r->element[0]->str;
+  const char *ch = r->element[1]->str;
+  size_t chlen = r->element[1]->len;
+  int ours = chlen >= bp->prefix_len &&
+             memcmp(ch, bp->prefix, bp->prefix_len) == 0;
+  const char *name = ch + bp->prefix_len;
+  size_t name_len = chlen - bp->prefix_len;
+  if (strcasecmp(kind, "message") == 0) {
+    if (ours && r->element[2]->type == REDIS_REPLY_STRING)
+      deliver(bp, name, name_len, (const uint8_t *)r->element[2]->str,
+              r->element[2]->len);
+    return;
+  }
+  int on = strcasecmp(kind, "subscribe") == 0;
+  if (!on && strcasecmp(kind, "unsubscribe") != 0)
+    return;
+  if (chlen == bp->sentinel_len && memcmp(ch, bp->sentinel, chlen) == 0) {
+    if (on && l->state == LINK_CONNECTING)
+      link_ready(l);
+    return;
+  }
+  rc_chan *c = ours ? chan_by_name(bp, name, name_len) : NULL;
+  if (c == NULL)
+    return;
+  if (on && c->sub == SUB_PENDING) {
+    c->sub = SUB_ON;
+    bp->nsubs++;
+    store(&bp->s->st_bp_channels, bp->nsubs);
+  } else if (!on) {
+    c->sub = SUB_NONE;
+  }
+  chan_sync(bp, c);
+}
+
+static void link_open(rc_link *l, const char *ip) {
+  rc_backplane *bp = l->bp;
+  redisAsyncContext *ac = redisAsyncConnect(ip, bp->port);
+  if (ac == NULL) {
+    snprintf(l->why, sizeof(l->why), "out of memory");
+    link_lost(l);
+    return;
+  }
+  int r = ac->err != 0 ? 0 : io_attach(ac, &bp->s->loop);
+  if (ac->err != 0 || r != 0) {
+    snprintf(l->why, sizeof(l->why), "%s",
+             ac->err != 0 ? ac->errstr : uv_strerror(r));
+    redisAsyncFree(ac);
+    link_lost(l);
+    return;
+  }
+  ac->data = l;
+  /* Both fail only when a callback is already set. */
+  (void)redisAsyncSetConnectCallback(ac, on_connected);
+  (void)redisAsyncSetDisconnectCallback(ac, on_disconnected);
+  l->ac = ac;
+  l->state = LINK_CONNECTING;
+  /* Queued now, written once connected, answered in this order. */
+  r = REDIS_OK;
+  if (bp->password != NULL) {
+    const char *argv[3] = {"AUTH", bp->username, bp->password};
+    if (bp->username != NULL)
+      r = redisAsyncCommandArgv(ac, on_setup_reply, "AUTH", 3, argv, NULL);
+    else
+      r = redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s",
+                            bp->password);
+  }
+  if (r == REDIS_OK && !l->subscriber && bp->db != 0)
+    r = redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", bp->db);
+  if (r == REDIS_OK) {
+    if (l->subscriber) {
+      const char *argv[2] = {"SUBSCRIBE", bp->sentinel};
+      size_t lens[2] = {9, bp->sentinel_len};
+      r = redisAsyncCommandArgv(ac, on_sub_reply, NULL, 2, argv, lens);
+    } else {
+      r = redisAsyncCommand(ac, on_setup_reply, "PING", "PING");
+    }
+  }
+  if (r != REDIS_OK) {
+    link_drop(l, "cannot queue the first commands");
+    return;
+  }
+  timer_in(l, RC__CONNECT_MS);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  rc_link *l = RC__CONTAINER_OF(req, rc_link, gai);
+  char ip[64] = "";
+  for (struct addrinfo *ai = res; status == 0 && ai != NULL && !ip[0];
+       ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET &&
+        uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof(ip)) != 0)
+      ip[0] = '\0';
+    else if (ai->ai_family == AF_INET6 &&
+             uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip,
+                         sizeof(ip)) != 0)
+      ip[0] = '\0';
+  }
+  uv_freeaddrinfo(res);
+  l->state = LINK_DOWN;
+  if (l->bp->closing)
+    return;
+  if (ip[0] == '\0') {
+    snprintf(l->why, sizeof(l->why), "cannot resolve %s: %s", l->bp->host,
+             status != 0 ? uv_strerror(status) : "no address");
+    link_lost(l);
+    return;
+  }
+  link_open(l, ip);
+}
+
+static void link_connect(rc_link *l) {
+  rc_backplane *bp = l->bp;
+  struct sockaddr_in a4;
+  struct sockaddr_in6 a6;
+  if (uv_ip4_addr(bp->host, bp->port, &a4) == 0 ||
+      uv_ip6_addr(bp->host, bp->port, &a6) == 0) {
+    link_open(l, bp->host);
+    return;
+  }
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int r = uv_getaddrinfo(&bp->s->loop, &l->gai, on_resolved, bp->host, NULL,
+                         &hints);
+  if (r != 0) {
+    snprintf(l->why, sizeof(l->why), "cannot resolve %s: %s", bp->host,
+             uv_strerror(r));
+    link_lost(l);
+    return;
+  }
+  l->state = LINK_RESOLVING;
+}
+
+static void on_timer(uv_timer_t *t) {
+  rc_link *l = RC__CONTAINER_OF(t, rc_link, timer);
+  if (l->bp->closing)
+    return;
+  if (l->state == LINK_DOWN)
+    link_connect(l);
+  else if (l->state == LINK_CONNECTING)
+    link_drop(l, "no answer in time");
+}
+
+/* --- publishing ----------------------------------------------------------- */
+
+static void on_published(redisAsyncContext *ac, void *reply, void *priv) {
+  rc_link *l = ac->data;
+  rc_backplane *bp = l->bp;
+  size_t len = (size_t)(uintptr_t)priv;
+  bp->inflight = bp->inflight > len ? bp->inflight - len : 0;
+  if (reply != NULL && bp->out_head != NULL)
+    out_flush(bp);
+}
+
+static int out_send(rc_backplane *bp, const char *cmd, size_t len) {
+  if (redisAsyncFormattedCommand(bp->cmd.ac, on_published,
+                                 (void *)(uintptr_t)len, cmd,
+                                 len) != REDIS_OK)
+    return -1;
+  bp->inflight += len;
+  bump(&bp->s->st_bp_published, 1);
+  return 0;
+}
+
+/* Hands the buffer to hiredis, oldest first, while Redis keeps up. */
+static void out_flush(rc_backplane *bp) {
+  while (bp->out_head != NULL && bp->cmd.state == LINK_READY) {
+    rc_outmsg *m = bp->out_head;
+    if (bp->inflight > 0 && bp->inflight + m->len > bp->buffer_max &&
+        !bp->closing)
+      break;
+    if (out_send(bp, m->cmd, m->len) != 0)
+      break;
+    bp->out_head = m->next;
+    if (bp->out_head == NULL)
+      bp->out_tail = NULL;
+    bp->out_bytes -= m->len;
+    free(m->cmd);
+    free(m);
+  }
+  store(&bp->s->st_bp_buffered, bp->out_bytes);
+}
+
+/* Takes cmd (formatted by hiredis, freed with free). */
+static void out_push(rc_backplane *bp, char *cmd, size_t len) {
+  if (bp->cmd.state == LINK_READY && bp->out_head == NULL &&
+      (bp->inflight == 0 || bp->inflight + len <= bp->buffer_max) &&
+      out_send(bp, cmd, len) == 0) {
+    free(cmd);
+    return;
+  }
+  rc_outmsg *m = NULL;
+  if (bp->out_bytes + len <= bp->buffer_max)
+    m = malloc(sizeof(*m));
+  if (m == NULL) {
+    free(cmd);
+    bump(&bp->s->st_bp_dropped, 1);
+    return;
+  }
+  m->next = NULL;
+  m->len = len;
+  m->cmd = cmd;
+  if (bp->out_tail != NULL)
+    bp->out_tail->next = m;
+  else
+    bp->out_head = m;
+  bp->out_tail = m;
+  bp->out_bytes += len;
+  store(&bp->s->st_bp_buffered, bp->out_bytes);
+}
+
+void rc__bp_publish(rc_server *s, const uint64_t *rooms, size_t n,
+                    const rc_buf *b) {
+  rc_backplane *bp = s->bp;
+  if (bp->closing || n == 0)
+    return;
+  rc_chan *few[16];
+  rc_chan **chans = n <= 16 ? few : malloc(n * sizeof(*chans));
+  if (chans == NULL)
+    return;
+  size_t k = 0, names = 0;
+  for (size_t i = 0; i < n; i++) {
+    rc_chan *c = chan_by_id(bp, rooms[i]);
+    if (c == NULL)
+      continue;
+    int seen = 0;
+    for (size_t j = 0; j < k && !seen; j++)
+      seen = chans[j] == c;
+    if (!seen) {
+      chans[k++] = c;
+      names += 2 + c->len;
+    }
+  }
+  if (k == 0 || k > 0xffff)
+    goto done;
+  /* The frame holds the payload after its header. */
+  unsigned op = b->data[0] & 0x0f;
+  unsigned code = b->data[1] & 0x7f;
+  size_t hl = code < 126 ? 2 : code == 126 ? 4 : 10;
+  size_t plen = b->len - hl;
+  size_t mlen = RC__HEADER + (k > 1 ? 2 + names : 0) + plen;
+  uint8_t *msg = scratch(bp, mlen);
+  if (msg == NULL)
+    goto done;
+  msg[0] = 0;
+  msg[1] = 'r';
+  msg[2] = 'c';
+  msg[3] = (uint8_t)(RC__VERSION | (op == RC_OP_TEXT ? RC__F_TEXT : 0) |
+                     (k > 1 ? RC__F_MULTI : 0));
+  put64(msg + 4, s->id);
+  put64(msg + 12, ++bp->seq);
+  uint8_t *p = msg + RC__HEADER;
+  if (k > 1) {
+    put16(p, k);
+    p += 2;
+    for (size_t i = 0; i < k; i++) {
+      put16(p, chans[i]->len);
+      memcpy(p + 2, chans[i]->name, chans[i]->len);
+      p += 2 + chans[i]->len;
+    }
+  }
+  if (plen > 0)
+    memcpy(p, b->data + hl, plen);
+  char channel[RC_ROOM_NAME_MAX + 256];
+  for (size_t i = 0; i < k; i++) {
+    size_t clen = bp->prefix_len + chans[i]->len;
+    memcpy(channel, bp->prefix, bp->prefix_len);
+    memcpy(channel + bp->prefix_len, chans[i]->name, chans[i]->len);
+    const char *argv[3] = {"PUBLISH", channel, (const char *)msg};
+    size_t lens[3] = {7, clen, mlen};
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, 3, argv, lens);
+    if (len < 0) {
+      bump(&s->st_bp_dropped, 1);
+      continue;
+    }
+    out_push(bp, cmd, (size_t)len);
+  }
+  scratch_trim(bp);
+done:
+  if (chans != few)
+    free(chans);
+}
+
+/* --- rooms ---------------------------------------------------------------- */
+
+void rc__bp_room_made(rc_server *s, rc_room *r) {
+  rc_chan *c = chan_by_id(s->bp, r->id);
+  if (c == NULL)
+    return;
+  r->chan = c;
+  c->live = r;
+  chan_sync(s->bp, c);
+}
+
+void rc__bp_room_gone(rc_server *s, rc_room *r) {
+  rc_chan *c = r->chan;
+  if (c == NULL)
+    return;
+  r->chan = NULL;
+  c->live = NULL;
+  chan_sync(s->bp, c);
+}
+
+void rc__bp_room_freed(rc_server *s, uint64_t id) {
+  rc_backplane *bp = s->bp;
+  rc_chan *c = chan_by_id(bp, id);
+  if (c == NULL)
+    return;
+  unlink_id(bp, c);
+  c->room = 0;
+  chan_sync(bp, c);
+}
+
+static void name_room(rc_backplane *bp, uint64_t id, const char *name,
+                      size_t len) {
+  if (id == 0 || chan_by_id(bp, id) != NULL)
+    return; /* named once */
+  if (bp->nchans + 1 > bp->cap && tables_grow(bp) != 0)
+    return;
+  rc_chan *c = chan_by_name(bp, name, len);
+  if (c != NULL && c->room != 0)
+    return; /* the name is another room's */
+  if (c == NULL) {
+    c = calloc(1, sizeof(*c) + len);
+    if (c == NULL)
+      return;
+    c->len = (uint32_t)len;
+    memcpy(c->name, name, len);
+    link_name(bp, c);
+    bp->nchans++;
+  }
+  c->room = id; /* a freed entry still unsubscribing is taken over */
+  link_id(bp, c);
+  rc_room *r = rc__room_get(bp->s, id, 0);
+  if (r != NULL) {
+    r->chan = c;
+    c->live = r;
+  }
+  chan_sync(bp, c);
+}
+
+/* --- commands from the embedder ------------------------------------------- */
+
+static void on_command_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  rc_link *l = ac->data;
+  uint64_t token;
+  memcpy(&token, priv, sizeof(token));
+  free(priv);
+  reply_event(l->bp, token, reply, "the connection to Redis was lost");
+}
+
+void rc__bp_command(rc_server *s, rc_cmd *cmd) {
+  rc_backplane *bp = s->bp;
+  if (cmd->type == RC_CMD_ROOM_NAME) {
+    name_room(bp, cmd->room, cmd->text, cmd->text_len);
+    return;
+  }
+  if (bp->cmd.state != LINK_READY) {
+    reply_event(bp, cmd->conn, NULL, "the Redis backplane is not connected");
+    return;
+  }
+  uint64_t *token = malloc(sizeof(*token));
+  if (token != NULL) {
+    *token = cmd->conn;
+    if (redisAsyncFormattedCommand(bp->cmd.ac, on_command_reply, token,
+                                   cmd->text, cmd->text_len) == REDIS_OK)
+      return;
+    free(token);
+  }
+  reply_event(bp, cmd->conn, NULL, "cannot send the command to Redis");
+}
+
+/* --- life ----------------------------------------------------------------- */
+
+static char *dup_or_null(const char *str) {
+  return str != NULL ? strdup(str) : NULL;
+}
+
+int rc__bp_create(rc_server *s) {
+  rc_config *cfg = &s->cfg;
+  if (cfg->backplane_host == NULL)
+    return 0;
+  rc_backplane *bp = calloc(1, sizeof(*bp));
+  if (bp == NULL)
+    return UV_ENOMEM;
+  bp->s = s;
+  const char *prefix = cfg->backplane_prefix ? cfg->backplane_prefix
+                                             : "roomcast:";
+  bp->host = strdup(cfg->backplane_host);
+  bp->prefix = strdup(prefix);
+  bp->username = dup_or_null(cfg->backplane_username);
+  bp->password = dup_or_null(cfg->backplane_password);
+  s->bp = bp;
+  if (bp->host == NULL || bp->prefix == NULL ||
+      (cfg->backplane_username && bp->username == NULL) ||
+      (cfg->backplane_password && bp->password == NULL) ||
+      strlen(bp->prefix) > 200)
+    return UV_ENOMEM;
+  /* The copies outlive the caller's strings. */
+  cfg->backplane_host = bp->host;
+  cfg->backplane_prefix = bp->prefix;
+  cfg->backplane_username = bp->username;
+  cfg->backplane_password = bp->password;
+  bp->prefix_len = strlen(bp->prefix);
+  bp->port = cfg->backplane_port > 0 ? cfg->backplane_port : 6379;
+  bp->db = cfg->backplane_db;
+  bp->buffer_max = cfg->backplane_buffer;
+  bp->rng = s->id | 1;
+  memcpy(bp->sentinel, bp->prefix, bp->prefix_len);
+  bp->sentinel_len =
+      bp->prefix_len +
+      (size_t)snprintf(bp->sentinel + bp->prefix_len + 1,
+                       sizeof(bp->sentinel) - bp->prefix_len - 1,
+                       "server:%016llx", (unsigned long long)s->id) +
+      1; /* "\0" before "server:": no room name holds a NUL */
+  bp->sentinel[bp->prefix_len] = '\0';
+  bp->sub.bp = bp->cmd.bp = bp;
+  bp->sub.subscriber = 1;
+  return 0;
+}
+
+void rc__bp_start(rc_server *s) {
+  rc_backplane *bp = s->bp;
+  /* Timers on an initialised loop cannot fail to initialise. */
+  (void)uv_timer_init(&s->loop, &bp->sub.timer);
+  (void)uv_timer_init(&s->loop, &bp->cmd.timer);
+  (void)uv_timer_init(&s->loop, &bp->grace);
+  bp->started = 1;
+  timer_in(&bp->sub, 0);
+  timer_in(&bp->cmd, 0);
+}
+
+static void on_grace(uv_timer_t *t) {
+  rc_backplane *bp = RC__CONTAINER_OF(t, rc_backplane, grace);
+  if (bp->cmd.ac != NULL)
+    link_drop(&bp->cmd, "stopping");
+}
+
+void rc__bp_close(rc_server *s) {
+  rc_backplane *bp = s->bp;
+  if (!bp->started || bp->closing)
+    return;
+  bp->closing = 1;
+  rc_link *links[2] = {&bp->sub, &bp->cmd};
+  for (int i = 0; i < 2; i++) {
+    rc_link *l = links[i];
+    uv_close((uv_handle_t *)&l->timer, NULL);
+    if (l->state == LINK_RESOLVING)
+      (void)uv_cancel((uv_req_t *)&l->gai); /* its callback runs anyway */
+  }
+  if (bp->sub.ac != NULL)
+    link_drop(&bp->sub, "stopping");
+  if (bp->cmd.state == LINK_READY) {
+    out_flush(bp); /* what waits goes, bound or not */
+    /* Answers the last publishes, then disconnects; or the grace timer
+     * cuts it. */
+    if (uv_timer_start(&bp->grace, on_grace, RC__GRACE_MS, 0) != 0)
+      on_grace(&bp->grace);
+    if (bp->cmd.ac != NULL)
+      redisAsyncDisconnect(bp->cmd.ac);
+  } else if (bp->cmd.ac != NULL) {
+    link_drop(&bp->cmd, "stopping");
+  }
+  if (bp->cmd.ac == NULL && !uv_is_closing((uv_handle_t *)&bp->grace))
+    uv_close((uv_handle_t *)&bp->grace, NULL);
+}
+
+void rc__bp_free(rc_server *s) {
+  rc_backplane *bp = s->bp;
+  if (bp == NULL)
+    return;
+  for (uint32_t i = 0; i < bp->cap; i++) {
+    rc_chan *c = bp->by_name[i];
+    while (c != NULL) {
+      rc_chan *next = c->next_name;
+      free(c);
+      c = next;
+    }
+  }
+  free(bp->by_name);
+  free(bp->by_id);
+  while (bp->out_head != NULL) {
+    rc_outmsg *m = bp->out_head;
+    bp->out_head = m->next;
+    free(m->cmd);
+    free(m);
+  }
+  free(bp->peers);
+  free(bp->scratch);
+  free(bp->host);
+  free(bp->prefix);
+  free(bp->username);
+  free(bp->password);
+  free(bp);
+  s->bp = NULL;
+}
+
+/* --- the public API ------------------------------------------------------- */
+
+uint64_t rc_server_id(const rc_server *s) { return s->id; }
+
+int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
+                        size_t len) {
+  if (room == 0 || len == 0 || len > RC_ROOM_NAME_MAX ||
+      memchr(name, '\0', len) != NULL)
+    return UV_EINVAL;
+  if (s->bp == NULL)
+    return 0;
+  rc_cmd *cmd = rc__cmd_make(RC_CMD_ROOM_NAME, 0);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->room = room;
+  cmd->text = malloc(len + 1);
+  if (cmd->text == NULL) {
+    rc__cmd_free(cmd);
+    return UV_ENOMEM;
+  }
+  memcpy(cmd->text, name, len);
+  cmd->text[len] = '\0';
+  cmd->text_len = len;
+  return rc__cmd_queue(s, cmd);
+}
+
+/* Commands that would change what the shared command connection is. */
+static int forbidden(const char *name, size_t len) {
+  static const char *const names[] = {
+      "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+      "SUNSUBSCRIBE", "MONITOR", "SELECT", "AUTH", "HELLO", "QUIT", "RESET",
+      "CLIENT", "SYNC", "PSYNC", "WAIT", "MULTI", "EXEC", "DISCARD", "WATCH",
+      "UNWATCH", "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN",
+      "BZPOPMAX", "BLMPOP", "BZMPOP", "XREAD", "XREADGROUP", "SHUTDOWN"};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
+      return 1;
+  return 0;
+}
+
+int rc_server_redis(rc_server *s, uint64_t token, int argc,
+                    const char **argv, const size_t *argvlen) {
+  if (s->bp == NULL || argc < 1 || forbidden(argv[0], argvlen[0]))
+    return UV_EINVAL;
+  rc_cmd *cmd = rc__cmd_make(RC_CMD_REDIS, token);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  char *text = NULL;
+  int len = redisFormatCommandArgv(&text, argc, argv, argvlen);
+  if (len < 0) {
+    rc__cmd_free(cmd);
+    return UV_ENOMEM;
+  }
+  cmd->text = text; /* hiredis allocates it with malloc: rc__cmd_free frees */
+  cmd->text_len = (size_t)len;
+  return rc__cmd_queue(s, cmd);
+}

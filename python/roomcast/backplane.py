@@ -1,0 +1,304 @@
+"""The Redis backplane, Python side: the URL, command replies, presence.
+
+The fan-out itself is in the C core (``csrc/rc_backplane.c``): a push to a
+named room is delivered to the local members at once and PUBLISHed once to
+Redis; every other server subscribed to the room's channel delivers it to
+its own members without waking Python. This module does what is not on the
+hot path:
+
+* :func:`parse_url` turns ``redis://[[username]:password@]host[:port][/db]``
+  into the core's options (``ValueError`` saying what is wrong otherwise);
+* :class:`Backplane` sends commands on the core's Redis connection and
+  resolves their replies, logs the connection's ups and downs, and keeps
+  this server's room members in Redis for presence.
+
+Presence, in Redis (``P`` is the channel prefix, ``S`` a server's id):
+
+* ``P presence:<room>:S``, a hash: member (connection id) -> identity
+  (JSON), expiring ``presence_ttl`` seconds after the last heartbeat of S;
+* ``P presence:<room>``, the set of the servers that have members there.
+
+A server refreshes its hashes every ``presence_ttl / 3`` seconds, so a
+server that dies drops out of ``count()`` and ``members()`` within
+``presence_ttl``. A heartbeat that finds a hash gone (Redis restarted, or
+lost it) writes it again; so does a reconnection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from . import _core
+
+__all__ = ["BackplaneError", "parse_url"]
+
+logger = logging.getLogger("roomcast")
+
+EV_UP, EV_DOWN, EV_RETRY = 1, 0, 2  # codes of the core's EV_BACKPLANE
+
+# One room's members of this server: written whole (resync) or one by one.
+_FILL = """
+local index = ARGV[1] .. 'presence:' .. ARGV[4]
+local own = index .. ':' .. ARGV[2]
+if ARGV[5] == 'all' then redis.call('DEL', own) end
+for i = 6, #ARGV, 2 do redis.call('HSET', own, ARGV[i], ARGV[i + 1]) end
+if redis.call('EXISTS', own) == 1 then
+  redis.call('PEXPIRE', own, ARGV[3])
+  redis.call('SADD', index, ARGV[2])
+  redis.call('PEXPIRE', index, ARGV[3])
+end
+return 1
+"""
+
+_LEAVE = """
+local index = ARGV[1] .. 'presence:' .. ARGV[4]
+local own = index .. ':' .. ARGV[2]
+for i = 5, #ARGV do redis.call('HDEL', own, ARGV[i]) end
+if redis.call('EXISTS', own) == 0 then redis.call('SREM', index, ARGV[2]) end
+return 1
+"""
+
+# The heartbeat: returns the rooms whose hash has gone (to be written again).
+_BEAT = """
+local missing = {}
+for i = 4, #ARGV do
+  local index = ARGV[1] .. 'presence:' .. ARGV[i]
+  local own = index .. ':' .. ARGV[2]
+  if redis.call('PEXPIRE', own, ARGV[3]) == 1 then
+    redis.call('SADD', index, ARGV[2])
+    redis.call('PEXPIRE', index, ARGV[3])
+  else
+    missing[#missing + 1] = ARGV[i]
+  end
+end
+return missing
+"""
+
+# count: the number of members; members: server:member, identity, ...
+# Servers whose hash has expired are dropped from the set on the way.
+_QUERY = """
+local index = ARGV[1] .. 'presence:' .. ARGV[2]
+local out, n = {}, 0
+for _, sid in ipairs(redis.call('SMEMBERS', index)) do
+  local own = index .. ':' .. sid
+  if redis.call('EXISTS', own) == 0 then
+    redis.call('SREM', index, sid)
+  elseif ARGV[3] == 'count' then
+    n = n + redis.call('HLEN', own)
+  else
+    local h = redis.call('HGETALL', own)
+    for i = 1, #h, 2 do
+      out[#out + 1] = sid .. ':' .. h[i]
+      out[#out + 1] = h[i + 1]
+    end
+  end
+end
+if ARGV[3] == 'count' then return n end
+return out
+"""
+
+_BATCH = 500  # rooms per heartbeat script, members per fill script
+
+
+class BackplaneError(ConnectionError):
+    """A command for the Redis backplane failed: the backplane is not
+    connected (Redis is unreachable; the server keeps serving its own
+    members and reconnects), the connection was lost before the reply, or
+    Redis answered with an error (the message says which)."""
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """The core's backplane options for ``redis://[[user]:password@]host
+    [:port][/db]``; raises :class:`ValueError` for anything else."""
+    if not isinstance(url, str):
+        raise TypeError(f"backplane must be a redis:// URL string, not {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        hint = " (TLS is not supported)" if parts.scheme == "rediss" else ""
+        raise ValueError(f"backplane URL must start with redis://{hint}: {url!r}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"backplane URL has an invalid port: {url!r}") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"backplane URL has no host: {url!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"backplane URL's database must be a number, not {path!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"backplane URL takes no query or fragment: {url!r}")
+    return {
+        "backplane_host": host,
+        "backplane_port": port,
+        "backplane_db": int(path or 0),
+        "backplane_username": unquote(parts.username) if parts.username else None,
+        "backplane_password": unquote(parts.password) if parts.password is not None else None,
+    }
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class Backplane:
+    """The backplane of one serving :class:`~roomcast.Server`."""
+
+    def __init__(self, core: _core.Core, loop: asyncio.AbstractEventLoop, prefix: str,
+                 presence_ttl: float, where: str) -> None:
+        self._core = core
+        self._loop = loop
+        self.prefix = prefix
+        self.server_id = f"{core.server_id():016x}"
+        self._ttl_ms = str(max(1, int(presence_ttl * 1000)))
+        self._beat_every = presence_ttl / 3
+        self._where = where
+        self._tokens = itertools.count(1)
+        self._waiting: dict[int, Optional[asyncio.Future[Any]]] = {}
+        self.up = False
+        self._warned = False
+        # room -> {member: identity as JSON}: this server's members there.
+        self._members: dict[str, dict[str, str]] = {}
+        self._beat: Optional[asyncio.Task[None]] = None
+        self._closing = False
+        # Set by the first news of the connection: up, or a failed attempt.
+        self.settled = asyncio.Event()
+
+    def start(self) -> None:
+        self._beat = self._loop.create_task(self._heartbeat())
+
+    # -- commands -------------------------------------------------------------
+
+    def _send(self, args: tuple[Any, ...], future: Optional[asyncio.Future[Any]]) -> None:
+        token = next(self._tokens)
+        try:
+            self._core.redis(token, *args)
+        except RuntimeError as exc:  # the core has stopped
+            if future is not None:
+                future.set_exception(BackplaneError(str(exc)))
+            return
+        self._waiting[token] = future
+
+    async def command(self, *args: Any) -> Any:
+        """Sends one command; its reply (bytes, int, str, None or a list of
+        them). Raises :class:`BackplaneError`."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._send(args, future)
+        return await future
+
+    def _fire(self, *args: Any) -> None:
+        """A command whose reply nobody waits for (errors are logged)."""
+        self._send(args, None)
+
+    def on_reply(self, token: int, value: Any, error: Optional[str]) -> None:
+        future = self._waiting.pop(token, None)
+        if future is None:
+            if error is not None and not self._closing:
+                logger.debug("backplane: a presence update failed: %s", error)
+        elif not future.done():
+            if error is not None:
+                future.set_exception(BackplaneError(error))
+            else:
+                future.set_result(value)
+
+    def on_state(self, code: int, text: str) -> None:
+        self.settled.set()
+        if code == EV_UP:
+            logger.info("backplane: %s", text)
+            self.up = True
+            self._warned = False
+            self._resync(list(self._members))
+        elif code == EV_DOWN:
+            self.up = False
+            logger.warning("backplane: lost Redis (%s); serving local members only, reconnecting", text)
+        elif not self._warned:
+            self._warned = True  # one warning per outage; the rest at debug
+            logger.warning("backplane: cannot reach Redis at %s (will retry with backoff)", text)
+        else:
+            logger.debug("backplane: %s", text)
+
+    # -- presence -------------------------------------------------------------
+
+    def _head(self, room: str) -> tuple[str, ...]:
+        return (self.prefix, self.server_id, self._ttl_ms, room)
+
+    def join(self, room: str, member: int, identity: Any) -> None:
+        members = self._members.setdefault(room, {})
+        ident = json.dumps(identity, separators=(",", ":"))
+        members[str(member)] = ident
+        self._fire("EVAL", _FILL, "0", *self._head(room), "one", str(member), ident)
+
+    def leave(self, room: str, member: int) -> None:
+        members = self._members.get(room)
+        if members is None or members.pop(str(member), None) is None:
+            return
+        if not members:
+            del self._members[room]
+        self._fire("EVAL", _LEAVE, "0", *self._head(room), str(member))
+
+    def _resync(self, rooms: list[str]) -> None:
+        for room in rooms:
+            pairs = list(self._members.get(room, {}).items())
+            for start in range(0, max(1, len(pairs)), _BATCH):
+                flat = [x for pair in pairs[start:start + _BATCH] for x in pair]
+                self._fire("EVAL", _FILL, "0", *self._head(room), "all" if start == 0 else "one", *flat)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._beat_every)
+            rooms = list(self._members)
+            for start in range(0, len(rooms), _BATCH):
+                head = (self.prefix, self.server_id, self._ttl_ms)
+                try:
+                    missing = await self.command("EVAL", _BEAT, "0", *head, *rooms[start:start + _BATCH])
+                except BackplaneError:
+                    break  # down: the reconnection writes everything again
+                self._resync([_text(room) for room in missing or ()])
+
+    async def count(self, room: str) -> int:
+        result = await self.command("EVAL", _QUERY, "0", self.prefix, room, "count")
+        return int(result)
+
+    async def members(self, room: str) -> dict[str, Any]:
+        flat = await self.command("EVAL", _QUERY, "0", self.prefix, room, "members")
+        out: dict[str, Any] = {}
+        for i in range(0, len(flat) - 1, 2):
+            try:
+                out[_text(flat[i])] = json.loads(flat[i + 1])
+            except ValueError:
+                out[_text(flat[i])] = None
+        return out
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Stops the heartbeat and removes this server's members from
+        presence (waiting up to ``timeout`` for Redis)."""
+        self._closing = True
+        if self._beat is not None:
+            self._beat.cancel()
+            try:
+                await self._beat
+            except asyncio.CancelledError:
+                pass
+        if not self.up or not self._members:
+            return
+        pending = []
+        for room, members in list(self._members.items()):
+            pending.append(self.command("EVAL", _LEAVE, "0", *self._head(room), *members))
+        self._members.clear()
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def fail_waiting(self) -> None:
+        """The core has stopped: nothing waits for a reply any more."""
+        for future in self._waiting.values():
+            if future is not None and not future.done():
+                future.set_exception(BackplaneError("the server has stopped"))
+        self._waiting.clear()

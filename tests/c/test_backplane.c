@@ -1,0 +1,247 @@
+/* test_backplane.c - the core's Redis backplane from C, against a real
+ * redis-server that this program starts on a free loopback port (and kills
+ * at exit): connecting, commands and their encoded replies, publishes to a
+ * named room, refusals, and a Redis that is not there. Under `make
+ * memcheck` it shows that the backplane frees what it allocates. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rc_core.h"
+#include "rc_test.h"
+
+static pid_t redis_pid;
+static int redis_port_;
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0)
+    close(fd);
+  return port;
+}
+
+static int can_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  if (fd >= 0)
+    close(fd);
+  return ok;
+}
+
+static void stop_redis(void) {
+  if (redis_pid > 0) {
+    kill(redis_pid, SIGTERM);
+    (void)waitpid(redis_pid, NULL, 0);
+    redis_pid = 0;
+  }
+}
+
+/* The port of our redis-server, started on first use; 0 if it cannot be. */
+static int redis_port(void) {
+  if (redis_port_ != 0)
+    return redis_port_;
+  int port = free_port();
+  char portstr[16];
+  snprintf(portstr, sizeof(portstr), "%d", port);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("redis-server", "redis-server", "--port", portstr, "--bind",
+           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", "/tmp",
+           "--logfile", "", "--loglevel", "warning", (char *)NULL);
+    _exit(127);
+  }
+  if (pid < 0)
+    return 0;
+  redis_pid = pid;
+  atexit(stop_redis);
+  for (int i = 0; i < 300 && !can_connect(port); i++)
+    usleep(20000);
+  redis_port_ = can_connect(port) ? port : 0;
+  if (redis_port_ == 0)
+    fprintf(stderr, "redis-server did not start (is it installed?)\n");
+  return redis_port_;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Polls until an event of type (and conn, for RC_EV_REDIS) arrives; returns
+ * a copy of it (free() it) or NULL after seconds. */
+static rc_event *wait_event(rc_server *s, uint16_t type, uint64_t conn,
+                            int code, double seconds) {
+  double end = now() + seconds;
+  while (now() < end) {
+    rc_event *head = rc_server_poll(s);
+    rc_event *found = NULL;
+    for (rc_event *ev = head; ev != NULL && found == NULL; ev = ev->next) {
+      if (ev->type == type && (type != RC_EV_REDIS || ev->conn == conn) &&
+          (code < 0 || ev->code == code)) {
+        found = malloc(sizeof(*ev) + ev->len + 1);
+        if (found != NULL)
+          memcpy(found, ev, sizeof(*ev) + ev->len + 1);
+      }
+    }
+    rc_events_free(head);
+    if (found != NULL)
+      return found;
+    usleep(10000);
+  }
+  return NULL;
+}
+
+static rc_server *server_on(int port) {
+  rc_config cfg;
+  rc_config_default(&cfg);
+  cfg.backplane_host = "127.0.0.1";
+  cfg.backplane_port = port;
+  cfg.backplane_prefix = "ctest:";
+  rc_server *s = rc_server_new(&cfg);
+  int bound = 0;
+  if (s != NULL && rc_server_listen(s, "127.0.0.1", 0, 0, &bound) != 0) {
+    rc_server_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static int redis_cmd(rc_server *s, uint64_t token, int argc,
+                     const char **argv) {
+  size_t lens[8];
+  for (int i = 0; i < argc; i++)
+    lens[i] = strlen(argv[i]);
+  return rc_server_redis(s, token, argc, argv, lens);
+}
+
+RC_TEST(connects_and_answers_commands) {
+  int port = redis_port();
+  RC_ASSERT(port != 0);
+  rc_server *s = server_on(port);
+  RC_ASSERT(s != NULL);
+  rc_event *up = wait_event(s, RC_EV_BACKPLANE, 0, 1, 10);
+  RC_CHECK(up != NULL);
+  free(up);
+
+  const char *set[] = {"SET", "ctest:k", "v"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 7, 3, set), 0);
+  rc_event *ev = wait_event(s, RC_EV_REDIS, 7, -1, 10);
+  RC_CHECK(ev != NULL);
+  if (ev != NULL) /* status "OK": 't', length 2, the bytes */
+    RC_CHECK(ev->len == 7 && ev->data[0] == RC_REPLY_STATUS &&
+             memcmp(ev->data + 5, "OK", 2) == 0);
+  free(ev);
+
+  const char *get[] = {"GET", "ctest:k"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 8, 2, get), 0);
+  ev = wait_event(s, RC_EV_REDIS, 8, -1, 10);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_STRING && ev->data[5] == 'v');
+  free(ev);
+
+  const char *bad[] = {"HGET", "ctest:k", "f"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 9, 3, bad), 0);
+  ev = wait_event(s, RC_EV_REDIS, 9, -1, 10);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_ERROR);
+  free(ev);
+
+  const char *sub[] = {"subscribe", "x"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 10, 2, sub), -EINVAL);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+RC_TEST(publishes_to_a_named_room_without_members) {
+  int port = redis_port();
+  RC_ASSERT(port != 0);
+  rc_server *s = server_on(port);
+  RC_ASSERT(s != NULL);
+  free(wait_event(s, RC_EV_BACKPLANE, 0, 1, 10));
+  uint64_t room = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, room, "lobby", 5), 0);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, room, "", 0), -EINVAL);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, room, "a\0b", 3), -EINVAL);
+  uint64_t other = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, other, "hall", 4), 0);
+  RC_CHECK_EQ_INT(rc_server_publish(s, room, "hello", 5, 1, 0), 0);
+  uint64_t both[2] = {room, other};
+  RC_CHECK_EQ_INT(rc_server_broadcast(s, both, 2, "x", 1, 0, 0), 0);
+  uint64_t unnamed = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_publish(s, unnamed, "local", 5, 1, 0), 0);
+  rc_stats st = {0};
+  double end = now() + 10;
+  while (now() < end) {
+    rc_server_stats(s, &st);
+    if (st.backplane_published >= 3)
+      break;
+    usleep(10000);
+  }
+  /* one for the room, one per room of the broadcast, none for unnamed */
+  RC_CHECK_EQ_INT((long)st.backplane_published, 3);
+  RC_CHECK_EQ_INT((long)st.backplane_dropped, 0);
+  RC_CHECK_EQ_INT((long)st.backplane_up, 1);
+  RC_CHECK_EQ_INT(rc_server_room_free(s, other), 0);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+RC_TEST(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang) {
+  rc_server *s = server_on(free_port());
+  RC_ASSERT(s != NULL);
+  rc_event *retry = wait_event(s, RC_EV_BACKPLANE, 0, 2, 10);
+  RC_CHECK(retry != NULL);
+  free(retry);
+  const char *ping[] = {"PING"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 1, 1, ping), 0);
+  rc_event *ev = wait_event(s, RC_EV_REDIS, 1, -1, 10);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_ERROR); /* not connected */
+  free(ev);
+  uint64_t room = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, room, "r", 1), 0);
+  RC_CHECK_EQ_INT(rc_server_publish(s, room, "kept", 4, 1, 0), 0);
+  double end = now() + 10;
+  rc_stats st = {0};
+  while (now() < end && st.backplane_buffered == 0) {
+    rc_server_stats(s, &st);
+    usleep(10000);
+  }
+  RC_CHECK(st.backplane_buffered > 0);
+  RC_CHECK_EQ_INT((long)st.backplane_up, 0);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+RC_TEST(without_a_backplane_names_are_accepted_and_commands_refused) {
+  rc_server *s = rc_server_new(NULL);
+  RC_ASSERT(s != NULL);
+  int bound;
+  RC_CHECK_EQ_INT(rc_server_listen(s, "127.0.0.1", 0, 0, &bound), 0);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, 1, "x", 1), 0);
+  const char *ping[] = {"PING"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 1, 1, ping), -EINVAL);
+  RC_CHECK(rc_server_id(s) != 0);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+RC_TEST_MAIN(RC_CASE(connects_and_answers_commands),
+             RC_CASE(publishes_to_a_named_room_without_members),
+             RC_CASE(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang),
+             RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused))

@@ -1,0 +1,488 @@
+"""Rooms across servers through Redis: a real ``redis-server`` (the
+``redis_server`` fixture) and real roomcast servers, in other processes
+(``examples/scale_out.py``) or in this one, with ``websockets`` clients."""
+
+import asyncio
+import json
+import logging
+import signal
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from redisproc import RespClient
+from roomcast import App, BackplaneError, Room, Server
+
+T = 30  # seconds: generous, the machine is shared
+
+
+async def recv(ws, timeout=T):
+    return await asyncio.wait_for(ws.recv(), timeout)
+
+
+async def until(predicate, timeout=T, what="condition"):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def settles(coroutine_function, value, timeout=T):
+    """Polls an async query until it returns value: updates made through
+    another server's connection to Redis are not ordered with this one's."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await coroutine_function()
+        if got == value:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"still {got!r}, not {value!r}"
+        await asyncio.sleep(0.05)
+
+
+class Collector:
+    """Reads a client's messages into a list in the background."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.got = []
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self):
+        try:
+            async for message in self.ws:
+                self.got.append(message)
+        except Exception:
+            pass
+
+    def stop(self):
+        self.task.cancel()
+
+
+async def warm_up(publishers, collectors, tag):
+    """Each publisher sends probes until every collector has one of each:
+    then every server has subscribed the room. The probes are forgotten."""
+    want = {f"{tag}{i}" for i in range(len(publishers))}
+    for k in range(200):
+        for i, ws in enumerate(publishers):
+            await ws.send(f"{tag}{i}")
+        await asyncio.sleep(0.1)
+        if all(want <= {m for m in c.got if m.startswith(tag)} for c in collectors):
+            break
+    else:
+        raise AssertionError("the servers never all received each other's probes")
+    await asyncio.sleep(0.5)  # the last probes drain
+    for c in collectors:
+        c.got.clear()
+
+
+async def test_three_server_processes_share_rooms_exactly_once_in_order(examples, redis_server):
+    servers = [await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url)
+               for _ in range(3)]
+    async with connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a1, \
+            connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a2, \
+            connect(f"ws://127.0.0.1:{servers[1].port}/chat") as b1, \
+            connect(f"ws://127.0.0.1:{servers[2].port}/chat") as c1:
+        clients = [a1, a2, b1, c1]
+        collectors = [Collector(ws) for ws in clients]
+        publishers = [a1, b1, c1]  # one on each server
+        await warm_up(publishers, collectors, "probe-")
+        n = 200
+        for k in range(n):
+            for i, ws in enumerate(publishers):
+                await ws.send(f"m{i}-{k}")
+        expected = 3 * n
+        await until(lambda: all(len(c.got) >= expected for c in collectors), what="every message")
+        await asyncio.sleep(0.5)  # a duplicate would arrive meanwhile
+        for c in collectors:
+            assert len(c.got) == expected, "a message was delivered twice"
+            for i in range(3):
+                mine = [m for m in c.got if m.startswith(f"m{i}-")]
+                assert mine == [f"m{i}-{k}" for k in range(n)], "lost, duplicated or out of order"
+        for c in collectors:
+            c.stop()
+
+    # exclude= across servers: the sender alone does not get its message.
+    async with connect(f"ws://127.0.0.1:{servers[0].port}/others") as a, \
+            connect(f"ws://127.0.0.1:{servers[1].port}/others") as b, \
+            connect(f"ws://127.0.0.1:{servers[2].port}/others") as c:
+        collectors = [Collector(ws) for ws in (a, b, c)]
+        # a's probes reach b and c; b's reach a and c: all subscribed then.
+        for k in range(200):
+            await a.send("probe-a")
+            await b.send("probe-b")
+            await asyncio.sleep(0.1)
+            if "probe-a" in collectors[1].got and "probe-a" in collectors[2].got \
+                    and "probe-b" in collectors[0].got:
+                break
+        await asyncio.sleep(0.5)
+        for col in collectors:
+            col.got.clear()
+        await a.send("from a")
+        await until(lambda: "from a" in collectors[1].got and "from a" in collectors[2].got)
+        await b.send("from b")
+        await until(lambda: "from b" in collectors[0].got and "from b" in collectors[2].got)
+        await asyncio.sleep(0.5)
+        assert collectors[0].got == ["from b"]
+        assert collectors[1].got == ["from a"]
+        assert collectors[2].got == ["from a", "from b"]
+        for col in collectors:
+            col.stop()
+
+    # A relay room relays in C on every server.
+    async with connect(f"ws://127.0.0.1:{servers[1].port}/relay") as x, \
+            connect(f"ws://127.0.0.1:{servers[2].port}/relay") as y:
+        cx, cy = Collector(x), Collector(y)
+        await warm_up([x, y], [cx, cy], "probe-")
+        await x.send(b"\x00binary stays binary")
+        await y.send("text stays text")
+        await until(lambda: len(cx.got) == 2 and len(cy.got) == 2)
+        assert sorted(map(repr, cx.got)) == sorted(map(repr, [b"\x00binary stays binary", "text stays text"]))
+        assert cx.got == cy.got or sorted(map(repr, cx.got)) == sorted(map(repr, cy.got))
+        cx.stop()
+        cy.stop()
+    for s in servers:
+        assert await s.stop(signal.SIGTERM) == 0
+
+
+async def test_a_killed_server_leaves_presence_within_the_ttl(examples, redis_server):
+    ttl = 3
+    a = await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url,
+                       "--presence-ttl", str(ttl))
+    b = await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url,
+                       "--presence-ttl", str(ttl))
+    async with connect(f"ws://127.0.0.1:{a.port}/chat?name=alice") as alice, \
+            connect(f"ws://127.0.0.1:{b.port}/chat?name=bob") as bob:
+        async def who():
+            await alice.send("/who")
+            while True:
+                answer = json.loads(await recv(alice))
+                if isinstance(answer, dict) and "members" in answer:
+                    return answer
+
+        await until(lambda: True)
+        deadline = asyncio.get_running_loop().time() + T
+        while True:
+            answer = await who()
+            if sorted(answer["members"].values()) == ["alice", "bob"]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, answer
+            await asyncio.sleep(0.1)
+        assert answer["count"] == 2
+        ids = list(answer["members"])
+        assert len({i.split(":")[0] for i in ids}) == 2  # two servers' ids
+
+        b.proc.send_signal(signal.SIGKILL)
+        await b.proc.wait()
+        killed = asyncio.get_running_loop().time()
+        while True:
+            answer = await who()
+            if list(answer["members"].values()) == ["alice"]:
+                break
+            await asyncio.sleep(0.2)
+            assert asyncio.get_running_loop().time() - killed < ttl + 10, answer
+        assert answer["count"] == 1
+        del bob
+    assert await a.stop(signal.SIGTERM) == 0
+
+
+# -- servers in this process --------------------------------------------------
+
+
+def echo_room(name, **kw):
+    room = Room(name=name, **kw)
+
+    @room.on_receive("text")
+    async def push(room, websocket, message):
+        await room.push_text(message)
+
+    return room
+
+
+async def subscribed(running, n=1):
+    await until(lambda: running.stats()["backplane_channels"] >= n, what="a subscription")
+
+
+async def test_redis_restart_local_delivery_goes_on_then_cross_server_resumes(redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="roomcast")
+    s1 = Server(backplane=redis_server.url)
+    s1.route("/r", echo_room("restart"))
+    s2 = Server(backplane=redis_server.url)
+    s2.route("/r", echo_room("restart"))
+    async with s1.serve("127.0.0.1", 0) as r1, s2.serve("127.0.0.1", 0) as r2:
+        async with connect(f"ws://127.0.0.1:{r1.port}/r") as a, connect(f"ws://127.0.0.1:{r2.port}/r") as b:
+            await subscribed(r1)
+            await subscribed(r2)
+            await a.send("before")
+            assert await recv(a) == "before"
+            assert await recv(b) == "before"
+
+            redis_server.stop()
+            await until(lambda: r1.stats()["backplane_up"] == 0 and r2.stats()["backplane_up"] == 0,
+                        what="the servers to see Redis gone")
+            await a.send("while down")  # local members still get it
+            assert await recv(a) == "while down"
+            await b.send("on b")
+            assert await recv(b) == "on b"
+
+            redis_server.start()
+            await until(lambda: r1.stats()["backplane_up"] == 1 and r2.stats()["backplane_up"] == 1,
+                        what="reconnection")
+            await subscribed(r1)
+            await subscribed(r2)
+            # What was buffered while down may have gone out before the
+            # other server resubscribed; from now on both see everything.
+            await asyncio.sleep(0.3)
+            await a.send("after")
+            seen = []
+            while "after" not in seen:
+                seen.append(await recv(b))
+            assert r1.stats()["backplane_reconnects"] >= 2  # both connections
+            assert r2.stats()["backplane_reconnects"] >= 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("lost Redis" in m for m in messages), messages
+    assert sum("backplane: connected to" in m for m in messages) >= 4, messages
+
+
+async def test_publishes_while_redis_is_down_are_buffered_to_a_bound_then_dropped(redis_server):
+    prefix = "buf:"
+    server = Server(backplane=redis_server.url, backplane_prefix=prefix, backplane_buffer=2000)
+    room = Room(name="b")
+    server.route("/b", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/b") as member:
+            await subscribed(running)
+            redis_server.stop()
+            await until(lambda: running.stats()["backplane_up"] == 0)
+            # Redis comes back asking for a password the server does not
+            # have: it stays down while a subscriber of ours gets ready.
+            redis_server.start()
+            admin = redis_server.client()
+            admin.command("CONFIG", "SET", "requirepass", "secret")
+            payload = "x" * 100
+            for k in range(40):
+                await room.push_text(f"{k:02d}{payload}")
+            for k in range(40):
+                assert await recv(member) == f"{k:02d}{payload}"  # local: all of them
+            stats = running.stats()
+            assert 0 < stats["backplane_buffered"] <= 2000
+            dropped = stats["backplane_dropped"]
+            kept = 40 - dropped
+            assert 10 <= kept < 40, stats
+
+            listener = RespClient(redis_server.port)
+            assert listener.command("AUTH", "secret") == "OK"
+            assert listener.command("SUBSCRIBE", prefix + "b")[0] == b"subscribe"
+            admin.command("CONFIG", "SET", "requirepass", "")
+            got = []
+            while len(got) < kept:
+                kind, channel, data = listener.read()
+                assert (kind, channel) == (b"message", (prefix + "b").encode())
+                assert data[:3] == b"\x00rc"  # roomcast's header
+                got.append(data[20:].decode())
+            assert got == [f"{k:02d}{payload}" for k in range(kept)], "the first ones, in order"
+            assert running.stats()["backplane_buffered"] == 0
+            listener.close()
+            admin.close()
+
+
+async def test_subscriptions_follow_local_membership(redis_server):
+    server = Server(backplane=redis_server.url, backplane_prefix="sub:")
+    server.route("/x", Room(name="x"))
+    async with server.serve("127.0.0.1", 0) as running:
+
+        def rooms():
+            return sorted(c for c in redis_server.command("PUBSUB", "CHANNELS", "sub:*") if b"\x00" not in c)
+
+        await until(lambda: running.stats()["backplane_up"] == 1)
+        assert rooms() == []
+        async with connect(f"ws://127.0.0.1:{running.port}/x"), connect(f"ws://127.0.0.1:{running.port}/x"):
+            await until(lambda: rooms() == [b"sub:x"], what="SUBSCRIBE on the first member")
+            assert running.stats()["backplane_channels"] == 1
+        await until(lambda: rooms() == [], what="UNSUBSCRIBE after the last member")
+        # Join and leave in quick succession, many times: it settles right.
+        for _ in range(20):
+            async with connect(f"ws://127.0.0.1:{running.port}/x"):
+                pass
+        async with connect(f"ws://127.0.0.1:{running.port}/x"):
+            await until(lambda: rooms() == [b"sub:x"] and running.stats()["backplane_channels"] == 1)
+        await until(lambda: rooms() == [] and running.stats()["backplane_channels"] == 0)
+
+
+async def test_a_push_with_no_member_here_still_reaches_the_other_servers(redis_server):
+    announcements = Room(name="news")
+    receiving = Server(backplane=redis_server.url)
+    receiving.route("/news", announcements)
+    sending = Server(backplane=redis_server.url)  # no member of "news" here
+    sending_room = Room(name="news")
+    async with receiving.serve("127.0.0.1", 0) as r, sending.serve("127.0.0.1", 0) as s:
+        async with connect(f"ws://127.0.0.1:{r.port}/news") as member:
+            await subscribed(r)
+            await until(lambda: s.stats()["backplane_up"] == 1)
+            await sending_room.push_json({"headline": "hello"})
+            # Both Rooms named "news" in this process are one room: the
+            # member gets the push once, from whichever server carried it.
+            assert json.loads(await recv(member)) == {"headline": "hello"}
+            with pytest.raises(asyncio.TimeoutError):
+                await recv(member, timeout=0.5)
+
+
+async def test_app_broadcast_to_several_rooms_reaches_each_socket_once(redis_server):
+    apps = [App(backplane=redis_server.url, room_notices=False) for _ in range(2)]
+
+    @apps[0].on("say")
+    async def say(ws):
+        ws.app.broadcast("said", ws.payload, to=["a", "b", "nobody-here"])
+
+    async with apps[0].serve("127.0.0.1", 0) as r0, apps[1].serve("127.0.0.1", 0) as r1:
+        for app in apps:
+            @app.on("enter")
+            async def enter(ws):
+                for room in ws.payload:
+                    await ws.join(room)
+                await ws.emit("entered")
+
+        async with connect(f"ws://127.0.0.1:{r0.port}/") as speaker, \
+                connect(f"ws://127.0.0.1:{r1.port}/") as both, \
+                connect(f"ws://127.0.0.1:{r1.port}/") as only_b, \
+                connect(f"ws://127.0.0.1:{r0.port}/") as local_both:
+            for ws, rooms in ((both, ["a", "b"]), (only_b, ["b"]), (local_both, ["a", "b"])):
+                await ws.send(json.dumps({"event": "enter", "payload": rooms}))
+                assert json.loads(await recv(ws))["event"] == "entered"
+            await subscribed(r1, 2)
+            for k in range(20):
+                await speaker.send(json.dumps({"event": "say", "payload": k}))
+            for ws in (both, only_b, local_both):
+                got = [json.loads(await recv(ws)) for _ in range(20)]
+                assert got == [{"event": "said", "payload": k} for k in range(20)]
+                with pytest.raises(asyncio.TimeoutError):
+                    await recv(ws, timeout=0.5)  # each once, not once per room
+
+
+async def test_a_message_published_by_another_program_reaches_the_members(redis_server):
+    server = Server(backplane=redis_server.url)
+    server.route("/feed", Room(name="feed"))
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/feed") as member:
+            await subscribed(running)
+            redis_server.command("PUBLISH", "roomcast:feed", "plain text from a worker")
+            assert await recv(member) == "plain text from a worker"
+            redis_server.command("PUBLISH", "roomcast:feed", b"\xff\xfe not UTF-8")
+            assert await recv(member) == b"\xff\xfe not UTF-8"
+            # Our header with a version we do not know: dropped, counted.
+            redis_server.command("PUBLISH", "roomcast:feed", b"\x00rc\x71" + bytes(16) + b"x")
+            # Our header, text flag, invalid UTF-8: dropped, counted.
+            redis_server.command("PUBLISH", "roomcast:feed", b"\x00rc\x11" + bytes(8) + b"\x00" * 7 + b"\x01"
+                                 + b"\xff")
+            redis_server.command("PUBLISH", "roomcast:feed", "after")
+            assert await recv(member) == "after"
+            assert running.stats()["backplane_invalid"] == 2
+            assert running.stats()["backplane_received"] == 3
+
+
+async def test_presence_counts_members_of_every_server_with_their_identity(redis_server):
+    rooms = [Room(name="p") for _ in range(2)]
+    servers = [Server(backplane=redis_server.url) for _ in range(2)]
+    for server, room in zip(servers, rooms):
+        @server.websocket("/p/{name}")
+        async def endpoint(websocket, name: str, room=room):
+            await room.connect(websocket, identity={"user": name})
+
+    async with servers[0].serve("127.0.0.1", 0) as r0, servers[1].serve("127.0.0.1", 0) as r1:
+        await until(lambda: r0.stats()["backplane_up"] == 1 and r1.stats()["backplane_up"] == 1)
+        assert await rooms[0].count() == 0
+        async with connect(f"ws://127.0.0.1:{r0.port}/p/ann"), connect(f"ws://127.0.0.1:{r1.port}/p/ben"), \
+                connect(f"ws://127.0.0.1:{r1.port}/p/cat") as cat:
+            await until(lambda: len(rooms[1]) == 2 and len(rooms[0]) == 1)
+            for room in rooms:
+                await settles(room.count, 3)
+                members = await room.members()
+                assert sorted(m["user"] for m in members.values()) == ["ann", "ben", "cat"]
+                assert {i.split(":")[0] for i in members} == {r0.server_id, r1.server_id}
+            await cat.close()
+            await until(lambda: len(rooms[1]) == 1)
+            await settles(rooms[0].count, 2)
+        await until(lambda: len(rooms[0]) == 0 and len(rooms[1]) == 0)
+        await settles(rooms[1].count, 0)
+        await settles(rooms[0].count, 0)
+        # A server that stops gracefully takes its members out at once.
+        async with connect(f"ws://127.0.0.1:{r1.port}/p/dan"):
+            await until(lambda: len(rooms[1]) == 1)
+            await settles(rooms[0].count, 1)
+    keys = [k for k in redis_server.command("KEYS", "roomcast:presence:*")]
+    assert keys == []
+
+
+async def test_presence_without_a_backplane_is_this_process(redis_server):
+    room = Room()
+    server = Server()
+
+    @server.websocket("/local")
+    async def endpoint(websocket):
+        await room.connect(websocket, identity="me")
+
+    @server.websocket("/nameless")
+    async def bad_identity(websocket):
+        try:
+            await room.connect(websocket, identity=object())
+        except TypeError:  # said before the handshake is answered
+            await websocket.close()
+
+    async with server.serve("127.0.0.1", 0) as running:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://127.0.0.1:{running.port}/nameless")
+        assert refused.value.response.status_code == 403
+        async with connect(f"ws://127.0.0.1:{running.port}/local"):
+            await until(lambda: len(room) == 1)
+            assert await room.count() == 1
+            members = await room.members()
+            assert list(members.values()) == ["me"]
+            assert list(members)[0].startswith(running.server_id + ":")
+
+
+async def test_unreachable_redis_local_rooms_work_presence_raises(caplog):
+    from redisproc import free_port
+
+    caplog.set_level(logging.WARNING, logger="roomcast")
+    server = Server(backplane=f"redis://127.0.0.1:{free_port()}/0")
+    room = echo_room("nowhere")
+    server.route("/n", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/n") as ws:
+            await ws.send("still served")
+            assert await recv(ws) == "still served"
+            with pytest.raises(BackplaneError, match="not connected"):
+                await room.count()
+            assert running.stats()["backplane_up"] == 0
+    assert any("cannot reach Redis" in r.getMessage() for r in caplog.records)
+
+
+def test_backplane_options_are_checked():
+    for url, message in [("http://x", "redis://"), ("rediss://x", "TLS"), ("redis://", "no host"),
+                         ("redis://h:99999", "port"), ("redis://h/db", "number"), ("redis://h/0?x=1", "query")]:
+        with pytest.raises(ValueError, match=message):
+            Server(backplane=url)
+    with pytest.raises(ValueError, match="backplane_buffer"):
+        Server(backplane="redis://h", backplane_buffer=-1)
+    with pytest.raises(ValueError, match="presence_ttl"):
+        Server(backplane="redis://h", presence_ttl=0)
+    for name in ["", "a\x00b", "x" * 1025]:
+        with pytest.raises(ValueError, match="room name"):
+            Room(name=name)
+    with pytest.raises(TypeError):
+        Room(name=7)  # type: ignore[arg-type]
+
+
+async def test_commands_that_would_change_the_shared_connection_are_refused(redis_server):
+    server = Server(backplane=redis_server.url)
+    async with server.serve("127.0.0.1", 0) as running:
+        await until(lambda: running.stats()["backplane_up"] == 1)
+        backplane = server._backplane
+        assert await backplane.command("SET", "k", "v") == "OK"
+        assert await backplane.command("GET", "k") == b"v"
+        with pytest.raises(BackplaneError, match="WRONGTYPE|ERR"):
+            await backplane.command("HGET", "k", "f")
+        for verb in ["SUBSCRIBE", "select", "MULTI", "BLPOP", "QUIT"]:
+            with pytest.raises(ValueError, match="not allowed"):
+                server._core.redis(1, verb, "x")
