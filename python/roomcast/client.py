@@ -55,6 +55,7 @@ from typing import (
 from urllib.parse import quote, urlsplit
 
 from . import _core
+from .websocket import parse_raw_headers
 
 __all__ = [
     "TLS",
@@ -269,15 +270,6 @@ def _policy(reconnect: bool, min_delay: float, max_delay: float, max_attempts: O
     if max_attempts is not None and max_attempts < 1:
         raise ValueError("max_attempts must be at least 1, or None for no limit")
     return _Policy(bool(reconnect), float(min_delay), float(max_delay), max_attempts)
-
-
-def _parse_headers(raw: bytes) -> list[tuple[str, str]]:
-    pairs = []
-    for line in raw.decode("latin-1").split("\n"):
-        if line:
-            name, _, value = line.partition(":")
-            pairs.append((name, value))
-    return pairs
 
 
 # -- the process's client core ------------------------------------------------
@@ -535,7 +527,7 @@ class _Link:
         if kind == _core.EV_MESSAGE:
             self.front._message(event[2])
         elif kind == _core.EV_CONNECTED:
-            self._opened(event[2], _parse_headers(event[3]))
+            self._opened(event[2], parse_raw_headers(event[3]))
         elif kind == _core.EV_CLOSE:
             self._closed(event[2], event[3])
 
