@@ -71,39 +71,32 @@ rc_server *rc_server_new(const rc_config *cfg) {
   size_t frags = s->cfg.max_message_size / 128 + 16;
   s->max_frags = frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
   s->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (s->ev_fd < 0) {
-    free(s);
-    return NULL;
-  }
-  if (uv_mutex_init(&s->cmd_lock) != 0) {
-    close(s->ev_fd);
-    free(s);
-    return NULL;
-  }
-  if (uv_mutex_init(&s->ev_lock) != 0) {
-    uv_mutex_destroy(&s->cmd_lock);
-    close(s->ev_fd);
-    free(s);
-    return NULL;
-  }
-  if (uv_mutex_init(&s->client_lock) != 0) {
-    uv_mutex_destroy(&s->ev_lock);
-    uv_mutex_destroy(&s->cmd_lock);
-    close(s->ev_fd);
-    free(s);
-    return NULL;
-  }
+  if (s->ev_fd < 0)
+    goto fail_fd;
+  if (uv_mutex_init(&s->cmd_lock) != 0)
+    goto fail_cmd_lock;
+  if (uv_mutex_init(&s->ev_lock) != 0)
+    goto fail_ev_lock;
+  if (uv_mutex_init(&s->client_lock) != 0)
+    goto fail_client_lock;
   atomic_init(&s->next_room, 0);
   s->id = new_server_id(s);
-  if (rc__bp_create(s) != 0) {
-    rc__bp_free(s);
-    uv_mutex_destroy(&s->ev_lock);
-    uv_mutex_destroy(&s->cmd_lock);
-    close(s->ev_fd);
-    free(s);
-    return NULL;
-  }
+  if (rc__bp_create(s) != 0)
+    goto fail_bp;
   return s;
+
+fail_bp:
+  rc__bp_free(s);
+  uv_mutex_destroy(&s->client_lock);
+fail_client_lock:
+  uv_mutex_destroy(&s->ev_lock);
+fail_ev_lock:
+  uv_mutex_destroy(&s->cmd_lock);
+fail_cmd_lock:
+  close(s->ev_fd);
+fail_fd:
+  free(s);
+  return NULL;
 }
 
 int rc_server_fd(const rc_server *s) { return s->ev_fd; }

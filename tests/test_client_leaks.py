@@ -8,7 +8,7 @@ import os
 import threading
 
 import roomcast
-from clientpeers import T, RawServer, accept, read_request, wait_until
+from clientpeers import T, RawServer, read_request, wait_until
 from roomcast import WebSocket
 from wsraw import ServerThread, echo_server
 

@@ -25,7 +25,7 @@ from clientpeers import (
     server_frame,
     wait_until,
 )
-from roomcast import TLS, ConnectionFailed, WebSocket
+from roomcast import TLS, WebSocket
 from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clientpeers import T, WebsocketsServer, make_certificate, server_context, wait_until
+from clientpeers import WebsocketsServer, make_certificate, server_context, wait_until
 from roomcast.compat import nwebsocket
 from wsraw import ServerThread, echo_server
 

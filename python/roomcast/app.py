@@ -37,7 +37,6 @@ must check who may enter a room overrides it with
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import json
