@@ -140,8 +140,8 @@ class RawServer:
             self.connections += 1
             self._conns.append(conn)
             t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()  # started before __exit__ can see it
             self._threads.append(t)
-            t.start()
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(T)
@@ -159,6 +159,11 @@ class RawServer:
 
     def __exit__(self, *exc) -> None:
         self._closing = True
+        try:  # wakes the acceptor; close() alone does not on Linux
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._acceptor.join(T)  # no connection is added after this
         self.sock.close()
         for conn in self._conns:  # wakes scripts blocked reading (idle())
             try:
