@@ -606,7 +606,7 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
   if (!multi) {
     rc_chan *c = chan_by_name(bp, name, name_len);
     if (c != NULL && c->live != NULL)
-      rc__room_publish(s, c->live->id, b, 0, 0);
+      rc__room_publish(s, c->live->id, b, 0);
   } else {
     uint64_t few[16];
     uint64_t *ids = count <= 16 ? few : malloc(count * sizeof(*ids));

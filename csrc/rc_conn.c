@@ -1,13 +1,16 @@
 /* rc_conn.c - one connection: accept, the opening handshake, reading frames
  * through wslay, the output queue and the close.
  *
- * Writing. Frames are never written where they are produced. rc__conn_enqueue
- * appends a reference to a shared frame to the connection's ring and puts the
- * connection on the server's dirty list; at the end of the loop turn
- * (uv_check) rc__flush_dirty writes each dirty connection's frames with one
- * uv_try_write (writev) and, for what the socket did not take, one uv_write.
- * At most one uv_write is in flight per connection, so frames never
- * interleave, and everything queued in one turn leaves in one system call.
+ * Writing. rc__conn_enqueue appends a reference to a shared frame to the
+ * connection's ring and puts the connection on the server's dirty list; at
+ * the end of the loop turn (uv_check) rc__flush_dirty writes each dirty
+ * connection's frames with one uv_try_write (writev) and, for what the
+ * socket did not take, one uv_write. At most one uv_write is in flight per
+ * connection, so frames never interleave, and everything queued in one turn
+ * leaves in one system call. The one exception is the fan-out's common case
+ * (rc__conn_deliver_now): publishes that end a wake-up's commands are
+ * written at once to members with nothing queued, from one iovec shared by
+ * the whole room, and only what a socket does not take is queued.
  *
  * Lifetime. A connection ends in rc__conn_abort, which reports RC_EV_CLOSE,
  * leaves its rooms, frees its id and calls uv_close; its memory is freed in
@@ -415,33 +418,48 @@ int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
 
 /* --- writing ------------------------------------------------------------- */
 
-/* A frame for a member with nothing queued is written at once, the way a
- * plain server would: no trip through the queue, the reference count and
- * the end-of-turn flush. Only for a command that is alone in its batch
- * (see on_wake): when several messages arrive together, queueing them and
- * writing each member's share with one writev() costs fewer system calls.
- * Returns 1 when the frame was written or queued. */
-int rc__conn_deliver_now(rc_conn *c, rc_buf *b) {
+/* Frames for a member with nothing queued are written at once, the way a
+ * plain server would, with one writev() of the caller's iovec (built once
+ * for the whole room, see rc__room_publish_run): no trip through the queue,
+ * the reference counts and the end-of-turn flush. What the socket does not
+ * take is queued behind. bufs[i] is the frame iov[i] points at; total is
+ * their length. Returns how many frames were written or queued. */
+uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
+                              const uv_buf_t *iov, uint32_t n, size_t total) {
+  uint32_t done = 0, i = 0;
   if (c->state != RC_CONN_OPEN || c->q.count != 0 || c->writing ||
-      c->doomed || b->len > INT_MAX)
-    return rc__conn_enqueue_data(c, b);
-  uv_buf_t buf = uv_buf_init((char *)b->data, (unsigned)b->len);
-  int r = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+      c->doomed || total > INT_MAX) {
+    for (; i < n; i++)
+      done += (uint32_t)rc__conn_enqueue_data(c, bufs[i]);
+    return done;
+  }
+  int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
   atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
-  if (r == (int)b->len)
-    return 1;
+  if (r == (int)total)
+    return n;
   if (r == UV_EAGAIN || r == UV_ENOSYS)
     r = 0;
   if (r < 0) {
     rc__conn_fail(c);
     return 0;
   }
-  rc__conn_enqueue(c, b);
-  if (c->q.count == 1) { /* queued: the rest leaves at the end of the turn */
-    c->q.head_off = (size_t)r;
-    c->q.bytes -= (size_t)r;
+  size_t left = (size_t)r;
+  while (left >= bufs[i]->len) { /* r < total: stops before i == n */
+    left -= bufs[i]->len;
+    i++;
   }
-  return 1;
+  done = i;
+  if (left > 0) { /* queued partly written: the rest leaves at the flush */
+    rc__conn_enqueue(c, bufs[i++]);
+    done++;
+    if (c->q.count == 1) {
+      c->q.head_off = left;
+      c->q.bytes -= left;
+    }
+  }
+  for (; i < n; i++)
+    done += (uint32_t)rc__conn_enqueue_data(c, bufs[i]);
+  return done;
 }
 
 static unsigned fill_iov(rc_conn *c, uv_buf_t *bufs) {

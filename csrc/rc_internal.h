@@ -291,7 +291,8 @@ int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
                          size_t cap);
 void rc__conn_enqueue(rc_conn *c, rc_buf *b); /* takes a new reference */
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b);
-int rc__conn_deliver_now(rc_conn *c, rc_buf *b);
+uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
+                              const uv_buf_t *iov, uint32_t n, size_t total);
 void rc__conn_mark_dirty(rc_conn *c);
 void rc__conn_close_ws(rc_conn *c, unsigned code, const char *reason,
                        size_t reason_len);
@@ -344,7 +345,15 @@ void rc__room_leave(struct rc_server *s, rc_room *r, rc_conn *c);
 void rc__room_leave_all(struct rc_server *s, rc_conn *c);
 void rc__room_free(struct rc_server *s, uint64_t id);
 void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
-                      uint64_t exclude, int now);
+                      uint64_t exclude);
+/* n publishes to one room that end a wake-up's commands (nothing else is
+ * queued behind them in this turn): members with nothing queued get them
+ * all at once in one writev(), the others queue them. */
+#define RC__RUN_MAX 256
+#define RC__RUN_EXCLUDES 4
+void rc__room_publish_run(struct rc_server *s, uint64_t id,
+                          rc_buf *const *bufs, const uint64_t *exclude,
+                          uint32_t n);
 void rc__rooms_destroy(struct rc_server *s);
 
 /* rc_server.c: the command API's helpers, for rc_backplane.c */

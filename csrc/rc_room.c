@@ -185,25 +185,68 @@ void rc__room_free(rc_server *s, uint64_t id) {
 }
 
 void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
-                      uint64_t exclude, int now) {
+                      uint64_t exclude) {
   rc_room *r = rc__room_get(s, id, 0);
   if (r == NULL)
     return;
   uint64_t delivered = 0;
   /* Nothing in this loop leaves a room: a member that fails is only marked,
    * and is closed at the end of the turn. */
-  if (now) {
-    for (uint32_t i = 0; i < r->n; i++) {
-      rc_conn *c = r->members[i].conn;
-      if (c->id != exclude)
-        delivered += (uint64_t)rc__conn_deliver_now(c, b);
+  for (uint32_t i = 0; i < r->n; i++) {
+    rc_conn *c = r->members[i].conn;
+    if (c->id != exclude)
+      delivered += (uint64_t)rc__conn_enqueue_data(c, b);
+  }
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
+                            memory_order_relaxed);
+}
+
+static int listed(uint64_t id, const uint64_t *ids, uint32_t n) {
+  for (uint32_t k = 0; k < n; k++)
+    if (ids[k] == id)
+      return 1;
+  return 0;
+}
+
+void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
+                          const uint64_t *exclude, uint32_t n) {
+  rc_room *r = rc__room_get(s, id, 0);
+  if (r == NULL || n == 0)
+    return;
+  if (n > RC__RUN_MAX) {
+    for (uint32_t at = 0; at < n; at += RC__RUN_MAX)
+      rc__room_publish_run(s, id, bufs + at, exclude + at,
+                           n - at < RC__RUN_MAX ? n - at : RC__RUN_MAX);
+    return;
+  }
+  /* The iovec every member with nothing queued is written from, built once;
+   * members left out of a message (exclude=) take the queued path. */
+  uv_buf_t iov[RC__RUN_MAX];
+  uint64_t distinct[RC__RUN_EXCLUDES];
+  uint32_t ndistinct = 0;
+  size_t total = 0;
+  int many = 0;
+  for (uint32_t j = 0; j < n; j++) {
+    iov[j] = uv_buf_init((char *)bufs[j]->data, (unsigned)bufs[j]->len);
+    total += bufs[j]->len;
+    if (exclude[j] == 0 || many || listed(exclude[j], distinct, ndistinct))
+      continue;
+    if (ndistinct == RC__RUN_EXCLUDES)
+      many = 1;
+    else
+      distinct[ndistinct++] = exclude[j];
+  }
+  uint64_t delivered = 0;
+  /* As in rc__room_publish, nothing in this loop leaves the room. */
+  for (uint32_t i = 0; i < r->n; i++) {
+    rc_conn *c = r->members[i].conn;
+    if (!many && !listed(c->id, distinct, ndistinct)) {
+      delivered += rc__conn_deliver_now(c, bufs, iov, n, total);
+      continue;
     }
-  } else {
-    for (uint32_t i = 0; i < r->n; i++) {
-      rc_conn *c = r->members[i].conn;
-      if (c->id != exclude)
-        delivered += (uint64_t)rc__conn_enqueue_data(c, b);
-    }
+    for (uint32_t j = 0; j < n; j++)
+      if (c->id != exclude[j])
+        delivered += (uint64_t)rc__conn_enqueue_data(c, bufs[j]);
   }
   atomic_fetch_add_explicit(&s->st_deliveries, delivered,
                             memory_order_relaxed);

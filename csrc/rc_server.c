@@ -194,19 +194,56 @@ static void stop_begin(rc_server *s, rc_cmd *cmd) {
     on_stop_timer(&s->stop_timer);
 }
 
+/* The publishes to one room that end a batch of commands: the first of
+ * them, or NULL. */
+static rc_cmd *tail_run(rc_cmd *cmd) {
+  rc_cmd *run = NULL;
+  for (; cmd != NULL; cmd = cmd->next) {
+    if (cmd->type != RC_CMD_PUBLISH)
+      run = NULL;
+    else if (run == NULL || run->room != cmd->room)
+      run = cmd;
+  }
+  return run;
+}
+
+/* Publishes a tail run (see rc__room_publish_run) and frees its commands. */
+static void publish_run(rc_server *s, rc_cmd *cmd) {
+  rc_buf *bufs[RC__RUN_MAX];
+  uint64_t exclude[RC__RUN_MAX];
+  while (cmd != NULL) {
+    uint64_t room = cmd->room;
+    uint32_t n = 0;
+    rc_cmd *first = cmd;
+    for (; cmd != NULL && n < RC__RUN_MAX; cmd = cmd->next, n++) {
+      bufs[n] = cmd->buf;
+      exclude[n] = cmd->exclude;
+    }
+    rc__room_publish_run(s, room, bufs, exclude, n);
+    while (first != cmd) {
+      rc_cmd *next = first->next;
+      if (s->bp != NULL)
+        rc__bp_publish(s, &first->room, 1, first->buf);
+      rc__cmd_free(first);
+      first = next;
+    }
+  }
+}
+
 static void on_wake(uv_async_t *h) {
   rc_server *s = h->data;
   atomic_fetch_add_explicit(&s->st_wakes, 1, memory_order_relaxed);
   if (atomic_exchange(&s->resume_now, 0))
     rc__resume_starved(s);
   rc_cmd *cmd = rc__cmd_take_all(s);
-  /* A publish alone in its batch is written to idle members at once. */
-  int alone = cmd != NULL && cmd->next == NULL;
-  while (cmd != NULL) {
+  /* Publishes that end the batch are written to idle members at once:
+   * nothing else queued in this turn would share their system call. */
+  rc_cmd *run = tail_run(cmd);
+  while (cmd != run) {
     rc_cmd *next = cmd->next;
     switch (cmd->type) {
     case RC_CMD_PUBLISH:
-      rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude, alone);
+      rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude);
       if (s->bp != NULL)
         rc__bp_publish(s, &cmd->room, 1, cmd->buf);
       break;
@@ -238,6 +275,7 @@ static void on_wake(uv_async_t *h) {
     rc__cmd_free(cmd);
     cmd = next;
   }
+  publish_run(s, run);
 }
 
 static void loop_main(void *arg) {

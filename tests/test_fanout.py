@@ -202,3 +202,80 @@ def test_member_that_never_reads_is_closed_with_1008_and_others_get_everything()
                 slow.send_close(1008)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+
+MIXED = 6000  # 1 KiB each: more than the kernel buffers for a member that does not read (4 MiB)
+MIXED_MEMBERS = 6
+
+
+def mixed_message(burst, i):
+    return "%d:%05d:%s" % (burst, i, "m" * 1016)
+
+
+def left_out(burst, i):
+    """Which member (by join order) message i of a burst leaves out, if any.
+    Burst 0 leaves out only the last member, every third message; burst 1
+    each of the six in turn, more excluded members than the core tracks one
+    by one."""
+    if burst == 0:
+        return MIXED_MEMBERS - 1 if i % 3 == 0 else None
+    k = i % (MIXED_MEMBERS + 1)
+    return None if k == MIXED_MEMBERS else k
+
+
+def test_bursts_with_exclusions_reach_a_slow_reader_whole_and_in_order():
+    """Bursts pushed in one go: members that keep up get each written at
+    once, a member with a tiny receive window gets the rest queued behind a
+    partly written frame; each member gets exactly the messages that do not
+    leave it out, in order, and every frame is intact."""
+    server = Server(max_queue_bytes=16 * 2**20, close_timeout=60)
+    room = Room()
+    order = []
+
+    @room.on_receive("text")
+    async def command(room, ws, msg):
+        verb, _, arg = msg.partition(" ")
+        if verb == "hello":
+            order.append(ws)
+            await ws.send_text("hello")
+        elif verb == "burst":
+            burst = int(arg)
+            for i in range(MIXED):
+                k = left_out(burst, i)
+                await room.push_text(mixed_message(burst, i),
+                                     exclude=None if k is None else order[k])
+
+    server.route("/room", room)
+
+    def expected(burst, k):
+        return [mixed_message(burst, i) for i in range(MIXED) if left_out(burst, i) != k]
+
+    with wsraw.ServerThread(server) as st:
+        # Member 0 reads nothing until each burst has been pushed.
+        slow = wsraw.WSClient.connect(st.port, "/room", rcvbuf=4096)
+        with slow:
+            slow.send_text("hello")
+            assert slow.recv_text() == "hello"
+
+            async def the_others(members, burst):
+                readers = [asyncio.create_task(receive(ws, len(expected(burst, k + 1))))
+                           for k, ws in enumerate(members)]
+                await members[0].send("burst %d" % burst)
+                return await asyncio.gather(*readers)
+
+            async def scenario():
+                members = []
+                for _ in range(MIXED_MEMBERS - 1):  # one by one: join order
+                    members.append(await open_member(st.port))
+                try:
+                    for burst in (0, 1):
+                        received = await the_others(members, burst)
+                        for k, got in enumerate(received, start=1):
+                            assert got == expected(burst, k), "burst %d, member %d" % (burst, k)
+                        slow_got = [slow.recv_text() for _ in range(len(expected(burst, 0)))]
+                        assert slow_got == expected(burst, 0), "burst %d, slow member" % burst
+                finally:
+                    await asyncio.gather(*(ws.close() for ws in members))
+
+            asyncio.run(scenario())
+            assert st.running.stats()["slow_consumer_closes"] == 0
