@@ -101,11 +101,14 @@ class RedisServer:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self):
+    def start(self, password=None):
+        """Starts redis-server and waits until it answers; with a password,
+        it asks every client for it from the first connection on."""
+        auth = ["--requirepass", password] if password else []
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--logfile", os.path.join(self.dir, "redis.log")],
+             "--logfile", os.path.join(self.dir, "redis.log")] + auth,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + T
@@ -113,6 +116,8 @@ class RedisServer:
             try:
                 client = RespClient(self.port)
                 try:
+                    if password:
+                        client.command("AUTH", password)
                     if client.command("PING") == "PONG":
                         return self
                 finally:

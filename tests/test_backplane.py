@@ -256,10 +256,12 @@ async def test_publishes_while_redis_is_down_are_buffered_to_a_bound_then_droppe
             redis_server.stop()
             await until(lambda: running.stats()["backplane_up"] == 0)
             # Redis comes back asking for a password the server does not
-            # have: it stays down while a subscriber of ours gets ready.
-            redis_server.start()
+            # have (from its first connection on, so that the server cannot
+            # get in before it is set): it stays down while a subscriber of
+            # ours gets ready.
+            redis_server.start(password="secret")
             admin = redis_server.client()
-            admin.command("CONFIG", "SET", "requirepass", "secret")
+            assert admin.command("AUTH", "secret") == "OK"
             payload = "x" * 100
             for k in range(40):
                 await room.push_text(f"{k:02d}{payload}")
