@@ -426,35 +426,32 @@ int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
  * their length. Returns how many frames were written or queued. */
 uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
                               const uv_buf_t *iov, uint32_t n, size_t total) {
-  uint32_t done = 0, i = 0;
-  if (c->state != RC_CONN_OPEN || c->q.count != 0 || c->writing ||
-      c->doomed || total > INT_MAX) {
-    for (; i < n; i++)
-      done += (uint32_t)rc__conn_enqueue_data(c, bufs[i]);
-    return done;
-  }
-  int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
-  if (r == (int)total)
-    return n;
-  if (r == UV_EAGAIN || r == UV_ENOSYS)
-    r = 0;
-  if (r < 0) {
-    rc__conn_fail(c);
-    return 0;
-  }
-  size_t left = (size_t)r;
-  while (left >= bufs[i]->len) { /* r < total: stops before i == n */
-    left -= bufs[i]->len;
-    i++;
-  }
-  done = i;
-  if (left > 0) { /* queued partly written: the rest leaves at the flush */
-    rc__conn_enqueue(c, bufs[i++]);
-    done++;
-    if (c->q.count == 1) {
-      c->q.head_off = left;
-      c->q.bytes -= left;
+  uint32_t done = 0, i = 0; /* bufs[i..] are queued below */
+  if (c->state == RC_CONN_OPEN && c->q.count == 0 && !c->writing &&
+      !c->doomed && total <= INT_MAX) {
+    int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+    atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+    if (r == (int)total)
+      return n;
+    if (r == UV_EAGAIN || r == UV_ENOSYS)
+      r = 0;
+    if (r < 0) {
+      rc__conn_fail(c);
+      return 0;
+    }
+    size_t left = (size_t)r;
+    while (left >= bufs[i]->len) { /* r < total: stops before i == n */
+      left -= bufs[i]->len;
+      i++;
+    }
+    done = i;
+    if (left > 0) { /* queued partly written: the rest leaves at the flush */
+      rc__conn_enqueue(c, bufs[i++]);
+      done++;
+      if (c->q.count == 1) {
+        c->q.head_off = left;
+        c->q.bytes -= left;
+      }
     }
   }
   for (; i < n; i++)

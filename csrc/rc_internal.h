@@ -346,9 +346,10 @@ void rc__room_leave_all(struct rc_server *s, rc_conn *c);
 void rc__room_free(struct rc_server *s, uint64_t id);
 void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
                       uint64_t exclude);
-/* n publishes to one room that end a wake-up's commands (nothing else is
- * queued behind them in this turn): members with nothing queued get them
- * all at once in one writev(), the others queue them. */
+/* n (at most RC__RUN_MAX) publishes to one room that end a wake-up's
+ * commands (nothing else is queued behind them in this turn): members with
+ * nothing queued get them all at once in one writev(), the others queue
+ * them. */
 #define RC__RUN_MAX 256
 #define RC__RUN_EXCLUDES 4
 void rc__room_publish_run(struct rc_server *s, uint64_t id,

@@ -224,12 +224,6 @@ void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
   rc_room *r = rc__room_get(s, id, 0);
   if (r == NULL || n == 0)
     return;
-  if (n > RC__RUN_MAX) {
-    for (uint32_t at = 0; at < n; at += RC__RUN_MAX)
-      rc__room_publish_run(s, id, bufs + at, exclude + at,
-                           n - at < RC__RUN_MAX ? n - at : RC__RUN_MAX);
-    return;
-  }
   /* The iovec every member with nothing queued is written from, built once;
    * members left out of a message (exclude=) take the queued path. */
   uv_buf_t iov[RC__RUN_MAX];
