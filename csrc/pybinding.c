@@ -837,7 +837,7 @@ static PyObject *Core_join(CoreObject *self, PyObject *args) {
     return NULL;
   }
   int r = rc_server_join(self->srv, conn, room, relay);
-  if (r == -EINVAL) {
+  if (r == -EINVAL && self->started) {
     PyErr_Format(PyExc_ValueError,
                  "room %llu was not made with relay %d: a room's mode is "
                  "fixed by room_new(relay)",
