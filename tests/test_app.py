@@ -239,6 +239,42 @@ async def test_app_rooms_and_named_rooms_of_the_same_name_are_two_rooms():
             assert await asyncio.wait_for(member.recv(), T) == "marker"
 
 
+async def test_app_rooms_and_named_rooms_do_not_meet_on_the_backplane(redis_server):
+    """Server A serves Room(name="lobby"), server B an App whose socket is
+    in the App room "lobby", on one Redis: their channels differ, and
+    neither side's messages cross over."""
+    from roomcast import Room
+
+    named = Room(name="lobby")
+
+    @named.on_connect("after")
+    async def hello(room, websocket):
+        await websocket.send_text("welcome")
+
+    room_server = App(backplane=redis_server.url)
+    room_server.route("/named", named)
+    app = make_app(backplane=redis_server.url)
+    async with Served(room_server) as a, Served(app) as b:
+        async with connect(f"ws://127.0.0.1:{a.port}/named") as member, connect(b.url) as client:
+            assert await asyncio.wait_for(member.recv(), T) == "welcome"
+            await joined(client, "lobby")
+            channels = set()
+            deadline = asyncio.get_running_loop().time() + T
+            while not {b"roomcast:lobby", b"roomcast:\xffapp:lobby"} <= channels:
+                assert asyncio.get_running_loop().time() < deadline, channels
+                await asyncio.sleep(0.05)
+                channels = set(redis_server.command("PUBSUB", "CHANNELS", "roomcast:*"))
+            await named.push_text("room only")
+            b.app.broadcast("app only", to=["lobby"])
+            assert await asyncio.wait_for(member.recv(), T) == "room only"
+            assert await event(client) == ("app only", None)
+            # Nothing crossed over: each one's next message is its marker.
+            await named.push_text("marker")
+            b.app.broadcast("marker")
+            assert await asyncio.wait_for(member.recv(), T) == "marker"
+            assert await event(client) == ("marker", None)
+
+
 async def test_rooms_per_socket_are_bounded():
     async with Served(make_app(max_rooms_per_socket=3)) as s:
         async with connect(s.url) as a, connect(s.url) as b:
