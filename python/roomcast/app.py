@@ -193,6 +193,13 @@ class App(Server):
     ``"/"``) and serves the JavaScript client at ``/roomcast.js`` (unless
     ``serve_client=False``). Other keyword arguments are the server's
     options; ``route``, ``websocket`` and ``static`` still work beside it.
+
+    * ``room_notices`` (True): tell each socket the rooms it joins and
+      leaves (``roomcast:joined`` / ``roomcast:left``);
+    * ``max_rooms_per_socket`` (100) and ``max_rooms`` (100,000; rooms
+      with members on this server): a join past either raises
+      :class:`RoomLimitError`, which the client gets as an ``error`` event
+      naming the bound. ``None`` lifts a bound.
     """
 
     def __init__(
