@@ -26,7 +26,7 @@ uint64_t rc_server_room_new_relay(rc_server *s, int relay) {
   if (relay < RC_RELAY_NONE || relay > RC_RELAY_OTHERS)
     return 0;
   uint64_t n = atomic_fetch_add(&s->next_room, 1) + 1;
-  return n << RC__ROOM_MODE_BITS | (uint64_t)relay;
+  return (n << RC__ROOM_MODE_BITS) | (uint64_t)relay;
 }
 
 /* --- id -> room: open addressing, linear probing, backward-shift delete -- */

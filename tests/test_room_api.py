@@ -656,9 +656,12 @@ async def test_rooms_of_one_name_must_agree_on_the_mode(caplog):
     """Room(name="n") and Room(name="n", relay="all") on one server are
     one room with two modes: the second is refused, its member closed
     with 1011 and the reason logged."""
-    relaying = welcoming_room()
-    relaying._relay = 1  # as Room(relay="all", name="n")
-    relaying._name = "n"
+    relaying = Room(relay="all", name="n")
+
+    @relaying.on_connect("after")
+    async def welcome(room, websocket):
+        await websocket.send_text("welcome")
+
     plain = Room(name="n")
     server = Server()
     server.route("/relaying", relaying)
