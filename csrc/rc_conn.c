@@ -719,8 +719,9 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
    * wslay would drop such a connection without a close frame, or (for
    * tiny fragments) buffer each fragment at several times its size. */
   int refused = c->scan.error != 0;
-  size_t ok = rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len,
-                                 c->srv->max_frags);
+  uint32_t max_frags = c->cl != NULL ? c->cl->max_frags : c->srv->max_frags;
+  size_t ok =
+      rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len, max_frags);
   if (ok > 0) {
     c->rd = (const uint8_t *)data;
     c->rdlen = ok;

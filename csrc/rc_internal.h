@@ -99,6 +99,7 @@ typedef struct rc_client {
   char *server_name; /* checked against the certificate; SNI */
   uint64_t handshake_ms, ping_interval_ms, ping_timeout_ms;
   size_t max_message_size;
+  uint32_t max_frags; /* rc__max_frags of the size this client accepts */
   struct addrinfo *addrs, *next_addr; /* addresses left to try */
   int last_error;                     /* of the last failed attempt */
   uv_getaddrinfo_t gai;
@@ -357,6 +358,9 @@ void rc__room_publish_run(struct rc_server *s, uint64_t id,
                           uint32_t n);
 void rc__rooms_destroy(struct rc_server *s);
 
+/* rc_server.c: the data frames one message of at most max_message_size
+ * bytes may be cut into (rc_frame_scan_feed's max_frags). */
+uint32_t rc__max_frags(size_t max_message_size);
 /* rc_server.c: the command API's helpers, for rc_backplane.c */
 rc_cmd *rc__cmd_make(int type, uint64_t conn);
 int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd); /* takes cmd */

@@ -325,3 +325,61 @@ def test_a_server_breaking_the_protocol_gets_the_rfc_close_code(frame, code):
         assert replies[0].opcode == OP_CLOSE
         assert int.from_bytes(replies[0].payload[:2], "big") == code
         assert messages == []
+
+
+# -- the fragment bound follows the client's own max_message_size -----------------
+
+BIG = bytes(range(256)) * (4 << 12)  # 4 MiB
+
+
+def fragments(data: bytes, size: int) -> list:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("size", [64, 256])
+async def test_asyncio_client_takes_a_large_message_in_small_fragments(size):
+    # Autobahn 9.3.1 / 9.3.2: 4 MiB in 64- or 256-byte fragments (65,536 or
+    # 16,384 frames) to a client that accepts 64 MiB. The bound used to be
+    # the hub's own server-side one (1 MiB / 128 + 16 = 8,208 fragments).
+    async def handler(ws):
+        await ws.send(fragments(BIG, size))
+        await echo(ws)
+
+    with WebsocketsServer(handler, ping_interval=None) as server:
+        async with roomcast.connect(server.url, max_message_size=64 << 20) as ws:
+            got = await asyncio.wait_for(ws.recv(), T)
+        assert got == BIG
+        assert ws.close_code == 1000
+
+
+def test_sync_client_takes_a_large_message_in_small_fragments():
+    async def handler(ws):
+        await ws.send(fragments(BIG, 64))
+        await echo(ws)
+
+    with WebsocketsServer(handler, ping_interval=None) as server:
+        with WebSocket(server.url, max_message_size=64 << 20) as ws:
+            assert ws.recv(T) == BIG
+        assert ws.close_code == 1000
+
+
+def test_the_fragment_bound_is_the_clients_own():
+    # 4 KiB in 4-byte fragments is 1,024 fragments: within the hub's 1 MiB
+    # server-side bound, past the one of a client that accepts 64 KiB
+    # (64 KiB / 128 + 16 = 528): that client closes with 1009.
+    seen = []
+
+    async def handler(ws):
+        await ws.send(fragments(BIG[:4096], 4))
+        await ws.wait_closed()
+        seen.append((ws.close_code, ws.close_reason))
+
+    with WebsocketsServer(handler, ping_interval=None) as server:
+        ws = WebSocket(server.url, max_message_size=64 << 10)
+        messages = []
+        ws.onmessage = messages.append
+        ws.wait_closed(T)
+        assert messages == []
+        assert ws.close_code == 1009
+        wait_until(lambda: seen)
+        assert seen == [(1009, "message in too many fragments")]
