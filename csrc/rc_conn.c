@@ -938,7 +938,9 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     }
     c->state = chk.status == 0 ? RC_CONN_PENDING : RC_CONN_REQUEST;
     c->known = 1;
-    c->deadline = 0;
+    /* The embedder answers within handshake_timeout, or the sweep does
+     * (503): a handler that never answers must not hold the fd for ever. */
+    c->deadline = now_ms(s) + secs_ms(s->cfg.handshake_timeout) + 1;
     pause_read(c);
     rc__event_push(s, ev);
     return;
@@ -1141,6 +1143,12 @@ void rc__sweep(rc_server *s, uint64_t now) {
     case RC_CONN_DRAINING:
       if (c->deadline != 0 && now >= c->deadline)
         rc__conn_abort(c);
+      break;
+    case RC_CONN_PENDING:
+    case RC_CONN_REQUEST:
+      if (c->deadline != 0 && now >= c->deadline)
+        respond_status(c, 503, "Retry-After: 1\r\n",
+                       "the application did not answer in time");
       break;
     case RC_CONN_OPEN:
       if (!c->rx_recent && !c->writing)
