@@ -146,13 +146,16 @@ typedef struct rc_conn {
   uint8_t admitted;  /* counts against max_connections */
   uint8_t starved;   /* reading held: the embedder is behind on events */
   uint16_t close_code; /* code to report in RC_EV_CLOSE */
+  uint16_t close_rcvd; /* code of the peer's close frame (1005: none); 0:
+                          none received */
   uint32_t nrooms, caprooms;
   rc_membership *rooms;
   uint32_t nrelay; /* rooms among them that relay in the loop */
   /* cold: handshake, close, sweep */
   uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
   uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
-  char *hbuf;                 /* request head until the handshake ends */
+  char *hbuf; /* request head until the handshake ends; then the peer's
+                 close frame while it arrives (rc_conn.c) */
   char *close_reason;         /* reason received with the peer's close */
   uint32_t close_reason_len;
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
