@@ -383,3 +383,67 @@ def test_the_fragment_bound_is_the_clients_own():
         assert ws.close_code == 1009
         wait_until(lambda: seen)
         assert seen == [(1009, "message in too many fragments")]
+
+
+# -- registered close codes (IANA: 1012 service restart, 1013 try again later,
+#    1014 bad gateway): wslay 1.1.1 answered them with 1002 ------------------------
+
+
+def closing_with(code, echoes):
+    async def handler(ws):
+        await ws.close(code, "see you")
+        rcvd = ws.protocol.close_rcvd  # the client's close frame
+        echoes.append(None if rcvd is None else rcvd.code)
+
+    return handler
+
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+async def test_asyncio_client_reports_a_registered_close_code(code):
+    echoes = []
+    with WebsocketsServer(closing_with(code, echoes)) as server:
+        ws = await roomcast.connect(server.url)
+        assert [m async for m in ws] == []
+        assert (ws.close_code, ws.close_reason) == (code, "see you")
+        wait_until(lambda: echoes)
+        assert echoes == [code]  # the client echoed it, not 1002
+
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_sync_client_reports_a_registered_close_code(code):
+    echoes = []
+    with WebsocketsServer(closing_with(code, echoes)) as server:
+        ws = WebSocket(server.url)
+        closes = []
+        ws.onclose = lambda c, reason: closes.append((c, reason))
+        ws.wait_closed(T)
+        wait_until(lambda: closes)
+        assert closes == [(code, "see you")]
+        wait_until(lambda: echoes)
+        assert echoes == [code]
+
+
+async def test_a_roomcast_endpoint_closing_with_1013_reaches_every_client():
+    from websockets.asyncio.client import connect
+
+    from roomcast import Server
+    from wsraw import ServerThread
+
+    server = Server()
+
+    @server.websocket("/busy")
+    async def busy(ws):
+        await ws.accept()
+        await ws.close(1013, "try again later")
+
+    with ServerThread(server) as running:
+        url = f"ws://127.0.0.1:{running.port}/busy"
+        async with connect(url) as peer:
+            await asyncio.wait_for(peer.wait_closed(), T)
+            assert (peer.close_code, peer.close_reason) == (1013, "try again later")
+        ws = await roomcast.connect(url)
+        assert [m async for m in ws] == []
+        assert (ws.close_code, ws.close_reason) == (1013, "try again later")
+        sync = WebSocket(url)
+        sync.wait_closed(T)
+        assert (sync.close_code, sync.close_reason) == (1013, "try again later")
