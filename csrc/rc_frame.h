@@ -61,9 +61,9 @@ typedef struct rc_frame_scan {
   uint8_t hdr[14];
   uint8_t hlen;   /* header bytes gathered so far */
   uint8_t in_msg; /* a data frame without FIN was seen: message unfinished */
-  uint8_t closing; /* stopped at the first byte of a close frame */
   uint32_t frags; /* data frames of the current message so far (saturates) */
   uint16_t error; /* close code for the first bad header; then it stops */
+  uint8_t closing; /* stopped at the first byte of a close frame */
 } rc_frame_scan;
 
 /* Advances the scanner over len bytes and returns how many of them may go
