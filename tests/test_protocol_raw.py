@@ -356,3 +356,35 @@ def test_the_endpoint_sees_the_peers_registered_close_code():
         while not seen and time.monotonic() < end:
             time.sleep(0.01)
     assert seen == [(1012, "service restart")]
+
+
+# --- a request nobody answers -------------------------------------------------
+
+
+def test_an_upgrade_the_endpoint_never_answers_gets_503_after_handshake_timeout():
+    # The endpoint neither accepts nor refuses: the core's own deadline
+    # (handshake_timeout from the request head) answers for it.
+    import asyncio
+
+    from roomcast import Server
+
+    server = Server(handshake_timeout=0.5)
+
+    @server.websocket("/hang")
+    async def hang(ws):
+        while ws.close_code is None:  # set by the core's close event
+            await asyncio.sleep(0.05)
+
+    with wsraw.ServerThread(server) as running:
+        start = time.monotonic()
+        sock = wsraw.connect_socket(running.port)
+        with sock:
+            sock.sendall(handshake_request("/hang", key=wsraw.new_key()))
+            reader = wsraw.Reader(sock)
+            head = wsraw.read_http_response(reader)
+            waited = time.monotonic() - start
+            assert head.status == 503
+            assert head.header("retry-after") == "1"
+            assert head.body == b"the application did not answer in time\n"
+            assert reader.read_to_eof() == b""  # then the core closes
+        assert waited >= 0.45  # not before the deadline
