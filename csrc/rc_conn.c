@@ -234,12 +234,10 @@ void rc__conn_closed(uv_handle_t *h) {
 }
 
 static uint16_t final_code(const rc_conn *c) {
+  if (c->close_rcvd != 0) /* the peer's close frame, read by on_close_frame */
+    return c->close_rcvd;
   if (c->ws == NULL)
     return c->close_code ? c->close_code : 1006;
-  if (wslay_event_get_close_received(c->ws)) {
-    uint16_t code = wslay_event_get_status_code_received(c->ws);
-    return code ? code : 1005;
-  }
   if (wslay_event_get_close_sent(c->ws)) {
     uint16_t code = wslay_event_get_status_code_sent(c->ws);
     return code ? code : 1005;
@@ -617,18 +615,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   case WSLAY_PONG:
     c->ping_out = 0;
     return;
-  case WSLAY_CONNECTION_CLOSE:
-    if (arg->msg_length > 2 && c->close_reason == NULL) {
-      c->close_reason = malloc(arg->msg_length - 2 + 1);
-      if (c->close_reason != NULL) {
-        c->close_reason_len = (uint32_t)(arg->msg_length - 2);
-        memcpy(c->close_reason, arg->msg + 2, arg->msg_length - 2);
-        c->close_reason[c->close_reason_len] = '\0';
-      }
-    }
-    return;
   default:
-    return; /* ping: wslay queues the pong itself */
+    /* ping: wslay queues the pong itself. Close frames never reach wslay:
+     * see on_close_frame. */
+    return;
   }
 }
 
@@ -710,6 +700,69 @@ static void ws_release_if_idle(rc_conn *c) {
   ws_free(c);
 }
 
+/* The peer's close frame is read here, whole, and never by wslay: wslay
+ * 1.1.1 checks a received code against RFC 6455's list only
+ * (wslay_event_is_valid_status_code: 1000-1011 but 1004-1006, 3000-4999)
+ * and answers the codes IANA registered since (1012 service restart, 1013
+ * try again later, 1014 bad gateway) with 1002, and the wslay in use is
+ * the system's. The scanner stops at the frame's first byte; its bytes,
+ * at most RC_FRAME_MAX_CLOSE, wait in hbuf (free since the handshake)
+ * until the frame is whole. Then its close is echoed through wslay's queue
+ * (wslay_event_queue_close takes any code), reading stops, and after_ws_io
+ * sends the echo and drains, as wslay would have done. */
+static void on_close_frame(rc_conn *c) {
+  rc_frame_close fc;
+  unsigned err = rc_frame_close_parse((uint8_t *)c->hbuf, c->hlen,
+                                      c->cl == NULL, &fc);
+  if (err != 0) {
+    static const char utf8[] = "invalid UTF-8 in close reason";
+    static const char bad[] = "invalid close frame";
+    if (err == 1007)
+      rc__conn_close_ws(c, err, utf8, sizeof(utf8) - 1);
+    else
+      rc__conn_close_ws(c, err, bad, sizeof(bad) - 1);
+  } else {
+    c->close_rcvd = fc.code != 0 ? (uint16_t)fc.code : 1005;
+    if (fc.reason_len > 0 && c->close_reason == NULL) {
+      c->close_reason = malloc(fc.reason_len + 1);
+      if (c->close_reason != NULL) {
+        c->close_reason_len = (uint32_t)fc.reason_len;
+        memcpy(c->close_reason, fc.reason, fc.reason_len);
+        c->close_reason[fc.reason_len] = '\0';
+      }
+    }
+    /* After our own close (RC_CONN_CLOSING) this is the reply: nothing to
+     * echo, and wslay says so with WSLAY_ERR_NO_MORE_MSG. */
+    int r = wslay_event_queue_close(c->ws, (uint16_t)fc.code, fc.reason,
+                                    fc.reason_len);
+    if (r != 0 && r != WSLAY_ERR_NO_MORE_MSG)
+      rc__conn_fail(c);
+  }
+  if (c->ws != NULL)
+    wslay_event_shutdown_read(c->ws);
+  free(c->hbuf);
+  c->hbuf = NULL;
+  c->hlen = c->hcap = 0;
+}
+
+/* Bytes from the first byte of the peer's close frame on; what follows
+ * the frame is never read (RFC 6455 5.5.1). */
+static void close_frame_bytes(rc_conn *c, const char *data, size_t len) {
+  if (c->ws == NULL || !wslay_event_get_read_enabled(c->ws))
+    return; /* wslay failed the connection on an earlier frame */
+  size_t need;
+  while (c->hlen < (need = rc_frame_close_size((uint8_t *)c->hbuf, c->hlen))) {
+    if (len == 0)
+      return; /* the rest comes with a later read */
+    size_t take = need - c->hlen < len ? need - c->hlen : len;
+    if (rc__conn_head_append(c, data, take, RC_FRAME_MAX_CLOSE) != 0)
+      return;
+    data += take;
+    len -= take;
+  }
+  on_close_frame(c);
+}
+
 static void feed_ws(rc_conn *c, const char *data, size_t len) {
   if (ws_ensure(c) != 0) {
     rc__conn_fail(c);
@@ -719,8 +772,9 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
    * wslay would drop such a connection without a close frame, or (for
    * tiny fragments) buffer each fragment at several times its size. */
   int refused = c->scan.error != 0;
-  size_t ok = rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len,
-                                 c->srv->max_frags);
+  uint32_t max_frags = c->cl != NULL ? c->cl->max_frags : c->srv->max_frags;
+  size_t ok =
+      rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len, max_frags);
   if (ok > 0) {
     c->rd = (const uint8_t *)data;
     c->rdlen = ok;
@@ -749,6 +803,8 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
     }
     if (c->ws != NULL)
       wslay_event_shutdown_read(c->ws);
+  } else if (c->scan.closing && c->state != RC_CONN_GONE) {
+    close_frame_bytes(c, data + ok, len - ok);
   }
   after_ws_io(c);
 }
@@ -937,7 +993,9 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     }
     c->state = chk.status == 0 ? RC_CONN_PENDING : RC_CONN_REQUEST;
     c->known = 1;
-    c->deadline = 0;
+    /* The embedder answers within handshake_timeout, or the sweep does
+     * (503): a handler that never answers must not hold the fd for ever. */
+    c->deadline = now_ms(s) + secs_ms(s->cfg.handshake_timeout) + 1;
     pause_read(c);
     rc__event_push(s, ev);
     return;
@@ -1140,6 +1198,12 @@ void rc__sweep(rc_server *s, uint64_t now) {
     case RC_CONN_DRAINING:
       if (c->deadline != 0 && now >= c->deadline)
         rc__conn_abort(c);
+      break;
+    case RC_CONN_PENDING:
+    case RC_CONN_REQUEST:
+      if (c->deadline != 0 && now >= c->deadline)
+        respond_status(c, 503, "Retry-After: 1\r\n",
+                       "the application did not answer in time");
       break;
     case RC_CONN_OPEN:
       if (!c->rx_recent && !c->writing)

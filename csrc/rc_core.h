@@ -38,7 +38,9 @@ typedef struct rc_config {
   size_t max_queue_bytes;    /* per-connection unsent bytes before 1008 */
   double ping_interval;      /* seconds of silence before a ping; 0: never */
   double ping_timeout;       /* seconds to wait for the pong, then 1011 */
-  double handshake_timeout;  /* seconds to receive the request head */
+  double handshake_timeout;  /* seconds to receive the request head; then
+                                as long again for the embedder to accept
+                                or answer it, else the core answers 503 */
   double close_timeout;      /* seconds to wait for the peer's close frame */
   size_t max_header_bytes;   /* request line + headers; more: 431 */
   size_t max_headers;        /* header count; more: 431 */
