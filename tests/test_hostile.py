@@ -494,3 +494,121 @@ def test_client_vanishing_mid_frame_leaves_nothing_behind(served, cut):
         wait_for(lambda: stats()["connections"] == 1)
         wait_for(lambda: stats()["parsers"] == 0)
         exchange(good, "after")
+
+
+# --- exceptions while an upgrade or a request is routed ---------------------
+
+# One digit past int()'s default limit of 4,300 digits: the route's pattern
+# ([0-9]+) matches, the conversion raises ValueError.
+TOO_MANY_DIGITS = "7" * 4301
+BAD_REQUESTS = 50
+
+
+@pytest.fixture
+def user_routes(tmp_path):
+    """``/user/{uid:int}`` echoes ``uid`` (as text) to its client; a static
+    directory is served too, so that plain GETs reach the request path. The
+    handshake timeout is a minute: an answer within the test's time comes
+    from the routing, not from a deadline of the core."""
+    from roomcast import Server
+
+    server = Server(handshake_timeout=60, ping_interval=0)
+    (tmp_path / "index.html").write_text("hello")
+    server.static("/files", tmp_path)
+
+    @server.websocket("/user/{uid:int}")
+    async def user(ws, uid: int):
+        await ws.accept()
+        async for msg in ws.iter_text():
+            await ws.send_text(f"{uid}:{msg}")
+
+    with wsraw.ServerThread(server) as running:
+        yield running
+
+
+def answers_of(port, requests):
+    """Sends every request on its own connection at once, then reads each
+    answer: the status codes, in order."""
+    socks = []
+    try:
+        for request in requests:
+            sock = wsraw.connect_socket(port)
+            sock.sendall(request)
+            socks.append(sock)
+        return [wsraw.read_http_response(wsraw.Reader(s)).status for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_upgrade_with_unconvertible_path_parameter_is_answered_400(user_routes, caplog):
+    """Issue 12, item 2: int() raising inside the route's match used to
+    leave the upgrade unanswered, its connection and descriptor held for
+    good. Each of 50 such upgrades is answered 400 and logged once, the
+    connections go, and a client of the same route is not disturbed."""
+    stats = user_routes.running.stats
+    request = handshake_request("/user/" + TOO_MANY_DIGITS, key=wsraw.new_key())
+    with WSClient.connect(user_routes.port, "/user/42") as good:
+        exchange_prefixed = lambda text: (good.send_text(text), good.recv_text())[1]
+        assert exchange_prefixed("before") == "42:before"
+        with caplog.at_level("WARNING", logger="roomcast"):
+            assert answers_of(user_routes.port, [request] * BAD_REQUESTS) == [400] * BAD_REQUESTS
+        assert exchange_prefixed("after") == "42:after"
+        wait_for(lambda: stats()["connections"] == 1)
+    logged = [r for r in caplog.records if "answered 400" in r.getMessage()]
+    assert len(logged) == BAD_REQUESTS
+
+
+def test_plain_request_with_unconvertible_path_parameter_is_answered_400(user_routes):
+    """The same path in a plain GET (the 426-or-404 decision matches the
+    routes too) is answered 400, and HEAD the same without a body."""
+    stats = user_routes.running.stats
+    path = "/user/" + TOO_MANY_DIGITS
+    get = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    head = f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    assert answers_of(user_routes.port, [get] * 10) == [400] * 10
+    sock = wsraw.connect_socket(user_routes.port)
+    with sock:
+        sock.sendall(head)
+        reader = wsraw.Reader(sock)
+        assert reader.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert reader.read_to_eof() == b""
+    assert wsraw.http_exchange(user_routes.port, b"GET /user/5 HTTP/1.1\r\nHost: x\r\n\r\n").status == 426
+    wait_for(lambda: stats()["connections"] == 0)
+
+
+def test_any_failure_while_routing_is_answered_500(caplog, tmp_path):
+    """A fault injected into routing (a subclass whose router raises,
+    standing for any bug there) is answered 500 on both paths, logged
+    once with its traceback; the server goes on serving."""
+    from roomcast import Room, Server
+
+    class Broken(Server):
+        def _on_open(self, conn, path, *rest):
+            if path == "/broken":
+                raise RuntimeError("routing bug")
+            return super()._on_open(conn, path, *rest)
+
+        def _on_request(self, conn, method, path, *rest):
+            if path == "/broken":
+                raise RuntimeError("routing bug")
+            return super()._on_request(conn, method, path, *rest)
+
+    server = Broken(handshake_timeout=60, ping_interval=0)
+    server.static("/files", tmp_path)
+    room = Room()
+
+    @room.on_receive("text")
+    async def echo(room, ws, msg):
+        await ws.send_text(msg)
+
+    server.route("/echo", room)
+    with wsraw.ServerThread(server) as running:
+        with caplog.at_level("ERROR", logger="roomcast"):
+            upgrade = handshake_request("/broken", key=wsraw.new_key())
+            get = b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert answers_of(running.port, [upgrade, get]) == [500, 500]
+        wsraw.assert_still_serving(running.port)
+        wait_for(lambda: running.running.stats()["connections"] == 0)
+    logged = [r for r in caplog.records if "answered 500" in r.getMessage()]
+    assert len(logged) == 2 and all(r.exc_info for r in logged)

@@ -16,6 +16,11 @@ dispatched at once:
 * backplane (only with ``Server(backplane=...)``): the reply to a Redis
   command, or a change of the Redis connection's state (logged).
 
+Whatever fails while an upgrade or a plain request is routed is answered:
+HTTP 400 for a path parameter that matches its pattern but does not
+convert (``{id:int}`` past ``int()``'s digit limit), 500 for anything else
+(logged once on the ``"roomcast"`` logger).
+
 How an endpoint ends decides what the client sees: it returns without
 ``accept()`` → HTTP 403; returns after ``accept()`` without ``close()`` →
 close 1000; raises before ``accept()`` → HTTP 500, after → close 1011 (both
@@ -46,7 +51,7 @@ from typing import (
 )
 
 from . import _core
-from ._params import Binder, Route
+from ._params import Binder, ParamError, Route
 from .backplane import Backplane, parse_url
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
@@ -415,12 +420,41 @@ class Server:
                         self._backplane.on_state(event[1], event[2])
                 elif self._core is None:
                     continue  # shutting down: the core closes these itself
-                elif kind == EV_OPEN:
-                    self._on_open(*event[1:])
-                elif kind == EV_REQUEST:
-                    self._on_request(*event[1:])
+                elif kind == EV_OPEN or kind == EV_REQUEST:
+                    self._decide(kind, event)
             except Exception:
                 logger.exception("roomcast failed to dispatch event %r", event[:2])
+
+    def _decide(self, kind: int, event: Any) -> None:
+        """Routes an upgrade or a plain request. Whatever fails while
+        deciding is answered, or the client would wait for an answer that
+        never comes: HTTP 400 for a path parameter that does not convert,
+        500 for anything else, logged once here."""
+        conn = event[1]
+        path = event[2 if kind == EV_OPEN else 3]
+        try:
+            if kind == EV_OPEN:
+                self._on_open(*event[1:])
+            else:
+                self._on_request(*event[1:])
+            return
+        except ParamError as exc:
+            logger.warning("roomcast answered 400 to %.200r: %s", path, exc)
+            status, text = 400, b"bad path parameter\n"
+        except Exception:
+            logger.exception("roomcast answered 500 to %.200r: routing failed", path)
+            status, text = 500, b"internal server error\n"
+        self._conns.pop(conn, None)
+        core = self._core
+        if core is None:
+            return  # stopping: the core answers what is still pending
+        try:
+            if kind == EV_OPEN:
+                core.reject(conn, status, text)
+            else:
+                core.respond(conn, status, [("Content-Type", "text/plain; charset=utf-8")], text, event[2] == "HEAD")
+        except Exception:
+            logger.exception("roomcast could not answer %d", status)
 
     def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         core = self._core
@@ -444,8 +478,8 @@ class Server:
             core.reject(conn, 404)
             return
         ws = ServerWebSocket(self, conn, path, query, headers, host, port, params)
-        self._conns[conn] = ws
         task = self._loop.create_task(self._run_endpoint(ws, endpoint, kwargs))
+        self._conns[conn] = ws
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
