@@ -50,7 +50,7 @@ from typing import (
     Union,
 )
 
-from . import _core
+from . import _core, _options
 from ._params import Binder, ParamError, Route
 from .backplane import Backplane, parse_url
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
@@ -120,14 +120,15 @@ class Server:
       until the queue is half full and counts them in ``stats()``
       (``messages_dropped``). Either way one slow client never slows the
       others or grows memory without bound;
-    * ``ping_interval`` / ``ping_timeout`` (seconds; 0 disables pings): a
+    * ``ping_interval`` / ``ping_timeout`` (seconds; 0 or ``None``
+      disables pings, or only their timeout): a
       client silent for ``ping_interval`` gets a ping; one that leaves it
       unanswered for ``ping_timeout`` is closed with 1011 "keepalive ping
       timeout" (not while the server itself holds reading, see below);
     * ``handshake_timeout``, ``close_timeout`` (seconds),
       ``max_header_bytes``, ``max_headers``: limits of the handshake and of
       the close handshake;
-    * ``idle_timeout`` (seconds; 0, the default, disables it): a client
+    * ``idle_timeout`` (seconds; 0, the default, or ``None`` disables it): a client
       that sends no message for this long is closed with 1001 "idle
       timeout" (pings and pongs do not count as messages);
     * ``max_connections`` (default ``None``: no limit but the process's
@@ -165,6 +166,11 @@ class Server:
     blocked or too busy, the core stops reading from the clients that send
     until the loop has caught up by half; the others are not affected.
 
+    Every option is checked here, not when serving starts: a value of the
+    wrong type raises :class:`TypeError`, one out of range
+    :class:`ValueError`, both naming the option and the value
+    (``max_message_size must be a positive integer, not -1``).
+
     One server serves one address at a time; it can serve again after it
     has stopped.
     """
@@ -174,13 +180,13 @@ class Server:
         *,
         max_message_size: int = 2**20,
         max_queue_bytes: int = 2**20,
-        ping_interval: float = 20,
-        ping_timeout: float = 20,
+        ping_interval: Optional[float] = 20,
+        ping_timeout: Optional[float] = 20,
         handshake_timeout: float = 10,
         close_timeout: float = 5,
         max_header_bytes: int = 8192,
         max_headers: int = 100,
-        idle_timeout: float = 0,
+        idle_timeout: Optional[float] = 0,
         max_connections: Optional[int] = None,
         slow_consumer: Literal["close", "drop"] = "close",
         origins: Optional[Iterable[Optional[str]]] = None,
@@ -193,35 +199,25 @@ class Server:
         backplane_buffer: int = 2**20,
         presence_ttl: float = 30,
     ) -> None:
-        if slow_consumer not in ("close", "drop"):
-            raise ValueError(f"slow_consumer must be 'close' or 'drop', not {slow_consumer!r}")
-        if max_connections is not None and max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1 (or None), not {max_connections!r}")
-        if isinstance(subprotocols, str):
-            raise TypeError("subprotocols must be a sequence of names, not one string")
+        given = locals()  # the options as passed, for the table of rules
+        opts = _options.check_all(_options.SERVER, {name: given[name] for name in _options.SERVER})
         self._options: dict[str, Any] = {
-            "max_message_size": max_message_size,
-            "max_queue_bytes": max_queue_bytes,
-            "ping_interval": float(ping_interval),
-            "ping_timeout": float(ping_timeout),
-            "handshake_timeout": float(handshake_timeout),
-            "close_timeout": float(close_timeout),
-            "max_header_bytes": max_header_bytes,
-            "max_headers": max_headers,
-            "idle_timeout": float(idle_timeout),
-            "max_connections": max_connections or 0,
-            "drop_oldest": slow_consumer == "drop",
-            "max_event_bytes": max_pending_bytes,
+            "max_message_size": opts["max_message_size"],
+            "max_queue_bytes": opts["max_queue_bytes"],
+            "ping_interval": opts["ping_interval"],
+            "ping_timeout": opts["ping_timeout"],
+            "handshake_timeout": opts["handshake_timeout"],
+            "close_timeout": opts["close_timeout"],
+            "max_header_bytes": opts["max_header_bytes"],
+            "max_headers": opts["max_headers"],
+            "idle_timeout": opts["idle_timeout"],
+            "max_connections": opts["max_connections"] or 0,
+            "drop_oldest": opts["slow_consumer"] == "drop",
+            "max_event_bytes": opts["max_pending_bytes"],
         }
         self._backplane_options: dict[str, Any] = {}
         self._backplane_key: Optional[tuple[str, int, str]] = None
         if backplane is not None:
-            if not isinstance(backplane_prefix, str) or "\0" in backplane_prefix:
-                raise ValueError("backplane_prefix must be a str without NUL")
-            if backplane_buffer < 0:
-                raise ValueError(f"backplane_buffer must not be negative, not {backplane_buffer!r}")
-            if not presence_ttl > 0:
-                raise ValueError(f"presence_ttl must be positive, not {presence_ttl!r}")
             url = parse_url(backplane)
             self._backplane_options = dict(url, backplane_prefix=backplane_prefix,
                                            backplane_buffer=backplane_buffer)
@@ -229,15 +225,15 @@ class Server:
             # push to a named room once between them.
             self._backplane_key = (url["backplane_host"], url["backplane_port"], backplane_prefix)
         self._backplane_url = backplane
-        self._presence_ttl = float(presence_ttl)
+        self._presence_ttl = opts["presence_ttl"]
         self._backplane: Optional[Backplane] = None
         self._server_id = ""
         # room name -> [core room id, holders]: one core room per name.
         self._names: dict[str, list[int]] = {}
-        self._origins = None if origins is None else frozenset(origins)
-        self._subprotocols = tuple(subprotocols)
-        self._backlog = backlog
-        self._max_receive_queue = max_receive_queue
+        self._origins = None if opts["origins"] is None else frozenset(opts["origins"])
+        self._subprotocols = opts["subprotocols"]
+        self._backlog = opts["backlog"]
+        self._max_receive_queue = opts["max_receive_queue"]
         self._routes: list[tuple[Route, Endpoint, Optional[Binder]]] = []
         self._static: list[StaticFiles] = []
         # Takes commands while serving; None once shutdown has begun, so that
@@ -333,6 +329,9 @@ class Server:
         server then serves its own members and keeps trying)."""
         if self._poll_core is not None:
             raise RuntimeError("this server is already serving")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        port = _options.PORT("port", port)
         loop = asyncio.get_running_loop()
         core = _core.Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
         bound = core.listen(host, port, self._backlog)
