@@ -30,6 +30,10 @@ typedef struct {
   PyObject *call_soon;
   unsigned long loop_thread;
   int flush_scheduled;
+  /* Events taken from the core but not given yet: memory ran out even for
+   * the smallest form of one (see Core_poll). Given first next time. */
+  rc_event *held;
+  uint64_t undelivered; /* events answered here because they did not convert */
 } CoreObject;
 
 static int raise_uv(int r) {
@@ -158,6 +162,8 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 static void Core_dealloc(CoreObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   Py_CLEAR(self->call_soon);
+  rc_events_free(self->held);
+  self->held = NULL;
   if (self->srv != NULL) {
     rc_server *srv = self->srv;
     self->srv = NULL;
@@ -457,28 +463,89 @@ static PyObject *event_tuple(const rc_event *ev) {
   }
 }
 
-PyDoc_STRVAR(poll_doc, "poll($self, /)\n--\n\n"
-                       "Return every queued event, oldest first.");
+/* An event that did not convert (memory ran out, most likely for a large
+ * message) must still be answered, or its connection hangs: an upgrade or
+ * a request gets HTTP 500, a message or a client's open closes the
+ * connection with 1011 (its RC_EV_CLOSE follows), the others are given in
+ * their smallest form. Returns a new tuple, Py_None (borrowed: nothing to
+ * give, the core was told) or NULL (not even that could be made: Core_poll
+ * keeps the event and those after it for its next call, which comes with
+ * the next event the core queues). */
+static PyObject *fallback_tuple(CoreObject *self, const rc_event *ev) {
+  static const char failed[] = "internal error: event not delivered";
+  switch (ev->type) {
+  case RC_EV_OPEN:
+  case RC_EV_REQUEST:
+    (void)rc_server_respond(self->srv, ev->conn, 500, NULL, NULL, 0, 0);
+    return Py_None;
+  case RC_EV_MESSAGE:
+  case RC_EV_CONNECTED:
+    (void)rc_server_close(self->srv, ev->conn, 1011, failed,
+                          sizeof(failed) - 1);
+    return Py_None;
+  case RC_EV_CLOSE:
+    return Py_BuildValue("(i K i s)", (int)ev->type,
+                         (unsigned long long)ev->conn, (int)ev->code, "");
+  case RC_EV_REDIS:
+    return Py_BuildValue("(i K O s)", (int)ev->type,
+                         (unsigned long long)ev->conn, Py_None, failed);
+  default:
+    return Py_BuildValue("(i i s)", (int)ev->type, (int)ev->code, "");
+  }
+}
+
+PyDoc_STRVAR(poll_doc,
+             "poll($self, /)\n--\n\n"
+             "Return every queued event, oldest first. One that cannot be "
+             "converted (MemoryError) costs only itself: see "
+             "stats()['events_undelivered'].");
 
 static PyObject *Core_poll(CoreObject *self, PyObject *unused) {
   (void)unused;
   rc_event *head = rc_server_poll(self->srv);
+  if (self->held != NULL) { /* older: they go first */
+    rc_event *tail = self->held;
+    while (tail->next != NULL)
+      tail = tail->next;
+    tail->next = head;
+    head = self->held;
+    self->held = NULL;
+  }
   PyObject *list = PyList_New(0);
   if (list == NULL) {
-    rc_events_free(head);
+    self->held = head;
     return NULL;
   }
-  for (rc_event *ev = head; ev != NULL; ev = ev->next) {
+  int answered = 0;
+  rc_event *ev = head;
+  while (ev != NULL) {
     PyObject *t = event_tuple(ev);
-    if (t == NULL || PyList_Append(list, t) < 0) {
+    if (t == NULL) {
+      PyErr_Clear();
+      t = fallback_tuple(self, ev);
+      if (t != NULL)
+        self->undelivered++;
+      if (t == Py_None) {
+        answered = 1;
+        Py_INCREF(t);
+      }
+    }
+    if (t == NULL || (t != Py_None && PyList_Append(list, t) < 0)) {
       Py_XDECREF(t);
-      Py_DECREF(list);
-      rc_events_free(head);
-      return NULL;
+      break; /* this one and the rest wait for the next poll */
     }
     Py_DECREF(t);
+    rc_event *next = ev->next;
+    ev->next = NULL;
+    rc_events_free(ev);
+    ev = next;
   }
-  rc_events_free(head);
+  if (answered)
+    (void)rc_server_wake(self->srv); /* commands are deferred when batching */
+  if (ev != NULL) {
+    PyErr_Clear();
+    self->held = ev;
+  }
   return list;
 }
 
@@ -929,6 +996,10 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       Py_CLEAR(dict);
     Py_XDECREF(v);
   }
+  PyObject *v = dict == NULL ? NULL : PyLong_FromUnsignedLongLong(self->undelivered);
+  if (v == NULL || PyDict_SetItemString(dict, "events_undelivered", v) < 0)
+    Py_CLEAR(dict);
+  Py_XDECREF(v);
   return dict;
 }
 
