@@ -797,6 +797,11 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args,
                     "timeouts and sizes must not be negative");
     return NULL;
   }
+  if (o.tls_server_name != NULL && o.tls_server_name[0] == '\0') {
+    /* it would leave the certificate's name unchecked */
+    PyErr_SetString(PyExc_ValueError, "server_name must not be empty");
+    return NULL;
+  }
   o.max_message_size = (size_t)max_msg;
   if (headers != NULL && (lines = header_lines(headers)) == NULL)
     goto error;

@@ -183,3 +183,13 @@ def test_empty_server_hostname_is_refused(make):
 
 def test_server_hostname_accepts_a_name():
     assert roomcast.TLS(server_hostname="example.com").server_hostname == "example.com"
+
+
+def test_core_refuses_an_empty_server_name_too():
+    """The binding does not rely on TLS's check: an empty name would leave
+    the certificate's name unchecked, whoever passes it."""
+    from roomcast import _core
+
+    core = _core.Core()
+    with pytest.raises(ValueError, match="server_name must not be empty"):
+        core.connect("127.0.0.1", 443, "/", tls=True, verify=True, server_name="")
