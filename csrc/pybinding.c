@@ -82,6 +82,32 @@ static int command_done(CoreObject *self, int r) {
 
 /* --- construction -------------------------------------------------------- */
 
+/* The package checks every option first (roomcast/_options.py); these
+ * name the option and the value for a direct caller, and keep NaN and
+ * infinities, which the core cannot turn into milliseconds, out. */
+static int check_size(const char *name, Py_ssize_t v, Py_ssize_t lo,
+                      Py_ssize_t hi) {
+  if (v >= lo && v <= hi)
+    return 0;
+  PyErr_Format(PyExc_ValueError, "%s must be in %zd..%zd, not %zd", name, lo,
+               hi, v);
+  return -1;
+}
+
+#define RC_MAX_SECONDS 1e9 /* about 31 years; as roomcast/_options.py */
+
+static int check_secs(const char *name, double v) {
+  if (v >= 0 && v <= RC_MAX_SECONDS) /* false for NaN */
+    return 0;
+  PyObject *f = PyFloat_FromDouble(v);
+  if (f != NULL) {
+    PyErr_Format(PyExc_ValueError,
+                 "%s must be a number of seconds in 0..1e9, not %R", name, f);
+    Py_DECREF(f);
+  }
+  return -1;
+}
+
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"max_message_size",  "max_queue_bytes",
                            "ping_interval",     "ping_timeout",
@@ -123,24 +149,21 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     return NULL;
   }
   cfg.backplane_buffer = (size_t)bp_buffer;
-  if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 || max_ev < 1 ||
-      max_conns < 0 || cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
-      cfg.handshake_timeout < 0 || cfg.close_timeout < 0 ||
-      cfg.idle_timeout < 0) {
-    PyErr_SetString(PyExc_ValueError,
-                    "sizes must be positive (max_header_bytes >= 64, "
-                    "max_connections >= 0) and timeouts must not be "
-                    "negative");
+  if (check_size("max_message_size", max_msg, 1, PY_SSIZE_T_MAX) < 0 ||
+      check_size("max_queue_bytes", max_q, 1, PY_SSIZE_T_MAX) < 0 ||
+      check_size("max_header_bytes", max_hb, 64, 60000) < 0 ||
+      check_size("max_headers", max_h, 1, 128) < 0 ||
+      check_size("max_event_bytes", max_ev, 1, PY_SSIZE_T_MAX) < 0 ||
+      check_size("max_connections", max_conns, 0, PY_SSIZE_T_MAX) < 0 ||
+      check_secs("ping_interval", cfg.ping_interval) < 0 ||
+      check_secs("ping_timeout", cfg.ping_timeout) < 0 ||
+      check_secs("handshake_timeout", cfg.handshake_timeout) < 0 ||
+      check_secs("close_timeout", cfg.close_timeout) < 0 ||
+      check_secs("idle_timeout", cfg.idle_timeout) < 0)
     return NULL;
-  }
   cfg.max_connections = (size_t)max_conns;
   cfg.drop_oldest = drop;
   cfg.max_event_bytes = (size_t)max_ev;
-  if (max_h > 128 || max_hb > 60000) {
-    PyErr_SetString(PyExc_ValueError,
-                    "max_headers must be <= 128 and max_header_bytes <= 60000");
-    return NULL;
-  }
   cfg.max_message_size = (size_t)max_msg;
   cfg.max_queue_bytes = (size_t)max_q;
   cfg.max_header_bytes = (size_t)max_hb;
@@ -789,14 +812,16 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args,
           &o.tls_verify, &o.tls_cafile, &o.tls_server_name,
           &o.handshake_timeout, &o.ping_interval, &o.ping_timeout, &max_msg))
     return NULL;
-  if (o.port < 1 || o.port > 65535 || o.target[0] != '/' ||
-      o.handshake_timeout < 0 || o.ping_interval < 0 || o.ping_timeout < 0 ||
-      max_msg < 0) {
+  if (o.port < 1 || o.port > 65535 || o.target[0] != '/') {
     PyErr_SetString(PyExc_ValueError,
-                    "port must be in 1..65535, target must start with '/', "
-                    "timeouts and sizes must not be negative");
+                    "port must be in 1..65535, target must start with '/'");
     return NULL;
   }
+  if (check_secs("handshake_timeout", o.handshake_timeout) < 0 ||
+      check_secs("ping_interval", o.ping_interval) < 0 ||
+      check_secs("ping_timeout", o.ping_timeout) < 0 ||
+      check_size("max_message_size", max_msg, 0, PY_SSIZE_T_MAX) < 0)
+    return NULL;
   if (o.tls_server_name != NULL && o.tls_server_name[0] == '\0') {
     /* it would leave the certificate's name unchecked */
     PyErr_SetString(PyExc_ValueError, "server_name must not be empty");

@@ -193,3 +193,19 @@ def test_core_refuses_an_empty_server_name_too():
     core = _core.Core()
     with pytest.raises(ValueError, match="server_name must not be empty"):
         core.connect("127.0.0.1", 443, "/", tls=True, verify=True, server_name="")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_message_size": -1}, "max_message_size must be in 1..9223372036854775807, not -1"),
+    ({"max_headers": 500}, "max_headers must be in 1..128, not 500"),
+    ({"ping_interval": NAN}, "ping_interval must be a number of seconds in 0..1e9, not nan"),
+    ({"idle_timeout": INF}, "idle_timeout must be a number of seconds in 0..1e9, not inf"),
+])
+def test_core_names_a_bad_option(options, message):
+    """The binding's own check, for a caller that skips the package's: it
+    said "sizes must be positive (...)" and let NaN through, which the
+    core turned into milliseconds (undefined behaviour in C)."""
+    from roomcast import _core
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _core.Core(**options)
