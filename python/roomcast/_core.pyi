@@ -119,7 +119,12 @@ class Core:
     def fileno(self) -> int:
         """Readable while events wait in the queue; poll() resets it."""
     def poll(self) -> list[Event]:
-        """Returns every queued event, oldest first (maybe an empty list)."""
+        """Returns every queued event, oldest first (maybe an empty list).
+        An event that cannot be converted (MemoryError) costs only itself:
+        an EV_OPEN or EV_REQUEST is answered 500, an EV_MESSAGE or
+        EV_CONNECTED closes its connection with 1011 (its EV_CLOSE follows),
+        others are given in their smallest form (empty reason); counted in
+        stats()["events_undelivered"]."""
     def accept(self, conn: int, subprotocol: Optional[str] = None,
                headers: Sequence[Tuple[str, str]] = ()) -> None:
         """Sends the 101 answer to an EV_OPEN conn; frames follow only after it."""
@@ -196,5 +201,7 @@ class Core:
         connections are ready), backplane_published, backplane_received,
         backplane_reconnects, backplane_buffered (bytes waiting for Redis now),
         backplane_dropped (publishes that did not fit the buffer),
-        backplane_channels (subscribed now), backplane_invalid. Safe to call
+        backplane_channels (subscribed now), backplane_invalid,
+        events_undelivered (events poll() answered itself because they did
+        not convert). Safe to call
         from any thread."""
