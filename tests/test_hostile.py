@@ -119,10 +119,19 @@ CHILD = textwrap.dedent("""
     async def relay(room, ws, msg):
         await room.push_text(msg)
 
+    relay = Room(relay="all")
+
     async def main():
         server = Server(**json.loads(sys.argv[1]))
         server.route("/echo", echo)
         server.route("/room", fanout)
+        server.route("/relay", relay)
+
+        @server.websocket("/deaf")
+        async def deaf(ws):  # accepts, then never reads
+            await ws.accept()
+            await asyncio.Event().wait()
+
         async with server.serve("127.0.0.1", 0) as running:
             print(running.port, flush=True)
             loop = asyncio.get_running_loop()
@@ -135,7 +144,9 @@ CHILD = textwrap.dedent("""
 
 
 class ChildServer:
-    """An echo (``/echo``) and relay (``/room``) server in a child process."""
+    """An echo (``/echo``), a Python fan-out (``/room``), a C relay
+    (``/relay``, ``relay="all"``) and an endpoint that never reads
+    (``/deaf``), in a child process."""
 
     def __init__(self, **options):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -494,3 +505,122 @@ def test_client_vanishing_mid_frame_leaves_nothing_behind(served, cut):
         wait_for(lambda: stats()["connections"] == 1)
         wait_for(lambda: stats()["parsers"] == 0)
         exchange(good, "after")
+
+
+# --- control frames and empty messages count against the bounds -------------
+
+# The largest ping a client may send: 125 bytes of payload, 131 on the wire.
+BIG_PING = encode_frame(OP_PING, b"p" * 125)
+
+
+def flood(sock, chunk, total):
+    """Sends ``chunk`` over and over, ``total`` bytes in all, from a thread
+    of its own. Returns (thread, sent): sent[0] counts the bytes the kernel
+    took. An error ends it: the server cut the connection."""
+    sent = [0]
+
+    def run():
+        try:
+            while sent[0] < total:
+                sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, sent
+
+
+@pytest.mark.parametrize("policy", ["close", "drop"])
+def test_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(policy):
+    """A client that never reads sends 64 MiB of 125-byte pings. The pong
+    owed for each one counts against max_queue_bytes (256 KiB) like any
+    frame: the client is closed as a slow consumer (pongs cannot be dropped,
+    whatever the policy) instead of the server queueing 62 MiB of pongs. The
+    server's peak resident set grows by far less than that, and a
+    well-behaved client keeps exchanging messages all along."""
+    total = 64 * MIB
+    options = dict(max_queue_bytes=256 * KIB, ping_interval=0,
+                   close_timeout=1, slow_consumer=policy)
+    with ChildServer(**options) as srv:
+        good = WSClient.connect(srv.port, "/echo")
+        flooder = WSClient.connect(srv.port, "/echo", rcvbuf=4096)
+        try:
+            exchange(good, "before the flood")
+            rss_before = srv.status_kib("VmRSS")
+            srv.reset_peak_rss()
+            sender, sent = flood(flooder.sock, BIG_PING * 512, total)
+            n = 0
+            while sender.is_alive():
+                exchange(good, "during the flood, %d" % n)
+                n += 1
+            peak = srv.status_kib("VmHWM")
+            assert srv.stats()["slow_consumer_closes"] == 1
+            wait_for(lambda: srv.stats()["connections"] == 1)
+            exchange(good, "after the flood")
+        finally:
+            good.close()
+            flooder.close()
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 16 * MIB, "peak grew by %.1f MiB" % (grown / MIB)
+
+
+@pytest.mark.parametrize("path", ["/relay", "/echo"])
+def test_a_pong_leaves_before_the_message_its_ping_interrupted(path):
+    """Autobahn 5.6-5.8, 5.19 and 5.20 in one read: pings between the
+    fragments of a message. Each pong is made when its ping is read, before
+    the message is whole, so it leaves first, on the C relay's direct write
+    (``relay="all"`` echoes the message to its sender) as on the queued
+    path (a Python echo)."""
+    with ChildServer(ping_interval=0) as srv:
+        with WSClient.connect(srv.port, path) as c:
+            for rounds in range(3):
+                c.send_raw(
+                    encode_frame(OP_TEXT, b"one ", fin=False)
+                    + encode_frame(OP_PING, b"ping 1")
+                    + encode_frame(OP_CONT, b"two ", fin=False)
+                    + encode_frame(OP_PING, b"ping 2")
+                    + encode_frame(OP_CONT, b"three", fin=True))
+                got = [c.recv_frame() for _ in range(3)]
+                assert [(f.opcode, f.payload) for f in got] == [
+                    (OP_PONG, b"ping 1"), (OP_PONG, b"ping 2"),
+                    (OP_TEXT, b"one two three")], rounds
+
+
+def test_empty_message_flood_into_an_endpoint_that_does_not_read_is_held():
+    """Five million empty text frames (30 MB on the wire) into an endpoint
+    that never reads. Each waiting message counts what it really costs
+    against max_receive_queue (256 KiB) and the core's event budget
+    (max_pending_bytes, 1 MiB here), not its zero bytes of payload: the
+    server stops reading from the flooder long before the end, its peak
+    resident set grows by a few MiB, and a well-behaved client is served
+    all along. The flood is taken as held once the kernel has taken
+    nothing more for 2 s: the unbounded server reads as fast as it is sent
+    to."""
+    count, frame = 5_000_000, encode_frame(OP_TEXT, b"")
+    total = count * len(frame)
+    with ChildServer(ping_interval=0, max_pending_bytes=MIB,
+                     max_receive_queue=256 * KIB) as srv:
+        good = WSClient.connect(srv.port, "/echo")
+        flooder = WSClient.connect(srv.port, "/deaf")
+        try:
+            exchange(good, "before the flood")
+            rss_before = srv.status_kib("VmRSS")
+            srv.reset_peak_rss()
+            sender, sent = flood(flooder.sock, frame * 10000, total)
+            last, since = -1, time.monotonic()
+            while sender.is_alive() and time.monotonic() - since < 2.0:
+                exchange(good, "during the flood")
+                if sent[0] != last:
+                    last, since = sent[0], time.monotonic()
+            peak = srv.status_kib("VmHWM")
+            assert sent[0] < total, "the server read the whole flood"
+            exchange(good, "after the flood")
+        finally:
+            good.close()
+            flooder.close()
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 16 * MIB, "peak grew by %.1f MiB" % (grown / MIB)

@@ -55,7 +55,7 @@ from typing import (
 from urllib.parse import quote, urlsplit
 
 from . import _core
-from .websocket import parse_raw_headers
+from .websocket import message_cost, parse_raw_headers
 
 __all__ = [
     "TLS",
@@ -667,7 +667,8 @@ class WebSocket(_Front):
       closes the connection with 1009;
     * ``max_receive_queue`` (1 MiB): received messages waiting for
       :meth:`recv` past which the core stops reading from the server
-      until half of it has been read.
+      until half of it has been read; each counts its size in memory,
+      header included, so empty messages count too.
     """
 
     CONNECTING = CONNECTING
@@ -772,7 +773,7 @@ class WebSocket(_Front):
             if not self._inbox:
                 raise ConnectionClosed(*self._close_info())
             data = self._inbox.popleft()
-            self._inbox_size -= len(data)
+            self._inbox_size -= message_cost(data)
             if self._inbox_size <= self._inbox_limit // 2:
                 self._link.hold(False)
             return data
@@ -852,7 +853,7 @@ class WebSocket(_Front):
             return
         with self._cond:
             self._inbox.append(data)
-            self._inbox_size += len(data)
+            self._inbox_size += message_cost(data)
             if self._inbox_size > self._inbox_limit:
                 self._link.hold(True)
             self._cond.notify_all()
@@ -955,7 +956,7 @@ class ClientConnection(_Front):
             finally:
                 self._waiter = None
         data = self._inbox.popleft()
-        self._inbox_size -= len(data)
+        self._inbox_size -= message_cost(data)
         if self._inbox_size <= self._inbox_limit // 2:
             self._link.hold(False)
         return data
@@ -1008,7 +1009,7 @@ class ClientConnection(_Front):
             kind = event[0]
             if kind == "message":
                 self._inbox.append(event[1])
-                self._inbox_size += len(event[1])
+                self._inbox_size += message_cost(event[1])
                 if self._inbox_size > self._inbox_limit:
                     self._link.hold(True)
             elif kind == "open":
