@@ -610,17 +610,43 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return (ssize_t)n;
 }
 
+/* wslay hands a frame over in two writes, the header (flagged
+ * WSLAY_MSG_MORE) then the payload, made back to back by one
+ * wslay_frame_send. Queued apart, a pong would cost two allocations (about
+ * 190 bytes for the 127 it counts); the header waits here to be joined to
+ * its payload. One per loop thread: a server and the client core may run
+ * in one process. */
+#define RC__WS_HEAD_MAX 14 /* the longest frame header */
+#define RC__WS_CTRL_MAX 125
+static _Thread_local struct {
+  uint8_t data[RC__WS_HEAD_MAX];
+  size_t len;
+} ws_head;
+
+/* 1 when data (a header) was kept for the next write. */
+static int ws_hold_head(const uint8_t *data, size_t len, int flags) {
+  if (!(flags & WSLAY_MSG_MORE) || ws_head.len + len > sizeof ws_head.data)
+    return 0;
+  memcpy(ws_head.data + ws_head.len, data, len);
+  ws_head.len += len;
+  return 1;
+}
+
 /* wslay writes only control frames here (pong, close): small, so a copy. */
 static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
                        size_t len, int flags, void *user_data) {
-  (void)flags;
   rc_conn *c = user_data;
-  rc_buf *b = rc__buf_new(len);
+  if (ws_hold_head(data, len, flags))
+    return (ssize_t)len;
+  rc_buf *b = rc__buf_new(ws_head.len + len);
   if (b == NULL) {
+    ws_head.len = 0;
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
-  memcpy(b->data, data, len);
+  memcpy(b->data, ws_head.data, ws_head.len);
+  memcpy(b->data + ws_head.len, data, len);
+  ws_head.len = 0;
   rc__conn_enqueue(c, b);
   rc__buf_unref(b);
   return (ssize_t)len;
@@ -702,8 +728,18 @@ static const struct wslay_event_callbacks ws_callbacks = {
 static ssize_t ws_client_send(wslay_event_context_ptr ctx, const uint8_t *data,
                               size_t len, int flags, void *user_data) {
   (void)ctx;
-  (void)flags;
-  rc__client_write(user_data, data, len);
+  if (ws_hold_head(data, len, flags))
+    return (ssize_t)len;
+  uint8_t frame[RC__WS_HEAD_MAX + RC__WS_CTRL_MAX];
+  if (ws_head.len > 0 && len <= RC__WS_CTRL_MAX) {
+    memcpy(frame, ws_head.data, ws_head.len);
+    memcpy(frame + ws_head.len, data, len);
+    rc__client_write(user_data, frame, ws_head.len + len);
+  } else {
+    rc__client_write(user_data, ws_head.data, ws_head.len);
+    rc__client_write(user_data, data, len);
+  }
+  ws_head.len = 0;
   return (ssize_t)len;
 }
 

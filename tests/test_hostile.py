@@ -624,3 +624,135 @@ def test_empty_message_flood_into_an_endpoint_that_does_not_read_is_held():
     if not UNDER_ASAN:
         grown = (peak - rss_before) * KIB
         assert grown < 16 * MIB, "peak grew by %.1f MiB" % (grown / MIB)
+
+
+# --- a hostile server against the clients -----------------------------------
+
+
+def own_status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no " + field)
+
+
+def reset_own_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def hostile_server(script):
+    """A RawServer that reads almost nothing: a tiny receive window, set on
+    the listening socket so that the accepted one starts with it."""
+    from clientpeers import RawServer
+    server = RawServer(script)
+    server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return server
+
+
+def control_flood(opcode, total, then=None):
+    """A server script: the handshake, then ``total`` bytes of 125-byte
+    control frames (opcode), reading nothing; then ``then`` (a text) if the
+    client is still there, and silence until the client leaves."""
+    from clientpeers import accept, idle, read_request, server_frame
+
+    def script(sock, reader):
+        accept(sock, read_request(reader))
+        chunk = server_frame(opcode, b"p" * 125) * 512
+        sent = 0
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            return  # the client cut the connection: what the ping case wants
+        if then is not None:
+            sock.sendall(server_frame(OP_TEXT, then.encode()))
+        idle(sock)
+
+    return script
+
+
+def run_client(kind, url, body):
+    """Runs body(ws) with a roomcast client of the given kind: "sync"
+    (roomcast.WebSocket) or "asyncio" (roomcast.connect, body a coroutine
+    function)."""
+    import asyncio
+
+    import roomcast
+    if kind == "sync":
+        ws = roomcast.WebSocket(url, ping_interval=None)
+        try:
+            ws.wait_open(wsraw.TIMEOUT)
+            return body(ws)
+        finally:
+            ws.close()
+
+    async def main():
+        ws = await roomcast.connect(url, ping_interval=None)
+        try:
+            return await body(ws)
+        finally:
+            await ws.close()
+
+    return asyncio.run(main())
+
+
+CLIENT_QUEUE = 64 * MIB  # the client core's max_queue_bytes (client.py)
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_ping_flood_from_a_server_that_never_reads_fails_the_client(kind):
+    """A server floods 160 MiB of pings and reads nothing: the pongs count
+    against the client's send queue bound (64 MiB), so the client fails
+    the connection (1006, "send queue full") instead of queueing a pong per
+    ping; this process grows by the bound and its overhead, not by the
+    flood."""
+    import roomcast
+    rss_before = own_status_kib("VmRSS")
+    reset_own_peak_rss()
+    with hostile_server(control_flood(OP_PING, 160 * MIB)) as server:
+        if kind == "sync":
+            def body(ws):
+                closed = []
+                ws.onclose = lambda code, reason: closed.append((code, reason))
+                ws.wait_closed(wsraw.TIMEOUT)
+                wait_for(lambda: closed)
+                return closed[0]
+        else:
+            async def body(ws):
+                with pytest.raises(roomcast.ConnectionClosed) as info:
+                    await ws.recv()
+                return info.value.code, info.value.reason
+        code, reason = run_client(kind, server.url, body)
+        server.check()
+    peak = own_status_kib("VmHWM")
+    assert (code, reason) == (1006, "send queue full: the server does not read")
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        # A queued frame is one allocation (about 1.3 times its bytes for a
+        # pong) and a ring slot; the kernel's buffers come on top.
+        assert grown < CLIENT_QUEUE * 3 // 2 + 16 * MIB, "grew by %.1f MiB" % (grown / MIB)
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_pong_flood_from_a_server_costs_the_client_nothing(kind):
+    """160 MiB of unsolicited pongs (RFC 6455 5.5.3: no answer is owed): the
+    client answers nothing, stays open, receives the message that follows,
+    and this process's peak resident set grows by a few MiB at most."""
+    rss_before = own_status_kib("VmRSS")
+    reset_own_peak_rss()
+    with hostile_server(control_flood(OP_PONG, 160 * MIB, then="after the flood")) as server:
+        if kind == "sync":
+            def body(ws):
+                return ws.recv(wsraw.TIMEOUT)
+        else:
+            async def body(ws):
+                return await ws.recv()
+        assert run_client(kind, server.url, body) == "after the flood"
+        server.check()
+    peak = own_status_kib("VmHWM")
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 16 * MIB, "grew by %.1f MiB" % (grown / MIB)
