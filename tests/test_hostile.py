@@ -756,3 +756,56 @@ def test_pong_flood_from_a_server_costs_the_client_nothing(kind):
     if not UNDER_ASAN:
         grown = (peak - rss_before) * KIB
         assert grown < 16 * MIB, "grew by %.1f MiB" % (grown / MIB)
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_read(kind):
+    """Five million empty text frames (10 MB on the wire) at a client that
+    never reads: each waiting message counts its real cost against
+    max_receive_queue and the client core's event budget, so the client
+    stops reading long before the end and this process grows by a few tens
+    of MiB, not by the hundreds five million messages would take. Held
+    means the server's kernel has taken nothing more for 2 s."""
+    import asyncio
+
+    from clientpeers import accept, idle, read_request, server_frame
+    count, frame = 5_000_000, server_frame(OP_TEXT, b"")
+    total = count * len(frame)
+    sent = [0]
+
+    def script(sock, reader):
+        accept(sock, read_request(reader))
+        chunk = frame * 10000
+        try:
+            while sent[0] < total:
+                sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            return  # the client gave up waiting for its close reply: reset
+        idle(sock)
+
+    def held():
+        last, since = -1, time.monotonic()
+        while sent[0] < total and time.monotonic() - since < 2.0:
+            if sent[0] != last:
+                last, since = sent[0], time.monotonic()
+            yield
+
+    rss_before = own_status_kib("VmRSS")
+    reset_own_peak_rss()
+    with hostile_server(script) as server:
+        if kind == "sync":
+            def body(ws):
+                for _ in held():
+                    time.sleep(0.02)
+        else:
+            async def body(ws):
+                for _ in held():
+                    await asyncio.sleep(0.02)
+        run_client(kind, server.url, body)
+        peak = own_status_kib("VmHWM")
+        server.check()
+    assert sent[0] < total, "the client read the whole flood"
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 64 * MIB, "grew by %.1f MiB" % (grown / MIB)

@@ -291,8 +291,11 @@ class _Hub:
 
     def __init__(self) -> None:
         # One queue limit for every client connection: past it (the
-        # server does not read) the connection is failed.
-        self.core = _core.Core(max_queue_bytes=64 * 2**20, close_timeout=5.0)
+        # server does not read) the connection is failed. Events the
+        # thread has not taken yet stop the reading at 8 MiB (each counts
+        # its real size): a server flooding empty messages at a client
+        # that does not read costs a few tens of MiB, not hundreds.
+        self.core = _core.Core(max_queue_bytes=64 * 2**20, close_timeout=5.0, max_event_bytes=8 * 2**20)
         self.core.start()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.links: dict[int, _Link] = {}  # under _hub_lock
