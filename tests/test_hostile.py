@@ -809,3 +809,29 @@ def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_rea
     if not UNDER_ASAN:
         grown = (peak - rss_before) * KIB
         assert grown < 64 * MIB, "grew by %.1f MiB" % (grown / MIB)
+
+
+async def test_empty_pushes_count_against_a_starlette_members_queue():
+    """A room pushes 100,000 empty messages at once to a Starlette (uvicorn)
+    member: each waits as an object in the member's queue, so they add up
+    to ASGI_QUEUE_BYTES (1 MiB) like any message and the member is closed
+    with 1008, instead of the queue growing for free."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from roomcast import Room
+    from test_starlette import Uvicorn, chat_app
+
+    room = Room()
+    async with Uvicorn(chat_app(room)) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/chat/1") as member:
+            while len(room) < 1:
+                await asyncio.sleep(0.02)
+            for _ in range(100_000):
+                await room.push_text("")
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(member.recv(), wsraw.TIMEOUT)
+            assert member.close_code == 1008
