@@ -803,9 +803,16 @@ static PyObject *Core_resume_reading(CoreObject *self, PyObject *arg) {
   return id_call(self, arg, rc_server_resume_reading);
 }
 
-static PyObject *Core_room_new(CoreObject *self, PyObject *unused) {
-  (void)unused;
-  return PyLong_FromUnsignedLongLong(rc_server_room_new(self->srv));
+static PyObject *Core_room_new(CoreObject *self, PyObject *args) {
+  int relay = RC_RELAY_NONE;
+  if (!PyArg_ParseTuple(args, "|i:room_new", &relay))
+    return NULL;
+  uint64_t room = rc_server_room_new_relay(self->srv, relay);
+  if (room == 0) {
+    PyErr_Format(PyExc_ValueError, "relay must be 0, 1 or 2, not %d", relay);
+    return NULL;
+  }
+  return PyLong_FromUnsignedLongLong(room);
 }
 
 typedef int (*room_fn)(rc_server *, uint64_t, uint64_t);
@@ -829,7 +836,15 @@ static PyObject *Core_join(CoreObject *self, PyObject *args) {
     PyErr_SetString(PyExc_ValueError, "relay must be 0, 1 or 2");
     return NULL;
   }
-  if (command_done(self, rc_server_join(self->srv, conn, room, relay)) < 0)
+  int r = rc_server_join(self->srv, conn, room, relay);
+  if (r == -EINVAL && self->started) {
+    PyErr_Format(PyExc_ValueError,
+                 "room %llu was not made with relay %d: a room's mode is "
+                 "fixed by room_new(relay)",
+                 room, relay);
+    return NULL;
+  }
+  if (command_done(self, r) < 0)
     return NULL;
   Py_RETURN_NONE;
 }
@@ -1056,8 +1071,9 @@ static PyMethodDef Core_methods[] = {
      "(backpressure)."},
     {"resume_reading", (PyCFunction)Core_resume_reading, METH_O,
      "resume_reading($self, conn, /)\n--\n\nRead from conn again."},
-    {"room_new", (PyCFunction)Core_room_new, METH_NOARGS,
-     "room_new($self, /)\n--\n\nA new room id."},
+    {"room_new", (PyCFunction)Core_room_new, METH_VARARGS,
+     "room_new($self, relay=0, /)\n--\n\nA new room id; its relay mode is "
+     "fixed here."},
     {"room_free", (PyCFunction)Core_room_free, METH_O,
      "room_free($self, room, /)\n--\n\nEmpty and forget a room."},
     {"join", (PyCFunction)Core_join, METH_VARARGS,

@@ -1313,9 +1313,7 @@ void rc__conn_command(rc_server *s, rc_cmd *cmd) {
         rc__conn_fail(c);
         break;
       }
-      if (r->n == 0)
-        r->relay = cmd->status;
-      rc__room_join(s, r, c);
+      rc__room_join(s, r, c); /* its mode came with its id */
     }
     break;
   case RC_CMD_PAUSE:

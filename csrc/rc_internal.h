@@ -339,6 +339,12 @@ static inline void rc__client_note_queue(rc_conn *c) {
 }
 
 /* rc_room.c */
+/* A room id's low 2 bits are its mode (enum rc_relay), fixed when the id
+ * is made (rc_server_room_new_relay). */
+#define RC__ROOM_MODE_BITS 2
+static inline int rc__room_mode(uint64_t id) {
+  return (int)(id & ((1u << RC__ROOM_MODE_BITS) - 1));
+}
 rc_room *rc__room_get(struct rc_server *s, uint64_t id, int create);
 void rc__room_join(struct rc_server *s, rc_room *r, rc_conn *c);
 void rc__room_broadcast(struct rc_server *s, const uint64_t *rooms,

@@ -596,7 +596,7 @@ int rc_server_resume_reading(rc_server *s, uint64_t conn) {
 }
 
 uint64_t rc_server_room_new(rc_server *s) {
-  return atomic_fetch_add(&s->next_room, 1) + 1;
+  return rc_server_room_new_relay(s, RC_RELAY_NONE);
 }
 
 static int room_cmd(rc_server *s, int type, uint64_t conn, uint64_t room) {
@@ -611,8 +611,8 @@ int rc_server_room_free(rc_server *s, uint64_t room) {
 }
 
 int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay) {
-  if (relay < RC_RELAY_NONE || relay > RC_RELAY_OTHERS)
-    return UV_EINVAL;
+  if (room == 0 || relay != rc__room_mode(room))
+    return UV_EINVAL; /* a room's mode is its id's: see rc_server_room_new */
   rc_cmd *cmd = cmd_new(RC_CMD_JOIN, conn);
   if (cmd != NULL) {
     cmd->room = room;

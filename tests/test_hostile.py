@@ -835,3 +835,209 @@ async def test_empty_pushes_count_against_a_starlette_members_queue():
                 while True:
                     await asyncio.wait_for(member.recv(), wsraw.TIMEOUT)
             assert member.close_code == 1008
+
+
+# --- rooms: rejoin authorization, room counts --------------------------------
+
+CHILD_APP = textwrap.dedent("""
+    import asyncio, json, sys
+    from roomcast import App, Room
+
+    app = App(**json.loads(sys.argv[1]))
+    vault = Room(name="vault")  # a named Room beside the App's rooms
+    app.route("/vault", vault)
+
+    @vault.on_receive("text")
+    async def vault_say(room, ws, msg):
+        await room.push_text(msg)
+
+    def allowed(room):
+        return isinstance(room, str) and room != "secret"
+
+    @app.on("join")
+    async def join(ws):
+        if allowed(ws.payload):
+            await ws.join(ws.payload)
+
+    @app.on_rejoin
+    async def rejoin(ws, room):
+        if allowed(room):  # the same check as "join"
+            await ws.join(room)
+
+    @app.on("say")
+    def say(ws):
+        app.broadcast("said", ws.payload["text"], to=ws.payload["to"])
+
+    @app.on("count")
+    async def count(ws):
+        await ws.emit("count", {"app": len(app.rooms()), "mine": len(ws.rooms())})
+
+    async def main():
+        async with app.serve("127.0.0.1", 0) as running:
+            print(running.port, flush=True)
+            loop = asyncio.get_running_loop()
+            while await loop.run_in_executor(None, sys.stdin.readline):
+                print(json.dumps(running.stats()), flush=True)
+
+    asyncio.run(main())
+""")
+
+
+class ChildApp(ChildServer):
+    """CHILD_APP in a child process: an App at "/" whose join check (the
+    same for "join" and for rejoin) keeps everyone out of "secret", and
+    Room(name="vault") at "/vault"."""
+
+    def __init__(self, **options):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD_APP, json.dumps(options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("the app process did not start")
+        self.port = int(line)
+
+
+def envelope(event, payload=None):
+    return json.dumps({"event": event, "payload": payload}).encode()
+
+
+def next_event(c, skip_notices=True):
+    """The next envelope from the App, as (event, payload)."""
+    while True:
+        message = json.loads(c.recv_text())
+        if not (skip_notices and message["event"].startswith("roomcast:")):
+            return message["event"], message["payload"]
+
+
+def test_rejoin_reaches_neither_a_refused_room_nor_a_named_room():
+    """A client that forges roomcast:rejoin for the room the app refuses
+    and for the name of a Room(name=...) served beside it: it is told it is
+    in neither (roomcast:left), and gets nothing sent to either."""
+    with ChildApp(ping_interval=0) as srv:
+        member = WSClient.connect(srv.port, "/")
+        insider = WSClient.connect(srv.port, "/vault")
+        hostile = WSClient.connect(srv.port, "/")
+        try:
+            member.send_text(envelope("join", "open").decode())
+            member.send_text(envelope("count").decode())
+            assert next_event(member) == ("count", {"app": 1, "mine": 1})
+            hostile.send_frame(OP_TEXT, envelope("join", "secret"))
+            hostile.send_frame(OP_TEXT, envelope("roomcast:rejoin", ["secret", "vault", "open"]))
+            hostile.send_frame(OP_TEXT, envelope("count"))
+            notices = [json.loads(hostile.recv_text()) for _ in range(4)]
+            assert [(m["event"], m["payload"]) for m in notices] == [
+                ("roomcast:left", "secret"),
+                ("roomcast:joined", "vault"),  # the App's own room "vault"
+                ("roomcast:joined", "open"),
+                ("count", {"app": 2, "mine": 2}),
+            ]
+            # What goes to "secret" and to the named Room "vault" does not
+            # reach it; what goes to the App room "vault" does, once.
+            exchange(insider, "for the vault's members")
+            member.send_frame(OP_TEXT, envelope("say", {"text": "secret stuff", "to": ["secret"]}))
+            member.send_frame(OP_TEXT, envelope("say", {"text": "app vault", "to": ["vault"]}))
+            member.send_frame(OP_TEXT, envelope("say", {"text": "open", "to": ["open"]}))
+            assert next_event(hostile) == ("said", "app vault")
+            assert next_event(hostile) == ("said", "open")
+            assert next_event(member) == ("said", "open")
+            insider.send_text("marker")
+            assert insider.recv_text() == "marker"
+        finally:
+            for c in (member, insider, hostile):
+                c.close()
+
+
+def flood_of_joins(n, bound, **options):
+    """One client asks an App (max_rooms_per_socket=bound) for n rooms in
+    one burst while another member is served. Returns the app's stats and
+    the growth of its resident set in bytes."""
+    # Room for all of its error events in its queue, so that the count is
+    # exact. (With the default 1 MiB it is closed with 1008 instead.)
+    with ChildApp(ping_interval=0, max_rooms_per_socket=bound, max_queue_bytes=32 * MIB, **options) as srv:
+        member = WSClient.connect(srv.port, "/")
+        hostile = WSClient.connect(srv.port, "/")
+        try:
+            member.send_text(envelope("join", "calm").decode())
+            member.send_text(envelope("count").decode())
+            assert next_event(member) == ("count", {"app": 1, "mine": 1})
+            rss_before = srv.status_kib("VmRSS")
+            burst = b"".join(encode_frame(OP_TEXT, envelope("join", "r%d" % i)) for i in range(n))
+            burst += encode_frame(OP_TEXT, envelope("count"))
+            sender = threading.Thread(target=hostile.send_raw, args=(burst,))
+            sender.start()
+            joined = errors = 0
+            while True:
+                event, payload = next_event(hostile, skip_notices=False)
+                if event == "roomcast:joined":
+                    joined += 1
+                elif event == "error":
+                    assert payload["message"].startswith("max_rooms_per_socket (%d) reached" % bound)
+                    errors += 1
+                else:
+                    assert (event, payload) == ("count", {"app": bound + 1, "mine": bound})
+                    break
+            sender.join(wsraw.TIMEOUT)
+            assert (joined, errors) == (bound, n - bound)
+            rss_after = srv.status_kib("VmRSS")
+            member.send_frame(OP_TEXT, envelope("say", {"text": "still here", "to": ["calm"]}))
+            assert next_event(member) == ("said", "still here")
+            return srv.stats(), (rss_after - rss_before) * KIB
+        finally:
+            for c in (member, hostile):
+                c.close()
+
+
+def test_one_socket_joining_20000_rooms_stays_within_the_bound():
+    """One client asks for 20,000 rooms in one burst: it gets the first
+    max_rooms_per_socket (50 here), an error event naming the bound for
+    each of the others, and the server makes no more rooms than that; a
+    member of another room is served meanwhile. (Without the bound, 200,000
+    rooms grew the server by 196 MiB.)"""
+    stats, grown = flood_of_joins(20000, 50)
+    # One core room per App room and the App's room of everyone.
+    assert stats["rooms_created"] <= 50 + 2
+    if not UNDER_ASAN:
+        assert grown < 8 * MIB, "server grew by %.1f MiB" % (grown / MIB)
+
+
+def test_a_flood_of_joins_subscribes_no_more_channels_than_the_bound(redis_server):
+    """With a backplane each room is a Redis SUBSCRIBE: the bound holds
+    them too."""
+    stats, _ = flood_of_joins(2000, 20, backplane=redis_server.url)
+    assert stats["rooms_created"] <= 20 + 2
+    assert stats["backplane_channels"] <= 20 + 2
+
+
+def test_many_sockets_cannot_make_more_rooms_than_max_rooms():
+    """Ten clients, each asking for 100 rooms of its own: the app never has
+    more than max_rooms (300); joins past it get the error naming it, and
+    rooms that exist still take members."""
+    with ChildApp(ping_interval=0, max_rooms=300) as srv:
+        clients = [WSClient.connect(srv.port, "/") for _ in range(10)]
+        try:
+            for k, c in enumerate(clients):
+                c.send_raw(b"".join(encode_frame(OP_TEXT, envelope("join", "c%d-%d" % (k, i)))
+                                    for i in range(100)))
+                c.send_frame(OP_TEXT, envelope("count"))
+            refused = 0
+            for c in clients:
+                while True:
+                    event, payload = next_event(c)
+                    if event == "count":
+                        break
+                    assert event == "error"
+                    assert payload["message"].startswith("max_rooms (300) reached")
+                    refused += 1
+            assert refused == 1000 - 300
+            last = clients[-1]
+            last.send_frame(OP_TEXT, envelope("join", "c0-0"))  # exists: joined
+            last.send_frame(OP_TEXT, envelope("count"))
+            assert next_event(last)[0] == "count"
+            clients[0].send_frame(OP_TEXT, envelope("say", {"text": "hi", "to": ["c0-0"]}))
+            assert next_event(last) == ("said", "hi")
+        finally:
+            for c in clients:
+                c.close()

@@ -544,12 +544,17 @@ class Room(BaseRoom):
     the order of the pushes of each server; ``exclude=`` works across
     servers; relay rooms relay across servers too. Without a name a room is
     local to its server. A name is 1 to 1024 bytes of UTF-8 without NUL.
+    The rooms of an :class:`~roomcast.App` are another namespace: an App
+    room called "lobby" is not this room.
 
     ``Room(relay="all")`` (or ``"others"``) relays in C: every message a
     member sends is forwarded by the core to every member (``"others"``: but
     the sender), text as text and binary as binary, without waking Python;
     ``on_receive`` handlers are not called. Connects and disconnects still
-    run their handlers, and pushes work as in any room.
+    run their handlers, and pushes work as in any room. The mode is the
+    room's for its whole life, whoever joins first; Rooms that share a name
+    must share the mode too (a member of one that does not is refused:
+    closed with 1011 and the ValueError logged).
     """
 
     def __init__(

@@ -68,6 +68,22 @@ EV_REQUEST = _core.EV_REQUEST
 EV_REDIS = _core.EV_REDIS
 EV_BACKPLANE = _core.EV_BACKPLANE
 
+# Kinds of named rooms: an App room and a Room(name=...) called alike are
+# two rooms, here and on the backplane (see _core_name).
+ROOM_KIND = "room"  # Room(name=...)
+APP_KIND = "app"  # the rooms an App's sockets join
+APP_ALL_KIND = "app*"  # an App's room of every socket
+_RELAY_NAMES = {0: None, 1: "all", 2: "others"}
+
+
+def _core_name(kind: str, name: str) -> bytes:
+    """The name the core (and the backplane's channel) knows a room by. A
+    Room(name=...) keeps its own, so that its channel is the documented
+    prefix + name; the others start with a byte that UTF-8 never has
+    (0xFF), then their kind, so that no Room name can equal one."""
+    data = name.encode("utf-8")
+    return data if kind == ROOM_KIND else b"\xff" + kind.encode() + b":" + data
+
 # How long serve() waits for the backplane's first connection at most.
 SETTLE_SECONDS = 10.0
 
@@ -227,8 +243,9 @@ class Server:
         self._presence_ttl = float(presence_ttl)
         self._backplane: Optional[Backplane] = None
         self._server_id = ""
-        # room name -> [core room id, holders]: one core room per name.
-        self._names: dict[str, list[int]] = {}
+        # (kind, name) -> [core room id, holders, relay mode]: one core
+        # room per name of a kind.
+        self._names: dict[tuple[str, str], list[int]] = {}
         self._origins = None if origins is None else frozenset(origins)
         self._subprotocols = tuple(subprotocols)
         self._backlog = backlog
@@ -517,31 +534,43 @@ class Server:
         if self._core is None:
             raise RuntimeError("the server of this websocket is not running")
         name = room._name
-        room_id = self._name_acquire(name) if name is not None else self._core.room_new()
+        if name is not None:
+            room_id = self._name_acquire(ROOM_KIND, name, room._relay)
+        else:
+            room_id = self._core.room_new(room._relay)
         self._rooms[room] = room_id
         return room_id
 
-    def _name_acquire(self, name: str) -> int:
-        """The core room of ``name`` on this server (made on first use),
-        held until released; rooms of one name are one room."""
-        entry = self._names.get(name)
+    def _name_acquire(self, kind: str, name: str, relay: int = 0) -> int:
+        """The core room of ``name`` among the rooms of ``kind`` on this
+        server, made on first use with its relay mode (fixed for its whole
+        life) and held until released; rooms of one name are one room, so
+        they must agree on the mode (ValueError otherwise)."""
+        key = (kind, name)
+        entry = self._names.get(key)
         if entry is None:
             core = self._core
             if core is None:
                 raise RuntimeError("the server is not running")
-            room_id = core.room_new()
-            core.room_name(room_id, name)
-            entry = self._names[name] = [room_id, 0]
+            room_id = core.room_new(relay)
+            core.room_name(room_id, _core_name(kind, name))
+            entry = self._names[key] = [room_id, 0, relay]
+        elif entry[2] != relay:
+            raise ValueError(
+                f"the room {name!r} is served here with relay={_RELAY_NAMES[entry[2]]!r}:"
+                f" a Room(name={name!r}, relay={_RELAY_NAMES[relay]!r}) cannot share it"
+            )
         entry[1] += 1
         return entry[0]
 
-    def _name_release(self, name: str) -> None:
-        entry = self._names.get(name)
+    def _name_release(self, kind: str, name: str) -> None:
+        key = (kind, name)
+        entry = self._names.get(key)
         if entry is None:
             return
         entry[1] -= 1
         if entry[1] <= 0:
-            del self._names[name]
+            del self._names[key]
             if self._core is not None:
                 self._core.room_free(entry[0])
 
