@@ -328,6 +328,12 @@ void rc__client_fail(rc_conn *c, const char *reason) {
   rc__conn_abort(c);
 }
 
+void rc__client_overflow(rc_conn *c) {
+  /* Maybe inside wslay: failed at the end of the turn, not here. */
+  set_reason(c, "send queue full: the server does not read");
+  rc__conn_fail(c);
+}
+
 static const char *state_words(const rc_conn *c) {
   switch (c->state) {
   case RC_CONN_RESOLVING:

@@ -12,6 +12,26 @@
  * written at once to members with nothing queued, from one iovec shared by
  * the whole room, and only what a socket does not take is queued.
  *
+ * Order. Frames to one connection leave in the order they were made, control
+ * frames included. wslay makes pongs and close replies inside
+ * wslay_event_recv; they are moved into the ring in the callback that
+ * reports the frame (ws_on_msg) and after every recv (after_ws_io), so wslay
+ * never holds a frame while our code runs and the direct path of
+ * rc__conn_deliver_now, which writes only to an empty ring, cannot pass one.
+ *
+ * Bounds. Every frame in the ring counts against max_queue_bytes: data,
+ * HTTP answers and the control frames wslay makes for the peer (a pong per
+ * ping, RFC 6455 5.5.2). Data past the bound goes through slow_consumer
+ * (close 1008, or drop the oldest messages). Control frames cannot be
+ * dropped from the middle of the stream, and answering only the latest of
+ * many pings (5.5.3) would still leave a peer that pings and never reads
+ * costing us one pong per ping it sends: once the control frames a peer's
+ * input made push its queue past the bound, the oldest messages are dropped
+ * under slow_consumer="drop" and, if that does not make room, the peer is
+ * closed with 1008 as a slow consumer (a client fails the connection).
+ * Memory per connection stays within max_queue_bytes plus one read's worth
+ * of pongs.
+ *
  * Lifetime. A connection ends in rc__conn_abort, which reports RC_EV_CLOSE,
  * leaves its rooms, frees its id and calls uv_close; its memory is freed in
  * the close callback, after libuv has cancelled any pending write. Code that
@@ -338,16 +358,15 @@ static void respond_status(rc_conn *c, int status, const char *extra,
 }
 
 static int ws_ensure(rc_conn *c);
+static int ws_push_frames(rc_conn *c);
 
 /* wslay has queued frames (pong, close): move them into our queue, then see
  * whether the close handshake is complete. */
 static void after_ws_io(rc_conn *c) {
   if (c->state == RC_CONN_GONE || c->ws == NULL)
     return;
-  if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
-    rc__conn_fail(c);
+  if (ws_push_frames(c) != 0)
     return;
-  }
   if (c->state == RC_CONN_DRAINING)
     return;
   if (wslay_event_get_close_sent(c->ws) &&
@@ -391,6 +410,41 @@ static void slow_consumer(rc_conn *c) {
   atomic_fetch_add_explicit(&c->srv->st_slow, 1, memory_order_relaxed);
   static const char reason[] = "message queue full (client too slow)";
   rc__conn_close_ws(c, 1008, reason, sizeof(reason) - 1);
+}
+
+/* The control frames wslay made for the peer's input have pushed the queue
+ * past max_queue_bytes (see "Bounds" at the top). */
+static void control_over_bound(rc_conn *c) {
+  rc_server *s = c->srv;
+  if (c->cl != NULL) {
+    rc__client_overflow(c);
+    return;
+  }
+  if (c->state != RC_CONN_OPEN)
+    return; /* a close reply: wslay makes one, and nothing after it */
+  size_t max = s->cfg.max_queue_bytes;
+  if (s->cfg.drop_oldest) {
+    uint32_t n = outq_drop_oldest(&c->q, max / 2);
+    if (n > 0)
+      atomic_fetch_add_explicit(&s->st_dropped, n, memory_order_relaxed);
+    if (c->q.bytes <= max)
+      return;
+  }
+  slow_consumer(c);
+}
+
+/* Moves the frames wslay has made into the ring, in the order it made them,
+ * and holds the connection to its bound. 0, or -1 when it has failed. */
+static int ws_push_frames(rc_conn *c) {
+  if (!wslay_event_want_write(c->ws))
+    return 0;
+  if (wslay_event_send(c->ws) != 0) {
+    rc__conn_fail(c);
+    return -1;
+  }
+  if (c->q.bytes > c->srv->cfg.max_queue_bytes)
+    control_over_bound(c);
+  return c->state == RC_CONN_GONE || c->doomed ? -1 : 0;
 }
 
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
@@ -554,17 +608,43 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return (ssize_t)n;
 }
 
+/* wslay hands a frame over in two writes, the header (flagged
+ * WSLAY_MSG_MORE) then the payload, made back to back by one
+ * wslay_frame_send. Queued apart, a pong would cost two allocations (about
+ * 190 bytes for the 127 it counts); the header waits here to be joined to
+ * its payload. One per loop thread: a server and the client core may run
+ * in one process. */
+#define RC__WS_HEAD_MAX 14 /* the longest frame header */
+#define RC__WS_CTRL_MAX 125
+static _Thread_local struct {
+  uint8_t data[RC__WS_HEAD_MAX];
+  size_t len;
+} ws_head;
+
+/* 1 when data (a header) was kept for the next write. */
+static int ws_hold_head(const uint8_t *data, size_t len, int flags) {
+  if (!(flags & WSLAY_MSG_MORE) || ws_head.len + len > sizeof ws_head.data)
+    return 0;
+  memcpy(ws_head.data + ws_head.len, data, len);
+  ws_head.len += len;
+  return 1;
+}
+
 /* wslay writes only control frames here (pong, close): small, so a copy. */
 static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
                        size_t len, int flags, void *user_data) {
-  (void)flags;
   rc_conn *c = user_data;
-  rc_buf *b = rc__buf_new(len);
+  if (ws_hold_head(data, len, flags))
+    return (ssize_t)len;
+  rc_buf *b = rc__buf_new(ws_head.len + len);
   if (b == NULL) {
+    ws_head.len = 0;
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
-  memcpy(b->data, data, len);
+  memcpy(b->data, ws_head.data, ws_head.len);
+  memcpy(b->data + ws_head.len, data, len);
+  ws_head.len = 0;
   rc__conn_enqueue(c, b);
   rc__buf_unref(b);
   return (ssize_t)len;
@@ -576,6 +656,11 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   (void)ctx;
   rc_conn *c = user_data;
   rc_server *s = c->srv;
+  /* A pong or close reply wslay queued for this frame, or for a ping
+   * between the fragments of this message, goes before anything this
+   * message makes (a relay may write to this very connection). */
+  if (ws_push_frames(c) != 0)
+    return;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
     if (!rc_utf8_valid(arg->msg, arg->msg_length)) {
@@ -633,8 +718,18 @@ static const struct wslay_event_callbacks ws_callbacks = {
 static ssize_t ws_client_send(wslay_event_context_ptr ctx, const uint8_t *data,
                               size_t len, int flags, void *user_data) {
   (void)ctx;
-  (void)flags;
-  rc__client_write(user_data, data, len);
+  if (ws_hold_head(data, len, flags))
+    return (ssize_t)len;
+  uint8_t frame[RC__WS_HEAD_MAX + RC__WS_CTRL_MAX];
+  if (ws_head.len > 0 && len <= RC__WS_CTRL_MAX) {
+    memcpy(frame, ws_head.data, ws_head.len);
+    memcpy(frame + ws_head.len, data, len);
+    rc__client_write(user_data, frame, ws_head.len + len);
+  } else {
+    rc__client_write(user_data, ws_head.data, ws_head.len);
+    rc__client_write(user_data, data, len);
+  }
+  ws_head.len = 0;
   return (ssize_t)len;
 }
 

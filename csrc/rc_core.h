@@ -35,7 +35,8 @@ typedef struct rc_server rc_server;
 
 typedef struct rc_config {
   size_t max_message_size;   /* bytes; a larger message is closed with 1009 */
-  size_t max_queue_bytes;    /* per-connection unsent bytes before 1008 */
+  size_t max_queue_bytes;    /* per-connection unsent bytes, control frames
+                                included, before 1008 (a client fails) */
   double ping_interval;      /* seconds of silence before a ping; 0: never */
   double ping_timeout;       /* seconds to wait for the pong, then 1011 */
   double handshake_timeout;  /* seconds to receive the request head; then
@@ -51,9 +52,11 @@ typedef struct rc_config {
                                 before close 1001; 0: never */
   int drop_oldest;           /* a full output queue drops its oldest
                                 messages (1) or closes with 1008 (0) */
-  size_t max_event_bytes;    /* events not yet polled; past it the core
-                                stops reading from clients that send until
-                                the embedder polls (64 MiB) */
+  size_t max_event_bytes;    /* events not yet polled, each counted as
+                                the block it takes (an empty message: 48
+                                bytes); past it the core stops reading from
+                                clients that send until the embedder polls
+                                (64 MiB) */
   /* The Redis backplane (rc_backplane.c): rooms named with
    * rc_server_room_name() are shared with every server on the same Redis
    * and prefix. The strings are copied by rc_server_new(). */

@@ -320,6 +320,9 @@ void rc__client_start(struct rc_server *s, uint64_t id);
 void rc__client_unstarted(struct rc_server *s, uint64_t id);
 void rc__client_release(rc_client *cl);
 void rc__client_fail(rc_conn *c, const char *reason);
+/* The control frames answering the server pushed the queue past its bound:
+ * the connection fails at the end of the turn. */
+void rc__client_overflow(rc_conn *c);
 void rc__client_received(rc_conn *c, const char *data, size_t len);
 void rc__client_lost(rc_conn *c, int status);
 void rc__client_send(rc_conn *c, rc_buf *b);

@@ -119,10 +119,19 @@ CHILD = textwrap.dedent("""
     async def relay(room, ws, msg):
         await room.push_text(msg)
 
+    relay = Room(relay="all")
+
     async def main():
         server = Server(**json.loads(sys.argv[1]))
         server.route("/echo", echo)
         server.route("/room", fanout)
+        server.route("/relay", relay)
+
+        @server.websocket("/deaf")
+        async def deaf(ws):  # accepts, then never reads
+            await ws.accept()
+            await asyncio.Event().wait()
+
         async with server.serve("127.0.0.1", 0) as running:
             print(running.port, flush=True)
             loop = asyncio.get_running_loop()
@@ -135,7 +144,9 @@ CHILD = textwrap.dedent("""
 
 
 class ChildServer:
-    """An echo (``/echo``) and relay (``/room``) server in a child process."""
+    """An echo (``/echo``), a Python fan-out (``/room``), a C relay
+    (``/relay``, ``relay="all"``) and an endpoint that never reads
+    (``/deaf``), in a child process."""
 
     def __init__(self, **options):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -494,6 +505,336 @@ def test_client_vanishing_mid_frame_leaves_nothing_behind(served, cut):
         wait_for(lambda: stats()["connections"] == 1)
         wait_for(lambda: stats()["parsers"] == 0)
         exchange(good, "after")
+
+
+# --- control frames and empty messages count against the bounds -------------
+
+# The largest ping a client may send: 125 bytes of payload, 131 on the wire.
+BIG_PING = encode_frame(OP_PING, b"p" * 125)
+
+
+def flood(sock, chunk, total):
+    """Sends ``chunk`` over and over, ``total`` bytes in all, from a thread
+    of its own. Returns (thread, sent): sent[0] counts the bytes the kernel
+    took. An error ends it: the server cut the connection."""
+    sent = [0]
+
+    def run():
+        try:
+            while sent[0] < total:
+                sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, sent
+
+
+@pytest.mark.parametrize("policy", ["close", "drop"])
+def test_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(policy):
+    """A client that never reads sends 64 MiB of 125-byte pings. The pong
+    owed for each one counts against max_queue_bytes (256 KiB) like any
+    frame: the client is closed as a slow consumer (pongs cannot be dropped,
+    whatever the policy) instead of the server queueing 62 MiB of pongs. The
+    server's peak resident set grows by far less than that, and a
+    well-behaved client keeps exchanging messages all along."""
+    total = 64 * MIB
+    options = dict(max_queue_bytes=256 * KIB, ping_interval=0,
+                   close_timeout=1, slow_consumer=policy)
+    with ChildServer(**options) as srv:
+        good = WSClient.connect(srv.port, "/echo")
+        flooder = WSClient.connect(srv.port, "/echo", rcvbuf=4096)
+        try:
+            exchange(good, "before the flood")
+            rss_before = srv.status_kib("VmRSS")
+            srv.reset_peak_rss()
+            sender, sent = flood(flooder.sock, BIG_PING * 512, total)
+            n = 0
+            while sender.is_alive():
+                exchange(good, "during the flood, %d" % n)
+                n += 1
+            peak = srv.status_kib("VmHWM")
+            assert srv.stats()["slow_consumer_closes"] == 1
+            wait_for(lambda: srv.stats()["connections"] == 1)
+            exchange(good, "after the flood")
+        finally:
+            good.close()
+            flooder.close()
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 16 * MIB, "peak grew by %.1f MiB" % (grown / MIB)
+
+
+@pytest.mark.parametrize("path", ["/relay", "/echo"])
+def test_a_pong_leaves_before_the_message_its_ping_interrupted(path):
+    """Autobahn 5.6-5.8, 5.19 and 5.20 in one read: pings between the
+    fragments of a message. Each pong is made when its ping is read, before
+    the message is whole, so it leaves first, on the C relay's direct write
+    (``relay="all"`` echoes the message to its sender) as on the queued
+    path (a Python echo)."""
+    with ChildServer(ping_interval=0) as srv:
+        with WSClient.connect(srv.port, path) as c:
+            for rounds in range(3):
+                c.send_raw(
+                    encode_frame(OP_TEXT, b"one ", fin=False)
+                    + encode_frame(OP_PING, b"ping 1")
+                    + encode_frame(OP_CONT, b"two ", fin=False)
+                    + encode_frame(OP_PING, b"ping 2")
+                    + encode_frame(OP_CONT, b"three", fin=True))
+                got = [c.recv_frame() for _ in range(3)]
+                assert [(f.opcode, f.payload) for f in got] == [
+                    (OP_PONG, b"ping 1"), (OP_PONG, b"ping 2"),
+                    (OP_TEXT, b"one two three")], rounds
+
+
+def test_empty_message_flood_into_an_endpoint_that_does_not_read_is_held():
+    """Five million empty text frames (30 MB on the wire) into an endpoint
+    that never reads. Each waiting message counts what it really costs
+    against max_receive_queue (256 KiB) and the core's event budget
+    (max_pending_bytes, 1 MiB here), not its zero bytes of payload: the
+    server stops reading from the flooder long before the end, its peak
+    resident set grows by a few MiB, and a well-behaved client is served
+    all along. The flood is taken as held once the kernel has taken
+    nothing more for 2 s: the unbounded server reads as fast as it is sent
+    to."""
+    count, frame = 5_000_000, encode_frame(OP_TEXT, b"")
+    total = count * len(frame)
+    with ChildServer(ping_interval=0, max_pending_bytes=MIB,
+                     max_receive_queue=256 * KIB) as srv:
+        good = WSClient.connect(srv.port, "/echo")
+        flooder = WSClient.connect(srv.port, "/deaf")
+        try:
+            exchange(good, "before the flood")
+            rss_before = srv.status_kib("VmRSS")
+            srv.reset_peak_rss()
+            sender, sent = flood(flooder.sock, frame * 10000, total)
+            last, since = -1, time.monotonic()
+            while sender.is_alive() and time.monotonic() - since < 2.0:
+                exchange(good, "during the flood")
+                if sent[0] != last:
+                    last, since = sent[0], time.monotonic()
+            peak = srv.status_kib("VmHWM")
+            assert sent[0] < total, "the server read the whole flood"
+            exchange(good, "after the flood")
+        finally:
+            good.close()
+            flooder.close()
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 16 * MIB, "peak grew by %.1f MiB" % (grown / MIB)
+
+
+# --- a hostile server against the clients -----------------------------------
+
+
+def own_status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no " + field)
+
+
+def reset_own_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def hostile_server(script):
+    """A RawServer that reads almost nothing: a tiny receive window, set on
+    the listening socket so that the accepted one starts with it."""
+    from clientpeers import RawServer
+    server = RawServer(script)
+    server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return server
+
+
+def control_flood(opcode, total, then=None):
+    """A server script: the handshake, then ``total`` bytes of 125-byte
+    control frames (opcode), reading nothing; then ``then`` (a text) if the
+    client is still there, and silence until the client leaves."""
+    from clientpeers import accept, idle, read_request, server_frame
+
+    def script(sock, reader):
+        accept(sock, read_request(reader))
+        chunk = server_frame(opcode, b"p" * 125) * 512
+        sent = 0
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            return  # the client cut the connection: what the ping case wants
+        if then is not None:
+            sock.sendall(server_frame(OP_TEXT, then.encode()))
+        idle(sock)
+
+    return script
+
+
+def run_client(kind, url, body):
+    """Runs body(ws) with a roomcast client of the given kind: "sync"
+    (roomcast.WebSocket) or "asyncio" (roomcast.connect, body a coroutine
+    function)."""
+    import asyncio
+
+    import roomcast
+    if kind == "sync":
+        ws = roomcast.WebSocket(url, ping_interval=None)
+        try:
+            ws.wait_open(wsraw.TIMEOUT)
+            return body(ws)
+        finally:
+            ws.close()
+
+    async def main():
+        ws = await roomcast.connect(url, ping_interval=None)
+        try:
+            return await body(ws)
+        finally:
+            await ws.close()
+
+    return asyncio.run(main())
+
+
+CLIENT_QUEUE = 64 * MIB  # the client core's max_queue_bytes (client.py)
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_ping_flood_from_a_server_that_never_reads_fails_the_client(kind):
+    """A server floods 160 MiB of pings and reads nothing: the pongs count
+    against the client's send queue bound (64 MiB), so the client fails
+    the connection (1006, "send queue full") instead of queueing a pong per
+    ping; this process grows by the bound and its overhead, not by the
+    flood."""
+    import roomcast
+    rss_before = own_status_kib("VmRSS")
+    reset_own_peak_rss()
+    with hostile_server(control_flood(OP_PING, 160 * MIB)) as server:
+        if kind == "sync":
+            def body(ws):
+                closed = []
+                ws.onclose = lambda code, reason: closed.append((code, reason))
+                ws.wait_closed(wsraw.TIMEOUT)
+                wait_for(lambda: closed)
+                return closed[0]
+        else:
+            async def body(ws):
+                with pytest.raises(roomcast.ConnectionClosed) as info:
+                    await ws.recv()
+                return info.value.code, info.value.reason
+        code, reason = run_client(kind, server.url, body)
+        server.check()
+    peak = own_status_kib("VmHWM")
+    assert (code, reason) == (1006, "send queue full: the server does not read")
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        # A queued frame is one allocation (about 1.3 times its bytes for a
+        # pong) and a ring slot; the kernel's buffers come on top.
+        assert grown < CLIENT_QUEUE * 3 // 2 + 16 * MIB, "grew by %.1f MiB" % (grown / MIB)
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_pong_flood_from_a_server_costs_the_client_nothing(kind):
+    """160 MiB of unsolicited pongs (RFC 6455 5.5.3: no answer is owed): the
+    client answers nothing, stays open, receives the message that follows,
+    and this process's peak resident set grows by a few MiB at most."""
+    rss_before = own_status_kib("VmRSS")
+    reset_own_peak_rss()
+    with hostile_server(control_flood(OP_PONG, 160 * MIB, then="after the flood")) as server:
+        if kind == "sync":
+            def body(ws):
+                return ws.recv(wsraw.TIMEOUT)
+        else:
+            async def body(ws):
+                return await ws.recv()
+        assert run_client(kind, server.url, body) == "after the flood"
+        server.check()
+    peak = own_status_kib("VmHWM")
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 16 * MIB, "grew by %.1f MiB" % (grown / MIB)
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_read(kind):
+    """Five million empty text frames (10 MB on the wire) at a client that
+    never reads: each waiting message counts its real cost against
+    max_receive_queue and the client core's event budget, so the client
+    stops reading long before the end and this process grows by a few tens
+    of MiB, not by the hundreds five million messages would take. Held
+    means the server's kernel has taken nothing more for 2 s."""
+    import asyncio
+
+    from clientpeers import accept, idle, read_request, server_frame
+    count, frame = 5_000_000, server_frame(OP_TEXT, b"")
+    total = count * len(frame)
+    sent = [0]
+
+    def script(sock, reader):
+        accept(sock, read_request(reader))
+        chunk = frame * 10000
+        try:
+            while sent[0] < total:
+                sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            return  # the client gave up waiting for its close reply: reset
+        idle(sock)
+
+    def held():
+        last, since = -1, time.monotonic()
+        while sent[0] < total and time.monotonic() - since < 2.0:
+            if sent[0] != last:
+                last, since = sent[0], time.monotonic()
+            yield
+
+    rss_before = own_status_kib("VmRSS")
+    reset_own_peak_rss()
+    with hostile_server(script) as server:
+        if kind == "sync":
+            def body(ws):
+                for _ in held():
+                    time.sleep(0.02)
+        else:
+            async def body(ws):
+                for _ in held():
+                    await asyncio.sleep(0.02)
+        run_client(kind, server.url, body)
+        peak = own_status_kib("VmHWM")
+        server.check()
+    assert sent[0] < total, "the client read the whole flood"
+    if not UNDER_ASAN:
+        grown = (peak - rss_before) * KIB
+        assert grown < 64 * MIB, "grew by %.1f MiB" % (grown / MIB)
+
+
+async def test_empty_pushes_count_against_a_starlette_members_queue():
+    """A room pushes 100,000 empty messages at once to a Starlette (uvicorn)
+    member: each waits as an object in the member's queue, so they add up
+    to ASGI_QUEUE_BYTES (1 MiB) like any message and the member is closed
+    with 1008, instead of the queue growing for free."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from roomcast import Room
+    from test_starlette import Uvicorn, chat_app
+
+    room = Room()
+    async with Uvicorn(chat_app(room)) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/chat/1") as member:
+            while len(room) < 1:
+                await asyncio.sleep(0.02)
+            for _ in range(100_000):
+                await room.push_text("")
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(member.recv(), wsraw.TIMEOUT)
+            assert member.close_code == 1008
 
 
 # --- rooms: rejoin authorization, room counts --------------------------------

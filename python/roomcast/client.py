@@ -55,7 +55,7 @@ from typing import (
 from urllib.parse import quote, urlsplit
 
 from . import _core, _options
-from .websocket import parse_raw_headers
+from .websocket import message_cost, parse_raw_headers
 
 __all__ = [
     "TLS",
@@ -303,8 +303,11 @@ class _Hub:
 
     def __init__(self) -> None:
         # One queue limit for every client connection: past it (the
-        # server does not read) the connection is failed.
-        self.core = _core.Core(max_queue_bytes=64 * 2**20, close_timeout=5.0)
+        # server does not read) the connection is failed. Events the
+        # thread has not taken yet stop the reading at 8 MiB (each counts
+        # its real size): a server flooding empty messages at a client
+        # that does not read costs a few tens of MiB, not hundreds.
+        self.core = _core.Core(max_queue_bytes=64 * 2**20, close_timeout=5.0, max_event_bytes=8 * 2**20)
         self.core.start()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.links: dict[int, _Link] = {}  # under _hub_lock
@@ -679,7 +682,8 @@ class WebSocket(_Front):
       closes the connection with 1009;
     * ``max_receive_queue`` (1 MiB): received messages waiting for
       :meth:`recv` past which the core stops reading from the server
-      until half of it has been read.
+      until half of it has been read; each counts its size in memory,
+      header included, so empty messages count too.
     """
 
     CONNECTING = CONNECTING
@@ -784,7 +788,7 @@ class WebSocket(_Front):
             if not self._inbox:
                 raise ConnectionClosed(*self._close_info())
             data = self._inbox.popleft()
-            self._inbox_size -= len(data)
+            self._inbox_size -= message_cost(data)
             if self._inbox_size <= self._inbox_limit // 2:
                 self._link.hold(False)
             return data
@@ -864,7 +868,7 @@ class WebSocket(_Front):
             return
         with self._cond:
             self._inbox.append(data)
-            self._inbox_size += len(data)
+            self._inbox_size += message_cost(data)
             if self._inbox_size > self._inbox_limit:
                 self._link.hold(True)
             self._cond.notify_all()
@@ -967,7 +971,7 @@ class ClientConnection(_Front):
             finally:
                 self._waiter = None
         data = self._inbox.popleft()
-        self._inbox_size -= len(data)
+        self._inbox_size -= message_cost(data)
         if self._inbox_size <= self._inbox_limit // 2:
             self._link.hold(False)
         return data
@@ -1020,7 +1024,7 @@ class ClientConnection(_Front):
             kind = event[0]
             if kind == "message":
                 self._inbox.append(event[1])
-                self._inbox_size += len(event[1])
+                self._inbox_size += message_cost(event[1])
                 if self._inbox_size > self._inbox_limit:
                     self._link.hold(True)
             elif kind == "open":
