@@ -1171,18 +1171,27 @@ CONVERT_CHILD = textwrap.dedent("""
                     max_pending_bytes=1 << 30, ping_interval=None)
     go = threading.Event()
     running = None
+    said = threading.Lock()
+
+    def say(line):
+        # One write per line under a lock: the loop's endpoints and the
+        # command thread both report, and print() writes the line and its
+        # end apart, so two reports could interleave.
+        with said:
+            sys.stdout.write(f"{line}\\n")
+            sys.stdout.flush()
 
     @server.websocket("/hold")
     async def hold(ws):
         await ws.accept()
         await ws.receive_text()
-        print("holding", flush=True)
+        say("holding")
         go.wait()  # blocks the loop: the core's events pile up in one batch
         try:
             await ws.receive_bytes()
-            print("hold got a message", flush=True)
+            say("hold got a message")
         except WebSocketDisconnect as exc:
-            print(f"hold closed {exc.code}", flush=True)
+            say(f"hold closed {exc.code}")
 
     @server.websocket("/echo")
     async def echo(ws):
@@ -1191,7 +1200,7 @@ CONVERT_CHILD = textwrap.dedent("""
             while True:
                 await ws.send_text(await ws.receive_text())
         except WebSocketDisconnect as exc:
-            print(f"echo closed {exc.code}", flush=True)
+            say(f"echo closed {exc.code}")
 
     def vm_size():
         with open("/proc/self/status") as f:
@@ -1207,18 +1216,18 @@ CONVERT_CHILD = textwrap.dedent("""
         for line in sys.stdin:
             line = line.strip()
             if line == "stats":
-                print(json.dumps(running.stats()), flush=True)
+                say(json.dumps(running.stats()))
             elif line == "arm":
                 resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (16 << 20), hard))
                 go.set()
             elif line == "disarm":
                 resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-                print("disarmed", flush=True)
+                say("disarmed")
 
     async def main():
         global running
         async with server.serve("127.0.0.1", 0) as running:
-            print(running.port, flush=True)
+            say(running.port)
             threading.Thread(target=commands, daemon=True).start()
             await asyncio.Event().wait()
 
