@@ -275,12 +275,12 @@ async def test_publishes_while_redis_is_down_are_buffered_to_a_bound_then_droppe
 
             listener = RespClient(redis_server.port)
             assert listener.command("AUTH", "secret") == "OK"
-            assert listener.command("SUBSCRIBE", prefix + "b")[0] == b"subscribe"
+            assert listener.command("SUBSCRIBE", prefix + "|b")[0] == b"subscribe"
             admin.command("CONFIG", "SET", "requirepass", "")
             got = []
             while len(got) < kept:
                 kind, channel, data = listener.read()
-                assert (kind, channel) == (b"message", (prefix + "b").encode())
+                assert (kind, channel) == (b"message", (prefix + "|b").encode())
                 assert data[:3] == b"\x00rc"  # roomcast's header
                 got.append(data[20:].decode())
             assert got == [f"{k:02d}{payload}" for k in range(kept)], "the first ones, in order"
@@ -300,7 +300,7 @@ async def test_subscriptions_follow_local_membership(redis_server):
         await until(lambda: running.stats()["backplane_up"] == 1)
         assert rooms() == []
         async with connect(f"ws://127.0.0.1:{running.port}/x"), connect(f"ws://127.0.0.1:{running.port}/x"):
-            await until(lambda: rooms() == [b"sub:x"], what="SUBSCRIBE on the first member")
+            await until(lambda: rooms() == [b"sub:|x"], what="SUBSCRIBE on the first member")
             assert running.stats()["backplane_channels"] == 1
         await until(lambda: rooms() == [], what="UNSUBSCRIBE after the last member")
         # Join and leave in quick succession, many times: it settles right.
@@ -308,7 +308,7 @@ async def test_subscriptions_follow_local_membership(redis_server):
             async with connect(f"ws://127.0.0.1:{running.port}/x"):
                 pass
         async with connect(f"ws://127.0.0.1:{running.port}/x"):
-            await until(lambda: rooms() == [b"sub:x"] and running.stats()["backplane_channels"] == 1)
+            await until(lambda: rooms() == [b"sub:|x"] and running.stats()["backplane_channels"] == 1)
         await until(lambda: rooms() == [] and running.stats()["backplane_channels"] == 0)
 
 
@@ -368,16 +368,16 @@ async def test_a_message_published_by_another_program_reaches_the_members(redis_
     async with server.serve("127.0.0.1", 0) as running:
         async with connect(f"ws://127.0.0.1:{running.port}/feed") as member:
             await subscribed(running)
-            redis_server.command("PUBLISH", "roomcast:feed", "plain text from a worker")
+            redis_server.command("PUBLISH", "roomcast:|feed", "plain text from a worker")
             assert await recv(member) == "plain text from a worker"
-            redis_server.command("PUBLISH", "roomcast:feed", b"\xff\xfe not UTF-8")
+            redis_server.command("PUBLISH", "roomcast:|feed", b"\xff\xfe not UTF-8")
             assert await recv(member) == b"\xff\xfe not UTF-8"
             # Our header with a version we do not know: dropped, counted.
-            redis_server.command("PUBLISH", "roomcast:feed", b"\x00rc\x71" + bytes(16) + b"x")
+            redis_server.command("PUBLISH", "roomcast:|feed", b"\x00rc\x71" + bytes(16) + b"x")
             # Our header, text flag, invalid UTF-8: dropped, counted.
-            redis_server.command("PUBLISH", "roomcast:feed", b"\x00rc\x11" + bytes(8) + b"\x00" * 7 + b"\x01"
+            redis_server.command("PUBLISH", "roomcast:|feed", b"\x00rc\x11" + bytes(8) + b"\x00" * 7 + b"\x01"
                                  + b"\xff")
-            redis_server.command("PUBLISH", "roomcast:feed", "after")
+            redis_server.command("PUBLISH", "roomcast:|feed", "after")
             assert await recv(member) == "after"
             assert running.stats()["backplane_invalid"] == 2
             assert running.stats()["backplane_received"] == 3
@@ -412,7 +412,7 @@ async def test_presence_counts_members_of_every_server_with_their_identity(redis
         async with connect(f"ws://127.0.0.1:{r1.port}/p/dan"):
             await until(lambda: len(rooms[1]) == 1)
             await settles(rooms[0].count, 1)
-    keys = [k for k in redis_server.command("KEYS", "roomcast:presence:*")]
+    keys = [k for k in redis_server.command("KEYS", "roomcast:|presence*")]
     assert keys == []
 
 
