@@ -130,6 +130,7 @@ typedef struct rc_link {
   uint8_t subscriber;
   uint8_t ever_ready;
   uint8_t draining;      /* stopping: disconnect once nothing waits */
+  uint8_t bad;           /* the connection ends for a protocol violation */
   unsigned attempt;      /* failures since the last success */
   rc_waiter *wq;         /* a ring: the commands waiting for replies */
   uint32_t whead, wlen, wcap;
@@ -204,6 +205,7 @@ static size_t get16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
 /* --- a Redis connection on libuv ---------------------------------------- */
 
 static void link_drop(rc_link *l, const char *why);
+static void link_drop_bad(rc_link *l, const char *why);
 static void link_lost(rc_link *l);
 static void on_sub_reply(rc_link *l, redisReply *r);
 
@@ -304,7 +306,7 @@ static void link_reply(rc_link *l, redisReply *r) {
   } else if (l->subscriber) {
     on_sub_reply(l, r);
   } else {
-    link_drop(l, "Redis sent a reply to no command");
+    link_drop_bad(l, "Redis sent a reply to no command");
   }
 }
 
@@ -335,7 +337,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
       char why[160];
       snprintf(why, sizeof(why), "protocol error from Redis: %s",
                k->reader->errstr);
-      link_drop(l, why);
+      link_drop_bad(l, why);
       return;
     }
     if (reply == NULL)
@@ -345,7 +347,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     freeReplyObject(reply);
   }
   if (k->link == l && k->partial > l->reply_max)
-    link_drop(l, "a reply from Redis is larger than the bound");
+    link_drop_bad(l, "a reply from Redis is larger than the bound");
 }
 
 /* --- events to the embedder ---------------------------------------------- */
@@ -791,7 +793,6 @@ static uint64_t backoff_ms(rc_link *l) {
 static void link_ready(rc_link *l) {
   rc_backplane *bp = l->bp;
   l->state = LINK_READY;
-  l->attempt = 0;
   (void)uv_timer_stop(&l->timer); /* the deadline; always returns 0 */
   if (l->ever_ready)
     bump(&bp->s->st_bp_reconnects, 1);
@@ -812,9 +813,18 @@ static void link_drop(rc_link *l, const char *why) {
   link_lost(l);
 }
 
+/* link_drop for a Redis that broke the protocol: the next attempt waits
+ * its backoff, as after a failed connection, not a moment. */
+static void link_drop_bad(rc_link *l, const char *why) {
+  l->bad = 1;
+  link_drop(l, why);
+}
+
 static void link_lost(rc_link *l) {
   rc_backplane *bp = l->bp;
-  int was_ready = l->state == LINK_READY;
+  int was_ready = l->state == LINK_READY && !l->bad;
+  int was_up = bp->up;
+  l->bad = 0;
   sock_release(l);
   l->state = LINK_DOWN;
   l->draining = 0;
@@ -829,11 +839,15 @@ static void link_lost(rc_link *l) {
       uv_close((uv_handle_t *)&bp->grace, NULL);
     return;
   }
-  if (!was_ready) {
+  if (!was_ready || !was_up) { /* else update_up has said why */
     char text[220];
     snprintf(text, sizeof(text), "%s:%d: %s", bp->host, bp->port, l->why);
     state_event(bp, BP_RETRY, text);
   }
+  /* A healthy connection that ends is tried again at once; one that broke
+   * the protocol keeps backing off, however often it got ready. */
+  if (was_ready)
+    l->attempt = 0;
   uint64_t ms = was_ready ? 0 : backoff_ms(l);
   l->attempt++;
   timer_in(l, ms);
@@ -867,12 +881,12 @@ static void on_sub_reply(rc_link *l, redisReply *r) {
     char why[160];
     snprintf(why, sizeof(why), "Redis: %.*s",
              (int)(r->len < 120 ? r->len : 120), r->str);
-    link_drop(l, why);
+    link_drop_bad(l, why);
     return;
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
       !is_string(r->element[0]) || !is_string(r->element[1])) {
-    link_drop(l, "Redis sent an unexpected reply on the subscriber connection");
+    link_drop_bad(l, "Redis sent an unexpected reply on the subscriber connection");
     return;
   }
   const char *kind = r->element[0]->str;
@@ -882,7 +896,7 @@ static void on_sub_reply(rc_link *l, redisReply *r) {
   if (message ? !is_string(third)
               : ((!on && strcasecmp(kind, "unsubscribe") != 0) ||
                  third->type != REDIS_REPLY_INTEGER)) {
-    link_drop(l, "Redis sent an unexpected push on the subscriber connection");
+    link_drop_bad(l, "Redis sent an unexpected push on the subscriber connection");
     return;
   }
   const char *ch = r->element[1]->str;

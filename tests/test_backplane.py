@@ -488,3 +488,151 @@ async def test_commands_that_would_change_the_shared_connection_are_refused(redi
         for verb in ["SUBSCRIBE", "select", "MULTI", "BLPOP", "QUIT"]:
             with pytest.raises(ValueError, match="not allowed"):
                 server._core.redis(1, verb, "x")
+
+
+# -- prefixes, names, hostile input --------------------------------------------
+
+
+async def test_long_prefixes_work_end_to_end_with_two_servers(redis_server):
+    # The channel head and the sentinel channel are sized from the prefix
+    # (up to 200 bytes): a fixed 64-byte sentinel crashed or sent heap bytes.
+    for size in (41, 60, 100, 150, 200):
+        prefix = ("p%d-" % size + "x" * size)[:size]
+        rooms = [echo_room("long") for _ in range(2)]
+        servers = [Server(backplane=redis_server.url, backplane_prefix=prefix) for _ in range(2)]
+        for server, room in zip(servers, rooms):
+            server.route("/l", room)
+        async with servers[0].serve("127.0.0.1", 0) as r0, servers[1].serve("127.0.0.1", 0) as r1:
+            async with connect(f"ws://127.0.0.1:{r0.port}/l") as a, connect(f"ws://127.0.0.1:{r1.port}/l") as b:
+                await subscribed(r0)
+                await subscribed(r1)
+                channels = set(redis_server.command("PUBSUB", "CHANNELS", "*"))
+                assert (prefix + "|long").encode() in channels
+                for running in (r0, r1):
+                    assert (prefix + "\0server:" + running.server_id).encode() in channels, size
+                await a.send(f"hello {size}")
+                assert await recv(b) == f"hello {size}"
+                assert await recv(a) == f"hello {size}"
+
+
+async def test_nested_prefixes_and_room_names_with_colons_do_not_collide(redis_server):
+    # Prefix "a:" with room "b:x" and prefix "a:b:" with room "x" were both
+    # the channel "a:b:x".
+    outer, inner = echo_room("b:x"), echo_room("x")
+    s_outer = Server(backplane=redis_server.url, backplane_prefix="a:")
+    s_outer.route("/r", outer)
+    s_inner = Server(backplane=redis_server.url, backplane_prefix="a:b:")
+    s_inner.route("/r", inner)
+    async with s_outer.serve("127.0.0.1", 0) as ro, s_inner.serve("127.0.0.1", 0) as ri:
+        async with connect(f"ws://127.0.0.1:{ro.port}/r") as wo, connect(f"ws://127.0.0.1:{ri.port}/r") as wi:
+            await subscribed(ro)
+            await subscribed(ri)
+            listener = RespClient(redis_server.port)
+            outer_channel = listener.command("PUBSUB", "CHANNELS", "a:|*")
+            assert outer_channel == [b"a:|b:x"]
+            assert listener.command("SUBSCRIBE", outer_channel[0])[0] == b"subscribe"
+            await wo.send("outer only")
+            assert await recv(wo) == "outer only"
+            assert listener.read()[2][20:] == b"outer only"  # Redis has dispatched it
+            # Published after it: if the inner server had the outer message,
+            # it would come first.
+            redis_server.command("PUBLISH", "a:b:|x", "marker")
+            assert await recv(wi) == "marker"
+            listener.close()
+            assert await outer.count() == 1
+            assert await inner.count() == 1
+
+    # Presence: a room named "p:<server id>" is not the hash of room "p".
+    room = Room(name="p")
+    server = Server(backplane=redis_server.url)
+    server.route("/p", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/p"):
+            await until(lambda: len(room) == 1)
+            await settles(room.count, 1)
+            assert await Room(name=f"p:{running.server_id}").count() == 0
+            assert await Room(name=f"p:{running.server_id}").members() == {}
+
+
+async def test_a_broken_redis_costs_a_reconnect_never_the_process(examples):
+    # hiredis 0.14's async layer aborted the process (rc 134) on each of these.
+    from redisproc import FakeRedis
+
+    sub_bad = [
+        b"*2\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n",  # a short subscribe array
+        b"*3\r\n:7\r\n$1\r\nx\r\n:1\r\n",  # a kind that is not a string
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nx\r\n$1\r\ny\r\n",  # a count that is not a number
+        b"*3\r\n$7\r\nmessage\r\n$1\r\nx\r\n*0\r\n",  # a message that is not a string
+        b"-ERR no such thing\r\n",  # an error nobody asked for
+        b"?not RESP\r\n",  # a protocol error
+        b"*1\r\n" * 12 + b":1\r\n",  # nested too deep for the reader
+    ]
+    cmd_bad = [b"+OK\r\n", b":1\r\n", b"*1\r\n$1\r\nx\r\n"]  # replies to no command
+    fake = await FakeRedis(lambda kind, n: (sub_bad if kind == "sub" else cmd_bad)[(n - 1) % (
+        len(sub_bad) if kind == "sub" else len(cmd_bad))]).start()
+    try:
+        server = await examples("scale_out.py", "--port", "0", "--backplane", fake.url)
+        async with connect(f"ws://127.0.0.1:{server.port}/chat") as ws:
+            deadline = asyncio.get_running_loop().time() + 60
+            k = 0
+            while fake.connections["sub"] <= len(sub_bad) or fake.connections["cmd"] <= len(cmd_bad):
+                assert asyncio.get_running_loop().time() < deadline, fake.connections
+                await ws.send(f"local {k}")  # local delivery goes on meanwhile
+                assert await recv(ws) == f"local {k}"
+                k += 1
+                await asyncio.sleep(0.1)
+        assert server.proc.returncode is None
+        assert await server.stop(signal.SIGTERM) == 0
+        log = "".join(server.log)
+        assert "Redis sent an unexpected" in log or "a reply to no command" in log, log
+    finally:
+        await fake.close()
+
+
+async def test_messages_from_redis_over_max_message_size_are_dropped(redis_server):
+    server = Server(backplane=redis_server.url, max_message_size=1000)
+    server.route("/feed", Room(name="feed"))
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/feed") as member:
+            await subscribed(running)
+            redis_server.command("PUBLISH", "roomcast:|feed", "x" * 1000)
+            assert await recv(member) == "x" * 1000  # at the bound: delivered
+            redis_server.command("PUBLISH", "roomcast:|feed", "y" * 1001)
+            header = b"\x00rc\x11" + bytes(7) + b"\x05" + bytes(7) + b"\x01"
+            redis_server.command("PUBLISH", "roomcast:|feed", header + b"z" * 1001)
+            redis_server.command("PUBLISH", "roomcast:|feed", "after")
+            assert await recv(member) == "after"
+            assert running.stats()["backplane_invalid"] == 2
+
+
+def test_backplane_url_errors_do_not_show_the_password():
+    for url in ["redis://user:hunter2@h:99999", "redis://:hunter2@h/db", "redis://:hunter2@/0"]:
+        with pytest.raises(ValueError) as raised:
+            Server(backplane=url)
+        assert "hunter2" not in str(raised.value)
+        assert "***" in str(raised.value) or "db" in str(raised.value)
+
+
+async def test_a_member_that_left_while_redis_was_away_leaves_presence_on_reconnection(redis_server):
+    # Its leave could not reach Redis; Redis comes back with its data (saved
+    # before it stopped): the member must go at reconnection, not after
+    # presence_ttl (10 minutes here, far beyond the test's deadline).
+    room = Room(name="away")
+    server = Server(backplane=redis_server.url, presence_ttl=600)
+    server.route("/a", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/a") as stays:
+            async with connect(f"ws://127.0.0.1:{running.port}/a"):
+                await until(lambda: len(room) == 2)
+                await settles(room.count, 2)
+                assert redis_server.command("SAVE") == "OK"
+                redis_server.stop()
+                await until(lambda: running.stats()["backplane_up"] == 0)
+            await until(lambda: len(room) == 1)
+            await stays.close()
+            await until(lambda: len(room) == 0)
+        redis_server.start()
+        assert redis_server.command("EXISTS", "roomcast:|presence|away") == 1  # the saved data
+        await until(lambda: running.stats()["backplane_up"] == 1)
+        await settles(room.count, 0)
+        await settles(room.members, {})
