@@ -111,7 +111,7 @@ class RedisServer:
         loaded again."""
         auth = ["--requirepass", password] if password else []
         for name, secret in users:
-            auth += ["--user", f"{name} on >{secret} ~* &* +@all"]
+            auth += ["--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
