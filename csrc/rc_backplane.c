@@ -27,10 +27,11 @@
  * room is made (first local member), UNSUBSCRIBE when it goes (last member
  * left). A SUBSCRIBE is never sent while an UNSUBSCRIBE of the same channel
  * is in flight (its answer would be taken for the new subscription's):
- * each entry tracks its state and the next step waits for the answer. A sentinel channel of this server
- * (the escaped prefix, a NUL, "server:" and its id: no room's channel),
- * subscribed first and never left, keeps the connection in subscriber
- * mode; its answer says that the connection is ready.
+ * each entry tracks its state and the next step waits for the answer. A
+ * sentinel channel of this server (the escaped prefix, a NUL, "server:"
+ * and its id: no room's channel), subscribed first and never left, keeps
+ * the connection in subscriber mode; its answer says that the connection
+ * is ready.
  *
  * Messages. Each publish is PUBLISHed once per named room it targets,
  * with a header: "\0rc", a flags byte (bit 0 text, bit 1 several rooms,
@@ -78,7 +79,8 @@
 #define RC__F_TEXT 0x01
 #define RC__F_MULTI 0x02
 #define RC_BACKPLANE_PREFIX_MAX 200 /* bytes; the binding says so too */
-#define RC__PEER_IDLE_MS 600000 /* a publisher unheard of this long is forgotten */
+/* A publisher unheard of this long is forgotten. */
+#define RC__PEER_IDLE_MS 600000
 
 enum { SUB_NONE, SUB_PENDING, SUB_ON, SUB_LEAVING };
 enum { LINK_DOWN, LINK_RESOLVING, LINK_CONNECTING, LINK_READY };
@@ -886,7 +888,7 @@ static void on_sub_reply(rc_link *l, redisReply *r) {
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
       !is_string(r->element[0]) || !is_string(r->element[1])) {
-    link_drop_bad(l, "Redis sent an unexpected reply on the subscriber connection");
+    link_drop_bad(l, "Redis sent an unexpected reply to the subscriber");
     return;
   }
   const char *kind = r->element[0]->str;
@@ -896,7 +898,7 @@ static void on_sub_reply(rc_link *l, redisReply *r) {
   if (message ? !is_string(third)
               : ((!on && strcasecmp(kind, "unsubscribe") != 0) ||
                  third->type != REDIS_REPLY_INTEGER)) {
-    link_drop_bad(l, "Redis sent an unexpected push on the subscriber connection");
+    link_drop_bad(l, "Redis sent an unexpected push to the subscriber");
     return;
   }
   const char *ch = r->element[1]->str;

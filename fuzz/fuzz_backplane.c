@@ -5,10 +5,10 @@
  *
  * Each input gets a fresh rc_server whose loop this thread drives (no loop
  * thread, as in fuzz_frames.c). The harness is the Redis: it listens on a
- * loopback port (one for the process), accepts the core's two connections, tells them apart by
- * their first command (the subscriber SUBSCRIBEs its sentinel, the command
- * connection PINGs), answers both as Redis would, then writes the fuzz
- * input to them in chunks. Teardown hangs up, stops the backplane, runs
+ * loopback port (one for the process), accepts the core's two
+ * connections, tells them apart by their first command (the subscriber
+ * SUBSCRIBEs its sentinel, the command connection PINGs), answers both as
+ * Redis would, then writes the fuzz input to them in chunks. Teardown hangs up, stops the backplane, runs
  * the loop until every handle has closed and frees the server.
  *
  * Input: two control bytes, then Redis's bytes.
