@@ -114,6 +114,11 @@ typedef struct rc_sock {
   uv_connect_t connect;
   struct rc_link *link; /* NULL once the link has let it go */
   redisReader *reader;
+  /* hiredis's reply functions, but for arrays: their table is allocated
+   * from the count Redis announces, before any element arrives. */
+  redisReplyObjectFunctions fns;
+  void *(*make_array)(const redisReadTask *task, int elements);
+  size_t max_elements;
   size_t partial; /* bytes read since the last whole reply */
   char rbuf[65536];
 } rc_sock;
@@ -310,6 +315,28 @@ static void link_reply(rc_link *l, redisReply *r) {
   } else {
     link_drop_bad(l, "Redis sent a reply to no command");
   }
+}
+
+static void *bounded_array(const redisReadTask *task, int elements) {
+  rc_sock *k = task->privdata;
+  if ((size_t)elements > k->max_elements)
+    return NULL; /* the reader fails ("Out of memory"): the link drops */
+  return k->make_array(task, elements);
+}
+
+/* The reader of k: hiredis's, arrays bounded (a push to the subscriber
+ * has 3 elements; a reply to the embedder, 2^20). 0 or -1. */
+static int sock_reader(rc_sock *k, int subscriber) {
+  k->reader = redisReaderCreate();
+  if (k->reader == NULL)
+    return -1;
+  k->fns = *k->reader->fn;
+  k->make_array = k->fns.createArray;
+  k->fns.createArray = bounded_array;
+  k->max_elements = subscriber ? 3 : (size_t)1 << 20;
+  k->reader->fn = &k->fns;
+  k->reader->privdata = k;
+  return 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -983,7 +1010,7 @@ static void link_open(rc_link *l, const char *ip) {
   if (r != 0)
     r = uv_ip6_addr(ip, bp->port, (struct sockaddr_in6 *)&addr);
   rc_sock *k = r == 0 ? calloc(1, sizeof(*k)) : NULL;
-  if (k != NULL && (k->reader = redisReaderCreate()) == NULL) {
+  if (k != NULL && sock_reader(k, l->subscriber) != 0) {
     free(k);
     k = NULL;
   }

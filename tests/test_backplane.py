@@ -632,8 +632,10 @@ async def test_a_broken_redis_costs_a_reconnect_never_the_process(examples):
         b"-ERR no such thing\r\n",  # an error nobody asked for
         b"?not RESP\r\n",  # a protocol error
         b"*1\r\n" * 12 + b":1\r\n",  # nested too deep for the reader
+        b"*2147483647\r\n:1\r\n",  # an array announced with 2^31 - 1 elements
     ]
-    cmd_bad = [b"+OK\r\n", b":1\r\n", b"*1\r\n$1\r\nx\r\n"]  # replies to no command
+    cmd_bad = [b"+OK\r\n", b":1\r\n", b"*1\r\n$1\r\nx\r\n",  # replies to no command
+               b"*1\r\n*2000000\r\n"]  # an inner array past the bound
     fake = await FakeRedis(lambda kind, n: (sub_bad if kind == "sub" else cmd_bad)[(n - 1) % (
         len(sub_bad) if kind == "sub" else len(cmd_bad))]).start()
     try:
