@@ -9,8 +9,9 @@
 #   make fuzz      the libFuzzer targets, FUZZ_SECONDS each (default 60);
 #                  make fuzz-smoke: 10 s each (CI)
 #   make soak      ten minutes of connection churn (RSS, fds, lost messages)
-#   make conformance  the Autobahn TestSuite (sections 1-7, 9) against
-#                  examples/echo.py; summary in tests/conformance/
+#   make conformance  the Autobahn TestSuite (sections 1-7, 9, 10) against
+#                  examples/echo.py, its relay mode and both clients;
+#                  summaries in tests/conformance/
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
 #   make bench-cross  three servers on one Redis against one server
@@ -210,10 +211,13 @@ memcheck:
 	  echo "$$(basename $$t): memcheck clean"; \
 	done
 
-# The Autobahn TestSuite's cases against examples/echo.py. The tool
-# installs itself under build/conformance/ (the suite itself when a Python
-# 2.7 is found, else the kosoku runner of its case files); a full run
-# rewrites tests/conformance/summary.md and results.json.
+# The Autobahn TestSuite's cases (sections 1-7, 9, 10) against four
+# targets in turn: examples/echo.py (server), its --relay mode (the core's
+# relay path), and the asyncio and synchronous clients through the tool's
+# fuzzing server. The tool installs itself under build/conformance/ (the
+# suite itself when a Python 2.7 is found, else the kosoku runner of its
+# case files); a full run rewrites tests/conformance/summary.md and
+# results.json, and the same two in relay/, client-async/, client-sync/.
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py
 

@@ -30,6 +30,10 @@ typedef struct {
   PyObject *call_soon;
   unsigned long loop_thread;
   int flush_scheduled;
+  /* Events taken from the core but not given yet: memory ran out even for
+   * the smallest form of one (see Core_poll). Given first next time. */
+  rc_event *held;
+  uint64_t undelivered; /* events answered here because they did not convert */
 } CoreObject;
 
 static int raise_uv(int r) {
@@ -78,6 +82,32 @@ static int command_done(CoreObject *self, int r) {
 
 /* --- construction -------------------------------------------------------- */
 
+/* The package checks every option first (roomcast/_options.py); these
+ * name the option and the value for a direct caller, and keep NaN and
+ * infinities, which the core cannot turn into milliseconds, out. */
+static int check_size(const char *name, Py_ssize_t v, Py_ssize_t lo,
+                      Py_ssize_t hi) {
+  if (v >= lo && v <= hi)
+    return 0;
+  PyErr_Format(PyExc_ValueError, "%s must be in %zd..%zd, not %zd", name, lo,
+               hi, v);
+  return -1;
+}
+
+#define RC_MAX_SECONDS 1e9 /* about 31 years; as roomcast/_options.py */
+
+static int check_secs(const char *name, double v) {
+  if (v >= 0 && v <= RC_MAX_SECONDS) /* false for NaN */
+    return 0;
+  PyObject *f = PyFloat_FromDouble(v);
+  if (f != NULL) {
+    PyErr_Format(PyExc_ValueError,
+                 "%s must be a number of seconds in 0..1e9, not %R", name, f);
+    Py_DECREF(f);
+  }
+  return -1;
+}
+
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"max_message_size",  "max_queue_bytes",
                            "ping_interval",     "ping_timeout",
@@ -119,24 +149,21 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     return NULL;
   }
   cfg.backplane_buffer = (size_t)bp_buffer;
-  if (max_msg < 1 || max_q < 1 || max_hb < 64 || max_h < 1 || max_ev < 1 ||
-      max_conns < 0 || cfg.ping_interval < 0 || cfg.ping_timeout < 0 ||
-      cfg.handshake_timeout < 0 || cfg.close_timeout < 0 ||
-      cfg.idle_timeout < 0) {
-    PyErr_SetString(PyExc_ValueError,
-                    "sizes must be positive (max_header_bytes >= 64, "
-                    "max_connections >= 0) and timeouts must not be "
-                    "negative");
+  if (check_size("max_message_size", max_msg, 1, PY_SSIZE_T_MAX) < 0 ||
+      check_size("max_queue_bytes", max_q, 1, PY_SSIZE_T_MAX) < 0 ||
+      check_size("max_header_bytes", max_hb, 64, 60000) < 0 ||
+      check_size("max_headers", max_h, 1, 128) < 0 ||
+      check_size("max_event_bytes", max_ev, 1, PY_SSIZE_T_MAX) < 0 ||
+      check_size("max_connections", max_conns, 0, PY_SSIZE_T_MAX) < 0 ||
+      check_secs("ping_interval", cfg.ping_interval) < 0 ||
+      check_secs("ping_timeout", cfg.ping_timeout) < 0 ||
+      check_secs("handshake_timeout", cfg.handshake_timeout) < 0 ||
+      check_secs("close_timeout", cfg.close_timeout) < 0 ||
+      check_secs("idle_timeout", cfg.idle_timeout) < 0)
     return NULL;
-  }
   cfg.max_connections = (size_t)max_conns;
   cfg.drop_oldest = drop;
   cfg.max_event_bytes = (size_t)max_ev;
-  if (max_h > 128 || max_hb > 60000) {
-    PyErr_SetString(PyExc_ValueError,
-                    "max_headers must be <= 128 and max_header_bytes <= 60000");
-    return NULL;
-  }
   cfg.max_message_size = (size_t)max_msg;
   cfg.max_queue_bytes = (size_t)max_q;
   cfg.max_header_bytes = (size_t)max_hb;
@@ -158,6 +185,8 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 static void Core_dealloc(CoreObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   Py_CLEAR(self->call_soon);
+  rc_events_free(self->held);
+  self->held = NULL;
   if (self->srv != NULL) {
     rc_server *srv = self->srv;
     self->srv = NULL;
@@ -457,28 +486,89 @@ static PyObject *event_tuple(const rc_event *ev) {
   }
 }
 
-PyDoc_STRVAR(poll_doc, "poll($self, /)\n--\n\n"
-                       "Return every queued event, oldest first.");
+/* An event that did not convert (memory ran out, most likely for a large
+ * message) must still be answered, or its connection hangs: an upgrade or
+ * a request gets HTTP 500, a message or a client's open closes the
+ * connection with 1011 (its RC_EV_CLOSE follows), the others are given in
+ * their smallest form. Returns a new tuple, Py_None (borrowed: nothing to
+ * give, the core was told) or NULL (not even that could be made: Core_poll
+ * keeps the event and those after it for its next call, which comes with
+ * the next event the core queues). */
+static PyObject *fallback_tuple(CoreObject *self, const rc_event *ev) {
+  static const char failed[] = "internal error: event not delivered";
+  switch (ev->type) {
+  case RC_EV_OPEN:
+  case RC_EV_REQUEST:
+    (void)rc_server_respond(self->srv, ev->conn, 500, NULL, NULL, 0, 0);
+    return Py_None;
+  case RC_EV_MESSAGE:
+  case RC_EV_CONNECTED:
+    (void)rc_server_close(self->srv, ev->conn, 1011, failed,
+                          sizeof(failed) - 1);
+    return Py_None;
+  case RC_EV_CLOSE:
+    return Py_BuildValue("(i K i s)", (int)ev->type,
+                         (unsigned long long)ev->conn, (int)ev->code, "");
+  case RC_EV_REDIS:
+    return Py_BuildValue("(i K O s)", (int)ev->type,
+                         (unsigned long long)ev->conn, Py_None, failed);
+  default:
+    return Py_BuildValue("(i i s)", (int)ev->type, (int)ev->code, "");
+  }
+}
+
+PyDoc_STRVAR(poll_doc,
+             "poll($self, /)\n--\n\n"
+             "Return every queued event, oldest first. One that cannot be "
+             "converted (MemoryError) costs only itself: see "
+             "stats()['events_undelivered'].");
 
 static PyObject *Core_poll(CoreObject *self, PyObject *unused) {
   (void)unused;
   rc_event *head = rc_server_poll(self->srv);
+  if (self->held != NULL) { /* older: they go first */
+    rc_event *tail = self->held;
+    while (tail->next != NULL)
+      tail = tail->next;
+    tail->next = head;
+    head = self->held;
+    self->held = NULL;
+  }
   PyObject *list = PyList_New(0);
   if (list == NULL) {
-    rc_events_free(head);
+    self->held = head;
     return NULL;
   }
-  for (rc_event *ev = head; ev != NULL; ev = ev->next) {
+  int answered = 0;
+  rc_event *ev = head;
+  while (ev != NULL) {
     PyObject *t = event_tuple(ev);
-    if (t == NULL || PyList_Append(list, t) < 0) {
+    if (t == NULL) {
+      PyErr_Clear();
+      t = fallback_tuple(self, ev);
+      if (t != NULL)
+        self->undelivered++;
+      if (t == Py_None) {
+        answered = 1;
+        Py_INCREF(t);
+      }
+    }
+    if (t == NULL || (t != Py_None && PyList_Append(list, t) < 0)) {
       Py_XDECREF(t);
-      Py_DECREF(list);
-      rc_events_free(head);
-      return NULL;
+      break; /* this one and the rest wait for the next poll */
     }
     Py_DECREF(t);
+    rc_event *next = ev->next;
+    ev->next = NULL;
+    rc_events_free(ev);
+    ev = next;
   }
-  rc_events_free(head);
+  if (answered)
+    (void)rc_server_wake(self->srv); /* commands are deferred when batching */
+  if (ev != NULL) {
+    PyErr_Clear();
+    self->held = ev;
+  }
   return list;
 }
 
@@ -722,12 +812,19 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args,
           &o.tls_verify, &o.tls_cafile, &o.tls_server_name,
           &o.handshake_timeout, &o.ping_interval, &o.ping_timeout, &max_msg))
     return NULL;
-  if (o.port < 1 || o.port > 65535 || o.target[0] != '/' ||
-      o.handshake_timeout < 0 || o.ping_interval < 0 || o.ping_timeout < 0 ||
-      max_msg < 0) {
+  if (o.port < 1 || o.port > 65535 || o.target[0] != '/') {
     PyErr_SetString(PyExc_ValueError,
-                    "port must be in 1..65535, target must start with '/', "
-                    "timeouts and sizes must not be negative");
+                    "port must be in 1..65535, target must start with '/'");
+    return NULL;
+  }
+  if (check_secs("handshake_timeout", o.handshake_timeout) < 0 ||
+      check_secs("ping_interval", o.ping_interval) < 0 ||
+      check_secs("ping_timeout", o.ping_timeout) < 0 ||
+      check_size("max_message_size", max_msg, 0, PY_SSIZE_T_MAX) < 0)
+    return NULL;
+  if (o.tls_server_name != NULL && o.tls_server_name[0] == '\0') {
+    /* it would leave the certificate's name unchecked */
+    PyErr_SetString(PyExc_ValueError, "server_name must not be empty");
     return NULL;
   }
   o.max_message_size = (size_t)max_msg;
@@ -803,9 +900,16 @@ static PyObject *Core_resume_reading(CoreObject *self, PyObject *arg) {
   return id_call(self, arg, rc_server_resume_reading);
 }
 
-static PyObject *Core_room_new(CoreObject *self, PyObject *unused) {
-  (void)unused;
-  return PyLong_FromUnsignedLongLong(rc_server_room_new(self->srv));
+static PyObject *Core_room_new(CoreObject *self, PyObject *args) {
+  int relay = RC_RELAY_NONE;
+  if (!PyArg_ParseTuple(args, "|i:room_new", &relay))
+    return NULL;
+  uint64_t room = rc_server_room_new_relay(self->srv, relay);
+  if (room == 0) {
+    PyErr_Format(PyExc_ValueError, "relay must be 0, 1 or 2, not %d", relay);
+    return NULL;
+  }
+  return PyLong_FromUnsignedLongLong(room);
 }
 
 typedef int (*room_fn)(rc_server *, uint64_t, uint64_t);
@@ -829,7 +933,15 @@ static PyObject *Core_join(CoreObject *self, PyObject *args) {
     PyErr_SetString(PyExc_ValueError, "relay must be 0, 1 or 2");
     return NULL;
   }
-  if (command_done(self, rc_server_join(self->srv, conn, room, relay)) < 0)
+  int r = rc_server_join(self->srv, conn, room, relay);
+  if (r == -EINVAL && self->started) {
+    PyErr_Format(PyExc_ValueError,
+                 "room %llu was not made with relay %d: a room's mode is "
+                 "fixed by room_new(relay)",
+                 room, relay);
+    return NULL;
+  }
+  if (command_done(self, r) < 0)
     return NULL;
   Py_RETURN_NONE;
 }
@@ -929,6 +1041,10 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       Py_CLEAR(dict);
     Py_XDECREF(v);
   }
+  PyObject *v = dict == NULL ? NULL : PyLong_FromUnsignedLongLong(self->undelivered);
+  if (v == NULL || PyDict_SetItemString(dict, "events_undelivered", v) < 0)
+    Py_CLEAR(dict);
+  Py_XDECREF(v);
   return dict;
 }
 
@@ -1056,8 +1172,9 @@ static PyMethodDef Core_methods[] = {
      "(backpressure)."},
     {"resume_reading", (PyCFunction)Core_resume_reading, METH_O,
      "resume_reading($self, conn, /)\n--\n\nRead from conn again."},
-    {"room_new", (PyCFunction)Core_room_new, METH_NOARGS,
-     "room_new($self, /)\n--\n\nA new room id."},
+    {"room_new", (PyCFunction)Core_room_new, METH_VARARGS,
+     "room_new($self, relay=0, /)\n--\n\nA new room id; its relay mode is "
+     "fixed here."},
     {"room_free", (PyCFunction)Core_room_free, METH_O,
      "room_free($self, room, /)\n--\n\nEmpty and forget a room."},
     {"join", (PyCFunction)Core_join, METH_VARARGS,

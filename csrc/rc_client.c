@@ -226,6 +226,11 @@ int rc_server_connect(rc_server *s, const rc_connect_opts *o,
     client_free(cl);
     return r;
   }
+  /* The fragment bound follows the size this client accepts, not the
+   * server side's: a 64 MiB message in 64-byte fragments is within it. */
+  cl->max_frags = rc__max_frags(cl->max_message_size != 0
+                                    ? cl->max_message_size
+                                    : s->cfg.max_message_size);
   cl->id = RC__CLIENT_BIT | (atomic_fetch_add(&s->next_client, 1) + 1);
   rc_cmd *cmd = calloc(1, sizeof(*cmd));
   if (cmd == NULL) {
@@ -321,6 +326,12 @@ void rc__client_fail(rc_conn *c, const char *reason) {
     return;
   set_reason(c, reason);
   rc__conn_abort(c);
+}
+
+void rc__client_overflow(rc_conn *c) {
+  /* Maybe inside wslay: failed at the end of the turn, not here. */
+  set_reason(c, "send queue full: the server does not read");
+  rc__conn_fail(c);
 }
 
 static const char *state_words(const rc_conn *c) {

@@ -12,6 +12,26 @@
  * written at once to members with nothing queued, from one iovec shared by
  * the whole room, and only what a socket does not take is queued.
  *
+ * Order. Frames to one connection leave in the order they were made, control
+ * frames included. wslay makes pongs and close replies inside
+ * wslay_event_recv; they are moved into the ring in the callback that
+ * reports the frame (ws_on_msg) and after every recv (after_ws_io), so wslay
+ * never holds a frame while our code runs and the direct path of
+ * rc__conn_deliver_now, which writes only to an empty ring, cannot pass one.
+ *
+ * Bounds. Every frame in the ring counts against max_queue_bytes: data,
+ * HTTP answers and the control frames wslay makes for the peer (a pong per
+ * ping, RFC 6455 5.5.2). Data past the bound goes through slow_consumer
+ * (close 1008, or drop the oldest messages). Control frames cannot be
+ * dropped from the middle of the stream, and answering only the latest of
+ * many pings (5.5.3) would still leave a peer that pings and never reads
+ * costing us one pong per ping it sends: once the control frames a peer's
+ * input made push its queue past the bound, the oldest messages are dropped
+ * under slow_consumer="drop" and, if that does not make room, the peer is
+ * closed with 1008 as a slow consumer (a client fails the connection).
+ * Memory per connection stays within max_queue_bytes plus one read's worth
+ * of pongs.
+ *
  * Lifetime. A connection ends in rc__conn_abort, which reports RC_EV_CLOSE,
  * leaves its rooms, frees its id and calls uv_close; its memory is freed in
  * the close callback, after libuv has cancelled any pending write. Code that
@@ -234,12 +254,10 @@ void rc__conn_closed(uv_handle_t *h) {
 }
 
 static uint16_t final_code(const rc_conn *c) {
+  if (c->close_rcvd != 0) /* the peer's close frame, read by on_close_frame */
+    return c->close_rcvd;
   if (c->ws == NULL)
     return c->close_code ? c->close_code : 1006;
-  if (wslay_event_get_close_received(c->ws)) {
-    uint16_t code = wslay_event_get_status_code_received(c->ws);
-    return code ? code : 1005;
-  }
   if (wslay_event_get_close_sent(c->ws)) {
     uint16_t code = wslay_event_get_status_code_sent(c->ws);
     return code ? code : 1005;
@@ -340,16 +358,15 @@ static void respond_status(rc_conn *c, int status, const char *extra,
 }
 
 static int ws_ensure(rc_conn *c);
+static int ws_push_frames(rc_conn *c);
 
 /* wslay has queued frames (pong, close): move them into our queue, then see
  * whether the close handshake is complete. */
 static void after_ws_io(rc_conn *c) {
   if (c->state == RC_CONN_GONE || c->ws == NULL)
     return;
-  if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
-    rc__conn_fail(c);
+  if (ws_push_frames(c) != 0)
     return;
-  }
   if (c->state == RC_CONN_DRAINING)
     return;
   if (wslay_event_get_close_sent(c->ws) &&
@@ -393,6 +410,41 @@ static void slow_consumer(rc_conn *c) {
   atomic_fetch_add_explicit(&c->srv->st_slow, 1, memory_order_relaxed);
   static const char reason[] = "message queue full (client too slow)";
   rc__conn_close_ws(c, 1008, reason, sizeof(reason) - 1);
+}
+
+/* The control frames wslay made for the peer's input have pushed the queue
+ * past max_queue_bytes (see "Bounds" at the top). */
+static void control_over_bound(rc_conn *c) {
+  rc_server *s = c->srv;
+  if (c->cl != NULL) {
+    rc__client_overflow(c);
+    return;
+  }
+  if (c->state != RC_CONN_OPEN)
+    return; /* a close reply: wslay makes one, and nothing after it */
+  size_t max = s->cfg.max_queue_bytes;
+  if (s->cfg.drop_oldest) {
+    uint32_t n = outq_drop_oldest(&c->q, max / 2);
+    if (n > 0)
+      atomic_fetch_add_explicit(&s->st_dropped, n, memory_order_relaxed);
+    if (c->q.bytes <= max)
+      return;
+  }
+  slow_consumer(c);
+}
+
+/* Moves the frames wslay has made into the ring, in the order it made them,
+ * and holds the connection to its bound. 0, or -1 when it has failed. */
+static int ws_push_frames(rc_conn *c) {
+  if (!wslay_event_want_write(c->ws))
+    return 0;
+  if (wslay_event_send(c->ws) != 0) {
+    rc__conn_fail(c);
+    return -1;
+  }
+  if (c->q.bytes > c->srv->cfg.max_queue_bytes)
+    control_over_bound(c);
+  return c->state == RC_CONN_GONE || c->doomed ? -1 : 0;
 }
 
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
@@ -556,17 +608,43 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return (ssize_t)n;
 }
 
+/* wslay hands a frame over in two writes, the header (flagged
+ * WSLAY_MSG_MORE) then the payload, made back to back by one
+ * wslay_frame_send. Queued apart, a pong would cost two allocations (about
+ * 190 bytes for the 127 it counts); the header waits here to be joined to
+ * its payload. One per loop thread: a server and the client core may run
+ * in one process. */
+#define RC__WS_HEAD_MAX 14 /* the longest frame header */
+#define RC__WS_CTRL_MAX 125
+static _Thread_local struct {
+  uint8_t data[RC__WS_HEAD_MAX];
+  size_t len;
+} ws_head;
+
+/* 1 when data (a header) was kept for the next write. */
+static int ws_hold_head(const uint8_t *data, size_t len, int flags) {
+  if (!(flags & WSLAY_MSG_MORE) || ws_head.len + len > sizeof ws_head.data)
+    return 0;
+  memcpy(ws_head.data + ws_head.len, data, len);
+  ws_head.len += len;
+  return 1;
+}
+
 /* wslay writes only control frames here (pong, close): small, so a copy. */
 static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
                        size_t len, int flags, void *user_data) {
-  (void)flags;
   rc_conn *c = user_data;
-  rc_buf *b = rc__buf_new(len);
+  if (ws_hold_head(data, len, flags))
+    return (ssize_t)len;
+  rc_buf *b = rc__buf_new(ws_head.len + len);
   if (b == NULL) {
+    ws_head.len = 0;
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
-  memcpy(b->data, data, len);
+  memcpy(b->data, ws_head.data, ws_head.len);
+  memcpy(b->data + ws_head.len, data, len);
+  ws_head.len = 0;
   rc__conn_enqueue(c, b);
   rc__buf_unref(b);
   return (ssize_t)len;
@@ -578,6 +656,11 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   (void)ctx;
   rc_conn *c = user_data;
   rc_server *s = c->srv;
+  /* A pong or close reply wslay queued for this frame, or for a ping
+   * between the fragments of this message, goes before anything this
+   * message makes (a relay may write to this very connection). */
+  if (ws_push_frames(c) != 0)
+    return;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
     if (!rc_utf8_valid(arg->msg, arg->msg_length)) {
@@ -617,18 +700,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
   case WSLAY_PONG:
     c->ping_out = 0;
     return;
-  case WSLAY_CONNECTION_CLOSE:
-    if (arg->msg_length > 2 && c->close_reason == NULL) {
-      c->close_reason = malloc(arg->msg_length - 2 + 1);
-      if (c->close_reason != NULL) {
-        c->close_reason_len = (uint32_t)(arg->msg_length - 2);
-        memcpy(c->close_reason, arg->msg + 2, arg->msg_length - 2);
-        c->close_reason[c->close_reason_len] = '\0';
-      }
-    }
-    return;
   default:
-    return; /* ping: wslay queues the pong itself */
+    /* ping: wslay queues the pong itself. Close frames never reach wslay:
+     * see on_close_frame. */
+    return;
   }
 }
 
@@ -643,8 +718,18 @@ static const struct wslay_event_callbacks ws_callbacks = {
 static ssize_t ws_client_send(wslay_event_context_ptr ctx, const uint8_t *data,
                               size_t len, int flags, void *user_data) {
   (void)ctx;
-  (void)flags;
-  rc__client_write(user_data, data, len);
+  if (ws_hold_head(data, len, flags))
+    return (ssize_t)len;
+  uint8_t frame[RC__WS_HEAD_MAX + RC__WS_CTRL_MAX];
+  if (ws_head.len > 0 && len <= RC__WS_CTRL_MAX) {
+    memcpy(frame, ws_head.data, ws_head.len);
+    memcpy(frame + ws_head.len, data, len);
+    rc__client_write(user_data, frame, ws_head.len + len);
+  } else {
+    rc__client_write(user_data, ws_head.data, ws_head.len);
+    rc__client_write(user_data, data, len);
+  }
+  ws_head.len = 0;
   return (ssize_t)len;
 }
 
@@ -710,6 +795,69 @@ static void ws_release_if_idle(rc_conn *c) {
   ws_free(c);
 }
 
+/* The peer's close frame is read here, whole, and never by wslay: wslay
+ * 1.1.1 checks a received code against RFC 6455's list only
+ * (wslay_event_is_valid_status_code: 1000-1011 but 1004-1006, 3000-4999)
+ * and answers the codes IANA registered since (1012 service restart, 1013
+ * try again later, 1014 bad gateway) with 1002, and the wslay in use is
+ * the system's. The scanner stops at the frame's first byte; its bytes,
+ * at most RC_FRAME_MAX_CLOSE, wait in hbuf (free since the handshake)
+ * until the frame is whole. Then its close is echoed through wslay's queue
+ * (wslay_event_queue_close takes any code), reading stops, and after_ws_io
+ * sends the echo and drains, as wslay would have done. */
+static void on_close_frame(rc_conn *c) {
+  rc_frame_close fc;
+  unsigned err = rc_frame_close_parse((uint8_t *)c->hbuf, c->hlen,
+                                      c->cl == NULL, &fc);
+  if (err != 0) {
+    static const char utf8[] = "invalid UTF-8 in close reason";
+    static const char bad[] = "invalid close frame";
+    if (err == 1007)
+      rc__conn_close_ws(c, err, utf8, sizeof(utf8) - 1);
+    else
+      rc__conn_close_ws(c, err, bad, sizeof(bad) - 1);
+  } else {
+    c->close_rcvd = fc.code != 0 ? (uint16_t)fc.code : 1005;
+    if (fc.reason_len > 0 && c->close_reason == NULL) {
+      c->close_reason = malloc(fc.reason_len + 1);
+      if (c->close_reason != NULL) {
+        c->close_reason_len = (uint32_t)fc.reason_len;
+        memcpy(c->close_reason, fc.reason, fc.reason_len);
+        c->close_reason[fc.reason_len] = '\0';
+      }
+    }
+    /* After our own close (RC_CONN_CLOSING) this is the reply: nothing to
+     * echo, and wslay says so with WSLAY_ERR_NO_MORE_MSG. */
+    int r = wslay_event_queue_close(c->ws, (uint16_t)fc.code, fc.reason,
+                                    fc.reason_len);
+    if (r != 0 && r != WSLAY_ERR_NO_MORE_MSG)
+      rc__conn_fail(c);
+  }
+  if (c->ws != NULL)
+    wslay_event_shutdown_read(c->ws);
+  free(c->hbuf);
+  c->hbuf = NULL;
+  c->hlen = c->hcap = 0;
+}
+
+/* Bytes from the first byte of the peer's close frame on; what follows
+ * the frame is never read (RFC 6455 5.5.1). */
+static void close_frame_bytes(rc_conn *c, const char *data, size_t len) {
+  if (c->ws == NULL || !wslay_event_get_read_enabled(c->ws))
+    return; /* wslay failed the connection on an earlier frame */
+  size_t need;
+  while (c->hlen < (need = rc_frame_close_size((uint8_t *)c->hbuf, c->hlen))) {
+    if (len == 0)
+      return; /* the rest comes with a later read */
+    size_t take = need - c->hlen < len ? need - c->hlen : len;
+    if (rc__conn_head_append(c, data, take, RC_FRAME_MAX_CLOSE) != 0)
+      return;
+    data += take;
+    len -= take;
+  }
+  on_close_frame(c);
+}
+
 static void feed_ws(rc_conn *c, const char *data, size_t len) {
   if (ws_ensure(c) != 0) {
     rc__conn_fail(c);
@@ -719,8 +867,9 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
    * wslay would drop such a connection without a close frame, or (for
    * tiny fragments) buffer each fragment at several times its size. */
   int refused = c->scan.error != 0;
-  size_t ok = rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len,
-                                 c->srv->max_frags);
+  uint32_t max_frags = c->cl != NULL ? c->cl->max_frags : c->srv->max_frags;
+  size_t ok =
+      rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len, max_frags);
   if (ok > 0) {
     c->rd = (const uint8_t *)data;
     c->rdlen = ok;
@@ -749,6 +898,8 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
     }
     if (c->ws != NULL)
       wslay_event_shutdown_read(c->ws);
+  } else if (c->scan.closing && c->state != RC_CONN_GONE) {
+    close_frame_bytes(c, data + ok, len - ok);
   }
   after_ws_io(c);
 }
@@ -937,7 +1088,9 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     }
     c->state = chk.status == 0 ? RC_CONN_PENDING : RC_CONN_REQUEST;
     c->known = 1;
-    c->deadline = 0;
+    /* The embedder answers within handshake_timeout, or the sweep does
+     * (503): a handler that never answers must not hold the fd for ever. */
+    c->deadline = now_ms(s) + secs_ms(s->cfg.handshake_timeout) + 1;
     pause_read(c);
     rc__event_push(s, ev);
     return;
@@ -1141,6 +1294,12 @@ void rc__sweep(rc_server *s, uint64_t now) {
       if (c->deadline != 0 && now >= c->deadline)
         rc__conn_abort(c);
       break;
+    case RC_CONN_PENDING:
+    case RC_CONN_REQUEST:
+      if (c->deadline != 0 && now >= c->deadline)
+        respond_status(c, 503, "Retry-After: 1\r\n",
+                       "the application did not answer in time");
+      break;
     case RC_CONN_OPEN:
       if (!c->rx_recent && !c->writing)
         outq_shrink_if_idle(&c->q);
@@ -1218,9 +1377,7 @@ void rc__conn_command(rc_server *s, rc_cmd *cmd) {
         rc__conn_fail(c);
         break;
       }
-      if (r->n == 0)
-        r->relay = cmd->status;
-      rc__room_join(s, r, c);
+      rc__room_join(s, r, c); /* its mode came with its id */
     }
     break;
   case RC_CMD_PAUSE:

@@ -35,10 +35,13 @@ typedef struct rc_server rc_server;
 
 typedef struct rc_config {
   size_t max_message_size;   /* bytes; a larger message is closed with 1009 */
-  size_t max_queue_bytes;    /* per-connection unsent bytes before 1008 */
+  size_t max_queue_bytes;    /* per-connection unsent bytes, control frames
+                                included, before 1008 (a client fails) */
   double ping_interval;      /* seconds of silence before a ping; 0: never */
   double ping_timeout;       /* seconds to wait for the pong, then 1011 */
-  double handshake_timeout;  /* seconds to receive the request head */
+  double handshake_timeout;  /* seconds to receive the request head; then
+                                as long again for the embedder to accept
+                                or answer it, else the core answers 503 */
   double close_timeout;      /* seconds to wait for the peer's close frame */
   size_t max_header_bytes;   /* request line + headers; more: 431 */
   size_t max_headers;        /* header count; more: 431 */
@@ -49,9 +52,11 @@ typedef struct rc_config {
                                 before close 1001; 0: never */
   int drop_oldest;           /* a full output queue drops its oldest
                                 messages (1) or closes with 1008 (0) */
-  size_t max_event_bytes;    /* events not yet polled; past it the core
-                                stops reading from clients that send until
-                                the embedder polls (64 MiB) */
+  size_t max_event_bytes;    /* events not yet polled, each counted as
+                                the block it takes (an empty message: 48
+                                bytes); past it the core stops reading from
+                                clients that send until the embedder polls
+                                (64 MiB) */
   /* The Redis backplane (rc_backplane.c): rooms named with
    * rc_server_room_name() are shared with every server on the same Redis
    * and prefix. The strings are copied by rc_server_new(). */
@@ -245,11 +250,6 @@ int rc_server_connect(rc_server *s, const rc_connect_opts *opts,
  * included). UV_ENOENT once the connection has gone. Any thread. */
 int rc_server_buffered(rc_server *s, uint64_t conn, size_t *out);
 
-/* A new room id (never 0, never reused). The room exists in the loop from
- * its first member on. */
-uint64_t rc_server_room_new(rc_server *s);
-int rc_server_room_free(rc_server *s, uint64_t room);
-
 /* How a room treats its members' messages. */
 enum rc_relay {
   RC_RELAY_NONE = 0,   /* they become RC_EV_MESSAGE events */
@@ -257,9 +257,19 @@ enum rc_relay {
   RC_RELAY_OTHERS = 2, /* the same, to every member but the sender */
 };
 
-/* Adds conn to room. relay (enum rc_relay) is the room's mode, fixed by the
- * join that makes the room exist: pass the same for every join. A member
- * of several relay rooms gets each forwarded message once. */
+/* A new room id (never 0, never reused) whose mode (enum rc_relay) is fixed
+ * here, for its whole life: the id carries it (its low 2 bits), so the loop
+ * gives every incarnation of the room (it exists from its first member on
+ * and goes when the last leaves) the same mode, whoever joins first.
+ * rc_server_room_new() is rc_server_room_new_relay(s, RC_RELAY_NONE).
+ * Returns 0 for a relay that is not an enum rc_relay. */
+uint64_t rc_server_room_new(rc_server *s);
+uint64_t rc_server_room_new_relay(rc_server *s, int relay);
+int rc_server_room_free(rc_server *s, uint64_t room);
+
+/* Adds conn to room. relay must be the room's mode (the one it was made
+ * with); a join that asks for another mode is refused with UV_EINVAL. A
+ * member of several relay rooms gets each forwarded message once. */
 int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay);
 int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room);
 
@@ -327,8 +337,11 @@ uint64_t rc_server_id(const rc_server *s);
 
 /* Names room (a name is 1 to RC_ROOM_NAME_MAX bytes without NUL). A room
  * is named once; a name held by another room of this server is ignored.
- * Without a backplane names are accepted and unused. */
-#define RC_ROOM_NAME_MAX 1024
+ * Without a backplane names are accepted and unused. The bound leaves an
+ * embedder room for a namespace in front of the 1024 bytes its users may
+ * pick (roomcast's Python layer keeps App rooms and Room(name=...) apart
+ * that way). */
+#define RC_ROOM_NAME_MAX (1024 + 32)
 int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
                         size_t len);
 

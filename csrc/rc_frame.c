@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "rc_utf8.h"
+
 size_t rc_frame_header_len(uint64_t len) {
   if (len < 126)
     return 2;
@@ -112,8 +114,6 @@ static uint16_t header_error(const uint8_t *h, uint64_t plen) {
     return 1002;
   if (opcode >= 0x8u && (!(h[0] & 0x80u) || plen > 125))
     return 1002;
-  if (opcode == RC_OP_CLOSE && plen == 1)
-    return 1002;
   return 0;
 }
 
@@ -121,7 +121,7 @@ size_t rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len,
                           uint32_t max_frags) {
   const uint8_t *start = p;
   const uint8_t *hdr_start = NULL; /* in this chunk; NULL: an earlier one */
-  if (sc->error)
+  if (sc->error || sc->closing)
     return 0;
   while (len > 0) {
     if (sc->left > 0) {
@@ -131,8 +131,13 @@ size_t rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len,
       len -= skip;
       continue;
     }
-    if (sc->hlen == 0)
+    if (sc->hlen == 0) {
+      if ((*p & 0x0Fu) == RC_OP_CLOSE) {
+        sc->closing = 1;
+        return (size_t)(p - start);
+      }
       hdr_start = p;
+    }
     sc->hdr[sc->hlen++] = *p++;
     len--;
     if (sc->hlen < 2 || sc->hlen < scan_header_len(sc->hdr))
@@ -169,5 +174,54 @@ size_t rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len,
 }
 
 int rc_frame_scan_at_rest(const rc_frame_scan *sc) {
-  return sc->left == 0 && sc->hlen == 0 && !sc->in_msg;
+  return sc->left == 0 && sc->hlen == 0 && !sc->in_msg && !sc->closing;
+}
+
+/* Payload length of a frame whose header is complete. */
+static uint64_t header_payload_len(const uint8_t *h) {
+  unsigned len7 = h[1] & 0x7Fu;
+  if (len7 < 126)
+    return len7;
+  if (len7 == 126)
+    return ((uint64_t)h[2] << 8) | h[3];
+  uint64_t plen = 0;
+  for (int i = 0; i < 8; i++)
+    plen = (plen << 8) | h[2 + i];
+  return plen;
+}
+
+size_t rc_frame_close_size(const uint8_t *frame, size_t len) {
+  if (len < 2)
+    return 2;
+  size_t hl = scan_header_len(frame);
+  if (len < hl)
+    return hl;
+  uint64_t plen = header_payload_len(frame);
+  return plen > 125 ? hl : hl + (size_t)plen;
+}
+
+unsigned rc_frame_close_parse(uint8_t *frame, size_t len, int masked,
+                              rc_frame_close *out) {
+  memset(out, 0, sizeof(*out));
+  size_t hl = scan_header_len(frame);
+  uint64_t plen = header_payload_len(frame);
+  /* FIN set, no reserved bits: no extension defines them on control
+   * frames. A client masks every frame, a server none (RFC 6455 5.1). */
+  if ((frame[0] & 0xF0u) != 0x80u || plen > 125 || plen == 1 ||
+      ((frame[1] & 0x80u) != 0) != (masked != 0) || len != hl + plen)
+    return 1002;
+  uint8_t *payload = frame + hl;
+  if (masked)
+    rc_frame_mask(payload, payload, (size_t)plen, frame + hl - 4);
+  if (plen == 0)
+    return 0;
+  unsigned code = ((unsigned)payload[0] << 8) | payload[1];
+  if (!rc_close_code_valid(code))
+    return 1002;
+  if (!rc_utf8_valid(payload + 2, (size_t)plen - 2))
+    return 1007;
+  out->code = code;
+  out->reason = payload + 2;
+  out->reason_len = (size_t)plen - 2;
+  return 0;
 }

@@ -63,21 +63,50 @@ typedef struct rc_frame_scan {
   uint8_t in_msg; /* a data frame without FIN was seen: message unfinished */
   uint32_t frags; /* data frames of the current message so far (saturates) */
   uint16_t error; /* close code for the first bad header; then it stops */
+  uint8_t closing; /* stopped at the first byte of a close frame */
 } rc_frame_scan;
 
 /* Advances the scanner over len bytes and returns how many of them may go
- * on to the frame parser: all of them, or, once a header is found bad, the
- * bytes before that header (sc->error then holds the close code and every
- * later call returns 0). Bad headers, refused before any of their payload
- * is buffered: a control frame that is fragmented or longer than 125 bytes,
- * a close frame with a 1-byte payload, a 64-bit length with its top bit set
- * (1002), and a data frame that makes a message of more than max_frags
- * fragments (1009; 0: no limit). Other protocol errors (reserved bits and
- * opcodes, masking) are left to the parser. */
+ * on to the frame parser: all of them, or the bytes before the first
+ * header it stops at, after which every later call returns 0. It stops at
+ * a bad header (sc->error then holds the close code) and at the first byte
+ * of a close frame (sc->closing set: the close frame is the caller's to
+ * read whole, see rc_frame_close_size). Bad headers, refused before any of
+ * their payload is buffered: a control frame that is fragmented or longer
+ * than 125 bytes, a 64-bit length with its top bit set (1002), and a data
+ * frame that makes a message of more than max_frags fragments (1009; 0: no
+ * limit). Other protocol errors (reserved bits and opcodes, masking) are
+ * left to the parser. */
 size_t rc_frame_scan_feed(rc_frame_scan *sc, const uint8_t *p, size_t len,
                           uint32_t max_frags);
 
 /* 1 when the bytes fed so far end exactly between two messages. */
 int rc_frame_scan_at_rest(const rc_frame_scan *sc);
+
+/* A close frame read whole: at most a 14-byte header and 125 bytes. */
+#define RC_FRAME_MAX_CLOSE (RC_FRAME_MAX_CLIENT_HEADER + 125)
+
+/* How many bytes of a close frame are needed to go on, given its first len
+ * bytes: 2 before the length is known, then the header's length, then the
+ * whole frame's (header only when it declares more than 125 bytes, which
+ * rc_frame_close_parse refuses). The frame is complete when len reaches
+ * it. Never more than RC_FRAME_MAX_CLOSE. */
+size_t rc_frame_close_size(const uint8_t *frame, size_t len);
+
+typedef struct rc_frame_close {
+  unsigned code;          /* 0: no status code (an empty payload) */
+  const uint8_t *reason;  /* inside the frame, unmasked; valid UTF-8 */
+  size_t reason_len;
+} rc_frame_close;
+
+/* Reads a complete close frame (len == rc_frame_close_size(frame, len)),
+ * unmasking its payload in place. masked: 1 for a frame from a client,
+ * which must be masked, 0 for one from a server, which must not. Returns 0
+ * with *out filled, or the close code to fail the connection with: 1002
+ * for a fragmented frame, reserved bits, the wrong masking, a payload of 1
+ * or more than 125 bytes, or a code no endpoint may send
+ * (rc_close_code_valid); 1007 for a reason that is not UTF-8. */
+unsigned rc_frame_close_parse(uint8_t *frame, size_t len, int masked,
+                              rc_frame_close *out);
 
 #endif

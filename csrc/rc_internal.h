@@ -99,6 +99,7 @@ typedef struct rc_client {
   char *server_name; /* checked against the certificate; SNI */
   uint64_t handshake_ms, ping_interval_ms, ping_timeout_ms;
   size_t max_message_size;
+  uint32_t max_frags; /* rc__max_frags of the size this client accepts */
   struct addrinfo *addrs, *next_addr; /* addresses left to try */
   int last_error;                     /* of the last failed attempt */
   uv_getaddrinfo_t gai;
@@ -145,13 +146,16 @@ typedef struct rc_conn {
   uint8_t admitted;  /* counts against max_connections */
   uint8_t starved;   /* reading held: the embedder is behind on events */
   uint16_t close_code; /* code to report in RC_EV_CLOSE */
+  uint16_t close_rcvd; /* code of the peer's close frame (1005: none); 0:
+                          none received */
   uint32_t nrooms, caprooms;
   rc_membership *rooms;
   uint32_t nrelay; /* rooms among them that relay in the loop */
   /* cold: handshake, close, sweep */
   uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
   uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
-  char *hbuf;                 /* request head until the handshake ends */
+  char *hbuf; /* request head until the handshake ends; then the peer's
+                 close frame while it arrives (rc_conn.c) */
   char *close_reason;         /* reason received with the peer's close */
   uint32_t close_reason_len;
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
@@ -316,6 +320,9 @@ void rc__client_start(struct rc_server *s, uint64_t id);
 void rc__client_unstarted(struct rc_server *s, uint64_t id);
 void rc__client_release(rc_client *cl);
 void rc__client_fail(rc_conn *c, const char *reason);
+/* The control frames answering the server pushed the queue past its bound:
+ * the connection fails at the end of the turn. */
+void rc__client_overflow(rc_conn *c);
 void rc__client_received(rc_conn *c, const char *data, size_t len);
 void rc__client_lost(rc_conn *c, int status);
 void rc__client_send(rc_conn *c, rc_buf *b);
@@ -336,6 +343,12 @@ static inline void rc__client_note_queue(rc_conn *c) {
 }
 
 /* rc_room.c */
+/* A room id's low 2 bits are its mode (enum rc_relay), fixed when the id
+ * is made (rc_server_room_new_relay). */
+#define RC__ROOM_MODE_BITS 2
+static inline int rc__room_mode(uint64_t id) {
+  return (int)(id & ((1u << RC__ROOM_MODE_BITS) - 1));
+}
 rc_room *rc__room_get(struct rc_server *s, uint64_t id, int create);
 void rc__room_join(struct rc_server *s, rc_room *r, rc_conn *c);
 void rc__room_broadcast(struct rc_server *s, const uint64_t *rooms,
@@ -357,6 +370,9 @@ void rc__room_publish_run(struct rc_server *s, uint64_t id,
                           uint32_t n);
 void rc__rooms_destroy(struct rc_server *s);
 
+/* rc_server.c: the data frames one message of at most max_message_size
+ * bytes may be cut into (rc_frame_scan_feed's max_frags). */
+uint32_t rc__max_frags(size_t max_message_size);
 /* rc_server.c: the command API's helpers, for rc_backplane.c */
 rc_cmd *rc__cmd_make(int type, uint64_t conn);
 int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd); /* takes cmd */

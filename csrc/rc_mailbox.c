@@ -114,8 +114,19 @@ char *rc__event_put_headers(char *p, const rc_http_header *h, size_t n) {
   return p;
 }
 
-/* What an event costs while it waits, for max_event_bytes. */
-static size_t event_cost(const rc_event *ev) { return sizeof(*ev) + ev->len; }
+/* What an event costs while it waits, for max_event_bytes: the block
+ * rc__event_new asked for (header, bytes, the NUL) as malloc hands it out,
+ * with its size word and rounded up to the allocator's granule (glibc:
+ * 8 bytes of header, 16-byte steps, 32 at least). An empty message is 48
+ * bytes, not 0: a flood of them must use up the budget too. */
+#define RC__MALLOC_HEAD sizeof(size_t)
+#define RC__MALLOC_STEP 16
+#define RC__MALLOC_MIN 32
+static size_t event_cost(const rc_event *ev) {
+  size_t n = sizeof(*ev) + (size_t)ev->len + 1 + RC__MALLOC_HEAD;
+  n = (n + RC__MALLOC_STEP - 1) & ~(size_t)(RC__MALLOC_STEP - 1);
+  return n < RC__MALLOC_MIN ? RC__MALLOC_MIN : n;
+}
 
 void rc__event_push(struct rc_server *s, rc_event *ev) {
   ev->next = NULL;

@@ -13,6 +13,22 @@
 
 #include "rc_internal.h"
 
+/* --- ids ------------------------------------------------------------------
+ *
+ * A room's mode must not depend on who joins first: rooms go when their
+ * last member leaves and come back with the next join, and a room shared
+ * by name could otherwise be remade by a member of another kind. The id
+ * carries the mode instead, from the moment it is made; every incarnation
+ * of the room reads it from there, and a join asking for another mode is
+ * refused before it reaches the loop (rc_server_join). */
+
+uint64_t rc_server_room_new_relay(rc_server *s, int relay) {
+  if (relay < RC_RELAY_NONE || relay > RC_RELAY_OTHERS)
+    return 0;
+  uint64_t n = atomic_fetch_add(&s->next_room, 1) + 1;
+  return (n << RC__ROOM_MODE_BITS) | (uint64_t)relay;
+}
+
 /* --- id -> room: open addressing, linear probing, backward-shift delete -- */
 
 static uint32_t slot_of(uint64_t id, uint32_t cap) {
@@ -57,6 +73,7 @@ rc_room *rc__room_get(rc_server *s, uint64_t id, int create) {
   if (r == NULL)
     return NULL;
   r->id = id;
+  r->relay = rc__room_mode(id);
   uint32_t j = slot_of(id, s->rooms_cap);
   while (s->rooms[j] != NULL)
     j = (j + 1) & (s->rooms_cap - 1);

@@ -52,6 +52,15 @@ static uint64_t new_server_id(const rc_server *s) {
   return id;
 }
 
+uint32_t rc__max_frags(size_t max_message_size) {
+  /* wslay keeps every fragment in buffers of its own (about 96 bytes for
+   * a 1-byte fragment, measured): a message may be cut into one fragment
+   * per 128 bytes of the size limit, so that the parser's memory stays
+   * under the limit however small the fragments. */
+  size_t frags = max_message_size / 128 + 16;
+  return frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
+}
+
 rc_server *rc_server_new(const rc_config *cfg) {
   rc_server *s = calloc(1, sizeof(*s));
   if (s == NULL)
@@ -64,12 +73,7 @@ rc_server *rc_server_new(const rc_config *cfg) {
     s->cfg.max_headers = RC_HTTP_MAX_HEADERS_CAP;
   if (s->cfg.max_header_bytes > 60000)
     s->cfg.max_header_bytes = 60000; /* key offsets are 16-bit */
-  /* wslay keeps every fragment in buffers of its own (about 96 bytes for
-   * a 1-byte fragment, measured): a message may be cut into one fragment
-   * per 128 bytes of the size limit, so that the parser's memory stays
-   * under the limit however small the fragments. */
-  size_t frags = s->cfg.max_message_size / 128 + 16;
-  s->max_frags = frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
+  s->max_frags = rc__max_frags(s->cfg.max_message_size);
   s->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (s->ev_fd < 0)
     goto fail_fd;
@@ -596,7 +600,7 @@ int rc_server_resume_reading(rc_server *s, uint64_t conn) {
 }
 
 uint64_t rc_server_room_new(rc_server *s) {
-  return atomic_fetch_add(&s->next_room, 1) + 1;
+  return rc_server_room_new_relay(s, RC_RELAY_NONE);
 }
 
 static int room_cmd(rc_server *s, int type, uint64_t conn, uint64_t room) {
@@ -611,8 +615,8 @@ int rc_server_room_free(rc_server *s, uint64_t room) {
 }
 
 int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay) {
-  if (relay < RC_RELAY_NONE || relay > RC_RELAY_OTHERS)
-    return UV_EINVAL;
+  if (room == 0 || relay != rc__room_mode(room))
+    return UV_EINVAL; /* a room's mode is its id's: see rc_server_room_new */
   rc_cmd *cmd = cmd_new(RC_CMD_JOIN, conn);
   if (cmd != NULL) {
     cmd->room = room;

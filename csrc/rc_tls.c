@@ -131,6 +131,12 @@ rc_tls *rc_tls_new(rc_tls_ctx *ctx, int role, const char *server_name) {
     return t;
   }
   SSL_set_connect_state(t->ssl);
+  /* Verifying a chain without a name to check would accept any host's
+   * certificate: refused, whatever the caller let through. */
+  if (ctx->verify && (server_name == NULL || server_name[0] == '\0')) {
+    rc_tls_free(t);
+    return NULL;
+  }
   if (server_name != NULL && server_name[0] != '\0') {
     int literal = is_address(server_name);
     int ok = 1;

@@ -44,7 +44,7 @@ int rc_tls_ctx_verifies(const rc_tls_ctx *ctx);
  * SNI (unless it is an address literal, RFC 6066 3) and, when the context
  * verifies, must match the certificate (a DNS name, or an IP address
  * against the certificate's IP entries). Returns NULL when memory runs
- * out. */
+ * out, or for a verifying client without a server_name. */
 rc_tls *rc_tls_new(rc_tls_ctx *ctx, int role, const char *server_name);
 void rc_tls_free(rc_tls *t);
 

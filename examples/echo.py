@@ -1,6 +1,6 @@
 """An echo server: every message goes back to its sender as it came.
 
-    python examples/echo.py [HOST] [PORT]      (default 127.0.0.1 9001)
+    python examples/echo.py [--relay] [HOST] [PORT]   (default 127.0.0.1 9001)
 
 Text comes back as text and binary as binary, on any path. It is the server
 that the protocol conformance run (tests/conformance/run.py) tests, so its
@@ -8,12 +8,17 @@ limits are wide enough for the largest messages of that suite (16 MiB), and
 it sends no keepalive pings of its own, which would show up in the suite's
 record of what the server sent. Once bound it prints one line,
 ``listening on ws://HOST:PORT/``, with the real port when PORT is 0.
+
+By default Python echoes each message (``receive`` then ``send``). With
+``--relay`` the core does, without waking Python: each connection is the
+one member of a ``Room(relay="all")`` of its own, so what it sends the
+room relays back to it alone.
 """
 
 import logging
 import sys
 
-from roomcast import Server, ServerWebSocket
+from roomcast import Room, Server, ServerWebSocket
 
 MAX_MESSAGE = 64 * 2**20
 
@@ -24,7 +29,6 @@ server = Server(
 )
 
 
-@server.websocket("/{path:path}")
 async def echo(websocket: ServerWebSocket) -> None:
     await websocket.accept()
     while True:
@@ -37,9 +41,19 @@ async def echo(websocket: ServerWebSocket) -> None:
             await websocket.send_bytes(message["bytes"])
 
 
+async def echo_relay(websocket: ServerWebSocket) -> None:
+    await Room(relay="all").connect(websocket)
+
+
 def main() -> None:
-    host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
-    port = int(sys.argv[2]) if len(sys.argv) > 2 else 9001
+    args = sys.argv[1:]
+    if args[:1] == ["--relay"]:
+        args = args[1:]
+        server.websocket("/{path:path}")(echo_relay)
+    else:
+        server.websocket("/{path:path}")(echo)
+    host = args[0] if len(args) > 0 else "127.0.0.1"
+    port = int(args[1]) if len(args) > 1 else 9001
     # Server.run logs "listening on ws://HOST:PORT/" at INFO: on stdout, and
     # only that logger's lines, so a script can wait for it.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)

@@ -121,18 +121,222 @@ async def test_rooms_join_and_leave_with_notices():
         assert s.app.rooms() == []
 
 
-async def test_rejoin_after_a_reconnection_restores_the_rooms():
-    async with Served(make_app()) as s:
+def guarded_app(**options):
+    """An app whose "join" handler keeps everyone out of "secret"; the
+    "spy" event reports what a socket has received so far."""
+    app = make_app(**options)
+    app._handlers.pop("join")
+
+    def allowed(room):
+        return isinstance(room, str) and room != "secret"
+
+    @app.on("join")
+    async def join(ws):
+        if allowed(ws.payload):
+            await ws.join(ws.payload)
+        else:
+            await ws.emit("refused", ws.payload)
+
+    return app, allowed
+
+
+async def notices(ws, until="rooms"):
+    """Every envelope up to (and with) the first ``until`` event."""
+    seen = []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), T))
+        seen.append((message["event"], message["payload"]))
+        if message["event"] == until:
+            return seen
+
+
+async def test_rejoin_joins_nothing_until_the_app_says_how():
+    """A client that sends roomcast:rejoin itself, to get into a room the
+    app's join handler refuses: without an on_rejoin handler nothing is
+    joined, and each listed room is answered roomcast:left."""
+    app, _ = guarded_app()
+    async with Served(app) as s:
+        async with connect(s.url) as a, connect(s.url) as intruder:
+            await joined(a, "secret-free")
+            await send(intruder, "join", "secret")
+            assert await event(intruder) == ("refused", "secret")
+            await send(intruder, "roomcast:rejoin", ["secret", "secret-free", "secret"])
+            await send(intruder, "rooms")
+            assert await notices(intruder) == [
+                ("roomcast:left", "secret"),
+                ("roomcast:left", "secret-free"),
+                ("rooms", []),
+            ]
+            s.app.broadcast("for members", to=["secret", "secret-free"])
+            s.app.broadcast("marker")
+            assert await event(a) == ("for members", None)
+            assert await event(intruder) == ("marker", None)
+
+
+async def test_rejoin_goes_through_the_apps_own_check():
+    """With on_rejoin routed through the same check as "join", a rejoin
+    gets the client back into the rooms it may enter and nowhere else."""
+    app, allowed = guarded_app()
+
+    @app.on_rejoin
+    async def rejoin(ws, room):
+        if allowed(room):
+            await ws.join(room)
+
+    async with Served(app) as s:
         async with connect(s.url) as a, connect(s.url) as b:
-            await joined(a, "x", "y")
-            await send(b, "roomcast:rejoin", ["x", "y"])
+            await send(b, "roomcast:rejoin", ["x", "secret", "y", ""])
             await send(b, "rooms")
-            assert await event(b) == ("rooms", ["x", "y"])
-            await send(b, "roomcast:rejoin", "x")
+            assert await notices(b) == [
+                ("roomcast:joined", "x"),
+                ("roomcast:left", "secret"),
+                ("roomcast:joined", "y"),
+                ("roomcast:left", ""),  # not a room name: never joined
+                ("rooms", ["x", "y"]),
+            ]
+            await joined(a, "secret-free")
+            s.app.broadcast("to secret", to=["secret"])
+            s.app.broadcast("to x", to=["x"])
+            assert await event(b) == ("to x", None)
+
+
+async def test_rejoin_takes_a_list_of_room_names():
+    async with Served(make_app()) as s:
+        async with connect(s.url) as b:
+            for payload in ("x", ["x", 1], None):
+                await send(b, "roomcast:rejoin", payload)
+                assert await event(b) == (
+                    "error",
+                    {"message": "roomcast:rejoin takes a list of room names", "event": "roomcast:rejoin"},
+                )
+
+
+async def test_app_rooms_and_named_rooms_of_the_same_name_are_two_rooms():
+    """An App socket in "lobby" and the members of Room(name="lobby") on
+    the same server: neither side's messages reach the other."""
+    from roomcast import Room
+
+    named = Room(name="lobby")
+
+    @named.on_connect("after")
+    async def hello(room, websocket):
+        await websocket.send_text("welcome")
+
+    app = make_app()
+    app.route("/named", named)
+    async with Served(app) as s:
+        async with connect(s.url) as a, connect(f"ws://127.0.0.1:{s.port}/named") as member:
+            assert await asyncio.wait_for(member.recv(), T) == "welcome"
+            await joined(a, "lobby")
+            s.app.broadcast("app only", to=["lobby"])
+            await named.push_text("room only")
+            assert await event(a) == ("app only", None)
+            assert await asyncio.wait_for(member.recv(), T) == "room only"
+            # Nothing else reached either: the next message is a marker.
+            s.app.broadcast("marker")
+            await named.push_text("marker")
+            assert await event(a) == ("marker", None)
+            assert await asyncio.wait_for(member.recv(), T) == "marker"
+
+
+async def test_app_rooms_and_named_rooms_do_not_meet_on_the_backplane(redis_server):
+    """Server A serves Room(name="lobby"), server B an App whose socket is
+    in the App room "lobby", on one Redis: their channels differ, and
+    neither side's messages cross over."""
+    from roomcast import Room
+
+    named = Room(name="lobby")
+
+    @named.on_connect("after")
+    async def hello(room, websocket):
+        await websocket.send_text("welcome")
+
+    room_server = App(backplane=redis_server.url)
+    room_server.route("/named", named)
+    app = make_app(backplane=redis_server.url)
+    async with Served(room_server) as a, Served(app) as b:
+        async with connect(f"ws://127.0.0.1:{a.port}/named") as member, connect(b.url) as client:
+            assert await asyncio.wait_for(member.recv(), T) == "welcome"
+            await joined(client, "lobby")
+            channels = set()
+            deadline = asyncio.get_running_loop().time() + T
+            while not {b"roomcast:|lobby", b"roomcast:|\xffapp:lobby"} <= channels:
+                assert asyncio.get_running_loop().time() < deadline, channels
+                await asyncio.sleep(0.05)
+                channels = set(redis_server.command("PUBSUB", "CHANNELS", "roomcast:*"))
+            await named.push_text("room only")
+            b.app.broadcast("app only", to=["lobby"])
+            assert await asyncio.wait_for(member.recv(), T) == "room only"
+            assert await event(client) == ("app only", None)
+            # Nothing crossed over: each one's next message is its marker.
+            await named.push_text("marker")
+            b.app.broadcast("marker")
+            assert await asyncio.wait_for(member.recv(), T) == "marker"
+            assert await event(client) == ("marker", None)
+
+
+async def test_rooms_per_socket_are_bounded():
+    async with Served(make_app(max_rooms_per_socket=3)) as s:
+        async with connect(s.url) as a, connect(s.url) as b:
+            await joined(a, "r1", "r2", "r3")
+            await send(a, "join", "r4")
+            assert await event(a) == (
+                "error",
+                {"message": "max_rooms_per_socket (3) reached: this socket is in 3 rooms; 'r4' not joined",
+                 "event": "join"},
+            )
+            await send(a, "join", "r1")  # already in: not a new room
+            await send(a, "leave", "r3")
+            await send(a, "join", "r4")
+            await send(a, "rooms")
+            assert await event(a) == ("rooms", ["r1", "r2", "r4"])
+            await joined(b, "r3")  # the bound is per socket
+
+
+async def test_rooms_in_total_are_bounded():
+    async with Served(make_app(max_rooms=2)) as s:
+        async with connect(s.url) as a, connect(s.url) as b:
+            await joined(a, "r1", "r2")
+            await send(b, "join", "r3")
             assert await event(b) == (
                 "error",
-                {"message": "roomcast:rejoin takes a list of room names", "event": "roomcast:rejoin"},
+                {"message": "max_rooms (2) reached: the app has 2 rooms; 'r3' not joined", "event": "join"},
             )
+            await joined(b, "r1", "r2")  # rooms that exist take more members
+            await send(a, "leave", "r1")
+            await send(a, "leave", "r2")
+            await send(b, "leave", "r2")
+            await joined(b, "r1", "r3")
+            assert sorted(s.app.rooms()) == ["r1", "r3"]
+
+
+async def test_rejoin_past_the_bound_joins_up_to_it_and_says_why():
+    app = make_app(max_rooms_per_socket=2)
+
+    @app.on_rejoin
+    async def rejoin(ws, room):
+        await ws.join(room)
+
+    async with Served(app) as s:
+        async with connect(s.url) as a:
+            await send(a, "roomcast:rejoin", ["a", "b", "c", "d"])
+            await send(a, "rooms")
+            message = "max_rooms_per_socket (2) reached: this socket is in 2 rooms; 'c' not joined"
+            assert await notices(a) == [
+                ("roomcast:joined", "a"),
+                ("roomcast:joined", "b"),
+                ("roomcast:left", "c"),
+                ("roomcast:left", "d"),
+                ("error", {"message": message, "event": "roomcast:rejoin"}),
+                ("rooms", ["a", "b"]),
+            ]
+
+
+@pytest.mark.parametrize("option", ["max_rooms_per_socket", "max_rooms"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "10"])
+def test_room_bounds_are_checked_at_construction(option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a positive int or None"):
+        App(**{option: value})
 
 
 @pytest.mark.parametrize(

@@ -325,3 +325,125 @@ def test_a_server_breaking_the_protocol_gets_the_rfc_close_code(frame, code):
         assert replies[0].opcode == OP_CLOSE
         assert int.from_bytes(replies[0].payload[:2], "big") == code
         assert messages == []
+
+
+# -- the fragment bound follows the client's own max_message_size -----------------
+
+BIG = bytes(range(256)) * (4 << 12)  # 4 MiB
+
+
+def fragments(data: bytes, size: int) -> list:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("size", [64, 256])
+async def test_asyncio_client_takes_a_large_message_in_small_fragments(size):
+    # Autobahn 9.3.1 / 9.3.2: 4 MiB in 64- or 256-byte fragments (65,536 or
+    # 16,384 frames) to a client that accepts 64 MiB. The bound used to be
+    # the hub's own server-side one (1 MiB / 128 + 16 = 8,208 fragments).
+    async def handler(ws):
+        await ws.send(fragments(BIG, size))
+        await echo(ws)
+
+    with WebsocketsServer(handler, ping_interval=None) as server:
+        async with roomcast.connect(server.url, max_message_size=64 << 20) as ws:
+            got = await asyncio.wait_for(ws.recv(), T)
+        assert got == BIG
+        assert ws.close_code == 1000
+
+
+def test_sync_client_takes_a_large_message_in_small_fragments():
+    async def handler(ws):
+        await ws.send(fragments(BIG, 64))
+        await echo(ws)
+
+    with WebsocketsServer(handler, ping_interval=None) as server:
+        with WebSocket(server.url, max_message_size=64 << 20) as ws:
+            assert ws.recv(T) == BIG
+        assert ws.close_code == 1000
+
+
+def test_the_fragment_bound_is_the_clients_own():
+    # 4 KiB in 4-byte fragments is 1,024 fragments: within the hub's 1 MiB
+    # server-side bound, past the one of a client that accepts 64 KiB
+    # (64 KiB / 128 + 16 = 528): that client closes with 1009.
+    seen = []
+
+    async def handler(ws):
+        await ws.send(fragments(BIG[:4096], 4))
+        await ws.wait_closed()
+        seen.append((ws.close_code, ws.close_reason))
+
+    with WebsocketsServer(handler, ping_interval=None) as server:
+        ws = WebSocket(server.url, max_message_size=64 << 10)
+        messages = []
+        ws.onmessage = messages.append
+        ws.wait_closed(T)
+        assert messages == []
+        assert ws.close_code == 1009
+        wait_until(lambda: seen)
+        assert seen == [(1009, "message in too many fragments")]
+
+
+# -- registered close codes (IANA: 1012 service restart, 1013 try again later,
+#    1014 bad gateway): wslay 1.1.1 answered them with 1002 ------------------------
+
+
+def closing_with(code, echoes):
+    async def handler(ws):
+        await ws.close(code, "see you")
+        rcvd = ws.protocol.close_rcvd  # the client's close frame
+        echoes.append(None if rcvd is None else rcvd.code)
+
+    return handler
+
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+async def test_asyncio_client_reports_a_registered_close_code(code):
+    echoes = []
+    with WebsocketsServer(closing_with(code, echoes)) as server:
+        ws = await roomcast.connect(server.url)
+        assert [m async for m in ws] == []
+        assert (ws.close_code, ws.close_reason) == (code, "see you")
+        wait_until(lambda: echoes)
+        assert echoes == [code]  # the client echoed it, not 1002
+
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_sync_client_reports_a_registered_close_code(code):
+    echoes = []
+    with WebsocketsServer(closing_with(code, echoes)) as server:
+        ws = WebSocket(server.url)
+        closes = []
+        ws.onclose = lambda c, reason: closes.append((c, reason))
+        ws.wait_closed(T)
+        wait_until(lambda: closes)
+        assert closes == [(code, "see you")]
+        wait_until(lambda: echoes)
+        assert echoes == [code]
+
+
+async def test_a_roomcast_endpoint_closing_with_1013_reaches_every_client():
+    from websockets.asyncio.client import connect
+
+    from roomcast import Server
+    from wsraw import ServerThread
+
+    server = Server()
+
+    @server.websocket("/busy")
+    async def busy(ws):
+        await ws.accept()
+        await ws.close(1013, "try again later")
+
+    with ServerThread(server) as running:
+        url = f"ws://127.0.0.1:{running.port}/busy"
+        async with connect(url) as peer:
+            await asyncio.wait_for(peer.wait_closed(), T)
+            assert (peer.close_code, peer.close_reason) == (1013, "try again later")
+        ws = await roomcast.connect(url)
+        assert [m async for m in ws] == []
+        assert (ws.close_code, ws.close_reason) == (1013, "try again later")
+        sync = WebSocket(url)
+        sync.wait_closed(T)
+        assert (sync.close_code, sync.close_reason) == (1013, "try again later")

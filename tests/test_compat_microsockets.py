@@ -393,3 +393,38 @@ async def test_to_must_be_a_list_of_rooms():
     async with Served(app) as s, connect(s.url) as ws:
         await send(ws, "say")
         assert await event(ws) == ("refused", "to= takes a list of rooms, not one room name")
+
+
+async def raw_events(ws, until):
+    """Every message, roomcast's own events included, up to ``until``."""
+    seen = []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), T))
+        seen.append((message["event"], message["payload"]))
+        if message["event"] == until:
+            return seen
+
+
+async def test_the_wire_is_the_originals_joining_and_leaving_send_nothing():
+    """The original sends nothing when a socket joins or leaves, and has
+    no rejoin: neither does the compat module, unless asked for."""
+    async with Served(rooms_app()) as s:
+        async with connect(s.url) as a:
+            await send(a, "join", "red")
+            await send(a, "leave", "red")
+            await send(a, "roomcast:rejoin", ["red"])
+            await send(a, "rooms")
+            assert await raw_events(a, "rooms") == [("rooms", [])]
+
+
+async def test_room_notices_are_sent_when_asked_for():
+    async with Served(rooms_app(room_notices=True)) as s:
+        async with connect(s.url) as a:
+            await send(a, "join", "red")
+            await send(a, "leave", "red")
+            await send(a, "rooms")
+            assert await raw_events(a, "rooms") == [
+                ("roomcast:joined", "red"),
+                ("roomcast:left", "red"),
+                ("rooms", []),
+            ]

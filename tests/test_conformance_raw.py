@@ -476,8 +476,10 @@ def test_close_without_payload_is_answered(client):
     assert frames[0].close_code in (None, 1000)
 
 
+# RFC 6455 7.4 and IANA's registry: 1012 service restart, 1013 try again
+# later, 1014 bad gateway were registered after the RFC.
 VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-               3000, 3999, 4000, 4999]
+               1012, 1013, 1014, 3000, 3999, 4000, 4999]
 
 
 @pytest.mark.parametrize("code", VALID_CODES)

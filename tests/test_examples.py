@@ -132,3 +132,20 @@ async def test_echo_example_sends_each_message_back_as_it_came(examples):
         assert await recv(ws) == big
         assert await example.stop(signal.SIGINT) == 0
         assert await close_of(ws) == 1001
+
+
+async def test_echo_example_with_relay_echoes_in_the_core_to_the_sender_alone(examples):
+    example = await examples("echo.py", "--relay", "127.0.0.1", "0", listen_on="stdout")
+    url = f"ws://127.0.0.1:{example.port}/relay"
+    async with connect(url, max_size=None) as one, connect(url, max_size=None) as two:
+        await one.send("from one")
+        await two.send(b"\x00from two")
+        assert await recv(one) == "from one"
+        assert await recv(two) == b"\x00from two"
+        big = bytes(range(256)) * 16384
+        await one.send(big)
+        assert await recv(one) == big
+        await two.send("last")
+        assert await recv(two) == "last"  # one's messages never reached two
+        assert await example.stop(signal.SIGINT) == 0
+        assert await close_of(one) == 1001

@@ -352,7 +352,7 @@ def test_a_message_in_many_fragments_under_the_limit_is_reassembled():
     "options, message",
     [
         ({"slow_consumer": "block"}, "slow_consumer must be 'close' or 'drop'"),
-        ({"max_connections": 0}, "max_connections must be at least 1"),
+        ({"max_connections": 0}, "max_connections must be a positive integer or None, not 0"),
     ],
 )
 def test_bad_options_say_what_is_wrong(options, message):

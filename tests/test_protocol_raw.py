@@ -7,6 +7,7 @@ never take down the process or another connection.
 
 import struct
 import threading
+import time
 
 import pytest
 
@@ -298,3 +299,92 @@ def test_frames_sent_with_the_request_in_one_write_are_all_read(port):
         assert first[0] == 0x81 and first[1] == 126
         assert int.from_bytes(first[2:4], "big") == len(big)
         assert reader.read_exact(len(big)) == big.encode()
+
+
+# --- close codes: RFC 6455 7.4 and IANA's registry --------------------------
+
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014, 1000, 1003, 1011, 3000, 4999])
+def test_registered_close_codes_are_echoed(port, code):
+    # 1012 service restart, 1013 try again later, 1014 bad gateway: in
+    # IANA's registry since RFC 6455; wslay 1.1.1 answered them with 1002.
+    with WSClient.connect(port, "/echo") as c:
+        c.send_close(code, "later")
+        messages, frame = c.recv_until_close()
+        assert messages == []
+        assert (frame.close_code, frame.close_reason) == (code, "later")
+        assert c.at_eof()
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_close_codes_no_one_may_send_are_closed_with_1002(port, code):
+    with WSClient.connect(port, "/echo") as c:
+        c.send_frame(OP_CLOSE, struct.pack("!H", code))
+        expect_close(c, 1002)
+
+
+def test_a_close_frame_split_across_reads_is_read_whole(port):
+    with WSClient.connect(port, "/echo") as c:
+        frame = wsraw.encode_frame(OP_CLOSE, wsraw.close_payload(1013, "try again later"))
+        for i in range(len(frame)):
+            c.sock.sendall(frame[i:i + 1])
+        _, reply = c.recv_until_close()
+        assert (reply.close_code, reply.close_reason) == (1013, "try again later")
+
+
+def test_the_endpoint_sees_the_peers_registered_close_code():
+    from roomcast import Server, WebSocketDisconnect
+
+    server = Server()
+    seen = []
+
+    @server.websocket("/ws")
+    async def endpoint(ws):
+        await ws.accept()
+        try:
+            while True:
+                await ws.receive_text()
+        except WebSocketDisconnect as gone:
+            seen.append((gone.code, gone.reason))
+
+    with wsraw.ServerThread(server) as running:
+        with WSClient.connect(running.port, "/ws") as c:
+            c.send_close(1012, "service restart")
+            _, frame = c.recv_until_close()
+            assert frame.close_code == 1012
+        end = time.monotonic() + 30  # hang guard only
+        while not seen and time.monotonic() < end:
+            time.sleep(0.01)
+    assert seen == [(1012, "service restart")]
+
+
+# --- a request nobody answers -------------------------------------------------
+
+
+def test_an_upgrade_the_endpoint_never_answers_gets_503_after_handshake_timeout():
+    # The endpoint neither accepts nor refuses: the core's own deadline
+    # (handshake_timeout from the request head) answers for it.
+    import asyncio
+
+    from roomcast import Server
+
+    server = Server(handshake_timeout=0.5)
+
+    @server.websocket("/hang")
+    async def hang(ws):
+        while ws.close_code is None:  # set by the core's close event
+            await asyncio.sleep(0.05)
+
+    with wsraw.ServerThread(server) as running:
+        start = time.monotonic()
+        sock = wsraw.connect_socket(running.port)
+        with sock:
+            sock.sendall(handshake_request("/hang", key=wsraw.new_key()))
+            reader = wsraw.Reader(sock)
+            head = wsraw.read_http_response(reader)
+            waited = time.monotonic() - start
+            assert head.status == 503
+            assert head.header("retry-after") == "1"
+            assert head.body == b"the application did not answer in time\n"
+            assert reader.read_to_eof() == b""  # then the core closes
+        assert waited >= 0.45  # not before the deadline

@@ -538,3 +538,153 @@ def test_relay_must_be_all_or_others():
 
     with pytest.raises(ValueError, match='relay must be None, "all" or "others"'):
         Room(relay="everyone")
+
+
+# --- a room's mode is fixed when it is made -----------------------------------
+
+
+def relay_lobby_and_app():
+    """An App at "/" whose sockets join App rooms ("join", payload: the
+    room) and answer "echo" with "echoed"; Room(relay="all", name="lobby")
+    at "/relay", welcoming each member once it has joined."""
+    import json
+
+    from roomcast import App
+
+    app = App(room_notices=False)
+    lobby = Room(relay="all", name="lobby")
+
+    @lobby.on_connect("after")
+    async def welcome(room, websocket):
+        await websocket.send_text("welcome")
+
+    @app.on("join")
+    async def join(ws):
+        await ws.join(ws.payload)
+        await ws.emit("joined", ws.payload)
+
+    @app.on("echo")
+    async def echo(ws):
+        await ws.emit("echoed", ws.payload)
+
+    app.route("/relay", lobby)
+
+    def envelope(event, payload=None):
+        return json.dumps({"event": event, "payload": payload})
+
+    return app, lobby, envelope
+
+
+async def app_client_in_lobby(port, envelope):
+    import json
+
+    client = await connect(f"ws://127.0.0.1:{port}/")
+    await client.send(envelope("join", "lobby"))
+    assert json.loads(await recv(client)) == {"event": "joined", "payload": "lobby"}
+    return client
+
+
+async def relay_member(port):
+    member = await connect(f"ws://127.0.0.1:{port}/relay")
+    assert await recv(member) == "welcome"
+    return member
+
+
+async def check_both_modes_hold(app, lobby, envelope, client, members):
+    import json
+
+    a, b = members
+    await a.send("relayed")
+    assert await recv(a) == "relayed"  # "all": the sender too
+    assert await recv(b) == "relayed"
+    # The App client's events reach the App, not the relay members.
+    await client.send(envelope("echo", 1))
+    assert json.loads(await recv(client)) == {"event": "echoed", "payload": 1}
+    app.broadcast("to the app's lobby", to=["lobby"])
+    assert json.loads(await recv(client)) == {"event": "to the app's lobby", "payload": None}
+    await lobby.push_text("to the relay lobby")
+    for ws in (a, b):
+        assert await recv(ws) == "to the relay lobby"
+    # Nothing crossed over: the next message of each is its marker.
+    app.broadcast("marker")
+    await lobby.push_text("marker")
+    assert json.loads(await recv(client)) == {"event": "marker", "payload": None}
+    for ws in (a, b):
+        assert await recv(ws) == "marker"
+
+
+@pytest.mark.parametrize("app_first", [True, False], ids=["app-client-first", "relay-members-first"])
+async def test_an_app_room_and_a_relay_room_of_the_same_name_keep_their_modes(app_first):
+    """Whoever joins "lobby" first, the relay members keep their relay and
+    the App client keeps its events."""
+    app, lobby, envelope = relay_lobby_and_app()
+    async with app.serve("127.0.0.1", 0) as running:
+        if app_first:
+            client = await app_client_in_lobby(running.port, envelope)
+            members = [await relay_member(running.port) for _ in range(2)]
+        else:
+            members = [await relay_member(running.port) for _ in range(2)]
+            client = await app_client_in_lobby(running.port, envelope)
+        try:
+            await check_both_modes_hold(app, lobby, envelope, client, members)
+        finally:
+            for ws in [client, *members]:
+                await ws.close()
+
+
+async def test_a_relay_room_keeps_its_mode_once_emptied_and_made_again():
+    """The room goes with its last member and comes back with the next:
+    still relaying."""
+    room = Room(relay="others")
+
+    @room.on_connect("after")
+    async def welcome(room, websocket):
+        await websocket.send_text("welcome")
+
+    async with serve_room(room) as running:
+        for _ in range(2):
+            a, b = await join(running), await join(running)
+            await a.send("x")
+            assert await recv(b) == "x"
+            await a.close()
+            await b.close()
+            while len(room):
+                await asyncio.sleep(0.01)
+
+
+async def test_rooms_of_one_name_must_agree_on_the_mode(caplog):
+    """Room(name="n") and Room(name="n", relay="all") on one server are
+    one room with two modes: the second is refused, its member closed
+    with 1011 and the reason logged."""
+    relaying = Room(relay="all", name="n")
+
+    @relaying.on_connect("after")
+    async def welcome(room, websocket):
+        await websocket.send_text("welcome")
+
+    plain = Room(name="n")
+    server = Server()
+    server.route("/relaying", relaying)
+    server.route("/plain", plain)
+    async with server.serve("127.0.0.1", 0) as running:
+        first = await join(running, "/relaying")
+        second = await connect(url(running, "/plain"))
+        assert await close_of(second) == (1011, "internal error")
+        await first.close()
+    assert "served here with relay='all'" in caplog.text
+
+
+def test_the_core_refuses_a_join_with_another_mode():
+    from roomcast import _core
+
+    core = _core.Core()
+    core.listen("127.0.0.1", 0)
+    try:
+        relay_room = core.room_new(1)
+        with pytest.raises(ValueError, match="was not made with relay 0"):
+            core.join(1, relay_room, 0)
+        with pytest.raises(ValueError, match="relay must be 0, 1 or 2, not 3"):
+            core.room_new(3)
+        core.join(1, relay_room, 1)  # the room's own mode: taken (conn 1 is not there: ignored)
+    finally:
+        core.stop()

@@ -464,6 +464,38 @@ async def test_static_files_cannot_escape_their_directory(site, target):
     assert b"top secret" not in body
 
 
+@pytest.mark.parametrize(
+    "prefix, target, location",
+    [
+        ("/", "//evil.example", "/evil.example/"),
+        ("/", "///evil.example", "/evil.example/"),
+        ("/", "/.//evil.example", "/evil.example/"),
+        ("/", "//evil.example/./", None),  # a slash at the end: served
+        ("/", "/sub/..%2f/evil.example", 404),
+        ("/static", "/static//evil.example", "/static/evil.example/"),
+        ("/", "/odd%20name", "/odd%20name/"),
+    ],
+)
+async def test_static_redirect_stays_on_this_host(site, prefix, target, location):
+    """Issue 12, item 15: a directory named like a host, asked for as
+    "//evil.example", was redirected to the protocol-relative
+    "//evil.example/", which a browser follows to that host. The Location
+    is the directory's own path, built from its decoded segments."""
+    (site / "evil.example").mkdir()
+    (site / "evil.example" / "index.html").write_text("dir")
+    (site / "odd name").mkdir()
+    server = Server()
+    server.static(prefix, site)
+    async with server.serve("127.0.0.1", 0) as running:
+        status, headers, body = await http(running.port, target)
+    if location is None:
+        assert (status, body) == (200, b"dir")
+    elif location == 404:
+        assert status == 404
+    else:
+        assert (status, headers["location"]) == (301, location)
+
+
 async def test_plain_request_outside_static_prefix_is_404_or_426(site):
     server = Server()
     server.static("/static", site)

@@ -16,7 +16,7 @@ browser's API; :func:`connect` for asyncio).
     server.run(host="127.0.0.1", port=8000)
 """
 
-from .app import App, Hooks, Socket
+from .app import App, Hooks, RoomLimitError, Socket
 from .backplane import BackplaneError
 from .client import (
     TLS,
@@ -44,6 +44,7 @@ __all__ = [
     "InvalidStateError",
     "Socket",
     "Room",
+    "RoomLimitError",
     "Running",
     "Server",
     "ServerWebSocket",

@@ -119,7 +119,12 @@ class Core:
     def fileno(self) -> int:
         """Readable while events wait in the queue; poll() resets it."""
     def poll(self) -> list[Event]:
-        """Returns every queued event, oldest first (maybe an empty list)."""
+        """Returns every queued event, oldest first (maybe an empty list).
+        An event that cannot be converted (MemoryError) costs only itself:
+        an EV_OPEN or EV_REQUEST is answered 500, an EV_MESSAGE or
+        EV_CONNECTED closes its connection with 1011 (its EV_CLOSE follows),
+        others are given in their smallest form (empty reason); counted in
+        stats()["events_undelivered"]."""
     def accept(self, conn: int, subprotocol: Optional[str] = None,
                headers: Sequence[Tuple[str, str]] = ()) -> None:
         """Sends the 101 answer to an EV_OPEN conn; frames follow only after it."""
@@ -141,14 +146,16 @@ class Core:
         """Backpressure: stop reading from conn until resume_reading(conn);
         its messages wait in the kernel and TCP slows the peer down."""
     def resume_reading(self, conn: int) -> None: ...
-    def room_new(self) -> int: ...
+    def room_new(self, relay: int = 0, /) -> int:
+        """A new room id; relay (0 none, 1 all, 2 others, else ValueError) is
+        the room's mode, fixed for its whole life: the id carries it."""
     def room_free(self, room: int) -> None:
         """Removes every member from the room (they stay connected) and forgets it."""
     def join(self, conn: int, room: int, relay: int = 0, /) -> None:
-        """Adds conn to room. relay (fixed by the join that makes the room
-        exist): 0 messages become events; 1 the core forwards each message
-        of a member to every member (2: but the sender), and no event is
-        made for it."""
+        """Adds conn to room. relay must be the mode the room was made with
+        (ValueError otherwise): 0 messages become events; 1 the core forwards
+        each message of a member to every member (2: but the sender), and no
+        event is made for it."""
     def broadcast(self, rooms: Sequence[int], data: Union[str, bytes, bytearray, memoryview],
                   exclude: int = 0) -> None:
         """Like publish, to the members of any of rooms: each once."""
@@ -165,8 +172,8 @@ class Core:
     def server_id(self) -> int:
         """This server's random 64-bit id; the backplane skips the messages
         that carry it (its own)."""
-    def room_name(self, room: int, name: str, /) -> None:
-        """Names room (1 to 1024 bytes of UTF-8 without NUL, else ValueError),
+    def room_name(self, room: int, name: Union[str, bytes], /) -> None:
+        """Names room (1 to 1056 bytes of UTF-8 without NUL, else ValueError),
         once. With a backplane, a push to it is also PUBLISHed to the channel
         prefix + name, and the channel is subscribed while the room has members
         here. A name held by another room of this core is ignored."""
@@ -194,5 +201,7 @@ class Core:
         connections are ready), backplane_published, backplane_received,
         backplane_reconnects, backplane_buffered (bytes waiting for Redis now),
         backplane_dropped (publishes that did not fit the buffer),
-        backplane_channels (subscribed now), backplane_invalid. Safe to call
+        backplane_channels (subscribed now), backplane_invalid,
+        events_undelivered (events poll() answered itself because they did
+        not convert). Safe to call
         from any thread."""

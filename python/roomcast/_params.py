@@ -21,6 +21,12 @@ _CONVERTORS: dict[str, tuple[str, Callable[[str], Any]]] = {
 _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?}")
 
 
+class ParamError(ValueError):
+    """A path parameter that matches its pattern but does not convert (an
+    ``{id:int}`` of more digits than ``int()`` takes): the request is
+    answered HTTP 400."""
+
+
 class Route:
     """A path pattern compiled to a regex; ``match`` takes the raw request
     path and returns the converted parameters, or None."""
@@ -43,10 +49,19 @@ class Route:
         self.regex = re.compile(regex + re.escape(pattern[pos:]) + "$")
 
     def match(self, raw_path: str) -> Optional[dict[str, Any]]:
+        """The converted parameters, None when the path does not match;
+        raises :class:`ParamError` when it matches but a value does not
+        convert."""
         m = self.regex.match(unquote(raw_path))
         if m is None:
             return None
-        return {k: self.converters[k](v) for k, v in m.groupdict().items()}
+        out = {}
+        for k, v in m.groupdict().items():
+            try:
+                out[k] = self.converters[k](v)
+            except (ValueError, OverflowError) as exc:
+                raise ParamError(f"path parameter {k!r} of {self.pattern!r} does not convert ({exc})") from None
+        return out
 
 
 _SIMPLE_TYPES: dict[Any, Callable[[Any], Any]] = {int: int, float: float, str: str}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mimetypes
 import os
 from typing import Optional, Union
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 # Files up to this size are read on the event loop; larger ones in a thread.
@@ -55,11 +55,19 @@ class StaticFiles:
             return text_response(404, "Not Found")  # a symlink that leads out
         if os.path.isdir(real):
             if not raw_path.endswith("/"):
-                return 301, [("Location", raw_path + "/")], b""
+                return 301, [("Location", self._canonical(parts))], b""
             real = os.path.join(real, "index.html")
         if not os.path.isfile(real):
             return text_response(404, "Not Found")
         return real
+
+
+    def _canonical(self, parts: list[str]) -> str:
+        """The directory's own path, with a final "/", built from its
+        decoded segments: never the request's path, in which "//host"
+        would make a browser go to another host (a protocol-relative
+        reference, RFC 3986 4.2), nor with empty or dot segments."""
+        return self.prefix + "/" + "".join(quote(name, safe="") + "/" for name in parts)
 
 
 def file_response(real: str) -> Response:

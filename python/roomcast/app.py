@@ -28,11 +28,26 @@ in the payload; a handler that raises → ``"internal error"`` (and the
 exception is logged on the ``"roomcast"`` logger).
 
 The server tells each socket the rooms it joins and leaves
-(``roomcast:joined`` / ``roomcast:left``, payload: the room); a client that
-reconnects sends ``roomcast:rejoin`` with that list, and the default
-handler (hooks first, like any event) joins them again. An application that
-must check who may enter a room overrides it with
-``@app.on("roomcast:rejoin")``.
+(``roomcast:joined`` / ``roomcast:left``, payload: the room). A client that
+reconnects sends ``roomcast:rejoin`` with that list. Only the application
+decides who enters a room, so rejoining is off until it says how:
+``@app.on_rejoin`` registers ``handler(ws, room)``, called for each listed
+room (after the hooks, like any event), which lets the socket back in by
+joining it, typically through the same checks as the app's own ``join``
+handler; the rooms it did not join are answered with ``roomcast:left``, so
+the client forgets them. Without such a handler every listed room is
+answered that way. ``@app.on("roomcast:rejoin")`` replaces all of this with
+the app's own handler of the raw event.
+
+Rooms are bounded: a socket is in at most ``max_rooms_per_socket`` rooms
+(100), the app has at most ``max_rooms`` rooms with members on this server
+(100,000). A join past either bound raises :class:`RoomLimitError` in the
+handler that asked for it; left uncaught, the client gets ``{"event":
+"error", "payload": {"message": <the bound and its value>, "event": ...}}``
+and the connection stays open.
+
+App rooms are their own namespace: an App room and a ``Room(name=...)``
+with the same name are two rooms, on this server and on the backplane.
 """
 
 from __future__ import annotations
@@ -45,10 +60,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
 
-from .server import Running, Server
+from .room import check_name
+from .server import APP_ALL_KIND, APP_KIND, Running, Server, _core_name
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
 
-__all__ = ["App", "Hooks", "Socket"]
+__all__ = ["App", "Hooks", "RoomLimitError", "Socket"]
 
 logger = logging.getLogger("roomcast")
 
@@ -61,7 +77,17 @@ STATIC = Path(__file__).resolve().parent / "static"
 JOINED = "roomcast:joined"
 LEFT = "roomcast:left"
 REJOIN = "roomcast:rejoin"
-EVERYONE = "roomcast:everyone"  # the room of every socket (broadcast(to=None))
+# The room of every socket (broadcast(to=None)): a kind of its own, so no
+# room a socket joins can be it.
+EVERYONE = "everyone"
+MAX_ROOMS_PER_SOCKET = 100
+MAX_ROOMS = 100_000
+
+
+class RoomLimitError(Exception):
+    """A join refused by ``max_rooms_per_socket`` or ``max_rooms``; the
+    message names the bound and its value. Left uncaught in a handler, it
+    becomes an ``error`` event to that client (not logged as a failure)."""
 
 
 def envelope(event: str, payload: Any = None) -> str:
@@ -122,11 +148,14 @@ class Socket:
 
     async def join(self, room: str) -> None:
         """Joins ``room`` (made on first use); joining twice does nothing.
-        The client is told with a ``roomcast:joined`` event."""
-        if not isinstance(room, str):
-            raise TypeError(f"a room is named by a str, not {type(room).__name__}")
+        The client is told with a ``roomcast:joined`` event. A room name is
+        1 to 1024 bytes of UTF-8 without NUL (else :class:`ValueError`).
+        Raises :class:`RoomLimitError` past ``max_rooms_per_socket`` or
+        ``max_rooms``."""
+        check_name(room)
         if room in self._rooms or not self.app._open(self):
             return
+        self.app._check_bounds(self, room)
         self.app._join(self, room)
         self._rooms.add(room)
         if self.app._room_notices:
@@ -164,13 +193,35 @@ class App(Server):
     ``"/"``) and serves the JavaScript client at ``/roomcast.js`` (unless
     ``serve_client=False``). Other keyword arguments are the server's
     options; ``route``, ``websocket`` and ``static`` still work beside it.
+
+    * ``room_notices`` (True): tell each socket the rooms it joins and
+      leaves (``roomcast:joined`` / ``roomcast:left``);
+    * ``max_rooms_per_socket`` (100) and ``max_rooms`` (100,000; rooms
+      with members on this server): a join past either raises
+      :class:`RoomLimitError`, which the client gets as an ``error`` event
+      naming the bound. ``None`` lifts a bound.
     """
 
-    def __init__(self, path: str = "/", *, serve_client: bool = True, room_notices: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        path: str = "/",
+        *,
+        serve_client: bool = True,
+        room_notices: bool = True,
+        max_rooms_per_socket: Optional[int] = MAX_ROOMS_PER_SOCKET,
+        max_rooms: Optional[int] = MAX_ROOMS,
+        **options: Any,
+    ) -> None:
+        for option, value in (("max_rooms_per_socket", max_rooms_per_socket), ("max_rooms", max_rooms)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{option} must be a positive int or None (no bound), not {value!r}")
         super().__init__(**options)
         self.hooks = Hooks()
         self._room_notices = room_notices
+        self._max_rooms_per_socket = max_rooms_per_socket
+        self._max_rooms = max_rooms
         self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
+        self._on_rejoin: Optional[Callable[[Socket, str], Any]] = None
         self._unhandled: Optional[Handler] = None
         self._connect: list[Callable[[Socket], Any]] = []
         self._disconnect: list[Callable[[Socket], Any]] = []
@@ -200,6 +251,18 @@ class App(Server):
             return func
 
         return decorator
+
+    def on_rejoin(self, func: F) -> F:
+        """Decorator: ``handler(ws, room)`` (sync or async) decides whether
+        a reconnected client gets back into ``room``, one of those its
+        ``roomcast:rejoin`` lists: it joins (``await ws.join(room)``),
+        typically through the same checks as the app's ``join`` handler,
+        or does nothing. Without this handler rejoining is off: the client
+        is told ``roomcast:left`` for every room it lists."""
+        if not callable(func):
+            raise TypeError(f"on_rejoin handler must be callable, not {type(func).__name__}")
+        self._on_rejoin = func
+        return func
 
     def on_unhandled(self, func: F) -> F:
         """Decorator: ``handler(ws)`` handles the events that have no
@@ -264,18 +327,19 @@ class App(Server):
         if to is None:
             ids = [self._everyone]
         else:
-            # One core room per name on this server (App rooms and named
-            # Rooms alike); a dict lookup is atomic under the GIL.
+            # One core room per name on this server, in the App's namespace
+            # (a Room(name=...) of the same name is another room); a dict
+            # lookup is atomic under the GIL.
             names = self._names
             rooms = list(to)
-            ids = [entry[0] for entry in (names.get(room) for room in rooms) if entry is not None]
+            ids = [entry[0] for entry in (names.get((APP_KIND, room)) for room in rooms) if entry is not None]
             if self._backplane is not None:
                 # Rooms with no member here may have some on other servers:
                 # a room for this one broadcast carries their names.
                 for room in rooms:
-                    if room not in names:
+                    if (APP_KIND, room) not in names:
                         extra.append(core.room_new())
-                        core.room_name(extra[-1], room)
+                        core.room_name(extra[-1], _core_name(APP_KIND, room))
             if not ids and not extra:
                 return
         # Thread-safe: from a thread other than the loop's, the command
@@ -294,7 +358,7 @@ class App(Server):
             await _call(func)
         try:
             async with super().serve(host, port) as running:
-                self._everyone = self._name_acquire(EVERYONE)
+                self._everyone = self._name_acquire(APP_ALL_KIND, EVERYONE)
                 yield running
         finally:
             self._named.clear()
@@ -366,6 +430,8 @@ class App(Server):
             await self._run_hooks(ws, handler, 0)
         except WebSocketDisconnect:
             pass  # it left while its handler ran
+        except RoomLimitError as exc:
+            await self._error(ws, str(exc), event)  # the client's doing, not a failure
         except Exception:
             logger.exception("handler of event %r failed for %r", event, ws.ws)
             await self._error(ws, "internal error", event)
@@ -389,12 +455,26 @@ class App(Server):
             self._send(ws, envelope("error", payload))
 
     async def _rejoin(self, ws: Socket) -> None:
+        """The default handler of ``roomcast:rejoin``: each room goes
+        through the app's ``on_rejoin`` handler, which alone may join it;
+        the client is told ``roomcast:left`` for every room it is not in
+        afterwards."""
         rooms = ws.payload
         if not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms):
             await self._error(ws, "roomcast:rejoin takes a list of room names", REJOIN)
             return
-        for room in rooms:
-            await ws.join(room)
+        handler = self._on_rejoin
+        refused: Optional[RoomLimitError] = None
+        for room in dict.fromkeys(rooms):
+            if handler is not None and refused is None and _valid_name(room):
+                try:
+                    await _call(handler, ws, room)
+                except RoomLimitError as exc:
+                    refused = exc  # the rooms after it are refused too
+            if room not in ws._rooms and self._room_notices and self._open(ws):
+                self._send(ws, envelope(LEFT, room))
+        if refused is not None:
+            await self._error(ws, str(refused), REJOIN)
 
     # -- rooms --------------------------------------------------------------------
 
@@ -406,12 +486,25 @@ class App(Server):
         if core is not None:
             core.send(ws.id, data)
 
+    def _check_bounds(self, ws: Socket, room: str) -> None:
+        per_socket = self._max_rooms_per_socket
+        if per_socket is not None and len(ws._rooms) >= per_socket:
+            raise RoomLimitError(
+                f"max_rooms_per_socket ({per_socket}) reached: this socket is in {len(ws._rooms)} rooms;"
+                f" {_shown(room)} not joined"
+            )
+        total = self._max_rooms
+        if total is not None and room not in self._named and len(self._named) >= total:
+            raise RoomLimitError(
+                f"max_rooms ({total}) reached: the app has {len(self._named)} rooms; {_shown(room)} not joined"
+            )
+
     def _join(self, ws: Socket, room: str) -> None:
         core = self._core
         assert core is not None
         entry = self._named.get(room)
         if entry is None:
-            entry = self._named[room] = (self._name_acquire(room), set())
+            entry = self._named[room] = (self._name_acquire(APP_KIND, room), set())
         entry[1].add(ws)
         core.join(ws.id, entry[0])
 
@@ -425,4 +518,17 @@ class App(Server):
             core.leave(ws.id, entry[0])
         if not entry[1]:
             del self._named[room]
-            self._name_release(room)
+            self._name_release(APP_KIND, room)
+
+
+def _valid_name(room: str) -> bool:
+    try:
+        check_name(room)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(room: str) -> str:
+    """A room name for a message: shortened, since a client chose it."""
+    return repr(room if len(room) <= 40 else room[:40] + "...")

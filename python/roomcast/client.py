@@ -54,8 +54,8 @@ from typing import (
 )
 from urllib.parse import quote, urlsplit
 
-from . import _core
-from .websocket import parse_raw_headers
+from . import _core, _options
+from .websocket import message_cost, parse_raw_headers
 
 __all__ = [
     "TLS",
@@ -120,7 +120,9 @@ class TLS:
       (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are honoured when it is not
       given);
     * ``server_hostname``: the name to check the certificate against and
-      to send as SNI, when it is not the URL's host.
+      to send as SNI, when it is not the URL's host. An empty name raises
+      :class:`ValueError` (it would turn the name check off; use
+      ``verify=False`` to turn every check off).
 
     A dict with the same keys is accepted too. An :class:`ssl.SSLContext`
     is not: the TLS runs in the C core, on OpenSSL, outside Python's
@@ -130,6 +132,18 @@ class TLS:
     verify: bool = True
     cafile: Optional[str] = None
     server_hostname: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        name = self.server_hostname
+        if name is not None:
+            # An empty name would turn the host-name check off while the
+            # chain is still verified (Python's ssl refuses it too).
+            if not isinstance(name, str):
+                raise TypeError(f"server_hostname must be a str or None, not {type(name).__name__}")
+            if not name or "\0" in name or len(name.encode("utf-8", "surrogatepass")) > 253:
+                raise ValueError(f"server_hostname must be a host name of 1 to 253 bytes without NUL, not {name!r}")
+        if self.cafile is not None and not isinstance(self.cafile, (str, os.PathLike)):
+            raise TypeError(f"cafile must be a path or None, not {type(self.cafile).__name__}")
 
 
 TLSOption = Union[TLS, Mapping[str, Any], None]
@@ -213,7 +227,7 @@ def _tls_settings(tls: bool, option: TLSOption, url: str) -> dict[str, Any]:
     return {
         "tls": True,
         "verify": bool(option.verify),
-        "cafile": option.cafile,
+        "cafile": None if option.cafile is None else os.fspath(option.cafile),
         "server_name": option.server_hostname,
     }
 
@@ -247,29 +261,27 @@ def _settings(
         protocols = [protocols]
     offered = list(protocols or ())
     pairs, host_header = _header_pairs(headers)
-    if open_timeout <= 0:
-        raise ValueError("open_timeout must be positive")
-    if max_message_size < 1:
-        raise ValueError("max_message_size must be at least 1")
+    rules = _options.CLIENT
     options: dict[str, Any] = {
         "host_header": host_header,
         "headers": pairs,
         "protocols": offered,
-        "handshake_timeout": float(open_timeout),
-        "ping_interval": float(ping_interval or 0),
-        "ping_timeout": float(ping_timeout or 0),
-        "max_message_size": max_message_size,
+        "handshake_timeout": rules["open_timeout"]("open_timeout", open_timeout),
+        "ping_interval": rules["ping_interval"]("ping_interval", ping_interval),
+        "ping_timeout": rules["ping_timeout"]("ping_timeout", ping_timeout),
+        "max_message_size": rules["max_message_size"]("max_message_size", max_message_size),
     }
     options.update(_tls_settings(target.tls, ssl, url))
     return target, options
 
 
 def _policy(reconnect: bool, min_delay: float, max_delay: float, max_attempts: Optional[int]) -> _Policy:
-    if min_delay <= 0 or max_delay < min_delay:
-        raise ValueError("reconnection delays need 0 < min_delay <= max_delay")
-    if max_attempts is not None and max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1, or None for no limit")
-    return _Policy(bool(reconnect), float(min_delay), float(max_delay), max_attempts)
+    rules = _options.CLIENT
+    low = rules["min_delay"]("min_delay", min_delay)
+    high = rules["max_delay"]("max_delay", max_delay)
+    if high < low:
+        raise ValueError(f"max_delay must be at least min_delay ({min_delay!r}), not {max_delay!r}")
+    return _Policy(bool(reconnect), low, high, rules["max_attempts"]("max_attempts", max_attempts))
 
 
 # -- the process's client core ------------------------------------------------
@@ -291,8 +303,11 @@ class _Hub:
 
     def __init__(self) -> None:
         # One queue limit for every client connection: past it (the
-        # server does not read) the connection is failed.
-        self.core = _core.Core(max_queue_bytes=64 * 2**20, close_timeout=5.0)
+        # server does not read) the connection is failed. Events the
+        # thread has not taken yet stop the reading at 8 MiB (each counts
+        # its real size): a server flooding empty messages at a client
+        # that does not read costs a few tens of MiB, not hundreds.
+        self.core = _core.Core(max_queue_bytes=64 * 2**20, close_timeout=5.0, max_event_bytes=8 * 2**20)
         self.core.start()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.links: dict[int, _Link] = {}  # under _hub_lock
@@ -660,14 +675,15 @@ class WebSocket(_Front):
       limit) in a row. Not after ``close()``, nor when the server closed
       with 1000 (it ended the session) or 1008 (it would refuse again);
     * ``open_timeout`` (10 s): DNS, TCP, TLS and the upgrade together;
-    * ``ping_interval`` / ``ping_timeout`` (20 s each; ``None``: no
-      pings): a ping after that much silence, and close 1011 when its pong
-      does not come;
+    * ``ping_interval`` / ``ping_timeout`` (20 s each; ``None`` or 0:
+      no pings, or no timeout): a ping after that much silence, and close
+      1011 when its pong does not come;
     * ``max_message_size`` (1 MiB): a larger message from the server
       closes the connection with 1009;
     * ``max_receive_queue`` (1 MiB): received messages waiting for
       :meth:`recv` past which the core stops reading from the server
-      until half of it has been read.
+      until half of it has been read; each counts its size in memory,
+      header included, so empty messages count too.
     """
 
     CONNECTING = CONNECTING
@@ -702,7 +718,7 @@ class WebSocket(_Front):
         self._cond = threading.Condition()
         self._inbox: deque[Data] = deque()
         self._inbox_size = 0
-        self._inbox_limit = max_receive_queue
+        self._inbox_limit = _options.CLIENT["max_receive_queue"]("max_receive_queue", max_receive_queue)
         self._final = False
         self._link = _Link(target, options, _policy(reconnect, min_delay, max_delay, max_attempts), self)
         self._link.start()
@@ -772,7 +788,7 @@ class WebSocket(_Front):
             if not self._inbox:
                 raise ConnectionClosed(*self._close_info())
             data = self._inbox.popleft()
-            self._inbox_size -= len(data)
+            self._inbox_size -= message_cost(data)
             if self._inbox_size <= self._inbox_limit // 2:
                 self._link.hold(False)
             return data
@@ -852,7 +868,7 @@ class WebSocket(_Front):
             return
         with self._cond:
             self._inbox.append(data)
-            self._inbox_size += len(data)
+            self._inbox_size += message_cost(data)
             if self._inbox_size > self._inbox_limit:
                 self._link.hold(True)
             self._cond.notify_all()
@@ -955,7 +971,7 @@ class ClientConnection(_Front):
             finally:
                 self._waiter = None
         data = self._inbox.popleft()
-        self._inbox_size -= len(data)
+        self._inbox_size -= message_cost(data)
         if self._inbox_size <= self._inbox_limit // 2:
             self._link.hold(False)
         return data
@@ -1008,7 +1024,7 @@ class ClientConnection(_Front):
             kind = event[0]
             if kind == "message":
                 self._inbox.append(event[1])
-                self._inbox_size += len(event[1])
+                self._inbox_size += message_cost(event[1])
                 if self._inbox_size > self._inbox_limit:
                     self._link.hold(True)
             elif kind == "open":
@@ -1051,18 +1067,20 @@ class _Connect:
     """``await connect(...)`` or ``async with connect(...) as ws``."""
 
     def __init__(self, url: str, kwargs: dict[str, Any]) -> None:
+        # Checked here, when connect() is called, not when it is awaited.
+        kw = dict(kwargs)
+        self._policy = _policy(kw.pop("reconnect"), kw.pop("min_delay"), kw.pop("max_delay"), kw.pop("max_attempts"))
+        self._on_reconnect = kw.pop("on_reconnect")
+        queue = kw.pop("max_receive_queue")
+        self._max_receive_queue = _options.CLIENT["max_receive_queue"]("max_receive_queue", queue)
+        self._target, self._options = _settings(url, **kw)
         self._url = url
-        self._kwargs = kwargs
         self._ws: Optional[ClientConnection] = None
 
     async def _open(self) -> ClientConnection:
-        kw = dict(self._kwargs)
-        policy = _policy(kw.pop("reconnect"), kw.pop("min_delay"), kw.pop("max_delay"), kw.pop("max_attempts"))
-        on_reconnect = kw.pop("on_reconnect")
-        max_receive_queue = kw.pop("max_receive_queue")
-        target, options = _settings(self._url, **kw)
         ws = ClientConnection(
-            asyncio.get_running_loop(), self._url, target, options, policy, on_reconnect, max_receive_queue
+            asyncio.get_running_loop(), self._url, self._target, dict(self._options), self._policy,
+            self._on_reconnect, self._max_receive_queue,
         )
         ws._link.start()
         try:
@@ -1107,8 +1125,8 @@ def connect(
     function or coroutine function) runs on the loop after each
     reconnection. Raises :class:`ConnectionFailed` with the reason when
     the connection cannot be opened (with ``reconnect=True``: once the
-    attempts are used up), :class:`ValueError` or :class:`TypeError` for
-    bad arguments."""
+    attempts are used up), and at once, when called, :class:`ValueError`
+    or :class:`TypeError` naming a bad argument and its value."""
     return _Connect(
         url,
         {

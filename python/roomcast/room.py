@@ -53,15 +53,15 @@ from typing import (
 )
 
 from ._params import Binder
-from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, message_cost
 
 if TYPE_CHECKING:
     from .server import Server
 
 NAME_MAX = 1024  # bytes of UTF-8, as the core allows
-# Bytes of pushes that may wait for one Starlette member before it is
-# closed with 1008 (a client that does not read); roomcast's own members
-# have the server's max_queue_bytes instead.
+# Bytes of pushes (each its message_cost) that may wait for one Starlette
+# member before it is closed with 1008 (a client that does not read);
+# roomcast's own members have the server's max_queue_bytes instead.
 ASGI_QUEUE_BYTES = 2**20
 
 
@@ -140,7 +140,7 @@ class _AsgiSocket:
         if self._dropped:
             return
         self._out.append(data)
-        self._queued += len(data)
+        self._queued += message_cost(data)
         if self._queued > ASGI_QUEUE_BYTES:
             self._dropped = True
             self._out.clear()
@@ -158,7 +158,7 @@ class _AsgiSocket:
                 self._wake.clear()
                 while out:
                     data = out.popleft()
-                    self._queued -= len(data)
+                    self._queued -= message_cost(data)
                     if isinstance(data, str):
                         await self.ws.send_text(data)
                     else:
@@ -544,12 +544,17 @@ class Room(BaseRoom):
     the order of the pushes of each server; ``exclude=`` works across
     servers; relay rooms relay across servers too. Without a name a room is
     local to its server. A name is 1 to 1024 bytes of UTF-8 without NUL.
+    The rooms of an :class:`~roomcast.App` are another namespace: an App
+    room called "lobby" is not this room.
 
     ``Room(relay="all")`` (or ``"others"``) relays in C: every message a
     member sends is forwarded by the core to every member (``"others"``: but
     the sender), text as text and binary as binary, without waking Python;
     ``on_receive`` handlers are not called. Connects and disconnects still
-    run their handlers, and pushes work as in any room.
+    run their handlers, and pushes work as in any room. The mode is the
+    room's for its whole life, whoever joins first; Rooms that share a name
+    must share the mode too (a member of one that does not is refused:
+    closed with 1011 and the ValueError logged).
     """
 
     def __init__(

@@ -16,6 +16,11 @@ dispatched at once:
 * backplane (only with ``Server(backplane=...)``): the reply to a Redis
   command, or a change of the Redis connection's state (logged).
 
+Whatever fails while an upgrade or a plain request is routed is answered:
+HTTP 400 for a path parameter that matches its pattern but does not
+convert (``{id:int}`` past ``int()``'s digit limit), 500 for anything else
+(logged once on the ``"roomcast"`` logger).
+
 How an endpoint ends decides what the client sees: it returns without
 ``accept()`` → HTTP 403; returns after ``accept()`` without ``close()`` →
 close 1000; raises before ``accept()`` → HTTP 500, after → close 1011 (both
@@ -45,8 +50,8 @@ from typing import (
     Union,
 )
 
-from . import _core
-from ._params import Binder, Route
+from . import _core, _options
+from ._params import Binder, ParamError, Route
 from .backplane import Backplane, parse_url
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
@@ -67,6 +72,22 @@ EV_CLOSE = _core.EV_CLOSE
 EV_REQUEST = _core.EV_REQUEST
 EV_REDIS = _core.EV_REDIS
 EV_BACKPLANE = _core.EV_BACKPLANE
+
+# Kinds of named rooms: an App room and a Room(name=...) called alike are
+# two rooms, here and on the backplane (see _core_name).
+ROOM_KIND = "room"  # Room(name=...)
+APP_KIND = "app"  # the rooms an App's sockets join
+APP_ALL_KIND = "app*"  # an App's room of every socket
+_RELAY_NAMES = {0: None, 1: "all", 2: "others"}
+
+
+def _core_name(kind: str, name: str) -> bytes:
+    """The name the core (and the backplane's channel) knows a room by. A
+    Room(name=...) keeps its own, so that its channel is the documented
+    prefix + name; the others start with a byte that UTF-8 never has
+    (0xFF), then their kind, so that no Room name can equal one."""
+    data = name.encode("utf-8")
+    return data if kind == ROOM_KIND else b"\xff" + kind.encode() + b":" + data
 
 # How long serve() waits for the backplane's first connection at most.
 SETTLE_SECONDS = 10.0
@@ -115,14 +136,15 @@ class Server:
       until the queue is half full and counts them in ``stats()``
       (``messages_dropped``). Either way one slow client never slows the
       others or grows memory without bound;
-    * ``ping_interval`` / ``ping_timeout`` (seconds; 0 disables pings): a
+    * ``ping_interval`` / ``ping_timeout`` (seconds; 0 or ``None``
+      disables pings, or only their timeout): a
       client silent for ``ping_interval`` gets a ping; one that leaves it
       unanswered for ``ping_timeout`` is closed with 1011 "keepalive ping
       timeout" (not while the server itself holds reading, see below);
     * ``handshake_timeout``, ``close_timeout`` (seconds),
       ``max_header_bytes``, ``max_headers``: limits of the handshake and of
       the close handshake;
-    * ``idle_timeout`` (seconds; 0, the default, disables it): a client
+    * ``idle_timeout`` (seconds; 0, the default, or ``None`` disables it): a client
       that sends no message for this long is closed with 1001 "idle
       timeout" (pings and pongs do not count as messages);
     * ``max_connections`` (default ``None``: no limit but the process's
@@ -160,6 +182,11 @@ class Server:
     blocked or too busy, the core stops reading from the clients that send
     until the loop has caught up by half; the others are not affected.
 
+    Every option is checked here, not when serving starts: a value of the
+    wrong type raises :class:`TypeError`, one out of range
+    :class:`ValueError`, both naming the option and the value
+    (``max_message_size must be a positive integer, not -1``).
+
     One server serves one address at a time; it can serve again after it
     has stopped.
     """
@@ -169,13 +196,13 @@ class Server:
         *,
         max_message_size: int = 2**20,
         max_queue_bytes: int = 2**20,
-        ping_interval: float = 20,
-        ping_timeout: float = 20,
+        ping_interval: Optional[float] = 20,
+        ping_timeout: Optional[float] = 20,
         handshake_timeout: float = 10,
         close_timeout: float = 5,
         max_header_bytes: int = 8192,
         max_headers: int = 100,
-        idle_timeout: float = 0,
+        idle_timeout: Optional[float] = 0,
         max_connections: Optional[int] = None,
         slow_consumer: Literal["close", "drop"] = "close",
         origins: Optional[Iterable[Optional[str]]] = None,
@@ -188,35 +215,25 @@ class Server:
         backplane_buffer: int = 2**20,
         presence_ttl: float = 30,
     ) -> None:
-        if slow_consumer not in ("close", "drop"):
-            raise ValueError(f"slow_consumer must be 'close' or 'drop', not {slow_consumer!r}")
-        if max_connections is not None and max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1 (or None), not {max_connections!r}")
-        if isinstance(subprotocols, str):
-            raise TypeError("subprotocols must be a sequence of names, not one string")
+        given = locals()  # the options as passed, for the table of rules
+        opts = _options.check_all(_options.SERVER, {name: given[name] for name in _options.SERVER})
         self._options: dict[str, Any] = {
-            "max_message_size": max_message_size,
-            "max_queue_bytes": max_queue_bytes,
-            "ping_interval": float(ping_interval),
-            "ping_timeout": float(ping_timeout),
-            "handshake_timeout": float(handshake_timeout),
-            "close_timeout": float(close_timeout),
-            "max_header_bytes": max_header_bytes,
-            "max_headers": max_headers,
-            "idle_timeout": float(idle_timeout),
-            "max_connections": max_connections or 0,
-            "drop_oldest": slow_consumer == "drop",
-            "max_event_bytes": max_pending_bytes,
+            "max_message_size": opts["max_message_size"],
+            "max_queue_bytes": opts["max_queue_bytes"],
+            "ping_interval": opts["ping_interval"],
+            "ping_timeout": opts["ping_timeout"],
+            "handshake_timeout": opts["handshake_timeout"],
+            "close_timeout": opts["close_timeout"],
+            "max_header_bytes": opts["max_header_bytes"],
+            "max_headers": opts["max_headers"],
+            "idle_timeout": opts["idle_timeout"],
+            "max_connections": opts["max_connections"] or 0,
+            "drop_oldest": opts["slow_consumer"] == "drop",
+            "max_event_bytes": opts["max_pending_bytes"],
         }
         self._backplane_options: dict[str, Any] = {}
         self._backplane_key: Optional[tuple[str, int, str]] = None
         if backplane is not None:
-            if not isinstance(backplane_prefix, str) or "\0" in backplane_prefix:
-                raise ValueError("backplane_prefix must be a str without NUL")
-            if backplane_buffer < 0:
-                raise ValueError(f"backplane_buffer must not be negative, not {backplane_buffer!r}")
-            if not presence_ttl > 0:
-                raise ValueError(f"presence_ttl must be positive, not {presence_ttl!r}")
             url = parse_url(backplane)
             self._backplane_options = dict(url, backplane_prefix=backplane_prefix,
                                            backplane_buffer=backplane_buffer)
@@ -224,15 +241,16 @@ class Server:
             # push to a named room once between them.
             self._backplane_key = (url["backplane_host"], url["backplane_port"], backplane_prefix)
         self._backplane_url = backplane
-        self._presence_ttl = float(presence_ttl)
+        self._presence_ttl = opts["presence_ttl"]
         self._backplane: Optional[Backplane] = None
         self._server_id = ""
-        # room name -> [core room id, holders]: one core room per name.
-        self._names: dict[str, list[int]] = {}
-        self._origins = None if origins is None else frozenset(origins)
-        self._subprotocols = tuple(subprotocols)
-        self._backlog = backlog
-        self._max_receive_queue = max_receive_queue
+        # (kind, name) -> [core room id, holders, relay mode]: one core
+        # room per name of a kind.
+        self._names: dict[tuple[str, str], list[int]] = {}
+        self._origins = None if opts["origins"] is None else frozenset(opts["origins"])
+        self._subprotocols = opts["subprotocols"]
+        self._backlog = opts["backlog"]
+        self._max_receive_queue = opts["max_receive_queue"]
         self._routes: list[tuple[Route, Endpoint, Optional[Binder]]] = []
         self._static: list[StaticFiles] = []
         # Takes commands while serving; None once shutdown has begun, so that
@@ -328,6 +346,9 @@ class Server:
         server then serves its own members and keeps trying)."""
         if self._poll_core is not None:
             raise RuntimeError("this server is already serving")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        port = _options.PORT("port", port)
         loop = asyncio.get_running_loop()
         core = _core.Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
         bound = core.listen(host, port, self._backlog)
@@ -415,12 +436,41 @@ class Server:
                         self._backplane.on_state(event[1], event[2])
                 elif self._core is None:
                     continue  # shutting down: the core closes these itself
-                elif kind == EV_OPEN:
-                    self._on_open(*event[1:])
-                elif kind == EV_REQUEST:
-                    self._on_request(*event[1:])
+                elif kind == EV_OPEN or kind == EV_REQUEST:
+                    self._decide(kind, event)
             except Exception:
                 logger.exception("roomcast failed to dispatch event %r", event[:2])
+
+    def _decide(self, kind: int, event: Any) -> None:
+        """Routes an upgrade or a plain request. Whatever fails while
+        deciding is answered, or the client would wait for an answer that
+        never comes: HTTP 400 for a path parameter that does not convert,
+        500 for anything else, logged once here."""
+        conn = event[1]
+        path = event[2 if kind == EV_OPEN else 3]
+        try:
+            if kind == EV_OPEN:
+                self._on_open(*event[1:])
+            else:
+                self._on_request(*event[1:])
+            return
+        except ParamError as exc:
+            logger.warning("roomcast answered 400 to %.200r: %s", path, exc)
+            status, text = 400, b"bad path parameter\n"
+        except Exception:
+            logger.exception("roomcast answered 500 to %.200r: routing failed", path)
+            status, text = 500, b"internal server error\n"
+        self._conns.pop(conn, None)
+        core = self._core
+        if core is None:
+            return  # stopping: the core answers what is still pending
+        try:
+            if kind == EV_OPEN:
+                core.reject(conn, status, text)
+            else:
+                core.respond(conn, status, [("Content-Type", "text/plain; charset=utf-8")], text, event[2] == "HEAD")
+        except Exception:
+            logger.exception("roomcast could not answer %d", status)
 
     def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         core = self._core
@@ -444,8 +494,8 @@ class Server:
             core.reject(conn, 404)
             return
         ws = ServerWebSocket(self, conn, path, query, headers, host, port, params)
-        self._conns[conn] = ws
         task = self._loop.create_task(self._run_endpoint(ws, endpoint, kwargs))
+        self._conns[conn] = ws
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -517,31 +567,43 @@ class Server:
         if self._core is None:
             raise RuntimeError("the server of this websocket is not running")
         name = room._name
-        room_id = self._name_acquire(name) if name is not None else self._core.room_new()
+        if name is not None:
+            room_id = self._name_acquire(ROOM_KIND, name, room._relay)
+        else:
+            room_id = self._core.room_new(room._relay)
         self._rooms[room] = room_id
         return room_id
 
-    def _name_acquire(self, name: str) -> int:
-        """The core room of ``name`` on this server (made on first use),
-        held until released; rooms of one name are one room."""
-        entry = self._names.get(name)
+    def _name_acquire(self, kind: str, name: str, relay: int = 0) -> int:
+        """The core room of ``name`` among the rooms of ``kind`` on this
+        server, made on first use with its relay mode (fixed for its whole
+        life) and held until released; rooms of one name are one room, so
+        they must agree on the mode (ValueError otherwise)."""
+        key = (kind, name)
+        entry = self._names.get(key)
         if entry is None:
             core = self._core
             if core is None:
                 raise RuntimeError("the server is not running")
-            room_id = core.room_new()
-            core.room_name(room_id, name)
-            entry = self._names[name] = [room_id, 0]
+            room_id = core.room_new(relay)
+            core.room_name(room_id, _core_name(kind, name))
+            entry = self._names[key] = [room_id, 0, relay]
+        elif entry[2] != relay:
+            raise ValueError(
+                f"the room {name!r} is served here with relay={_RELAY_NAMES[entry[2]]!r}:"
+                f" a Room(name={name!r}, relay={_RELAY_NAMES[relay]!r}) cannot share it"
+            )
         entry[1] += 1
         return entry[0]
 
-    def _name_release(self, name: str) -> None:
-        entry = self._names.get(name)
+    def _name_release(self, kind: str, name: str) -> None:
+        key = (kind, name)
+        entry = self._names.get(key)
         if entry is None:
             return
         entry[1] -= 1
         if entry[1] <= 0:
-            del self._names[name]
+            del self._names[key]
             if self._core is not None:
                 self._core.room_free(entry[0])
 

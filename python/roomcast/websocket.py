@@ -21,7 +21,9 @@ Semantics worth knowing:
 * Received messages wait in a queue until read. When it holds more than
   the server's ``max_receive_queue`` bytes (an endpoint that reads more
   slowly than its client writes), the server stops reading from that client
-  until half of it has been consumed; TCP then slows the client down.
+  until half of it has been consumed; TCP then slows the client down. A
+  message counts what it really holds in memory (see :func:`message_cost`),
+  so a flood of empty messages fills the queue too.
 * Once the server begins shutting down, every connection is being closed
   with 1001: ``send_*`` raise :class:`WebSocketClosed` and ``close()`` does
   nothing.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from collections import deque
 from types import SimpleNamespace
 from typing import (
@@ -65,6 +68,18 @@ __all__ = [
 ]
 
 Data = Union[str, bytes]
+
+
+
+# A queued message's place in its deque: one pointer.
+_QUEUE_SLOT = 8
+
+
+def message_cost(data: Data) -> int:
+    """What a received message costs while it waits in a receive queue, for
+    ``max_receive_queue``: the object itself (header included, so an empty
+    message is not free) and its slot in the queue."""
+    return sys.getsizeof(data) + _QUEUE_SLOT
 
 
 class WebSocketDisconnect(Exception):
@@ -244,7 +259,7 @@ class ServerWebSocket:
         self.application_state = WebSocketState.CONNECTING
         # Made on the first message: a member that never speaks keeps none.
         self._inbox: Optional[deque[Data]] = None
-        self._inbox_size = 0  # characters or bytes, near enough
+        self._inbox_size = 0  # message_cost() of what waits
         self._inbox_limit = server._max_receive_queue
         self._paused = False
         self._waiter: Optional[asyncio.Future[None]] = None
@@ -416,7 +431,7 @@ class ServerWebSocket:
         if inbox is None:
             inbox = self._inbox = deque()
         inbox.append(data)
-        self._inbox_size += len(data)
+        self._inbox_size += message_cost(data)
         if self._inbox_size > self._inbox_limit and not self._paused:
             core = self._server._core
             if core is not None:
@@ -449,7 +464,7 @@ class ServerWebSocket:
                 self._waiter = None
             inbox = self._inbox  # _feed makes it when the first message comes
         data = inbox.popleft()
-        self._inbox_size -= len(data)
+        self._inbox_size -= message_cost(data)
         if self._paused and self._inbox_size <= self._inbox_limit // 2:
             self._paused = False
             core = self._server._core

@@ -231,7 +231,44 @@ RC_TEST(a_closed_attempt_and_bad_options) {
   rc_server_free(idle);
 }
 
+/* IANA's 1012-1014 (service restart, try again later, bad gateway), which
+ * wslay 1.1.1 answers with 1002: the client reports the server's code and
+ * echoes it, and the server reports the echo. */
+RC_TEST(a_registered_close_code_reaches_the_client_and_comes_back) {
+  RC_ASSERT_EQ_INT(start_both(), 0);
+  static const unsigned codes[] = {1012, 1013, 1014};
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    rc_connect_opts o;
+    rc_connect_opts_default(&o);
+    o.host = "127.0.0.1";
+    o.port = port;
+    uint64_t conn = 0;
+    RC_ASSERT_EQ_INT(rc_server_connect(cli, &o, &conn), 0);
+    rc_event *open = next_event(srv);
+    RC_ASSERT(open != NULL);
+    uint64_t sconn = open->conn;
+    free(open);
+    RC_ASSERT_EQ_INT(rc_server_accept(srv, sconn, NULL, NULL), 0);
+    rc_event *up = next_event(cli);
+    RC_ASSERT(up != NULL);
+    RC_CHECK_EQ_INT(up->type, RC_EV_CONNECTED);
+    free(up);
+    RC_ASSERT_EQ_INT(rc_server_close(srv, sconn, codes[i], "later", 5), 0);
+    rc_event *c1 = next_event(cli), *c2 = next_event(srv);
+    RC_ASSERT(c1 != NULL && c2 != NULL);
+    RC_CHECK_EQ_INT(c1->type, RC_EV_CLOSE);
+    RC_CHECK_EQ_INT(c1->code, codes[i]);
+    RC_CHECK(reason_is(c1, "later"));
+    RC_CHECK_EQ_INT(c2->type, RC_EV_CLOSE);
+    RC_CHECK_EQ_INT(c2->code, codes[i]);
+    free(c1);
+    free(c2);
+  }
+  stop_both();
+}
+
 RC_TEST_MAIN(RC_CASE(round_trip_with_the_cores_own_server),
+             RC_CASE(a_registered_close_code_reaches_the_client_and_comes_back),
              RC_CASE(refused_unresolvable_and_forbidden),
              RC_CASE(tls_to_a_plain_server_fails_in_the_tls_handshake),
              RC_CASE(a_closed_attempt_and_bad_options))

@@ -174,6 +174,8 @@ RC_TEST(close_code_validity_table) {
   }
 }
 
+static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+
 /* A masked client frame: header, 4-byte key, payload (not really masked:
  * the scanner never looks at payload bytes). */
 static size_t client_frame(uint8_t *out, unsigned op, int fin, size_t len) {
@@ -240,8 +242,6 @@ RC_TEST(scan_refuses_bad_control_frames_and_lengths) {
   check_refused(bad, n, 1002);
   n = client_frame(bad, RC_OP_PONG, 0, 2); /* fragmented control frame */
   check_refused(bad, n, 1002);
-  n = client_frame(bad, RC_OP_CLOSE, 1, 1); /* close with half a code */
-  check_refused(bad, n, 1002);
   n = client_frame(bad, RC_OP_BINARY, 1, 0);
   bad[1] = 0x80 | 127; /* 64-bit length with the top bit set */
   memset(bad + 2, 0xFF, 8);
@@ -256,6 +256,103 @@ RC_TEST(scan_bad_header_split_across_reads_passes_nothing_of_it) {
   RC_ASSERT_EQ_INT(sc.error, 0);
   RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf + 1, n - 1, 0), 0);
   RC_ASSERT_EQ_INT(sc.error, 1002);
+}
+
+/* The scanner stops at a close frame's first byte, even one split from
+ * the rest of its header, and passes nothing after it. */
+RC_TEST(scan_stops_at_a_close_frame) {
+  rc_frame_scan sc = {0};
+  uint8_t buf[64];
+  size_t good = client_frame(buf, RC_OP_TEXT, 1, 3);
+  size_t n = client_frame(buf + good, RC_OP_CLOSE, 1, 2);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, good + n, 0),
+                   (long)good);
+  RC_CHECK_EQ_INT(sc.closing, 1);
+  RC_CHECK_EQ_INT(sc.error, 0);
+  RC_CHECK_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
+  RC_CHECK_EQ_INT((long)rc_frame_scan_feed(&sc, buf, good, 0), 0);
+  rc_frame_scan fresh = {0};
+  RC_CHECK_EQ_INT((long)rc_frame_scan_feed(&fresh, buf + good, 1, 0), 0);
+  RC_CHECK_EQ_INT(fresh.closing, 1);
+}
+
+/* A masked close frame with the given code and reason. */
+static size_t close_frame(uint8_t *out, unsigned code, const char *reason) {
+  uint8_t payload[125];
+  size_t plen = rc_frame_close_payload(payload, code, reason, strlen(reason));
+  size_t n = rc_frame_client_header(out, RC_OP_CLOSE, plen, key);
+  rc_frame_mask(out + n, payload, plen, key);
+  return n + plen;
+}
+
+/* Fed one byte at a time, as the connection gathers it. */
+static unsigned parse_gathered(const uint8_t *frame, size_t len, int masked,
+                               rc_frame_close *fc, uint8_t *buf) {
+  size_t have = 0;
+  while (have < rc_frame_close_size(buf, have)) {
+    if (have == len)
+      return 9999; /* wants more than the frame has */
+    buf[have] = frame[have];
+    have++;
+  }
+  if (have != len)
+    return 9998; /* stopped short of the frame */
+  return rc_frame_close_parse(buf, have, masked, fc);
+}
+
+RC_TEST(close_frames_with_every_registered_code_are_read) {
+  static const unsigned codes[] = {1000, 1001, 1003, 1007, 1011,
+                                   1012, 1013, 1014, 3000, 4999};
+  uint8_t frame[RC_FRAME_MAX_CLOSE], buf[RC_FRAME_MAX_CLOSE];
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    size_t n = close_frame(frame, codes[i], "try again");
+    rc_frame_close fc;
+    RC_CHECK_EQ_INT(parse_gathered(frame, n, 1, &fc, buf), 0);
+    RC_CHECK_EQ_INT(fc.code, codes[i]);
+    RC_CHECK(fc.reason_len == 9 && memcmp(fc.reason, "try again", 9) == 0);
+  }
+  /* No payload: no status code. */
+  uint8_t empty[6] = {0x88, 0x80, 1, 2, 3, 4};
+  rc_frame_close fc;
+  RC_CHECK_EQ_INT(parse_gathered(empty, 6, 1, &fc, buf), 0);
+  RC_CHECK_EQ_INT(fc.code, 0);
+}
+
+RC_TEST(bad_close_frames_are_refused) {
+  uint8_t frame[RC_FRAME_MAX_CLOSE], buf[RC_FRAME_MAX_CLOSE];
+  rc_frame_close fc;
+  static const unsigned bad_codes[] = {0,    999,  1004, 1005, 1006,
+                                       1015, 1016, 2999, 5000, 65535};
+  for (size_t i = 0; i < sizeof bad_codes / sizeof bad_codes[0]; i++) {
+    size_t n = close_frame(frame, bad_codes[i], "");
+    if (bad_codes[i] == 0) { /* rc_frame_close_payload writes nothing */
+      uint8_t zero[2] = {0, 0};
+      n = rc_frame_client_header(frame, RC_OP_CLOSE, 2, key);
+      rc_frame_mask(frame + n, zero, 2, key);
+      n += 2;
+    }
+    RC_CHECK_EQ_INT(parse_gathered(frame, n, 1, &fc, buf), 1002);
+  }
+  size_t n = close_frame(frame, 1000, "bye");
+  RC_CHECK_EQ_INT(parse_gathered(frame, n, 0, &fc, buf), 1002); /* masked */
+  frame[0] = 0x08; /* FIN clear */
+  RC_CHECK_EQ_INT(parse_gathered(frame, n, 1, &fc, buf), 1002);
+  frame[0] = 0xC8; /* RSV1 */
+  RC_CHECK_EQ_INT(parse_gathered(frame, n, 1, &fc, buf), 1002);
+  uint8_t half[7] = {0x88, 0x81, 1, 2, 3, 4, 5}; /* half a code */
+  RC_CHECK_EQ_INT(parse_gathered(half, 7, 1, &fc, buf), 1002);
+  /* Declares 126 bytes: refused on its header, nothing of it gathered. */
+  uint8_t big[8] = {0x88, 0xFE, 0, 126, 1, 2, 3, 4};
+  RC_CHECK_EQ_INT(rc_frame_close_size(big, 8), 8);
+  RC_CHECK_EQ_INT(parse_gathered(big, 8, 1, &fc, buf), 1002);
+  uint8_t payload[8] = {0x03, 0xE8, 0xC3, 0x28}; /* 1000, not UTF-8 */
+  n = rc_frame_client_header(frame, RC_OP_CLOSE, 4, key);
+  rc_frame_mask(frame + n, payload, 4, key);
+  RC_CHECK_EQ_INT(parse_gathered(frame, n + 4, 1, &fc, buf), 1007);
+  /* A server's close frame is not masked. */
+  uint8_t srv[4] = {0x88, 0x02, 0x03, 0xF5}; /* 1013 */
+  RC_CHECK_EQ_INT(parse_gathered(srv, 4, 0, &fc, buf), 0);
+  RC_CHECK_EQ_INT(fc.code, 1013);
 }
 
 RC_TEST(scan_counts_fragments_against_the_limit) {
@@ -280,8 +377,6 @@ RC_TEST(scan_counts_fragments_against_the_limit) {
   }
 }
 
-
-static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
 
 RC_TEST(client_header_small) {
   /* RFC 6455 5.7: a masked "Hello" starts 0x81 0x85 0x37 0xfa 0x21 0x3d. */
@@ -330,7 +425,10 @@ RC_TEST_MAIN(RC_CASE(client_header_small),
              RC_CASE(scan_fragmented_message_is_not_at_rest),
              RC_CASE(scan_refuses_bad_control_frames_and_lengths),
              RC_CASE(scan_bad_header_split_across_reads_passes_nothing_of_it),
-             RC_CASE(scan_counts_fragments_against_the_limit), RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
+             RC_CASE(scan_counts_fragments_against_the_limit),
+             RC_CASE(scan_stops_at_a_close_frame),
+             RC_CASE(close_frames_with_every_registered_code_are_read),
+             RC_CASE(bad_close_frames_are_refused), RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
              RC_CASE(header_len_125), RC_CASE(header_len_126),
              RC_CASE(header_len_65535), RC_CASE(header_len_65536),
              RC_CASE(header_len_large_64_bit), RC_CASE(header_fin_clear),

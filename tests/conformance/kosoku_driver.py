@@ -5,13 +5,23 @@ virtual environment it installed kosoku into (build/conformance/), which is
 why it imports nothing from the project.
 
     python kosoku_driver.py URL OUTDIR --cases 1.*,2.* [--exclude 12.*]
+    python kosoku_driver.py serve OUTDIR --cases 1.*,2.* [--exclude 12.*]
 
+With a URL it runs kosoku's fuzzing client against the server there.
 kosoku's own command line prints nothing until every case has run, and the
 Limits/Performance cases take minutes, so this asks for one case at a time
-and prints a line per case. At the end it writes kosoku's report (index.json,
-index.html and one file per case, the layout of Autobahn's own reports) into
-OUTDIR, and selected.json, the ids it was to run. Exit status: 0 when every case ran (whatever the verdicts), 2 when
-the tool itself could not run.
+and prints a line per case.
+
+With ``serve`` it runs kosoku's fuzzing server (``run_fuzzingserver``) for
+a client under test on a free loopback port, prints ``listening on
+ws://127.0.0.1:PORT`` once bound, and waits until the client has driven
+every case and asked for the report (``/updateReports``; the runner's
+client_driver.py does). The progress lines are the client's.
+
+At the end it writes kosoku's report (index.json, index.html and one file
+per case, the layout of Autobahn's own reports) into OUTDIR, and
+selected.json, the ids it was to run. Exit status: 0 when every case ran
+(whatever the verdicts), 2 when the tool itself could not run.
 """
 
 from __future__ import annotations
@@ -70,9 +80,20 @@ async def run(url: str, case_ids: list[str]) -> list[Any]:
     return results
 
 
+async def serve(case_ids: list[str], timeout: float) -> list[Any]:
+    from kosoku import FailureError, run_fuzzingserver
+
+    async with run_fuzzingserver(case_ids, port=0) as server:
+        print(f"listening on ws://{server.address}:{server.port}", flush=True)
+        try:
+            return await asyncio.wait_for(server.get_result(), timeout)
+        except FailureError as failure:
+            return list(failure.results)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url")
+    parser.add_argument("url", help="the server under test, or serve: be the server for a client")
     parser.add_argument("outdir")
     parser.add_argument("--cases", required=True, help="comma-separated case ids or globs")
     parser.add_argument("--exclude", default="", help="comma-separated case ids or globs")
@@ -95,8 +116,16 @@ def main() -> int:
     os.makedirs(args.outdir, exist_ok=True)
     with open(os.path.join(args.outdir, "selected.json"), "w") as f:
         json.dump(case_ids, f)
-    print(f"{len(case_ids)} cases against {args.url}", flush=True)
-    results = asyncio.run(run(args.url, case_ids))
+    if args.url == "serve":
+        print(f"{len(case_ids)} cases for a client", flush=True)
+        try:
+            results = asyncio.run(serve(case_ids, CASE_TIMEOUT * 4))
+        except asyncio.TimeoutError:
+            print(f"the client did not finish within {CASE_TIMEOUT * 4:.0f} s", file=sys.stderr)
+            return 2
+    else:
+        print(f"{len(case_ids)} cases against {args.url}", flush=True)
+        results = asyncio.run(run(args.url, case_ids))
     if not results:
         print("no case produced a result", file=sys.stderr)
         return 2

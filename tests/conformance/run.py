@@ -1,8 +1,19 @@
 #!/usr/bin/env python3
-"""Autobahn TestSuite conformance run against roomcast's echo server.
+"""Autobahn TestSuite conformance runs against roomcast's server and clients.
 
-    python3 tests/conformance/run.py [--cases 1.*,2.*,...] [--out DIR]
+    python3 tests/conformance/run.py [--target all|server|relay|client-async|client-sync]
+                     [--cases 1.*,2.*,...] [--out DIR]
                      [--tool auto|autobahntestsuite|kosoku] [--python2 PATH]
+
+Targets (``--target``, default ``all``: each in turn):
+
+- ``server``: examples/echo.py, where Python echoes each message;
+- ``relay``: ``examples/echo.py --relay``, where the core relays each
+  message back through a ``Room(relay="all")`` without Python;
+- ``client-async``: ``roomcast.connect``, the asyncio client, and
+- ``client-sync``: ``roomcast.WebSocket``, the synchronous one, each driven
+  by tests/conformance/client_driver.py against the tool's fuzzing server,
+  echoing what it receives.
 
 1. Installs the test tool if missing, under build/conformance/ and never
    into the project's interpreter. ``--tool auto`` (the default) takes the
@@ -12,25 +23,32 @@
    build/conformance/autobahntestsuite-py2/. Otherwise it takes kosoku (PyPI
    ``kosoku``, a Python 3 runner of the same Autobahn case files), in its
    own virtual environment build/conformance/venv-kosoku/.
-2. Starts examples/echo.py (PYTHONPATH=python) on a free loopback port;
-   builds the extension first with ``make build`` if it cannot be imported.
-3. Runs the fuzzing client against it: sections 1-7 and 9 by default.
-   Sections 12 and 13 (permessage-deflate) are always left out: roomcast
-   does not offer compression. One line is printed per case.
-4. Stops the server and writes the tool's own report (HTML and JSON) to
-   ``--out`` (default build/conformance/report, not committed), then
-   ``summary.md`` (counts per section, tool, date, command, and every case
-   that did not pass) and ``results.json`` (case id -> behavior,
-   behaviorClose, duration in ms). A run of the default selection writes
-   these two next to this file, where they are committed; a run of other
-   cases writes them into ``--out`` so it cannot replace the full record.
+2. For a server target, starts examples/echo.py (PYTHONPATH=python) on a
+   free loopback port and runs the tool's fuzzing client against it (``wstest
+   -m fuzzingclient`` or kosoku's ``run_fuzzingclient``). For a client
+   target, starts the tool's fuzzing server (``wstest -m fuzzingserver`` or
+   kosoku's ``run_fuzzingserver``) and has the client under test drive
+   every case. The extension is built first with ``make build`` if it
+   cannot be imported.
+3. Sections 1-7, 9 and 10 by default. Sections 12 and 13
+   (permessage-deflate) are always left out: roomcast does not offer
+   compression. One line is printed per case.
+4. Stops everything and writes the tool's own report (HTML and JSON) to
+   ``--out``/TARGET (default build/conformance/report/TARGET, not
+   committed), then ``summary.md`` (counts per section, tool, date,
+   command, and every case that did not pass) and ``results.json`` (case id
+   -> behavior, behaviorClose, duration in ms). A run of the default
+   selection writes these two where they are committed: next to this file
+   for ``server``, in ``relay/``, ``client-async/`` and ``client-sync/``
+   beside it for the others; a run of other cases writes them into the
+   report directory so it cannot replace the full record.
 
 A case passes when its behavior is OK, NON-STRICT, INFORMATIONAL or
 UNIMPLEMENTED and its closing behavior is OK or INFORMATIONAL, as in
-Autobahn's reports. Exit status: 0 when every case passed, 1 when one did
-not (or the server died during the run), 2 when the tool or the server
-could not be run at all. The server and the tool are stopped on every exit,
-Ctrl-C and SIGTERM included.
+Autobahn's reports. Exit status: 0 when every case of every target passed,
+1 when one did not (or the peer under test died during the run), 2 when
+the tool or the peer could not be run at all. Every child is stopped on
+every exit, Ctrl-C and SIGTERM included.
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,9 +72,30 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BUILD = ROOT / "build" / "conformance"
 DRIVER = HERE / "kosoku_driver.py"
+CLIENT_DRIVER = HERE / "client_driver.py"
 ECHO = ROOT / "examples" / "echo.py"
 
-DEFAULT_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*"
+DEFAULT_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"
+# What each target runs, as the summary names it.
+TARGETS = {
+    "server": "Server: `examples/echo.py` (Python echoes each message as received) on 127.0.0.1",
+    "relay": (
+        "Server: `examples/echo.py --relay` (each connection alone in a"
+        ' `Room(relay="all")`: the core relays each message back, Python never'
+        " sees it) on 127.0.0.1"
+    ),
+    "client-async": (
+        "Client: `roomcast.connect` (the asyncio client) echoing each message,"
+        " driven by `tests/conformance/client_driver.py async` against the tool's"
+        " fuzzing server on 127.0.0.1"
+    ),
+    "client-sync": (
+        "Client: `roomcast.WebSocket` (the synchronous client, blocking `recv`)"
+        " echoing each message, driven by `tests/conformance/client_driver.py sync`"
+        " against the tool's fuzzing server on 127.0.0.1"
+    ),
+}
+AGENT = "roomcast"
 # permessage-deflate: roomcast negotiates no extension.
 EXCLUDED = "12.*,13.*"
 
@@ -240,12 +280,14 @@ def ensure_built() -> None:
         raise CannotRun("roomcast._core still cannot be imported after make build")
 
 
-def start_server(log_path: Path, children: list[subprocess.Popen[bytes]]) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    log_path: Path, children: list[subprocess.Popen[bytes]], relay: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
     """Starts examples/echo.py (added to ``children`` at once, so that it is
     stopped even if the wait below is interrupted); returns it and its URL."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-u", str(ECHO), "127.0.0.1", "0"],
+            [sys.executable, "-u", str(ECHO), *(["--relay"] if relay else []), "127.0.0.1", "0"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -340,6 +382,102 @@ def run_wstest(wstest: list[str], url: str, out: Path, cases: str, children: lis
     return proc.wait()
 
 
+# --- the clients --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(proc: subprocess.Popen[bytes], log_path: Path, port: Optional[int], what: str) -> str:
+    """The URL of a fuzzing server once it accepts: from its 'listening on'
+    line (kosoku) or when its port takes a connection (wstest)."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        if port is None:
+            found = re.search(r"listening on (ws://\S+)", log_path.read_text(errors="replace"))
+            if found:
+                return found.group(1)
+        else:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"ws://127.0.0.1:{port}"
+            except OSError:
+                pass
+        if proc.poll() is not None:
+            raise CannotRun(f"{what} exited with status {proc.returncode}:\n{tail(log_path.read_text(errors='replace'))}")
+        if time.monotonic() > deadline:
+            raise CannotRun(f"{what} did not listen within {SERVER_START_TIMEOUT:.0f} s")
+        time.sleep(0.05)
+
+
+def start_fuzzingserver(
+    tool: Tool, out: Path, cases: str, log_path: Path, children: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], str]:
+    port: Optional[int] = None
+    if tool.wstest is not None:
+        port = free_port()
+        spec = {
+            "url": f"ws://127.0.0.1:{port}",
+            "outdir": str(out),
+            "cases": cases.split(","),
+            "exclude-cases": EXCLUDED.split(","),
+            "exclude-agent-cases": {},
+        }
+        spec_path = BUILD / "fuzzingserver.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+        cmd = [*tool.wstest, "-m", "fuzzingserver", "-s", str(spec_path)]
+        what = "wstest -m fuzzingserver"
+    else:
+        assert tool.kosoku is not None
+        cmd = [str(tool.kosoku), str(DRIVER), "serve", str(out), "--cases", cases, "--exclude", EXCLUDED]
+        what = "kosoku's fuzzing server"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=BUILD, env=tool_env(), start_new_session=True
+        )
+    children.append(proc)
+    return proc, wait_listening(proc, log_path, port, what)
+
+
+def run_client_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[float, str]:
+    """A roomcast client driven through the tool's fuzzing server:
+    (seconds, problems)."""
+    kind = target.split("-")[1]
+    log_path = BUILD / f"{target}-fuzzingserver.log"
+    children: list[subprocess.Popen[bytes]] = []
+    note = ""
+    try:
+        fuzzer, url = start_fuzzingserver(tool, out, cases, log_path, children)
+        say(f"fuzzing server at {url} (log {log_path.relative_to(ROOT)}); cases {cases} (excluding {EXCLUDED})")
+        t_cases = time.monotonic()
+        client = subprocess.Popen(
+            [sys.executable, "-u", str(CLIENT_DRIVER), kind, url, AGENT],
+            stdin=subprocess.DEVNULL,
+            env=server_env(),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        children.append(client)
+        status = client.wait()
+        seconds = time.monotonic() - t_cases
+        if status != 0:
+            note = f"tests/conformance/client_driver.py {kind} exited with status {status}"
+        if tool.kosoku is not None:  # it writes the report and ends by itself
+            try:
+                fuzzer.wait(SERVER_START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise CannotRun(f"kosoku's fuzzing server did not end after the client; see {log_path}") from None
+            if fuzzer.returncode != 0:
+                raise CannotRun(f"kosoku's fuzzing server exited with status {fuzzer.returncode}:\n{tail(log_path.read_text())}")
+    finally:
+        for child in reversed(children):
+            stop(child)
+    return seconds, note
+
+
 def read_results(out: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """(index entries, full case reports of the cases that did not pass)."""
     index_path = out / "index.json"
@@ -394,6 +532,7 @@ def write_record(
     started: datetime.datetime,
     case_seconds: float,
     server_note: str,
+    target: str = "server",
 ) -> None:
     results = {
         case_id: {"behavior": e["behavior"], "behaviorClose": e["behaviorClose"], "duration": e.get("duration")}
@@ -420,13 +559,13 @@ def write_record(
 
     failing = [c for c, e in entries.items() if not passed(e)]
     lines = [
-        "# Autobahn TestSuite conformance",
+        f"# Autobahn TestSuite conformance: {target}",
         "",
         "Written by `tests/conformance/run.py`; do not edit by hand. The tool's full",
         f"report (every case with its wire log) is in `{shown(out)}/` after a run;",
         "it is not committed.",
         "",
-        "- Server: `examples/echo.py` (each message echoed as received) on 127.0.0.1",
+        f"- {TARGETS[target]}",
         f"- Tool: {tool}",
         f"- Date: {started.strftime('%Y-%m-%d %H:%M')} UTC",
         f"- Command: `{command}`",
@@ -436,7 +575,7 @@ def write_record(
         f"- Result: {'every case passed' if not failing else f'{len(failing)} case(s) did not pass'}",
     ]
     if server_note:
-        lines.append(f"- Server problems: {server_note}")
+        lines.append(f"- Problems of the peer under test: {server_note}")
     lines += ["", "## Per section", ""]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += [
@@ -482,8 +621,16 @@ def write_record(
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--target",
+        choices=("all", *TARGETS),
+        default="all",
+        help="what to test (default all: each target in turn)",
+    )
     parser.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated case ids or globs (default {DEFAULT_CASES})")
-    parser.add_argument("--out", type=Path, default=BUILD / "report", help="the tool's report (default build/conformance/report)")
+    parser.add_argument(
+        "--out", type=Path, default=BUILD / "report", help="the tool's reports, one directory per target (default build/conformance/report)"
+    )
     parser.add_argument(
         "--tool",
         choices=("auto", "autobahntestsuite", "kosoku"),
@@ -494,23 +641,28 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> int:
-    args = parse_args()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    t0 = time.monotonic()
-    out: Path = args.out.resolve()
-    command = shlex.join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]])
-    BUILD.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    clear_report(out)
+class Tool:
+    """The tool chosen for the run: wstest's command or kosoku's Python."""
 
+    def __init__(self, wstest: Optional[list[str]], kosoku: Optional[Path], why: str, label: str) -> None:
+        self.wstest = wstest
+        self.kosoku = kosoku
+        self.why = why
+        self.label = label  # for the summary, with the mode named per target
+
+    def describe(self, client_target: bool) -> str:
+        if self.wstest is not None:
+            return self.label.format(mode="fuzzingserver" if client_target else "fuzzingclient")
+        return self.label.format(mode="server" if client_target else "client")
+
+
+def choose_tool(args: argparse.Namespace) -> Tool:
     name, version = AUTOBAHN
     on_py3 = (
         f"`{name}` {version} is Python 2.7 code: in a Python 3 virtual environment"
         f" its `wstest` stops at once ({AUTOBAHN_ON_PY3})"
     )
     wstest: Optional[list[str]] = None
-    kosoku: Optional[Path] = None
     why_not = ""
     if args.tool in ("auto", "autobahntestsuite"):
         python2, found = find_python2(args.python2)
@@ -524,7 +676,7 @@ def main() -> int:
             why_not = str(exc)
             say(f"the Autobahn TestSuite cannot run: {why_not}; using kosoku")
     if wstest is not None:
-        tool = f"Autobahn TestSuite `{name}` {version} (`wstest -m fuzzingclient`) under Python {found}"
+        label = f"Autobahn TestSuite `{name}` {version} (`wstest -m {{mode}}`) under Python {found}"
         why_tool = (
             f"The Autobahn TestSuite itself ran. {on_py3}, so it runs under the Python"
             f" 2.7 found at `{python2}`, installed by that interpreter's pip into"
@@ -532,67 +684,108 @@ def main() -> int:
             f" packages none), the runner uses kosoku {KOSOKU[1]}, a Python 3 runner of"
             " the same case files (`--tool kosoku` forces it)."
         )
-    else:
-        kosoku = ensure_tool(*KOSOKU)
-        tool = (
-            f"kosoku {KOSOKU[1]} (PyPI `kosoku`, a fuzzing client that runs the Autobahn"
-            " TestSuite's own case files), one case at a time through `tests/conformance/kosoku_driver.py`"
-        )
-        why_tool = f"kosoku ran because `--tool kosoku` was given. {on_py3}."
-        if why_not:
-            why_tool = f"kosoku ran, not the Autobahn TestSuite. {on_py3}, and here: {one_line(why_not)}."
+        return Tool(wstest, None, why_tool, label)
+    kosoku = ensure_tool(*KOSOKU)
+    label = (
+        f"kosoku {KOSOKU[1]} (PyPI `kosoku`, a fuzzing {{mode}} that runs the Autobahn"
+        " TestSuite's own case files) through `tests/conformance/kosoku_driver.py`"
+    )
+    why_tool = f"kosoku ran because `--tool kosoku` was given. {on_py3}."
+    if why_not:
+        why_tool = f"kosoku ran, not the Autobahn TestSuite. {on_py3}, and here: {one_line(why_not)}."
+    return Tool(None, kosoku, why_tool, label)
 
-    ensure_built()
-    log_path = BUILD / "server.log"
-    children: list[subprocess.Popen[bytes]] = []
-    server: Optional[subprocess.Popen[bytes]] = None
-    server_note = ""
-    try:
-        server, url = start_server(log_path, children)
-        say(f"echo server at {url} (pid {server.pid}, log {log_path.relative_to(ROOT)})")
-        say(f"running cases {args.cases} (excluding {EXCLUDED}) with {'wstest' if wstest else 'kosoku'}")
-        t_cases = time.monotonic()
-        if wstest is not None:
-            status = run_wstest(wstest, url, out, args.cases, children)
-        else:
-            assert kosoku is not None
-            status = run_kosoku(kosoku, url, out, args.cases, children)
-        case_seconds = time.monotonic() - t_cases
-        if status != 0:
-            raise CannotRun(f"the tool exited with status {status}")
-        crashed = server.poll()
-        if crashed is not None:
-            server_note = f"examples/echo.py exited with status {crashed} during the run"
-    finally:
-        # The tool first, so that the server is not stopped under a live case.
-        for child in reversed(children):
-            stop(child)
-    code = server.returncode if server is not None else None
-    if not server_note and code not in (0, None):
-        server_note = f"examples/echo.py exited with status {code} when stopped with SIGTERM"
+
+def server_log_note(proc: Optional[subprocess.Popen[bytes]], log_path: Path, name: str, note: str) -> str:
+    """What went wrong with an echo server, from its exit status and log."""
+    code = proc.returncode if proc is not None else None
+    if not note and code not in (0, None):
+        note = f"{name} exited with status {code} when stopped with SIGTERM"
     logged = log_path.read_text(errors="replace").splitlines()
     extra = [line for line in logged if "listening on" not in line and line.strip() != "shutting down"]
     if extra:
         say(f"the server logged {len(extra)} other line(s), see {log_path.relative_to(ROOT)}:\n{tail(chr(10).join(extra), 20)}")
-        server_note = "; ".join(filter(None, [server_note, f"it logged {len(extra)} unexpected line(s)"]))
+        note = "; ".join(filter(None, [note, f"it logged {len(extra)} unexpected line(s)"]))
+    return note
 
+
+def run_server_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[float, str]:
+    """The tool's fuzzing client against examples/echo.py: (seconds, problems)."""
+    log_path = BUILD / f"{target}.log"
+    name = "examples/echo.py" + (" --relay" if target == "relay" else "")
+    children: list[subprocess.Popen[bytes]] = []
+    server: Optional[subprocess.Popen[bytes]] = None
+    note = ""
+    try:
+        server, url = start_server(log_path, children, relay=target == "relay")
+        say(f"{name} at {url} (pid {server.pid}, log {log_path.relative_to(ROOT)})")
+        say(f"running cases {cases} (excluding {EXCLUDED}) with {'wstest' if tool.wstest else 'kosoku'}")
+        t_cases = time.monotonic()
+        if tool.wstest is not None:
+            status = run_wstest(tool.wstest, url, out, cases, children)
+        else:
+            assert tool.kosoku is not None
+            status = run_kosoku(tool.kosoku, url, out, cases, children)
+        seconds = time.monotonic() - t_cases
+        if status != 0:
+            raise CannotRun(f"the tool exited with status {status}")
+        crashed = server.poll()
+        if crashed is not None:
+            note = f"{name} exited with status {crashed} during the run"
+    finally:
+        # The tool first, so that the server is not stopped under a live case.
+        for child in reversed(children):
+            stop(child)
+    return seconds, server_log_note(server, log_path, name, note)
+
+
+def run_target(target: str, tool: Tool, args: argparse.Namespace, command: str) -> bool:
+    """Runs one target and writes its record; True when every case passed."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    out: Path = args.out.resolve() / target
+    out.mkdir(parents=True, exist_ok=True)
+    clear_report(out)
+    say(f"--- target {target}")
+    if target in ("server", "relay"):
+        seconds, note = run_server_target(target, tool, out, args.cases)
+    else:
+        seconds, note = run_client_target(target, tool, out, args.cases)
     entries, details = read_results(out)
     full = args.cases == DEFAULT_CASES
-    dest = HERE if full else out
-    write_record(dest, out, entries, details, tool, why_tool, command, started, case_seconds, server_note)
-
+    dest = (HERE if target == "server" else HERE / target) if full else out
+    dest.mkdir(parents=True, exist_ok=True)
+    client = target.startswith("client")
+    write_record(
+        dest, out, entries, details, tool.describe(client), tool.why, command, started, seconds, note, target
+    )
     failing = [c for c, e in entries.items() if not passed(e)]
     for case_id in failing:
         e = entries[case_id]
-        say(f"did not pass: {case_id} {e['behavior']} / close {e['behaviorClose']}")
+        say(f"{target}: did not pass: {case_id} {e['behavior']} / close {e['behaviorClose']}")
     say(
-        f"{len(entries) - len(failing)} of {len(entries)} cases passed; cases {case_seconds:.0f} s, "
-        f"whole run {time.monotonic() - t0:.0f} s"
+        f"{target}: {len(entries) - len(failing)} of {len(entries)} cases passed; cases {seconds:.0f} s, "
+        f"whole target {time.monotonic() - t0:.0f} s"
     )
-    say(f"report: {out}/index.html; summary: {(dest / 'summary.md')}; results: {dest / 'results.json'}")
-    if server_note:
-        say(f"server: {server_note}")
-    return 1 if failing or server_note else 0
+    say(f"{target}: report {out}/index.html; summary {dest / 'summary.md'}; results {dest / 'results.json'}")
+    if note:
+        say(f"{target}: {note}")
+    return not failing and not note
+
+
+def main() -> int:
+    args = parse_args()
+    t0 = time.monotonic()
+    command = shlex.join(["python3", os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]])
+    BUILD.mkdir(parents=True, exist_ok=True)
+    tool = choose_tool(args)
+    ensure_built()
+    targets = list(TARGETS) if args.target == "all" else [args.target]
+    ok = {target: run_target(target, tool, args, command) for target in targets}
+    for target, good in ok.items():
+        say(f"{target:<13} {'every case passed' if good else 'NOT every case passed'}")
+    say(f"whole run {time.monotonic() - t0:.0f} s")
+    return 0 if all(ok.values()) else 1
 
 
 def on_sigterm(signum: int, frame: Any) -> None:

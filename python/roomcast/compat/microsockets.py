@@ -60,9 +60,14 @@ Where it differs, and why:
   the connection stays open (the original dropped bad frames silently and
   let an exception end the connection). A message without ``"payload"`` is
   handled with payload ``None`` (the original ignored it).
-* The client is told the rooms it joins and leaves (``roomcast:joined`` /
-  ``roomcast:left``); the original JavaScript client ignores events it has
-  no listener for.
+* Joining and leaving send nothing to the client, as in the original:
+  roomcast's own notices (``roomcast:joined`` / ``roomcast:left``, which
+  its JavaScript client uses to rejoin after a reconnection) are sent only
+  with ``Application(room_notices=True)``. A ``roomcast:rejoin`` event
+  joins nothing (see :meth:`roomcast.App.on_rejoin`, through ``app.app``).
+* Rooms are bounded as in :class:`roomcast.App` (``max_rooms_per_socket``,
+  ``max_rooms``): a join past a bound answers the client with an ``error``
+  event naming it.
 * ``to`` is a list of rooms: a single string raises :class:`TypeError` (the
   original iterated its characters as room names); ``to=None`` sends to
   every socket of the application. Leaving a room one is not in is not an
@@ -291,7 +296,8 @@ class Application:
     """An event application: ``@app.on(event)`` handlers, ``app.hooks``,
     rooms. ``app.app`` is the :class:`roomcast.App` that serves it (on any
     path); keyword arguments other than ``event_router`` and
-    ``room_manager`` are its server options."""
+    ``room_manager`` are its options (``room_notices`` is off by default
+    here: the original's wire has no such events)."""
 
     def __init__(
         self,
@@ -304,6 +310,7 @@ class Application:
         self.event_router = event_router()
         self.room_manager = room_manager()
         options.setdefault("serve_client", False)
+        options.setdefault("room_notices", False)
         self.app = App("/{path:path}", **options)
         self._sockets: dict[int, Socket] = {}
         self.app.on_connect(self._connect)

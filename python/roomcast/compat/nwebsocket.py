@@ -62,6 +62,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .. import _options
 from .. import client as _client
 
 __all__ = ["WebSocket"]
@@ -100,7 +101,10 @@ class WebSocket:
         self.options: dict[str, Any] = {"maxPayload": 1024 * 1024} if options is None else options
         kw = dict(self.options)
         max_payload = kw.pop("maxPayload", 1024 * 1024)
-        self._ws = _Client(self, url, max_message_size=int(max_payload), **kw)
+        if isinstance(max_payload, float) and max_payload.is_integer():
+            max_payload = int(max_payload)  # a JavaScript number
+        max_payload = _options.integer(1)("maxPayload", max_payload)
+        self._ws = _Client(self, url, max_message_size=max_payload, **kw)
 
     @property
     def readyState(self) -> int:

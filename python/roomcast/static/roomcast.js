@@ -53,10 +53,13 @@
  *                  (a bad envelope, no handler, a handler that failed)
  *                  arrive here too, with payload {message, event?}.
  *
- * Rooms survive reconnection: the client records the server's
- * "roomcast:joined" / "roomcast:left" events (also delivered to on()), and
- * once open again it sends "roomcast:rejoin" with those rooms, then the
- * queued messages, then fires "open" and "reconnected". The page does not
+ * Rooms survive reconnection where the app allows it: the client records
+ * the server's "roomcast:joined" / "roomcast:left" events (also delivered
+ * to on()), and once open again it sends "roomcast:rejoin" with those
+ * rooms, then the queued messages, then fires "open" and "reconnected".
+ * The server lets it back into the rooms its app's on_rejoin handler
+ * allows and answers "roomcast:left" for the others, so socket.rooms stays
+ * true. The page does not
  * reconnect after close(), nor when the server closed with 1000 (it ended the
  * session on purpose) or 1008 (policy violation: it would refuse again).
  *

@@ -1,0 +1,279 @@
+/* test_server.c - the core's server side against a raw TCP peer in this
+ * process, on 127.0.0.1: what the core answers by itself when the embedder
+ * does not (the deadline of a request nobody answers) and the close
+ * handshake with every registered close code. The embedder is this file:
+ * it polls the core's events and answers, or does not. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rc_core.h"
+#include "rc_test.h"
+
+#define WAIT_MS 30000 /* hang guard only: valgrind is slow */
+
+static rc_server *srv;
+static int port;
+static rc_event *pending;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The next event (waiting for it), or NULL after WAIT_MS; free() it. */
+static rc_event *next_event(void) {
+  uint64_t end = now_ms() + WAIT_MS;
+  while (pending == NULL) {
+    uint64_t now = now_ms();
+    if (now >= end)
+      return NULL;
+    struct pollfd p = {.fd = rc_server_fd(srv), .events = POLLIN};
+    (void)poll(&p, 1, (int)(end - now));
+    pending = rc_server_poll(srv);
+  }
+  rc_event *ev = pending;
+  pending = ev->next;
+  ev->next = NULL;
+  return ev;
+}
+
+static int start(double handshake_timeout, int http_requests) {
+  rc_config cfg;
+  rc_config_default(&cfg);
+  cfg.handshake_timeout = handshake_timeout;
+  cfg.http_requests = http_requests;
+  srv = rc_server_new(&cfg);
+  if (srv == NULL)
+    return -1;
+  return rc_server_listen(srv, "127.0.0.1", 0, 0, &port);
+}
+
+static void stop(void) {
+  rc_server_stop(srv, 1001, "going away");
+  rc_events_free(pending);
+  pending = NULL;
+  rc_events_free(rc_server_poll(srv));
+  rc_server_free(srv);
+  srv = NULL;
+}
+
+/* A blocking TCP connection to the server, or -1. */
+static int raw_connect(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int send_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Reads until the peer ends the stream, cap bytes or WAIT_MS; returns the
+ * bytes read (NUL-terminated in buf[cap]) and sets *eof when it ended. */
+static size_t read_to_eof(int fd, char *buf, size_t cap, int *eof) {
+  size_t got = 0;
+  uint64_t end = now_ms() + WAIT_MS;
+  *eof = 0;
+  while (got < cap) {
+    uint64_t now = now_ms();
+    if (now >= end)
+      break;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(end - now)) <= 0)
+      break;
+    ssize_t n = recv(fd, buf + got, cap - got, 0);
+    if (n <= 0) {
+      *eof = 1;
+      break;
+    }
+    got += (size_t)n;
+  }
+  buf[got] = '\0';
+  return got;
+}
+
+/* Reads exactly len bytes (within WAIT_MS); 0 or -1. */
+static int read_exact(int fd, void *buf, size_t len) {
+  char *p = buf;
+  uint64_t end = now_ms() + WAIT_MS;
+  while (len > 0) {
+    uint64_t now = now_ms();
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (now >= end || poll(&pf, 1, (int)(end - now)) <= 0)
+      return -1;
+    ssize_t n = recv(fd, p, len, 0);
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static const char upgrade[] = "GET /chat HTTP/1.1\r\n"
+                              "Host: 127.0.0.1\r\n"
+                              "Upgrade: websocket\r\n"
+                              "Connection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n\r\n";
+
+/* An upgrade request (or a plain GET) the embedder sees and never answers:
+ * past handshake_timeout the core answers 503 itself and closes, and the
+ * embedder gets the connection's RC_EV_CLOSE. */
+static void unanswered(const char *request, int event_type) {
+  RC_ASSERT_EQ_INT(start(0.3, 1), 0);
+  int fd = raw_connect();
+  RC_ASSERT(fd >= 0);
+  uint64_t t0 = now_ms();
+  RC_ASSERT_EQ_INT(send_all(fd, request, strlen(request)), 0);
+  rc_event *ev = next_event();
+  RC_ASSERT(ev != NULL);
+  RC_CHECK_EQ_INT(ev->type, event_type);
+  uint64_t conn = ev->conn;
+  free(ev);
+  char buf[2048];
+  int eof;
+  size_t n = read_to_eof(fd, buf, sizeof buf - 1, &eof);
+  uint64_t waited = now_ms() - t0;
+  close(fd);
+  RC_CHECK(eof);
+  RC_CHECK(n > 12 && memcmp(buf, "HTTP/1.1 503", 12) == 0);
+  RC_CHECK(strstr(buf, "the application did not answer in time") != NULL);
+  /* Not before the deadline: 300 ms, swept every 100 ms or so. */
+  RC_CHECK(waited >= 290);
+  ev = next_event();
+  RC_ASSERT(ev != NULL);
+  RC_CHECK_EQ_INT(ev->type, RC_EV_CLOSE);
+  RC_CHECK(ev->conn == conn);
+  free(ev);
+  /* A late answer names a connection that has gone: ignored. */
+  RC_CHECK_EQ_INT(rc_server_accept(srv, conn, NULL, NULL), 0);
+  stop();
+}
+
+RC_TEST(an_upgrade_nobody_answers_gets_503_after_the_deadline) {
+  unanswered(upgrade, RC_EV_OPEN);
+}
+
+RC_TEST(a_plain_request_nobody_answers_gets_503_after_the_deadline) {
+  unanswered("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+             RC_EV_REQUEST);
+}
+
+/* A masked client frame with FIN set and a payload under 126 bytes. */
+static size_t client_frame(uint8_t *out, unsigned opcode, const uint8_t *data,
+                           size_t len) {
+  static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+  out[0] = (uint8_t)(0x80u | opcode);
+  out[1] = (uint8_t)(0x80u | len);
+  memcpy(out + 2, key, 4);
+  for (size_t i = 0; i < len; i++)
+    out[6 + i] = data[i] ^ key[i & 3];
+  return 6 + len;
+}
+
+/* Opens a WebSocket (accepted by this embedder); returns the fd, the
+ * server's id of it in *conn. */
+static int open_ws(uint64_t *conn) {
+  int fd = raw_connect();
+  if (fd < 0 || send_all(fd, upgrade, sizeof upgrade - 1) != 0)
+    return -1;
+  rc_event *ev = next_event();
+  if (ev == NULL || ev->type != RC_EV_OPEN) {
+    free(ev);
+    close(fd);
+    return -1;
+  }
+  *conn = ev->conn;
+  free(ev);
+  if (rc_server_accept(srv, *conn, NULL, NULL) != 0) {
+    close(fd);
+    return -1;
+  }
+  char head[512];
+  size_t n = 0;
+  while (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0) {
+    if (n == sizeof head || read_exact(fd, head + n, 1) != 0) {
+      close(fd);
+      return -1;
+    }
+    n++;
+  }
+  return fd;
+}
+
+/* The peer closes with code: the server's close frame and its RC_EV_CLOSE
+ * carry the same code (want), or 1002 for a code no one may send. */
+static void close_with(unsigned code, unsigned want) {
+  uint64_t conn;
+  int fd = open_ws(&conn);
+  RC_ASSERT(fd >= 0);
+  uint8_t payload[8] = {(uint8_t)(code >> 8), (uint8_t)code, 'b', 'y', 'e'};
+  uint8_t frame[32];
+  size_t flen = client_frame(frame, 0x8, payload, 5);
+  RC_ASSERT_EQ_INT(send_all(fd, frame, flen), 0);
+  uint8_t reply[2];
+  RC_ASSERT_EQ_INT(read_exact(fd, reply, 2), 0);
+  RC_CHECK_EQ_INT(reply[0], 0x88);
+  uint8_t body[125];
+  size_t blen = reply[1] & 0x7Fu;
+  RC_ASSERT(blen >= 2 && blen <= 125);
+  RC_ASSERT_EQ_INT(read_exact(fd, body, blen), 0);
+  RC_CHECK_EQ_INT((body[0] << 8) | body[1], want);
+  close(fd);
+  rc_event *ev = next_event();
+  RC_ASSERT(ev != NULL);
+  RC_CHECK_EQ_INT(ev->type, RC_EV_CLOSE);
+  RC_CHECK(ev->conn == conn);
+  RC_CHECK_EQ_INT(ev->code, want);
+  if (want == code)
+    RC_CHECK(ev->len == 3 && memcmp(ev->data, "bye", 3) == 0);
+  free(ev);
+}
+
+RC_TEST(registered_close_codes_are_echoed_and_reported) {
+  RC_ASSERT_EQ_INT(start(10.0, 0), 0);
+  static const unsigned valid[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                                   1010, 1011, 1012, 1013, 1014, 3000, 4999};
+  for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++)
+    close_with(valid[i], valid[i]);
+  stop();
+}
+
+RC_TEST(close_codes_no_one_may_send_are_protocol_errors) {
+  RC_ASSERT_EQ_INT(start(10.0, 0), 0);
+  static const unsigned invalid[] = {0,    999,  1004, 1005, 1006,
+                                     1015, 1016, 2999, 5000, 65535};
+  for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++)
+    close_with(invalid[i], 1002);
+  stop();
+}
+
+RC_TEST_MAIN(RC_CASE(an_upgrade_nobody_answers_gets_503_after_the_deadline),
+             RC_CASE(a_plain_request_nobody_answers_gets_503_after_the_deadline),
+             RC_CASE(registered_close_codes_are_echoed_and_reported),
+             RC_CASE(close_codes_no_one_may_send_are_protocol_errors))
