@@ -1,31 +1,37 @@
 /* rc_backplane.c - rooms shared across servers through Redis pub/sub.
  *
- * Two hiredis asynchronous connections run on the core's loop: `sub` in
+ * Two Redis connections run on the core's loop: `sub` in
  * subscriber mode, `cmd` for PUBLISH and the embedder's commands
  * (rc_server_redis). A message from another server is framed once and
  * fanned out to the local members here, on the loop thread: Python never
  * sees it.
  *
- * The seam between hiredis and libuv is ours (io_*, below), not the
- * adapter hiredis 0.14 ships: when a socket reports an error (a refused
- * connection does), libuv calls the poll callback with a negative status
- * and stops watching, and that adapter returns without telling hiredis,
- * which then waits for the connection forever. Ours hands the event to
- * hiredis, which reads the socket's error and fails the connection.
+ * Each connection is a libuv TCP stream whose bytes go through hiredis's
+ * reply reader (redisReader) and nothing else of hiredis: its async layer
+ * (0.14) asserts on a reply it did not expect (an extra reply, a short
+ * subscribe array, a non-string first element), which took the whole
+ * process down with a broken or hostile Redis. Here every reply is checked
+ * before it is read: replies answer our commands in order (a ring of
+ * waiters); on the subscriber connection, once its AUTH is answered,
+ * every reply must be a ["message" | "subscribe" | "unsubscribe",
+ * channel, payload | count] array. Anything else, a reader error, or a
+ * reply longer than the link's bound ends the connection, and the usual
+ * reconnection follows: a bad Redis costs the backplane, never the server.
  *
- * Channels. A named room has a channel entry (rc_chan) from the moment it
- * is named until it is freed, whether or not it has local members; its
- * subscription follows the local room: SUBSCRIBE when the room is made
- * (first local member), UNSUBSCRIBE when it goes (last member left).
- * hiredis keeps one callback per channel name and deletes it when an
- * UNSUBSCRIBE is answered, so a SUBSCRIBE is never sent while an
- * UNSUBSCRIBE of the same channel is in flight (the answer would delete
- * the callback of the new subscription): each entry tracks its state and
- * the next step waits for the answer. hiredis also leaves subscriber mode
- * when the count of subscriptions drops to 0, and then aborts on the
- * answer of a SUBSCRIBE already sent; a sentinel channel of this server,
- * subscribed first and never left, keeps the count above 0. Its answer
- * also says that the connection is ready.
+ * Channels. A room's channel is the prefix, escaped ('\\' and '|' take a
+ * '\\' before them), '|', then the room's name: the first unescaped '|'
+ * ends the prefix, so apps with nested prefixes ("a:" and "a:b:") never
+ * share a channel. A named room has a channel entry (rc_chan) from the
+ * moment it is named until it is freed, whether or not it has local
+ * members; its subscription follows the local room: SUBSCRIBE when the
+ * room is made (first local member), UNSUBSCRIBE when it goes (last member
+ * left). A SUBSCRIBE is never sent while an UNSUBSCRIBE of the same channel
+ * is in flight (its answer would be taken for the new subscription's):
+ * each entry tracks its state and the next step waits for the answer. A
+ * sentinel channel of this server (the escaped prefix, a NUL, "server:"
+ * and its id: no room's channel), subscribed first and never left, keeps
+ * the connection in subscriber mode; its answer says that the connection
+ * is ready.
  *
  * Messages. Each publish is PUBLISHed once per named room it targets,
  * with a header: "\0rc", a flags byte (bit 0 text, bit 1 several rooms,
@@ -38,7 +44,10 @@
  * gets reaches the members of every listed room once, the others are
  * skipped, since each publisher's sequence only grows. A message without
  * the header (PUBLISHed by another program) is delivered as it is: text
- * when it is UTF-8, else binary.
+ * when it is UTF-8, else binary. Whoever can PUBLISH on Redis can send to
+ * the rooms (the link has no TLS: keep Redis on a trusted network); a
+ * payload over max_message_size is dropped and counted (backplane_invalid),
+ * as is a malformed message.
  *
  * Failures. A connection that fails is retried with exponential backoff
  * (100 ms doubling to 5 s, with jitter); the subscriber resubscribes every
@@ -48,12 +57,12 @@
  * dropped and counted. Each change of state is an RC_EV_BACKPLANE event.
  */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "rc_frame.h"
@@ -69,7 +78,9 @@
 #define RC__VERSION 0x10
 #define RC__F_TEXT 0x01
 #define RC__F_MULTI 0x02
-#define RC__PEER_IDLE_MS 600000 /* a publisher unheard of this long is forgotten */
+#define RC_BACKPLANE_PREFIX_MAX 200 /* bytes; the binding says so too */
+/* A publisher unheard of this long is forgotten. */
+#define RC__PEER_IDLE_MS 600000
 
 enum { SUB_NONE, SUB_PENDING, SUB_ON, SUB_LEAVING };
 enum { LINK_DOWN, LINK_RESOLVING, LINK_CONNECTING, LINK_READY };
@@ -85,16 +96,52 @@ typedef struct rc_chan {
 } rc_chan;
 
 struct rc_backplane;
+struct rc_link;
+
+/* What a command's reply goes to; reply is NULL when the connection ended
+ * before it came. */
+typedef void rc_reply_cb(struct rc_link *l, redisReply *reply, void *priv);
+
+typedef struct rc_waiter {
+  rc_reply_cb *fn;
+  void *priv;
+} rc_waiter;
+
+/* One TCP connection of a link, freed in its close callback: the link may
+ * have made a new one by then. */
+typedef struct rc_sock {
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  struct rc_link *link; /* NULL once the link has let it go */
+  redisReader *reader;
+  /* hiredis's reply functions, but for arrays: their table is allocated
+   * from the count Redis announces, before any element arrives. */
+  redisReplyObjectFunctions fns;
+  void *(*make_array)(const redisReadTask *task, int elements);
+  size_t max_elements;
+  size_t partial; /* bytes read since the last whole reply */
+  char rbuf[65536];
+} rc_sock;
+
+typedef struct rc_wreq {
+  uv_write_t req;
+  char *data; /* a formatted command, freed once written */
+} rc_wreq;
 
 typedef struct rc_link {
   struct rc_backplane *bp;
-  redisAsyncContext *ac; /* NULL while down or resolving */
+  rc_sock *sock;         /* NULL while down or resolving */
   uv_timer_t timer;      /* the next attempt, or the connect deadline */
   uv_getaddrinfo_t gai;
   uint8_t state;         /* LINK_* */
   uint8_t subscriber;
   uint8_t ever_ready;
+  uint8_t draining;      /* stopping: disconnect once nothing waits */
+  uint8_t bad;           /* the connection ends for a protocol violation */
   unsigned attempt;      /* failures since the last success */
+  rc_waiter *wq;         /* a ring: the commands waiting for replies */
+  uint32_t whead, wlen, wcap;
+  size_t reply_max;      /* bytes; a longer reply ends the connection */
   char why[160];         /* what made the last attempt fail */
 } rc_link;
 
@@ -112,11 +159,15 @@ typedef struct rc_backplane {
   rc_server *s;
   rc_link sub, cmd;
   char *host, *username, *password, *prefix;
-  size_t prefix_len;
+  /* Channels are the prefix escaped ('\\' and '|' get a '\\' before
+   * them), '|', then the room's name; chan holds that head and room for a
+   * name after it. */
+  char *chan;
+  size_t chan_head, chan_cap;
   int port, db;
   size_t buffer_max;
   uint64_t seq, rng;
-  char sentinel[64]; /* prefix + "\0server:" + id, see the top */
+  char *sentinel; /* escaped prefix, "\0server:", the id in hex */
   size_t sentinel_len;
   rc_chan **by_name, **by_id;
   uint32_t cap, nchans, nsubs;
@@ -158,86 +209,174 @@ static void put16(uint8_t *p, size_t v) {
 
 static size_t get16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
 
-/* --- hiredis on libuv ----------------------------------------------------- */
+/* --- a Redis connection on libuv ---------------------------------------- */
 
-/* hiredis's event hooks (ac->ev) for one connection: one poll handle. Its
- * contract: add/del may be called in any order and repeatedly; cleanup is
- * called once, when hiredis frees the context, after which the handle
- * must not call hiredis again. */
-typedef struct rc_redis_io {
-  redisAsyncContext *ac; /* NULL once cleaned up */
-  uv_poll_t poll;
-  int events; /* what hiredis wants: UV_READABLE | UV_WRITABLE */
-} rc_redis_io;
+static void link_drop(rc_link *l, const char *why);
+static void link_drop_bad(rc_link *l, const char *why);
+static void link_lost(rc_link *l);
+static void on_sub_reply(rc_link *l, redisReply *r);
 
-static void io_poll(uv_poll_t *h, int status, int events) {
-  rc_redis_io *io = h->data;
-  if (status < 0) /* POLLERR: whatever hiredis waits for, it finds the error */
-    events = io->events ? io->events : UV_READABLE;
-  if (io->ac != NULL && (events & UV_READABLE))
-    redisAsyncHandleRead(io->ac); /* may free the context: cleanup runs */
-  if (io->ac != NULL && (events & UV_WRITABLE))
-    redisAsyncHandleWrite(io->ac);
+static void on_sock_closed(uv_handle_t *h) {
+  rc_sock *k = h->data;
+  redisReaderFree(k->reader);
+  free(k);
 }
 
-static void io_update(rc_redis_io *io, int events) {
-  if (events == io->events)
+/* The link lets its socket go: nothing reaches the link from it again. */
+static void sock_release(rc_link *l) {
+  rc_sock *k = l->sock;
+  if (k == NULL)
     return;
-  io->events = events;
-  /* uv_poll_start fails only for a closing handle (never while hiredis
-   * holds it); uv_poll_stop always returns 0. */
-  if (events != 0)
-    (void)uv_poll_start(&io->poll, events, io_poll);
-  else
-    (void)uv_poll_stop(&io->poll);
+  l->sock = NULL;
+  k->link = NULL;
+  uv_close((uv_handle_t *)&k->tcp, on_sock_closed);
 }
 
-static void io_add_read(void *p) {
-  rc_redis_io *io = p;
-  io_update(io, io->events | UV_READABLE);
+static void on_written(uv_write_t *req, int status) {
+  rc_wreq *w = RC__CONTAINER_OF(req, rc_wreq, req);
+  rc_sock *k = req->handle->data;
+  free(w->data);
+  free(w);
+  if (status < 0 && k->link != NULL)
+    link_drop(k->link, uv_strerror(status));
 }
 
-static void io_del_read(void *p) {
-  rc_redis_io *io = p;
-  io_update(io, io->events & ~UV_READABLE);
-}
-
-static void io_add_write(void *p) {
-  rc_redis_io *io = p;
-  io_update(io, io->events | UV_WRITABLE);
-}
-
-static void io_del_write(void *p) {
-  rc_redis_io *io = p;
-  io_update(io, io->events & ~UV_WRITABLE);
-}
-
-static void io_closed(uv_handle_t *h) { free(h->data); }
-
-static void io_cleanup(void *p) {
-  rc_redis_io *io = p;
-  io->ac = NULL;
-  uv_close((uv_handle_t *)&io->poll, io_closed);
-}
-
-static int io_attach(redisAsyncContext *ac, uv_loop_t *loop) {
-  rc_redis_io *io = calloc(1, sizeof(*io));
-  if (io == NULL)
-    return UV_ENOMEM;
-  int r = uv_poll_init(loop, &io->poll, ac->c.fd);
-  if (r != 0) {
-    free(io);
-    return r;
+/* Writes data (malloc'ed, len bytes) and, when fn is set, waits for its
+ * reply in order. 0: data is the link's now; -1: the caller keeps it. */
+static int link_send(rc_link *l, char *data, size_t len, rc_reply_cb *fn,
+                     void *priv) {
+  if (l->sock == NULL || len > UINT_MAX)
+    return -1;
+  if (fn != NULL && l->wlen == l->wcap) {
+    uint32_t cap = l->wcap ? l->wcap * 2 : 16;
+    rc_waiter *q = malloc(cap * sizeof(*q));
+    if (q == NULL)
+      return -1;
+    for (uint32_t i = 0; i < l->wlen; i++)
+      q[i] = l->wq[(l->whead + i) % l->wcap];
+    free(l->wq);
+    l->wq = q;
+    l->whead = 0;
+    l->wcap = cap;
   }
-  io->poll.data = io;
-  io->ac = ac;
-  ac->ev.data = io;
-  ac->ev.addRead = io_add_read;
-  ac->ev.delRead = io_del_read;
-  ac->ev.addWrite = io_add_write;
-  ac->ev.delWrite = io_del_write;
-  ac->ev.cleanup = io_cleanup;
+  rc_wreq *w = malloc(sizeof(*w));
+  if (w == NULL)
+    return -1;
+  w->data = data;
+  uv_buf_t buf = uv_buf_init(data, (unsigned)len);
+  if (uv_write(&w->req, (uv_stream_t *)&l->sock->tcp, &buf, 1, on_written) !=
+      0) {
+    free(w);
+    return -1;
+  }
+  if (fn != NULL)
+    l->wq[(l->whead + l->wlen++) % l->wcap] = (rc_waiter){fn, priv};
   return 0;
+}
+
+/* link_send for a command given as arguments (lens NULL: C strings). */
+static int link_command(rc_link *l, int argc, const char **argv,
+                        const size_t *lens, rc_reply_cb *fn, void *priv) {
+  char *cmd = NULL;
+  int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+  if (len < 0)
+    return -1;
+  if (link_send(l, cmd, (size_t)len, fn, priv) != 0) {
+    free(cmd);
+    return -1;
+  }
+  return 0;
+}
+
+/* The connection is gone: every command still waiting gets NULL. */
+static void waiters_fail(rc_link *l) {
+  while (l->wlen > 0) {
+    rc_waiter w = l->wq[l->whead];
+    l->whead = (l->whead + 1) % l->wcap;
+    l->wlen--;
+    w.fn(l, NULL, w.priv);
+  }
+}
+
+/* One whole reply. Replies answer the commands in the order they were
+ * sent; on the subscriber connection, once its setup is answered, every
+ * reply is a push (a message or a subscription's news), checked before
+ * anything reads it. A reply that fits neither ends the connection. */
+static void link_reply(rc_link *l, redisReply *r) {
+  if (l->wlen > 0) {
+    rc_waiter w = l->wq[l->whead];
+    l->whead = (l->whead + 1) % l->wcap;
+    l->wlen--;
+    w.fn(l, r, w.priv);
+    if (l->draining && l->wlen == 0 && l->sock != NULL)
+      link_drop(l, "stopping");
+  } else if (l->subscriber) {
+    on_sub_reply(l, r);
+  } else {
+    link_drop_bad(l, "Redis sent a reply to no command");
+  }
+}
+
+static void *bounded_array(const redisReadTask *task, int elements) {
+  rc_sock *k = task->privdata;
+  if ((size_t)elements > k->max_elements)
+    return NULL; /* the reader fails ("Out of memory"): the link drops */
+  return k->make_array(task, elements);
+}
+
+/* The reader of k: hiredis's, arrays bounded (a push to the subscriber
+ * has 3 elements; a reply to the embedder, 2^20). 0 or -1. */
+static int sock_reader(rc_sock *k, int subscriber) {
+  k->reader = redisReaderCreate();
+  if (k->reader == NULL)
+    return -1;
+  k->fns = *k->reader->fn;
+  k->make_array = k->fns.createArray;
+  k->fns.createArray = bounded_array;
+  k->max_elements = subscriber ? 3 : (size_t)1 << 20;
+  k->reader->fn = &k->fns;
+  k->reader->privdata = k;
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  rc_sock *k = h->data;
+  *buf = uv_buf_init(k->rbuf, sizeof(k->rbuf));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  rc_sock *k = st->data;
+  rc_link *l = k->link;
+  if (l == NULL || n == 0)
+    return;
+  if (n < 0) {
+    link_drop(l, n == UV_EOF ? "Redis closed the connection"
+                             : uv_strerror((int)n));
+    return;
+  }
+  if (redisReaderFeed(k->reader, buf->base, (size_t)n) != REDIS_OK) {
+    link_drop(l, "out of memory");
+    return;
+  }
+  k->partial += (size_t)n;
+  while (k->link == l) { /* a reply may end the connection */
+    void *reply = NULL;
+    if (redisReaderGetReply(k->reader, &reply) != REDIS_OK) {
+      char why[160];
+      snprintf(why, sizeof(why), "protocol error from Redis: %s",
+               k->reader->errstr);
+      link_drop_bad(l, why);
+      return;
+    }
+    if (reply == NULL)
+      break;
+    k->partial = k->reader->len - k->reader->pos;
+    link_reply(l, reply);
+    freeReplyObject(reply);
+  }
+  if (k->link == l && k->partial > l->reply_max)
+    link_drop_bad(l, "a reply from Redis is larger than the bound");
 }
 
 /* --- events to the embedder ---------------------------------------------- */
@@ -440,8 +579,6 @@ static void scratch_trim(rc_backplane *bp) {
 
 /* --- subscriptions -------------------------------------------------------- */
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
-
 /* SUBSCRIBE or UNSUBSCRIBE for n channel entries. Returns 0 or -1. */
 static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
                     size_t n) {
@@ -449,7 +586,7 @@ static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
   size_t lens[RC__SUB_BATCH + 1];
   size_t total = 0;
   for (size_t i = 0; i < n; i++)
-    total += bp->prefix_len + chans[i]->len;
+    total += bp->chan_head + chans[i]->len;
   char *buf = (char *)scratch(bp, total ? total : 1);
   if (buf == NULL)
     return -1;
@@ -457,15 +594,14 @@ static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
   lens[0] = strlen(verb);
   char *p = buf;
   for (size_t i = 0; i < n; i++) {
-    memcpy(p, bp->prefix, bp->prefix_len);
-    memcpy(p + bp->prefix_len, chans[i]->name, chans[i]->len);
+    memcpy(p, bp->chan, bp->chan_head);
+    memcpy(p + bp->chan_head, chans[i]->name, chans[i]->len);
     argv[i + 1] = p;
-    lens[i + 1] = bp->prefix_len + chans[i]->len;
+    lens[i + 1] = bp->chan_head + chans[i]->len;
     p += lens[i + 1];
   }
-  int r = redisAsyncCommandArgv(bp->sub.ac, on_sub_reply, NULL, (int)n + 1,
-                                argv, lens);
-  return r == REDIS_OK ? 0 : -1;
+  /* Their answers are pushes (on_sub_reply), not replies anyone waits for. */
+  return link_command(&bp->sub, (int)n + 1, argv, lens, NULL, NULL);
 }
 
 /* Brings c's subscription towards what its local room needs; deletes an
@@ -595,9 +731,12 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
       len -= (size_t)(q - p);
       p = q;
     }
-    if (is_text && !rc_utf8_valid(p, len))
+    if (len > s->cfg.max_message_size ||
+        (is_text && !rc_utf8_valid(p, len)))
       goto invalid;
   } else {
+    if (len > s->cfg.max_message_size)
+      goto invalid;
     is_text = rc_utf8_valid(p, len); /* PUBLISHed by another program */
   }
   rc_buf *b = rc__buf_message(is_text, p, len);
@@ -683,7 +822,6 @@ static uint64_t backoff_ms(rc_link *l) {
 static void link_ready(rc_link *l) {
   rc_backplane *bp = l->bp;
   l->state = LINK_READY;
-  l->attempt = 0;
   (void)uv_timer_stop(&l->timer); /* the deadline; always returns 0 */
   if (l->ever_ready)
     bump(&bp->s->st_bp_reconnects, 1);
@@ -695,26 +833,31 @@ static void link_ready(rc_link *l) {
   update_up(bp);
 }
 
-/* Ends l's connection with reason why; link_lost follows, now or from
- * hiredis's disconnect callback. */
+/* Ends l's connection with reason why; link_lost follows at once. */
 static void link_drop(rc_link *l, const char *why) {
-  snprintf(l->why, sizeof(l->why), "%s", why);
-  redisAsyncContext *ac = l->ac;
-  if (ac == NULL)
+  if (l->sock == NULL)
     return;
-  int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
-  redisAsyncFree(ac); /* deferred when called from one of its callbacks */
-  if (!connected) {
-    l->ac = NULL;
-    link_lost(l);
-  }
+  snprintf(l->why, sizeof(l->why), "%s", why);
+  sock_release(l);
+  link_lost(l);
+}
+
+/* link_drop for a Redis that broke the protocol: the next attempt waits
+ * its backoff, as after a failed connection, not a moment. */
+static void link_drop_bad(rc_link *l, const char *why) {
+  l->bad = 1;
+  link_drop(l, why);
 }
 
 static void link_lost(rc_link *l) {
   rc_backplane *bp = l->bp;
-  int was_ready = l->state == LINK_READY;
-  l->ac = NULL;
+  int was_ready = l->state == LINK_READY && !l->bad;
+  int was_up = bp->up;
+  l->bad = 0;
+  sock_release(l);
   l->state = LINK_DOWN;
+  l->draining = 0;
+  waiters_fail(l);
   if (l->subscriber)
     subscriptions_lost(bp);
   else
@@ -725,41 +868,28 @@ static void link_lost(rc_link *l) {
       uv_close((uv_handle_t *)&bp->grace, NULL);
     return;
   }
-  if (!was_ready) {
+  if (!was_ready || !was_up) { /* else update_up has said why */
     char text[220];
     snprintf(text, sizeof(text), "%s:%d: %s", bp->host, bp->port, l->why);
     state_event(bp, BP_RETRY, text);
   }
+  /* A healthy connection that ends is tried again at once; one that broke
+   * the protocol keeps backing off, however often it got ready. */
+  if (was_ready)
+    l->attempt = 0;
   uint64_t ms = was_ready ? 0 : backoff_ms(l);
   l->attempt++;
   timer_in(l, ms);
 }
 
-static void on_connected(const redisAsyncContext *ac, int status) {
-  rc_link *l = ac->data;
-  if (status == REDIS_OK)
-    return; /* ready once its first answer comes */
-  snprintf(l->why, sizeof(l->why), "%s", ac->errstr);
-  l->ac = NULL; /* hiredis frees it after this callback */
-  link_lost(l);
-}
-
-static void on_disconnected(const redisAsyncContext *ac, int status) {
-  rc_link *l = ac->data;
-  if (status != REDIS_OK)
-    snprintf(l->why, sizeof(l->why), "%s", ac->errstr);
-  link_lost(l);
-}
-
 /* Answers to AUTH and SELECT, and the command connection's first PING. */
-static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  rc_link *l = ac->data;
-  redisReply *r = reply;
+static void on_setup_reply(rc_link *l, redisReply *r, void *priv) {
   if (r == NULL)
-    return; /* the context is being freed */
+    return; /* the connection is gone */
   if (r->type == REDIS_REPLY_ERROR) {
     char why[160];
-    snprintf(why, sizeof(why), "%s: %s", (const char *)priv, r->str);
+    snprintf(why, sizeof(why), "%s: %.*s", (const char *)priv,
+             (int)(r->len < 120 ? r->len : 120), r->str);
     link_drop(l, why);
     return;
   }
@@ -767,31 +897,48 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv) {
     link_ready(l);
 }
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  (void)priv;
-  rc_link *l = ac->data;
+static int is_string(const redisReply *r) {
+  return r->type == REDIS_REPLY_STRING;
+}
+
+/* A push on the subscriber connection: ["message", channel, payload] or
+ * ["subscribe" | "unsubscribe", channel, count]; anything else, an error
+ * included, ends the connection (Redis never sends it). */
+static void on_sub_reply(rc_link *l, redisReply *r) {
   rc_backplane *bp = l->bp;
-  redisReply *r = reply;
-  if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-      r->element[0]->type != REDIS_REPLY_STRING ||
-      r->element[1]->type != REDIS_REPLY_STRING)
-    return; /* NULL: the context is being freed */
-  const char *kind = r->element[0]->str;
-  const char *ch = r->element[1]->str;
-  size_t chlen = r->element[1]->len;
-  int ours = chlen >= bp->prefix_len &&
-             memcmp(ch, bp->prefix, bp->prefix_len) == 0;
-  const char *name = ch + bp->prefix_len;
-  size_t name_len = chlen - bp->prefix_len;
-  if (strcasecmp(kind, "message") == 0) {
-    if (ours && r->element[2]->type == REDIS_REPLY_STRING)
-      deliver(bp, name, name_len, (const uint8_t *)r->element[2]->str,
-              r->element[2]->len);
+  if (r->type == REDIS_REPLY_ERROR) {
+    char why[160];
+    snprintf(why, sizeof(why), "Redis: %.*s",
+             (int)(r->len < 120 ? r->len : 120), r->str);
+    link_drop_bad(l, why);
     return;
   }
-  int on = strcasecmp(kind, "subscribe") == 0;
-  if (!on && strcasecmp(kind, "unsubscribe") != 0)
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+      !is_string(r->element[0]) || !is_string(r->element[1])) {
+    link_drop_bad(l, "Redis sent an unexpected reply to the subscriber");
     return;
+  }
+  const char *kind = r->element[0]->str;
+  const redisReply *third = r->element[2];
+  int on = strcasecmp(kind, "subscribe") == 0;
+  int message = strcasecmp(kind, "message") == 0;
+  if (message ? !is_string(third)
+              : ((!on && strcasecmp(kind, "unsubscribe") != 0) ||
+                 third->type != REDIS_REPLY_INTEGER)) {
+    link_drop_bad(l, "Redis sent an unexpected push to the subscriber");
+    return;
+  }
+  const char *ch = r->element[1]->str;
+  size_t chlen = r->element[1]->len;
+  int ours = chlen >= bp->chan_head &&
+             memcmp(ch, bp->chan, bp->chan_head) == 0;
+  const char *name = ch + bp->chan_head;
+  size_t name_len = ours ? chlen - bp->chan_head : 0;
+  if (message) {
+    if (ours)
+      deliver(bp, name, name_len, (const uint8_t *)third->str, third->len);
+    return;
+  }
   if (chlen == bp->sentinel_len && memcmp(ch, bp->sentinel, chlen) == 0) {
     if (on && l->state == LINK_CONNECTING)
       link_ready(l);
@@ -810,51 +957,87 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
   chan_sync(bp, c);
 }
 
-static void link_open(rc_link *l, const char *ip) {
+/* Queued once connected, answered in this order. Returns 0 or -1. */
+static int link_setup(rc_link *l) {
   rc_backplane *bp = l->bp;
-  redisAsyncContext *ac = redisAsyncConnect(ip, bp->port);
-  if (ac == NULL) {
-    snprintf(l->why, sizeof(l->why), "out of memory");
-    link_lost(l);
-    return;
-  }
-  int r = ac->err != 0 ? 0 : io_attach(ac, &bp->s->loop);
-  if (ac->err != 0 || r != 0) {
-    snprintf(l->why, sizeof(l->why), "%s",
-             ac->err != 0 ? ac->errstr : uv_strerror(r));
-    redisAsyncFree(ac);
-    link_lost(l);
-    return;
-  }
-  ac->data = l;
-  /* Both fail only when a callback is already set. */
-  (void)redisAsyncSetConnectCallback(ac, on_connected);
-  (void)redisAsyncSetDisconnectCallback(ac, on_disconnected);
-  l->ac = ac;
-  l->state = LINK_CONNECTING;
-  /* Queued now, written once connected, answered in this order. */
-  r = REDIS_OK;
+  int r = 0;
   if (bp->password != NULL) {
     const char *argv[3] = {"AUTH", bp->username, bp->password};
     if (bp->username != NULL)
-      r = redisAsyncCommandArgv(ac, on_setup_reply, "AUTH", 3, argv, NULL);
+      r = link_command(l, 3, argv, NULL, on_setup_reply, "AUTH");
     else
-      r = redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s",
-                            bp->password);
+      r = link_command(l, 2, (const char *[]){"AUTH", bp->password}, NULL,
+                       on_setup_reply, "AUTH");
   }
-  if (r == REDIS_OK && !l->subscriber && bp->db != 0)
-    r = redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", bp->db);
-  if (r == REDIS_OK) {
-    if (l->subscriber) {
-      const char *argv[2] = {"SUBSCRIBE", bp->sentinel};
-      size_t lens[2] = {9, bp->sentinel_len};
-      r = redisAsyncCommandArgv(ac, on_sub_reply, NULL, 2, argv, lens);
-    } else {
-      r = redisAsyncCommand(ac, on_setup_reply, "PING", "PING");
-    }
+  if (r == 0 && !l->subscriber && bp->db != 0) {
+    char db[24];
+    (void)snprintf(db, sizeof(db), "%d", bp->db); /* an int always fits */
+    r = link_command(l, 2, (const char *[]){"SELECT", db}, NULL,
+                     on_setup_reply, "SELECT");
   }
-  if (r != REDIS_OK) {
-    link_drop(l, "cannot queue the first commands");
+  if (r == 0 && l->subscriber) {
+    const char *argv[2] = {"SUBSCRIBE", bp->sentinel};
+    size_t lens[2] = {9, bp->sentinel_len};
+    r = link_command(l, 2, argv, lens, NULL, NULL);
+  } else if (r == 0) {
+    r = link_command(l, 1, (const char *[]){"PING"}, NULL, on_setup_reply,
+                     "PING");
+  }
+  return r;
+}
+
+static void on_tcp_connect(uv_connect_t *req, int status) {
+  rc_sock *k = RC__CONTAINER_OF(req, rc_sock, connect);
+  rc_link *l = k->link;
+  if (l == NULL)
+    return; /* let go meanwhile (status is UV_ECANCELED) */
+  if (status < 0) {
+    char why[160];
+    snprintf(why, sizeof(why), "cannot connect: %s", uv_strerror(status));
+    link_drop(l, why);
+    return;
+  }
+  (void)uv_tcp_nodelay(&k->tcp, 1); /* an optimisation: failure is harmless */
+  int r = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+  if (r != 0 || link_setup(l) != 0)
+    link_drop(l, r != 0 ? uv_strerror(r) : "cannot queue the first commands");
+}
+
+static void link_open(rc_link *l, const char *ip) {
+  rc_backplane *bp = l->bp;
+  struct sockaddr_storage addr;
+  int r = uv_ip4_addr(ip, bp->port, (struct sockaddr_in *)&addr);
+  if (r != 0)
+    r = uv_ip6_addr(ip, bp->port, (struct sockaddr_in6 *)&addr);
+  rc_sock *k = r == 0 ? calloc(1, sizeof(*k)) : NULL;
+  if (k != NULL && sock_reader(k, l->subscriber) != 0) {
+    free(k);
+    k = NULL;
+  }
+  if (k == NULL) {
+    snprintf(l->why, sizeof(l->why), "%s",
+             r != 0 ? uv_strerror(r) : "out of memory");
+    link_lost(l);
+    return;
+  }
+  r = uv_tcp_init(&bp->s->loop, &k->tcp);
+  if (r != 0) {
+    redisReaderFree(k->reader);
+    free(k);
+    snprintf(l->why, sizeof(l->why), "%s", uv_strerror(r));
+    link_lost(l);
+    return;
+  }
+  k->tcp.data = k;
+  k->link = l;
+  l->sock = k;
+  l->state = LINK_CONNECTING;
+  r = uv_tcp_connect(&k->connect, &k->tcp, (struct sockaddr *)&addr,
+                     on_tcp_connect);
+  if (r != 0) {
+    char why[160];
+    snprintf(why, sizeof(why), "cannot connect: %s", uv_strerror(r));
+    link_drop(l, why);
     return;
   }
   timer_in(l, RC__CONNECT_MS);
@@ -923,8 +1106,7 @@ static void on_timer(uv_timer_t *t) {
 
 /* --- publishing ----------------------------------------------------------- */
 
-static void on_published(redisAsyncContext *ac, void *reply, void *priv) {
-  rc_link *l = ac->data;
+static void on_published(rc_link *l, redisReply *reply, void *priv) {
   rc_backplane *bp = l->bp;
   size_t len = (size_t)(uintptr_t)priv;
   bp->inflight = bp->inflight > len ? bp->inflight - len : 0;
@@ -932,17 +1114,17 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv) {
     out_flush(bp);
 }
 
-static int out_send(rc_backplane *bp, const char *cmd, size_t len) {
-  if (redisAsyncFormattedCommand(bp->cmd.ac, on_published,
-                                 (void *)(uintptr_t)len, cmd,
-                                 len) != REDIS_OK)
+/* 0: cmd is the link's now; -1: the caller keeps it. */
+static int out_send(rc_backplane *bp, char *cmd, size_t len) {
+  if (link_send(&bp->cmd, cmd, len, on_published, (void *)(uintptr_t)len) !=
+      0)
     return -1;
   bp->inflight += len;
   bump(&bp->s->st_bp_published, 1);
   return 0;
 }
 
-/* Hands the buffer to hiredis, oldest first, while Redis keeps up. */
+/* Hands the buffer to Redis, oldest first, while Redis keeps up. */
 static void out_flush(rc_backplane *bp) {
   while (bp->out_head != NULL && bp->cmd.state == LINK_READY) {
     rc_outmsg *m = bp->out_head;
@@ -955,7 +1137,6 @@ static void out_flush(rc_backplane *bp) {
     if (bp->out_head == NULL)
       bp->out_tail = NULL;
     bp->out_bytes -= m->len;
-    free(m->cmd);
     free(m);
   }
   store(&bp->s->st_bp_buffered, bp->out_bytes);
@@ -965,10 +1146,8 @@ static void out_flush(rc_backplane *bp) {
 static void out_push(rc_backplane *bp, char *cmd, size_t len) {
   if (bp->cmd.state == LINK_READY && bp->out_head == NULL &&
       (bp->inflight == 0 || bp->inflight + len <= bp->buffer_max) &&
-      out_send(bp, cmd, len) == 0) {
-    free(cmd);
+      out_send(bp, cmd, len) == 0)
     return;
-  }
   rc_outmsg *m = NULL;
   if (bp->out_bytes + len <= bp->buffer_max)
     m = malloc(sizeof(*m));
@@ -1041,12 +1220,10 @@ void rc__bp_publish(rc_server *s, const uint64_t *rooms, size_t n,
   }
   if (plen > 0)
     memcpy(p, b->data + hl, plen);
-  char channel[RC_ROOM_NAME_MAX + 256];
   for (size_t i = 0; i < k; i++) {
-    size_t clen = bp->prefix_len + chans[i]->len;
-    memcpy(channel, bp->prefix, bp->prefix_len);
-    memcpy(channel + bp->prefix_len, chans[i]->name, chans[i]->len);
-    const char *argv[3] = {"PUBLISH", channel, (const char *)msg};
+    size_t clen = bp->chan_head + chans[i]->len; /* <= chan_cap */
+    memcpy(bp->chan + bp->chan_head, chans[i]->name, chans[i]->len);
+    const char *argv[3] = {"PUBLISH", bp->chan, (const char *)msg};
     size_t lens[3] = {7, clen, mlen};
     char *cmd = NULL;
     int len = redisFormatCommandArgv(&cmd, 3, argv, lens);
@@ -1122,8 +1299,7 @@ static void name_room(rc_backplane *bp, uint64_t id, const char *name,
 
 /* --- commands from the embedder ------------------------------------------- */
 
-static void on_command_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  rc_link *l = ac->data;
+static void on_command_reply(rc_link *l, redisReply *reply, void *priv) {
   uint64_t token;
   memcpy(&token, priv, sizeof(token));
   free(priv);
@@ -1143,9 +1319,11 @@ void rc__bp_command(rc_server *s, rc_cmd *cmd) {
   uint64_t *token = malloc(sizeof(*token));
   if (token != NULL) {
     *token = cmd->conn;
-    if (redisAsyncFormattedCommand(bp->cmd.ac, on_command_reply, token,
-                                   cmd->text, cmd->text_len) == REDIS_OK)
+    if (link_send(&bp->cmd, cmd->text, cmd->text_len, on_command_reply,
+                  token) == 0) {
+      cmd->text = NULL; /* the link's now */
       return;
+    }
     free(token);
   }
   reply_event(bp, cmd->conn, NULL, "cannot send the command to Redis");
@@ -1155,6 +1333,53 @@ void rc__bp_command(rc_server *s, rc_cmd *cmd) {
 
 static char *dup_or_null(const char *str) {
   return str != NULL ? strdup(str) : NULL;
+}
+
+/* Writes the head of every channel of prefix (n bytes) to out, when out is
+ * not NULL: the prefix with '\\' and '|' escaped by a '\\', then '|'.
+ * Returns its length. No room name holds a NUL and no escaped prefix an
+ * unescaped '|': the first unescaped '|' of a channel ends its prefix, so
+ * two prefixes never share a channel, however they nest. */
+static size_t chan_head(const char *prefix, size_t n, char *out) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (prefix[i] == '\\' || prefix[i] == '|') {
+      if (out != NULL)
+        out[k] = '\\';
+      k++;
+    }
+    if (out != NULL)
+      out[k] = prefix[i];
+    k++;
+  }
+  if (out != NULL)
+    out[k] = '|';
+  return k + 1;
+}
+
+/* The channel head and the sentinel (the escaped prefix, then
+ * "\0server:" and the id: no room's channel, see the top). */
+static int names_make(rc_backplane *bp) {
+  size_t plen = strlen(bp->prefix);
+  size_t head = chan_head(bp->prefix, plen, NULL);
+  bp->chan_head = head;
+  bp->chan_cap = head + RC_ROOM_NAME_MAX;
+  bp->chan = malloc(bp->chan_cap);
+  static const char tag[] = "server:";
+  size_t cap = (head - 1) + 1 + (sizeof(tag) - 1) + 16 + 1; /* + the NUL */
+  bp->sentinel = malloc(cap);
+  if (bp->chan == NULL || bp->sentinel == NULL)
+    return UV_ENOMEM;
+  (void)chan_head(bp->prefix, plen, bp->chan);
+  memcpy(bp->sentinel, bp->chan, head - 1);
+  bp->sentinel[head - 1] = '\0';
+  char *id = bp->sentinel + head;
+  int n = snprintf(id, cap - head, "%s%016llx", tag,
+                   (unsigned long long)bp->s->id);
+  if (n != (int)(sizeof(tag) - 1 + 16))
+    return UV_EINVAL;
+  bp->sentinel_len = head + (size_t)n;
+  return 0;
 }
 
 int rc__bp_create(rc_server *s) {
@@ -1167,6 +1392,10 @@ int rc__bp_create(rc_server *s) {
   bp->s = s;
   const char *prefix = cfg->backplane_prefix ? cfg->backplane_prefix
                                              : "roomcast:";
+  if (strlen(prefix) > RC_BACKPLANE_PREFIX_MAX) {
+    free(bp);
+    return UV_EINVAL;
+  }
   bp->host = strdup(cfg->backplane_host);
   bp->prefix = strdup(prefix);
   bp->username = dup_or_null(cfg->backplane_username);
@@ -1174,29 +1403,29 @@ int rc__bp_create(rc_server *s) {
   s->bp = bp;
   if (bp->host == NULL || bp->prefix == NULL ||
       (cfg->backplane_username && bp->username == NULL) ||
-      (cfg->backplane_password && bp->password == NULL) ||
-      strlen(bp->prefix) > 200)
+      (cfg->backplane_password && bp->password == NULL))
     return UV_ENOMEM;
   /* The copies outlive the caller's strings. */
   cfg->backplane_host = bp->host;
   cfg->backplane_prefix = bp->prefix;
   cfg->backplane_username = bp->username;
   cfg->backplane_password = bp->password;
-  bp->prefix_len = strlen(bp->prefix);
+  int r = names_make(bp);
+  if (r != 0)
+    return r;
   bp->port = cfg->backplane_port > 0 ? cfg->backplane_port : 6379;
   bp->db = cfg->backplane_db;
   bp->buffer_max = cfg->backplane_buffer;
   bp->rng = s->id | 1;
-  memcpy(bp->sentinel, bp->prefix, bp->prefix_len);
-  bp->sentinel_len =
-      bp->prefix_len +
-      (size_t)snprintf(bp->sentinel + bp->prefix_len + 1,
-                       sizeof(bp->sentinel) - bp->prefix_len - 1,
-                       "server:%016llx", (unsigned long long)s->id) +
-      1; /* "\0" before "server:": no room name holds a NUL */
-  bp->sentinel[bp->prefix_len] = '\0';
   bp->sub.bp = bp->cmd.bp = bp;
   bp->sub.subscriber = 1;
+  /* A message, its header and the names of the rooms it is for, as one
+   * RESP push; any reply to the embedder's commands (Redis's own bound on
+   * a string is 512 MiB). */
+  bp->sub.reply_max = cfg->max_message_size + RC__HEADER + 2 +
+                      0xffff * (2 + (size_t)RC_ROOM_NAME_MAX) +
+                      bp->chan_cap + 128;
+  bp->cmd.reply_max = (size_t)1 << 30;
   return 0;
 }
 
@@ -1213,8 +1442,7 @@ void rc__bp_start(rc_server *s) {
 
 static void on_grace(uv_timer_t *t) {
   rc_backplane *bp = RC__CONTAINER_OF(t, rc_backplane, grace);
-  if (bp->cmd.ac != NULL)
-    link_drop(&bp->cmd, "stopping");
+  link_drop(&bp->cmd, "stopping");
 }
 
 void rc__bp_close(rc_server *s) {
@@ -1229,20 +1457,21 @@ void rc__bp_close(rc_server *s) {
     if (l->state == LINK_RESOLVING)
       (void)uv_cancel((uv_req_t *)&l->gai); /* its callback runs anyway */
   }
-  if (bp->sub.ac != NULL)
-    link_drop(&bp->sub, "stopping");
+  link_drop(&bp->sub, "stopping");
   if (bp->cmd.state == LINK_READY) {
     out_flush(bp); /* what waits goes, bound or not */
     /* Answers the last publishes, then disconnects; or the grace timer
      * cuts it. */
     if (uv_timer_start(&bp->grace, on_grace, RC__GRACE_MS, 0) != 0)
       on_grace(&bp->grace);
-    if (bp->cmd.ac != NULL)
-      redisAsyncDisconnect(bp->cmd.ac);
-  } else if (bp->cmd.ac != NULL) {
+    if (bp->cmd.wlen == 0)
+      link_drop(&bp->cmd, "stopping");
+    else
+      bp->cmd.draining = 1;
+  } else {
     link_drop(&bp->cmd, "stopping");
   }
-  if (bp->cmd.ac == NULL && !uv_is_closing((uv_handle_t *)&bp->grace))
+  if (bp->cmd.sock == NULL && !uv_is_closing((uv_handle_t *)&bp->grace))
     uv_close((uv_handle_t *)&bp->grace, NULL);
 }
 
@@ -1266,10 +1495,14 @@ void rc__bp_free(rc_server *s) {
     free(m->cmd);
     free(m);
   }
+  free(bp->sub.wq);
+  free(bp->cmd.wq);
   free(bp->peers);
   free(bp->scratch);
   free(bp->host);
   free(bp->prefix);
+  free(bp->chan);
+  free(bp->sentinel);
   free(bp->username);
   free(bp->password);
   free(bp);
@@ -1309,7 +1542,8 @@ static int forbidden(const char *name, size_t len) {
       "SUNSUBSCRIBE", "MONITOR", "SELECT", "AUTH", "HELLO", "QUIT", "RESET",
       "CLIENT", "SYNC", "PSYNC", "WAIT", "MULTI", "EXEC", "DISCARD", "WATCH",
       "UNWATCH", "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN",
-      "BZPOPMAX", "BLMPOP", "BZMPOP", "XREAD", "XREADGROUP", "SHUTDOWN"};
+      "BZPOPMAX", "BLMPOP", "BZMPOP", "XREAD", "XREADGROUP", "SHUTDOWN",
+      "WAITAOF", "DEBUG"};
   for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
     if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
       return 1;

@@ -66,8 +66,9 @@ typedef struct rc_config {
   int backplane_db;               /* SELECTed for rc_server_redis(); 0 */
   const char *backplane_username; /* AUTH username (Redis 6 ACL) or NULL */
   const char *backplane_password; /* AUTH password or NULL */
-  const char *backplane_prefix;   /* channel = prefix + room name;
-                                     NULL: "roomcast:" */
+  const char *backplane_prefix;   /* at most 200 bytes; channel = prefix
+                                     escaped + "|" + room name (see
+                                     rc_backplane.c); NULL: "roomcast:" */
   size_t backplane_buffer;        /* bytes of publishes kept while Redis
                                      cannot take them; more are dropped and
                                      counted (1 MiB) */
@@ -321,8 +322,8 @@ void rc_server_stats(rc_server *s, rc_stats *out);
  *
  * With cfg.backplane_host set, the loop keeps two connections to Redis
  * (one subscribed, one for PUBLISH and rc_server_redis) and reconnects
- * them with backoff when they fail. A named room's channel is prefix +
- * name: the loop SUBSCRIBEs it when the room's first local member joins
+ * them with backoff when they fail. A named room's channel is the prefix
+ * (escaped), "|" and the name: the loop SUBSCRIBEs it when the room's first local member joins
  * and UNSUBSCRIBEs when the last one leaves. rc_server_publish(),
  * rc_server_broadcast() and relay rooms deliver to the local members at
  * once and PUBLISH the message once, tagged with this server's id and a

@@ -1,5 +1,6 @@
-"""A real ``redis-server`` for the tests, on a free loopback port, and a small
-blocking RESP client to look inside it.
+"""A real ``redis-server`` for the tests, on a free loopback port, a small
+blocking RESP client to look inside it, and ``FakeRedis``: a Redis that
+answers a roomcast server's first commands, then breaks the protocol.
 
 ``RedisServer`` runs Debian's ``redis-server`` (installed by ``make deps``)
 with no persistence, in a temporary directory, never the system service.
@@ -7,6 +8,7 @@ It can be stopped and started again on the same port, which is how the
 tests take Redis away from running roomcast servers.
 """
 
+import asyncio
 import os
 import shutil
 import socket
@@ -101,10 +103,15 @@ class RedisServer:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, password=None):
+    def start(self, password=None, users=()):
         """Starts redis-server and waits until it answers; with a password,
-        it asks every client for it from the first connection on."""
+        it asks every client (the default user) for it from the first
+        connection on. ``users``: (name, password) pairs of ACL users that
+        may do anything. The data saved in its directory (``SAVE``) is
+        loaded again."""
         auth = ["--requirepass", password] if password else []
+        for name, secret in users:
+            auth += ["--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
@@ -154,3 +161,73 @@ class RedisServer:
             return client.command(*args)
         finally:
             client.close()
+
+
+class FakeRedis:
+    """A TCP server on a free loopback port that speaks enough RESP for a
+    roomcast server's backplane: +OK to AUTH and SELECT, +PONG to PING,
+    subscribe/unsubscribe answers to SUBSCRIBE/UNSUBSCRIBE, :0 to anything
+    else. ``bad(kind, n)`` returns the bytes to send to the n-th connection
+    of its kind ("sub": the one that subscribes, "cmd": the one that PINGs)
+    right after its first answer, or None. ``connections`` counts them."""
+
+    def __init__(self, bad):
+        self.bad = bad
+        self.connections = {"sub": 0, "cmd": 0}
+        self.server = None
+        self.port = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def close(self):
+        self.server.close()
+        await self.server.wait_closed()
+
+    @staticmethod
+    async def _command(reader):
+        line = await reader.readline()
+        if not line.startswith(b"*"):
+            return None
+        args = []
+        for _ in range(int(line[1:])):
+            size = int((await reader.readline())[1:])
+            args.append((await reader.readexactly(size + 2))[:-2])
+        return args
+
+    async def _serve(self, reader, writer):
+        subscribed = 0
+        try:
+            while True:
+                args = await self._command(reader)
+                if not args:
+                    break
+                verb = args[0].upper()
+                kind = {b"SUBSCRIBE": "sub", b"PING": "cmd"}.get(verb)
+                if verb in (b"SUBSCRIBE", b"UNSUBSCRIBE"):
+                    for channel in args[1:]:
+                        subscribed += 1 if verb == b"SUBSCRIBE" else -1
+                        writer.write(_encode([verb.lower(), channel]).replace(b"*2", b"*3", 1)
+                                     + b":%d\r\n" % subscribed)
+                elif verb == b"PING":
+                    writer.write(b"+PONG\r\n")
+                elif verb in (b"AUTH", b"SELECT"):
+                    writer.write(b"+OK\r\n")
+                else:
+                    writer.write(b":0\r\n")
+                if kind is not None and subscribed <= 1:
+                    self.connections[kind] += 1
+                    bad = self.bad(kind, self.connections[kind])
+                    if bad is not None:
+                        writer.write(bad)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()

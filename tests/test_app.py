@@ -260,7 +260,7 @@ async def test_app_rooms_and_named_rooms_do_not_meet_on_the_backplane(redis_serv
             await joined(client, "lobby")
             channels = set()
             deadline = asyncio.get_running_loop().time() + T
-            while not {b"roomcast:lobby", b"roomcast:\xffapp:lobby"} <= channels:
+            while not {b"roomcast:|lobby", b"roomcast:|\xffapp:lobby"} <= channels:
                 assert asyncio.get_running_loop().time() < deadline, channels
                 await asyncio.sleep(0.05)
                 channels = set(redis_server.command("PUBSUB", "CHANNELS", "roomcast:*"))

@@ -35,7 +35,7 @@ async def test_readme_example_in_memory(examples):
 async def subscribers(redis_server, n):
     """Waits until n servers have subscribed the channel: from then on a
     push from any server reaches their clients."""
-    channel = "roomcast:fastapi_pubsub:connected_clients"
+    channel = "roomcast:|fastapi_pubsub:connected_clients"
     for _ in range(600):
         if redis_server.command("PUBSUB", "NUMSUB", channel)[1] >= n:
             return

@@ -12,16 +12,22 @@ hot path:
   resolves their replies, logs the connection's ups and downs, and keeps
   this server's room members in Redis for presence.
 
-Presence, in Redis (``P`` is the channel prefix, ``S`` a server's id):
+Names in Redis. ``E`` is the prefix escaped (a ``\\`` before each ``\\``
+and ``|``), so that the first unescaped ``|`` ends it and no two prefixes
+share a name however they nest; a room's name comes last, whatever it
+holds:
 
-* ``P presence:<room>:S``, a hash: member (connection id) -> identity
-  (JSON), expiring ``presence_ttl`` seconds after the last heartbeat of S;
-* ``P presence:<room>``, the set of the servers that have members there.
+* ``E|<room>``: the room's channel (the C core publishes and subscribes);
+* ``E|presence@S|<room>``, a hash: member (connection id) -> identity
+  (JSON), expiring ``presence_ttl`` seconds after the last heartbeat of
+  the server ``S``;
+* ``E|presence|<room>``: the set of the servers that have members there.
 
 A server refreshes its hashes every ``presence_ttl / 3`` seconds, so a
 server that dies drops out of ``count()`` and ``members()`` within
-``presence_ttl``. A heartbeat that finds a hash gone (Redis restarted, or
-lost it) writes it again; so does a reconnection.
+``presence_ttl``. A member that leaves is taken out at once; when Redis
+cannot be told (it is away), the room is written again on reconnection,
+as is every room whose hash a heartbeat finds gone.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import asyncio
 import itertools
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -44,21 +50,23 @@ EV_UP, EV_DOWN, EV_RETRY = 1, 0, 2  # codes of the core's EV_BACKPLANE
 
 # One room's members of this server: written whole (resync) or one by one.
 _FILL = """
-local index = ARGV[1] .. 'presence:' .. ARGV[4]
-local own = index .. ':' .. ARGV[2]
+local index = ARGV[1] .. '|presence|' .. ARGV[4]
+local own = ARGV[1] .. '|presence@' .. ARGV[2] .. '|' .. ARGV[4]
 if ARGV[5] == 'all' then redis.call('DEL', own) end
 for i = 6, #ARGV, 2 do redis.call('HSET', own, ARGV[i], ARGV[i + 1]) end
 if redis.call('EXISTS', own) == 1 then
   redis.call('PEXPIRE', own, ARGV[3])
   redis.call('SADD', index, ARGV[2])
   redis.call('PEXPIRE', index, ARGV[3])
+else
+  redis.call('SREM', index, ARGV[2])
 end
 return 1
 """
 
 _LEAVE = """
-local index = ARGV[1] .. 'presence:' .. ARGV[4]
-local own = index .. ':' .. ARGV[2]
+local index = ARGV[1] .. '|presence|' .. ARGV[4]
+local own = ARGV[1] .. '|presence@' .. ARGV[2] .. '|' .. ARGV[4]
 for i = 5, #ARGV do redis.call('HDEL', own, ARGV[i]) end
 if redis.call('EXISTS', own) == 0 then redis.call('SREM', index, ARGV[2]) end
 return 1
@@ -68,8 +76,8 @@ return 1
 _BEAT = """
 local missing = {}
 for i = 4, #ARGV do
-  local index = ARGV[1] .. 'presence:' .. ARGV[i]
-  local own = index .. ':' .. ARGV[2]
+  local index = ARGV[1] .. '|presence|' .. ARGV[i]
+  local own = ARGV[1] .. '|presence@' .. ARGV[2] .. '|' .. ARGV[i]
   if redis.call('PEXPIRE', own, ARGV[3]) == 1 then
     redis.call('SADD', index, ARGV[2])
     redis.call('PEXPIRE', index, ARGV[3])
@@ -83,10 +91,10 @@ return missing
 # count: the number of members; members: server:member, identity, ...
 # Servers whose hash has expired are dropped from the set on the way.
 _QUERY = """
-local index = ARGV[1] .. 'presence:' .. ARGV[2]
+local index = ARGV[1] .. '|presence|' .. ARGV[2]
 local out, n = {}, 0
 for _, sid in ipairs(redis.call('SMEMBERS', index)) do
-  local own = index .. ':' .. sid
+  local own = ARGV[1] .. '|presence@' .. sid .. '|' .. ARGV[2]
   if redis.call('EXISTS', own) == 0 then
     redis.call('SREM', index, sid)
   elseif ARGV[3] == 'count' then
@@ -113,11 +121,37 @@ class BackplaneError(ConnectionError):
     Redis answered with an error (the message says which)."""
 
 
+def escape_prefix(prefix: str) -> str:
+    """``backplane_prefix`` as Redis names begin with it (see the module's
+    docstring); csrc/rc_backplane.c's chan_head does the same."""
+    return prefix.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _masked(url: str) -> str:
+    """url with its password replaced by ``***``, for error messages."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, userinfo = head.partition("://")
+    if not sep:
+        scheme, userinfo = "", head
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{colon}{'***' if colon else ''}@{tail}"
+
+
 def parse_url(url: str) -> dict[str, Any]:
     """The core's backplane options for ``redis://[[user]:password@]host
-    [:port][/db]``; raises :class:`ValueError` for anything else."""
+    [:port][/db]``; raises :class:`ValueError` for anything else (the
+    message shows the URL with its password masked)."""
     if not isinstance(url, str):
         raise TypeError(f"backplane must be a redis:// URL string, not {type(url).__name__}")
+    try:
+        return _parse_url(url)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(repr(url), repr(_masked(url)))) from None
+
+
+def _parse_url(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme != "redis":
         hint = " (TLS is not supported)" if parts.scheme == "rediss" else ""
@@ -155,16 +189,21 @@ class Backplane:
         self._core = core
         self._loop = loop
         self.prefix = prefix
+        self._names = escape_prefix(prefix)  # the head of every Redis name
         self.server_id = f"{core.server_id():016x}"
         self._ttl_ms = str(max(1, int(presence_ttl * 1000)))
         self._beat_every = presence_ttl / 3
         self._where = where
         self._tokens = itertools.count(1)
-        self._waiting: dict[int, Optional[asyncio.Future[Any]]] = {}
+        self._waiting: dict[int, Union[asyncio.Future[Any], str, None]] = {}
         self.up = False
         self._warned = False
         # room -> {member: identity as JSON}: this server's members there.
         self._members: dict[str, dict[str, str]] = {}
+        # Rooms whose last update Redis may have missed (it was away, or
+        # the connection went before the reply): written again, whole, when
+        # it is back.
+        self._stale: set[str] = set()
         self._beat: Optional[asyncio.Task[None]] = None
         self._closing = False
         # Set by the first news of the connection: up, or a failed attempt.
@@ -175,12 +214,14 @@ class Backplane:
 
     # -- commands -------------------------------------------------------------
 
-    def _send(self, args: tuple[Any, ...], future: Optional[asyncio.Future[Any]]) -> None:
+    def _send(self, args: tuple[Any, ...], future: Union[asyncio.Future[Any], str, None]) -> None:
+        """future: what waits for the reply, or the room a presence update
+        is about (str), or None."""
         token = next(self._tokens)
         try:
             self._core.redis(token, *args)
         except RuntimeError as exc:  # the core has stopped
-            if future is not None:
+            if isinstance(future, asyncio.Future):
                 future.set_exception(BackplaneError(str(exc)))
             return
         self._waiting[token] = future
@@ -192,15 +233,18 @@ class Backplane:
         self._send(args, future)
         return await future
 
-    def _fire(self, *args: Any) -> None:
-        """A command whose reply nobody waits for (errors are logged)."""
-        self._send(args, None)
+    def _fire(self, room: str, *args: Any) -> None:
+        """A presence update of room, whose reply nobody waits for: when it
+        fails, the room is written again once Redis is back."""
+        self._send(args, room)
 
     def on_reply(self, token: int, value: Any, error: Optional[str]) -> None:
         future = self._waiting.pop(token, None)
-        if future is None:
+        if not isinstance(future, asyncio.Future):
             if error is not None and not self._closing:
                 logger.debug("backplane: a presence update failed: %s", error)
+                if future is not None:
+                    self._stale.add(future)
         elif not future.done():
             if error is not None:
                 future.set_exception(BackplaneError(error))
@@ -213,7 +257,8 @@ class Backplane:
             logger.info("backplane: %s", text)
             self.up = True
             self._warned = False
-            self._resync(list(self._members))
+            self._stale.update(self._members)
+            self._resync_stale()
         elif code == EV_DOWN:
             self.up = False
             logger.warning("backplane: lost Redis (%s); serving local members only, reconnecting", text)
@@ -226,13 +271,13 @@ class Backplane:
     # -- presence -------------------------------------------------------------
 
     def _head(self, room: str) -> tuple[str, ...]:
-        return (self.prefix, self.server_id, self._ttl_ms, room)
+        return (self._names, self.server_id, self._ttl_ms, room)
 
     def join(self, room: str, member: int, identity: Any) -> None:
         members = self._members.setdefault(room, {})
         ident = json.dumps(identity, separators=(",", ":"))
         members[str(member)] = ident
-        self._fire("EVAL", _FILL, "0", *self._head(room), "one", str(member), ident)
+        self._fire(room, "EVAL", _FILL, "0", *self._head(room), "one", str(member), ident)
 
     def leave(self, room: str, member: int) -> None:
         members = self._members.get(room)
@@ -240,21 +285,28 @@ class Backplane:
             return
         if not members:
             del self._members[room]
-        self._fire("EVAL", _LEAVE, "0", *self._head(room), str(member))
+        self._fire(room, "EVAL", _LEAVE, "0", *self._head(room), str(member))
+
+    def _resync_stale(self) -> None:
+        rooms, self._stale = list(self._stale), set()
+        self._resync(rooms)
 
     def _resync(self, rooms: list[str]) -> None:
+        """Writes each room's members here whole (none: takes this server
+        out of the room)."""
         for room in rooms:
             pairs = list(self._members.get(room, {}).items())
             for start in range(0, max(1, len(pairs)), _BATCH):
                 flat = [x for pair in pairs[start:start + _BATCH] for x in pair]
-                self._fire("EVAL", _FILL, "0", *self._head(room), "all" if start == 0 else "one", *flat)
+                self._fire(room, "EVAL", _FILL, "0", *self._head(room), "all" if start == 0 else "one", *flat)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._beat_every)
+            self._resync_stale()
             rooms = list(self._members)
             for start in range(0, len(rooms), _BATCH):
-                head = (self.prefix, self.server_id, self._ttl_ms)
+                head = (self._names, self.server_id, self._ttl_ms)
                 try:
                     missing = await self.command("EVAL", _BEAT, "0", *head, *rooms[start:start + _BATCH])
                 except BackplaneError:
@@ -262,11 +314,11 @@ class Backplane:
                 self._resync([_text(room) for room in missing or ()])
 
     async def count(self, room: str) -> int:
-        result = await self.command("EVAL", _QUERY, "0", self.prefix, room, "count")
+        result = await self.command("EVAL", _QUERY, "0", self._names, room, "count")
         return int(result)
 
     async def members(self, room: str) -> dict[str, Any]:
-        flat = await self.command("EVAL", _QUERY, "0", self.prefix, room, "members")
+        flat = await self.command("EVAL", _QUERY, "0", self._names, room, "members")
         out: dict[str, Any] = {}
         for i in range(0, len(flat) - 1, 2):
             try:
@@ -299,6 +351,6 @@ class Backplane:
     def fail_waiting(self) -> None:
         """The core has stopped: nothing waits for a reply any more."""
         for future in self._waiting.values():
-            if future is not None and not future.done():
+            if isinstance(future, asyncio.Future) and not future.done():
                 future.set_exception(BackplaneError("the server has stopped"))
         self._waiting.clear()

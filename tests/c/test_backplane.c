@@ -109,12 +109,12 @@ static rc_event *wait_event(rc_server *s, uint16_t type, uint64_t conn,
   return NULL;
 }
 
-static rc_server *server_on(int port) {
+static rc_server *server_with(int port, const char *prefix) {
   rc_config cfg;
   rc_config_default(&cfg);
   cfg.backplane_host = "127.0.0.1";
   cfg.backplane_port = port;
-  cfg.backplane_prefix = "ctest:";
+  cfg.backplane_prefix = prefix;
   rc_server *s = rc_server_new(&cfg);
   int bound = 0;
   if (s != NULL && rc_server_listen(s, "127.0.0.1", 0, 0, &bound) != 0) {
@@ -123,6 +123,8 @@ static rc_server *server_on(int port) {
   }
   return s;
 }
+
+static rc_server *server_on(int port) { return server_with(port, "ctest:"); }
 
 static int redis_cmd(rc_server *s, uint64_t token, int argc,
                      const char **argv) {
@@ -164,6 +166,10 @@ RC_TEST(connects_and_answers_commands) {
 
   const char *sub[] = {"subscribe", "x"};
   RC_CHECK_EQ_INT(redis_cmd(s, 10, 2, sub), -EINVAL);
+  const char *waitaof[] = {"WAITAOF", "0", "0", "0"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 11, 4, waitaof), -EINVAL);
+  const char *debug[] = {"debug", "sleep", "10"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 12, 3, debug), -EINVAL);
   rc_server_stop(s, 1001, "bye");
   rc_server_free(s);
 }
@@ -200,6 +206,62 @@ RC_TEST(publishes_to_a_named_room_without_members) {
   RC_CHECK_EQ_INT(rc_server_room_free(s, other), 0);
   rc_server_stop(s, 1001, "bye");
   rc_server_free(s);
+}
+
+/* 1 if the encoded array reply of ev holds a string of n bytes equal to p. */
+static int reply_holds(const rc_event *ev, const char *p, size_t n) {
+  if (ev == NULL || ev->len < 5 || ev->data[0] != RC_REPLY_ARRAY)
+    return 0;
+  uint32_t count;
+  memcpy(&count, ev->data + 1, 4);
+  size_t at = 5;
+  for (uint32_t i = 0; i < count && at + 5 <= ev->len; i++) {
+    uint32_t len;
+    memcpy(&len, ev->data + at + 1, 4);
+    if (ev->data[at] == RC_REPLY_STRING && len == n &&
+        memcmp(ev->data + at + 5, p, n) == 0)
+      return 1;
+    at += 5 + len;
+  }
+  return 0;
+}
+
+/* The sentinel channel of a server is its prefix escaped ('|' and '\\'
+ * take a '\\'), a NUL, "server:" and its id: sized from the prefix, up to
+ * 200 bytes (a 64-byte array once took them all). */
+RC_TEST(prefixes_up_to_200_bytes_name_the_sentinel_exactly) {
+  int port = redis_port();
+  RC_ASSERT(port != 0);
+  static const size_t sizes[] = {41, 60, 100, 150, 200};
+  for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+    char prefix[201], want[420];
+    size_t w = 0;
+    for (size_t i = 0; i < sizes[k]; i++) {
+      prefix[i] = "ab|c\\:"[i % 6];
+      if (prefix[i] == '|' || prefix[i] == '\\')
+        want[w++] = '\\';
+      want[w++] = prefix[i];
+    }
+    prefix[sizes[k]] = '\0';
+    rc_server *s = server_with(port, prefix);
+    RC_ASSERT(s != NULL);
+    w += 1 + (size_t)snprintf(want + w + 1, sizeof(want) - w - 1,
+                              "server:%016llx",
+                              (unsigned long long)rc_server_id(s));
+    want[w - 24] = '\0'; /* before "server:" and the 16 digits */
+    free(wait_event(s, RC_EV_BACKPLANE, 0, 1, 10));
+    const char *channels[] = {"PUBSUB", "CHANNELS", "*"};
+    RC_CHECK_EQ_INT(redis_cmd(s, 1, 3, channels), 0);
+    rc_event *ev = wait_event(s, RC_EV_REDIS, 1, -1, 10);
+    RC_CHECK(reply_holds(ev, want, w));
+    free(ev);
+    rc_server_stop(s, 1001, "bye");
+    rc_server_free(s);
+  }
+  char longer[202];
+  memset(longer, 'x', 201);
+  longer[201] = '\0';
+  RC_CHECK(server_with(port, longer) == NULL); /* past the bound: refused */
 }
 
 RC_TEST(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang) {
@@ -242,6 +304,7 @@ RC_TEST(without_a_backplane_names_are_accepted_and_commands_refused) {
 }
 
 RC_TEST_MAIN(RC_CASE(connects_and_answers_commands),
+             RC_CASE(prefixes_up_to_200_bytes_name_the_sentinel_exactly),
              RC_CASE(publishes_to_a_named_room_without_members),
              RC_CASE(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang),
              RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused))
