@@ -84,8 +84,9 @@ _RELAY_NAMES = {0: None, 1: "all", 2: "others"}
 def _core_name(kind: str, name: str) -> bytes:
     """The name the core (and the backplane's channel) knows a room by. A
     Room(name=...) keeps its own, so that its channel is the documented
-    prefix + name; the others start with a byte that UTF-8 never has
-    (0xFF), then their kind, so that no Room name can equal one."""
+    escaped prefix, "|", name; the others start with a byte that UTF-8
+    never has (0xFF), then their kind, so that no Room name can equal
+    one."""
     data = name.encode("utf-8")
     return data if kind == ROOM_KIND else b"\xff" + kind.encode() + b":" + data
 
@@ -163,11 +164,12 @@ class Server:
     Scaling out: with ``backplane="redis://[[user]:password@]host[:port]
     [/db]"``, rooms with a name (``Room(name=...)``, every
     :class:`~roomcast.App` room) are shared with every server on the same
-    Redis and ``backplane_prefix`` (the channel of a room is the prefix
-    and its name): a push is delivered to this server's members at once
-    and published to Redis once, and each other server delivers it to its
-    own members, in C. When Redis is unreachable the server keeps serving
-    its own members and reconnects with backoff; pushes made meanwhile
+    Redis and ``backplane_prefix`` (the channel of a room is the prefix,
+    with ``\\`` and ``|`` escaped, then ``|`` and its name): a push is
+    delivered to this server's members at once and published to Redis
+    once, and each other server delivers it to its own members, in C.
+    When Redis is unreachable the server keeps serving its own members
+    and reconnects with backoff; pushes made meanwhile
     wait in a buffer of ``backplane_buffer`` bytes (1 MiB) and go out in
     order once it is back; past that they are dropped and counted
     (``stats()["backplane_dropped"]``). ``presence_ttl`` (seconds, 30):
