@@ -148,15 +148,17 @@ class ChildServer:
     (``/relay``, ``relay="all"``) and an endpoint that never reads
     (``/deaf``), in a child process."""
 
+    SCRIPT = CHILD
+
     def __init__(self, **options):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(options)],
+            [sys.executable, "-c", self.SCRIPT, json.dumps(options)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         line = self.proc.stdout.readline()
         if not line:
             self.proc.kill()
-            raise RuntimeError("the server process did not start")
+            raise RuntimeError(f"the {type(self).__name__} process did not start")
         self.port = int(line)
 
     def stats(self):
@@ -888,16 +890,7 @@ class ChildApp(ChildServer):
     same for "join" and for rejoin) keeps everyone out of "secret", and
     Room(name="vault") at "/vault"."""
 
-    def __init__(self, **options):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD_APP, json.dumps(options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise RuntimeError("the app process did not start")
-        self.port = int(line)
+    SCRIPT = CHILD_APP
 
 
 def envelope(event, payload=None):
