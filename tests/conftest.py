@@ -74,3 +74,10 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(name="until")
+def until_fixture():
+    """``await until(predicate, what=...)`` (see :func:`until`), for test
+    files that take it as a fixture rather than importing it."""
+    return until

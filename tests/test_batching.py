@@ -32,7 +32,12 @@ async def test_a_burst_of_pushes_wakes_the_core_once_and_writes_once_per_member(
         try:
             for _ in clients:
                 await asyncio.wait_for(joined.get(), 30)
-            await asyncio.sleep(0.3)  # let the handshakes' writes settle
+            # A push every member has received: the core has carried out
+            # every earlier command (the joins) and made every earlier write
+            # (the handshakes), so none of them is counted below.
+            await room.push_text("settled")
+            for c in clients:
+                assert await asyncio.wait_for(c.recv(), 30) == "settled"
             before = running.stats()
 
             # Fifty tasks woken in the same asyncio iteration push once each
