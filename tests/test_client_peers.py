@@ -254,11 +254,12 @@ def test_a_server_that_vanishes_mid_message():
 
         def script(sock, reader):
             accept(sock, read_request(reader))
-            sock.sendall(server_frame(OP_TEXT, b"whole"))
-            # A binary frame announcing 1000 bytes; 100 of them, then gone.
-            sock.sendall(b"\x82\x7e\x03\xe8" + b"x" * 100)
-            # Not before the client has "whole": a reset may discard what
-            # the client's kernel holds unread.
+            # One write (one segment): the read that gives the client
+            # "whole" takes the cut frame too, a binary frame announcing
+            # 1000 bytes with 100 of them.
+            sock.sendall(server_frame(OP_TEXT, b"whole") + b"\x82\x7e\x03\xe8" + b"x" * 100)
+            # Then gone, once the client has read them: a reset would
+            # discard what the client's kernel holds unread.
             assert got_whole.wait(T)
             if rst:  # a reset instead of a FIN
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
