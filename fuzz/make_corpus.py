@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the fuzz targets: fuzz/corpus/http/ and
-fuzz/corpus/frames/.
+"""Writes the seed corpus of the fuzz targets: fuzz/corpus/http/,
+fuzz/corpus/frames/ and fuzz/corpus/rooms/.
 
 Each seed is two control bytes (see the comment at the top of
 fuzz/fuzz_http.c and fuzz/fuzz_frames.c) followed by the bytes a client
@@ -225,6 +225,49 @@ def frames_seeds() -> dict[str, bytes]:
     return s
 
 
+# fuzz_rooms.c operations: (op, arg) pairs after one control byte.
+JOIN, LEAVE, PUBLISH, BROADCAST, SEND, CLIENT_MSG = 0, 1, 2, 3, 4, 5
+CLOSE, ROOM_FREE, END, CLIENT_CLOSE, HANG_UP, TOGGLE_READ = 6, 7, 8, 9, 10, 11
+NONE, ALL, OTHERS = 0, 1, 2
+
+
+def join(conn: int, room: int, relay: int = NONE) -> bytes:
+    return bytes([JOIN, conn | room << 2 | relay << 4])
+
+
+def publish(room: int, exclude: int = -1, pad16: int = 0) -> bytes:
+    return bytes([PUBLISH, room | (exclude + 1) << 2 | pad16 << 4])
+
+
+def rooms_seeds() -> dict[str, bytes]:
+    everyone = b"".join(join(c, 0) for c in range(4))
+    s = {
+        "join_publish_leave": b"\x00" + everyone + publish(0) + bytes([END, 0])
+        + bytes([LEAVE, 1]) + publish(0, exclude=2) + bytes([END, 0]),
+        "send_mixed_with_a_run": b"\x00" + everyone + bytes([SEND, 0])
+        + publish(0) + bytes([SEND, 1]) + publish(0) + publish(0)
+        + bytes([END, 0]),
+        "broadcast_overlapping_rooms": b"\x00" + everyone + join(0, 1) + join(2, 1)
+        + bytes([BROADCAST, 0b0011 | 2 << 4]) + bytes([END, 0]),
+        "relay_all_and_others": b"\x00" + join(0, 2, ALL) + join(1, 2, ALL)
+        + join(1, 3, OTHERS) + join(2, 3, OTHERS) + bytes([END, 0])
+        + bytes([CLIENT_MSG, 1 | 5 << 2]) + bytes([CLIENT_MSG, 3])
+        + bytes([END, 0]),
+        "closes_and_room_free": b"\x00" + everyone + bytes([CLOSE, 2])
+        + publish(0) + bytes([CLIENT_CLOSE, 1]) + publish(0)
+        + bytes([HANG_UP, 3]) + publish(0) + bytes([ROOM_FREE, 0])
+        + publish(0) + bytes([END, 0]),
+        "slow_member_closed": b"\x01" + everyone + bytes([TOGGLE_READ, 3])
+        + publish(0, pad16=15) * 100 + bytes([END, 0]) + join(3, 1)
+        + bytes([TOGGLE_READ, 3]) + publish(0) + bytes([END, 0]),
+        "slow_member_drops_oldest": b"\x03" + everyone
+        + bytes([TOGGLE_READ, 3]) + publish(0, pad16=15) * 100
+        + bytes([END, 0]) + bytes([TOGGLE_READ, 3]) + publish(0)
+        + bytes([END, 0]),
+    }
+    return s
+
+
 def write(kind: str, seeds: dict[str, bytes]) -> None:
     out = HERE / "corpus" / kind
     out.mkdir(parents=True, exist_ok=True)
@@ -239,3 +282,4 @@ def write(kind: str, seeds: dict[str, bytes]) -> None:
 if __name__ == "__main__":
     write("http", http_seeds())
     write("frames", frames_seeds())
+    write("rooms", rooms_seeds())

@@ -5,7 +5,7 @@
 #   fuzz/run.sh                  build, then run every target
 #   FUZZ_SECONDS=10 fuzz/run.sh  the short smoke run CI does
 #   fuzz/run.sh build            build only
-#   fuzz/run.sh http frames      run only these targets
+#   fuzz/run.sh http frames      run only these targets (http frames rooms)
 #
 # Each target first replays fuzz/regressions/<target>/ (inputs that once
 # failed), then fuzzes. New inputs go to build/fuzz/corpus/<target>/ (the
@@ -27,7 +27,7 @@ FUZZ_CC=${FUZZ_CC:-clang}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_FLAGS=${FUZZ_FLAGS:-}
 OUT=build/fuzz
-TARGETS=(http frames backplane)
+TARGETS=(http frames rooms backplane)
 # Lines that mean a target failed, whatever its exit code.
 REPORT='ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|property failed'
 
@@ -72,18 +72,17 @@ build() {
   echo "fuzz: building $OUT/fuzz_http"
   "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_http.c csrc/rc_http.c csrc/rc_sha1.c \
     -o "$OUT/fuzz_http"
-  echo "fuzz: building $OUT/fuzz_frames"
-  # shellcheck disable=SC2086 # pkg-config output is a list of flags
-  "$FUZZ_CC" "${cflags[@]}" $uv_cflags fuzz/fuzz_frames.c csrc/rc_conn.c \
-    csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c csrc/rc_backplane.c \
-    csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c \
-    csrc/rc_client.c csrc/rc_tls.c -o "$OUT/fuzz_frames" $uv_libs -lwslay
-  echo "fuzz: building $OUT/fuzz_backplane"
-  # shellcheck disable=SC2086 # pkg-config output is a list of flags
-  "$FUZZ_CC" "${cflags[@]}" $uv_cflags fuzz/fuzz_backplane.c csrc/rc_conn.c \
-    csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c csrc/rc_backplane.c \
-    csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c csrc/rc_frame.c \
-    csrc/rc_client.c csrc/rc_tls.c -o "$OUT/fuzz_backplane" $uv_libs -lwslay
+  # The targets that run a whole core link every file of it but the binding.
+  local core=(csrc/rc_conn.c csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c
+    csrc/rc_backplane.c csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c
+    csrc/rc_frame.c csrc/rc_client.c csrc/rc_tls.c)
+  local t
+  for t in frames rooms backplane; do
+    echo "fuzz: building $OUT/fuzz_$t"
+    # shellcheck disable=SC2086 # pkg-config output is a list of flags
+    "$FUZZ_CC" "${cflags[@]}" $uv_cflags "fuzz/fuzz_$t.c" "${core[@]}" \
+      -o "$OUT/fuzz_$t" $uv_libs -lwslay
+  done
 }
 
 run_one() {

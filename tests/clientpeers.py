@@ -109,8 +109,15 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
 class RawServer:
     """Accepts connections on 127.0.0.1 and runs ``script(sock, reader)``
-    for each on a thread of its own; what a script raises is kept in
-    ``errors``. ``connections`` counts accepted connections."""
+    for each on a thread of its own. ``connections`` counts accepted
+    connections.
+
+    A script's exception is the test's failure: leaving the ``with`` block
+    raises the first one (the others are named in the message), as does
+    ``check()`` called earlier. So does a script still running once the
+    block has shut every connection down. A script that should keep its
+    connection open to the end ends with ``idle(sock)``, which returns
+    when the connection is shut."""
 
     def __init__(self, script) -> None:
         self.script = script
@@ -124,7 +131,7 @@ class RawServer:
         self.url = f"ws://127.0.0.1:{self.port}/"
         self._threads: list = []
         self._conns: list = []
-        self._closing = False
+        self._lock = threading.Lock()
         self._acceptor = threading.Thread(target=self._accept, daemon=True, name="raw-server")
 
     def __enter__(self) -> "RawServer":
@@ -147,18 +154,23 @@ class RawServer:
         conn.settimeout(T)
         try:
             self.script(conn, Reader(conn))
-        except Exception as exc:  # noqa: BLE001 - reported by check()
-            if not self._closing:
+        except Exception as exc:  # noqa: BLE001 - raised by check() / __exit__
+            with self._lock:
                 self.errors.append(exc)
         finally:
             conn.close()
 
     def check(self) -> None:
-        if self.errors:
-            raise self.errors[0]
+        """Raises the first exception a script has raised so far."""
+        with self._lock:
+            errors = list(self.errors)
+        if errors:
+            if len(errors) > 1:
+                errors[0].add_note(f"RawServer: {len(errors) - 1} more script(s) failed: "
+                                   + "; ".join(repr(e) for e in errors[1:]))
+            raise errors[0]
 
-    def __exit__(self, *exc) -> None:
-        self._closing = True
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:  # wakes the acceptor; close() alone does not on Linux
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -172,6 +184,12 @@ class RawServer:
                 pass
         for t in self._threads:
             t.join(T)
+        if exc_type is not None:
+            return  # the test's own failure comes first
+        stuck = sum(t.is_alive() for t in self._threads)
+        if stuck:
+            raise AssertionError(f"RawServer: {stuck} script(s) still running {T} s after the test")
+        self.check()
 
 
 class WebsocketsServer:

@@ -16,6 +16,22 @@ if str(REPO / "python") not in sys.path:
 # the run; generous, since the machine is slow and noisy.
 ASYNC_TEST_TIMEOUT = 120
 
+# How long `until` waits for a condition before failing: a hang guard, not a
+# speed check (nothing in the suite measures time).
+UNTIL_TIMEOUT = 30.0
+
+
+async def until(predicate, timeout: float = UNTIL_TIMEOUT, what: str = "condition") -> None:
+    """Polls ``predicate()`` on the running loop until it holds; fails
+    naming ``what`` after ``timeout`` seconds. Tests import it with
+    ``from conftest import until`` (tests/ is on sys.path, as for wsraw)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function):
@@ -58,3 +74,10 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(name="until")
+def until_fixture():
+    """``await until(predicate, what=...)`` (see :func:`until`), for test
+    files that take it as a fixture rather than importing it."""
+    return until

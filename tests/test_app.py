@@ -96,7 +96,7 @@ async def test_broadcast_reaches_each_socket_of_the_rooms_once():
                 assert await event(ws) == ("marker", None)
 
 
-async def test_rooms_join_and_leave_with_notices():
+async def test_rooms_join_and_leave_with_notices(until):
     async with Served(make_app()) as s:
         async with connect(s.url) as a, connect(s.url) as b:
             await send(a, "join", "lobby")
@@ -114,11 +114,7 @@ async def test_rooms_join_and_leave_with_notices():
             assert member.rooms() == {"lobby"}
             assert s.app.members("nowhere") == set()
         # Everyone gone: no room is kept.
-        for _ in range(200):
-            if not s.app.rooms():
-                break
-            await asyncio.sleep(0.01)
-        assert s.app.rooms() == []
+        await until(lambda: not s.app.rooms(), what="every room to go")
 
 
 def guarded_app(**options):
@@ -405,7 +401,7 @@ async def test_every_before_on_hook_runs_in_order_and_any_can_stop():
     assert said == [("first", "say"), ("auth", "say")] * 2
 
 
-async def test_connect_and_disconnect_hooks_and_lifecycle():
+async def test_connect_and_disconnect_hooks_and_lifecycle(until):
     app = make_app()
     log = []
 
@@ -432,10 +428,7 @@ async def test_connect_and_disconnect_hooks_and_lifecycle():
         assert refused.value.response.status_code == 403
         async with connect(s.url + "?token=ok") as ws:
             await joined(ws, "a", "b")
-        for _ in range(500):
-            if len(log) > 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(log) > 1, what="the disconnect hook")
         assert log == ["startup", ("gone", ["a", "b"])]
     assert log[-1] == "shutdown"
 
@@ -491,7 +484,7 @@ async def test_on_unhandled_takes_events_without_a_handler_after_the_hooks():
     assert order[:2] == [("hook", "anything"), ("fallback", "anything")]
 
 
-async def test_close_code_and_reason_once_closed():
+async def test_close_code_and_reason_once_closed(until):
     app = make_app()
     seen = []
 
@@ -508,8 +501,5 @@ async def test_close_code_and_reason_once_closed():
             await send(ws, "peek")
             assert await event(ws) == ("peek", [None, None])
             await ws.close(4000, "bye now")
-        for _ in range(500):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: seen, what="the close to be seen")
     assert seen == [(4000, "bye now")]

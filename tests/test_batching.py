@@ -11,6 +11,7 @@ import time
 
 from websockets.asyncio.client import connect
 
+from conftest import until
 from roomcast import Room, Server
 
 MEMBERS = 20
@@ -32,7 +33,16 @@ async def test_a_burst_of_pushes_wakes_the_core_once_and_writes_once_per_member(
         try:
             for _ in clients:
                 await asyncio.wait_for(joined.get(), 30)
-            await asyncio.sleep(0.3)  # let the handshakes' writes settle
+            # A push every member has received: the core has carried out
+            # every earlier command (the joins) and made every earlier write
+            # (the handshakes), so none of them is counted below. Its own
+            # deliveries are counted once the fan-out's loop ends, which
+            # may be after a member has read it: wait for the count too.
+            settled = running.stats()["deliveries"] + MEMBERS
+            await room.push_text("settled")
+            for c in clients:
+                assert await asyncio.wait_for(c.recv(), 30) == "settled"
+            await until(lambda: running.stats()["deliveries"] == settled, what="the count")
             before = running.stats()
 
             # Fifty tasks woken in the same asyncio iteration push once each
@@ -55,6 +65,9 @@ async def test_a_burst_of_pushes_wakes_the_core_once_and_writes_once_per_member(
             for c in clients:
                 got = [await asyncio.wait_for(c.recv(), 30) for _ in range(BURST)]
                 assert got == [f"{i:03d}" for i in range(BURST)]
+            # As above: a burst's deliveries may be counted after they are read.
+            await until(lambda: running.stats()["deliveries"] >= before["deliveries"] + MEMBERS * BURST,
+                        what="the burst's count")
             after = running.stats()
         finally:
             for c in clients:

@@ -116,7 +116,7 @@ async def test_send_while_not_open_and_concurrent_recv():
     with ServerThread(echo_server()) as srv:
         ws = await roomcast.connect(f"ws://127.0.0.1:{srv.port}/echo")
         first = asyncio.ensure_future(ws.recv())
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one loop turn: `first` waits in recv()
         with pytest.raises(RuntimeError, match="already waiting"):
             await ws.recv()
         await ws.send("x")

@@ -6,6 +6,7 @@ the client's frames."""
 import asyncio
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -170,6 +171,31 @@ def test_wss_to_a_plain_server_fails_in_the_tls_handshake():
         assert closes[0][0] == 1006 and "TLS" in closes[0][1], closes
 
 
+# -- the raw server itself -----------------------------------------------------------
+
+
+def test_a_raw_server_script_that_fails_fails_the_test():
+    """A failing script is raised when the block ends, without check():
+    a broken client request (a KeyError reading its key) cannot pass
+    unseen behind a test that only looks at the client."""
+
+    def script(sock, reader):
+        read_request(reader).headers["x-not-sent"]
+
+    with pytest.raises(KeyError, match="x-not-sent"):
+        with RawServer(script) as server:
+            socket.create_connection(("127.0.0.1", server.port)).sendall(b"GET / HTTP/1.1\r\n\r\n")
+            wait_until(lambda: server.connections == 1, what="the connection")
+
+    def stuck(sock, reader):
+        read_client_frame(reader)  # a frame that never comes
+
+    with pytest.raises(EOFError):  # woken by the block's end, not idle()
+        with RawServer(stuck) as server:
+            with socket.create_connection(("127.0.0.1", server.port)):
+                wait_until(lambda: server.connections == 1, what="the connection")
+
+
 # -- bad answers -------------------------------------------------------------------
 
 
@@ -224,19 +250,24 @@ def test_a_server_that_never_answers_hits_the_handshake_timeout():
 def test_a_server_that_vanishes_mid_message():
     for rst in (False, True):
 
+        got_whole = threading.Event()
+
         def script(sock, reader):
             accept(sock, read_request(reader))
-            sock.sendall(server_frame(OP_TEXT, b"whole"))
-            # A binary frame announcing 1000 bytes; 100 of them, then gone.
-            sock.sendall(b"\x82\x7e\x03\xe8" + b"x" * 100)
-            time.sleep(0.2)
+            # One write (one segment): the read that gives the client
+            # "whole" takes the cut frame too, a binary frame announcing
+            # 1000 bytes with 100 of them.
+            sock.sendall(server_frame(OP_TEXT, b"whole") + b"\x82\x7e\x03\xe8" + b"x" * 100)
+            # Then gone, once the client has read them: a reset would
+            # discard what the client's kernel holds unread.
+            assert got_whole.wait(T)
             if rst:  # a reset instead of a FIN
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
         with RawServer(script) as server:
             ws = WebSocket(server.url)
             messages, errors, closes = [], [], []
-            ws.onmessage = messages.append
+            ws.onmessage = lambda m: (messages.append(m), got_whole.set())
             ws.onerror = lambda e: errors.append(e.reason)
             ws.onclose = lambda code, reason: closes.append((code, reason))
             ws.wait_closed(T)

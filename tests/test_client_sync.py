@@ -85,13 +85,14 @@ def test_browser_api_against_the_roomcast_server():
 
 def test_closing_is_observable_until_the_server_answers():
     got_close = threading.Event()
+    answer = threading.Event()
 
     def script(sock, reader):
         accept(sock, read_request(reader))
         frame = read_client_frame(reader)
         assert frame.opcode == OP_CLOSE and frame.masked
         got_close.set()
-        time.sleep(1.0)  # the client waits in CLOSING meanwhile
+        assert answer.wait(T)  # the client waits in CLOSING meanwhile
         sock.sendall(close_frame(4001, "later"))
         reader.read_to_eof()
 
@@ -102,8 +103,13 @@ def test_closing_is_observable_until_the_server_answers():
         ws.close(4000, "bye")
         assert got_close.wait(T)
         assert ws.readyState == WebSocket.CLOSING
+        # Nothing reaches the client until `answer`. A client that reported
+        # the close before the server's answer would do so within a loop
+        # turn of sending its frame; 0.3 s is hundreds of turns, and far
+        # below the close timeout (5 s), the one timer that may end CLOSING.
         time.sleep(0.3)
         assert ws.readyState == WebSocket.CLOSING and rec.of("onclose") == []
+        answer.set()
         assert rec.wait("onclose") == [(4001, "later")]
         assert ws.readyState == WebSocket.CLOSED
         server.check()
@@ -136,9 +142,11 @@ def test_send_before_open_raises_a_clear_error():
 
 
 def test_recv_blocks_times_out_and_ends_with_the_close():
+    timed_out = threading.Event()
+
     def script(sock, reader):
         accept(sock, read_request(reader))
-        time.sleep(0.5)
+        assert timed_out.wait(T)  # nothing to receive before the timeout
         sock.sendall(server_frame(OP_TEXT, b"one") + server_frame(OP_TEXT, b"two"))
         sock.sendall(close_frame(4002, "that was all"))
         read_client_frame(reader)
@@ -147,6 +155,7 @@ def test_recv_blocks_times_out_and_ends_with_the_close():
         ws = WebSocket(server.url)
         with pytest.raises(TimeoutError):
             ws.recv(timeout=0.05)
+        timed_out.set()
         assert ws.recv(T) == "one"  # waits for it
         assert ws.recv(T) == "two"
         with pytest.raises(ConnectionClosed) as info:

@@ -24,15 +24,12 @@ from wsraw import OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient, encode_frame
 SWEEP = 0.6  # seconds: more than two sweep ticks
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def served():
+    """A server of the test's own: its parser count is the test's alone,
+    whatever earlier tests left closing."""
     with wsraw.ServerThread(wsraw.echo_server(ping_interval=0)) as running:
         yield running
-
-
-@pytest.fixture
-def port(served):
-    return served.port
 
 
 def wait_for(predicate, timeout=30.0):
@@ -42,6 +39,17 @@ def wait_for(predicate, timeout=30.0):
         time.sleep(0.05)
 
 
+def pause_past_a_sweep(served, busy):
+    """Returns once the core's sweep has run since the call: a witness
+    connection that comes to rest now loses its parser at the next sweep,
+    leaving the `busy` parsers of connections inside a message. A wait on
+    the sweep itself, not on a clock."""
+    with WSClient.connect(served.port, "/echo") as witness:
+        witness.send_text("witness")
+        assert witness.recv_text() == "witness"
+        wait_for(lambda: served.running.stats()["parsers"] == busy)
+
+
 def test_an_idle_connection_drops_its_parser_and_a_busy_one_keeps_it(served):
     stats = served.running.stats
     with WSClient.connect(served.port, "/echo") as c:
@@ -49,62 +57,63 @@ def test_an_idle_connection_drops_its_parser_and_a_busy_one_keeps_it(served):
         assert c.recv_text() == "hello"
         wait_for(lambda: stats()["parsers"] == 0)
         c.send_frame(OP_TEXT, b"half a ", fin=False)
-        time.sleep(SWEEP)
-        assert stats()["parsers"] == 1  # a message is in progress
+        pause_past_a_sweep(served, busy=1)  # a message is in progress
+        assert stats()["parsers"] == 1
         c.send_frame(OP_CONT, b"message")
         assert c.recv_text() == "half a message"
         wait_for(lambda: stats()["parsers"] == 0)
 
 
-def test_messages_after_an_idle_pause_are_read(port):
-    with WSClient.connect(port, "/echo") as c:
+def test_messages_after_an_idle_pause_are_read(served):
+    with WSClient.connect(served.port, "/echo") as c:
         c.send_text("before")
         assert c.recv_text() == "before"
-        time.sleep(SWEEP)
+        wait_for(lambda: served.running.stats()["parsers"] == 0)
         c.send_text("after")
         assert c.recv_text() == "after"
 
 
-def test_idle_pause_inside_a_fragmented_message(port):
-    with WSClient.connect(port, "/echo") as c:
+def test_idle_pause_inside_a_fragmented_message(served):
+    with WSClient.connect(served.port, "/echo") as c:
         c.send_frame(OP_TEXT, b"one ", fin=False)
-        time.sleep(SWEEP)
+        pause_past_a_sweep(served, busy=1)
         c.send_frame(OP_PING, b"mid")  # control frames may interleave
         frame = c.recv_frame()
         assert (frame.opcode, frame.payload) == (OP_PONG, b"mid")
-        time.sleep(SWEEP)
+        pause_past_a_sweep(served, busy=1)
         c.send_frame(OP_CONT, b"two ", fin=False)
-        time.sleep(SWEEP)
+        pause_past_a_sweep(served, busy=1)
         c.send_frame(OP_CONT, b"three")
         assert c.recv_text() == "one two three"
 
 
 @pytest.mark.parametrize("cut", [1, 2, 5, 7])
-def test_idle_pause_inside_a_frame(port, cut):
+def test_idle_pause_inside_a_frame(served, cut):
     """Cut one masked frame (16-bit length: 8-byte header) at `cut` bytes:
     inside the header, inside the masking key, or inside the payload."""
     text = "x" * 200
     frame = encode_frame(OP_TEXT, text.encode())
-    with WSClient.connect(port, "/echo") as c:
+    with WSClient.connect(served.port, "/echo") as c:
         c.send_raw(frame[:cut])
-        time.sleep(SWEEP)
+        pause_past_a_sweep(served, busy=1)
         c.send_raw(frame[cut:])
         assert c.recv_text() == text
         c.send_raw(frame[: len(frame) - 3])
-        time.sleep(SWEEP)
+        pause_past_a_sweep(served, busy=1)
         c.send_raw(frame[len(frame) - 3:])
         assert c.recv_text() == text
 
 
-def test_many_messages_split_at_every_byte_boundary(port):
+def test_many_messages_split_at_every_byte_boundary(served):
     """Two messages, each sent in two writes cut at every position, with a
     pause at some of them: the stream is always reassembled exactly."""
-    frames = encode_frame(OP_TEXT, b"alpha") + encode_frame(OP_TEXT, b"beta!")
-    with WSClient.connect(port, "/echo") as c:
+    first = encode_frame(OP_TEXT, b"alpha")
+    frames = first + encode_frame(OP_TEXT, b"beta!")
+    with WSClient.connect(served.port, "/echo") as c:
         for cut in range(1, len(frames)):
             c.send_raw(frames[:cut])
-            if cut in (3, 11):
-                time.sleep(SWEEP)
+            if cut in (3, len(first)):  # inside a header; between messages
+                pause_past_a_sweep(served, busy=int(cut != len(first)))
             c.send_raw(frames[cut:])
             assert c.recv_text() == "alpha"
             assert c.recv_text() == "beta!"
@@ -182,6 +191,9 @@ def test_idle_connections_cost_little_memory():
             c.send_text("w")
         for c in warm:
             assert c.recv_text() == "w"
+        # The server is another process: no parser count to wait on. Two
+        # sweep ticks (250 ms each) drop every parser at rest; one kept
+        # (13 KiB) would show in the figure below.
         time.sleep(SWEEP)
         before = rss_kib(proc.pid)
         for i in range(n):
@@ -190,7 +202,7 @@ def test_idle_connections_cost_little_memory():
             c.send_text(str(i))
         for i, c in enumerate(clients):
             assert c.recv_text() == str(i)
-        time.sleep(SWEEP)
+        time.sleep(SWEEP)  # as above
         after = rss_kib(proc.pid)
         per_conn = (after - before) / n
         # About 5.5 KiB measured: 1 in the core, the rest the Python

@@ -82,12 +82,15 @@ def test_messages_keep_a_connection_past_its_idle_timeout():
         started = time.monotonic()
         while time.monotonic() - started < 2.5:  # four idle timeouts
             assert _echo_works(client)
-            time.sleep(0.1)
+            time.sleep(0.1)  # a message every 0.1 s: six per idle timeout
         assert st.running.stats()["idle_closes"] == 0
 
 
 def test_idle_timeout_is_off_by_default():
     with wsraw.ServerThread(wsraw.echo_server()) as st, wsraw.WSClient.connect(st.port, "/echo") as client:
+        # The sweep that closes idle connections runs every 250 ms: one
+        # second of silence is four sweeps, and a default timeout of 1 s or
+        # less would have closed it.
         time.sleep(1.0)
         assert _echo_works(client)
         assert st.running.stats()["idle_closes"] == 0
@@ -377,6 +380,7 @@ def test_a_blocked_loop_holds_the_senders_not_the_memory():
     server = Server(max_pending_bytes=PENDING_LIMIT, max_message_size=1 << 17)
     counts = {"flood": 0, "in_order": True}
     blocked = threading.Event()
+    release = threading.Event()  # set once the core has held the flood
 
     @server.websocket("/ws")
     async def endpoint(websocket):
@@ -384,7 +388,7 @@ def test_a_blocked_loop_holds_the_senders_not_the_memory():
         async for message in websocket.iter_text():
             if message == "block":
                 blocked.set()
-                time.sleep(2.0)  # a handler that blocks the whole loop
+                release.wait(GUARD)  # a handler that blocks the whole loop
                 blocked.clear()
                 await websocket.send_text("unblocked")
             elif message.startswith("flood "):
@@ -411,9 +415,13 @@ def test_a_blocked_loop_holds_the_senders_not_the_memory():
             sender = threading.Thread(target=flood, daemon=True)
             sender.start()
             peak = 0
+            deadline = time.monotonic() + GUARD
             while blocked.is_set():
                 stats = st.running.stats()
                 peak = max(peak, stats["event_bytes"])
+                if stats["reads_held"] >= 1:
+                    release.set()
+                assert time.monotonic() < deadline, "the core never held the flood"
                 time.sleep(0.01)
             # Past the limit by at most one read per sending connection.
             assert peak <= PENDING_LIMIT + 3 * 65536 + 4096

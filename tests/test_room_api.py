@@ -484,7 +484,7 @@ async def test_sending_to_a_departed_member_is_a_handler_error_of_the_sender(cap
 
 
 @pytest.mark.parametrize("relay", ["all", "others"])
-async def test_relay_room_forwards_in_the_core_without_calling_python(relay):
+async def test_relay_room_forwards_in_the_core_without_calling_python(relay, until):
     from roomcast import Room, Server
 
     server = Server()
@@ -507,8 +507,7 @@ async def test_relay_room_forwards_in_the_core_without_calling_python(relay):
     async with server.serve("127.0.0.1", 0) as running:
         uri = f"ws://127.0.0.1:{running.port}/relay"
         async with connect(uri) as a, connect(uri) as b, connect(uri) as c:
-            while seen["connected"] < 3:
-                await asyncio.sleep(0.01)
+            await until(lambda: seen["connected"] == 3, what="three members")
             await a.send("from a")
             await a.send(b"\x00binary from a")
             for ws in (b, c):
@@ -527,8 +526,7 @@ async def test_relay_room_forwards_in_the_core_without_calling_python(relay):
             await room.push_text("end")
             for ws in (a, b, c):
                 assert await ws.recv() == "end"
-        while seen["left"] < 3:
-            await asyncio.sleep(0.01)
+        await until(lambda: seen["left"] == 3, what="three departures")
         assert seen["received"] == 0
         assert running.stats()["messages_in"] == 3
 
