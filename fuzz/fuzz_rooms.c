@@ -16,7 +16,10 @@
  * Input: one control byte, then operations of two bytes (op, arg).
  *   control bit 0   max_queue_bytes 2048 and small kernel send buffers
  *           bit 1   drop_oldest instead of closing a slow consumer
- *   op % 12: 0 join arg&3 to room (arg>>2)&3, relay (arg>>4)%3
+ *           bits 2-7  the relay mode of rooms 0, 1 and 2, two bits each
+ *                   (% 3); room 3 relays nothing. A room's id carries its
+ *                   mode (rc_server_room_new_relay), as the API's do.
+ *   op % 12: 0 join arg&3 to room (arg>>2)&3
  *            1 leave arg&3 from room (arg>>2)&3
  *            2 publish to room arg&3, excluding conn (arg>>2)%5 - 1 (none
  *              when 0), (arg>>4)*16 bytes of padding
@@ -37,7 +40,7 @@
  * ones counted in messages_dropped); a message a client sends is an event
  * when it is in no relay room, in order; after every batch each open
  * connection's rooms and each room's open members are those of the model,
- * with the relay mode of the join that made the room; frames are
+ * with the relay mode its id was made with; frames are
  * well-formed, nothing follows a close; at the end every connection has
  * one RC_EV_CLOSE, no room is left, every handle and descriptor is closed
  * (and LeakSanitizer sees no leak). */
@@ -276,11 +279,9 @@ static void deliver(unsigned who, uint32_t tag) {
 
 static unsigned room_members(int r) { return h.r[r].members; }
 
-static void model_join(int i, int r, int relay) {
+static void model_join(int i, int r) {
   if (!h.m[i].open)
     return; /* a closing connection joins nothing (the core: state) */
-  if (h.r[r].members == 0)
-    h.r[r].relay = relay;
   h.r[r].members |= 1u << i;
 }
 
@@ -343,7 +344,9 @@ static int index_of(uint64_t id) {
   return m != NULL ? (int)(m - h.m) : -1;
 }
 
-static int room_index(uint64_t id) { return (int)id - 1; }
+static int room_index(uint64_t id) {
+  return (int)(id >> RC__ROOM_MODE_BITS) - 1;
+}
 
 static unsigned excluded(uint64_t id) {
   int i = index_of(id);
@@ -359,7 +362,7 @@ static void model_apply(const rc_cmd *cmd) {
   uint32_t tag = (uint32_t)cmd->status;
   switch (cmd->type) {
   case RC_CMD_JOIN:
-    model_join(i, room_index(cmd->room), cmd->status);
+    model_join(i, room_index(cmd->room));
     break;
   case RC_CMD_LEAVE:
     h.r[room_index(cmd->room)].members &= ~(1u << i);
@@ -551,7 +554,7 @@ static void operate(unsigned op, unsigned arg) {
   case 0:
     cmd = make(RC_CMD_JOIN, h.m[i].id);
     cmd->room = h.r[arg >> 2 & 3u].id;
-    cmd->status = (int)((arg >> 4) % 3u);
+    cmd->status = h.r[arg >> 2 & 3u].relay;
     break;
   case 1:
     cmd = make(RC_CMD_LEAVE, h.m[i].id);
@@ -665,7 +668,8 @@ static void setup(void) {
   }
   uv_close((uv_handle_t *)&h.listener, NULL);
   for (int r = 0; r < NROOM; r++)
-    h.r[r].id = (uint64_t)r + 1;
+    h.r[r].id = ((uint64_t)r + 1) << RC__ROOM_MODE_BITS |
+                (uint64_t)h.r[r].relay;
   for (int k = 0; k < 4; k++)
     turn();
 }
@@ -791,6 +795,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&h, 0, sizeof(h));
   h.small = data[0] & 1u;
   h.drop_oldest = data[0] >> 1 & 1u;
+  for (int r = 0; r < 3; r++)
+    h.r[r].relay = (int)((data[0] >> (2 + 2 * r) & 3u) % 3u);
   setup();
   for (size_t at = 1; at + 1 < size; at += 2)
     operate(data[at], data[at + 1]);

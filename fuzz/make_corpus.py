@@ -231,8 +231,17 @@ CLOSE, ROOM_FREE, END, CLIENT_CLOSE, HANG_UP, TOGGLE_READ = 6, 7, 8, 9, 10, 11
 NONE, ALL, OTHERS = 0, 1, 2
 
 
-def join(conn: int, room: int, relay: int = NONE) -> bytes:
-    return bytes([JOIN, conn | room << 2 | relay << 4])
+def control(small: int = 0, drop_oldest: int = 0, modes: tuple[int, ...] = ()) -> bytes:
+    """The control byte: the limits, then the relay mode of rooms 0-2 (a
+    room's id carries its mode; room 3 relays nothing)."""
+    byte = small | drop_oldest << 1
+    for room, mode in enumerate(modes):
+        byte |= mode << (2 + 2 * room)
+    return bytes([byte])
+
+
+def join(conn: int, room: int) -> bytes:
+    return bytes([JOIN, conn | room << 2])
 
 
 def publish(room: int, exclude: int = -1, pad16: int = 0) -> bytes:
@@ -249,8 +258,8 @@ def rooms_seeds() -> dict[str, bytes]:
         + bytes([END, 0]),
         "broadcast_overlapping_rooms": b"\x00" + everyone + join(0, 1) + join(2, 1)
         + bytes([BROADCAST, 0b0011 | 2 << 4]) + bytes([END, 0]),
-        "relay_all_and_others": b"\x00" + join(0, 2, ALL) + join(1, 2, ALL)
-        + join(1, 3, OTHERS) + join(2, 3, OTHERS) + bytes([END, 0])
+        "relay_all_and_others": control(modes=(NONE, ALL, OTHERS))
+        + join(0, 1) + join(1, 1) + join(1, 2) + join(2, 2) + bytes([END, 0])
         + bytes([CLIENT_MSG, 1 | 5 << 2]) + bytes([CLIENT_MSG, 3])
         + bytes([END, 0]),
         "closes_and_room_free": b"\x00" + everyone + bytes([CLOSE, 2])
