@@ -12,8 +12,9 @@ then open http://127.0.0.1:8000/ in two browser windows. The page
                      roomcast:joined / roomcast:left (sent by the App)
 
 When the server comes back after a restart, the client sends
-roomcast:rejoin with its rooms; the handler below takes them like joins,
-so that the presence counts are right again.
+roomcast:rejoin with its rooms; the app's on_rejoin handler below lets it
+back into each through the same check as a join, so that the presence
+counts are right again.
 """
 
 import argparse
@@ -71,11 +72,9 @@ async def join(ws: Socket) -> None:
     await enter(ws, room_name(field(ws, "room")))
 
 
-@app.on("roomcast:rejoin")
-async def rejoin(ws: Socket) -> None:
-    if isinstance(ws.payload, list):
-        for room in ws.payload[:MAX_ROOMS]:
-            await enter(ws, room_name(room))
+@app.on_rejoin
+async def rejoin(ws: Socket, room: str) -> None:
+    await enter(ws, room_name(room))
 
 
 @app.on("leave")

@@ -117,6 +117,14 @@ async def test_chat_demo(examples):
         assert name == "error" and "not JSON" in payload["message"]
         await send(a, "leave", {"room": "side"})
         assert await event(a) == ("roomcast:left", "side")
+    # A page that reconnects (after a restart) rejoins its rooms through the
+    # app's on_rejoin, which takes them as joins: the counts come back; a
+    # name the join check refuses (empty) is answered roomcast:left.
+    async with connect(uri) as c:
+        await send(c, "roomcast:rejoin", ["lobby", "  "])
+        assert await event(c) == ("roomcast:joined", "lobby")
+        assert await event(c) == ("presence", {"room": "lobby", "count": 1})
+        assert await event(c) == ("roomcast:left", "  ")
     assert await example.stop(signal.SIGINT) == 0
 
 
