@@ -6,9 +6,9 @@ import asyncio
 import pytest
 
 import roomcast
-from clientpeers import T, WebsocketsServer
+from clientpeers import T, RawServer, WebsocketsServer, accept, close_frame, read_client_frame, read_request, server_frame
 from roomcast import ConnectionClosed, ConnectionFailed, InvalidStateError, Server
-from wsraw import ServerThread, echo_server
+from wsraw import OP_TEXT, ServerThread, echo_server
 
 
 async def test_send_recv_iterate_and_close():
@@ -125,3 +125,22 @@ async def test_send_while_not_open_and_concurrent_recv():
         with pytest.raises(ConnectionClosed):
             await ws.send("y")
     assert issubclass(InvalidStateError, ConnectionError)
+
+
+async def test_a_server_that_answers_and_closes_at_once_is_opened_then_read():
+    """The 101, one message and the close in one segment (the Autobahn
+    fuzzing server's /getCaseCount): connect() opens, the message is read,
+    then the close."""
+
+    def script(sock, reader):
+        accept(sock, read_request(reader),
+               extra=server_frame(OP_TEXT, b"301") + close_frame(1000, "done"))
+        read_client_frame(reader)  # the close's answer
+
+    for _ in range(10):
+        with RawServer(script) as server:
+            async with roomcast.connect(server.url) as ws:
+                assert await asyncio.wait_for(ws.recv(), T) == "301"
+                with pytest.raises(ConnectionClosed) as info:
+                    await asyncio.wait_for(ws.recv(), T)
+                assert (info.value.code, info.value.reason) == (1000, "done")

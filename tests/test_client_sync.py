@@ -165,6 +165,27 @@ def test_recv_blocks_times_out_and_ends_with_the_close():
         server.check()
 
 
+def test_a_server_that_answers_and_closes_at_once_is_opened_then_read():
+    """The Autobahn fuzzing server's /getCaseCount: the 101, one message and
+    the close in one segment. The connection did open, so ``with
+    WebSocket(url)`` (wait_open) must not call it a failure however late
+    the waiting thread wakes: the message is read, then the close. Ten
+    times, since the race is between the waiting thread and the callbacks'."""
+
+    def script(sock, reader):
+        accept(sock, read_request(reader),
+               extra=server_frame(OP_TEXT, b"301") + close_frame(1000, "done"))
+        read_client_frame(reader)  # the close's answer
+
+    for _ in range(10):
+        with RawServer(script) as server:
+            with WebSocket(server.url) as ws:
+                assert ws.recv(T) == "301"
+                with pytest.raises(ConnectionClosed) as info:
+                    ws.recv(T)
+                assert (info.value.code, info.value.reason) == (1000, "done")
+
+
 def test_recv_refuses_when_it_could_never_return():
     with ServerThread(echo_server()) as srv:
         ws = WebSocket(f"ws://127.0.0.1:{srv.port}/echo")

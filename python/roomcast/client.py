@@ -720,6 +720,9 @@ class WebSocket(_Front):
         self._inbox_size = 0
         self._inbox_limit = _options.CLIENT["max_receive_queue"]("max_receive_queue", max_receive_queue)
         self._final = False
+        # The connection now ending had opened: a close that follows the
+        # open before wait_open() wakes is not a failure to connect.
+        self._was_open = False
         self._link = _Link(target, options, _policy(reconnect, min_delay, max_delay, max_attempts), self)
         self._link.start()
 
@@ -794,14 +797,17 @@ class WebSocket(_Front):
             return data
 
     def wait_open(self, timeout: Optional[float] = None) -> None:
-        """Waits until ``readyState`` is ``OPEN``. Raises
-        :class:`ConnectionFailed` (with the reason) if the connection
-        closed for good first, :class:`TimeoutError` after ``timeout``."""
+        """Waits until ``readyState`` is ``OPEN``, or until a connection
+        that did open has closed for good (a server may answer and close at
+        once: what it sent waits for :meth:`recv`, which then raises
+        :class:`ConnectionClosed`). Raises :class:`ConnectionFailed` (with
+        the reason) if the connection closed for good before it opened,
+        :class:`TimeoutError` after ``timeout``."""
         self._check_may_wait("wait_open")
         with self._cond:
             if not self._cond.wait_for(lambda: self._link.state == OPEN or self._final, timeout):
                 raise TimeoutError(f"not open within {timeout} s")
-            if self._link.state != OPEN:
+            if self._link.state != OPEN and not self._was_open:
                 code, reason = self._close_info()
                 raise ConnectionFailed(reason or f"closed with {code}")
 
@@ -857,6 +863,7 @@ class WebSocket(_Front):
     def _opened(self, reconnected: bool, attempts: int) -> None:
         self.close_code = self.close_reason = None
         with self._cond:
+            self._was_open = True
             self._cond.notify_all()
         self._call("onopen")
         if reconnected:
@@ -880,6 +887,8 @@ class WebSocket(_Front):
         self.close_code, self.close_reason = code, reason
         with self._cond:
             self._final = final
+            if not final:
+                self._was_open = False  # a reconnection must open again
             self._cond.notify_all()
         self._fire_close(code, reason)
 
