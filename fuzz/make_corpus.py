@@ -91,6 +91,14 @@ def http_seeds() -> dict[str, bytes]:
         "zero_headers": b"\x04\x80" + b"GET / HTTP/1.1\r\n\r\n",
         "long_header": d + b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
         "big_limit": b"\x03\xff" + upgrade(extra=b"X-Pad: " + b"p" * 2000 + b"\r\n"),
+        # Response heads, for the client's parser and upgrade check (the
+        # sample key's accept value, a subprotocol, then a frame).
+        "response_101": d + b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: chat\r\n\r\n\x81\x02hi",
+        "response_404": d + b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        "response_no_reason": d + b"HTTP/1.0 101\r\nupgrade: WebSocket\r\n\r\n",
     }
     return s
 
