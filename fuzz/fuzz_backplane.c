@@ -42,7 +42,7 @@
 
 #include "rc_internal.h"
 
-#include "fuzz_check.h"
+#include "fuzz_core.h"
 
 #define SPIN_LIMIT 64
 #define ROOM 7
@@ -336,14 +336,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.backplane_host = "127.0.0.1";
   cfg.backplane_port = listen_port;
   cfg.backplane_prefix = h.prefix;
-  h.s = rc_server_new(&cfg);
-  FUZZ_CHECK(h.s != NULL);
-  rc_server *s = h.s;
-  FUZZ_CHECK(uv_loop_init(&s->loop) == 0);
-  s->loop.data = s;
-  FUZZ_CHECK(uv_check_init(&s->loop, &s->flush) == 0);
-  s->flush.data = s;
-  FUZZ_CHECK(uv_check_start(&s->flush, on_turn_end) == 0);
+  rc_server *s = h.s = fuzz_server_new(&cfg, on_turn_end);
   rc__bp_start(s);
   handshake();
 

@@ -74,7 +74,7 @@
 #include "rc_internal.h"
 #include "rc_utf8.h"
 
-#include "fuzz_check.h"
+#include "fuzz_core.h"
 
 /* Loop turns allowed for something that takes one or two. */
 #define SPIN_LIMIT 64
@@ -88,9 +88,7 @@ static const char handshake[] =
     "Sec-WebSocket-Version: 13\r\n"
     "\r\n";
 
-static int listen_fd = -1;
-static struct sockaddr_un listen_addr;
-static socklen_t listen_addr_len;
+static fuzz_listener listener;
 static int fd_baseline;
 
 /* The client's view of the stream: an HTTP head, then server frames. */
@@ -125,27 +123,8 @@ static int trace; /* ROOMCAST_FUZZ_TRACE set: print events and frames */
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  /* The core writes to sockets the peer may have closed; embedders (CPython
-   * among them) ignore SIGPIPE. */
-  signal(SIGPIPE, SIG_IGN);
   trace = getenv("ROOMCAST_FUZZ_TRACE") != NULL;
-  listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  FUZZ_CHECK(listen_fd >= 0);
-  memset(&listen_addr, 0, sizeof(listen_addr));
-  listen_addr.sun_family = AF_UNIX;
-  /* Abstract namespace: no file to clean up, nothing on the network. */
-  int n = snprintf(listen_addr.sun_path + 1, sizeof(listen_addr.sun_path) - 1,
-                   "roomcast-fuzz-%ld", (long)getpid());
-  listen_addr_len =
-      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
-  FUZZ_CHECK(
-      bind(listen_fd, (struct sockaddr *)&listen_addr, listen_addr_len) == 0);
-  FUZZ_CHECK(listen(listen_fd, 16) == 0);
-  /* libuv opens one signal pipe per process with the first loop: opened
-   * here, it does not look like a descriptor leaked by the first input. */
-  uv_loop_t warm;
-  FUZZ_CHECK(uv_loop_init(&warm) == 0);
-  FUZZ_CHECK(uv_loop_close(&warm) == 0);
+  fuzz_process_init(&listener, "fuzz-frames", 16);
   return 0;
 }
 
@@ -445,27 +424,10 @@ static int setup(const rc_config *cfg) {
   h.client = -1;
   h.digest = 0xcbf29ce484222325ull;
   h.max_message = cfg->max_message_size;
-  h.s = rc_server_new(cfg);
-  FUZZ_CHECK(h.s != NULL);
-  rc_server *s = h.s;
-  FUZZ_CHECK(uv_loop_init(&s->loop) == 0);
-  s->loop.data = s;
-  FUZZ_CHECK(uv_check_init(&s->loop, &s->flush) == 0);
-  s->flush.data = s;
-  FUZZ_CHECK(uv_check_start(&s->flush, on_turn_end) == 0);
+  rc_server *s = h.s = fuzz_server_new(cfg, on_turn_end);
 
-  FUZZ_CHECK(uv_pipe_init(&s->loop, &h.listener, 0) == 0);
-  int lfd = dup(listen_fd);
-  FUZZ_CHECK(lfd >= 0);
-  FUZZ_CHECK(uv_pipe_open(&h.listener, lfd) == 0);
-  h.listener.data = s;
-  FUZZ_CHECK(
-      uv_listen((uv_stream_t *)&h.listener, 16, rc__server_on_connection) == 0);
-
-  h.client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  FUZZ_CHECK(h.client >= 0);
-  FUZZ_CHECK(
-      connect(h.client, (struct sockaddr *)&listen_addr, listen_addr_len) == 0);
+  fuzz_listen(s, &h.listener, &listener, 16);
+  h.client = fuzz_connect(&listener);
   for (int i = 0; i < SPIN_LIMIT && s->nconns == 0; i++)
     turn(1);
   FUZZ_CHECK(s->nconns == 1);

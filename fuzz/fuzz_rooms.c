@@ -56,7 +56,7 @@
 
 #include "rc_internal.h"
 
-#include "fuzz_check.h"
+#include "fuzz_core.h"
 
 #define NCONN 4
 #define NROOM 4
@@ -71,9 +71,7 @@ static const char handshake[] = "GET /rooms HTTP/1.1\r\n"
                                 "Sec-WebSocket-Version: 13\r\n"
                                 "\r\n";
 
-static int listen_fd = -1;
-static struct sockaddr_un listen_addr;
-static socklen_t listen_addr_len;
+static fuzz_listener listener;
 
 /* A list of message tags, in order. */
 typedef struct tags {
@@ -114,22 +112,7 @@ static struct {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  signal(SIGPIPE, SIG_IGN);
-  listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  FUZZ_CHECK(listen_fd >= 0);
-  memset(&listen_addr, 0, sizeof(listen_addr));
-  listen_addr.sun_family = AF_UNIX;
-  int n = snprintf(listen_addr.sun_path + 1, sizeof(listen_addr.sun_path) - 1,
-                   "roomcast-fuzz-rooms-%ld", (long)getpid());
-  FUZZ_CHECK(n > 0 && (size_t)n < sizeof(listen_addr.sun_path) - 1);
-  listen_addr_len =
-      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
-  FUZZ_CHECK(
-      bind(listen_fd, (struct sockaddr *)&listen_addr, listen_addr_len) == 0);
-  FUZZ_CHECK(listen(listen_fd, NCONN) == 0);
-  uv_loop_t warm; /* libuv's one signal pipe per process, opened here */
-  FUZZ_CHECK(uv_loop_init(&warm) == 0);
-  FUZZ_CHECK(uv_loop_close(&warm) == 0);
+  fuzz_process_init(&listener, "fuzz-rooms", NCONN);
   return 0;
 }
 
@@ -619,28 +602,11 @@ static void setup(void) {
   if (h.small)
     cfg.max_queue_bytes = 2048;
   cfg.drop_oldest = h.drop_oldest;
-  h.s = rc_server_new(&cfg);
-  FUZZ_CHECK(h.s != NULL);
-  rc_server *s = h.s;
-  FUZZ_CHECK(uv_loop_init(&s->loop) == 0);
-  s->loop.data = s;
-  FUZZ_CHECK(uv_check_init(&s->loop, &s->flush) == 0);
-  s->flush.data = s;
-  FUZZ_CHECK(uv_check_start(&s->flush, on_turn_end) == 0);
-  FUZZ_CHECK(uv_pipe_init(&s->loop, &h.listener, 0) == 0);
-  int lfd = dup(listen_fd);
-  FUZZ_CHECK(lfd >= 0);
-  FUZZ_CHECK(uv_pipe_open(&h.listener, lfd) == 0);
-  h.listener.data = s;
-  FUZZ_CHECK(
-      uv_listen((uv_stream_t *)&h.listener, NCONN, rc__server_on_connection) ==
-      0);
+  rc_server *s = h.s = fuzz_server_new(&cfg, on_turn_end);
+  fuzz_listen(s, &h.listener, &listener, NCONN);
   for (int i = 0; i < NCONN; i++) {
     member *m = &h.m[i];
-    m->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    FUZZ_CHECK(m->fd >= 0);
-    FUZZ_CHECK(connect(m->fd, (struct sockaddr *)&listen_addr,
-                       listen_addr_len) == 0);
+    m->fd = fuzz_connect(&listener);
     for (int k = 0; k < SPIN_LIMIT && s->nconns == (uint64_t)i; k++)
       turn();
     FUZZ_CHECK(s->nconns == (uint64_t)i + 1);
