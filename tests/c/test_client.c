@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "rc_core.h"
+#include "rc_events.h"
 #include "rc_test.h"
 
 #define WAIT_MS 30000 /* generous: valgrind is slow */
@@ -24,28 +25,10 @@ static rc_event *pending[2];
 
 static int idx(rc_server *s) { return s == cli; }
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The next event of s (waiting for it), or NULL after WAIT_MS. The caller
  * frees it with free(). */
 static rc_event *next_event(rc_server *s) {
-  uint64_t end = now_ms() + WAIT_MS;
-  while (pending[idx(s)] == NULL) {
-    uint64_t now = now_ms();
-    if (now >= end)
-      return NULL;
-    struct pollfd p = {.fd = rc_server_fd(s), .events = POLLIN};
-    (void)poll(&p, 1, (int)(end - now));
-    pending[idx(s)] = rc_server_poll(s);
-  }
-  rc_event *ev = pending[idx(s)];
-  pending[idx(s)] = ev->next;
-  ev->next = NULL;
-  return ev;
+  return rc_test_next_event(s, &pending[idx(s)], WAIT_MS);
 }
 
 static int start_both(void) {

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "rc_core.h"
+#include "rc_events.h"
 #include "rc_test.h"
 
 #define WAIT_MS 30000 /* hang guard: valgrind and ASan are slow */
@@ -54,29 +55,12 @@ typedef struct frame {
   uint8_t data[MAX_PAYLOAD];
 } frame;
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+/* The next server event (waiting for it), or NULL after WAIT_MS; free() it. */
+static rc_event *next_event(void) {
+  return rc_test_next_event(srv, &pending, WAIT_MS);
 }
 
-/* The next server event (waiting for it), or NULL after WAIT_MS; free()d by
- * the caller. */
-static rc_event *next_event(void) {
-  uint64_t end = now_ms() + WAIT_MS;
-  while (pending == NULL) {
-    uint64_t now = now_ms();
-    if (now >= end)
-      return NULL;
-    struct pollfd p = {.fd = rc_server_fd(srv), .events = POLLIN};
-    (void)poll(&p, 1, (int)(end - now));
-    pending = rc_server_poll(srv);
-  }
-  rc_event *ev = pending;
-  pending = ev->next;
-  ev->next = NULL;
-  return ev;
-}
+static uint64_t now_ms(void) { return rc_test_now_ms(); }
 
 static int start(const rc_config *cfg) {
   srv = rc_server_new(cfg);

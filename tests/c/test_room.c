@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "rc_core.h"
+#include "rc_events.h"
 #include "rc_test.h"
 
 #define WAIT_MS 30000 /* a hang guard; valgrind is slow */
@@ -35,23 +36,10 @@ static rc_event *pending[2];
 
 static int idx(rc_server *s) { return s == cli; }
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+static uint64_t now_ms(void) { return rc_test_now_ms(); }
 
 static void take_more(rc_server *s, uint64_t end) {
-  uint64_t now = now_ms();
-  if (now >= end)
-    return;
-  struct pollfd p = {.fd = rc_server_fd(s), .events = POLLIN};
-  (void)poll(&p, 1, (int)(end - now));
-  rc_event *got = rc_server_poll(s);
-  rc_event **tail = &pending[idx(s)];
-  while (*tail != NULL)
-    tail = &(*tail)->next;
-  *tail = got;
+  rc_test_take_events(s, &pending[idx(s)], end);
 }
 
 /* The next event of s for conn (any conn when 0), waiting for it; NULL

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "rc_core.h"
+#include "rc_events.h"
 #include "rc_test.h"
 
 #define WAIT_MS 30000 /* hang guard only: valgrind is slow */
@@ -23,28 +24,12 @@ static rc_server *srv;
 static int port;
 static rc_event *pending;
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+/* The next server event (waiting for it), or NULL after WAIT_MS; free() it. */
+static rc_event *next_event(void) {
+  return rc_test_next_event(srv, &pending, WAIT_MS);
 }
 
-/* The next event (waiting for it), or NULL after WAIT_MS; free() it. */
-static rc_event *next_event(void) {
-  uint64_t end = now_ms() + WAIT_MS;
-  while (pending == NULL) {
-    uint64_t now = now_ms();
-    if (now >= end)
-      return NULL;
-    struct pollfd p = {.fd = rc_server_fd(srv), .events = POLLIN};
-    (void)poll(&p, 1, (int)(end - now));
-    pending = rc_server_poll(srv);
-  }
-  rc_event *ev = pending;
-  pending = ev->next;
-  ev->next = NULL;
-  return ev;
-}
+static uint64_t now_ms(void) { return rc_test_now_ms(); }
 
 static int start(double handshake_timeout, int http_requests) {
   rc_config cfg;
