@@ -44,14 +44,15 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
            jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35
 
-# The C tests link the whole core (all of csrc/ but the binding), so that
+# The C tests link the whole core (csrc/proto and csrc/loop: all but the
+# binding), so that
 # test_client.c can run client and server cores in one process and
 # test_backplane.c a core against a redis-server it starts itself.
-CTEST_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc \
+CTEST_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc/include -Icsrc \
                $(shell pkg-config --cflags libuv openssl hiredis 2>/dev/null)
 CTEST_LDLIBS = $(shell pkg-config --libs libuv openssl hiredis 2>/dev/null) \
                -lwslay -pthread
-CTEST_LIB_SRCS := $(filter-out csrc/pybinding.c,$(sort $(wildcard csrc/*.c)))
+CTEST_LIB_SRCS := $(sort $(wildcard csrc/proto/*.c csrc/loop/*.c))
 CTEST_DIR := build/ctest
 CTEST_EXTRA :=
 CTEST_SRCS := $(sort $(wildcard tests/c/test_*.c))
@@ -143,7 +144,7 @@ build:
 
 # --- tests ------------------------------------------------------------------
 
-$(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) $(wildcard csrc/*.h tests/c/*.h)
+$(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) $(wildcard csrc/*/*.h tests/c/*.h)
 	@mkdir -p $(CTEST_DIR)
 	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $< $(CTEST_LIB_SRCS) -o $@ \
 	  $(CTEST_LDLIBS)
@@ -241,7 +242,7 @@ soak: deps build
 
 format:
 	@if command -v clang-format >/dev/null 2>&1; then \
-	  clang-format -i csrc/*.c csrc/*.h $(wildcard tests/c/*.c tests/c/*.h) \
+	  clang-format -i csrc/*/*.c csrc/*/*.h $(wildcard tests/c/*.c tests/c/*.h) \
 	    benchmarks/loadgen.c; \
 	else \
 	  echo "roomcast: clang-format is not installed (apt-get install" \

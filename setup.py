@@ -191,12 +191,12 @@ class BuildExt(build_ext):
 def _sources():
     # Sorted so that the build is the same from one machine to the next.
     return sorted(os.path.relpath(p, HERE)
-                  for p in glob.glob(os.path.join(HERE, "csrc", "*.c")))
+                  for p in glob.glob(os.path.join(HERE, "csrc", "*", "*.c")))
 
 
 def _headers():
     return sorted(os.path.relpath(p, HERE)
-                  for p in glob.glob(os.path.join(HERE, "csrc", "*.h")))
+                  for p in glob.glob(os.path.join(HERE, "csrc", "*", "*.h")))
 
 
 setup(
@@ -208,7 +208,7 @@ setup(
         Extension(
             "roomcast._core",
             sources=_sources(),
-            include_dirs=["csrc"],
+            include_dirs=["csrc/include", "csrc"],
             # Headers as dependencies: a changed header rebuilds the module.
             depends=_headers(),
         )

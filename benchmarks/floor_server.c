@@ -28,13 +28,13 @@
  * Prints "listening on ws://127.0.0.1:PORT/" once it accepts connections;
  * stops on SIGINT or SIGTERM.
  *
- * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc
- *        benchmarks/floor_server.c csrc/rc_http.c csrc/rc_sha1.c
- *        csrc/rc_utf8.c csrc/rc_frame.c -o build/floor_server
+ * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc/include -Icsrc
+ *        benchmarks/floor_server.c csrc/proto/rc_http.c csrc/proto/rc_sha1.c
+ *        csrc/proto/rc_utf8.c csrc/proto/rc_frame.c -o build/floor_server
  */
 #define _GNU_SOURCE
-#include "rc_frame.h"
-#include "rc_http.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

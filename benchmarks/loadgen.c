@@ -31,13 +31,13 @@
  *                     costs, the process's fixed costs excluded.
  *
  * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc benchmarks/loadgen.c
- *        csrc/rc_http.c csrc/rc_sha1.c -o build/loadgen
+ *        csrc/proto/rc_http.c csrc/proto/rc_sha1.c -o build/loadgen
  * Exit status: 0 on success, 1 on order errors, loss, dropped connections
  * or timeout, 2 on bad usage or set-up failure.
  */
 #define _GNU_SOURCE
-#include "rc_http.h"
-#include "rc_sha1.h"
+#include "proto/rc_http.h"
+#include "proto/rc_sha1.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -237,7 +237,7 @@ static void note_limited(const char *fmt, ...) {
 
 /* ------------------------------------------------------ SHA-1 and base64 */
 
-/* The core's own SHA-1 and base64 (csrc/rc_sha1.c, csrc/rc_http.c) are
+/* The core's own SHA-1 and base64 (csrc/proto/rc_sha1.c, csrc/proto/rc_http.c) are
  * linked in: the accept value a server must answer to `key`. */
 static void accept_for(const char *key, char out[29]) {
   rc_ws_accept_value(key, strlen(key), out);

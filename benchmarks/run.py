@@ -43,11 +43,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BUILD = ROOT / "build"
 RESULTS = HERE / "results"
-CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'csrc'}"]
+CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}"]
 LOADGEN = BUILD / "loadgen"
-LOADGEN_SRCS = [HERE / "loadgen.c", ROOT / "csrc" / "rc_http.c", ROOT / "csrc" / "rc_sha1.c"]
+LOADGEN_SRCS = [HERE / "loadgen.c", ROOT / "csrc" / "proto" / "rc_http.c", ROOT / "csrc" / "proto" / "rc_sha1.c"]
 FLOOR = BUILD / "floor_server"
-FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / f for f in
+FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in
                                           ("rc_http.c", "rc_sha1.c", "rc_utf8.c", "rc_frame.c")]
 
 # Server name -> (kind, argument, Python distributions whose versions are

@@ -40,7 +40,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "rc_internal.h"
+#include "loop/rc_internal.h"
 
 #include "fuzz_core.h"
 

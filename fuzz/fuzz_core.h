@@ -12,7 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "rc_internal.h"
+#include "loop/rc_internal.h"
 
 #include "fuzz_check.h"
 

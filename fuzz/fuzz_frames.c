@@ -71,8 +71,8 @@
 #define HEAP_IN_USE() ((size_t)0) /* only known under ASan */
 #endif
 
-#include "rc_internal.h"
-#include "rc_utf8.h"
+#include "loop/rc_internal.h"
+#include "proto/rc_utf8.h"
 
 #include "fuzz_core.h"
 

@@ -1,6 +1,6 @@
 /* fuzz_http.c - libFuzzer target for the opening handshake: the request-head
  * parser, the upgrade check, the accept value and the response builder
- * (csrc/rc_http.c, csrc/rc_sha1.c), and on the client's side the
+ * (csrc/proto/rc_http.c, csrc/proto/rc_sha1.c), and on the client's side the
  * response-head parser and its upgrade check, fed the same bytes as a
  * server's answer.
  *
@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rc_http.h"
-#include "rc_sha1.h"
+#include "proto/rc_http.h"
+#include "proto/rc_sha1.h"
 
 #include "fuzz_check.h"
 

@@ -65,17 +65,15 @@ build() {
   mkdir -p "$OUT"
   local cflags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined
     -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-    -Wall -Wextra -Werror -Icsrc)
+    -Wall -Wextra -Werror -Icsrc/include -Icsrc)
   local uv_cflags uv_libs
   uv_cflags=$(pkg-config --cflags libuv openssl hiredis)
   uv_libs=$(pkg-config --libs libuv openssl hiredis)
   echo "fuzz: building $OUT/fuzz_http"
-  "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_http.c csrc/rc_http.c csrc/rc_sha1.c \
+  "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_http.c csrc/proto/rc_http.c csrc/proto/rc_sha1.c \
     -o "$OUT/fuzz_http"
   # The targets that run a whole core link every file of it but the binding.
-  local core=(csrc/rc_conn.c csrc/rc_server.c csrc/rc_mailbox.c csrc/rc_room.c
-    csrc/rc_backplane.c csrc/rc_http.c csrc/rc_sha1.c csrc/rc_utf8.c
-    csrc/rc_frame.c csrc/rc_client.c csrc/rc_tls.c)
+  local core=(csrc/proto/*.c csrc/loop/*.c)
   local t
   for t in frames rooms backplane; do
     echo "fuzz: building $OUT/fuzz_$t"

@@ -1,6 +1,6 @@
 """The Redis backplane, Python side: the URL, command replies, presence.
 
-The fan-out itself is in the C core (``csrc/rc_backplane.c``): a push to a
+The fan-out itself is in the C core (``csrc/loop/rc_backplane.c``): a push to a
 named room is delivered to the local members at once and PUBLISHed once to
 Redis; every other server subscribed to the room's channel delivers it to
 its own members without waking Python. This module does what is not on the
@@ -123,7 +123,7 @@ class BackplaneError(ConnectionError):
 
 def escape_prefix(prefix: str) -> str:
     """``backplane_prefix`` as Redis names begin with it (see the module's
-    docstring); csrc/rc_backplane.c's chan_head does the same."""
+    docstring); csrc/loop/rc_backplane.c's chan_head does the same."""
     return prefix.replace("\\", "\\\\").replace("|", "\\|")
 
 

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "rc_frame.h"
+#include "proto/rc_frame.h"
 #include "rc_test.h"
 
 RC_TEST(header_len_thresholds) {

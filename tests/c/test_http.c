@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rc_http.h"
+#include "proto/rc_http.h"
 #include "rc_test.h"
 
 #define MAX_BYTES 8192

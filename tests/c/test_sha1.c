@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "rc_sha1.h"
+#include "proto/rc_sha1.h"
 #include "rc_test.h"
 
 static void sha1_hex(const void *data, size_t len, size_t chunk, char hex[41]) {

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "rc_test.h"
-#include "rc_utf8.h"
+#include "proto/rc_utf8.h"
 
 #define VALID(lit) rc_utf8_valid((const uint8_t *)(lit), sizeof(lit) - 1)
 

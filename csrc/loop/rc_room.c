@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rc_internal.h"
+#include "loop/rc_internal.h"
 
 /* --- ids ------------------------------------------------------------------
  *

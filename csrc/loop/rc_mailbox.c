@@ -18,9 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "rc_frame.h"
-#include "rc_http.h"
-#include "rc_internal.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
+#include "loop/rc_internal.h"
 
 rc_buf *rc__buf_new(size_t len) {
   rc_buf *b = malloc(sizeof(*b) + len);

@@ -43,10 +43,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rc_frame.h"
-#include "rc_http.h"
-#include "rc_internal.h"
-#include "rc_utf8.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
+#include "loop/rc_internal.h"
+#include "proto/rc_utf8.h"
 
 #define RC__IOV_MAX 1024
 #define RC__HBUF_FIRST 1024

@@ -14,9 +14,9 @@
 #include <wslay/wslay.h>
 
 #include "rc_core.h"
-#include "rc_frame.h"
-#include "rc_http.h"
-#include "rc_tls.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
+#include "proto/rc_tls.h"
 
 #define RC__CONTAINER_OF(ptr, type, field)                                     \
   ((type *)((char *)(ptr)-offsetof(type, field)))

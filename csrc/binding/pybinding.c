@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "rc_core.h"
-#include "rc_frame.h"
+#include "proto/rc_frame.h"
 
 typedef struct {
   PyTypeObject *core_type;

@@ -26,11 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rc_frame.h"
-#include "rc_http.h"
-#include "rc_internal.h"
-#include "rc_sha1.h"
-#include "rc_tls.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
+#include "loop/rc_internal.h"
+#include "proto/rc_sha1.h"
+#include "proto/rc_tls.h"
 
 static uint64_t now_ms(rc_server *s) { return uv_now(&s->loop); }
 

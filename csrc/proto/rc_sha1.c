@@ -2,7 +2,7 @@
  *
  * The handshake hashes a 60-byte string once per connection, so this favours
  * a short, obviously correct implementation over speed. */
-#include "rc_sha1.h"
+#include "proto/rc_sha1.h"
 
 #include <string.h>
 

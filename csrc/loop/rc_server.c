@@ -18,9 +18,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "rc_frame.h"
-#include "rc_http.h"
-#include "rc_internal.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
+#include "loop/rc_internal.h"
 
 #define RC__SWEEP_MS 250
 

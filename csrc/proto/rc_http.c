@@ -5,7 +5,7 @@
  * kilobytes and arrives in one or two reads, so keeping resumable state would
  * cost more than it saves. Every byte access is guarded by the bound, so any
  * input is safe to feed. */
-#include "rc_http.h"
+#include "proto/rc_http.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rc_sha1.h"
+#include "proto/rc_sha1.h"
 
 /* RFC 7230 3.2.6 tchar. */
 static int is_tchar(unsigned char c) {

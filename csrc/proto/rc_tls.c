@@ -7,7 +7,7 @@
  * always belongs to the call that failed.
  */
 #define _GNU_SOURCE /* inet_pton */
-#include "rc_tls.h"
+#include "proto/rc_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

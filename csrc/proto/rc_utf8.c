@@ -4,7 +4,7 @@
  * Chat text is mostly ASCII, so ASCII runs are skipped eight bytes at a time;
  * memcpy keeps the word load free of alignment and aliasing trouble and
  * compiles to a single load. */
-#include "rc_utf8.h"
+#include "proto/rc_utf8.h"
 
 #include <string.h>
 

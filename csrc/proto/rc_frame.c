@@ -1,10 +1,10 @@
 /* rc_frame.c - frame headers, client masking and close payloads (RFC 6455
  * 5.2, 5.3, 5.5.1, 7.4). */
-#include "rc_frame.h"
+#include "proto/rc_frame.h"
 
 #include <string.h>
 
-#include "rc_utf8.h"
+#include "proto/rc_utf8.h"
 
 size_t rc_frame_header_len(uint64_t len) {
   if (len < 126)

@@ -65,9 +65,9 @@
 
 #include <hiredis/hiredis.h>
 
-#include "rc_frame.h"
-#include "rc_internal.h"
-#include "rc_utf8.h"
+#include "proto/rc_frame.h"
+#include "loop/rc_internal.h"
+#include "proto/rc_utf8.h"
 
 #define RC__RETRY_FIRST_MS 100
 #define RC__RETRY_MAX_MS 5000
