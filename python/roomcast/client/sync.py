@@ -25,7 +25,13 @@ from .._inbox import message_cost
 from ._errors import ConnectionClosed, ConnectionFailed
 from ._hub import on_dispatcher
 from ._link import CLOSED, CLOSING, CONNECTING, OPEN, Data, Front, Link, SendData
-from ._settings import Headers, TLSOption, connection_settings, receive_queue_limit, reconnect_policy
+from ._settings import (
+    Headers,
+    TLSOption,
+    connection_settings,
+    receive_queue_limit,
+    reconnect_policy,
+)
 
 __all__ = ["WebSocket"]
 
