@@ -12,7 +12,7 @@ import roomcast
 from clientpeers import T, RawServer, accept, close_frame, idle, read_request, wait_until
 from conftest import until
 from roomcast import ConnectionClosed, WebSocket
-from roomcast.client import _Policy
+from roomcast.client._settings import Policy as _Policy
 from wsraw import ServerThread, echo_server
 
 

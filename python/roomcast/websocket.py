@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import enum
 import json
-import sys
 from collections import deque
 from types import SimpleNamespace
 from typing import (
@@ -49,6 +48,9 @@ from typing import (
     Union,
 )
 from urllib.parse import SplitResult, parse_qsl, urlencode
+
+from ._http import header_values as header_values, parse_raw_headers as parse_raw_headers
+from ._inbox import message_cost as message_cost
 
 if TYPE_CHECKING:
     import asyncio
@@ -69,17 +71,6 @@ __all__ = [
 
 Data = Union[str, bytes]
 
-
-
-# A queued message's place in its deque: one pointer.
-_QUEUE_SLOT = 8
-
-
-def message_cost(data: Data) -> int:
-    """What a received message costs while it waits in a receive queue, for
-    ``max_receive_queue``: the object itself (header included, so an empty
-    message is not free) and its slot in the queue."""
-    return sys.getsizeof(data) + _QUEUE_SLOT
 
 
 class WebSocketDisconnect(Exception):
@@ -188,34 +179,6 @@ class QueryParams(_MultiMap):
 
     def __str__(self) -> str:
         return urlencode(self._pairs)
-
-
-def parse_raw_headers(raw: bytes) -> list[tuple[str, str]]:
-    """The core's compact header block (``b"name:value\\n"`` per header,
-    names lower-cased) as (name, value) pairs, values latin-1 decoded."""
-    pairs = []
-    for line in raw.decode("latin-1").split("\n"):
-        if line:
-            name, _, value = line.partition(":")
-            pairs.append((name, value))
-    return pairs
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    """Every value of header ``name`` (lower case) in the core's header
-    block, in order, without parsing the other headers."""
-    key = b"\n" + name.encode("latin-1") + b":"
-    block = b"\n" + raw
-    values = []
-    at = block.find(key)
-    while at >= 0:
-        start = at + len(key)
-        end = block.find(b"\n", start)
-        if end < 0:
-            end = len(block)
-        values.append(block[start:end].decode("latin-1").strip())
-        at = block.find(key, end)
-    return values
 
 
 _NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'

@@ -64,6 +64,7 @@ from typing import Any, Optional
 
 from .. import _options
 from .. import client as _client
+from ..client._hub import on_dispatcher
 
 __all__ = ["WebSocket"]
 
@@ -145,5 +146,5 @@ class WebSocket:
         """Closes the connection and blocks until the close is
         acknowledged (from a callback: starts it and returns)."""
         self._ws.close()
-        if not _client._on_dispatcher():
+        if not on_dispatcher():
             self._ws.wait_closed()
