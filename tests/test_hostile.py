@@ -701,7 +701,7 @@ def run_client(kind, url, body):
     return asyncio.run(main())
 
 
-CLIENT_QUEUE = 64 * MIB  # the client core's max_queue_bytes (client.py)
+CLIENT_QUEUE = 64 * MIB  # the client core's max_queue_bytes (client/_hub.py)
 
 
 @pytest.mark.parametrize("kind", ["sync", "asyncio"])
