@@ -11,16 +11,20 @@
 #   make soak      ten minutes of connection churn (RSS, fds, lost messages)
 #   make conformance  the Autobahn TestSuite (sections 1-7, 9, 10) against
 #                  examples/echo.py, its relay mode and both clients;
-#                  summaries in tests/conformance/
+#                  summaries in tests/reports/conformance/
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
 #   make bench-cross  three servers on one Redis against one server
-#   make deps | build | ctest | format | clean
+#   make style     check only: clang-format on the C, ruff format and ruff check
+#                  on the Python (configs: .clang-format, pyproject.toml)
+#   make types     mypy --strict on the package and the demo ([tool.mypy])
+#   make format    apply both formatters (clang-format -i, ruff format)
+#   make deps | build | ctest | clean
 #
 # `deps` installs only what is missing: the Debian packages below (with
 # apt-get, which needs root or password-less sudo), then pytest, websockets,
-# mypy, ipykernel, jupyter_client, fastapi and uvicorn with pip (setuptools too, if the interpreter
-# lacks it). Variables: PYTHON
+# mypy, ipykernel, jupyter_client, fastapi, uvicorn and ruff with pip (setuptools too, if the
+# interpreter lacks it). Variables: PYTHON
 # (default python3), CC (default gcc).
 
 PYTHON ?= python3
@@ -29,20 +33,23 @@ CC = gcc
 endif
 
 APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
-                openssl chromium redis-server
+                openssl chromium redis-server clang-format
 # libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
 # tests' certificates; chromium runs the demo page in
 # tests/test_browser_demo.py; redis-server is the backplane of the
 # scaling-out tests, which start their own on a free port (never the system
-# service).
+# service); clang-format (Debian's, 14 on bookworm) checks and applies the C
+# style of .clang-format (make style, make format).
 # setuptools builds the extension; pytest and websockets run the tests; mypy
 # checks the typed surface (tests/test_typing.py); ipykernel and
 # jupyter_client run the synchronous client in a real Jupyter kernel
 # (tests/test_client_jupyter.py); fastapi and uvicorn serve Starlette
 # websockets to roomcast rooms (tests/test_starlette.py, which runs
-# uvicorn's websockets-sansio protocol, new in 0.35).
+# uvicorn's websockets-sansio protocol, new in 0.35). ruff formats and lints
+# the Python (make style, make format; its rules in pyproject.toml): pinned,
+# since a new ruff release may format differently or add lint findings.
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
-           jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35
+           jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 ruff==0.17.5
 
 # The C tests link the whole core (csrc/proto and csrc/loop: all but the
 # binding), so that
@@ -67,7 +74,7 @@ SANITIZE_LIB := build/sanitize/lib
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
         bench-full bench-cross bench-deps memcheck conformance soak fuzz fuzz-smoke \
-        format clean
+        style types format clean
 
 all: build
 
@@ -122,7 +129,8 @@ deps-python:
 	    ipykernel, jupyter_client, fastapi, uvicorn; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
-	    2>/dev/null; then exit 0; fi; \
+	    2>/dev/null && [ "$$($(PYTHON) -m ruff --version 2>/dev/null)" = \
+	    "ruff 0.17.5" ]; then exit 0; fi; \
 	flags=""; \
 	if $(PYTHON) -c 'import os, sys, sysconfig; \
 	    sys.exit(not (sys.prefix == sys.base_prefix and os.path.exists( \
@@ -144,7 +152,8 @@ build:
 
 # --- tests ------------------------------------------------------------------
 
-$(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) $(wildcard csrc/*/*.h tests/c/*.h)
+$(CTEST_DIR)/%: tests/c/%.c $(CTEST_LIB_SRCS) \
+                $(wildcard csrc/*/*.h tests/c/support/*.h)
 	@mkdir -p $(CTEST_DIR)
 	$(CC) $(strip $(CTEST_CFLAGS) $(CTEST_EXTRA)) $< $(CTEST_LIB_SRCS) -o $@ \
 	  $(CTEST_LDLIBS)
@@ -217,8 +226,9 @@ memcheck:
 # relay path), and the asyncio and synchronous clients through the tool's
 # fuzzing server. The tool installs itself under build/conformance/ (the
 # suite itself when a Python 2.7 is found, else the kosoku runner of its
-# case files); a full run rewrites tests/conformance/summary.md and
-# results.json, and the same two in relay/, client-async/, client-sync/.
+# case files); a full run rewrites summary.md and results.json in
+# tests/reports/conformance/TARGET/ (server, relay, client-async,
+# client-sync).
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py
 
@@ -234,20 +244,39 @@ fuzz-smoke:
 	FUZZ_SECONDS=10 bash fuzz/run.sh
 
 # Ten minutes of connection churn against a chat server: its RSS and open
-# descriptors over time, messages checked; writes tests/conformance/soak.md.
+# descriptors over time, messages checked; writes tests/reports/soak.md.
 soak: deps build
-	$(PYTHON) tests/soak/soak.py --seconds 600 --report tests/conformance/soak.md
+	$(PYTHON) tests/soak/soak.py --seconds 600 --report tests/reports/soak.md
+
+# --- style and types ---------------------------------------------------------
+
+# Every C file of the project: the core, its unit tests, the fuzz targets and
+# the benchmarks' load generators. Python: ruff finds the files itself
+# (pyproject.toml's [tool.ruff], build/ left out).
+CLANG_FORMAT ?= clang-format
+STYLE_C := $(sort $(wildcard csrc/*/*.[ch] tests/c/*.[ch] tests/c/*/*.[ch] \
+                             fuzz/*.[ch] benchmarks/*.c))
+
+# Check only, nothing rewritten: every finding of the three tools is shown
+# before the target fails.
+style: deps
+	@status=0; \
+	$(CLANG_FORMAT) --dry-run -Werror $(STYLE_C) || status=1; \
+	$(PYTHON) -m ruff format --check . || status=1; \
+	$(PYTHON) -m ruff check . || status=1; \
+	exit $$status
+
+# The files and the strictness are in pyproject.toml's [tool.mypy].
+types: deps
+	$(PYTHON) -m mypy
+
+# Rewrites in place: clang-format, then ruff's formatter. Lint findings are
+# left to the author (ruff check --fix applies the safe fixes).
+format: deps
+	$(CLANG_FORMAT) -i $(STYLE_C)
+	$(PYTHON) -m ruff format .
 
 # --- housekeeping -----------------------------------------------------------
-
-format:
-	@if command -v clang-format >/dev/null 2>&1; then \
-	  clang-format -i csrc/*/*.c csrc/*/*.h $(wildcard tests/c/*.c tests/c/*.h) \
-	    benchmarks/loadgen.c; \
-	else \
-	  echo "roomcast: clang-format is not installed (apt-get install" \
-	       "clang-format); nothing formatted."; \
-	fi
 
 clean:
 	rm -rf build dist .pytest_cache *.egg-info python/*.egg-info

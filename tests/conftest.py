@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from support.polling import until
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "python") not in sys.path:
     sys.path.insert(0, str(REPO / "python"))
@@ -15,22 +17,6 @@ if str(REPO / "python") not in sys.path:
 # An async test that hangs fails after this many seconds instead of blocking
 # the run; generous, since the machine is slow and noisy.
 ASYNC_TEST_TIMEOUT = 120
-
-# How long `until` waits for a condition before failing: a hang guard, not a
-# speed check (nothing in the suite measures time).
-UNTIL_TIMEOUT = 30.0
-
-
-async def until(predicate, timeout: float = UNTIL_TIMEOUT, what: str = "condition") -> None:
-    """Polls ``predicate()`` on the running loop until it holds; fails
-    naming ``what`` after ``timeout`` seconds. Tests import it with
-    ``from conftest import until`` (tests/ is on sys.path, as for wsraw)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -49,9 +35,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
 @pytest.fixture
 def examples():
     """``await examples(script, *args, env=None, listen_on="stderr")``
-    starts an example (see tests/example_proc.py); all are killed after
+    starts an example (see tests/support/example_proc.py); all are killed after
     the test."""
-    from example_proc import Example
+    from support.example_proc import Example
 
     started = []
 
@@ -68,8 +54,8 @@ def examples():
 @pytest.fixture
 def redis_server(tmp_path):
     """A fresh ``redis-server`` on a free loopback port (see
-    tests/redisproc.py), stopped after the test."""
-    from redisproc import RedisServer
+    tests/support/redisproc.py), stopped after the test."""
+    from support.redisproc import RedisServer
 
     server = RedisServer(tmp_path).start()
     yield server
@@ -78,6 +64,16 @@ def redis_server(tmp_path):
 
 @pytest.fixture(name="until")
 def until_fixture():
-    """``await until(predicate, what=...)`` (see :func:`until`), for test
+    """``await until(predicate, what=...)`` (see support/polling.py), for test
     files that take it as a fixture rather than importing it."""
     return until
+
+
+@pytest.fixture
+def chromium():
+    """A headless Chromium with a fresh profile (tests/support/browser.py);
+    yields its browser-wide DevTools WebSocket URL."""
+    from support.browser import headless_chromium
+
+    with headless_chromium() as url:
+        yield url

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from redisproc import RespClient
+from support.redisproc import RespClient
 from roomcast import App, BackplaneError, Room, Server
 
 T = 30  # seconds: generous, the machine is shared
@@ -64,7 +64,7 @@ async def warm_up(publishers, collectors, tag):
     """Each publisher sends probes until every collector has one of each:
     then every server has subscribed the room. The probes are forgotten."""
     want = {f"{tag}{i}" for i in range(len(publishers))}
-    for k in range(200):
+    for _ in range(200):
         for i, ws in enumerate(publishers):
             await ws.send(f"{tag}{i}")
         await asyncio.sleep(0.1)
@@ -121,7 +121,7 @@ async def test_three_server_processes_share_rooms_exactly_once_in_order(examples
             connect(f"ws://127.0.0.1:{servers[2].port}/others") as c:
         collectors = [Collector(ws) for ws in (a, b, c)]
         # a's probes reach b and c; b's reach a and c: all subscribed then.
-        for k in range(200):
+        for _ in range(200):
             await a.send("probe-a")
             await b.send("probe-b")
             await asyncio.sleep(0.1)
@@ -451,7 +451,7 @@ async def test_presence_counts_members_of_every_server_with_their_identity(redis
     # A member that leaves goes at once: with a TTL far beyond the test's
     # deadline, only its leave can take it out.
     servers = [Server(backplane=redis_server.url, presence_ttl=600) for _ in range(2)]
-    for server, room in zip(servers, rooms):
+    for server, room in zip(servers, rooms, strict=True):
         @server.websocket("/p/{name}")
         async def endpoint(websocket, name: str, room=room):
             await room.connect(websocket, identity={"user": name})
@@ -510,7 +510,7 @@ async def test_presence_without_a_backplane_is_this_process(redis_server):
 
 
 async def test_unreachable_redis_local_rooms_work_presence_raises(caplog):
-    from redisproc import free_port
+    from support.redisproc import free_port
 
     caplog.set_level(logging.WARNING, logger="roomcast")
     server = Server(backplane=f"redis://127.0.0.1:{free_port()}/0")
@@ -566,7 +566,7 @@ async def test_long_prefixes_work_end_to_end_with_two_servers(redis_server):
         prefix = ("p%d-" % size + "x" * size)[:size]
         rooms = [echo_room("long") for _ in range(2)]
         servers = [Server(backplane=redis_server.url, backplane_prefix=prefix) for _ in range(2)]
-        for server, room in zip(servers, rooms):
+        for server, room in zip(servers, rooms, strict=True):
             server.route("/l", room)
         async with servers[0].serve("127.0.0.1", 0) as r0, servers[1].serve("127.0.0.1", 0) as r1:
             async with connect(f"ws://127.0.0.1:{r0.port}/l") as a, connect(f"ws://127.0.0.1:{r1.port}/l") as b:
@@ -622,7 +622,7 @@ async def test_nested_prefixes_and_room_names_with_colons_do_not_collide(redis_s
 
 async def test_a_broken_redis_costs_a_reconnect_never_the_process(examples):
     # hiredis 0.14's async layer aborted the process (rc 134) on each of these.
-    from redisproc import FakeRedis
+    from support.redisproc import FakeRedis
 
     sub_bad = [
         b"*2\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n",  # a short subscribe array

@@ -11,7 +11,7 @@ import time
 
 from websockets.asyncio.client import connect
 
-from conftest import until
+from support.polling import until
 from roomcast import Room, Server
 
 MEMBERS = 20

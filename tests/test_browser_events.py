@@ -21,8 +21,7 @@ import uuid
 import pytest
 from websockets.asyncio.client import connect
 
-from test_browser_demo import CHAT, POLL, REPO, START, T, DevTools, Tab, here, shows, tail
-from test_browser_demo import chromium  # noqa: F401  (the fixture)
+from support.browser import CHAT, POLL, REPO, START, T, DevTools, Tab, here, shows, tail
 
 # Reconnection backs off up to 10 s between attempts: a hang guard, not a
 # speed expectation.

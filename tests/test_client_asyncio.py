@@ -6,9 +6,9 @@ import asyncio
 import pytest
 
 import roomcast
-from clientpeers import T, RawServer, WebsocketsServer, accept, close_frame, read_client_frame, read_request, server_frame
+from support.clientpeers import T, RawServer, WebsocketsServer, accept, close_frame, read_client_frame, read_request, server_frame
 from roomcast import ConnectionClosed, ConnectionFailed, InvalidStateError, Server
-from wsraw import OP_TEXT, ServerThread, echo_server
+from support.wsraw import OP_TEXT, ServerThread, echo_server
 
 
 async def test_send_recv_iterate_and_close():

@@ -6,8 +6,8 @@ import asyncio
 import threading
 
 import roomcast
-from clientpeers import T, WebsocketsServer, wait_until
-from wsraw import ServerThread, echo_server
+from support.clientpeers import T, WebsocketsServer, wait_until
+from support.wsraw import ServerThread, echo_server
 
 
 def test_a_client_whose_loop_is_closed_gets_1001_and_the_others_go_on():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wsraw import ServerThread, echo_server
+from support.wsraw import ServerThread, echo_server
 
 jupyter_client = pytest.importorskip("jupyter_client.manager")
 

@@ -10,9 +10,9 @@ import sys
 import threading
 
 import roomcast
-from clientpeers import T, RawServer, read_request, wait_until
+from support.clientpeers import T, RawServer, read_request, wait_until
 from roomcast import WebSocket
-from wsraw import ServerThread, echo_server
+from support.wsraw import ServerThread, echo_server
 
 
 def counts():

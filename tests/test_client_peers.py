@@ -12,7 +12,7 @@ import time
 import pytest
 
 import roomcast
-from clientpeers import (
+from support.clientpeers import (
     T,
     RawServer,
     WebsocketsServer,
@@ -27,7 +27,7 @@ from clientpeers import (
     wait_until,
 )
 from roomcast import TLS, WebSocket
-from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
+from support.wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def test_client_frames_are_masked_with_a_fresh_key_each():
 
     with RawServer(script) as server:
         with WebSocket(server.url) as ws:
-            for i in range(20):
+            for _ in range(20):
                 ws.send("same text")
             ws.send(b"\x01" * 70000)
         wait_until(lambda: frames and frames[-1].opcode == OP_CLOSE)
@@ -458,7 +458,7 @@ async def test_a_roomcast_endpoint_closing_with_1013_reaches_every_client():
     from websockets.asyncio.client import connect
 
     from roomcast import Server
-    from wsraw import ServerThread
+    from support.wsraw import ServerThread
 
     server = Server()
 

@@ -9,11 +9,11 @@ import time
 import pytest
 
 import roomcast
-from clientpeers import T, RawServer, accept, close_frame, idle, read_request, wait_until
-from conftest import until
+from support.clientpeers import T, RawServer, accept, close_frame, idle, read_request, wait_until
+from support.polling import until
 from roomcast import ConnectionClosed, WebSocket
 from roomcast.client._settings import Policy as _Policy
-from wsraw import ServerThread, echo_server
+from support.wsraw import ServerThread, echo_server
 
 
 def test_sync_client_reconnects_across_a_server_restart():

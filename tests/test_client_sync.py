@@ -11,7 +11,7 @@ import time
 import pytest
 
 import roomcast
-from clientpeers import (
+from support.clientpeers import (
     T,
     RawServer,
     accept,
@@ -22,7 +22,7 @@ from clientpeers import (
     wait_until,
 )
 from roomcast import ConnectionClosed, InvalidStateError, Server, WebSocket
-from wsraw import OP_CLOSE, OP_TEXT, ServerThread, echo_server
+from support.wsraw import OP_CLOSE, OP_TEXT, ServerThread, echo_server
 
 
 class Recorder:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from clientpeers import WebsocketsServer, make_certificate, server_context, wait_until
+from support.clientpeers import WebsocketsServer, make_certificate, server_context, wait_until
 from roomcast.compat import nwebsocket
-from wsraw import ServerThread, echo_server
+from support.wsraw import ServerThread, echo_server
 
 REPO = Path(__file__).resolve().parent.parent
 

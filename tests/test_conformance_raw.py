@@ -19,8 +19,8 @@ import threading
 
 import pytest
 
-import wsraw
-from wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
+from support import wsraw
+from support.wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
                    Frame, WSClient, close_payload, encode_frame)
 
 MIB = 1 << 20

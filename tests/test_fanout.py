@@ -12,7 +12,7 @@ import resource
 import pytest
 from websockets.asyncio.client import connect
 
-import wsraw
+from support import wsraw
 from roomcast import Room, Server
 
 N_CLIENTS = 500
@@ -178,7 +178,7 @@ def test_member_that_never_reads_is_closed_with_1008_and_others_get_everything()
                         await members[0].send("round %d" % k)
                         rounds = await asyncio.gather(
                             *(receive(ws, ROUND) for ws in members))
-                        for got, more in zip(received, rounds):
+                        for got, more in zip(received, rounds, strict=True):
                             got += more
                     return received
                 finally:

@@ -25,8 +25,8 @@ import time
 
 import pytest
 
-import wsraw
-from wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
+from support import wsraw
+from support.wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
                    WSClient, encode_frame, handshake_request)
 
 KIB = 1 << 10
@@ -647,7 +647,7 @@ def reset_own_peak_rss():
 def hostile_server(script):
     """A RawServer that reads almost nothing: a tiny receive window, set on
     the listening socket so that the accepted one starts with it."""
-    from clientpeers import RawServer
+    from support.clientpeers import RawServer
     server = RawServer(script)
     server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     return server
@@ -657,7 +657,7 @@ def control_flood(opcode, total, then=None):
     """A server script: the handshake, then ``total`` bytes of 125-byte
     control frames (opcode), reading nothing; then ``then`` (a text) if the
     client is still there, and silence until the client leaves."""
-    from clientpeers import accept, idle, read_request, server_frame
+    from support.clientpeers import accept, idle, read_request, server_frame
 
     def script(sock, reader):
         accept(sock, read_request(reader))
@@ -770,7 +770,7 @@ def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_rea
     means the server's kernel has taken nothing more for 2 s."""
     import asyncio
 
-    from clientpeers import accept, idle, read_request, server_frame
+    from support.clientpeers import accept, idle, read_request, server_frame
     count, frame = 5_000_000, server_frame(OP_TEXT, b"")
     total = count * len(frame)
     sent = [0]
@@ -824,7 +824,7 @@ async def test_empty_pushes_count_against_a_starlette_members_queue():
     from websockets.exceptions import ConnectionClosed
 
     from roomcast import Room
-    from test_starlette import Uvicorn, chat_app
+    from support.uvicornapp import Uvicorn, chat_app
 
     room = Room()
     async with Uvicorn(chat_app(room)) as server:
@@ -1089,7 +1089,11 @@ def test_upgrade_with_unconvertible_path_parameter_is_answered_400(user_routes, 
     stats = user_routes.running.stats
     request = handshake_request("/user/" + TOO_MANY_DIGITS, key=wsraw.new_key())
     with WSClient.connect(user_routes.port, "/user/42") as good:
-        exchange_prefixed = lambda text: (good.send_text(text), good.recv_text())[1]
+
+        def exchange_prefixed(text):
+            good.send_text(text)
+            return good.recv_text()
+
         assert exchange_prefixed("before") == "42:before"
         with caplog.at_level("WARNING", logger="roomcast"):
             assert answers_of(user_routes.port, [request] * BAD_REQUESTS) == [400] * BAD_REQUESTS

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-import wsraw
+from support import wsraw
 from roomcast import Server
-from wsraw import OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient, encode_frame
+from support.wsraw import OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient, encode_frame
 
 SWEEP = 0.6  # seconds: more than two sweep ticks
 
@@ -196,7 +196,7 @@ def test_idle_connections_cost_little_memory():
         # (13 KiB) would show in the figure below.
         time.sleep(SWEEP)
         before = rss_kib(proc.pid)
-        for i in range(n):
+        for _ in range(n):
             clients.append(WSClient.connect(port, "/r"))
         for i, c in enumerate(clients):
             c.send_text(str(i))

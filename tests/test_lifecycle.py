@@ -12,8 +12,8 @@ import tempfile
 import pytest
 
 import roomcast
-import wsraw
-from wsraw import WSClient, handshake_request, http_exchange
+from support import wsraw
+from support.wsraw import WSClient, handshake_request, http_exchange
 
 SERVER_SOURCE = r'''
 import asyncio

@@ -1,7 +1,7 @@
 """The server's limits, each a ``Server`` option: keepalive, idle timeout,
 connection limit, slow-consumer policy, origins, subprotocols, fragments.
 
-Every test drives real sockets; the raw client (tests/wsraw.py) is used
+Every test drives real sockets; the raw client (tests/support/wsraw.py) is used
 where a client library would answer pings or hide close codes.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-import wsraw
+from support import wsraw
 from roomcast import Room, Server
 
 # Hang guards only: nothing here measures speed.

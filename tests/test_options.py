@@ -13,7 +13,7 @@ import socket
 import pytest
 
 import roomcast
-import wsraw
+from support import wsraw
 from roomcast import App, Server
 from roomcast.compat import nwebsocket, pyn
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-import wsraw
-from wsraw import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient,
+from support import wsraw
+from support.wsraw import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient,
                    handshake_request, http_exchange)
 
 MIB = 1 << 20

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "rc_core.h"
-#include "rc_test.h"
+#include "support/rc_test.h"
 
 static pid_t redis_pid;
 static int redis_port_;

@@ -12,8 +12,8 @@
 #include <uv.h>
 
 #include "rc_core.h"
-#include "rc_events.h"
-#include "rc_test.h"
+#include "support/rc_events.h"
+#include "support/rc_test.h"
 
 #define WAIT_MS 30000 /* generous: valgrind is slow */
 

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "proto/rc_frame.h"
-#include "rc_test.h"
+#include "support/rc_test.h"
 
 RC_TEST(header_len_thresholds) {
   RC_ASSERT_EQ_UINT(rc_frame_header_len(0), 2);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "proto/rc_http.h"
-#include "rc_test.h"
+#include "support/rc_test.h"
 
 #define MAX_BYTES 8192
 #define MAX_HEADERS 64

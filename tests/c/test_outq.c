@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #include "rc_core.h"
-#include "rc_events.h"
-#include "rc_test.h"
+#include "support/rc_events.h"
+#include "support/rc_test.h"
 
 #define WAIT_MS 30000 /* hang guard: valgrind and ASan are slow */
 #define SMALL_BUF 4096

@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "rc_core.h"
-#include "rc_events.h"
-#include "rc_test.h"
+#include "support/rc_events.h"
+#include "support/rc_test.h"
 
 #define WAIT_MS 30000 /* hang guard only: valgrind is slow */
 

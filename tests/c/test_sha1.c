@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "proto/rc_sha1.h"
-#include "rc_test.h"
+#include "support/rc_test.h"
 
 static void sha1_hex(const void *data, size_t len, size_t chunk, char hex[41]) {
   static const char digits[] = "0123456789abcdef";

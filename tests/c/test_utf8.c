@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "rc_test.h"
+#include "support/rc_test.h"
 #include "proto/rc_utf8.h"
 
 #define VALID(lit) rc_utf8_valid((const uint8_t *)(lit), sizeof(lit) - 1)

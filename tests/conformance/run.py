@@ -38,9 +38,9 @@ Targets (``--target``, default ``all``: each in turn):
    committed), then ``summary.md`` (counts per section, tool, date,
    command, and every case that did not pass) and ``results.json`` (case id
    -> behavior, behaviorClose, duration in ms). A run of the default
-   selection writes these two where they are committed: next to this file
-   for ``server``, in ``relay/``, ``client-async/`` and ``client-sync/``
-   beside it for the others; a run of other cases writes them into the
+   selection writes these two where they are committed, in
+   tests/reports/conformance/TARGET/ (generated records kept apart from the
+   tests and from this tooling); a run of other cases writes them into the
    report directory so it cannot replace the full record.
 
 A case passes when its behavior is OK, NON-STRICT, INFORMATIONAL or
@@ -73,6 +73,8 @@ ROOT = HERE.parents[1]
 BUILD = ROOT / "build" / "conformance"
 DRIVER = HERE / "kosoku_driver.py"
 CLIENT_DRIVER = HERE / "client_driver.py"
+# The committed record of a full run, one folder per target.
+RECORDS = ROOT / "tests" / "reports" / "conformance"
 ECHO = ROOT / "examples" / "echo.py"
 
 DEFAULT_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"
@@ -704,7 +706,8 @@ def server_log_note(proc: Optional[subprocess.Popen[bytes]], log_path: Path, nam
     logged = log_path.read_text(errors="replace").splitlines()
     extra = [line for line in logged if "listening on" not in line and line.strip() != "shutting down"]
     if extra:
-        say(f"the server logged {len(extra)} other line(s), see {log_path.relative_to(ROOT)}:\n{tail(chr(10).join(extra), 20)}")
+        where = log_path.relative_to(ROOT)
+        say(f"the server logged {len(extra)} other line(s), see {where}:\n{tail(chr(10).join(extra), 20)}")
         note = "; ".join(filter(None, [note, f"it logged {len(extra)} unexpected line(s)"]))
     return note
 
@@ -753,7 +756,7 @@ def run_target(target: str, tool: Tool, args: argparse.Namespace, command: str) 
         seconds, note = run_client_target(target, tool, out, args.cases)
     entries, details = read_results(out)
     full = args.cases == DEFAULT_CASES
-    dest = (HERE if target == "server" else HERE / target) if full else out
+    dest = RECORDS / target if full else out
     dest.mkdir(parents=True, exist_ok=True)
     client = target.startswith("client")
     write_record(

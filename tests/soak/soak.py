@@ -61,8 +61,8 @@ TESTS = HERE.parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
-from wsraw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT  # noqa: E402
-from wsraw import accept_value, close_payload, encode_frame, handshake_request, new_key  # noqa: E402
+from support.wsraw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT  # noqa: E402
+from support.wsraw import accept_value, close_payload, encode_frame, handshake_request, new_key  # noqa: E402
 
 MIB = 1024 * 1024
 RSS_GROWTH_FRACTION = 0.10

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 T = 60  # seconds; starting Python on a loaded machine can be slow
 LISTENING = r"listening on \S+:(\d+)/"

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
-from wsraw import GUID, OP_CLOSE, Reader, close_payload, encode_frame
+from .wsraw import GUID, OP_CLOSE, Reader, close_payload, encode_frame
 
 T = 30.0  # hang guard only; the machine is shared and slow
 
