@@ -24,6 +24,7 @@ is fixed at birth, so the holders of one name must agree on it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import weakref
 from typing import TYPE_CHECKING, Any, Coroutine, Iterable, Optional, Union
 
@@ -52,6 +53,10 @@ Data = Union[str, bytes, bytearray, memoryview]
 # The hubs taking commands now, for a push to a named room that has no
 # member here yet: it still goes to the other servers through the backplane.
 _serving: weakref.WeakSet[Hub] = weakref.WeakSet()
+# When a hub learned a room, across hubs: a push goes through the hubs
+# that learned the room first (its members' servers, before those that
+# learned it only to publish).
+_learned = itertools.count()
 
 
 def core_name(kind: str, name: str) -> bytes:
@@ -97,8 +102,8 @@ class Hub:
         self._backplane_db = backplane_db
         # (kind, name) -> [core room id, holders, relay mode]
         self._names: dict[tuple[str, str], list[int]] = {}
-        # The core room of each room object without a name (or with one).
-        self._rooms: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # Each room object's core room here, and when it was learned.
+        self._rooms: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
         self._shared: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -286,15 +291,16 @@ class Hub:
     # -- Room members ----------------------------------------------------------
 
     def _room_id(self, room: Any, name: Optional[str], relay: int) -> int:
-        room_id = self._rooms.get(room)
-        if room_id is None:
-            if self._core is None:
-                raise RuntimeError("the server of this websocket is not running")
-            if name is not None:
-                room_id = self.name_acquire(ROOM_KIND, name, relay)
-            else:
-                room_id = self._core.room_new(relay)
-            self._rooms[room] = room_id
+        entry = self._rooms.get(room)
+        if entry is not None:
+            return entry[0]
+        if self._core is None:
+            raise RuntimeError("the server of this websocket is not running")
+        if name is not None:
+            room_id = self.name_acquire(ROOM_KIND, name, relay)
+        else:
+            room_id = self._core.room_new(relay)
+        self._rooms[room] = (room_id, next(_learned))
         return room_id
 
     def room_join(self, room: Any, name: Optional[str], relay: int, conn: int, identity: Any) -> bool:
@@ -310,20 +316,25 @@ class Hub:
         return True
 
     def room_leave(self, room: Any, name: Optional[str], conn: int) -> None:
-        room_id = self._rooms.get(room)
-        if room_id is not None and self._core is not None:
-            self._core.leave(conn, room_id)
+        entry = self._rooms.get(room)
+        if entry is not None and self._core is not None:
+            self._core.leave(conn, entry[0])
         if self.backplane is not None and name is not None:
             self.backplane.leave(name, conn)
 
     def knows(self, room: Any) -> bool:
         return room in self._rooms
 
+    def learned(self, room: Any) -> float:
+        """When this hub learned ``room`` (inf: it has not)."""
+        entry = self._rooms.get(room)
+        return float("inf") if entry is None else entry[1]
+
     def _publish(self, room: Any, data: Data, exclude: int) -> None:
         core = self._core
-        room_id = self._rooms.get(room)
-        if core is not None and room_id is not None:
-            core.publish(room_id, data, exclude)
+        entry = self._rooms.get(room)
+        if core is not None and entry is not None:
+            core.publish(entry[0], data, exclude)
 
     # -- presence ----------------------------------------------------------------
 
@@ -379,7 +390,7 @@ def publish(room: Any, name: Optional[str], relay: int, data: Data,
     hubs = [h for h in hubs if h.knows(room) or h.backplane is not None]
     # Through a server with members first (the excluded one's first of
     # all): while Redis is away, a push still reaches them.
-    hubs.sort(key=lambda h: (h is not exclude_hub, not h.knows(room)))
+    hubs.sort(key=lambda h: (h is not exclude_hub, h.learned(room)))
     done: set[Any] = set()
     for hub in hubs:
         hub.publish_named(room, name, relay, data, exclude_conn if hub is exclude_hub else 0, done)
@@ -389,7 +400,7 @@ def presence_hub(room: Any) -> Optional[Hub]:
     """A serving hub whose backplane knows ``room``'s members: one it has
     members on first."""
     hubs = serving()
-    hubs.sort(key=lambda h: not h.knows(room))
+    hubs.sort(key=lambda h: h.learned(room))
     for hub in hubs:
         if hub.has_presence():
             return hub
