@@ -39,7 +39,6 @@ import logging
 import os
 import signal
 from typing import (
-    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
@@ -58,10 +57,8 @@ from ._hub import Hub
 from ._params import Binder, ParamError, Route
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .backplane import Backplane, parse_url
+from .room import BaseRoom
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
-
-if TYPE_CHECKING:
-    from .room import BaseRoom
 
 __all__ = ["Running", "Server"]
 
@@ -276,7 +273,9 @@ class Server:
         """Serves ``room`` at ``path``: as an endpoint that calls
         ``room.connect``, except that an idle member costs no task (the
         room runs its handlers when events come, see ``room.attach``)."""
-        self._add_route(Route(path), room.connect, room.attach)
+        # A subclass with its own connect() keeps it: it runs as an endpoint.
+        own = type(room).connect is BaseRoom.connect
+        self._add_route(Route(path), room.connect, room.attach if own else None)
 
     def _add_route(self, route: Route, endpoint: Endpoint, starter: Optional[Starter] = None) -> None:
         if not callable(endpoint):

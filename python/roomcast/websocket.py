@@ -221,6 +221,18 @@ def header_values(raw: bytes, name: str) -> list[str]:
 _NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'
 
 
+class _Derived:
+    """What a ServerWebSocket makes on first use: most members never
+    need any of it, so together they cost one slot until then."""
+
+    __slots__ = ("state", "headers", "query_params")
+
+    def __init__(self) -> None:
+        self.state: Optional[SimpleNamespace] = None
+        self.headers: Optional[Headers] = None
+        self.query_params: Optional[QueryParams] = None
+
+
 class ServerWebSocket:
     """One server-side connection. Hashable (by identity), so it can be a
     dict key. Created by the server only.
@@ -246,9 +258,7 @@ class ServerWebSocket:
         "_host",
         "_port",
         "_path_params",
-        "_state",
-        "_headers",
-        "_query_params",
+        "_derived",
         "client_state",
         "application_state",
         "_inbox",
@@ -281,7 +291,8 @@ class ServerWebSocket:
         self._host = host
         self._port = port
         self._path_params: Optional[dict[str, Any]] = path_params or None
-        self._state: Optional[SimpleNamespace] = None
+        # state, headers and query_params, made on first use of one.
+        self._derived: Optional[_Derived] = None
         # The peer's side: DISCONNECTED once the core reported the close.
         self.client_state = WebSocketState.CONNECTING
         # This side: CONNECTED after accept(), DISCONNECTED after close().
@@ -293,8 +304,6 @@ class ServerWebSocket:
         self._waiter: Optional[asyncio.Future[None]] = None
         self._close_code = 1006
         self._close_reason = ""
-        self._headers: Optional[Headers] = None
-        self._query_params: Optional[QueryParams] = None
         # The subprotocol accept() chose, or None.
         self.subprotocol: Optional[str] = None
         # driver(driven) runs on each message and on the close (see drive()).
@@ -317,11 +326,18 @@ class ServerWebSocket:
     def path_params(self, value: dict[str, Any]) -> None:
         self._path_params = value
 
+    def _more(self) -> _Derived:
+        derived = self._derived
+        if derived is None:
+            derived = self._derived = _Derived()
+        return derived
+
     @property
     def headers(self) -> Headers:
-        if self._headers is None:
-            self._headers = Headers(parse_raw_headers(self._raw_headers))
-        return self._headers
+        derived = self._more()
+        if derived.headers is None:
+            derived.headers = Headers(parse_raw_headers(self._raw_headers))
+        return derived.headers
 
     @property
     def close_code(self) -> Optional[int]:
@@ -346,15 +362,17 @@ class ServerWebSocket:
     @property
     def state(self) -> SimpleNamespace:
         """A free namespace for the application (Starlette's ``state``)."""
-        if self._state is None:
-            self._state = SimpleNamespace()
-        return self._state
+        derived = self._more()
+        if derived.state is None:
+            derived.state = SimpleNamespace()
+        return derived.state
 
     @property
     def query_params(self) -> QueryParams:
-        if self._query_params is None:
-            self._query_params = QueryParams(self._query)
-        return self._query_params
+        derived = self._more()
+        if derived.query_params is None:
+            derived.query_params = QueryParams(self._query)
+        return derived.query_params
 
     @property
     def url(self) -> URL:
@@ -391,6 +409,8 @@ class ServerWebSocket:
         if not inbox:
             return None
         data = inbox.popleft()
+        if not inbox:
+            self._inbox = None  # an empty deque is 600 bytes: made again when needed
         self._inbox_size -= message_cost(data)
         if self._paused and self._inbox_size <= self._hub.max_receive_queue // 2:
             self._paused = False
