@@ -90,7 +90,8 @@ class Hub:
     ) -> None:
         # Takes commands while serving; None once shutdown has begun.
         self._core: Optional[_core.Core] = core
-        self._poll_core = core  # events keep coming until the very end
+        # Answers stats() until the core's loop has ended.
+        self._stats_core: Optional[_core.Core] = core
         self.loop = loop
         self.server_id = f"{core.server_id():016x}"
         self.subprotocols = tuple(subprotocols)
@@ -120,6 +121,7 @@ class Hub:
     def finish(self) -> None:
         """The core's loop has ended: forgets every room."""
         self.stop()
+        self._stats_core = None
         self._rooms.clear()
         self._names.clear()
         self.backplane = None
@@ -129,7 +131,9 @@ class Hub:
         return self._core is not None
 
     def stats(self) -> dict[str, int]:
-        return self._poll_core.stats()
+        """The core's counters; empty once it has stopped."""
+        core = self._stats_core
+        return core.stats() if core is not None else {}
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A task the server waits for (then cancels) when it stops."""
@@ -330,11 +334,6 @@ class Hub:
         entry = self._rooms.get(room)
         return float("inf") if entry is None else entry[1]
 
-    def _publish(self, room: Any, data: Data, exclude: int) -> None:
-        core = self._core
-        entry = self._rooms.get(room)
-        if core is not None and entry is not None:
-            core.publish(entry[0], data, exclude)
 
     # -- presence ----------------------------------------------------------------
 
@@ -359,7 +358,10 @@ class Hub:
     def publish_to(self, room: Any, data: Data, exclude: int) -> None:
         """Publishes to ``room``'s members of this server (a no-op if it
         has none here yet)."""
-        self._publish(room, data, exclude)
+        core = self._core
+        entry = self._rooms.get(room)
+        if core is not None and entry is not None:
+            core.publish(entry[0], data, exclude)
 
     def publish_named(self, room: Any, name: str, relay: int, data: Data, exclude: int, done: set[Any]) -> None:
         """Publishes to a named room through this server: its members here
@@ -374,7 +376,7 @@ class Hub:
             if key in done:
                 return
             done.add(key)
-        self._publish(room, data, exclude)
+        self.publish_to(room, data, exclude)
 
 
 def publish(room: Any, name: Optional[str], relay: int, data: Data,

@@ -18,6 +18,11 @@ these differences:
 * A member that reads too slowly (its output queue in the core exceeds the
   server's ``max_queue_bytes``) is closed with 1008 and leaves the room; the
   others are not slowed down.
+* A room served by ``server.route(path, room)`` keeps no task for an idle
+  member: its handlers run when the member's events come (a coroutine
+  handler in a task while it runs, the next message waiting for it), in
+  the same order and with the same hooks as ``connect()``, which a user's
+  own endpoint may still await.
 * ``Room(name="lobby")`` on servers started with ``backplane=`` is one room
   across them all (see :class:`Room`); ``await room.count()`` and
   ``await room.members()`` count the members of every server.
