@@ -1233,6 +1233,24 @@ static PyType_Spec Core_spec = {
 
 /* --- module -------------------------------------------------------------- */
 
+/* The core's other numbers that Python code needs, so that no Python file
+ * keeps a copy that could drift: the relay modes (enum rc_relay), the
+ * bound of a room name (RC_ROOM_NAME_MAX: the Python layer keeps 32 of
+ * its bytes for its own namespaces) and the codes of an RC_EV_BACKPLANE
+ * event. rc_core.h gives those codes in a comment only (the enum is
+ * private to loop/rc_backplane.c), hence the literals here, one place. */
+static int add_core_constants(PyObject *m) {
+  if (PyModule_AddIntConstant(m, "RELAY_NONE", RC_RELAY_NONE) < 0 ||
+      PyModule_AddIntConstant(m, "RELAY_ALL", RC_RELAY_ALL) < 0 ||
+      PyModule_AddIntConstant(m, "RELAY_OTHERS", RC_RELAY_OTHERS) < 0 ||
+      PyModule_AddIntConstant(m, "ROOM_NAME_MAX", RC_ROOM_NAME_MAX) < 0 ||
+      PyModule_AddIntConstant(m, "BACKPLANE_DOWN", 0) < 0 ||
+      PyModule_AddIntConstant(m, "BACKPLANE_UP", 1) < 0 ||
+      PyModule_AddIntConstant(m, "BACKPLANE_RETRY", 2) < 0)
+    return -1;
+  return 0;
+}
+
 static int module_exec(PyObject *m) {
   module_state *st = PyModule_GetState(m);
   st->core_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Core_spec, NULL);
@@ -1248,7 +1266,7 @@ static int module_exec(PyObject *m) {
       PyModule_AddIntConstant(m, "EV_REDIS", RC_EV_REDIS) < 0 ||
       PyModule_AddIntConstant(m, "EV_BACKPLANE", RC_EV_BACKPLANE) < 0)
     return -1;
-  return 0;
+  return add_core_constants(m);
 }
 
 static int module_traverse(PyObject *m, visitproc visit, void *arg) {

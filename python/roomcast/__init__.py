@@ -29,9 +29,9 @@ from .client import (
 )
 from .room import BaseRoom, Room
 from .server import Running, Server
+from ._version import __version__
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
 
-__version__ = "0.1.0"
 
 __all__ = [
     "App",

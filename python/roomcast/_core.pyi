@@ -38,6 +38,16 @@ EV_REDIS: Final[int]
 # up (both connections ready, rooms resubscribed); 0: down; 2: an attempt to
 # connect failed (text says why).
 EV_BACKPLANE: Final[int]
+BACKPLANE_DOWN: Final[int]   # EV_BACKPLANE codes: down (its connection lost)
+BACKPLANE_UP: Final[int]     # up: both Redis connections ready, rooms resubscribed
+BACKPLANE_RETRY: Final[int]  # an attempt to connect failed
+# Relay modes of room_new(relay): messages become EV_MESSAGE events (NONE)
+# or the loop forwards each to every member (ALL) or all but the sender.
+RELAY_NONE: Final[int]
+RELAY_ALL: Final[int]
+RELAY_OTHERS: Final[int]
+# The longest room name room_name() takes, in bytes (RC_ROOM_NAME_MAX).
+ROOM_NAME_MAX: Final[int]
 
 # The request headers of EV_OPEN and EV_REQUEST: b"name:value\n" per header,
 # in request order, names lower-cased, values as sent (decode as latin-1).

@@ -52,6 +52,7 @@ with the same name are two rooms, on this server and on the backplane.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -60,8 +61,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
 
-from .room import check_name
-from .server import APP_ALL_KIND, APP_KIND, Running, Server, _core_name
+from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
+from ._params import Route
+from .room import _now, check_name
+from .server import Running, Server
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
 
 __all__ = ["App", "Hooks", "RoomLimitError", "Socket"]
@@ -77,9 +80,6 @@ STATIC = Path(__file__).resolve().parent / "static"
 JOINED = "roomcast:joined"
 LEFT = "roomcast:left"
 REJOIN = "roomcast:rejoin"
-# The room of every socket (broadcast(to=None)): a kind of its own, so no
-# room a socket joins can be it.
-EVERYONE = "everyone"
 MAX_ROOMS_PER_SOCKET = 100
 MAX_ROOMS = 100_000
 
@@ -108,6 +108,10 @@ class Hooks:
     def __init__(self) -> None:
         self._before_on: list[Hook] = []
 
+    def chain(self) -> list[Hook]:
+        """The ``before_on`` hooks, in the order they run."""
+        return list(self._before_on)
+
     def before_on(self, func: F) -> F:
         """Decorator: ``hook(ws, func)`` runs before the event's handler.
         Every hook runs, in the order they were registered; each goes on
@@ -116,6 +120,79 @@ class Hooks:
             raise TypeError(f"before_on hook must be callable, not {type(func).__name__}")
         self._before_on.append(func)
         return func
+
+
+class _Rooms:
+    """An App's rooms on the server's hub while it serves: room name ->
+    (core room id, members); a room exists while it has members. Touched
+    on the loop's thread; read by broadcast() from any thread (a dict
+    lookup is atomic under the GIL)."""
+
+    def __init__(self, notices: bool, per_socket: Optional[int], total: Optional[int]) -> None:
+        self.notices = notices
+        self._per_socket = per_socket
+        self._total = total
+        self._named: dict[str, tuple[int, set[Socket]]] = {}
+        self._hub: Optional[Hub] = None
+        self.everyone = 0  # the core room of every socket
+
+    def start(self, hub: Hub) -> None:
+        self._hub = hub
+        self.everyone = hub.name_acquire(APP_ALL_KIND, EVERYONE)
+
+    def stop(self) -> None:
+        self._named.clear()
+        self._hub = None
+
+    def members(self, room: str) -> set[Socket]:
+        entry = self._named.get(room)
+        return set(entry[1]) if entry is not None else set()
+
+    def names(self) -> list[str]:
+        return list(self._named)
+
+    def open(self, ws: Socket) -> bool:
+        hub = self._hub
+        return hub is not None and hub.running and ws.ws.client_state is WebSocketState.CONNECTED
+
+    def send(self, ws: Socket, data: str) -> None:
+        if self._hub is not None:
+            self._hub.send(ws.id, data)
+
+    def check_bounds(self, room: str, joined: int) -> None:
+        """Raises RoomLimitError if a socket in ``joined`` rooms may not
+        join ``room``."""
+        per_socket = self._per_socket
+        if per_socket is not None and joined >= per_socket:
+            raise RoomLimitError(
+                f"max_rooms_per_socket ({per_socket}) reached: this socket is in {joined} rooms;"
+                f" {_shown(room)} not joined"
+            )
+        total = self._total
+        if total is not None and room not in self._named and len(self._named) >= total:
+            raise RoomLimitError(
+                f"max_rooms ({total}) reached: the app has {len(self._named)} rooms; {_shown(room)} not joined"
+            )
+
+    def join(self, ws: Socket, room: str) -> None:
+        hub = self._hub
+        assert hub is not None
+        entry = self._named.get(room)
+        if entry is None:
+            entry = self._named[room] = (hub.name_acquire(APP_KIND, room), set())
+        entry[1].add(ws)
+        hub.join(ws.id, entry[0])
+
+    def leave(self, ws: Socket, room: str) -> None:
+        entry = self._named.get(room)
+        hub = self._hub
+        if entry is None or hub is None:
+            return
+        entry[1].discard(ws)
+        hub.leave(ws.id, entry[0])
+        if not entry[1]:
+            del self._named[room]
+            hub.name_release(APP_KIND, room)
 
 
 class Socket:
@@ -127,24 +204,25 @@ class Socket:
     ``state`` is a free namespace; ``id`` is unique per connection.
     """
 
-    def __init__(self, app: App, ws: ServerWebSocket) -> None:
+    def __init__(self, app: App, ws: ServerWebSocket, rooms: _Rooms) -> None:
         self.app = app
         self.ws = ws
-        self.id = ws._conn
+        self.id = ws.id
         self.event = ""
         self.payload: Any = None
-        self._rooms: set[str] = set()
+        self._table = rooms
+        self._rooms: Optional[set[str]] = None  # made on the first join
 
     @property
     def state(self) -> SimpleNamespace:
         return self.ws.state
 
     def __repr__(self) -> str:
-        return f"<Socket #{self.id} rooms={sorted(self._rooms)!r}>"
+        return f"<Socket #{self.id} rooms={sorted(self._rooms or ())!r}>"
 
     def rooms(self) -> set[str]:
         """The rooms this socket is in (a copy)."""
-        return set(self._rooms)
+        return set(self._rooms or ())
 
     async def join(self, room: str) -> None:
         """Joins ``room`` (made on first use); joining twice does nothing.
@@ -153,23 +231,26 @@ class Socket:
         Raises :class:`RoomLimitError` past ``max_rooms_per_socket`` or
         ``max_rooms``."""
         check_name(room)
-        if room in self._rooms or not self.app._open(self):
+        rooms = self._rooms
+        if (rooms is not None and room in rooms) or not self._table.open(self):
             return
-        self.app._check_bounds(self, room)
-        self.app._join(self, room)
-        self._rooms.add(room)
-        if self.app._room_notices:
+        self._table.check_bounds(room, len(rooms or ()))
+        self._table.join(self, room)
+        if rooms is None:
+            rooms = self._rooms = set()
+        rooms.add(room)
+        if self._table.notices:
             await self.emit(JOINED, room)
 
     def leave(self, room: str) -> None:
         """Leaves ``room``; not being in it is not an error. The client is
         told with a ``roomcast:left`` event."""
-        if room not in self._rooms:
+        if not self._rooms or room not in self._rooms:
             return
         self._rooms.discard(room)
-        self.app._leave(self, room)
-        if self.app._room_notices and self.app._open(self):
-            self.app._send(self, envelope(LEFT, room))
+        self._table.leave(self, room)
+        if self._table.notices and self._table.open(self):
+            self._table.send(self, envelope(LEFT, room))
 
     async def emit(self, event: str, payload: Any = None) -> None:
         """Sends ``event`` to this socket only. Raises
@@ -217,9 +298,9 @@ class App(Server):
                 raise ValueError(f"{option} must be a positive int or None (no bound), not {value!r}")
         super().__init__(**options)
         self.hooks = Hooks()
-        self._room_notices = room_notices
-        self._max_rooms_per_socket = max_rooms_per_socket
-        self._max_rooms = max_rooms
+        self._table = _Rooms(room_notices, max_rooms_per_socket, max_rooms)
+        self._busy: set[Socket] = set()  # sockets whose handler runs now
+        self._driver = self._wake  # one bound method for every socket
         self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
         self._on_rejoin: Optional[Callable[[Socket, str], Any]] = None
         self._unhandled: Optional[Handler] = None
@@ -227,12 +308,7 @@ class App(Server):
         self._disconnect: list[Callable[[Socket], Any]] = []
         self._startup: list[Callable[[], Any]] = []
         self._shutdown_hooks: list[Callable[[], Any]] = []
-        # room name -> (core room id, members); a room exists while it has
-        # members. Touched on the loop's thread; read by broadcast() from
-        # any thread (a dict lookup is atomic under the GIL).
-        self._named: dict[str, tuple[int, set[Socket]]] = {}
-        self._everyone = 0  # core room of every socket: broadcast(to=None)
-        self.websocket(path)(self._endpoint)
+        self._add_route(Route(path), self._endpoint, self._attach)
         if serve_client:
             self.static("/", STATIC)
 
@@ -299,12 +375,11 @@ class App(Server):
 
     def members(self, room: str) -> set[Socket]:
         """The sockets in ``room`` now (a copy; empty for an unknown room)."""
-        entry = self._named.get(room)
-        return set(entry[1]) if entry is not None else set()
+        return self._table.members(room)
 
     def rooms(self) -> list[str]:
         """The names of the rooms that have members now."""
-        return list(self._named)
+        return self._table.names()
 
     # -- sending from anywhere ---------------------------------------------------
 
@@ -320,33 +395,12 @@ class App(Server):
         if isinstance(to, str):
             raise TypeError("to= takes a list of rooms, not one room name")
         data = envelope(event, payload)
-        core = self._core
-        if core is None:
+        hub = self._hub
+        if hub is None:
             return  # not serving: nobody to send to
-        extra: list[int] = []
-        if to is None:
-            ids = [self._everyone]
-        else:
-            # One core room per name on this server, in the App's namespace
-            # (a Room(name=...) of the same name is another room); a dict
-            # lookup is atomic under the GIL.
-            names = self._names
-            rooms = list(to)
-            ids = [entry[0] for entry in (names.get((APP_KIND, room)) for room in rooms) if entry is not None]
-            if self._backplane is not None:
-                # Rooms with no member here may have some on other servers:
-                # a room for this one broadcast carries their names.
-                for room in rooms:
-                    if (APP_KIND, room) not in names:
-                        extra.append(core.room_new())
-                        core.room_name(extra[-1], _core_name(APP_KIND, room))
-            if not ids and not extra:
-                return
         # Thread-safe: from a thread other than the loop's, the command
         # wakes the core by itself.
-        core.broadcast(ids + extra, data, exclude.id if exclude is not None else 0)
-        for room_id in extra:
-            core.room_free(room_id)
+        hub.broadcast(APP_KIND, None if to is None else list(to), data, exclude.id if exclude is not None else 0)
 
     # -- serving ------------------------------------------------------------------
 
@@ -358,10 +412,11 @@ class App(Server):
             await _call(func)
         try:
             async with super().serve(host, port) as running:
-                self._everyone = self._name_acquire(APP_ALL_KIND, EVERYONE)
+                assert self._hub is not None
+                self._table.start(self._hub)
                 yield running
         finally:
-            self._named.clear()
+            self._table.stop()
             for func in self._shutdown_hooks:
                 try:
                     await _call(func)
@@ -371,7 +426,9 @@ class App(Server):
     # -- one connection ------------------------------------------------------------
 
     async def _endpoint(self, websocket: ServerWebSocket) -> None:
-        ws = Socket(self, websocket)
+        """One socket's whole life in a task of its own (what _attach does
+        on events instead; kept for a route whose endpoint is called)."""
+        ws = Socket(self, websocket, self._table)
         try:
             for func in self._connect:
                 if await _call(func, ws) is False:
@@ -384,25 +441,113 @@ class App(Server):
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
                 await websocket.accept()  # unless a handler accepted it its way
-            core = self._core
-            if core is None:
+            if not websocket.hub.join(ws.id, self._table.everyone):
                 return
-            core.join(ws.id, self._everyone)
             while True:
                 try:
-                    data = await websocket._next()
+                    data = await websocket.next_message()
                 except WebSocketDisconnect:
                     break
                 await self._handle(ws, data)
         finally:
-            for func in self._disconnect:
-                try:
-                    await _call(func, ws)
-                except Exception:
-                    logger.exception("on_disconnect handler failed for %r", websocket)
-            for room in list(ws._rooms):
-                ws._rooms.discard(room)
-                self._leave(ws, room)
+            await self._gone(ws)
+
+    # A socket of the App's own route lives on the server's events: no task
+    # waits for an idle socket; one runs while a message is handled.
+
+    def _attach(self, websocket: ServerWebSocket) -> None:
+        ws = Socket(self, websocket, self._table)
+        if self._connect:
+            websocket.hub.spawn(self._attach_slowly(ws))
+        else:
+            self._admit(ws)
+
+    async def _attach_slowly(self, ws: Socket) -> None:
+        websocket = ws.ws
+        try:
+            for func in self._connect:
+                if await _call(func, ws) is False:
+                    break  # never accepted: answered 403
+            else:
+                if websocket.application_state is not WebSocketState.DISCONNECTED and self._admit(ws):
+                    self._wake(ws)  # what came while the handlers ran
+                return
+        except Exception:
+            logger.exception("on_connect handler failed for %r", websocket)
+        if websocket.application_state is not WebSocketState.DISCONNECTED:
+            await websocket.close()
+
+    def _admit(self, ws: Socket) -> bool:
+        """Accepts (unless a handler did) and joins the room of every
+        socket; then the socket's messages come to _wake."""
+        websocket = ws.ws
+        try:
+            if websocket.application_state is WebSocketState.CONNECTING:
+                _now(websocket.accept())
+            if websocket.hub.join(ws.id, self._table.everyone):
+                websocket.drive(self._driver, ws)
+                return True
+        except WebSocketDisconnect:
+            pass
+        self._end(ws)
+        return False
+
+    def _wake(self, ws: Socket) -> None:
+        """The driver of a socket: called on each message and on the close."""
+        if ws in self._busy:
+            return  # its task handles what came
+        websocket = ws.ws
+        data = websocket.take()
+        if data is None:
+            if websocket.client_state is WebSocketState.DISCONNECTED:
+                self._end(ws)
+            return
+        self._busy.add(ws)
+        websocket.hub.spawn(self._run(ws, data))
+
+    async def _run(self, ws: Socket, data: Any) -> None:
+        websocket = ws.ws
+        try:
+            while data is not None:
+                await self._handle(ws, data)
+                data = websocket.take()
+            if websocket.client_state is WebSocketState.DISCONNECTED:
+                websocket.drive(None)
+                await self._gone(ws)
+        except asyncio.CancelledError:
+            websocket.drive(None)
+            await self._gone(ws)
+            raise
+        finally:
+            self._busy.discard(ws)
+
+    def _end(self, ws: Socket) -> None:
+        websocket = ws.ws
+        websocket.drive(None)
+        if websocket.application_state is not WebSocketState.DISCONNECTED:
+            _now(websocket.close())
+        if self._disconnect:
+            self._busy.add(ws)
+            websocket.hub.spawn(self._gone_busy(ws))
+        else:
+            for room in ws.rooms():
+                ws.leave(room)
+
+    async def _gone_busy(self, ws: Socket) -> None:
+        try:
+            await self._gone(ws)
+        finally:
+            self._busy.discard(ws)
+
+    async def _gone(self, ws: Socket) -> None:
+        """The on_disconnect handlers, then the socket leaves its rooms."""
+        for func in self._disconnect:
+            try:
+                await _call(func, ws)
+            except Exception:
+                logger.exception("on_disconnect handler failed for %r", ws.ws)
+        for room in ws.rooms():
+            ws.leave(room)
 
     async def _handle(self, ws: Socket, data: Any) -> None:
         if not isinstance(data, str):
@@ -437,7 +582,7 @@ class App(Server):
             await self._error(ws, "internal error", event)
 
     async def _run_hooks(self, ws: Socket, handler: Handler, index: int) -> None:
-        hooks = self.hooks._before_on
+        hooks = self.hooks.chain()
         if index == len(hooks):
             await _call(handler, ws)
             return
@@ -451,8 +596,8 @@ class App(Server):
         payload: dict[str, Any] = {"message": message}
         if event is not None:
             payload["event"] = event
-        if self._open(ws):
-            self._send(ws, envelope("error", payload))
+        if self._table.open(ws):
+            self._table.send(ws, envelope("error", payload))
 
     async def _rejoin(self, ws: Socket) -> None:
         """The default handler of ``roomcast:rejoin``: each room goes
@@ -471,54 +616,10 @@ class App(Server):
                     await _call(handler, ws, room)
                 except RoomLimitError as exc:
                     refused = exc  # the rooms after it are refused too
-            if room not in ws._rooms and self._room_notices and self._open(ws):
-                self._send(ws, envelope(LEFT, room))
+            if room not in ws.rooms() and self._table.notices and self._table.open(ws):
+                self._table.send(ws, envelope(LEFT, room))
         if refused is not None:
             await self._error(ws, str(refused), REJOIN)
-
-    # -- rooms --------------------------------------------------------------------
-
-    def _open(self, ws: Socket) -> bool:
-        return self._core is not None and ws.ws.client_state is WebSocketState.CONNECTED
-
-    def _send(self, ws: Socket, data: str) -> None:
-        core = self._core
-        if core is not None:
-            core.send(ws.id, data)
-
-    def _check_bounds(self, ws: Socket, room: str) -> None:
-        per_socket = self._max_rooms_per_socket
-        if per_socket is not None and len(ws._rooms) >= per_socket:
-            raise RoomLimitError(
-                f"max_rooms_per_socket ({per_socket}) reached: this socket is in {len(ws._rooms)} rooms;"
-                f" {_shown(room)} not joined"
-            )
-        total = self._max_rooms
-        if total is not None and room not in self._named and len(self._named) >= total:
-            raise RoomLimitError(
-                f"max_rooms ({total}) reached: the app has {len(self._named)} rooms; {_shown(room)} not joined"
-            )
-
-    def _join(self, ws: Socket, room: str) -> None:
-        core = self._core
-        assert core is not None
-        entry = self._named.get(room)
-        if entry is None:
-            entry = self._named[room] = (self._name_acquire(APP_KIND, room), set())
-        entry[1].add(ws)
-        core.join(ws.id, entry[0])
-
-    def _leave(self, ws: Socket, room: str) -> None:
-        entry = self._named.get(room)
-        if entry is None:
-            return
-        entry[1].discard(ws)
-        core = self._core
-        if core is not None:
-            core.leave(ws.id, entry[0])
-        if not entry[1]:
-            del self._named[room]
-            self._name_release(APP_KIND, room)
 
 
 def _valid_name(room: str) -> bool:

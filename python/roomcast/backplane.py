@@ -39,14 +39,12 @@ import logging
 from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import unquote, urlsplit
 
-if TYPE_CHECKING:
-    from . import _core
+from . import _core
 
 __all__ = ["BackplaneError", "parse_url"]
 
 logger = logging.getLogger("roomcast")
 
-EV_UP, EV_DOWN, EV_RETRY = 1, 0, 2  # codes of the core's EV_BACKPLANE
 
 # One room's members of this server: written whole (resync) or one by one.
 _FILL = """
@@ -253,13 +251,13 @@ class Backplane:
 
     def on_state(self, code: int, text: str) -> None:
         self.settled.set()
-        if code == EV_UP:
+        if code == _core.BACKPLANE_UP:
             logger.info("backplane: %s", text)
             self.up = True
             self._warned = False
             self._stale.update(self._members)
             self._resync_stale()
-        elif code == EV_DOWN:
+        elif code == _core.BACKPLANE_DOWN:
             self.up = False
             logger.warning("backplane: lost Redis (%s); serving local members only, reconnecting", text)
         elif not self._warned:

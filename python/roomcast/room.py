@@ -18,6 +18,11 @@ these differences:
 * A member that reads too slowly (its output queue in the core exceeds the
   server's ``max_queue_bytes``) is closed with 1008 and leaves the room; the
   others are not slowed down.
+* A room served by ``server.route(path, room)`` keeps no task for an idle
+  member: its handlers run when the member's events come (a coroutine
+  handler in a task while it runs, the next message waiting for it), in
+  the same order and with the same hooks as ``connect()``, which a user's
+  own endpoint may still await.
 * ``Room(name="lobby")`` on servers started with ``backplane=`` is one room
   across them all (see :class:`Room`); ``await room.count()`` and
   ``await room.members()`` count the members of every server.
@@ -37,11 +42,12 @@ import asyncio
 import inspect
 import json
 import logging
+import sys
 from collections import deque
 from typing import (
-    TYPE_CHECKING,
     Any,
     Callable,
+    Coroutine,
     Iterator,
     Literal,
     Mapping,
@@ -52,13 +58,14 @@ from typing import (
     overload,
 )
 
+from . import _core, _hub
 from ._params import Binder
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, message_cost
 
-if TYPE_CHECKING:
-    from .server import Server
-
-NAME_MAX = 1024  # bytes of UTF-8, as the core allows
+# Bytes of UTF-8 a user may name a room with: the core's bound less what
+# roomcast keeps for the kind of a room in front of its name (see
+# _hub.core_name: at most 32 bytes).
+NAME_MAX = _core.ROOM_NAME_MAX - 32
 # Bytes of pushes (each its message_cost) that may wait for one Starlette
 # member before it is closed with 1008 (a client that does not read);
 # roomcast's own members have the server's max_queue_bytes instead.
@@ -115,7 +122,7 @@ class _AsgiSocket:
         except Exception:
             pass  # already closed, or the client has gone: nothing to close
 
-    async def _next(self) -> Union[str, bytes]:
+    async def next_message(self) -> Union[str, bytes]:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -125,7 +132,7 @@ class _AsgiSocket:
             if message.get("bytes") is not None:
                 return bytes(message["bytes"])
 
-    def _fail(self) -> None:
+    def fail(self) -> None:
         connected = self.application_state is WebSocketState.CONNECTED
         asyncio.ensure_future(self.close(1011, "internal error") if connected else self.close())
 
@@ -222,12 +229,14 @@ class BaseRoom:
         self._members: dict[Any, None] = {}
         self._asgi: dict[Any, _AsgiSocket] = {}
         self._leaving: set[ServerWebSocket] = set()
-        # The room's id in the core of each server that has (had) members.
-        self._room_ids: dict[Server, int] = {}
+        # Members served by attach() whose handler runs now (in a task).
+        self._busy: set[ServerWebSocket] = set()
         self._on_receive: dict[str, _Handler] = {}
         self._on_connect: dict[str, _Handler] = {}
         self._on_disconnect: dict[str, _Handler] = {}
-        self._relay = 0  # the core's relay mode: 0 none, 1 all, 2 others
+        self._relay = _core.RELAY_NONE
+        # One bound method for every member that attach() drives.
+        self._driver = self._pump
 
     # -- membership ----------------------------------------------------------
 
@@ -281,6 +290,60 @@ class BaseRoom:
         if identity is not None:
             json.dumps(identity)  # TypeError now, not at join, if it cannot go to Redis
             self._identities[ws] = identity
+        if not await self._enter(ws, io):
+            return
+        try:
+            await self._receive_loop(ws, io)
+        except WebSocketDisconnect:
+            if _still_open(io):  # raised about another connection: a bug
+                self._failed(ws, io, "on_receive")
+        except asyncio.CancelledError:
+            self._drop(ws)
+            raise
+        except Exception:
+            self._failed(ws, io, "on_receive")
+        await self._leave(ws, close=False)
+
+    def attach(self, websocket: ServerWebSocket) -> None:
+        """What :meth:`Server.route` does with each websocket of the room's
+        route: :meth:`connect`'s whole sequence, but run on the server's
+        events instead of in a task, so that an idle member costs no task
+        and no coroutine. A handler that is a coroutine runs in a task
+        while it runs; messages that arrive meanwhile wait, in order. When
+        the member has left, the websocket is closed (code 1000) unless it
+        already is, as the server does when an endpoint returns."""
+        ws = websocket
+        if ws in self._members:
+            raise RuntimeError(f"{ws!r} is already a member of this room")
+        if self._on_connect:
+            ws.hub.spawn(self._attach_slowly(ws))
+            return
+        # No connect handler: accept and join now (neither suspends).
+        try:
+            _now(ws.accept())
+            self._join(ws, ws)
+        except WebSocketDisconnect:
+            return  # gone already, or the server is stopping
+        except Exception:
+            self._failed(ws, ws, "on_connect('after')")
+            return
+        ws.drive(self._driver, ws)
+
+    async def _attach_slowly(self, ws: ServerWebSocket) -> None:
+        try:
+            entered = await self._enter(ws, ws)
+        except asyncio.CancelledError:
+            return  # the server is stopping: the member was dropped
+        if entered:
+            ws.drive(self._driver, ws)
+            self._pump(ws)  # what came while the handlers ran
+        elif ws.application_state is not WebSocketState.DISCONNECTED:
+            await ws.close()
+
+    async def _enter(self, ws: Any, io: Any) -> bool:
+        """``connect``'s way in: the connect handlers, accept, the join.
+        True once the member is in; False if it never got in or has
+        already left again (refused, gone, or a handler failed)."""
         try:
             before = self._on_connect.get("before")
             if before is not None:
@@ -289,73 +352,185 @@ class BaseRoom:
                 await io.accept()
             elif io.application_state is WebSocketState.DISCONNECTED:
                 self._identities.pop(ws, None)
-                return  # refused by the "before" handler
+                return False  # refused by the "before" handler
         except WebSocketDisconnect:
             self._identities.pop(ws, None)
-            return
+            return False
         except Exception:
             self._identities.pop(ws, None)
             self._failed(ws, io, "on_connect('before')")
-            return
-
-        where = "on_connect('after')"
+            return False
         try:
             self._join(ws, io)
             after = self._on_connect.get("after")
             if after is not None:
                 await after(self, ws)
-            where = "on_receive"
-            await self._receive_loop(ws, io)
+            return True
         except WebSocketDisconnect:
             if _still_open(io):  # raised about another connection: a bug
-                self._failed(ws, io, where)
+                self._failed(ws, io, "on_connect('after')")
         except asyncio.CancelledError:
             self._drop(ws)
             raise
         except Exception:
-            self._failed(ws, io, where)
+            self._failed(ws, io, "on_connect('after')")
         await self._leave(ws, close=False)
+        return False
+
+    def _pick(self, data: Union[str, bytes]) -> tuple[Optional[_Handler], Any]:
+        """The handler of a message and what it gets; (None, reason) for a
+        message that is not the JSON its handler wants (close 1007)."""
+        handlers = self._on_receive
+        if isinstance(data, str):
+            handler = handlers.get("text")
+            if handler is not None:
+                return handler, data
+            handler = handlers.get("json")
+            if handler is None:
+                return None, None
+            try:
+                return handler, json.loads(data)
+            except ValueError as exc:
+                return None, _bad_json_reason(exc)
+        handler = handlers.get("bytes")
+        if handler is not None:
+            return handler, data
+        handler = handlers.get("json")
+        if handler is None:
+            return None, None
+        try:
+            return handler, json.loads(data.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError is one
+            return None, _bad_json_reason(exc)
+
+    def handlers(self) -> list[tuple[str, str, Callable[..., Any]]]:
+        """The room's handlers as (decorator, mode, function) triples, e.g.
+        ``("on_receive", "json", f)``: what ``Room(base_room)`` copies."""
+        tables = (("on_receive", self._on_receive), ("on_connect", self._on_connect),
+                  ("on_disconnect", self._on_disconnect))
+        return [(decorator, mode, h.func) for decorator, table in tables for mode, h in table.items()]
+
+    def _call(self, handler: _Handler, ws: Any, data: Any) -> Any:
+        """Runs a receive handler: its awaitable, or None if it is done."""
+        if handler.binder is None:
+            result = handler.func(self, ws, data)
+        else:
+            result = handler.func(self, ws, data, **handler.binder.bind(ws.path_params))
+        return result if handler.is_async or inspect.isawaitable(result) else None
 
     async def _receive_loop(self, ws: Any, io: Any) -> None:
-        handlers = self._on_receive
         members = self._members
         while True:
-            data = await io._next()
+            data = await io.next_message()
             if ws not in members or ws in self._leaving:
                 return
-            if isinstance(data, str):
-                handler = handlers.get("text")
-                if handler is None:
-                    handler = handlers.get("json")
-                    if handler is None:
-                        continue
-                    try:
-                        data = json.loads(data)
-                    except ValueError as exc:
-                        await io.close(1007, _bad_json_reason(exc))
-                        return
-            else:
-                handler = handlers.get("bytes")
-                if handler is None:
-                    handler = handlers.get("json")
-                    if handler is None:
-                        continue
-                    try:
-                        data = json.loads(data.decode("utf-8"))
-                    except ValueError as exc:  # UnicodeDecodeError is one
-                        await io.close(1007, _bad_json_reason(exc))
-                        return
-            # Inlined _Handler.__call__: this runs once per message.
-            if handler.binder is None:
-                result = handler.func(self, ws, data)
-            else:
-                result = handler.func(self, ws, data, **handler.binder.bind(ws.path_params))
-            if handler.is_async or inspect.isawaitable(result):
+            handler, value = self._pick(data)
+            if handler is None:
+                if value is None:
+                    continue  # no handler for this kind
+                await io.close(1007, value)
+                return
+            result = self._call(handler, ws, value)
+            if result is not None:
                 await result
+
+    # -- members run on events (attach) ------------------------------------------
+
+    def _step(self, ws: ServerWebSocket) -> Any:
+        """Handles the messages that wait, until a handler must be awaited
+        (returns its awaitable), none is left (None) or the member is done
+        (_END: gone, removed, or it sent bad JSON)."""
+        members = self._members
+        while True:
+            data = ws.take()
+            if data is None:
+                return _END if ws.client_state is WebSocketState.DISCONNECTED else None
+            if ws not in members or ws in self._leaving:
+                return _END
+            handler, value = self._pick(data)
+            if handler is None:
+                if value is None:
+                    continue
+                _now(ws.close(1007, value))
+                return _END
+            result = self._call(handler, ws, value)
+            if result is not None:
+                return result
+
+    def _fault(self, ws: ServerWebSocket) -> Any:
+        """In an ``except`` block: a handler raised. Logged unless it is
+        the disconnect of its own closed connection."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, WebSocketDisconnect) or _still_open(ws):
+            self._failed(ws, ws, "on_receive")
+        return _END
+
+    def _pump(self, ws: ServerWebSocket) -> None:
+        """The driver of an attached member: called on each of its
+        messages and on its close."""
+        if ws in self._busy:
+            return  # its task handles what came
+        try:
+            out = self._step(ws)
+        except Exception:
+            out = self._fault(ws)
+        if out is None:
+            return
+        if out is _END:
+            self._end(ws)
+            return
+        self._busy.add(ws)
+        ws.hub.spawn(self._pump_slowly(ws, out))
+
+    async def _pump_slowly(self, ws: ServerWebSocket, awaitable: Any) -> None:
+        try:
+            while True:
+                try:
+                    await awaitable
+                    out = self._step(ws)
+                except asyncio.CancelledError:
+                    ws.drive(None)
+                    self._drop(ws)
+                    raise
+                except Exception:
+                    out = self._fault(ws)
+                if out is None:
+                    return
+                if out is _END:
+                    ws.drive(None)
+                    await self._finish(ws)
+                    return
+                awaitable = out
+        finally:
+            self._busy.discard(ws)
+
+    def _end(self, ws: ServerWebSocket) -> None:
+        """An attached member is done: it leaves, without a task when the
+        room has no disconnect handler."""
+        ws.drive(None)
+        if self._on_disconnect:
+            self._busy.add(ws)
+            ws.hub.spawn(self._finish_busy(ws))
+            return
+        if ws in self._members and ws not in self._leaving:
+            self._drop(ws)
+        if ws.application_state is not WebSocketState.DISCONNECTED:
+            _now(ws.close())
+
+    async def _finish_busy(self, ws: ServerWebSocket) -> None:
+        try:
+            await self._finish(ws)
+        finally:
+            self._busy.discard(ws)
+
+    async def _finish(self, ws: ServerWebSocket) -> None:
+        await self._leave(ws, close=False)
+        if ws.application_state is not WebSocketState.DISCONNECTED:
+            await ws.close()
 
     def _failed(self, ws: Any, io: Any, where: str) -> None:
         logger.exception("%s handler failed for %r", where, ws)
-        io._fail()
+        io.fail()
 
     def _join(self, ws: Any, io: Any) -> None:
         if io is not ws:  # a Starlette member: pushes go through Python
@@ -363,18 +538,15 @@ class BaseRoom:
             self._asgi[ws] = io
             io.start()
             return
-        server = ws._server
-        core = server._core
-        if core is None:
+        hub = ws.hub
+        if not hub.running:
             raise WebSocketClosed(1001, "going away")  # the server is stopping
-        room_id = self._room_ids.get(server)
-        if room_id is None:
-            room_id = self._room_ids[server] = server._room_new(self)
         self._members[ws] = None
-        core.join(ws._conn, room_id, self._relay)
-        backplane = server._backplane
-        if backplane is not None and self._name is not None:
-            backplane.join(self._name, ws._conn, self._identities.get(ws))
+        try:
+            hub.room_join(self, self._name, self._relay, ws.id, self._identities.get(ws))
+        except BaseException:
+            del self._members[ws]
+            raise
 
     def _drop(self, ws: ServerWebSocket) -> None:
         """Leaves the room at once, without handlers."""
@@ -386,16 +558,7 @@ class BaseRoom:
             self._members.pop(ws, None)
         elif ws in self._members:
             del self._members[ws]
-            server = ws._server
-            room_id = self._room_ids.get(server)
-            if room_id is not None and server._core is not None:
-                server._core.leave(ws._conn, room_id)
-            backplane = server._backplane
-            if backplane is not None and self._name is not None:
-                backplane.leave(self._name, ws._conn)
-
-    def _forget_server(self, server: Server) -> None:
-        self._room_ids.pop(server, None)
+            ws.hub.room_leave(self, self._name, ws.id)
 
     async def _leave(self, ws: ServerWebSocket, close: bool) -> None:
         if ws not in self._members or ws in self._leaving:
@@ -460,44 +623,12 @@ class BaseRoom:
             for ws, asgi in self._asgi.items():
                 if ws is not exclude:
                     asgi.push(message)
-        if exclude is not None and not isinstance(exclude, ServerWebSocket):
-            exclude = None  # not one of the core's connections
-        if self._name is None:
-            for server, room_id in self._room_ids.items():
-                core = server._core
-                if core is not None:
-                    core.publish(room_id, data, exclude._conn if exclude is not None and exclude._server is server else 0)
-            return
-        # A named room: the servers of this process that share a backplane
-        # publish once between them (the others get it from Redis), through
-        # the excluded member's server when it is one of them; a server
-        # with a backplane publishes even with no member here.
-        servers = [s for s in _serving_servers() if s._backplane is not None and s not in self._room_ids]
-        for server in servers:
-            self._room_ids[server] = server._room_new(self)
-        targets = sorted(self._room_ids.items(), key=lambda item: exclude is None or item[0] is not exclude._server)
-        done: set[tuple[str, int, str]] = set()
-        for server, room_id in targets:
-            core = server._core
-            if core is None:
-                continue
-            key = server._backplane_key if server._backplane is not None else None
-            if key is not None:
-                if key in done:
-                    continue
-                done.add(key)
-            core.publish(room_id, data, exclude._conn if exclude is not None and exclude._server is server else 0)
+        if isinstance(exclude, ServerWebSocket):
+            _hub.publish(self, self._name, self._relay, data, exclude.hub, exclude.id)
+        else:  # none, or not one of the core's connections
+            _hub.publish(self, self._name, self._relay, data, None, 0)
 
     # -- presence -------------------------------------------------------------
-
-    def _presence_server(self) -> Optional[Server]:
-        """A serving server whose backplane knows this room's members."""
-        if self._name is None:
-            return None
-        for server in list(self._room_ids) + _serving_servers():
-            if server._backplane is not None and server._core is not None:
-                return server
-        return None
 
     async def count(self) -> int:
         """How many members the room has on every server sharing it
@@ -505,10 +636,10 @@ class BaseRoom:
         ``presence_ttl``); for a room without a name, or with no server on
         a backplane, the members of this process (``len(room)``). Raises
         :class:`~roomcast.BackplaneError` while Redis is unreachable."""
-        server = self._presence_server()
-        if server is None or server._backplane is None or self._name is None:
+        hub = _hub.presence_hub(self) if self._name is not None else None
+        if hub is None or self._name is None:
             return len(self._members)
-        return await server._backplane.count(self._name)
+        return await hub.count(self._name)
 
     async def members(self) -> dict[str, Any]:
         """The members on every server: member id -> identity (the
@@ -517,10 +648,10 @@ class BaseRoom:
         server id is ``running.server_id``). Without a name or a
         backplane, this process's members. Raises
         :class:`~roomcast.BackplaneError` while Redis is unreachable."""
-        server = self._presence_server()
-        if server is None or server._backplane is None or self._name is None:
+        hub = _hub.presence_hub(self) if self._name is not None else None
+        if hub is None or self._name is None:
             return {_local_id(ws): self._identities.get(ws) for ws in self._members}
-        return await server._backplane.members(self._name)
+        return await hub.members(self._name)
 
 
 class Room(BaseRoom):
@@ -563,11 +694,10 @@ class Room(BaseRoom):
         super().__init__(name=name)
         if relay not in (None, "all", "others"):
             raise ValueError(f'relay must be None, "all" or "others", not {relay!r}')
-        self._relay = {None: 0, "all": 1, "others": 2}[relay]
+        self._relay = {None: _core.RELAY_NONE, "all": _core.RELAY_ALL, "others": _core.RELAY_OTHERS}[relay]
         if base_room is not None:
-            self._on_receive.update(base_room._on_receive)
-            self._on_connect.update(base_room._on_connect)
-            self._on_disconnect.update(base_room._on_disconnect)
+            for decorator, mode, func in base_room.handlers():
+                getattr(self, decorator)(mode)(func)
 
     def on_receive(self, mode: ReceiveMode = "text") -> Callable[[F], F]:
         """Decorator: the handler for messages of kind ``mode``: ``"text"``
@@ -626,16 +756,24 @@ def check_name(name: str) -> None:
         raise ValueError(f"a room name is 1 to {NAME_MAX} bytes of UTF-8 without NUL, not {name[:40]!r}")
 
 
-def _serving_servers() -> list[Server]:
-    from .server import _serving
-
-    return list(_serving)
-
-
 def _local_id(ws: Any) -> str:
     if isinstance(ws, ServerWebSocket):
-        return ws._server._member_id(ws._conn)
+        return ws.hub.member_id(ws.id)
     return f"asgi-{id(ws):x}"  # a Starlette member: known to this process only
+
+
+_END = object()  # _step's answer: the member is done
+
+
+def _now(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Runs a coroutine that never suspends (ServerWebSocket's accept and
+    close: they only queue a command) to its end, without a task."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError(f"{coro!r} suspended")
 
 
 def _still_open(ws: Any) -> bool:

@@ -7,8 +7,11 @@ dispatched at once:
 
 * open: the path is matched against the routes (first match wins; no match
   answers HTTP 404), a :class:`~roomcast.ServerWebSocket` is created and a task
-  runs the endpoint;
-* message: appended to that websocket's receive queue (no task per message);
+  runs the endpoint; for a room served with :meth:`Server.route` (and an
+  :class:`~roomcast.App`'s sockets) the room takes the websocket instead
+  and runs its handlers as events come, so that an idle member has no task;
+* message: appended to that websocket's receive queue (no task per message),
+  or handed to its room's handler;
 * close: the websocket is marked closed and its readers get
   :class:`~roomcast.WebSocketDisconnect`;
 * plain HTTP request (only when :meth:`Server.static` was used): a static
@@ -35,9 +38,7 @@ import inspect
 import logging
 import os
 import signal
-import weakref
 from typing import (
-    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
@@ -51,13 +52,13 @@ from typing import (
 )
 
 from . import _core, _options
+from ._core import Core
+from ._hub import Hub
 from ._params import Binder, ParamError, Route
-from .backplane import Backplane, parse_url
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
+from .backplane import Backplane, parse_url
+from .room import BaseRoom
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
-
-if TYPE_CHECKING:
-    from .room import BaseRoom
 
 __all__ = ["Running", "Server"]
 
@@ -65,6 +66,9 @@ logger = logging.getLogger("roomcast")
 
 Endpoint = Callable[..., Awaitable[Any]]
 E = TypeVar("E", bound=Endpoint)
+# Takes a routed websocket and runs its life on the server's events (a
+# room's attach): no task of the server's for it.
+Starter = Callable[[ServerWebSocket], None]
 
 EV_OPEN = _core.EV_OPEN
 EV_MESSAGE = _core.EV_MESSAGE
@@ -73,56 +77,33 @@ EV_REQUEST = _core.EV_REQUEST
 EV_REDIS = _core.EV_REDIS
 EV_BACKPLANE = _core.EV_BACKPLANE
 
-# Kinds of named rooms: an App room and a Room(name=...) called alike are
-# two rooms, here and on the backplane (see _core_name).
-ROOM_KIND = "room"  # Room(name=...)
-APP_KIND = "app"  # the rooms an App's sockets join
-APP_ALL_KIND = "app*"  # an App's room of every socket
-_RELAY_NAMES = {0: None, 1: "all", 2: "others"}
-
-
-def _core_name(kind: str, name: str) -> bytes:
-    """The name the core (and the backplane's channel) knows a room by. A
-    Room(name=...) keeps its own, so that its channel is the documented
-    escaped prefix, "|", name; the others start with a byte that UTF-8
-    never has (0xFF), then their kind, so that no Room name can equal
-    one."""
-    data = name.encode("utf-8")
-    return data if kind == ROOM_KIND else b"\xff" + kind.encode() + b":" + data
-
 # How long serve() waits for the backplane's first connection at most.
 SETTLE_SECONDS = 10.0
-
-# The servers serving now, for a push to a named room that has no member
-# here yet: it still goes to the other servers through the backplane.
-_serving: weakref.WeakSet[Server] = weakref.WeakSet()
-
 
 class Running:
     """What ``async with server.serve(...)`` yields: the bound ``host`` and
     ``port`` (the real one when 0 was asked for) and ``url``."""
 
-    def __init__(self, server: Server, host: str, port: int) -> None:
+    def __init__(self, server: Server, hub: Hub, host: str, port: int, scheme: str = "ws") -> None:
         self.server = server
         self.host = host
         self.port = port
-        scheme = "http" if server._static else "ws"
         netloc = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{netloc}:{port}/"
+        self._hub = hub
 
     def stats(self) -> dict[str, int]:
         """The core's counters (connections, rooms, slow_consumer_closes,
         ...; with a backplane ``backplane_up``, ``backplane_published``,
         ``backplane_received``, ``backplane_reconnects``,
         ``backplane_buffered``, ``backplane_dropped``, ...)."""
-        core = self.server._poll_core
-        return core.stats() if core is not None else {}
+        return self._hub.stats()
 
     @property
     def server_id(self) -> str:
         """This server's random id (16 hex digits), new each time it
         serves: the first part of its members' ids in presence."""
-        return self.server._server_id
+        return self._hub.server_id
 
 
 class Server:
@@ -244,25 +225,29 @@ class Server:
             self._backplane_key = (url["backplane_host"], url["backplane_port"], backplane_prefix)
         self._backplane_url = backplane
         self._presence_ttl = opts["presence_ttl"]
-        self._backplane: Optional[Backplane] = None
-        self._server_id = ""
-        # (kind, name) -> [core room id, holders, relay mode]: one core
-        # room per name of a kind.
-        self._names: dict[tuple[str, str], list[int]] = {}
         self._origins = None if opts["origins"] is None else frozenset(opts["origins"])
         self._subprotocols = opts["subprotocols"]
         self._backlog = opts["backlog"]
         self._max_receive_queue = opts["max_receive_queue"]
-        self._routes: list[tuple[Route, Endpoint, Optional[Binder]]] = []
+        self._routes: list[tuple[Route, Endpoint, Optional[Binder], Optional[Starter]]] = []
         self._static: list[StaticFiles] = []
-        # Takes commands while serving; None once shutdown has begun, so that
-        # no command can reach a core whose loop has ended (it would raise).
-        self._core: Optional[_core.Core] = None
-        self._poll_core: Optional[_core.Core] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # The serving session's handle (None when not serving): every
+        # command to the core goes through it.
+        self._hub: Optional[Hub] = None
+        # The core whose events are polled, until its loop has ended.
+        self._poll_core: Optional[Core] = None
         self._conns: dict[int, ServerWebSocket] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._rooms: weakref.WeakKeyDictionary[BaseRoom, int] = weakref.WeakKeyDictionary()
+
+    @property
+    def _core(self) -> Optional[Core]:
+        """The core while it takes commands (tests ask it directly)."""
+        hub = self._hub
+        return self._poll_core if hub is not None and hub.running else None
+
+    @property
+    def _backplane(self) -> Optional[Backplane]:
+        hub = self._hub
+        return hub.backplane if hub is not None else None
 
     # -- configuration ---------------------------------------------------
 
@@ -285,17 +270,21 @@ class Server:
         return decorator
 
     def route(self, path: str, room: BaseRoom) -> None:
-        """Serves ``room`` at ``path``: the endpoint is ``room.connect``."""
-        self._add_route(Route(path), room.connect)
+        """Serves ``room`` at ``path``: as an endpoint that calls
+        ``room.connect``, except that an idle member costs no task (the
+        room runs its handlers when events come, see ``room.attach``)."""
+        # A subclass with its own connect() keeps it: it runs as an endpoint.
+        own = type(room).connect is BaseRoom.connect
+        self._add_route(Route(path), room.connect, room.attach if own else None)
 
-    def _add_route(self, route: Route, endpoint: Endpoint) -> None:
+    def _add_route(self, route: Route, endpoint: Endpoint, starter: Optional[Starter] = None) -> None:
         if not callable(endpoint):
             raise TypeError(f"endpoint must be callable, not {type(endpoint).__name__}")
         binder = Binder(endpoint, 1)
         missing = [n for n in binder.required() if n not in route.converters]
         if missing:
             raise TypeError(f"endpoint {endpoint!r} declares {missing} which {route.pattern!r} does not provide")
-        self._routes.append((route, endpoint, binder if binder else None))
+        self._routes.append((route, endpoint, binder if binder else None, starter))
 
     def static(self, url_prefix: str, directory: Union[str, os.PathLike[str]]) -> None:
         """Serves the files of ``directory`` for plain GET and HEAD requests
@@ -352,39 +341,42 @@ class Server:
             raise TypeError(f"host must be a str, not {type(host).__name__}")
         port = _options.PORT("port", port)
         loop = asyncio.get_running_loop()
-        core = _core.Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
+        core = Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
         bound = core.listen(host, port, self._backlog)
         # Commands made on this loop wake the core once per loop iteration.
         core.set_batching(loop.call_soon)
         fd = core.fileno()
-        self._core = self._poll_core = core
-        self._loop = loop
-        self._server_id = f"{core.server_id():016x}"
+        backplane = None
         if self._backplane_options:
-            self._backplane = Backplane(core, loop, self._backplane_options["backplane_prefix"],
-                                        self._presence_ttl, self._backplane_url or "")
-            self._backplane.start()
-        _serving.add(self)
+            backplane = Backplane(core, loop, self._backplane_options["backplane_prefix"],
+                                  self._presence_ttl, self._backplane_url or "")
+        hub = Hub(core, loop, backplane=backplane, backplane_key=self._backplane_key,
+                  backplane_db=self._backplane_options.get("backplane_db"),
+                  subprotocols=self._subprotocols, max_receive_queue=self._max_receive_queue)
+        self._hub = hub
+        self._poll_core = core
+        if backplane is not None:
+            backplane.start()
+        hub.start()
         loop.add_reader(fd, self._drain)
         try:
-            if self._backplane is not None:
+            if backplane is not None:
                 # Serve once Redis is there, or its first attempt has failed
                 # (it goes on trying): members then see the other servers.
                 try:
-                    await asyncio.wait_for(self._backplane.settled.wait(), SETTLE_SECONDS)
+                    await asyncio.wait_for(backplane.settled.wait(), SETTLE_SECONDS)
                 except asyncio.TimeoutError:
                     pass
-            yield Running(self, host, bound)
+            yield Running(self, hub, host, bound, "http" if self._static else "ws")
         finally:
-            await self._shutdown(core, fd)
+            await self._shutdown(hub, core, fd)
 
-    async def _shutdown(self, core: _core.Core, fd: int) -> None:
+    async def _shutdown(self, hub: Hub, core: Core, fd: int) -> None:
         loop = asyncio.get_running_loop()
-        _serving.discard(self)
-        backplane = self._backplane
+        backplane = hub.backplane
         if backplane is not None:
             await backplane.close()  # this server's members leave presence
-        self._core = None
+        hub.stop()  # no command can reach a core whose loop has ended
         try:
             # stop() blocks for the close handshakes; events keep flowing
             # through the reader meanwhile, so endpoints see their close.
@@ -393,17 +385,14 @@ class Server:
             loop.remove_reader(fd)
             self._dispatch(core.poll())
             self._poll_core = None
-            for room in list(self._rooms):
-                room._forget_server(self)
-            self._rooms.clear()
-            self._names.clear()
+            hub.finish()
             if backplane is not None:
                 backplane.fail_waiting()
-                self._backplane = None
+            self._hub = None
             for ws in self._conns.values():
-                ws._closed(1006, "")  # every conn should have had its close event
+                ws.feed_close(1006, "")  # every conn should have had its close event
             self._conns.clear()
-        tasks = list(self._tasks)
+        tasks = hub.tasks()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._options["close_timeout"])
             for task in pending:
@@ -419,24 +408,26 @@ class Server:
 
     def _dispatch(self, events: list[Any]) -> None:
         conns = self._conns
+        hub = self._hub
+        backplane = hub.backplane if hub is not None else None
         for event in events:
             kind = event[0]
             try:
                 if kind == EV_MESSAGE:
                     ws = conns.get(event[1])
                     if ws is not None:
-                        ws._feed(event[2])
+                        ws.feed(event[2])
                 elif kind == EV_CLOSE:
                     ws = conns.pop(event[1], None)
                     if ws is not None:
-                        ws._closed(event[2], event[3])
+                        ws.feed_close(event[2], event[3])
                 elif kind == EV_REDIS:
-                    if self._backplane is not None:
-                        self._backplane.on_reply(event[1], event[2], event[3])
+                    if backplane is not None:
+                        backplane.on_reply(event[1], event[2], event[3])
                 elif kind == EV_BACKPLANE:
-                    if self._backplane is not None:
-                        self._backplane.on_state(event[1], event[2])
-                elif self._core is None:
+                    if backplane is not None:
+                        backplane.on_state(event[1], event[2])
+                elif hub is None or not hub.running:
                     continue  # shutting down: the core closes these itself
                 elif kind == EV_OPEN or kind == EV_REQUEST:
                     self._decide(kind, event)
@@ -463,27 +454,27 @@ class Server:
             logger.exception("roomcast answered 500 to %.200r: routing failed", path)
             status, text = 500, b"internal server error\n"
         self._conns.pop(conn, None)
-        core = self._core
-        if core is None:
+        hub = self._hub
+        if hub is None:
             return  # stopping: the core answers what is still pending
         try:
             if kind == EV_OPEN:
-                core.reject(conn, status, text)
+                hub.reject(conn, status, text)
             else:
-                core.respond(conn, status, [("Content-Type", "text/plain; charset=utf-8")], text, event[2] == "HEAD")
+                hub.respond(conn, status, [("Content-Type", "text/plain; charset=utf-8")], text, event[2] == "HEAD")
         except Exception:
             logger.exception("roomcast could not answer %d", status)
 
     def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
-        core = self._core
-        assert core is not None and self._loop is not None
+        hub = self._hub
+        assert hub is not None
         if self._origins is not None:
             origin = header_values(headers, "origin")
             # Two Origin headers are never a browser's: refused.
             if len(origin) > 1 or (origin[0] if origin else None) not in self._origins:
-                core.reject(conn, 403, b"origin not allowed\n")
+                hub.reject(conn, 403, b"origin not allowed\n")
                 return
-        for route, endpoint, binder in self._routes:
+        for route, endpoint, binder, starter in self._routes:
             params = route.match(path)
             if params is None:
                 continue
@@ -493,13 +484,14 @@ class Server:
                 continue  # an annotation the value does not convert to
             break
         else:
-            core.reject(conn, 404)
+            hub.reject(conn, 404)
             return
-        ws = ServerWebSocket(self, conn, path, query, headers, host, port, params)
-        task = self._loop.create_task(self._run_endpoint(ws, endpoint, kwargs))
+        ws = ServerWebSocket(hub, conn, hub.shared(path), query, headers, hub.shared(host), port, params)
         self._conns[conn] = ws
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if starter is not None:
+            starter(ws)  # the room runs it on events: no task of ours
+        else:
+            hub.spawn(self._run_endpoint(ws, endpoint, kwargs))
 
     async def _run_endpoint(self, ws: ServerWebSocket, endpoint: Endpoint, kwargs: dict[str, Any]) -> None:
         try:
@@ -510,7 +502,7 @@ class Server:
             pass
         except Exception:
             logger.exception("websocket endpoint %r failed for %r", endpoint, ws)
-            ws._fail()
+            ws.fail()
             return
         if ws.application_state is not WebSocketState.DISCONNECTED:
             await ws.close()  # 403 if never accepted, else close 1000
@@ -518,96 +510,42 @@ class Server:
     def _on_request(
         self, conn: int, method: str, path: str, query: str, headers: bytes, host: str, port: int
     ) -> None:
-        core = self._core
-        assert core is not None
+        hub = self._hub
+        assert hub is not None
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
             status, hdrs, body = text_response(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
-            core.respond(conn, status, hdrs, body, head)
+            hub.respond(conn, status, hdrs, body, head)
             return
         answer = None
         for static in self._static:
             found = static.lookup(path)
             if isinstance(found, str):
-                self._send_file(core, conn, found, head)
+                self._send_file(hub, conn, found, head)
                 return
             if found is not None and found[0] != 404:
                 answer = found
                 break
         if answer is None:
-            if any(route.match(path) is not None for route, _, _ in self._routes):
+            if any(entry[0].match(path) is not None for entry in self._routes):
                 answer = text_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")])
             else:
                 answer = text_response(404, "Not Found")
         status, hdrs, body = answer
-        core.respond(conn, status, hdrs, body, head)
+        hub.respond(conn, status, hdrs, body, head)
 
-    def _send_file(self, core: _core.Core, conn: int, real: str, head: bool) -> None:
+    def _send_file(self, hub: Hub, conn: int, real: str, head: bool) -> None:
         try:
             small = os.path.getsize(real) <= SMALL_FILE
         except OSError:
             small = True  # file_response answers 404
         if small:
             status, hdrs, body = file_response(real)
-            core.respond(conn, status, hdrs, body, head)
+            hub.respond(conn, status, hdrs, body, head)
             return
 
         async def send_large() -> None:
-            assert self._loop is not None
-            status, hdrs, body = await self._loop.run_in_executor(None, file_response, real)
-            if self._core is core:
-                core.respond(conn, status, hdrs, body, head)
+            status, hdrs, body = await hub.loop.run_in_executor(None, file_response, real)
+            hub.respond(conn, status, hdrs, body, head)  # a no-op once stopping
 
-        assert self._loop is not None
-        task = self._loop.create_task(send_large())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- rooms ---------------------------------------------------------------
-
-    def _room_new(self, room: BaseRoom) -> int:
-        if self._core is None:
-            raise RuntimeError("the server of this websocket is not running")
-        name = room._name
-        if name is not None:
-            room_id = self._name_acquire(ROOM_KIND, name, room._relay)
-        else:
-            room_id = self._core.room_new(room._relay)
-        self._rooms[room] = room_id
-        return room_id
-
-    def _name_acquire(self, kind: str, name: str, relay: int = 0) -> int:
-        """The core room of ``name`` among the rooms of ``kind`` on this
-        server, made on first use with its relay mode (fixed for its whole
-        life) and held until released; rooms of one name are one room, so
-        they must agree on the mode (ValueError otherwise)."""
-        key = (kind, name)
-        entry = self._names.get(key)
-        if entry is None:
-            core = self._core
-            if core is None:
-                raise RuntimeError("the server is not running")
-            room_id = core.room_new(relay)
-            core.room_name(room_id, _core_name(kind, name))
-            entry = self._names[key] = [room_id, 0, relay]
-        elif entry[2] != relay:
-            raise ValueError(
-                f"the room {name!r} is served here with relay={_RELAY_NAMES[entry[2]]!r}:"
-                f" a Room(name={name!r}, relay={_RELAY_NAMES[relay]!r}) cannot share it"
-            )
-        entry[1] += 1
-        return entry[0]
-
-    def _name_release(self, kind: str, name: str) -> None:
-        key = (kind, name)
-        entry = self._names.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del self._names[key]
-            if self._core is not None:
-                self._core.room_free(entry[0])
-
-    def _member_id(self, conn: int) -> str:
-        return f"{self._server_id}:{conn}"
+        hub.spawn(send_large())

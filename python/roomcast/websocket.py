@@ -39,6 +39,7 @@ from typing import (
     TYPE_CHECKING,
     Any,
     AsyncIterator,
+    Callable,
     Iterable,
     Iterator,
     Mapping,
@@ -55,8 +56,7 @@ from ._inbox import message_cost as message_cost
 if TYPE_CHECKING:
     import asyncio
 
-    from . import _core
-    from .server import Server
+    from ._hub import Hub
 
 __all__ = [
     "Address",
@@ -184,6 +184,18 @@ class QueryParams(_MultiMap):
 _NOT_ACCEPTED = 'WebSocket is not connected. Need to call "accept" first.'
 
 
+class _Derived:
+    """What a ServerWebSocket makes on first use: most members never
+    need any of it, so together they cost one slot until then."""
+
+    __slots__ = ("state", "headers", "query_params")
+
+    def __init__(self) -> None:
+        self.state: Optional[SimpleNamespace] = None
+        self.headers: Optional[Headers] = None
+        self.query_params: Optional[QueryParams] = None
+
+
 class ServerWebSocket:
     """One server-side connection. Hashable (by identity), so it can be a
     dict key. Created by the server only.
@@ -193,11 +205,39 @@ class ServerWebSocket:
     converted by its ``{name:int}``-style convertors), ``state`` (a free
     namespace for the application), ``client_state`` and
     ``application_state`` (:class:`WebSocketState`).
+
+    Memory: a member of a room served by ``Server.route`` keeps only this
+    object while idle, so it has slots, and what is derived (``client``,
+    ``headers``, ``query_params``, ``state``, an empty ``path_params``) is
+    made on first use.
     """
+
+    __slots__ = (
+        "_hub",
+        "_conn",
+        "_path",
+        "_query",
+        "_raw_headers",
+        "_host",
+        "_port",
+        "_path_params",
+        "_derived",
+        "client_state",
+        "application_state",
+        "_inbox",
+        "_inbox_size",
+        "_paused",
+        "_waiter",
+        "_close_code",
+        "_close_reason",
+        "subprotocol",
+        "_driver",
+        "_driven",
+    )
 
     def __init__(
         self,
-        server: Server,
+        hub: Hub,
         conn: int,
         path: str,
         query: str,
@@ -206,16 +246,16 @@ class ServerWebSocket:
         port: int,
         path_params: dict[str, Any],
     ) -> None:
-        assert server._loop is not None  # created by a serving server only
-        self._server = server
-        self._loop = server._loop
+        self._hub = hub
         self._conn = conn
         self._path = path
         self._query = query
         self._raw_headers = headers
-        self.client = Address(host, port)
-        self.path_params = path_params
-        self._state: Optional[SimpleNamespace] = None
+        self._host = host
+        self._port = port
+        self._path_params: Optional[dict[str, Any]] = path_params or None
+        # state, headers and query_params, made on first use of one.
+        self._derived: Optional[_Derived] = None
         # The peer's side: DISCONNECTED once the core reported the close.
         self.client_state = WebSocketState.CONNECTING
         # This side: CONNECTED after accept(), DISCONNECTED after close().
@@ -223,23 +263,44 @@ class ServerWebSocket:
         # Made on the first message: a member that never speaks keeps none.
         self._inbox: Optional[deque[Data]] = None
         self._inbox_size = 0  # message_cost() of what waits
-        self._inbox_limit = server._max_receive_queue
         self._paused = False
         self._waiter: Optional[asyncio.Future[None]] = None
         self._close_code = 1006
         self._close_reason = ""
-        self._headers: Optional[Headers] = None
-        self._query_params: Optional[QueryParams] = None
         # The subprotocol accept() chose, or None.
         self.subprotocol: Optional[str] = None
+        # driver(driven) runs on each message and on the close (see drive()).
+        self._driver: Optional[Callable[[Any], None]] = None
+        self._driven: Any = None
 
     # -- request ----------------------------------------------------------
 
     @property
+    def client(self) -> Address:
+        return Address(self._host, self._port)
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        if self._path_params is None:
+            self._path_params = {}
+        return self._path_params
+
+    @path_params.setter
+    def path_params(self, value: dict[str, Any]) -> None:
+        self._path_params = value
+
+    def _more(self) -> _Derived:
+        derived = self._derived
+        if derived is None:
+            derived = self._derived = _Derived()
+        return derived
+
+    @property
     def headers(self) -> Headers:
-        if self._headers is None:
-            self._headers = Headers(parse_raw_headers(self._raw_headers))
-        return self._headers
+        derived = self._more()
+        if derived.headers is None:
+            derived.headers = Headers(parse_raw_headers(self._raw_headers))
+        return derived.headers
 
     @property
     def close_code(self) -> Optional[int]:
@@ -264,15 +325,17 @@ class ServerWebSocket:
     @property
     def state(self) -> SimpleNamespace:
         """A free namespace for the application (Starlette's ``state``)."""
-        if self._state is None:
-            self._state = SimpleNamespace()
-        return self._state
+        derived = self._more()
+        if derived.state is None:
+            derived.state = SimpleNamespace()
+        return derived.state
 
     @property
     def query_params(self) -> QueryParams:
-        if self._query_params is None:
-            self._query_params = QueryParams(self._query)
-        return self._query_params
+        derived = self._more()
+        if derived.query_params is None:
+            derived.query_params = QueryParams(self._query)
+        return derived.query_params
 
     @property
     def url(self) -> URL:
@@ -280,7 +343,43 @@ class ServerWebSocket:
         return URL("ws", netloc, self._path, self._query, "")
 
     def __repr__(self) -> str:
-        return f"<ServerWebSocket #{self._conn} {self._path} from {self.client.host}:{self.client.port}>"
+        return f"<ServerWebSocket #{self._conn} {self._path} from {self._host}:{self._port}>"
+
+    # -- what roomcast's own modules use --------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The connection's id in the core: unique in its server while it
+        serves (the second part of a member id in presence)."""
+        return self._conn
+
+    @property
+    def hub(self) -> Hub:
+        """The serving server's handle (roomcast's rooms ask it)."""
+        return self._hub
+
+    def drive(self, driver: Optional[Callable[[Any], None]], driven: Any = None) -> None:
+        """From now on ``driver(driven)`` is called after each message is
+        queued and once the connection has closed (None: no more); the
+        driver reads with :meth:`take`. A room served by ``Server.route``
+        runs its members this way: no task waits for an idle member."""
+        self._driver = driver
+        self._driven = driven
+
+    def take(self) -> Optional[Data]:
+        """The next queued message, or None if none waits (never waits)."""
+        inbox = self._inbox
+        if not inbox:
+            return None
+        data = inbox.popleft()
+        if not inbox:
+            self._inbox = None  # an empty deque is 600 bytes: made again when needed
+        self._inbox_size -= message_cost(data)
+        if self._paused and self._inbox_size <= self._hub.max_receive_queue // 2:
+            self._paused = False
+            if self.client_state is not WebSocketState.DISCONNECTED:
+                self._hub.resume_reading(self._conn)
+        return data
 
     # -- handshake ----------------------------------------------------------
 
@@ -303,17 +402,17 @@ class ServerWebSocket:
             raise ValueError(
                 f"the client did not offer subprotocol {subprotocol!r} (it offered {self.subprotocols!r})"
             )
-        if subprotocol is None and self._server._subprotocols:
+        hub = self._hub
+        if subprotocol is None and hub.subprotocols:
             offered = self.subprotocols
-            subprotocol = next((p for p in self._server._subprotocols if p in offered), None)
-        core = self._server._core
-        if core is None:
+            subprotocol = next((p for p in hub.subprotocols if p in offered), None)
+        if not hub.running:
             self._close_code, self._close_reason = 1001, "going away"
-        if core is None or self.client_state is WebSocketState.DISCONNECTED:
+        if not hub.running or self.client_state is WebSocketState.DISCONNECTED:
             self.application_state = WebSocketState.DISCONNECTED
             raise WebSocketClosed(self._close_code, self._close_reason)
         pairs = [(_latin1(k), _latin1(v)) for k, v in headers or ()]
-        core.accept(self._conn, subprotocol, pairs)
+        hub.accept(self._conn, subprotocol, pairs)
         self.subprotocol = subprotocol
         self.application_state = WebSocketState.CONNECTED
         self.client_state = WebSocketState.CONNECTED
@@ -327,36 +426,33 @@ class ServerWebSocket:
         6455 does not allow an endpoint to send (the connection stays open).
         """
         state = self.application_state
-        core = self._server._core
-        if core is not None and self.client_state is not WebSocketState.DISCONNECTED:
+        if self.client_state is not WebSocketState.DISCONNECTED:
             if state is WebSocketState.CONNECTING:
-                core.reject(self._conn, 403)
+                self._hub.reject(self._conn, 403)
             elif state is WebSocketState.CONNECTED:
-                core.close(self._conn, code, reason)
+                self._hub.close(self._conn, code, reason)
         self.application_state = WebSocketState.DISCONNECTED
 
-    def _fail(self) -> None:
+    def fail(self) -> None:
         """Ends the connection after an application error: HTTP 500 before
         accept, close 1011 after."""
         state = self.application_state
         self.application_state = WebSocketState.DISCONNECTED
-        core = self._server._core
-        if core is None or self.client_state is WebSocketState.DISCONNECTED:
+        if self.client_state is WebSocketState.DISCONNECTED:
             return
         if state is WebSocketState.CONNECTING:
-            core.reject(self._conn, 500)
+            self._hub.reject(self._conn, 500)
         elif state is WebSocketState.CONNECTED:
-            core.close(self._conn, 1011, "internal error")
+            self._hub.close(self._conn, 1011, "internal error")
 
     # -- sending ------------------------------------------------------------
 
-    def _check_send(self) -> _core.Core:
-        """The core to send with, or the reason why not."""
+    def _check_send(self) -> Hub:
+        """The hub to send through, or the reason why not."""
         if self.application_state is WebSocketState.CONNECTED:
             if self.client_state is not WebSocketState.DISCONNECTED:
-                core = self._server._core
-                if core is not None:
-                    return core
+                if self._hub.running:
+                    return self._hub
                 raise WebSocketClosed(1001, "going away")
             raise WebSocketClosed(self._close_code, self._close_reason)
         if self.application_state is WebSocketState.CONNECTING:
@@ -389,50 +485,48 @@ class ServerWebSocket:
 
     # -- receiving ----------------------------------------------------------
 
-    def _feed(self, data: Data) -> None:
+    def feed(self, data: Data) -> None:
+        """Queues a message from the peer (the server's dispatch)."""
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
         inbox.append(data)
         self._inbox_size += message_cost(data)
-        if self._inbox_size > self._inbox_limit and not self._paused:
-            core = self._server._core
-            if core is not None:
-                core.pause_reading(self._conn)
+        if self._inbox_size > self._hub.max_receive_queue and not self._paused:
+            if self._hub.pause_reading(self._conn):
                 self._paused = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
-    def _closed(self, code: int, reason: str) -> None:
+    def feed_close(self, code: int, reason: str) -> None:
+        """The connection has closed (the server's dispatch)."""
         self._close_code = code
         self._close_reason = reason
         self.client_state = WebSocketState.DISCONNECTED
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._driver is not None:
+            self._driver(self._driven)
 
-    async def _next(self) -> Data:
-        """The next message, str (text frame) or bytes (binary frame)."""
-        inbox = self._inbox
-        while not inbox:
+    async def next_message(self) -> Data:
+        """The next message, str (text frame) or bytes (binary frame);
+        raises :class:`WebSocketDisconnect` once the peer has gone and
+        every message before its close has been read."""
+        while not self._inbox:
             if self.client_state is WebSocketState.DISCONNECTED:
                 raise WebSocketDisconnect(self._close_code, self._close_reason)
             if self.application_state is WebSocketState.CONNECTING:
                 raise RuntimeError(_NOT_ACCEPTED)
-            self._waiter = self._loop.create_future()
+            self._waiter = self._hub.loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-            inbox = self._inbox  # _feed makes it when the first message comes
-        data = inbox.popleft()
-        self._inbox_size -= message_cost(data)
-        if self._paused and self._inbox_size <= self._inbox_limit // 2:
-            self._paused = False
-            core = self._server._core
-            if core is not None and self.client_state is not WebSocketState.DISCONNECTED:
-                core.resume_reading(self._conn)
+        data = self.take()
+        assert data is not None
         return data
 
     async def receive(self) -> dict[str, Any]:
@@ -440,7 +534,7 @@ class ServerWebSocket:
         ``{"type": "websocket.receive", "text": ...}`` (or ``"bytes"``), then
         ``{"type": "websocket.disconnect", "code": ..., "reason": ...}``."""
         try:
-            data = await self._next()
+            data = await self.next_message()
         except WebSocketDisconnect as exc:
             return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
         key = "text" if isinstance(data, str) else "bytes"
@@ -450,7 +544,7 @@ class ServerWebSocket:
         """The next message, which must be a text frame (:class:`TypeError`
         otherwise; the message is consumed). Raises
         :class:`WebSocketDisconnect` when the peer has gone."""
-        data = await self._next()
+        data = await self.next_message()
         if not isinstance(data, str):
             raise TypeError("expected a text message, received a binary one")
         return data
@@ -458,7 +552,7 @@ class ServerWebSocket:
     async def receive_bytes(self) -> bytes:
         """The next message, which must be a binary frame (:class:`TypeError`
         otherwise)."""
-        data = await self._next()
+        data = await self.next_message()
         if isinstance(data, str):
             raise TypeError("expected a binary message, received a text one")
         return data
@@ -468,7 +562,7 @@ class ServerWebSocket:
         accepted (binary is decoded as UTF-8), whatever ``mode`` says.
         Raises :class:`ValueError` (``json.JSONDecodeError`` or
         ``UnicodeDecodeError``) on a malformed message."""
-        data = await self._next()
+        data = await self.next_message()
         return json.loads(data)
 
     async def iter_text(self) -> AsyncIterator[str]:

@@ -230,9 +230,7 @@ class BasePubSubWebSocket(ABC):
             raise RuntimeError(
                 "redis_credentials need roomcast's Server (started with backplane=...): the rooms of a "
                 "Starlette websocket are local to its process")
-        key = ws._server._backplane_key
-        options = ws._server._backplane_options
-        if key is None or (key[0], key[1], options.get("backplane_db")) != (c.host, c.port, c.db):
+        if not ws.hub.backplane_is(c.host, c.port, c.db):
             raise RuntimeError(
                 f"redis_credentials name {c.host}:{c.port}/{c.db}: start the Server with "
                 f"backplane={c.url!r} so that the channel is shared through that Redis")

@@ -251,7 +251,7 @@ class Socket:
             return
         # The manager keeps its own membership: ask it.
         if to is None:
-            targets = list(self._app._sockets.values())
+            targets = self._app.sockets()
         else:
             seen: dict[Socket, None] = {}
             for room in to:
@@ -317,6 +317,10 @@ class Application:
         self.app.on_disconnect(self._disconnect)
         self.app.on_startup(self._startup)
         self.app.on_shutdown(self._shutdown)
+
+    def sockets(self) -> list[Socket]:
+        """The sockets connected now."""
+        return list(self._sockets.values())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         raise TypeError(
