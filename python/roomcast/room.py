@@ -60,7 +60,8 @@ from typing import (
 
 from . import _core, _hub
 from ._params import Binder
-from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, message_cost
+from ._inbox import message_cost
+from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
 
 # Bytes of UTF-8 a user may name a room with: the core's bound less what
 # roomcast keeps for the kind of a room in front of its name (see

@@ -58,7 +58,8 @@ from ._params import Binder, ParamError, Route
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .backplane import Backplane, parse_url
 from .room import BaseRoom
-from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, header_values
+from ._http import header_values
+from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
 
 __all__ = ["Running", "Server"]
 

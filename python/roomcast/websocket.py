@@ -50,8 +50,8 @@ from typing import (
 )
 from urllib.parse import SplitResult, parse_qsl, urlencode
 
-from ._http import header_values as header_values, parse_raw_headers as parse_raw_headers
-from ._inbox import message_cost as message_cost
+from ._http import header_values, parse_raw_headers
+from ._inbox import message_cost
 
 if TYPE_CHECKING:
     import asyncio

@@ -118,6 +118,17 @@ class Hub:
             heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
         self.post(lambda: None)
 
+    def connect(self, receiver: Receiver, host: str, port: int, resource: str, options: dict[str, Any]) -> int:
+        """Opens a core connection whose events go to ``receiver``; the
+        caller holds ``_lock``."""
+        conn = self.core.connect(host, port, resource, **options)
+        self._links[conn] = receiver
+        return conn
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
     def forget(self, conn: int) -> None:
         """The core connection ``conn`` has closed: no more events for it."""
         with _lock:
@@ -221,10 +232,9 @@ def start_connection(receiver: Receiver, host: str, port: int, resource: str, op
     with _lock:
         if _exiting:
             raise RuntimeError("the interpreter is exiting: no new connections")
-        if _hub is None or _hub._shutting_down:
+        if _hub is None or _hub.shutting_down:
             _hub = Hub()
-        conn = _hub.core.connect(host, port, resource, **options)
-        _hub._links[conn] = receiver
+        conn = _hub.connect(receiver, host, port, resource, options)
         receiver.attach(_hub, conn)
 
 

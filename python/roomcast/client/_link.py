@@ -21,7 +21,8 @@ front's hook runs.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 from .. import _core
 from .._http import parse_raw_headers
@@ -37,27 +38,18 @@ SendData = Union[str, bytes, bytearray, memoryview]
 CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
 class Front:
-    """What a link reports to, on the ``"roomcast-client"`` thread.
+    """What a link reports to, on the ``"roomcast-client"`` thread: the
+    client object's hooks, handed over as callables so that they stay that
+    object's own (the fronts are public classes that users subclass, as
+    ``WebSocket``: its names, ``onopen`` and the rest, are the user's)."""
 
-    The hooks are underscored because the fronts are public classes that
-    users subclass (``WebSocket``): their own names (``onopen``, ...) stay
-    theirs, these are the link's."""
-
-    def _opened(self, reconnected: bool, attempts: int) -> None:
-        raise NotImplementedError
-
-    def _message(self, data: Data) -> None:
-        raise NotImplementedError
-
-    def _error(self, error: ConnectionFailed) -> None:
-        raise NotImplementedError
-
-    def _closed(self, code: int, reason: str, final: bool) -> None:
-        raise NotImplementedError
-
-    def _close_info(self) -> tuple[int, str]:
-        raise NotImplementedError
+    opened: Callable[[bool, int], None]
+    message: Callable[[Data], None]
+    error: Callable[[ConnectionFailed], None]
+    closed: Callable[[int, str, bool], None]
+    close_info: Callable[[], tuple[int, str]]
 
 
 class Link:
@@ -99,7 +91,7 @@ class Link:
                 "the WebSocket is not open yet (readyState CONNECTING): wait for onopen, or wait_open()"
             )
         if state != OPEN or conn is None or hub is None:
-            raise ConnectionClosed(*self.front._close_info())
+            raise ConnectionClosed(*self.front.close_info())
         try:
             hub.core.send(conn, data)
         except RuntimeError:
@@ -155,7 +147,7 @@ class Link:
     def event(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == _core.EV_MESSAGE:
-            self.front._message(event[2])
+            self.front.message(event[2])
         elif kind == _core.EV_CONNECTED:
             self._opened(event[2], parse_raw_headers(event[3]))
         elif kind == _core.EV_CLOSE:
@@ -170,7 +162,7 @@ class Link:
         reconnected, attempts = self.opened_before, self.attempt
         self.opened_before = True
         self.attempt = 0
-        self.front._opened(reconnected, attempts)
+        self.front.opened(reconnected, attempts)
 
     def _closed(self, code: int, reason: str) -> None:
         hub = self.hub
@@ -189,17 +181,17 @@ class Link:
             )
             self.state = CLOSED if final else CONNECTING
         if code == 1006 and not self.user_closed:
-            self.front._error(ConnectionFailed(reason or "connection lost"))
+            self.front.error(ConnectionFailed(reason or "connection lost"))
         if final:
             self._final_close(code, reason)
         elif was_open:
-            self.front._closed(code, reason, False)
+            self.front.closed(code, reason, False)
         if not final and hub is not None:
             self.attempt += 1
             hub.call_later(policy.delay(self.attempt), self._retry)
 
     def _final_close(self, code: int, reason: str) -> None:
-        self.front._closed(code, reason, True)
+        self.front.closed(code, reason, True)
         # A closed client keeps no hold on the hub: the stopped core and
         # its descriptor go once the hub's thread ends.
         self.hub = None

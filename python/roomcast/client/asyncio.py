@@ -42,7 +42,7 @@ __all__ = ["ClientConnection", "connect"]
 logger = logging.getLogger("roomcast")
 
 
-class ClientConnection(Front):
+class ClientConnection:
     """An open asyncio client connection (what :func:`connect` gives).
 
     ``await send(data)`` queues one message (``str``: text, bytes-like:
@@ -86,7 +86,7 @@ class ClientConnection(Front):
         self._closed_future: asyncio.Future[None] = loop.create_future()
         self._last_error: Optional[ConnectionFailed] = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._link = Link(target, options, policy, self)
+        self._link = Link(target, options, policy, Front(self._opened, self._message, self._error, self._closed, self._close_info))
 
     @property
     def subprotocol(self) -> Optional[str]:

@@ -38,7 +38,7 @@ __all__ = ["WebSocket"]
 logger = logging.getLogger("roomcast")
 
 
-class WebSocket(Front):
+class WebSocket:
     """A WebSocket client with the browser's API, no ``async`` needed.
 
     ``WebSocket(url, protocols=None, *, headers=None, ssl=None,
@@ -137,7 +137,7 @@ class WebSocket(Front):
         # The connection now ending had opened: a close that follows the
         # open before wait_open() wakes is not a failure to connect.
         self._was_open = False
-        self._link = Link(target, options, reconnect_policy(reconnect, min_delay, max_delay, max_attempts), self)
+        self._link = Link(target, options, reconnect_policy(reconnect, min_delay, max_delay, max_attempts), Front(self._opened, self._message, self._error, self._closed, self._close_info))
         self._link.start()
 
     # -- the browser's surface --------------------------------------------
