@@ -29,7 +29,6 @@
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
 #include "loop/rc_internal.h"
-#include "proto/rc_sha1.h"
 #include "proto/rc_tls.h"
 
 static uint64_t now_ms(rc_server *s) { return uv_now(&s->loop); }
@@ -167,8 +166,9 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   char key[25];
   if (rc_tls_random(key_raw, sizeof key_raw) != 0)
     return UV_EIO;
-  rc_base64_encode(key_raw, sizeof key_raw, key);
-  rc_ws_accept_value(key, 24, cl->accept);
+  if (rc_base64_encode(key_raw, sizeof key_raw, key) != 24 ||
+      rc_ws_accept_value(key, 24, cl->accept) != 0)
+    return UV_EIO;
   int default_port = o->port == (o->tls ? 443 : 80);
   char host_header[300];
   const char *hh = o->host_header;

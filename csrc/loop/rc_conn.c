@@ -1178,7 +1178,10 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
 void rc__accept_ws(rc_conn *c, const rc_cmd *cmd) {
   rc_server *s = c->srv;
   char accept[29];
-  rc_ws_accept_value(c->hbuf + c->key_off, c->key_len, accept);
+  if (rc_ws_accept_value(c->hbuf + c->key_off, c->key_len, accept) != 0) {
+    rc__conn_fail(c);
+    return;
+  }
   size_t tlen = cmd->text ? cmd->text_len : 0;
   size_t xlen = 96 + tlen;
   char *extra = malloc(xlen);
