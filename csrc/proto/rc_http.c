@@ -313,25 +313,39 @@ rc_http_response_find_header(const rc_http_response_head *resp,
   return find_in(resp->headers, resp->num_headers, name);
 }
 
+/* The next item of a comma-separated list (RFC 7230 7: "#rule"), with the
+ * whitespace around it trimmed and empty items skipped: its start and
+ * length, or 0 when none is left. *i moves past it. One reader for every
+ * list the handshake checks: Connection, Upgrade, the subprotocols. */
+static int next_item(const char *v, size_t n, size_t *i, const char **item,
+                     size_t *len) {
+  size_t k = *i;
+  while (k < n && (v[k] == ' ' || v[k] == '\t' || v[k] == ','))
+    k++;
+  if (k >= n) {
+    *i = k;
+    return 0;
+  }
+  size_t e0 = k;
+  while (k < n && v[k] != ',')
+    k++;
+  size_t e1 = k;
+  while (e1 > e0 && (v[e1 - 1] == ' ' || v[e1 - 1] == '\t'))
+    e1--;
+  *i = k;
+  *item = v + e0;
+  *len = e1 - e0;
+  return 1;
+}
+
 int rc_http_header_has_token(const rc_http_header *h, const char *token) {
   if (h == NULL)
     return 0;
-  size_t tlen = strlen(token);
-  const char *v = h->value;
-  size_t n = h->value_len;
-  size_t i = 0;
-  while (i < n) {
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-      i++;
-    size_t e0 = i;
-    while (i < n && v[i] != ',')
-      i++;
-    size_t e1 = i;
-    while (e1 > e0 && (v[e1 - 1] == ' ' || v[e1 - 1] == '\t'))
-      e1--;
-    if (e1 - e0 == tlen && tlen > 0 && ascii_case_equal(v + e0, token, tlen))
+  size_t tlen = strlen(token), i = 0, len;
+  const char *item;
+  while (next_item(h->value, h->value_len, &i, &item, &len))
+    if (len == tlen && tlen > 0 && ascii_case_equal(item, token, tlen))
       return 1;
-  }
   return 0;
 }
 
@@ -499,20 +513,14 @@ long rc_base64_decoded_len(const char *in, size_t len) {
   return (long)(len / 4 * 3 - pad);
 }
 
-/* 1 when the comma-separated list (a C string) holds token, compared
- * exactly: subprotocol names are case-sensitive (RFC 6455 4.1). */
+/* 1 when the comma-separated list (a C string, may be NULL) holds token,
+ * compared exactly: subprotocol names are case-sensitive (RFC 6455 4.1). */
 static int list_has(const char *list, const char *token, size_t tlen) {
-  const char *p = list;
-  while (p != NULL && *p != '\0') {
-    while (*p == ' ' || *p == ',')
-      p++;
-    const char *e = p;
-    while (*e != '\0' && *e != ',' && *e != ' ')
-      e++;
-    if ((size_t)(e - p) == tlen && tlen > 0 && memcmp(p, token, tlen) == 0)
+  size_t n = list != NULL ? strlen(list) : 0, i = 0, len;
+  const char *item;
+  while (next_item(list, n, &i, &item, &len))
+    if (len == tlen && tlen > 0 && memcmp(item, token, tlen) == 0)
       return 1;
-    p = e;
-  }
   return 0;
 }
 
