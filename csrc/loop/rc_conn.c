@@ -57,7 +57,16 @@
 #include "loop/rc_outq.h"
 
 #define RC__IOV_MAX 1024
-#define RC__HBUF_FIRST 1024
+#define RC__HBUF_STEP ((size_t)256)
+
+uint32_t rc__max_frags(size_t max_message_size) {
+  /* wslay keeps every fragment in buffers of its own (about 96 bytes for
+   * a 1-byte fragment, measured): a message may be cut into one fragment
+   * per 128 bytes of the size limit, so that the parser's memory stays
+   * under the limit however small the fragments. */
+  size_t frags = max_message_size / 128 + 16;
+  return frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
+}
 
 /* --- ids ----------------------------------------------------------------- */
 
@@ -386,8 +395,11 @@ uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
 
 static void flush(rc_conn *c);
 
+/* libuv runs a write's callback, cancelled or not, before the handle's
+ * close callback: c is still there. */
 static void on_write(uv_write_t *req, int status) {
-  rc_conn *c = RC__CONTAINER_OF(req, rc_conn, wreq);
+  rc_conn *c = req->data;
+  free(req);
   uint32_t n = c->q.inflight;
   c->writing = 0;
   c->q.inflight = 0;
@@ -429,10 +441,19 @@ static void flush(rc_conn *c) {
     on_drained(c);
     return;
   }
+  /* The socket is full: a request for the rest, made only now (192
+   * bytes that an idle connection need not carry). */
+  uv_write_t *req = malloc(sizeof(*req));
+  if (req == NULL) {
+    rc__conn_abort(c);
+    return;
+  }
+  req->data = c;
   n = rc__outq_fill_iov(&c->q, bufs, RC__IOV_MAX);
-  r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+  r = uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
   atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
   if (r < 0) {
+    free(req);
     rc__conn_abort(c);
     return;
   }
@@ -455,18 +476,26 @@ void rc__flush_dirty(rc_server *s) {
 
 /* --- wslay --------------------------------------------------------------- */
 
+/* The bytes wslay_event_recv may read, set around the call by feed_ws:
+ * they live only during it, so they are the loop thread's, not every
+ * connection's. */
+static _Thread_local struct {
+  const uint8_t *rd;
+  size_t rdlen;
+} ws_input;
+
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *user_data) {
   (void)flags;
-  rc_conn *c = user_data;
-  if (c->rdlen == 0) {
+  (void)user_data;
+  if (ws_input.rdlen == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
-  size_t n = len < c->rdlen ? len : c->rdlen;
-  memcpy(buf, c->rd, n);
-  c->rd += n;
-  c->rdlen -= n;
+  size_t n = len < ws_input.rdlen ? len : ws_input.rdlen;
+  memcpy(buf, ws_input.rd, n);
+  ws_input.rd += n;
+  ws_input.rdlen -= n;
   return (ssize_t)n;
 }
 
@@ -685,11 +714,15 @@ static void feed_ws(rc_conn *c, const char *data, size_t len) {
   size_t ok =
       rc_frame_scan_feed(&c->scan, (const uint8_t *)data, len, max_frags);
   if (ok > 0) {
-    c->rd = (const uint8_t *)data;
-    c->rdlen = ok;
+    /* Saved and restored: nothing inside feeds another connection today,
+     * but a relay that did must not see this one's bytes. */
+    const uint8_t *rd = ws_input.rd;
+    size_t rdlen = ws_input.rdlen;
+    ws_input.rd = (const uint8_t *)data;
+    ws_input.rdlen = ok;
     int r = wslay_event_recv(c->ws);
-    c->rd = NULL;
-    c->rdlen = 0;
+    ws_input.rd = rd;
+    ws_input.rdlen = rdlen;
     if (r != 0) {
       rc__conn_fail(c);
       return;
@@ -834,7 +867,10 @@ int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
                          size_t cap) {
   size_t want = c->hlen + len;
   if (want > c->hcap) {
-    size_t ncap = c->hcap ? c->hcap : RC__HBUF_FIRST;
+    /* The first block fits the first read (most heads come whole), in
+     * steps of RC__HBUF_STEP: a burst of handshakes holds no more. */
+    size_t ncap = c->hcap ? c->hcap
+                          : (want + RC__HBUF_STEP - 1) & ~(RC__HBUF_STEP - 1);
     while (ncap < want)
       ncap *= 2;
     if (ncap > cap)

@@ -160,7 +160,7 @@ typedef struct rc__role {
 typedef struct rc_conn {
   /* hot: every delivery */
   uint8_t state;
-  uint8_t writing; /* wreq is in flight */
+  uint8_t writing; /* a uv_write is in flight (its request is malloc'd) */
   uint8_t dirty;   /* on srv->dirty, to be flushed at the end of the turn */
   uint8_t doomed;  /* failed inside a loop over members: aborted at flush */
   uint8_t known;   /* the embedder has seen an event for it: owes RC_EV_CLOSE */
@@ -169,14 +169,13 @@ typedef struct rc_conn {
   uint8_t held;      /* the embedder asked us to stop reading (backpressure) */
   struct rc_conn *next_dirty;
   struct rc_server *srv;
+  const rc__role *role; /* the server's or the client's side */
   rc_outq q;
   uint64_t id;
   uv_tcp_t tcp;
   /* warm: reading */
   wslay_event_context_ptr ws; /* NULL while idle between messages */
   rc_frame_scan scan;          /* where the client's stream stands */
-  const uint8_t *rd; /* bytes handed to wslay by the recv callback */
-  size_t rdlen;
   uint64_t last_rx; /* loop ms */
   uint8_t rx_recent; /* read since the last sweep tick */
   uint8_t shut;      /* uv_shutdown issued */
@@ -195,13 +194,11 @@ typedef struct rc_conn {
                  close frame while it arrives (rc_conn.c) */
   char *close_reason;         /* reason received with the peer's close */
   uint32_t close_reason_len;
+  uint32_t slot; /* index in srv->slots */
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
   uint64_t ping_at;
   uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
   uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
-  uv_write_t wreq; /* the one write in flight, when the socket was full */
-  uint32_t slot;   /* index in srv->slots */
-  const rc__role *role; /* the server's or the client's side */
   rc_client *cl;   /* client connections only (rc_client.c's) */
 } rc_conn;
 
@@ -328,6 +325,9 @@ static inline uint64_t rc__now_ms(const struct rc_server *s) {
 }
 
 /* rc_conn.c: a connection's life, whatever its role */
+/* The data frames one message of at most max_message_size bytes may be cut
+ * into (rc_frame_scan_feed's max_frags). */
+uint32_t rc__max_frags(size_t max_message_size);
 int rc__conn_register(struct rc_server *s, rc_conn *c); /* gives it an id */
 /* A connection the server accepted, by id (clients: rc__conn_find). */
 rc_conn *rc__conn_slot_find(struct rc_server *s, uint64_t id);
@@ -419,9 +419,6 @@ void rc__room_publish_run(struct rc_server *s, uint64_t id,
 void rc__rooms_destroy(struct rc_server *s);
 
 /* rc_server.c: the loop's turn and the loops over every connection */
-/* The data frames one message of at most max_message_size bytes may be cut
- * into (rc_frame_scan_feed's max_frags). */
-uint32_t rc__max_frags(size_t max_message_size);
 /* Any connection by id: accepted or opened by this process. */
 rc_conn *rc__conn_find(struct rc_server *s, uint64_t id);
 void rc__conn_command(struct rc_server *s, rc_cmd *cmd);

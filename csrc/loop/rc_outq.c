@@ -20,7 +20,6 @@
 #include "loop/rc_outq.h"
 
 #define RC__OUTQ_FIRST 8
-#define RC__OUTQ_IDLE_MAX 16 /* the largest ring an idle queue keeps */
 
 static int outq_grow(rc_outq *q) {
   uint32_t cap = q->cap ? q->cap * 2 : RC__OUTQ_FIRST;
@@ -76,10 +75,11 @@ void rc__outq_skip_head(rc_outq *q, size_t n) {
 }
 
 void rc__outq_shrink_if_idle(rc_outq *q) {
-  /* An idle connection keeps at most a small ring; the sweep calls this,
-   * not every flush: a busy member would otherwise free and regrow its
-   * ring on every loop turn. */
-  if (q->count == 0 && q->cap > RC__OUTQ_IDLE_MAX) {
+  /* An idle connection keeps no ring (80 bytes of heap each, against about
+   * 500 for the rest of it). The sweep calls this, every 250 ms, not every
+   * flush: a busy member would otherwise free and regrow its ring on every
+   * loop turn. */
+  if (q->count == 0 && q->cap > 0) {
     free(q->ring);
     q->ring = NULL;
     q->cap = 0;

@@ -58,15 +58,6 @@ static uint64_t new_server_id(const rc_server *s) {
   return id;
 }
 
-uint32_t rc__max_frags(size_t max_message_size) {
-  /* wslay keeps every fragment in buffers of its own (about 96 bytes for
-   * a 1-byte fragment, measured): a message may be cut into one fragment
-   * per 128 bytes of the size limit, so that the parser's memory stays
-   * under the limit however small the fragments. */
-  size_t frags = max_message_size / 128 + 16;
-  return frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
-}
-
 rc_server *rc_server_new(const rc_config *cfg) {
   rc_server *s = calloc(1, sizeof(*s));
   if (s == NULL)
