@@ -1,8 +1,8 @@
 /* fuzz_http.c - libFuzzer target for the opening handshake: the request-head
  * parser, the upgrade check, the accept value and the response builder
  * (csrc/proto/rc_http.c; SHA-1 and base64 from OpenSSL, so it links
- * -lcrypto), and on the client's side the response-head parser and its upgrade check, fed the same bytes as a
- * server's answer.
+ * -lcrypto), and on the client's side the response-head parser and its
+ * upgrade check, fed the same bytes as a server's answer.
  *
  * Input: two control bytes, then the bytes a client sent.
  *   byte 0, bits 0-1  max_bytes:   8192 (the default), 64, 512, 60000

@@ -128,7 +128,7 @@ rc_conn *rc__client_find(rc_server *s, uint64_t id) {
   return c != NULL && c->state != RC_CONN_GONE ? c : NULL;
 }
 
-/* --- the embedder's side --------------------------------------------------- */
+/* --- the embedder's side ------------------------------------------------ */
 
 void rc_connect_opts_default(rc_connect_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -145,15 +145,6 @@ static int header_safe(const char *s) {
     if ((unsigned char)*s < 0x20 && *s != '\t')
       return 0;
   return 1;
-}
-
-static char *dup_or_null(const char *s, int *failed) {
-  if (s == NULL)
-    return NULL;
-  char *d = strdup(s);
-  if (d == NULL)
-    *failed = 1;
-  return d;
 }
 
 /* Fills the parts of cl that opts decide. */
@@ -184,11 +175,11 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   cl->request = rc_http_client_request(o->target, hh, key, o->protocols,
                                        o->extra_headers, &cl->request_len);
   int failed = cl->request == NULL;
-  cl->host = dup_or_null(o->host, &failed);
-  cl->protocols = dup_or_null(o->protocols, &failed);
-  cl->cafile = dup_or_null(o->tls_cafile, &failed);
+  cl->host = rc__dup_or_null(o->host, &failed);
+  cl->protocols = rc__dup_or_null(o->protocols, &failed);
+  cl->cafile = rc__dup_or_null(o->tls_cafile, &failed);
   cl->server_name =
-      dup_or_null(o->tls_server_name ? o->tls_server_name : o->host, &failed);
+      rc__dup_or_null(o->tls_server_name ? o->tls_server_name : o->host, &failed);
   if (failed)
     return UV_ENOMEM;
   (void)snprintf(cl->port, sizeof cl->port, "%d", o->port);
@@ -287,7 +278,7 @@ int rc__client_send_command(rc_server *s, uint64_t conn, rc_cmd *cmd,
   return 0;
 }
 
-/* --- failing --------------------------------------------------------------- */
+/* --- failing ------------------------------------------------------------ */
 
 static void set_reason(rc_conn *c, const char *reason) {
   if (c->close_reason == NULL && reason != NULL) {
@@ -478,7 +469,7 @@ static rc_tls_ctx *tls_ctx(rc_server *s, const rc_client *cl, char *err,
   struct rc__tls_ctx_entry *e = calloc(1, sizeof(*e));
   int failed = e == NULL;
   if (e != NULL)
-    e->cafile = dup_or_null(cl->cafile, &failed);
+    e->cafile = rc__dup_or_null(cl->cafile, &failed);
   if (failed) {
     free(e);
     rc_tls_ctx_free(ctx);

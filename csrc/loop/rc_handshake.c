@@ -26,7 +26,8 @@
 #include "proto/rc_http.h"
 #include "loop/rc_internal.h"
 
-#define RC__HBUF_SLACK 1024 /* bytes past max_header_bytes kept for pipelining */
+/* Bytes past max_header_bytes kept for frames pipelined behind the head. */
+#define RC__HBUF_SLACK 1024
 
 void rc__handshake_refuse(rc_conn *c, int status, const char *extra,
                           const char *reason) {

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <uv.h>
 #include <wslay/wslay.h>
@@ -38,6 +39,17 @@ static inline uint64_t rc__secs_ms(double secs) {
   return secs <= 0 ? 0 : (uint64_t)(secs * 1000.0 + 0.5);
 }
 
+/* A copy of s, NULL for NULL; sets *failed when memory ran out, so that
+ * several copies are checked once. */
+static inline char *rc__dup_or_null(const char *s, int *failed) {
+  if (s == NULL)
+    return NULL;
+  char *d = strdup(s);
+  if (d == NULL)
+    *failed = 1;
+  return d;
+}
+
 /* What bounds one side of a connection: the server's settings for the
  * connections it accepted (srv->limits), a client's own for it. */
 typedef struct rc__limits {
@@ -54,7 +66,7 @@ enum rc_conn_state {
   RC_CONN_REQUEST,  /* RC_EV_REQUEST sent, waiting for respond */
   RC_CONN_OPEN,     /* WebSocket open */
   RC_CONN_CLOSING,  /* our close frame queued; waiting for the peer's */
-  RC_CONN_DRAINING, /* last bytes queued (HTTP answer or close reply); then close */
+  RC_CONN_DRAINING, /* last bytes queued (HTTP answer, close reply); close */
   RC_CONN_GONE,     /* uv_close called */
   /* A client connection on its way to RC_CONN_OPEN (rc_client.c). Nothing
    * depends on the order of these values. */

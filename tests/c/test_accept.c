@@ -45,10 +45,14 @@ RC_TEST(accept_padding_boundaries) {
     size_t n;
     const char *accept;
   } v[] = {
-      {19, "yzaGyu0mcUukN7CdsSwa30tnCpc="}, {20, "dUYRM7bOMwDmbriNIPr11x+r3E0="},
-      {21, "aZJiecHLfhX/GY5TTQfKOQ5Dpnk="}, {27, "NCEiOv6lMC9mC8oEZnneqRdJ4DU="},
-      {28, "xMWmCBqYJY4uXzUs8PNU1t+Pzro="}, {29, "m8kT+K/C9sp8j44+NnEexy4o+Tg="},
-      {83, "JM5KfcY+04u0quK7uTyka1S7/6k="}, {84, "ulKRXZrQnbZPxNi6BcFGPe3Py5Q="},
+      {19, "yzaGyu0mcUukN7CdsSwa30tnCpc="},
+      {20, "dUYRM7bOMwDmbriNIPr11x+r3E0="},
+      {21, "aZJiecHLfhX/GY5TTQfKOQ5Dpnk="},
+      {27, "NCEiOv6lMC9mC8oEZnneqRdJ4DU="},
+      {28, "xMWmCBqYJY4uXzUs8PNU1t+Pzro="},
+      {29, "m8kT+K/C9sp8j44+NnEexy4o+Tg="},
+      {83, "JM5KfcY+04u0quK7uTyka1S7/6k="},
+      {84, "ulKRXZrQnbZPxNi6BcFGPe3Py5Q="},
   };
   char buf[84];
   memset(buf, 'a', sizeof buf);

@@ -393,7 +393,7 @@ static int shrink_server_sndbuf(const peer *p) {
   return -1;
 }
 
-/* --- a direct send and a publish in one wake-up ---------------------------- */
+/* --- a direct send and a publish in one wake-up ------------------------- */
 
 static int send_text(uint64_t conn, const char *text) {
   return rc_server_send(srv, conn, text, strlen(text), 1);
