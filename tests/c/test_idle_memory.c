@@ -13,7 +13,7 @@
  * waits, its output ring. Fixed costs are kept out by measuring from a
  * warm server (a first batch already connected).
  *
- * N is 2000 by default (RC_IDLE_N overrides it: 10000 for the issue's
+ * N is 1000 by default (RC_IDLE_N overrides it: 10000 for the issue's
  * figure, with ulimit -n above 2 N). The bound is checked only where
  * mallinfo2 sees the allocations: ASan and valgrind bring their own
  * malloc, and the test then only prints what it can. */
@@ -124,7 +124,7 @@ static void let_sweeps_pass(void) {
 
 RC_TEST(an_idle_member_costs_less_than_the_bound) {
   const char *env = getenv("RC_IDLE_N");
-  int n = env != NULL ? atoi(env) : 2000;
+  int n = env != NULL ? atoi(env) : 1000;
   RC_ASSERT(n > 0);
   rc_config cfg;
   rc_config_default(&cfg);
