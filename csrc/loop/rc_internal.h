@@ -4,12 +4,16 @@
  * Everything below is touched by the loop thread only, except what is
  * marked "any thread" (the mailbox locks and the atomic counters).
  *
- * Who calls whom (no file calls one above it):
- *   rc_server.c, rc_commands.c   the loop's turn, the public API
- *     -> rc_handshake.c (the server role), rc_client.c (the client role)
- *     -> rc_room.c (membership, fan-out) -> rc_backplane.c (its hook)
- *     -> rc_conn.c (a connection's life; reaches its role through c->role)
- *     -> rc_outq.c, rc_mailbox.c (events, commands) -> rc_buf.c -> proto/
+ * Who calls whom: a file calls only files listed below it (rc_room.c
+ * and rc_backplane.c aside: the backplane's hook is its own seam).
+ *   rc_server.c     the loop's turn, the loops over every connection,
+ *                   the dispatch of commands
+ *   rc_commands.c   the public calls that become commands
+ *   rc_handshake.c  the server role    rc_client.c   the client role
+ *   rc_room.c       membership and fan-out
+ *   rc_conn.c       a connection's life; its side only through c->role
+ *   rc_outq.c       the output ring    rc_mailbox.c  events, commands
+ *   rc_buf.c        shared frames      proto/        sans-I/O
  */
 #ifndef RC_INTERNAL_H
 #define RC_INTERNAL_H

@@ -126,8 +126,9 @@ rc_event *rc_server_poll(rc_server *s) {
   size_t taken = 0;
   for (rc_event *ev = head; ev != NULL; ev = ev->next)
     taken += event_cost(ev);
-  /* Sequentially consistent, paired with rc__starve(): either this poll
-   * sees `starving` set, or the loop sees the bytes taken here. */
+  /* Sequentially consistent, paired with rc_conn.c's starve and
+   * rc_server.c's recheck_starving: either this poll sees `starving` set,
+   * or the loop sees the bytes taken here at the end of its turn. */
   size_t left = atomic_fetch_sub(&s->ev_bytes, taken) - taken;
   /* Readers held for lack of polling resume once half the budget is free;
    * the loop learns it through the command wake-up. */
