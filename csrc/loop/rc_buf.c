@@ -42,8 +42,7 @@ rc_buf *rc__buf_message(int is_text, const void *payload, size_t len) {
   return b;
 }
 
-rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload,
-                             size_t len) {
+rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload, size_t len) {
   uint8_t key[4];
   if (rc_tls_random(key, sizeof key) != 0)
     return NULL;
@@ -61,8 +60,8 @@ rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload,
 rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
                      size_t body_len, int close_after, int head_only) {
   size_t n;
-  char *rsp = rc_http_response(status, extra_headers, body, body_len,
-                               close_after, &n);
+  char *rsp =
+      rc_http_response(status, extra_headers, body, body_len, close_after, &n);
   if (rsp == NULL)
     return NULL;
   if (head_only)

@@ -28,9 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
 #include "proto/rc_tls.h"
 
 /* --- id -> client: open addressing, linear probing (under client_lock) --- */
@@ -178,8 +178,8 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   cl->host = rc__dup_or_null(o->host, &failed);
   cl->protocols = rc__dup_or_null(o->protocols, &failed);
   cl->cafile = rc__dup_or_null(o->tls_cafile, &failed);
-  cl->server_name =
-      rc__dup_or_null(o->tls_server_name ? o->tls_server_name : o->host, &failed);
+  cl->server_name = rc__dup_or_null(
+      o->tls_server_name ? o->tls_server_name : o->host, &failed);
   if (failed)
     return UV_ENOMEM;
   (void)snprintf(cl->port, sizeof cl->port, "%d", o->port);
@@ -193,14 +193,12 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   return 0;
 }
 
-int rc_server_connect(rc_server *s, const rc_connect_opts *o,
-                      uint64_t *conn) {
+int rc_server_connect(rc_server *s, const rc_connect_opts *o, uint64_t *conn) {
   if (!s->started)
     return UV_EINVAL;
-  if (o->host == NULL || o->host[0] == '\0' || o->port < 1 ||
-      o->port > 65535 || o->target == NULL || o->target[0] != '/' ||
-      !header_safe(o->host) || !header_safe(o->target) ||
-      strpbrk(o->target, " \t") != NULL ||
+  if (o->host == NULL || o->host[0] == '\0' || o->port < 1 || o->port > 65535 ||
+      o->target == NULL || o->target[0] != '/' || !header_safe(o->host) ||
+      !header_safe(o->target) || strpbrk(o->target, " \t") != NULL ||
       (o->protocols != NULL && !header_safe(o->protocols)) ||
       (o->tls_server_name != NULL && !header_safe(o->tls_server_name)) ||
       strlen(o->host) > 255)
@@ -356,8 +354,7 @@ static void client_lost(rc_conn *c, int status) {
 
 /* The queue's bytes, for bufferedAmount on the embedder's thread. */
 static void note_queue(rc_conn *c) {
-  atomic_store_explicit(&c->cl->queue_bytes, c->q.bytes,
-                        memory_order_relaxed);
+  atomic_store_explicit(&c->cl->queue_bytes, c->q.bytes, memory_order_relaxed);
 }
 
 /* Moves the TLS records waiting in the filter into the output queue. */
@@ -458,10 +455,9 @@ struct rc__tls_ctx_entry {
 static rc_tls_ctx *tls_ctx(rc_server *s, const rc_client *cl, char *err,
                            size_t errlen) {
   for (struct rc__tls_ctx_entry *e = s->tls_ctxs; e != NULL; e = e->next)
-    if (e->verify == cl->verify &&
-        ((e->cafile == NULL && cl->cafile == NULL) ||
-         (e->cafile != NULL && cl->cafile != NULL &&
-          strcmp(e->cafile, cl->cafile) == 0)))
+    if (e->verify == cl->verify && ((e->cafile == NULL && cl->cafile == NULL) ||
+                                    (e->cafile != NULL && cl->cafile != NULL &&
+                                     strcmp(e->cafile, cl->cafile) == 0)))
       return e->ctx;
   rc_tls_ctx *ctx = rc_tls_ctx_client(cl->verify, cl->cafile, err, errlen);
   if (ctx == NULL)
@@ -559,8 +555,8 @@ static void try_next(rc_conn *c) {
   while (ai != NULL && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
     ai = ai->ai_next;
   if (ai == NULL) {
-    client_fail(c, uv_strerror(cl->last_error ? cl->last_error
-                                                  : UV_EAI_NONAME));
+    client_fail(c,
+                uv_strerror(cl->last_error ? cl->last_error : UV_EAI_NONAME));
     return;
   }
   cl->next_addr = ai->ai_next;
@@ -680,8 +676,8 @@ static void opened(rc_conn *c, const rc_http_response_head *resp,
                    const rc_http_client_check *chk) {
   rc_server *s = c->srv;
   size_t plen = chk->protocol_len;
-  size_t total = 4 + plen +
-                 rc__event_headers_size(resp->headers, resp->num_headers);
+  size_t total =
+      4 + plen + rc__event_headers_size(resp->headers, resp->num_headers);
   rc_event *ev = rc__event_new(RC_EV_CONNECTED, c->id, total);
   if (ev == NULL) {
     rc__conn_fail(c);
@@ -709,8 +705,8 @@ static void head_bytes(rc_conn *c, const char *data, size_t len) {
     return;
   if (r < 0) {
     client_fail(c, r == RC_HTTP_E_TOO_LARGE
-                           ? "handshake: the response head is too large"
-                           : "handshake: malformed HTTP response");
+                       ? "handshake: the response head is too large"
+                       : "handshake: malformed HTTP response");
     return;
   }
   rc_http_client_check chk;
@@ -827,9 +823,7 @@ static void client_stop(rc_conn *c) {
     client_fail(c, "the client stopped");
 }
 
-static void client_nothing(rc_conn *c) {
-  (void)c; /* a client is in no room */
-}
+static void client_nothing(rc_conn *c) { (void)c; /* a client is in no room */ }
 
 static int client_handle_closing(const rc_conn *c) {
   return c->cl != NULL && c->cl->retrying;

@@ -129,8 +129,8 @@ int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room) {
   return room_cmd(s, RC_CMD_LEAVE, conn, room);
 }
 
-int rc_server_publish(rc_server *s, uint64_t room, const void *data,
-                      size_t len, int is_text, uint64_t exclude) {
+int rc_server_publish(rc_server *s, uint64_t room, const void *data, size_t len,
+                      int is_text, uint64_t exclude) {
   rc_cmd *cmd = rc__cmd_make(RC_CMD_PUBLISH, 0);
   if (cmd == NULL)
     return UV_ENOMEM;

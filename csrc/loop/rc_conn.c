@@ -51,10 +51,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/rc_frame.h"
-#include "proto/rc_utf8.h"
 #include "loop/rc_internal.h"
 #include "loop/rc_outq.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_utf8.h"
 
 #define RC__IOV_MAX 1024
 #define RC__HBUF_STEP ((size_t)256)
@@ -615,7 +615,7 @@ static int ws_ensure(rc_conn *c) {
   /* wslay allocates a message's declared length before its payload
    * arrives: the limit must be set before the first byte is read. */
   wslay_event_config_set_max_recv_msg_length(c->ws,
-                                            c->role->limits(c)->max_message);
+                                             c->role->limits(c)->max_message);
   atomic_fetch_add_explicit(&c->srv->st_parsers, 1, memory_order_relaxed);
   return 0;
 }
@@ -863,14 +863,13 @@ void rc__conn_hold(rc_conn *c, int on) {
     start_read(c);
 }
 
-int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
-                         size_t cap) {
+int rc__conn_head_append(rc_conn *c, const char *data, size_t len, size_t cap) {
   size_t want = c->hlen + len;
   if (want > c->hcap) {
     /* The first block fits the first read (most heads come whole), in
      * steps of RC__HBUF_STEP: a burst of handshakes holds no more. */
-    size_t ncap = c->hcap ? c->hcap
-                          : (want + RC__HBUF_STEP - 1) & ~(RC__HBUF_STEP - 1);
+    size_t ncap =
+        c->hcap ? c->hcap : (want + RC__HBUF_STEP - 1) & ~(RC__HBUF_STEP - 1);
     while (ncap < want)
       ncap *= 2;
     if (ncap > cap)

@@ -22,9 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
 
 /* Bytes past max_header_bytes kept for frames pipelined behind the head. */
 #define RC__HBUF_SLACK 1024
@@ -97,9 +97,9 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
         rc__handshake_refuse(c, 405, "Allow: GET\r\n", "method not allowed");
       else
         rc__handshake_refuse(c, 426,
-                       "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Version: 13\r\n",
-                       "this is a WebSocket server: upgrade required");
+                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Version: 13\r\n",
+                             "this is a WebSocket server: upgrade required");
       return;
     }
     if (s->stopping) {
@@ -127,9 +127,9 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
   }
   if (chk.status == 426)
     rc__handshake_refuse(c, 426,
-                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Version: 13\r\n",
-                   chk.reason);
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Version: 13\r\n",
+                         chk.reason);
   else if (chk.status == 405)
     rc__handshake_refuse(c, 405, "Allow: GET\r\n", chk.reason);
   else

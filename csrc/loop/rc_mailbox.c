@@ -18,9 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
 
 /* --- events -------------------------------------------------------------- */
 
@@ -195,8 +195,8 @@ int rc__cmd_push(struct rc_server *s, rc_cmd *cmd, int force_wake) {
   /* Under the lock: the loop closes the async handle only after setting
    * cmd_closed under this same lock. */
   int r = 0;
-  if (force_wake || !atomic_load_explicit(&s->defer_wakeups,
-                                          memory_order_relaxed))
+  if (force_wake ||
+      !atomic_load_explicit(&s->defer_wakeups, memory_order_relaxed))
     r = uv_async_send(&s->wake);
   uv_mutex_unlock(&s->cmd_lock);
   return r;

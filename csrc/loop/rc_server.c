@@ -24,9 +24,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
 
 #define RC__SWEEP_MS 250
 
@@ -53,8 +53,8 @@ void rc_config_default(rc_config *cfg) {
 static uint64_t new_server_id(const rc_server *s) {
   uint64_t id = 0;
   if (uv_random(NULL, NULL, &id, sizeof(id), 0, NULL) != 0 || id == 0)
-    id = uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 16) ^
-         (uint64_t)uv_os_getpid();
+    id =
+        uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 16) ^ (uint64_t)uv_os_getpid();
   return id;
 }
 
@@ -504,7 +504,6 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->backplane_channels = atomic_load(&s->st_bp_channels);
   out->backplane_invalid = atomic_load(&s->st_bp_invalid);
 }
-
 
 /* --- connections: by id, accepting --------------------------------------- */
 

@@ -18,20 +18,20 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "rc_core.h"
 #include "loop/rc_outq.h"
+#include "rc_core.h"
 #include "rc_events.h"
 #include "rc_test.h"
 
@@ -317,9 +317,10 @@ static int peer_frame(peer *p, frame *f) {
       uint8_t b0 = p->buf[0], b1 = p->buf[1];
       size_t hl = 2, n = b1 & 0x7F;
       if (!(b0 & 0x80) || (b1 & 0x80) || n == 127) {
-        fprintf(stderr, "  not a whole server frame: %02x %02x %02x %02x"
-                " %.8s (%zu bytes buffered)\n", b0, b1, p->buf[2], p->buf[3],
-                (const char *)p->buf + 4, p->len);
+        fprintf(stderr,
+                "  not a whole server frame: %02x %02x %02x %02x"
+                " %.8s (%zu bytes buffered)\n",
+                b0, b1, p->buf[2], p->buf[3], (const char *)p->buf + 4, p->len);
         return -1;
       }
       if (n == 126) {
@@ -358,8 +359,7 @@ static int peer_expect(peer *p, const char *want) {
 
 /* A masked close frame (the answer to the server's close). */
 static int peer_send_close(peer *p, unsigned code) {
-  uint8_t fr[8] = {0x88, 0x82, 1, 2, 3, 4, (uint8_t)(code >> 8),
-                   (uint8_t)code};
+  uint8_t fr[8] = {0x88, 0x82, 1, 2, 3, 4, (uint8_t)(code >> 8), (uint8_t)code};
   fr[6] ^= 1;
   fr[7] ^= 2;
   return send(p->fd, fr, sizeof(fr), 0) == (ssize_t)sizeof(fr) ? 0 : -1;
@@ -388,7 +388,7 @@ static int shrink_server_sndbuf(const peer *p) {
       continue;
     int sz = SMALL_BUF;
     return setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)) == 0 ? fd
-                                                                      : -1;
+                                                                       : -1;
   }
   return -1;
 }
@@ -499,7 +499,7 @@ static int flood_seq(const frame *f) {
 static void config_small_queue(rc_config *cfg) {
   rc_config_default(cfg);
   cfg->max_queue_bytes = 65536; /* several times what the kernel holds */
-  cfg->ping_interval = 0; /* nothing but the flood on the wire */
+  cfg->ping_interval = 0;       /* nothing but the flood on the wire */
 }
 
 /* Opens the slow member (small buffers on both sides, in room) and the
