@@ -29,8 +29,9 @@
  * stops on SIGINT or SIGTERM.
  *
  * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc/include -Icsrc
- *        benchmarks/floor_server.c csrc/proto/rc_http.c csrc/proto/rc_sha1.c
+ *        benchmarks/floor_server.c csrc/proto/rc_http.c
  *        csrc/proto/rc_utf8.c csrc/proto/rc_frame.c -o build/floor_server
+ *        -lcrypto
  */
 #define _GNU_SOURCE
 #include "proto/rc_frame.h"
@@ -586,7 +587,10 @@ static void handshake_input(struct member *m, const uint8_t *p, size_t n) {
     return;
   }
   char accept[29];
-  rc_ws_accept_value(chk.key, chk.key_len, accept);
+  if (rc_ws_accept_value(chk.key, chk.key_len, accept) != 0) {
+    kill_member(m);
+    return;
+  }
   char resp[256];
   int len = snprintf(resp, sizeof resp,
                      "HTTP/1.1 101 Switching Protocols\r\n"

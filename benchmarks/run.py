@@ -45,10 +45,12 @@ BUILD = ROOT / "build"
 RESULTS = HERE / "results"
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}"]
 LOADGEN = BUILD / "loadgen"
-LOADGEN_SRCS = [HERE / "loadgen.c", ROOT / "csrc" / "proto" / "rc_http.c", ROOT / "csrc" / "proto" / "rc_sha1.c"]
+LOADGEN_SRCS = [HERE / "loadgen.c", ROOT / "csrc" / "proto" / "rc_http.c"]
 FLOOR = BUILD / "floor_server"
 FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in
-                                          ("rc_http.c", "rc_sha1.c", "rc_utf8.c", "rc_frame.c")]
+                                          ("rc_http.c", "rc_utf8.c", "rc_frame.c")]
+# rc_http.c takes SHA-1 and base64 (the accept value) from OpenSSL.
+LIBS = ["-lcrypto"]
 
 # Server name -> (kind, argument, Python distributions whose versions are
 # recorded). Order is the order of the tables.
@@ -84,7 +86,7 @@ def _stale(target: Path, sources: list[Path]) -> bool:
 
 def _compile(target: Path, sources: list[Path]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [os.environ.get("CC", "gcc"), *CFLAGS, *map(str, sources), "-o", str(target)]
+    cmd = [os.environ.get("CC", "gcc"), *CFLAGS, *map(str, sources), "-o", str(target), *LIBS]
     print("building:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 

@@ -70,8 +70,10 @@ build() {
   uv_cflags=$(pkg-config --cflags libuv openssl hiredis)
   uv_libs=$(pkg-config --libs libuv openssl hiredis)
   echo "fuzz: building $OUT/fuzz_http"
-  "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_http.c csrc/proto/rc_http.c csrc/proto/rc_sha1.c \
-    -o "$OUT/fuzz_http"
+  # shellcheck disable=SC2086 # pkg-config output is a list of flags
+  "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags libcrypto) \
+    fuzz/fuzz_http.c csrc/proto/rc_http.c -o "$OUT/fuzz_http" \
+    $(pkg-config --libs libcrypto)
   # The targets that run a whole core link every file of it but the binding.
   local core=(csrc/proto/*.c csrc/loop/*.c)
   local t

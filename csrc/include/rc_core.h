@@ -273,8 +273,13 @@ int rc_server_room_free(rc_server *s, uint64_t room);
 int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay);
 int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room);
 
-/* Frames data once into one reference-counted buffer and queues that same
- * buffer on every open member of room except conn `exclude` (0: none). */
+/* Frames data once into one reference-counted buffer for every open member
+ * of room except conn `exclude` (0: none). Publishes that end a wake-up's
+ * commands are written at once, with one writev() per member from one
+ * iovec shared by the room, to members with nothing queued; the others
+ * (and what a socket does not take) queue a reference to the same buffer,
+ * written at the end of the loop turn. Either way a member gets its
+ * frames in the order they were made. */
 int rc_server_publish(rc_server *s, uint64_t room, const void *data,
                       size_t len, int is_text, uint64_t exclude);
 

@@ -2,18 +2,20 @@
  * opening handshake of RFC 6455 4.1, and what a client does differently
  * once open (masked frames, TLS records).
  *
- * A client connection is an rc_conn with an rc_client attached. It lives in
- * the server's slot table like any other, so the sweep, the stop and the
- * backpressure of rc_conn.c treat it the same; its id is not its slot but
- * one drawn by the embedder's thread (RC__CLIENT_BIT set), found through
- * srv->clients. From RC_CONN_OPEN on, it reads frames through rc_conn.c's
- * path, with wslay in client mode; what it sends goes through
- * rc__client_write, which encrypts when the connection has TLS, so that its
- * output queue holds bytes ready for the socket either way and rc_conn.c's
- * flush writes them unchanged.
+ * A client connection is an rc_conn with an rc_client attached and
+ * c->role = &rc__client_role (the table at the end of this file: rc_conn.c
+ * reaches the client's side only through it). It lives in the server's
+ * slot table like any other, so the sweep, the stop and the backpressure
+ * treat it the same; its id is not its slot but one drawn by the
+ * embedder's thread (RC__CLIENT_BIT set), found through srv->clients. From
+ * RC_CONN_OPEN on, it reads frames through rc__conn_frames, with wslay in
+ * client mode; what it sends goes through client_write, which encrypts when
+ * the connection has TLS, so that its output queue holds bytes ready for
+ * the socket either way and rc_conn.c's flush writes them unchanged.
  *
  * Lifetime. The tcp handle is initialised when the connect command runs
- * and closed by rc__conn_abort as for any connection. Two things may still
+ * and closed by rc__conn_abort as for any connection (the role's closed
+ * hook, client_closed, runs in its close callback). Two things may still
  * refer to the rc_client after that close callback: a uv_getaddrinfo in
  * flight (it cannot be cancelled once started), which then frees it; and a
  * connect attempt that failed with more addresses to try, whose handle is
@@ -26,17 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
-#include "proto/rc_sha1.h"
 #include "proto/rc_tls.h"
-
-static uint64_t now_ms(rc_server *s) { return uv_now(&s->loop); }
-
-static uint64_t secs_ms(double secs) {
-  return secs <= 0 ? 0 : (uint64_t)(secs * 1000.0 + 0.5);
-}
 
 /* --- id -> client: open addressing, linear probing (under client_lock) --- */
 
@@ -133,7 +128,7 @@ rc_conn *rc__client_find(rc_server *s, uint64_t id) {
   return c != NULL && c->state != RC_CONN_GONE ? c : NULL;
 }
 
-/* --- the embedder's side --------------------------------------------------- */
+/* --- the embedder's side ------------------------------------------------ */
 
 void rc_connect_opts_default(rc_connect_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -152,23 +147,15 @@ static int header_safe(const char *s) {
   return 1;
 }
 
-static char *dup_or_null(const char *s, int *failed) {
-  if (s == NULL)
-    return NULL;
-  char *d = strdup(s);
-  if (d == NULL)
-    *failed = 1;
-  return d;
-}
-
 /* Fills the parts of cl that opts decide. */
 static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   uint8_t key_raw[16];
   char key[25];
   if (rc_tls_random(key_raw, sizeof key_raw) != 0)
     return UV_EIO;
-  rc_base64_encode(key_raw, sizeof key_raw, key);
-  rc_ws_accept_value(key, 24, cl->accept);
+  if (rc_base64_encode(key_raw, sizeof key_raw, key) != 24 ||
+      rc_ws_accept_value(key, 24, cl->accept) != 0)
+    return UV_EIO;
   int default_port = o->port == (o->tls ? 443 : 80);
   char host_header[300];
   const char *hh = o->host_header;
@@ -188,32 +175,30 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   cl->request = rc_http_client_request(o->target, hh, key, o->protocols,
                                        o->extra_headers, &cl->request_len);
   int failed = cl->request == NULL;
-  cl->host = dup_or_null(o->host, &failed);
-  cl->protocols = dup_or_null(o->protocols, &failed);
-  cl->cafile = dup_or_null(o->tls_cafile, &failed);
-  cl->server_name =
-      dup_or_null(o->tls_server_name ? o->tls_server_name : o->host, &failed);
+  cl->host = rc__dup_or_null(o->host, &failed);
+  cl->protocols = rc__dup_or_null(o->protocols, &failed);
+  cl->cafile = rc__dup_or_null(o->tls_cafile, &failed);
+  cl->server_name = rc__dup_or_null(
+      o->tls_server_name ? o->tls_server_name : o->host, &failed);
   if (failed)
     return UV_ENOMEM;
   (void)snprintf(cl->port, sizeof cl->port, "%d", o->port);
   cl->tls = o->tls != 0;
   cl->verify = o->tls_verify != 0;
   cl->handshake_ms =
-      secs_ms(o->handshake_timeout > 0 ? o->handshake_timeout : 10.0);
-  cl->ping_interval_ms = secs_ms(o->ping_interval);
-  cl->ping_timeout_ms = secs_ms(o->ping_timeout);
-  cl->max_message_size = o->max_message_size;
+      rc__secs_ms(o->handshake_timeout > 0 ? o->handshake_timeout : 10.0);
+  cl->limits.ping_ms = rc__secs_ms(o->ping_interval);
+  cl->limits.pong_ms = rc__secs_ms(o->ping_timeout);
+  cl->limits.max_message = o->max_message_size; /* 0: the server's */
   return 0;
 }
 
-int rc_server_connect(rc_server *s, const rc_connect_opts *o,
-                      uint64_t *conn) {
+int rc_server_connect(rc_server *s, const rc_connect_opts *o, uint64_t *conn) {
   if (!s->started)
     return UV_EINVAL;
-  if (o->host == NULL || o->host[0] == '\0' || o->port < 1 ||
-      o->port > 65535 || o->target == NULL || o->target[0] != '/' ||
-      !header_safe(o->host) || !header_safe(o->target) ||
-      strpbrk(o->target, " \t") != NULL ||
+  if (o->host == NULL || o->host[0] == '\0' || o->port < 1 || o->port > 65535 ||
+      o->target == NULL || o->target[0] != '/' || !header_safe(o->host) ||
+      !header_safe(o->target) || strpbrk(o->target, " \t") != NULL ||
       (o->protocols != NULL && !header_safe(o->protocols)) ||
       (o->tls_server_name != NULL && !header_safe(o->tls_server_name)) ||
       strlen(o->host) > 255)
@@ -228,9 +213,9 @@ int rc_server_connect(rc_server *s, const rc_connect_opts *o,
   }
   /* The fragment bound follows the size this client accepts, not the
    * server side's: a 64 MiB message in 64-byte fragments is within it. */
-  cl->max_frags = rc__max_frags(cl->max_message_size != 0
-                                    ? cl->max_message_size
-                                    : s->cfg.max_message_size);
+  if (cl->limits.max_message == 0)
+    cl->limits.max_message = s->cfg.max_message_size;
+  cl->limits.max_frags = rc__max_frags(cl->limits.max_message);
   cl->id = RC__CLIENT_BIT | (atomic_fetch_add(&s->next_client, 1) + 1);
   rc_cmd *cmd = calloc(1, sizeof(*cmd));
   if (cmd == NULL) {
@@ -281,22 +266,6 @@ static void count_command(rc_server *s, uint64_t conn, size_t len) {
   uv_mutex_unlock(&s->client_lock);
 }
 
-rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload,
-                             size_t len) {
-  uint8_t key[4];
-  if (rc_tls_random(key, sizeof key) != 0)
-    return NULL;
-  uint8_t head[RC_FRAME_MAX_CLIENT_HEADER];
-  size_t hl = rc_frame_client_header(head, opcode, len, key);
-  rc_buf *b = rc__buf_new(hl + len);
-  if (b == NULL)
-    return NULL;
-  memcpy(b->data, head, hl);
-  rc_frame_mask(b->data + hl, payload, len, key);
-  b->is_message = opcode == RC_OP_TEXT || opcode == RC_OP_BINARY;
-  return b;
-}
-
 int rc__client_send_command(rc_server *s, uint64_t conn, rc_cmd *cmd,
                             const void *data, size_t len, int is_text) {
   cmd->buf =
@@ -307,7 +276,7 @@ int rc__client_send_command(rc_server *s, uint64_t conn, rc_cmd *cmd,
   return 0;
 }
 
-/* --- failing --------------------------------------------------------------- */
+/* --- failing ------------------------------------------------------------ */
 
 static void set_reason(rc_conn *c, const char *reason) {
   if (c->close_reason == NULL && reason != NULL) {
@@ -321,14 +290,14 @@ static void set_reason(rc_conn *c, const char *reason) {
   c->close_code = 1006;
 }
 
-void rc__client_fail(rc_conn *c, const char *reason) {
+static void client_fail(rc_conn *c, const char *reason) {
   if (c->state == RC_CONN_GONE)
     return;
   set_reason(c, reason);
   rc__conn_abort(c);
 }
 
-void rc__client_overflow(rc_conn *c) {
+static void client_overflow(rc_conn *c) {
   /* Maybe inside wslay: failed at the end of the turn, not here. */
   set_reason(c, "send queue full: the server does not read");
   rc__conn_fail(c);
@@ -347,14 +316,14 @@ static const char *state_words(const rc_conn *c) {
   }
 }
 
-void rc__client_deadline(rc_conn *c) {
+static void client_deadline(rc_conn *c) {
   char reason[96];
   (void)snprintf(reason, sizeof reason, "handshake timeout (%s)",
                  state_words(c));
-  rc__client_fail(c, reason);
+  client_fail(c, reason);
 }
 
-void rc__client_lost(rc_conn *c, int status) {
+static void client_lost(rc_conn *c, int status) {
   char reason[128];
   switch (c->state) {
   case RC_CONN_DRAINING:
@@ -378,10 +347,15 @@ void rc__client_lost(rc_conn *c, int status) {
                      state_words(c));
     break;
   }
-  rc__client_fail(c, reason[0] ? reason : NULL);
+  client_fail(c, reason[0] ? reason : NULL);
 }
 
 /* --- writing ----------------------------------------------------------- */
+
+/* The queue's bytes, for bufferedAmount on the embedder's thread. */
+static void note_queue(rc_conn *c) {
+  atomic_store_explicit(&c->cl->queue_bytes, c->q.bytes, memory_order_relaxed);
+}
 
 /* Moves the TLS records waiting in the filter into the output queue. */
 static void tls_out(rc_conn *c) {
@@ -399,7 +373,7 @@ static void tls_out(rc_conn *c) {
   rc__buf_unref(b);
 }
 
-void rc__client_write(rc_conn *c, const void *data, size_t len) {
+static void client_write(rc_conn *c, const void *data, size_t len) {
   if (c->state == RC_CONN_GONE || len == 0)
     return;
   rc_client *cl = c->cl;
@@ -421,20 +395,20 @@ void rc__client_write(rc_conn *c, const void *data, size_t len) {
     rc__conn_enqueue(c, b);
     rc__buf_unref(b);
   }
-  rc__client_note_queue(c);
+  note_queue(c);
 }
 
 /* A frame for the connection: as it is, or as TLS records. */
 static void write_buf(rc_conn *c, rc_buf *b) {
   if (c->cl->filter != NULL) {
-    rc__client_write(c, b->data, b->len);
+    client_write(c, b->data, b->len);
     return;
   }
   rc__conn_enqueue(c, b);
-  rc__client_note_queue(c);
+  note_queue(c);
 }
 
-void rc__client_send(rc_conn *c, rc_buf *b) {
+static void client_send(rc_conn *c, rc_buf *b) {
   rc_client *cl = c->cl;
   atomic_fetch_sub(&cl->cmd_bytes, b->len);
   if (c->state != RC_CONN_OPEN)
@@ -442,23 +416,25 @@ void rc__client_send(rc_conn *c, rc_buf *b) {
   /* Records cannot be dropped from the middle of a TLS stream, and the
    * server is not reading: the connection cannot go on. */
   if (c->q.bytes > 0 && c->q.bytes + b->len > c->srv->cfg.max_queue_bytes) {
-    rc__client_fail(c, "send queue full: the server does not read");
+    client_fail(c, "send queue full: the server does not read");
     return;
   }
   write_buf(c, b);
   atomic_fetch_add_explicit(&c->srv->st_deliveries, 1, memory_order_relaxed);
 }
 
-void rc__client_ping(rc_conn *c) {
+static int client_ping(rc_conn *c) {
   static const char payload[] = "rc";
   rc_buf *b = rc__buf_client_frame(RC_OP_PING, payload, sizeof payload - 1);
   if (b == NULL)
-    return;
+    return 0; /* as if sent: the pong's deadline ends a connection that
+                 cannot even make a ping */
   write_buf(c, b);
   rc__buf_unref(b);
+  return 0;
 }
 
-void rc__client_draining(rc_conn *c) {
+static void client_draining(rc_conn *c) {
   rc_client *cl = c->cl;
   if (cl->filter == NULL)
     return;
@@ -479,10 +455,9 @@ struct rc__tls_ctx_entry {
 static rc_tls_ctx *tls_ctx(rc_server *s, const rc_client *cl, char *err,
                            size_t errlen) {
   for (struct rc__tls_ctx_entry *e = s->tls_ctxs; e != NULL; e = e->next)
-    if (e->verify == cl->verify &&
-        ((e->cafile == NULL && cl->cafile == NULL) ||
-         (e->cafile != NULL && cl->cafile != NULL &&
-          strcmp(e->cafile, cl->cafile) == 0)))
+    if (e->verify == cl->verify && ((e->cafile == NULL && cl->cafile == NULL) ||
+                                    (e->cafile != NULL && cl->cafile != NULL &&
+                                     strcmp(e->cafile, cl->cafile) == 0)))
       return e->ctx;
   rc_tls_ctx *ctx = rc_tls_ctx_client(cl->verify, cl->cafile, err, errlen);
   if (ctx == NULL)
@@ -490,7 +465,7 @@ static rc_tls_ctx *tls_ctx(rc_server *s, const rc_client *cl, char *err,
   struct rc__tls_ctx_entry *e = calloc(1, sizeof(*e));
   int failed = e == NULL;
   if (e != NULL)
-    e->cafile = dup_or_null(cl->cafile, &failed);
+    e->cafile = rc__dup_or_null(cl->cafile, &failed);
   if (failed) {
     free(e);
     rc_tls_ctx_free(ctx);
@@ -514,7 +489,7 @@ static void on_retry_closed(uv_handle_t *h) {
   if (c->state == RC_CONN_GONE || uv_tcp_init(&c->srv->loop, &c->tcp) != 0) {
     /* aborted meanwhile (or no handle to be had): this was its close */
     if (c->state != RC_CONN_GONE)
-      rc__client_fail(c, "cannot make a socket");
+      client_fail(c, "cannot make a socket");
     rc__conn_closed(h);
     return;
   }
@@ -530,12 +505,12 @@ static void attempt_failed(rc_conn *c, int status) {
     uv_close((uv_handle_t *)&c->tcp, on_retry_closed);
     return;
   }
-  rc__client_fail(c, uv_strerror(status));
+  client_fail(c, uv_strerror(status));
 }
 
 static void send_request(rc_conn *c) {
   c->state = RC_CONN_UPGRADING;
-  rc__client_write(c, c->cl->request, c->cl->request_len);
+  client_write(c, c->cl->request, c->cl->request_len);
 }
 
 static void on_connected(uv_connect_t *req, int status) {
@@ -558,17 +533,17 @@ static void on_connected(uv_connect_t *req, int status) {
   char err[256];
   rc_tls_ctx *ctx = tls_ctx(c->srv, cl, err, sizeof err);
   if (ctx == NULL) {
-    rc__client_fail(c, err);
+    client_fail(c, err);
     return;
   }
   cl->filter = rc_tls_new(ctx, RC_TLS_CLIENT, cl->server_name);
   if (cl->filter == NULL) {
-    rc__client_fail(c, "TLS: cannot set up the connection");
+    client_fail(c, "TLS: cannot set up the connection");
     return;
   }
   c->state = RC_CONN_TLS;
   if (rc_tls_handshake(cl->filter) < 0) {
-    rc__client_fail(c, rc_tls_error(cl->filter));
+    client_fail(c, rc_tls_error(cl->filter));
     return;
   }
   tls_out(c);
@@ -580,8 +555,8 @@ static void try_next(rc_conn *c) {
   while (ai != NULL && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
     ai = ai->ai_next;
   if (ai == NULL) {
-    rc__client_fail(c, uv_strerror(cl->last_error ? cl->last_error
-                                                  : UV_EAI_NONAME));
+    client_fail(c,
+                uv_strerror(cl->last_error ? cl->last_error : UV_EAI_NONAME));
     return;
   }
   cl->next_addr = ai->ai_next;
@@ -609,7 +584,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
     char reason[160];
     (void)snprintf(reason, sizeof reason, "cannot resolve %s: %s", cl->host,
                    uv_strerror(status));
-    rc__client_fail(c, reason);
+    client_fail(c, reason);
     return;
   }
   try_next(c);
@@ -640,6 +615,7 @@ void rc__client_start(rc_server *s, uint64_t id) {
     return;
   }
   c->srv = s;
+  c->role = &rc__client_role;
   s->open_handles++;
   if (rc__conn_register(s, c) != 0) {
     c->state = RC_CONN_GONE;
@@ -656,10 +632,10 @@ void rc__client_start(rc_server *s, uint64_t id) {
   atomic_fetch_add_explicit(&s->st_connections, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&s->st_clients, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&s->st_client_connects, 1, memory_order_relaxed);
-  c->last_rx = now_ms(s);
-  c->deadline = now_ms(s) + cl->handshake_ms + 1;
+  c->last_rx = rc__now_ms(s);
+  c->deadline = rc__now_ms(s) + cl->handshake_ms + 1;
   if (s->stopping) {
-    rc__client_fail(c, "the client stopped");
+    client_fail(c, "the client stopped");
     return;
   }
   struct addrinfo hints;
@@ -672,15 +648,17 @@ void rc__client_start(rc_server *s, uint64_t id) {
     char reason[160];
     (void)snprintf(reason, sizeof reason, "cannot resolve %s: %s", cl->host,
                    uv_strerror(r));
-    rc__client_fail(c, reason);
+    client_fail(c, reason);
     return;
   }
   cl->resolving = 1;
 }
 
 /* The tcp handle has closed: the connection is over. */
-void rc__client_release(rc_client *cl) {
-  rc_conn *c = cl->conn;
+static void client_closed(rc_conn *c) {
+  rc_client *cl = c->cl;
+  if (cl == NULL)
+    return; /* failed before it was attached (rc__client_start) */
   rc_server *s = c->srv;
   atomic_fetch_sub_explicit(&s->st_clients, 1, memory_order_relaxed);
   (void)client_take(s, cl->id, 1);
@@ -698,8 +676,8 @@ static void opened(rc_conn *c, const rc_http_response_head *resp,
                    const rc_http_client_check *chk) {
   rc_server *s = c->srv;
   size_t plen = chk->protocol_len;
-  size_t total = 4 + plen +
-                 rc__event_headers_size(resp->headers, resp->num_headers);
+  size_t total =
+      4 + plen + rc__event_headers_size(resp->headers, resp->num_headers);
   rc_event *ev = rc__event_new(RC_EV_CONNECTED, c->id, total);
   if (ev == NULL) {
     rc__conn_fail(c);
@@ -712,7 +690,7 @@ static void opened(rc_conn *c, const rc_http_response_head *resp,
   rc__event_push(s, ev);
   c->state = RC_CONN_OPEN;
   c->deadline = 0;
-  c->last_rx = c->last_msg = c->ping_at = now_ms(s);
+  c->last_rx = c->last_msg = c->ping_at = rc__now_ms(s);
 }
 
 static void head_bytes(rc_conn *c, const char *data, size_t len) {
@@ -726,16 +704,16 @@ static void head_bytes(rc_conn *c, const char *data, size_t len) {
   if (r == RC_HTTP_INCOMPLETE)
     return;
   if (r < 0) {
-    rc__client_fail(c, r == RC_HTTP_E_TOO_LARGE
-                           ? "handshake: the response head is too large"
-                           : "handshake: malformed HTTP response");
+    client_fail(c, r == RC_HTTP_E_TOO_LARGE
+                       ? "handshake: the response head is too large"
+                       : "handshake: malformed HTTP response");
     return;
   }
   rc_http_client_check chk;
   rc_http_check_upgrade_response(&s->resp, c->cl->accept, c->cl->protocols,
                                  &chk);
   if (!chk.ok) {
-    rc__client_fail(c, chk.reason);
+    client_fail(c, chk.reason);
     return;
   }
   opened(c, &s->resp, &chk);
@@ -747,22 +725,22 @@ static void head_bytes(rc_conn *c, const char *data, size_t len) {
   c->hbuf = NULL;
   c->hlen = c->hcap = 0;
   if (hlen > (size_t)r)
-    rc__conn_received(c, hbuf + r, hlen - (size_t)r);
+    rc__conn_frames(c, hbuf + r, hlen - (size_t)r);
   free(hbuf);
   if (take < len && c->state != RC_CONN_GONE)
-    rc__conn_received(c, data + take, len - take);
+    rc__conn_frames(c, data + take, len - take);
 }
 
 static void plain_bytes(rc_conn *c, const char *data, size_t len) {
   if (c->state == RC_CONN_UPGRADING) {
-    c->last_rx = now_ms(c->srv);
+    c->last_rx = rc__now_ms(c->srv);
     head_bytes(c, data, len);
     return;
   }
-  rc__conn_received(c, data, len);
+  rc__conn_frames(c, data, len);
 }
 
-void rc__client_received(rc_conn *c, const char *data, size_t len) {
+static void client_received(rc_conn *c, const char *data, size_t len) {
   rc_client *cl = c->cl;
   if (cl->filter == NULL) {
     plain_bytes(c, data, len);
@@ -775,7 +753,7 @@ void rc__client_received(rc_conn *c, const char *data, size_t len) {
   if (c->state == RC_CONN_TLS) {
     int r = rc_tls_handshake(cl->filter);
     if (r < 0) {
-      rc__client_fail(c, rc_tls_error(cl->filter));
+      client_fail(c, rc_tls_error(cl->filter));
       return;
     }
     tls_out(c);
@@ -790,11 +768,11 @@ void rc__client_received(rc_conn *c, const char *data, size_t len) {
     if (n == 0)
       break;
     if (n == RC_TLS_E_CLOSED) {
-      rc__client_lost(c, UV_EOF);
+      client_lost(c, UV_EOF);
       return;
     }
     if (n < 0) {
-      rc__client_fail(c, rc_tls_error(cl->filter));
+      client_fail(c, rc_tls_error(cl->filter));
       return;
     }
     plain_bytes(c, buf, (size_t)n);
@@ -819,3 +797,72 @@ void rc__clients_destroy(rc_server *s) {
     free(e);
   }
 }
+
+/* --- the client role ------------------------------------------------------ */
+
+/* 1 on the way to RC_CONN_OPEN: resolving, connecting, TLS, upgrading. */
+static int opening(const rc_conn *c) {
+  switch (c->state) {
+  case RC_CONN_RESOLVING:
+  case RC_CONN_CONNECTING:
+  case RC_CONN_TLS:
+  case RC_CONN_UPGRADING:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static void client_cancel(rc_conn *c) {
+  if (opening(c))
+    client_fail(c, "closed by the client before the connection opened");
+}
+
+static void client_stop(rc_conn *c) {
+  if (opening(c))
+    client_fail(c, "the client stopped");
+}
+
+static void client_nothing(rc_conn *c) { (void)c; /* a client is in no room */ }
+
+static int client_handle_closing(const rc_conn *c) {
+  return c->cl != NULL && c->cl->retrying;
+}
+
+static const rc__limits *client_limits(const rc_conn *c) {
+  return &c->cl->limits;
+}
+
+/* A client's frames are masked (RFC 6455 5.3), with keys from here. */
+static int ws_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                      void *user_data) {
+  (void)user_data;
+  if (rc_tls_random(buf, len) != 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return 0;
+}
+
+const rc__role rc__client_role = {
+    .received = client_received,
+    .lost = client_lost,
+    .write = client_write,
+    .send = client_send,
+    .ping = client_ping,
+    .message = rc__conn_message_event,
+    .overflow = client_overflow,
+    .draining = client_draining,
+    .deadline = client_deadline,
+    .cancel = client_cancel,
+    .stop = client_stop,
+    .gone = client_nothing,
+    .handle_closing = client_handle_closing,
+    .closed = client_closed,
+    .queue_changed = note_queue,
+    .limits = client_limits,
+    .ws_init = wslay_event_context_client_init,
+    .genmask = ws_genmask,
+    .peer_masks = 0,
+    .joins_rooms = 0,
+};

@@ -1,7 +1,19 @@
-/* rc_internal.h - structures shared by the core's files. Not installed.
+/* rc_internal.h - structures shared by the core's loop files, and what
+ * each file offers the others. Not installed.
  *
  * Everything below is touched by the loop thread only, except what is
  * marked "any thread" (the mailbox locks and the atomic counters).
+ *
+ * Who calls whom: a file calls only files listed below it (rc_room.c
+ * and rc_backplane.c aside: the backplane's hook is its own seam).
+ *   rc_server.c     the loop's turn, the loops over every connection,
+ *                   the dispatch of commands
+ *   rc_commands.c   the public calls that become commands
+ *   rc_handshake.c  the server role    rc_client.c   the client role
+ *   rc_room.c       membership and fan-out
+ *   rc_conn.c       a connection's life; its side only through c->role
+ *   rc_outq.c       the output ring    rc_mailbox.c  events, commands
+ *   rc_buf.c        shared frames      proto/        sans-I/O
  */
 #ifndef RC_INTERNAL_H
 #define RC_INTERNAL_H
@@ -9,6 +21,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <uv.h>
 #include <wslay/wslay.h>
@@ -17,49 +30,39 @@
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
 #include "proto/rc_tls.h"
+#include "loop/rc_buf.h"
+#include "loop/rc_outq.h"
 
 #define RC__CONTAINER_OF(ptr, type, field)                                     \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
-/* A frame shared by every connection it is queued on. A buffer is made on
- * the embedder's thread and handed to the loop through the command queue
- * (whose lock orders the two); from then on only the loop thread touches the
- * count, so it is a plain integer: two atomic operations per delivery cost
- * more than the rest of the fan-out's user-space work. Several loops sharing
- * one buffer would each need a count of their own. */
-typedef struct rc_buf {
-  size_t refs;
-  size_t len;
-  /* 1: one whole data message, which drop_oldest may drop. Control frames
-   * (wslay writes one as two buffers, header then payload) and HTTP answers
-   * are 0: a payload's first byte proves nothing. */
-  uint8_t is_message;
-  uint8_t data[];
-} rc_buf;
+/* Milliseconds of the loop's clock, and a configured duration in seconds
+ * as milliseconds (0: none). */
+static inline uint64_t rc__now_ms(const struct rc_server *s);
+static inline uint64_t rc__secs_ms(double secs) {
+  return secs <= 0 ? 0 : (uint64_t)(secs * 1000.0 + 0.5);
+}
 
-rc_buf *rc__buf_new(size_t len);
-/* A buffer holding one complete frame: header then a copy of payload. */
-rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len);
-/* The same for a text (is_text) or binary message: is_message set. */
-rc_buf *rc__buf_message(int is_text, const void *payload, size_t len);
-static inline void rc__buf_ref(rc_buf *b) { b->refs++; }
-void rc__buf_unref(rc_buf *b);
-/* A buffer holding a complete HTTP response (see rc_http_response);
- * head_only leaves the body out but keeps its Content-Length. */
-rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
-                     size_t body_len, int close_after, int head_only);
+/* A copy of s, NULL for NULL; sets *failed when memory ran out, so that
+ * several copies are checked once. */
+static inline char *rc__dup_or_null(const char *s, int *failed) {
+  if (s == NULL)
+    return NULL;
+  char *d = strdup(s);
+  if (d == NULL)
+    *failed = 1;
+  return d;
+}
 
-/* Output queue: a ring of shared frames. Bytes of the head frame already
- * written are skipped with head_off. */
-typedef struct rc_outq {
-  rc_buf **ring;
-  uint32_t cap; /* power of two, or 0 */
-  uint32_t head;
-  uint32_t count;
-  uint32_t inflight; /* frames from head that belong to the pending uv_write */
-  size_t head_off;
-  size_t bytes; /* unwritten bytes in the queue */
-} rc_outq;
+/* What bounds one side of a connection: the server's settings for the
+ * connections it accepted (srv->limits), a client's own for it. */
+typedef struct rc__limits {
+  size_t max_message;  /* bytes of one received message */
+  uint32_t max_frags;  /* data frames it may be cut into (rc__max_frags) */
+  uint64_t ping_ms;    /* keepalive ping after this much silence; 0: none */
+  uint64_t pong_ms;    /* the pong's deadline; 0: none */
+  uint64_t idle_ms;    /* close after this long without a message; 0: none */
+} rc__limits;
 
 enum rc_conn_state {
   RC_CONN_HTTP = 0, /* reading the request head */
@@ -67,9 +70,10 @@ enum rc_conn_state {
   RC_CONN_REQUEST,  /* RC_EV_REQUEST sent, waiting for respond */
   RC_CONN_OPEN,     /* WebSocket open */
   RC_CONN_CLOSING,  /* our close frame queued; waiting for the peer's */
-  RC_CONN_DRAINING, /* last bytes queued (HTTP answer or close reply); then close */
+  RC_CONN_DRAINING, /* last bytes queued (HTTP answer, close reply); close */
   RC_CONN_GONE,     /* uv_close called */
-  /* A client connection on its way to RC_CONN_OPEN (rc_client.c). */
+  /* A client connection on its way to RC_CONN_OPEN (rc_client.c). Nothing
+   * depends on the order of these values. */
   RC_CONN_RESOLVING,  /* uv_getaddrinfo in flight */
   RC_CONN_CONNECTING, /* uv_tcp_connect in flight */
   RC_CONN_TLS,        /* TLS handshake */
@@ -97,9 +101,8 @@ typedef struct rc_client {
   uint8_t tls, verify, resolving, retrying;
   char *cafile;      /* NULL: the system's trust store */
   char *server_name; /* checked against the certificate; SNI */
-  uint64_t handshake_ms, ping_interval_ms, ping_timeout_ms;
-  size_t max_message_size;
-  uint32_t max_frags; /* rc__max_frags of the size this client accepts */
+  uint64_t handshake_ms;
+  rc__limits limits; /* its own: max_message_size, keepalive; no idle */
   struct addrinfo *addrs, *next_addr; /* addresses left to try */
   int last_error;                     /* of the last failed attempt */
   uv_getaddrinfo_t gai;
@@ -117,13 +120,63 @@ typedef struct rc_membership {
   uint32_t index; /* position of this conn in room->members */
 } rc_membership;
 
+/* A connection's role: what differs between a connection the server
+ * accepted (rc__server_role, rc_handshake.c) and one this process opened
+ * (rc__client_role, rc_client.c). rc_conn.c reaches the side through these
+ * and never by name, the way wslay reaches I/O through its callbacks.
+ * Every pointer is set. */
+typedef struct rc__role {
+  /* Bytes read from the socket (rc_conn.c's read callback). */
+  void (*received)(struct rc_conn *c, const char *data, size_t len);
+  /* The read failed, or the peer ended its stream (UV_EOF). */
+  void (*lost)(struct rc_conn *c, int status);
+  /* Bytes the connection makes itself (wslay's pongs and closes): queued
+   * as they are, or as TLS records. */
+  void (*write)(struct rc_conn *c, const void *data, size_t len);
+  /* The frame of a send command (the role framed it). */
+  void (*send)(struct rc_conn *c, rc_buf *b);
+  /* A keepalive ping is due: 0, or -1 when none could be made. */
+  int (*ping)(struct rc_conn *c);
+  /* A whole message from the peer (text already checked as UTF-8). */
+  void (*message)(struct rc_conn *c, int is_text, const uint8_t *msg,
+                  size_t len);
+  /* The control frames answering the peer pushed the queue past
+   * max_queue_bytes (see "Bounds" in rc_conn.c); maybe inside wslay. */
+  void (*overflow)(struct rc_conn *c);
+  /* The last bytes are queued: the connection drains, then closes. */
+  void (*draining)(struct rc_conn *c);
+  /* c->deadline has passed before the connection opened. */
+  void (*deadline)(struct rc_conn *c);
+  /* The embedder closes a connection that is not open. */
+  void (*cancel)(struct rc_conn *c);
+  /* The server stops: a connection that is not open yet ends. */
+  void (*stop)(struct rc_conn *c);
+  /* rc__conn_abort: the connection is over (it leaves what it joined). */
+  void (*gone)(struct rc_conn *c);
+  /* 1 when the tcp handle is closing already for the role's own reason
+   * (a client between two connect attempts). */
+  int (*handle_closing)(const struct rc_conn *c);
+  /* The tcp handle's close callback: free what the role holds. */
+  void (*closed)(struct rc_conn *c);
+  /* The queue's byte count changed (a client's bufferedAmount). */
+  void (*queue_changed)(struct rc_conn *c);
+  const rc__limits *(*limits)(const struct rc_conn *c);
+  /* wslay_event_context_server_init or _client_init. */
+  int (*ws_init)(wslay_event_context_ptr *ctx,
+                 const struct wslay_event_callbacks *callbacks,
+                 void *user_data);
+  wslay_event_genmask_callback genmask; /* NULL: frames are not masked */
+  uint8_t peer_masks;  /* the peer's frames are masked: it is a client */
+  uint8_t joins_rooms; /* JOIN commands apply */
+} rc__role;
+
 /* Field order follows use: what the fan-out touches for every delivery
  * (state, the queue, the dirty link) comes first, in one cache line, then the
  * libuv handle, then what only the handshake, the close or the sweep read. */
 typedef struct rc_conn {
   /* hot: every delivery */
   uint8_t state;
-  uint8_t writing; /* wreq is in flight */
+  uint8_t writing; /* a uv_write is in flight (its request is malloc'd) */
   uint8_t dirty;   /* on srv->dirty, to be flushed at the end of the turn */
   uint8_t doomed;  /* failed inside a loop over members: aborted at flush */
   uint8_t known;   /* the embedder has seen an event for it: owes RC_EV_CLOSE */
@@ -132,14 +185,13 @@ typedef struct rc_conn {
   uint8_t held;      /* the embedder asked us to stop reading (backpressure) */
   struct rc_conn *next_dirty;
   struct rc_server *srv;
+  const rc__role *role; /* the server's or the client's side */
   rc_outq q;
   uint64_t id;
   uv_tcp_t tcp;
   /* warm: reading */
   wslay_event_context_ptr ws; /* NULL while idle between messages */
   rc_frame_scan scan;          /* where the client's stream stands */
-  const uint8_t *rd; /* bytes handed to wslay by the recv callback */
-  size_t rdlen;
   uint64_t last_rx; /* loop ms */
   uint8_t rx_recent; /* read since the last sweep tick */
   uint8_t shut;      /* uv_shutdown issued */
@@ -158,13 +210,12 @@ typedef struct rc_conn {
                  close frame while it arrives (rc_conn.c) */
   char *close_reason;         /* reason received with the peer's close */
   uint32_t close_reason_len;
+  uint32_t slot; /* index in srv->slots */
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
   uint64_t ping_at;
   uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
   uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
-  uv_write_t wreq; /* the one write in flight, when the socket was full */
-  uint32_t slot;   /* index in srv->slots */
-  rc_client *cl;   /* client connections only */
+  rc_client *cl;   /* client connections only (rc_client.c's) */
 } rc_conn;
 
 typedef struct rc_room {
@@ -248,7 +299,7 @@ struct rc_server {
   uint32_t nfree;
   uint64_t nconns;
   uint64_t admitted; /* connections not refused for max_connections */
-  uint32_t max_frags; /* data frames one message may be cut into */
+  rc__limits limits;  /* of the connections it accepts (rc_server_new) */
   uint32_t nstarved;  /* connections with starved set */
   uint64_t mark;      /* one per multi-room fan-out: each member once */
 
@@ -285,15 +336,31 @@ struct rc_server {
   char readbuf[65536];
 };
 
-/* rc_conn.c */
-int rc__conn_register(struct rc_server *s, rc_conn *c);
+static inline uint64_t rc__now_ms(const struct rc_server *s) {
+  return uv_now(&s->loop);
+}
+
+/* rc_conn.c: a connection's life, whatever its role */
+/* The data frames one message of at most max_message_size bytes may be cut
+ * into (rc_frame_scan_feed's max_frags). */
+uint32_t rc__max_frags(size_t max_message_size);
+int rc__conn_register(struct rc_server *s, rc_conn *c); /* gives it an id */
+/* A connection the server accepted, by id (clients: rc__conn_find). */
+rc_conn *rc__conn_slot_find(struct rc_server *s, uint64_t id);
 void rc__conn_closed(uv_handle_t *h); /* the tcp handle's close callback */
 void rc__conn_start_read(rc_conn *c);
+void rc__conn_pause_read(rc_conn *c);
+/* The embedder holds reading (on) or lets it go (RC_CMD_PAUSE/RESUME). */
+void rc__conn_hold(rc_conn *c, int on);
+/* 1 in the states where the connection reads from its socket. */
+int rc__conn_reading_state(const rc_conn *c);
 /* Appends to c->hbuf, growing it up to cap bytes; -1 when memory ran out
  * (the connection is failed). */
 int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
                          size_t cap);
 void rc__conn_enqueue(rc_conn *c, rc_buf *b); /* takes a new reference */
+/* A data message under the queue's bound: 1 when queued (or dropped as
+ * the oldest), 0 when refused. */
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b);
 uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
                               const uv_buf_t *iov, uint32_t n, size_t total);
@@ -301,46 +368,43 @@ void rc__conn_mark_dirty(rc_conn *c);
 void rc__conn_close_ws(rc_conn *c, unsigned code, const char *reason,
                        size_t reason_len);
 void rc__conn_abort(rc_conn *c);
-void rc__conn_fail(rc_conn *c);
-void rc__conn_command(struct rc_server *s, rc_cmd *cmd);
-void rc__resume_starved(struct rc_server *s);
-void rc__stop_begin(struct rc_server *s);
-rc_conn *rc__conn_find(struct rc_server *s, uint64_t id);
-void rc__server_on_connection(uv_stream_t *listener, int status);
-void rc__flush_dirty(struct rc_server *s);
-void rc__sweep(struct rc_server *s, uint64_t now);
-void rc__accept_ws(rc_conn *c, const rc_cmd *cmd);
-void rc__respond(rc_conn *c, rc_buf *b);
-/* The data path of a read: bytes from the peer, in HTTP or WebSocket state. */
+void rc__conn_fail(rc_conn *c); /* aborted at the end of the turn */
+/* Queues bytes (an HTTP answer) and closes once they are written. */
+void rc__conn_respond(rc_conn *c, rc_buf *b);
+/* Bytes from the socket, through the role; the fuzz targets call it. */
 void rc__conn_received(rc_conn *c, const char *data, size_t len);
+/* WebSocket bytes from the peer (open or closing; else ignored). */
+void rc__conn_frames(rc_conn *c, const char *data, size_t len);
+/* A message for the embedder (RC_EV_MESSAGE). */
+void rc__conn_message_event(rc_conn *c, int is_text, const uint8_t *msg,
+                            size_t len);
+/* The server side's policy when control frames overflow the queue. */
+void rc__conn_over_bound(rc_conn *c);
+/* One sweep tick: deadlines, keepalive, releasing idle memory. */
+void rc__conn_sweep(rc_conn *c, uint64_t now);
+/* Reading held for lack of polls may go on (rc__resume_starved). */
+void rc__conn_unstarve(rc_conn *c, uint64_t now);
+void rc__flush_dirty(struct rc_server *s); /* the end of a loop turn */
 
-/* rc_client.c */
+/* rc_handshake.c: the server's side of a connection */
+extern const rc__role rc__server_role;
+/* RC_CMD_ACCEPT: answers 101 with text (subprotocol, headers). */
+void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len);
+/* Answers status with a short text body, then closes. */
+void rc__handshake_refuse(rc_conn *c, int status, const char *extra_headers,
+                          const char *reason);
+
+/* rc_client.c: connections this process opens */
+extern const rc__role rc__client_role;
 rc_conn *rc__client_find(struct rc_server *s, uint64_t id);
 void rc__client_start(struct rc_server *s, uint64_t id);
 void rc__client_unstarted(struct rc_server *s, uint64_t id);
-void rc__client_release(rc_client *cl);
-void rc__client_fail(rc_conn *c, const char *reason);
-/* The control frames answering the server pushed the queue past its bound:
- * the connection fails at the end of the turn. */
-void rc__client_overflow(rc_conn *c);
-void rc__client_received(rc_conn *c, const char *data, size_t len);
-void rc__client_lost(rc_conn *c, int status);
-void rc__client_send(rc_conn *c, rc_buf *b);
-void rc__client_write(rc_conn *c, const void *data, size_t len);
-void rc__client_ping(rc_conn *c);
-void rc__client_draining(rc_conn *c);
-void rc__client_deadline(rc_conn *c);
 void rc__clients_destroy(struct rc_server *s);
-rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload, size_t len);
 /* Frames a send command's message for client connection conn (masked)
  * and counts it in its bufferedAmount. 0 or UV_ENOMEM (cmd->buf NULL). */
-int rc__client_send_command(struct rc_server *s, uint64_t conn, rc_cmd *cmd,
-                            const void *data, size_t len, int is_text);
-static inline void rc__client_note_queue(rc_conn *c) {
-  if (c->cl != NULL)
-    atomic_store_explicit(&c->cl->queue_bytes, c->q.bytes,
-                          memory_order_relaxed);
-}
+int rc__client_send_command(struct rc_server *s, uint64_t conn,
+                            struct rc_cmd *cmd, const void *data, size_t len,
+                            int is_text);
 
 /* rc_room.c */
 /* A room id's low 2 bits are its mode (enum rc_relay), fixed when the id
@@ -370,10 +434,16 @@ void rc__room_publish_run(struct rc_server *s, uint64_t id,
                           uint32_t n);
 void rc__rooms_destroy(struct rc_server *s);
 
-/* rc_server.c: the data frames one message of at most max_message_size
- * bytes may be cut into (rc_frame_scan_feed's max_frags). */
-uint32_t rc__max_frags(size_t max_message_size);
-/* rc_server.c: the command API's helpers, for rc_backplane.c */
+/* rc_server.c: the loop's turn and the loops over every connection */
+/* Any connection by id: accepted or opened by this process. */
+rc_conn *rc__conn_find(struct rc_server *s, uint64_t id);
+void rc__conn_command(struct rc_server *s, rc_cmd *cmd);
+void rc__server_on_connection(uv_stream_t *listener, int status);
+void rc__sweep(struct rc_server *s, uint64_t now);
+void rc__stop_begin(struct rc_server *s);
+void rc__resume_starved(struct rc_server *s);
+
+/* rc_mailbox.c: the command API's helpers, for rc_backplane.c too */
 rc_cmd *rc__cmd_make(int type, uint64_t conn);
 int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd); /* takes cmd */
 
@@ -390,7 +460,7 @@ void rc__bp_room_freed(struct rc_server *s, uint64_t id);
 void rc__bp_publish(struct rc_server *s, const uint64_t *rooms, size_t n,
                     const rc_buf *b);
 
-/* rc_mailbox.c */
+/* rc_mailbox.c: the queues between the loop and the embedder */
 void rc__event_push(struct rc_server *s, rc_event *ev);
 void rc__events_hand_over(struct rc_server *s);
 rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len);

@@ -1,5 +1,5 @@
-/* rc_mailbox.c - the two queues between the loop thread and the embedder,
- * and the shared frame buffers that travel through them.
+/* rc_mailbox.c - the two queues between the loop thread and the embedder:
+ * commands in (rc_cmd: made, queued, taken, freed here) and events out.
  *
  * Commands: any thread appends under cmd_lock and calls uv_async_send, which
  * libuv coalesces until the loop runs the callback. An embedder that knows
@@ -18,58 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
-
-rc_buf *rc__buf_new(size_t len) {
-  rc_buf *b = malloc(sizeof(*b) + len);
-  if (b == NULL)
-    return NULL;
-  b->refs = 1;
-  b->len = len;
-  b->is_message = 0;
-  return b;
-}
-
-rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len) {
-  size_t hl = rc_frame_header_len(len);
-  rc_buf *b = rc__buf_new(hl + len);
-  if (b == NULL)
-    return NULL;
-  rc_frame_header(b->data, opcode, 1, len);
-  if (len > 0)
-    memcpy(b->data + hl, payload, len);
-  return b;
-}
-
-rc_buf *rc__buf_message(int is_text, const void *payload, size_t len) {
-  rc_buf *b = rc__buf_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, payload, len);
-  if (b != NULL)
-    b->is_message = 1;
-  return b;
-}
-
-rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
-                     size_t body_len, int close_after, int head_only) {
-  size_t n;
-  char *rsp = rc_http_response(status, extra_headers, body, body_len,
-                               close_after, &n);
-  if (rsp == NULL)
-    return NULL;
-  if (head_only)
-    n -= body_len; /* the body comes last */
-  rc_buf *b = rc__buf_new(n);
-  if (b != NULL)
-    memcpy(b->data, rsp, n);
-  free(rsp);
-  return b;
-}
-
-void rc__buf_unref(rc_buf *b) {
-  if (b != NULL && --b->refs == 0)
-    free(b);
-}
 
 /* --- events -------------------------------------------------------------- */
 
@@ -175,8 +126,9 @@ rc_event *rc_server_poll(rc_server *s) {
   size_t taken = 0;
   for (rc_event *ev = head; ev != NULL; ev = ev->next)
     taken += event_cost(ev);
-  /* Sequentially consistent, paired with rc__starve(): either this poll
-   * sees `starving` set, or the loop sees the bytes taken here. */
+  /* Sequentially consistent, paired with rc_conn.c's starve and
+   * rc_server.c's recheck_starving: either this poll sees `starving` set,
+   * or the loop sees the bytes taken here at the end of its turn. */
   size_t left = atomic_fetch_sub(&s->ev_bytes, taken) - taken;
   /* Readers held for lack of polling resume once half the budget is free;
    * the loop learns it through the command wake-up. */
@@ -199,6 +151,26 @@ void rc_events_free(rc_event *ev) {
 }
 
 /* --- commands ------------------------------------------------------------ */
+
+rc_cmd *rc__cmd_make(int type, uint64_t conn) {
+  rc_cmd *cmd = calloc(1, sizeof(*cmd));
+  if (cmd != NULL) {
+    cmd->type = type;
+    cmd->conn = conn;
+  }
+  return cmd;
+}
+
+/* Queues a command of the public API; takes cmd (NULL: out of memory). */
+int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd) {
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  if (!s->started) {
+    rc__cmd_free(cmd);
+    return UV_EINVAL;
+  }
+  return rc__cmd_push(s, cmd, 0);
+}
 
 void rc__cmd_free(rc_cmd *cmd) {
   rc__buf_unref(cmd->buf);
@@ -223,8 +195,8 @@ int rc__cmd_push(struct rc_server *s, rc_cmd *cmd, int force_wake) {
   /* Under the lock: the loop closes the async handle only after setting
    * cmd_closed under this same lock. */
   int r = 0;
-  if (force_wake || !atomic_load_explicit(&s->defer_wakeups,
-                                          memory_order_relaxed))
+  if (force_wake ||
+      !atomic_load_explicit(&s->defer_wakeups, memory_order_relaxed))
     r = uv_async_send(&s->wake);
   uv_mutex_unlock(&s->cmd_lock);
   return r;

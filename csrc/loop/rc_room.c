@@ -4,8 +4,15 @@
  * Each side stores the other's index, so joining and leaving are O(1)
  * (swap with the last entry and fix the moved entry's back-index).
  *
- * Fan-out queues one reference to the same framed buffer on every member:
- * the message was copied once, into that buffer, when it was published.
+ * Fan-out lives here and in rc_conn.c only. The message was copied once,
+ * into one framed rc_buf, when it was published. Publishes that end a
+ * wake-up's commands come as a run (rc__room_publish_run): the room builds
+ * one iovec of the run's frames and every member with nothing queued is
+ * written from it at once, one writev() each (rc__conn_deliver_now);
+ * members with frames waiting, or excluded from one of the messages, and
+ * the bytes a socket does not take, get a reference to the same buffers in
+ * their output queue, written at the end of the turn. Any other publish
+ * or broadcast queues its reference on every member (rc__conn_enqueue_data).
  */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include <stdlib.h>
@@ -122,7 +129,8 @@ void rc__room_join(rc_server *s, rc_room *r, rc_conn *c) {
     r->cap = cap;
   }
   if (c->nrooms == c->caprooms) {
-    uint32_t cap = c->caprooms ? c->caprooms * 2 : 2;
+    /* Most connections are in one room: an array of one to start. */
+    uint32_t cap = c->caprooms ? c->caprooms * 2 : 1;
     rc_membership *m = realloc(c->rooms, cap * sizeof(*m));
     if (m == NULL) {
       rc__conn_fail(c);
@@ -295,7 +303,7 @@ static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,
 void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
                         rc_buf *b, uint64_t exclude) {
   uint64_t mark = ++s->mark, delivered = 0;
-  rc_conn *skip = exclude != 0 ? rc__conn_find(s, exclude) : NULL;
+  rc_conn *skip = exclude != 0 ? rc__conn_slot_find(s, exclude) : NULL;
   for (size_t k = 0; k < nrooms; k++) {
     rc_room *r = rc__room_get(s, rooms[k], 0);
     if (r != NULL)

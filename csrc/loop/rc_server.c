@@ -1,10 +1,16 @@
-/* rc_server.c - the server object: configuration, the loop thread, the
- * command API used from other threads, and the orderly stop.
+/* rc_server.c - the server object: configuration, the loop thread and its
+ * turn, the loops over every connection (accepting, the sweep, the stop,
+ * resuming held readers), the dispatch of commands, and the orderly stop.
  *
- * Handles owned by the loop: the listener (when listening), the async wake-up, the check
- * handle that ends every turn (flush writes, hand over events), the sweep
- * timer (deadlines and pings) and the stop timer. The loop ends when all of
- * them and every connection have been closed.
+ * Handles owned by the loop: the listener (when listening), the async
+ * wake-up, the check handle that ends every turn (flush writes, hand over
+ * events), the sweep timer (deadlines and pings) and the stop timer. The
+ * loop ends when all of them and every connection have been closed.
+ *
+ * This file is the top of the loop's files: it calls the others (the
+ * handshake, the client, rooms, connections, the mailbox, the backplane)
+ * and none of them calls it. A command that names a connection is carried
+ * out through the connection's role (c->role) where the two sides differ.
  */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include <errno.h>
@@ -18,9 +24,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
-#include "loop/rc_internal.h"
 
 #define RC__SWEEP_MS 250
 
@@ -47,18 +53,9 @@ void rc_config_default(rc_config *cfg) {
 static uint64_t new_server_id(const rc_server *s) {
   uint64_t id = 0;
   if (uv_random(NULL, NULL, &id, sizeof(id), 0, NULL) != 0 || id == 0)
-    id = uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 16) ^
-         (uint64_t)uv_os_getpid();
+    id =
+        uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 16) ^ (uint64_t)uv_os_getpid();
   return id;
-}
-
-uint32_t rc__max_frags(size_t max_message_size) {
-  /* wslay keeps every fragment in buffers of its own (about 96 bytes for
-   * a 1-byte fragment, measured): a message may be cut into one fragment
-   * per 128 bytes of the size limit, so that the parser's memory stays
-   * under the limit however small the fragments. */
-  size_t frags = max_message_size / 128 + 16;
-  return frags > UINT32_MAX ? UINT32_MAX : (uint32_t)frags;
 }
 
 rc_server *rc_server_new(const rc_config *cfg) {
@@ -73,7 +70,11 @@ rc_server *rc_server_new(const rc_config *cfg) {
     s->cfg.max_headers = RC_HTTP_MAX_HEADERS_CAP;
   if (s->cfg.max_header_bytes > 60000)
     s->cfg.max_header_bytes = 60000; /* key offsets are 16-bit */
-  s->max_frags = rc__max_frags(s->cfg.max_message_size);
+  s->limits.max_message = s->cfg.max_message_size;
+  s->limits.max_frags = rc__max_frags(s->cfg.max_message_size);
+  s->limits.ping_ms = rc__secs_ms(s->cfg.ping_interval);
+  s->limits.pong_ms = rc__secs_ms(s->cfg.ping_timeout);
+  s->limits.idle_ms = rc__secs_ms(s->cfg.idle_timeout);
   s->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (s->ev_fd < 0)
     goto fail_fd;
@@ -142,8 +143,19 @@ static void maybe_finish(rc_server *s) {
     close_loop_handles(s);
 }
 
+/* Readers held this turn (rc_conn.c's starve) set `starving` before this
+ * looks at the bytes: paired with rc_server_poll(), either the poll that
+ * emptied the queue sees `starving`, or this sees its bytes. */
+static void recheck_starving(rc_server *s) {
+  if (atomic_load(&s->ev_bytes) <= s->cfg.max_event_bytes / 2 &&
+      atomic_exchange(&s->starving, 0))
+    rc__resume_starved(s);
+}
+
 static void on_check(uv_check_t *h) {
   rc_server *s = h->data;
+  if (s->nstarved > 0)
+    recheck_starving(s);
   rc__flush_dirty(s);
   rc__events_hand_over(s);
   maybe_finish(s);
@@ -493,172 +505,154 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->backplane_invalid = atomic_load(&s->st_bp_invalid);
 }
 
-/* --- commands ------------------------------------------------------------ */
+/* --- connections: by id, accepting --------------------------------------- */
 
-static rc_cmd *cmd_new(int type, uint64_t conn) {
-  rc_cmd *cmd = calloc(1, sizeof(*cmd));
-  if (cmd != NULL) {
-    cmd->type = type;
-    cmd->conn = conn;
+rc_conn *rc__conn_find(rc_server *s, uint64_t id) {
+  if (id & RC__CLIENT_BIT)
+    return rc__client_find(s, id);
+  return rc__conn_slot_find(s, id);
+}
+
+void rc__server_on_connection(uv_stream_t *listener, int status) {
+  rc_server *s = listener->data;
+  if (status < 0)
+    return; /* e.g. EMFILE: the loop retries when a descriptor frees up */
+  rc_conn *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return;
+  c->srv = s;
+  c->role = &rc__server_role;
+  if (uv_tcp_init(&s->loop, &c->tcp) != 0) {
+    free(c);
+    return;
   }
-  return cmd;
-}
-
-static int push(rc_server *s, rc_cmd *cmd) {
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  if (!s->started) {
-    rc__cmd_free(cmd);
-    return UV_EINVAL;
+  s->open_handles++;
+  c->state = RC_CONN_HTTP;
+  c->read_paused = 1;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+      rc__conn_register(s, c) != 0) {
+    c->state = RC_CONN_GONE;
+    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
+    return;
   }
-  return rc__cmd_push(s, cmd, 0);
-}
-
-rc_cmd *rc__cmd_make(int type, uint64_t conn) { return cmd_new(type, conn); }
-
-int rc__cmd_queue(rc_server *s, rc_cmd *cmd) { return push(s, cmd); }
-
-int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,
-                     const char *extra_headers) {
-  rc_cmd *cmd = cmd_new(RC_CMD_ACCEPT, conn);
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  size_t pl = subprotocol ? strlen(subprotocol) : 0;
-  size_t xl = extra_headers ? strlen(extra_headers) : 0;
-  if (pl + xl > 0) {
-    cmd->text = malloc(pl + xl + 40);
-    if (cmd->text == NULL) {
-      rc__cmd_free(cmd);
-      return UV_ENOMEM;
-    }
-    int n = 0;
-    if (pl > 0)
-      n = snprintf(cmd->text, pl + 40, "Sec-WebSocket-Protocol: %s\r\n",
-                   subprotocol);
-    memcpy(cmd->text + n, extra_headers ? extra_headers : "", xl + 1);
-    cmd->text_len = (size_t)n + xl;
+  atomic_fetch_add_explicit(&s->st_connections, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_accepted, 1, memory_order_relaxed);
+  (void)uv_tcp_nodelay(&c->tcp, 1); /* best effort */
+  c->last_rx = rc__now_ms(s);
+  c->deadline = rc__now_ms(s) + rc__secs_ms(s->cfg.handshake_timeout) + 1;
+  if (s->stopping) {
+    rc__conn_abort(c);
+    return;
   }
-  return push(s, cmd);
-}
-
-int rc_server_respond(rc_server *s, uint64_t conn, int status,
-                      const char *extra_headers, const void *body,
-                      size_t body_len, int head_only) {
-  rc_cmd *cmd = cmd_new(RC_CMD_RESPOND, conn);
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  cmd->buf = rc__buf_http(status, extra_headers, body, body_len, 1, head_only);
-  if (cmd->buf == NULL) {
-    rc__cmd_free(cmd);
-    return UV_ENOMEM;
+  if (s->cfg.max_connections != 0 && s->admitted >= s->cfg.max_connections) {
+    /* Answered at once, without reading the request: a refused client
+     * costs one small write, and the ones already served are untouched. */
+    atomic_fetch_add_explicit(&s->st_refused, 1, memory_order_relaxed);
+    rc__handshake_refuse(c, 503, "Retry-After: 1\r\n", "too many connections");
+    return;
   }
-  return push(s, cmd);
+  c->admitted = 1;
+  s->admitted++;
+  rc__conn_start_read(c);
 }
 
-int rc_server_send(rc_server *s, uint64_t conn, const void *data, size_t len,
-                   int is_text) {
-  rc_cmd *cmd = cmd_new(RC_CMD_SEND, conn);
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  /* A client's frames are masked, each with its own key. */
-  if (conn & RC__CLIENT_BIT)
-    (void)rc__client_send_command(s, conn, cmd, data, len, is_text);
-  else
-    cmd->buf = rc__buf_message(is_text, data, len);
-  if (cmd->buf == NULL) {
-    rc__cmd_free(cmd);
-    return UV_ENOMEM;
+/* --- loops over every connection ------------------------------------------ */
+
+void rc__sweep(rc_server *s, uint64_t now) {
+  for (uint32_t i = 0; i < s->nslots; i++)
+    if (s->slots[i] != NULL)
+      rc__conn_sweep(s->slots[i], now);
+}
+
+void rc__stop_begin(rc_server *s) {
+  for (uint32_t i = 0; i < s->nslots; i++) {
+    rc_conn *c = s->slots[i];
+    if (c == NULL)
+      continue;
+    if (c->state == RC_CONN_OPEN)
+      rc__conn_close_ws(c, s->stop_code, s->stop_reason,
+                        strlen(s->stop_reason));
+    else
+      c->role->stop(c);
   }
-  return push(s, cmd);
 }
 
-int rc_server_close(rc_server *s, uint64_t conn, unsigned code,
-                    const char *reason, size_t reason_len) {
-  rc_cmd *cmd = cmd_new(RC_CMD_CLOSE, conn);
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  cmd->status = (int)code;
-  if (reason_len > 0) {
-    cmd->text = malloc(reason_len + 1);
-    if (cmd->text == NULL) {
-      rc__cmd_free(cmd);
-      return UV_ENOMEM;
-    }
-    memcpy(cmd->text, reason, reason_len);
-    cmd->text[reason_len] = '\0';
-    cmd->text_len = reason_len;
+void rc__resume_starved(rc_server *s) {
+  uint64_t now = rc__now_ms(s);
+  for (uint32_t i = 0; i < s->nslots && s->nstarved > 0; i++) {
+    rc_conn *c = s->slots[i];
+    if (c != NULL && c->starved)
+      rc__conn_unstarve(c, now);
   }
-  return push(s, cmd);
 }
 
-int rc_server_pause_reading(rc_server *s, uint64_t conn) {
-  return push(s, cmd_new(RC_CMD_PAUSE, conn));
-}
+/* --- commands that name a connection -------------------------------------- */
 
-int rc_server_resume_reading(rc_server *s, uint64_t conn) {
-  return push(s, cmd_new(RC_CMD_RESUME, conn));
-}
-
-uint64_t rc_server_room_new(rc_server *s) {
-  return rc_server_room_new_relay(s, RC_RELAY_NONE);
-}
-
-static int room_cmd(rc_server *s, int type, uint64_t conn, uint64_t room) {
-  rc_cmd *cmd = cmd_new(type, conn);
-  if (cmd != NULL)
-    cmd->room = room;
-  return push(s, cmd);
-}
-
-int rc_server_room_free(rc_server *s, uint64_t room) {
-  return room_cmd(s, RC_CMD_ROOM_FREE, 0, room);
-}
-
-int rc_server_join(rc_server *s, uint64_t conn, uint64_t room, int relay) {
-  if (room == 0 || relay != rc__room_mode(room))
-    return UV_EINVAL; /* a room's mode is its id's: see rc_server_room_new */
-  rc_cmd *cmd = cmd_new(RC_CMD_JOIN, conn);
-  if (cmd != NULL) {
-    cmd->room = room;
-    cmd->status = relay;
+/* Joins are for the server's side, from the handshake to the open state
+ * (a member chosen while the embedder decides whether to accept it). */
+static int may_join(const rc_conn *c) {
+  if (!c->role->joins_rooms)
+    return 0;
+  switch (c->state) {
+  case RC_CONN_HTTP:
+  case RC_CONN_PENDING:
+  case RC_CONN_REQUEST:
+  case RC_CONN_OPEN:
+    return 1;
+  default:
+    return 0;
   }
-  return push(s, cmd);
 }
 
-int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room) {
-  return room_cmd(s, RC_CMD_LEAVE, conn, room);
-}
-
-int rc_server_publish(rc_server *s, uint64_t room, const void *data,
-                      size_t len, int is_text, uint64_t exclude) {
-  rc_cmd *cmd = cmd_new(RC_CMD_PUBLISH, 0);
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  cmd->room = room;
-  cmd->exclude = exclude;
-  cmd->buf = rc__buf_message(is_text, data, len);
-  if (cmd->buf == NULL) {
-    rc__cmd_free(cmd);
-    return UV_ENOMEM;
+static void join(rc_server *s, rc_conn *c, uint64_t room) {
+  if (!may_join(c))
+    return;
+  rc_room *r = rc__room_get(s, room, 1);
+  if (r == NULL) {
+    rc__conn_fail(c);
+    return;
   }
-  return push(s, cmd);
+  rc__room_join(s, r, c); /* its mode came with its id */
 }
 
-int rc_server_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
-                        const void *data, size_t len, int is_text,
-                        uint64_t exclude) {
-  rc_cmd *cmd = cmd_new(RC_CMD_BROADCAST, 0);
-  if (cmd == NULL)
-    return UV_ENOMEM;
-  cmd->exclude = exclude;
-  cmd->nrooms = nrooms;
-  cmd->rooms = malloc((nrooms ? nrooms : 1) * sizeof(*rooms));
-  cmd->buf = rc__buf_message(is_text, data, len);
-  if (cmd->rooms == NULL || cmd->buf == NULL) {
-    rc__cmd_free(cmd);
-    return UV_ENOMEM;
+void rc__conn_command(rc_server *s, rc_cmd *cmd) {
+  rc_conn *c = rc__conn_find(s, cmd->conn);
+  if (c == NULL)
+    return;
+  switch (cmd->type) {
+  case RC_CMD_ACCEPT:
+    if (c->state == RC_CONN_PENDING)
+      rc__handshake_accept(c, cmd->text, cmd->text_len);
+    break;
+  case RC_CMD_RESPOND:
+    if (c->state == RC_CONN_PENDING || c->state == RC_CONN_REQUEST)
+      rc__conn_respond(c, cmd->buf);
+    break;
+  case RC_CMD_SEND:
+    c->role->send(c, cmd->buf);
+    break;
+  case RC_CMD_CLOSE:
+    if (c->state == RC_CONN_OPEN)
+      rc__conn_close_ws(c, (unsigned)cmd->status, cmd->text, cmd->text_len);
+    else
+      c->role->cancel(c);
+    break;
+  case RC_CMD_JOIN:
+    join(s, c, cmd->room);
+    break;
+  case RC_CMD_PAUSE:
+    rc__conn_hold(c, 1);
+    break;
+  case RC_CMD_RESUME:
+    rc__conn_hold(c, 0);
+    break;
+  case RC_CMD_LEAVE: {
+    rc_room *r = rc__room_get(s, cmd->room, 0);
+    if (r != NULL)
+      rc__room_leave(s, r, c);
+    break;
   }
-  if (nrooms > 0)
-    memcpy(cmd->rooms, rooms, nrooms * sizeof(*rooms));
-  return push(s, cmd);
+  default:
+    break;
+  }
 }

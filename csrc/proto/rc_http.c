@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/rc_sha1.h"
+#include <openssl/evp.h>
 
 /* RFC 7230 3.2.6 tchar. */
 static int is_tchar(unsigned char c) {
@@ -313,25 +313,39 @@ rc_http_response_find_header(const rc_http_response_head *resp,
   return find_in(resp->headers, resp->num_headers, name);
 }
 
+/* The next item of a comma-separated list (RFC 7230 7: "#rule"), with the
+ * whitespace around it trimmed and empty items skipped: its start and
+ * length, or 0 when none is left. *i moves past it. One reader for every
+ * list the handshake checks: Connection, Upgrade, the subprotocols. */
+static int next_item(const char *v, size_t n, size_t *i, const char **item,
+                     size_t *len) {
+  size_t k = *i;
+  while (k < n && (v[k] == ' ' || v[k] == '\t' || v[k] == ','))
+    k++;
+  if (k >= n) {
+    *i = k;
+    return 0;
+  }
+  size_t e0 = k;
+  while (k < n && v[k] != ',')
+    k++;
+  size_t e1 = k;
+  while (e1 > e0 && (v[e1 - 1] == ' ' || v[e1 - 1] == '\t'))
+    e1--;
+  *i = k;
+  *item = v + e0;
+  *len = e1 - e0;
+  return 1;
+}
+
 int rc_http_header_has_token(const rc_http_header *h, const char *token) {
   if (h == NULL)
     return 0;
-  size_t tlen = strlen(token);
-  const char *v = h->value;
-  size_t n = h->value_len;
-  size_t i = 0;
-  while (i < n) {
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-      i++;
-    size_t e0 = i;
-    while (i < n && v[i] != ',')
-      i++;
-    size_t e1 = i;
-    while (e1 > e0 && (v[e1 - 1] == ' ' || v[e1 - 1] == '\t'))
-      e1--;
-    if (e1 - e0 == tlen && tlen > 0 && ascii_case_equal(v + e0, token, tlen))
+  size_t tlen = strlen(token), i = 0, len;
+  const char *item;
+  while (next_item(h->value, h->value_len, &i, &item, &len))
+    if (len == tlen && tlen > 0 && ascii_case_equal(item, token, tlen))
       return 1;
-  }
   return 0;
 }
 
@@ -440,31 +454,73 @@ void rc_http_check_upgrade(const rc_http_request *req,
   out->key_len = h->value_len;
 }
 
-void rc_ws_accept_value(const char *key, size_t key_len, char out[29]) {
+/* SHA-1 and base64 come from OpenSSL, which the core links anyway (the
+ * client's TLS): no hand-written digest to keep correct. SHA-1 is used here
+ * only because RFC 6455 4.2.2 names it; nothing relies on its strength. */
+int rc_ws_accept_value(const char *key, size_t key_len, char out[29]) {
   static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  rc_sha1 s;
-  uint8_t digest[20];
-  rc_sha1_init(&s);
-  rc_sha1_update(&s, key, key_len);
-  rc_sha1_update(&s, guid, sizeof guid - 1);
-  rc_sha1_final(&s, digest);
-  rc_base64_encode(digest, sizeof digest, out);
+  uint8_t digest[EVP_MAX_MD_SIZE];
+  unsigned dlen = 0;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+           EVP_DigestUpdate(ctx, key, key_len) == 1 &&
+           EVP_DigestUpdate(ctx, guid, sizeof guid - 1) == 1 &&
+           EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 && dlen == 20;
+  EVP_MD_CTX_free(ctx); /* NULL-safe */
+  if (!ok) {
+    out[0] = '\0';
+    return -1;
+  }
+  (void)rc_base64_encode(digest, 20, out);
+  return 0;
 }
 
-/* 1 when the comma-separated list (a C string) holds token, compared
- * exactly: subprotocol names are case-sensitive (RFC 6455 4.1). */
-static int list_has(const char *list, const char *token, size_t tlen) {
-  const char *p = list;
-  while (p != NULL && *p != '\0') {
-    while (*p == ' ' || *p == ',')
-      p++;
-    const char *e = p;
-    while (*e != '\0' && *e != ',' && *e != ' ')
-      e++;
-    if ((size_t)(e - p) == tlen && tlen > 0 && memcmp(p, token, tlen) == 0)
-      return 1;
-    p = e;
+size_t rc_base64_encode(const uint8_t *in, size_t len, char *out) {
+  /* EVP_EncodeBlock takes an int length; callers encode a key or a digest. */
+  if (len > INT_MAX / 4 * 3) {
+    out[0] = '\0';
+    return 0;
   }
+  int n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+  return n < 0 ? 0 : (size_t)n; /* it writes the NUL too */
+}
+
+static int b64_is_alpha(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+         (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/* Strict about the alphabet, the length and where '=' may stand; lenient
+ * about nonzero bits in the last symbol before the padding (RFC 4648 3.5
+ * lets a decoder choose), as most servers are, so that no client gets a
+ * needless 400. OpenSSL's decoder is not used: it skips whitespace and
+ * reports the length before the padding is taken off. */
+long rc_base64_decoded_len(const char *in, size_t len) {
+  if (len % 4 != 0)
+    return -1;
+  if (len == 0)
+    return 0;
+  size_t pad = 0;
+  if (in[len - 1] == '=') {
+    pad = 1;
+    if (in[len - 2] == '=')
+      pad = 2;
+  }
+  for (size_t i = 0; i < len - pad; i++) {
+    if (!b64_is_alpha(in[i]))
+      return -1;
+  }
+  return (long)(len / 4 * 3 - pad);
+}
+
+/* 1 when the comma-separated list (a C string, may be NULL) holds token,
+ * compared exactly: subprotocol names are case-sensitive (RFC 6455 4.1). */
+static int list_has(const char *list, const char *token, size_t tlen) {
+  size_t n = list != NULL ? strlen(list) : 0, i = 0, len;
+  const char *item;
+  while (next_item(list, n, &i, &item, &len))
+    if (len == tlen && tlen > 0 && memcmp(item, token, tlen) == 0)
+      return 1;
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #define RC_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define RC_HTTP_MAX_HEADERS_CAP 128 /* hard array bound; callers pass a lower limit */
 
@@ -98,8 +99,17 @@ typedef struct rc_http_upgrade_check {
 void rc_http_check_upgrade(const rc_http_request *req, rc_http_upgrade_check *out);
 
 /* Writes the 28-character Sec-WebSocket-Accept value plus a NUL into out:
- * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). */
-void rc_ws_accept_value(const char *key, size_t key_len, char out[29]);
+ * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), with
+ * OpenSSL (link -lcrypto). 0, or -1 when OpenSSL failed (out is ""). */
+int rc_ws_accept_value(const char *key, size_t key_len, char out[29]);
+
+/* Standard base64 with '=' padding (RFC 4648 4); writes 4*ceil(len/3)
+ * chars and a NUL. Returns the number of chars written, without the NUL. */
+size_t rc_base64_encode(const uint8_t *in, size_t len, char *out);
+
+/* Decoded length of a valid standard padded base64 string, or -1. Checks
+ * Sec-WebSocket-Key (it must decode to 16 bytes). */
+long rc_base64_decoded_len(const char *in, size_t len);
 
 /* Result of checking a response to the client's opening handshake. */
 typedef struct rc_http_client_check {

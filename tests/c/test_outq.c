@@ -1,6 +1,7 @@
-/* test_outq.c - the output queue and the delivery paths, through the public
- * API: an in-process server core on 127.0.0.1 and raw client sockets that
- * read (or do not read) its frames.
+/* test_outq.c - the output queue, first alone (loop/rc_outq.c: the ring of
+ * shared frames, with no loop and no socket), then the delivery paths
+ * through the public API: an in-process server core on 127.0.0.1 and raw
+ * client sockets that read (or do not read) its frames.
  *
  * What a member receives is the contract: frames to one connection leave in
  * the order their commands were made, whether they went through the queue
@@ -17,18 +18,19 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "loop/rc_outq.h"
 #include "rc_core.h"
 #include "support/rc_events.h"
 #include "support/rc_test.h"
@@ -36,6 +38,163 @@
 #define WAIT_MS 30000 /* hang guard: valgrind and ASan are slow */
 #define SMALL_BUF 4096
 #define MAX_PAYLOAD 8192
+
+/* --- the ring alone --------------------------------------------------------
+ *
+ * Frames are rc_bufs whose one data byte is their number, so the order is
+ * readable from an iovec; each push hands the queue its own reference. */
+
+static rc_buf *numbered(uint8_t n, size_t len, int is_message) {
+  rc_buf *b = rc__buf_new(len);
+  if (b != NULL) {
+    memset(b->data, n, len);
+    b->is_message = (uint8_t)is_message;
+  }
+  return b;
+}
+
+static int push_numbered(rc_outq *q, uint8_t n, size_t len, int is_message) {
+  rc_buf *b = numbered(n, len, is_message);
+  if (b == NULL)
+    return -1;
+  if (rc__outq_push(q, b) != 0) {
+    rc__buf_unref(b);
+    return -1;
+  }
+  return 0;
+}
+
+/* The first byte of each frame the iovec would write, as a string. */
+static void order_of(const rc_outq *q, char *out, size_t cap) {
+  uv_buf_t iov[64];
+  unsigned n = rc__outq_fill_iov(q, iov, 64);
+  size_t k = 0;
+  for (unsigned i = 0; i < n && k + 1 < cap; i++)
+    out[k++] = (char)('0' + (uint8_t)iov[i].base[0] % 10);
+  out[k] = '\0';
+}
+
+RC_TEST(ring_grows_past_its_first_size_and_keeps_the_order) {
+  rc_outq q;
+  memset(&q, 0, sizeof q);
+  RC_ASSERT_EQ_UINT(q.cap, 0); /* no ring until the first frame */
+  for (uint8_t i = 0; i < 20; i++)
+    RC_ASSERT_EQ_INT(push_numbered(&q, i, 10, 1), 0);
+  RC_ASSERT_EQ_UINT(q.count, 20);
+  RC_ASSERT_EQ_UINT(q.cap, 32);
+  RC_ASSERT_EQ_UINT(q.bytes, 200);
+  char order[64];
+  order_of(&q, order, sizeof order);
+  RC_ASSERT_EQ_STR(order, "01234567890123456789");
+  rc__outq_free(&q);
+  RC_ASSERT_EQ_UINT(q.count, 0);
+  RC_ASSERT(q.ring == NULL);
+}
+
+RC_TEST(ring_consume_leaves_a_partly_written_head) {
+  rc_outq q;
+  memset(&q, 0, sizeof q);
+  RC_ASSERT_EQ_INT(push_numbered(&q, 1, 10, 1), 0);
+  RC_ASSERT_EQ_INT(push_numbered(&q, 2, 10, 1), 0);
+  rc__outq_consume(&q, 13); /* the first and 3 bytes of the second */
+  RC_ASSERT_EQ_UINT(q.count, 1);
+  RC_ASSERT_EQ_UINT(q.head_off, 3);
+  RC_ASSERT_EQ_UINT(q.bytes, 7);
+  uv_buf_t iov[4];
+  RC_ASSERT_EQ_UINT(rc__outq_fill_iov(&q, iov, 4), 1);
+  RC_ASSERT_EQ_UINT(iov[0].len, 7);
+  RC_ASSERT_EQ_INT(iov[0].base[0], 2);
+  rc__outq_consume(&q, 7);
+  RC_ASSERT_EQ_UINT(q.count, 0);
+  RC_ASSERT_EQ_UINT(q.bytes, 0);
+  RC_ASSERT_EQ_UINT(q.head_off, 0);
+  rc__outq_free(&q);
+}
+
+RC_TEST(ring_wraps_around) {
+  rc_outq q;
+  memset(&q, 0, sizeof q);
+  for (uint8_t i = 0; i < 6; i++)
+    RC_ASSERT_EQ_INT(push_numbered(&q, i, 1, 1), 0);
+  for (int i = 0; i < 5; i++)
+    rc__outq_pop(&q);
+  for (uint8_t i = 6; i < 13; i++) /* head at 5 of 8: these wrap */
+    RC_ASSERT_EQ_INT(push_numbered(&q, i, 1, 1), 0);
+  RC_ASSERT_EQ_UINT(q.cap, 8);
+  char order[64];
+  order_of(&q, order, sizeof order);
+  RC_ASSERT_EQ_STR(order, "56789012");
+  rc__outq_free(&q);
+}
+
+RC_TEST(ring_drop_oldest_spares_started_frames_and_control) {
+  rc_outq q;
+  memset(&q, 0, sizeof q);
+  RC_ASSERT_EQ_INT(push_numbered(&q, 1, 10, 1), 0); /* partly written */
+  RC_ASSERT_EQ_INT(push_numbered(&q, 2, 10, 1), 0);
+  RC_ASSERT_EQ_INT(push_numbered(&q, 3, 10, 0), 0); /* a control frame */
+  RC_ASSERT_EQ_INT(push_numbered(&q, 4, 10, 1), 0);
+  RC_ASSERT_EQ_INT(push_numbered(&q, 5, 10, 1), 0);
+  rc__outq_consume(&q, 4);
+  RC_ASSERT_EQ_UINT(q.bytes, 46);
+  /* Down to 26 bytes: messages 2 and 4 go, the head and the control stay. */
+  RC_ASSERT_EQ_UINT(rc__outq_drop_oldest(&q, 26), 2);
+  RC_ASSERT_EQ_UINT(q.bytes, 26);
+  char order[64];
+  order_of(&q, order, sizeof order);
+  RC_ASSERT_EQ_STR(order, "135");
+  rc__outq_free(&q);
+}
+
+RC_TEST(ring_drop_unsent_keeps_the_write_in_flight) {
+  rc_outq q;
+  memset(&q, 0, sizeof q);
+  for (uint8_t i = 1; i <= 4; i++)
+    RC_ASSERT_EQ_INT(push_numbered(&q, i, 10, 1), 0);
+  q.inflight = 2; /* a uv_write holds the first two */
+  rc__outq_drop_unsent(&q);
+  RC_ASSERT_EQ_UINT(q.count, 2);
+  RC_ASSERT_EQ_UINT(q.bytes, 20);
+  q.inflight = 0;
+  rc__outq_drop_unsent(&q); /* nothing started: everything goes */
+  RC_ASSERT_EQ_UINT(q.count, 0);
+  RC_ASSERT_EQ_UINT(q.bytes, 0);
+  rc__outq_free(&q);
+}
+
+RC_TEST(ring_shared_frame_lives_until_its_last_queue_lets_go) {
+  rc_outq a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  rc_buf *f = numbered(7, 5, 1);
+  RC_ASSERT(f != NULL);
+  rc__buf_ref(f);
+  RC_ASSERT_EQ_INT(rc__outq_push(&a, f), 0);
+  RC_ASSERT_EQ_INT(rc__outq_push(&b, f), 0); /* two queues, one buffer */
+  RC_ASSERT_EQ_UINT(f->refs, 2);
+  rc__outq_pop(&a);
+  RC_ASSERT_EQ_UINT(f->refs, 1); /* still b's: freed only by b */
+  rc__outq_free(&b);
+  rc__outq_free(&a);
+}
+
+RC_TEST(ring_idle_shrink_frees_only_an_empty_ring) {
+  rc_outq q;
+  memset(&q, 0, sizeof q);
+  rc__outq_shrink_if_idle(&q); /* no ring: nothing to do */
+  RC_ASSERT(q.ring == NULL);
+  for (uint8_t i = 0; i < 17; i++)
+    RC_ASSERT_EQ_INT(push_numbered(&q, i, 1, 1), 0);
+  rc__outq_shrink_if_idle(&q);
+  RC_ASSERT_EQ_UINT(q.cap, 32); /* not empty: kept */
+  rc__outq_consume(&q, 17);
+  rc__outq_shrink_if_idle(&q);
+  RC_ASSERT_EQ_UINT(q.cap, 0);
+  RC_ASSERT(q.ring == NULL);
+  rc__outq_free(&q);
+}
+
+/* --- through a server ----------------------------------------------------- */
 
 static rc_server *srv;
 static int port;
@@ -158,9 +317,10 @@ static int peer_frame(peer *p, frame *f) {
       uint8_t b0 = p->buf[0], b1 = p->buf[1];
       size_t hl = 2, n = b1 & 0x7F;
       if (!(b0 & 0x80) || (b1 & 0x80) || n == 127) {
-        fprintf(stderr, "  not a whole server frame: %02x %02x %02x %02x"
-                " %.8s (%zu bytes buffered)\n", b0, b1, p->buf[2], p->buf[3],
-                (const char *)p->buf + 4, p->len);
+        fprintf(stderr,
+                "  not a whole server frame: %02x %02x %02x %02x"
+                " %.8s (%zu bytes buffered)\n",
+                b0, b1, p->buf[2], p->buf[3], (const char *)p->buf + 4, p->len);
         return -1;
       }
       if (n == 126) {
@@ -199,8 +359,7 @@ static int peer_expect(peer *p, const char *want) {
 
 /* A masked close frame (the answer to the server's close). */
 static int peer_send_close(peer *p, unsigned code) {
-  uint8_t fr[8] = {0x88, 0x82, 1, 2, 3, 4, (uint8_t)(code >> 8),
-                   (uint8_t)code};
+  uint8_t fr[8] = {0x88, 0x82, 1, 2, 3, 4, (uint8_t)(code >> 8), (uint8_t)code};
   fr[6] ^= 1;
   fr[7] ^= 2;
   return send(p->fd, fr, sizeof(fr), 0) == (ssize_t)sizeof(fr) ? 0 : -1;
@@ -229,12 +388,12 @@ static int shrink_server_sndbuf(const peer *p) {
       continue;
     int sz = SMALL_BUF;
     return setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)) == 0 ? fd
-                                                                      : -1;
+                                                                       : -1;
   }
   return -1;
 }
 
-/* --- a direct send and a publish in one wake-up ---------------------------- */
+/* --- a direct send and a publish in one wake-up ------------------------- */
 
 static int send_text(uint64_t conn, const char *text) {
   return rc_server_send(srv, conn, text, strlen(text), 1);
@@ -340,7 +499,7 @@ static int flood_seq(const frame *f) {
 static void config_small_queue(rc_config *cfg) {
   rc_config_default(cfg);
   cfg->max_queue_bytes = 65536; /* several times what the kernel holds */
-  cfg->ping_interval = 0; /* nothing but the flood on the wire */
+  cfg->ping_interval = 0;       /* nothing but the flood on the wire */
 }
 
 /* Opens the slow member (small buffers on both sides, in room) and the
@@ -477,6 +636,13 @@ RC_TEST(a_slow_consumer_gets_a_prefix_then_1008) {
   stop(peers, 2);
 }
 
-RC_TEST_MAIN(RC_CASE(a_send_and_a_publish_in_one_wakeup_keep_their_order),
+RC_TEST_MAIN(RC_CASE(ring_grows_past_its_first_size_and_keeps_the_order),
+             RC_CASE(ring_consume_leaves_a_partly_written_head),
+             RC_CASE(ring_wraps_around),
+             RC_CASE(ring_drop_oldest_spares_started_frames_and_control),
+             RC_CASE(ring_drop_unsent_keeps_the_write_in_flight),
+             RC_CASE(ring_shared_frame_lives_until_its_last_queue_lets_go),
+             RC_CASE(ring_idle_shrink_frees_only_an_empty_ring),
+             RC_CASE(a_send_and_a_publish_in_one_wakeup_keep_their_order),
              RC_CASE(drop_oldest_keeps_the_order_and_the_byte_bound),
              RC_CASE(a_slow_consumer_gets_a_prefix_then_1008))

@@ -1,0 +1,348 @@
+/* rc_handshake.c - the server's side of a connection: the opening
+ * handshake (RFC 6455 4.2) and the role table of accepted connections.
+ *
+ * A connection the server accepts starts in RC_CONN_HTTP: its request head
+ * collects in c->hbuf (at most max_header_bytes plus RC__HBUF_SLACK for
+ * frames pipelined behind it) and is parsed again from byte 0 on every
+ * read (proto/rc_http.c). A valid upgrade becomes RC_EV_OPEN
+ * (RC_CONN_PENDING), a plain request RC_EV_REQUEST when http_requests is
+ * on (RC_CONN_REQUEST); reading then stops until the embedder answers:
+ * rc__handshake_accept (101, RC_CONN_OPEN, hbuf freed) or a response
+ * (rc__conn_respond), within handshake_timeout or the sweep answers 503.
+ * Anything else gets its status answer here (400, 405, 426, 431, 503),
+ * and the connection closes once it is written.
+ *
+ * The role (rc__server_role) is what rc_conn.c asks of the server's side:
+ * the bytes of a read go to the handshake until it ends, a received
+ * message goes to the rooms that relay it or to the embedder, and a
+ * connection that ends leaves its rooms.
+ */
+#define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop/rc_internal.h"
+#include "proto/rc_frame.h"
+#include "proto/rc_http.h"
+
+/* Bytes past max_header_bytes kept for frames pipelined behind the head. */
+#define RC__HBUF_SLACK 1024
+
+void rc__handshake_refuse(rc_conn *c, int status, const char *extra,
+                          const char *reason) {
+  size_t blen = strlen(reason);
+  char body[160];
+  if (blen > sizeof(body) - 2)
+    blen = sizeof(body) - 2;
+  memcpy(body, reason, blen);
+  body[blen++] = '\n';
+  rc_buf *b = rc__buf_http(status, extra, body, blen, 1, 0);
+  if (b == NULL) {
+    rc__conn_fail(c);
+    return;
+  }
+  rc__conn_respond(c, b);
+  rc__buf_unref(b);
+}
+
+/* Builds an RC_EV_OPEN / RC_EV_REQUEST carrying method, path, query, peer
+ * host and the headers (names lower-cased). */
+static rc_event *request_event(rc_conn *c, uint16_t type,
+                               const rc_http_request *req) {
+  struct sockaddr_storage ss;
+  int sl = sizeof(ss);
+  char host[64] = "";
+  uint16_t port = 0;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      if (uv_ip6_name(a, host, sizeof(host)) != 0)
+        host[0] = '\0';
+      port = ntohs(a->sin6_port);
+    } else if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      if (uv_ip4_name(a, host, sizeof(host)) != 0)
+        host[0] = '\0';
+      port = ntohs(a->sin_port);
+    }
+  }
+  size_t nstr = 4 + 2 * req->num_headers;
+  size_t total = req->method_len + req->path_len + req->query_len +
+                 strlen(host) + 4 * 4 +
+                 rc__event_headers_size(req->headers, req->num_headers);
+  rc_event *ev = rc__event_new(type, c->id, total);
+  if (ev == NULL)
+    return NULL;
+  ev->nstr = (uint32_t)nstr;
+  ev->port = port;
+  char *p = ev->data;
+  p = rc__event_put(p, req->method, req->method_len);
+  p = rc__event_put(p, req->path, req->path_len);
+  p = rc__event_put(p, req->query, req->query_len);
+  p = rc__event_put(p, host, strlen(host));
+  (void)rc__event_put_headers(p, req->headers, req->num_headers);
+  return ev;
+}
+
+static void on_request_head(rc_conn *c, const rc_http_request *req) {
+  rc_server *s = c->srv;
+  rc_http_upgrade_check chk;
+  rc_http_check_upgrade(req, &chk);
+  if (chk.status == 0 || chk.status == 1) {
+    int is_get = req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
+    int is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+    if (chk.status == 1 && !(s->cfg.http_requests && (is_get || is_head))) {
+      if (!is_get && !is_head)
+        rc__handshake_refuse(c, 405, "Allow: GET\r\n", "method not allowed");
+      else
+        rc__handshake_refuse(c, 426,
+                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Version: 13\r\n",
+                             "this is a WebSocket server: upgrade required");
+      return;
+    }
+    if (s->stopping) {
+      rc__handshake_refuse(c, 503, NULL, "server shutting down");
+      return;
+    }
+    rc_event *ev =
+        request_event(c, chk.status == 0 ? RC_EV_OPEN : RC_EV_REQUEST, req);
+    if (ev == NULL) {
+      rc__conn_fail(c);
+      return;
+    }
+    if (chk.status == 0) {
+      c->key_off = (uint16_t)(chk.key - c->hbuf);
+      c->key_len = (uint16_t)chk.key_len;
+    }
+    c->state = chk.status == 0 ? RC_CONN_PENDING : RC_CONN_REQUEST;
+    c->known = 1;
+    /* The embedder answers within handshake_timeout, or the sweep does
+     * (503): a handler that never answers must not hold the fd for ever. */
+    c->deadline = rc__now_ms(s) + rc__secs_ms(s->cfg.handshake_timeout) + 1;
+    rc__conn_pause_read(c);
+    rc__event_push(s, ev);
+    return;
+  }
+  if (chk.status == 426)
+    rc__handshake_refuse(c, 426,
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Version: 13\r\n",
+                         chk.reason);
+  else if (chk.status == 405)
+    rc__handshake_refuse(c, 405, "Allow: GET\r\n", chk.reason);
+  else
+    rc__handshake_refuse(c, chk.status, NULL, chk.reason);
+}
+
+static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
+  rc_server *s = c->srv;
+  size_t cap = s->cfg.max_header_bytes + RC__HBUF_SLACK;
+  const char *rest = NULL; /* bytes of this read past the cap */
+  size_t rest_len = 0;
+  if (c->hlen + len > cap) {
+    if (c->hlen >= s->cfg.max_header_bytes) {
+      rc__handshake_refuse(c, 431, NULL, "request header fields too large");
+      return;
+    }
+    rest = data + (cap - c->hlen);
+    rest_len = c->hlen + len - cap;
+    len = cap - c->hlen;
+  }
+  if (rc__conn_head_append(c, data, len, cap) != 0)
+    return;
+
+  int r = rc_http_parse_request(c->hbuf, c->hlen, s->cfg.max_header_bytes,
+                                s->cfg.max_headers, &s->req);
+  if (r == RC_HTTP_INCOMPLETE && rest_len == 0)
+    return;
+  if (r == RC_HTTP_E_TOO_LARGE || r == RC_HTTP_INCOMPLETE) {
+    rc__handshake_refuse(c, 431, NULL, "request header fields too large");
+    return;
+  }
+  if (r < 0) {
+    rc__handshake_refuse(c, 400, NULL, "malformed HTTP request");
+    return;
+  }
+  c->hhead = (uint32_t)r;
+  on_request_head(c, &s->req);
+  /* After it: s->req points into hbuf, which may move now. */
+  if (rest_len > 0 && c->state == RC_CONN_PENDING) {
+    /* Frames followed the head in the same read: keep them for after the
+     * handshake. One read at most, so still bounded. */
+    char *nb = realloc(c->hbuf, c->hlen + rest_len);
+    if (nb == NULL) {
+      rc__conn_fail(c);
+      return;
+    }
+    memcpy(nb + c->hlen, rest, rest_len);
+    c->hbuf = nb;
+    c->hlen += (uint32_t)rest_len;
+    c->hcap = c->hlen;
+  }
+}
+
+void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
+  rc_server *s = c->srv;
+  char accept[29];
+  if (rc_ws_accept_value(c->hbuf + c->key_off, c->key_len, accept) != 0) {
+    rc__conn_fail(c);
+    return;
+  }
+  size_t tlen = text != NULL ? text_len : 0;
+  size_t xlen = 96 + tlen;
+  char *extra = malloc(xlen);
+  if (extra == NULL) {
+    rc__conn_fail(c);
+    return;
+  }
+  int n = snprintf(extra, xlen,
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: %s\r\n",
+                   accept);
+  if (tlen)
+    memcpy(extra + n, text, tlen);
+  extra[n + tlen] = '\0';
+  rc_buf *b = rc__buf_http(101, extra, NULL, 0, 0, 0);
+  free(extra);
+  if (b == NULL) {
+    rc__conn_fail(c);
+    return;
+  }
+  rc__conn_enqueue(c, b);
+  rc__buf_unref(b);
+
+  c->state = RC_CONN_OPEN;
+  c->last_rx = c->last_msg = rc__now_ms(s);
+  c->deadline = 0;
+  char *hbuf = c->hbuf;
+  uint32_t leftover = c->hlen - c->hhead;
+  c->hbuf = NULL;
+  c->hlen = c->hcap = 0;
+  if (!c->held && !c->starved)
+    rc__conn_start_read(c);
+  if (leftover > 0)
+    rc__conn_frames(c, hbuf + c->hhead, leftover);
+  free(hbuf);
+}
+
+/* --- the server role ------------------------------------------------------ */
+
+static void server_received(rc_conn *c, const char *data, size_t len) {
+  if (c->state != RC_CONN_HTTP) {
+    rc__conn_frames(c, data, len);
+    return;
+  }
+  c->last_rx = rc__now_ms(c->srv);
+  c->rx_recent = 1;
+  on_http_bytes(c, data, len);
+}
+
+static void server_lost(rc_conn *c, int status) {
+  (void)status; /* the peer went: nothing to tell it */
+  rc__conn_abort(c);
+}
+
+static void server_write(rc_conn *c, const void *data, size_t len) {
+  rc_buf *b = rc__buf_new(len);
+  if (b == NULL) {
+    rc__conn_fail(c); /* maybe inside wslay: at the end of the turn */
+    return;
+  }
+  memcpy(b->data, data, len);
+  rc__conn_enqueue(c, b);
+  rc__buf_unref(b);
+}
+
+static void server_send(rc_conn *c, rc_buf *b) {
+  if (rc__conn_enqueue_data(c, b))
+    atomic_fetch_add_explicit(&c->srv->st_deliveries, 1, memory_order_relaxed);
+}
+
+static int server_ping(rc_conn *c) {
+  static const char payload[] = "rc";
+  rc_buf *b = rc__buf_frame(RC_OP_PING, payload, sizeof(payload) - 1);
+  if (b == NULL)
+    return -1;
+  rc__conn_enqueue(c, b);
+  rc__buf_unref(b);
+  return 0;
+}
+
+static void server_message(rc_conn *c, int is_text, const uint8_t *msg,
+                           size_t len) {
+  if (c->nrelay == 0) {
+    rc__conn_message_event(c, is_text, msg, len);
+    return;
+  }
+  /* A member of a relaying room: forwarded here, the embedder never sees
+   * it. */
+  rc_buf *b = rc__buf_message(is_text, msg, len);
+  if (b == NULL) {
+    rc__conn_fail(c);
+    return;
+  }
+  rc__room_relay(c->srv, c, b);
+  rc__buf_unref(b);
+}
+
+static int awaits_answer(const rc_conn *c) {
+  return c->state == RC_CONN_PENDING || c->state == RC_CONN_REQUEST;
+}
+
+static void server_deadline(rc_conn *c) {
+  if (awaits_answer(c))
+    rc__handshake_refuse(c, 503, "Retry-After: 1\r\n",
+                         "the application did not answer in time");
+  else
+    rc__conn_abort(c); /* the request head did not come in time */
+}
+
+static void server_cancel(rc_conn *c) {
+  if (awaits_answer(c))
+    rc__handshake_refuse(c, 403, NULL, "forbidden");
+}
+
+static void server_stop(rc_conn *c) {
+  if (c->state == RC_CONN_HTTP)
+    rc__conn_abort(c);
+  else if (awaits_answer(c))
+    rc__handshake_refuse(c, 503, NULL, "server shutting down");
+}
+
+static void server_gone(rc_conn *c) { rc__room_leave_all(c->srv, c); }
+
+static int server_handle_closing(const rc_conn *c) {
+  (void)c;
+  return 0;
+}
+
+static void server_nothing(rc_conn *c) { (void)c; }
+
+static const rc__limits *server_limits(const rc_conn *c) {
+  return &c->srv->limits;
+}
+
+const rc__role rc__server_role = {
+    .received = server_received,
+    .lost = server_lost,
+    .write = server_write,
+    .send = server_send,
+    .ping = server_ping,
+    .message = server_message,
+    .overflow = rc__conn_over_bound,
+    .draining = server_nothing,
+    .deadline = server_deadline,
+    .cancel = server_cancel,
+    .stop = server_stop,
+    .gone = server_gone,
+    .handle_closing = server_handle_closing,
+    .closed = server_nothing,
+    .queue_changed = server_nothing,
+    .limits = server_limits,
+    .ws_init = wslay_event_context_server_init,
+    .genmask = NULL,
+    .peer_masks = 1,
+    .joins_rooms = 1,
+};
