@@ -134,7 +134,8 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
             return
         r = rc["deliveries_per_sec"] / p["deliveries_per_sec"]
         out.append((label, f"{r:.2f}× ({at_least(rc, n(rc['deliveries_per_sec']))} vs"
-                           f" {at_least(p, n(p['deliveries_per_sec']))} deliveries/s)", verdict(r >= goal)))
+                           f" {at_least(p, n(p['deliveries_per_sec']))} deliveries/s;"
+                           f" loadgen {loadgen_cell(rc)}, {loadgen_cell(p)} of its core)", verdict(r >= goal)))
 
     burst_vs("socketify", 1000, 1.2, "burst W=64, N=1,000: ≥ 1.2× socketify")
     burst_vs("socketify", 10000, 3.0, "burst W=64, N=10,000: ≥ 3× socketify")
@@ -150,7 +151,8 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
             out.append((label, f"not measured at N={clients:,}", "–"))
         else:
             a, b = rc["server_cpu_us_per_delivery"], fl["server_cpu_us_per_delivery"]
-            out.append((label, f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs)", verdict(a <= 1.1 * b)))
+            out.append((label, f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs; loadgen {loadgen_cell(rc)},"
+                               f" {loadgen_cell(fl)} of its core)", verdict(a <= 1.1 * b)))
     label = "p99 latency, N=10,000, W=1: ≤ 1.2× the floor's p99"
     rc = find(doc, "roomcast", "single", 10000)
     floors = [f for f in (find(doc, name, "single", 10000) for name in FLOORS) if f]
@@ -159,7 +161,8 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
     else:
         best = min(floors, key=lambda f: f["latency_us"]["p99"])
         a, b = rc["latency_us"]["p99"], best["latency_us"]["p99"]
-        out.append((label, f"{a / b:.2f}× ({at_most(rc, ms(a))} vs {at_most(best, ms(b))} ms, {best['server']})",
+        out.append((label, f"{a / b:.2f}× ({at_most(rc, ms(a))} vs {at_most(best, ms(b))} ms, {best['server']};"
+                           f" loadgen {loadgen_cell(rc)}, {loadgen_cell(best)} of its core)",
                     verdict(a <= 1.2 * b)))
     idle = [r for r in results(doc, "idle") if r["server"] == "roomcast" and r["status"] == "ok"]
     label = "RSS per idle connection at N=10,000: ≤ 4 KiB"
