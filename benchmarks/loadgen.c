@@ -199,7 +199,7 @@ static uint32_t *pending;
  * instead of parsing 24 hex digits, and its latency needs no parsing */
 static uint8_t (*sent_prefix)[PREFIX_LEN];
 static uint64_t *send_ns;
-/* read() calls that returned data: deliveries per read says how well the
+/* recv() calls that returned data: deliveries per read says how well the
  * reads are amortised */
 static uint64_t reads;
 static uint64_t deliveries, order_errors, protocol_errors, dropped,
