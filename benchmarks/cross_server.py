@@ -36,6 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import report  # noqa: E402  (the 80% rule of the load generator's CPU)
 import run as bench  # noqa: E402  (the fan-out benchmark's machinery)
 
 SCENARIOS = {"burst": bench.BURST_WINDOW, "single": 1}
@@ -102,6 +103,10 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
         rec.update(result)
         rec.update(mine)  # the load generator's "mode" is its pacing, not ours
         rec["loadgen_mode"] = result.get("mode")
+        share = result.get("loadgen_cpu_share")
+        if share is not None:
+            rec["loadgen_busy"] = round(share, 4)
+            rec["loadgen_limited"] = share > report.LOADGEN_LIMIT
         rec["status"] = "ok" if proc.returncode == 0 and result.get("ok") else "failed"
         if rec["status"] != "ok":
             rec["error"] = bench.tail(proc.stderr)
@@ -114,11 +119,25 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
 
 
 def table(results: list[dict], clients: list[int]) -> str:
-    def fig(mode: str, n: int, scenario: str, key: str) -> float | None:
+    def row(mode: str, n: int, scenario: str) -> dict | None:
         for r in results:
             if (r["mode"], r["clients"], r["scenario"]) == (mode, n, scenario) and r.get("status") == "ok":
-                return bench.metric(r, key)
+                return r
         return None
+
+    def fig(mode: str, n: int, scenario: str, key: str) -> float | None:
+        r = row(mode, n, scenario)
+        return None if r is None else bench.metric(r, key)
+
+    def show(mode: str, n: int, scenario: str, key: str, unit: str) -> str:
+        """The figure, a bound († ≥ or ≤) when the load generator was above
+        80% of its core, and that share."""
+        r, v = row(mode, n, scenario), fig(mode, n, scenario, key)
+        if r is None or v is None:
+            return "–"
+        text = f"{v:,.0f}{unit}"
+        text = report.at_least(r, text) if key == "deliveries_per_sec" else report.at_most(r, text)
+        return f"{text} (loadgen {report.loadgen_cell(r)})"
 
     lines = ["| N | scenario | figure | one server | 3 servers, 1 Redis | ratio |",
              "| ---: | --- | --- | ---: | ---: | ---: |"]
@@ -129,9 +148,11 @@ def table(results: list[dict], clients: list[int]) -> str:
                                            ("single", "p99", "p99 latency", " µs")):
             one, three = fig("single", n, scenario, key), fig("3 servers", n, scenario, key)
             ratio = f"{three / one:.2f}×" if one and three else "–"
-            show = (lambda v: "–" if v is None else f"{v:,.0f}{unit}")
-            lines.append(f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | {show(one)} | "
-                         f"{show(three)} | {ratio} |")
+            lines.append(f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
+                         f"{show('single', n, scenario, key, unit)} | {show('3 servers', n, scenario, key, unit)}"
+                         f" | {ratio} |")
+    lines.append("")
+    lines.extend(report.footnote(results))
     return "\n".join(lines)
 
 

@@ -15,6 +15,11 @@ from typing import Any
 
 FLOORS = ("floor-write", "floor-writev")
 IDLE_TARGET_BYTES = 4096
+# A load generator busier than this share of its core may have set the pace:
+# the run's throughput is then a lower bound of the server's, its latency an
+# upper bound. run.py records it per run as "loadgen_limited".
+LOADGEN_LIMIT = 0.80
+MARK = "†"
 
 
 # ------------------------------------------------------------------ helpers
@@ -61,6 +66,41 @@ def adv(mine: Any, theirs: float | None, higher_is_better: bool) -> float | None
     return mine / theirs if higher_is_better else theirs / mine
 
 
+def limited(r: dict | None) -> bool:
+    """The load generator was above LOADGEN_LIMIT of its core in this run
+    (older results without the flag: judged from loadgen_busy)."""
+    if r is None:
+        return False
+    if "loadgen_limited" in r:
+        return bool(r["loadgen_limited"])
+    busy = r.get("loadgen_busy")
+    return busy is not None and busy > LOADGEN_LIMIT
+
+
+def at_least(r: dict, text: str) -> str:
+    """A throughput figure: a lower bound when the load generator was busy."""
+    return f"≥ {text} {MARK}" if limited(r) else text
+
+
+def at_most(r: dict, text: str) -> str:
+    """A latency figure: an upper bound when the load generator was busy
+    (its own queueing is in the figure)."""
+    return f"≤ {text} {MARK}" if limited(r) else text
+
+
+def loadgen_cell(r: dict) -> str:
+    return pct(r.get("loadgen_busy"))
+
+
+def footnote(rows: list[dict]) -> list[str]:
+    """The note under a table that has marked rows."""
+    if not any(limited(r) for r in rows if r.get("status") == "ok"):
+        return []
+    return [f"{MARK} The load generator used more than {LOADGEN_LIMIT:.0%} of its core in this run: it may"
+            " have set the pace, so deliveries/s is at least the figure (≥) and latency at most the"
+            " figure (≤); ratios involving it are bounds too.", ""]
+
+
 def status_cell(r: dict | None) -> str:
     if r is None:
         return "not run"
@@ -93,8 +133,9 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
             out.append((label, f"not measured ({missing} has no burst result at N={clients:,})", "–"))
             return
         r = rc["deliveries_per_sec"] / p["deliveries_per_sec"]
-        out.append((label, f"{r:.2f}× ({n(rc['deliveries_per_sec'])} vs {n(p['deliveries_per_sec'])}"
-                           " deliveries/s)", verdict(r >= goal)))
+        out.append((label, f"{r:.2f}× ({at_least(rc, n(rc['deliveries_per_sec']))} vs"
+                           f" {at_least(p, n(p['deliveries_per_sec']))} deliveries/s;"
+                           f" loadgen {loadgen_cell(rc)}, {loadgen_cell(p)} of its core)", verdict(r >= goal)))
 
     burst_vs("socketify", 1000, 1.2, "burst W=64, N=1,000: ≥ 1.2× socketify")
     burst_vs("socketify", 10000, 3.0, "burst W=64, N=10,000: ≥ 3× socketify")
@@ -110,7 +151,8 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
             out.append((label, f"not measured at N={clients:,}", "–"))
         else:
             a, b = rc["server_cpu_us_per_delivery"], fl["server_cpu_us_per_delivery"]
-            out.append((label, f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs)", verdict(a <= 1.1 * b)))
+            out.append((label, f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs; loadgen {loadgen_cell(rc)},"
+                               f" {loadgen_cell(fl)} of its core)", verdict(a <= 1.1 * b)))
     label = "p99 latency, N=10,000, W=1: ≤ 1.2× the floor's p99"
     rc = find(doc, "roomcast", "single", 10000)
     floors = [f for f in (find(doc, name, "single", 10000) for name in FLOORS) if f]
@@ -119,7 +161,9 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
     else:
         best = min(floors, key=lambda f: f["latency_us"]["p99"])
         a, b = rc["latency_us"]["p99"], best["latency_us"]["p99"]
-        out.append((label, f"{a / b:.2f}× ({ms(a)} vs {ms(b)} ms, {best['server']})", verdict(a <= 1.2 * b)))
+        out.append((label, f"{a / b:.2f}× ({at_most(rc, ms(a))} vs {at_most(best, ms(b))} ms, {best['server']};"
+                           f" loadgen {loadgen_cell(rc)}, {loadgen_cell(best)} of its core)",
+                    verdict(a <= 1.2 * b)))
     idle = [r for r in results(doc, "idle") if r["server"] == "roomcast" and r["status"] == "ok"]
     label = "RSS per idle connection at N=10,000: ≤ 4 KiB"
     if not idle:
@@ -165,9 +209,14 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
     add("")
     add("| target | measured | verdict |")
     add("| --- | --- | --- |")
-    for t, meas, v in targets(doc):
+    rows = targets(doc)
+    for t, meas, v in rows:
         add(f"| {t} | {meas} | {v} |")
     add("")
+    if any(MARK in meas for _, meas, _ in rows):
+        add(f"{MARK} A figure from a run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core:"
+            " a bound (≥ for deliveries/s, ≤ for latency), and the verdict with it.")
+        add("")
 
     add("## Servers")
     add("")
@@ -184,60 +233,68 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
             add(f"## {title}, S={size} B")
             add("")
             add("| N | server | deliveries/s | roomcast × | server CPU µs/delivery | roomcast × | p50 ms | p99 ms"
-                " | loadgen busy | server busy | messages | runs |")
+                " | loadgen CPU (of its core) | server busy | messages | runs |")
             add("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-            for r in all_rows(doc, scenario, size=size):
+            table_rows = all_rows(doc, scenario, size=size)
+            for r in table_rows:
                 rc = find(doc, "roomcast", scenario, r["clients"], size)
                 if r["status"] != "ok":
                     add(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | | | | | | |")
                     continue
                 lat = r["latency_us"]
                 cpu = r.get("server_cpu_us_per_delivery")
-                add(f"| {r['clients']:,} | {r['server']} | {n(r['deliveries_per_sec'])}"
-                    f" | {ratio(adv(rc and rc['deliveries_per_sec'], r['deliveries_per_sec'], True))}"
+                bounded = f" {MARK}" if limited(r) or limited(rc) else ""
+                dps_ratio = ratio(adv(rc and rc['deliveries_per_sec'], r['deliveries_per_sec'], True))
+                add(f"| {r['clients']:,} | {r['server']} | {at_least(r, n(r['deliveries_per_sec']))}"
+                    f" | {dps_ratio}{bounded if dps_ratio != '–' else ''}"
                     f" | {n(cpu, 3)} | {ratio(adv(rc and rc.get('server_cpu_us_per_delivery'), cpu, False))}"
-                    f" | {ms(lat['p50'])} | {ms(lat['p99'])} | {pct(r.get('loadgen_busy'))}"
+                    f" | {at_most(r, ms(lat['p50']))} | {at_most(r, ms(lat['p99']))} | {loadgen_cell(r)}"
                     f" | {pct(r.get('server_busy'))} | {r['sent']:,} | {r['repeats_ok']}/{r['repeats']} |")
             add("")
+            lines.extend(footnote(table_rows))
 
     lat_rows = results(doc, "latency")
     if lat_rows:
         add("## Latency at a fixed publish rate (S=64 B)")
         add("")
         add("| N | rate msg/s | server | p50 ms | p99 ms | p99.9 ms | max ms | roomcast × (p99) | sent msg/s"
-            " | server busy | note |")
-        add("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            " | loadgen CPU (of its core) | server busy | note |")
+        add("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         order = {x: i for i, x in enumerate(server_order(doc))}
         for r in sorted(lat_rows, key=lambda r: (r["rate"], r["clients"], order.get(r["server"], 99))):
             if r["status"] != "ok":
-                add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {status_cell(r)} | | | | | | | |")
+                add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {status_cell(r)} | | | | | | | | |")
                 continue
             rc = find(doc, "roomcast", "latency", r["clients"], 64, r["rate"])
             lat = r["latency_us"]
             note = "saturated: could not keep the rate" if r.get("saturated") else ""
-            add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {ms(lat['p50'])} | {ms(lat['p99'])}"
-                f" | {ms(lat['p999'])} | {ms(lat['max'])}"
+            add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {at_most(r, ms(lat['p50']))}"
+                f" | {at_most(r, ms(lat['p99']))} | {at_most(r, ms(lat['p999']))} | {at_most(r, ms(lat['max']))}"
                 f" | {ratio(adv(rc and rc['latency_us']['p99'], lat['p99'], False))}"
-                f" | {r.get('rate_achieved', 0):.1f} | {pct(r.get('server_busy'))} | {note} |")
+                f" | {r.get('rate_achieved', 0):.1f} | {loadgen_cell(r)} | {pct(r.get('server_busy'))} | {note} |")
         add("")
+        lines.extend(footnote(lat_rows))
 
     idle = results(doc, "idle")
     if idle:
         add("## Resident memory per idle connection")
         add("")
         add("| N | server | bytes per idle connection | roomcast × | RSS with 100 connections | RSS with N"
-            " | note |")
-        add("| ---: | --- | ---: | ---: | ---: | ---: | --- |")
+            " | loadgen CPU (of its core) | note |")
+        add("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in all_rows(doc, "idle"):
             if r["status"] != "ok":
-                add(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | |")
+                add(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | | |")
                 continue
             rc = find(doc, "roomcast", "idle", r["clients"])
             per = r["rss_per_idle_conn_bytes"]
             add(f"| {r['clients']:,} | {r['server']} | {n(per)}"
                 f" | {ratio(adv(rc and rc['rss_per_idle_conn_bytes'], per, False))}"
                 f" | {r['rss_before_bytes'] / 2**20:.1f} MiB | {r['rss_after_bytes'] / 2**20:.1f} MiB"
-                f" | {'' if r.get('rss_quiet', True) else 'server never went quiet'} |")
+                f" | {loadgen_cell(r)} | {'' if r.get('rss_quiet', True) else 'server never went quiet'} |")
+        add("")
+        add("(Memory does not depend on the load generator's speed: its CPU share, over the whole run here,"
+            " marks nothing.)")
         add("")
 
     connect: dict = {}
@@ -274,17 +331,18 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
             " machine both stay well below 100%, which is why capacities are compared, not busy shares.)")
         add("")
         add("| N | S | deliveries/s | loadgen µs/delivery | server µs/delivery | loadgen capacity"
-            " | server capacity | loadgen busy | server busy | verdict |")
-        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            " | server capacity | loadgen CPU (of its core) | server busy | deliveries per read | verdict |")
+        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in sorted(checks, key=lambda r: (r["clients"], r["size"])):
             lg = r["client_cpu_seconds"] * 1e6 / r["deliveries"]
             sv = r["server_cpu_seconds"] * 1e6 / r["deliveries"]
             spare = sv / lg
             verdict = (f"spare capacity ({spare:.1f}× the server's)" if spare > 1.0
                        else f"**load generator may limit** ({spare:.2f}× the server's)")
-            add(f"| {r['clients']:,} | {r['size']} | {n(r['deliveries_per_sec'])} | {lg:.3f} | {sv:.3f}"
-                f" | {n(1e6 / lg)} | {n(1e6 / sv)} | {pct(r.get('loadgen_busy'))}"
-                f" | {pct(r.get('server_busy'))} | {verdict} |")
+            add(f"| {r['clients']:,} | {r['size']} | {at_least(r, n(r['deliveries_per_sec']))} | {lg:.3f} | {sv:.3f}"
+                f" | {n(1e6 / lg)} | {n(1e6 / sv)} | {loadgen_cell(r)}"
+                f" | {pct(r.get('server_busy'))} | {n(r.get('deliveries_per_read'), 1)} | {verdict} |")
+        lines.extend([""] + footnote(checks)[:-1])
     add("")
 
     if pngs:

@@ -102,3 +102,145 @@ def test_shared_room_across_servers_delivers_everything(loadgen, redis_server):
         for proc in procs:
             proc.terminate()
             proc.wait(30)
+
+
+class AwkwardServer:
+    """A chat room on threads that sends each member its copies in a
+    different shape, so that the load generator's in-place parser meets
+    every case a server may produce: member i % 4 gets
+      0: one frame in one write;
+      1: the message in three fragments, a ping between the first two;
+      2: one frame written a few bytes at a time (header split, prefix
+         split, payload split across reads);
+      3: a ping, then the frame split right after its first byte.
+    Every member must still see every message once, in order."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.threading = threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.members: list = []
+        self.errors: list[str] = []
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def frame(op: int, payload: bytes, fin: bool = True) -> bytes:
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | op])
+        if n < 126:
+            head += bytes([n])
+        elif n < 65536:
+            head += bytes([126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([127]) + n.to_bytes(8, "big")
+        return head + payload
+
+    def shapes(self, i: int, msg: bytes) -> list[bytes]:
+        whole = self.frame(0x1, msg)
+        style = i % 4
+        if style == 0:
+            return [whole]
+        if style == 1:
+            return [self.frame(0x1, msg[:5], fin=False), self.frame(0x9, b"hi"),
+                    self.frame(0x0, msg[5:20], fin=False), self.frame(0x0, msg[20:])]
+        if style == 2:
+            cuts = [0, 1, 3, 12, 30, len(whole) // 2, len(whole)]
+            return [whole[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+        return [self.frame(0x9, b"ping"), whole[:1], whole[1:]]
+
+    def serve(self, conn: socket.socket) -> None:
+        import base64
+        import hashlib
+        import queue
+
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = conn.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = f.readline()
+            if not line:
+                return
+            head += line
+        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        out: queue.Queue = queue.Queue()
+
+        def sender() -> None:
+            while True:
+                chunks = out.get()
+                if chunks is None:
+                    conn.close()
+                    return
+                for chunk in chunks:
+                    try:
+                        conn.sendall(chunk)
+                    except OSError:
+                        return
+                    if len(chunks) > 1:
+                        time.sleep(0.001)  # separate segments, separate reads
+
+        self.threading.Thread(target=sender, daemon=True).start()
+        out.put([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"])
+        with self.lock:
+            index = len(self.members)
+            self.members.append(out)
+        while True:
+            b = f.read(2)
+            if len(b) < 2:
+                return
+            op, n = b[0] & 0x0F, b[1] & 0x7F
+            if n == 126:
+                n = int.from_bytes(f.read(2), "big")
+            elif n == 127:
+                n = int.from_bytes(f.read(8), "big")
+            mask = f.read(4)
+            data = bytes(x ^ mask[k & 3] for k, x in enumerate(f.read(n)))
+            if op == 0x1:
+                with self.lock:
+                    for i, member in enumerate(self.members):
+                        member.put(self.shapes(i, data))
+            elif op == 0x8:
+                out.put([self.frame(0x8, data[:2])])
+                out.put(None)
+                return
+            elif op != 0xA:
+                self.errors.append(f"member {index}: opcode {op}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("size", [300, 70000])
+def test_loadgen_reads_frames_in_every_shape(loadgen, size):
+    """Fragments, interleaved pings, headers and payloads split across reads
+    (126- and 127-length headers): every delivery counted once, in order."""
+    server = AwkwardServer()
+    try:
+        out = subprocess.run(
+            [str(loadgen), "--port", str(server.port), "--clients", "8", "--messages", "20",
+             "--size", str(size), "--window", "4", "--json", "--timeout", "60"],
+            capture_output=True, text=True, timeout=120)
+        result = json.loads(out.stdout)
+        assert out.returncode == 0 and result["ok"], out.stderr
+        assert result["deliveries"] == 8 * 20
+        assert result["order_errors"] == 0 and result["lost"] == 0
+        assert result["protocol_errors"] == 0 and not server.errors
+        assert 0 < result["loadgen_cpu_share"] <= 1.5
+    finally:
+        server.close()
