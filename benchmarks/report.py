@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 FLOORS = ("floor-write", "floor-writev")
-IDLE_TARGET_BYTES = 4096
+IDLE_TARGET_BYTES = 1024
 # A load generator busier than this share of its core may have set the pace:
 # the run's throughput is then a lower bound of the server's, its latency an
 # upper bound. run.py records it per run as "loadgen_limited".
@@ -165,7 +165,7 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
                            f" loadgen {loadgen_cell(rc)}, {loadgen_cell(best)} of its core)",
                     verdict(a <= 1.2 * b)))
     idle = [r for r in results(doc, "idle") if r["server"] == "roomcast" and r["status"] == "ok"]
-    label = "RSS per idle connection at N=10,000: ≤ 4 KiB"
+    label = "RSS per idle connection at N=10,000: ≤ 1 KiB"
     if not idle:
         out.append((label, "not measured", "–"))
     else:

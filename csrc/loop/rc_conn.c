@@ -155,7 +155,8 @@ void rc__conn_closed(uv_handle_t *h) {
   ws_free(c);
   free(c->hbuf);
   free(c->close_reason);
-  free(c->rooms);
+  if (c->rooms != &c->first)
+    free(c->rooms);
   free(c);
   s->open_handles--;
 }
@@ -626,7 +627,7 @@ static void ws_free(rc_conn *c) {
   wslay_event_context_free(c->ws);
   c->ws = NULL;
   atomic_fetch_sub_explicit(&c->srv->st_parsers, 1, memory_order_relaxed);
-  c->srv->parsers_freed++;
+  c->srv->transient_freed++;
 }
 
 static void ws_release_if_idle(rc_conn *c) {

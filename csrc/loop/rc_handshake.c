@@ -225,6 +225,7 @@ void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
   if (leftover > 0)
     rc__conn_frames(c, hbuf + c->hhead, leftover);
   free(hbuf);
+  s->transient_freed++; /* see RC__TRIM_AFTER */
 }
 
 /* --- the server role ------------------------------------------------------ */

@@ -201,7 +201,8 @@ typedef struct rc_conn {
   uint16_t close_rcvd; /* code of the peer's close frame (1005: none); 0:
                           none received */
   uint32_t nrooms, caprooms;
-  rc_membership *rooms;
+  rc_membership *rooms; /* &first while caprooms is 1, else malloc'd */
+  rc_membership first;  /* most connections are in one room: no array */
   uint32_t nrelay; /* rooms among them that relay in the loop */
   /* cold: handshake, close, sweep */
   uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
@@ -313,7 +314,8 @@ struct rc_server {
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
       st_deliveries, st_slow, st_parsers, st_writes, st_wakes, st_dropped,
       st_refused, st_idle, st_frag, st_starved;
-  uint32_t parsers_freed; /* since the last heap trim */
+  uint32_t transient_freed; /* parsers and request heads freed since the
+                              last heap trim */
 
   uint64_t id;              /* rc_server_id() */
   struct rc_backplane *bp;  /* NULL without cfg.backplane_host */

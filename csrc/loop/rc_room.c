@@ -128,14 +128,20 @@ void rc__room_join(rc_server *s, rc_room *r, rc_conn *c) {
     r->members = m;
     r->cap = cap;
   }
-  if (c->nrooms == c->caprooms) {
-    /* Most connections are in one room: an array of one to start. */
-    uint32_t cap = c->caprooms ? c->caprooms * 2 : 1;
-    rc_membership *m = realloc(c->rooms, cap * sizeof(*m));
+  if (c->caprooms == 0) {
+    /* Most connections are in one room: it needs no array. */
+    c->rooms = &c->first;
+    c->caprooms = 1;
+  } else if (c->nrooms == c->caprooms) {
+    uint32_t cap = c->caprooms * 2;
+    rc_membership *old = c->rooms == &c->first ? NULL : c->rooms;
+    rc_membership *m = realloc(old, cap * sizeof(*m));
     if (m == NULL) {
       rc__conn_fail(c);
       return;
     }
+    if (old == NULL)
+      m[0] = c->first;
     c->rooms = m;
     c->caprooms = cap;
   }

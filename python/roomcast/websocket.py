@@ -196,6 +196,23 @@ class _Derived:
         self.query_params: Optional[QueryParams] = None
 
 
+class _Inbox(deque[Data]):
+    """Messages waiting to be read, with what reading them needs: made on
+    the first message (or the first wait) and dropped once empty, so that
+    a member that never speaks keeps one empty slot."""
+
+    __slots__ = ("size", "paused", "waiter")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0  # message_cost() of what waits
+        self.paused = False  # the core stopped reading for it
+        self.waiter: Optional[asyncio.Future[None]] = None
+
+
+_ABNORMAL = (1006, "")  # no close frame exchanged (yet)
+
+
 class ServerWebSocket:
     """One server-side connection. Hashable (by identity), so it can be a
     dict key. Created by the server only.
@@ -225,11 +242,7 @@ class ServerWebSocket:
         "client_state",
         "application_state",
         "_inbox",
-        "_inbox_size",
-        "_paused",
-        "_waiter",
-        "_close_code",
-        "_close_reason",
+        "_closed",
         "subprotocol",
         "_driver",
         "_driven",
@@ -261,12 +274,9 @@ class ServerWebSocket:
         # This side: CONNECTED after accept(), DISCONNECTED after close().
         self.application_state = WebSocketState.CONNECTING
         # Made on the first message: a member that never speaks keeps none.
-        self._inbox: Optional[deque[Data]] = None
-        self._inbox_size = 0  # message_cost() of what waits
-        self._paused = False
-        self._waiter: Optional[asyncio.Future[None]] = None
-        self._close_code = 1006
-        self._close_reason = ""
+        self._inbox: Optional[_Inbox] = None
+        # The close code and reason, once known.
+        self._closed = _ABNORMAL
         # The subprotocol accept() chose, or None.
         self.subprotocol: Optional[str] = None
         # driver(driven) runs on each message and on the close (see drive()).
@@ -306,12 +316,12 @@ class ServerWebSocket:
     def close_code(self) -> Optional[int]:
         """The close code once the connection has closed (1006 when no
         close frame was exchanged), else ``None``."""
-        return self._close_code if self.client_state is WebSocketState.DISCONNECTED else None
+        return self._closed[0] if self.client_state is WebSocketState.DISCONNECTED else None
 
     @property
     def close_reason(self) -> Optional[str]:
         """The close reason once the connection has closed, else ``None``."""
-        return self._close_reason if self.client_state is WebSocketState.DISCONNECTED else None
+        return self._closed[1] if self.client_state is WebSocketState.DISCONNECTED else None
 
     @property
     def subprotocols(self) -> list[str]:
@@ -372,13 +382,13 @@ class ServerWebSocket:
         if not inbox:
             return None
         data = inbox.popleft()
-        if not inbox:
-            self._inbox = None  # an empty deque is 600 bytes: made again when needed
-        self._inbox_size -= message_cost(data)
-        if self._paused and self._inbox_size <= self._hub.max_receive_queue // 2:
-            self._paused = False
+        inbox.size -= message_cost(data)
+        if inbox.paused and inbox.size <= self._hub.max_receive_queue // 2:
+            inbox.paused = False
             if self.client_state is not WebSocketState.DISCONNECTED:
                 self._hub.resume_reading(self._conn)
+        if not inbox and inbox.waiter is None:
+            self._inbox = None  # an empty deque is 600 bytes: made again when needed
         return data
 
     # -- handshake ----------------------------------------------------------
@@ -407,10 +417,10 @@ class ServerWebSocket:
             offered = self.subprotocols
             subprotocol = next((p for p in hub.subprotocols if p in offered), None)
         if not hub.running:
-            self._close_code, self._close_reason = 1001, "going away"
+            self._closed = (1001, "going away")
         if not hub.running or self.client_state is WebSocketState.DISCONNECTED:
             self.application_state = WebSocketState.DISCONNECTED
-            raise WebSocketClosed(self._close_code, self._close_reason)
+            raise WebSocketClosed(*self._closed)
         pairs = [(_latin1(k), _latin1(v)) for k, v in headers or ()]
         hub.accept(self._conn, subprotocol, pairs)
         self.subprotocol = subprotocol
@@ -454,10 +464,10 @@ class ServerWebSocket:
                 if self._hub.running:
                     return self._hub
                 raise WebSocketClosed(1001, "going away")
-            raise WebSocketClosed(self._close_code, self._close_reason)
+            raise WebSocketClosed(*self._closed)
         if self.application_state is WebSocketState.CONNECTING:
             raise RuntimeError(_NOT_ACCEPTED)
-        raise WebSocketClosed(self._close_code, self._close_reason or "closed by the server")
+        raise WebSocketClosed(self._closed[0], self._closed[1] or "closed by the server")
 
     async def send_text(self, data: str) -> None:
         """Queues one text frame. Raises :class:`WebSocketClosed` once the
@@ -489,23 +499,22 @@ class ServerWebSocket:
         """Queues a message from the peer (the server's dispatch)."""
         inbox = self._inbox
         if inbox is None:
-            inbox = self._inbox = deque()
+            inbox = self._inbox = _Inbox()
         inbox.append(data)
-        self._inbox_size += message_cost(data)
-        if self._inbox_size > self._hub.max_receive_queue and not self._paused:
+        inbox.size += message_cost(data)
+        if inbox.size > self._hub.max_receive_queue and not inbox.paused:
             if self._hub.pause_reading(self._conn):
-                self._paused = True
+                inbox.paused = True
         self._wake()
 
     def feed_close(self, code: int, reason: str) -> None:
         """The connection has closed (the server's dispatch)."""
-        self._close_code = code
-        self._close_reason = reason
+        self._closed = (code, reason)
         self.client_state = WebSocketState.DISCONNECTED
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
+        waiter = None if self._inbox is None else self._inbox.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if self._driver is not None:
@@ -517,14 +526,19 @@ class ServerWebSocket:
         every message before its close has been read."""
         while not self._inbox:
             if self.client_state is WebSocketState.DISCONNECTED:
-                raise WebSocketDisconnect(self._close_code, self._close_reason)
+                raise WebSocketDisconnect(*self._closed)
             if self.application_state is WebSocketState.CONNECTING:
                 raise RuntimeError(_NOT_ACCEPTED)
-            self._waiter = self._hub.loop.create_future()
+            inbox = self._inbox
+            if inbox is None:
+                inbox = self._inbox = _Inbox()
+            inbox.waiter = self._hub.loop.create_future()
             try:
-                await self._waiter
+                await inbox.waiter
             finally:
-                self._waiter = None
+                inbox.waiter = None
+                if not inbox and self._inbox is inbox:
+                    self._inbox = None
         data = self.take()
         assert data is not None
         return data
