@@ -67,21 +67,19 @@ static void messages(const uint8_t *p, size_t n, unsigned ctl) {
   int v = rc_bpwire_parse(p, n, max, &m);
   FUZZ_CHECK(v == RC_BPWIRE_OK || v == RC_BPWIRE_OTHER_VERSION ||
              v == RC_BPWIRE_MALFORMED);
-  int has_header = n >= RC_BPWIRE_HEADER && p[0] == 0 && p[1] == 'r' &&
-                   p[2] == 'c';
+  int has_header =
+      n >= RC_BPWIRE_HEADER && p[0] == 0 && p[1] == 'r' && p[2] == 'c';
   if (v == RC_BPWIRE_OTHER_VERSION) {
     FUZZ_CHECK(has_header && (p[3] & 0xf0) != RC_BPWIRE_VERSION);
     return;
   }
   FUZZ_CHECK(m.enveloped == has_header);
   if (v == RC_BPWIRE_MALFORMED) {
-    FUZZ_CHECK(!m.enveloped || (m.from == ((uint64_t)p[4] << 56 |
-                                           (uint64_t)p[5] << 48 |
-                                           (uint64_t)p[6] << 40 |
-                                           (uint64_t)p[7] << 32 |
-                                           (uint64_t)p[8] << 24 |
-                                           (uint64_t)p[9] << 16 |
-                                           (uint64_t)p[10] << 8 | p[11])));
+    FUZZ_CHECK(!m.enveloped ||
+               (m.from == ((uint64_t)p[4] << 56 | (uint64_t)p[5] << 48 |
+                           (uint64_t)p[6] << 40 | (uint64_t)p[7] << 32 |
+                           (uint64_t)p[8] << 24 | (uint64_t)p[9] << 16 |
+                           (uint64_t)p[10] << 8 | p[11])));
     return;
   }
   FUZZ_CHECK(m.payload >= p && m.len <= n &&
@@ -128,11 +126,11 @@ static void names(const uint8_t *p, size_t n) {
   memcpy(ch + hl, name, name_len);
   const char *got;
   size_t got_len;
-  FUZZ_CHECK(rc_bpwire_chan_name(head, hl, ch, hl + name_len, &got,
-                                 &got_len) == 1);
+  FUZZ_CHECK(rc_bpwire_chan_name(head, hl, ch, hl + name_len, &got, &got_len) ==
+             1);
   FUZZ_CHECK(got_len == name_len && memcmp(got, name, name_len) == 0);
-  size_t sl = rc_bpwire_sentinel(head, hl, (uint64_t)n * 0x9E3779B97F4A7C15u,
-                                 sentinel);
+  size_t sl =
+      rc_bpwire_sentinel(head, hl, (uint64_t)n * 0x9E3779B97F4A7C15u, sentinel);
   FUZZ_CHECK(sl == RC_BPWIRE_SENTINEL_LEN(hl));
   FUZZ_CHECK(rc_bpwire_chan_name(head, hl, sentinel, sl, &got, &got_len) == 0);
   FUZZ_CHECK(memcmp(sentinel + hl - 1, "\0server:", 8) == 0);
@@ -191,8 +189,7 @@ static void *bounded_array(const redisReadTask *task, int elements) {
 }
 
 static int inside(const void *p, size_t len, const redisReply *e) {
-  return (const char *)p >= e->str &&
-         (const char *)p + len <= e->str + e->len;
+  return (const char *)p >= e->str && (const char *)p + len <= e->str + e->len;
 }
 
 static void check_reply(const redisReply *r) {

@@ -71,8 +71,8 @@
 #include "proto/rc_bpwire.h"
 #include "proto/rc_frame.h"
 
-#define RC__GRACE_MS 1000   /* stopping: the last publishes may take this */
-#define RC__SUB_BATCH 256   /* channels per SUBSCRIBE when resubscribing */
+#define RC__GRACE_MS 1000 /* stopping: the last publishes may take this */
+#define RC__SUB_BATCH 256 /* channels per SUBSCRIBE when resubscribing */
 /* A publisher unheard of this long is forgotten. */
 #define RC__PEER_IDLE_MS 600000
 
@@ -262,8 +262,7 @@ static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
   for (size_t i = 0; i < n; i++)
     rooms[i] = room_of(chans[i]);
   size_t len;
-  char *cmd =
-      rc_bpwire_subscribe(&len, verb, bp->head, bp->head_len, rooms, n);
+  char *cmd = rc_bpwire_subscribe(&len, verb, bp->head, bp->head_len, rooms, n);
   if (cmd == NULL)
     return -1;
   if (rc__redis_send(&bp->sub, cmd, len, NULL, NULL) != 0) {
@@ -396,9 +395,8 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
   int verdict = rc_bpwire_parse(p, len, s->cfg.max_message_size, &m);
   if (verdict == RC_BPWIRE_OTHER_VERSION)
     goto invalid;
-  if (m.enveloped &&
-      (m.from == s->id /* ours: our members had it at once */
-       || !peer_fresh(bp, m.from, m.seq)))
+  if (m.enveloped && (m.from == s->id /* ours: our members had it at once */
+                      || !peer_fresh(bp, m.from, m.seq)))
     return;
   if (verdict != RC_BPWIRE_OK)
     goto invalid;
@@ -536,8 +534,8 @@ static int on_setup(rc_redis *l) {
     if (bp->username != NULL)
       r = rc__redis_command(l, 3, argv, NULL, on_setup_reply, "AUTH");
     else
-      r = rc__redis_command(l, 2, (const char *[]){"AUTH", bp->password},
-                            NULL, on_setup_reply, "AUTH");
+      r = rc__redis_command(l, 2, (const char *[]){"AUTH", bp->password}, NULL,
+                            on_setup_reply, "AUTH");
   }
   if (r == 0 && !sub && bp->db != 0) {
     char db[24];
@@ -550,8 +548,8 @@ static int on_setup(rc_redis *l) {
     size_t lens[2] = {9, bp->sentinel_len};
     r = rc__redis_command(l, 2, argv, lens, NULL, NULL);
   } else if (r == 0) {
-    r = rc__redis_command(l, 1, (const char *[]){"PING"}, NULL,
-                          on_setup_reply, "PING");
+    r = rc__redis_command(l, 1, (const char *[]){"PING"}, NULL, on_setup_reply,
+                          "PING");
   }
   return r;
 }
@@ -666,8 +664,8 @@ static size_t named_rooms(rc_backplane *bp, const uint64_t *ids, size_t n,
 
 /* The envelope of b (a server frame) for k rooms, then one PUBLISH per
  * room. */
-static void publish_to(rc_backplane *bp, const rc_bpwire_room *rooms,
-                       size_t k, const rc_buf *b) {
+static void publish_to(rc_backplane *bp, const rc_bpwire_room *rooms, size_t k,
+                       const rc_buf *b) {
   /* The frame holds the payload after its header. */
   unsigned op = b->data[0] & 0x0f;
   unsigned code = b->data[1] & 0x7f;
@@ -677,12 +675,12 @@ static void publish_to(rc_backplane *bp, const rc_bpwire_room *rooms,
   uint8_t *msg = scratch(bp, mlen);
   if (msg == NULL)
     return;
-  (void)rc_bpwire_envelope(msg, op == RC_OP_TEXT, bp->s->id, ++bp->seq,
-                           rooms, k, b->data + hl, plen);
+  (void)rc_bpwire_envelope(msg, op == RC_OP_TEXT, bp->s->id, ++bp->seq, rooms,
+                           k, b->data + hl, plen);
   for (size_t i = 0; i < k; i++) {
     size_t len;
-    char *cmd = rc_bpwire_publish(&len, bp->head, bp->head_len, &rooms[i],
-                                  msg, mlen);
+    char *cmd =
+        rc_bpwire_publish(&len, bp->head, bp->head_len, &rooms[i], msg, mlen);
     if (cmd == NULL)
       bump(&bp->s->st_bp_dropped, 1);
     else
@@ -853,8 +851,8 @@ int rc__bp_create(rc_server *s) {
   rc_config *cfg = &s->cfg;
   if (cfg->backplane_host == NULL)
     return 0;
-  const char *prefix = cfg->backplane_prefix ? cfg->backplane_prefix
-                                             : "roomcast:";
+  const char *prefix =
+      cfg->backplane_prefix ? cfg->backplane_prefix : "roomcast:";
   if (strlen(prefix) > RC_BPWIRE_PREFIX_MAX)
     return UV_EINVAL;
   rc_backplane *bp = calloc(1, sizeof(*bp));
@@ -972,8 +970,8 @@ int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
   return rc__cmd_queue(s, cmd);
 }
 
-int rc_server_redis(rc_server *s, uint64_t token, int argc,
-                    const char **argv, const size_t *argvlen) {
+int rc_server_redis(rc_server *s, uint64_t token, int argc, const char **argv,
+                    const size_t *argvlen) {
   if (s->bp == NULL || argc < 1 || rc_bpwire_forbidden(argv[0], argvlen[0]))
     return UV_EINVAL;
   rc_cmd *cmd = rc__cmd_make(RC_CMD_REDIS, token);

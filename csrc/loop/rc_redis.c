@@ -108,8 +108,8 @@ static int waiters_grow(rc_redis *l) {
   return 0;
 }
 
-int rc__redis_send(rc_redis *l, char *data, size_t len,
-                   rc__redis_reply_cb *fn, void *priv) {
+int rc__redis_send(rc_redis *l, char *data, size_t len, rc__redis_reply_cb *fn,
+                   void *priv) {
   if (l->sock == NULL || len > UINT_MAX)
     return -1;
   if (fn != NULL && l->wlen == l->wcap && waiters_grow(l) != 0)
@@ -306,8 +306,8 @@ static void on_tcp_connect(uv_connect_t *req, int status) {
   (void)uv_tcp_nodelay(&k->tcp, 1); /* an optimisation: failure is harmless */
   int r = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
   if (r != 0 || l->ops->setup(l) != 0)
-    rc__redis_drop(l, r != 0 ? uv_strerror(r)
-                             : "cannot queue the first commands");
+    rc__redis_drop(l,
+                   r != 0 ? uv_strerror(r) : "cannot queue the first commands");
 }
 
 /* A socket with its reader, or NULL (out of memory). */
@@ -362,8 +362,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
         uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof(ip)) != 0)
       ip[0] = '\0';
     else if (ai->ai_family == AF_INET6 &&
-             uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip,
-                         sizeof(ip)) != 0)
+             uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof(ip)) !=
+                 0)
       ip[0] = '\0';
   }
   uv_freeaddrinfo(res);

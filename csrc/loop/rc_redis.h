@@ -71,8 +71,12 @@ typedef struct rc__redis_waiter {
   void *priv;
 } rc__redis_waiter;
 
-enum { RC__REDIS_DOWN, RC__REDIS_RESOLVING, RC__REDIS_CONNECTING,
-       RC__REDIS_READY };
+enum {
+  RC__REDIS_DOWN,
+  RC__REDIS_RESOLVING,
+  RC__REDIS_CONNECTING,
+  RC__REDIS_READY
+};
 
 typedef struct rc_redis {
   void *data; /* the owner's */
@@ -85,18 +89,18 @@ typedef struct rc_redis {
   size_t reply_max;    /* bytes; a longer reply ends the connection */
   /* state */
   struct rc__redis_sock *sock; /* NULL while down or resolving */
-  uv_timer_t timer;      /* the next attempt, or the connect deadline */
+  uv_timer_t timer;            /* the next attempt, or the connect deadline */
   uv_getaddrinfo_t gai;
-  uint8_t state;         /* RC__REDIS_* */
+  uint8_t state; /* RC__REDIS_* */
   uint8_t ever_ready;
-  uint8_t draining;      /* disconnect once nothing waits */
-  uint8_t bad;           /* the connection ends for a protocol violation */
+  uint8_t draining; /* disconnect once nothing waits */
+  uint8_t bad;      /* the connection ends for a protocol violation */
   uint8_t stopped;
-  unsigned attempt;      /* failures since the last success */
-  uint64_t rng;          /* xorshift64: the backoff's jitter */
-  rc__redis_waiter *wq;  /* a ring: the commands waiting for replies */
+  unsigned attempt;     /* failures since the last success */
+  uint64_t rng;         /* xorshift64: the backoff's jitter */
+  rc__redis_waiter *wq; /* a ring: the commands waiting for replies */
   uint32_t whead, wlen, wcap;
-  char why[160];         /* what made the last connection end */
+  char why[160]; /* what made the last connection end */
 } rc_redis;
 
 void rc__redis_init(rc_redis *l, uv_loop_t *loop, const char *host, int port,
@@ -114,13 +118,12 @@ static inline int rc__redis_is_ready(const rc_redis *l) {
 static inline int rc__redis_connected(const rc_redis *l) {
   return l->sock != NULL;
 }
-static inline uint32_t rc__redis_waiting(const rc_redis *l) { return l->wlen; }
 
 /* Writes data (malloc'ed, len bytes) and, when fn is set, waits for its
  * reply in order. 0: data is the link's now; -1: the caller keeps it
  * (not connected, or out of memory). */
-int rc__redis_send(rc_redis *l, char *data, size_t len,
-                   rc__redis_reply_cb *fn, void *priv);
+int rc__redis_send(rc_redis *l, char *data, size_t len, rc__redis_reply_cb *fn,
+                   void *priv);
 /* rc__redis_send of a command given as arguments (lens NULL: C strings).
  * 0 or -1. */
 int rc__redis_command(rc_redis *l, int argc, const char **argv,

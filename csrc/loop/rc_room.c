@@ -312,8 +312,8 @@ static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,
   return delivered;
 }
 
-static void fan_out_marked(rc_server *s, const uint64_t *rooms,
-                           size_t nrooms, rc_buf *b, uint64_t exclude) {
+static void fan_out_marked(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                           rc_buf *b, uint64_t exclude) {
   uint64_t mark = ++s->mark, delivered = 0;
   rc_conn *skip = exclude != 0 ? rc__conn_find(s, exclude) : NULL;
   for (size_t k = 0; k < nrooms; k++) {

@@ -15,7 +15,8 @@
 #include "proto/rc_utf8.h"
 #include "rc_core.h"
 
-/* --- bytes ----------------------------------------------------------------- */
+/* --- bytes -----------------------------------------------------------------
+ */
 
 static void put64(uint8_t *p, uint64_t v) {
   for (int i = 7; i >= 0; i--, v >>= 8)
@@ -152,7 +153,8 @@ int rc_bpwire_parse(const uint8_t *p, size_t len, size_t max_payload,
   m->len = len - RC_BPWIRE_HEADER;
   if (m->multi && !rooms_parse(m->payload, m->len, m))
     return RC_BPWIRE_MALFORMED;
-  if (m->len > max_payload || (m->is_text && !rc_utf8_valid(m->payload, m->len)))
+  if (m->len > max_payload ||
+      (m->is_text && !rc_utf8_valid(m->payload, m->len)))
     return RC_BPWIRE_MALFORMED;
   return RC_BPWIRE_OK;
 }
@@ -264,12 +266,13 @@ char *rc_bpwire_publish(size_t *len, const char *head, size_t head_len,
 
 int rc_bpwire_forbidden(const char *name, size_t len) {
   static const char *const names[] = {
-      "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-      "SUNSUBSCRIBE", "MONITOR", "SELECT", "AUTH", "HELLO", "QUIT", "RESET",
-      "CLIENT", "SYNC", "PSYNC", "WAIT", "MULTI", "EXEC", "DISCARD", "WATCH",
-      "UNWATCH", "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN",
-      "BZPOPMAX", "BLMPOP", "BZMPOP", "XREAD", "XREADGROUP", "SHUTDOWN",
-      "WAITAOF", "DEBUG"};
+      "SUBSCRIBE",    "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+      "SUNSUBSCRIBE", "MONITOR",    "SELECT",     "AUTH",        "HELLO",
+      "QUIT",         "RESET",      "CLIENT",     "SYNC",        "PSYNC",
+      "WAIT",         "MULTI",      "EXEC",       "DISCARD",     "WATCH",
+      "UNWATCH",      "BLPOP",      "BRPOP",      "BLMOVE",      "BRPOPLPUSH",
+      "BZPOPMIN",     "BZPOPMAX",   "BLMPOP",     "BZMPOP",      "XREAD",
+      "XREADGROUP",   "SHUTDOWN",   "WAITAOF",    "DEBUG"};
   for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
     if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
       return 1;
@@ -301,11 +304,10 @@ int rc_bpwire_push_parse(const redisReply *r, rc_bpwire_push *out, char *why) {
   }
   const char *kind = r->element[0]->str;
   const redisReply *third = r->element[2];
-  int kind_of = strcasecmp(kind, "message") == 0     ? RC_BPWIRE_MESSAGE
-                : strcasecmp(kind, "subscribe") == 0 ? RC_BPWIRE_SUBSCRIBED
-                : strcasecmp(kind, "unsubscribe") == 0
-                    ? RC_BPWIRE_UNSUBSCRIBED
-                    : RC_BPWIRE_BAD;
+  int kind_of = strcasecmp(kind, "message") == 0       ? RC_BPWIRE_MESSAGE
+                : strcasecmp(kind, "subscribe") == 0   ? RC_BPWIRE_SUBSCRIBED
+                : strcasecmp(kind, "unsubscribe") == 0 ? RC_BPWIRE_UNSUBSCRIBED
+                                                       : RC_BPWIRE_BAD;
   if (kind_of == RC_BPWIRE_BAD ||
       (kind_of == RC_BPWIRE_MESSAGE ? !is_string(third)
                                     : third->type != REDIS_REPLY_INTEGER)) {
@@ -315,8 +317,8 @@ int rc_bpwire_push_parse(const redisReply *r, rc_bpwire_push *out, char *why) {
   }
   out->channel = r->element[1]->str;
   out->channel_len = r->element[1]->len;
-  out->payload = kind_of == RC_BPWIRE_MESSAGE ? (const uint8_t *)third->str
-                                              : NULL;
+  out->payload =
+      kind_of == RC_BPWIRE_MESSAGE ? (const uint8_t *)third->str : NULL;
   out->len = kind_of == RC_BPWIRE_MESSAGE ? third->len : 0;
   return kind_of;
 }

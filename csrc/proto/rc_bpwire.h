@@ -42,8 +42,9 @@
  * 2 * n + 1). */
 size_t rc_bpwire_chan_head(const char *prefix, size_t n, char *out);
 
-/* Length of the sentinel of a head of head_len (>= 1) bytes. */
-#define RC_BPWIRE_SENTINEL_LEN(head_len) ((head_len) - 1 + 1 + 7 + 16)
+/* Length of the sentinel of a head of head_len (>= 1) bytes: the escaped
+ * prefix (head_len - 1), a NUL, "server:" (7), 16 hex digits. */
+#define RC_BPWIRE_SENTINEL_LEN(head_len) ((head_len) + 7 + 16)
 /* Writes the sentinel of server id for head (as rc_bpwire_chan_head wrote
  * it, head_len >= 1) to out, RC_BPWIRE_SENTINEL_LEN(head_len) bytes, and
  * returns that length. */
@@ -73,12 +74,12 @@ size_t rc_bpwire_envelope(uint8_t *out, int is_text, uint64_t from,
                           const void *payload, size_t len);
 
 typedef struct rc_bpwire_msg {
-  int enveloped;  /* 0: another program's message, its own payload */
-  int is_text;    /* enveloped: the flag; else the payload is UTF-8 */
-  int multi;      /* the rooms are listed (else: the channel's room) */
-  uint64_t from;  /* enveloped: the publisher's id and sequence */
+  int enveloped; /* 0: another program's message, its own payload */
+  int is_text;   /* enveloped: the flag; else the payload is UTF-8 */
+  int multi;     /* the rooms are listed (else: the channel's room) */
+  uint64_t from; /* enveloped: the publisher's id and sequence */
   uint64_t seq;
-  size_t nrooms;  /* multi: how many, at rooms (see rc_bpwire_next_room) */
+  size_t nrooms; /* multi: how many, at rooms (see rc_bpwire_next_room) */
   const uint8_t *rooms;
   const uint8_t *payload;
   size_t len;

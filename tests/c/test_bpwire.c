@@ -82,10 +82,9 @@ RC_TEST(envelope_for_several_rooms_lists_them) {
   uint8_t out[64];
   size_t n = rc_bpwire_envelope_size(rooms, 2, 1);
   RC_ASSERT_EQ_UINT(n, 20 + 2 + 3 + 4 + 1);
-  RC_ASSERT_EQ_UINT(
-      rc_bpwire_envelope(out, 0, UINT64_C(0xff00000000000001), 9, rooms, 2,
-                         "z", 1),
-      n);
+  RC_ASSERT_EQ_UINT(rc_bpwire_envelope(out, 0, UINT64_C(0xff00000000000001), 9,
+                                       rooms, 2, "z", 1),
+                    n);
   RC_ASSERT_EQ_BYTES(out, n,
                      "\0rc\x12"
                      "\xff\0\0\0\0\0\0\x01"
@@ -206,8 +205,8 @@ RC_TEST(subscribe_names_head_and_room) {
 RC_TEST(publish_on_the_channel_of_a_room) {
   rc_bpwire_room room = {"lobby", 5};
   size_t len;
-  char *cmd = rc_bpwire_publish(&len, "x\\||", 4, &room,
-                                (const uint8_t *)"\0rc", 3);
+  char *cmd =
+      rc_bpwire_publish(&len, "x\\||", 4, &room, (const uint8_t *)"\0rc", 3);
   RC_ASSERT(cmd != NULL);
   static const char want[] =
       "*3\r\n$7\r\nPUBLISH\r\n$9\r\nx\\||lobby\r\n$3\r\n\0rc\r\n";
@@ -221,8 +220,8 @@ RC_TEST(forbidden_commands_in_any_case) {
   RC_CHECK(rc_bpwire_forbidden("Subscribe", 9));
   RC_CHECK(rc_bpwire_forbidden("MULTI", 5));
   RC_CHECK(!rc_bpwire_forbidden("GET", 3));
-  RC_CHECK(!rc_bpwire_forbidden("SUB", 3));          /* a prefix of one */
-  RC_CHECK(!rc_bpwire_forbidden("SUBSCRIBEX", 10));  /* longer than one */
+  RC_CHECK(!rc_bpwire_forbidden("SUB", 3));         /* a prefix of one */
+  RC_CHECK(!rc_bpwire_forbidden("SUBSCRIBEX", 10)); /* longer than one */
   RC_CHECK(rc_bpwire_forbidden("WAIT", 4));
 }
 
@@ -335,8 +334,7 @@ RC_TEST_MAIN(RC_CASE(chan_head_escapes_backslash_and_bar),
              RC_CASE(envelope_for_several_rooms_lists_them),
              RC_CASE(parse_reads_what_envelope_wrote),
              RC_CASE(a_foreign_message_is_its_own_payload),
-             RC_CASE(parse_rejects_what_it_must),
-             RC_CASE(command_in_resp),
+             RC_CASE(parse_rejects_what_it_must), RC_CASE(command_in_resp),
              RC_CASE(command_matches_hiredis_for_binary_and_long_arguments),
              RC_CASE(subscribe_names_head_and_room),
              RC_CASE(publish_on_the_channel_of_a_room),
