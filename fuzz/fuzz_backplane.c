@@ -1,7 +1,8 @@
 /* fuzz_backplane.c - libFuzzer target for the backplane's reply and message
- * path: what a Redis server sends, through the reply reader and the checks
- * of rc_backplane.c, into the rooms; and the backplane's own encoders
- * (channel names, the sentinel, the message header).
+ * path: what a Redis server sends, through the reply reader of rc_redis.c
+ * and the checks of rc_bpwire.c and rc_backplane.c, into the rooms; and
+ * the encoders on a live connection (channel names, the sentinel, the
+ * message header). fuzz_bpwire.c fuzzes the codec alone.
  *
  * Each input gets a fresh rc_server whose loop this thread drives (no loop
  * thread, as in fuzz_frames.c). The harness is the Redis: it listens on a
@@ -247,12 +248,12 @@ static void name_and_make_room(void) {
   freeReplyObject(c);
 }
 
-/* A publish to the room: one PUBLISH on its channel, header then payload. */
+/* A publish to the room (through the room API and its hook): one PUBLISH
+ * on its channel, header then payload. */
 static void publish_and_check(const uint8_t *payload, size_t len) {
   rc_buf *b = rc__buf_frame(RC_OP_BINARY, payload, len);
   FUZZ_CHECK(b != NULL);
-  uint64_t room = ROOM;
-  rc__bp_publish(h.s, &room, 1, b);
+  rc__room_publish(h.s, ROOM, b, 0);
   rc__buf_unref(b);
   static char buf[16384];
   size_t n = 0;

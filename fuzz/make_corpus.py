@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets: fuzz/corpus/http/,
-fuzz/corpus/frames/ and fuzz/corpus/rooms/.
+fuzz/corpus/frames/, fuzz/corpus/rooms/ and fuzz/corpus/bpwire/
+(fuzz/corpus/backplane/ is committed as it is).
 
 Each seed is two control bytes (see the comment at the top of
 fuzz/fuzz_http.c and fuzz/fuzz_frames.c) followed by the bytes a client
@@ -285,6 +286,58 @@ def rooms_seeds() -> dict[str, bytes]:
     return s
 
 
+def envelope(flags: int, sender: int, seq: int, rooms: tuple[bytes, ...] = (),
+             payload: bytes = b"") -> bytes:
+    """A roomcast message on a Redis channel (csrc/proto/rc_bpwire.h)."""
+    head = b"\0rc" + bytes([flags]) + struct.pack(">QQ", sender, seq)
+    if rooms:
+        head += struct.pack(">H", len(rooms))
+        head += b"".join(struct.pack(">H", len(r)) + r for r in rooms)
+    return head + payload
+
+
+def resp(*items: bytes) -> bytes:
+    """An array of bulk strings in RESP."""
+    return b"*%d\r\n" % len(items) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(i), i) for i in items)
+
+
+def bpwire_seeds() -> dict[str, bytes]:
+    """One control byte (fuzz/fuzz_bpwire.c: the part, then max_payload for
+    messages), then that part's bytes."""
+    message, names, command, replies = 0, 1, 2, 3
+    unbounded, small = 3 << 2, 1 << 2
+    s = {
+        "msg_text_one_room": bytes([message | unbounded])
+        + envelope(0x11, 1, 2, payload=b"hello"),
+        "msg_binary_rooms": bytes([message | unbounded])
+        + envelope(0x12, 7, 9, (b"lobby", b"b|c"), b"\x00\xff"),
+        "msg_rooms_cut_short": bytes([message | unbounded])
+        + envelope(0x12, 7, 9, (b"lobby", b"x"))[:-1],
+        "msg_other_version": bytes([message | unbounded])
+        + envelope(0x21, 1, 1, payload=b"x"),
+        "msg_over_the_bound": bytes([message | small]) + envelope(0x10, 1, 1)
+        + b"p" * 17,
+        "msg_text_not_utf8": bytes([message | unbounded])
+        + envelope(0x11, 3, 4, payload=b"\xc3"),
+        "msg_foreign": bytes([message | unbounded]) + "h\u00e9".encode(),
+        "names_default": bytes([names]) + b"roomcast:\0lobby",
+        "names_escaped": bytes([names]) + b"a|b\\c:\0x|y",
+        "names_long_prefix": bytes([names]) + b"x|y\\z:" * 34 + b"\0r",
+        "command_publish": bytes([command]) + b"PUBLISH\0ch\0\0rc\x10",
+        "command_get": bytes([command]) + b"GET\0k",
+        "reply_message": bytes([replies])
+        + resp(b"message", b"roomcast:|lobby", b"hi"),
+        "reply_subscribe": bytes([replies]) + b"*3\r\n$9\r\nsubscribe\r\n"
+        b"$1\r\nc\r\n:1\r\n",
+        "reply_error_and_status": bytes([replies]) + b"-ERR no\r\n+OK\r\n",
+        "reply_nested": bytes([replies]) + b"*3\r\n:-5\r\n$-1\r\n"
+        b"*2\r\n$2\r\nab\r\n*0\r\n",
+        "reply_huge_array": bytes([replies]) + b"*2147483647\r\n",
+    }
+    return s
+
+
 def write(kind: str, seeds: dict[str, bytes]) -> None:
     out = HERE / "corpus" / kind
     out.mkdir(parents=True, exist_ok=True)
@@ -300,3 +353,4 @@ if __name__ == "__main__":
     write("http", http_seeds())
     write("frames", frames_seeds())
     write("rooms", rooms_seeds())
+    write("bpwire", bpwire_seeds())

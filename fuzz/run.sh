@@ -5,7 +5,8 @@
 #   fuzz/run.sh                  build, then run every target
 #   FUZZ_SECONDS=10 fuzz/run.sh  the short smoke run CI does
 #   fuzz/run.sh build            build only
-#   fuzz/run.sh http frames      run only these targets (http frames rooms)
+#   fuzz/run.sh http frames      run only these targets (http frames rooms
+#                                backplane bpwire)
 #
 # Each target first replays fuzz/regressions/<target>/ (inputs that once
 # failed), then fuzzes. New inputs go to build/fuzz/corpus/<target>/ (the
@@ -27,7 +28,7 @@ FUZZ_CC=${FUZZ_CC:-clang}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_FLAGS=${FUZZ_FLAGS:-}
 OUT=build/fuzz
-TARGETS=(http frames rooms backplane)
+TARGETS=(http frames rooms backplane bpwire)
 # Lines that mean a target failed, whatever its exit code.
 REPORT='ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|property failed'
 
@@ -74,6 +75,11 @@ build() {
   "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags libcrypto) \
     fuzz/fuzz_http.c csrc/proto/rc_http.c -o "$OUT/fuzz_http" \
     $(pkg-config --libs libcrypto)
+  echo "fuzz: building $OUT/fuzz_bpwire"
+  # shellcheck disable=SC2086 # pkg-config output is a list of flags
+  "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags hiredis) fuzz/fuzz_bpwire.c \
+    csrc/proto/rc_bpwire.c csrc/proto/rc_utf8.c -o "$OUT/fuzz_bpwire" \
+    $(pkg-config --libs hiredis)
   # The targets that run a whole core link every file of it but the binding.
   local core=(csrc/proto/*.c csrc/loop/*.c)
   local t

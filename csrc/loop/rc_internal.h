@@ -223,7 +223,6 @@ typedef struct rc_room {
   uint64_t id;
   uint32_t n, cap;
   int relay; /* enum rc_relay */
-  struct rc_chan *chan; /* its backplane channel when named, else NULL */
   struct rc_member {
     rc_conn *conn;
     uint32_t index; /* position of this room in conn->rooms */
@@ -319,6 +318,7 @@ struct rc_server {
 
   uint64_t id;              /* rc_server_id() */
   struct rc_backplane *bp;  /* NULL without cfg.backplane_host */
+  const struct rc__room_hooks *room_hooks; /* the backplane's, else NULL */
   atomic_uint_fast64_t st_bp_up, st_bp_published, st_bp_received,
       st_bp_reconnects, st_bp_buffered, st_bp_dropped, st_bp_channels,
       st_bp_invalid;
@@ -425,6 +425,10 @@ void rc__room_leave_all(struct rc_server *s, rc_conn *c);
 void rc__room_free(struct rc_server *s, uint64_t id);
 void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
                       uint64_t exclude);
+/* A message from another server (through the hook's owner): to the local
+ * members of rooms, each once; the hooks are not told. */
+void rc__room_deliver(struct rc_server *s, const uint64_t *rooms,
+                      size_t nrooms, rc_buf *b);
 /* n (at most RC__RUN_MAX) publishes to one room that end a wake-up's
  * commands (nothing else is queued behind them in this turn): members with
  * nothing queued get them all at once in one writev(), the others queue
@@ -449,18 +453,45 @@ void rc__resume_starved(struct rc_server *s);
 rc_cmd *rc__cmd_make(int type, uint64_t conn);
 int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd); /* takes cmd */
 
-/* rc_backplane.c; every function but rc__bp_create expects s->bp != NULL */
+/* Rooms' one hook: how rooms tell whoever shares them with other servers
+ * (the backplane) of their life and of the messages published to them,
+ * knowing nothing of who listens (as uWebSockets' TopicTree drains through
+ * a callback). s->room_hooks is set by the backplane when it is created
+ * (rc__bp_create) and NULL otherwise; rc_room.c calls it, nothing else.
+ *
+ * The contract. Each runs on the loop thread, synchronously, inside the
+ * room operation that caused it; ctx is the hooks' own. A hook must not
+ * join, leave, free or publish (it may read rooms with rc__room_get(...,
+ * 0) and fan out with rc__room_deliver, which calls no hook).
+ *   made(id)       a room with this id now exists locally: its first member
+ *                  is joining (rc__room_get with create).
+ *   gone(id)       its last member left: the room is no longer in the table.
+ *   freed(id)      the embedder freed the id (RC_CMD_ROOM_FREE), after any
+ *                  local incarnation is gone; called whether or not one
+ *                  existed. The id is never made again.
+ *   published(rooms, n, b)  a message of this process (a publish, a run of
+ *                  publishes, a broadcast or a relay, b the server frame)
+ *                  was fanned out to the local members of rooms, or to
+ *                  nobody when a room has none here; ids may repeat and
+ *                  need not be shared. Not called for rc__room_deliver. */
+struct rc__room_hooks {
+  void (*made)(void *ctx, uint64_t id);
+  void (*gone)(void *ctx, uint64_t id);
+  void (*freed)(void *ctx, uint64_t id);
+  void (*published)(void *ctx, const uint64_t *rooms, size_t n,
+                    const rc_buf *b);
+  void *ctx;
+};
+
+/* rc_backplane.c: the server's only calls into it; every function but
+ * rc__bp_create and rc__bp_free expects s->bp != NULL. Rooms reach it
+ * through s->room_hooks only. */
 int rc__bp_create(struct rc_server *s);  /* copies the strings of s->cfg */
 void rc__bp_start(struct rc_server *s);  /* before the loop thread starts */
 void rc__bp_close(struct rc_server *s);  /* the loop is ending */
 void rc__bp_free(struct rc_server *s);   /* after it has ended; NULL-safe */
+/* RC_CMD_ROOM_NAME and RC_CMD_REDIS; cmd->text may be taken (set NULL). */
 void rc__bp_command(struct rc_server *s, rc_cmd *cmd);
-void rc__bp_room_made(struct rc_server *s, rc_room *r);
-void rc__bp_room_gone(struct rc_server *s, rc_room *r);
-void rc__bp_room_freed(struct rc_server *s, uint64_t id);
-/* After a local fan-out to rooms: the same message to the other servers. */
-void rc__bp_publish(struct rc_server *s, const uint64_t *rooms, size_t n,
-                    const rc_buf *b);
 
 /* rc_mailbox.c: the queues between the loop and the embedder */
 void rc__event_push(struct rc_server *s, rc_event *ev);

@@ -13,6 +13,10 @@
  * the bytes a socket does not take, get a reference to the same buffers in
  * their output queue, written at the end of the turn. Any other publish
  * or broadcast queues its reference on every member (rc__conn_enqueue_data).
+ *
+ * Rooms know nothing of Redis: what else must hear of them (the backplane)
+ * listens through s->room_hooks (struct rc__room_hooks in rc_internal.h,
+ * with its contract), NULL when nothing does.
  */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include <stdlib.h>
@@ -86,8 +90,8 @@ rc_room *rc__room_get(rc_server *s, uint64_t id, int create) {
     j = (j + 1) & (s->rooms_cap - 1);
   s->rooms[j] = r;
   s->rooms_n++;
-  if (s->bp != NULL)
-    rc__bp_room_made(s, r);
+  if (s->room_hooks != NULL)
+    s->room_hooks->made(s->room_hooks->ctx, id);
   return r;
 }
 
@@ -179,11 +183,20 @@ static void unlink_membership(rc_conn *c, uint32_t i) {
 static void room_destroy_if_empty(rc_server *s, rc_room *r) {
   if (r->n != 0)
     return;
-  if (r->chan != NULL)
-    rc__bp_room_gone(s, r);
+  uint64_t id = r->id;
   table_remove(s, r);
   free(r->members);
   free(r);
+  if (s->room_hooks != NULL)
+    s->room_hooks->gone(s->room_hooks->ctx, id);
+}
+
+/* A message from this process reached the local members of rooms: the
+ * hook's owner sends it on (to the other servers). */
+static void published(rc_server *s, const uint64_t *rooms, size_t n,
+                      const rc_buf *b) {
+  if (s->room_hooks != NULL)
+    s->room_hooks->published(s->room_hooks->ctx, rooms, n, b);
 }
 
 void rc__room_leave(rc_server *s, rc_room *r, rc_conn *c) {
@@ -206,30 +219,31 @@ void rc__room_leave_all(rc_server *s, rc_conn *c) {
 
 void rc__room_free(rc_server *s, uint64_t id) {
   rc_room *r = rc__room_get(s, id, 0);
-  if (r == NULL)
-    return;
-  while (r->n > 0) {
-    rc_conn *c = r->members[r->n - 1].conn;
-    unlink_membership(c, r->members[r->n - 1].index);
+  if (r != NULL) {
+    while (r->n > 0) {
+      rc_conn *c = r->members[r->n - 1].conn;
+      unlink_membership(c, r->members[r->n - 1].index);
+    }
+    room_destroy_if_empty(s, r);
   }
-  room_destroy_if_empty(s, r);
+  if (s->room_hooks != NULL) /* with or without a local incarnation */
+    s->room_hooks->freed(s->room_hooks->ctx, id);
 }
 
 void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
                       uint64_t exclude) {
   rc_room *r = rc__room_get(s, id, 0);
-  if (r == NULL)
-    return;
   uint64_t delivered = 0;
   /* Nothing in this loop leaves a room: a member that fails is only marked,
    * and is closed at the end of the turn. */
-  for (uint32_t i = 0; i < r->n; i++) {
+  for (uint32_t i = 0; r != NULL && i < r->n; i++) {
     rc_conn *c = r->members[i].conn;
     if (c->id != exclude)
       delivered += (uint64_t)rc__conn_enqueue_data(c, b);
   }
   atomic_fetch_add_explicit(&s->st_deliveries, delivered,
                             memory_order_relaxed);
+  published(s, &id, 1, b); /* members elsewhere too, local ones or not */
 }
 
 /* Each write is a system call whose kernel work evicts the members' lines
@@ -250,11 +264,8 @@ static int listed(uint64_t id, const uint64_t *ids, uint32_t n) {
   return 0;
 }
 
-void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
-                          const uint64_t *exclude, uint32_t n) {
-  rc_room *r = rc__room_get(s, id, 0);
-  if (r == NULL || n == 0)
-    return;
+static void run_to_members(rc_server *s, rc_room *r, rc_buf *const *bufs,
+                           const uint64_t *exclude, uint32_t n) {
   /* The iovec every member with nothing queued is written from, built once;
    * members left out of a message (exclude=) take the queued path. */
   uv_buf_t iov[RC__RUN_MAX];
@@ -290,6 +301,15 @@ void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
                             memory_order_relaxed);
 }
 
+void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
+                          const uint64_t *exclude, uint32_t n) {
+  rc_room *r = rc__room_get(s, id, 0);
+  if (r != NULL && n > 0)
+    run_to_members(s, r, bufs, exclude, n);
+  for (uint32_t j = 0; j < n; j++)
+    published(s, &id, 1, bufs[j]);
+}
+
 /* Each member once, across rooms: a member is stamped with this fan-out's
  * mark when it gets the message. */
 static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,
@@ -306,8 +326,8 @@ static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,
   return delivered;
 }
 
-void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
-                        rc_buf *b, uint64_t exclude) {
+static void fan_out_marked(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                           rc_buf *b, uint64_t exclude) {
   uint64_t mark = ++s->mark, delivered = 0;
   rc_conn *skip = exclude != 0 ? rc__conn_slot_find(s, exclude) : NULL;
   for (size_t k = 0; k < nrooms; k++) {
@@ -319,8 +339,19 @@ void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
                             memory_order_relaxed);
 }
 
+void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                        rc_buf *b, uint64_t exclude) {
+  fan_out_marked(s, rooms, nrooms, b, exclude);
+  published(s, rooms, nrooms, b);
+}
+
+void rc__room_deliver(rc_server *s, const uint64_t *rooms, size_t nrooms,
+                      rc_buf *b) {
+  fan_out_marked(s, rooms, nrooms, b, 0); /* it came from the hook's owner */
+}
+
 /* A relayed message goes to the other servers too, once for all of the
- * sender's named relay rooms. */
+ * sender's relay rooms (the hook's owner skips those it does not share). */
 static void relay_out(rc_server *s, const rc_conn *from, const rc_buf *b) {
   uint64_t few[8];
   uint64_t *ids = from->nrooms <= 8 ? few : malloc(from->nrooms * sizeof(*ids));
@@ -329,11 +360,11 @@ static void relay_out(rc_server *s, const rc_conn *from, const rc_buf *b) {
   size_t n = 0;
   for (uint32_t k = 0; k < from->nrooms; k++) {
     const rc_room *r = from->rooms[k].room;
-    if (r->relay != RC_RELAY_NONE && r->chan != NULL)
+    if (r->relay != RC_RELAY_NONE)
       ids[n++] = r->id;
   }
   if (n > 0)
-    rc__bp_publish(s, ids, n, b);
+    published(s, ids, n, b);
   if (ids != few)
     free(ids);
 }
@@ -351,7 +382,7 @@ void rc__room_relay(rc_server *s, rc_conn *from, rc_buf *b) {
   }
   atomic_fetch_add_explicit(&s->st_deliveries, delivered,
                             memory_order_relaxed);
-  if (s->bp != NULL)
+  if (s->room_hooks != NULL)
     relay_out(s, from, b);
 }
 

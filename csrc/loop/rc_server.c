@@ -240,8 +240,6 @@ static void publish_run(rc_server *s, rc_cmd *cmd) {
     rc__room_publish_run(s, room, bufs, exclude, n);
     while (first != cmd) {
       rc_cmd *next = first->next;
-      if (s->bp != NULL)
-        rc__bp_publish(s, &first->room, 1, first->buf);
       rc__cmd_free(first);
       first = next;
     }
@@ -262,18 +260,12 @@ static void on_wake(uv_async_t *h) {
     switch (cmd->type) {
     case RC_CMD_PUBLISH:
       rc__room_publish(s, cmd->room, cmd->buf, cmd->exclude);
-      if (s->bp != NULL)
-        rc__bp_publish(s, &cmd->room, 1, cmd->buf);
       break;
     case RC_CMD_BROADCAST:
       rc__room_broadcast(s, cmd->rooms, cmd->nrooms, cmd->buf, cmd->exclude);
-      if (s->bp != NULL)
-        rc__bp_publish(s, cmd->rooms, cmd->nrooms, cmd->buf);
       break;
     case RC_CMD_ROOM_FREE:
       rc__room_free(s, cmd->room);
-      if (s->bp != NULL)
-        rc__bp_room_freed(s, cmd->room);
       break;
     case RC_CMD_ROOM_NAME:
     case RC_CMD_REDIS:

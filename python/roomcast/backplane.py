@@ -121,7 +121,7 @@ class BackplaneError(ConnectionError):
 
 def escape_prefix(prefix: str) -> str:
     """``backplane_prefix`` as Redis names begin with it (see the module's
-    docstring); csrc/loop/rc_backplane.c's chan_head does the same."""
+    docstring); csrc/proto/rc_bpwire.c's rc_bpwire_chan_head does the same."""
     return prefix.replace("\\", "\\\\").replace("|", "\\|")
 
 
