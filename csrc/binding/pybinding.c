@@ -1237,16 +1237,15 @@ static PyType_Spec Core_spec = {
  * keeps a copy that could drift: the relay modes (enum rc_relay), the
  * bound of a room name (RC_ROOM_NAME_MAX: the Python layer keeps 32 of
  * its bytes for its own namespaces) and the codes of an RC_EV_BACKPLANE
- * event. rc_core.h gives those codes in a comment only (the enum is
- * private to loop/rc_backplane.c), hence the literals here, one place. */
+ * event (enum rc_backplane_state). */
 static int add_core_constants(PyObject *m) {
   if (PyModule_AddIntConstant(m, "RELAY_NONE", RC_RELAY_NONE) < 0 ||
       PyModule_AddIntConstant(m, "RELAY_ALL", RC_RELAY_ALL) < 0 ||
       PyModule_AddIntConstant(m, "RELAY_OTHERS", RC_RELAY_OTHERS) < 0 ||
       PyModule_AddIntConstant(m, "ROOM_NAME_MAX", RC_ROOM_NAME_MAX) < 0 ||
-      PyModule_AddIntConstant(m, "BACKPLANE_DOWN", 0) < 0 ||
-      PyModule_AddIntConstant(m, "BACKPLANE_UP", 1) < 0 ||
-      PyModule_AddIntConstant(m, "BACKPLANE_RETRY", 2) < 0)
+      PyModule_AddIntConstant(m, "BACKPLANE_DOWN", RC_BACKPLANE_DOWN) < 0 ||
+      PyModule_AddIntConstant(m, "BACKPLANE_UP", RC_BACKPLANE_UP) < 0 ||
+      PyModule_AddIntConstant(m, "BACKPLANE_RETRY", RC_BACKPLANE_RETRY) < 0)
     return -1;
   return 0;
 }

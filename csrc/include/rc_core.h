@@ -89,10 +89,15 @@ enum rc_event_type {
   RC_EV_REQUEST = 4, /* a plain HTTP request awaits rc_server_respond */
   RC_EV_CONNECTED = 5, /* a client connection is open (code: 101) */
   RC_EV_REDIS = 8,     /* the reply to rc_server_redis(): conn is its token */
-  RC_EV_BACKPLANE = 9, /* the backplane's state changed: code 1 up (both
-                          Redis connections ready, rooms resubscribed), 0
-                          down, 2 an attempt to connect failed; data says
-                          why or where */
+  RC_EV_BACKPLANE = 9, /* the backplane's state changed: code is an enum
+                          rc_backplane_state; data says why or where */
+};
+
+/* The code of an RC_EV_BACKPLANE event. */
+enum rc_backplane_state {
+  RC_BACKPLANE_DOWN = 0,  /* a Redis connection was lost */
+  RC_BACKPLANE_UP = 1,    /* both Redis connections ready, rooms resubscribed */
+  RC_BACKPLANE_RETRY = 2, /* an attempt to connect failed */
 };
 
 /* Types of the nodes of an RC_EV_REDIS reply, one byte each, then:

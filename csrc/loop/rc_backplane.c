@@ -77,7 +77,6 @@
 #define RC__PEER_IDLE_MS 600000
 
 enum { SUB_NONE, SUB_PENDING, SUB_ON, SUB_LEAVING };
-enum { BP_DOWN = 0, BP_UP = 1, BP_RETRY = 2 }; /* RC_EV_BACKPLANE codes */
 
 typedef struct rc_chan {
   struct rc_chan *next_name, *next_id;
@@ -440,7 +439,7 @@ static void update_up(rc_backplane *bp) {
   else
     snprintf(text, sizeof(text), "%s",
              !rc__redis_is_ready(&bp->sub) ? bp->sub.why : bp->cmd.why);
-  state_event(bp, up ? BP_UP : BP_DOWN, text);
+  state_event(bp, up ? RC_BACKPLANE_UP : RC_BACKPLANE_DOWN, text);
 }
 
 static void on_ready(rc_redis *l, int again) {
@@ -470,7 +469,7 @@ static void on_lost(rc_redis *l, int was_ready) {
   if (!was_ready || !was_up) { /* else update_up has said why */
     char text[220];
     snprintf(text, sizeof(text), "%s:%d: %s", bp->host, bp->port, l->why);
-    state_event(bp, BP_RETRY, text);
+    state_event(bp, RC_BACKPLANE_RETRY, text);
   }
 }
 
