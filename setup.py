@@ -61,8 +61,7 @@ def _pkg_config_flags(package, debian):
     pkg_config = os.environ.get("PKG_CONFIG", "pkg-config")
     if shutil.which(pkg_config) is None:
         raise MissingDependency(
-            "roomcast needs pkg-config to find %s, and pkg-config is not "
-            "installed.\n%s" % (package, INSTALL_HINT)
+            "roomcast needs pkg-config to find %s, and pkg-config is not installed.\n%s" % (package, INSTALL_HINT)
         )
     try:
         out = subprocess.run(
@@ -94,7 +93,7 @@ def _hiredis_flags(compiler_cmd):
     probe = (
         "#include <hiredis/async.h>\n"
         "int main(void) {\n"
-        "  redisAsyncContext *ac = redisAsyncConnect(\"127.0.0.1\", 1);\n"
+        '  redisAsyncContext *ac = redisAsyncConnect("127.0.0.1", 1);\n'
         "  if (ac != NULL) redisAsyncFree(ac);\n"
         "  return 0;\n"
         "}\n"
@@ -132,12 +131,10 @@ def _check_wslay(compiler_cmd, cflags):
     if _compiles_and_links(compiler_cmd, probe, cflags + ["-lwslay"]):
         return
     header = os.path.exists("/usr/include/wslay/wslay.h") or _compiles_and_links(
-        compiler_cmd, "#include <wslay/wslay.h>\nint main(void){return 0;}\n",
-        cflags + ["-c"])
-    what = "the library -lwslay" if header else "the header wslay/wslay.h"
-    raise MissingDependency(
-        "roomcast needs wslay, and %s is not found.\n%s" % (what, INSTALL_HINT)
+        compiler_cmd, "#include <wslay/wslay.h>\nint main(void){return 0;}\n", cflags + ["-c"]
     )
+    what = "the library -lwslay" if header else "the header wslay/wslay.h"
+    raise MissingDependency("roomcast needs wslay, and %s is not found.\n%s" % (what, INSTALL_HINT))
 
 
 def _c_compiler():
@@ -145,8 +142,7 @@ def _c_compiler():
     cmd = shlex.split(cc)
     if shutil.which(cmd[0]) is None:
         raise MissingDependency(
-            "roomcast needs a C compiler, and %r is not found.\n"
-            "On Debian or Ubuntu: apt-get install gcc" % cmd[0]
+            "roomcast needs a C compiler, and %r is not found.\nOn Debian or Ubuntu: apt-get install gcc" % cmd[0]
         )
     return cmd
 
@@ -179,24 +175,18 @@ class BuildExt(build_ext):
             cflags += ["-O1", "-g"] + san
             ldflags += san
         for ext in self.extensions:
-            ext.extra_compile_args = (
-                uv_cflags + ssl_cflags + hi_cflags + cflags + list(ext.extra_compile_args)
-            )
-            ext.extra_link_args = (
-                uv_ldflags + ssl_ldflags + hi_ldflags + ldflags + list(ext.extra_link_args)
-            )
+            ext.extra_compile_args = uv_cflags + ssl_cflags + hi_cflags + cflags + list(ext.extra_compile_args)
+            ext.extra_link_args = uv_ldflags + ssl_ldflags + hi_ldflags + ldflags + list(ext.extra_link_args)
         super().build_extensions()
 
 
 def _sources():
     # Sorted so that the build is the same from one machine to the next.
-    return sorted(os.path.relpath(p, HERE)
-                  for p in glob.glob(os.path.join(HERE, "csrc", "*", "*.c")))
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "*", "*.c")))
 
 
 def _headers():
-    return sorted(os.path.relpath(p, HERE)
-                  for p in glob.glob(os.path.join(HERE, "csrc", "*", "*.h")))
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "*", "*.h")))
 
 
 setup(

@@ -49,8 +49,9 @@ class Proc(bench.ServerProcess):
     def __init__(self, cmd: list[str], port: int, ready: str, pin: bool, env: dict | None = None) -> None:
         self.name, self.port, self.READY = cmd[0], port, ready
         self.log = tempfile.TemporaryFile(mode="w+", errors="replace")
-        self.proc = subprocess.Popen(bench.pinned(0, cmd, pin), stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            bench.pinned(0, cmd, pin), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def python_env() -> dict:
@@ -64,8 +65,12 @@ def start_redis(tmp: str, pin: bool) -> Proc:
     if binary is None:
         raise SystemExit("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
     port = bench.free_port()
-    redis = Proc([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                  "--dir", tmp], port, "Ready to accept connections", pin)
+    redis = Proc(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+        port,
+        "Ready to accept connections",
+        pin,
+    )
     redis.wait_ready()
     return redis
 
@@ -77,22 +82,54 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
     try:
         if mode == "single":
             port = bench.free_port()
-            servers.append(Proc([sys.executable, str(HERE / "servers" / "roomcast_chat.py"), str(port)], port,
-                                "listening", not args.no_pin, python_env()))
+            servers.append(
+                Proc(
+                    [sys.executable, str(HERE / "servers" / "roomcast_chat.py"), str(port)],
+                    port,
+                    "listening",
+                    not args.no_pin,
+                    python_env(),
+                )
+            )
         else:
             assert redis is not None
             url = f"redis://127.0.0.1:{redis.port}/0"
             for _ in range(3):
                 port = bench.free_port()
-                servers.append(Proc([sys.executable, str(HERE / "servers" / "roomcast_chat.py"), str(port), url],
-                                    port, "listening", not args.no_pin, python_env()))
+                servers.append(
+                    Proc(
+                        [sys.executable, str(HERE / "servers" / "roomcast_chat.py"), str(port), url],
+                        port,
+                        "listening",
+                        not args.no_pin,
+                        python_env(),
+                    )
+                )
         for s in servers:
             s.wait_ready()
         messages = max(4 * window, -(-args.deliveries // n))
-        cmd = [str(bench.LOADGEN), "--ports", ",".join(str(s.port) for s in servers), "--path", "/bench",
-               "--clients", str(n), "--size", str(args.size), "--window", str(window),
-               "--messages", str(messages), "--duration", f"{args.seconds:g}",
-               "--server-pid", str(servers[0].proc.pid), "--timeout", f"{args.budget:g}", "--json"]
+        cmd = [
+            str(bench.LOADGEN),
+            "--ports",
+            ",".join(str(s.port) for s in servers),
+            "--path",
+            "/bench",
+            "--clients",
+            str(n),
+            "--size",
+            str(args.size),
+            "--window",
+            str(window),
+            "--messages",
+            str(messages),
+            "--duration",
+            f"{args.seconds:g}",
+            "--server-pid",
+            str(servers[0].proc.pid),
+            "--timeout",
+            f"{args.budget:g}",
+            "--json",
+        ]
         cmd = bench.pinned(1, cmd, not args.no_pin)
         rec["command"] = " ".join(cmd)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.budget + 30)
@@ -139,18 +176,24 @@ def table(results: list[dict], clients: list[int]) -> str:
         text = report.at_least(r, text) if key == "deliveries_per_sec" else report.at_most(r, text)
         return f"{text} (loadgen {report.loadgen_cell(r)})"
 
-    lines = ["| N | scenario | figure | one server | 3 servers, 1 Redis | ratio |",
-             "| ---: | --- | --- | ---: | ---: | ---: |"]
+    lines = [
+        "| N | scenario | figure | one server | 3 servers, 1 Redis | ratio |",
+        "| ---: | --- | --- | ---: | ---: | ---: |",
+    ]
     for n in clients:
-        for scenario, key, label, unit in (("burst", "deliveries_per_sec", "deliveries/s", ""),
-                                           ("single", "deliveries_per_sec", "deliveries/s", ""),
-                                           ("single", "p50", "p50 latency", " µs"),
-                                           ("single", "p99", "p99 latency", " µs")):
+        for scenario, key, label, unit in (
+            ("burst", "deliveries_per_sec", "deliveries/s", ""),
+            ("single", "deliveries_per_sec", "deliveries/s", ""),
+            ("single", "p50", "p50 latency", " µs"),
+            ("single", "p99", "p99 latency", " µs"),
+        ):
             one, three = fig("single", n, scenario, key), fig("3 servers", n, scenario, key)
             ratio = f"{three / one:.2f}×" if one and three else "–"
-            lines.append(f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
-                         f"{show('single', n, scenario, key, unit)} | {show('3 servers', n, scenario, key, unit)}"
-                         f" | {ratio} |")
+            lines.append(
+                f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
+                f"{show('single', n, scenario, key, unit)} | {show('3 servers', n, scenario, key, unit)}"
+                f" | {ratio} |"
+            )
     lines.append("")
     lines.extend(report.footnote(results))
     return "\n".join(lines)
@@ -183,33 +226,52 @@ def main(argv: list[str] | None = None) -> int:
                             rec["repetition"] = rep
                             runs.append(rec)
                             p99 = bench.metric(rec, "p99")
-                            print(f"[{rep + 1}/{args.repeat}] {mode:9} N={n} {scenario:6} {rec['status']}: "
-                                  f"{rec.get('deliveries_per_sec', 0):,.0f} deliveries/s, "
-                                  f"p99 {p99 if p99 is not None else '-'} µs"
-                                  + (f" ({rec.get('error')})" if rec["status"] != "ok" else ""), flush=True)
+                            print(
+                                f"[{rep + 1}/{args.repeat}] {mode:9} N={n} {scenario:6} {rec['status']}: "
+                                f"{rec.get('deliveries_per_sec', 0):,.0f} deliveries/s, "
+                                f"p99 {p99 if p99 is not None else '-'} µs"
+                                + (f" ({rec.get('error')})" if rec["status"] != "ok" else ""),
+                                flush=True,
+                            )
         finally:
             redis.stop()
     medians = []
     for n in clients:
         for scenario in SCENARIOS:
             for mode in ("single", "3 servers"):
-                mine = [r for r in runs if (r["mode"], r["clients"], r["scenario"]) == (mode, n, scenario)
-                        and r["status"] == "ok"]
+                mine = [
+                    r
+                    for r in runs
+                    if (r["mode"], r["clients"], r["scenario"]) == (mode, n, scenario) and r["status"] == "ok"
+                ]
                 if mine:
                     best = bench.median_run(mine, "deliveries_per_sec")
                     medians.append({**best, "spread": sorted(r["deliveries_per_sec"] for r in mine)})
-    doc = {"date": dt.date.today().isoformat(), "settings": vars(args), "machine": bench.machine_info(["roomcast"]),
-           "medians": medians, "runs": runs}
+    doc = {
+        "date": dt.date.today().isoformat(),
+        "settings": vars(args),
+        "machine": bench.machine_info(["roomcast"]),
+        "medians": medians,
+        "runs": runs,
+    }
     bench.write_json(bench.RESULTS / f"{stem}.json", doc)
-    md = [f"# Cross-server fan-out, {doc['date']}", "",
-          f"`python benchmarks/cross_server.py --clients {args.clients} --repeat {args.repeat} "
-          f"--seconds {args.seconds:g}`; medians of {args.repeat} runs (the run with the median deliveries/s). "
-          "Every server and Redis on CPU 0, the load generator on CPU 1: the three servers share one core.", "",
-          table(medians, clients), ""]
+    md = [
+        f"# Cross-server fan-out, {doc['date']}",
+        "",
+        f"`python benchmarks/cross_server.py --clients {args.clients} --repeat {args.repeat} "
+        f"--seconds {args.seconds:g}`; medians of {args.repeat} runs (the run with the median deliveries/s). "
+        "Every server and Redis on CPU 0, the load generator on CPU 1: the three servers share one core.",
+        "",
+        table(medians, clients),
+        "",
+    ]
     failed = [r for r in runs if r["status"] != "ok"]
     if failed:
-        md += ["Failed runs:", ""] + [f"- {r['mode']} N={r['clients']} {r['scenario']}: {r.get('error')}"
-                                      for r in failed] + [""]
+        md += (
+            ["Failed runs:", ""]
+            + [f"- {r['mode']} N={r['clients']} {r['scenario']}: {r.get('error')}" for r in failed]
+            + [""]
+        )
     (bench.RESULTS / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 1 if failed else 0

@@ -504,10 +504,11 @@ static size_t parse_frames(struct member *m, uint8_t *buf, size_t len) {
       } else if (op == RC_OP_CLOSE) {
         /* echo the peer's code, as RFC 6455 5.5.1 suggests, unless it is
          * one that must not appear on the wire */
-        unsigned code = plen >= 2 ? (unsigned)(payload[0] << 8 | payload[1]) : 0;
-        request_close(m, (uint16_t)(code == 0 || rc_close_code_valid(code)
-                                        ? code
-                                        : 1002));
+        unsigned code =
+            plen >= 2 ? (unsigned)(payload[0] << 8 | payload[1]) : 0;
+        request_close(
+            m,
+            (uint16_t)(code == 0 || rc_close_code_valid(code) ? code : 1002));
       } else if (op != RC_OP_PONG) {
         request_close(m, 1002);
       }
@@ -811,7 +812,8 @@ int main(int argc, char **argv) {
         continue;
       if (evs[i].events & EPOLLOUT)
         queue_flush(m);
-      if (m->state != M_DEAD && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+      if (m->state != M_DEAD &&
+          (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         on_readable(m);
     }
     end_turn();

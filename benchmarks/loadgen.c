@@ -1274,17 +1274,17 @@ static uint64_t cpu_ns(void) {
 /* Quantiles of the latency CDF in the JSON output: every percent, then
  * finer in the tail, where the servers differ most. */
 static const double cdf_q[] = {
-    0.00,  0.01,   0.02,   0.03,   0.04,   0.05,  0.06,  0.07,  0.08,  0.09,
-    0.10,  0.11,   0.12,   0.13,   0.14,   0.15,  0.16,  0.17,  0.18,  0.19,
-    0.20,  0.21,   0.22,   0.23,   0.24,   0.25,  0.26,  0.27,  0.28,  0.29,
-    0.30,  0.31,   0.32,   0.33,   0.34,   0.35,  0.36,  0.37,  0.38,  0.39,
-    0.40,  0.41,   0.42,   0.43,   0.44,   0.45,  0.46,  0.47,  0.48,  0.49,
-    0.50,  0.51,   0.52,   0.53,   0.54,   0.55,  0.56,  0.57,  0.58,  0.59,
-    0.60,  0.61,   0.62,   0.63,   0.64,   0.65,  0.66,  0.67,  0.68,  0.69,
-    0.70,  0.71,   0.72,   0.73,   0.74,   0.75,  0.76,  0.77,  0.78,  0.79,
-    0.80,  0.81,   0.82,   0.83,   0.84,   0.85,  0.86,  0.87,  0.88,  0.89,
-    0.90,  0.91,   0.92,   0.93,   0.94,   0.95,  0.96,  0.97,  0.98,  0.99,
-    0.991, 0.992,  0.993,  0.994,  0.995,  0.996, 0.997, 0.998, 0.999, 0.9995,
+    0.00,  0.01,  0.02,  0.03,  0.04,  0.05,  0.06,  0.07,  0.08,  0.09,
+    0.10,  0.11,  0.12,  0.13,  0.14,  0.15,  0.16,  0.17,  0.18,  0.19,
+    0.20,  0.21,  0.22,  0.23,  0.24,  0.25,  0.26,  0.27,  0.28,  0.29,
+    0.30,  0.31,  0.32,  0.33,  0.34,  0.35,  0.36,  0.37,  0.38,  0.39,
+    0.40,  0.41,  0.42,  0.43,  0.44,  0.45,  0.46,  0.47,  0.48,  0.49,
+    0.50,  0.51,  0.52,  0.53,  0.54,  0.55,  0.56,  0.57,  0.58,  0.59,
+    0.60,  0.61,  0.62,  0.63,  0.64,  0.65,  0.66,  0.67,  0.68,  0.69,
+    0.70,  0.71,  0.72,  0.73,  0.74,  0.75,  0.76,  0.77,  0.78,  0.79,
+    0.80,  0.81,  0.82,  0.83,  0.84,  0.85,  0.86,  0.87,  0.88,  0.89,
+    0.90,  0.91,  0.92,  0.93,  0.94,  0.95,  0.96,  0.97,  0.98,  0.99,
+    0.991, 0.992, 0.993, 0.994, 0.995, 0.996, 0.997, 0.998, 0.999, 0.9995,
     0.9999};
 #define CDF_POINTS (sizeof cdf_q / sizeof cdf_q[0])
 
@@ -1449,7 +1449,7 @@ int main(int argc, char **argv) {
     }
     t = now_ns();
     if (t >= deadline && phase != PH_CLOSE) {
-      static const char *const names[] = {"connect", "sync", "settle",
+      static const char *const names[] = {"connect", "sync",  "settle",
                                           "publish", "close", "end"};
       timed_out = true;
       note("timed out after %.0f s in the %s phase: %" PRIu32
@@ -1511,16 +1511,15 @@ int main(int argc, char **argv) {
    * pace. */
   double wall_s = (double)(now_ns() - t_start) / 1e9;
   double lg_share = publish_s > 0 ? client_cpu / publish_s
-                    : wall_s > 0  ? (double)(cpu_ns() - lg_cpu_start) / 1e9 /
-                                       wall_s
-                                  : 0;
+                    : wall_s > 0
+                        ? (double)(cpu_ns() - lg_cpu_start) / 1e9 / wall_s
+                        : 0;
   uint64_t pub_reads = published ? reads1 - reads0 : 0;
-  double per_read =
-      pub_reads > 0 ? (double)deliveries / (double)pub_reads : 0;
-  double rate_achieved = sent > 1 && t_last_send > t_pub0
-                             ? (double)(sent - 1) * 1e9 /
-                                   (double)(t_last_send - t_pub0)
-                             : 0;
+  double per_read = pub_reads > 0 ? (double)deliveries / (double)pub_reads : 0;
+  double rate_achieved =
+      sent > 1 && t_last_send > t_pub0
+          ? (double)(sent - 1) * 1e9 / (double)(t_last_send - t_pub0)
+          : 0;
   uint64_t expected = (uint64_t)opt.clients * sent;
   uint64_t lost = expected > deliveries ? expected - deliveries : 0;
   double cdf[CDF_POINTS];
@@ -1580,8 +1579,9 @@ int main(int argc, char **argv) {
           order_errors, lost, dropped, protocol_errors,
           timed_out ? "  TIMED OUT" : "");
   if (opt.json) {
-    const char *mode =
-        opt.idle_rss ? "idle_rss" : opt.rate > 0 ? "rate" : "window";
+    const char *mode = opt.idle_rss   ? "idle_rss"
+                       : opt.rate > 0 ? "rate"
+                                      : "window";
     printf("{\"mode\":\"%s\",\"clients\":%" PRIu32 ",\"messages\":%" PRIu32
            ",\"sent\":%" PRIu32 ",\"size\":%" PRIu32 ",\"window\":%" PRIu32
            ",\"connect_seconds\":%.6f,\"connect_count\":%" PRIu32

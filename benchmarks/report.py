@@ -24,15 +24,21 @@ MARK = "†"
 
 # ------------------------------------------------------------------ helpers
 
+
 def results(doc: dict, scenario: str) -> list[dict]:
     return [r for r in doc.get("results", []) if r["scenario"] == scenario]
 
 
-def find(doc: dict, server: str, scenario: str, clients: int, size: int = 64,
-         rate: float | None = None) -> dict | None:
+def find(doc: dict, server: str, scenario: str, clients: int, size: int = 64, rate: float | None = None) -> dict | None:
     for r in doc.get("results", []):
-        if (r["server"] == server and r["scenario"] == scenario and r["clients"] == clients
-                and r["size"] == size and r.get("rate") == rate and r["status"] == "ok"):
+        if (
+            r["server"] == server
+            and r["scenario"] == scenario
+            and r["clients"] == clients
+            and r["size"] == size
+            and r.get("rate") == rate
+            and r["status"] == "ok"
+        ):
             return r
     return None
 
@@ -96,9 +102,12 @@ def footnote(rows: list[dict]) -> list[str]:
     """The note under a table that has marked rows."""
     if not any(limited(r) for r in rows if r.get("status") == "ok"):
         return []
-    return [f"{MARK} The load generator used more than {LOADGEN_LIMIT:.0%} of its core in this run: it may"
-            " have set the pace, so deliveries/s is at least the figure (≥) and latency at most the"
-            " figure (≤); ratios involving it are bounds too.", ""]
+    return [
+        f"{MARK} The load generator used more than {LOADGEN_LIMIT:.0%} of its core in this run: it may"
+        " have set the pace, so deliveries/s is at least the figure (≥) and latency at most the"
+        " figure (≤); ratios involving it are bounds too.",
+        "",
+    ]
 
 
 def status_cell(r: dict | None) -> str:
@@ -112,12 +121,16 @@ def status_cell(r: dict | None) -> str:
 
 def all_rows(doc: dict, scenario: str, size: int | None = None, rate: float | None = None) -> list[dict]:
     order = {s: i for i, s in enumerate(server_order(doc))}
-    rows = [r for r in results(doc, scenario)
-            if (size is None or r["size"] == size) and (rate is None or r.get("rate") == rate)]
+    rows = [
+        r
+        for r in results(doc, scenario)
+        if (size is None or r["size"] == size) and (rate is None or r.get("rate") == rate)
+    ]
     return sorted(rows, key=lambda r: (r["clients"], order.get(r["server"], 99)))
 
 
 # ------------------------------------------------------------------ targets
+
 
 def targets(doc: dict) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) for each target of the issue."""
@@ -133,9 +146,15 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
             out.append((label, f"not measured ({missing} has no burst result at N={clients:,})", "–"))
             return
         r = rc["deliveries_per_sec"] / p["deliveries_per_sec"]
-        out.append((label, f"{r:.2f}× ({at_least(rc, n(rc['deliveries_per_sec']))} vs"
-                           f" {at_least(p, n(p['deliveries_per_sec']))} deliveries/s;"
-                           f" loadgen {loadgen_cell(rc)}, {loadgen_cell(p)} of its core)", verdict(r >= goal)))
+        out.append(
+            (
+                label,
+                f"{r:.2f}× ({at_least(rc, n(rc['deliveries_per_sec']))} vs"
+                f" {at_least(p, n(p['deliveries_per_sec']))} deliveries/s;"
+                f" loadgen {loadgen_cell(rc)}, {loadgen_cell(p)} of its core)",
+                verdict(r >= goal),
+            )
+        )
 
     burst_vs("socketify", 1000, 1.2, "burst W=64, N=1,000: ≥ 1.2× socketify")
     burst_vs("socketify", 10000, 3.0, "burst W=64, N=10,000: ≥ 3× socketify")
@@ -146,13 +165,22 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
     for clients in (1000, 10000):
         label = f"single W=1, N={clients:,}: server CPU per delivery ≤ 1.1× the write() floor"
         rc, fl = find(doc, "roomcast", "single", clients), find(doc, "floor-write", "single", clients)
-        if rc is None or fl is None or not rc.get("server_cpu_us_per_delivery") \
-                or not fl.get("server_cpu_us_per_delivery"):
+        if (
+            rc is None
+            or fl is None
+            or not rc.get("server_cpu_us_per_delivery")
+            or not fl.get("server_cpu_us_per_delivery")
+        ):
             out.append((label, f"not measured at N={clients:,}", "–"))
         else:
             a, b = rc["server_cpu_us_per_delivery"], fl["server_cpu_us_per_delivery"]
-            out.append((label, f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs; loadgen {loadgen_cell(rc)},"
-                               f" {loadgen_cell(fl)} of its core)", verdict(a <= 1.1 * b)))
+            out.append(
+                (
+                    label,
+                    f"{a / b:.2f}× ({a:.3f} vs {b:.3f} µs; loadgen {loadgen_cell(rc)}, {loadgen_cell(fl)} of its core)",
+                    verdict(a <= 1.1 * b),
+                )
+            )
     label = "p99 latency, N=10,000, W=1: ≤ 1.2× the floor's p99"
     rc = find(doc, "roomcast", "single", 10000)
     floors = [f for f in (find(doc, name, "single", 10000) for name in FLOORS) if f]
@@ -161,9 +189,14 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
     else:
         best = min(floors, key=lambda f: f["latency_us"]["p99"])
         a, b = rc["latency_us"]["p99"], best["latency_us"]["p99"]
-        out.append((label, f"{a / b:.2f}× ({at_most(rc, ms(a))} vs {at_most(best, ms(b))} ms, {best['server']};"
-                           f" loadgen {loadgen_cell(rc)}, {loadgen_cell(best)} of its core)",
-                    verdict(a <= 1.2 * b)))
+        out.append(
+            (
+                label,
+                f"{a / b:.2f}× ({at_most(rc, ms(a))} vs {at_most(best, ms(b))} ms, {best['server']};"
+                f" loadgen {loadgen_cell(rc)}, {loadgen_cell(best)} of its core)",
+                verdict(a <= 1.2 * b),
+            )
+        )
     idle = [r for r in results(doc, "idle") if r["server"] == "roomcast" and r["status"] == "ok"]
     label = "RSS per idle connection at N=10,000: ≤ 1 KiB"
     if not idle:
@@ -171,13 +204,20 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
     else:
         r = idle[0]
         per = r["rss_per_idle_conn_bytes"]
-        out.append((label, f"{per:,.0f} bytes (N={r['clients']:,})",
-                    verdict(per <= IDLE_TARGET_BYTES and r["clients"] >= 10000)
-                    if r["clients"] >= 10000 else f"– (N={r['clients']:,})"))
+        out.append(
+            (
+                label,
+                f"{per:,.0f} bytes (N={r['clients']:,})",
+                verdict(per <= IDLE_TARGET_BYTES and r["clients"] >= 10000)
+                if r["clients"] >= 10000
+                else f"– (N={r['clients']:,})",
+            )
+        )
     return out
 
 
 # ----------------------------------------------------------------- markdown
+
 
 def markdown(doc: dict, pngs: dict | None = None) -> str:
     m, s = doc["machine"], doc["settings"]
@@ -185,24 +225,36 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
     add = lines.append
     add(f"# Fan-out benchmark: {doc['started'][:10]} ({s['mode']})")
     add("")
-    add(f"Command: `{doc['command']}`; started {doc['started']}, finished {doc.get('finished', '?')}"
+    add(
+        f"Command: `{doc['command']}`; started {doc['started']}, finished {doc.get('finished', '?')}"
         f" ({doc.get('elapsed_seconds', 0) / 60:.1f} min)."
-        + (" **Interrupted: partial results.**" if doc.get("interrupted") else ""))
+        + (" **Interrupted: partial results.**" if doc.get("interrupted") else "")
+    )
     add("")
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
-    add(f"Machine: {m['cpu_model']}, {m['cpus']} CPUs; {m['os']}, Linux {m['kernel']}; Python {m['python']};"
-        f" {m['gcc']}; libuv {m['libuv']}, wslay {m['libwslay']}; {libs}.")
+    add(
+        f"Machine: {m['cpu_model']}, {m['cpus']} CPUs; {m['os']}, Linux {m['kernel']}; Python {m['python']};"
+        f" {m['gcc']}; libuv {m['libuv']}, wslay {m['libwslay']}; {libs}."
+    )
     add("")
     loads = [r["loadavg_before"] for r in doc["runs"] if "loadavg_before" in r]
     pin = "server on CPU 0, load generator on CPU 1 (taskset)" if s.get("pinned") else "not pinned"
-    add(f"Settings: {pin}; each configuration {s['repeat']}× (median kept), a fresh server per run;"
+    add(
+        f"Settings: {pin}; each configuration {s['repeat']}× (median kept), a fresh server per run;"
         f" burst/single runs send M = {s['deliveries']:,} / N messages or for {s['seconds']:g} s,"
         f" whichever ends first; {s['budget']:g} s at most per run."
-        + (f" Load average before the runs: {min(loads):.1f} to {max(loads):.1f}"
-           " (the machine was shared: read differences under ±30% as noise)." if loads else ""))
+        + (
+            f" Load average before the runs: {min(loads):.1f} to {max(loads):.1f}"
+            " (the machine was shared: read differences under ±30% as noise)."
+            if loads
+            else ""
+        )
+    )
     add("")
-    add("“roomcast ×” is roomcast's advantage over the server of the row: above 1, roomcast is"
-        " better (more deliveries/s, or less CPU, latency, memory) by that factor.")
+    add(
+        "“roomcast ×” is roomcast's advantage over the server of the row: above 1, roomcast is"
+        " better (more deliveries/s, or less CPU, latency, memory) by that factor."
+    )
     add("")
 
     add("## Targets of the issue")
@@ -214,8 +266,10 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
         add(f"| {t} | {meas} | {v} |")
     add("")
     if any(MARK in meas for _, meas, _ in rows):
-        add(f"{MARK} A figure from a run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core:"
-            " a bound (≥ for deliveries/s, ≤ for latency), and the verdict with it.")
+        add(
+            f"{MARK} A figure from a run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core:"
+            " a bound (≥ for deliveries/s, ≤ for latency), and the verdict with it."
+        )
         add("")
 
     add("## Servers")
@@ -232,8 +286,10 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
         for size in sizes:
             add(f"## {title}, S={size} B")
             add("")
-            add("| N | server | deliveries/s | roomcast × | server CPU µs/delivery | roomcast × | p50 ms | p99 ms"
-                " | loadgen CPU (of its core) | server busy | messages | runs |")
+            add(
+                "| N | server | deliveries/s | roomcast × | server CPU µs/delivery | roomcast × | p50 ms | p99 ms"
+                " | loadgen CPU (of its core) | server busy | messages | runs |"
+            )
             add("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
             table_rows = all_rows(doc, scenario, size=size)
             for r in table_rows:
@@ -244,12 +300,14 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
                 lat = r["latency_us"]
                 cpu = r.get("server_cpu_us_per_delivery")
                 bounded = f" {MARK}" if limited(r) or limited(rc) else ""
-                dps_ratio = ratio(adv(rc and rc['deliveries_per_sec'], r['deliveries_per_sec'], True))
-                add(f"| {r['clients']:,} | {r['server']} | {at_least(r, n(r['deliveries_per_sec']))}"
+                dps_ratio = ratio(adv(rc and rc["deliveries_per_sec"], r["deliveries_per_sec"], True))
+                add(
+                    f"| {r['clients']:,} | {r['server']} | {at_least(r, n(r['deliveries_per_sec']))}"
                     f" | {dps_ratio}{bounded if dps_ratio != '–' else ''}"
                     f" | {n(cpu, 3)} | {ratio(adv(rc and rc.get('server_cpu_us_per_delivery'), cpu, False))}"
                     f" | {at_most(r, ms(lat['p50']))} | {at_most(r, ms(lat['p99']))} | {loadgen_cell(r)}"
-                    f" | {pct(r.get('server_busy'))} | {r['sent']:,} | {r['repeats_ok']}/{r['repeats']} |")
+                    f" | {pct(r.get('server_busy'))} | {r['sent']:,} | {r['repeats_ok']}/{r['repeats']} |"
+                )
             add("")
             lines.extend(footnote(table_rows))
 
@@ -257,8 +315,10 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
     if lat_rows:
         add("## Latency at a fixed publish rate (S=64 B)")
         add("")
-        add("| N | rate msg/s | server | p50 ms | p99 ms | p99.9 ms | max ms | roomcast × (p99) | sent msg/s"
-            " | loadgen CPU (of its core) | server busy | note |")
+        add(
+            "| N | rate msg/s | server | p50 ms | p99 ms | p99.9 ms | max ms | roomcast × (p99) | sent msg/s"
+            " | loadgen CPU (of its core) | server busy | note |"
+        )
         add("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         order = {x: i for i, x in enumerate(server_order(doc))}
         for r in sorted(lat_rows, key=lambda r: (r["rate"], r["clients"], order.get(r["server"], 99))):
@@ -268,10 +328,12 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
             rc = find(doc, "roomcast", "latency", r["clients"], 64, r["rate"])
             lat = r["latency_us"]
             note = "saturated: could not keep the rate" if r.get("saturated") else ""
-            add(f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {at_most(r, ms(lat['p50']))}"
+            add(
+                f"| {r['clients']:,} | {r['rate']:g} | {r['server']} | {at_most(r, ms(lat['p50']))}"
                 f" | {at_most(r, ms(lat['p99']))} | {at_most(r, ms(lat['p999']))} | {at_most(r, ms(lat['max']))}"
                 f" | {ratio(adv(rc and rc['latency_us']['p99'], lat['p99'], False))}"
-                f" | {r.get('rate_achieved', 0):.1f} | {loadgen_cell(r)} | {pct(r.get('server_busy'))} | {note} |")
+                f" | {r.get('rate_achieved', 0):.1f} | {loadgen_cell(r)} | {pct(r.get('server_busy'))} | {note} |"
+            )
         add("")
         lines.extend(footnote(lat_rows))
 
@@ -279,8 +341,10 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
     if idle:
         add("## Resident memory per idle connection")
         add("")
-        add("| N | server | bytes per idle connection | roomcast × | RSS with 100 connections | RSS with N"
-            " | loadgen CPU (of its core) | note |")
+        add(
+            "| N | server | bytes per idle connection | roomcast × | RSS with 100 connections | RSS with N"
+            " | loadgen CPU (of its core) | note |"
+        )
         add("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in all_rows(doc, "idle"):
             if r["status"] != "ok":
@@ -288,13 +352,17 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
                 continue
             rc = find(doc, "roomcast", "idle", r["clients"])
             per = r["rss_per_idle_conn_bytes"]
-            add(f"| {r['clients']:,} | {r['server']} | {n(per)}"
+            add(
+                f"| {r['clients']:,} | {r['server']} | {n(per)}"
                 f" | {ratio(adv(rc and rc['rss_per_idle_conn_bytes'], per, False))}"
                 f" | {r['rss_before_bytes'] / 2**20:.1f} MiB | {r['rss_after_bytes'] / 2**20:.1f} MiB"
-                f" | {loadgen_cell(r)} | {'' if r.get('rss_quiet', True) else 'server never went quiet'} |")
+                f" | {loadgen_cell(r)} | {'' if r.get('rss_quiet', True) else 'server never went quiet'} |"
+            )
         add("")
-        add("(Memory does not depend on the load generator's speed: its CPU share, over the whole run here,"
-            " marks nothing.)")
+        add(
+            "(Memory does not depend on the load generator's speed: its CPU share, over the whole run here,"
+            " marks nothing.)"
+        )
         add("")
 
     connect: dict = {}
@@ -317,31 +385,47 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
         add("")
 
     sc_server = s.get("selfcheck_server", "floor-writev")
-    checks = [r for r in doc["runs"] if r["server"] == sc_server and r["scenario"] == "burst"
-              and r["status"] == "ok" and r.get("client_cpu_seconds") and r.get("server_cpu_seconds")]
+    checks = [
+        r
+        for r in doc["runs"]
+        if r["server"] == sc_server
+        and r["scenario"] == "burst"
+        and r["status"] == "ok"
+        and r.get("client_cpu_seconds")
+        and r.get("server_cpu_seconds")
+    ]
     add("## Load generator self-check")
     add("")
     if not checks:
         add(f"No burst run against {sc_server} in this run: no self-check.")
     else:
-        add(f"Burst runs against the fastest server ({sc_server}). Each process's CPU time per delivery"
+        add(
+            f"Burst runs against the fastest server ({sc_server}). Each process's CPU time per delivery"
             " gives the deliveries/s it could sustain with a whole core to itself (capacity); the load"
             " generator has spare capacity when its capacity exceeds the server's, i.e. the server, not"
             " the load generator, sets the pace. (Busy: CPU time over publishing time; on a shared"
-            " machine both stay well below 100%, which is why capacities are compared, not busy shares.)")
+            " machine both stay well below 100%, which is why capacities are compared, not busy shares.)"
+        )
         add("")
-        add("| N | S | deliveries/s | loadgen µs/delivery | server µs/delivery | loadgen capacity"
-            " | server capacity | loadgen CPU (of its core) | server busy | deliveries per read | verdict |")
+        add(
+            "| N | S | deliveries/s | loadgen µs/delivery | server µs/delivery | loadgen capacity"
+            " | server capacity | loadgen CPU (of its core) | server busy | deliveries per read | verdict |"
+        )
         add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in sorted(checks, key=lambda r: (r["clients"], r["size"])):
             lg = r["client_cpu_seconds"] * 1e6 / r["deliveries"]
             sv = r["server_cpu_seconds"] * 1e6 / r["deliveries"]
             spare = sv / lg
-            verdict = (f"spare capacity ({spare:.1f}× the server's)" if spare > 1.0
-                       else f"**load generator may limit** ({spare:.2f}× the server's)")
-            add(f"| {r['clients']:,} | {r['size']} | {at_least(r, n(r['deliveries_per_sec']))} | {lg:.3f} | {sv:.3f}"
+            verdict = (
+                f"spare capacity ({spare:.1f}× the server's)"
+                if spare > 1.0
+                else f"**load generator may limit** ({spare:.2f}× the server's)"
+            )
+            add(
+                f"| {r['clients']:,} | {r['size']} | {at_least(r, n(r['deliveries_per_sec']))} | {lg:.3f} | {sv:.3f}"
                 f" | {n(1e6 / lg)} | {n(1e6 / sv)} | {loadgen_cell(r)}"
-                f" | {pct(r.get('server_busy'))} | {n(r.get('deliveries_per_read'), 1)} | {verdict} |")
+                f" | {pct(r.get('server_busy'))} | {n(r.get('deliveries_per_read'), 1)} | {verdict} |"
+            )
         lines.extend([""] + footnote(checks)[:-1])
     add("")
 
@@ -374,6 +458,7 @@ def plots(doc: dict, outdir: Path, stem: str) -> dict:
     """Writes the PNGs; returns {title: path}."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import matplotlib.ticker
@@ -387,18 +472,23 @@ def plots(doc: dict, outdir: Path, stem: str) -> dict:
     if fan:
         sizes = sorted({r["size"] for r in fan})
         ns = sorted({r["clients"] for r in fan})
-        kinds = [(sc, t) for sc, t in (("burst", "burst, W=64"), ("single", "single, W=1"))
-                 if any(r["scenario"] == sc for r in fan)]
-        fig, axes = plt.subplots(len(kinds), len(sizes), figsize=(6.2 * len(sizes), 4.5 * len(kinds)),
-                                 squeeze=False)
+        kinds = [
+            (sc, t)
+            for sc, t in (("burst", "burst, W=64"), ("single", "single, W=1"))
+            if any(r["scenario"] == sc for r in fan)
+        ]
+        fig, axes = plt.subplots(len(kinds), len(sizes), figsize=(6.2 * len(sizes), 4.5 * len(kinds)), squeeze=False)
         for row, (scenario, title) in enumerate(kinds):
             for col, size in enumerate(sizes):
                 ax = axes[row][col]
                 for name in order:
-                    pts = sorted((r["clients"], r["deliveries_per_sec"]) for r in fan
-                                 if r["server"] == name and r["scenario"] == scenario and r["size"] == size)
+                    pts = sorted(
+                        (r["clients"], r["deliveries_per_sec"])
+                        for r in fan
+                        if r["server"] == name and r["scenario"] == scenario and r["size"] == size
+                    )
                     if pts:
-                        ax.plot(*zip(*pts), label=name, **STYLE.get(name, {}))
+                        ax.plot(*zip(*pts, strict=True), label=name, **STYLE.get(name, {}))
                 ax.set_xscale("log")
                 ax.set_yscale("log")
                 ax.set_xticks(ns, [f"{x:,}" for x in ns])
@@ -429,7 +519,7 @@ def plots(doc: dict, outdir: Path, stem: str) -> dict:
         panels.append((f"N={big:,}, W=1 (single)", [r for r in single if r["clients"] == big]))
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
-        for ax, (title, rows) in zip(axes[0], panels):
+        for ax, (title, rows) in zip(axes[0], panels, strict=True):
             for name in order:
                 for r in rows:
                     if r["server"] == name and r.get("latency_cdf_us"):

@@ -49,8 +49,7 @@ CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'csrc' /
 LOADGEN = BUILD / "loadgen"
 LOADGEN_SRCS = [HERE / "loadgen.c", ROOT / "csrc" / "proto" / "rc_http.c"]
 FLOOR = BUILD / "floor_server"
-FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in
-                                          ("rc_http.c", "rc_utf8.c", "rc_frame.c")]
+FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in ("rc_http.c", "rc_utf8.c", "rc_frame.c")]
 # rc_http.c takes SHA-1 and base64 (the accept value) from OpenSSL.
 LIBS = ["-lcrypto"]
 
@@ -70,17 +69,35 @@ SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck")
 BURST_WINDOW = 64
 
 # --quick: what `make bench` runs (a few minutes on a 2-core machine).
-QUICK: dict[str, Any] = dict(servers=["roomcast", "floor-writev", "floor-write", "socketify", "websockets"],
-             scenarios=["burst", "single", "latency", "idle"], clients=[1000], sizes=[64],
-             latency_clients=[1000], rates=[100], idle_clients=10000, repeat=1, seconds=3.0,
-             budget=60.0)
+QUICK: dict[str, Any] = dict(
+    servers=["roomcast", "floor-writev", "floor-write", "socketify", "websockets"],
+    scenarios=["burst", "single", "latency", "idle"],
+    clients=[1000],
+    sizes=[64],
+    latency_clients=[1000],
+    rates=[100],
+    idle_clients=10000,
+    repeat=1,
+    seconds=3.0,
+    budget=60.0,
+)
 # --full: what `make bench-full` runs, the grid of the issue.
-FULL: dict[str, Any] = dict(servers=list(SERVERS), scenarios=["burst", "single", "latency", "idle", "selfcheck"],
-            clients=[100, 1000, 10000], sizes=[64, 1024], latency_clients=[1000, 10000],
-            rates=[10, 100], idle_clients=10000, repeat=3, seconds=10.0, budget=120.0)
+FULL: dict[str, Any] = dict(
+    servers=list(SERVERS),
+    scenarios=["burst", "single", "latency", "idle", "selfcheck"],
+    clients=[100, 1000, 10000],
+    sizes=[64, 1024],
+    latency_clients=[1000, 10000],
+    rates=[10, 100],
+    idle_clients=10000,
+    repeat=3,
+    seconds=10.0,
+    budget=120.0,
+)
 
 
 # ----------------------------------------------------------------- building
+
 
 def _stale(target: Path, sources: list[Path]) -> bool:
     return not target.exists() or any(target.stat().st_mtime < s.stat().st_mtime for s in sources)
@@ -114,6 +131,7 @@ def build_floor() -> Path:
 
 
 # ------------------------------------------------------------------ servers
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -153,8 +171,9 @@ class ServerProcess:
         # A file, not a pipe: a server that logs a lot must never block on a
         # pipe nobody reads.
         self.log = tempfile.TemporaryFile(mode="w+", errors="replace")
-        self.proc = subprocess.Popen(pinned(0, cmd, pin), stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            pinned(0, cmd, pin), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -191,6 +210,7 @@ def tail(text: str, lines: int = 6) -> str:
 
 # ------------------------------------------------------------ configurations
 
+
 def config_key(c: dict) -> tuple:
     return (c["scenario"], c["clients"], c["size"], c.get("rate"))
 
@@ -206,6 +226,7 @@ def config_label(c: dict) -> str:
 def write_json(path: Path, doc: dict) -> None:
     """The results file: one line per run (a run holds a 111-point latency
     CDF, which pretty-printing would spread over hundreds of lines)."""
+
     def compact(v: Any) -> str:
         return json.dumps(v, separators=(",", ":"))
 
@@ -227,21 +248,20 @@ def plan(args: argparse.Namespace) -> list[dict]:
         if sc in ("burst", "single"):
             for size in args.sizes:
                 for n in args.clients:
-                    configs.append(dict(scenario=sc, clients=n, size=size,
-                                        window=BURST_WINDOW if sc == "burst" else 1))
+                    configs.append(dict(scenario=sc, clients=n, size=size, window=BURST_WINDOW if sc == "burst" else 1))
         elif sc == "latency":
             for rate in args.rates:
                 for n in args.latency_clients:
-                    configs.append(dict(scenario=sc, clients=n, size=64, rate=rate,
-                                        window=max(8, int(rate))))
+                    configs.append(dict(scenario=sc, clients=n, size=64, rate=rate, window=max(8, int(rate))))
         elif sc == "idle":
             configs.append(dict(scenario=sc, clients=args.idle_clients, size=64, window=1))
         elif sc == "selfcheck":
             # Burst against the fastest server at the largest sizes of N: the
             # same configurations as burst, so they are shared when both run.
             for n in (1000, 10000):
-                configs.append(dict(scenario="burst", clients=n, size=64, window=BURST_WINDOW,
-                                    only=[args.selfcheck_server]))
+                configs.append(
+                    dict(scenario="burst", clients=n, size=64, window=BURST_WINDOW, only=[args.selfcheck_server])
+                )
     seen: set[tuple] = set()
     unique: list[dict] = []
     for c in configs:
@@ -271,10 +291,24 @@ def messages_for(c: dict, args: argparse.Namespace) -> tuple[int, float | None]:
 
 
 def loadgen_cmd(c: dict, server: ServerProcess, args: argparse.Namespace, pin: bool) -> list[str]:
-    cmd = [str(LOADGEN), "--port", str(server.port), "--path", "/bench",
-           "--clients", str(c["clients"]), "--size", str(c["size"]),
-           "--window", str(c["window"]), "--server-pid", str(server.proc.pid),
-           "--timeout", f"{args.budget:g}", "--json"]
+    cmd = [
+        str(LOADGEN),
+        "--port",
+        str(server.port),
+        "--path",
+        "/bench",
+        "--clients",
+        str(c["clients"]),
+        "--size",
+        str(c["size"]),
+        "--window",
+        str(c["window"]),
+        "--server-pid",
+        str(server.proc.pid),
+        "--timeout",
+        f"{args.budget:g}",
+        "--json",
+    ]
     if c["scenario"] == "idle":
         cmd += ["--idle-rss", "--rss-warm", "100", "--settle", "1"]
     else:
@@ -288,8 +322,12 @@ def loadgen_cmd(c: dict, server: ServerProcess, args: argparse.Namespace, pin: b
 
 
 def primary(c: dict) -> str:
-    return {"burst": "deliveries_per_sec", "single": "deliveries_per_sec",
-            "latency": "p99", "idle": "rss_per_idle_conn_bytes"}[c["scenario"]]
+    return {
+        "burst": "deliveries_per_sec",
+        "single": "deliveries_per_sec",
+        "latency": "p99",
+        "idle": "rss_per_idle_conn_bytes",
+    }[c["scenario"]]
 
 
 def metric(run: dict, name: str) -> float | None:
@@ -326,16 +364,23 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.budget + 30)
         except subprocess.TimeoutExpired:
-            return {**rec, "status": "failed", "error": f"timed out after {args.budget + 30:g} s",
-                    "wall_seconds": time.monotonic() - t0}
+            return {
+                **rec,
+                "status": "failed",
+                "error": f"timed out after {args.budget + 30:g} s",
+                "wall_seconds": time.monotonic() - t0,
+            }
         rec["wall_seconds"] = round(time.monotonic() - t0, 3)
         result = None
         for line in proc.stdout.splitlines():
             if line.startswith("{"):
                 result = json.loads(line)
         if result is None:
-            return {**rec, "status": "failed",
-                    "error": f"load generator exited with {proc.returncode}: {tail(proc.stderr)}"}
+            return {
+                **rec,
+                "status": "failed",
+                "error": f"load generator exited with {proc.returncode}: {tail(proc.stderr)}",
+            }
         rec.update(result)
         # The load generator's share of its core (over the publishing time,
         # or the whole run for idle): next to every figure, and above 80%
@@ -348,8 +393,7 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
             rec["loadgen_limited"] = share > report.LOADGEN_LIMIT
         if result["publish_seconds"] > 0:
             if result["deliveries"]:
-                rec["loadgen_cpu_us_per_delivery"] = round(
-                    result["client_cpu_seconds"] * 1e6 / result["deliveries"], 4)
+                rec["loadgen_cpu_us_per_delivery"] = round(result["client_cpu_seconds"] * 1e6 / result["deliveries"], 4)
             if result.get("server_cpu_seconds") is not None:
                 rec["server_busy"] = round(result["server_cpu_seconds"] / result["publish_seconds"], 4)
         if c["scenario"] == "latency" and result["sent"] > 1:
@@ -358,8 +402,9 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
             # the backlog took more than half a second to drain.
             drain = result["publish_seconds"] - (result["sent"] - 1) / c["rate"]
             rec["drain_seconds"] = round(drain, 3)
-            rec["saturated"] = bool(result.get("window_stalls")) or drain > 0.5 or \
-                result.get("rate_achieved", 0) < 0.95 * c["rate"]
+            rec["saturated"] = (
+                bool(result.get("window_stalls")) or drain > 0.5 or result.get("rate_achieved", 0) < 0.95 * c["rate"]
+            )
         if proc.returncode != 0 or not result.get("ok"):
             rec["status"] = "failed"
             # the load generator's own notes say what went wrong; its
@@ -379,9 +424,15 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
 def skip_reason(name: str, c: dict, summary: dict, args: argparse.Namespace) -> str | None:
     """Why a configuration cannot finish for this server, judged from the
     same series (scenario, size or rate) at the next smaller N."""
-    smaller = [s for s in summary.values()
-               if s["server"] == name and s["scenario"] == c["scenario"] and s["size"] == c["size"]
-               and s.get("rate") == c.get("rate") and s["clients"] < c["clients"]]
+    smaller = [
+        s
+        for s in summary.values()
+        if s["server"] == name
+        and s["scenario"] == c["scenario"]
+        and s["size"] == c["size"]
+        and s.get("rate") == c.get("rate")
+        and s["clients"] < c["clients"]
+    ]
     if not smaller:
         return None
     prev = max(smaller, key=lambda s: s["clients"])
@@ -390,7 +441,7 @@ def skip_reason(name: str, c: dict, summary: dict, args: argparse.Namespace) -> 
     if prev["status"] != "ok":
         return None
     if prev.get("saturated"):
-        return (f"saturated: could not keep {c['rate']:g} msg/s at N={prev['clients']:,} already")
+        return f"saturated: could not keep {c['rate']:g} msg/s at N={prev['clients']:,} already"
     scale = c["clients"] / prev["clients"]
     predicted = prev.get("connect_seconds", 0) * scale + 2 * args.settle_margin
     if c["scenario"] in ("burst", "single") and prev.get("deliveries_per_sec"):
@@ -399,12 +450,12 @@ def skip_reason(name: str, c: dict, summary: dict, args: argparse.Namespace) -> 
         predicted += min(seconds or 1e9, m * c["clients"] / prev["deliveries_per_sec"])
         predicted += c["window"] * c["clients"] / prev["deliveries_per_sec"]
     if predicted > args.budget:
-        return (f"too slow: predicted {predicted:.0f} s > budget {args.budget:g} s "
-                f"(from N={prev['clients']})")
+        return f"too slow: predicted {predicted:.0f} s > budget {args.budget:g} s (from N={prev['clients']})"
     return None
 
 
 # ------------------------------------------------------------------ machine
+
 
 def _cmd_output(cmd: list[str]) -> str | None:
     try:
@@ -437,25 +488,35 @@ def machine_info(servers: list[str]) -> dict:
     except ValueError:
         nofile = None
     return {
-        "cpu_model": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
         "os": _cmd_output(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
-        "python": platform.python_version(), "gcc": _cmd_output(["gcc", "--version"]),
+        "python": platform.python_version(),
+        "gcc": _cmd_output(["gcc", "--version"]),
         "libuv": _cmd_output(["pkg-config", "--modversion", "libuv"]),
         "libwslay": _cmd_output(["dpkg-query", "-W", "-f", "${Version}", "libwslay-dev"]),
-        "open_files_hard_limit": nofile, "libraries": versions,
+        "open_files_hard_limit": nofile,
+        "libraries": versions,
     }
 
 
 # ------------------------------------------------------------------ running
+
 
 def summarise(name: str, c: dict, runs: list[dict]) -> dict:
     base = {"server": name, **{k: v for k, v in c.items() if k != "only"}}
     ok = [r for r in runs if r["status"] == "ok"]
     if ok:
         best = median_run(ok, primary(c))
-        return {**best, "status": "ok", "repeats": len(runs), "repeats_ok": len(ok),
-                "connect_seconds_median": statistics.median(r["connect_seconds"] for r in ok),
-                "spread": [metric(r, primary(c)) for r in runs]}
+        return {
+            **best,
+            "status": "ok",
+            "repeats": len(runs),
+            "repeats_ok": len(ok),
+            "connect_seconds_median": statistics.median(r["connect_seconds"] for r in ok),
+            "spread": [metric(r, primary(c)) for r in runs],
+        }
     if any(r["status"] == "unavailable" for r in runs):
         return {**base, "status": "unavailable", "error": runs[-1].get("error")}
     # all failed: keep the figures of the last failure for the record
@@ -478,15 +539,16 @@ def progress_line(rec: dict, c: dict) -> str:
             parts.append(f"{rec['server_cpu_us_per_delivery']:.3f} us CPU/delivery")
     elif c["scenario"] == "latency" and "latency_us" in rec:
         lat = rec["latency_us"]
-        parts.append(f"p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms"
-                     f" max {lat['max'] / 1000:.2f} ms")
+        parts.append(f"p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms max {lat['max'] / 1000:.2f} ms")
         if rec.get("saturated"):
             parts.append(f"SATURATED ({rec.get('rate_achieved', 0):.1f} msg/s sent)")
     elif c["scenario"] == "idle" and rec.get("rss_per_idle_conn_bytes"):
         parts.append(f"{rec['rss_per_idle_conn_bytes']:,.0f} bytes per idle connection")
     if rec.get("loadgen_busy") is not None:
-        parts.append(f"loadgen {rec['loadgen_busy']:.0%} of its core"
-                     + (f" (above {report.LOADGEN_LIMIT:.0%}: a bound)" if rec.get("loadgen_limited") else ""))
+        parts.append(
+            f"loadgen {rec['loadgen_busy']:.0%} of its core"
+            + (f" (above {report.LOADGEN_LIMIT:.0%}: a bound)" if rec.get("loadgen_limited") else "")
+        )
     if "connect_seconds" in rec:
         parts.append(f"connect {rec['connect_seconds']:.2f} s")
     if "wall_seconds" in rec:
@@ -501,8 +563,11 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
     doc["settings"]["pinned"] = pin
     configs = plan(args)
     total = sum(len(c.get("only", args.servers)) * args.repeat for c in configs)
-    print(f"{len(configs)} configurations, {len(args.servers)} servers, up to {total} runs;"
-          f" {args.budget:g} s at most per run", flush=True)
+    print(
+        f"{len(configs)} configurations, {len(args.servers)} servers, up to {total} runs;"
+        f" {args.budget:g} s at most per run",
+        flush=True,
+    )
     summary: dict = {}
     unavailable: dict = {}
     done, t0 = 0, time.monotonic()
@@ -532,8 +597,11 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
                 rec["repeat"] = rep + 1
                 doc["runs"].append(rec)
                 runs[s].append(rec)
-                print(f"[{done:>4}/{total} {fmt_secs(time.monotonic() - t0)}] {config_label(c)}"
-                      f" {s} run {rep + 1}/{args.repeat}: {progress_line(rec, c)}", flush=True)
+                print(
+                    f"[{done:>4}/{total} {fmt_secs(time.monotonic() - t0)}] {config_label(c)}"
+                    f" {s} run {rep + 1}/{args.repeat}: {progress_line(rec, c)}",
+                    flush=True,
+                )
                 if rec["status"] == "unavailable":
                     unavailable[s] = rec["error"]
                     skipped[s] = ("unavailable", rec["error"])
@@ -546,8 +614,12 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
                     roomcast_failed = True
             elif s in skipped:
                 status, why = skipped[s]
-                summary[(s, config_key(c))] = {"server": s, **{k: v for k, v in c.items() if k != "only"},
-                                               "status": status, "error": why}
+                summary[(s, config_key(c))] = {
+                    "server": s,
+                    **{k: v for k, v in c.items() if k != "only"},
+                    "status": status,
+                    "error": why,
+                }
                 print(f"       {config_label(c)} {s}: {status}: {why}", flush=True)
         doc["results"] = list(summary.values())
         doc["unavailable"] = unavailable
@@ -557,9 +629,11 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Servers: " + ", ".join(SERVERS) + ". Scenarios: " + ", ".join(SCENARIOS))
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Servers: " + ", ".join(SERVERS) + ". Scenarios: " + ", ".join(SCENARIOS),
+    )
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the quick pass of `make bench` (the default)")
     mode.add_argument("--full", action="store_true", help="every scenario, server and size of the issue")
@@ -572,15 +646,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--idle-clients", type=int, help="N of the idle RSS scenario")
     ap.add_argument("--repeat", type=int, help="runs per configuration; the median is kept")
     ap.add_argument("--seconds", type=float, help="sending time of a run at most (burst, single, latency)")
-    ap.add_argument("--deliveries", type=int, default=2_000_000,
-                    help="deliveries a burst/single run aims at: M = this / N (default: %(default)s)")
+    ap.add_argument(
+        "--deliveries",
+        type=int,
+        default=2_000_000,
+        help="deliveries a burst/single run aims at: M = this / N (default: %(default)s)",
+    )
     ap.add_argument("--budget", type=float, help="seconds one load generator run may take")
-    ap.add_argument("--max-minutes", type=float, default=0,
-                    help="start no new run after this many minutes (default: no limit)")
-    ap.add_argument("--selfcheck-server", default="floor-writev",
-                    help="the fastest server, for the self-check (default: %(default)s)")
-    ap.add_argument("--out", help="stem of the output files in benchmarks/results/"
-                                  " (default: the date, plus -quick for --quick)")
+    ap.add_argument(
+        "--max-minutes", type=float, default=0, help="start no new run after this many minutes (default: no limit)"
+    )
+    ap.add_argument(
+        "--selfcheck-server",
+        default="floor-writev",
+        help="the fastest server, for the self-check (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--out", help="stem of the output files in benchmarks/results/ (default: the date, plus -quick for --quick)"
+    )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = ap.parse_args(argv)
     base = FULL if args.full else QUICK
@@ -626,12 +709,32 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.out or started.strftime("%Y-%m-%d") + ("-quick" if args.mode == "quick" else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json = RESULTS / f"{stem}.json"
-    settings = {k: getattr(args, k) for k in
-                ("mode", "servers", "scenarios", "clients", "sizes", "latency_clients", "rates",
-                 "idle_clients", "repeat", "seconds", "deliveries", "budget", "selfcheck_server")}
-    doc: dict[str, Any] = {"started": started.isoformat(timespec="seconds"),
-           "command": " ".join(["python3", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
-           "machine": machine_info(args.servers), "settings": settings, "runs": [], "results": []}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "mode",
+            "servers",
+            "scenarios",
+            "clients",
+            "sizes",
+            "latency_clients",
+            "rates",
+            "idle_clients",
+            "repeat",
+            "seconds",
+            "deliveries",
+            "budget",
+            "selfcheck_server",
+        )
+    }
+    doc: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": " ".join(["python3", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine_info(args.servers),
+        "settings": settings,
+        "runs": [],
+        "results": [],
+    }
     print(f"fan-out benchmark ({args.mode}): results in {shown(out_json)}", flush=True)
     try:
         ok: bool = run_all(args, doc, out_json)
@@ -646,8 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{stem}.md").write_text(md)
     print()
     print(md)
-    print(f"written: {shown(out_json)}, {shown(RESULTS / f'{stem}.md')}"
-          + "".join(f", {shown(p)}" for p in pngs.values()))
+    print(
+        f"written: {shown(out_json)}, {shown(RESULTS / f'{stem}.md')}" + "".join(f", {shown(p)}" for p in pngs.values())
+    )
     return 0 if ok else 1
 
 

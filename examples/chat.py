@@ -20,7 +20,7 @@ counts are right again.
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from roomcast import App, Socket
 
@@ -40,7 +40,7 @@ def field(ws: Socket, key: str) -> Any:
     return ws.payload.get(key) if isinstance(ws.payload, dict) else None
 
 
-def room_name(value: Any) -> Optional[str]:
+def room_name(value: Any) -> str | None:
     name = value.strip()[:MAX_ROOM] if isinstance(value, str) else ""
     return name or None
 
@@ -49,7 +49,7 @@ def presence(room: str) -> None:
     app.broadcast("presence", {"room": room, "count": len(members.get(room, ()))}, to=[room])
 
 
-async def enter(ws: Socket, room: Optional[str]) -> None:
+async def enter(ws: Socket, room: str | None) -> None:
     rooms = ws.rooms()
     if room is None or room in rooms or len(rooms) >= MAX_ROOMS:
         return

@@ -15,15 +15,17 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-from roomcast import Server, ServerWebSocket as WebSocket
+from roomcast import Server
+from roomcast import ServerWebSocket as WebSocket
 from roomcast.compat.fastapi_pubsub import BasePubSubWebSocket, RedisCredentials
 
 redis_url = os.environ.get("REDIS_URL")
 credentials = None
 if redis_url:
     parts = urlsplit(redis_url)
-    credentials = RedisCredentials(host=parts.hostname or "localhost", port=parts.port or 6379,
-                                   db=int(parts.path.strip("/") or 0))
+    credentials = RedisCredentials(
+        host=parts.hostname or "localhost", port=parts.port or 6379, db=int(parts.path.strip("/") or 0)
+    )
 
 server = Server(backplane=credentials.url if credentials else None)
 
@@ -37,7 +39,7 @@ class SimplePubSubWebsocket(BasePubSubWebSocket):
 
 @server.websocket("/ws/connected_clients")
 async def online_players_endpoint(websocket: WebSocket):
-    ssw = SimplePubSubWebsocket(websocket, 'connected_clients', redis_credentials=credentials)
+    ssw = SimplePubSubWebsocket(websocket, "connected_clients", redis_credentials=credentials)
     await ssw.run()
 
 

@@ -23,7 +23,7 @@ class WSProtocolLogic(WebSocket):
         self.messages = []
 
         # wait for connection, close or error
-        while(not self.readyState):
+        while not self.readyState:
             time.sleep(1e-4)
 
     def onopen(self):
@@ -41,8 +41,8 @@ class WSProtocolLogic(WebSocket):
 
 wscn = WSProtocolLogic(url)
 
-wscn.send('text')
-time.sleep(1.)
+wscn.send("text")
+time.sleep(1.0)
 
 print(wscn.messages)
 

@@ -21,10 +21,10 @@ wscn.onopen = lambda: print("Opened connection")
 wscn.onclose = lambda: print("Closed connection")
 wscn.onerror = lambda e: print("Connection error", e)
 
-while(not wscn.readyState):
+while not wscn.readyState:
     time.sleep(1e-4)
 
-wscn.send('text')
-time.sleep(1.)
+wscn.send("text")
+time.sleep(1.0)
 
 wscn.close()

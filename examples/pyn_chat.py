@@ -15,19 +15,23 @@ from roomcast.compat import pyn
 messages = []
 ws = pyn.WebSocket()
 
+
 @ws.define("init")
 async def on_init(ws: pyn.WebSocket) -> None:
     for message in messages:
         await ws.send(message)
+
 
 @ws.define("message")
 async def on_message(ws: pyn.WebSocket, message: str) -> None:
     messages.append(message)
     await ws.send_all(message)
 
+
 @ws.define("close")
 async def on_close(ws: pyn.WebSocket) -> None:
     print("Connection closed")
+
 
 server = pyn.Server(ws)
 
@@ -35,7 +39,4 @@ if __name__ == "__main__":
     # roomcast logs "listening on ws://HOST:PORT/" here (stderr) once bound.
     logging.basicConfig(level=logging.INFO)
     port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PORT", "8000"))
-    server.run(
-        host="127.0.0.1",
-        port=port
-    )
+    server.run(host="127.0.0.1", port=port)

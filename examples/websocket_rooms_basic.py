@@ -11,19 +11,23 @@ import os
 import sys
 from typing import Any
 
-from roomcast import Room, Server, ServerWebSocket as WebSocket
+from roomcast import Room, Server
+from roomcast import ServerWebSocket as WebSocket
 
 server = Server()
 
 chat_room = Room()
 
+
 @chat_room.on_receive("json")
 async def on_receive(room: Room, websocket: WebSocket, message: Any) -> None:
     await room.push_json(message)
 
+
 @chat_room.on_connection
 async def on_chatroom_connection(room: Room, websocket: WebSocket) -> None:
-    logging.info("{} joined the chat room".format(websocket.client.host))
+    logging.info(f"{websocket.client.host} joined the chat room")
+
 
 @server.websocket("/chat")
 async def connect_websocket(websocket: WebSocket):

@@ -10,14 +10,16 @@ websocket's path parameters. Run: python examples/websocket_rooms_client_id.py
 import logging
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
-from roomcast import BaseRoom, Room, Server, ServerWebSocket as WebSocket
+from roomcast import BaseRoom, Room, Server
+from roomcast import ServerWebSocket as WebSocket
 
 server = Server()
 
+
 class RoomWithClientId(Room):
-    def __init__(self, base_room: Optional[BaseRoom] = None) -> None:
+    def __init__(self, base_room: BaseRoom | None = None) -> None:
         super().__init__(base_room)
         self._id_to_ws = {}
 
@@ -31,13 +33,16 @@ class RoomWithClientId(Room):
 
 chat_room = RoomWithClientId()
 
+
 @chat_room.on_receive("json")
 async def on_chatroom_receive(room: RoomWithClientId, websocket: WebSocket, message: Any) -> None:
     await room.push_json(message)
 
+
 @chat_room.on_connection
 async def on_chatroom_connection(room: RoomWithClientId, websocket: WebSocket, client_id: int) -> None:
-    logging.info("{} joined the chat room".format(client_id))
+    logging.info(f"{client_id} joined the chat room")
+
 
 @server.websocket("/chat/{client_id}")
 async def connect_websocket(websocket: WebSocket, client_id: int):

@@ -9,8 +9,9 @@
  * loopback port (one for the process), accepts the core's two
  * connections, tells them apart by their first command (the subscriber
  * SUBSCRIBEs its sentinel, the command connection PINGs), answers both as
- * Redis would, then writes the fuzz input to them in chunks. Teardown hangs up, stops the backplane, runs
- * the loop until every handle has closed and frees the server.
+ * Redis would, then writes the fuzz input to them in chunks. Teardown hangs up,
+ * stops the backplane, runs the loop until every handle has closed and frees
+ * the server.
  *
  * Input: two control bytes, then Redis's bytes.
  *   byte 0, bits 0-1  max_message_size: 1 MiB, 16, 1024, 65536

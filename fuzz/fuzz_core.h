@@ -57,8 +57,8 @@ static inline void fuzz_listen(rc_server *s, uv_pipe_t *pipe,
   FUZZ_CHECK(fd >= 0);
   FUZZ_CHECK(uv_pipe_open(pipe, fd) == 0);
   pipe->data = s;
-  FUZZ_CHECK(uv_listen((uv_stream_t *)pipe, backlog,
-                       rc__server_on_connection) == 0);
+  FUZZ_CHECK(
+      uv_listen((uv_stream_t *)pipe, backlog, rc__server_on_connection) == 0);
 }
 
 /* A client of l. */

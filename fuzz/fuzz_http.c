@@ -170,10 +170,9 @@ static rc_http_response_head resp_prefix, resp_full;
  * whenever it refuses. */
 static void as_response(const char *b1, size_t first, const char *b2,
                         size_t len, size_t max_bytes, size_t max_headers) {
-  int r1 = rc_http_parse_response(b1, first, max_bytes, max_headers,
-                                  &resp_prefix);
-  int r2 =
-      rc_http_parse_response(b2, len, max_bytes, max_headers, &resp_full);
+  int r1 =
+      rc_http_parse_response(b1, first, max_bytes, max_headers, &resp_prefix);
+  int r2 = rc_http_parse_response(b2, len, max_bytes, max_headers, &resp_full);
   FUZZ_CHECK(r1 >= RC_HTTP_E_TOO_LARGE && r2 >= RC_HTTP_E_TOO_LARGE);
   if (r1 != RC_HTTP_INCOMPLETE)
     FUZZ_CHECK(r2 == r1);
@@ -189,8 +188,8 @@ static void as_response(const char *b1, size_t first, const char *b2,
     FUZZ_CHECK(within(h->value, h->value_len, b2, len));
   }
   rc_http_client_check chk;
-  rc_http_check_upgrade_response(&resp_full, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
-                                 "chat, superchat", &chk);
+  rc_http_check_upgrade_response(
+      &resp_full, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "chat, superchat", &chk);
   FUZZ_CHECK(chk.reason != NULL && strlen(chk.reason) > 0);
   FUZZ_CHECK(chk.ok || strlen(chk.reason) < sizeof chk.text);
   if (chk.ok && chk.protocol != NULL)

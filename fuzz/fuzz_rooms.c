@@ -63,13 +63,14 @@
 #define MAXTAGS 4096 /* messages one member may be expected to get */
 #define SPIN_LIMIT 64
 
-static const char handshake[] = "GET /rooms HTTP/1.1\r\n"
-                                "Host: localhost\r\n"
-                                "Upgrade: websocket\r\n"
-                                "Connection: Upgrade\r\n"
-                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                "Sec-WebSocket-Version: 13\r\n"
-                                "\r\n";
+static const char handshake[] =
+    "GET /rooms HTTP/1.1\r\n"
+    "Host: localhost\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "\r\n";
 
 static fuzz_listener listener;
 
@@ -134,8 +135,8 @@ static void drain(member *m) {
       m->in = nb;
       m->incap = cap;
     }
-    ssize_t r = recv(m->fd, m->in + m->inlen, m->incap - m->inlen,
-                     MSG_DONTWAIT);
+    ssize_t r =
+        recv(m->fd, m->in + m->inlen, m->incap - m->inlen, MSG_DONTWAIT);
     if (r > 0) {
       m->inlen += (size_t)r;
       continue;
@@ -351,8 +352,7 @@ static void model_apply(const rc_cmd *cmd) {
     h.r[room_index(cmd->room)].members &= ~(1u << i);
     break;
   case RC_CMD_PUBLISH:
-    deliver(room_members(room_index(cmd->room)) & ~excluded(cmd->exclude),
-            tag);
+    deliver(room_members(room_index(cmd->room)) & ~excluded(cmd->exclude), tag);
     break;
   case RC_CMD_BROADCAST: {
     unsigned to = 0;
@@ -514,8 +514,8 @@ static void client_leaves(int i, int hang_up) {
     FUZZ_CHECK(shutdown(m->fd, SHUT_WR) == 0);
     m->hung_up = 1;
   } else {
-    static const uint8_t close_frame[] = {0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1,
-                                          0xE8 ^ 2};
+    static const uint8_t close_frame[] = {0x88, 0x82, 1,        2,
+                                          3,    4,    0x03 ^ 1, 0xE8 ^ 2};
     FUZZ_CHECK(send(m->fd, close_frame, sizeof(close_frame), 0) ==
                (ssize_t)sizeof(close_frame));
   }
@@ -622,8 +622,7 @@ static void setup(void) {
     }
     FUZZ_CHECK(send(m->fd, handshake, sizeof(handshake) - 1, 0) ==
                (ssize_t)(sizeof(handshake) - 1));
-    for (int k = 0; k < SPIN_LIMIT && conn_of(i)->state != RC_CONN_PENDING;
-         k++)
+    for (int k = 0; k < SPIN_LIMIT && conn_of(i)->state != RC_CONN_PENDING; k++)
       turn();
     FUZZ_CHECK(conn_of(i)->state == RC_CONN_PENDING);
     rc_cmd *cmd = make(RC_CMD_ACCEPT, m->id);
@@ -634,8 +633,8 @@ static void setup(void) {
   }
   uv_close((uv_handle_t *)&h.listener, NULL);
   for (int r = 0; r < NROOM; r++)
-    h.r[r].id = ((uint64_t)r + 1) << RC__ROOM_MODE_BITS |
-                (uint64_t)h.r[r].relay;
+    h.r[r].id =
+        ((uint64_t)r + 1) << RC__ROOM_MODE_BITS | (uint64_t)h.r[r].relay;
   for (int k = 0; k < 4; k++)
     turn();
 }
@@ -732,8 +731,7 @@ static void teardown(void) {
       close(h.m[i].fd);
     h.m[i].fd = -1;
   }
-  for (int k = 0; k < SPIN_LIMIT && (s->nconns > 0 || s->open_handles > 0);
-       k++)
+  for (int k = 0; k < SPIN_LIMIT && (s->nconns > 0 || s->open_handles > 0); k++)
     turn();
   FUZZ_CHECK(s->nconns == 0 && s->open_handles == 0);
   for (int i = 0; i < NCONN; i++)

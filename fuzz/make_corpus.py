@@ -57,8 +57,7 @@ def http_seeds() -> dict[str, bytes]:
             b"User-Agent: seed\r\n",
         ),
         "upgrade_bare_lf": d + upgrade(eol=b"\n"),
-        "upgrade_token_lists": d
-        + b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket\r\n"
+        "upgrade_token_lists": d + b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket\r\n"
         b"Connection: keep-alive,  Upgrade \r\nConnection: close\r\n"
         b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n",
         "upgrade_pipelined": d + upgrade() + b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58",
@@ -83,10 +82,7 @@ def http_seeds() -> dict[str, bytes]:
         "high_bytes": d + b"GET /\xc3\xa9 HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",
         "request_line_only": d + b"GET / HTTP/1.1\r\n",
         "incomplete": d + b"GET /chat HTTP/1.1\r\nHost: exa",
-        "many_headers": d
-        + b"GET / HTTP/1.1\r\n"
-        + b"".join(b"X-%d: v\r\n" % i for i in range(110))
-        + b"\r\n",
+        "many_headers": d + b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(110)) + b"\r\n",
         # limits: 64 bytes, 3 headers
         "small_limits": b"\x09\x80" + upgrade(),
         "zero_headers": b"\x04\x80" + b"GET / HTTP/1.1\r\n\r\n",
@@ -179,9 +175,7 @@ def frames_seeds() -> dict[str, bytes]:
         "long_control": one + mask_frame(0x9, b"p" * 126),
         "fragmented_ping": one + mask_frame(0x9, b"p", fin=False),
         "orphan_continuation": one + mask_frame(0x0, b"x"),
-        "text_inside_fragmented": one
-        + mask_frame(0x1, b"a", fin=False)
-        + mask_frame(0x1, b"b"),
+        "text_inside_fragmented": one + mask_frame(0x1, b"a", fin=False) + mask_frame(0x1, b"b"),
         "length_16bit": b"\x07\x00" + mask_frame(0x2, b"z" * 300),
         "length_64bit_huge": one + mask_frame(0x2, b"", length=0x7FFFFFFFFFFFFFFF),
         "length_64bit_msb": one + mask_frame(0x2, b"", length=0xFFFFFFFFFFFFFFFF),
@@ -203,9 +197,7 @@ def frames_seeds() -> dict[str, bytes]:
         + mask_frame(0x9, b"pi")
         + mask_frame(0x2, b"cd")
         + mask_frame(0x8, close_payload(1000)),
-        "sweep_mid_fragment": b"\x0c\x00"
-        + mask_frame(0x1, b"part", fin=False)
-        + mask_frame(0x0, b"rest"),
+        "sweep_mid_fragment": b"\x0c\x00" + mask_frame(0x1, b"part", fin=False) + mask_frame(0x0, b"rest"),
         "server_sends": b"\x23\x00" + text + text,
         "server_closes": b"\x42\x00" + text + text + text + close,
         "keepalive": b"\x85\x00" + text + mask_frame(0xA, b"rc") + text,
@@ -223,13 +215,9 @@ def frames_seeds() -> dict[str, bytes]:
         "raw_garbage": b"\x10\x00" + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         "raw_refused": b"\x50\x00" + RAW_HANDSHAKE + text,
         "raw_stop_while_pending": b"\x10\x40" + RAW_HANDSHAKE + text,
-        "raw_small_limits_pipelined": b"\x10\x04"
-        + RAW_HANDSHAKE
-        + mask_frame(0x2, b"q" * 2000),
+        "raw_small_limits_pipelined": b"\x10\x04" + RAW_HANDSHAKE + mask_frame(0x2, b"q" * 2000),
         "slow_default_queue": b"\x23\x20" + text * 20,
-        "raw_header_flood": b"\x17\x00"
-        + b"GET / HTTP/1.1\r\n"
-        + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n",
+        "raw_header_flood": b"\x17\x00" + b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n",
     }
     return s
 
@@ -260,34 +248,69 @@ def publish(room: int, exclude: int = -1, pad16: int = 0) -> bytes:
 def rooms_seeds() -> dict[str, bytes]:
     everyone = b"".join(join(c, 0) for c in range(4))
     s = {
-        "join_publish_leave": b"\x00" + everyone + publish(0) + bytes([END, 0])
-        + bytes([LEAVE, 1]) + publish(0, exclude=2) + bytes([END, 0]),
-        "send_mixed_with_a_run": b"\x00" + everyone + bytes([SEND, 0])
-        + publish(0) + bytes([SEND, 1]) + publish(0) + publish(0)
+        "join_publish_leave": b"\x00"
+        + everyone
+        + publish(0)
+        + bytes([END, 0])
+        + bytes([LEAVE, 1])
+        + publish(0, exclude=2)
         + bytes([END, 0]),
-        "broadcast_overlapping_rooms": b"\x00" + everyone + join(0, 1) + join(2, 1)
-        + bytes([BROADCAST, 0b0011 | 2 << 4]) + bytes([END, 0]),
+        "send_mixed_with_a_run": b"\x00"
+        + everyone
+        + bytes([SEND, 0])
+        + publish(0)
+        + bytes([SEND, 1])
+        + publish(0)
+        + publish(0)
+        + bytes([END, 0]),
+        "broadcast_overlapping_rooms": b"\x00"
+        + everyone
+        + join(0, 1)
+        + join(2, 1)
+        + bytes([BROADCAST, 0b0011 | 2 << 4])
+        + bytes([END, 0]),
         "relay_all_and_others": control(modes=(NONE, ALL, OTHERS))
-        + join(0, 1) + join(1, 1) + join(1, 2) + join(2, 2) + bytes([END, 0])
-        + bytes([CLIENT_MSG, 1 | 5 << 2]) + bytes([CLIENT_MSG, 3])
+        + join(0, 1)
+        + join(1, 1)
+        + join(1, 2)
+        + join(2, 2)
+        + bytes([END, 0])
+        + bytes([CLIENT_MSG, 1 | 5 << 2])
+        + bytes([CLIENT_MSG, 3])
         + bytes([END, 0]),
-        "closes_and_room_free": b"\x00" + everyone + bytes([CLOSE, 2])
-        + publish(0) + bytes([CLIENT_CLOSE, 1]) + publish(0)
-        + bytes([HANG_UP, 3]) + publish(0) + bytes([ROOM_FREE, 0])
-        + publish(0) + bytes([END, 0]),
-        "slow_member_closed": b"\x01" + everyone + bytes([TOGGLE_READ, 3])
-        + publish(0, pad16=15) * 100 + bytes([END, 0]) + join(3, 1)
-        + bytes([TOGGLE_READ, 3]) + publish(0) + bytes([END, 0]),
-        "slow_member_drops_oldest": b"\x03" + everyone
-        + bytes([TOGGLE_READ, 3]) + publish(0, pad16=15) * 100
-        + bytes([END, 0]) + bytes([TOGGLE_READ, 3]) + publish(0)
+        "closes_and_room_free": b"\x00"
+        + everyone
+        + bytes([CLOSE, 2])
+        + publish(0)
+        + bytes([CLIENT_CLOSE, 1])
+        + publish(0)
+        + bytes([HANG_UP, 3])
+        + publish(0)
+        + bytes([ROOM_FREE, 0])
+        + publish(0)
+        + bytes([END, 0]),
+        "slow_member_closed": b"\x01"
+        + everyone
+        + bytes([TOGGLE_READ, 3])
+        + publish(0, pad16=15) * 100
+        + bytes([END, 0])
+        + join(3, 1)
+        + bytes([TOGGLE_READ, 3])
+        + publish(0)
+        + bytes([END, 0]),
+        "slow_member_drops_oldest": b"\x03"
+        + everyone
+        + bytes([TOGGLE_READ, 3])
+        + publish(0, pad16=15) * 100
+        + bytes([END, 0])
+        + bytes([TOGGLE_READ, 3])
+        + publish(0)
         + bytes([END, 0]),
     }
     return s
 
 
-def envelope(flags: int, sender: int, seq: int, rooms: tuple[bytes, ...] = (),
-             payload: bytes = b"") -> bytes:
+def envelope(flags: int, sender: int, seq: int, rooms: tuple[bytes, ...] = (), payload: bytes = b"") -> bytes:
     """A roomcast message on a Redis channel (csrc/proto/rc_bpwire.h)."""
     head = b"\0rc" + bytes([flags]) + struct.pack(">QQ", sender, seq)
     if rooms:
@@ -298,8 +321,7 @@ def envelope(flags: int, sender: int, seq: int, rooms: tuple[bytes, ...] = (),
 
 def resp(*items: bytes) -> bytes:
     """An array of bulk strings in RESP."""
-    return b"*%d\r\n" % len(items) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(i), i) for i in items)
+    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%s\r\n" % (len(i), i) for i in items)
 
 
 def bpwire_seeds() -> dict[str, bytes]:
@@ -308,31 +330,22 @@ def bpwire_seeds() -> dict[str, bytes]:
     message, names, command, replies = 0, 1, 2, 3
     unbounded, small = 3 << 2, 1 << 2
     s = {
-        "msg_text_one_room": bytes([message | unbounded])
-        + envelope(0x11, 1, 2, payload=b"hello"),
-        "msg_binary_rooms": bytes([message | unbounded])
-        + envelope(0x12, 7, 9, (b"lobby", b"b|c"), b"\x00\xff"),
-        "msg_rooms_cut_short": bytes([message | unbounded])
-        + envelope(0x12, 7, 9, (b"lobby", b"x"))[:-1],
-        "msg_other_version": bytes([message | unbounded])
-        + envelope(0x21, 1, 1, payload=b"x"),
-        "msg_over_the_bound": bytes([message | small]) + envelope(0x10, 1, 1)
-        + b"p" * 17,
-        "msg_text_not_utf8": bytes([message | unbounded])
-        + envelope(0x11, 3, 4, payload=b"\xc3"),
+        "msg_text_one_room": bytes([message | unbounded]) + envelope(0x11, 1, 2, payload=b"hello"),
+        "msg_binary_rooms": bytes([message | unbounded]) + envelope(0x12, 7, 9, (b"lobby", b"b|c"), b"\x00\xff"),
+        "msg_rooms_cut_short": bytes([message | unbounded]) + envelope(0x12, 7, 9, (b"lobby", b"x"))[:-1],
+        "msg_other_version": bytes([message | unbounded]) + envelope(0x21, 1, 1, payload=b"x"),
+        "msg_over_the_bound": bytes([message | small]) + envelope(0x10, 1, 1) + b"p" * 17,
+        "msg_text_not_utf8": bytes([message | unbounded]) + envelope(0x11, 3, 4, payload=b"\xc3"),
         "msg_foreign": bytes([message | unbounded]) + "h\u00e9".encode(),
         "names_default": bytes([names]) + b"roomcast:\0lobby",
         "names_escaped": bytes([names]) + b"a|b\\c:\0x|y",
         "names_long_prefix": bytes([names]) + b"x|y\\z:" * 34 + b"\0r",
         "command_publish": bytes([command]) + b"PUBLISH\0ch\0\0rc\x10",
         "command_get": bytes([command]) + b"GET\0k",
-        "reply_message": bytes([replies])
-        + resp(b"message", b"roomcast:|lobby", b"hi"),
-        "reply_subscribe": bytes([replies]) + b"*3\r\n$9\r\nsubscribe\r\n"
-        b"$1\r\nc\r\n:1\r\n",
+        "reply_message": bytes([replies]) + resp(b"message", b"roomcast:|lobby", b"hi"),
+        "reply_subscribe": bytes([replies]) + b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
         "reply_error_and_status": bytes([replies]) + b"-ERR no\r\n+OK\r\n",
-        "reply_nested": bytes([replies]) + b"*3\r\n:-5\r\n$-1\r\n"
-        b"*2\r\n$2\r\nab\r\n*0\r\n",
+        "reply_nested": bytes([replies]) + b"*3\r\n:-5\r\n$-1\r\n*2\r\n$2\r\nab\r\n*0\r\n",
         "reply_huge_array": bytes([replies]) + b"*2147483647\r\n",
     }
     return s

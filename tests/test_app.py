@@ -278,8 +278,10 @@ async def test_rooms_per_socket_are_bounded():
             await send(a, "join", "r4")
             assert await event(a) == (
                 "error",
-                {"message": "max_rooms_per_socket (3) reached: this socket is in 3 rooms; 'r4' not joined",
-                 "event": "join"},
+                {
+                    "message": "max_rooms_per_socket (3) reached: this socket is in 3 rooms; 'r4' not joined",
+                    "event": "join",
+                },
             )
             await send(a, "join", "r1")  # already in: not a new room
             await send(a, "leave", "r3")

@@ -11,8 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from support.redisproc import RespClient
 from roomcast import App, BackplaneError, Room, Server
+from support.redisproc import RespClient
 
 T = 30  # seconds: generous, the machine is shared
 
@@ -90,12 +90,13 @@ async def drained(publishers, collectors, tag, expect=None):
 
 
 async def test_three_server_processes_share_rooms_exactly_once_in_order(examples, redis_server):
-    servers = [await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url)
-               for _ in range(3)]
-    async with connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a1, \
-            connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a2, \
-            connect(f"ws://127.0.0.1:{servers[1].port}/chat") as b1, \
-            connect(f"ws://127.0.0.1:{servers[2].port}/chat") as c1:
+    servers = [await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url) for _ in range(3)]
+    async with (
+        connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a1,
+        connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a2,
+        connect(f"ws://127.0.0.1:{servers[1].port}/chat") as b1,
+        connect(f"ws://127.0.0.1:{servers[2].port}/chat") as c1,
+    ):
         clients = [a1, a2, b1, c1]
         collectors = [Collector(ws) for ws in clients]
         publishers = [a1, b1, c1]  # one on each server
@@ -116,17 +117,18 @@ async def test_three_server_processes_share_rooms_exactly_once_in_order(examples
             c.stop()
 
     # exclude= across servers: the sender alone does not get its message.
-    async with connect(f"ws://127.0.0.1:{servers[0].port}/others") as a, \
-            connect(f"ws://127.0.0.1:{servers[1].port}/others") as b, \
-            connect(f"ws://127.0.0.1:{servers[2].port}/others") as c:
+    async with (
+        connect(f"ws://127.0.0.1:{servers[0].port}/others") as a,
+        connect(f"ws://127.0.0.1:{servers[1].port}/others") as b,
+        connect(f"ws://127.0.0.1:{servers[2].port}/others") as c,
+    ):
         collectors = [Collector(ws) for ws in (a, b, c)]
         # a's probes reach b and c; b's reach a and c: all subscribed then.
         for _ in range(200):
             await a.send("probe-a")
             await b.send("probe-b")
             await asyncio.sleep(0.1)
-            if "probe-a" in collectors[1].got and "probe-a" in collectors[2].got \
-                    and "probe-b" in collectors[0].got:
+            if "probe-a" in collectors[1].got and "probe-a" in collectors[2].got and "probe-b" in collectors[0].got:
                 break
         others = [[1, 2], [0, 2], [0, 1]]  # whom each one hears
         await drained([a, b, c], collectors, "warm-", others)
@@ -143,8 +145,10 @@ async def test_three_server_processes_share_rooms_exactly_once_in_order(examples
             col.stop()
 
     # A relay room relays in C on every server.
-    async with connect(f"ws://127.0.0.1:{servers[1].port}/relay") as x, \
-            connect(f"ws://127.0.0.1:{servers[2].port}/relay") as y:
+    async with (
+        connect(f"ws://127.0.0.1:{servers[1].port}/relay") as x,
+        connect(f"ws://127.0.0.1:{servers[2].port}/relay") as y,
+    ):
         cx, cy = Collector(x), Collector(y)
         await warm_up([x, y], [cx, cy], "probe-")
         await x.send(b"\x00binary stays binary")
@@ -164,12 +168,13 @@ async def test_three_server_processes_share_rooms_exactly_once_in_order(examples
 
 async def test_a_killed_server_leaves_presence_within_the_ttl(examples, redis_server):
     ttl = 3
-    a = await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url,
-                       "--presence-ttl", str(ttl))
-    b = await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url,
-                       "--presence-ttl", str(ttl))
-    async with connect(f"ws://127.0.0.1:{a.port}/chat?name=alice") as alice, \
-            connect(f"ws://127.0.0.1:{b.port}/chat?name=bob") as bob:
+    a = await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url, "--presence-ttl", str(ttl))
+    b = await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url, "--presence-ttl", str(ttl))
+    async with (
+        connect(f"ws://127.0.0.1:{a.port}/chat?name=alice") as alice,
+        connect(f"ws://127.0.0.1:{b.port}/chat?name=bob") as bob,
+    ):
+
         async def who():
             await alice.send("/who")
             while True:
@@ -234,16 +239,19 @@ async def test_redis_restart_local_delivery_goes_on_then_cross_server_resumes(re
             assert await recv(b) == "before"
 
             redis_server.stop()
-            await until(lambda: r1.stats()["backplane_up"] == 0 and r2.stats()["backplane_up"] == 0,
-                        what="the servers to see Redis gone")
+            await until(
+                lambda: r1.stats()["backplane_up"] == 0 and r2.stats()["backplane_up"] == 0,
+                what="the servers to see Redis gone",
+            )
             await a.send("while down")  # local members still get it
             assert await recv(a) == "while down"
             await b.send("on b")
             assert await recv(b) == "on b"
 
             redis_server.start()
-            await until(lambda: r1.stats()["backplane_up"] == 1 and r2.stats()["backplane_up"] == 1,
-                        what="reconnection")
+            await until(
+                lambda: r1.stats()["backplane_up"] == 1 and r2.stats()["backplane_up"] == 1, what="reconnection"
+            )
             await subscribed(r1)
             await subscribed(r2)
             # What was buffered while down may have gone out before the
@@ -402,16 +410,19 @@ async def test_app_broadcast_to_several_rooms_reaches_each_socket_once(redis_ser
 
     async with apps[0].serve("127.0.0.1", 0) as r0, apps[1].serve("127.0.0.1", 0) as r1:
         for app in apps:
+
             @app.on("enter")
             async def enter(ws):
                 for room in ws.payload:
                     await ws.join(room)
                 await ws.emit("entered")
 
-        async with connect(f"ws://127.0.0.1:{r0.port}/") as speaker, \
-                connect(f"ws://127.0.0.1:{r1.port}/") as both, \
-                connect(f"ws://127.0.0.1:{r1.port}/") as only_b, \
-                connect(f"ws://127.0.0.1:{r0.port}/") as local_both:
+        async with (
+            connect(f"ws://127.0.0.1:{r0.port}/") as speaker,
+            connect(f"ws://127.0.0.1:{r1.port}/") as both,
+            connect(f"ws://127.0.0.1:{r1.port}/") as only_b,
+            connect(f"ws://127.0.0.1:{r0.port}/") as local_both,
+        ):
             for ws, rooms in ((both, ["a", "b"]), (only_b, ["b"]), (local_both, ["a", "b"])):
                 await ws.send(json.dumps({"event": "enter", "payload": rooms}))
                 assert json.loads(await recv(ws))["event"] == "entered"
@@ -438,8 +449,9 @@ async def test_a_message_published_by_another_program_reaches_the_members(redis_
             # Our header with a version we do not know: dropped, counted.
             redis_server.command("PUBLISH", "roomcast:|feed", b"\x00rc\x71" + bytes(16) + b"x")
             # Our header, text flag, invalid UTF-8: dropped, counted.
-            redis_server.command("PUBLISH", "roomcast:|feed", b"\x00rc\x11" + bytes(8) + b"\x00" * 7 + b"\x01"
-                                 + b"\xff")
+            redis_server.command(
+                "PUBLISH", "roomcast:|feed", b"\x00rc\x11" + bytes(8) + b"\x00" * 7 + b"\x01" + b"\xff"
+            )
             redis_server.command("PUBLISH", "roomcast:|feed", "after")
             assert await recv(member) == "after"
             assert running.stats()["backplane_invalid"] == 2
@@ -452,6 +464,7 @@ async def test_presence_counts_members_of_every_server_with_their_identity(redis
     # deadline, only its leave can take it out.
     servers = [Server(backplane=redis_server.url, presence_ttl=600) for _ in range(2)]
     for server, room in zip(servers, rooms, strict=True):
+
         @server.websocket("/p/{name}")
         async def endpoint(websocket, name: str, room=room):
             await room.connect(websocket, identity={"user": name})
@@ -459,8 +472,11 @@ async def test_presence_counts_members_of_every_server_with_their_identity(redis
     async with servers[0].serve("127.0.0.1", 0) as r0, servers[1].serve("127.0.0.1", 0) as r1:
         await until(lambda: r0.stats()["backplane_up"] == 1 and r1.stats()["backplane_up"] == 1)
         assert await rooms[0].count() == 0
-        async with connect(f"ws://127.0.0.1:{r0.port}/p/ann"), connect(f"ws://127.0.0.1:{r1.port}/p/ben"), \
-                connect(f"ws://127.0.0.1:{r1.port}/p/cat") as cat:
+        async with (
+            connect(f"ws://127.0.0.1:{r0.port}/p/ann"),
+            connect(f"ws://127.0.0.1:{r1.port}/p/ben"),
+            connect(f"ws://127.0.0.1:{r1.port}/p/cat") as cat,
+        ):
             await until(lambda: len(rooms[1]) == 2 and len(rooms[0]) == 1)
             for room in rooms:
                 await settles(room.count, 3)
@@ -527,8 +543,14 @@ async def test_unreachable_redis_local_rooms_work_presence_raises(caplog):
 
 
 def test_backplane_options_are_checked():
-    for url, message in [("http://x", "redis://"), ("rediss://x", "TLS"), ("redis://", "no host"),
-                         ("redis://h:99999", "port"), ("redis://h/db", "number"), ("redis://h/0?x=1", "query")]:
+    for url, message in [
+        ("http://x", "redis://"),
+        ("rediss://x", "TLS"),
+        ("redis://", "no host"),
+        ("redis://h:99999", "port"),
+        ("redis://h/db", "number"),
+        ("redis://h/0?x=1", "query"),
+    ]:
         with pytest.raises(ValueError, match=message):
             Server(backplane=url)
     with pytest.raises(ValueError, match="backplane_buffer"):
@@ -634,10 +656,17 @@ async def test_a_broken_redis_costs_a_reconnect_never_the_process(examples):
         b"*1\r\n" * 12 + b":1\r\n",  # nested too deep for the reader
         b"*2147483647\r\n:1\r\n",  # an array announced with 2^31 - 1 elements
     ]
-    cmd_bad = [b"+OK\r\n", b":1\r\n", b"*1\r\n$1\r\nx\r\n",  # replies to no command
-               b"*1\r\n*2000000\r\n"]  # an inner array past the bound
-    fake = await FakeRedis(lambda kind, n: (sub_bad if kind == "sub" else cmd_bad)[(n - 1) % (
-        len(sub_bad) if kind == "sub" else len(cmd_bad))]).start()
+    cmd_bad = [
+        b"+OK\r\n",
+        b":1\r\n",
+        b"*1\r\n$1\r\nx\r\n",  # replies to no command
+        b"*1\r\n*2000000\r\n",
+    ]  # an inner array past the bound
+    fake = await FakeRedis(
+        lambda kind, n: (sub_bad if kind == "sub" else cmd_bad)[
+            (n - 1) % (len(sub_bad) if kind == "sub" else len(cmd_bad))
+        ]
+    ).start()
     try:
         server = await examples("scale_out.py", "--port", "0", "--backplane", fake.url)
         async with connect(f"ws://127.0.0.1:{server.port}/chat") as ws:

@@ -11,8 +11,8 @@ import time
 
 from websockets.asyncio.client import connect
 
-from support.polling import until
 from roomcast import Room, Server
+from support.polling import until
 
 MEMBERS = 20
 BURST = 50
@@ -66,8 +66,10 @@ async def test_a_burst_of_pushes_wakes_the_core_once_and_writes_once_per_member(
                 got = [await asyncio.wait_for(c.recv(), 30) for _ in range(BURST)]
                 assert got == [f"{i:03d}" for i in range(BURST)]
             # As above: a burst's deliveries may be counted after they are read.
-            await until(lambda: running.stats()["deliveries"] >= before["deliveries"] + MEMBERS * BURST,
-                        what="the burst's count")
+            await until(
+                lambda: running.stats()["deliveries"] >= before["deliveries"] + MEMBERS * BURST,
+                what="the burst's count",
+            )
             after = running.stats()
         finally:
             for c in clients:

@@ -25,8 +25,7 @@ def loadgen():
 
 
 def start(cmd, env=None):
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     deadline = time.monotonic() + 30
     line = ""
     while "listening" not in line:
@@ -44,10 +43,28 @@ def free_port():
 
 def fan_out(loadgen, port, pid, window):
     out = subprocess.run(
-        [str(loadgen), "--port", str(port), "--clients", "50", "--messages", "100",
-         "--size", "64", "--window", str(window), "--server-pid", str(pid),
-         "--json", "--timeout", "60"],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(loadgen),
+            "--port",
+            str(port),
+            "--clients",
+            "50",
+            "--messages",
+            "100",
+            "--size",
+            "64",
+            "--window",
+            str(window),
+            "--server-pid",
+            str(pid),
+            "--json",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     result = json.loads(out.stdout)
     assert out.returncode == 0 and result["ok"], out.stderr
     assert result["deliveries"] == 50 * 100
@@ -87,13 +104,30 @@ def test_shared_room_across_servers_delivers_everything(loadgen, redis_server):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO / "python")]))
     ports = [free_port() for _ in range(3)]
-    procs = [start([sys.executable, str(REPO / "benchmarks/servers/roomcast_chat.py"), str(port),
-                    redis_server.url], env) for port in ports]
+    procs = [
+        start([sys.executable, str(REPO / "benchmarks/servers/roomcast_chat.py"), str(port), redis_server.url], env)
+        for port in ports
+    ]
     try:
         out = subprocess.run(
-            [str(loadgen), "--ports", ",".join(map(str, ports)), "--clients", "30", "--messages", "100",
-             "--window", "8", "--json", "--timeout", "60"],
-            capture_output=True, text=True, timeout=120)
+            [
+                str(loadgen),
+                "--ports",
+                ",".join(map(str, ports)),
+                "--clients",
+                "30",
+                "--messages",
+                "100",
+                "--window",
+                "8",
+                "--json",
+                "--timeout",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         result = json.loads(out.stdout)
         assert out.returncode == 0 and result["ok"], out.stderr
         assert result["deliveries"] == 30 * 100
@@ -155,11 +189,15 @@ class AwkwardServer:
         if style == 0:
             return [whole]
         if style == 1:
-            return [self.frame(0x1, msg[:5], fin=False), self.frame(0x9, b"hi"),
-                    self.frame(0x0, msg[5:20], fin=False), self.frame(0x0, msg[20:])]
+            return [
+                self.frame(0x1, msg[:5], fin=False),
+                self.frame(0x9, b"hi"),
+                self.frame(0x0, msg[5:20], fin=False),
+                self.frame(0x0, msg[20:]),
+            ]
         if style == 2:
             cuts = [0, 1, 3, 12, 30, len(whole) // 2, len(whole)]
-            return [whole[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+            return [whole[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
         return [self.frame(0x9, b"ping"), whole[:1], whole[1:]]
 
     def serve(self, conn: socket.socket) -> None:
@@ -175,8 +213,9 @@ class AwkwardServer:
             if not line:
                 return
             head += line
-        key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
-               if ln.lower().startswith(b"sec-websocket-key:")][0]
+        key = [
+            ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key:")
+        ][0]
         accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
         out: queue.Queue = queue.Queue()
 
@@ -195,8 +234,12 @@ class AwkwardServer:
                         time.sleep(0.001)  # separate segments, separate reads
 
         self.threading.Thread(target=sender, daemon=True).start()
-        out.put([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"])
+        out.put(
+            [
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            ]
+        )
         with self.lock:
             index = len(self.members)
             self.members.append(out)
@@ -233,9 +276,26 @@ def test_loadgen_reads_frames_in_every_shape(loadgen, size):
     server = AwkwardServer()
     try:
         out = subprocess.run(
-            [str(loadgen), "--port", str(server.port), "--clients", "8", "--messages", "20",
-             "--size", str(size), "--window", "4", "--json", "--timeout", "60"],
-            capture_output=True, text=True, timeout=120)
+            [
+                str(loadgen),
+                "--port",
+                str(server.port),
+                "--clients",
+                "8",
+                "--messages",
+                "20",
+                "--size",
+                str(size),
+                "--window",
+                "4",
+                "--json",
+                "--timeout",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         result = json.loads(out.stdout)
         assert out.returncode == 0 and result["ok"], out.stderr
         assert result["deliveries"] == 8 * 20

@@ -19,7 +19,7 @@ import uuid
 import pytest
 from websockets.asyncio.client import connect
 
-from support.browser import CHAT, POLL, REPO, START, T, DevTools, Tab, here, shows, stop, tail
+from support.browser import CHAT, POLL, REPO, START, DevTools, T, Tab, here, shows, stop, tail
 
 
 @pytest.fixture
@@ -69,7 +69,9 @@ async def test_two_tabs_chat_through_the_page(chromium, chat_server):
         try:
             # Each page joins the lobby by itself; presence reaches both.
             a = await Tab.open(devtools, "A", chat_server)
-            await a.wait_for("its socket open, in the lobby", lambda s: s["status"] == "connected" and "lobby" in s["rooms"])
+            await a.wait_for(
+                "its socket open, in the lobby", lambda s: s["status"] == "connected" and "lobby" in s["rooms"]
+            )
             b = await Tab.open(devtools, "B", chat_server)
             await b.wait_for("'2 here' in the lobby", here("lobby", 2))
             await a.wait_for("'2 here' in the lobby", here("lobby", 2))

@@ -21,7 +21,7 @@ import uuid
 import pytest
 from websockets.asyncio.client import connect
 
-from support.browser import CHAT, POLL, REPO, START, T, DevTools, Tab, here, shows, tail
+from support.browser import CHAT, POLL, REPO, START, DevTools, T, Tab, here, shows, tail
 
 # Reconnection backs off up to 10 s between attempts: a hang guard, not a
 # speed expectation.
@@ -130,7 +130,9 @@ async def test_page_reconnects_and_rejoins_its_room_after_a_restart(chromium, ch
 
             server.kill()
             for tab in (a, b):
-                await tab.wait_for("the connection lost", lambda s: s["status"].startswith(("connection lost", "reconnecting")))
+                await tab.wait_for(
+                    "the connection lost", lambda s: s["status"].startswith(("connection lost", "reconnecting"))
+                )
             # Typed while nobody listens: the client keeps it for later.
             assert await a.say(room, queued["name"], queued["text"]) == "", "tab A did not take the message"
             assert await a.evaluate("socket.readyState") == 0, "tab A's socket is not waiting to reconnect"

@@ -6,8 +6,17 @@ import asyncio
 import pytest
 
 import roomcast
-from support.clientpeers import T, RawServer, WebsocketsServer, accept, close_frame, read_client_frame, read_request, server_frame
 from roomcast import ConnectionClosed, ConnectionFailed, InvalidStateError, Server
+from support.clientpeers import (
+    RawServer,
+    T,
+    WebsocketsServer,
+    accept,
+    close_frame,
+    read_client_frame,
+    read_request,
+    server_frame,
+)
 from support.wsraw import OP_TEXT, ServerThread, echo_server
 
 
@@ -133,8 +142,7 @@ async def test_a_server_that_answers_and_closes_at_once_is_opened_then_read():
     then the close."""
 
     def script(sock, reader):
-        accept(sock, read_request(reader),
-               extra=server_frame(OP_TEXT, b"301") + close_frame(1000, "done"))
+        accept(sock, read_request(reader), extra=server_frame(OP_TEXT, b"301") + close_frame(1000, "done"))
         read_client_frame(reader)  # the close's answer
 
     for _ in range(10):

@@ -10,8 +10,8 @@ import sys
 import threading
 
 import roomcast
-from support.clientpeers import T, RawServer, read_request, wait_until
 from roomcast import WebSocket
+from support.clientpeers import RawServer, T, read_request, wait_until
 from support.wsraw import ServerThread, echo_server
 
 
@@ -49,7 +49,11 @@ def test_no_thread_or_descriptor_is_left_after_close():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
         [sys.executable, "-c", "import test_client_leaks as t; t.no_thread_or_descriptor_is_left_after_close()"],
-        cwd=here, env=env, capture_output=True, text=True, timeout=10 * T,
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10 * T,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -12,9 +12,10 @@ import time
 import pytest
 
 import roomcast
+from roomcast import TLS, WebSocket
 from support.clientpeers import (
-    T,
     RawServer,
+    T,
     WebsocketsServer,
     accept,
     close_frame,
@@ -26,7 +27,6 @@ from support.clientpeers import (
     server_frame,
     wait_until,
 )
-from roomcast import TLS, WebSocket
 from support.wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 
@@ -214,11 +214,13 @@ def answering(response: bytes, *, then_close=True):
     [
         (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "HTTP 404 in handshake: Not Found"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", "HTTP 200 in handshake: OK"),
-        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         b"Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "handshake: wrong Sec-WebSocket-Accept"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            "handshake: wrong Sec-WebSocket-Accept",
+        ),
         (b"\x16\x03\x01garbage that is not HTTP\r\n\r\n", "handshake: malformed HTTP response"),
-        (b"HTTP/1.1 101 OK\r\n" + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n",
-         "handshake: the response head is too large"),
+        (b"HTTP/1.1 101 OK\r\n" + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n", "handshake: the response head is too large"),
         (b"HTTP/1.1 101", "the server closed the connection waiting for the HTTP 101 response"),
     ],
 )
@@ -249,7 +251,6 @@ def test_a_server_that_never_answers_hits_the_handshake_timeout():
 
 def test_a_server_that_vanishes_mid_message():
     for rst in (False, True):
-
         got_whole = threading.Event()
 
         def script(sock, reader):
@@ -272,8 +273,11 @@ def test_a_server_that_vanishes_mid_message():
             ws.onclose = lambda code, reason: closes.append((code, reason))
             ws.wait_closed(T)
             assert messages == ["whole"]  # no part of the cut message
-            expected = ("connection lost: connection reset by peer" if rst
-                        else "connection closed by the server without a close frame")
+            expected = (
+                "connection lost: connection reset by peer"
+                if rst
+                else "connection closed by the server without a close frame"
+            )
             assert closes == [(1006, expected)]
             assert errors == [expected]
 
@@ -364,7 +368,7 @@ BIG = bytes(range(256)) * (4 << 12)  # 4 MiB
 
 
 def fragments(data: bytes, size: int) -> list:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 @pytest.mark.parametrize("size", [64, 256])

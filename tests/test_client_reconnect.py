@@ -9,10 +9,10 @@ import time
 import pytest
 
 import roomcast
-from support.clientpeers import T, RawServer, accept, close_frame, idle, read_request, wait_until
-from support.polling import until
 from roomcast import ConnectionClosed, WebSocket
 from roomcast.client._settings import Policy as _Policy
+from support.clientpeers import RawServer, T, accept, close_frame, idle, read_request, wait_until
+from support.polling import until
 from support.wsraw import ServerThread, echo_server
 
 
@@ -26,8 +26,7 @@ def test_sync_client_reconnects_across_a_server_restart():
 
     with ServerThread(echo_server()) as first:
         port = first.port
-        ws = WebSocket(f"ws://127.0.0.1:{port}/echo", reconnect=True, min_delay=0.05, max_delay=0.2,
-                       max_attempts=None)
+        ws = WebSocket(f"ws://127.0.0.1:{port}/echo", reconnect=True, min_delay=0.05, max_delay=0.2, max_attempts=None)
         ws.onopen = lambda: note("open", ws.readyState)
         ws.onmessage = lambda m: note("message", m)
         ws.onerror = lambda e: note("error", e.reason)
@@ -61,8 +60,13 @@ async def test_asyncio_client_reconnects_across_a_server_restart():
     reconnected = []
     with ServerThread(echo_server()) as first:
         port = first.port
-        ws = await roomcast.connect(f"ws://127.0.0.1:{port}/echo", reconnect=True, min_delay=0.05,
-                                    max_delay=0.2, on_reconnect=reconnected.append)
+        ws = await roomcast.connect(
+            f"ws://127.0.0.1:{port}/echo",
+            reconnect=True,
+            min_delay=0.05,
+            max_delay=0.2,
+            on_reconnect=reconnected.append,
+        )
         await ws.send("one")
         assert await asyncio.wait_for(ws.recv(), T) == "one"
     pending = asyncio.ensure_future(ws.recv())  # waits through the outage

@@ -11,9 +11,10 @@ import time
 import pytest
 
 import roomcast
+from roomcast import ConnectionClosed, InvalidStateError, Server, WebSocket
 from support.clientpeers import (
-    T,
     RawServer,
+    T,
     accept,
     close_frame,
     read_client_frame,
@@ -21,7 +22,6 @@ from support.clientpeers import (
     server_frame,
     wait_until,
 )
-from roomcast import ConnectionClosed, InvalidStateError, Server, WebSocket
 from support.wsraw import OP_CLOSE, OP_TEXT, ServerThread, echo_server
 
 
@@ -173,8 +173,7 @@ def test_a_server_that_answers_and_closes_at_once_is_opened_then_read():
     times, since the race is between the waiting thread and the callbacks'."""
 
     def script(sock, reader):
-        accept(sock, read_request(reader),
-               extra=server_frame(OP_TEXT, b"301") + close_frame(1000, "done"))
+        accept(sock, read_request(reader), extra=server_frame(OP_TEXT, b"301") + close_frame(1000, "done"))
         read_client_frame(reader)  # the close's answer
 
     for _ in range(10):

@@ -367,7 +367,8 @@ async def test_bad_frames_and_failing_handlers_get_an_error_and_the_socket_stays
         assert name == "error" and "not JSON" in payload["message"]
         await send(ws, "nobody-handles-this")
         assert await event(ws) == (
-            "error", {"message": "no handler for event 'nobody-handles-this'", "event": "nobody-handles-this"}
+            "error",
+            {"message": "no handler for event 'nobody-handles-this'", "event": "nobody-handles-this"},
         )
         await send(ws, "boom")
         assert await event(ws) == ("error", {"message": "internal error", "event": "boom"})

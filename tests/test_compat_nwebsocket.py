@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from support.clientpeers import WebsocketsServer, make_certificate, server_context, wait_until
 from roomcast.compat import nwebsocket
+from support.clientpeers import WebsocketsServer, make_certificate, server_context, wait_until
 from support.wsraw import ServerThread, echo_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +28,9 @@ def run_example(script, url, *, fails=False, **env):
     # Appended: a PYTHONPATH already set (make sanitize) names the build.
     paths = [environ.get("PYTHONPATH", ""), str(REPO / "python")]
     environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / script), url], env=environ,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / script), url], env=environ, capture_output=True, text=True, timeout=120
+    )
     assert (proc.returncode != 0) == fails, proc.stdout + proc.stderr
     if fails:  # the example's send() after the failure raises
         assert "roomcast.client.ConnectionClosed: connection closed: 1006" in proc.stderr
@@ -65,8 +66,7 @@ def test_readme_examples_against_the_roomcast_echo_example():
 def test_without_the_certificate_the_wss_example_reports_the_error(tls_echo):
     url, _ = tls_echo
     lines = run_example("nwebsocket_minimal.py", url, fails=True, SSL_CERT_FILE=os.devnull)
-    assert lines == ["Connection error TLS: certificate verify failed: self-signed certificate",
-                     "Closed connection"]
+    assert lines == ["Connection error TLS: certificate verify failed: self-signed certificate", "Closed connection"]
 
 
 def test_the_nwebsocket_names_and_semantics():

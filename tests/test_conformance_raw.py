@@ -20,20 +20,31 @@ import threading
 import pytest
 
 from support import wsraw
-from support.wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                   Frame, WSClient, close_payload, encode_frame)
+from support.wsraw import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Frame,
+    WSClient,
+    close_payload,
+    encode_frame,
+)
 
 MIB = 1 << 20
 LIMIT = 4 * MIB  # max_message_size of the server under test
 
 
-
 @pytest.fixture(scope="module")
 def server():
     # No keepalive pings: every frame a case reads is an answer to it.
-    with wsraw.ServerThread(wsraw.echo_server(
-            max_message_size=LIMIT, max_queue_bytes=4 * LIMIT,
-            max_receive_queue=4 * LIMIT, ping_interval=0)) as running:
+    with wsraw.ServerThread(
+        wsraw.echo_server(
+            max_message_size=LIMIT, max_queue_bytes=4 * LIMIT, max_receive_queue=4 * LIMIT, ping_interval=0
+        )
+    ) as running:
         yield running
 
 
@@ -66,8 +77,7 @@ def recv_raw(c):
         head += ext
     assert not head[1] & 0x80, "the server masked a frame"
     payload = c.reader.read_exact(n)
-    return head, Frame(bool(head[0] & 0x80), (head[0] >> 4) & 7,
-                       head[0] & 0xF, payload)
+    return head, Frame(bool(head[0] & 0x80), (head[0] >> 4) & 7, head[0] & 0xF, payload)
 
 
 def frames_until_close(c):
@@ -105,11 +115,13 @@ def expect_failure(c, code, before=()):
 def send_in_background(c, data):
     """Sends from a thread: the server may answer (and stop reading) before
     a large payload is through."""
+
     def run():
         try:
             c.send_raw(data)
         except OSError:
             pass
+
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
@@ -117,7 +129,7 @@ def send_in_background(c, data):
 
 def send_chopped(c, data, size):
     for i in range(0, len(data), size):
-        c.send_raw(data[i:i + size])
+        c.send_raw(data[i : i + size])
 
 
 def echo(c, opcode, payload):
@@ -138,8 +150,7 @@ def expected_header_len(n):
 
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
 @pytest.mark.parametrize("n", LENGTHS)
-def test_message_of_each_length_is_echoed_with_minimal_length_encoding(
-        client, opcode, n):
+def test_message_of_each_length_is_echoed_with_minimal_length_encoding(client, opcode, n):
     # 7-bit lengths up to 125, 16-bit up to 65535, 64-bit beyond.
     payload = (b"*" if opcode == OP_TEXT else b"\xfe") * n
     t = send_in_background(client, encode_frame(opcode, payload))
@@ -166,9 +177,11 @@ def test_many_small_messages_in_one_write_are_echoed_in_order(client):
 # --- 2 pings and pongs -----------------------------------------------------
 
 
-@pytest.mark.parametrize("payload", [b"", b"Hello, world!", bytes(range(256))[:125],
-                                     b"\x00\xff" * 62 + b"!"],
-                         ids=["empty", "text", "binary-125", "125-bytes"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"Hello, world!", bytes(range(256))[:125], b"\x00\xff" * 62 + b"!"],
+    ids=["empty", "text", "binary-125", "125-bytes"],
+)
 def test_ping_is_answered_by_a_pong_with_its_payload(client, payload):
     client.send_frame(OP_PING, payload)
     frame = client.recv_frame()
@@ -201,13 +214,11 @@ def test_unsolicited_pong_then_ping_gets_one_pong(client):
     client.send_frame(OP_PING, b"solicited")
     client.send_text("end")
     frames = [client.recv_frame() for _ in range(2)]
-    assert [(f.opcode, f.payload) for f in frames] == [
-        (OP_PONG, b"solicited"), (OP_TEXT, b"end")]
+    assert [(f.opcode, f.payload) for f in frames] == [(OP_PONG, b"solicited"), (OP_TEXT, b"end")]
 
 
 def test_ten_pings_get_ten_pongs_in_order(client):
-    client.send_raw(b"".join(encode_frame(OP_PING, b"ping %d" % i)
-                             for i in range(10)))
+    client.send_raw(b"".join(encode_frame(OP_PING, b"ping %d" % i) for i in range(10)))
     for i in range(10):
         frame = client.recv_frame()
         assert (frame.opcode, frame.payload) == (OP_PONG, b"ping %d" % i)
@@ -238,27 +249,23 @@ def test_reserved_bits_fail_the_connection_with_1002(client, rsv, kind):
     opcode, payload = FRAMES_FOR_RSV[kind]
     echo(client, OP_TEXT, b"valid first")
     # The ping after the bad frame must not be answered.
-    client.send_raw(encode_frame(opcode, payload, rsv=rsv)
-                    + encode_frame(OP_PING, b"after"))
+    client.send_raw(encode_frame(opcode, payload, rsv=rsv) + encode_frame(OP_PING, b"after"))
     expect_failure(client, 1002)
 
 
 # --- 4 reserved opcodes ------------------------------------------------------
 
 
-@pytest.mark.parametrize("payload", [b"", b"reserved payload"],
-                         ids=["empty", "payload"])
+@pytest.mark.parametrize("payload", [b"", b"reserved payload"], ids=["empty", "payload"])
 @pytest.mark.parametrize("opcode", [3, 4, 5, 6, 7, 11, 12, 13, 14, 15])
 def test_reserved_opcode_fails_the_connection_with_1002(client, opcode, payload):
     echo(client, OP_TEXT, b"valid first")
-    client.send_raw(encode_frame(opcode, payload)
-                    + encode_frame(OP_PING, b"after"))
+    client.send_raw(encode_frame(opcode, payload) + encode_frame(OP_PING, b"after"))
     expect_failure(client, 1002)
 
 
 @pytest.mark.parametrize("opcode", [3, 11])
-def test_reserved_opcode_inside_a_fragmented_message_fails_with_1002(
-        client, opcode):
+def test_reserved_opcode_inside_a_fragmented_message_fails_with_1002(client, opcode):
     client.send_frame(OP_TEXT, b"start ", fin=False)
     client.send_frame(opcode, b"x")
     expect_failure(client, 1002)
@@ -283,15 +290,13 @@ def test_continuation_after_the_final_fragment_fails_with_1002(client):
 
 @pytest.mark.parametrize("second", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
 @pytest.mark.parametrize("first", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
-def test_new_data_frame_inside_a_fragmented_message_fails_with_1002(
-        client, first, second):
+def test_new_data_frame_inside_a_fragmented_message_fails_with_1002(client, first, second):
     client.send_frame(first, b"first half", fin=False)
     client.send_frame(second, b"a new message", fin=True)
     expect_failure(client, 1002)
 
 
-@pytest.mark.parametrize("opcode", [OP_PING, OP_PONG, OP_CLOSE],
-                         ids=["ping", "pong", "close"])
+@pytest.mark.parametrize("opcode", [OP_PING, OP_PONG, OP_CLOSE], ids=["ping", "pong", "close"])
 def test_fragmented_control_frame_fails_with_1002(client, opcode):
     payload = close_payload(1000) if opcode == OP_CLOSE else b"frag"
     client.send_frame(opcode, payload[:2], fin=False)
@@ -319,8 +324,7 @@ def test_empty_fragments_make_an_empty_message(client):
 
 
 def test_fragmented_message_sent_one_byte_at_a_time(client):
-    data = (encode_frame(OP_TEXT, b"fragment1", fin=False)
-            + encode_frame(OP_CONT, b"fragment2", fin=True))
+    data = encode_frame(OP_TEXT, b"fragment1", fin=False) + encode_frame(OP_CONT, b"fragment2", fin=True)
     send_chopped(client, data, 1)
     assert client.recv_text() == "fragment1fragment2"
 
@@ -369,8 +373,9 @@ def test_valid_utf8_is_echoed(client, text):
 def test_valid_utf8_in_one_byte_fragments_is_accepted(client, text):
     # Every code point of several bytes is split across fragments.
     data = text.encode("utf-8")
-    frames = [encode_frame(OP_TEXT if i == 0 else OP_CONT, data[i:i + 1],
-                           fin=i == len(data) - 1) for i in range(len(data))]
+    frames = [
+        encode_frame(OP_TEXT if i == 0 else OP_CONT, data[i : i + 1], fin=i == len(data) - 1) for i in range(len(data))
+    ]
     client.send_raw(b"".join(frames))
     assert client.recv_text() == text
 
@@ -401,8 +406,7 @@ INVALID_UTF8 = {
     "above-10ffff": b"\xf4\x90\x80\x80",
     "f5-lead": b"\xf5\x80\x80\x80",
     # Autobahn 6.3.1: valid text with a surrogate in the middle.
-    "kosme-with-surrogate": b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
-                            b"\xed\xa0\x80edited",
+    "kosme-with-surrogate": b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited",
 }
 
 
@@ -412,11 +416,13 @@ def test_invalid_utf8_fails_the_connection_with_1007(client, data):
     expect_failure(client, 1007)
 
 
-@pytest.mark.parametrize("data", [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"],
-                         ids=["surrogate", "overlong", "above-10ffff"])
+@pytest.mark.parametrize(
+    "data", [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"], ids=["surrogate", "overlong", "above-10ffff"]
+)
 def test_invalid_utf8_in_one_byte_fragments_fails_with_1007(client, data):
-    frames = [encode_frame(OP_TEXT if i == 0 else OP_CONT, data[i:i + 1],
-                           fin=i == len(data) - 1) for i in range(len(data))]
+    frames = [
+        encode_frame(OP_TEXT if i == 0 else OP_CONT, data[i : i + 1], fin=i == len(data) - 1) for i in range(len(data))
+    ]
     client.send_raw(b"".join(frames))
     expect_failure(client, 1007)
 
@@ -478,8 +484,7 @@ def test_close_without_payload_is_answered(client):
 
 # RFC 6455 7.4 and IANA's registry: 1012 service restart, 1013 try again
 # later, 1014 bad gateway were registered after the RFC.
-VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-               1012, 1013, 1014, 3000, 3999, 4000, 4999]
+VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
 
 
 @pytest.mark.parametrize("code", VALID_CODES)
@@ -498,8 +503,7 @@ def test_close_with_a_124_byte_reason_fails_with_1002(client):
     expect_failure(client, 1002)
 
 
-INVALID_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999,
-                 5000, 65535]
+INVALID_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
 
 @pytest.mark.parametrize("code", INVALID_CODES)
@@ -519,9 +523,11 @@ def test_close_reason_with_invalid_utf8_fails_with_1007(client):
 
 
 def test_data_and_pings_after_close_are_ignored(client):
-    client.send_raw(encode_frame(OP_CLOSE, close_payload(1000))
-                    + encode_frame(OP_TEXT, b"after close")
-                    + encode_frame(OP_PING, b"after close"))
+    client.send_raw(
+        encode_frame(OP_CLOSE, close_payload(1000))
+        + encode_frame(OP_TEXT, b"after close")
+        + encode_frame(OP_PING, b"after close")
+    )
     frames = frames_until_close(client)
     assert [f.opcode for f in frames] == [OP_CLOSE]
     assert frames[0].close_code == 1000
@@ -529,8 +535,7 @@ def test_data_and_pings_after_close_are_ignored(client):
 
 
 def test_second_close_is_ignored(client):
-    client.send_raw(encode_frame(OP_CLOSE, close_payload(1000))
-                    + encode_frame(OP_CLOSE, close_payload(1001)))
+    client.send_raw(encode_frame(OP_CLOSE, close_payload(1000)) + encode_frame(OP_CLOSE, close_payload(1001)))
     frames = frames_until_close(client)
     assert [(f.opcode, f.close_code) for f in frames] == [(OP_CLOSE, 1000)]
     assert_tcp_ends(client)
@@ -574,32 +579,32 @@ def test_message_one_byte_over_the_limit_fails_with_1009(client, opcode):
 
 def test_fragmented_message_one_byte_over_the_limit_fails_with_1009(client):
     half = LIMIT // 2
-    t = send_in_background(client,
-                           encode_frame(OP_BINARY, b"a" * half, fin=False)
-                           + encode_frame(OP_CONT, b"b" * half, fin=False)
-                           + encode_frame(OP_CONT, b"c", fin=True))
+    t = send_in_background(
+        client,
+        encode_frame(OP_BINARY, b"a" * half, fin=False)
+        + encode_frame(OP_CONT, b"b" * half, fin=False)
+        + encode_frame(OP_CONT, b"c", fin=True),
+    )
     expect_failure(client, 1009)
     t.join(wsraw.TIMEOUT)
 
 
 def test_fragmented_message_of_exactly_the_limit_is_echoed(client):
     quarter = LIMIT // 4
-    data = b"".join(encode_frame(OP_TEXT if i == 0 else OP_CONT,
-                                 bytes([65 + i]) * quarter, fin=i == 3)
-                    for i in range(4))
+    data = b"".join(
+        encode_frame(OP_TEXT if i == 0 else OP_CONT, bytes([65 + i]) * quarter, fin=i == 3) for i in range(4)
+    )
     t = send_in_background(client, data)
     frame = client.recv_frame()
     t.join(wsraw.TIMEOUT)
     assert len(frame.payload) == LIMIT
-    assert frame.payload == b"A" * quarter + b"B" * quarter + b"C" * quarter \
-        + b"D" * quarter
+    assert frame.payload == b"A" * quarter + b"B" * quarter + b"C" * quarter + b"D" * quarter
 
 
 # --- masking -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY, OP_PING, OP_CLOSE],
-                         ids=["text", "binary", "ping", "close"])
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY, OP_PING, OP_CLOSE], ids=["text", "binary", "ping", "close"])
 def test_unmasked_client_frame_fails_with_1002(client, opcode):
     payload = close_payload(1000) if opcode == OP_CLOSE else b"unmasked"
     client.send_frame(opcode, payload, mask=False)

@@ -12,8 +12,8 @@ import resource
 import pytest
 from websockets.asyncio.client import connect
 
-from support import wsraw
 from roomcast import Room, Server
+from support import wsraw
 
 N_CLIENTS = 500
 BURST = 100
@@ -71,8 +71,9 @@ def room_server():
 
 
 async def open_member(port):
-    ws = await connect("ws://127.0.0.1:%d/room" % port, open_timeout=60,
-                       close_timeout=30, ping_interval=None, max_queue=None)
+    ws = await connect(
+        "ws://127.0.0.1:%d/room" % port, open_timeout=60, close_timeout=30, ping_interval=None, max_queue=None
+    )
     await ws.send("hello")
     assert await asyncio.wait_for(ws.recv(), 60) == "hello"
     return ws
@@ -176,8 +177,7 @@ def test_member_that_never_reads_is_closed_with_1008_and_others_get_everything()
                         if st.running.stats()["slow_consumer_closes"] > 0:
                             break
                         await members[0].send("round %d" % k)
-                        rounds = await asyncio.gather(
-                            *(receive(ws, ROUND) for ws in members))
+                        rounds = await asyncio.gather(*(receive(ws, ROUND) for ws in members))
                         for got, more in zip(received, rounds, strict=True):
                             got += more
                     return received
@@ -242,8 +242,7 @@ def test_bursts_with_exclusions_reach_a_slow_reader_whole_and_in_order():
             burst = int(arg)
             for i in range(MIXED):
                 k = left_out(burst, i)
-                await room.push_text(mixed_message(burst, i),
-                                     exclude=None if k is None else order[k])
+                await room.push_text(mixed_message(burst, i), exclude=None if k is None else order[k])
 
     server.route("/room", room)
 
@@ -258,8 +257,9 @@ def test_bursts_with_exclusions_reach_a_slow_reader_whole_and_in_order():
             assert slow.recv_text() == "hello"
 
             async def the_others(members, burst):
-                readers = [asyncio.create_task(receive(ws, len(expected(burst, k + 1))))
-                           for k, ws in enumerate(members)]
+                readers = [
+                    asyncio.create_task(receive(ws, len(expected(burst, k + 1)))) for k, ws in enumerate(members)
+                ]
                 await members[0].send("burst %d" % burst)
                 return await asyncio.gather(*readers)
 

@@ -26,8 +26,17 @@ import time
 import pytest
 
 from support import wsraw
-from support.wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                   WSClient, encode_frame, handshake_request)
+from support.wsraw import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    WSClient,
+    encode_frame,
+    handshake_request,
+)
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -65,8 +74,7 @@ def read_close(c):
 
 def reset(sock):
     """Closes with an RST instead of a FIN: the client just vanishes."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                    struct.pack("ii", 1, 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
 
 
@@ -83,7 +91,7 @@ def dropped(sock, timeout=wsraw.TIMEOUT):
             data += chunk
     except ConnectionResetError:
         pass
-    except socket.timeout:
+    except TimeoutError:
         return False
     return data == b"" or data.startswith(b"HTTP/1.1 408 ")
 
@@ -154,7 +162,11 @@ class ChildServer:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", self.SCRIPT, json.dumps(options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         if not line:
             self.proc.kill()
@@ -211,7 +223,7 @@ def test_slowloris_handshake_is_dropped_at_the_handshake_timeout(served):
             closed = False
             # 30 bytes (30 s) is the hang guard: far from the whole request.
             while sent < 30:
-                slow.sendall(request[sent:sent + 1])
+                slow.sendall(request[sent : sent + 1])
                 sent += 1
                 exchange(good, "tick %d" % sent)
                 readable, _, _ = select.select([slow], [], [], 1.0)
@@ -351,8 +363,7 @@ def test_flood_of_one_byte_fragments_is_refused_without_memory_blowup(capsys):
             close = None
             while close is None:
                 assert held <= limit, "no refusal after the limit"
-                data = b"".join(encode_frame(OP_CONT, b"f", fin=False)
-                                for _ in range(batch))
+                data = b"".join(encode_frame(OP_CONT, b"f", fin=False) for _ in range(batch))
                 try:
                     flood.send_raw(data + encode_frame(OP_PING, b"%d" % held))
                 except OSError:
@@ -374,9 +385,10 @@ def test_flood_of_one_byte_fragments_is_refused_without_memory_blowup(capsys):
             flood.close()
     grown = (peak - rss_before) * KIB
     with capsys.disabled():
-        print("\n[fragment flood] refused after %d+ one-byte fragments; "
-              "peak RSS +%d KiB, %.1f bytes per fragment held"
-              % (held, grown // KIB, grown / held))
+        print(
+            "\n[fragment flood] refused after %d+ one-byte fragments; "
+            "peak RSS +%d KiB, %.1f bytes per fragment held" % (held, grown // KIB, grown / held)
+        )
     if not UNDER_ASAN:
         assert grown < 2 * limit, "peak grew by %.1f MiB" % (grown / MIB)
 
@@ -384,11 +396,15 @@ def test_flood_of_one_byte_fragments_is_refused_without_memory_blowup(capsys):
 # --- gigantic declared payloads ----------------------------------------------
 
 
-@pytest.mark.parametrize("declared", [
-    2 << 30,
-    (1 << 63) - 1,
-    (1 << 64) - 1,
-], ids=["2GiB", "2^63-1", "2^64-1"])
+@pytest.mark.parametrize(
+    "declared",
+    [
+        2 << 30,
+        (1 << 63) - 1,
+        (1 << 64) - 1,
+    ],
+    ids=["2GiB", "2^63-1", "2^64-1"],
+)
 def test_gigantic_declared_payload_is_refused_without_allocating_it(declared):
     """Only the header (and a few payload bytes) of a frame that declares a
     2 GiB, 2^63-1 or 2^64-1 byte payload: the server fails the connection
@@ -478,14 +494,20 @@ def test_random_bytes_after_the_handshake_fail_the_connection(served, seed):
 FRAME = encode_frame(OP_BINARY, b"v" * 70000)  # 10-byte header + mask
 
 
-@pytest.mark.parametrize("cut", [
-    ("handshake", handshake_request("/echo", key=wsraw.new_key())[:40]),
-    ("header", FRAME[:5]),
-    ("mask", FRAME[:12]),
-    ("payload", FRAME[:35000]),
-    ("fragmented", encode_frame(OP_TEXT, b"first ", fin=False)
-     + encode_frame(OP_CONT, b"second" * 100, fin=False)[:300]),
-], ids=lambda cut: cut[0])
+@pytest.mark.parametrize(
+    "cut",
+    [
+        ("handshake", handshake_request("/echo", key=wsraw.new_key())[:40]),
+        ("header", FRAME[:5]),
+        ("mask", FRAME[:12]),
+        ("payload", FRAME[:35000]),
+        (
+            "fragmented",
+            encode_frame(OP_TEXT, b"first ", fin=False) + encode_frame(OP_CONT, b"second" * 100, fin=False)[:300],
+        ),
+    ],
+    ids=lambda cut: cut[0],
+)
 def test_client_vanishing_mid_frame_leaves_nothing_behind(served, cut):
     where, data = cut
     stats = served.running.stats
@@ -543,8 +565,7 @@ def test_ping_flood_from_a_client_that_never_reads_is_closed_with_1008(policy):
     server's peak resident set grows by far less than that, and a
     well-behaved client keeps exchanging messages all along."""
     total = 64 * MIB
-    options = dict(max_queue_bytes=256 * KIB, ping_interval=0,
-                   close_timeout=1, slow_consumer=policy)
+    options = dict(max_queue_bytes=256 * KIB, ping_interval=0, close_timeout=1, slow_consumer=policy)
     with ChildServer(**options) as srv:
         good = WSClient.connect(srv.port, "/echo")
         flooder = WSClient.connect(srv.port, "/echo", rcvbuf=4096)
@@ -584,11 +605,14 @@ def test_a_pong_leaves_before_the_message_its_ping_interrupted(path):
                     + encode_frame(OP_PING, b"ping 1")
                     + encode_frame(OP_CONT, b"two ", fin=False)
                     + encode_frame(OP_PING, b"ping 2")
-                    + encode_frame(OP_CONT, b"three", fin=True))
+                    + encode_frame(OP_CONT, b"three", fin=True)
+                )
                 got = [c.recv_frame() for _ in range(3)]
                 assert [(f.opcode, f.payload) for f in got] == [
-                    (OP_PONG, b"ping 1"), (OP_PONG, b"ping 2"),
-                    (OP_TEXT, b"one two three")], rounds
+                    (OP_PONG, b"ping 1"),
+                    (OP_PONG, b"ping 2"),
+                    (OP_TEXT, b"one two three"),
+                ], rounds
 
 
 def test_empty_message_flood_into_an_endpoint_that_does_not_read_is_held():
@@ -603,8 +627,7 @@ def test_empty_message_flood_into_an_endpoint_that_does_not_read_is_held():
     to."""
     count, frame = 5_000_000, encode_frame(OP_TEXT, b"")
     total = count * len(frame)
-    with ChildServer(ping_interval=0, max_pending_bytes=MIB,
-                     max_receive_queue=256 * KIB) as srv:
+    with ChildServer(ping_interval=0, max_pending_bytes=MIB, max_receive_queue=256 * KIB) as srv:
         good = WSClient.connect(srv.port, "/echo")
         flooder = WSClient.connect(srv.port, "/deaf")
         try:
@@ -648,6 +671,7 @@ def hostile_server(script):
     """A RawServer that reads almost nothing: a tiny receive window, set on
     the listening socket so that the accepted one starts with it."""
     from support.clientpeers import RawServer
+
     server = RawServer(script)
     server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     return server
@@ -683,6 +707,7 @@ def run_client(kind, url, body):
     import asyncio
 
     import roomcast
+
     if kind == "sync":
         ws = roomcast.WebSocket(url, ping_interval=None)
         try:
@@ -712,10 +737,12 @@ def test_ping_flood_from_a_server_that_never_reads_fails_the_client(kind):
     ping; this process grows by the bound and its overhead, not by the
     flood."""
     import roomcast
+
     rss_before = own_status_kib("VmRSS")
     reset_own_peak_rss()
     with hostile_server(control_flood(OP_PING, 160 * MIB)) as server:
         if kind == "sync":
+
             def body(ws):
                 closed = []
                 ws.onclose = lambda code, reason: closed.append((code, reason))
@@ -723,10 +750,12 @@ def test_ping_flood_from_a_server_that_never_reads_fails_the_client(kind):
                 wait_for(lambda: closed)
                 return closed[0]
         else:
+
             async def body(ws):
                 with pytest.raises(roomcast.ConnectionClosed) as info:
                     await ws.recv()
                 return info.value.code, info.value.reason
+
         code, reason = run_client(kind, server.url, body)
         server.check()
     peak = own_status_kib("VmHWM")
@@ -747,11 +776,14 @@ def test_pong_flood_from_a_server_costs_the_client_nothing(kind):
     reset_own_peak_rss()
     with hostile_server(control_flood(OP_PONG, 160 * MIB, then="after the flood")) as server:
         if kind == "sync":
+
             def body(ws):
                 return ws.recv(wsraw.TIMEOUT)
         else:
+
             async def body(ws):
                 return await ws.recv()
+
         assert run_client(kind, server.url, body) == "after the flood"
         server.check()
     peak = own_status_kib("VmHWM")
@@ -771,6 +803,7 @@ def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_rea
     import asyncio
 
     from support.clientpeers import accept, idle, read_request, server_frame
+
     count, frame = 5_000_000, server_frame(OP_TEXT, b"")
     total = count * len(frame)
     sent = [0]
@@ -797,13 +830,16 @@ def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_rea
     reset_own_peak_rss()
     with hostile_server(script) as server:
         if kind == "sync":
+
             def body(ws):
                 for _ in held():
                     time.sleep(0.02)
         else:
+
             async def body(ws):
                 for _ in held():
                     await asyncio.sleep(0.02)
+
         run_client(kind, server.url, body)
         peak = own_status_kib("VmHWM")
         server.check()
@@ -1012,8 +1048,7 @@ def test_many_sockets_cannot_make_more_rooms_than_max_rooms():
         clients = [WSClient.connect(srv.port, "/") for _ in range(10)]
         try:
             for k, c in enumerate(clients):
-                c.send_raw(b"".join(encode_frame(OP_TEXT, envelope("join", "c%d-%d" % (k, i)))
-                                    for i in range(100)))
+                c.send_raw(b"".join(encode_frame(OP_TEXT, envelope("join", "c%d-%d" % (k, i))) for i in range(100)))
                 c.send_frame(OP_TEXT, envelope("count"))
             refused = 0
             for c in clients:
@@ -1246,8 +1281,9 @@ def test_event_that_does_not_convert_drops_only_itself():
     sender is closed with 1011, the other events are delivered."""
     big = 64 * MIB
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-c", CONVERT_CHILD], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONVERT_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         port = int(proc.stdout.readline())
 

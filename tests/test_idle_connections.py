@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from support import wsraw
 from roomcast import Server
+from support import wsraw
 from support.wsraw import OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient, encode_frame
 
 SWEEP = 0.6  # seconds: more than two sweep ticks
@@ -100,7 +100,7 @@ def test_idle_pause_inside_a_frame(served, cut):
         assert c.recv_text() == text
         c.send_raw(frame[: len(frame) - 3])
         pause_past_a_sweep(served, busy=1)
-        c.send_raw(frame[len(frame) - 3:])
+        c.send_raw(frame[len(frame) - 3 :])
         assert c.recv_text() == text
 
 
@@ -173,16 +173,17 @@ def rss_kib(pid):
 
 
 @pytest.mark.skipif(
-    "libasan" in os.environ.get("LD_PRELOAD", ""),
-    reason="AddressSanitizer keeps freed memory in quarantine")
+    "libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer keeps freed memory in quarantine"
+)
 def test_idle_connections_cost_little_memory():
     """2,000 members that each sent one message and then went quiet: the
     server's memory per connection stays below one wslay context (13 KiB):
     idle connections drop theirs and the core returns the freed pages."""
     n = 2000
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+    )
     clients = []
     try:
         port = int(proc.stdout.readline())

@@ -14,8 +14,11 @@ N = 20
 
 def server_tasks():
     """The tasks running roomcast's own code (the clients have theirs)."""
-    return [t for t in asyncio.all_tasks()
-            if "/roomcast/" in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")]
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if "/roomcast/" in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")
+    ]
 
 
 async def until(predicate, what):
@@ -39,8 +42,9 @@ async def test_idle_members_of_a_routed_room_have_no_task():
     server.route("/room", room)
     async with server.serve("127.0.0.1", 0) as running:
         async with contextlib.AsyncExitStack() as stack:
-            clients = [await stack.enter_async_context(connect(f"ws://127.0.0.1:{running.port}/room"))
-                       for _ in range(N)]
+            clients = [
+                await stack.enter_async_context(connect(f"ws://127.0.0.1:{running.port}/room")) for _ in range(N)
+            ]
             await until(lambda: len(room) == N, "the members to join")
             await until(lambda: not server_tasks(), "the connect tasks to end")
             for k, c in enumerate(clients):
@@ -61,8 +65,7 @@ async def test_idle_sockets_of_an_app_have_no_task():
 
     async with app.serve("127.0.0.1", 0) as running:
         async with contextlib.AsyncExitStack() as stack:
-            clients = [await stack.enter_async_context(connect(f"ws://127.0.0.1:{running.port}/"))
-                       for _ in range(N)]
+            clients = [await stack.enter_async_context(connect(f"ws://127.0.0.1:{running.port}/")) for _ in range(N)]
             await clients[-1].send('{"event":"ping","payload":1}')
             assert await asyncio.wait_for(clients[-1].recv(), T) == '{"event":"pong","payload":1}'
             await until(lambda: not server_tasks(), "the handler task to end")

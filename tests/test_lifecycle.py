@@ -15,7 +15,7 @@ import roomcast
 from support import wsraw
 from support.wsraw import WSClient, handshake_request, http_exchange
 
-SERVER_SOURCE = r'''
+SERVER_SOURCE = r"""
 import asyncio
 import sys
 
@@ -41,7 +41,7 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
 WARM_UP = 200
 CYCLES = 1000
@@ -53,17 +53,19 @@ class ServerProcess:
         env = dict(os.environ)
         # The roomcast under test, wherever this run imports it from.
         pkg_parent = os.path.dirname(os.path.dirname(roomcast.__file__))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [pkg_parent] + [p for p in [env.get("PYTHONPATH")] if p])
+        env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [env.get("PYTHONPATH")] if p])
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SOURCE], env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
+            [sys.executable, "-c", SERVER_SOURCE],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
         line = self.proc.stdout.readline()
         if not line.strip().isdigit():
             self.stop()
-            raise RuntimeError("the server did not start: %r\n%s"
-                               % (line, self.log()))
+            raise RuntimeError("the server did not start: %r\n%s" % (line, self.log()))
         self.port = int(line)
 
     def rss_kib(self):
@@ -129,8 +131,8 @@ def one_cycle(port, i):
 
 
 @pytest.mark.skipif(
-    "libasan" in os.environ.get("LD_PRELOAD", ""),
-    reason="AddressSanitizer holds freed memory in quarantine: RSS grows")
+    "libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer holds freed memory in quarantine: RSS grows"
+)
 def test_1000_connect_disconnect_cycles_do_not_grow_memory(server):
     for i in range(WARM_UP):
         one_cycle(server.port, i)

@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from support import wsraw
 from roomcast import Room, Server
+from support import wsraw
 
 # Hang guards only: nothing here measures speed.
 GUARD = 30.0
@@ -228,7 +228,8 @@ def test_origins_allowlist_refuses_others_with_403():
     with wsraw.ServerThread(wsraw.echo_server(origins=["https://good.example"])) as st:
         asyncio.run(main(st.port))
         refused = wsraw.http_exchange(
-            st.port, wsraw.handshake_request("/echo", key=wsraw.new_key(), extra_headers=[("Origin", "https://evil.example")])
+            st.port,
+            wsraw.handshake_request("/echo", key=wsraw.new_key(), extra_headers=[("Origin", "https://evil.example")]),
         )
         assert refused.status == 403
         assert b"origin not allowed" in refused.body
@@ -238,7 +239,7 @@ def test_origins_allowlist_refuses_others_with_403():
             wsraw.handshake_request(
                 "/echo",
                 key=wsraw.new_key(),
-                extra_headers=[("Origin", "https://good.example"), ("Origin", "https://good.example")]
+                extra_headers=[("Origin", "https://good.example"), ("Origin", "https://good.example")],
             ),
         )
         assert doubled.status == 403

@@ -8,14 +8,13 @@ and the compat servers, which pass their options on), ``roomcast.connect``
 """
 
 import re
-import socket
 
 import pytest
 
 import roomcast
-from support import wsraw
 from roomcast import App, Server
 from roomcast.compat import nwebsocket, pyn
+from support import wsraw
 
 NAN = float("nan")
 INF = float("inf")
@@ -89,7 +88,9 @@ def test_backplane_url_is_not_shown_in_a_type_error():
 
 @pytest.mark.parametrize("port", [-1, 65536, "8000", 80.0])
 async def test_bad_port_is_refused_by_serve(port):
-    with pytest.raises((ValueError, TypeError), match=re.escape(f"port must be an integer from 0 to 65535, not {port!r}")):
+    with pytest.raises(
+        (ValueError, TypeError), match=re.escape(f"port must be an integer from 0 to 65535, not {port!r}")
+    ):
         async with Server().serve("127.0.0.1", port):
             pass
 
@@ -107,7 +108,7 @@ def test_none_or_zero_ping_interval_sends_no_ping(interval, pinged):
             client.sock.settimeout(1.5)
             try:
                 got = client.recv_frame().opcode == wsraw.OP_PING
-            except socket.timeout:
+            except TimeoutError:
                 got = False
             client.sock.settimeout(wsraw.TIMEOUT)
             client.send_text("still open")
@@ -166,12 +167,16 @@ def test_nwebsocket_names_max_payload():
 # -- TLS -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [
-    lambda: roomcast.TLS(server_hostname=""),
-    lambda: roomcast.TLS(verify=True, cafile=None, server_hostname=""),
-    lambda: roomcast.connect("wss://127.0.0.1:9/", ssl={"server_hostname": ""}),
-    lambda: roomcast.WebSocket("wss://127.0.0.1:9/", ssl={"server_hostname": ""}),
-], ids=["TLS", "TLS-all", "connect-dict", "WebSocket-dict"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: roomcast.TLS(server_hostname=""),
+        lambda: roomcast.TLS(verify=True, cafile=None, server_hostname=""),
+        lambda: roomcast.connect("wss://127.0.0.1:9/", ssl={"server_hostname": ""}),
+        lambda: roomcast.WebSocket("wss://127.0.0.1:9/", ssl={"server_hostname": ""}),
+    ],
+    ids=["TLS", "TLS-all", "connect-dict", "WebSocket-dict"],
+)
 def test_empty_server_hostname_is_refused(make):
     """Issue 12, item 14: an empty server_hostname turned the host-name
     check off while the chain was still verified, so any certificate from
@@ -195,12 +200,15 @@ def test_core_refuses_an_empty_server_name_too():
         core.connect("127.0.0.1", 443, "/", tls=True, verify=True, server_name="")
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"max_message_size": -1}, "max_message_size must be in 1..9223372036854775807, not -1"),
-    ({"max_headers": 500}, "max_headers must be in 1..128, not 500"),
-    ({"ping_interval": NAN}, "ping_interval must be a number of seconds in 0..1e9, not nan"),
-    ({"idle_timeout": INF}, "idle_timeout must be a number of seconds in 0..1e9, not inf"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_message_size": -1}, "max_message_size must be in 1..9223372036854775807, not -1"),
+        ({"max_headers": 500}, "max_headers must be in 1..128, not 500"),
+        ({"ping_interval": NAN}, "ping_interval must be a number of seconds in 0..1e9, not nan"),
+        ({"idle_timeout": INF}, "idle_timeout must be a number of seconds in 0..1e9, not inf"),
+    ],
+)
 def test_core_names_a_bad_option(options, message):
     """The binding's own check, for a caller that skips the package's: it
     said "sizes must be positive (...)" and let NaN through, which the

@@ -12,8 +12,7 @@ import time
 import pytest
 
 from support import wsraw
-from support.wsraw import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient,
-                   handshake_request, http_exchange)
+from support.wsraw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WSClient, handshake_request, http_exchange
 
 MIB = 1 << 20
 
@@ -54,8 +53,7 @@ def upgrade_head(port, request):
 
 def test_accept_value_of_the_rfc_example(port):
     # RFC 6455 1.3 gives this key and its answer.
-    resp = upgrade_head(port, handshake_request(
-        "/echo", key="dGhlIHNhbXBsZSBub25jZQ=="))
+    resp = upgrade_head(port, handshake_request("/echo", key="dGhlIHNhbXBsZSBub25jZQ=="))
     assert resp.status == 101
     assert resp.header("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
@@ -71,36 +69,32 @@ def test_key_not_16_bytes_is_400(port):
 
 
 def test_wrong_version_is_426_naming_13(port):
-    resp = http_exchange(port, handshake_request(
-        "/echo", key=wsraw.new_key(), version="8"))
+    resp = http_exchange(port, handshake_request("/echo", key=wsraw.new_key(), version="8"))
     assert resp.status == 426
     assert resp.header("sec-websocket-version") == "13"
 
 
 def test_missing_version_is_426(port):
-    resp = http_exchange(port, handshake_request(
-        "/echo", key=wsraw.new_key(), version=None))
+    resp = http_exchange(port, handshake_request("/echo", key=wsraw.new_key(), version=None))
     assert resp.status == 426
     assert resp.header("sec-websocket-version") == "13"
 
 
 def test_post_with_upgrade_headers_is_405(port):
-    resp = http_exchange(port, handshake_request(
-        "/echo", key=wsraw.new_key(), method="POST",
-        extra_headers=[("Content-Length", "0")]))
+    resp = http_exchange(
+        port, handshake_request("/echo", key=wsraw.new_key(), method="POST", extra_headers=[("Content-Length", "0")])
+    )
     assert resp.status == 405
 
 
 def test_headers_over_8_kib_are_431(port):
-    resp = http_exchange(port, handshake_request(
-        "/echo", key=wsraw.new_key(), extra_headers=[("X-Big", "a" * 9000)]))
+    resp = http_exchange(port, handshake_request("/echo", key=wsraw.new_key(), extra_headers=[("X-Big", "a" * 9000)]))
     assert resp.status == 431
 
 
 def test_more_than_100_headers_are_431(port):
     extra = [("X-H%d" % i, "v") for i in range(101)]
-    resp = http_exchange(port, handshake_request(
-        "/echo", key=wsraw.new_key(), extra_headers=extra))
+    resp = http_exchange(port, handshake_request("/echo", key=wsraw.new_key(), extra_headers=extra))
     assert resp.status == 431
 
 
@@ -113,8 +107,7 @@ def test_headers_just_under_the_limit_are_accepted(port):
 
 
 def test_plain_get_without_static_files_is_426(port):
-    resp = http_exchange(
-        port, b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    resp = http_exchange(port, b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert resp.status == 426
 
 
@@ -160,11 +153,13 @@ def test_continuation_without_a_message_is_closed_with_1002(port):
 def _send_in_background(client, data):
     """Sends data from a thread while the test reads: the server may answer
     (and stop reading) long before a large payload is through."""
+
     def run():
         try:
             client.send_raw(data)
         except OSError:
             pass  # the server closed first, as it may
+
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
@@ -173,16 +168,14 @@ def _send_in_background(client, data):
 def test_message_of_exactly_max_message_size_is_accepted(port):
     with WSClient.connect(port, "/echo") as c:
         text = "m" * MIB
-        t = _send_in_background(c, wsraw.encode_frame(
-            OP_TEXT, text.encode()))
+        t = _send_in_background(c, wsraw.encode_frame(OP_TEXT, text.encode()))
         assert c.recv_text() == text
         t.join(wsraw.TIMEOUT)
 
 
 def test_oversized_message_is_closed_with_1009(port):
     with WSClient.connect(port, "/echo") as c:
-        t = _send_in_background(c, wsraw.encode_frame(
-            OP_TEXT, b"o" * (MIB + 1)))
+        t = _send_in_background(c, wsraw.encode_frame(OP_TEXT, b"o" * (MIB + 1)))
         expect_close(c, 1009)
         t.join(wsraw.TIMEOUT)
 
@@ -192,9 +185,8 @@ def test_oversized_fragmented_message_is_closed_with_1009(port):
     half = b"f" * (MIB // 2 + 1)
     with WSClient.connect(port, "/echo") as c:
         t = _send_in_background(
-            c,
-            wsraw.encode_frame(OP_TEXT, half, fin=False)
-            + wsraw.encode_frame(OP_CONT, half, fin=True))
+            c, wsraw.encode_frame(OP_TEXT, half, fin=False) + wsraw.encode_frame(OP_CONT, half, fin=True)
+        )
         expect_close(c, 1009)
         t.join(wsraw.TIMEOUT)
 
@@ -223,8 +215,7 @@ def test_ping_is_answered_with_pong_with_the_same_payload(port):
         payload = b"ping \x00\xff payload"
         c.send_frame(OP_PING, payload)
         frame = c.recv_frame()
-        assert (frame.opcode, frame.fin, frame.payload) == (OP_PONG, True,
-                                                            payload)
+        assert (frame.opcode, frame.fin, frame.payload) == (OP_PONG, True, payload)
 
 
 def test_fragmented_message_is_reassembled(port):
@@ -290,8 +281,7 @@ def test_frames_sent_with_the_request_in_one_write_are_all_read(port):
     sock = socket.create_connection(("127.0.0.1", port))
     with sock:
         big = "x" * 12000
-        sock.sendall(handshake_request("/echo", key=wsraw.new_key())
-                     + wsraw.encode_frame(wsraw.OP_TEXT, big.encode()))
+        sock.sendall(handshake_request("/echo", key=wsraw.new_key()) + wsraw.encode_frame(wsraw.OP_TEXT, big.encode()))
         reader = wsraw.Reader(sock)
         head = wsraw.read_http_response(reader)
         assert head.status == 101
@@ -327,7 +317,7 @@ def test_a_close_frame_split_across_reads_is_read_whole(port):
     with WSClient.connect(port, "/echo") as c:
         frame = wsraw.encode_frame(OP_CLOSE, wsraw.close_payload(1013, "try again later"))
         for i in range(len(frame)):
-            c.sock.sendall(frame[i:i + 1])
+            c.sock.sendall(frame[i : i + 1])
         _, reply = c.recv_until_close()
         assert (reply.close_code, reply.close_reason) == (1013, "try again later")
 

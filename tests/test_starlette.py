@@ -10,9 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from roomcast import Room, Server
 from support.polling import until
 from support.uvicornapp import Uvicorn, chat_app
-from roomcast import Room, Server
 
 T = 30
 
@@ -77,8 +77,10 @@ async def test_one_room_with_members_on_roomcast_and_on_uvicorn():
     server = Server()
     server.route("/chat/{client_id}", room)
     async with Uvicorn(chat_app(room)) as uv, server.serve("127.0.0.1", 0) as rc:
-        async with connect(f"ws://127.0.0.1:{uv.port}/chat/1") as on_uvicorn, \
-                connect(f"ws://127.0.0.1:{rc.port}/chat/2") as on_roomcast:
+        async with (
+            connect(f"ws://127.0.0.1:{uv.port}/chat/1") as on_uvicorn,
+            connect(f"ws://127.0.0.1:{rc.port}/chat/2") as on_roomcast,
+        ):
             await until(lambda: len(room) == 2, what="both members to join")
             await on_uvicorn.send("from uvicorn")
             await on_roomcast.send("from roomcast")
@@ -114,8 +116,10 @@ async def test_a_starlette_member_that_does_not_read_is_closed_with_1008_the_oth
         slow_sock = socket.socket()
         slow_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
         slow_sock.connect(("127.0.0.1", server.port))
-        async with connect(f"{base}/1", sock=slow_sock, max_queue=1) as slow, \
-                connect(f"{base}/2", max_size=None) as fast:
+        async with (
+            connect(f"{base}/1", sock=slow_sock, max_queue=1) as slow,
+            connect(f"{base}/2", max_size=None) as fast,
+        ):
             await until(lambda: len(room) == 2, what="both members to join")
             slow_member = next(m for ws, m in room._asgi.items() if str(ws.path_params["client_id"]) == "1")
             chunk = "x" * 16384

@@ -10,9 +10,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_package_and_demo_pass_mypy_strict():
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-         "python/roomcast", "examples/chat.py"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "python/roomcast", "examples/chat.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -18,9 +18,8 @@ import asyncio
 import signal
 import sys
 
-from aiohttp import WSMsgType, web
-
 from _limits import raise_open_files_limit  # beside this script
+from aiohttp import WSMsgType, web
 
 SOCKETS = web.AppKey("sockets", set)
 

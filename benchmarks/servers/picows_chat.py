@@ -16,9 +16,8 @@ import asyncio
 import signal
 import sys
 
-from picows import WSListener, WSMsgType, ws_create_server
-
 from _limits import raise_open_files_limit  # beside this script
+from picows import WSListener, WSMsgType, ws_create_server
 
 MEMBERS = set()
 

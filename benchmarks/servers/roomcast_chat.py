@@ -15,9 +15,9 @@ connections; stops on SIGINT or SIGTERM.
 import logging
 import sys
 
-from roomcast import Room, Server
-
 from _limits import raise_open_files_limit  # beside this script
+
+from roomcast import Room, Server
 
 shared = len(sys.argv) > 2
 room = Room(name="bench") if shared else Room()

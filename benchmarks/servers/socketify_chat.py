@@ -19,9 +19,8 @@ a lost message.
 import signal
 import sys
 
-from socketify import App, AppListenOptions, CompressOptions, OpCode
-
 from _limits import raise_open_files_limit  # beside this script
+from socketify import App, AppListenOptions, CompressOptions, OpCode
 
 TOPIC = "room"
 

@@ -23,10 +23,9 @@ import asyncio
 import sys
 
 import uvicorn
+from _limits import raise_open_files_limit  # beside this script
 from fastapi import FastAPI, WebSocket
 from websocket_rooms import Room
-
-from _limits import raise_open_files_limit  # beside this script
 
 app = FastAPI()
 room = Room()

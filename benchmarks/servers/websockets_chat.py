@@ -12,9 +12,8 @@ import asyncio
 import signal
 import sys
 
-from websockets.asyncio.server import broadcast, serve
-
 from _limits import raise_open_files_limit  # beside this script
+from websockets.asyncio.server import broadcast, serve
 
 CLIENTS = set()
 

@@ -12,8 +12,8 @@
 
 #include <string.h>
 
-#include "rc_core.h"
 #include "proto/rc_frame.h"
+#include "rc_core.h"
 
 typedef struct {
   PyTypeObject *core_type;
@@ -109,17 +109,14 @@ static int check_secs(const char *name, double v) {
 }
 
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"max_message_size",  "max_queue_bytes",
-                           "ping_interval",     "ping_timeout",
-                           "handshake_timeout", "close_timeout",
-                           "max_header_bytes",  "max_headers",
-                           "http_requests",     "max_connections",
-                           "idle_timeout",      "drop_oldest",
-                           "max_event_bytes",   "backplane_host",
-                           "backplane_port",    "backplane_db",
-                           "backplane_username", "backplane_password",
-                           "backplane_prefix",  "backplane_buffer",
-                           NULL};
+  static char *kwlist[] = {
+      "max_message_size", "max_queue_bytes",    "ping_interval",
+      "ping_timeout",     "handshake_timeout",  "close_timeout",
+      "max_header_bytes", "max_headers",        "http_requests",
+      "max_connections",  "idle_timeout",       "drop_oldest",
+      "max_event_bytes",  "backplane_host",     "backplane_port",
+      "backplane_db",     "backplane_username", "backplane_password",
+      "backplane_prefix", "backplane_buffer",   NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
@@ -226,8 +223,8 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args) {
     PyObject *exc = PyUnicode_FromFormat("cannot listen on %s:%d: %s", host,
                                          port, rc_strerror(r));
     if (exc != NULL) {
-      PyObject *args_ = err ? Py_BuildValue("(iN)", err, exc)
-                            : Py_BuildValue("(N)", exc);
+      PyObject *args_ =
+          err ? Py_BuildValue("(iN)", err, exc) : Py_BuildValue("(N)", exc);
       if (args_ != NULL) {
         PyErr_SetObject(PyExc_OSError, args_);
         Py_DECREF(args_);
@@ -449,8 +446,8 @@ static PyObject *redis_tuple(const rc_event *ev) {
     return Py_BuildValue("(i K O N)", (int)ev->type,
                          (unsigned long long)ev->conn, Py_None, msg);
   }
-  return Py_BuildValue("(i K N O)", (int)ev->type,
-                       (unsigned long long)ev->conn, value, Py_None);
+  return Py_BuildValue("(i K N O)", (int)ev->type, (unsigned long long)ev->conn,
+                       value, Py_None);
 }
 
 static PyObject *event_tuple(const rc_event *ev) {
@@ -587,8 +584,8 @@ static PyObject *header_lines(PyObject *headers) {
     PyObject *item = PySequence_Fast_GET_ITEM(seq, i); /* borrowed */
     const char *name, *value;
     Py_ssize_t nl, vl;
-    if (!PyArg_ParseTuple(item, "s#s#;headers must be (name, value) pairs", &name,
-                          &nl, &value, &vl)) {
+    if (!PyArg_ParseTuple(item, "s#s#;headers must be (name, value) pairs",
+                          &name, &nl, &value, &vl)) {
       Py_CLEAR(out);
       break;
     }
@@ -639,8 +636,8 @@ static PyObject *Core_accept(CoreObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *respond_common(CoreObject *self, unsigned long long conn,
-                                int status, PyObject *headers,
-                                Py_buffer *body, int head_only) {
+                                int status, PyObject *headers, Py_buffer *body,
+                                int head_only) {
   if (status < 100 || status > 999) {
     PyErr_SetString(PyExc_ValueError, "status must be a 3-digit HTTP status");
     return NULL;
@@ -649,8 +646,8 @@ static PyObject *respond_common(CoreObject *self, unsigned long long conn,
   if (headers != NULL && (lines = header_lines(headers)) == NULL)
     return NULL;
   int r = rc_server_respond(self->srv, conn, status,
-                            lines ? PyBytes_AS_STRING(lines) : NULL,
-                            body->buf, (size_t)body->len, head_only);
+                            lines ? PyBytes_AS_STRING(lines) : NULL, body->buf,
+                            (size_t)body->len, head_only);
   Py_XDECREF(lines);
   if (command_done(self, r) < 0)
     return NULL;
@@ -673,8 +670,8 @@ static PyObject *Core_reject(CoreObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *Core_respond(CoreObject *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"conn", "status", "headers", "body", "head_only",
-                           NULL};
+  static char *kwlist[] = {"conn", "status",    "headers",
+                           "body", "head_only", NULL};
   unsigned long long conn;
   int status, head_only = 0;
   Py_buffer body;
@@ -727,8 +724,7 @@ static PyObject *Core_send(CoreObject *self, PyObject *args) {
   Py_RETURN_NONE;
 }
 
-static PyObject *Core_publish(CoreObject *self, PyObject *args,
-                              PyObject *kw) {
+static PyObject *Core_publish(CoreObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"room", "data", "exclude", NULL};
   unsigned long long room, exclude = 0;
   PyObject *data;
@@ -765,8 +761,8 @@ static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
                  code);
     return NULL;
   }
-  if (command_done(self, rc_server_close(self->srv, conn, (unsigned)code, reason,
-                               (size_t)rlen)) < 0)
+  if (command_done(self, rc_server_close(self->srv, conn, (unsigned)code,
+                                         reason, (size_t)rlen)) < 0)
     return NULL;
   Py_RETURN_NONE;
 }
@@ -791,15 +787,21 @@ PyDoc_STRVAR(connect_doc,
              "Start a client connection; return its id. EV_CONNECTED or "
              "EV_CLOSE comes first.");
 
-static PyObject *Core_connect(CoreObject *self, PyObject *args,
-                              PyObject *kw) {
-  static char *kwlist[] = {"host",        "port",
-                           "target",      "host_header",
-                           "headers",     "protocols",
-                           "tls",         "verify",
-                           "cafile",      "server_name",
-                           "handshake_timeout", "ping_interval",
-                           "ping_timeout", "max_message_size",
+static PyObject *Core_connect(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"host",
+                           "port",
+                           "target",
+                           "host_header",
+                           "headers",
+                           "protocols",
+                           "tls",
+                           "verify",
+                           "cafile",
+                           "server_name",
+                           "handshake_timeout",
+                           "ping_interval",
+                           "ping_timeout",
+                           "max_message_size",
                            NULL};
   rc_connect_opts o;
   rc_connect_opts_default(&o);
@@ -883,7 +885,7 @@ static PyObject *Core_buffered(CoreObject *self, PyObject *arg) {
 
 /* Calls fn with the one id (connection or room) given as argument. */
 static PyObject *id_call(CoreObject *self, PyObject *arg,
-                           int (*fn)(rc_server *, uint64_t)) {
+                         int (*fn)(rc_server *, uint64_t)) {
   unsigned long long conn = PyLong_AsUnsignedLongLong(arg);
   if (conn == (unsigned long long)-1 && PyErr_Occurred())
     return NULL;
@@ -1041,7 +1043,8 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       Py_CLEAR(dict);
     Py_XDECREF(v);
   }
-  PyObject *v = dict == NULL ? NULL : PyLong_FromUnsignedLongLong(self->undelivered);
+  PyObject *v =
+      dict == NULL ? NULL : PyLong_FromUnsignedLongLong(self->undelivered);
   if (v == NULL || PyDict_SetItemString(dict, "events_undelivered", v) < 0)
     Py_CLEAR(dict);
   Py_XDECREF(v);
@@ -1142,8 +1145,7 @@ static PyMethodDef Core_methods[] = {
     {"buffered", (PyCFunction)Core_buffered, METH_O,
      "buffered($self, conn, /)\n--\n\nBytes of a client connection not "
      "yet written to its socket (0 once gone)."},
-    {"set_batching", (PyCFunction)Core_set_batching, METH_O,
-     set_batching_doc},
+    {"set_batching", (PyCFunction)Core_set_batching, METH_O, set_batching_doc},
     {"flush", (PyCFunction)Core_flush, METH_NOARGS,
      "flush($self, /)\n--\n\nWake the core for the commands of this batch."},
     {"fileno", (PyCFunction)Core_fileno, METH_NOARGS,

@@ -34,29 +34,29 @@
 typedef struct rc_server rc_server;
 
 typedef struct rc_config {
-  size_t max_message_size;   /* bytes; a larger message is closed with 1009 */
-  size_t max_queue_bytes;    /* per-connection unsent bytes, control frames
-                                included, before 1008 (a client fails) */
-  double ping_interval;      /* seconds of silence before a ping; 0: never */
-  double ping_timeout;       /* seconds to wait for the pong, then 1011 */
-  double handshake_timeout;  /* seconds to receive the request head; then
-                                as long again for the embedder to accept
-                                or answer it, else the core answers 503 */
-  double close_timeout;      /* seconds to wait for the peer's close frame */
-  size_t max_header_bytes;   /* request line + headers; more: 431 */
-  size_t max_headers;        /* header count; more: 431 */
-  int http_requests;         /* 1: plain GET/HEAD become RC_EV_REQUEST */
+  size_t max_message_size;  /* bytes; a larger message is closed with 1009 */
+  size_t max_queue_bytes;   /* per-connection unsent bytes, control frames
+                               included, before 1008 (a client fails) */
+  double ping_interval;     /* seconds of silence before a ping; 0: never */
+  double ping_timeout;      /* seconds to wait for the pong, then 1011 */
+  double handshake_timeout; /* seconds to receive the request head; then
+                               as long again for the embedder to accept
+                               or answer it, else the core answers 503 */
+  double close_timeout;     /* seconds to wait for the peer's close frame */
+  size_t max_header_bytes;  /* request line + headers; more: 431 */
+  size_t max_headers;       /* header count; more: 431 */
+  int http_requests;        /* 1: plain GET/HEAD become RC_EV_REQUEST */
   int backlog;
-  size_t max_connections;    /* 0: no limit; past it new ones get 503 */
-  double idle_timeout;       /* seconds without a message from the client
-                                before close 1001; 0: never */
-  int drop_oldest;           /* a full output queue drops its oldest
-                                messages (1) or closes with 1008 (0) */
-  size_t max_event_bytes;    /* events not yet polled, each counted as
-                                the block it takes (an empty message: 48
-                                bytes); past it the core stops reading from
-                                clients that send until the embedder polls
-                                (64 MiB) */
+  size_t max_connections; /* 0: no limit; past it new ones get 503 */
+  double idle_timeout;    /* seconds without a message from the client
+                             before close 1001; 0: never */
+  int drop_oldest;        /* a full output queue drops its oldest
+                             messages (1) or closes with 1008 (0) */
+  size_t max_event_bytes; /* events not yet polled, each counted as
+                             the block it takes (an empty message: 48
+                             bytes); past it the core stops reading from
+                             clients that send until the embedder polls
+                             (64 MiB) */
   /* The Redis backplane (rc_backplane.c): rooms named with
    * rc_server_room_name() are shared with every server on the same Redis
    * and prefix. The strings are copied by rc_server_new(). */
@@ -83,10 +83,10 @@ const char *rc_strerror(int err);
 void rc_config_default(rc_config *cfg);
 
 enum rc_event_type {
-  RC_EV_OPEN = 1,    /* an upgrade request awaits rc_server_accept/respond */
-  RC_EV_MESSAGE = 2, /* a complete text or binary message */
-  RC_EV_CLOSE = 3,   /* the connection is gone; its last event */
-  RC_EV_REQUEST = 4, /* a plain HTTP request awaits rc_server_respond */
+  RC_EV_OPEN = 1,      /* an upgrade request awaits rc_server_accept/respond */
+  RC_EV_MESSAGE = 2,   /* a complete text or binary message */
+  RC_EV_CLOSE = 3,     /* the connection is gone; its last event */
+  RC_EV_REQUEST = 4,   /* a plain HTTP request awaits rc_server_respond */
   RC_EV_CONNECTED = 5, /* a client connection is open (code: 101) */
   RC_EV_REDIS = 8,     /* the reply to rc_server_redis(): conn is its token */
   RC_EV_BACKPLANE = 9, /* the backplane's state changed: code is an enum
@@ -214,23 +214,23 @@ int rc_server_resume_reading(rc_server *s, uint64_t conn);
 /* A client connection's settings. Strings are copied by rc_server_connect;
  * none may hold CR, LF or NUL. */
 typedef struct rc_connect_opts {
-  const char *host;        /* name or address literal to connect to */
-  int port;                /* 1-65535 */
-  const char *target;      /* path and query, "/chat?room=1"; starts '/' */
-  const char *host_header; /* the Host header; NULL: host, and :port when
-                              it is not the scheme's default */
-  const char *extra_headers; /* "Name: value\r\n" lines, or NULL */
-  const char *protocols;     /* offered subprotocols "a, b", or NULL */
-  int tls;                   /* 1: TLS (wss) */
-  int tls_verify;            /* 1 (default): the certificate chain must
-                                lead to a trusted root and name the server */
-  const char *tls_cafile;    /* PEM roots to trust; NULL: the system's */
+  const char *host;            /* name or address literal to connect to */
+  int port;                    /* 1-65535 */
+  const char *target;          /* path and query, "/chat?room=1"; starts '/' */
+  const char *host_header;     /* the Host header; NULL: host, and :port when
+                                  it is not the scheme's default */
+  const char *extra_headers;   /* "Name: value\r\n" lines, or NULL */
+  const char *protocols;       /* offered subprotocols "a, b", or NULL */
+  int tls;                     /* 1: TLS (wss) */
+  int tls_verify;              /* 1 (default): the certificate chain must
+                                  lead to a trusted root and name the server */
+  const char *tls_cafile;      /* PEM roots to trust; NULL: the system's */
   const char *tls_server_name; /* name to verify and send as SNI; NULL:
                                   host */
-  double handshake_timeout;  /* seconds from connect to 101; 0: 10 */
-  double ping_interval;      /* seconds of silence before a ping; 0: never */
-  double ping_timeout;       /* seconds to wait for its pong, then 1011 */
-  size_t max_message_size;   /* 0: the server's max_message_size */
+  double handshake_timeout;    /* seconds from connect to 101; 0: 10 */
+  double ping_interval;        /* seconds of silence before a ping; 0: never */
+  double ping_timeout;         /* seconds to wait for its pong, then 1011 */
+  size_t max_message_size;     /* 0: the server's max_message_size */
 } rc_connect_opts;
 
 /* Defaults: port 80, target "/", verification on, 10 s handshake, no
@@ -285,8 +285,8 @@ int rc_server_leave(rc_server *s, uint64_t conn, uint64_t room);
  * (and what a socket does not take) queue a reference to the same buffer,
  * written at the end of the loop turn. Either way a member gets its
  * frames in the order they were made. */
-int rc_server_publish(rc_server *s, uint64_t room, const void *data,
-                      size_t len, int is_text, uint64_t exclude);
+int rc_server_publish(rc_server *s, uint64_t room, const void *data, size_t len,
+                      int is_text, uint64_t exclude);
 
 /* The same for the members of any of nrooms rooms: a connection in several
  * of them gets the message once. */
@@ -295,11 +295,11 @@ int rc_server_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
                         uint64_t exclude);
 
 typedef struct rc_stats {
-  uint64_t connections;       /* open TCP connections now */
+  uint64_t connections; /* open TCP connections now */
   uint64_t accepted_total;
   uint64_t rooms;
   uint64_t messages_in;
-  uint64_t deliveries;        /* frames queued to members by publish */
+  uint64_t deliveries; /* frames queued to members by publish */
   uint64_t slow_consumer_closes;
   uint64_t parsers; /* frame parsers held now: busy connections only */
   uint64_t writes;  /* write system calls (one may carry many frames) */
@@ -333,11 +333,11 @@ void rc_server_stats(rc_server *s, rc_stats *out);
  * With cfg.backplane_host set, the loop keeps two connections to Redis
  * (one subscribed, one for PUBLISH and rc_server_redis) and reconnects
  * them with backoff when they fail. A named room's channel is the prefix
- * (escaped), "|" and the name: the loop SUBSCRIBEs it when the room's first local member joins
- * and UNSUBSCRIBEs when the last one leaves. rc_server_publish(),
- * rc_server_broadcast() and relay rooms deliver to the local members at
- * once and PUBLISH the message once, tagged with this server's id and a
- * sequence number; a server skips its own messages and delivers the
+ * (escaped), "|" and the name: the loop SUBSCRIBEs it when the room's first
+ * local member joins and UNSUBSCRIBEs when the last one leaves.
+ * rc_server_publish(), rc_server_broadcast() and relay rooms deliver to the
+ * local members at once and PUBLISH the message once, tagged with this server's
+ * id and a sequence number; a server skips its own messages and delivers the
  * others' to its local members, each member once. While the command
  * connection is down, publishes wait in a buffer of cfg.backplane_buffer
  * bytes; what does not fit is dropped and counted. */
@@ -359,7 +359,7 @@ int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
  * the reply comes back as an RC_EV_REDIS event whose conn is token.
  * UV_EINVAL without a backplane or for a command that would change the
  * connection's state (SUBSCRIBE, MONITOR, SELECT, AUTH, QUIT, ...). */
-int rc_server_redis(rc_server *s, uint64_t token, int argc,
-                    const char **argv, const size_t *argvlen);
+int rc_server_redis(rc_server *s, uint64_t token, int argc, const char **argv,
+                    const size_t *argvlen);
 
 #endif

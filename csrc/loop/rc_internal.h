@@ -26,12 +26,12 @@
 #include <uv.h>
 #include <wslay/wslay.h>
 
-#include "rc_core.h"
+#include "loop/rc_buf.h"
+#include "loop/rc_outq.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
 #include "proto/rc_tls.h"
-#include "loop/rc_buf.h"
-#include "loop/rc_outq.h"
+#include "rc_core.h"
 
 #define RC__CONTAINER_OF(ptr, type, field)                                     \
   ((type *)((char *)(ptr)-offsetof(type, field)))
@@ -57,11 +57,11 @@ static inline char *rc__dup_or_null(const char *s, int *failed) {
 /* What bounds one side of a connection: the server's settings for the
  * connections it accepted (srv->limits), a client's own for it. */
 typedef struct rc__limits {
-  size_t max_message;  /* bytes of one received message */
-  uint32_t max_frags;  /* data frames it may be cut into (rc__max_frags) */
-  uint64_t ping_ms;    /* keepalive ping after this much silence; 0: none */
-  uint64_t pong_ms;    /* the pong's deadline; 0: none */
-  uint64_t idle_ms;    /* close after this long without a message; 0: none */
+  size_t max_message; /* bytes of one received message */
+  uint32_t max_frags; /* data frames it may be cut into (rc__max_frags) */
+  uint64_t ping_ms;   /* keepalive ping after this much silence; 0: none */
+  uint64_t pong_ms;   /* the pong's deadline; 0: none */
+  uint64_t idle_ms;   /* close after this long without a message; 0: none */
 } rc__limits;
 
 enum rc_conn_state {
@@ -182,7 +182,7 @@ typedef struct rc_conn {
   uint8_t known;   /* the embedder has seen an event for it: owes RC_EV_CLOSE */
   uint8_t ping_out;
   uint8_t read_paused;
-  uint8_t held;      /* the embedder asked us to stop reading (backpressure) */
+  uint8_t held; /* the embedder asked us to stop reading (backpressure) */
   struct rc_conn *next_dirty;
   struct rc_server *srv;
   const rc__role *role; /* the server's or the client's side */
@@ -191,32 +191,32 @@ typedef struct rc_conn {
   uv_tcp_t tcp;
   /* warm: reading */
   wslay_event_context_ptr ws; /* NULL while idle between messages */
-  rc_frame_scan scan;          /* where the client's stream stands */
-  uint64_t last_rx; /* loop ms */
-  uint8_t rx_recent; /* read since the last sweep tick */
-  uint8_t shut;      /* uv_shutdown issued */
-  uint8_t admitted;  /* counts against max_connections */
-  uint8_t starved;   /* reading held: the embedder is behind on events */
+  rc_frame_scan scan;         /* where the client's stream stands */
+  uint64_t last_rx;           /* loop ms */
+  uint8_t rx_recent;          /* read since the last sweep tick */
+  uint8_t shut;               /* uv_shutdown issued */
+  uint8_t admitted;           /* counts against max_connections */
+  uint8_t starved;     /* reading held: the embedder is behind on events */
   uint16_t close_code; /* code to report in RC_EV_CLOSE */
   uint16_t close_rcvd; /* code of the peer's close frame (1005: none); 0:
                           none received */
   uint32_t nrooms, caprooms;
   rc_membership *rooms; /* &first while caprooms is 1, else malloc'd */
   rc_membership first;  /* most connections are in one room: no array */
-  uint32_t nrelay; /* rooms among them that relay in the loop */
+  uint32_t nrelay;      /* rooms among them that relay in the loop */
   /* cold: handshake, close, sweep */
-  uint16_t key_off, key_len; /* Sec-WebSocket-Key inside hbuf */
+  uint16_t key_off, key_len;  /* Sec-WebSocket-Key inside hbuf */
   uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
-  char *hbuf; /* request head until the handshake ends; then the peer's
-                 close frame while it arrives (rc_conn.c) */
-  char *close_reason;         /* reason received with the peer's close */
+  char *hbuf;         /* request head until the handshake ends; then the peer's
+                         close frame while it arrives (rc_conn.c) */
+  char *close_reason; /* reason received with the peer's close */
   uint32_t close_reason_len;
-  uint32_t slot; /* index in srv->slots */
+  uint32_t slot;     /* index in srv->slots */
   uint64_t deadline; /* loop ms; handshake or close deadline, 0: none */
   uint64_t ping_at;
   uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
   uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
-  rc_client *cl;   /* client connections only (rc_client.c's) */
+  rc_client *cl; /* client connections only (rc_client.c's) */
 } rc_conn;
 
 typedef struct rc_room {
@@ -226,7 +226,7 @@ typedef struct rc_room {
   struct rc_member {
     rc_conn *conn;
     uint32_t index; /* position of this room in conn->rooms */
-  } *members;
+  } * members;
 } rc_room;
 
 enum rc_cmd_type {
@@ -278,16 +278,16 @@ struct rc_server {
   /* any thread: commands */
   uv_mutex_t cmd_lock;
   rc_cmd *cmd_head, *cmd_tail;
-  int cmd_closed; /* the loop has ended: commands are refused */
+  int cmd_closed;           /* the loop has ended: commands are refused */
   atomic_int defer_wakeups; /* commands wait for rc_server_wake() */
 
   /* any thread: events */
   uv_mutex_t ev_lock;
   rc_event *ev_head, *ev_tail;
-  int ev_fd; /* eventfd */
-  atomic_size_t ev_bytes;   /* queued and not yet polled, batch included */
-  atomic_int starving;      /* the loop has held readers for lack of polls */
-  atomic_int resume_now;    /* set by a poll that caught up: resume them */
+  int ev_fd;              /* eventfd */
+  atomic_size_t ev_bytes; /* queued and not yet polled, batch included */
+  atomic_int starving;    /* the loop has held readers for lack of polls */
+  atomic_int resume_now;  /* set by a poll that caught up: resume them */
   /* loop-local batch of events, handed over once per turn */
   rc_event *batch_head, *batch_tail;
 
@@ -299,9 +299,9 @@ struct rc_server {
   uint32_t nfree;
   uint64_t nconns;
   uint64_t admitted; /* connections not refused for max_connections */
-  rc__limits limits;  /* of the connections it accepts (rc_server_new) */
-  uint32_t nstarved;  /* connections with starved set */
-  uint64_t mark;      /* one per multi-room fan-out: each member once */
+  rc__limits limits; /* of the connections it accepts (rc_server_new) */
+  uint32_t nstarved; /* connections with starved set */
+  uint64_t mark;     /* one per multi-room fan-out: each member once */
 
   rc_conn *dirty;
 
@@ -316,14 +316,14 @@ struct rc_server {
   uint32_t transient_freed; /* parsers and request heads freed since the
                               last heap trim */
 
-  uint64_t id;              /* rc_server_id() */
-  struct rc_backplane *bp;  /* NULL without cfg.backplane_host */
+  uint64_t id;                             /* rc_server_id() */
+  struct rc_backplane *bp;                 /* NULL without cfg.backplane_host */
   const struct rc__room_hooks *room_hooks; /* the backplane's, else NULL */
   atomic_uint_fast64_t st_bp_up, st_bp_published, st_bp_received,
       st_bp_reconnects, st_bp_buffered, st_bp_dropped, st_bp_channels,
       st_bp_invalid;
 
-  rc_http_request req; /* parse space for the loop thread (4 KiB) */
+  rc_http_request req;        /* parse space for the loop thread (4 KiB) */
   rc_http_response_head resp; /* the same for client handshakes */
 
   /* client connections: id -> rc_client, open addressing (rc_client.c) */
@@ -358,8 +358,7 @@ void rc__conn_hold(rc_conn *c, int on);
 int rc__conn_reading_state(const rc_conn *c);
 /* Appends to c->hbuf, growing it up to cap bytes; -1 when memory ran out
  * (the connection is failed). */
-int rc__conn_head_append(rc_conn *c, const char *data, size_t len,
-                         size_t cap);
+int rc__conn_head_append(rc_conn *c, const char *data, size_t len, size_t cap);
 void rc__conn_enqueue(rc_conn *c, rc_buf *b); /* takes a new reference */
 /* A data message under the queue's bound: 1 when queued (or dropped as
  * the oldest), 0 when refused. */
@@ -427,17 +426,16 @@ void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
                       uint64_t exclude);
 /* A message from another server (through the hook's owner): to the local
  * members of rooms, each once; the hooks are not told. */
-void rc__room_deliver(struct rc_server *s, const uint64_t *rooms,
-                      size_t nrooms, rc_buf *b);
+void rc__room_deliver(struct rc_server *s, const uint64_t *rooms, size_t nrooms,
+                      rc_buf *b);
 /* n (at most RC__RUN_MAX) publishes to one room that end a wake-up's
  * commands (nothing else is queued behind them in this turn): members with
  * nothing queued get them all at once in one writev(), the others queue
  * them. */
 #define RC__RUN_MAX 256
 #define RC__RUN_EXCLUDES 4
-void rc__room_publish_run(struct rc_server *s, uint64_t id,
-                          rc_buf *const *bufs, const uint64_t *exclude,
-                          uint32_t n);
+void rc__room_publish_run(struct rc_server *s, uint64_t id, rc_buf *const *bufs,
+                          const uint64_t *exclude, uint32_t n);
 void rc__rooms_destroy(struct rc_server *s);
 
 /* rc_server.c: the loop's turn and the loops over every connection */
@@ -486,10 +484,10 @@ struct rc__room_hooks {
 /* rc_backplane.c: the server's only calls into it; every function but
  * rc__bp_create and rc__bp_free expects s->bp != NULL. Rooms reach it
  * through s->room_hooks only. */
-int rc__bp_create(struct rc_server *s);  /* copies the strings of s->cfg */
-void rc__bp_start(struct rc_server *s);  /* before the loop thread starts */
-void rc__bp_close(struct rc_server *s);  /* the loop is ending */
-void rc__bp_free(struct rc_server *s);   /* after it has ended; NULL-safe */
+int rc__bp_create(struct rc_server *s); /* copies the strings of s->cfg */
+void rc__bp_start(struct rc_server *s); /* before the loop thread starts */
+void rc__bp_close(struct rc_server *s); /* the loop is ending */
+void rc__bp_free(struct rc_server *s);  /* after it has ended; NULL-safe */
 /* RC_CMD_ROOM_NAME and RC_CMD_REDIS; cmd->text may be taken (set NULL). */
 void rc__bp_command(struct rc_server *s, rc_cmd *cmd);
 

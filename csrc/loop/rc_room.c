@@ -230,8 +230,7 @@ void rc__room_free(rc_server *s, uint64_t id) {
     s->room_hooks->freed(s->room_hooks->ctx, id);
 }
 
-void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
-                      uint64_t exclude) {
+void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b, uint64_t exclude) {
   rc_room *r = rc__room_get(s, id, 0);
   uint64_t delivered = 0;
   /* Nothing in this loop leaves a room: a member that fails is only marked,
@@ -241,8 +240,7 @@ void rc__room_publish(rc_server *s, uint64_t id, rc_buf *b,
     if (c->id != exclude)
       delivered += (uint64_t)rc__conn_enqueue_data(c, b);
   }
-  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
-                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered, memory_order_relaxed);
   published(s, &id, 1, b); /* members elsewhere too, local ones or not */
 }
 
@@ -297,8 +295,7 @@ static void run_to_members(rc_server *s, rc_room *r, rc_buf *const *bufs,
       if (c->id != exclude[j])
         delivered += (uint64_t)rc__conn_enqueue_data(c, bufs[j]);
   }
-  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
-                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered, memory_order_relaxed);
 }
 
 void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
@@ -335,8 +332,7 @@ static void fan_out_marked(rc_server *s, const uint64_t *rooms, size_t nrooms,
     if (r != NULL)
       delivered += deliver_marked(s, r, b, mark, skip);
   }
-  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
-                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered, memory_order_relaxed);
 }
 
 void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
@@ -380,8 +376,7 @@ void rc__room_relay(rc_server *s, rc_conn *from, rc_buf *b) {
     delivered += deliver_marked(s, r, b, mark,
                                 r->relay == RC_RELAY_OTHERS ? from : NULL);
   }
-  atomic_fetch_add_explicit(&s->st_deliveries, delivered,
-                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered, memory_order_relaxed);
   if (s->room_hooks != NULL)
     relay_out(s, from, b);
 }

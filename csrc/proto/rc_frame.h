@@ -57,12 +57,12 @@ int rc_close_code_valid(unsigned code);
  * progress, so that a connection's parser state can be dropped while it is
  * idle. It trusts nothing it reads: lengths only count bytes down. */
 typedef struct rc_frame_scan {
-  uint64_t left;  /* payload bytes of the current frame still to come */
+  uint64_t left; /* payload bytes of the current frame still to come */
   uint8_t hdr[14];
-  uint8_t hlen;   /* header bytes gathered so far */
-  uint8_t in_msg; /* a data frame without FIN was seen: message unfinished */
-  uint32_t frags; /* data frames of the current message so far (saturates) */
-  uint16_t error; /* close code for the first bad header; then it stops */
+  uint8_t hlen;    /* header bytes gathered so far */
+  uint8_t in_msg;  /* a data frame without FIN was seen: message unfinished */
+  uint32_t frags;  /* data frames of the current message so far (saturates) */
+  uint16_t error;  /* close code for the first bad header; then it stops */
   uint8_t closing; /* stopped at the first byte of a close frame */
 } rc_frame_scan;
 
@@ -94,8 +94,8 @@ int rc_frame_scan_at_rest(const rc_frame_scan *sc);
 size_t rc_frame_close_size(const uint8_t *frame, size_t len);
 
 typedef struct rc_frame_close {
-  unsigned code;          /* 0: no status code (an empty payload) */
-  const uint8_t *reason;  /* inside the frame, unmasked; valid UTF-8 */
+  unsigned code;         /* 0: no status code (an empty payload) */
+  const uint8_t *reason; /* inside the frame, unmasked; valid UTF-8 */
   size_t reason_len;
 } rc_frame_close;
 

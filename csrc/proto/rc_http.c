@@ -399,7 +399,8 @@ void rc_http_check_upgrade(const rc_http_request *req,
   out->key = NULL;
   out->key_len = 0;
 
-  if (!any_header_has_token(req->headers, req->num_headers, "Upgrade", "websocket")) {
+  if (!any_header_has_token(req->headers, req->num_headers, "Upgrade",
+                            "websocket")) {
     fail(out, 1, "not a WebSocket upgrade request");
     return;
   }
@@ -420,11 +421,13 @@ void rc_http_check_upgrade(const rc_http_request *req,
     fail(out, 400, "duplicate Host");
     return;
   }
-  if (!any_header_has_token(req->headers, req->num_headers, "Connection", "upgrade")) {
+  if (!any_header_has_token(req->headers, req->num_headers, "Connection",
+                            "upgrade")) {
     fail(out, 400, "Connection header lacks \"upgrade\"");
     return;
   }
-  count = count_headers(req->headers, req->num_headers, "Sec-WebSocket-Version", &h);
+  count = count_headers(req->headers, req->num_headers, "Sec-WebSocket-Version",
+                        &h);
   if (count == 0) {
     fail(out, 426, "missing Sec-WebSocket-Version");
     return;
@@ -437,7 +440,8 @@ void rc_http_check_upgrade(const rc_http_request *req,
     fail(out, 426, "unsupported Sec-WebSocket-Version");
     return;
   }
-  count = count_headers(req->headers, req->num_headers, "Sec-WebSocket-Key", &h);
+  count =
+      count_headers(req->headers, req->num_headers, "Sec-WebSocket-Key", &h);
   if (count == 0) {
     fail(out, 400, "missing Sec-WebSocket-Key");
     return;
@@ -592,8 +596,8 @@ void rc_http_check_upgrade_response(const rc_http_response_head *resp,
   }
   if (count == 1) {
     if (offered == NULL || !list_has(offered, h->value, h->value_len)) {
-      client_fail_fmt(out, "handshake: the server chose subprotocol ",
-                      h->value, h->value_len > 40 ? 40 : h->value_len);
+      client_fail_fmt(out, "handshake: the server chose subprotocol ", h->value,
+                      h->value_len > 40 ? 40 : h->value_len);
       size_t used = strlen(out->text);
       (void)snprintf(out->text + used, sizeof out->text - used,
                      ", which was not offered");

@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RC_HTTP_MAX_HEADERS_CAP 128 /* hard array bound; callers pass a lower limit */
+#define RC_HTTP_MAX_HEADERS_CAP                                                \
+  128 /* hard array bound; callers pass a lower limit */
 
 typedef struct rc_http_header {
   const char *name; /* points into the parsed buffer, not NUL-terminated */
@@ -24,7 +25,8 @@ typedef struct rc_http_header {
 typedef struct rc_http_request {
   const char *method;
   size_t method_len;
-  const char *path; /* request target up to '?' (origin-form, starts with '/') */
+  const char
+      *path; /* request target up to '?' (origin-form, starts with '/') */
   size_t path_len;
   const char *query; /* after '?', without it; "" (len 0) when absent */
   size_t query_len;
@@ -35,8 +37,9 @@ typedef struct rc_http_request {
 
 enum {
   RC_HTTP_INCOMPLETE = 0,
-  RC_HTTP_E_BAD = -1,       /* malformed: answer 400 */
-  RC_HTTP_E_TOO_LARGE = -2, /* head longer than max_bytes or more than max_headers: answer 431 */
+  RC_HTTP_E_BAD = -1, /* malformed: answer 400 */
+  RC_HTTP_E_TOO_LARGE =
+      -2, /* head longer than max_bytes or more than max_headers: answer 431 */
 };
 
 /* Parses the request head at buf[0..len).
@@ -44,16 +47,17 @@ enum {
  * complete, RC_HTTP_INCOMPLETE (0) when more bytes are needed (and len does not
  * exceed max_bytes yet), RC_HTTP_E_BAD or RC_HTTP_E_TOO_LARGE.
  * max_headers must be <= RC_HTTP_MAX_HEADERS_CAP.
- * Accepts CRLF line ends (a bare LF is tolerated); rejects obsolete line folding,
- * control characters, a header name with spaces or non-token characters, a
- * target that is not origin-form, and versions other than HTTP/1.0 and 1.1. */
+ * Accepts CRLF line ends (a bare LF is tolerated); rejects obsolete line
+ * folding, control characters, a header name with spaces or non-token
+ * characters, a target that is not origin-form, and versions other than
+ * HTTP/1.0 and 1.1. */
 int rc_http_parse_request(const char *buf, size_t len, size_t max_bytes,
                           size_t max_headers, rc_http_request *req);
 
 /* A response head: status line and headers, pointing into the buffer. */
 typedef struct rc_http_response_head {
-  int version_minor; /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
-  int status;        /* 100-999 */
+  int version_minor;  /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
+  int status;         /* 100-999 */
   const char *reason; /* reason phrase, may be empty */
   size_t reason_len;
   rc_http_header headers[RC_HTTP_MAX_HEADERS_CAP];
@@ -96,7 +100,8 @@ typedef struct rc_http_upgrade_check {
  * bytes (400 otherwise), Sec-WebSocket-Version 13 (426 otherwise; the 426
  * response must carry "Sec-WebSocket-Version: 13").
  * A request without "Upgrade: websocket" is status 1 (plain HTTP). */
-void rc_http_check_upgrade(const rc_http_request *req, rc_http_upgrade_check *out);
+void rc_http_check_upgrade(const rc_http_request *req,
+                           rc_http_upgrade_check *out);
 
 /* Writes the 28-character Sec-WebSocket-Accept value plus a NUL into out:
  * base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), with
@@ -113,9 +118,9 @@ long rc_base64_decoded_len(const char *in, size_t len);
 
 /* Result of checking a response to the client's opening handshake. */
 typedef struct rc_http_client_check {
-  int ok;             /* 1: the connection is open */
-  const char *reason; /* when !ok: why, e.g. "HTTP 404 in handshake: Not
-                         Found" (static, or points into text) */
+  int ok;               /* 1: the connection is open */
+  const char *reason;   /* when !ok: why, e.g. "HTTP 404 in handshake: Not
+                           Found" (static, or points into text) */
   const char *protocol; /* the subprotocol the server chose, or NULL */
   size_t protocol_len;
   char text[112]; /* room for reasons that quote the response */
@@ -150,9 +155,8 @@ char *rc_http_client_request(const char *target, const char *host,
  * other than 101, Content-Length is always sent, and "Connection: close" when
  * close_after is nonzero. A 101 carries no Content-Length.
  * Returns NULL on allocation failure; *out_len receives the length. */
-char *rc_http_response(int status, const char *extra_headers,
-                       const char *body, size_t body_len, int close_after,
-                       size_t *out_len);
+char *rc_http_response(int status, const char *extra_headers, const char *body,
+                       size_t body_len, int close_after, size_t *out_len);
 
 /* The reason phrase of a status ("Bad Request"), "Unknown" if not known. */
 const char *rc_http_reason_phrase(int status);

@@ -184,8 +184,7 @@ static int failed(rc_tls *t, int r) {
    * the chain; that is not why anything failed then. */
   long v = t->verify ? SSL_get_verify_result(t->ssl) : X509_V_OK;
   if (v != X509_V_OK) {
-    (void)snprintf(t->err, sizeof t->err,
-                   "TLS: certificate verify failed: %s",
+    (void)snprintf(t->err, sizeof t->err, "TLS: certificate verify failed: %s",
                    X509_verify_cert_error_string(v));
     ERR_clear_error();
     return RC_TLS_E_FAILED;

@@ -16,6 +16,7 @@ browser's API; :func:`connect` for asyncio).
     server.run(host="127.0.0.1", port=8000)
 """
 
+from ._version import __version__
 from .app import App, Hooks, RoomLimitError, Socket
 from .backplane import BackplaneError
 from .client import (
@@ -29,9 +30,7 @@ from .client import (
 )
 from .room import BaseRoom, Room
 from .server import Running, Server
-from ._version import __version__
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
-
 
 __all__ = [
     "App",

@@ -20,15 +20,16 @@ over), every command raises ``RuntimeError("the server has stopped")``; a
 command made before ``listen()`` raises ``RuntimeError`` too.
 """
 
-from typing import Any, Callable, Final, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
-EV_OPEN: Final[int]      # (EV_OPEN, conn, path, query, headers, host, port)
-EV_MESSAGE: Final[int]   # (EV_MESSAGE, conn, data)  data: str (text) | bytes (binary)
-EV_CLOSE: Final[int]     # (EV_CLOSE, conn, code, reason)  last event of a conn
-EV_REQUEST: Final[int]   # (EV_REQUEST, conn, method, path, query, headers, host, port)
-EV_CONNECTED: Final[int] # (EV_CONNECTED, conn, subprotocol, headers)  a client conn is open;
-                         # subprotocol "" when none; headers of the 101 answer, as below.
-                         # A client conn that never opens gets EV_CLOSE alone (1006, reason).
+EV_OPEN: Final[int]  # (EV_OPEN, conn, path, query, headers, host, port)
+EV_MESSAGE: Final[int]  # (EV_MESSAGE, conn, data)  data: str (text) | bytes (binary)
+EV_CLOSE: Final[int]  # (EV_CLOSE, conn, code, reason)  last event of a conn
+EV_REQUEST: Final[int]  # (EV_REQUEST, conn, method, path, query, headers, host, port)
+EV_CONNECTED: Final[int]  # (EV_CONNECTED, conn, subprotocol, headers)  a client conn is open;
+# subprotocol "" when none; headers of the 101 answer, as below.
+# A client conn that never opens gets EV_CLOSE alone (1006, reason).
 # (EV_REDIS, token, value, error): the reply to redis(token, ...). value: bytes,
 # str (status), int, None or a list of them (an error inside a list is a
 # RuntimeError instance); error: the message of an error reply (value None),
@@ -38,8 +39,8 @@ EV_REDIS: Final[int]
 # up (both connections ready, rooms resubscribed); 0: down; 2: an attempt to
 # connect failed (text says why).
 EV_BACKPLANE: Final[int]
-BACKPLANE_DOWN: Final[int]   # EV_BACKPLANE codes: down (its connection lost)
-BACKPLANE_UP: Final[int]     # up: both Redis connections ready, rooms resubscribed
+BACKPLANE_DOWN: Final[int]  # EV_BACKPLANE codes: down (its connection lost)
+BACKPLANE_UP: Final[int]  # up: both Redis connections ready, rooms resubscribed
 BACKPLANE_RETRY: Final[int]  # an attempt to connect failed
 # Relay modes of room_new(relay): messages become EV_MESSAGE events (NONE)
 # or the loop forwards each to every member (ALL) or all but the sender.
@@ -60,23 +61,23 @@ class Core:
         *,
         max_message_size: int = 1 << 20,
         max_queue_bytes: int = 1 << 20,
-        ping_interval: float = 20.0,   # 0 disables pings
+        ping_interval: float = 20.0,  # 0 disables pings
         ping_timeout: float = 20.0,
         handshake_timeout: float = 10.0,
         close_timeout: float = 5.0,
         max_header_bytes: int = 8192,
         max_headers: int = 100,
-        http_requests: bool = False,   # True: plain GET/HEAD requests become EV_REQUEST; False: 426
-        max_connections: int = 0,      # 0: no limit; past it new connections get 503
-        idle_timeout: float = 0.0,     # seconds without a client message before 1001; 0: never
-        drop_oldest: bool = False,     # full queue: drop oldest messages instead of closing with 1008
+        http_requests: bool = False,  # True: plain GET/HEAD requests become EV_REQUEST; False: 426
+        max_connections: int = 0,  # 0: no limit; past it new connections get 503
+        idle_timeout: float = 0.0,  # seconds without a client message before 1001; 0: never
+        drop_oldest: bool = False,  # full queue: drop oldest messages instead of closing with 1008
         max_event_bytes: int = 64 << 20,  # unpolled events; past it, clients that send are not read
-        backplane_host: Optional[str] = None,  # Redis host: named rooms are shared through it
+        backplane_host: str | None = None,  # Redis host: named rooms are shared through it
         backplane_port: int = 6379,
         backplane_db: int = 0,
-        backplane_username: Optional[str] = None,
-        backplane_password: Optional[str] = None,
-        backplane_prefix: Optional[str] = None,  # channel = prefix + room name; None: "roomcast:"
+        backplane_username: str | None = None,
+        backplane_password: str | None = None,
+        backplane_prefix: str | None = None,  # channel = prefix + room name; None: "roomcast:"
         backplane_buffer: int = 1 << 20,  # bytes of publishes kept while Redis is unreachable
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
@@ -91,13 +92,13 @@ class Core:
         port: int,
         target: str,
         *,
-        host_header: Optional[str] = None,
-        headers: Sequence[Tuple[str, str]] = (),
-        protocols: Optional[Sequence[str]] = (),
+        host_header: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        protocols: Sequence[str] | None = (),
         tls: bool = False,
         verify: bool = True,
-        cafile: Optional[str] = None,
-        server_name: Optional[str] = None,
+        cafile: str | None = None,
+        server_name: str | None = None,
         handshake_timeout: float = 10.0,
         ping_interval: float = 0.0,
         ping_timeout: float = 0.0,
@@ -118,7 +119,7 @@ class Core:
         """Bytes of a client connection not yet handed to the kernel (in
         send commands and its queue, framing and TLS included); 0 once it
         has gone. Safe from any thread."""
-    def set_batching(self, call_soon: Optional[Callable[..., Any]], /) -> None:
+    def set_batching(self, call_soon: Callable[..., Any] | None, /) -> None:
         """Batch wake-ups: commands made on the calling thread no longer wake
         the core one by one; the first of a batch schedules ``flush()`` with
         ``call_soon`` (an asyncio loop's), so the core wakes once per loop
@@ -135,20 +136,19 @@ class Core:
         EV_CONNECTED closes its connection with 1011 (its EV_CLOSE follows),
         others are given in their smallest form (empty reason); counted in
         stats()["events_undelivered"]."""
-    def accept(self, conn: int, subprotocol: Optional[str] = None,
-               headers: Sequence[Tuple[str, str]] = ()) -> None:
+    def accept(self, conn: int, subprotocol: str | None = None, headers: Sequence[tuple[str, str]] = ()) -> None:
         """Sends the 101 answer to an EV_OPEN conn; frames follow only after it."""
-    def reject(self, conn: int, status: int = 403, body: bytes = b"",
-               headers: Sequence[Tuple[str, str]] = ()) -> None:
+    def reject(self, conn: int, status: int = 403, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answers an EV_OPEN conn (before accept) or an EV_REQUEST conn with an HTTP
         response and closes it. No EV_CLOSE follows for a rejected EV_OPEN? It does:
         every conn that produced EV_OPEN or EV_REQUEST ends with exactly one EV_CLOSE
         (code 1006 for HTTP-only conns)."""
-    def respond(self, conn: int, status: int, headers: Sequence[Tuple[str, str]],
-                body: bytes, head_only: bool = False) -> None:
+    def respond(
+        self, conn: int, status: int, headers: Sequence[tuple[str, str]], body: bytes, head_only: bool = False
+    ) -> None:
         """Answers an EV_REQUEST with status, headers (Content-Length is added)
         and body, then closes the connection."""
-    def send(self, conn: int, data: Union[str, bytes, bytearray, memoryview]) -> None:
+    def send(self, conn: int, data: str | bytes | bytearray | memoryview) -> None:
         """Frames data once (str: text frame, else binary) and queues it on conn."""
     def close(self, conn: int, code: int = 1000, reason: str = "") -> None:
         """Starts the close handshake (or aborts a conn not yet accepted with 403)."""
@@ -166,12 +166,10 @@ class Core:
         (ValueError otherwise): 0 messages become events; 1 the core forwards
         each message of a member to every member (2: but the sender), and no
         event is made for it."""
-    def broadcast(self, rooms: Sequence[int], data: Union[str, bytes, bytearray, memoryview],
-                  exclude: int = 0) -> None:
+    def broadcast(self, rooms: Sequence[int], data: str | bytes | bytearray | memoryview, exclude: int = 0) -> None:
         """Like publish, to the members of any of rooms: each once."""
     def leave(self, conn: int, room: int) -> None: ...
-    def publish(self, room: int, data: Union[str, bytes, bytearray, memoryview],
-                exclude: int = 0) -> None:
+    def publish(self, room: int, data: str | bytes | bytearray | memoryview, exclude: int = 0) -> None:
         """Frames data once and queues the same buffer on every member of room
         except conn ``exclude``. A member whose queue would exceed
         max_queue_bytes is closed with 1008."""
@@ -182,12 +180,12 @@ class Core:
     def server_id(self) -> int:
         """This server's random 64-bit id; the backplane skips the messages
         that carry it (its own)."""
-    def room_name(self, room: int, name: Union[str, bytes], /) -> None:
+    def room_name(self, room: int, name: str | bytes, /) -> None:
         """Names room (1 to 1056 bytes of UTF-8 without NUL, else ValueError),
         once. With a backplane, a push to it is also PUBLISHed to the channel
         prefix + name, and the channel is subscribed while the room has members
         here. A name held by another room of this core is ignored."""
-    def redis(self, token: int, /, *args: Union[str, bytes, int]) -> None:
+    def redis(self, token: int, /, *args: str | bytes | int) -> None:
         """Sends a command on the backplane's command connection (shared with
         the publishes: no blocking commands); the reply comes as (EV_REDIS,
         token, ...). RuntimeError without a backplane; ValueError for commands

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from typing import TYPE_CHECKING, Any, Coroutine, Iterable, Optional, Union
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 
@@ -48,7 +49,7 @@ _RELAY_NAMES = {_core.RELAY_NONE: None, _core.RELAY_ALL: "all", _core.RELAY_OTHE
 # cannot grow the table.
 _SHARED_MAX = 256
 
-Data = Union[str, bytes, bytearray, memoryview]
+Data = str | bytes | bytearray | memoryview
 
 # The hubs taking commands now, for a push to a named room that has no
 # member here yet: it still goes to the other servers through the backplane.
@@ -82,16 +83,16 @@ class Hub:
         core: _core.Core,
         loop: asyncio.AbstractEventLoop,
         *,
-        backplane: Optional[Backplane] = None,
-        backplane_key: Optional[tuple[str, int, str]] = None,
-        backplane_db: Optional[int] = None,
+        backplane: Backplane | None = None,
+        backplane_key: tuple[str, int, str] | None = None,
+        backplane_db: int | None = None,
         subprotocols: Iterable[str] = (),
         max_receive_queue: int = 2**20,
     ) -> None:
         # Takes commands while serving; None once shutdown has begun.
-        self._core: Optional[_core.Core] = core
+        self._core: _core.Core | None = core
         # Answers stats() until the core's loop has ended.
-        self._stats_core: Optional[_core.Core] = core
+        self._stats_core: _core.Core | None = core
         self.loop = loop
         self.server_id = f"{core.server_id():016x}"
         self.subprotocols = tuple(subprotocols)
@@ -162,7 +163,7 @@ class Hub:
     # -- one connection -------------------------------------------------------
     # Each returns False (doing nothing) once the hub has stopped.
 
-    def accept(self, conn: int, subprotocol: Optional[str], headers: list[tuple[str, str]]) -> bool:
+    def accept(self, conn: int, subprotocol: str | None, headers: list[tuple[str, str]]) -> bool:
         core = self._core
         if core is None:
             return False
@@ -228,7 +229,7 @@ class Hub:
         if core is not None:
             core.leave(conn, room_id)
 
-    def broadcast(self, kind: str, names: Optional[list[str]], data: str, exclude: int) -> None:
+    def broadcast(self, kind: str, names: list[str] | None, data: str, exclude: int) -> None:
         """Sends ``data`` once to every member of the named rooms of
         ``kind`` (None: the room of every socket, ``APP_ALL_KIND``), each
         member once. With a backplane, names with no member here still
@@ -294,7 +295,7 @@ class Hub:
 
     # -- Room members ----------------------------------------------------------
 
-    def _room_id(self, room: Any, name: Optional[str], relay: int) -> int:
+    def _room_id(self, room: Any, name: str | None, relay: int) -> int:
         entry = self._rooms.get(room)
         if entry is not None:
             return entry[0]
@@ -307,7 +308,7 @@ class Hub:
         self._rooms[room] = (room_id, next(_learned))
         return room_id
 
-    def room_join(self, room: Any, name: Optional[str], relay: int, conn: int, identity: Any) -> bool:
+    def room_join(self, room: Any, name: str | None, relay: int, conn: int, identity: Any) -> bool:
         """``conn`` joins ``room`` (its core room made on first use here);
         a named room's member enters presence. False once stopping."""
         core = self._core
@@ -319,7 +320,7 @@ class Hub:
             self.backplane.join(name, conn, identity)
         return True
 
-    def room_leave(self, room: Any, name: Optional[str], conn: int) -> None:
+    def room_leave(self, room: Any, name: str | None, conn: int) -> None:
         entry = self._rooms.get(room)
         if entry is not None and self._core is not None:
             self._core.leave(conn, entry[0])
@@ -334,7 +335,6 @@ class Hub:
         entry = self._rooms.get(room)
         return float("inf") if entry is None else entry[1]
 
-
     # -- presence ----------------------------------------------------------------
 
     def has_presence(self) -> bool:
@@ -348,7 +348,7 @@ class Hub:
         assert self.backplane is not None
         return await self.backplane.members(name)
 
-    def backplane_is(self, host: str, port: int, db: Optional[int]) -> bool:
+    def backplane_is(self, host: str, port: int, db: int | None) -> bool:
         """Whether this server's backplane is that Redis (and database)."""
         key = self._backplane_key
         return key is not None and (key[0], key[1], self._backplane_db) == (host, port, db)
@@ -379,8 +379,7 @@ class Hub:
         self.publish_to(room, data, exclude)
 
 
-def publish(room: Any, name: Optional[str], relay: int, data: Data,
-            exclude_hub: Optional[Hub], exclude_conn: int) -> None:
+def publish(room: Any, name: str | None, relay: int, data: Data, exclude_hub: Hub | None, exclude_conn: int) -> None:
     """One push to ``room`` on every server of this process that serves it
     (for a named room: once per backplane, through the excluded member's
     server first, so that the exclusion holds across servers)."""
@@ -398,7 +397,7 @@ def publish(room: Any, name: Optional[str], relay: int, data: Data,
         hub.publish_named(room, name, relay, data, exclude_conn if hub is exclude_hub else 0, done)
 
 
-def presence_hub(room: Any) -> Optional[Hub]:
+def presence_hub(room: Any) -> Hub | None:
     """A serving hub whose backplane knows ``room``'s members: one it has
     members on first."""
     hubs = serving()

@@ -15,7 +15,6 @@ A pure function: it runs on whichever thread fills or drains a queue.
 from __future__ import annotations
 
 import sys
-from typing import Union
 
 __all__ = ["message_cost"]
 
@@ -23,7 +22,7 @@ __all__ = ["message_cost"]
 _QUEUE_SLOT = 8
 
 
-def message_cost(data: Union[str, bytes]) -> int:
+def message_cost(data: str | bytes) -> int:
     """What a received message costs while it waits in a receive queue, for
     ``max_receive_queue``: the object itself (header included, so an empty
     message is not free) and its slot in the queue."""

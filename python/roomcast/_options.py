@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import operator
 import sys
-from typing import Any, Callable, Iterable, Mapping, Optional
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 # Seconds the core can turn into milliseconds and add to a clock without
 # overflow (about 31 years): a larger timeout is a mistake, not a wish.
@@ -45,7 +46,7 @@ def integer(minimum: int = 1, maximum: int = sys.maxsize, *, optional: bool = Fa
     if optional:
         what += " or None"
 
-    def check(name: str, value: Any) -> Optional[int]:
+    def check(name: str, value: Any) -> int | None:
         if value is None and optional:
             return None
         if isinstance(value, bool):
@@ -101,7 +102,7 @@ def names(*, allow_none: bool = False, optional: bool = False) -> Rule:
     optional, None for the whole. Gives a tuple."""
     what = "a list of str" + (" or None items" if allow_none else "") + (", or None" if optional else "")
 
-    def check(name: str, value: Any) -> Optional[tuple[Any, ...]]:
+    def check(name: str, value: Any) -> tuple[Any, ...] | None:
         if value is None and optional:
             return None
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -119,7 +120,7 @@ def text(max_bytes: int, *, optional: bool = False) -> Rule:
     """A str without NUL of at most max_bytes bytes in UTF-8."""
     what = f"a str without NUL of at most {max_bytes} bytes" + (" or None" if optional else "")
 
-    def check(name: str, value: Any) -> Optional[str]:
+    def check(name: str, value: Any) -> str | None:
         if value is None and optional:
             return None
         if not isinstance(value, str):
@@ -131,7 +132,7 @@ def text(max_bytes: int, *, optional: bool = False) -> Rule:
     return check
 
 
-def secret_url(name: str, value: Any) -> Optional[str]:
+def secret_url(name: str, value: Any) -> str | None:
     """None or a str; its value is never shown (it may hold a password)."""
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a URL str or None, not {type(value).__name__}")

@@ -7,7 +7,8 @@ import inspect
 import re
 import typing
 import uuid
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 # name -> (regex, converter); the same convertors as Starlette's routes.
@@ -48,7 +49,7 @@ class Route:
             pos = m.end()
         self.regex = re.compile(regex + re.escape(pattern[pos:]) + "$")
 
-    def match(self, raw_path: str) -> Optional[dict[str, Any]]:
+    def match(self, raw_path: str) -> dict[str, Any] | None:
         """The converted parameters, None when the path does not match;
         raises :class:`ParamError` when it matches but a value does not
         convert."""
@@ -81,7 +82,7 @@ class Binder:
 
     def __init__(self, func: Callable[..., Any], positional: int) -> None:
         # (name, converter or None, required)
-        self.names: list[tuple[str, Optional[Callable[[Any], Any]], bool]] = []
+        self.names: list[tuple[str, Callable[[Any], Any] | None, bool]] = []
         self.takes_all = False
         try:
             sig = inspect.signature(func)

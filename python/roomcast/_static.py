@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from typing import Optional, Union
 from urllib.parse import quote, unquote
 
 Response = tuple[int, list[tuple[str, str]], bytes]
@@ -16,14 +15,14 @@ Response = tuple[int, list[tuple[str, str]], bytes]
 SMALL_FILE = 256 * 1024
 
 
-def text_response(status: int, text: str, headers: Optional[list[tuple[str, str]]] = None) -> Response:
+def text_response(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
     return status, [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])], text.encode()
 
 
 class StaticFiles:
     """Files under ``directory`` served at ``url_prefix``."""
 
-    def __init__(self, url_prefix: str, directory: Union[str, os.PathLike[str]]) -> None:
+    def __init__(self, url_prefix: str, directory: str | os.PathLike[str]) -> None:
         if not url_prefix.startswith("/"):
             raise ValueError(f"url_prefix must start with '/': {url_prefix!r}")
         self.prefix = url_prefix.rstrip("/")
@@ -31,7 +30,7 @@ class StaticFiles:
         if not os.path.isdir(self.root):
             raise ValueError(f"not a directory: {directory!r}")
 
-    def lookup(self, raw_path: str) -> Union[None, Response, str]:
+    def lookup(self, raw_path: str) -> None | Response | str:
         """None if the path is outside the prefix; a ready response (a 404
         or a redirect); else the real path of the file to send."""
         if raw_path != self.prefix and not raw_path.startswith(self.prefix + "/"):
@@ -60,7 +59,6 @@ class StaticFiles:
         if not os.path.isfile(real):
             return text_response(404, "Not Found")
         return real
-
 
     def _canonical(self, parts: list[str]) -> str:
         """The directory's own path, with a final "/", built from its

@@ -57,9 +57,10 @@ import contextlib
 import inspect
 import json
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+from typing import Any, TypeVar
 
 from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
 from ._params import Route
@@ -128,12 +129,12 @@ class _Rooms:
     on the loop's thread; read by broadcast() from any thread (a dict
     lookup is atomic under the GIL)."""
 
-    def __init__(self, notices: bool, per_socket: Optional[int], total: Optional[int]) -> None:
+    def __init__(self, notices: bool, per_socket: int | None, total: int | None) -> None:
         self.notices = notices
         self._per_socket = per_socket
         self._total = total
         self._named: dict[str, tuple[int, set[Socket]]] = {}
-        self._hub: Optional[Hub] = None
+        self._hub: Hub | None = None
         self.everyone = 0  # the core room of every socket
 
     def start(self, hub: Hub) -> None:
@@ -211,7 +212,7 @@ class Socket:
         self.event = ""
         self.payload: Any = None
         self._table = rooms
-        self._rooms: Optional[set[str]] = None  # made on the first join
+        self._rooms: set[str] | None = None  # made on the first join
 
     @property
     def state(self) -> SimpleNamespace:
@@ -258,7 +259,7 @@ class Socket:
         await self.ws.send_text(envelope(event, payload))
 
     async def broadcast(
-        self, event: str, payload: Any = None, to: Optional[Iterable[str]] = None, skip_self: bool = True
+        self, event: str, payload: Any = None, to: Iterable[str] | None = None, skip_self: bool = True
     ) -> None:
         """Sends ``event`` to every socket of the rooms ``to`` (each socket
         once), or to every socket of the app when ``to`` is ``None``; not to
@@ -289,8 +290,8 @@ class App(Server):
         *,
         serve_client: bool = True,
         room_notices: bool = True,
-        max_rooms_per_socket: Optional[int] = MAX_ROOMS_PER_SOCKET,
-        max_rooms: Optional[int] = MAX_ROOMS,
+        max_rooms_per_socket: int | None = MAX_ROOMS_PER_SOCKET,
+        max_rooms: int | None = MAX_ROOMS,
         **options: Any,
     ) -> None:
         for option, value in (("max_rooms_per_socket", max_rooms_per_socket), ("max_rooms", max_rooms)):
@@ -302,8 +303,8 @@ class App(Server):
         self._busy: set[Socket] = set()  # sockets whose handler runs now
         self._driver = self._wake  # one bound method for every socket
         self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
-        self._on_rejoin: Optional[Callable[[Socket, str], Any]] = None
-        self._unhandled: Optional[Handler] = None
+        self._on_rejoin: Callable[[Socket, str], Any] | None = None
+        self._unhandled: Handler | None = None
         self._connect: list[Callable[[Socket], Any]] = []
         self._disconnect: list[Callable[[Socket], Any]] = []
         self._startup: list[Callable[[], Any]] = []
@@ -384,7 +385,7 @@ class App(Server):
     # -- sending from anywhere ---------------------------------------------------
 
     def broadcast(
-        self, event: str, payload: Any = None, to: Optional[Iterable[str]] = None, exclude: Optional[Socket] = None
+        self, event: str, payload: Any = None, to: Iterable[str] | None = None, exclude: Socket | None = None
     ) -> None:
         """Sends ``event`` once to every socket of the rooms ``to`` (each
         socket once however many of them it is in), or to every socket when
@@ -592,7 +593,7 @@ class App(Server):
 
         await _call(hooks[index], ws, go_on)
 
-    async def _error(self, ws: Socket, message: str, event: Optional[str] = None) -> None:
+    async def _error(self, ws: Socket, message: str, event: str | None = None) -> None:
         payload: dict[str, Any] = {"message": message}
         if event is not None:
             payload["event"] = event
@@ -609,7 +610,7 @@ class App(Server):
             await self._error(ws, "roomcast:rejoin takes a list of room names", REJOIN)
             return
         handler = self._on_rejoin
-        refused: Optional[RoomLimitError] = None
+        refused: RoomLimitError | None = None
         for room in dict.fromkeys(rooms):
             if handler is not None and refused is None and _valid_name(room):
                 try:

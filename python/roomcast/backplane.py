@@ -36,7 +36,7 @@ import asyncio
 import itertools
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import _core
@@ -182,8 +182,9 @@ def _text(value: Any) -> str:
 class Backplane:
     """The backplane of one serving :class:`~roomcast.Server`."""
 
-    def __init__(self, core: _core.Core, loop: asyncio.AbstractEventLoop, prefix: str,
-                 presence_ttl: float, where: str) -> None:
+    def __init__(
+        self, core: _core.Core, loop: asyncio.AbstractEventLoop, prefix: str, presence_ttl: float, where: str
+    ) -> None:
         self._core = core
         self._loop = loop
         self.prefix = prefix
@@ -193,7 +194,7 @@ class Backplane:
         self._beat_every = presence_ttl / 3
         self._where = where
         self._tokens = itertools.count(1)
-        self._waiting: dict[int, Union[asyncio.Future[Any], str, None]] = {}
+        self._waiting: dict[int, asyncio.Future[Any] | str | None] = {}
         self.up = False
         self._warned = False
         # room -> {member: identity as JSON}: this server's members there.
@@ -202,7 +203,7 @@ class Backplane:
         # the connection went before the reply): written again, whole, when
         # it is back.
         self._stale: set[str] = set()
-        self._beat: Optional[asyncio.Task[None]] = None
+        self._beat: asyncio.Task[None] | None = None
         self._closing = False
         # Set by the first news of the connection: up, or a failed attempt.
         self.settled = asyncio.Event()
@@ -212,7 +213,7 @@ class Backplane:
 
     # -- commands -------------------------------------------------------------
 
-    def _send(self, args: tuple[Any, ...], future: Union[asyncio.Future[Any], str, None]) -> None:
+    def _send(self, args: tuple[Any, ...], future: asyncio.Future[Any] | str | None) -> None:
         """future: what waits for the reply, or the room a presence update
         is about (str), or None."""
         token = next(self._tokens)
@@ -236,7 +237,7 @@ class Backplane:
         fails, the room is written again once Redis is back."""
         self._send(args, room)
 
-    def on_reply(self, token: int, value: Any, error: Optional[str]) -> None:
+    def on_reply(self, token: int, value: Any, error: str | None) -> None:
         future = self._waiting.pop(token, None)
         if not isinstance(future, asyncio.Future):
             if error is not None and not self._closing:
@@ -295,7 +296,7 @@ class Backplane:
         for room in rooms:
             pairs = list(self._members.get(room, {}).items())
             for start in range(0, max(1, len(pairs)), _BATCH):
-                flat = [x for pair in pairs[start:start + _BATCH] for x in pair]
+                flat = [x for pair in pairs[start : start + _BATCH] for x in pair]
                 self._fire(room, "EVAL", _FILL, "0", *self._head(room), "all" if start == 0 else "one", *flat)
 
     async def _heartbeat(self) -> None:
@@ -306,7 +307,7 @@ class Backplane:
             for start in range(0, len(rooms), _BATCH):
                 head = (self._names, self.server_id, self._ttl_ms)
                 try:
-                    missing = await self.command("EVAL", _BEAT, "0", *head, *rooms[start:start + _BATCH])
+                    missing = await self.command("EVAL", _BEAT, "0", *head, *rooms[start : start + _BATCH])
                 except BackplaneError:
                     break  # down: the reconnection writes everything again
                 self._resync([_text(room) for room in missing or ()])

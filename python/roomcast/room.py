@@ -44,23 +44,18 @@ import json
 import logging
 import sys
 from collections import deque
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import (
     Any,
-    Callable,
-    Coroutine,
-    Iterator,
     Literal,
-    Mapping,
-    Optional,
     Protocol,
     TypeVar,
-    Union,
     overload,
 )
 
 from . import _core, _hub
-from ._params import Binder
 from ._inbox import message_cost
+from ._params import Binder
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
 
 # Bytes of UTF-8 a user may name a room with: the core's bound less what
@@ -79,11 +74,11 @@ class AsgiWebSocket(Protocol):
     application_state: Any
     client_state: Any
 
-    async def accept(self, subprotocol: Optional[str] = None) -> None: ...
+    async def accept(self, subprotocol: str | None = None) -> None: ...
     async def receive(self) -> Mapping[str, Any]: ...
     async def send_text(self, data: str) -> None: ...
     async def send_bytes(self, data: bytes) -> None: ...
-    async def close(self, code: int = 1000, reason: Optional[str] = None) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 _STATE_NAMES = {s.name: s for s in WebSocketState}
@@ -95,10 +90,10 @@ class _AsgiSocket:
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self._out: deque[Union[str, bytes]] = deque()
+        self._out: deque[str | bytes] = deque()
         self._queued = 0
         self._wake = asyncio.Event()
-        self._task: Optional[asyncio.Task[None]] = None
+        self._task: asyncio.Task[None] | None = None
         self._dropped = False  # closed for not reading: takes no more pushes
 
     @staticmethod
@@ -123,7 +118,7 @@ class _AsgiSocket:
         except Exception:
             pass  # already closed, or the client has gone: nothing to close
 
-    async def next_message(self) -> Union[str, bytes]:
+    async def next_message(self) -> str | bytes:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -144,7 +139,7 @@ class _AsgiSocket:
         if self._task is not None:
             self._task.cancel()
 
-    def push(self, data: Union[str, bytes]) -> None:
+    def push(self, data: str | bytes) -> None:
         if self._dropped:
             return
         self._out.append(data)
@@ -176,6 +171,7 @@ class _AsgiSocket:
         except Exception:
             out.clear()  # the client has gone: its receive() says so
 
+
 __all__ = ["BaseRoom", "Room"]
 
 logger = logging.getLogger("roomcast")
@@ -197,7 +193,7 @@ class _Handler:
         self.func = func
         self.is_async = inspect.iscoroutinefunction(func)
         binder = Binder(func, positional)
-        self.binder: Optional[Binder] = binder if binder else None
+        self.binder: Binder | None = binder if binder else None
 
     async def __call__(self, room: BaseRoom, websocket: ServerWebSocket, *message: Any) -> None:
         if self.binder is None:
@@ -220,7 +216,7 @@ class BaseRoom:
     ignored, and pushes reach them. ``name=`` is as for :class:`Room`.
     """
 
-    def __init__(self, *, name: Optional[str] = None) -> None:
+    def __init__(self, *, name: str | None = None) -> None:
         if name is not None:
             check_name(name)
         self._name = name
@@ -255,11 +251,11 @@ class BaseRoom:
         return self
 
     @property
-    def name(self) -> Optional[str]:
+    def name(self) -> str | None:
         """The room's name, or None for a room local to its server."""
         return self._name
 
-    async def connect(self, websocket: Union[ServerWebSocket, AsgiWebSocket], *, identity: Any = None) -> None:
+    async def connect(self, websocket: ServerWebSocket | AsgiWebSocket, *, identity: Any = None) -> None:
         """Runs one member's whole life in the room; returns when it has
         left (the client closed, it was removed, or it failed).
 
@@ -378,7 +374,7 @@ class BaseRoom:
         await self._leave(ws, close=False)
         return False
 
-    def _pick(self, data: Union[str, bytes]) -> tuple[Optional[_Handler], Any]:
+    def _pick(self, data: str | bytes) -> tuple[_Handler | None, Any]:
         """The handler of a message and what it gets; (None, reason) for a
         message that is not the JSON its handler wants (close 1007)."""
         handlers = self._on_receive
@@ -407,8 +403,11 @@ class BaseRoom:
     def handlers(self) -> list[tuple[str, str, Callable[..., Any]]]:
         """The room's handlers as (decorator, mode, function) triples, e.g.
         ``("on_receive", "json", f)``: what ``Room(base_room)`` copies."""
-        tables = (("on_receive", self._on_receive), ("on_connect", self._on_connect),
-                  ("on_disconnect", self._on_disconnect))
+        tables = (
+            ("on_receive", self._on_receive),
+            ("on_connect", self._on_connect),
+            ("on_disconnect", self._on_disconnect),
+        )
         return [(decorator, mode, h.func) for decorator, table in tables for mode, h in table.items()]
 
     def _call(self, handler: _Handler, ws: Any, data: Any) -> Any:
@@ -597,28 +596,31 @@ class BaseRoom:
 
     # -- pushes ------------------------------------------------------------
 
-    async def push_json(self, message: Any, *, exclude: Optional[Union[ServerWebSocket, AsgiWebSocket]] = None) -> None:
+    async def push_json(self, message: Any, *, exclude: ServerWebSocket | AsgiWebSocket | None = None) -> None:
         """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
         member, except ``exclude`` if given. Raises :class:`TypeError` (or
         :class:`ValueError`) if it cannot be serialised; never waits for the
         members. Pushes reach each member in the order they were made."""
         self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
 
-    async def push_text(self, message: str, *, exclude: Optional[Union[ServerWebSocket, AsgiWebSocket]] = None) -> None:
+    async def push_text(self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None) -> None:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
         self._publish(message, exclude)
 
     async def push_bytes(
-        self, message: Union[bytes, bytearray, memoryview], *, exclude: Optional[Union[ServerWebSocket, AsgiWebSocket]] = None
+        self,
+        message: bytes | bytearray | memoryview,
+        *,
+        exclude: ServerWebSocket | AsgiWebSocket | None = None,
     ) -> None:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
         self._publish(message, exclude)
 
-    def _publish(self, data: Union[str, bytes, bytearray, memoryview], exclude: Optional[Any]) -> None:
+    def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
         if self._asgi:
             message = data if isinstance(data, (str, bytes)) else bytes(data)
             for ws, asgi in self._asgi.items():
@@ -690,7 +692,7 @@ class Room(BaseRoom):
     """
 
     def __init__(
-        self, base_room: Optional[BaseRoom] = None, *, relay: Optional[Relay] = None, name: Optional[str] = None
+        self, base_room: BaseRoom | None = None, *, relay: Relay | None = None, name: str | None = None
     ) -> None:
         super().__init__(name=name)
         if relay not in (None, "all", "others"):
@@ -731,7 +733,7 @@ class Room(BaseRoom):
     @overload
     def on_connection(self, func: None = None) -> Callable[[F], F]: ...
 
-    def on_connection(self, func: Optional[F] = None) -> Any:
+    def on_connection(self, func: F | None = None) -> Any:
         """``@room.on_connection``: same as ``@room.on_connect("after")``."""
         decorator = self.on_connect("after")
         return decorator if func is None else decorator(func)

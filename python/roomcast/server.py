@@ -38,27 +38,21 @@ import inspect
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import (
     Any,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
     Literal,
-    Optional,
-    Sequence,
     TypeVar,
-    Union,
 )
 
 from . import _core, _options
 from ._core import Core
+from ._http import header_values
 from ._hub import Hub
 from ._params import Binder, ParamError, Route
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .backplane import Backplane, parse_url
 from .room import BaseRoom
-from ._http import header_values
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
 
 __all__ = ["Running", "Server"]
@@ -80,6 +74,7 @@ EV_BACKPLANE = _core.EV_BACKPLANE
 
 # How long serve() waits for the backplane's first connection at most.
 SETTLE_SECONDS = 10.0
+
 
 class Running:
     """What ``async with server.serve(...)`` yields: the bound ``host`` and
@@ -180,21 +175,21 @@ class Server:
         *,
         max_message_size: int = 2**20,
         max_queue_bytes: int = 2**20,
-        ping_interval: Optional[float] = 20,
-        ping_timeout: Optional[float] = 20,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
         handshake_timeout: float = 10,
         close_timeout: float = 5,
         max_header_bytes: int = 8192,
         max_headers: int = 100,
-        idle_timeout: Optional[float] = 0,
-        max_connections: Optional[int] = None,
+        idle_timeout: float | None = 0,
+        max_connections: int | None = None,
         slow_consumer: Literal["close", "drop"] = "close",
-        origins: Optional[Iterable[Optional[str]]] = None,
+        origins: Iterable[str | None] | None = None,
         subprotocols: Sequence[str] = (),
         backlog: int = 1024,
         max_receive_queue: int = 2**20,
         max_pending_bytes: int = 64 * 2**20,
-        backplane: Optional[str] = None,
+        backplane: str | None = None,
         backplane_prefix: str = "roomcast:",
         backplane_buffer: int = 2**20,
         presence_ttl: float = 30,
@@ -216,11 +211,10 @@ class Server:
             "max_event_bytes": opts["max_pending_bytes"],
         }
         self._backplane_options: dict[str, Any] = {}
-        self._backplane_key: Optional[tuple[str, int, str]] = None
+        self._backplane_key: tuple[str, int, str] | None = None
         if backplane is not None:
             url = parse_url(backplane)
-            self._backplane_options = dict(url, backplane_prefix=backplane_prefix,
-                                           backplane_buffer=backplane_buffer)
+            self._backplane_options = dict(url, backplane_prefix=backplane_prefix, backplane_buffer=backplane_buffer)
             # Servers of one process on the same Redis and prefix publish a
             # push to a named room once between them.
             self._backplane_key = (url["backplane_host"], url["backplane_port"], backplane_prefix)
@@ -230,23 +224,23 @@ class Server:
         self._subprotocols = opts["subprotocols"]
         self._backlog = opts["backlog"]
         self._max_receive_queue = opts["max_receive_queue"]
-        self._routes: list[tuple[Route, Endpoint, Optional[Binder], Optional[Starter]]] = []
+        self._routes: list[tuple[Route, Endpoint, Binder | None, Starter | None]] = []
         self._static: list[StaticFiles] = []
         # The serving session's handle (None when not serving): every
         # command to the core goes through it.
-        self._hub: Optional[Hub] = None
+        self._hub: Hub | None = None
         # The core whose events are polled, until its loop has ended.
-        self._poll_core: Optional[Core] = None
+        self._poll_core: Core | None = None
         self._conns: dict[int, ServerWebSocket] = {}
 
     @property
-    def _core(self) -> Optional[Core]:
+    def _core(self) -> Core | None:
         """The core while it takes commands (tests ask it directly)."""
         hub = self._hub
         return self._poll_core if hub is not None and hub.running else None
 
     @property
-    def _backplane(self) -> Optional[Backplane]:
+    def _backplane(self) -> Backplane | None:
         hub = self._hub
         return hub.backplane if hub is not None else None
 
@@ -278,7 +272,7 @@ class Server:
         own = type(room).connect is BaseRoom.connect
         self._add_route(Route(path), room.connect, room.attach if own else None)
 
-    def _add_route(self, route: Route, endpoint: Endpoint, starter: Optional[Starter] = None) -> None:
+    def _add_route(self, route: Route, endpoint: Endpoint, starter: Starter | None = None) -> None:
         if not callable(endpoint):
             raise TypeError(f"endpoint must be callable, not {type(endpoint).__name__}")
         binder = Binder(endpoint, 1)
@@ -287,7 +281,7 @@ class Server:
             raise TypeError(f"endpoint {endpoint!r} declares {missing} which {route.pattern!r} does not provide")
         self._routes.append((route, endpoint, binder if binder else None, starter))
 
-    def static(self, url_prefix: str, directory: Union[str, os.PathLike[str]]) -> None:
+    def static(self, url_prefix: str, directory: str | os.PathLike[str]) -> None:
         """Serves the files of ``directory`` for plain GET and HEAD requests
         under ``url_prefix`` (``index.html`` for a directory; no path can
         leave ``directory``). Call before serving. Once used, a plain
@@ -349,11 +343,18 @@ class Server:
         fd = core.fileno()
         backplane = None
         if self._backplane_options:
-            backplane = Backplane(core, loop, self._backplane_options["backplane_prefix"],
-                                  self._presence_ttl, self._backplane_url or "")
-        hub = Hub(core, loop, backplane=backplane, backplane_key=self._backplane_key,
-                  backplane_db=self._backplane_options.get("backplane_db"),
-                  subprotocols=self._subprotocols, max_receive_queue=self._max_receive_queue)
+            backplane = Backplane(
+                core, loop, self._backplane_options["backplane_prefix"], self._presence_ttl, self._backplane_url or ""
+            )
+        hub = Hub(
+            core,
+            loop,
+            backplane=backplane,
+            backplane_key=self._backplane_key,
+            backplane_db=self._backplane_options.get("backplane_db"),
+            subprotocols=self._subprotocols,
+            max_receive_queue=self._max_receive_queue,
+        )
         self._hub = hub
         self._poll_core = core
         if backplane is not None:
@@ -475,6 +476,21 @@ class Server:
             if len(origin) > 1 or (origin[0] if origin else None) not in self._origins:
                 hub.reject(conn, 403, b"origin not allowed\n")
                 return
+        found = self._match(path)
+        if found is None:
+            hub.reject(conn, 404)
+            return
+        endpoint, starter, params, kwargs = found
+        ws = ServerWebSocket(hub, conn, hub.shared(path), query, headers, hub.shared(host), port, params)
+        self._conns[conn] = ws
+        if starter is not None:
+            starter(ws)  # the room runs it on events: no task of ours
+        else:
+            hub.spawn(self._run_endpoint(ws, endpoint, kwargs))
+
+    def _match(self, path: str) -> tuple[Endpoint, Starter | None, dict[str, Any], dict[str, Any]] | None:
+        """The first route that takes ``path``: its endpoint, its starter,
+        the path's parameters and the endpoint's converted arguments."""
         for route, endpoint, binder, starter in self._routes:
             params = route.match(path)
             if params is None:
@@ -483,16 +499,8 @@ class Server:
                 kwargs = binder.bind(params) if binder is not None else {}
             except ValueError:
                 continue  # an annotation the value does not convert to
-            break
-        else:
-            hub.reject(conn, 404)
-            return
-        ws = ServerWebSocket(hub, conn, hub.shared(path), query, headers, hub.shared(host), port, params)
-        self._conns[conn] = ws
-        if starter is not None:
-            starter(ws)  # the room runs it on events: no task of ours
-        else:
-            hub.spawn(self._run_endpoint(ws, endpoint, kwargs))
+            return endpoint, starter, params, kwargs
+        return None
 
     async def _run_endpoint(self, ws: ServerWebSocket, endpoint: Endpoint, kwargs: dict[str, Any]) -> None:
         try:
@@ -508,9 +516,7 @@ class Server:
         if ws.application_state is not WebSocketState.DISCONNECTED:
             await ws.close()  # 403 if never accepted, else close 1000
 
-    def _on_request(
-        self, conn: int, method: str, path: str, query: str, headers: bytes, host: str, port: int
-    ) -> None:
+    def _on_request(self, conn: int, method: str, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         hub = self._hub
         assert hub is not None
         head = method == "HEAD"

@@ -34,19 +34,12 @@ from __future__ import annotations
 import enum
 import json
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import (
     TYPE_CHECKING,
     Any,
-    AsyncIterator,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
     NamedTuple,
-    Optional,
-    Tuple,
-    Union,
 )
 from urllib.parse import SplitResult, parse_qsl, urlencode
 
@@ -69,8 +62,7 @@ __all__ = [
     "WebSocketState",
 ]
 
-Data = Union[str, bytes]
-
+Data = str | bytes
 
 
 class WebSocketDisconnect(Exception):
@@ -85,7 +77,7 @@ class WebSocketDisconnect(Exception):
     when the server is shutting down. ``reason`` is the matching reason.
     """
 
-    def __init__(self, code: int = 1000, reason: Optional[str] = None) -> None:
+    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
         self.code = code
         self.reason = reason or ""
         super().__init__(code, self.reason)
@@ -128,7 +120,7 @@ class _MultiMap(Mapping[str, str]):
     _pairs: list[tuple[str, str]]
     _last: bool = False
 
-    def __init__(self, pairs: Iterable[Tuple[str, str]] = ()) -> None:
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         self._pairs = list(pairs)
 
     def _key(self, key: str) -> str:
@@ -172,7 +164,7 @@ class QueryParams(_MultiMap):
 
     _last = True
 
-    def __init__(self, query: Union[str, Iterable[Tuple[str, str]]] = "") -> None:
+    def __init__(self, query: str | Iterable[tuple[str, str]] = "") -> None:
         if isinstance(query, str):
             query = parse_qsl(query, keep_blank_values=True)
         super().__init__(query)
@@ -191,9 +183,9 @@ class _Derived:
     __slots__ = ("state", "headers", "query_params")
 
     def __init__(self) -> None:
-        self.state: Optional[SimpleNamespace] = None
-        self.headers: Optional[Headers] = None
-        self.query_params: Optional[QueryParams] = None
+        self.state: SimpleNamespace | None = None
+        self.headers: Headers | None = None
+        self.query_params: QueryParams | None = None
 
 
 class _Inbox(deque[Data]):
@@ -207,7 +199,7 @@ class _Inbox(deque[Data]):
         super().__init__()
         self.size = 0  # message_cost() of what waits
         self.paused = False  # the core stopped reading for it
-        self.waiter: Optional[asyncio.Future[None]] = None
+        self.waiter: asyncio.Future[None] | None = None
 
 
 _ABNORMAL = (1006, "")  # no close frame exchanged (yet)
@@ -266,21 +258,21 @@ class ServerWebSocket:
         self._raw_headers = headers
         self._host = host
         self._port = port
-        self._path_params: Optional[dict[str, Any]] = path_params or None
+        self._path_params: dict[str, Any] | None = path_params or None
         # state, headers and query_params, made on first use of one.
-        self._derived: Optional[_Derived] = None
+        self._derived: _Derived | None = None
         # The peer's side: DISCONNECTED once the core reported the close.
         self.client_state = WebSocketState.CONNECTING
         # This side: CONNECTED after accept(), DISCONNECTED after close().
         self.application_state = WebSocketState.CONNECTING
         # Made on the first message: a member that never speaks keeps none.
-        self._inbox: Optional[_Inbox] = None
+        self._inbox: _Inbox | None = None
         # The close code and reason, once known.
         self._closed = _ABNORMAL
         # The subprotocol accept() chose, or None.
-        self.subprotocol: Optional[str] = None
+        self.subprotocol: str | None = None
         # driver(driven) runs on each message and on the close (see drive()).
-        self._driver: Optional[Callable[[Any], None]] = None
+        self._driver: Callable[[Any], None] | None = None
         self._driven: Any = None
 
     # -- request ----------------------------------------------------------
@@ -313,13 +305,13 @@ class ServerWebSocket:
         return derived.headers
 
     @property
-    def close_code(self) -> Optional[int]:
+    def close_code(self) -> int | None:
         """The close code once the connection has closed (1006 when no
         close frame was exchanged), else ``None``."""
         return self._closed[0] if self.client_state is WebSocketState.DISCONNECTED else None
 
     @property
-    def close_reason(self) -> Optional[str]:
+    def close_reason(self) -> str | None:
         """The close reason once the connection has closed, else ``None``."""
         return self._closed[1] if self.client_state is WebSocketState.DISCONNECTED else None
 
@@ -368,7 +360,7 @@ class ServerWebSocket:
         """The serving server's handle (roomcast's rooms ask it)."""
         return self._hub
 
-    def drive(self, driver: Optional[Callable[[Any], None]], driven: Any = None) -> None:
+    def drive(self, driver: Callable[[Any], None] | None, driven: Any = None) -> None:
         """From now on ``driver(driven)`` is called after each message is
         queued and once the connection has closed (None: no more); the
         driver reads with :meth:`take`. A room served by ``Server.route``
@@ -376,7 +368,7 @@ class ServerWebSocket:
         self._driver = driver
         self._driven = driven
 
-    def take(self) -> Optional[Data]:
+    def take(self) -> Data | None:
         """The next queued message, or None if none waits (never waits)."""
         inbox = self._inbox
         if not inbox:
@@ -395,8 +387,8 @@ class ServerWebSocket:
 
     async def accept(
         self,
-        subprotocol: Optional[str] = None,
-        headers: Optional[Iterable[Tuple[Union[str, bytes], Union[str, bytes]]]] = None,
+        subprotocol: str | None = None,
+        headers: Iterable[tuple[str | bytes, str | bytes]] | None = None,
     ) -> None:
         """Sends the ``101`` answer, with ``subprotocol`` as
         ``Sec-WebSocket-Protocol`` and extra response ``headers`` (str or
@@ -409,9 +401,7 @@ class ServerWebSocket:
         if self.application_state is not WebSocketState.CONNECTING:
             raise RuntimeError("accept() called twice, or after close()")
         if subprotocol is not None and subprotocol not in self.subprotocols:
-            raise ValueError(
-                f"the client did not offer subprotocol {subprotocol!r} (it offered {self.subprotocols!r})"
-            )
+            raise ValueError(f"the client did not offer subprotocol {subprotocol!r} (it offered {self.subprotocols!r})")
         hub = self._hub
         if subprotocol is None and hub.subprotocols:
             offered = self.subprotocols
@@ -476,7 +466,7 @@ class ServerWebSocket:
             raise TypeError(f"send_text() expects str, not {type(data).__name__}")
         self._check_send().send(self._conn, data)
 
-    async def send_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Queues one binary frame; raises like :meth:`send_text`."""
         if isinstance(data, str):
             raise TypeError("send_bytes() expects a bytes-like object, not str")
@@ -604,5 +594,5 @@ class ServerWebSocket:
             pass
 
 
-def _latin1(value: Union[str, bytes]) -> str:
+def _latin1(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value

@@ -303,8 +303,9 @@ RC_TEST(without_a_backplane_names_are_accepted_and_commands_refused) {
   rc_server_free(s);
 }
 
-RC_TEST_MAIN(RC_CASE(connects_and_answers_commands),
-             RC_CASE(prefixes_up_to_200_bytes_name_the_sentinel_exactly),
-             RC_CASE(publishes_to_a_named_room_without_members),
-             RC_CASE(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang),
-             RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused))
+RC_TEST_MAIN(
+    RC_CASE(connects_and_answers_commands),
+    RC_CASE(prefixes_up_to_200_bytes_name_the_sentinel_exactly),
+    RC_CASE(publishes_to_a_named_room_without_members),
+    RC_CASE(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang),
+    RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused))

@@ -265,8 +265,7 @@ RC_TEST(scan_stops_at_a_close_frame) {
   uint8_t buf[64];
   size_t good = client_frame(buf, RC_OP_TEXT, 1, 3);
   size_t n = client_frame(buf + good, RC_OP_CLOSE, 1, 2);
-  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, good + n, 0),
-                   (long)good);
+  RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&sc, buf, good + n, 0), (long)good);
   RC_CHECK_EQ_INT(sc.closing, 1);
   RC_CHECK_EQ_INT(sc.error, 0);
   RC_CHECK_EQ_INT(rc_frame_scan_at_rest(&sc), 0);
@@ -335,7 +334,7 @@ RC_TEST(bad_close_frames_are_refused) {
   }
   size_t n = close_frame(frame, 1000, "bye");
   RC_CHECK_EQ_INT(parse_gathered(frame, n, 0, &fc, buf), 1002); /* masked */
-  frame[0] = 0x08; /* FIN clear */
+  frame[0] = 0x08;                                              /* FIN clear */
   RC_CHECK_EQ_INT(parse_gathered(frame, n, 1, &fc, buf), 1002);
   frame[0] = 0xC8; /* RSV1 */
   RC_CHECK_EQ_INT(parse_gathered(frame, n, 1, &fc, buf), 1002);
@@ -376,7 +375,6 @@ RC_TEST(scan_counts_fragments_against_the_limit) {
     RC_ASSERT_EQ_INT((long)rc_frame_scan_feed(&fresh, buf, n, 1), (long)n);
   }
 }
-
 
 RC_TEST(client_header_small) {
   /* RFC 6455 5.7: a masked "Hello" starts 0x81 0x85 0x37 0xfa 0x21 0x3d. */
@@ -428,7 +426,8 @@ RC_TEST_MAIN(RC_CASE(client_header_small),
              RC_CASE(scan_counts_fragments_against_the_limit),
              RC_CASE(scan_stops_at_a_close_frame),
              RC_CASE(close_frames_with_every_registered_code_are_read),
-             RC_CASE(bad_close_frames_are_refused), RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
+             RC_CASE(bad_close_frames_are_refused),
+             RC_CASE(header_len_thresholds), RC_CASE(header_len_0),
              RC_CASE(header_len_125), RC_CASE(header_len_126),
              RC_CASE(header_len_65535), RC_CASE(header_len_65536),
              RC_CASE(header_len_large_64_bit), RC_CASE(header_fin_clear),

@@ -738,7 +738,6 @@ RC_TEST(parse_survives_mutations) {
   }
 }
 
-
 /* --- the client's side: response head, upgrade check, request -------- */
 
 typedef struct parsed_resp {
@@ -756,8 +755,7 @@ static void parse_resp_with(parsed_resp *p, const char *s, size_t max_bytes,
     exit(2);
   }
   memcpy(p->buf, s, len);
-  p->rc = rc_http_parse_response(p->buf, len, max_bytes, max_headers,
-                                 &p->resp);
+  p->rc = rc_http_parse_response(p->buf, len, max_bytes, max_headers, &p->resp);
 }
 
 static const char ok_resp[] = "HTTP/1.1 101 Switching Protocols\r\n"
@@ -779,8 +777,8 @@ RC_TEST(response_head_parses) {
                   memcmp(p.resp.reason, "Switching Protocols", 19) == 0;
   const rc_http_header *h =
       rc_http_response_find_header(&p.resp, "sec-websocket-protocol");
-  int proto_ok = h != NULL && h->value_len == 4 &&
-                 memcmp(h->value, "chat", 4) == 0;
+  int proto_ok =
+      h != NULL && h->value_len == 4 && memcmp(h->value, "chat", 4) == 0;
   free(p.buf);
   RC_ASSERT_EQ_INT(rc, (int)strlen(ok_resp));
   RC_ASSERT_EQ_INT(status, 101);
@@ -811,8 +809,8 @@ RC_TEST(response_head_status_line_forms) {
     int rc_positive; /* 1: parses, else the error */
     int status;
   } cases[] = {
-      {"HTTP/1.1 101\r\n\r\n", 1, 101},      /* no reason, no space */
-      {"HTTP/1.1 101 \r\n\r\n", 1, 101},     /* empty reason */
+      {"HTTP/1.1 101\r\n\r\n", 1, 101},  /* no reason, no space */
+      {"HTTP/1.1 101 \r\n\r\n", 1, 101}, /* empty reason */
       {"HTTP/1.0 404 Not Found\r\n\r\n", 1, 404},
       {"HTTP/1.1 200 OK\nServer: x\n\n", 1, 200}, /* bare LF */
       {"HTTP/2 101 x\r\n\r\n", RC_HTTP_E_BAD, 0},
@@ -846,8 +844,7 @@ RC_TEST(response_head_status_line_forms) {
 RC_TEST(response_head_bounds) {
   parsed_resp p;
   /* too many headers */
-  parse_resp_with(&p,
-                  "HTTP/1.1 101 x\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+  parse_resp_with(&p, "HTTP/1.1 101 x\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
                   MAX_BYTES, 3);
   int many = p.rc;
   free(p.buf);
@@ -913,8 +910,7 @@ RC_TEST(client_check_errors) {
       {"HTTP/1.1 101 x\r\n" UPC
        "Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
        NULL, "handshake: wrong Sec-WebSocket-Accept"},
-      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Extensions: x\r\n\r\n",
-       NULL,
+      {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Extensions: x\r\n\r\n", NULL,
        "handshake: the server accepted an extension that was not offered"},
       {"HTTP/1.1 101 x\r\n" UPC ACC "Sec-WebSocket-Protocol: chat\r\n\r\n",
        NULL,

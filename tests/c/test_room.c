@@ -69,7 +69,9 @@ static int got_text(int i, const char *want) {
            ev->len == strlen(want) && memcmp(ev->data, want, ev->len) == 0;
   if (!ok)
     fprintf(stderr, "  member %d: wanted \"%s\", got %s%.*s\n", i, want,
-            ev == NULL ? "nothing" : ev->type == RC_EV_MESSAGE ? "" : "event ",
+            ev == NULL                  ? "nothing"
+            : ev->type == RC_EV_MESSAGE ? ""
+                                        : "event ",
             ev != NULL && ev->type == RC_EV_MESSAGE ? (int)ev->len : 0,
             ev != NULL ? ev->data : "");
   free(ev);
@@ -357,12 +359,13 @@ RC_TEST(a_rooms_mode_is_fixed_when_its_id_is_made) {
   stop();
 }
 
-RC_TEST_MAIN(RC_CASE(publish_reaches_each_member_once_in_order),
-             RC_CASE(run_with_few_excluded_members),
-             RC_CASE(run_with_more_excluded_members_than_the_threshold),
-             RC_CASE(run_longer_than_its_maximum_stays_in_order),
-             RC_CASE(direct_send_then_a_run_in_one_wake_up_stay_in_order),
-             RC_CASE(broadcast_reaches_a_member_of_several_rooms_once),
-             RC_CASE(leave_and_room_free_stop_deliveries_and_keep_the_connections),
-             RC_CASE(relay_all_and_others_forward_without_an_event),
-             RC_CASE(a_rooms_mode_is_fixed_when_its_id_is_made))
+RC_TEST_MAIN(
+    RC_CASE(publish_reaches_each_member_once_in_order),
+    RC_CASE(run_with_few_excluded_members),
+    RC_CASE(run_with_more_excluded_members_than_the_threshold),
+    RC_CASE(run_longer_than_its_maximum_stays_in_order),
+    RC_CASE(direct_send_then_a_run_in_one_wake_up_stay_in_order),
+    RC_CASE(broadcast_reaches_a_member_of_several_rooms_once),
+    RC_CASE(leave_and_room_free_stop_deliveries_and_keep_the_connections),
+    RC_CASE(relay_all_and_others_forward_without_an_event),
+    RC_CASE(a_rooms_mode_is_fixed_when_its_id_is_made))

@@ -258,7 +258,8 @@ RC_TEST(close_codes_no_one_may_send_are_protocol_errors) {
   stop();
 }
 
-RC_TEST_MAIN(RC_CASE(an_upgrade_nobody_answers_gets_503_after_the_deadline),
-             RC_CASE(a_plain_request_nobody_answers_gets_503_after_the_deadline),
-             RC_CASE(registered_close_codes_are_echoed_and_reported),
-             RC_CASE(close_codes_no_one_may_send_are_protocol_errors))
+RC_TEST_MAIN(
+    RC_CASE(an_upgrade_nobody_answers_gets_503_after_the_deadline),
+    RC_CASE(a_plain_request_nobody_answers_gets_503_after_the_deadline),
+    RC_CASE(registered_close_codes_are_echoed_and_reported),
+    RC_CASE(close_codes_no_one_may_send_are_protocol_errors))

@@ -3,8 +3,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "support/rc_test.h"
 #include "proto/rc_utf8.h"
+#include "support/rc_test.h"
 
 #define VALID(lit) rc_utf8_valid((const uint8_t *)(lit), sizeof(lit) - 1)
 

@@ -66,7 +66,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -197,7 +197,7 @@ def ensure_tool(name: str, version: str) -> Path:
     return python
 
 
-def find_python2(explicit: Optional[str]) -> tuple[Optional[str], str]:
+def find_python2(explicit: str | None) -> tuple[str | None, str]:
     """(a Python 2.7 interpreter, its version) or (None, where we looked)."""
     if explicit:
         candidates = [explicit]
@@ -245,7 +245,9 @@ def ensure_autobahn(python2: str) -> list[str]:
     name, version = AUTOBAHN
     if not (AUTOBAHN_DIR / f"{name}-{version}.dist-info").is_dir():
         shutil.rmtree(AUTOBAHN_DIR, ignore_errors=True)
-        say(f"installing {name}=={version} with {python2} -m pip into {AUTOBAHN_DIR.relative_to(ROOT)} (about a minute)")
+        say(
+            f"installing {name}=={version} with {python2} -m pip into {AUTOBAHN_DIR.relative_to(ROOT)} (about a minute)"
+        )
         pip = [python2, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-script-location"]
         pip += ["--target", str(AUTOBAHN_DIR), f"{name}=={version}"]
         done = subprocess.run(pip, capture_output=True, text=True, env=tool_env())
@@ -313,7 +315,7 @@ def start_server(
         time.sleep(0.05)
 
 
-def stop(proc: Optional[subprocess.Popen[bytes]]) -> Optional[int]:
+def stop(proc: subprocess.Popen[bytes] | None) -> int | None:
     """Stops a child started in its own session (SIGTERM, then SIGKILL);
     returns its exit status."""
     if proc is None:
@@ -393,7 +395,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_listening(proc: subprocess.Popen[bytes], log_path: Path, port: Optional[int], what: str) -> str:
+def wait_listening(proc: subprocess.Popen[bytes], log_path: Path, port: int | None, what: str) -> str:
     """The URL of a fuzzing server once it accepts: from its 'listening on'
     line (kosoku) or when its port takes a connection (wstest)."""
     deadline = time.monotonic() + SERVER_START_TIMEOUT
@@ -409,7 +411,9 @@ def wait_listening(proc: subprocess.Popen[bytes], log_path: Path, port: Optional
             except OSError:
                 pass
         if proc.poll() is not None:
-            raise CannotRun(f"{what} exited with status {proc.returncode}:\n{tail(log_path.read_text(errors='replace'))}")
+            raise CannotRun(
+                f"{what} exited with status {proc.returncode}:\n{tail(log_path.read_text(errors='replace'))}"
+            )
         if time.monotonic() > deadline:
             raise CannotRun(f"{what} did not listen within {SERVER_START_TIMEOUT:.0f} s")
         time.sleep(0.05)
@@ -418,7 +422,7 @@ def wait_listening(proc: subprocess.Popen[bytes], log_path: Path, port: Optional
 def start_fuzzingserver(
     tool: Tool, out: Path, cases: str, log_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> tuple[subprocess.Popen[bytes], str]:
-    port: Optional[int] = None
+    port: int | None = None
     if tool.wstest is not None:
         port = free_port()
         spec = {
@@ -438,7 +442,13 @@ def start_fuzzingserver(
         what = "kosoku's fuzzing server"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=BUILD, env=tool_env(), start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=BUILD,
+            env=tool_env(),
+            start_new_session=True,
         )
     children.append(proc)
     return proc, wait_listening(proc, log_path, port, what)
@@ -473,7 +483,9 @@ def run_client_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[f
             except subprocess.TimeoutExpired:
                 raise CannotRun(f"kosoku's fuzzing server did not end after the client; see {log_path}") from None
             if fuzzer.returncode != 0:
-                raise CannotRun(f"kosoku's fuzzing server exited with status {fuzzer.returncode}:\n{tail(log_path.read_text())}")
+                raise CannotRun(
+                    f"kosoku's fuzzing server exited with status {fuzzer.returncode}:\n{tail(log_path.read_text())}"
+                )
     finally:
         for child in reversed(children):
             stop(child)
@@ -629,9 +641,14 @@ def parse_args() -> argparse.Namespace:
         default="all",
         help="what to test (default all: each target in turn)",
     )
-    parser.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated case ids or globs (default {DEFAULT_CASES})")
     parser.add_argument(
-        "--out", type=Path, default=BUILD / "report", help="the tool's reports, one directory per target (default build/conformance/report)"
+        "--cases", default=DEFAULT_CASES, help=f"comma-separated case ids or globs (default {DEFAULT_CASES})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BUILD / "report",
+        help="the tool's reports, one directory per target (default build/conformance/report)",
     )
     parser.add_argument(
         "--tool",
@@ -646,7 +663,7 @@ def parse_args() -> argparse.Namespace:
 class Tool:
     """The tool chosen for the run: wstest's command or kosoku's Python."""
 
-    def __init__(self, wstest: Optional[list[str]], kosoku: Optional[Path], why: str, label: str) -> None:
+    def __init__(self, wstest: list[str] | None, kosoku: Path | None, why: str, label: str) -> None:
         self.wstest = wstest
         self.kosoku = kosoku
         self.why = why
@@ -664,7 +681,7 @@ def choose_tool(args: argparse.Namespace) -> Tool:
         f"`{name}` {version} is Python 2.7 code: in a Python 3 virtual environment"
         f" its `wstest` stops at once ({AUTOBAHN_ON_PY3})"
     )
-    wstest: Optional[list[str]] = None
+    wstest: list[str] | None = None
     why_not = ""
     if args.tool in ("auto", "autobahntestsuite"):
         python2, found = find_python2(args.python2)
@@ -698,7 +715,7 @@ def choose_tool(args: argparse.Namespace) -> Tool:
     return Tool(None, kosoku, why_tool, label)
 
 
-def server_log_note(proc: Optional[subprocess.Popen[bytes]], log_path: Path, name: str, note: str) -> str:
+def server_log_note(proc: subprocess.Popen[bytes] | None, log_path: Path, name: str, note: str) -> str:
     """What went wrong with an echo server, from its exit status and log."""
     code = proc.returncode if proc is not None else None
     if not note and code not in (0, None):
@@ -717,7 +734,7 @@ def run_server_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[f
     log_path = BUILD / f"{target}.log"
     name = "examples/echo.py" + (" --relay" if target == "relay" else "")
     children: list[subprocess.Popen[bytes]] = []
-    server: Optional[subprocess.Popen[bytes]] = None
+    server: subprocess.Popen[bytes] | None = None
     note = ""
     try:
         server, url = start_server(log_path, children, relay=target == "relay")
@@ -759,9 +776,7 @@ def run_target(target: str, tool: Tool, args: argparse.Namespace, command: str) 
     dest = RECORDS / target if full else out
     dest.mkdir(parents=True, exist_ok=True)
     client = target.startswith("client")
-    write_record(
-        dest, out, entries, details, tool.describe(client), tool.why, command, started, seconds, note, target
-    )
+    write_record(dest, out, entries, details, tool.describe(client), tool.why, command, started, seconds, note, target)
     failing = [c for c, e in entries.items() if not passed(e)]
     for case_id in failing:
         e = entries[case_id]

@@ -54,15 +54,25 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
-from support.wsraw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT  # noqa: E402
-from support.wsraw import accept_value, close_payload, encode_frame, handshake_request, new_key  # noqa: E402
+from support.wsraw import (  # noqa: E402  # noqa: E402
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_value,
+    close_payload,
+    encode_frame,
+    handshake_request,
+    new_key,
+)
 
 MIB = 1024 * 1024
 RSS_GROWTH_FRACTION = 0.10
@@ -434,8 +444,8 @@ class Member:
         self.finals: set[str] = set()
         self.problems: list[str] = []
         self.joined = asyncio.Event()
-        self.closed: Optional[str] = None
-        self.reader: Optional[asyncio.Task[None]] = None
+        self.closed: str | None = None
+        self.reader: asyncio.Task[None] | None = None
 
     def problem(self, text: str) -> None:
         self.problems.append(f"{self.ident}: {text}")
@@ -564,7 +574,7 @@ class ServerProcess:
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
-    async def stop(self) -> Optional[int]:
+    async def stop(self) -> int | None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         try:
@@ -610,7 +620,7 @@ class Soak:
         print(text, flush=True)
 
     async def sample(
-        self, server: ServerProcess, label: str, t: float, prev: Optional[dict[str, Any]], command: str = "stats"
+        self, server: ServerProcess, label: str, t: float, prev: dict[str, Any] | None, command: str = "stats"
     ) -> dict[str, Any]:
         st = await server.stats(command)
         row: dict[str, Any] = {
@@ -817,7 +827,9 @@ class Soak:
                     lost += m.missing[ident] + max(0, least - got)
                     duplicated += m.dups[ident]
                     if not least <= got <= most:
-                        problems.append(f"{m.ident}: messages up to {got} of {ident}, which sent {most} ({least} came back)")
+                        problems.append(
+                            f"{m.ident}: messages up to {got} of {ident}, which sent {most} ({least} came back)"
+                        )
                 for _, ident, _, _, saw_join in visitors.get(room, []):
                     if saw_join and m.joins[ident] != 1:
                         problems.append(f"{m.ident}: {m.joins[ident]} join notices of {ident}")
@@ -833,7 +845,12 @@ class Soak:
         self.notes["lobby_visitors"] = sum(len(v) for v in visitors.values())
 
     def verdict(
-        self, idle: dict[str, Any], base: dict[str, Any], drained: dict[str, Any], closed: dict[str, Any], code: Optional[int]
+        self,
+        idle: dict[str, Any],
+        base: dict[str, Any],
+        drained: dict[str, Any],
+        closed: dict[str, Any],
+        code: int | None,
     ) -> int:
         secs = self.args.seconds
         churn = [r for r in self.rows if "acc_s" in r and r["label"] not in ("drained", "closed")]
@@ -867,7 +884,9 @@ class Soak:
         if drained["fds"] != base["fds"]:
             failures.append(f"{drained['fds']} fds once the churn stopped, {base['fds']} before it")
         if drained["st"]["connections"] != len(self.members):
-            failures.append(f"{drained['st']['connections']} connections once the churn stopped, expected {len(self.members)}")
+            failures.append(
+                f"{drained['st']['connections']} connections once the churn stopped, expected {len(self.members)}"
+            )
         if closed["fds"] != idle["fds"] or closed["st"]["connections"] != 0:
             failures.append(f"{closed['fds']} fds with every client gone, {idle['fds']} when the server started idle")
         if n.get("lost") or n.get("duplicated"):
@@ -902,23 +921,35 @@ class Soak:
             "churn_received": counts["received"],
         }
 
-    def summary(self, idle: dict[str, Any], base: dict[str, Any], drained: dict[str, Any], closed: dict[str, Any]) -> None:
+    def summary(
+        self, idle: dict[str, Any], base: dict[str, Any], drained: dict[str, Any], closed: dict[str, Any]
+    ) -> None:
         n = self.notes
         tot = self.totals(base, drained)
         self.say("")
-        self.say(f"RSS: {n['rss_warm'] / 1024:.1f} MiB (median, second tenth) -> {n['rss_end'] / 1024:.1f} MiB (last tenth);"
-                 f" allowed +{n['rss_allowed'] / 1024:.1f} MiB; slope {round(n['rss_slope']):+d} KiB/min")
-        self.say(f"fds: idle {idle['fds']}, with members {base['fds']}, after the churn {drained['fds']},"
-                 f" all gone {closed['fds']}")
-        self.say(f"connections accepted {tot['accepted']}, messages in {tot['messages_in']},"
-                 f" deliveries {tot['deliveries']}, lost {n.get('lost')}, duplicated {n.get('duplicated')}")
-        self.say(f"server CPU {n['server_cpu_pct']:.0f}% of a core; clients: members {n['members_cpu_pct']:.0f}%,"
-                 f" churn {n['churn_cpu_pct']:.0f}%")
+        self.say(
+            f"RSS: {n['rss_warm'] / 1024:.1f} MiB (median, second tenth) -> {n['rss_end'] / 1024:.1f} MiB (last tenth);"
+            f" allowed +{n['rss_allowed'] / 1024:.1f} MiB; slope {round(n['rss_slope']):+d} KiB/min"
+        )
+        self.say(
+            f"fds: idle {idle['fds']}, with members {base['fds']}, after the churn {drained['fds']},"
+            f" all gone {closed['fds']}"
+        )
+        self.say(
+            f"connections accepted {tot['accepted']}, messages in {tot['messages_in']},"
+            f" deliveries {tot['deliveries']}, lost {n.get('lost')}, duplicated {n.get('duplicated')}"
+        )
+        self.say(
+            f"server CPU {n['server_cpu_pct']:.0f}% of a core; clients: members {n['members_cpu_pct']:.0f}%,"
+            f" churn {n['churn_cpu_pct']:.0f}%"
+        )
         for p in self.problems[:30]:
             self.say(f"  problem: {p}")
         self.say("FLAT, nothing lost" if not n["failures"] else "FAILED: " + "; ".join(n["failures"]))
 
-    def report(self, idle: dict[str, Any], base: dict[str, Any], drained: dict[str, Any], closed: dict[str, Any]) -> str:
+    def report(
+        self, idle: dict[str, Any], base: dict[str, Any], drained: dict[str, Any], closed: dict[str, Any]
+    ) -> str:
         a = self.args
         n = self.notes
         tot = self.totals(base, drained)

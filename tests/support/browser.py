@@ -112,9 +112,7 @@ def headless_chromium():
             if proc.poll() is not None:
                 pytest.fail(f"chromium exited with {proc.returncode}; its output:\n{tail(log_path)}")
             if time.monotonic() > deadline:
-                pytest.fail(
-                    f"chromium wrote no DevToolsActivePort in {START} s; its output:\n{tail(log_path)}"
-                )
+                pytest.fail(f"chromium wrote no DevToolsActivePort in {START} s; its output:\n{tail(log_path)}")
             time.sleep(POLL)
         yield f"ws://127.0.0.1:{lines[0]}{lines[1]}"
     finally:
@@ -230,9 +228,7 @@ class Tab:
                 return state
             if asyncio.get_running_loop().time() > deadline:
                 shown = json.dumps(state, indent=2, ensure_ascii=False) if isinstance(state, dict) else state
-                raise AssertionError(
-                    f"tab {self.label} never showed {what} within {timeout} s; it showed:\n{shown}"
-                )
+                raise AssertionError(f"tab {self.label} never showed {what} within {timeout} s; it showed:\n{shown}")
             await asyncio.sleep(POLL)
 
     async def join(self, room):

@@ -20,7 +20,8 @@ import struct
 import subprocess
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .wsraw import GUID, OP_CLOSE, Reader, close_payload, encode_frame
 
@@ -55,12 +56,20 @@ def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
 
 
-def accept(sock: socket.socket, req: Request, *, protocol: Optional[str] = None,
-           accept_key: Optional[str] = None, extra: bytes = b"") -> None:
+def accept(
+    sock: socket.socket,
+    req: Request,
+    *,
+    protocol: str | None = None,
+    accept_key: str | None = None,
+    extra: bytes = b"",
+) -> None:
     """Sends a 101 (with accept_key instead of the right value if given)."""
     value = accept_key or accept_value(req.headers["sec-websocket-key"])
-    head = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Accept: {value}\r\n")
+    head = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Accept: {value}\r\n"
+    )
     if protocol:
         head += f"Sec-WebSocket-Protocol: {protocol}\r\n"
     sock.sendall(head.encode() + b"\r\n" + extra)
@@ -166,8 +175,9 @@ class RawServer:
             errors = list(self.errors)
         if errors:
             if len(errors) > 1:
-                errors[0].add_note(f"RawServer: {len(errors) - 1} more script(s) failed: "
-                                   + "; ".join(repr(e) for e in errors[1:]))
+                errors[0].add_note(
+                    f"RawServer: {len(errors) - 1} more script(s) failed: " + "; ".join(repr(e) for e in errors[1:])
+                )
             raise errors[0]
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -200,11 +210,10 @@ class WebsocketsServer:
         self.handler = handler
         self.kw = kw
         self.port = 0
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
-        self._stop: Optional[asyncio.Event] = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
-                                        name="websockets-server")
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True, name="websockets-server")
 
     async def _main(self) -> None:
         from websockets.asyncio.server import serve
@@ -239,10 +248,29 @@ def make_certificate(directory: str, name: str, sans: str) -> tuple:
     cert = os.path.join(directory, f"{name}.pem")
     key = os.path.join(directory, f"{name}.key")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
-         "-addext", f"subjectAltName={sans}"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName={sans}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 

@@ -65,7 +65,7 @@ class RespClient:
             if not chunk:
                 raise ConnectionError("redis closed the connection")
             self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        data, self.buf = self.buf[:n], self.buf[n + 2 :]
         return data
 
     def read(self):
@@ -113,10 +113,26 @@ class RedisServer:
         for name, secret in users:
             auth += ["--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--logfile", os.path.join(self.dir, "redis.log")] + auth,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+                "--logfile",
+                os.path.join(self.dir, "redis.log"),
+            ]
+            + auth,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + T
         while True:
@@ -213,8 +229,9 @@ class FakeRedis:
                 if verb in (b"SUBSCRIBE", b"UNSUBSCRIBE"):
                     for channel in args[1:]:
                         subscribed += 1 if verb == b"SUBSCRIBE" else -1
-                        writer.write(_encode([verb.lower(), channel]).replace(b"*2", b"*3", 1)
-                                     + b":%d\r\n" % subscribed)
+                        writer.write(
+                            _encode([verb.lower(), channel]).replace(b"*2", b"*3", 1) + b":%d\r\n" % subscribed
+                        )
                 elif verb == b"PING":
                     writer.write(b"+PONG\r\n")
                 elif verb in (b"AUTH", b"SELECT"):

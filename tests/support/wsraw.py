@@ -19,7 +19,7 @@ import os
 import socket
 import struct
 import threading
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -52,15 +52,14 @@ def handshake_request(
     path: str = "/",
     *,
     host: str = "127.0.0.1",
-    key: Optional[str] = None,
-    version: Optional[str] = "13",
+    key: str | None = None,
+    version: str | None = "13",
     method: str = "GET",
     extra_headers=(),
 ) -> bytes:
     """An opening handshake as bytes. A header given as None is left out
     (key=None sends no Sec-WebSocket-Key); extra_headers are appended."""
-    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host,
-             "Upgrade: websocket", "Connection: Upgrade"]
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host, "Upgrade: websocket", "Connection: Upgrade"]
     if key is not None:
         lines.append("Sec-WebSocket-Key: %s" % key)
     if version is not None:
@@ -75,7 +74,7 @@ class HTTPResponse(NamedTuple):
     headers: list  # [(lower-cased name, value)] in order
     body: bytes
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         name = name.lower()
         for k, v in self.headers:
             if k == name:
@@ -96,12 +95,10 @@ def _parse_head(head: bytes) -> HTTPResponse:
         if not sep:
             raise ProtocolError("bad header line %r" % line)
         headers.append((name.strip().lower(), value.strip()))
-    return HTTPResponse(int(parts[1]), parts[2] if len(parts) > 2 else "",
-                        headers, b"")
+    return HTTPResponse(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, b"")
 
 
-def connect_socket(port: int, *, rcvbuf: Optional[int] = None,
-                   timeout: float = TIMEOUT) -> socket.socket:
+def connect_socket(port: int, *, rcvbuf: int | None = None, timeout: float = TIMEOUT) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:
         # Before connect, so that the window offered in the SYN is small too.
@@ -182,9 +179,15 @@ def http_exchange(port: int, request: bytes) -> HTTPResponse:
         sock.close()
 
 
-def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True,
-                 mask: bool = True, rsv: int = 0,
-                 length: Optional[int] = None) -> bytes:
+def encode_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    mask: bool = True,
+    rsv: int = 0,
+    length: int | None = None,
+) -> bytes:
     """One client frame. mask=False makes the frame a server may not accept
     from a client; length overrides the payload length in the header."""
     n = len(payload) if length is None else length
@@ -222,7 +225,7 @@ class Frame(NamedTuple):
     payload: bytes
 
     @property
-    def close_code(self) -> Optional[int]:
+    def close_code(self) -> int | None:
         """The status code of a close frame; None when it carries none."""
         if self.opcode != OP_CLOSE:
             raise ValueError("not a close frame")
@@ -238,27 +241,23 @@ class Frame(NamedTuple):
 class WSClient:
     """One raw client connection after a successful opening handshake."""
 
-    def __init__(self, sock: socket.socket, reader: Reader,
-                 response: HTTPResponse):
+    def __init__(self, sock: socket.socket, reader: Reader, response: HTTPResponse):
         self.sock = sock
         self.reader = reader
         self.response = response
 
     @classmethod
-    def connect(cls, port: int, path: str = "/", *,
-                rcvbuf: Optional[int] = None, extra_headers=()) -> "WSClient":
+    def connect(cls, port: int, path: str = "/", *, rcvbuf: int | None = None, extra_headers=()) -> "WSClient":
         """Opens a connection and checks the 101 answer as RFC 6455 4.1
         tells a client to: status, Upgrade, Connection and the accept value."""
         sock = connect_socket(port, rcvbuf=rcvbuf)
         try:
             key = new_key()
-            sock.sendall(handshake_request(path, key=key,
-                                           extra_headers=extra_headers))
+            sock.sendall(handshake_request(path, key=key, extra_headers=extra_headers))
             reader = Reader(sock)
             resp = read_http_response(reader)
             if resp.status != 101:
-                raise ProtocolError("handshake answered %d %s: %r"
-                                    % (resp.status, resp.reason, resp.body))
+                raise ProtocolError("handshake answered %d %s: %r" % (resp.status, resp.reason, resp.body))
             if (resp.header("upgrade") or "").lower() != "websocket":
                 raise ProtocolError("101 without Upgrade: websocket")
             if "upgrade" not in (resp.header("connection") or "").lower():
@@ -325,8 +324,7 @@ class WSClient:
     def recv_text(self) -> str:
         opcode, payload = self.recv_message()
         if opcode != OP_TEXT:
-            raise ProtocolError("expected a text message, got opcode %d %r"
-                                % (opcode, payload[:60]))
+            raise ProtocolError("expected a text message, got opcode %d %r" % (opcode, payload[:60]))
         return payload.decode("utf-8")
 
     def recv_until_close(self):
@@ -421,12 +419,11 @@ class ServerThread:
         self.host = host
         self.port = port
         self.running = None  # what serve() yields: stats() is thread-safe
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
-        self._stop: Optional[asyncio.Event] = None
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="roomcast-test-server")
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="roomcast-test-server")
 
     def _run(self) -> None:
         try:

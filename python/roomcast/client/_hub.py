@@ -41,7 +41,8 @@ import select
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _core
 
@@ -70,7 +71,7 @@ class Receiver(Protocol):
 
 
 _lock = threading.Lock()
-_hub: Optional[Hub] = None
+_hub: Hub | None = None
 _exiting = False
 _local = threading.local()
 
@@ -176,7 +177,7 @@ class Hub:
             return
         with _lock:
             links = [self._links.get(event[1]) for event in events]
-        for event, link in zip(events, links):
+        for event, link in zip(events, links, strict=True):
             if link is None:
                 continue
             try:

@@ -21,8 +21,9 @@ front's hook runs.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 from .. import _core
 from .._http import parse_raw_headers
@@ -32,8 +33,8 @@ from ._settings import Policy, Target
 
 __all__ = ["CLOSED", "CLOSING", "CONNECTING", "OPEN", "Data", "Front", "Link", "SendData"]
 
-Data = Union[str, bytes]
-SendData = Union[str, bytes, bytearray, memoryview]
+Data = str | bytes
+SendData = str | bytes | bytearray | memoryview
 
 CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 
@@ -63,8 +64,8 @@ class Link:
         self.policy = policy
         self.front = front
         self.state = CONNECTING
-        self.conn: Optional[int] = None
-        self.hub: Optional[_hub.Hub] = None
+        self.conn: int | None = None
+        self.hub: _hub.Hub | None = None
         self.lock = threading.Lock()
         self.user_closed = False
         self.opened_before = False

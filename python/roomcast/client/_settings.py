@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .. import _options
@@ -34,12 +35,19 @@ __all__ = [
     "reconnect_policy",
 ]
 
-Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 # Headers the client writes itself (Host may be replaced).
 _OWN_HEADERS = frozenset(
-    {"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-     "sec-websocket-protocol", "sec-websocket-extensions", "content-length"}
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "content-length",
+    }
 )
 
 
@@ -66,8 +74,8 @@ class TLS:
     """
 
     verify: bool = True
-    cafile: Optional[str] = None
-    server_hostname: Optional[str] = None
+    cafile: str | None = None
+    server_hostname: str | None = None
 
     def __post_init__(self) -> None:
         name = self.server_hostname
@@ -82,7 +90,7 @@ class TLS:
             raise TypeError(f"cafile must be a path or None, not {type(self.cafile).__name__}")
 
 
-TLSOption = Union[TLS, Mapping[str, Any], None]
+TLSOption = TLS | Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Policy:
     reconnect: bool
     min_delay: float
     max_delay: float
-    max_attempts: Optional[int]
+    max_attempts: int | None
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter: a random time in
@@ -121,9 +129,7 @@ def _parse_url(url: str) -> Target:
     if parts.fragment or url.endswith("#"):
         raise ValueError(f"{url!r}: a WebSocket URL has no fragment (RFC 6455 3)")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            f"{url!r}: credentials in the URL are not sent; pass headers={{'Authorization': ...}}"
-        )
+        raise ValueError(f"{url!r}: credentials in the URL are not sent; pass headers={{'Authorization': ...}}")
     host = parts.hostname
     if not host:
         raise ValueError(f"{url!r}: no host")
@@ -137,7 +143,7 @@ def _parse_url(url: str) -> Target:
     return Target(host, port or (443 if tls else 80), path + ("?" + query if query else ""), tls)
 
 
-def _header_pairs(headers: Optional[Headers]) -> tuple[list[tuple[str, str]], Optional[str]]:
+def _header_pairs(headers: Headers | None) -> tuple[list[tuple[str, str]], str | None]:
     """The extra request headers and the Host that replaces ours, if any."""
     if headers is None:
         return [], None
@@ -185,12 +191,12 @@ def _tls_settings(tls: bool, option: TLSOption, url: str) -> dict[str, Any]:
 
 def connection_settings(
     url: str,
-    protocols: Union[str, Iterable[str], None],
-    headers: Optional[Headers],
+    protocols: str | Iterable[str] | None,
+    headers: Headers | None,
     ssl: TLSOption,
     open_timeout: float,
-    ping_interval: Optional[float],
-    ping_timeout: Optional[float],
+    ping_interval: float | None,
+    ping_timeout: float | None,
     max_message_size: int,
 ) -> tuple[Target, dict[str, Any]]:
     """The target and the keyword arguments of the core's ``connect``."""
@@ -213,7 +219,7 @@ def connection_settings(
     return target, options
 
 
-def reconnect_policy(reconnect: bool, min_delay: float, max_delay: float, max_attempts: Optional[int]) -> Policy:
+def reconnect_policy(reconnect: bool, min_delay: float, max_delay: float, max_attempts: int | None) -> Policy:
     rules = _options.CLIENT
     low = rules["min_delay"]("min_delay", min_delay)
     high = rules["max_delay"]("max_delay", max_delay)

@@ -22,7 +22,8 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from typing import Any, Awaitable, Callable, Generator, Iterable, Optional, Union
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import Any
 
 from .._inbox import message_cost
 from ._errors import ConnectionClosed, ConnectionFailed
@@ -67,13 +68,13 @@ class ClientConnection:
         target: Target,
         options: dict[str, Any],
         policy: Policy,
-        on_reconnect: Optional[Callable[[int], Any]],
+        on_reconnect: Callable[[int], Any] | None,
         max_receive_queue: int,
     ) -> None:
         self._loop = loop
         self.url = url
-        self.close_code: Optional[int] = None
-        self.close_reason: Optional[str] = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
         self.reconnects = 0
         self._on_reconnect = on_reconnect
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -81,15 +82,17 @@ class ClientConnection:
         self._inbox: deque[Data] = deque()
         self._inbox_size = 0
         self._inbox_limit = max_receive_queue
-        self._waiter: Optional[asyncio.Future[None]] = None
+        self._waiter: asyncio.Future[None] | None = None
         self._opened_future: asyncio.Future[None] = loop.create_future()
         self._closed_future: asyncio.Future[None] = loop.create_future()
-        self._last_error: Optional[ConnectionFailed] = None
+        self._last_error: ConnectionFailed | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._link = Link(target, options, policy, Front(self._opened, self._message, self._error, self._closed, self._close_info))
+        self._link = Link(
+            target, options, policy, Front(self._opened, self._message, self._error, self._closed, self._close_info)
+        )
 
     @property
-    def subprotocol(self) -> Optional[str]:
+    def subprotocol(self) -> str | None:
         return self._link.protocol or None
 
     @property
@@ -226,12 +229,17 @@ class _Connect:
         self._max_receive_queue = receive_queue_limit(queue)
         self._target, self._options = connection_settings(url, **kw)
         self._url = url
-        self._ws: Optional[ClientConnection] = None
+        self._ws: ClientConnection | None = None
 
     async def _open(self) -> ClientConnection:
         ws = ClientConnection(
-            asyncio.get_running_loop(), self._url, self._target, dict(self._options), self._policy,
-            self._on_reconnect, self._max_receive_queue,
+            asyncio.get_running_loop(),
+            self._url,
+            self._target,
+            dict(self._options),
+            self._policy,
+            self._on_reconnect,
+            self._max_receive_queue,
         )
         ws._link.start()
         try:
@@ -255,18 +263,18 @@ class _Connect:
 
 def connect(
     url: str,
-    protocols: Union[str, Iterable[str], None] = None,
+    protocols: str | Iterable[str] | None = None,
     *,
-    headers: Optional[Headers] = None,
+    headers: Headers | None = None,
     ssl: TLSOption = None,
     reconnect: bool = False,
     min_delay: float = 0.25,
     max_delay: float = 10.0,
-    max_attempts: Optional[int] = 10,
-    on_reconnect: Optional[Callable[[int], Union[None, Awaitable[None]]]] = None,
+    max_attempts: int | None = 10,
+    on_reconnect: Callable[[int], None | Awaitable[None]] | None = None,
     open_timeout: float = 10.0,
-    ping_interval: Optional[float] = 20.0,
-    ping_timeout: Optional[float] = 20.0,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
     max_message_size: int = 2**20,
     max_receive_queue: int = 2**20,
 ) -> _Connect:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any
 
 from .._inbox import message_cost
 from ._errors import ConnectionClosed, ConnectionFailed
@@ -108,17 +109,17 @@ class WebSocket:
     def __init__(
         self,
         url: str,
-        protocols: Union[str, Iterable[str], None] = None,
+        protocols: str | Iterable[str] | None = None,
         *,
-        headers: Optional[Headers] = None,
+        headers: Headers | None = None,
         ssl: TLSOption = None,
         reconnect: bool = False,
         min_delay: float = 0.25,
         max_delay: float = 10.0,
-        max_attempts: Optional[int] = 10,
+        max_attempts: int | None = 10,
         open_timeout: float = 10.0,
-        ping_interval: Optional[float] = 20.0,
-        ping_timeout: Optional[float] = 20.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
         max_message_size: int = 2**20,
         max_receive_queue: int = 2**20,
     ) -> None:
@@ -127,8 +128,8 @@ class WebSocket:
         )
         self.url = url
         self.extensions = ""
-        self.close_code: Optional[int] = None
-        self.close_reason: Optional[str] = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
         self._cond = threading.Condition()
         self._inbox: deque[Data] = deque()
         self._inbox_size = 0
@@ -137,7 +138,12 @@ class WebSocket:
         # The connection now ending had opened: a close that follows the
         # open before wait_open() wakes is not a failure to connect.
         self._was_open = False
-        self._link = Link(target, options, reconnect_policy(reconnect, min_delay, max_delay, max_attempts), Front(self._opened, self._message, self._error, self._closed, self._close_info))
+        self._link = Link(
+            target,
+            options,
+            reconnect_policy(reconnect, min_delay, max_delay, max_attempts),
+            Front(self._opened, self._message, self._error, self._closed, self._close_info),
+        )
         self._link.start()
 
     # -- the browser's surface --------------------------------------------
@@ -189,7 +195,7 @@ class WebSocket:
 
     # -- blocking helpers for scripts ---------------------------------------
 
-    def recv(self, timeout: Optional[float] = None) -> Data:
+    def recv(self, timeout: float | None = None) -> Data:
         """The next message, waiting for it (across reconnections too).
         Raises :class:`TimeoutError` after ``timeout`` seconds,
         :class:`ConnectionClosed` once the connection is over for good and
@@ -210,7 +216,7 @@ class WebSocket:
                 self._link.hold(False)
             return data
 
-    def wait_open(self, timeout: Optional[float] = None) -> None:
+    def wait_open(self, timeout: float | None = None) -> None:
         """Waits until ``readyState`` is ``OPEN``, or until a connection
         that did open has closed for good (a server may answer and close at
         once: what it sent waits for :meth:`recv`, which then raises
@@ -225,7 +231,7 @@ class WebSocket:
                 code, reason = self._close_info()
                 raise ConnectionFailed(reason or f"closed with {code}")
 
-    def wait_closed(self, timeout: Optional[float] = None) -> None:
+    def wait_closed(self, timeout: float | None = None) -> None:
         """Waits until the connection is over for good (``CLOSED``, no
         reconnection left); :class:`TimeoutError` after ``timeout``."""
         self._check_may_wait("wait_closed")

@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 from urllib.parse import quote
 
 from ..room import AsgiWebSocket, Room
@@ -77,8 +77,8 @@ class RedisCredentials:
 
     host: str = "localhost"
     port: int = 6379
-    username: Optional[str] = None
-    password: Optional[str] = None
+    username: str | None = None
+    password: str | None = None
     db: int = 0
 
     @property
@@ -104,7 +104,7 @@ class BaseConnectionManager(ABC):
 class MemoryConnectionManager(BaseConnectionManager):
     """This process's channels: one instance, as in the original."""
 
-    _instance: Optional[MemoryConnectionManager] = None
+    _instance: MemoryConnectionManager | None = None
     connections: dict[str, set[Any]]
 
     def __new__(cls) -> MemoryConnectionManager:
@@ -134,8 +134,14 @@ class RedisConnectionManager(BaseConnectionManager):
     ``generate_object_to_send()``. Membership itself follows the clients
     that join and leave: ``add`` and ``remove`` have nothing to do."""
 
-    def __init__(self, host: str = "localhost", port: int = 6379, username: Optional[str] = None,
-                 password: Optional[str] = None, db: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        username: str | None = None,
+        password: str | None = None,
+        db: int = 0,
+    ) -> None:
         self.credentials = RedisCredentials(host, port, username, password, db)
         self._known: dict[str, set[Any]] = {}
 
@@ -190,9 +196,14 @@ def _channel(channel_id: str, shared: bool) -> Room:
 class BasePubSubWebSocket(ABC):
     """One client of a channel; subclasses say what to send."""
 
-    def __init__(self, websocket: Union[ServerWebSocket, AsgiWebSocket], channel_id: Optional[str] = None,
-                 redis_credentials: Optional[RedisCredentials] = None, *,
-                 websocket_id: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        websocket: ServerWebSocket | AsgiWebSocket,
+        channel_id: str | None = None,
+        redis_credentials: RedisCredentials | None = None,
+        *,
+        websocket_id: str | None = None,
+    ) -> None:
         channel = channel_id if channel_id is not None else websocket_id
         if not isinstance(channel, str):
             raise TypeError("BasePubSubWebSocket needs a channel_id (str)")
@@ -229,11 +240,13 @@ class BasePubSubWebSocket(ABC):
         if not isinstance(ws, ServerWebSocket):
             raise RuntimeError(
                 "redis_credentials need roomcast's Server (started with backplane=...): the rooms of a "
-                "Starlette websocket are local to its process")
+                "Starlette websocket are local to its process"
+            )
         if not ws.hub.backplane_is(c.host, c.port, c.db):
             raise RuntimeError(
                 f"redis_credentials name {c.host}:{c.port}/{c.db}: start the Server with "
-                f"backplane={c.url!r} so that the channel is shared through that Redis")
+                f"backplane={c.url!r} so that the channel is shared through that Redis"
+            )
 
     async def run(self, send_message_on_exception: bool = True) -> None:
         """Accepts, joins the channel and calls ``process()``; returns when

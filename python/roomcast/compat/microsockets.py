@@ -80,7 +80,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from ..app import App
@@ -149,7 +150,7 @@ class EventRouter:
     def __init__(self) -> None:
         self.__events: dict[str, Handler] = {}
 
-    def __call__(self, event: str) -> Optional[Handler]:
+    def __call__(self, event: str) -> Handler | None:
         return self.__events.get(event)
 
     def add(self, event: str, func: Handler) -> None:
@@ -217,10 +218,10 @@ class Socket:
         self.socket = socket
         self.connected = False
         self.payload: Any = None
-        self.event: Optional[str] = None
-        self.code: Optional[int] = None
+        self.event: str | None = None
+        self.code: int | None = None
         self._app = app
-        self._scope: Optional[dict[str, Any]] = None
+        self._scope: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<microsockets.Socket #{self.socket.id} connected={self.connected}>"
@@ -237,7 +238,7 @@ class Socket:
         await self.socket.emit(event, payload)
 
     async def broadcast(
-        self, event: str, payload: Any = "", to: Optional[Iterable[str]] = (), skip_self: bool = True
+        self, event: str, payload: Any = "", to: Iterable[str] | None = (), skip_self: bool = True
     ) -> None:
         """Sends ``event`` to every socket of the rooms ``to``, each socket
         once, not to this one unless ``skip_self`` is false. ``to=None``:
@@ -427,7 +428,7 @@ class Application:
         await _call(hooks[index], ws, go_on)
 
 
-async def _close_code(websocket: ServerWebSocket) -> Optional[int]:
+async def _close_code(websocket: ServerWebSocket) -> int | None:
     """The code the connection closed with, once it has closed."""
     if websocket.client_state is not WebSocketState.DISCONNECTED:
         return None
@@ -456,4 +457,3 @@ def _scope_of(websocket: ServerWebSocket) -> dict[str, Any]:
         "server": None,
         "subprotocols": websocket.subprotocols,
     }
-

@@ -60,7 +60,7 @@ Where it differs from the original, and why:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from .. import _options
 from .. import client as _client
@@ -97,7 +97,7 @@ class WebSocket:
     CLOSING = _client.CLOSING
     CLOSED = _client.CLOSED
 
-    def __init__(self, url: str, options: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.options: dict[str, Any] = {"maxPayload": 1024 * 1024} if options is None else options
         kw = dict(self.options)
@@ -112,11 +112,11 @@ class WebSocket:
         return self._ws.readyState
 
     @property
-    def close_code(self) -> Optional[int]:
+    def close_code(self) -> int | None:
         return self._ws.close_code
 
     @property
-    def close_reason(self) -> Optional[str]:
+    def close_reason(self) -> str | None:
         return self._ws.close_reason
 
     def __str__(self) -> str:

@@ -65,7 +65,8 @@ import contextvars
 import inspect
 import logging
 import signal
-from typing import Any, Callable, Literal, Optional, TypeVar, Union
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from .. import server as _server
 from ..room import Room
@@ -76,13 +77,13 @@ __all__ = ["Connection", "Server", "WebSocket"]
 logger = logging.getLogger("roomcast")
 
 Element = Literal["init", "message", "close"]
-Message = Union[str, bytes, bytearray, memoryview]
+Message = str | bytes | bytearray | memoryview
 F = TypeVar("F", bound=Callable[..., Any])
 
 # (the WebSocket, the connection) whose handler runs in this context. A
 # context variable, not an attribute: each connection's handlers run in its
 # own task, so interleaved clients never see each other's connection.
-_current: contextvars.ContextVar[Optional[tuple[WebSocket, Connection]]] = contextvars.ContextVar(
+_current: contextvars.ContextVar[tuple[WebSocket, Connection] | None] = contextvars.ContextVar(
     "roomcast_pyn_connection", default=None
 )
 
@@ -96,12 +97,12 @@ class WebSocket:
 
     def __init__(self, **options: Any) -> None:
         self.server = _server.Server(**options)
-        self.host: Optional[str] = None
-        self.port: Optional[int] = None
+        self.host: str | None = None
+        self.port: int | None = None
         self.debug = False
-        self._on_init: Optional[Callable[..., Any]] = None
-        self._on_message: Optional[Callable[..., Any]] = None
-        self._on_close: Optional[Callable[..., Any]] = None
+        self._on_init: Callable[..., Any] | None = None
+        self._on_message: Callable[..., Any] | None = None
+        self._on_close: Callable[..., Any] | None = None
         self._room = Room()
         self._room.on_connect("after")(self._opened)
         self._room.on_receive("text")(self._text)
@@ -169,7 +170,7 @@ class WebSocket:
         running."""
         await self._push(message, self.connection)
 
-    async def _push(self, message: Message, exclude: Optional[Connection]) -> None:
+    async def _push(self, message: Message, exclude: Connection | None) -> None:
         if isinstance(message, str):
             await self._room.push_text(message, exclude=exclude)
         else:
@@ -192,7 +193,7 @@ class WebSocket:
 
     # -- the room's handlers -------------------------------------------------------
 
-    async def _run(self, handler: Optional[Callable[..., Any]], connection: Connection, *args: Any) -> None:
+    async def _run(self, handler: Callable[..., Any] | None, connection: Connection, *args: Any) -> None:
         if handler is None:
             return
         token = _current.set((self, connection))
@@ -259,7 +260,7 @@ class Server:
             return
         if len(args) != len(self.targets):
             raise TypeError(f"serve() needs one dict of arguments per target ({len(self.targets)}), got {len(args)}")
-        await asyncio.gather(*(target.serve(**options) for target, options in zip(self.targets, args)))
+        await asyncio.gather(*(target.serve(**options) for target, options in zip(self.targets, args, strict=True)))
 
     def run(self, *args: dict[str, Any], **kwargs: Any) -> None:
         """Serves (see :meth:`serve`) until SIGINT (Ctrl-C) or SIGTERM, then

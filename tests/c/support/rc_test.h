@@ -29,7 +29,8 @@ typedef struct rc_test_case {
 static int rc_test_failed_;
 
 #define RC_TEST(name) static void rc_test_##name(void)
-#define RC_CASE(name) {#name, rc_test_##name}
+#define RC_CASE(name)                                                          \
+  { #name, rc_test_##name }
 
 static inline void rc_test_print_str_(const char *s) {
   if (s == NULL) {
