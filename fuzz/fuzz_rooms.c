@@ -297,18 +297,6 @@ static rc_buf *message(uint32_t tag, size_t pad) {
   return b;
 }
 
-/* The publishes that end the batch, as rc_server.c's tail_run finds them. */
-static rc_cmd *tail_run(rc_cmd *cmd) {
-  rc_cmd *run = NULL;
-  for (; cmd != NULL; cmd = cmd->next) {
-    if (cmd->type != RC_CMD_PUBLISH)
-      run = NULL;
-    else if (run == NULL || run->room != cmd->room)
-      run = cmd;
-  }
-  return run;
-}
-
 /* A member the model has open but the core has closed: only a slow
  * consumer (1008), and never under drop_oldest. */
 static void sync_open(void) {
@@ -376,7 +364,7 @@ static void model_apply(const rc_cmd *cmd) {
 }
 
 static void run_batch(void) {
-  rc_cmd *cmd = h.batch, *run = tail_run(cmd);
+  rc_cmd *cmd = h.batch, *run = rc__cmd_tail_run(cmd);
   h.batch = h.batch_tail = NULL;
   while (cmd != run) {
     rc_cmd *next = cmd->next;

@@ -503,5 +503,9 @@ char *rc__event_put_headers(char *p, const rc_http_header *h, size_t n);
 int rc__cmd_push(struct rc_server *s, rc_cmd *cmd, int force_wake);
 rc_cmd *rc__cmd_take_all(struct rc_server *s);
 void rc__cmd_free(rc_cmd *cmd);
+/* The publishes to one room that end a batch of commands (from cmd on): the
+ * first of them, or NULL. The loop hands them to the room as one run
+ * (rc__room_publish_run). */
+rc_cmd *rc__cmd_tail_run(rc_cmd *cmd);
 
 #endif

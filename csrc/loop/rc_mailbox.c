@@ -222,3 +222,14 @@ rc_cmd *rc__cmd_take_all(struct rc_server *s) {
   uv_mutex_unlock(&s->cmd_lock);
   return head;
 }
+
+rc_cmd *rc__cmd_tail_run(rc_cmd *cmd) {
+  rc_cmd *run = NULL;
+  for (; cmd != NULL; cmd = cmd->next) {
+    if (cmd->type != RC_CMD_PUBLISH)
+      run = NULL;
+    else if (run == NULL || run->room != cmd->room)
+      run = cmd;
+  }
+  return run;
+}

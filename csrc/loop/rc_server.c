@@ -212,19 +212,6 @@ static void stop_begin(rc_server *s, rc_cmd *cmd) {
     on_stop_timer(&s->stop_timer);
 }
 
-/* The publishes to one room that end a batch of commands: the first of
- * them, or NULL. */
-static rc_cmd *tail_run(rc_cmd *cmd) {
-  rc_cmd *run = NULL;
-  for (; cmd != NULL; cmd = cmd->next) {
-    if (cmd->type != RC_CMD_PUBLISH)
-      run = NULL;
-    else if (run == NULL || run->room != cmd->room)
-      run = cmd;
-  }
-  return run;
-}
-
 /* Publishes a tail run (see rc__room_publish_run) and frees its commands. */
 static void publish_run(rc_server *s, rc_cmd *cmd) {
   rc_buf *bufs[RC__RUN_MAX];
@@ -254,7 +241,7 @@ static void on_wake(uv_async_t *h) {
   rc_cmd *cmd = rc__cmd_take_all(s);
   /* Publishes that end the batch are written to idle members at once:
    * nothing else queued in this turn would share their system call. */
-  rc_cmd *run = tail_run(cmd);
+  rc_cmd *run = rc__cmd_tail_run(cmd);
   while (cmd != run) {
     rc_cmd *next = cmd->next;
     switch (cmd->type) {

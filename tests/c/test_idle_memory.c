@@ -30,6 +30,7 @@
 
 #include "rc_core.h"
 #include "support/rc_events.h"
+#include "support/rc_net.h"
 #include "support/rc_test.h"
 
 #define WAIT_MS 60000 /* hang guard only: valgrind is slow */
@@ -46,16 +47,11 @@ static int port;
 static rc_event *pending;
 static uint64_t room;
 
+/* A connection that has sent its upgrade request, or -1. */
 static int raw_connect(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = rc_test_connect(port);
   if (fd < 0)
     return -1;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
   static const char req[] = "GET /idle HTTP/1.1\r\nHost: x\r\n"
                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

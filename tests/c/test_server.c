@@ -16,6 +16,7 @@
 
 #include "rc_core.h"
 #include "support/rc_events.h"
+#include "support/rc_net.h"
 #include "support/rc_test.h"
 
 #define WAIT_MS 30000 /* hang guard only: valgrind is slow */
@@ -49,20 +50,6 @@ static void stop(void) {
   rc_events_free(rc_server_poll(srv));
   rc_server_free(srv);
   srv = NULL;
-}
-
-/* A blocking TCP connection to the server, or -1. */
-static int raw_connect(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    return -1;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 static int send_all(int fd, const void *data, size_t len) {
@@ -131,7 +118,7 @@ static const char upgrade[] = "GET /chat HTTP/1.1\r\n"
  * embedder gets the connection's RC_EV_CLOSE. */
 static void unanswered(const char *request, int event_type) {
   RC_ASSERT_EQ_INT(start(0.3, 1), 0);
-  int fd = raw_connect();
+  int fd = rc_test_connect(port);
   RC_ASSERT(fd >= 0);
   uint64_t t0 = now_ms();
   RC_ASSERT_EQ_INT(send_all(fd, request, strlen(request)), 0);
@@ -184,7 +171,7 @@ static size_t client_frame(uint8_t *out, unsigned opcode, const uint8_t *data,
 /* Opens a WebSocket (accepted by this embedder); returns the fd, the
  * server's id of it in *conn. */
 static int open_ws(uint64_t *conn) {
-  int fd = raw_connect();
+  int fd = rc_test_connect(port);
   if (fd < 0 || send_all(fd, upgrade, sizeof upgrade - 1) != 0)
     return -1;
   rc_event *ev = next_event();
