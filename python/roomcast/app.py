@@ -66,7 +66,7 @@ from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
 from ._params import Route
 from .room import _now, check_name
 from .server import Running, Server
-from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 
 __all__ = ["App", "Hooks", "RoomLimitError", "Socket"]
 
@@ -442,7 +442,7 @@ class App(Server):
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
                 await websocket.accept()  # unless a handler accepted it its way
-            if not websocket.hub.join(ws.id, self._table.everyone):
+            if not hub_of(websocket).join(ws.id, self._table.everyone):
                 return
             while True:
                 try:
@@ -459,7 +459,7 @@ class App(Server):
     def _attach(self, websocket: ServerWebSocket) -> None:
         ws = Socket(self, websocket, self._table)
         if self._connect:
-            websocket.hub.spawn(self._attach_slowly(ws))
+            hub_of(websocket).spawn(self._attach_slowly(ws))
         else:
             self._admit(ws)
 
@@ -485,8 +485,8 @@ class App(Server):
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
                 _now(websocket.accept())
-            if websocket.hub.join(ws.id, self._table.everyone):
-                websocket.drive(self._driver, ws)
+            if hub_of(websocket).join(ws.id, self._table.everyone):
+                drive(websocket, self._driver, ws)
                 return True
         except WebSocketDisconnect:
             pass
@@ -498,25 +498,25 @@ class App(Server):
         if ws in self._busy:
             return  # its task handles what came
         websocket = ws.ws
-        data = websocket.take()
+        data = take(websocket)
         if data is None:
             if websocket.client_state is WebSocketState.DISCONNECTED:
                 self._end(ws)
             return
         self._busy.add(ws)
-        websocket.hub.spawn(self._run(ws, data))
+        hub_of(websocket).spawn(self._run(ws, data))
 
     async def _run(self, ws: Socket, data: Any) -> None:
         websocket = ws.ws
         try:
             while data is not None:
                 await self._handle(ws, data)
-                data = websocket.take()
+                data = take(websocket)
             if websocket.client_state is WebSocketState.DISCONNECTED:
-                websocket.drive(None)
+                drive(websocket, None)
                 await self._gone(ws)
         except asyncio.CancelledError:
-            websocket.drive(None)
+            drive(websocket, None)
             await self._gone(ws)
             raise
         finally:
@@ -524,12 +524,12 @@ class App(Server):
 
     def _end(self, ws: Socket) -> None:
         websocket = ws.ws
-        websocket.drive(None)
+        drive(websocket, None)
         if websocket.application_state is not WebSocketState.DISCONNECTED:
             _now(websocket.close())
         if self._disconnect:
             self._busy.add(ws)
-            websocket.hub.spawn(self._gone_busy(ws))
+            hub_of(websocket).spawn(self._gone_busy(ws))
         else:
             for room in ws.rooms():
                 ws.leave(room)

@@ -56,7 +56,7 @@ from typing import (
 from . import _core, _hub
 from ._inbox import message_cost
 from ._params import Binder
-from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 
 # Bytes of UTF-8 a user may name a room with: the core's bound less what
 # roomcast keeps for the kind of a room in front of its name (see
@@ -313,7 +313,7 @@ class BaseRoom:
         if ws in self._members:
             raise RuntimeError(f"{ws!r} is already a member of this room")
         if self._on_connect:
-            ws.hub.spawn(self._attach_slowly(ws))
+            hub_of(ws).spawn(self._attach_slowly(ws))
             return
         # No connect handler: accept and join now (neither suspends).
         try:
@@ -324,7 +324,7 @@ class BaseRoom:
         except Exception:
             self._failed(ws, ws, "on_connect('after')")
             return
-        ws.drive(self._driver, ws)
+        drive(ws, self._driver, ws)
 
     async def _attach_slowly(self, ws: ServerWebSocket) -> None:
         try:
@@ -332,7 +332,7 @@ class BaseRoom:
         except asyncio.CancelledError:
             return  # the server is stopping: the member was dropped
         if entered:
-            ws.drive(self._driver, ws)
+            drive(ws, self._driver, ws)
             self._pump(ws)  # what came while the handlers ran
         elif ws.application_state is not WebSocketState.DISCONNECTED:
             await ws.close()
@@ -442,7 +442,7 @@ class BaseRoom:
         (_END: gone, removed, or it sent bad JSON)."""
         members = self._members
         while True:
-            data = ws.take()
+            data = take(ws)
             if data is None:
                 return _END if ws.client_state is WebSocketState.DISCONNECTED else None
             if ws not in members or ws in self._leaving:
@@ -480,7 +480,7 @@ class BaseRoom:
             self._end(ws)
             return
         self._busy.add(ws)
-        ws.hub.spawn(self._pump_slowly(ws, out))
+        hub_of(ws).spawn(self._pump_slowly(ws, out))
 
     async def _pump_slowly(self, ws: ServerWebSocket, awaitable: Any) -> None:
         try:
@@ -489,7 +489,7 @@ class BaseRoom:
                     await awaitable
                     out = self._step(ws)
                 except asyncio.CancelledError:
-                    ws.drive(None)
+                    drive(ws, None)
                     self._drop(ws)
                     raise
                 except Exception:
@@ -497,7 +497,7 @@ class BaseRoom:
                 if out is None:
                     return
                 if out is _END:
-                    ws.drive(None)
+                    drive(ws, None)
                     await self._finish(ws)
                     return
                 awaitable = out
@@ -507,10 +507,10 @@ class BaseRoom:
     def _end(self, ws: ServerWebSocket) -> None:
         """An attached member is done: it leaves, without a task when the
         room has no disconnect handler."""
-        ws.drive(None)
+        drive(ws, None)
         if self._on_disconnect:
             self._busy.add(ws)
-            ws.hub.spawn(self._finish_busy(ws))
+            hub_of(ws).spawn(self._finish_busy(ws))
             return
         if ws in self._members and ws not in self._leaving:
             self._drop(ws)
@@ -538,7 +538,7 @@ class BaseRoom:
             self._asgi[ws] = io
             io.start()
             return
-        hub = ws.hub
+        hub = hub_of(ws)
         if not hub.running:
             raise WebSocketClosed(1001, "going away")  # the server is stopping
         self._members[ws] = None
@@ -558,7 +558,7 @@ class BaseRoom:
             self._members.pop(ws, None)
         elif ws in self._members:
             del self._members[ws]
-            ws.hub.room_leave(self, self._name, ws.id)
+            hub_of(ws).room_leave(self, self._name, ws.id)
 
     async def _leave(self, ws: ServerWebSocket, close: bool) -> None:
         if ws not in self._members or ws in self._leaving:
@@ -627,7 +627,7 @@ class BaseRoom:
                 if ws is not exclude:
                     asgi.push(message)
         if isinstance(exclude, ServerWebSocket):
-            _hub.publish(self, self._name, self._relay, data, exclude.hub, exclude.id)
+            _hub.publish(self, self._name, self._relay, data, hub_of(exclude), exclude.id)
         else:  # none, or not one of the core's connections
             _hub.publish(self, self._name, self._relay, data, None, 0)
 
@@ -761,7 +761,7 @@ def check_name(name: str) -> None:
 
 def _local_id(ws: Any) -> str:
     if isinstance(ws, ServerWebSocket):
-        return ws.hub.member_id(ws.id)
+        return hub_of(ws).member_id(ws.id)
     return f"asgi-{id(ws):x}"  # a Starlette member: known to this process only
 
 

@@ -53,7 +53,7 @@ from ._params import Binder, ParamError, Route
 from ._static import SMALL_FILE, StaticFiles, file_response, text_response
 from .backplane import Backplane, parse_url
 from .room import BaseRoom
-from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState
+from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, feed, feed_close
 
 __all__ = ["Running", "Server"]
 
@@ -392,7 +392,7 @@ class Server:
                 backplane.fail_waiting()
             self._hub = None
             for ws in self._conns.values():
-                ws.feed_close(1006, "")  # every conn should have had its close event
+                feed_close(ws, 1006, "")  # every conn should have had its close event
             self._conns.clear()
         tasks = hub.tasks()
         if tasks:
@@ -418,11 +418,11 @@ class Server:
                 if kind == EV_MESSAGE:
                     ws = conns.get(event[1])
                     if ws is not None:
-                        ws.feed(event[2])
+                        feed(ws, event[2])
                 elif kind == EV_CLOSE:
                     ws = conns.pop(event[1], None)
                     if ws is not None:
-                        ws.feed_close(event[2], event[3])
+                        feed_close(ws, event[2], event[3])
                 elif kind == EV_REDIS:
                     if backplane is not None:
                         backplane.on_reply(event[1], event[2], event[3])

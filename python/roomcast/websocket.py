@@ -355,20 +355,15 @@ class ServerWebSocket:
         serves (the second part of a member id in presence)."""
         return self._conn
 
-    @property
-    def hub(self) -> Hub:
-        """The serving server's handle (roomcast's rooms ask it)."""
-        return self._hub
-
-    def drive(self, driver: Callable[[Any], None] | None, driven: Any = None) -> None:
+    def _drive(self, driver: Callable[[Any], None] | None, driven: Any = None) -> None:
         """From now on ``driver(driven)`` is called after each message is
         queued and once the connection has closed (None: no more); the
-        driver reads with :meth:`take`. A room served by ``Server.route``
+        driver reads with :func:`take`. A room served by ``Server.route``
         runs its members this way: no task waits for an idle member."""
         self._driver = driver
         self._driven = driven
 
-    def take(self) -> Data | None:
+    def _take(self) -> Data | None:
         """The next queued message, or None if none waits (never waits)."""
         inbox = self._inbox
         if not inbox:
@@ -485,7 +480,7 @@ class ServerWebSocket:
 
     # -- receiving ----------------------------------------------------------
 
-    def feed(self, data: Data) -> None:
+    def _feed(self, data: Data) -> None:
         """Queues a message from the peer (the server's dispatch)."""
         inbox = self._inbox
         if inbox is None:
@@ -497,7 +492,7 @@ class ServerWebSocket:
                 inbox.paused = True
         self._wake()
 
-    def feed_close(self, code: int, reason: str) -> None:
+    def _feed_close(self, code: int, reason: str) -> None:
         """The connection has closed (the server's dispatch)."""
         self._closed = (code, reason)
         self.client_state = WebSocketState.DISCONNECTED
@@ -529,7 +524,7 @@ class ServerWebSocket:
                 inbox.waiter = None
                 if not inbox and self._inbox is inbox:
                     self._inbox = None
-        data = self.take()
+        data = self._take()
         assert data is not None
         return data
 
@@ -596,3 +591,37 @@ class ServerWebSocket:
 
 def _latin1(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
+
+
+# -- what roomcast's own modules use -------------------------------------------
+#
+# Functions of this module rather than methods: they are the server's and the
+# rooms' plumbing, not part of a websocket's application API.
+
+
+def hub_of(ws: ServerWebSocket) -> Hub:
+    """The serving server's handle that ``ws`` belongs to."""
+    return ws._hub
+
+
+def drive(ws: ServerWebSocket, driver: Callable[[Any], None] | None, driven: Any = None) -> None:
+    """From now on ``driver(driven)`` is called after each message of
+    ``ws`` is queued and once it has closed (None: no more); the driver
+    reads with :func:`take`. A room served by ``Server.route`` runs its
+    members this way: no task waits for an idle member."""
+    ws._drive(driver, driven)
+
+
+def take(ws: ServerWebSocket) -> Data | None:
+    """The next queued message of ``ws``, or None if none waits."""
+    return ws._take()
+
+
+def feed(ws: ServerWebSocket, data: Data) -> None:
+    """Queues a message from the peer (the server's dispatch)."""
+    ws._feed(data)
+
+
+def feed_close(ws: ServerWebSocket, code: int, reason: str) -> None:
+    """``ws`` has closed with ``code`` and ``reason`` (the server's dispatch)."""
+    ws._feed_close(code, reason)

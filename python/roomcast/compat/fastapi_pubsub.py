@@ -60,7 +60,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..room import AsgiWebSocket, Room
-from ..websocket import ServerWebSocket
+from ..websocket import ServerWebSocket, hub_of
 
 __all__ = [
     "BaseConnectionManager",
@@ -242,7 +242,7 @@ class BasePubSubWebSocket(ABC):
                 "redis_credentials need roomcast's Server (started with backplane=...): the rooms of a "
                 "Starlette websocket are local to its process"
             )
-        if not ws.hub.backplane_is(c.host, c.port, c.db):
+        if not hub_of(ws).backplane_is(c.host, c.port, c.db):
             raise RuntimeError(
                 f"redis_credentials name {c.host}:{c.port}/{c.db}: start the Server with "
                 f"backplane={c.url!r} so that the channel is shared through that Redis"
