@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets: fuzz/corpus/http/,
-fuzz/corpus/frames/, fuzz/corpus/rooms/ and fuzz/corpus/bpwire/
-(fuzz/corpus/backplane/ is committed as it is).
+fuzz/corpus/frames/, fuzz/corpus/rooms/, fuzz/corpus/bpwire/,
+fuzz/corpus/utf8/ and fuzz/corpus/tls/ (fuzz/corpus/backplane/ is committed
+as it is).
 
 Each seed is two control bytes (see the comment at the top of
 fuzz/fuzz_http.c and fuzz/fuzz_frames.c) followed by the bytes a client
@@ -351,6 +352,61 @@ def bpwire_seeds() -> dict[str, bytes]:
     return s
 
 
+def utf8_seeds() -> dict[str, bytes]:
+    # fuzz_utf8 takes the text as it is: no control byte.
+    return {
+        "ascii": b"hello, world",
+        "ascii_long_then_multibyte": b"q" * 37 + "\u00e9".encode(),
+        "mixed": "caf\u00e9 \u20ac \U0001f600 z".encode(),
+        "edges_valid": b"\x7f\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80"
+        b"\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf",
+        "overlongs": b"\xc0\xaf\xe0\x80\xaf\xf0\x80\x80\xaf",
+        "surrogate": b"ab\xed\xa0\x80cd",
+        "above_max": b"\xf4\x90\x80\x80",
+        "cut_short": b"abcdefgh\xf0\x9f\x98",
+        "stray_continuation": b"abcdefg\x80",
+    }
+
+
+def tls_record(kind: int, body: bytes) -> bytes:
+    return bytes([kind, 3, 3]) + struct.pack(">H", len(body)) + body
+
+
+def server_hello(extensions: bytes, suite: int) -> bytes:
+    body = b"\x03\x03" + bytes(range(32)) + b"\x20" + bytes(32)
+    body += struct.pack(">HB", suite, 0) + struct.pack(">H", len(extensions)) + extensions
+    return tls_record(22, b"\x02" + struct.pack(">I", len(body))[1:] + body)
+
+
+def tls_seeds() -> dict[str, bytes]:
+    # byte 0: bit 0 verify, bits 1-2 piece size (3: whole), bit 3 a real
+    # server (then 2-byte operations), bit 4 TLS 1.2 only.
+    whole, byte, server, tls12 = 3 << 1, 0, 8, 16
+    carry, inject, flip, drop, s_write, s_ctl, c_write, c_shut = range(8)
+
+    def ops(*pairs: tuple[int, int]) -> bytes:
+        return b"".join(bytes(p) for p in pairs)
+
+    session = ops((s_write, 99), (c_write, 49), (s_ctl, 3), (s_write, 9), (c_write, 200), (c_shut, 0), (s_ctl, 0))
+    tls12_hello = server_hello(b"\xff\x01\x00\x01\x00\x00\x0b\x00\x02\x01\x00", 0xC02F)
+    tls13_hello = server_hello(
+        b"\x00\x2b\x00\x02\x03\x04\x00\x33\x00\x24\x00\x1d\x00\x20" + bytes(range(9, 41)), 0x1301
+    )
+    return {
+        "alone_alert": bytes([whole]) + tls_record(21, b"\x02\x28"),
+        "alone_http": bytes([whole]) + b"HTTP/1.1 400 Bad Request\r\n\r\n",
+        "alone_hello_tls12": bytes([whole]) + tls12_hello + tls_record(22, b"\x0e\x00\x00\x00"),
+        "alone_hello_tls13": bytes([byte]) + tls13_hello + tls_record(20, b"\x01") + tls_record(23, bytes(40)),
+        "server_session_tls13": bytes([server | whole]) + session,
+        "server_session_tls12": bytes([server | tls12 | whole]) + session,
+        "server_one_byte_pieces": bytes([server | byte]) + ops((s_write, 200), (c_write, 7)),
+        "server_verifying": bytes([server | whole | 1]) + ops((s_write, 5)),
+        "server_flip": bytes([server | whole]) + ops((s_write, 30), (carry, 0), (s_write, 20), (flip, 3)),
+        "server_drop": bytes([server | whole]) + ops((s_write, 30), (drop, 5)),
+        "server_inject": bytes([server | whole]) + ops((inject, 7)) + tls_record(23, bytes(2)) + ops((s_write, 3)),
+    }
+
+
 def write(kind: str, seeds: dict[str, bytes]) -> None:
     out = HERE / "corpus" / kind
     out.mkdir(parents=True, exist_ok=True)
@@ -367,3 +423,5 @@ if __name__ == "__main__":
     write("frames", frames_seeds())
     write("rooms", rooms_seeds())
     write("bpwire", bpwire_seeds())
+    write("utf8", utf8_seeds())
+    write("tls", tls_seeds())
