@@ -41,35 +41,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def fan_out(loadgen, port, pid, window):
+def run_loadgen(loadgen, port, clients, messages, size, window, *extra):
+    """One run of the load generator with --json: its result, checked to
+    have every delivery, in order."""
     out = subprocess.run(
-        [
-            str(loadgen),
-            "--port",
-            str(port),
-            "--clients",
-            "50",
-            "--messages",
-            "100",
-            "--size",
-            "64",
-            "--window",
-            str(window),
-            "--server-pid",
-            str(pid),
-            "--json",
-            "--timeout",
-            "60",
-        ],
+        [str(loadgen), "--port", str(port), "--clients", str(clients), "--messages", str(messages)]
+        + ["--size", str(size), "--window", str(window), *extra, "--json", "--timeout", "60"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     result = json.loads(out.stdout)
     assert out.returncode == 0 and result["ok"], out.stderr
-    assert result["deliveries"] == 50 * 100
+    assert result["deliveries"] == clients * messages
     assert result["order_errors"] == 0 and result["lost"] == 0
     return result
+
+
+def fan_out(loadgen, port, pid, window):
+    return run_loadgen(loadgen, port, 50, 100, 64, window, "--server-pid", str(pid))
 
 
 @pytest.mark.parametrize("window", [1, 16])
@@ -275,31 +265,7 @@ def test_loadgen_reads_frames_in_every_shape(loadgen, size):
     (126- and 127-length headers): every delivery counted once, in order."""
     server = AwkwardServer()
     try:
-        out = subprocess.run(
-            [
-                str(loadgen),
-                "--port",
-                str(server.port),
-                "--clients",
-                "8",
-                "--messages",
-                "20",
-                "--size",
-                str(size),
-                "--window",
-                "4",
-                "--json",
-                "--timeout",
-                "60",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        result = json.loads(out.stdout)
-        assert out.returncode == 0 and result["ok"], out.stderr
-        assert result["deliveries"] == 8 * 20
-        assert result["order_errors"] == 0 and result["lost"] == 0
+        result = run_loadgen(loadgen, server.port, 8, 20, size, 4)
         assert result["protocol_errors"] == 0 and not server.errors
         assert 0 < result["loadgen_cpu_share"] <= 1.5
     finally:

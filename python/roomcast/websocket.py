@@ -355,29 +355,6 @@ class ServerWebSocket:
         serves (the second part of a member id in presence)."""
         return self._conn
 
-    def _drive(self, driver: Callable[[Any], None] | None, driven: Any = None) -> None:
-        """From now on ``driver(driven)`` is called after each message is
-        queued and once the connection has closed (None: no more); the
-        driver reads with :func:`take`. A room served by ``Server.route``
-        runs its members this way: no task waits for an idle member."""
-        self._driver = driver
-        self._driven = driven
-
-    def _take(self) -> Data | None:
-        """The next queued message, or None if none waits (never waits)."""
-        inbox = self._inbox
-        if not inbox:
-            return None
-        data = inbox.popleft()
-        inbox.size -= message_cost(data)
-        if inbox.paused and inbox.size <= self._hub.max_receive_queue // 2:
-            inbox.paused = False
-            if self.client_state is not WebSocketState.DISCONNECTED:
-                self._hub.resume_reading(self._conn)
-        if not inbox and inbox.waiter is None:
-            self._inbox = None  # an empty deque is 600 bytes: made again when needed
-        return data
-
     # -- handshake ----------------------------------------------------------
 
     async def accept(
@@ -480,24 +457,6 @@ class ServerWebSocket:
 
     # -- receiving ----------------------------------------------------------
 
-    def _feed(self, data: Data) -> None:
-        """Queues a message from the peer (the server's dispatch)."""
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = _Inbox()
-        inbox.append(data)
-        inbox.size += message_cost(data)
-        if inbox.size > self._hub.max_receive_queue and not inbox.paused:
-            if self._hub.pause_reading(self._conn):
-                inbox.paused = True
-        self._wake()
-
-    def _feed_close(self, code: int, reason: str) -> None:
-        """The connection has closed (the server's dispatch)."""
-        self._closed = (code, reason)
-        self.client_state = WebSocketState.DISCONNECTED
-        self._wake()
-
     def _wake(self) -> None:
         waiter = None if self._inbox is None else self._inbox.waiter
         if waiter is not None and not waiter.done():
@@ -524,7 +483,7 @@ class ServerWebSocket:
                 inbox.waiter = None
                 if not inbox and self._inbox is inbox:
                     self._inbox = None
-        data = self._take()
+        data = take(self)
         assert data is not None
         return data
 
@@ -609,19 +568,44 @@ def drive(ws: ServerWebSocket, driver: Callable[[Any], None] | None, driven: Any
     ``ws`` is queued and once it has closed (None: no more); the driver
     reads with :func:`take`. A room served by ``Server.route`` runs its
     members this way: no task waits for an idle member."""
-    ws._drive(driver, driven)
+    ws._driver = driver
+    ws._driven = driven
 
 
 def take(ws: ServerWebSocket) -> Data | None:
-    """The next queued message of ``ws``, or None if none waits."""
-    return ws._take()
+    """The next queued message of ``ws``, or None if none waits (never
+    waits)."""
+    inbox = ws._inbox
+    if not inbox:
+        return None
+    data = inbox.popleft()
+    inbox.size -= message_cost(data)
+    hub = ws._hub
+    if inbox.paused and inbox.size <= hub.max_receive_queue // 2:
+        inbox.paused = False
+        if ws.client_state is not WebSocketState.DISCONNECTED:
+            hub.resume_reading(ws._conn)
+    if not inbox and inbox.waiter is None:
+        ws._inbox = None  # an empty deque is 600 bytes: made again when needed
+    return data
 
 
 def feed(ws: ServerWebSocket, data: Data) -> None:
     """Queues a message from the peer (the server's dispatch)."""
-    ws._feed(data)
+    inbox = ws._inbox
+    if inbox is None:
+        inbox = ws._inbox = _Inbox()
+    inbox.append(data)
+    inbox.size += message_cost(data)
+    hub = ws._hub
+    if inbox.size > hub.max_receive_queue and not inbox.paused:
+        if hub.pause_reading(ws._conn):
+            inbox.paused = True
+    ws._wake()
 
 
 def feed_close(ws: ServerWebSocket, code: int, reason: str) -> None:
     """``ws`` has closed with ``code`` and ``reason`` (the server's dispatch)."""
-    ws._feed_close(code, reason)
+    ws._closed = (code, reason)
+    ws.client_state = WebSocketState.DISCONNECTED
+    ws._wake()
