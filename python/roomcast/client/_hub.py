@@ -72,6 +72,9 @@ class Receiver(Protocol):
 
 _lock = threading.Lock()
 _hub: Hub | None = None
+# The last hub that has ended, whose thread may still be stopping its core:
+# the next hub waits for it, so that one client thread runs at a time.
+_ended: Hub | None = None
 _exiting = False
 _local = threading.local()
 
@@ -206,7 +209,7 @@ class Hub:
                     _safely(abandon)
 
     def _done(self) -> bool:
-        global _hub
+        global _hub, _ended
         with _lock:
             if self._shutting_down:
                 return True
@@ -214,6 +217,7 @@ class Hub:
                 return False
             if _hub is self:
                 _hub = None
+                _ended = self
             return True
 
     def shutdown(self) -> None:
@@ -230,13 +234,23 @@ def start_connection(receiver: Receiver, host: str, port: int, resource: str, op
     if needed; ``receiver.attach`` learns the hub and the connection id.
     Raises :class:`RuntimeError` once the interpreter is exiting."""
     global _hub
-    with _lock:
-        if _exiting:
-            raise RuntimeError("the interpreter is exiting: no new connections")
-        if _hub is None or _hub.shutting_down:
-            _hub = Hub()
-        conn = _hub.connect(receiver, host, port, resource, options)
-        receiver.attach(_hub, conn)
+    waited = False
+    while True:
+        with _lock:
+            if _exiting:
+                raise RuntimeError("the interpreter is exiting: no new connections")
+            ending = _ended._thread if _ended is not None else None
+            current = threading.current_thread()
+            if _hub is None and not waited and ending is not None and ending.is_alive() and ending is not current:
+                pass  # wait for it below, without the lock its thread takes to end
+            else:
+                if _hub is None or _hub.shutting_down:
+                    _hub = Hub()
+                conn = _hub.connect(receiver, host, port, resource, options)
+                receiver.attach(_hub, conn)
+                return
+        ending.join(10)
+        waited = True  # at most once: a core that does not stop holds no one up
 
 
 def _safely(fn: Callable[[], None]) -> None:
