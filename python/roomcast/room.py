@@ -55,6 +55,7 @@ from typing import (
 
 from . import _core, _hub
 from ._inbox import message_cost
+from ._asgi import adopted
 from ._params import Binder
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 
@@ -222,9 +223,12 @@ class BaseRoom:
         self._name = name
         # Presence: the identity each member joined with.
         self._identities: dict[Any, Any] = {}
-        # Members: roomcast WebSockets, and Starlette ones (also in _asgi).
+        # Members: roomcast WebSockets, and Starlette ones: those whose
+        # connection the core serves (roomcast.uvicorn) with the roomcast
+        # websocket behind each in _cores, the others in _asgi.
         self._members: dict[Any, None] = {}
         self._asgi: dict[Any, _AsgiSocket] = {}
+        self._cores: dict[Any, ServerWebSocket] = {}
         self._leaving: set[ServerWebSocket] = set()
         # Members served by attach() whose handler runs now (in a task).
         self._busy: set[ServerWebSocket] = set()
@@ -283,7 +287,9 @@ class BaseRoom:
         if ws in self._members:
             raise RuntimeError(f"{ws!r} is already a member of this room")
         # io: what the room drives; ws: what the handlers see.
-        io: Any = ws if isinstance(ws, ServerWebSocket) else _AsgiSocket(ws)
+        io: Any = ws
+        if not isinstance(ws, ServerWebSocket):
+            io = adopted(getattr(ws, "scope", None) or {}) or _AsgiSocket(ws)
         if identity is not None:
             json.dumps(identity)  # TypeError now, not at join, if it cannot go to Redis
             self._identities[ws] = identity
@@ -346,7 +352,8 @@ class BaseRoom:
             if before is not None:
                 await before(self, ws)
             if io.application_state is WebSocketState.CONNECTING:
-                await io.accept()
+                # Through what the app knows, so that it sees the state.
+                await (io.accept() if ws is io or isinstance(io, _AsgiSocket) else ws.accept())
             elif io.application_state is WebSocketState.DISCONNECTED:
                 self._identities.pop(ws, None)
                 return False  # refused by the "before" handler
@@ -533,19 +540,22 @@ class BaseRoom:
         io.fail()
 
     def _join(self, ws: Any, io: Any) -> None:
-        if io is not ws:  # a Starlette member: pushes go through Python
+        if isinstance(io, _AsgiSocket):  # a Starlette member: pushes go through Python
             self._members[ws] = None
             self._asgi[ws] = io
             io.start()
             return
-        hub = hub_of(ws)
+        hub = hub_of(io)
         if not hub.running:
             raise WebSocketClosed(1001, "going away")  # the server is stopping
         self._members[ws] = None
+        if io is not ws:
+            self._cores[ws] = io
         try:
-            hub.room_join(self, self._name, self._relay, ws.id, self._identities.get(ws))
+            hub.room_join(self, self._name, self._relay, io.id, self._identities.get(ws))
         except BaseException:
             del self._members[ws]
+            self._cores.pop(ws, None)
             raise
 
     def _drop(self, ws: ServerWebSocket) -> None:
@@ -558,19 +568,25 @@ class BaseRoom:
             self._members.pop(ws, None)
         elif ws in self._members:
             del self._members[ws]
-            hub_of(ws).room_leave(self, self._name, ws.id)
+            io = self._cores.pop(ws, ws)
+            hub_of(io).room_leave(self, self._name, io.id)
 
     async def _leave(self, ws: ServerWebSocket, close: bool) -> None:
         if ws not in self._members or ws in self._leaving:
             return
         self._leaving.add(ws)
+        io = self._io(ws)
         try:
             await self._notify("before", ws)
         finally:
             self._drop(ws)
         if close:
-            await ws.close()
+            await io.close()
         await self._notify("after", ws)
+
+    def _io(self, ws: Any) -> Any:
+        """What the room drives for member ``ws``."""
+        return self._cores.get(ws) or self._asgi.get(ws) or ws
 
     async def _notify(self, when: str, ws: ServerWebSocket) -> None:
         handler = self._on_disconnect.get(when)
@@ -626,6 +642,8 @@ class BaseRoom:
             for ws, asgi in self._asgi.items():
                 if ws is not exclude:
                     asgi.push(message)
+        if exclude is not None:
+            exclude = self._cores.get(exclude, exclude)
         if isinstance(exclude, ServerWebSocket):
             _hub.publish(self, self._name, self._relay, data, hub_of(exclude), exclude.id)
         else:  # none, or not one of the core's connections
@@ -653,7 +671,7 @@ class BaseRoom:
         :class:`~roomcast.BackplaneError` while Redis is unreachable."""
         hub = _hub.presence_hub(self) if self._name is not None else None
         if hub is None or self._name is None:
-            return {_local_id(ws): self._identities.get(ws) for ws in self._members}
+            return {_local_id(self._cores.get(ws, ws)): self._identities.get(ws) for ws in self._members}
         return await hub.members(self._name)
 
 

@@ -338,6 +338,24 @@ class Server:
         loop = asyncio.get_running_loop()
         core = Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
         bound = core.listen(host, port, self._backlog)
+        hub, fd = self._begin(core, loop)
+        try:
+            backplane = hub.backplane
+            if backplane is not None:
+                # Serve once Redis is there, or its first attempt has failed
+                # (it goes on trying): members then see the other servers.
+                try:
+                    await asyncio.wait_for(backplane.settled.wait(), SETTLE_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+            yield Running(self, hub, host, bound, "http" if self._static else "ws")
+        finally:
+            await self._shutdown(hub, core, fd)
+
+    def _begin(self, core: Core, loop: asyncio.AbstractEventLoop) -> tuple[Hub, int]:
+        """A serving session on ``core``, whose loop thread runs already:
+        its hub, its backplane, and its events read on ``loop``. Returns
+        the hub and the descriptor that :meth:`_shutdown` takes."""
         # Commands made on this loop wake the core once per loop iteration.
         core.set_batching(loop.call_soon)
         fd = core.fileno()
@@ -361,17 +379,7 @@ class Server:
             backplane.start()
         hub.start()
         loop.add_reader(fd, self._drain)
-        try:
-            if backplane is not None:
-                # Serve once Redis is there, or its first attempt has failed
-                # (it goes on trying): members then see the other servers.
-                try:
-                    await asyncio.wait_for(backplane.settled.wait(), SETTLE_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
-            yield Running(self, hub, host, bound, "http" if self._static else "ws")
-        finally:
-            await self._shutdown(hub, core, fd)
+        return hub, fd
 
     async def _shutdown(self, hub: Hub, core: Core, fd: int) -> None:
         loop = asyncio.get_running_loop()

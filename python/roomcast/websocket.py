@@ -468,24 +468,10 @@ class ServerWebSocket:
         """The next message, str (text frame) or bytes (binary frame);
         raises :class:`WebSocketDisconnect` once the peer has gone and
         every message before its close has been read."""
-        while not self._inbox:
-            if self.client_state is WebSocketState.DISCONNECTED:
-                raise WebSocketDisconnect(*self._closed)
-            if self.application_state is WebSocketState.CONNECTING:
+        if not self._inbox and self.application_state is WebSocketState.CONNECTING:
+            if self.client_state is not WebSocketState.DISCONNECTED:
                 raise RuntimeError(_NOT_ACCEPTED)
-            inbox = self._inbox
-            if inbox is None:
-                inbox = self._inbox = _Inbox()
-            inbox.waiter = self._hub.loop.create_future()
-            try:
-                await inbox.waiter
-            finally:
-                inbox.waiter = None
-                if not inbox and self._inbox is inbox:
-                    self._inbox = None
-        data = take(self)
-        assert data is not None
-        return data
+        return await wait_message(self)
 
     async def receive(self) -> dict[str, Any]:
         """The next event as an ASGI-style message, as Starlette returns it:
@@ -587,6 +573,28 @@ def take(ws: ServerWebSocket) -> Data | None:
             hub.resume_reading(ws._conn)
     if not inbox and inbox.waiter is None:
         ws._inbox = None  # an empty deque is 600 bytes: made again when needed
+    return data
+
+
+async def wait_message(ws: ServerWebSocket) -> Data:
+    """The next message of ``ws``, waiting for it whatever the state of
+    the handshake (an ASGI app may wait before it accepts); raises
+    :class:`WebSocketDisconnect` once it has closed and none is left."""
+    while not ws._inbox:
+        if ws.client_state is WebSocketState.DISCONNECTED:
+            raise WebSocketDisconnect(*ws._closed)
+        inbox = ws._inbox
+        if inbox is None:
+            inbox = ws._inbox = _Inbox()
+        inbox.waiter = ws._hub.loop.create_future()
+        try:
+            await inbox.waiter
+        finally:
+            inbox.waiter = None
+            if not inbox and ws._inbox is inbox:
+                ws._inbox = None
+    data = take(ws)
+    assert data is not None
     return data
 
 
