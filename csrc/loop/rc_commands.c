@@ -181,12 +181,10 @@ int rc_server_adopt(rc_server *s, int fd, const void *head, size_t len,
   *conn = 0;
   if (fd < 0)
     return UV_EINVAL;
-  int r = adoptable(fd);
+  int r = len > RC_ADOPT_MAX_HEAD || !s->started ? UV_EINVAL : adoptable(fd);
   if (r == UV_EBADF)
     return r; /* no descriptor: nothing to close */
   rc_cmd *cmd = NULL;
-  if (r == 0 && (len > RC_ADOPT_MAX_HEAD || !s->started))
-    r = UV_EINVAL;
   if (r == 0 && (cmd = rc__cmd_make(RC_CMD_ADOPT, 0)) == NULL)
     r = UV_ENOMEM;
   if (r != 0) {
