@@ -21,7 +21,9 @@
  * with rc_server_start() when it should not listen. A client connection
  * takes the same commands (rc_server_send, rc_server_close) and gives the
  * same events (RC_EV_MESSAGE, RC_EV_CLOSE) as a server one, plus
- * RC_EV_CONNECTED once its handshake is done.
+ * RC_EV_CONNECTED once its handshake is done. A connection another server
+ * accepted (uvicorn's, say) can be handed over with the bytes read from it
+ * already (rc_server_adopt) and is served as one this core accepted.
  *
  * Functions return 0 or a negative errno-style code (libuv's UV_E*).
  */

@@ -336,8 +336,7 @@ static void server_stop(rc_conn *c) {
   if (c->state == RC_CONN_HTTP) {
     tell_why(c, "server shutting down");
     rc__conn_abort(c);
-  }
-  else if (awaits_answer(c))
+  } else if (awaits_answer(c))
     rc__handshake_refuse(c, 503, NULL, "server shutting down");
 }
 

@@ -1,6 +1,10 @@
 /* rc_server.c - the server object: configuration, the loop thread and its
  * turn, the loops over every connection (accepting, the sweep, the stop,
  * resuming held readers), the dispatch of commands, and the orderly stop.
+ * A socket accepted by another server (rc_server_adopt) becomes a
+ * connection here too, through the same steps as one accepted from the
+ * listener (server_conn_new, server_conn_admit), its first bytes fed in as
+ * a read would feed them.
  *
  * Handles owned by the loop: the listener (when listening), the async
  * wake-up, the check handle that ends every turn (flush writes, hand over

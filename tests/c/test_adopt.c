@@ -320,8 +320,8 @@ RC_TEST(a_frame_read_with_the_head_is_not_lost) {
   RC_ASSERT_EQ_INT(pair(&cfd, &sfd), 0);
   uint8_t buf[sizeof upgrade + 32];
   memcpy(buf, upgrade, sizeof upgrade - 1);
-  size_t n =
-      sizeof upgrade - 1 + client_frame(buf + sizeof upgrade - 1, 1, "early", 5);
+  size_t n = sizeof upgrade - 1 +
+             client_frame(buf + sizeof upgrade - 1, 1, "early", 5);
   RC_ASSERT_EQ_INT(send_all(cfd, buf, n), 0);
   uint8_t read[sizeof buf];
   RC_ASSERT_EQ_INT(read_exact(sfd, read, n), 0);
@@ -355,8 +355,7 @@ RC_TEST(a_head_read_in_part_is_completed_from_the_socket) {
   RC_ASSERT_EQ_INT(read_exact(sfd, head, part), 0);
   uint64_t conn = 0;
   RC_ASSERT_EQ_INT(rc_server_adopt(srv, sfd, head, part, &conn), 0);
-  RC_ASSERT_EQ_INT(
-      send_all(cfd, upgrade + part, sizeof upgrade - 1 - part), 0);
+  RC_ASSERT_EQ_INT(send_all(cfd, upgrade + part, sizeof upgrade - 1 - part), 0);
   rc_event *ev = next_event();
   RC_ASSERT(ev != NULL);
   RC_CHECK_EQ_INT(ev->type, RC_EV_OPEN);
@@ -371,8 +370,7 @@ RC_TEST(a_head_read_in_part_is_completed_from_the_socket) {
 
 /* A head the core answers itself: the client gets the status, the
  * embedder (which knows the id) an RC_EV_CLOSE 1006 that says why. */
-static void refused(const char *request, const char *status,
-                    const char *why) {
+static void refused(const char *request, const char *status, const char *why) {
   int cfd, sfd;
   RC_ASSERT_EQ_INT(pair(&cfd, &sfd), 0);
   uint64_t conn = 0;
@@ -508,9 +506,9 @@ RC_TEST(fds_that_are_not_connections_are_refused) {
   /* A head over the bound. */
   int cfd, sfd;
   RC_ASSERT_EQ_INT(pair(&cfd, &sfd), 0);
-  RC_CHECK_EQ_INT(rc_server_adopt(srv, sfd, upgrade, RC_ADOPT_MAX_HEAD + 1,
-                                  &conn),
-                  UV_EINVAL);
+  RC_CHECK_EQ_INT(
+      rc_server_adopt(srv, sfd, upgrade, RC_ADOPT_MAX_HEAD + 1, &conn),
+      UV_EINVAL);
   RC_CHECK(fd_is_closed(sfd));
   char buf[64];
   int eof;
@@ -542,9 +540,8 @@ RC_TEST(an_adoption_after_the_stop_is_cancelled_and_closes_the_fd) {
   /* The loop thread has ended: nothing else in this process opens a
    * descriptor, so sfd's number cannot be reused before the check. */
   uint64_t conn = 1;
-  RC_CHECK_EQ_INT(
-      rc_server_adopt(srv, sfd, upgrade, sizeof upgrade - 1, &conn),
-      UV_ECANCELED);
+  RC_CHECK_EQ_INT(rc_server_adopt(srv, sfd, upgrade, sizeof upgrade - 1, &conn),
+                  UV_ECANCELED);
   RC_CHECK(conn == 0);
   RC_CHECK(fd_is_closed(sfd));
   char buf[64];
