@@ -54,8 +54,8 @@ from typing import (
 )
 
 from . import _core, _hub
-from ._inbox import message_cost
 from ._asgi import adopted
+from ._inbox import message_cost
 from ._params import Binder
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 

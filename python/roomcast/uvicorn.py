@@ -50,7 +50,7 @@ from urllib.parse import unquote
 
 from uvicorn.config import WS_PROTOCOLS, Config
 from uvicorn.importer import import_from_string
-from uvicorn.protocols.utils import get_local_addr, get_remote_addr
+from uvicorn.protocols.utils import get_client_addr, get_local_addr, get_path_with_query_string, get_remote_addr
 from uvicorn.server import ServerState
 
 from ._asgi import EXTENSION, Channel, ClientDisconnected
@@ -66,9 +66,10 @@ logger = logging.getLogger("uvicorn.error")
 # Options that uvicorn's own flags set unless configure() names them.
 _FROM_UVICORN = ("max_message_size", "ping_interval", "ping_timeout")
 # A request head as uvicorn re-serialised it may be larger than what
-# roomcast's own server reads (h11 allows 16 KiB): uvicorn bounded it.
-_HEAD_BYTES = 64 * 1024
-_HEAD_COUNT = 1000
+# roomcast's own server reads (h11 allows 16 KiB): uvicorn bounded it
+# already, so the core takes up to its own largest bound.
+_HEAD_BYTES = 60000
+_HEAD_COUNT = 128  # the core's largest bound
 
 _configured: dict[str, Any] = {}
 _configured_by: str | None = None
@@ -240,6 +241,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.conn = 0  # the core's id once handed over
         self.ws: ServerWebSocket | None = None
+        self.scope: dict[str, Any] = {}
         self.channel: Channel | None = None
         self.task: asyncio.Task[None] | None = None
         self._adopter: _Adopter | None = None
@@ -348,11 +350,19 @@ class WebSocketProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
             "extensions": {"websocket.http.response": {}, EXTENSION: {"websocket": ws}},
         }
-        self.channel = Channel(ws, self._default_headers)
+        self.scope = scope
+        self.channel = Channel(ws, self._default_headers, self._told)
         task = self.loop.create_task(self._run_asgi(scope, self.channel))
         self.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _told(self, answer: str) -> None:
+        # The line uvicorn's own implementations log.
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                '%s - "WebSocket %s" %s', get_client_addr(self.scope), get_path_with_query_string(self.scope), answer
+            )
 
     def _default_headers(self) -> list[tuple[bytes, bytes]]:
         return list(self.server_state.default_headers)
