@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from uvicorn_worker import UvicornWorker
+    from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 except ImportError:  # the module uvicorn shipped before uvicorn-worker
     from uvicorn.workers import UvicornWorker
 

@@ -45,7 +45,8 @@ import asyncio
 import logging
 import os
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import unquote
 
 from uvicorn.config import WS_PROTOCOLS, Config
@@ -189,9 +190,11 @@ def _adopter(loop: asyncio.AbstractEventLoop, config: Config) -> _Adopter:
     return adopter
 
 
-def _fallback_class(config: Config) -> type[asyncio.Protocol]:
-    cls = import_from_string(WS_PROTOCOLS["auto"] or "uvicorn.protocols.websockets.wsproto_impl:WSProtocol")
-    assert isinstance(cls, type)
+def _fallback_class() -> Callable[..., asyncio.Protocol]:
+    """uvicorn's own implementation, the one its ``--ws auto`` picks."""
+    cls: Callable[..., asyncio.Protocol] = import_from_string(
+        WS_PROTOCOLS["auto"] or "uvicorn.protocols.websockets.wsproto_impl:WSProtocol"
+    )
     return cls
 
 
@@ -216,7 +219,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     " to the roomcast core; they are served by uvicorn's own websocket implementation"
                     " (put TLS in a proxy in front to get the C fan-out)"
                 )
-            return _fallback_class(config)(config=config, server_state=server_state, app_state=app_state)
+            return _fallback_class()(config=config, server_state=server_state, app_state=app_state)
         return super().__new__(cls)
 
     def __init__(
@@ -234,8 +237,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self.root_path = config.root_path
         self.app_state = app_state
         self.server_state = server_state
-        self.connections = server_state.connections
-        self.tasks = server_state.tasks
+        # uvicorn's sets, typed for its own protocols.
+        self.connections: set[Any] = cast(Any, server_state).connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
         self.transport: asyncio.Transport | None = None
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
@@ -283,9 +287,7 @@ class WebSocketProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.connections.discard(self)
-        fallback = _fallback_class(self.config)(
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
+        fallback = _fallback_class()(config=self.config, server_state=self.server_state, app_state=self.app_state)
         self._fallback = fallback
         fallback.connection_made(transport)
         transport.resume_reading()
@@ -361,7 +363,10 @@ class WebSocketProtocol(asyncio.Protocol):
         # The line uvicorn's own implementations log.
         if logger.isEnabledFor(logging.INFO):
             logger.info(
-                '%s - "WebSocket %s" %s', get_client_addr(self.scope), get_path_with_query_string(self.scope), answer
+                '%s - "WebSocket %s" %s',
+                get_client_addr(cast(Any, self.scope)),
+                get_path_with_query_string(cast(Any, self.scope)),
+                answer,
             )
 
     def _default_headers(self) -> list[tuple[bytes, bytes]]:
