@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+
 from support.polling import until
 from support.redisproc import free_port
 
