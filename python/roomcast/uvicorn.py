@@ -190,6 +190,18 @@ def _adopter(loop: asyncio.AbstractEventLoop, config: Config) -> _Adopter:
     return adopter
 
 
+def _read_past_head(transport: asyncio.Transport) -> bytes:
+    """What uvicorn's HTTP parser read after the request head: frames of a
+    client that did not wait for the 101. h11 keeps them (the HTTP
+    protocol is still the transport's while the upgrade is handed over);
+    httptools drops them, in uvicorn's own implementations too."""
+    conn = getattr(transport.get_protocol(), "conn", None)
+    trailing = getattr(conn, "trailing_data", None)
+    if isinstance(trailing, tuple) and trailing and isinstance(trailing[0], (bytes, bytearray)):
+        return bytes(trailing[0])
+    return b""
+
+
 def _fallback_class() -> Callable[..., asyncio.Protocol]:
     """uvicorn's own implementation, the one its ``--ws auto`` picks."""
     cls: Callable[..., asyncio.Protocol] = import_from_string(
@@ -273,7 +285,7 @@ class WebSocketProtocol(asyncio.Protocol):
             adopter = _adopter(self.loop, self.config)
             transport.pause_reading()
             fd = os.dup(sock.fileno())
-            self.conn = adopter.adopt(fd, data, self)  # the core owns fd now
+            self.conn = adopter.adopt(fd, data + _read_past_head(transport), self)  # the core owns fd now
         except Exception as exc:
             logger.warning("roomcast.uvicorn: the core could not take a connection (%s); uvicorn serves it", exc)
             self._fall_back(data)
