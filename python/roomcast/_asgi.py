@@ -14,9 +14,10 @@ uvicorn's own websocket implementations:
   ``websocket.http.response.start`` and ``.body`` (the
   ``websocket.http.response`` extension) answer with the app's own status,
   headers and body;
-* a send once the client has gone raises :class:`ClientDisconnected` (an
-  :class:`OSError`, which Starlette turns into its ``WebSocketDisconnect``);
-  a send after the app's own close raises :class:`RuntimeError`.
+* a send once the client has gone, or once this side has closed, raises
+  :class:`ClientDisconnected` (an :class:`OSError`, which Starlette turns
+  into its ``WebSocketDisconnect``); a second close does nothing (a room
+  may have closed the connection on the app's behalf).
 
 The scope carries the websocket itself under the extension
 ``"roomcast.websocket"``, so that :meth:`roomcast.BaseRoom.connect`, given
@@ -153,7 +154,11 @@ class Channel:
             else:
                 raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}.")
             return
-        raise RuntimeError(f"Unexpected ASGI message {kind!r}, after sending 'websocket.close'.")
+        # Closed by this side: by the app, or by roomcast on its behalf (a
+        # room that removed the member, a message over the size limit).
+        if kind == "websocket.close":
+            return  # closing again changes nothing
+        raise ClientDisconnected(f"the connection was closed ({ws.close_code or 'closing'})")
 
     def _respond(self, kind: str, message: Mapping[str, Any]) -> None:
         response = self._response

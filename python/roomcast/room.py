@@ -232,8 +232,10 @@ class BaseRoom:
         self._asgi: dict[Any, _AsgiSocket] = {}
         self._cores: dict[Any, ServerWebSocket] = {}
         self._leaving: set[ServerWebSocket] = set()
-        # Members served by attach() whose handler runs now (in a task).
-        self._busy: set[ServerWebSocket] = set()
+        # Members run on events whose handler runs now (in a task).
+        self._busy: set[Any] = set()
+        # Members run on events whose connect() waits for their end.
+        self._connected: dict[Any, asyncio.Future[None]] = {}
         self._on_receive: dict[str, _Handler] = {}
         self._on_connect: dict[str, _Handler] = {}
         self._on_disconnect: dict[str, _Handler] = {}
@@ -297,6 +299,9 @@ class BaseRoom:
             json.dumps(identity)  # TypeError now, not at join, if it cannot go to Redis
             self._identities[ws] = identity
         if not await self._enter(ws, io):
+            return
+        if isinstance(io, ServerWebSocket):
+            await self._run_on_events(ws, io)
             return
         try:
             await self._receive_loop(ws, io)
@@ -446,37 +451,47 @@ class BaseRoom:
 
     # -- members run on events (attach) ------------------------------------------
 
-    def _step(self, ws: ServerWebSocket) -> Any:
+    # A member run on events is known by what its handlers see (ws: a
+    # roomcast websocket, or a Starlette one whose connection the core
+    # serves) and driven through its core websocket (self._core_of(ws)).
+
+    def _core_of(self, ws: Any) -> ServerWebSocket:
+        core = self._cores.get(ws)
+        return ws if core is None else core
+
+    def _step(self, ws: Any) -> Any:
         """Handles the messages that wait, until a handler must be awaited
         (returns its awaitable), none is left (None) or the member is done
         (_END: gone, removed, or it sent bad JSON)."""
         members = self._members
+        io = self._core_of(ws)
         while True:
-            data = take(ws)
+            data = take(io)
             if data is None:
-                return _END if ws.client_state is WebSocketState.DISCONNECTED else None
+                return _END if io.client_state is WebSocketState.DISCONNECTED else None
             if ws not in members or ws in self._leaving:
                 return _END
             handler, value = self._pick(data)
             if handler is None:
                 if value is None:
                     continue
-                _now(ws.close(1007, value))
+                _now(io.close(1007, value))
                 return _END
             result = self._call(handler, ws, value)
             if result is not None:
                 return result
 
-    def _fault(self, ws: ServerWebSocket) -> Any:
+    def _fault(self, ws: Any) -> Any:
         """In an ``except`` block: a handler raised. Logged unless it is
         the disconnect of its own closed connection."""
         exc = sys.exc_info()[1]
-        if not isinstance(exc, WebSocketDisconnect) or _still_open(ws):
-            self._failed(ws, ws, "on_receive")
+        io = self._core_of(ws)
+        if not isinstance(exc, WebSocketDisconnect) or _still_open(io):
+            self._failed(ws, io, "on_receive")
         return _END
 
-    def _pump(self, ws: ServerWebSocket) -> None:
-        """The driver of an attached member: called on each of its
+    def _pump(self, ws: Any) -> None:
+        """The driver of a member run on events: called on each of its
         messages and on its close."""
         if ws in self._busy:
             return  # its task handles what came
@@ -490,53 +505,86 @@ class BaseRoom:
             self._end(ws)
             return
         self._busy.add(ws)
-        hub_of(ws).spawn(self._pump_slowly(ws, out))
+        hub_of(self._core_of(ws)).spawn(self._pump_slowly(ws, out))
 
-    async def _pump_slowly(self, ws: ServerWebSocket, awaitable: Any) -> None:
+    async def _pump_slowly(self, ws: Any, awaitable: Any) -> None:
+        io = self._core_of(ws)
         try:
             while True:
                 try:
                     await awaitable
                     out = self._step(ws)
                 except asyncio.CancelledError:
-                    drive(ws, None)
+                    drive(io, None)
                     self._drop(ws)
+                    self._settle(ws)
                     raise
                 except Exception:
                     out = self._fault(ws)
                 if out is None:
                     return
                 if out is _END:
-                    drive(ws, None)
+                    drive(io, None)
                     await self._finish(ws)
                     return
                 awaitable = out
         finally:
             self._busy.discard(ws)
 
-    def _end(self, ws: ServerWebSocket) -> None:
-        """An attached member is done: it leaves, without a task when the
-        room has no disconnect handler."""
-        drive(ws, None)
+    def _end(self, ws: Any) -> None:
+        """A member run on events is done: it leaves, without a task when
+        the room has no disconnect handler."""
+        io = self._core_of(ws)
+        drive(io, None)
         if self._on_disconnect:
             self._busy.add(ws)
-            hub_of(ws).spawn(self._finish_busy(ws))
+            hub_of(io).spawn(self._finish_busy(ws))
             return
         if ws in self._members and ws not in self._leaving:
             self._drop(ws)
-        if ws.application_state is not WebSocketState.DISCONNECTED:
-            _now(ws.close())
+        if ws not in self._connected and io.application_state is not WebSocketState.DISCONNECTED:
+            _now(io.close())
+        self._settle(ws)
 
-    async def _finish_busy(self, ws: ServerWebSocket) -> None:
+    async def _finish_busy(self, ws: Any) -> None:
         try:
             await self._finish(ws)
         finally:
             self._busy.discard(ws)
 
-    async def _finish(self, ws: ServerWebSocket) -> None:
-        await self._leave(ws, close=False)
-        if ws.application_state is not WebSocketState.DISCONNECTED:
-            await ws.close()
+    async def _finish(self, ws: Any) -> None:
+        io = self._core_of(ws)
+        try:
+            await self._leave(ws, close=False)
+            # A member of connect() is its caller's to close, as connect()
+            # left it before; an attached one is closed as an endpoint's.
+            if ws not in self._connected and io.application_state is not WebSocketState.DISCONNECTED:
+                await io.close()
+        finally:
+            self._settle(ws)
+
+    def _settle(self, ws: Any) -> None:
+        """connect() of ``ws``, if it waits, returns now."""
+        done = self._connected.get(ws)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def _run_on_events(self, ws: Any, io: ServerWebSocket) -> None:
+        """connect()'s life of a member whose connection the core serves:
+        its handlers run on its events, as an attached member's, while
+        connect() waits for the end."""
+        done: asyncio.Future[None] = hub_of(io).loop.create_future()
+        self._connected[ws] = done
+        try:
+            drive(io, self._driver, ws)
+            self._pump(ws)  # what came while the connect handlers ran
+            await done
+        except asyncio.CancelledError:
+            drive(io, None)
+            self._drop(ws)
+            raise
+        finally:
+            del self._connected[ws]
 
     def _failed(self, ws: Any, io: Any, where: str) -> None:
         logger.exception("%s handler failed for %r", where, ws)
