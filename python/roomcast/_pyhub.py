@@ -70,6 +70,20 @@ def _pairs(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
+def _cost(message: Mapping[str, Any]) -> int:
+    """What a queued websocket.send message counts against max_queue_bytes."""
+    data = message.get("text")
+    return message_cost(data if data is not None else message.get("bytes") or b"")
+
+
+def _keep(out: deque[Mapping[str, Any]], keep: Callable[[Mapping[str, Any]], bool]) -> None:
+    """Keeps the messages of ``out`` that ``keep`` takes, in place (the
+    writer holds that deque), in order."""
+    kept = [message for message in out if keep(message)]
+    out.clear()
+    out.extend(kept)
+
+
 class _Conn:
     """One ASGI websocket connection: its pair, what waits for send(), its
     rooms and its two tasks."""
@@ -224,7 +238,7 @@ class PyCore:
             while out:
                 message = out.popleft()
                 if message["type"] == "websocket.send":
-                    c.queued -= message_cost(message.get("text") or message.get("bytes") or b"")
+                    c.queued -= _cost(message)
                 try:
                     await c.send(message)
                 except asyncio.CancelledError:
@@ -311,7 +325,7 @@ class PyCore:
         if c.queued > self._max_queue:
             if not self._drop_oldest:
                 self._stats["slow_consumer_closes"] += 1
-                c.out = deque(m for m in c.out if m["type"] != "websocket.send")
+                _keep(c.out, lambda m: m["type"] != "websocket.send")
                 c.queued = 0
                 self.close(conn, *_FULL)
                 return
@@ -323,14 +337,15 @@ class PyCore:
     def _drop(self, c: _Conn) -> None:
         """slow_consumer="drop": the oldest queued messages go until half
         of max_queue_bytes waits (the new one included)."""
-        kept: deque[Mapping[str, Any]] = deque()
-        for message in c.out:
+
+        def kept(message: Mapping[str, Any]) -> bool:
             if message["type"] == "websocket.send" and c.queued > self._max_queue // 2:
-                c.queued -= message_cost(message.get("text") or message.get("bytes") or b"")
+                c.queued -= _cost(message)
                 self._stats["messages_dropped"] += 1
-                continue
-            kept.append(message)
-        c.out = kept
+                return False
+            return True
+
+        _keep(c.out, kept)
 
     def pause_reading(self, conn: int) -> None:
         c = self._conns.get(conn)

@@ -6,13 +6,20 @@ own loop, with the websocket implementation asked for: uvicorn's own
 """
 
 import asyncio
+import os
+import re
+import signal
 import socket
+import sys
+from pathlib import Path
 
 import uvicorn
 
 PYTHON = "websockets-sansio"
 CORE = "roomcast.uvicorn:WebSocketProtocol"
 T = 30  # seconds for uvicorn to stop
+START = 60  # seconds: starting Python on a loaded machine can be slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Served:
@@ -72,3 +79,60 @@ async def http_get(port, path, method="GET"):
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, body
+
+
+class UvicornProcess:
+    """``python -m uvicorn TARGET --port 0 --ws WS`` as its users run it:
+    a subprocess (cwd the repository, or ``app_dir``) whose port is read
+    from uvicorn's "Uvicorn running on" line."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.log = []
+        self.port = 0
+
+    @classmethod
+    async def start(cls, target, ws, *, app_dir=None, env=None):
+        environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        paths = [environ.get("PYTHONPATH", ""), str(REPO / "python")]
+        environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        args = ["-m", "uvicorn", target, "--host", "127.0.0.1", "--port", "0", "--ws", ws]
+        if app_dir is not None:
+            args += ["--app-dir", str(app_dir)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            cwd=str(REPO),
+            env=environ,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        served = cls(proc)
+        match = await served.wait_for_line(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+        served.port = int(match.group(1))
+        return served
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def wait_for_line(self, pattern):
+        while True:
+            line = await asyncio.wait_for(self.proc.stderr.readline(), START)
+            if not line:
+                raise AssertionError("uvicorn ended; its log:\n" + "".join(self.log))
+            self.log.append(line.decode(errors="replace"))
+            match = re.search(pattern, self.log[-1])
+            if match:
+                return match
+
+    async def stop(self, sig=signal.SIGTERM):
+        """Sends ``sig``; returns the exit status and the rest of stderr."""
+        self.proc.send_signal(sig)
+        _, err = await asyncio.wait_for(self.proc.communicate(), START)
+        self.log.append(err.decode(errors="replace"))
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.returncode is None:
+            self.proc.kill()
