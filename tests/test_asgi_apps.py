@@ -14,7 +14,6 @@ import threading
 import pytest
 from fastapi import FastAPI
 from fastapi import WebSocket as StarletteWebSocket
-from support.asgiserve import CORE, PYTHON, REPO, Served, UvicornProcess, http_get
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -24,6 +23,7 @@ from roomcast._core import Core
 from roomcast._pyhub import PyCore
 from roomcast.compat.fastapi_pubsub import BasePubSubWebSocket, RedisCredentials
 from roomcast.websocket import hub_of
+from support.asgiserve import CORE, PYTHON, REPO, Served, UvicornProcess, http_get
 
 T = 60  # hang guard only
 
@@ -326,7 +326,7 @@ async def test_fastapi_pubsub_readme_example_under_uvicorn(ws):
             assert await count_of(a) == 1  # told when b left
 
 
-PUBSUB_WITH_REDIS = '''
+PUBSUB_WITH_REDIS = """
 import os
 from urllib.parse import urlsplit
 
@@ -352,7 +352,7 @@ class SimplePubSubWebsocket(BasePubSubWebSocket):
 async def online_players_endpoint(websocket: WebSocket):
     ssw = SimplePubSubWebsocket(websocket, "connected_clients", redis_credentials=credentials)
     await ssw.run()
-'''
+"""
 
 
 async def subscribers(redis_server, n):
