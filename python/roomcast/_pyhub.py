@@ -308,6 +308,19 @@ class PyCore:
             return
         c.closing = (code, reason)
         self._put(c, {"type": "websocket.close", "code": code, "reason": reason}, last=True)
+        # As the core's close_timeout: a peer that does not take the close
+        # (it does not read) is given up on, and the application told.
+        self._loop.call_later(self._close_timeout, self._give_up, c)
+
+    def _give_up(self, c: _Conn) -> None:
+        ws = c.ws
+        if ws is not None and ws.client_state is not WebSocketState.DISCONNECTED:
+            if c.reader is not None:
+                c.reader.cancel()
+            if c.writer is not None:
+                c.writer.cancel()
+            c.flushed.set()
+            feed_close(ws, *(c.closing or (1006, "")))
 
     def send(self, conn: int, data: Data) -> None:
         if self._elsewhere():

@@ -27,13 +27,15 @@ class Served:
     ``served.port`` (``served.url`` is its ws:// URL, no path);
     ``served.stop()`` ends it (lifespan shutdown included)."""
 
-    def __init__(self, app, ws, lifespan="on"):
+    def __init__(self, app, ws, lifespan="on", **config):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", ws=ws, ws_per_message_deflate=False, lifespan=lifespan)
+        config = uvicorn.Config(
+            app, log_level="warning", ws=ws, ws_per_message_deflate=False, lifespan=lifespan, **config
+        )
         self.server = uvicorn.Server(config)
         self.task = None
 
