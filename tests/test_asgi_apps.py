@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import roomcast.uvicorn
-from roomcast import App
+from roomcast import App, Room
 from roomcast._core import Core
 from roomcast._pyhub import PyCore
 from roomcast.compat.fastapi_pubsub import BasePubSubWebSocket, RedisCredentials
@@ -318,6 +318,49 @@ async def test_a_client_that_reads_nothing_is_given_up_on_after_close_timeout_on
             await asyncio.sleep(0.02)
         assert gone == [1008]
         a.transport.abort()
+
+
+@pytest.mark.parametrize("ws", MODES)
+async def test_rooms_and_endpoints_routed_beside_the_app(ws):
+    """``app.route`` and ``app.websocket`` work under uvicorn too: a Room's
+    pushes (a relay room's too) reach its members on either path."""
+    app = App("/events")
+    chat = Room()
+    relay = Room(relay="others")
+
+    @chat.on_receive("text")
+    async def said(room, websocket, message):
+        await room.push_text(f"{websocket.path_params['who']}: {message}")
+
+    app.route("/chat/{who}", chat)
+    app.route("/relay", relay)
+
+    @app.websocket("/echo/{n:int}")
+    async def echo(websocket, n: int):
+        await websocket.accept()
+        await websocket.send_text(str(n + 1))  # returns: the server closes with 1000
+
+    async with Served(app, ws=ws) as served:
+        async with connect(served.url + "/chat/ann") as ann, connect(served.url + "/chat/bob") as bob:
+            for _ in range(T * 50):
+                if len(chat) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            await bob.send("hi")
+            assert await asyncio.wait_for(ann.recv(), T) == "bob: hi"
+            assert await asyncio.wait_for(bob.recv(), T) == "bob: hi"
+        async with connect(served.url + "/relay") as a, connect(served.url + "/relay") as b:
+            for _ in range(T * 50):
+                if len(relay) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            await a.send(b"\x01")
+            assert await asyncio.wait_for(b.recv(), T) == b"\x01"
+        async with connect(served.url + "/echo/41") as e:
+            assert await asyncio.wait_for(e.recv(), T) == "42"
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(e.recv(), T)
+            assert e.close_code == 1000
 
 
 # -- fastapi_pubsub's README example under uvicorn ---------------------------------------
