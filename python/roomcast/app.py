@@ -530,23 +530,38 @@ class App(Server):
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self._configure_uvicorn()
-                    for func in self._startup:
-                        await _call(func)
+                    await self._asgi_startup()
                 except Exception as exc:
-                    logger.exception("on_startup failed")
+                    logger.exception("lifespan startup failed")
                     await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self._asgi_stop()
-                for func in self._shutdown_hooks:
-                    try:
-                        await _call(func)
-                    except Exception:
-                        logger.exception("on_shutdown handler %r failed", func)
+                await self._asgi_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _asgi_startup(self) -> None:
+        self._configure_uvicorn()
+        for func in self._startup:
+            await _call(func)
+
+    async def _asgi_shutdown(self) -> None:
+        self._asgi_stop()
+        tables = list(self._asgi_tables.values())
+        self._asgi_tables.clear()
+        for table in tables:
+            table.stop()
+        for func in self._shutdown_hooks:
+            try:
+                await _call(func)
+            except Exception:
+                logger.exception("on_shutdown handler %r failed", func)
+
+    def _asgi_bind(self, hub: Hub) -> None:
+        """A websocket of ``hub`` is about to be served: the App's rooms
+        there, from now on."""
+        self._table_for(hub)
 
     def _configure_uvicorn(self) -> None:
         """The App's server options become those of roomcast's protocol for
@@ -557,18 +572,14 @@ class App(Server):
             from . import uvicorn as protocol
         except ImportError:
             return  # another ASGI server: only the Python path exists
-        protocol._set_options(self._given, "App(...)")
+        protocol._set_options(self._given, f"{type(self).__name__}(...)")
 
     def _asgi_stop(self) -> None:
-        """The ASGI server has stopped serving: the App forgets its hubs."""
+        """The ASGI server has stopped serving: the Python path's hub stops."""
         py = self._py
         self._py = None
         if py is not None:
             py[0].stop()
-        tables = list(self._asgi_tables.values())
-        self._asgi_tables.clear()
-        for table in tables:
-            table.stop()
 
     async def _asgi_http(self, scope: Mapping[str, Any], send: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
         method = scope.get("method", "GET")
@@ -664,7 +675,7 @@ class App(Server):
             return
         endpoint, _, params, kwargs = found
         websocket.path_params = params
-        self._table_for(hub)  # the App's rooms on this hub, from now on
+        self._asgi_bind(hub)
         await self._run_endpoint(websocket, endpoint, kwargs)
 
     # -- one connection ------------------------------------------------------------
