@@ -23,7 +23,8 @@
 #
 # `deps` installs only what is missing: the Debian packages below (with
 # apt-get, which needs root or password-less sudo), then pytest, websockets,
-# mypy, ipykernel, jupyter_client, fastapi, uvicorn and ruff with pip (setuptools too, if the
+# mypy, ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn-worker
+# and ruff with pip (setuptools too, if the
 # interpreter lacks it). Variables: PYTHON
 # (default python3), CC (default gcc).
 
@@ -45,11 +46,14 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
 # jupyter_client run the synchronous client in a real Jupyter kernel
 # (tests/test_client_jupyter.py); fastapi and uvicorn serve Starlette
 # websockets to roomcast rooms (tests/test_starlette.py, which runs
-# uvicorn's websockets-sansio protocol, new in 0.35). ruff formats and lints
+# uvicorn's websockets-sansio protocol, new in 0.35, and tests/test_uvicorn.py,
+# roomcast's own protocol for uvicorn); gunicorn and uvicorn-worker run
+# roomcast.gunicorn.Worker (tests/test_gunicorn.py). ruff formats and lints
 # the Python (make style, make format; its rules in pyproject.toml): pinned,
 # since a new ruff release may format differently or add lint findings.
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
-           jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 ruff==0.17.5
+           jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 gunicorn>=21 \
+           uvicorn-worker>=0.2 ruff==0.17.5
 
 # The C tests link the whole core (csrc/proto and csrc/loop: all but the
 # binding), so that
@@ -126,7 +130,7 @@ deps-system:
 # --user.
 deps-python:
 	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
-	    ipykernel, jupyter_client, fastapi, uvicorn; \
+	    ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn_worker; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null && [ "$$($(PYTHON) -m ruff --version 2>/dev/null)" = \

@@ -64,12 +64,16 @@ def _text(value: bytes | str) -> str:
 class Channel:
     """``receive`` and ``send`` of one adopted connection. ``default_headers``
     is called at the answer for the server's own headers (uvicorn's
-    ``date`` and ``server``)."""
+    ``date`` and ``server``); ``told(answer)``, if given, hears how the
+    handshake was answered: ``"[accepted]"`` or the HTTP status."""
 
-    __slots__ = ("ws", "_connected", "_response", "_default_headers")
+    __slots__ = ("ws", "_connected", "_response", "_default_headers", "_told")
 
-    def __init__(self, ws: ServerWebSocket, default_headers: Any = None) -> None:
+    def __init__(self, ws: ServerWebSocket, default_headers: Any = None, told: Any = None) -> None:
         self.ws = ws
+        # told(answer) is called with "[accepted]" or the HTTP status of
+        # the answer, for the server's log.
+        self._told = told
         self._connected = False  # websocket.connect was given
         # (status, headers, body so far) of a websocket.http.response
         self._response: tuple[int, list[tuple[str, str]], bytearray] | None = None
@@ -83,6 +87,10 @@ class Channel:
         make = self._default_headers
         pairs: Headers = make() if make is not None else []
         return [(_text(k), _text(v)) for k, v in pairs]
+
+    def _tell(self, answer: str) -> None:
+        if self._told is not None:
+            self._told(answer)
 
     async def receive(self) -> dict[str, Any]:
         if not self._connected:
@@ -114,14 +122,17 @@ class Channel:
                 ws.subprotocol = subprotocol
                 ws.application_state = WebSocketState.CONNECTED
                 ws.client_state = WebSocketState.CONNECTED
+                self._tell("[accepted]")
             elif kind == "websocket.close":
                 await ws.close()  # 403
+                self._tell("403")
             elif kind == "websocket.http.response.start":
                 status = message["status"]
                 if not isinstance(status, int) or not 100 <= status < 600:
                     raise RuntimeError(f"Invalid HTTP status code {status!r} in response.")
                 headers = [(_text(k), _text(v)) for k, v in message.get("headers") or ()]
                 self._response = (status, headers, bytearray())
+                self._tell(str(status))
             else:
                 raise RuntimeError(
                     "Expected ASGI message 'websocket.accept', 'websocket.close' "

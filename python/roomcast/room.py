@@ -28,12 +28,14 @@ these differences:
   ``await room.members()`` count the members of every server.
 * ``connect()`` also takes a Starlette (FastAPI) ``WebSocket`` served by
   uvicorn, so a ``websocket_rooms`` application keeps its FastAPI app and
-  changes only the import. Pushes reach those members through Python: each
-  has a task that sends them in order, and one that lets more than
-  :data:`ASGI_QUEUE_BYTES` wait is closed with 1008. Such members are local
-  to their process (no backplane: that needs roomcast's own server); the C
-  fan-out is for the members that roomcast's :class:`~roomcast.Server`
-  serves, and a room may have both kinds.
+  changes only the import; the handlers get that object. Under
+  ``uvicorn --ws roomcast.uvicorn:WebSocketProtocol`` the connection is the
+  core's (:mod:`roomcast.uvicorn`), and so is the member: pushes are fanned
+  out in C, as for roomcast's own server, backplane and presence included.
+  Under uvicorn's own protocol, pushes reach such members through Python:
+  each has a task that sends them in order, and one that lets more than
+  :data:`ASGI_QUEUE_BYTES` wait is closed with 1008; they are local to
+  their process. A room may have members of every kind.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ from typing import (
 )
 
 from . import _core, _hub
-from ._inbox import message_cost
 from ._asgi import adopted
+from ._inbox import message_cost
 from ._params import Binder
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 
@@ -280,8 +282,9 @@ class BaseRoom:
         ``"bytes"`` wins over ``"json"``.
 
         ``websocket`` may also be a Starlette (FastAPI) ``WebSocket``: the
-        handlers then get that object, and pushes reach it through Python
-        (see the module's docstring).
+        handlers then get that object, and pushes reach it in C when
+        roomcast's protocol for uvicorn serves it, else through Python (see
+        the module's docstring).
         """
         ws: Any = websocket
         if ws in self._members:

@@ -45,12 +45,13 @@ import asyncio
 import logging
 import os
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import unquote
 
 from uvicorn.config import WS_PROTOCOLS, Config
 from uvicorn.importer import import_from_string
-from uvicorn.protocols.utils import get_local_addr, get_remote_addr
+from uvicorn.protocols.utils import get_client_addr, get_local_addr, get_path_with_query_string, get_remote_addr
 from uvicorn.server import ServerState
 
 from ._asgi import EXTENSION, Channel, ClientDisconnected
@@ -66,9 +67,10 @@ logger = logging.getLogger("uvicorn.error")
 # Options that uvicorn's own flags set unless configure() names them.
 _FROM_UVICORN = ("max_message_size", "ping_interval", "ping_timeout")
 # A request head as uvicorn re-serialised it may be larger than what
-# roomcast's own server reads (h11 allows 16 KiB): uvicorn bounded it.
-_HEAD_BYTES = 64 * 1024
-_HEAD_COUNT = 1000
+# roomcast's own server reads (h11 allows 16 KiB): uvicorn bounded it
+# already, so the core takes up to its own largest bound.
+_HEAD_BYTES = 60000
+_HEAD_COUNT = 128  # the core's largest bound
 
 _configured: dict[str, Any] = {}
 _configured_by: str | None = None
@@ -188,9 +190,23 @@ def _adopter(loop: asyncio.AbstractEventLoop, config: Config) -> _Adopter:
     return adopter
 
 
-def _fallback_class(config: Config) -> type[asyncio.Protocol]:
-    cls = import_from_string(WS_PROTOCOLS["auto"] or "uvicorn.protocols.websockets.wsproto_impl:WSProtocol")
-    assert isinstance(cls, type)
+def _read_past_head(transport: asyncio.Transport) -> bytes:
+    """What uvicorn's HTTP parser read after the request head: frames of a
+    client that did not wait for the 101. h11 keeps them (the HTTP
+    protocol is still the transport's while the upgrade is handed over);
+    httptools drops them, in uvicorn's own implementations too."""
+    conn = getattr(transport.get_protocol(), "conn", None)
+    trailing = getattr(conn, "trailing_data", None)
+    if isinstance(trailing, tuple) and trailing and isinstance(trailing[0], (bytes, bytearray)):
+        return bytes(trailing[0])
+    return b""
+
+
+def _fallback_class() -> Callable[..., asyncio.Protocol]:
+    """uvicorn's own implementation, the one its ``--ws auto`` picks."""
+    cls: Callable[..., asyncio.Protocol] = import_from_string(
+        WS_PROTOCOLS["auto"] or "uvicorn.protocols.websockets.wsproto_impl:WSProtocol"
+    )
     return cls
 
 
@@ -215,7 +231,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     " to the roomcast core; they are served by uvicorn's own websocket implementation"
                     " (put TLS in a proxy in front to get the C fan-out)"
                 )
-            return _fallback_class(config)(config=config, server_state=server_state, app_state=app_state)
+            return _fallback_class()(config=config, server_state=server_state, app_state=app_state)
         return super().__new__(cls)
 
     def __init__(
@@ -233,13 +249,15 @@ class WebSocketProtocol(asyncio.Protocol):
         self.root_path = config.root_path
         self.app_state = app_state
         self.server_state = server_state
-        self.connections = server_state.connections
-        self.tasks = server_state.tasks
+        # uvicorn's sets, typed for its own protocols.
+        self.connections: set[Any] = cast(Any, server_state).connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
         self.transport: asyncio.Transport | None = None
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.conn = 0  # the core's id once handed over
         self.ws: ServerWebSocket | None = None
+        self.scope: dict[str, Any] = {}
         self.channel: Channel | None = None
         self.task: asyncio.Task[None] | None = None
         self._adopter: _Adopter | None = None
@@ -267,7 +285,7 @@ class WebSocketProtocol(asyncio.Protocol):
             adopter = _adopter(self.loop, self.config)
             transport.pause_reading()
             fd = os.dup(sock.fileno())
-            self.conn = adopter.adopt(fd, data, self)  # the core owns fd now
+            self.conn = adopter.adopt(fd, data + _read_past_head(transport), self)  # the core owns fd now
         except Exception as exc:
             logger.warning("roomcast.uvicorn: the core could not take a connection (%s); uvicorn serves it", exc)
             self._fall_back(data)
@@ -281,9 +299,7 @@ class WebSocketProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.connections.discard(self)
-        fallback = _fallback_class(self.config)(
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
+        fallback = _fallback_class()(config=self.config, server_state=self.server_state, app_state=self.app_state)
         self._fallback = fallback
         fallback.connection_made(transport)
         transport.resume_reading()
@@ -348,11 +364,22 @@ class WebSocketProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
             "extensions": {"websocket.http.response": {}, EXTENSION: {"websocket": ws}},
         }
-        self.channel = Channel(ws, self._default_headers)
+        self.scope = scope
+        self.channel = Channel(ws, self._default_headers, self._told)
         task = self.loop.create_task(self._run_asgi(scope, self.channel))
         self.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _told(self, answer: str) -> None:
+        # The line uvicorn's own implementations log.
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                '%s - "WebSocket %s" %s',
+                get_client_addr(cast(Any, self.scope)),
+                get_path_with_query_string(cast(Any, self.scope)),
+                answer,
+            )
 
     def _default_headers(self) -> list[tuple[bytes, bytes]]:
         return list(self.server_state.default_headers)
