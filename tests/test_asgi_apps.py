@@ -120,6 +120,10 @@ async def test_microsockets_readme_example_by_its_import_string(ws):
         async with connect(served.url) as e:
             await send(e, "join", json.dumps({"room": "solo", "user": 5}))
             assert await event(e) == ("joined", "")
+            # Its own broadcast skipped it: a socket that came after others
+            # left (the core reuses their places) is skipped too.
+            await send(e, "join", json.dumps({"room": "duo", "user": 5}))
+            assert await event(e) == ("joined", "")
             assert in_core(app.app.members("solo")) is (ws == CORE)
         status, headers, body = await http_get(served.port, "/roomcast.js")
         assert status == 200 and headers["content-type"].startswith("text/javascript")
