@@ -173,6 +173,23 @@ async def test_http_static_client_426_404_405(ws):
         assert refused.value.response.status_code == 404
 
 
+@pytest.mark.parametrize("ws", MODES)
+async def test_origins_are_checked_under_uvicorn(ws):
+    app = App(origins=["http://good.example"])
+
+    @app.on("ping")
+    async def ping(sock):
+        await sock.emit("pong")
+
+    async with Served(app, ws=ws) as served:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(served.url, origin="http://evil.example")
+        assert refused.value.response.status_code == 403
+        async with connect(served.url, origin="http://good.example") as a:
+            await send(a, "ping")
+            assert await event(a) == ("pong", None)
+
+
 # -- hooks -----------------------------------------------------------------------------
 
 
