@@ -190,6 +190,24 @@ async def test_origins_are_checked_under_uvicorn(ws):
             assert await event(a) == ("pong", None)
 
 
+@pytest.mark.parametrize("ws", MODES)
+async def test_behind_a_proxy_with_a_root_path(ws):
+    """uvicorn --root-path /api: the proxy took /api off; the App's routes
+    and files are matched without it."""
+    app = App("/events")
+
+    @app.on("ping")
+    async def ping(sock):
+        await sock.emit("pong", sock.ws.url.path)
+
+    async with Served(app, ws=ws, root_path="/api") as served:
+        status, _, body = await http_get(served.port, "/roomcast.js")
+        assert status == 200 and body
+        async with connect(served.url + "/events") as a:
+            await send(a, "ping")
+            assert (await event(a))[0] == "pong"
+
+
 # -- hooks -----------------------------------------------------------------------------
 
 
