@@ -1,9 +1,11 @@
 """The example of the microsockets README, on roomcast.
 
-Only the import differs from the README (roomcast is its own server, so the
-``uvicorn example:app`` step becomes ``app.run`` at the bottom). Run:
+Only the import differs from the README. Run it as the README says,
+``uvicorn examples.microsockets_readme:app`` (add ``--ws
+roomcast.uvicorn:WebSocketProtocol`` for roomcast's C core to serve the
+sockets), or with roomcast's own server (``app.run`` at the bottom):
 python examples/microsockets_readme.py [PORT] (or PORT in the environment;
-default 8000), then connect the microsockets JavaScript client to
+default 8000). Then connect the microsockets JavaScript client to
 ws://127.0.0.1:PORT and send ``socket.send("join", JSON.stringify({room:
 "gamers", user: 1}))``: the payload travels as a string, which is why the
 middleware decodes it.

@@ -375,10 +375,17 @@ async def test_bad_frames_and_failing_handlers_get_an_error_and_the_socket_stays
         await next_is_pong(ws)
 
 
-def test_the_application_is_not_an_asgi_app():
+async def test_the_application_is_an_asgi_app_too():
+    """Called as ASGI, it answers as its App does (tests/test_asgi_apps.py
+    serves it under uvicorn)."""
     app = Application()
-    with pytest.raises(TypeError, match=r"app\.run\(host, port\)"):
-        asyncio.run(app({"type": "websocket"}, None, None))
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await app({"type": "http", "method": "POST", "path": "/", "raw_path": b"/", "headers": []}, None, send)
+    assert sent[0]["status"] == 405
 
 
 async def test_to_must_be_a_list_of_rooms():

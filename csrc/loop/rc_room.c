@@ -326,7 +326,7 @@ static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,
 static void fan_out_marked(rc_server *s, const uint64_t *rooms, size_t nrooms,
                            rc_buf *b, uint64_t exclude) {
   uint64_t mark = ++s->mark, delivered = 0;
-  rc_conn *skip = exclude != 0 ? rc__conn_slot_find(s, exclude) : NULL;
+  rc_conn *skip = exclude != 0 ? rc__conn_find(s, exclude) : NULL;
   for (size_t k = 0; k < nrooms; k++) {
     rc_room *r = rc__room_get(s, rooms[k], 0);
     if (r != NULL)

@@ -48,6 +48,13 @@ and the connection stays open.
 
 App rooms are their own namespace: an App room and a ``Room(name=...)``
 with the same name are two rooms, on this server and on the backplane.
+
+An App is also an ASGI app (``uvicorn example:app``), see
+:meth:`App.__call__`: under uvicorn with roomcast's protocol
+(``--ws roomcast.uvicorn:WebSocketProtocol``) its sockets live in the C
+core as under :meth:`App.run`; under uvicorn's own websocket
+implementations they are served in Python (:mod:`roomcast._pyhub`), with
+the same events, rooms and bounds but rooms local to the process.
 """
 
 from __future__ import annotations
@@ -57,13 +64,18 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
+from urllib.parse import quote
 
+from . import _pyhub
+from ._asgi import adopted
 from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
 from ._params import Route
+from ._static import SMALL_FILE, Response, file_response, text_response
 from .room import _now, check_name
 from .server import Running, Server
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, drive, hub_of, take
@@ -140,6 +152,10 @@ class _Rooms:
     def start(self, hub: Hub) -> None:
         self._hub = hub
         self.everyone = hub.name_acquire(APP_ALL_KIND, EVERYONE)
+
+    @property
+    def hub(self) -> Hub | None:
+        return self._hub
 
     def stop(self) -> None:
         self._named.clear()
@@ -299,7 +315,15 @@ class App(Server):
                 raise ValueError(f"{option} must be a positive int or None (no bound), not {value!r}")
         super().__init__(**options)
         self.hooks = Hooks()
-        self._table = _Rooms(room_notices, max_rooms_per_socket, max_rooms)
+        # The server options as given: the core's under uvicorn too.
+        self._given = dict(options)
+        self._bounds = (room_notices, max_rooms_per_socket, max_rooms)
+        self._table = _Rooms(*self._bounds)  # the rooms while serve() serves
+        # Served as an ASGI app: the rooms of each hub whose sockets it
+        # serves (the C core's under roomcast.uvicorn; the Python path's).
+        self._asgi_tables: dict[Hub, _Rooms] = {}
+        # The Python path's hub and core, for the loop it was made on.
+        self._py: tuple[Hub, _pyhub.PyCore] | None = None
         self._busy: set[Socket] = set()  # sockets whose handler runs now
         self._driver = self._wake  # one bound method for every socket
         self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
@@ -376,11 +400,35 @@ class App(Server):
 
     def members(self, room: str) -> set[Socket]:
         """The sockets in ``room`` now (a copy; empty for an unknown room)."""
-        return self._table.members(room)
+        found: set[Socket] = set()
+        for table in self._tables():
+            found |= table.members(room)
+        return found
 
     def rooms(self) -> list[str]:
         """The names of the rooms that have members now."""
-        return self._table.names()
+        names: dict[str, None] = {}
+        for table in self._tables():
+            names.update(dict.fromkeys(table.names()))
+        return list(names)
+
+    def _tables(self) -> list[_Rooms]:
+        return [self._table, *list(self._asgi_tables.values())]
+
+    def _table_for(self, hub: Hub) -> _Rooms:
+        """The rooms of the sockets of ``hub``: the App's own server's, or
+        those of a hub that an ASGI server's connections came through (made
+        on the first; those of a hub that has stopped are dropped)."""
+        if hub is self._hub:
+            return self._table
+        table = self._asgi_tables.get(hub)
+        if table is None:
+            for old in [h for h in self._asgi_tables if not h.running or h.loop.is_closed()]:
+                self._asgi_tables.pop(old).stop()
+            table = _Rooms(*self._bounds)
+            table.start(hub)
+            self._asgi_tables[hub] = table
+        return table
 
     # -- sending from anywhere ---------------------------------------------------
 
@@ -396,12 +444,16 @@ class App(Server):
         if isinstance(to, str):
             raise TypeError("to= takes a list of rooms, not one room name")
         data = envelope(event, payload)
-        hub = self._hub
-        if hub is None:
-            return  # not serving: nobody to send to
-        # Thread-safe: from a thread other than the loop's, the command
-        # wakes the core by itself.
-        hub.broadcast(APP_KIND, None if to is None else list(to), data, exclude.id if exclude is not None else 0)
+        names = None if to is None else list(to)
+        # The App's own server, and the hubs it serves through as an ASGI
+        # app (none when not serving: nobody to send to).
+        hubs = [] if self._hub is None else [self._hub]
+        hubs.extend(list(self._asgi_tables))
+        skip = hub_of(exclude.ws) if exclude is not None else None
+        for hub in hubs:
+            # Thread-safe: from a thread other than the loop's, the command
+            # wakes the core by itself.
+            hub.broadcast(APP_KIND, names, data, exclude.id if exclude is not None and hub is skip else 0)
 
     # -- serving ------------------------------------------------------------------
 
@@ -424,12 +476,214 @@ class App(Server):
                 except Exception:
                     logger.exception("on_shutdown handler %r failed", func)
 
+    # -- as an ASGI app -----------------------------------------------------------
+
+    async def __call__(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Awaitable[Mapping[str, Any]]],
+        send: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        """The App as an ASGI 3 app (``uvicorn example:app``).
+
+        * ``lifespan``: startup runs the ``on_startup`` handlers (a failure
+          answers ``lifespan.startup.failed``) and, when uvicorn is
+          installed, gives the App's server options to
+          :func:`roomcast.uvicorn.configure`'s table, so that
+          ``App(backplane=...)`` configures the core of roomcast's
+          protocol as it does the App's own server; shutdown runs the
+          ``on_shutdown`` handlers.
+        * ``http``: GET and HEAD of ``/roomcast.js`` and of the
+          :meth:`~roomcast.Server.static` directories, 426 for a websocket
+          route, 404 otherwise, 405 for other methods: what the App's own
+          server answers.
+        * ``websocket``: routed as the App's own server routes (the App's
+          path, ``route``, ``websocket``; 404 for no route; ``origins``
+          checked). The call returns once the socket's life in the App is
+          over: it has closed and the ``on_disconnect`` handlers have run.
+          Under ``--ws roomcast.uvicorn:WebSocketProtocol`` the socket
+          lives in the C core (fan-out, bounds, the backplane, as under
+          :meth:`run`); under uvicorn's own websocket implementations it is
+          served in Python with the same events, rooms, ``max_queue_bytes``
+          rule and ``max_receive_queue``, but no backplane: its rooms are
+          local to the process, and ``max_message_size`` and pings are the
+          ASGI server's (``--ws-max-size``, ``--ws-ping-interval``).
+
+        :meth:`broadcast` reaches the sockets of every way the App serves.
+        """
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._asgi_websocket(scope, receive, send)
+        elif kind == "http":
+            await self._asgi_http(scope, send)
+        elif kind == "lifespan":
+            await self._asgi_lifespan(receive, send)
+        else:
+            raise ValueError(f"roomcast.App does not serve ASGI scopes of type {kind!r}")
+
+    async def _asgi_lifespan(
+        self,
+        receive: Callable[[], Awaitable[Mapping[str, Any]]],
+        send: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._asgi_startup()
+                except Exception as exc:
+                    logger.exception("lifespan startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._asgi_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _asgi_startup(self) -> None:
+        self._configure_uvicorn()
+        for func in self._startup:
+            await _call(func)
+
+    async def _asgi_shutdown(self) -> None:
+        self._asgi_stop()
+        tables = list(self._asgi_tables.values())
+        self._asgi_tables.clear()
+        for table in tables:
+            table.stop()
+        for func in self._shutdown_hooks:
+            try:
+                await _call(func)
+            except Exception:
+                logger.exception("on_shutdown handler %r failed", func)
+
+    def _asgi_bind(self, hub: Hub) -> None:
+        """A websocket of ``hub`` is about to be served: the App's rooms
+        there, from now on."""
+        self._table_for(hub)
+
+    def _configure_uvicorn(self) -> None:
+        """The App's server options become those of roomcast's protocol for
+        uvicorn (when uvicorn is there to use it)."""
+        if not self._given:
+            return
+        try:
+            from . import uvicorn as protocol
+        except ImportError:
+            return  # another ASGI server: only the Python path exists
+        protocol._set_options(self._given, f"{type(self).__name__}(...)")
+
+    def _asgi_stop(self) -> None:
+        """The ASGI server has stopped serving: the Python path's hub stops."""
+        py = self._py
+        self._py = None
+        if py is not None:
+            py[0].stop()
+
+    async def _asgi_http(self, scope: Mapping[str, Any], send: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
+        method = scope.get("method", "GET")
+        if method in ("GET", "HEAD"):
+            status, headers, body = await self._http_answer(_request_path(scope))
+        else:
+            status, headers, body = text_response(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
+        pairs = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        pairs.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": pairs})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    async def _http_answer(self, path: str) -> Response:
+        """What the App's own server answers a plain GET of ``path``."""
+        for static in self._static:
+            found = static.lookup(path)
+            if isinstance(found, str):
+                try:
+                    small = os.path.getsize(found) <= SMALL_FILE
+                except OSError:
+                    small = True  # file_response answers 404
+                if small:
+                    return file_response(found)
+                return await asyncio.get_running_loop().run_in_executor(None, file_response, found)
+            if found is not None and found[0] != 404:
+                return found
+        if any(entry[0].match(path) is not None for entry in self._routes):
+            return text_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        return text_response(404, "Not Found")
+
+    async def _asgi_websocket(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Awaitable[Mapping[str, Any]]],
+        send: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        websocket = adopted(scope)
+        if websocket is not None:
+            await self._asgi_route(websocket)  # the C core serves it
+            return
+        hub, core = self._python_hub()
+        conn = core.open(receive, send, "websocket.http.response" in (scope.get("extensions") or {}))
+        try:
+            if (await receive()).get("type") != "websocket.connect":
+                return
+            headers = b"".join(bytes(k).lower() + b":" + bytes(v) + b"\n" for k, v in scope.get("headers") or ())
+            client = scope.get("client") or ("", 0)
+            websocket = ServerWebSocket(
+                hub,
+                conn,
+                hub.shared(_request_path(scope)),
+                bytes(scope.get("query_string") or b"").decode("latin-1"),
+                headers,
+                hub.shared(str(client[0])),
+                int(client[1]),
+                {},
+            )
+            core.start(conn, websocket)
+            await self._asgi_route(websocket)
+        finally:
+            await core.finish(conn)
+
+    def _python_hub(self) -> tuple[Hub, _pyhub.PyCore]:
+        """The Python path's hub on the running loop (a new one for a new
+        loop: uvicorn served again in this process)."""
+        loop = asyncio.get_running_loop()
+        py = self._py
+        if py is None or py[0].loop is not loop or not py[0].running:
+            if py is not None:
+                py[0].stop()
+            if self._backplane_url is not None:
+                logger.warning(
+                    "roomcast.App: this ASGI server serves its websockets itself, so the App's rooms are local"
+                    " to this process (no backplane); run uvicorn with --ws roomcast.uvicorn:WebSocketProtocol"
+                )
+            py = self._py = _pyhub.hub_for(loop, self._options, self._subprotocols, self._max_receive_queue)
+        return py
+
+    async def _asgi_route(self, websocket: ServerWebSocket) -> None:
+        """Routes an ASGI server's websocket as the App's own server does,
+        and runs its endpoint in the ASGI call's task (that task exists
+        anyway, so the App's sockets run as endpoints, not on events)."""
+        hub = hub_of(websocket)
+        status = 0
+        if self._origins is not None:
+            origin = websocket.headers.getlist("origin")
+            if len(origin) > 1 or (origin[0] if origin else None) not in self._origins:
+                status = 403
+        found = self._match(websocket.url.path) if not status else None
+        if found is None:
+            hub.reject(websocket.id, status or 404)
+            websocket.application_state = WebSocketState.DISCONNECTED
+            return
+        endpoint, _, params, kwargs = found
+        websocket.path_params = params
+        self._asgi_bind(hub)
+        await self._run_endpoint(websocket, endpoint, kwargs)
+
     # -- one connection ------------------------------------------------------------
 
     async def _endpoint(self, websocket: ServerWebSocket) -> None:
         """One socket's whole life in a task of its own (what _attach does
         on events instead; kept for a route whose endpoint is called)."""
-        ws = Socket(self, websocket, self._table)
+        ws = Socket(self, websocket, self._table_for(hub_of(websocket)))
         try:
             for func in self._connect:
                 if await _call(func, ws) is False:
@@ -442,7 +696,7 @@ class App(Server):
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
                 await websocket.accept()  # unless a handler accepted it its way
-            if not hub_of(websocket).join(ws.id, self._table.everyone):
+            if not hub_of(websocket).join(ws.id, ws._table.everyone):
                 return
             while True:
                 try:
@@ -485,7 +739,7 @@ class App(Server):
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
                 _now(websocket.accept())
-            if hub_of(websocket).join(ws.id, self._table.everyone):
+            if hub_of(websocket).join(ws.id, ws._table.everyone):
                 drive(websocket, self._driver, ws)
                 return True
         except WebSocketDisconnect:
@@ -597,8 +851,8 @@ class App(Server):
         payload: dict[str, Any] = {"message": message}
         if event is not None:
             payload["event"] = event
-        if self._table.open(ws):
-            self._table.send(ws, envelope("error", payload))
+        if ws._table.open(ws):
+            ws._table.send(ws, envelope("error", payload))
 
     async def _rejoin(self, ws: Socket) -> None:
         """The default handler of ``roomcast:rejoin``: each room goes
@@ -617,10 +871,21 @@ class App(Server):
                     await _call(handler, ws, room)
                 except RoomLimitError as exc:
                     refused = exc  # the rooms after it are refused too
-            if room not in ws.rooms() and self._table.notices and self._table.open(ws):
-                self._table.send(ws, envelope(LEFT, room))
+            if room not in ws.rooms() and ws._table.notices and ws._table.open(ws):
+                ws._table.send(ws, envelope(LEFT, room))
         if refused is not None:
             await self._error(ws, str(refused), REJOIN)
+
+
+def _request_path(scope: Mapping[str, Any]) -> str:
+    """The request's path as the client sent it (percent-encoded, as the
+    routes and static files take it), without the root path."""
+    raw = scope.get("raw_path")
+    path = bytes(raw).decode("latin-1").partition("?")[0] if raw else quote(str(scope.get("path") or "/"))
+    root = str(scope.get("root_path") or "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
 
 
 def _valid_name(room: str) -> bool:

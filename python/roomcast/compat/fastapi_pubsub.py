@@ -37,14 +37,20 @@ Differences from the original (fastapi-pubsub 0.1):
   server (roomcast's presence), fetched from Redis just before each
   ``generate_object_to_send()``. The original stored Python objects in a
   Redis set, which cannot work (they are neither shared nor storable).
-  The websocket's :class:`~roomcast.Server` must have been started with
-  ``backplane=`` naming the same Redis (``credentials.url``); ``run()``
-  raises :class:`RuntimeError` saying so otherwise.
+  The core that serves the websocket must have a backplane naming the
+  same Redis (``credentials.url``): roomcast's :class:`~roomcast.Server`
+  started with ``backplane=``, or, under uvicorn with ``--ws
+  roomcast.uvicorn:WebSocketProtocol``, ``roomcast.uvicorn.configure(
+  backplane=...)``; ``run()`` raises :class:`RuntimeError` saying so
+  otherwise.
 * With the in-memory manager (the default), ``get()`` returns this
   process's ``BasePubSubWebSocket`` objects of the channel, as the original.
-* ``websocket`` is roomcast's :class:`~roomcast.ServerWebSocket`, or a Starlette
-  (FastAPI) one under uvicorn (then in memory only: a backplane needs
-  roomcast's server).
+* ``websocket`` is roomcast's :class:`~roomcast.ServerWebSocket`, or a
+  Starlette (FastAPI) one under uvicorn, as in the original's README. With
+  roomcast's protocol for uvicorn the C core serves it (pushes fanned out
+  there, and ``redis_credentials`` work as above); with uvicorn's own
+  websocket implementations pushes reach it through Python and channels
+  are in memory only (local to the process).
 * ``RedisCredentials`` is a dataclass with defaults (``localhost``, 6379,
   no user or password, db 0); setting its attributes one by one, as the
   original's bare class needed, still works. ``websocket_id`` (the older
@@ -59,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from .._asgi import adopted
 from ..room import AsgiWebSocket, Room
 from ..websocket import ServerWebSocket, hub_of
 
@@ -238,14 +245,21 @@ class BasePubSubWebSocket(ABC):
             return
         ws = self.websocket
         if not isinstance(ws, ServerWebSocket):
-            raise RuntimeError(
-                "redis_credentials need roomcast's Server (started with backplane=...): the rooms of a "
-                "Starlette websocket are local to its process"
-            )
+            # A Starlette websocket: the core's when roomcast.uvicorn serves it.
+            ws = adopted(getattr(ws, "scope", None) or {})
+            if ws is None:
+                raise RuntimeError(
+                    "redis_credentials need the roomcast core: roomcast's Server started with backplane=..., "
+                    "or uvicorn with --ws roomcast.uvicorn:WebSocketProtocol and roomcast.uvicorn.configure("
+                    "backplane=...); the rooms of uvicorn's own websockets are local to its process"
+                )
+            where = f"call roomcast.uvicorn.configure(backplane={c.url!r})"
+        else:
+            where = f"start the Server with backplane={c.url!r}"
         if not hub_of(ws).backplane_is(c.host, c.port, c.db):
             raise RuntimeError(
-                f"redis_credentials name {c.host}:{c.port}/{c.db}: start the Server with "
-                f"backplane={c.url!r} so that the channel is shared through that Redis"
+                f"redis_credentials name {c.host}:{c.port}/{c.db}: {where} so that the channel is shared "
+                "through that Redis"
             )
 
     async def run(self, send_message_on_exception: bool = True) -> None:

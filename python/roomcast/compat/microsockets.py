@@ -35,11 +35,15 @@ payload="")``, ``broadcast(event, payload, to=[...], skip_self=True)``,
 
 Where it differs, and why:
 
-* It runs on roomcast's server, not under an ASGI server: start it with
-  ``app.run(host, port)`` (or ``async with app.serve(host, port)``) instead
-  of ``uvicorn example:app``. Calling the application as an ASGI app raises
-  :class:`TypeError` saying so. Server options (``max_message_size``,
-  ``ping_interval``, ...) are keyword arguments of ``Application``.
+* It is an ASGI app, as the original (``uvicorn example:app``), and also
+  its own server: ``app.run(host, port)`` (or ``async with
+  app.serve(host, port)``) serves it without uvicorn. Under uvicorn, with
+  ``--ws roomcast.uvicorn:WebSocketProtocol`` its sockets and rooms live
+  in roomcast's C core; with uvicorn's own websocket implementations they
+  are served in Python, with rooms local to the process (see
+  :meth:`roomcast.App.__call__`). Server options (``max_message_size``,
+  ``ping_interval``, ``backplane``, ...) are keyword arguments of
+  ``Application``; under uvicorn they configure roomcast's protocol.
 * Every ``before_on`` hook runs, in registration order, each going on with
   ``await func(ws)`` (the original ran only the first hook).
 * ``await ws.leave(room)`` exists (the original listed it but had none).
@@ -296,9 +300,11 @@ class Socket:
 class Application:
     """An event application: ``@app.on(event)`` handlers, ``app.hooks``,
     rooms. ``app.app`` is the :class:`roomcast.App` that serves it (on any
-    path); keyword arguments other than ``event_router`` and
-    ``room_manager`` are its options (``room_notices`` is off by default
-    here: the original's wire has no such events)."""
+    path; a plain GET of ``/roomcast.js`` gets roomcast's JavaScript
+    client, which speaks the same envelope, unless ``serve_client=False``);
+    keyword arguments other than ``event_router`` and ``room_manager`` are
+    its options (``room_notices`` is off by default here: the original's
+    wire has no such events)."""
 
     def __init__(
         self,
@@ -310,7 +316,6 @@ class Application:
         self.hooks = Hooks()
         self.event_router = event_router()
         self.room_manager = room_manager()
-        options.setdefault("serve_client", False)
         options.setdefault("room_notices", False)
         self.app = App("/{path:path}", **options)
         self._sockets: dict[int, Socket] = {}
@@ -324,10 +329,9 @@ class Application:
         return list(self._sockets.values())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        raise TypeError(
-            "roomcast.compat.microsockets.Application is not an ASGI app: it is its own server; "
-            "start it with app.run(host, port)"
-        )
+        """An ASGI app, as the original: ``uvicorn example:app`` (see
+        :meth:`roomcast.App.__call__`)."""
+        await self.app(scope, receive, send)
 
     def on(self, event: str) -> Callable[[F], F]:
         """Decorator: ``handler(ws)`` handles ``event``, after the
