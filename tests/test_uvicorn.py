@@ -583,18 +583,33 @@ def first_frame_at_once(port, one_write):
         assert head.startswith(b"HTTP/1.1 101 ")
         client = wsraw.WSClient(sock, reader, None)
         client.send_text("second")
+        # The echoes come in order: "second"'s is the last one to wait for.
         texts = []
-        while len(texts) < 2:
+        while "second" not in texts:
             opcode, payload = client.recv_message()
+            assert opcode != wsraw.OP_CLOSE, f"closed after {texts}"
             if opcode == wsraw.OP_TEXT:
                 texts.append(payload.decode())
-            elif opcode == wsraw.OP_CLOSE:
-                break
         return texts
 
 
-@pytest.mark.parametrize("stack", STACKS)
-@pytest.mark.parametrize("one_write", [False, True], ids=["after-101", "with-the-request"])
+DROPPED_BY_HTTPTOOLS = pytest.mark.xfail(
+    strict=True,
+    reason="uvicorn's httptools protocol drops the bytes behind the upgrade request before any ws protocol"
+    " sees them (its own implementations lose the frame too)",
+)
+
+
+@pytest.mark.parametrize(
+    ("stack", "one_write"),
+    [
+        pytest.param(("asyncio", "h11"), False, id="asyncio-h11-after-101"),
+        pytest.param(("uvloop", "httptools"), False, id="uvloop-httptools-after-101"),
+        # h11 keeps them (its trailing_data): nothing needs to be lost.
+        pytest.param(("asyncio", "h11"), True, id="asyncio-h11-with-the-request"),
+        pytest.param(("uvloop", "httptools"), True, id="uvloop-httptools-with-the-request", marks=DROPPED_BY_HTTPTOOLS),
+    ],
+)
 def test_a_frame_sent_right_behind_the_handshake_is_not_lost(stack, one_write):
     async def body(http):
         async with Uvicorn(echo_app(), http=http) as server:
