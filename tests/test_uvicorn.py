@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -558,7 +559,11 @@ async def test_sigterm_closes_adopted_members_with_1001_and_uvicorn_exits_0(tmp_
         for ws in clients:
             await asyncio.wait_for(ws.wait_closed(), T)
             assert ws.close_code == 1001
-        assert await server.wait() == 0, server.output()
+        # uvicorn (0.29 and later) ends by raising the signal it handled
+        # again, once its shutdown is complete: -SIGTERM, as with its own
+        # websocket implementations; older ones exit 0.
+        assert await server.wait() in (0, -signal.SIGTERM), server.output()
+        assert "Finished server process" in server.output()
     finally:
         server.kill()
 
@@ -692,7 +697,8 @@ async def test_ws_ping_interval_and_timeout_close_a_client_that_never_answers():
 # -- 12. clients that vanish -----------------------------------------------------------
 
 
-async def test_a_client_gone_before_accept_is_a_disconnect_for_the_app_and_leaks_nothing(logged):
+@pytest.mark.parametrize("wait_for_the_core", [False, True], ids=["at-once", "after-the-core-saw-it"])
+async def test_a_client_gone_before_accept_is_a_disconnect_for_the_app_and_leaks_nothing(logged, wait_for_the_core):
     entered = asyncio.Event()
     gate = asyncio.Event()
     outcome = []
@@ -707,6 +713,10 @@ async def test_a_client_gone_before_accept_is_a_disconnect_for_the_app_and_leaks
             outcome.append(await websocket.receive())
         except WebSocketDisconnect as exc:
             outcome.append(("WebSocketDisconnect", exc.code))
+        except OSError:
+            # What uvicorn's websockets-sansio raises from accept() once the
+            # client has gone (its ClientDisconnected, an OSError).
+            outcome.append(("OSError", None))
 
     async with Uvicorn(app) as server:
         sock = await thread(wsraw.connect_socket, server.port)
@@ -715,13 +725,16 @@ async def test_a_client_gone_before_accept_is_a_disconnect_for_the_app_and_leaks
         sock.close()
         adopter = server.adopter()
         assert adopter is not None, "the connection was not handed to roomcast"
-        await until(lambda: not adopter._protocols, what="the core reported the close")
+        if wait_for_the_core:
+            await until(lambda: not adopter._protocols, what="the core reported the close")
         gate.set()
         await until(lambda: outcome, what="the app's end")
         assert outcome[0] in (
             ("WebSocketDisconnect", 1006),
+            ("OSError", None),
             {"type": "websocket.disconnect", "code": 1006, "reason": ""},
         )
+        await until(lambda: not adopter._protocols, what="the adopter's protocols empty")
         await until(lambda: not server.connections, what="uvicorn's connections empty")
     assert not [r for r in logged.records if r.levelno >= logging.ERROR]
 
