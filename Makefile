@@ -23,8 +23,8 @@
 #
 # `deps` installs only what is missing: the Debian packages below (with
 # apt-get, which needs root or password-less sudo), then pytest, websockets,
-# mypy, ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn-worker
-# and ruff with pip (setuptools too, if the
+# mypy, ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn-worker,
+# uvloop, httptools and ruff with pip (setuptools too, if the
 # interpreter lacks it). Variables: PYTHON
 # (default python3), CC (default gcc).
 
@@ -48,12 +48,15 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
 # websockets to roomcast rooms (tests/test_starlette.py, which runs
 # uvicorn's websockets-sansio protocol, new in 0.35, and tests/test_uvicorn.py,
 # roomcast's own protocol for uvicorn); gunicorn and uvicorn-worker run
-# roomcast.gunicorn.Worker (tests/test_gunicorn.py). ruff formats and lints
+# roomcast.gunicorn.Worker (tests/test_uvicorn_deploy.py); uvloop and
+# httptools are what uvicorn[standard] brings, which uvicorn then picks by
+# default (tests/test_uvicorn.py runs with both event loops and both HTTP
+# parsers). ruff formats and lints
 # the Python (make style, make format; its rules in pyproject.toml): pinned,
 # since a new ruff release may format differently or add lint findings.
 PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
            jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 gunicorn>=21 \
-           uvicorn-worker>=0.2 ruff==0.17.5
+           uvicorn-worker>=0.2 uvloop>=0.19 httptools>=0.6 ruff==0.17.5
 
 # The C tests link the whole core (csrc/proto and csrc/loop: all but the
 # binding), so that
@@ -130,7 +133,8 @@ deps-system:
 # --user.
 deps-python:
 	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
-	    ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn_worker; \
+	    ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn_worker, \
+	    uvloop, httptools; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null && [ "$$($(PYTHON) -m ruff --version 2>/dev/null)" = \

@@ -267,7 +267,8 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- asyncio's side: until the hand-over -------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not always an asyncio.Transport: uvloop's has the same methods.
+        transport = cast(asyncio.Transport, transport)
         self.connections.add(self)
         self.transport = transport
         self.server = get_local_addr(transport)
@@ -395,7 +396,8 @@ class WebSocketProtocol(asyncio.Protocol):
             channel.fail()
         else:
             if not channel.answered:
-                logger.error("ASGI callable returned without completing handshake.")
+                if ws.client_state is not WebSocketState.DISCONNECTED:
+                    logger.error("ASGI callable returned without completing handshake.")
                 channel.fail()
             elif result is not None:
                 logger.error("ASGI callable should return None, but returned '%s'.", result)
