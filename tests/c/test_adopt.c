@@ -662,7 +662,49 @@ RC_TEST(many_adoptions_leak_no_descriptor) {
   stop();
 }
 
+/* An open adopted connection on a fresh socket pair: *cfd is the
+ * client's end. */
+static int adopt_open(int *cfd, uint64_t *conn) {
+  int sfd;
+  char head[sizeof upgrade];
+  if (pair(cfd, &sfd) != 0 || send_all(*cfd, upgrade, sizeof upgrade - 1) ||
+      read_exact(sfd, head, sizeof upgrade - 1) != 0 ||
+      rc_server_adopt(srv, sfd, head, sizeof upgrade - 1, conn) != 0)
+    return -1;
+  rc_event *ev = next_event();
+  int ok = ev != NULL && ev->type == RC_EV_OPEN && ev->conn == *conn;
+  free(ev);
+  return ok ? accept_ws(*cfd, *conn) : -1;
+}
+
+/* A broadcast's exclude= names an adopted connection by its id (adopt bit,
+ * no slot): that member, and only it, is left out, also once the ids and
+ * the slots no longer go in step (slots are reused, ids are not). */
+RC_TEST(a_broadcast_leaves_out_the_adopted_connection_it_names) {
+  RC_ASSERT_EQ_INT(start(), 0);
+  for (int i = 0; i < 3; i++)
+    adopt_and_end(i);
+  int a, b;
+  uint64_t ca = 0, cb = 0;
+  RC_ASSERT_EQ_INT(adopt_open(&a, &ca), 0);
+  RC_ASSERT_EQ_INT(adopt_open(&b, &cb), 0);
+  uint64_t room = rc_server_room_new(srv);
+  RC_ASSERT_EQ_INT(rc_server_join(srv, ca, room, RC_RELAY_NONE), 0);
+  RC_ASSERT_EQ_INT(rc_server_join(srv, cb, room, RC_RELAY_NONE), 0);
+  RC_ASSERT_EQ_INT(rc_server_broadcast(srv, &room, 1, "x", 1, 1, ca), 0);
+  RC_ASSERT_EQ_INT(rc_server_publish(srv, room, "y", 1, 1, 0), 0);
+  uint8_t got[6];
+  RC_ASSERT_EQ_INT(read_exact(b, got, 6), 0);
+  RC_CHECK(memcmp(got, "\x81\x01x\x81\x01y", 6) == 0);
+  RC_ASSERT_EQ_INT(read_exact(a, got, 3), 0);
+  RC_CHECK(memcmp(got, "\x81\x01y", 3) == 0); /* not x: it was left out */
+  close(a);
+  close(b);
+  stop();
+}
+
 RC_TEST_MAIN(RC_CASE(an_adopted_connection_is_served_like_an_accepted_one),
+             RC_CASE(a_broadcast_leaves_out_the_adopted_connection_it_names),
              RC_CASE(a_frame_read_with_the_head_is_not_lost),
              RC_CASE(a_head_read_in_part_is_completed_from_the_socket),
              RC_CASE(a_head_the_core_refuses_ends_in_a_close_event),
