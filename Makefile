@@ -229,13 +229,14 @@ memcheck:
 	  echo "$$(basename $$t): memcheck clean"; \
 	done
 
-# The Autobahn TestSuite's cases (sections 1-7, 9, 10) against four
+# The Autobahn TestSuite's cases (sections 1-7, 9, 10) against five
 # targets in turn: examples/echo.py (server), its --relay mode (the core's
-# relay path), and the asyncio and synchronous clients through the tool's
+# relay path), its --uvicorn mode (connections uvicorn accepted and handed
+# to the core), and the asyncio and synchronous clients through the tool's
 # fuzzing server. The tool installs itself under build/conformance/ (the
 # suite itself when a Python 2.7 is found, else the kosoku runner of its
 # case files); a full run rewrites summary.md and results.json in
-# tests/reports/conformance/TARGET/ (server, relay, client-async,
+# tests/reports/conformance/TARGET/ (server, relay, uvicorn, client-async,
 # client-sync).
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Autobahn TestSuite conformance runs against roomcast's server and clients.
 
-    python3 tests/conformance/run.py [--target all|server|relay|client-async|client-sync]
+    python3 tests/conformance/run.py [--target all|server|relay|uvicorn|client-async|client-sync]
                      [--cases 1.*,2.*,...] [--out DIR]
                      [--tool auto|autobahntestsuite|kosoku] [--python2 PATH]
 
@@ -10,6 +10,9 @@ Targets (``--target``, default ``all``: each in turn):
 - ``server``: examples/echo.py, where Python echoes each message;
 - ``relay``: ``examples/echo.py --relay``, where the core relays each
   message back through a ``Room(relay="all")`` without Python;
+- ``uvicorn``: ``examples/echo.py --uvicorn``, an ASGI app served by
+  uvicorn with roomcast's protocol: every connection is one that uvicorn
+  accepted and handed to the core (``Core.adopt``);
 - ``client-async``: ``roomcast.connect``, the asyncio client, and
 - ``client-sync``: ``roomcast.WebSocket``, the synchronous one, each driven
   by tests/conformance/client_driver.py against the tool's fuzzing server,
@@ -85,6 +88,11 @@ TARGETS = {
         "Server: `examples/echo.py --relay` (each connection alone in a"
         ' `Room(relay="all")`: the core relays each message back, Python never'
         " sees it) on 127.0.0.1"
+    ),
+    "uvicorn": (
+        "Server: `examples/echo.py --uvicorn` (an ASGI app echoes each message,"
+        " served by uvicorn with `roomcast.uvicorn.WebSocketProtocol`: uvicorn"
+        " parses the upgrade, the core serves the connection) on 127.0.0.1"
     ),
     "client-async": (
         "Client: `roomcast.connect` (the asyncio client) echoing each message,"
@@ -285,13 +293,13 @@ def ensure_built() -> None:
 
 
 def start_server(
-    log_path: Path, children: list[subprocess.Popen[bytes]], relay: bool = False
+    log_path: Path, children: list[subprocess.Popen[bytes]], mode: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Starts examples/echo.py (added to ``children`` at once, so that it is
     stopped even if the wait below is interrupted); returns it and its URL."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-u", str(ECHO), *(["--relay"] if relay else []), "127.0.0.1", "0"],
+            [sys.executable, "-u", str(ECHO), *([mode] if mode else []), "127.0.0.1", "0"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -732,12 +740,13 @@ def server_log_note(proc: subprocess.Popen[bytes] | None, log_path: Path, name: 
 def run_server_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[float, str]:
     """The tool's fuzzing client against examples/echo.py: (seconds, problems)."""
     log_path = BUILD / f"{target}.log"
-    name = "examples/echo.py" + (" --relay" if target == "relay" else "")
+    mode = {"relay": "--relay", "uvicorn": "--uvicorn"}.get(target, "")
+    name = "examples/echo.py" + (f" {mode}" if mode else "")
     children: list[subprocess.Popen[bytes]] = []
     server: subprocess.Popen[bytes] | None = None
     note = ""
     try:
-        server, url = start_server(log_path, children, relay=target == "relay")
+        server, url = start_server(log_path, children, mode)
         say(f"{name} at {url} (pid {server.pid}, log {log_path.relative_to(ROOT)})")
         say(f"running cases {cases} (excluding {EXCLUDED}) with {'wstest' if tool.wstest else 'kosoku'}")
         t_cases = time.monotonic()
@@ -767,7 +776,7 @@ def run_target(target: str, tool: Tool, args: argparse.Namespace, command: str) 
     out.mkdir(parents=True, exist_ok=True)
     clear_report(out)
     say(f"--- target {target}")
-    if target in ("server", "relay"):
+    if target in ("server", "relay", "uvicorn"):
         seconds, note = run_server_target(target, tool, out, args.cases)
     else:
         seconds, note = run_client_target(target, tool, out, args.cases)
