@@ -68,6 +68,20 @@ static void stop(void) {
   lfd = -1;
 }
 
+static int send_all(int fd, const void *data, size_t len) {
+  return rc_test_send_all(fd, data, len);
+}
+
+static int read_exact(int fd, void *buf, size_t len) {
+  return rc_test_read_exact(fd, buf, len, WAIT_MS);
+}
+
+static size_t read_to_eof(int fd, char *buf, size_t cap, int *eof) {
+  return rc_test_read_to_eof(fd, buf, cap, eof, WAIT_MS);
+}
+
+#define client_frame rc_test_client_frame
+
 /* A client connected to the listener and the server side of it, accepted
  * here: 0, or -1. */
 static int pair(int *client, int *server) {
@@ -82,58 +96,6 @@ static int pair(int *client, int *server) {
   return 0;
 }
 
-static int send_all(int fd, const void *data, size_t len) {
-  const char *p = data;
-  while (len > 0) {
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-    if (n <= 0)
-      return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-/* Reads exactly len bytes (within WAIT_MS); 0 or -1. */
-static int read_exact(int fd, void *buf, size_t len) {
-  char *p = buf;
-  uint64_t end = rc_test_now_ms() + WAIT_MS;
-  while (len > 0) {
-    uint64_t now = rc_test_now_ms();
-    struct pollfd pf = {.fd = fd, .events = POLLIN};
-    if (now >= end || poll(&pf, 1, (int)(end - now)) <= 0)
-      return -1;
-    ssize_t n = recv(fd, p, len, 0);
-    if (n <= 0)
-      return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-/* Reads until the peer ends the stream (or cap bytes, or WAIT_MS); the
- * bytes read, NUL-terminated in buf[cap]; *eof says whether it ended. */
-static size_t read_to_eof(int fd, char *buf, size_t cap, int *eof) {
-  size_t got = 0;
-  uint64_t end = rc_test_now_ms() + WAIT_MS;
-  *eof = 0;
-  while (got < cap) {
-    uint64_t now = rc_test_now_ms();
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
-      break;
-    ssize_t n = recv(fd, buf + got, cap - got, 0);
-    if (n <= 0) {
-      *eof = 1;
-      break;
-    }
-    got += (size_t)n;
-  }
-  buf[got] = '\0';
-  return got;
-}
-
 /* Reads a response head byte by byte (nothing past it); its length, or 0. */
 static size_t read_head(int fd, char *buf, size_t cap) {
   size_t n = 0;
@@ -144,19 +106,6 @@ static size_t read_head(int fd, char *buf, size_t cap) {
   }
   buf[n] = '\0';
   return n;
-}
-
-/* A masked client frame with FIN set and a payload under 126 bytes. */
-static size_t client_frame(uint8_t *out, unsigned opcode, const void *data,
-                           size_t len) {
-  static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
-  const uint8_t *d = data;
-  out[0] = (uint8_t)(0x80u | opcode);
-  out[1] = (uint8_t)(0x80u | len);
-  memcpy(out + 2, key, 4);
-  for (size_t i = 0; i < len; i++)
-    out[6 + i] = d[i] ^ key[i & 3];
-  return 6 + len;
 }
 
 /* The i-th string of an RC_EV_OPEN (see rc_core.h); NULL past the end. */

@@ -53,58 +53,18 @@ static void stop(void) {
 }
 
 static int send_all(int fd, const void *data, size_t len) {
-  const char *p = data;
-  while (len > 0) {
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-    if (n <= 0)
-      return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
+  return rc_test_send_all(fd, data, len);
 }
 
-/* Reads until the peer ends the stream, cap bytes or WAIT_MS; returns the
- * bytes read (NUL-terminated in buf[cap]) and sets *eof when it ended. */
-static size_t read_to_eof(int fd, char *buf, size_t cap, int *eof) {
-  size_t got = 0;
-  uint64_t end = now_ms() + WAIT_MS;
-  *eof = 0;
-  while (got < cap) {
-    uint64_t now = now_ms();
-    if (now >= end)
-      break;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, (int)(end - now)) <= 0)
-      break;
-    ssize_t n = recv(fd, buf + got, cap - got, 0);
-    if (n <= 0) {
-      *eof = 1;
-      break;
-    }
-    got += (size_t)n;
-  }
-  buf[got] = '\0';
-  return got;
-}
-
-/* Reads exactly len bytes (within WAIT_MS); 0 or -1. */
 static int read_exact(int fd, void *buf, size_t len) {
-  char *p = buf;
-  uint64_t end = now_ms() + WAIT_MS;
-  while (len > 0) {
-    uint64_t now = now_ms();
-    struct pollfd pf = {.fd = fd, .events = POLLIN};
-    if (now >= end || poll(&pf, 1, (int)(end - now)) <= 0)
-      return -1;
-    ssize_t n = recv(fd, p, len, 0);
-    if (n <= 0)
-      return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
+  return rc_test_read_exact(fd, buf, len, WAIT_MS);
 }
+
+static size_t read_to_eof(int fd, char *buf, size_t cap, int *eof) {
+  return rc_test_read_to_eof(fd, buf, cap, eof, WAIT_MS);
+}
+
+#define client_frame rc_test_client_frame
 
 static const char upgrade[] = "GET /chat HTTP/1.1\r\n"
                               "Host: 127.0.0.1\r\n"
@@ -154,18 +114,6 @@ RC_TEST(an_upgrade_nobody_answers_gets_503_after_the_deadline) {
 RC_TEST(a_plain_request_nobody_answers_gets_503_after_the_deadline) {
   unanswered("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
              RC_EV_REQUEST);
-}
-
-/* A masked client frame with FIN set and a payload under 126 bytes. */
-static size_t client_frame(uint8_t *out, unsigned opcode, const uint8_t *data,
-                           size_t len) {
-  static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
-  out[0] = (uint8_t)(0x80u | opcode);
-  out[1] = (uint8_t)(0x80u | len);
-  memcpy(out + 2, key, 4);
-  for (size_t i = 0; i < len; i++)
-    out[6 + i] = data[i] ^ key[i & 3];
-  return 6 + len;
 }
 
 /* Opens a WebSocket (accepted by this embedder); returns the fd, the
