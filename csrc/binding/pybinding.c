@@ -5,12 +5,14 @@
  * their payload once (into the frame that every member will share) while
  * holding the GIL; rc_server_listen, rc_server_start and rc_server_stop run
  * with the GIL released, and the core never calls back into Python. Client
- * connections (connect) use the same send/close/poll as server ones.
+ * connections (connect) and adopted ones (adopt: a socket another server
+ * accepted) use the same send/close/poll as server ones.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <string.h>
+#include <unistd.h>
 
 #include "proto/rc_frame.h"
 #include "rc_core.h"
@@ -873,6 +875,43 @@ error:
   return result;
 }
 
+PyDoc_STRVAR(
+    adopt_doc,
+    "adopt($self, fd, head, /)\n--\n\n"
+    "Serve a connection accepted elsewhere; return its id. fd is its socket "
+    "(a dup), head the bytes already read from it (the request head, and "
+    "any frames behind it). From the call on the core owns fd, whatever "
+    "happens, and closes it (at once when it cannot serve it). EV_OPEN "
+    "comes first, or EV_CLOSE (1006, with the reason) when the core "
+    "answers the request itself. OSError on error.");
+
+static PyObject *Core_adopt(CoreObject *self, PyObject *args) {
+  int fd;
+  PyObject *head;
+  if (!PyArg_ParseTuple(args, "iO:adopt", &fd, &head))
+    return NULL;
+  Py_buffer view;
+  if (PyObject_GetBuffer(head, &view, PyBUF_SIMPLE) < 0) {
+    if (fd >= 0)
+      (void)close(fd); /* the core's from the call on, even now */
+    return NULL;
+  }
+  uint64_t conn = 0;
+  int r = rc_server_adopt(self->srv, fd, view.buf, (size_t)view.len, &conn);
+  PyBuffer_Release(&view);
+  if (r != 0) {
+    PyObject *exc = Py_BuildValue("(is)", -r, rc_strerror(r));
+    if (exc != NULL) {
+      PyErr_SetObject(PyExc_OSError, exc);
+      Py_DECREF(exc);
+    }
+    return NULL;
+  }
+  if (command_done(self, 0) < 0)
+    return NULL;
+  return PyLong_FromUnsignedLongLong(conn);
+}
+
 static PyObject *Core_buffered(CoreObject *self, PyObject *arg) {
   unsigned long long conn = PyLong_AsUnsignedLongLong(arg);
   if (conn == (unsigned long long)-1 && PyErr_Occurred())
@@ -1034,6 +1073,7 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       {"backplane_dropped", st.backplane_dropped},
       {"backplane_channels", st.backplane_channels},
       {"backplane_invalid", st.backplane_invalid},
+      {"adopted_total", st.adopted_total},
   };
   PyObject *dict = PyDict_New();
   for (size_t i = 0; dict != NULL && i < sizeof(fields) / sizeof(fields[0]);
@@ -1142,6 +1182,7 @@ static PyMethodDef Core_methods[] = {
     {"start", (PyCFunction)Core_start, METH_NOARGS, start_doc},
     {"connect", (PyCFunction)(void (*)(void))Core_connect,
      METH_VARARGS | METH_KEYWORDS, connect_doc},
+    {"adopt", (PyCFunction)Core_adopt, METH_VARARGS, adopt_doc},
     {"buffered", (PyCFunction)Core_buffered, METH_O,
      "buffered($self, conn, /)\n--\n\nBytes of a client connection not "
      "yet written to its socket (0 once gone)."},

@@ -21,7 +21,9 @@
  * with rc_server_start() when it should not listen. A client connection
  * takes the same commands (rc_server_send, rc_server_close) and gives the
  * same events (RC_EV_MESSAGE, RC_EV_CLOSE) as a server one, plus
- * RC_EV_CONNECTED once its handshake is done.
+ * RC_EV_CONNECTED once its handshake is done. A connection another server
+ * accepted (uvicorn's, say) can be handed over with the bytes read from it
+ * already (rc_server_adopt) and is served as one this core accepted.
  *
  * Functions return 0 or a negative errno-style code (libuv's UV_E*).
  */
@@ -250,6 +252,40 @@ void rc_connect_opts_default(rc_connect_opts *o);
 int rc_server_connect(rc_server *s, const rc_connect_opts *opts,
                       uint64_t *conn);
 
+/* Serves a TCP connection accepted elsewhere (by uvicorn, say) as if this
+ * core had accepted it: fd is its socket (a dup() of it is enough), head
+ * the bytes already read from it, in order: the request head, re-serialised
+ * or as received ("GET /path?q HTTP/1.1\r\nName: value\r\n...\r\n"),
+ * and any frames the client sent behind it. The loop opens the socket
+ * (uv_tcp_open, TCP_NODELAY when it can), feeds head in as if read from
+ * the socket before anything is read from it, and from then on serves the
+ * connection like an accepted one: the request is checked (400, 405, 426,
+ * 431 as for any; 503 at max_connections or when stopping), the handshake
+ * deadline runs from the adoption, and it counts in connections,
+ * accepted_total and adopted_total. Any thread.
+ *
+ * The id is stored in *conn at once (0 on failure) and any thread may use
+ * it: commands made with it run after the adoption. It never equals an
+ * accepted or a client connection's id. Events: RC_EV_OPEN first (as for
+ * an accepted connection), then exactly as an accepted connection's; or,
+ * when the core ends it before RC_EV_OPEN, an RC_EV_CLOSE alone, code
+ * 1006, whose reason says why: "HTTP 400: malformed HTTP request" (the
+ * core's answer to the client, status and body text), "server shutting
+ * down" (the core stopped before the adoption ran), "cannot adopt the
+ * socket: ...", "connection lost before the request head", "no request
+ * head in time". Every adopted connection gets exactly one RC_EV_CLOSE.
+ *
+ * fd belongs to the core from the call on, whatever the result: the core
+ * closes it when the connection ends, or at once when it cannot serve it
+ * (a failed call included; the one exception is an fd the loop serves
+ * already, adopted twice, which it leaves to its connection). Returns 0;
+ * UV_EINVAL for fd < 0 (nothing to close), len > RC_ADOPT_MAX_HEAD, a
+ * socket that is not a stream, or a server not started; UV_EBADF when fd
+ * is not open; UV_ENOTSOCK; UV_ENOMEM; UV_ECANCELED once stopped. */
+#define RC_ADOPT_MAX_HEAD ((size_t)1 << 20)
+int rc_server_adopt(rc_server *s, int fd, const void *head, size_t len,
+                    uint64_t *conn);
+
 /* A client connection's bytes not yet handed to the kernel: frames still
  * in send commands plus its output queue (framing and TLS records
  * included). UV_ENOENT once the connection has gone. Any thread. */
@@ -324,6 +360,8 @@ typedef struct rc_stats {
   uint64_t backplane_channels;   /* room channels subscribed now */
   uint64_t backplane_invalid;    /* messages from Redis that were dropped:
                                     unknown format or invalid UTF-8 text */
+  uint64_t adopted_total;        /* connections rc_server_adopt() handed over
+                                    (counted in accepted_total too) */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

@@ -12,9 +12,12 @@
  * that has gone, a room that does not exist) is not reported.
  */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "loop/rc_internal.h"
 
@@ -161,4 +164,47 @@ int rc_server_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
   if (nrooms > 0)
     memcpy(cmd->rooms, rooms, nrooms * sizeof(*rooms));
   return rc__cmd_queue(s, cmd);
+}
+
+/* 0 when fd is a stream socket libuv can watch; a regular file would make
+ * epoll refuse it, and libuv aborts on that. */
+static int adoptable(int fd) {
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
+    return -errno; /* UV_EBADF, UV_ENOTSOCK: libuv's codes are -errno */
+  return type == SOCK_STREAM ? 0 : UV_EINVAL;
+}
+
+int rc_server_adopt(rc_server *s, int fd, const void *head, size_t len,
+                    uint64_t *conn) {
+  *conn = 0;
+  if (fd < 0)
+    return UV_EINVAL;
+  int r = len > RC_ADOPT_MAX_HEAD || !s->started ? UV_EINVAL : adoptable(fd);
+  if (r == UV_EBADF)
+    return r; /* no descriptor: nothing to close */
+  rc_cmd *cmd = NULL;
+  if (r == 0 && (cmd = rc__cmd_make(RC_CMD_ADOPT, 0)) == NULL)
+    r = UV_ENOMEM;
+  if (r != 0) {
+    (void)close(fd);
+    return r;
+  }
+  cmd->status = fd; /* from here the command owns it (rc__cmd_free) */
+  if (len > 0) {
+    if ((cmd->text = malloc(len)) == NULL) {
+      rc__cmd_free(cmd);
+      return UV_ENOMEM;
+    }
+    memcpy(cmd->text, head, len);
+    cmd->text_len = len;
+  }
+  cmd->conn = RC__ADOPT_BIT | (atomic_fetch_add(&s->next_adopt, 1) + 1);
+  uint64_t id = cmd->conn;
+  r = rc__cmd_push(s, cmd, 0); /* frees cmd, and so closes fd, if refused */
+  if (r == UV_ECANCELED)
+    return r;
+  *conn = id; /* queued: a failed wake-up is retried by the next command */
+  return 0;
 }

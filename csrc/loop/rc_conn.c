@@ -94,7 +94,7 @@ int rc__conn_register(rc_server *s, rc_conn *c) {
     slot = s->nslots++;
     s->gens[slot] = 0;
   }
-  s->gens[slot]++;
+  s->gens[slot] = (s->gens[slot] + 1) & RC__GEN_MASK;
   s->slots[slot] = c;
   c->slot = slot;
   c->id = ((uint64_t)s->gens[slot] << 32) | (uint64_t)(slot + 1);
@@ -102,10 +102,87 @@ int rc__conn_register(rc_server *s, rc_conn *c) {
   return 0;
 }
 
+/* --- adopted ids -> connections: open addressing, linear probing --------- */
+
+static uint32_t adopted_home(uint64_t id, uint32_t cap) {
+  return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+rc_conn *rc__conn_adopted_find(rc_server *s, uint64_t id) {
+  if (s->adopted_cap == 0)
+    return NULL;
+  uint32_t mask = s->adopted_cap - 1;
+  for (uint32_t j = adopted_home(id, s->adopted_cap); s->adopted[j] != NULL;
+       j = (j + 1) & mask)
+    if (s->adopted[j]->id == id)
+      return s->adopted[j];
+  return NULL;
+}
+
+static void adopted_place(rc_conn **t, uint32_t cap, rc_conn *c) {
+  uint32_t j = adopted_home(c->id, cap);
+  while (t[j] != NULL)
+    j = (j + 1) & (cap - 1);
+  t[j] = c;
+}
+
+static int adopted_put(rc_server *s, rc_conn *c) {
+  if ((s->adopted_n + 1) * 2 > s->adopted_cap) {
+    uint32_t cap = s->adopted_cap ? s->adopted_cap * 2 : 16;
+    rc_conn **t = calloc(cap, sizeof(*t));
+    if (t == NULL)
+      return UV_ENOMEM;
+    for (uint32_t i = 0; i < s->adopted_cap; i++)
+      if (s->adopted[i] != NULL)
+        adopted_place(t, cap, s->adopted[i]);
+    free(s->adopted);
+    s->adopted = t;
+    s->adopted_cap = cap;
+  }
+  adopted_place(s->adopted, s->adopted_cap, c);
+  s->adopted_n++;
+  return 0;
+}
+
+static void adopted_del(rc_server *s, rc_conn *c) {
+  if (s->adopted_cap == 0)
+    return;
+  uint32_t mask = s->adopted_cap - 1;
+  uint32_t j = adopted_home(c->id, s->adopted_cap);
+  while (s->adopted[j] != c) {
+    if (s->adopted[j] == NULL)
+      return;
+    j = (j + 1) & mask;
+  }
+  s->adopted[j] = NULL;
+  s->adopted_n--;
+  /* Move back the entries whose probe run crossed the hole. */
+  for (uint32_t k = (j + 1) & mask; s->adopted[k] != NULL; k = (k + 1) & mask) {
+    uint32_t home = adopted_home(s->adopted[k]->id, s->adopted_cap);
+    if (((k - home) & mask) >= ((k - j) & mask)) {
+      s->adopted[j] = s->adopted[k];
+      s->adopted[k] = NULL;
+      j = k;
+    }
+  }
+}
+
 static void conn_unregister(rc_server *s, rc_conn *c) {
+  if (c->id & RC__ADOPT_BIT)
+    adopted_del(s, c);
   s->slots[c->slot] = NULL;
   s->free_slots[s->nfree++] = c->slot;
   s->nconns--;
+}
+
+int rc__conn_register_adopted(rc_server *s, rc_conn *c, uint64_t id) {
+  int r = rc__conn_register(s, c);
+  if (r != 0)
+    return r;
+  c->id = id;
+  if ((r = adopted_put(s, c)) != 0)
+    conn_unregister(s, c);
+  return r;
 }
 
 rc_conn *rc__conn_slot_find(rc_server *s, uint64_t id) {
@@ -806,6 +883,9 @@ int rc__conn_reading_state(const rc_conn *c) {
 
 void rc__conn_received(rc_conn *c, const char *data, size_t len) {
   c->role->received(c, data, len);
+  if (atomic_load_explicit(&c->srv->ev_bytes, memory_order_relaxed) >
+      c->srv->cfg.max_event_bytes)
+    starve(c);
 }
 
 void rc__conn_frames(rc_conn *c, const char *data, size_t len) {
@@ -824,10 +904,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     c->role->lost(c, (int)nread);
     return;
   }
-  c->role->received(c, buf->base, (size_t)nread);
-  if (atomic_load_explicit(&c->srv->ev_bytes, memory_order_relaxed) >
-      c->srv->cfg.max_event_bytes)
-    starve(c);
+  rc__conn_received(c, buf->base, (size_t)nread);
 }
 
 void rc__conn_start_read(rc_conn *c) { start_read(c); }

@@ -12,6 +12,12 @@
  * Anything else gets its status answer here (400, 405, 426, 431, 503),
  * and the connection closes once it is written.
  *
+ * An adopted connection (rc_server_adopt: accepted by another server, the
+ * bytes it read fed in first) takes the same path; only its embedder has
+ * its id from the start (c->known), so an end before RC_EV_OPEN is told
+ * in an RC_EV_CLOSE whose reason says why (tell_why), and a close command
+ * may name it while its head is still coming (403).
+ *
  * The role (rc__server_role) is what rc_conn.c asks of the server's side:
  * the bytes of a read go to the handshake until it ends, a received
  * message goes to the rooms that relay it or to the embedder, and a
@@ -29,8 +35,25 @@
 /* Bytes past max_header_bytes kept for frames pipelined behind the head. */
 #define RC__HBUF_SLACK 1024
 
+/* An adopted connection's embedder holds its id before any event (c->known
+ * in RC_CONN_HTTP): when it ends before RC_EV_OPEN, its RC_EV_CLOSE (code
+ * 1006) says why. An accepted one is not known yet and is never told. */
+static void tell_why(rc_conn *c, const char *why) {
+  if (!c->known || c->state != RC_CONN_HTTP || c->close_reason != NULL)
+    return;
+  size_t n = strlen(why);
+  c->close_reason = malloc(n + 1);
+  if (c->close_reason == NULL)
+    return; /* the close event comes without its reason */
+  memcpy(c->close_reason, why, n + 1);
+  c->close_reason_len = (uint32_t)n;
+}
+
 void rc__handshake_refuse(rc_conn *c, int status, const char *extra,
                           const char *reason) {
+  char why[192];
+  (void)snprintf(why, sizeof why, "HTTP %d: %s", status, reason);
+  tell_why(c, why);
   size_t blen = strlen(reason);
   char body[160];
   if (blen > sizeof(body) - 2)
@@ -242,6 +265,7 @@ static void server_received(rc_conn *c, const char *data, size_t len) {
 
 static void server_lost(rc_conn *c, int status) {
   (void)status; /* the peer went: nothing to tell it */
+  tell_why(c, "connection lost before the request head");
   rc__conn_abort(c);
 }
 
@@ -296,19 +320,23 @@ static void server_deadline(rc_conn *c) {
   if (awaits_answer(c))
     rc__handshake_refuse(c, 503, "Retry-After: 1\r\n",
                          "the application did not answer in time");
-  else
+  else {
+    tell_why(c, "no request head in time");
     rc__conn_abort(c); /* the request head did not come in time */
+  }
 }
 
 static void server_cancel(rc_conn *c) {
-  if (awaits_answer(c))
+  /* Before the request head only an adopted connection can be named. */
+  if (awaits_answer(c) || c->state == RC_CONN_HTTP)
     rc__handshake_refuse(c, 403, NULL, "forbidden");
 }
 
 static void server_stop(rc_conn *c) {
-  if (c->state == RC_CONN_HTTP)
+  if (c->state == RC_CONN_HTTP) {
+    tell_why(c, "server shutting down");
     rc__conn_abort(c);
-  else if (awaits_answer(c))
+  } else if (awaits_answer(c))
     rc__handshake_refuse(c, 503, NULL, "server shutting down");
 }
 

@@ -80,9 +80,13 @@ enum rc_conn_state {
   RC_CONN_UPGRADING,  /* upgrade request sent, reading the response head */
 };
 
-/* Client connection ids have this bit set; server ones never do (a slot
- * and a generation of 32 bits each, the generation's top bit unused). */
+/* Client connection ids have this bit set, adopted ones (rc_server_adopt)
+ * RC__ADOPT_BIT; accepted ones neither: a slot of 32 bits and a generation
+ * of 30 (RC__GEN_MASK) above it. The two drawn on the embedder's thread
+ * count up from 1 under their bit and never reach bit 62. */
 #define RC__CLIENT_BIT ((uint64_t)1 << 63)
+#define RC__ADOPT_BIT ((uint64_t)1 << 62)
+#define RC__GEN_MASK ((uint32_t)0x3fffffff)
 
 /* What a client connection has beyond an rc_conn: made by
  * rc_server_connect() on the embedder's thread, found by id through
@@ -245,17 +249,20 @@ enum rc_cmd_type {
   RC_CMD_CONNECT,
   RC_CMD_ROOM_NAME, /* room, text: the name */
   RC_CMD_REDIS,     /* conn: the token, text: the formatted command */
+  RC_CMD_ADOPT,     /* conn: the id, status: the fd (-1 once taken), text:
+                       the bytes read already */
 };
 
 typedef struct rc_cmd {
   struct rc_cmd *next;
   int type;
-  int status; /* RESPOND status, CLOSE code */
+  int status; /* RESPOND status, CLOSE code, ADOPT fd */
   uint64_t conn;
   uint64_t room;
   uint64_t exclude;
   rc_buf *buf; /* SEND/PUBLISH: the frame; RESPOND/ACCEPT: the bytes to send */
-  char *text;  /* ACCEPT: subprotocol and headers; CLOSE: reason */
+  char *text;  /* ACCEPT: subprotocol and headers; CLOSE: reason; ADOPT:
+                  the bytes read (NULL for none) */
   size_t text_len;
   uint64_t *rooms; /* BROADCAST */
   size_t nrooms;
@@ -299,6 +306,12 @@ struct rc_server {
   uint32_t nfree;
   uint64_t nconns;
   uint64_t admitted; /* connections not refused for max_connections */
+  /* adopted connections: id -> conn, open addressing (rc_conn.c); loop
+   * thread only, since the adopt command comes before any other that
+   * names the id */
+  rc_conn **adopted;
+  uint32_t adopted_cap, adopted_n;
+  atomic_uint_fast64_t next_adopt;
   rc__limits limits; /* of the connections it accepts (rc_server_new) */
   uint32_t nstarved; /* connections with starved set */
   uint64_t mark;     /* one per multi-room fan-out: each member once */
@@ -312,7 +325,7 @@ struct rc_server {
   atomic_uint_fast64_t next_room;
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
       st_deliveries, st_slow, st_parsers, st_writes, st_wakes, st_dropped,
-      st_refused, st_idle, st_frag, st_starved;
+      st_refused, st_idle, st_frag, st_starved, st_adopted;
   uint32_t transient_freed; /* parsers and request heads freed since the
                               last heap trim */
 
@@ -347,8 +360,12 @@ static inline uint64_t rc__now_ms(const struct rc_server *s) {
  * into (rc_frame_scan_feed's max_frags). */
 uint32_t rc__max_frags(size_t max_message_size);
 int rc__conn_register(struct rc_server *s, rc_conn *c); /* gives it an id */
+/* Registers c under id, an adopted connection's (RC__ADOPT_BIT): a slot for
+ * the loops over every connection, and the id in srv->adopted. */
+int rc__conn_register_adopted(struct rc_server *s, rc_conn *c, uint64_t id);
 /* A connection the server accepted, by id (clients: rc__conn_find). */
 rc_conn *rc__conn_slot_find(struct rc_server *s, uint64_t id);
+rc_conn *rc__conn_adopted_find(struct rc_server *s, uint64_t id);
 void rc__conn_closed(uv_handle_t *h); /* the tcp handle's close callback */
 void rc__conn_start_read(rc_conn *c);
 void rc__conn_pause_read(rc_conn *c);
@@ -372,7 +389,9 @@ void rc__conn_abort(rc_conn *c);
 void rc__conn_fail(rc_conn *c); /* aborted at the end of the turn */
 /* Queues bytes (an HTTP answer) and closes once they are written. */
 void rc__conn_respond(rc_conn *c, rc_buf *b);
-/* Bytes from the socket, through the role; the fuzz targets call it. */
+/* Bytes from the socket, through the role, and the hold on a reader the
+ * embedder is behind on: the read callback, the bytes an adopted
+ * connection came with, the fuzz targets. */
 void rc__conn_received(rc_conn *c, const char *data, size_t len);
 /* WebSocket bytes from the peer (open or closing; else ignored). */
 void rc__conn_frames(rc_conn *c, const char *data, size_t len);
@@ -443,6 +462,7 @@ void rc__rooms_destroy(struct rc_server *s);
 rc_conn *rc__conn_find(struct rc_server *s, uint64_t id);
 void rc__conn_command(struct rc_server *s, rc_cmd *cmd);
 void rc__server_on_connection(uv_stream_t *listener, int status);
+void rc__server_adopt(struct rc_server *s, rc_cmd *cmd); /* RC_CMD_ADOPT */
 void rc__sweep(struct rc_server *s, uint64_t now);
 void rc__stop_begin(struct rc_server *s);
 void rc__resume_starved(struct rc_server *s);

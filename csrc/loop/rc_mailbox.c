@@ -173,6 +173,10 @@ int rc__cmd_queue(struct rc_server *s, rc_cmd *cmd) {
 }
 
 void rc__cmd_free(rc_cmd *cmd) {
+  /* The socket of an adopt command that never ran is the core's: closed
+   * with it, whatever stopped it (rc_server_adopt's contract). */
+  if (cmd->type == RC_CMD_ADOPT && cmd->status >= 0)
+    (void)close(cmd->status);
   rc__buf_unref(cmd->buf);
   free(cmd->text);
   free(cmd->rooms);

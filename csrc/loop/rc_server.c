@@ -1,6 +1,10 @@
 /* rc_server.c - the server object: configuration, the loop thread and its
  * turn, the loops over every connection (accepting, the sweep, the stop,
  * resuming held readers), the dispatch of commands, and the orderly stop.
+ * A socket accepted by another server (rc_server_adopt) becomes a
+ * connection here too, through the same steps as one accepted from the
+ * listener (server_conn_new, server_conn_admit), its first bytes fed in as
+ * a read would feed them.
  *
  * Handles owned by the loop: the listener (when listening), the async
  * wake-up, the check handle that ends every turn (flush writes, hand over
@@ -108,6 +112,19 @@ int rc_server_fd(const rc_server *s) { return s->ev_fd; }
 
 /* --- the loop thread ----------------------------------------------------- */
 
+/* An adopted connection that never was one (the loop ended first, or its
+ * socket could not be opened): its embedder has the id and is owed an
+ * RC_EV_CLOSE all the same. */
+static void adopt_unstarted(rc_server *s, uint64_t id, const char *why) {
+  size_t n = strlen(why);
+  rc_event *ev = rc__event_new(RC_EV_CLOSE, id, n);
+  if (ev == NULL)
+    return;
+  ev->code = 1006;
+  memcpy(ev->data, why, n);
+  rc__event_push(s, ev);
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   rc_server *s = h->loop->data;
   s->open_handles--;
@@ -127,6 +144,8 @@ static void close_loop_handles(rc_server *s) {
     rc_cmd *next = left->next;
     if (left->type == RC_CMD_CONNECT) /* its embedder awaits an event */
       rc__client_unstarted(s, left->conn);
+    else if (left->type == RC_CMD_ADOPT) /* the same; the fd closes below */
+      adopt_unstarted(s, left->conn, "server shutting down");
     rc__cmd_free(left);
     left = next;
   }
@@ -264,6 +283,9 @@ static void on_wake(uv_async_t *h) {
       break;
     case RC_CMD_CONNECT:
       rc__client_start(s, cmd->conn);
+      break;
+    case RC_CMD_ADOPT:
+      rc__server_adopt(s, cmd);
       break;
     default:
       rc__conn_command(s, cmd);
@@ -448,6 +470,7 @@ void rc_server_free(rc_server *s) {
   rc__rooms_destroy(s);
   rc__clients_destroy(s);
   rc__bp_free(s);
+  free(s->adopted);
   free(s->slots);
   free(s->gens);
   free(s->free_slots);
@@ -484,6 +507,7 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->backplane_dropped = atomic_load(&s->st_bp_dropped);
   out->backplane_channels = atomic_load(&s->st_bp_channels);
   out->backplane_invalid = atomic_load(&s->st_bp_invalid);
+  out->adopted_total = atomic_load(&s->st_adopted);
 }
 
 /* --- connections: by id, accepting --------------------------------------- */
@@ -491,50 +515,107 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
 rc_conn *rc__conn_find(rc_server *s, uint64_t id) {
   if (id & RC__CLIENT_BIT)
     return rc__client_find(s, id);
+  if (id & RC__ADOPT_BIT)
+    return rc__conn_adopted_find(s, id);
   return rc__conn_slot_find(s, id);
 }
 
-void rc__server_on_connection(uv_stream_t *listener, int status) {
-  rc_server *s = listener->data;
-  if (status < 0)
-    return; /* e.g. EMFILE: the loop retries when a descriptor frees up */
+/* A server-side connection's memory and tcp handle, or NULL. */
+static rc_conn *server_conn_new(rc_server *s) {
   rc_conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
-    return;
+    return NULL;
   c->srv = s;
   c->role = &rc__server_role;
   if (uv_tcp_init(&s->loop, &c->tcp) != 0) {
     free(c);
-    return;
+    return NULL;
   }
   s->open_handles++;
   c->state = RC_CONN_HTTP;
   c->read_paused = 1;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
-      rc__conn_register(s, c) != 0) {
-    c->state = RC_CONN_GONE;
-    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
-    return;
-  }
+  return c;
+}
+
+/* A connection whose socket is open and which has its id: counted, given
+ * the handshake's deadline, then refused (stopping, max_connections) or
+ * read. 1 when it reads. */
+static int server_conn_admit(rc_server *s, rc_conn *c) {
   atomic_fetch_add_explicit(&s->st_connections, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&s->st_accepted, 1, memory_order_relaxed);
   (void)uv_tcp_nodelay(&c->tcp, 1); /* best effort */
   c->last_rx = rc__now_ms(s);
   c->deadline = rc__now_ms(s) + rc__secs_ms(s->cfg.handshake_timeout) + 1;
   if (s->stopping) {
-    rc__conn_abort(c);
-    return;
+    /* An adopted connection (known) came with a request: it is answered. */
+    if (c->known)
+      rc__handshake_refuse(c, 503, NULL, "server shutting down");
+    else
+      rc__conn_abort(c);
+    return 0;
   }
   if (s->cfg.max_connections != 0 && s->admitted >= s->cfg.max_connections) {
     /* Answered at once, without reading the request: a refused client
      * costs one small write, and the ones already served are untouched. */
     atomic_fetch_add_explicit(&s->st_refused, 1, memory_order_relaxed);
     rc__handshake_refuse(c, 503, "Retry-After: 1\r\n", "too many connections");
-    return;
+    return 0;
   }
   c->admitted = 1;
   s->admitted++;
   rc__conn_start_read(c);
+  return 1;
+}
+
+void rc__server_on_connection(uv_stream_t *listener, int status) {
+  rc_server *s = listener->data;
+  if (status < 0)
+    return; /* e.g. EMFILE: the loop retries when a descriptor frees up */
+  rc_conn *c = server_conn_new(s);
+  if (c == NULL)
+    return;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+      rc__conn_register(s, c) != 0) {
+    c->state = RC_CONN_GONE;
+    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
+    return;
+  }
+  (void)server_conn_admit(s, c);
+}
+
+/* RC_CMD_ADOPT: a socket accepted elsewhere becomes a connection like an
+ * accepted one, and the bytes read from it already go in first, as a read
+ * would hand them over (rc__conn_received), before the socket's own. Its
+ * embedder holds the id: every way out ends in RC_EV_CLOSE (c->known). */
+void rc__server_adopt(rc_server *s, rc_cmd *cmd) {
+  int fd = cmd->status;
+  char why[96];
+  rc_conn *c = server_conn_new(s);
+  if (c == NULL) {
+    adopt_unstarted(s, cmd->conn, "out of memory");
+    return; /* cmd keeps the fd: rc__cmd_free closes it */
+  }
+  int r = uv_tcp_open(&c->tcp, fd);
+  if (r == 0) {
+    cmd->status = -1; /* the handle owns the fd now: uv_close closes it */
+    r = rc__conn_register_adopted(s, c, cmd->conn);
+  }
+  if (r != 0) {
+    /* UV_EEXIST: the loop serves that fd already (adopted twice): it is
+     * not ours to close. */
+    if (r == UV_EEXIST)
+      cmd->status = -1;
+    c->state = RC_CONN_GONE;
+    uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
+    (void)snprintf(why, sizeof why, "cannot adopt the socket: %s",
+                   uv_strerror(r));
+    adopt_unstarted(s, cmd->conn, why);
+    return;
+  }
+  c->known = 1;
+  atomic_fetch_add_explicit(&s->st_adopted, 1, memory_order_relaxed);
+  if (server_conn_admit(s, c) && cmd->text_len > 0)
+    rc__conn_received(c, cmd->text, cmd->text_len);
 }
 
 /* --- loops over every connection ------------------------------------------ */

@@ -115,6 +115,28 @@ class Core:
         server may pick only one of them. max_message_size 0: the core's.
         ValueError for a bad argument (control characters, a target not
         starting with "/", a bad subprotocol token)."""
+    def adopt(self, fd: int, head: bytes, /) -> int:
+        """Serves a TCP connection accepted elsewhere (uvicorn's) as if this
+        core had accepted it; returns its id at once, usable from any thread
+        (commands made with it run after the adoption). fd is its socket (a
+        dup: the core closes it), head the bytes already read from it, in
+        order: the request head ("GET /path?q HTTP/1.1\\r\\nname: value
+        \\r\\n...\\r\\n") and any frames the client sent behind it (at most
+        1 MiB in all); they go in before anything is read from fd. Events:
+        EV_OPEN first, then as for an accepted connection (accept, reject,
+        respond; one EV_CLOSE at the end); or, when the core answers the
+        request itself (400, 405, 426, 431, 503 at max_connections or while
+        stopping) or cannot open the socket, EV_CLOSE alone, code 1006, the
+        reason saying why ("HTTP 400: malformed HTTP request"). Counted in
+        accepted_total and adopted_total.
+
+        From the call on the core owns fd, whatever happens: it closes it
+        when the connection ends, or at once when it cannot serve it,
+        errors included (but fd < 0, or an fd that is not open). Never
+        close or use fd afterwards. Raises OSError (errno and libuv's
+        message): EINVAL (fd < 0, head over 1 MiB, a socket that is not a
+        stream, a core not started), EBADF, ENOTSOCK, ENOMEM, ECANCELED
+        (stopped)."""
     def buffered(self, conn: int, /) -> int:
         """Bytes of a client connection not yet handed to the kernel (in
         send commands and its queue, framing and TLS included); 0 once it
@@ -204,7 +226,9 @@ class Core:
         event_bytes (events waiting for poll() now), reads_held (times a
         sending client was not read because events waited past
         max_event_bytes), clients (client connections now, counted in
-        connections too), client_connects (client connections started); with
+        connections too), client_connects (client connections started),
+        adopted_total (connections adopt() handed over, in accepted_total
+        too); with
         a backplane: backplane_up (1 while both Redis
         connections are ready), backplane_published, backplane_received,
         backplane_reconnects, backplane_buffered (bytes waiting for Redis now),
