@@ -459,3 +459,27 @@ def test_fastapi_ratios_carry_the_load_generators_bound():
     # the side-by-side table marks the limited rows' deliveries/s as bounds
     row = next(x for x in md.splitlines() if x.startswith("| 1,000 | roomcast-fastapi |"))
     assert f"≥ 7,000,000 {report.MARK}" in row and "90%" in row
+
+
+def test_fastapi_cpu_target_takes_the_median_cpu_run():
+    """The table's row is the run with the median deliveries/s; the CPU
+    target compares each server's run with the median CPU per delivery,
+    and says of how many runs."""
+    rows = [
+        result("roomcast", "single", 10000, 120_000, 6.2),
+        result("roomcast-fastapi", "single", 10000, 100_000, 7.8),
+    ]
+    doc = fastapi_doc(rows)
+    cpu = {"roomcast": [6.2, 6.8, 6.4], "roomcast-fastapi": [7.8, 4.9, 6.9]}
+    doc["runs"] = [
+        {**result(server, "single", 10000, 100_000, value, loadgen=0.4 + i / 10), "repeat": i + 1}
+        for server, values in cpu.items()
+        for i, value in enumerate(values)
+    ]
+    doc["runs"].append({**result("roomcast", "single", 10000, 0, 0, status="failed"), "repeat": 4})
+    t = by_target(report.fastapi_ratios(doc))[("single", "roomcast", 10000)]
+    assert t["mine"] == 6.9 and t["theirs"] == 6.4 and t["runs"] == [3, 3]
+    assert t["ratio"] == pytest.approx(6.9 / 6.4) and t["met"]
+    assert t["loadgen"] == pytest.approx([0.6, 0.6])  # the shares of those two runs
+    line = next(x for x in report.markdown(doc).splitlines() if "N=10,000: roomcast-fastapi server CPU" in x)
+    assert "1.08×" in line and "the median of 3 and 3 runs" in line and "| met |" in line
