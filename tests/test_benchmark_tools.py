@@ -309,10 +309,12 @@ def test_fastapi_mode_runs_the_fastapi_grid():
         ("single", 10000, 64, 1),
     ]
     assert args.max_minutes > 0  # the whole run is bounded
+    assert args.deliveries == 10_000_000  # roomcast's bursts last long enough to measure
     # options still override the mode's grid
     args = bench.parse_args(["--fastapi", "--clients", "1000", "--repeat", "1", "--max-minutes", "0"])
     assert args.clients == [1000] and args.repeat == 1 and args.max_minutes == 0
-    assert bench.parse_args(["--quick"]).max_minutes == 0
+    quick = bench.parse_args(["--quick"])
+    assert quick.max_minutes == 0 and quick.deliveries == 2_000_000
 
 
 def test_fastapi_servers_are_registered_and_in_the_full_pass():
