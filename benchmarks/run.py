@@ -58,7 +58,9 @@ LIBS = ["-lcrypto"]
 # Server name -> (kind, argument, Python distributions whose versions are
 # recorded). For "py" the argument is the script in servers/ and the
 # arguments it takes after the port. Order is the order of the tables.
-FASTAPI_DISTS = ["fastapi", "uvicorn", "starlette"]
+# uvicorn runs on uvloop and parses HTTP with httptools when they are
+# installed (uvicorn[standard]), on asyncio and h11 otherwise: recorded too.
+FASTAPI_DISTS = ["fastapi", "uvicorn", "starlette", "uvloop", "httptools"]
 SERVERS = {
     "roomcast": ("py", "roomcast_chat.py", []),
     "floor-writev": ("floor", "writev", []),
