@@ -15,6 +15,8 @@
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
 #   make bench-cross  three servers on one Redis against one server
+#   make bench-fastapi  roomcast in FastAPI on uvicorn against its own Server
+#                  and websocket_rooms (about 10 minutes)
 #   make style     check only: clang-format on the C, ruff format and ruff check
 #                  on the Python (configs: .clang-format, pyproject.toml)
 #   make types     mypy --strict on the package and the demo ([tool.mypy])
@@ -80,7 +82,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-cross bench-deps memcheck conformance soak fuzz fuzz-smoke \
+        bench-full bench-cross bench-fastapi bench-deps memcheck conformance soak fuzz fuzz-smoke \
         style types format clean
 
 all: build
@@ -200,6 +202,12 @@ bench: bench-deps build
 
 bench-full: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --full
+
+# The FastAPI rows: roomcast's Server, roomcast's Room in FastAPI on uvicorn
+# with roomcast.uvicorn's protocol and with uvicorn's own, websocket_rooms;
+# burst and single at N = 1,000 and 10,000; <date>-fastapi.{json,md,png}.
+bench-fastapi: bench-deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/run.py --fastapi
 
 # Three servers sharing a room through one redis-server (started by the
 # script on a free port) against one server, N = 1,000 and 5,000.

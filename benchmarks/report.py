@@ -21,6 +21,20 @@ IDLE_TARGET_BYTES = 1024
 LOADGEN_LIMIT = 0.80
 MARK = "†"
 
+# The FastAPI rows (issue 14): roomcast's Room in a FastAPI app on uvicorn
+# with roomcast's uvicorn protocol against roomcast's own Server, and
+# against websocket_rooms on uvicorn. (target scenario, server, peer,
+# goal): burst compares deliveries/s (the server's must be >= goal x the
+# peer's), single compares server CPU per delivery (<= goal x the peer's).
+FASTAPI = "roomcast-fastapi"
+FASTAPI_SERVERS = ("roomcast", FASTAPI, "roomcast-fastapi-py", "websocket_rooms")
+FASTAPI_TARGETS = (
+    ("burst", FASTAPI, "roomcast", 0.8),
+    ("burst", FASTAPI, "websocket_rooms", 50.0),
+    ("single", FASTAPI, "roomcast", 1.2),
+)
+FASTAPI_CLIENTS = (1000, 10000)
+
 
 # ------------------------------------------------------------------ helpers
 
@@ -216,7 +230,194 @@ def targets(doc: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def median_cpu_run(doc: dict, server: str, clients: int, size: int = 64) -> dict | None:
+    """The single (W=1) run of a server with the median server CPU per
+    delivery (the lower middle), with "of_runs": how many runs it is the
+    median of. A table row is the run with the median deliveries/s, whose
+    CPU per delivery on a shared machine may be any of the runs'; a target
+    on CPU takes the median of CPU. Without the runs (an older document):
+    the table's row."""
+    runs = [
+        r
+        for r in doc.get("runs", [])
+        if r["server"] == server
+        and r["scenario"] == "single"
+        and r["clients"] == clients
+        and r["size"] == size
+        and r["status"] == "ok"
+        and r.get("server_cpu_us_per_delivery")
+    ]
+    if not runs:
+        return find(doc, server, "single", clients, size)
+    ordered = sorted(runs, key=lambda r: r["server_cpu_us_per_delivery"])
+    return {**ordered[(len(ordered) - 1) // 2], "of_runs": len(runs)}
+
+
+def fastapi_ratios(doc: dict) -> list[dict]:
+    """The targets of the FastAPI rows at each N (1,000 and 10,000, and any
+    other N roomcast-fastapi ran at), one dict each: scenario, clients,
+    server, peer, goal, figure (deliveries_per_sec for burst,
+    server_cpu_us_per_delivery for single), mine and theirs (the figures),
+    ratio (mine / theirs), met (True, False, None when not measured),
+    missing (the server without a result), loadgen (the two runs' load
+    generator shares), runs (how many runs each figure is the median of)
+    and bound. Burst takes the table's rows (the runs with the median
+    deliveries/s); single, each server's run with the median CPU per
+    delivery (median_cpu_run). bound:
+
+    - None: neither run's load generator was above LOADGEN_LIMIT;
+    - "lower" / "upper": burst, one run's deliveries/s is a lower bound, so
+      the ratio is at least (server's run) or at most (peer's run) the
+      figure;
+    - "unknown": both runs' (burst), or either run's (single: the load
+      generator set the pace; CPU per delivery is the server's cost at
+      that pace, not a bound either way).
+
+    ``certain`` says whether the verdict holds whatever the bound hides."""
+    measured = {r["clients"] for r in doc.get("results", []) if r["server"] == FASTAPI and r["status"] == "ok"}
+    out = []
+    for clients in sorted(set(FASTAPI_CLIENTS) | measured):
+        for scenario, server, peer, goal in FASTAPI_TARGETS:
+            figure = "deliveries_per_sec" if scenario == "burst" else "server_cpu_us_per_delivery"
+            if scenario == "burst":
+                mine, theirs = find(doc, server, scenario, clients), find(doc, peer, scenario, clients)
+            else:
+                mine, theirs = median_cpu_run(doc, server, clients), median_cpu_run(doc, peer, clients)
+            item: dict[str, Any] = dict(
+                scenario=scenario, clients=clients, server=server, peer=peer, goal=goal, figure=figure
+            )
+            missing = [name for name, r in ((server, mine), (peer, theirs)) if r is None or not r.get(figure)]
+            if missing or mine is None or theirs is None:
+                out.append({**item, "ratio": None, "met": None, "missing": missing[0], "bound": None, "certain": False})
+                continue
+            a, b = mine[figure], theirs[figure]
+            r = a / b
+            met = r >= goal if scenario == "burst" else r <= goal
+            lim_a, lim_b = limited(mine), limited(theirs)
+            if not (lim_a or lim_b):
+                bound = None
+            elif scenario == "burst" and lim_a != lim_b:
+                bound = "lower" if lim_a else "upper"
+            else:
+                bound = "unknown"
+            certain = bound is None or (bound == "lower" and met) or (bound == "upper" and not met)
+            out.append(
+                {
+                    **item,
+                    "mine": a,
+                    "theirs": b,
+                    "ratio": r,
+                    "met": met,
+                    "missing": None,
+                    "bound": bound,
+                    "certain": certain,
+                    "loadgen": [mine.get("loadgen_busy"), theirs.get("loadgen_busy")],
+                    "runs": [mine.get("of_runs", 1), theirs.get("of_runs", 1)],
+                }
+            )
+    return out
+
+
+def fastapi_targets(doc: dict) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows of the FastAPI targets."""
+    rows = []
+    for t in fastapi_ratios(doc):
+        peer = "roomcast's own Server" if t["peer"] == "roomcast" else t["peer"] + " on uvicorn"
+        if t["scenario"] == "burst":
+            label = f"burst W=64, N={t['clients']:,}: {t['server']} ≥ {t['goal']:g}× {peer}"
+        else:
+            label = f"single W=1, N={t['clients']:,}: {t['server']} server CPU per delivery ≤ {t['goal']:g}× {peer}'s"
+        if t["met"] is None:
+            rows.append(
+                (label, f"not measured ({t['missing']} has no {t['scenario']} result at N={t['clients']:,})", "–")
+            )
+            continue
+        sign = {"lower": "≥ ", "upper": "≤ "}.get(t["bound"] or "", "")
+        mark = f" {MARK}" if t["bound"] else ""
+        shares = ", ".join(pct(x) for x in t["loadgen"])
+        if t["scenario"] == "burst":
+            figures = f"{n(t['mine'])} vs {n(t['theirs'])} deliveries/s"
+        else:
+            of = t["runs"]
+            figures = f"{t['mine']:.3f} vs {t['theirs']:.3f} µs" + (
+                f", the median of {of[0]} and {of[1]} runs" if max(of) > 1 else ""
+            )
+        rows.append(
+            (
+                label,
+                f"{sign}{ratio(t['ratio'])}{mark} ({figures}; loadgen {shares} of its core)",
+                ("met" if t["met"] else "**missed**") + ("" if t["certain"] else f" {MARK}"),
+            )
+        )
+    return rows
+
+
 # ----------------------------------------------------------------- markdown
+
+
+def fastapi_section(doc: dict) -> list[str]:
+    """The FastAPI rows: the targets, then the four servers side by side."""
+    lines = [
+        "## FastAPI rows",
+        "",
+        "The same chat room four ways: `roomcast`, roomcast's own `Server`"
+        " (`servers/roomcast_chat.py`); `roomcast-fastapi`, roomcast's `Room` in a FastAPI app on uvicorn"
+        " with `--ws roomcast.uvicorn:WebSocketProtocol` (the C core serves the connections);"
+        " `roomcast-fastapi-py`, the same app on uvicorn's own `websockets-sansio` protocol (the room"
+        " reaches each member through Python); `websocket_rooms`, the library roomcast replaces, on"
+        " uvicorn (`servers/roomcast_fastapi_chat.py PORT roomcast|uvicorn`,"
+        " `servers/websocket_rooms_chat.py`).",
+        "",
+        "| target | measured | verdict |",
+        "| --- | --- | --- |",
+    ]
+    rows = fastapi_targets(doc)
+    lines += [f"| {t} | {meas} | {v} |" for t, meas, v in rows]
+    lines.append("")
+    if any(MARK in meas for _, meas, _ in rows):
+        lines += [
+            f"{MARK} A run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core: its deliveries/s"
+            " is a lower bound, so a burst ratio is a bound (≥ when it is the numerator's, ≤ when the"
+            " denominator's, either way when both); for single, the load generator set the pace and CPU"
+            " per delivery is the server's cost at that pace. A verdict marked † could change with a"
+            " faster load generator.",
+            "",
+        ]
+    lines += [
+        "Burst targets compare the rows below (each the run with the median deliveries/s); the CPU"
+        " target compares each server's single run with the median CPU per delivery, which may be"
+        " another run than the row's.",
+        "",
+        "| N | server | burst deliveries/s | burst CPU µs/delivery | loadgen CPU (burst) | single deliveries/s"
+        " | single CPU µs/delivery | loadgen CPU (single) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    shown: list[dict] = []
+    clients = sorted({r["clients"] for r in doc.get("results", []) if r["server"] in FASTAPI_SERVERS})
+    for c in clients:
+        for name in FASTAPI_SERVERS:
+            cells = []
+            for scenario in ("burst", "single"):
+                r = next(
+                    (
+                        x
+                        for x in results(doc, scenario)
+                        if x["server"] == name and x["clients"] == c and x["size"] == 64
+                    ),
+                    None,
+                )
+                if r is None or r["status"] != "ok":
+                    # the reason is in the tables below
+                    cells += ["not run" if r is None else r["status"], "", ""]
+                    continue
+                shown.append(r)
+                dps = at_least(r, n(r["deliveries_per_sec"]))
+                cpu = n(r.get("server_cpu_us_per_delivery"), 3)
+                cells += [dps, cpu, loadgen_cell(r)]
+            lines.append(f"| {c:,} | {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += footnote(shown)
+    return lines
 
 
 def markdown(doc: dict, pngs: dict | None = None) -> str:
@@ -257,20 +458,25 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
     )
     add("")
 
-    add("## Targets of the issue")
-    add("")
-    add("| target | measured | verdict |")
-    add("| --- | --- | --- |")
-    rows = targets(doc)
-    for t, meas, v in rows:
-        add(f"| {t} | {meas} | {v} |")
-    add("")
-    if any(MARK in meas for _, meas, _ in rows):
-        add(
-            f"{MARK} A figure from a run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core:"
-            " a bound (≥ for deliveries/s, ≤ for latency), and the verdict with it."
-        )
+    if FASTAPI in server_order(doc):
+        lines.extend(fastapi_section(doc))
+
+    # The fan-out targets compare roomcast with peers a --fastapi run has not.
+    if s["mode"] != "fastapi":
+        add("## Targets of the issue")
         add("")
+        add("| target | measured | verdict |")
+        add("| --- | --- | --- |")
+        rows = targets(doc)
+        for t, meas, v in rows:
+            add(f"| {t} | {meas} | {v} |")
+        add("")
+        if any(MARK in meas for _, meas, _ in rows):
+            add(
+                f"{MARK} A figure from a run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core:"
+                " a bound (≥ for deliveries/s, ≤ for latency), and the verdict with it."
+            )
+            add("")
 
     add("## Servers")
     add("")
@@ -451,6 +657,8 @@ STYLE: dict[str, dict[str, Any]] = {
     "aiohttp": dict(color="#9467bd", marker="D"),
     "websockets": dict(color="#ff7f0e", marker="P"),
     "websocket_rooms": dict(color="#8c564b", marker="X"),
+    "roomcast-fastapi": dict(color="#e377c2", lw=2.2, marker="o"),
+    "roomcast-fastapi-py": dict(color="#e377c2", ls=":", marker="o"),
 }
 
 

@@ -10,12 +10,14 @@ configuration is repeated and the median run kept. Writes
 
     python benchmarks/run.py --quick     # make bench: a pass of a few minutes
     python benchmarks/run.py --full      # make bench-full: everything
+    python benchmarks/run.py --fastapi   # make bench-fastapi: the FastAPI rows
     python benchmarks/run.py --servers roomcast,floor-writev \\
         --scenarios burst --clients 1000,10000 --sizes 64 --repeat 5
 
-The stem is the date (``2026-11-22``), with ``-quick`` for a quick pass.
-Exits 1 if a run of roomcast failed (lost a message, saw one out of order,
-timed out); a peer that is missing, fails to start or is too slow is
+The stem is the date (``2026-11-22``), with ``-quick`` for a quick pass and
+``-fastapi`` for the FastAPI rows. Exits 1 if a run of a roomcast server
+(``roomcast`` or one of the FastAPI ones) failed (lost a message, saw one
+out of order, timed out); a peer that is missing, fails to start or is too slow is
 recorded as such and does not change the exit status.
 """
 
@@ -54,7 +56,11 @@ FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in (
 LIBS = ["-lcrypto"]
 
 # Server name -> (kind, argument, Python distributions whose versions are
-# recorded). Order is the order of the tables.
+# recorded). For "py" the argument is the script in servers/ and the
+# arguments it takes after the port. Order is the order of the tables.
+# uvicorn runs on uvloop and parses HTTP with httptools when they are
+# installed (uvicorn[standard]), on asyncio and h11 otherwise: recorded too.
+FASTAPI_DISTS = ["fastapi", "uvicorn", "starlette", "uvloop", "httptools"]
 SERVERS = {
     "roomcast": ("py", "roomcast_chat.py", []),
     "floor-writev": ("floor", "writev", []),
@@ -63,8 +69,15 @@ SERVERS = {
     "picows": ("py", "picows_chat.py", ["picows", "aiofastnet"]),
     "aiohttp": ("py", "aiohttp_chat.py", ["aiohttp"]),
     "websockets": ("py", "websockets_chat.py", ["websockets"]),
-    "websocket_rooms": ("py", "websocket_rooms_chat.py", ["websocket-rooms", "fastapi", "uvicorn", "starlette"]),
+    # roomcast's Room in a FastAPI app on uvicorn: with roomcast's uvicorn
+    # protocol (the core serves the connections), and with uvicorn's own.
+    "roomcast-fastapi": ("py", "roomcast_fastapi_chat.py roomcast", FASTAPI_DISTS),
+    "roomcast-fastapi-py": ("py", "roomcast_fastapi_chat.py uvicorn", FASTAPI_DISTS),
+    "websocket_rooms": ("py", "websocket_rooms_chat.py", ["websocket-rooms", *FASTAPI_DISTS]),
 }
+# The servers that run this work tree's roomcast package: its PYTHONPATH is
+# set for them, and a failed run of any of them is the exit status's.
+ROOMCAST_SERVERS = ("roomcast", "roomcast-fastapi", "roomcast-fastapi-py")
 SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck")
 BURST_WINDOW = 64
 
@@ -94,6 +107,29 @@ FULL: dict[str, Any] = dict(
     seconds=10.0,
     budget=120.0,
 )
+# --fastapi: what `make bench-fastapi` runs, the FastAPI rows of issue 14:
+# roomcast's own Server, roomcast's Room in FastAPI on uvicorn with
+# roomcast's protocol and with uvicorn's, and websocket_rooms on uvicorn,
+# burst and single at N = 1,000 and 10,000 (about 10 minutes; --max-minutes
+# stops starting runs at 14). M = 10,000,000 / N: at 2,000,000 / N a burst
+# of roomcast's at N = 1,000 lasts half a second, short enough for a moment
+# of the shared machine's other work to move it by half; the slower servers
+# stop at --seconds either way.
+FASTAPI: dict[str, Any] = dict(
+    servers=["roomcast", "roomcast-fastapi", "roomcast-fastapi-py", "websocket_rooms"],
+    scenarios=["burst", "single"],
+    clients=[1000, 10000],
+    sizes=[64],
+    latency_clients=[],
+    rates=[],
+    idle_clients=10000,
+    repeat=3,
+    seconds=3.0,
+    budget=90.0,
+    max_minutes=14.0,
+    deliveries=10_000_000,
+)
+MODES = {"quick": QUICK, "full": FULL, "fastapi": FASTAPI}
 
 
 # ----------------------------------------------------------------- building
@@ -147,6 +183,24 @@ class StartError(Exception):
     pass
 
 
+def server_command(name: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a server under test; raises
+    StartError when its script is missing (RuntimeError: the floor does
+    not build)."""
+    kind, arg, _ = SERVERS[name]
+    env = dict(os.environ)
+    if kind == "floor":
+        return [str(build_floor()), str(port), "--mode", arg], env
+    script_name, *extra = arg.split()
+    script = HERE / "servers" / script_name
+    if not script.exists():
+        raise StartError(f"{script.relative_to(ROOT)} does not exist")
+    if name in ROOMCAST_SERVERS:
+        # the package of this work tree, not an installed one
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
+    return [sys.executable, str(script), str(port), *extra], env
+
+
 class ServerProcess:
     """One server under test in its own process, pinned to CPU 0; ready
     once it has printed its "listening" line and accepts a TCP connection.
@@ -155,19 +209,8 @@ class ServerProcess:
     READY = "listening"  # what the server prints once it listens
 
     def __init__(self, name: str, pin: bool) -> None:
-        kind, arg, _ = SERVERS[name]
         self.name, self.port = name, free_port()
-        env = dict(os.environ)
-        if kind == "floor":
-            cmd = [str(build_floor()), str(self.port), "--mode", arg]
-        else:
-            script = HERE / "servers" / arg
-            if not script.exists():
-                raise StartError(f"{script.relative_to(ROOT)} does not exist")
-            cmd = [sys.executable, str(script), str(self.port)]
-            if name == "roomcast":
-                # the package of this work tree, not an installed one
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
+        cmd, env = server_command(name, self.port)
         # A file, not a pipe: a server that logs a lot must never block on a
         # pipe nobody reads.
         self.log = tempfile.TemporaryFile(mode="w+", errors="replace")
@@ -610,7 +653,7 @@ def run_all(args: argparse.Namespace, doc: dict, out_json: Path) -> bool:
         for s in servers:
             if runs[s]:
                 summary[(s, config_key(c))] = summarise(s, c, runs[s])
-                if s == "roomcast" and summary[(s, config_key(c))]["status"] != "ok":
+                if s in ROOMCAST_SERVERS and summary[(s, config_key(c))]["status"] != "ok":
                     roomcast_failed = True
             elif s in skipped:
                 status, why = skipped[s]
@@ -637,6 +680,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the quick pass of `make bench` (the default)")
     mode.add_argument("--full", action="store_true", help="every scenario, server and size of the issue")
+    mode.add_argument(
+        "--fastapi",
+        action="store_true",
+        help="the FastAPI rows: roomcast, roomcast-fastapi, roomcast-fastapi-py, websocket_rooms",
+    )
     ap.add_argument("--servers", help="comma-separated servers (default: those of the mode)")
     ap.add_argument("--scenarios", help="comma-separated: burst, single, latency, idle, selfcheck")
     ap.add_argument("--clients", help="N for burst and single, comma-separated")
@@ -649,12 +697,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--deliveries",
         type=int,
-        default=2_000_000,
-        help="deliveries a burst/single run aims at: M = this / N (default: %(default)s)",
+        help="deliveries a burst/single run aims at: M = this / N (default: 2,000,000; 10,000,000 with --fastapi)",
     )
     ap.add_argument("--budget", type=float, help="seconds one load generator run may take")
     ap.add_argument(
-        "--max-minutes", type=float, default=0, help="start no new run after this many minutes (default: no limit)"
+        "--max-minutes",
+        type=float,
+        help="start no new run after this many minutes (default: no limit; 14 with --fastapi)",
     )
     ap.add_argument(
         "--selfcheck-server",
@@ -666,8 +715,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = ap.parse_args(argv)
-    base = FULL if args.full else QUICK
-    args.mode = "full" if args.full else "quick"
+    args.mode = "full" if args.full else "fastapi" if args.fastapi else "quick"
+    base = MODES[args.mode]
 
     def csv(value: str | None, default: list, conv=str) -> list:
         return default if value is None else [conv(v.strip()) for v in value.split(",") if v.strip()]
@@ -681,6 +730,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for attr in ("idle_clients", "repeat", "seconds", "budget"):
         if getattr(args, attr) is None:
             setattr(args, attr, base[attr])
+    if args.max_minutes is None:
+        args.max_minutes = base.get("max_minutes", 0)
+    if args.deliveries is None:
+        args.deliveries = base.get("deliveries", 2_000_000)
     for s in args.servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s!r} (known: {', '.join(SERVERS)})")
@@ -706,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     build_loadgen()
     started = dt.datetime.now()
-    stem = args.out or started.strftime("%Y-%m-%d") + ("-quick" if args.mode == "quick" else "")
+    stem = args.out or started.strftime("%Y-%m-%d") + ("" if args.mode == "full" else f"-{args.mode}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json = RESULTS / f"{stem}.json"
     settings = {
@@ -724,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds",
             "deliveries",
             "budget",
+            "max_minutes",
             "selfcheck_server",
         )
     }
