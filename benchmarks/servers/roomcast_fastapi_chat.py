@@ -76,11 +76,8 @@ async def main(port: int, protocol: str) -> None:
 
         if not hasattr(Core, "adopt"):
             sys.exit("this roomcast build has no Core.adopt: roomcast.uvicorn cannot hand connections to the core")
-        # max_header_bytes, max_headers: roomcast.uvicorn's own defaults
-        # (64 KiB, 1,000) are above the largest the options take (60,000,
-        # 128), which makes every connection fall back to uvicorn's
-        # protocol; named here, they win.
-        roomcast.uvicorn.configure(max_queue_bytes=64 * 2**20, max_header_bytes=60000, max_headers=128)
+        # As large as roomcast_chat.py's Server: a burst must not close members.
+        roomcast.uvicorn.configure(max_queue_bytes=64 * 2**20)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
