@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast import App, BackplaneError, Room, Server
-from support.redisproc import RespClient
+from support.redisproc import RespClient, resp_encode
 
 T = 30  # seconds: generous, the machine is shared
 
@@ -220,6 +220,19 @@ def echo_room(name, **kw):
     return room
 
 
+def publish_size(channel, payload):
+    """Bytes of the PUBLISH command the core buffers for one message of
+    one room: the envelope is 20 bytes of header, then the payload."""
+    return len(resp_encode(["PUBLISH", channel, b"h" * 20 + payload.encode()]))
+
+
+def accounted(running, each):
+    """Publishes the backplane has buffered (each ``each`` bytes) or
+    dropped so far."""
+    stats = running.stats()
+    return stats["backplane_buffered"] // each + stats["backplane_dropped"]
+
+
 async def subscribed(running, n=1):
     await until(lambda: running.stats()["backplane_channels"] >= n, what="a subscription")
 
@@ -336,6 +349,10 @@ async def test_publishes_while_redis_is_down_are_buffered_to_a_bound_then_droppe
                 await room.push_text(f"{k:02d}{payload}")
             for k in range(40):
                 assert await recv(member) == f"{k:02d}{payload}"  # local: all of them
+            # The core writes to its members before it hands a batch of
+            # publishes to the backplane: wait until all 40 are accounted.
+            each = publish_size(prefix + "|b", f"00{payload}")
+            await until(lambda: accounted(running, each) == 40, what="40 publishes buffered or dropped")
             stats = running.stats()
             assert 0 < stats["backplane_buffered"] <= 2000
             dropped = stats["backplane_dropped"]
@@ -354,6 +371,52 @@ async def test_publishes_while_redis_is_down_are_buffered_to_a_bound_then_droppe
                 got.append(data[20:].decode())
             assert got == [f"{k:02d}{payload}" for k in range(kept)], "the first ones, in order"
             assert running.stats()["backplane_buffered"] == 0
+            listener.close()
+            admin.close()
+
+
+async def test_publishes_wait_while_the_subscriber_connection_is_down_even_with_the_command_one_up(redis_server):
+    """The backplane is down as soon as one of its two connections is: a
+    publish then waits in the buffer, not on the command connection, whose
+    own loss may not have been read yet when Redis has gone (a publish
+    written to it would be lost, uncounted). Here only the subscriber
+    connection goes and cannot come back (Redis now wants a password that
+    connections already in keep): the publishes wait, then go once, in
+    order, when it is back."""
+    prefix = "half:"
+    server = Server(backplane=redis_server.url, backplane_prefix=prefix)
+    room = Room(name="h")
+    server.route("/h", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/h") as member:
+            await subscribed(running)
+            admin = redis_server.client()
+            admin.command("CONFIG", "SET", "requirepass", "secret")
+            assert admin.command("AUTH", "secret") == "OK"
+            assert admin.command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+            await until(lambda: running.stats()["backplane_up"] == 0, what="the backplane down")
+            listener = RespClient(redis_server.port)
+            assert listener.command("AUTH", "secret") == "OK"
+            assert listener.command("SUBSCRIBE", prefix + "|h")[0] == b"subscribe"
+            published = running.stats()["backplane_published"]
+            for k in range(5):
+                await room.push_text(f"half {k}")
+            for k in range(5):
+                assert await recv(member) == f"half {k}"  # local at once
+            # Written to the member first, then handed to the backplane.
+            each = publish_size(prefix + "|h", "half 0")
+            await until(lambda: accounted(running, each) + running.stats()["backplane_published"] - published >= 5)
+            stats = running.stats()
+            assert stats["backplane_buffered"] == 5 * each, "the publishes must wait, not go on the command connection"
+            assert stats["backplane_published"] == published
+            admin.command("CONFIG", "SET", "requirepass", "")
+            got = []
+            while len(got) < 5:
+                kind, channel, data = listener.read()
+                assert (kind, channel) == (b"message", (prefix + "|h").encode())
+                got.append(data[20:].decode())
+            assert got == [f"half {k}" for k in range(5)]
+            await until(lambda: running.stats()["backplane_buffered"] == 0)
             listener.close()
             admin.close()
 

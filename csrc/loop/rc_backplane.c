@@ -428,6 +428,8 @@ static void update_up(rc_backplane *bp) {
   store(&bp->s->st_bp_up, (uint64_t)up);
   if (bp->closing)
     return;
+  if (up)
+    out_flush(bp); /* what waited while the backplane was down */
   char text[200];
   unsigned rooms = 0;
   for (uint32_t i = 0; up && i < bp->cap; i++)
@@ -567,6 +569,17 @@ static void on_published(rc_redis *l, redisReply *reply, void *priv) {
     out_flush(bp);
 }
 
+/* Whether a publish may go to Redis now rather than to the buffer: while
+ * the backplane is up (both connections ready), or while it closes with
+ * the command connection still ready. Not on the command connection alone:
+ * when the subscriber connection is lost, Redis has most likely gone, and
+ * the command connection's loss may not have been read yet (the two
+ * sockets' events come in any order); a publish written to it then would be
+ * lost without being counted. Buffered, it goes once both are back. */
+static int out_open(const rc_backplane *bp) {
+  return rc__redis_is_ready(&bp->cmd) && (bp->up || bp->closing);
+}
+
 /* 0: cmd is the link's now; -1: the caller keeps it. */
 static int out_send(rc_backplane *bp, char *cmd, size_t len) {
   if (rc__redis_send(&bp->cmd, cmd, len, on_published,
@@ -579,7 +592,7 @@ static int out_send(rc_backplane *bp, char *cmd, size_t len) {
 
 /* Hands the buffer to Redis, oldest first, while Redis keeps up. */
 static void out_flush(rc_backplane *bp) {
-  while (bp->out_head != NULL && rc__redis_is_ready(&bp->cmd)) {
+  while (bp->out_head != NULL && out_open(bp)) {
     rc_outmsg *m = bp->out_head;
     if (bp->inflight > 0 && bp->inflight + m->len > bp->buffer_max &&
         !bp->closing)
@@ -597,7 +610,7 @@ static void out_flush(rc_backplane *bp) {
 
 /* Takes cmd (malloc'ed). */
 static void out_push(rc_backplane *bp, char *cmd, size_t len) {
-  if (rc__redis_is_ready(&bp->cmd) && bp->out_head == NULL &&
+  if (out_open(bp) && bp->out_head == NULL &&
       (bp->inflight == 0 || bp->inflight + len <= bp->buffer_max) &&
       out_send(bp, cmd, len) == 0)
     return;

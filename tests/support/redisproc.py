@@ -28,7 +28,7 @@ class RespError(Exception):
     """An error reply."""
 
 
-def _encode(args):
+def resp_encode(args):
     out = [b"*%d\r\n" % len(args)]
     for a in args:
         if isinstance(a, str):
@@ -86,7 +86,7 @@ class RespClient:
         raise ValueError(f"not RESP: {line!r}")
 
     def command(self, *args):
-        self.sock.sendall(_encode(args))
+        self.sock.sendall(resp_encode(args))
         return self.read()
 
 
@@ -230,7 +230,7 @@ class FakeRedis:
                     for channel in args[1:]:
                         subscribed += 1 if verb == b"SUBSCRIBE" else -1
                         writer.write(
-                            _encode([verb.lower(), channel]).replace(b"*2", b"*3", 1) + b":%d\r\n" % subscribed
+                            resp_encode([verb.lower(), channel]).replace(b"*2", b"*3", 1) + b":%d\r\n" % subscribed
                         )
                 elif verb == b"PING":
                     writer.write(b"+PONG\r\n")
