@@ -376,9 +376,9 @@ void rc_server_stats(rc_server *s, rc_stats *out);
  * rc_server_publish(), rc_server_broadcast() and relay rooms deliver to the
  * local members at once and PUBLISH the message once, tagged with this server's
  * id and a sequence number; a server skips its own messages and delivers the
- * others' to its local members, each member once. While the command
- * connection is down, publishes wait in a buffer of cfg.backplane_buffer
- * bytes; what does not fit is dropped and counted. */
+ * others' to its local members, each member once. While either connection
+ * is down (backplane_up is 0), publishes wait in a buffer of
+ * cfg.backplane_buffer bytes; what does not fit is dropped and counted. */
 
 /* This server's id: random, made by rc_server_new(). */
 uint64_t rc_server_id(const rc_server *s);
