@@ -6,7 +6,7 @@
 #   FUZZ_SECONDS=10 fuzz/run.sh  the short smoke run CI does
 #   fuzz/run.sh build            build only
 #   fuzz/run.sh http frames      run only these targets (http frames rooms
-#                                backplane bpwire utf8 tls)
+#                                backplane bpwire utf8 tls pmd)
 #
 # Each target first replays fuzz/regressions/<target>/ (inputs that once
 # failed), then fuzzes. New inputs go to build/fuzz/corpus/<target>/ (the
@@ -28,7 +28,7 @@ FUZZ_CC=${FUZZ_CC:-clang}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_FLAGS=${FUZZ_FLAGS:-}
 OUT=build/fuzz
-TARGETS=(http frames rooms backplane bpwire utf8 tls)
+TARGETS=(http frames rooms backplane bpwire utf8 tls pmd)
 # Lines that mean a target failed, whatever its exit code.
 REPORT='ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|property failed'
 
@@ -83,6 +83,9 @@ build() {
   echo "fuzz: building $OUT/fuzz_utf8"
   "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_utf8.c csrc/proto/rc_utf8.c \
     -o "$OUT/fuzz_utf8"
+  echo "fuzz: building $OUT/fuzz_pmd"
+  "$FUZZ_CC" "${cflags[@]}" fuzz/fuzz_pmd.c csrc/proto/rc_pmd.c \
+    -o "$OUT/fuzz_pmd"
   echo "fuzz: building $OUT/fuzz_tls"
   # shellcheck disable=SC2086 # pkg-config output is a list of flags
   "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags openssl) fuzz/fuzz_tls.c \
