@@ -33,7 +33,8 @@ struct rc_inflate_stream {
   int broken; /* after TOO_BIG or BAD_DATA, until reset */
 };
 
-/* --- compressing ----------------------------------------------------------- */
+/* --- compressing -----------------------------------------------------------
+ */
 
 rc_deflater *rc_deflater_new(int level) {
   if (level < 1 || level > 12)

@@ -20,9 +20,10 @@
  * 15 only; a smaller server_max_window_bits needs another compressor (the
  * negotiation declines it or uses zlib; not here).
  *
- * Fragments (RFC 7692 7.2.3.1, its second example): these functions take a whole message, the
- * payloads of its frames joined; splitting a compressed message into
- * frames, and joining them again before inflating, is the caller's.
+ * Fragments (RFC 7692 7.2.3.1, its second example): these functions take a
+ * whole message, the payloads of its frames joined; splitting a compressed
+ * message into frames, and joining them again before inflating, is the
+ * caller's.
  *
  * Not thread-safe: an rc_deflater, rc_inflater or rc_inflate_stream is used
  * by one thread at a time. */

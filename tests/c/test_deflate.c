@@ -38,8 +38,8 @@ static uint8_t *dup_bytes(const void *s, size_t n) {
  * presence objects in a batch, from a fixed seed, padded with spaces
  * before the closing bracket. */
 static uint8_t *json_message(size_t len, uint32_t seed) {
-  static const char *const words[] = {"hello", "meeting", "noon", "thanks",
-                                      "deploy", "review", "lunch", "price"};
+  static const char *const words[] = {"hello",  "meeting", "noon",  "thanks",
+                                      "deploy", "review",  "lunch", "price"};
   static const char *const syms[] = {"AAPL", "MSFT", "GOOG", "NVDA"};
   char *p = xmalloc(len + 1);
   size_t at = (size_t)snprintf(p, len + 1, "{\"type\":\"batch\",\"items\":[");
@@ -124,8 +124,8 @@ static long zlib_inflate_message(const uint8_t *in, size_t len, uint8_t *out,
   z.next_out = out;
   z.avail_out = (uInt)cap;
   int rc = inflate(&z, Z_SYNC_FLUSH);
-  long got = (rc == Z_OK || rc == Z_STREAM_END) ? (long)(cap - z.avail_out)
-                                                : -1;
+  long got =
+      (rc == Z_OK || rc == Z_STREAM_END) ? (long)(cap - z.avail_out) : -1;
   inflateEnd(&z);
   free(buf);
   return got;
@@ -264,9 +264,9 @@ RC_TEST(rfc7692_7231_hello_both_ways) {
 
   rc_inflater *inf = rc_inflater_new();
   RC_ASSERT(inf != NULL);
-  RC_CHECK_EQ_INT(inflate_check(inf, hello_7231, sizeof hello_7231, 5,
-                                "Hello", 5),
-                  RC_INFLATE_OK);
+  RC_CHECK_EQ_INT(
+      inflate_check(inf, hello_7231, sizeof hello_7231, 5, "Hello", 5),
+      RC_INFLATE_OK);
   uint8_t joined[sizeof hello_7231];
   memcpy(joined, hello_7231, 3);     /* first fragment */
   memcpy(joined + 3, hello_7231 + 3, /* second fragment */
@@ -282,9 +282,9 @@ RC_TEST(rfc7692_7231_hello_both_ways) {
   RC_ASSERT(d != NULL);
   uint8_t out[5];
   size_t n = 0;
-  RC_CHECK_EQ_INT(rc_deflate_message(d, (const uint8_t *)"Hello", 5, out,
-                                     sizeof out, &n),
-                  RC_DEFLATE_NO_GAIN);
+  RC_CHECK_EQ_INT(
+      rc_deflate_message(d, (const uint8_t *)"Hello", 5, out, sizeof out, &n),
+      RC_DEFLATE_NO_GAIN);
   rc_deflater_free(d);
 }
 
@@ -417,13 +417,13 @@ RC_TEST(deflate_bomb_is_too_big) {
     RC_CHECK_EQ_INT(rc_inflate_stream_feed(s, bomb, clen, out, MiB, &got),
                     RC_INFLATE_TOO_BIG);
     /* Broken until reset; then it works again. */
-    RC_CHECK_EQ_INT(stream_check(s, hello_7231, sizeof hello_7231, 5, "Hello",
-                                 5),
-                    RC_INFLATE_BAD_DATA);
+    RC_CHECK_EQ_INT(
+        stream_check(s, hello_7231, sizeof hello_7231, 5, "Hello", 5),
+        RC_INFLATE_BAD_DATA);
     rc_inflate_stream_reset(s);
-    RC_CHECK_EQ_INT(stream_check(s, hello_7231, sizeof hello_7231, 5, "Hello",
-                                 5),
-                    RC_INFLATE_OK);
+    RC_CHECK_EQ_INT(
+        stream_check(s, hello_7231, sizeof hello_7231, 5, "Hello", 5),
+        RC_INFLATE_OK);
     RC_CHECK_EQ_INT(stream_check(s, bomb, clen, MiB, NULL, 0),
                     RC_INFLATE_TOO_BIG);
   }
@@ -559,8 +559,7 @@ RC_TEST(stream_context_takeover_over_several_messages) {
     rc_inflater *inf = rc_inflater_new();
     RC_CHECK(inf != NULL);
     if (inf != NULL)
-      RC_CHECK_EQ_INT(inflate_check(inf, empty, 1, 0, NULL, 0),
-                      RC_INFLATE_OK);
+      RC_CHECK_EQ_INT(inflate_check(inf, empty, 1, 0, NULL, 0), RC_INFLATE_OK);
     rc_inflater_free(inf);
     free(msg);
     deflateEnd(&z);
@@ -573,8 +572,7 @@ RC_TEST(stream_context_takeover_over_several_messages) {
 RC_TEST_MAIN(RC_CASE(json_round_trips_at_levels_1_and_6),
              RC_CASE(zlib_sync_flush_message_inflates),
              RC_CASE(rfc7692_7231_hello_both_ways),
-             RC_CASE(rfc7692_7232_shared_window),
-             RC_CASE(rfc7692_7233_to_7235),
+             RC_CASE(rfc7692_7232_shared_window), RC_CASE(rfc7692_7233_to_7235),
              RC_CASE(stream_keeps_window_across_final_block),
              RC_CASE(our_messages_on_a_context_keeping_receiver),
              RC_CASE(deflate_bomb_is_too_big),
