@@ -67,9 +67,10 @@ size_t rc_deflate_bound(size_t len);
  * no zlib header), the blocks of the message, then an empty stored block
  * with BFINAL 0 whose LEN and NLEN (0x00 0x00 0xff 0xff) are left out.
  * libdeflate ends its data with a block with BFINAL set, which 7.2.3.4
- * allows ("Hello" is then f3 48 cd c9 c9 07 00 00 as in its example): the
- * empty stored block's header then stands in one 0x00 byte after it. A
- * receiver appends the tail, inflates, and stops at the final block.
+ * allows (its example: f3 48 cd c9 c9 07 00 00, a final block then 0x00):
+ * the empty stored block's header then stands in one 0x00 byte after it,
+ * as there. A receiver appends the tail, inflates, and stops at the final
+ * block.
  *
  * Returns RC_DEFLATE_OK with *out_len, always < len; or RC_DEFLATE_NO_GAIN
  * (out unspecified) when the result would not be shorter than the input
