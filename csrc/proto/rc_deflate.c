@@ -19,7 +19,8 @@ static const uint8_t tail_and_final[] = {0x00, 0x00, 0xff, 0xff, 0x03, 0x00};
 #define SCRATCH_KEEP (64 * 1024)
 
 struct rc_deflater {
-  struct libdeflate_compressor *c;
+  struct libdeflate_compressor *c; /* NULL for a zlib deflater */
+  z_stream z;
 };
 
 struct rc_inflater {
@@ -39,7 +40,7 @@ struct rc_inflate_stream {
 rc_deflater *rc_deflater_new(int level) {
   if (level < 1 || level > 12)
     return NULL;
-  rc_deflater *d = malloc(sizeof *d);
+  rc_deflater *d = calloc(1, sizeof *d);
   if (d == NULL)
     return NULL;
   d->c = libdeflate_alloc_compressor(level);
@@ -50,11 +51,56 @@ rc_deflater *rc_deflater_new(int level) {
   return d;
 }
 
+rc_deflater *rc_deflater_new_zlib(int level, int window_bits) {
+  if (level < 1 || level > 9 || window_bits < 9 || window_bits > 15)
+    return NULL;
+  rc_deflater *d = calloc(1, sizeof *d);
+  if (d == NULL)
+    return NULL;
+  /* Negative: raw DEFLATE. memLevel 8 is zlib's default. */
+  if (deflateInit2(&d->z, level, Z_DEFLATED, -window_bits, 8,
+                   Z_DEFAULT_STRATEGY) != Z_OK) {
+    free(d);
+    return NULL;
+  }
+  return d;
+}
+
 void rc_deflater_free(rc_deflater *d) {
   if (d == NULL)
     return;
-  libdeflate_free_compressor(d->c);
+  if (d->c != NULL)
+    libdeflate_free_compressor(d->c);
+  else
+    (void)deflateEnd(&d->z);
   free(d);
+}
+
+/* zlib: the message, then Z_SYNC_FLUSH's empty stored block, whose LEN and
+ * NLEN are dropped (RFC 7692 7.2.1 to the letter). Output that fills out
+ * (zlib cannot tell whether more is pending) counts as no gain. */
+static int deflate_zlib(rc_deflater *d, const uint8_t *in, size_t len,
+                        uint8_t *out, size_t out_cap, size_t *out_len) {
+  static const uint8_t tail[RC_DEFLATE_TAIL_LEN] = {0x00, 0x00, 0xff, 0xff};
+  if (len > UINT_MAX || deflateReset(&d->z) != Z_OK)
+    return RC_DEFLATE_NO_GAIN;
+  size_t cap =
+      out_cap < len + RC_DEFLATE_TAIL_LEN ? out_cap : len + RC_DEFLATE_TAIL_LEN;
+  d->z.next_in = (Bytef *)in;
+  d->z.avail_in = (uInt)len;
+  d->z.next_out = out;
+  d->z.avail_out = cap > UINT_MAX ? UINT_MAX : (uInt)cap;
+  uInt room = d->z.avail_out;
+  int rc = deflate(&d->z, Z_SYNC_FLUSH);
+  if (rc != Z_OK || d->z.avail_in != 0 || d->z.avail_out == 0)
+    return RC_DEFLATE_NO_GAIN;
+  size_t n = room - d->z.avail_out;
+  if (n < RC_DEFLATE_TAIL_LEN ||
+      memcmp(out + n - RC_DEFLATE_TAIL_LEN, tail, RC_DEFLATE_TAIL_LEN) != 0 ||
+      n - RC_DEFLATE_TAIL_LEN >= len)
+    return RC_DEFLATE_NO_GAIN;
+  *out_len = n - RC_DEFLATE_TAIL_LEN;
+  return RC_DEFLATE_OK;
 }
 
 size_t rc_deflate_bound(size_t len) { return len; }
@@ -65,6 +111,8 @@ int rc_deflate_message(rc_deflater *d, const uint8_t *in, size_t len,
    * fit out_cap: at most len - 2 and out_cap - 1 bytes of DEFLATE data. */
   if (len < 2 || out_cap < 2)
     return RC_DEFLATE_NO_GAIN;
+  if (d->c == NULL)
+    return deflate_zlib(d, in, len, out, out_cap, out_len);
   size_t avail = len - 2 < out_cap - 1 ? len - 2 : out_cap - 1;
   size_t n = libdeflate_deflate_compress(d->c, in, len, out, avail);
   if (n == 0) /* libdeflate's "did not fit in avail" */

@@ -13,12 +13,13 @@
  *   standalone messages do not need, and is faster than zlib on them.
  * - zlib for a peer that keeps its context across messages (a client of a
  *   `websockets` server, which does not grant server_no_context_takeover):
- *   rc_inflate_stream_*, one per such connection.
+ *   rc_inflate_stream_*, one per such connection; and for a compressor
+ *   with a smaller window or the Z_SYNC_FLUSH shape (rc_deflater_new_zlib).
  *
  * Window: libdeflate's compressor always uses a 32 KiB window (window bits
  * 15). Its output is valid for a peer that accepts server_max_window_bits
- * 15 only; a smaller server_max_window_bits needs another compressor (the
- * negotiation declines it or uses zlib; not here).
+ * 15 only; a smaller server_max_window_bits (9..14) needs a zlib deflater
+ * with that window, one per distinct window in use.
  *
  * Fragments (RFC 7692 7.2.3.1, its second example): these functions take a
  * whole message, the payloads of its frames joined; splitting a compressed
@@ -52,9 +53,19 @@ typedef struct rc_deflater rc_deflater;
 
 /* A compressor at level 1..12 (libdeflate's levels; 6 is zlib's default
  * ratio); NULL when the level is out of range or memory is short. Its heap
- * is about 200 KiB at level 1 and 650 KiB at levels 2 to 9 (measured; see
+ * is about 200 KiB at level 1 and 650 KiB at levels 4 and 6 (measured; see
  * the results file), held for its whole life: one per loop thread. */
 rc_deflater *rc_deflater_new(int level);
+
+/* A zlib compressor instead (level 1..9, window_bits 9..15), for what
+ * libdeflate cannot do: a peer's server_max_window_bits below 15 (zlib's
+ * raw deflate refuses 8: decline that offer), or output in the shape
+ * browsers and `websockets` send, non-final blocks and the Z_SYNC_FLUSH
+ * ending, for a receiver that mishandles a block with BFINAL set (some
+ * did: see the results file). About 1.5x slower than libdeflate at the
+ * same ratio; heap 262 KiB at 15 bits and memLevel 8 (measured).
+ * NULL when out of range or short of memory. */
+rc_deflater *rc_deflater_new_zlib(int level, int window_bits);
 void rc_deflater_free(rc_deflater *d);
 
 /* The most bytes rc_deflate_message writes for an input of len bytes: len
@@ -70,7 +81,14 @@ size_t rc_deflate_bound(size_t len);
  * allows (its example: f3 48 cd c9 c9 07 00 00, a final block then 0x00):
  * the empty stored block's header then stands in one 0x00 byte after it,
  * as there. A receiver appends the tail, inflates, and stops at the final
- * block.
+ * block. So libdeflate's output is for a receiver that agreed to no
+ * context takeover in that direction (the server's messages under
+ * server_no_context_takeover, a client's under client_no_context_takeover):
+ * a receiver that keeps one inflate stream may not read a second message
+ * after a final block (`websockets` with context takeover returns wrong
+ * data). A zlib deflater (rc_deflater_new_zlib) writes non-final blocks
+ * and Z_SYNC_FLUSH's empty stored block instead, its LEN and NLEN dropped:
+ * valid for any receiver, with or without context takeover.
  *
  * Returns RC_DEFLATE_OK with *out_len, always < len; or RC_DEFLATE_NO_GAIN
  * (out unspecified) when the result would not be shorter than the input

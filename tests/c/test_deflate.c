@@ -569,6 +569,82 @@ RC_TEST(stream_context_takeover_over_several_messages) {
   RC_CHECK(rc_inflate_stream_init(16) == NULL);
 }
 
+/* zlib's deflater: RFC 7692 7.2.1 to the letter (no BFINAL: a plain zlib
+ * receiver never reaches the stream's end), windows 15 and 9 (a 9-bit
+ * inflate stream reads the latter), round trips, and no gain on random
+ * bytes or too small an output. */
+RC_TEST(zlib_deflater_sync_flush_shape) {
+  static const int windows[] = {15, 9};
+  rc_inflater *inf = rc_inflater_new();
+  RC_ASSERT(inf != NULL);
+  for (size_t w = 0; w < 2; w++) {
+    rc_deflater *d = rc_deflater_new_zlib(6, windows[w]);
+    RC_CHECK(d != NULL);
+    if (d == NULL)
+      continue;
+    static const size_t sizes[] = {256, 1024, 16384};
+    for (size_t i = 0; i < 3; i++) {
+      size_t n = sizes[i];
+      uint8_t *msg = json_message(n, (uint32_t)(40 + i));
+      uint8_t *comp = xmalloc(rc_deflate_bound(n));
+      size_t clen = 0;
+      RC_CHECK_EQ_INT(
+          rc_deflate_message(d, msg, n, comp, rc_deflate_bound(n), &clen),
+          RC_DEFLATE_OK);
+      if (clen > 0) {
+        RC_CHECK(clen < n);
+        RC_CHECK_EQ_INT(inflate_check(inf, comp, clen, n, msg, n),
+                        RC_INFLATE_OK);
+        /* Tail appended, zlib inflates without reaching a final block. */
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        RC_CHECK(inflateInit2(&z, -windows[w]) == Z_OK);
+        uint8_t *buf = xmalloc(clen + 4), *out = xmalloc(n);
+        memcpy(buf, comp, clen);
+        memcpy(buf + clen, "\x00\x00\xff\xff", 4);
+        z.next_in = buf;
+        z.avail_in = (uInt)(clen + 4);
+        z.next_out = out;
+        z.avail_out = (uInt)n;
+        RC_CHECK_EQ_INT(inflate(&z, Z_SYNC_FLUSH), Z_OK);
+        RC_CHECK_EQ_INT(z.avail_out, 0);
+        RC_CHECK(memcmp(out, msg, n) == 0);
+        inflateEnd(&z);
+        free(buf);
+        free(out);
+        rc_inflate_stream *s = rc_inflate_stream_init(windows[w]);
+        RC_CHECK(s != NULL);
+        if (s != NULL)
+          RC_CHECK_EQ_INT(stream_check(s, comp, clen, n, msg, n),
+                          RC_INFLATE_OK);
+        rc_inflate_stream_free(s);
+      }
+      /* Room for fewer bytes than the output: no gain, nothing more. */
+      RC_CHECK_EQ_INT(rc_deflate_message(d, msg, n, comp, 8, &clen),
+                      RC_DEFLATE_NO_GAIN);
+      free(comp);
+      free(msg);
+    }
+    uint8_t rnd[1024], out[1024];
+    uint32_t x = 88172645u;
+    for (size_t i = 0; i < sizeof rnd; i++) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      rnd[i] = (uint8_t)(x >> 24);
+    }
+    size_t got = 0;
+    RC_CHECK_EQ_INT(
+        rc_deflate_message(d, rnd, sizeof rnd, out, sizeof out, &got),
+        RC_DEFLATE_NO_GAIN);
+    rc_deflater_free(d);
+  }
+  rc_inflater_free(inf);
+  RC_CHECK(rc_deflater_new_zlib(6, 8) == NULL);
+  RC_CHECK(rc_deflater_new_zlib(0, 15) == NULL);
+  RC_CHECK(rc_deflater_new_zlib(10, 15) == NULL);
+}
+
 RC_TEST_MAIN(RC_CASE(json_round_trips_at_levels_1_and_6),
              RC_CASE(zlib_sync_flush_message_inflates),
              RC_CASE(rfc7692_7231_hello_both_ways),
@@ -578,4 +654,5 @@ RC_TEST_MAIN(RC_CASE(json_round_trips_at_levels_1_and_6),
              RC_CASE(deflate_bomb_is_too_big),
              RC_CASE(garbage_and_truncated_are_bad_data),
              RC_CASE(random_bytes_do_not_shrink),
-             RC_CASE(stream_context_takeover_over_several_messages))
+             RC_CASE(stream_context_takeover_over_several_messages),
+             RC_CASE(zlib_deflater_sync_flush_shape))
