@@ -39,8 +39,9 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
                 libdeflate-dev zlib1g-dev \
                 openssl chromium redis-server clang-format
 # libdeflate-dev and zlib1g-dev: permessage-deflate (csrc/proto/rc_deflate.c):
-# libdeflate compresses and inflates the messages that stand alone, zlib
-# inflates a peer's stream that keeps its context (libdeflate cannot);
+# libdeflate compresses and inflates the messages that stand alone; zlib
+# inflates a peer's stream that keeps its context and compresses with a
+# smaller window (libdeflate can do neither);
 # benchmarks/results/2026-12-06-deflate-choice.md says why.
 # libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
 # tests' certificates; chromium runs the demo page in
