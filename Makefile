@@ -36,7 +36,13 @@ CC = gcc
 endif
 
 APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
+                libdeflate-dev zlib1g-dev \
                 openssl chromium redis-server clang-format
+# libdeflate-dev and zlib1g-dev: permessage-deflate (csrc/proto/rc_deflate.c):
+# libdeflate compresses and inflates the messages that stand alone; zlib
+# inflates a peer's stream that keeps its context and compresses with a
+# smaller window (libdeflate can do neither);
+# benchmarks/results/2026-12-06-deflate-choice.md says why.
 # libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
 # tests' certificates; chromium runs the demo page in
 # tests/test_browser_demo.py; redis-server is the backplane of the
@@ -65,8 +71,10 @@ PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
 # test_client.c can run client and server cores in one process and
 # test_backplane.c a core against a redis-server it starts itself.
 CTEST_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -Icsrc/include -Icsrc \
-               $(shell pkg-config --cflags libuv openssl hiredis 2>/dev/null)
-CTEST_LDLIBS = $(shell pkg-config --libs libuv openssl hiredis 2>/dev/null) \
+               $(shell pkg-config --cflags libuv openssl hiredis libdeflate \
+                                           zlib 2>/dev/null)
+CTEST_LDLIBS = $(shell pkg-config --libs libuv openssl hiredis libdeflate zlib \
+                                         2>/dev/null) \
                -lwslay -pthread
 CTEST_LIB_SRCS := $(sort $(wildcard csrc/proto/*.c csrc/loop/*.c))
 CTEST_DIR := build/ctest

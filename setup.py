@@ -10,7 +10,11 @@ extension, because finding its C libraries needs code:
 * wslay is found by its header ``wslay/wslay.h`` and linked with ``-lwslay``
   (Debian package ``libwslay-dev``, which ships no pkg-config file);
 * hiredis is found with ``pkg-config --cflags --libs hiredis`` (Debian
-  package ``libhiredis-dev``) and its asynchronous API checked to link.
+  package ``libhiredis-dev``) and its asynchronous API checked to link;
+* libdeflate (permessage-deflate's messages that stand alone) with
+  ``pkg-config --cflags --libs libdeflate`` (Debian package
+  ``libdeflate-dev``) and zlib (a peer's stream that keeps its context) with
+  ``pkg-config --cflags --libs zlib`` (Debian package ``zlib1g-dev``).
 
 When one is missing the build stops with a message naming the Debian
 packages to install, instead of a compiler error about a missing header.
@@ -43,7 +47,7 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_HINT = (
     "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev libssl-dev "
-    "libhiredis-dev pkg-config\n"
+    "libhiredis-dev libdeflate-dev zlib1g-dev pkg-config\n"
     "(or run `make deps` as root, which installs them)."
 )
 
@@ -157,6 +161,8 @@ class BuildExt(build_ext):
             ssl_cflags, ssl_ldflags = _pkg_config_flags("openssl", "libssl-dev")
             _check_wslay(_c_compiler(), uv_cflags)
             hi_cflags, hi_ldflags = _hiredis_flags(_c_compiler())
+            ld_cflags, ld_ldflags = _pkg_config_flags("libdeflate", "libdeflate-dev")
+            z_cflags, z_ldflags = _pkg_config_flags("zlib", "zlib1g-dev")
         except MissingDependency as exc:
             sys.stderr.write("\nerror: %s\n\n" % exc)
             raise SystemExit(1) from None
@@ -175,8 +181,12 @@ class BuildExt(build_ext):
             cflags += ["-O1", "-g"] + san
             ldflags += san
         for ext in self.extensions:
-            ext.extra_compile_args = uv_cflags + ssl_cflags + hi_cflags + cflags + list(ext.extra_compile_args)
-            ext.extra_link_args = uv_ldflags + ssl_ldflags + hi_ldflags + ldflags + list(ext.extra_link_args)
+            ext.extra_compile_args = (
+                uv_cflags + ssl_cflags + hi_cflags + ld_cflags + z_cflags + cflags + list(ext.extra_compile_args)
+            )
+            ext.extra_link_args = (
+                uv_ldflags + ssl_ldflags + hi_ldflags + ld_ldflags + z_ldflags + ldflags + list(ext.extra_link_args)
+            )
         super().build_extensions()
 
 

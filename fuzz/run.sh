@@ -6,7 +6,7 @@
 #   FUZZ_SECONDS=10 fuzz/run.sh  the short smoke run CI does
 #   fuzz/run.sh build            build only
 #   fuzz/run.sh http frames      run only these targets (http frames rooms
-#                                backplane bpwire utf8 tls pmd)
+#                                backplane bpwire utf8 tls pmd inflate)
 #
 # Each target first replays fuzz/regressions/<target>/ (inputs that once
 # failed), then fuzzes. New inputs go to build/fuzz/corpus/<target>/ (the
@@ -28,7 +28,7 @@ FUZZ_CC=${FUZZ_CC:-clang}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_FLAGS=${FUZZ_FLAGS:-}
 OUT=build/fuzz
-TARGETS=(http frames rooms backplane bpwire utf8 tls pmd)
+TARGETS=(http frames rooms backplane bpwire utf8 tls pmd inflate)
 # Lines that mean a target failed, whatever its exit code.
 REPORT='ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|property failed'
 
@@ -68,8 +68,8 @@ build() {
     -fno-sanitize-recover=undefined -fno-omit-frame-pointer
     -Wall -Wextra -Werror -Icsrc/include -Icsrc)
   local uv_cflags uv_libs
-  uv_cflags=$(pkg-config --cflags libuv openssl hiredis)
-  uv_libs=$(pkg-config --libs libuv openssl hiredis)
+  uv_cflags=$(pkg-config --cflags libuv openssl hiredis libdeflate zlib)
+  uv_libs=$(pkg-config --libs libuv openssl hiredis libdeflate zlib)
   echo "fuzz: building $OUT/fuzz_http"
   # shellcheck disable=SC2086 # pkg-config output is a list of flags
   "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags libcrypto) \
@@ -90,6 +90,11 @@ build() {
   # shellcheck disable=SC2086 # pkg-config output is a list of flags
   "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags openssl) fuzz/fuzz_tls.c \
     csrc/proto/rc_tls.c -o "$OUT/fuzz_tls" $(pkg-config --libs openssl)
+  echo "fuzz: building $OUT/fuzz_inflate"
+  # shellcheck disable=SC2086 # pkg-config output is a list of flags
+  "$FUZZ_CC" "${cflags[@]}" $(pkg-config --cflags libdeflate zlib) \
+    fuzz/fuzz_inflate.c csrc/proto/rc_deflate.c -o "$OUT/fuzz_inflate" \
+    $(pkg-config --libs libdeflate zlib)
   # The targets that run a whole core link every file of it but the binding.
   local core=(csrc/proto/*.c csrc/loop/*.c)
   local t
