@@ -851,10 +851,12 @@ def test_empty_message_flood_from_a_server_is_held_by_a_client_that_does_not_rea
 
 async def test_empty_pushes_count_against_a_starlette_members_queue():
     """A room pushes 100,000 empty messages at once to a Starlette (uvicorn)
-    member: each waits as an object in the member's queue, so they add up
-    to ASGI_QUEUE_BYTES (1 MiB) like any message and the member is closed
-    with 1008, instead of the queue growing for free."""
+    member that does not read: once the socket's buffers (small here) and
+    uvicorn's are full, each waits as an object in the member's queue, so
+    they add up to ASGI_QUEUE_BYTES (1 MiB) like any message and the member
+    is closed with 1008, instead of the queue growing for free."""
     import asyncio
+    import socket
 
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
@@ -862,9 +864,13 @@ async def test_empty_pushes_count_against_a_starlette_members_queue():
     from roomcast import Room
     from support.uvicornapp import Uvicorn, chat_app
 
+    small = 4096
     room = Room()
-    async with Uvicorn(chat_app(room)) as server:
-        async with connect(f"ws://127.0.0.1:{server.port}/chat/1") as member:
+    async with Uvicorn(chat_app(room), sndbuf=small) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, small)
+        sock.connect(("127.0.0.1", server.port))
+        async with connect(f"ws://127.0.0.1:{server.port}/chat/1", sock=sock, max_queue=1) as member:
             while len(room) < 1:
                 await asyncio.sleep(0.02)
             for _ in range(100_000):

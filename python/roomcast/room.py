@@ -89,14 +89,15 @@ _STATE_NAMES = {s.name: s for s in WebSocketState}
 
 class _AsgiSocket:
     """A Starlette WebSocket as the room drives it: messages from its
-    ``receive()``, pushes queued and sent in order by a task of its own."""
+    ``receive()``; pushes sent in order, at once while nothing waits for
+    this member (the ASGI server's send rarely has to wait: it then costs
+    no task), else queued and sent by a task that lives while some wait."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self._out: deque[str | bytes] = deque()
         self._queued = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # sends what waits
         self._dropped = False  # closed for not reading: takes no more pushes
 
     @staticmethod
@@ -136,43 +137,85 @@ class _AsgiSocket:
         asyncio.ensure_future(self.close(1011, "internal error") if connected else self.close())
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._send_loop())
+        pass  # nothing to start: a task is made when pushes must wait
 
     def stop(self) -> None:
+        self._dropped = True
+        self._out.clear()
+        self._queued = 0
         if self._task is not None:
             self._task.cancel()
+
+    def _send(self, data: str | bytes) -> Coroutine[Any, Any, None]:
+        send: Coroutine[Any, Any, None] = self.ws.send_text(data) if isinstance(data, str) else self.ws.send_bytes(data)
+        return send
 
     def push(self, data: str | bytes) -> None:
         if self._dropped:
             return
+        if self._task is None:
+            # Nothing waits: send now, as far as the send goes without
+            # waiting (all the way, unless the transport is full).
+            coro = self._send(data)
+            try:
+                waited = coro.send(None)
+            except StopIteration:
+                return
+            except Exception:
+                self._gone()
+                return
+            self._task = asyncio.ensure_future(self._drain(coro, waited))
+            return
         self._out.append(data)
         self._queued += message_cost(data)
         if self._queued > ASGI_QUEUE_BYTES:
-            self._dropped = True
-            self._out.clear()
-            self._queued = 0
             self.stop()
             asyncio.ensure_future(self.close(1008, "message queue full (client too slow)"))
-            return
-        self._wake.set()
 
-    async def _send_loop(self) -> None:
-        out = self._out
+    def _gone(self) -> None:
+        """A send failed: the client has gone (its receive() says so)."""
+        self._out.clear()
+        self._queued = 0
+
+    async def _drain(self, coro: Coroutine[Any, Any, None], waited: Any) -> None:
+        """Finishes the send that had to wait (``coro``, suspended on
+        ``waited``), then sends what was queued meanwhile, in order."""
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while out:
-                    data = out.popleft()
-                    self._queued -= message_cost(data)
-                    if isinstance(data, str):
-                        await self.ws.send_text(data)
-                    else:
-                        await self.ws.send_bytes(data)
+                # Wait for what the send waits for, without its outcome:
+                # the send itself takes it (a failure raises in the send).
+                if isinstance(waited, asyncio.Future):
+                    waited._asyncio_future_blocking = False
+                    await asyncio.wait([waited])
+                else:
+                    await asyncio.sleep(0)  # a bare yield
+                try:
+                    waited = coro.send(None)
+                    continue
+                except StopIteration:
+                    pass
+                out = self._out
+                if not out:
+                    return
+                data = out.popleft()
+                self._queued -= message_cost(data)
+                coro = self._send(data)
+                waited = None
+                try:
+                    waited = coro.send(None)
+                except StopIteration:
+                    while out:  # the rest, awaited in this task
+                        data = out.popleft()
+                        self._queued -= message_cost(data)
+                        await self._send(data)
+                    return
         except asyncio.CancelledError:
+            coro.close()
             raise
         except Exception:
-            out.clear()  # the client has gone: its receive() says so
+            self._gone()
+        finally:
+            self._task = None
 
 
 __all__ = ["BaseRoom", "Room"]
