@@ -33,79 +33,17 @@
 #include "proto/rc_http.h"
 #include "proto/rc_tls.h"
 
-/* --- id -> client: open addressing, linear probing (under client_lock) --- */
-
-static uint32_t home_of(uint64_t id, uint32_t cap) {
-  return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
-}
+/* --- id -> client (s->clients, under client_lock) ------------------------ */
 
 static rc_client *map_get(rc_server *s, uint64_t id) {
-  if (s->clients_cap == 0)
-    return NULL;
-  uint32_t j = home_of(id, s->clients_cap);
-  while (s->clients[j] != NULL) {
-    if (s->clients[j]->id == id)
-      return s->clients[j];
-    j = (j + 1) & (s->clients_cap - 1);
-  }
-  return NULL;
-}
-
-static int map_put(rc_server *s, rc_client *cl) {
-  if ((s->clients_n + 1) * 2 > s->clients_cap) {
-    uint32_t cap = s->clients_cap ? s->clients_cap * 2 : 16;
-    rc_client **t = calloc(cap, sizeof(*t));
-    if (t == NULL)
-      return UV_ENOMEM;
-    for (uint32_t i = 0; i < s->clients_cap; i++) {
-      rc_client *e = s->clients[i];
-      if (e == NULL)
-        continue;
-      uint32_t j = home_of(e->id, cap);
-      while (t[j] != NULL)
-        j = (j + 1) & (cap - 1);
-      t[j] = e;
-    }
-    free(s->clients);
-    s->clients = t;
-    s->clients_cap = cap;
-  }
-  uint32_t j = home_of(cl->id, s->clients_cap);
-  while (s->clients[j] != NULL)
-    j = (j + 1) & (s->clients_cap - 1);
-  s->clients[j] = cl;
-  s->clients_n++;
-  return 0;
-}
-
-static void map_del(rc_server *s, rc_client *cl) {
-  uint32_t mask = s->clients_cap - 1;
-  uint32_t j = home_of(cl->id, s->clients_cap);
-  while (s->clients[j] != cl) {
-    if (s->clients[j] == NULL)
-      return;
-    j = (j + 1) & mask;
-  }
-  s->clients[j] = NULL;
-  s->clients_n--;
-  /* Move back the entries whose probe run crossed the hole. */
-  uint32_t k = (j + 1) & mask;
-  while (s->clients[k] != NULL) {
-    uint32_t home = home_of(s->clients[k]->id, s->clients_cap);
-    if (((k - home) & mask) >= ((k - j) & mask)) {
-      s->clients[j] = s->clients[k];
-      s->clients[k] = NULL;
-      j = k;
-    }
-    k = (k + 1) & mask;
-  }
+  return rc__idmap_get(&s->clients, id);
 }
 
 static rc_client *client_take(rc_server *s, uint64_t id, int remove) {
   uv_mutex_lock(&s->client_lock);
   rc_client *cl = map_get(s, id);
   if (cl != NULL && remove)
-    map_del(s, cl);
+    rc__idmap_del(&s->clients, cl->id);
   uv_mutex_unlock(&s->client_lock);
   return cl;
 }
@@ -225,7 +163,7 @@ int rc_server_connect(rc_server *s, const rc_connect_opts *o, uint64_t *conn) {
   cmd->type = RC_CMD_CONNECT;
   cmd->conn = cl->id;
   uv_mutex_lock(&s->client_lock);
-  r = map_put(s, cl);
+  r = rc__idmap_put(&s->clients, cl->id, cl);
   uv_mutex_unlock(&s->client_lock);
   if (r != 0) {
     free(cmd);
@@ -595,12 +533,7 @@ void rc__client_unstarted(rc_server *s, uint64_t id) {
   if (cl == NULL)
     return;
   static const char reason[] = "the client stopped";
-  rc_event *ev = rc__event_new(RC_EV_CLOSE, id, sizeof reason - 1);
-  if (ev != NULL) {
-    ev->code = 1006;
-    memcpy(ev->data, reason, sizeof reason - 1);
-    rc__event_push(s, ev);
-  }
+  rc__event_close(s, id, 1006, reason, sizeof reason - 1);
   client_free(cl);
 }
 
@@ -783,12 +716,10 @@ static void client_received(rc_conn *c, const char *data, size_t len) {
 }
 
 void rc__clients_destroy(rc_server *s) {
-  for (uint32_t i = 0; i < s->clients_cap; i++)
-    if (s->clients[i] != NULL)
-      client_free(s->clients[i]); /* never started: the loop had ended */
-  free(s->clients);
-  s->clients = NULL;
-  s->clients_cap = s->clients_n = 0;
+  for (uint32_t i = 0; i < s->clients.cap; i++)
+    if (s->clients.t[i].p != NULL)
+      client_free(s->clients.t[i].p); /* never started: the loop had ended */
+  rc__idmap_free(&s->clients);
   while (s->tls_ctxs != NULL) {
     struct rc__tls_ctx_entry *e = s->tls_ctxs;
     s->tls_ctxs = e->next;

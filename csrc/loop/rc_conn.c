@@ -102,74 +102,13 @@ int rc__conn_register(rc_server *s, rc_conn *c) {
   return 0;
 }
 
-/* --- adopted ids -> connections: open addressing, linear probing --------- */
-
-static uint32_t adopted_home(uint64_t id, uint32_t cap) {
-  return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
-}
-
 rc_conn *rc__conn_adopted_find(rc_server *s, uint64_t id) {
-  if (s->adopted_cap == 0)
-    return NULL;
-  uint32_t mask = s->adopted_cap - 1;
-  for (uint32_t j = adopted_home(id, s->adopted_cap); s->adopted[j] != NULL;
-       j = (j + 1) & mask)
-    if (s->adopted[j]->id == id)
-      return s->adopted[j];
-  return NULL;
-}
-
-static void adopted_place(rc_conn **t, uint32_t cap, rc_conn *c) {
-  uint32_t j = adopted_home(c->id, cap);
-  while (t[j] != NULL)
-    j = (j + 1) & (cap - 1);
-  t[j] = c;
-}
-
-static int adopted_put(rc_server *s, rc_conn *c) {
-  if ((s->adopted_n + 1) * 2 > s->adopted_cap) {
-    uint32_t cap = s->adopted_cap ? s->adopted_cap * 2 : 16;
-    rc_conn **t = calloc(cap, sizeof(*t));
-    if (t == NULL)
-      return UV_ENOMEM;
-    for (uint32_t i = 0; i < s->adopted_cap; i++)
-      if (s->adopted[i] != NULL)
-        adopted_place(t, cap, s->adopted[i]);
-    free(s->adopted);
-    s->adopted = t;
-    s->adopted_cap = cap;
-  }
-  adopted_place(s->adopted, s->adopted_cap, c);
-  s->adopted_n++;
-  return 0;
-}
-
-static void adopted_del(rc_server *s, rc_conn *c) {
-  if (s->adopted_cap == 0)
-    return;
-  uint32_t mask = s->adopted_cap - 1;
-  uint32_t j = adopted_home(c->id, s->adopted_cap);
-  while (s->adopted[j] != c) {
-    if (s->adopted[j] == NULL)
-      return;
-    j = (j + 1) & mask;
-  }
-  s->adopted[j] = NULL;
-  s->adopted_n--;
-  /* Move back the entries whose probe run crossed the hole. */
-  for (uint32_t k = (j + 1) & mask; s->adopted[k] != NULL; k = (k + 1) & mask) {
-    uint32_t home = adopted_home(s->adopted[k]->id, s->adopted_cap);
-    if (((k - home) & mask) >= ((k - j) & mask)) {
-      s->adopted[j] = s->adopted[k];
-      s->adopted[k] = NULL;
-      j = k;
-    }
-  }
+  return rc__idmap_get(&s->adopted, id);
 }
 
 static void conn_unregister(rc_server *s, rc_conn *c) {
   if (c->id & RC__ADOPT_BIT)
-    adopted_del(s, c);
+    rc__idmap_del(&s->adopted, c->id);
   s->slots[c->slot] = NULL;
   s->free_slots[s->nfree++] = c->slot;
   s->nconns--;
@@ -180,7 +119,7 @@ int rc__conn_register_adopted(rc_server *s, rc_conn *c, uint64_t id) {
   if (r != 0)
     return r;
   c->id = id;
-  if ((r = adopted_put(s, c)) != 0)
+  if ((r = rc__idmap_put(&s->adopted, id, c)) != 0)
     conn_unregister(s, c);
   return r;
 }
@@ -255,14 +194,8 @@ void rc__conn_abort(rc_conn *c) {
     return;
   rc_server *s = c->srv;
   if (c->known) {
-    const char *reason = c->close_reason ? c->close_reason : "";
-    size_t rlen = c->close_reason ? c->close_reason_len : 0;
-    rc_event *ev = rc__event_new(RC_EV_CLOSE, c->id, rlen);
-    if (ev != NULL) {
-      ev->code = final_code(c);
-      memcpy(ev->data, reason, rlen);
-      rc__event_push(s, ev);
-    }
+    rc__event_close(s, c->id, final_code(c), c->close_reason,
+                    c->close_reason ? c->close_reason_len : 0);
   }
   c->role->gone(c);
   conn_unregister(s, c);

@@ -27,6 +27,7 @@
 #include <wslay/wslay.h>
 
 #include "loop/rc_buf.h"
+#include "loop/rc_idmap.h"
 #include "loop/rc_outq.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
@@ -309,8 +310,7 @@ struct rc_server {
   /* adopted connections: id -> conn, open addressing (rc_conn.c); loop
    * thread only, since the adopt command comes before any other that
    * names the id */
-  rc_conn **adopted;
-  uint32_t adopted_cap, adopted_n;
+  rc__idmap adopted;
   atomic_uint_fast64_t next_adopt;
   rc__limits limits; /* of the connections it accepts (rc_server_new) */
   uint32_t nstarved; /* connections with starved set */
@@ -341,8 +341,7 @@ struct rc_server {
 
   /* client connections: id -> rc_client, open addressing (rc_client.c) */
   uv_mutex_t client_lock; /* any thread: guards the table */
-  rc_client **clients;
-  uint32_t clients_cap, clients_n;
+  rc__idmap clients;
   atomic_uint_fast64_t next_client;
   atomic_uint_fast64_t st_clients, st_client_connects;
   struct rc__tls_ctx_entry *tls_ctxs; /* loop thread: contexts by settings */
@@ -515,6 +514,10 @@ void rc__bp_command(struct rc_server *s, rc_cmd *cmd);
 void rc__event_push(struct rc_server *s, rc_event *ev);
 void rc__events_hand_over(struct rc_server *s);
 rc_event *rc__event_new(uint16_t type, uint64_t conn, size_t len);
+/* Queues conn's RC_EV_CLOSE with code and reason (len bytes); an event
+ * that cannot be made is lost with the memory. */
+void rc__event_close(struct rc_server *s, uint64_t conn, unsigned code,
+                     const char *reason, size_t len);
 /* Event payload strings (see rc_core.h): a uint32_t length then the bytes;
  * headers as name (lower-cased) and value pairs. Each returns the end. */
 char *rc__event_put(char *p, const void *str, size_t n);

@@ -79,6 +79,17 @@ static size_t event_cost(const rc_event *ev) {
   return n < RC__MALLOC_MIN ? RC__MALLOC_MIN : n;
 }
 
+void rc__event_close(struct rc_server *s, uint64_t conn, unsigned code,
+                     const char *reason, size_t len) {
+  rc_event *ev = rc__event_new(RC_EV_CLOSE, conn, len);
+  if (ev == NULL)
+    return;
+  ev->code = (uint16_t)code;
+  if (len > 0)
+    memcpy(ev->data, reason, len);
+  rc__event_push(s, ev);
+}
+
 void rc__event_push(struct rc_server *s, rc_event *ev) {
   ev->next = NULL;
   atomic_fetch_add_explicit(&s->ev_bytes, event_cost(ev), memory_order_relaxed);

@@ -112,19 +112,6 @@ int rc_server_fd(const rc_server *s) { return s->ev_fd; }
 
 /* --- the loop thread ----------------------------------------------------- */
 
-/* An adopted connection that never was one (the loop ended first, or its
- * socket could not be opened): its embedder has the id and is owed an
- * RC_EV_CLOSE all the same. */
-static void adopt_unstarted(rc_server *s, uint64_t id, const char *why) {
-  size_t n = strlen(why);
-  rc_event *ev = rc__event_new(RC_EV_CLOSE, id, n);
-  if (ev == NULL)
-    return;
-  ev->code = 1006;
-  memcpy(ev->data, why, n);
-  rc__event_push(s, ev);
-}
-
 static void on_handle_closed(uv_handle_t *h) {
   rc_server *s = h->loop->data;
   s->open_handles--;
@@ -145,7 +132,8 @@ static void close_loop_handles(rc_server *s) {
     if (left->type == RC_CMD_CONNECT) /* its embedder awaits an event */
       rc__client_unstarted(s, left->conn);
     else if (left->type == RC_CMD_ADOPT) /* the same; the fd closes below */
-      adopt_unstarted(s, left->conn, "server shutting down");
+      rc__event_close(s, left->conn, 1006, "server shutting down",
+                      strlen("server shutting down"));
     rc__cmd_free(left);
     left = next;
   }
@@ -470,7 +458,7 @@ void rc_server_free(rc_server *s) {
   rc__rooms_destroy(s);
   rc__clients_destroy(s);
   rc__bp_free(s);
-  free(s->adopted);
+  rc__idmap_free(&s->adopted);
   free(s->slots);
   free(s->gens);
   free(s->free_slots);
@@ -592,7 +580,8 @@ void rc__server_adopt(rc_server *s, rc_cmd *cmd) {
   char why[96];
   rc_conn *c = server_conn_new(s);
   if (c == NULL) {
-    adopt_unstarted(s, cmd->conn, "out of memory");
+    static const char oom[] = "out of memory";
+    rc__event_close(s, cmd->conn, 1006, oom, sizeof oom - 1);
     return; /* cmd keeps the fd: rc__cmd_free closes it */
   }
   int r = uv_tcp_open(&c->tcp, fd);
@@ -609,7 +598,7 @@ void rc__server_adopt(rc_server *s, rc_cmd *cmd) {
     uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);
     (void)snprintf(why, sizeof why, "cannot adopt the socket: %s",
                    uv_strerror(r));
-    adopt_unstarted(s, cmd->conn, why);
+    rc__event_close(s, cmd->conn, 1006, why, strlen(why));
     return;
   }
   c->known = 1;
