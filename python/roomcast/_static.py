@@ -15,6 +15,15 @@ Response = tuple[int, list[tuple[str, str]], bytes]
 SMALL_FILE = 256 * 1024
 
 
+def is_small(real: str) -> bool:
+    """Whether a file is small enough to read on the event loop (one that
+    cannot be measured too: file_response answers 404 at once)."""
+    try:
+        return os.path.getsize(real) <= SMALL_FILE
+    except OSError:
+        return True
+
+
 def text_response(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
     return status, [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])], text.encode()
 

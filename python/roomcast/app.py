@@ -64,7 +64,6 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,7 +74,7 @@ from . import _pyhub
 from ._asgi import adopted
 from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
 from ._params import Route
-from ._static import SMALL_FILE, Response, file_response, text_response
+from ._static import Response, file_response, is_small, text_response
 from .room import _now, check_name
 from .server import Running, Server
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, drive, hub_of, take
@@ -594,21 +593,12 @@ class App(Server):
 
     async def _http_answer(self, path: str) -> Response:
         """What the App's own server answers a plain GET of ``path``."""
-        for static in self._static:
-            found = static.lookup(path)
-            if isinstance(found, str):
-                try:
-                    small = os.path.getsize(found) <= SMALL_FILE
-                except OSError:
-                    small = True  # file_response answers 404
-                if small:
-                    return file_response(found)
-                return await asyncio.get_running_loop().run_in_executor(None, file_response, found)
-            if found is not None and found[0] != 404:
-                return found
-        if any(entry[0].match(path) is not None for entry in self._routes):
-            return text_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")])
-        return text_response(404, "Not Found")
+        answer = self._plain_answer(path)
+        if not isinstance(answer, str):
+            return answer
+        if is_small(answer):
+            return file_response(answer)
+        return await asyncio.get_running_loop().run_in_executor(None, file_response, answer)
 
     async def _asgi_websocket(
         self,
@@ -663,14 +653,12 @@ class App(Server):
         and runs its endpoint in the ASGI call's task (that task exists
         anyway, so the App's sockets run as endpoints, not on events)."""
         hub = hub_of(websocket)
-        status = 0
-        if self._origins is not None:
-            origin = websocket.headers.getlist("origin")
-            if len(origin) > 1 or (origin[0] if origin else None) not in self._origins:
-                status = 403
-        found = self._match(websocket.url.path) if not status else None
+        found = None
+        if not self._origin_allowed(websocket.headers.getlist("origin")):
+            hub.reject(websocket.id, 403, b"origin not allowed\n")
+        elif (found := self._match(websocket.url.path)) is None:
+            hub.reject(websocket.id, 404)
         if found is None:
-            hub.reject(websocket.id, status or 404)
             websocket.application_state = WebSocketState.DISCONNECTED
             return
         endpoint, _, params, kwargs = found

@@ -50,7 +50,7 @@ from ._core import Core
 from ._http import header_values
 from ._hub import Hub
 from ._params import Binder, ParamError, Route
-from ._static import SMALL_FILE, StaticFiles, file_response, text_response
+from ._static import Response, StaticFiles, file_response, is_small, text_response
 from .backplane import Backplane, parse_url
 from .room import BaseRoom
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, feed, feed_close
@@ -428,9 +428,7 @@ class Server:
                     if ws is not None:
                         feed(ws, event[2])
                 elif kind == EV_CLOSE:
-                    ws = conns.pop(event[1], None)
-                    if ws is not None:
-                        feed_close(ws, event[2], event[3])
+                    self._on_close(event[1], event[2], event[3])
                 elif kind == EV_REDIS:
                     if backplane is not None:
                         backplane.on_reply(event[1], event[2], event[3])
@@ -443,6 +441,12 @@ class Server:
                     self._decide(kind, event)
             except Exception:
                 logger.exception("roomcast failed to dispatch event %r", event[:2])
+
+    def _on_close(self, conn: int, code: int, reason: str) -> None:
+        """A connection's last event."""
+        ws = self._conns.pop(conn, None)
+        if ws is not None:
+            feed_close(ws, code, reason)
 
     def _decide(self, kind: int, event: Any) -> None:
         """Routes an upgrade or a plain request. Whatever fails while
@@ -478,12 +482,9 @@ class Server:
     def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         hub = self._hub
         assert hub is not None
-        if self._origins is not None:
-            origin = header_values(headers, "origin")
-            # Two Origin headers are never a browser's: refused.
-            if len(origin) > 1 or (origin[0] if origin else None) not in self._origins:
-                hub.reject(conn, 403, b"origin not allowed\n")
-                return
+        if not self._origin_allowed(header_values(headers, "origin")):
+            hub.reject(conn, 403, b"origin not allowed\n")
+            return
         found = self._match(path)
         if found is None:
             hub.reject(conn, 404)
@@ -532,29 +533,34 @@ class Server:
             status, hdrs, body = text_response(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
             hub.respond(conn, status, hdrs, body, head)
             return
-        answer = None
-        for static in self._static:
-            found = static.lookup(path)
-            if isinstance(found, str):
-                self._send_file(hub, conn, found, head)
-                return
-            if found is not None and found[0] != 404:
-                answer = found
-                break
-        if answer is None:
-            if any(entry[0].match(path) is not None for entry in self._routes):
-                answer = text_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")])
-            else:
-                answer = text_response(404, "Not Found")
+        answer = self._plain_answer(path)
+        if isinstance(answer, str):
+            self._send_file(hub, conn, answer, head)
+            return
         status, hdrs, body = answer
         hub.respond(conn, status, hdrs, body, head)
 
+    def _plain_answer(self, path: str) -> Response | str:
+        """The answer to a plain GET of ``path``, or the real path of the
+        static file to send: a static file, 426 for a websocket route, 404
+        otherwise."""
+        for static in self._static:
+            found = static.lookup(path)
+            if isinstance(found, str) or (found is not None and found[0] != 404):
+                return found
+        if any(entry[0].match(path) is not None for entry in self._routes):
+            return text_response(426, "Upgrade Required", [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        return text_response(404, "Not Found")
+
+    def _origin_allowed(self, origin: list[str]) -> bool:
+        """Whether the ``Origin`` header's values pass ``origins``: two
+        Origin headers are never a browser's, so they are refused."""
+        if self._origins is None:
+            return True
+        return len(origin) <= 1 and (origin[0] if origin else None) in self._origins
+
     def _send_file(self, hub: Hub, conn: int, real: str, head: bool) -> None:
-        try:
-            small = os.path.getsize(real) <= SMALL_FILE
-        except OSError:
-            small = True  # file_response answers 404
-        if small:
+        if is_small(real):
             status, hdrs, body = file_response(real)
             hub.respond(conn, status, hdrs, body, head)
             return

@@ -55,7 +55,7 @@ from uvicorn.protocols.utils import get_client_addr, get_local_addr, get_path_wi
 from uvicorn.server import ServerState
 
 from ._asgi import EXTENSION, Channel, ClientDisconnected
-from ._core import EV_CLOSE, Core
+from ._core import Core
 from ._http import parse_raw_headers
 from .server import Server
 from .websocket import ServerWebSocket, WebSocketState
@@ -155,16 +155,11 @@ class _Adopter(Server):
         self._protocols[conn] = protocol
         return conn
 
-    def _dispatch(self, events: list[Any]) -> None:
-        super()._dispatch(events)
-        protocols = self._protocols
-        if not protocols:
-            return
-        for event in events:
-            if event[0] == EV_CLOSE:
-                protocol = protocols.pop(event[1], None)
-                if protocol is not None:
-                    protocol.closed()
+    def _on_close(self, conn: int, code: int, reason: str) -> None:
+        super()._on_close(conn, code, reason)
+        protocol = self._protocols.pop(conn, None)
+        if protocol is not None:
+            protocol.closed()
 
     def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
         hub = self._hub
