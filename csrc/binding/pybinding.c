@@ -111,14 +111,29 @@ static int check_secs(const char *name, double v) {
 }
 
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {
-      "max_message_size", "max_queue_bytes",    "ping_interval",
-      "ping_timeout",     "handshake_timeout",  "close_timeout",
-      "max_header_bytes", "max_headers",        "http_requests",
-      "max_connections",  "idle_timeout",       "drop_oldest",
-      "max_event_bytes",  "backplane_host",     "backplane_port",
-      "backplane_db",     "backplane_username", "backplane_password",
-      "backplane_prefix", "backplane_buffer",   NULL};
+  static char *kwlist[] = {"max_message_size",
+                           "max_queue_bytes",
+                           "ping_interval",
+                           "ping_timeout",
+                           "handshake_timeout",
+                           "close_timeout",
+                           "max_header_bytes",
+                           "max_headers",
+                           "http_requests",
+                           "max_connections",
+                           "idle_timeout",
+                           "drop_oldest",
+                           "max_event_bytes",
+                           "backplane_host",
+                           "backplane_port",
+                           "backplane_db",
+                           "backplane_username",
+                           "backplane_password",
+                           "backplane_prefix",
+                           "backplane_buffer",
+                           "compression",
+                           "compression_threshold",
+                           NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
@@ -129,14 +144,21 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   Py_ssize_t max_conns = 0;
   Py_ssize_t max_ev = (Py_ssize_t)cfg.max_event_bytes;
   Py_ssize_t bp_buffer = (Py_ssize_t)cfg.backplane_buffer;
+  int compression = cfg.compression;
+  Py_ssize_t z_min = (Py_ssize_t)cfg.compression_threshold;
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "|$nnddddnnpndpnziizzzn:Core", kwlist, &max_msg, &max_q,
+          args, kw, "|$nnddddnnpndpnziizzznpn:Core", kwlist, &max_msg, &max_q,
           &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
           &cfg.close_timeout, &max_hb, &max_h, &http, &max_conns,
           &cfg.idle_timeout, &drop, &max_ev, &cfg.backplane_host,
           &cfg.backplane_port, &cfg.backplane_db, &cfg.backplane_username,
-          &cfg.backplane_password, &cfg.backplane_prefix, &bp_buffer))
+          &cfg.backplane_password, &cfg.backplane_prefix, &bp_buffer,
+          &compression, &z_min))
     return NULL;
+  if (check_size("compression_threshold", z_min, 0, PY_SSIZE_T_MAX) < 0)
+    return NULL;
+  cfg.compression = compression;
+  cfg.compression_threshold = (size_t)z_min;
   if (cfg.backplane_host != NULL &&
       (cfg.backplane_host[0] == '\0' || cfg.backplane_port < 1 ||
        cfg.backplane_port > 65535 || cfg.backplane_db < 0 || bp_buffer < 0 ||
@@ -1074,6 +1096,9 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       {"backplane_channels", st.backplane_channels},
       {"backplane_invalid", st.backplane_invalid},
       {"adopted_total", st.adopted_total},
+      {"deflate_connections", st.deflate_connections},
+      {"messages_deflated", st.messages_deflated},
+      {"messages_inflated", st.messages_inflated},
   };
   PyObject *dict = PyDict_New();
   for (size_t i = 0; dict != NULL && i < sizeof(fields) / sizeof(fields[0]);
@@ -1256,7 +1281,8 @@ PyDoc_STRVAR(Core_doc, "Core(*, max_message_size=1048576, "
                        "backplane_host=None, backplane_port=6379, "
                        "backplane_db=0, backplane_username=None, "
                        "backplane_password=None, backplane_prefix=None, "
-                       "backplane_buffer=1048576)\n--\n\n"
+                       "backplane_buffer=1048576, compression=True, "
+                       "compression_threshold=128)\n--\n\n"
                        "The C core: a libuv loop on its own thread.");
 
 static PyType_Slot Core_slots[] = {

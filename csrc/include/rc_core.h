@@ -74,6 +74,16 @@ typedef struct rc_config {
   size_t backplane_buffer;        /* bytes of publishes kept while Redis
                                      cannot take them; more are dropped and
                                      counted (1 MiB) */
+  /* permessage-deflate (RFC 7692; rc_handshake.c, rc_deflate.c): 1 (the
+   * default) negotiates it with clients that offer it, always answering
+   * server_no_context_takeover and client_no_context_takeover, so each
+   * compressed message stands alone: a message is compressed at most once
+   * however many members get it, and no deflate state is kept per
+   * connection. 0: never negotiated. */
+  int compression;
+  /* messages shorter than this many bytes go uncompressed (128); so does
+   * any message that would not shrink */
+  size_t compression_threshold;
 } rc_config;
 
 /* A message for an error code returned by these functions. */
@@ -81,7 +91,7 @@ const char *rc_strerror(int err);
 
 /* Fills cfg with the documented defaults (1 MiB, 1 MiB, 20 s, 20 s, 10 s,
  * 5 s, 8 KiB, 100, 0, 1024, no connection limit, no idle timeout, close
- * slow consumers). */
+ * slow consumers, permessage-deflate on above 128 bytes). */
 void rc_config_default(rc_config *cfg);
 
 enum rc_event_type {
@@ -362,6 +372,11 @@ typedef struct rc_stats {
                                     unknown format or invalid UTF-8 text */
   uint64_t adopted_total;        /* connections rc_server_adopt() handed over
                                     (counted in accepted_total too) */
+  uint64_t deflate_connections;  /* open connections that negotiated
+                                    permessage-deflate now */
+  uint64_t messages_deflated;    /* messages compressed (once each, however
+                                    many members got the compressed frame) */
+  uint64_t messages_inflated;    /* compressed messages received */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

@@ -23,8 +23,16 @@ typedef struct rc_buf {
    * (wslay writes one as two buffers, header then payload) and HTTP answers
    * are 0: a payload's first byte proves nothing. */
   uint8_t is_message;
+  /* permessage-deflate: RC__BUF_Z_UNTRIED until a member that negotiated
+   * it needs the message; then RC__BUF_Z_MADE (z holds the compressed
+   * frame, with its own reference, freed with this buffer) or
+   * RC__BUF_Z_PLAIN (too short, no gain, or no memory: plain for all). */
+  uint8_t zstate;
+  struct rc_buf *z;
   uint8_t data[];
 } rc_buf;
+
+enum { RC__BUF_Z_UNTRIED = 0, RC__BUF_Z_MADE, RC__BUF_Z_PLAIN };
 
 /* Each returns a buffer holding one reference, or NULL (out of memory). */
 rc_buf *rc__buf_new(size_t len);
@@ -39,6 +47,24 @@ rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload, size_t len);
  * body out but keeps its Content-Length. */
 rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
                      size_t body_len, int close_after, int head_only);
+
+/* The payload length of a frame made by rc__buf_frame or rc__buf_message. */
+size_t rc__buf_payload_len(const rc_buf *b);
+
+struct rc_deflater;
+/* The compressed twin of message frame b (RFC 7692 7.2.1: the same opcode,
+ * RSV1 set, the payload compressed alone by d), made at the first call and
+ * kept with b: one compression however many members take it. NULL when the
+ * payload is shorter than min bytes, would not shrink, or memory is short:
+ * the message then goes plain to every member (RSV1 is per message). Loop
+ * thread only, like the count. */
+rc_buf *rc__buf_deflated(rc_buf *b, struct rc_deflater *d, size_t min);
+
+/* Gives message frame b, not yet compressed, the compressed twin made of
+ * z[0..zlen), a payload compressed by the sender alone (a relayed
+ * message as a member sent it): nothing when it is not shorter than the
+ * plain payload or memory is short. */
+void rc__buf_take_deflated(rc_buf *b, const uint8_t *z, size_t zlen);
 
 static inline void rc__buf_ref(rc_buf *b) { b->refs++; }
 void rc__buf_unref(rc_buf *b); /* NULL-safe */

@@ -782,6 +782,7 @@ const rc__role rc__client_role = {
     .send = client_send,
     .ping = client_ping,
     .message = rc__conn_message_event,
+    .inflate = rc__conn_inflate,
     .overflow = client_overflow,
     .draining = client_draining,
     .deadline = client_deadline,

@@ -342,9 +342,83 @@ static int ws_push_frames(rc_conn *c) {
   return c->state == RC_CONN_GONE || c->doomed ? -1 : 0;
 }
 
+/* --- permessage-deflate ---------------------------------------------------
+ *
+ * The server compresses a message for the first member that negotiated
+ * deflate and keeps the result with the message (rc__buf_deflated): every
+ * later member takes the same compressed frame, whatever room, run or
+ * backplane message it came through. The answer always carried
+ * server_no_context_takeover, so the frame stands alone for every member.
+ * A member whose server_max_window_bits is below 15 takes it only when the
+ * whole message fits its window (a back-reference never reaches further
+ * back than the message's start); a longer one goes to it plain, so no
+ * second variant is ever made. */
+
+rc_deflater *rc__server_deflater(rc_server *s) {
+  if (s->deflater == NULL)
+    s->deflater = rc_deflater_new(6); /* see the deflate-choice results */
+  return s->deflater;
+}
+
+rc_buf *rc__conn_frame_for(rc_conn *c, rc_buf *b) {
+  if (c->pmd_tx == 0 || b->zstate == RC__BUF_Z_PLAIN || !b->is_message ||
+      !c->role->peer_masks)
+    return b;
+  if (c->pmd_tx < RC_PMD_MAX_WINDOW_BITS &&
+      rc__buf_payload_len(b) > ((size_t)1 << c->pmd_tx))
+    return b;
+  rc_server *s = c->srv;
+  int fresh = b->zstate == RC__BUF_Z_UNTRIED;
+  rc_buf *z =
+      rc__buf_deflated(b, rc__server_deflater(s), s->cfg.compression_threshold);
+  if (z == NULL)
+    return b;
+  if (fresh)
+    atomic_fetch_add_explicit(&s->st_deflated, 1, memory_order_relaxed);
+  return z;
+}
+
+int rc__conn_inflate(rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
+                     size_t max, size_t *out_len) {
+  rc_server *s = c->srv;
+  if (s->inflater == NULL && (s->inflater = rc_inflater_new()) == NULL)
+    return RC_INFLATE_NOMEM;
+  return rc_inflate_message(s->inflater, in, len, out, max, out_len);
+}
+
+/* Inflates a compressed message into s->zbuf, which grows with the
+ * messages it holds up to max bytes: a message that would inflate past max
+ * is refused after max bytes of output (RC_INFLATE_TOO_BIG). A message
+ * that outgrows the buffer is inflated again into a larger one, except on
+ * a stream that keeps its context (RC__PMD_RX_STREAM), which cannot be fed
+ * twice: its buffer is max at once. */
+#define RC__ZBUF_MIN 65536
+static int inflate_message(rc_conn *c, const uint8_t *in, size_t len,
+                           size_t max, size_t *out_len) {
+  rc_server *s = c->srv;
+  size_t want = len < RC__ZBUF_MIN / 4 ? RC__ZBUF_MIN : len * 4;
+  if (c->pmd_rx & RC__PMD_RX_STREAM || want > max)
+    want = max;
+  for (;;) {
+    if (want > s->zbuf_cap) {
+      uint8_t *nb = realloc(s->zbuf, want);
+      if (nb == NULL)
+        return RC_INFLATE_NOMEM;
+      s->zbuf = nb;
+      s->zbuf_cap = want;
+    }
+    size_t room = s->zbuf_cap < max ? s->zbuf_cap : max;
+    int r = c->role->inflate(c, in, len, s->zbuf, room, out_len);
+    if (r != RC_INFLATE_TOO_BIG || room >= max)
+      return r;
+    want = room > max / 4 ? max : room * 4;
+  }
+}
+
 int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
   if (c->state != RC_CONN_OPEN)
     return 0;
+  b = rc__conn_frame_for(c, b);
   size_t max = c->srv->cfg.max_queue_bytes;
   if (c->q.bytes > 0 && c->q.bytes + b->len > max) {
     if (!c->srv->cfg.drop_oldest) {
@@ -553,6 +627,30 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
   return (ssize_t)len;
 }
 
+/* A compressed message inflated into s->zbuf (*len bytes): 0, or -1 after
+ * closing the connection as RFC 7692 8 and RFC 6455 7.4.1 say: 1009 for a
+ * message that inflates past max_message_size (after at most that many
+ * bytes of output), 1007 for data that is not a compressed message. */
+static int inflated(rc_conn *c, const uint8_t *z, size_t zlen, size_t *len) {
+  int r = inflate_message(c, z, zlen, c->role->limits(c)->max_message, len);
+  if (r == RC_INFLATE_OK) {
+    atomic_fetch_add_explicit(&c->srv->st_inflated, 1, memory_order_relaxed);
+    return 0;
+  }
+  static const char big[] = "message too big once inflated";
+  static const char bad[] = "invalid compressed message";
+  static const char mem[] = "out of memory";
+  if (r == RC_INFLATE_TOO_BIG)
+    rc__conn_close_ws(c, 1009, big, sizeof(big) - 1);
+  else if (r == RC_INFLATE_BAD_DATA)
+    rc__conn_close_ws(c, 1007, bad, sizeof(bad) - 1);
+  else
+    rc__conn_close_ws(c, 1011, mem, sizeof(mem) - 1);
+  if (c->ws != NULL)
+    wslay_event_shutdown_read(c->ws);
+  return -1;
+}
+
 static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg,
                       void *user_data) {
@@ -566,20 +664,29 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     return;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME:
-    if (!rc_utf8_valid(arg->msg, arg->msg_length)) {
+  case WSLAY_BINARY_FRAME: {
+    if (c->state != RC_CONN_OPEN)
+      return; /* we are closing: RFC 6455 7.1.1 lets us discard */
+    const uint8_t *msg = arg->msg, *z = NULL;
+    size_t len = arg->msg_length, zlen = 0;
+    /* wslay lets RSV1 through only when deflate was negotiated (ws_ensure)
+     * and only on a message's first frame. */
+    if (arg->rsv & WSLAY_RSV1_BIT) {
+      z = msg;
+      zlen = len;
+      if (inflated(c, z, zlen, &len) != 0)
+        return;
+      msg = s->zbuf;
+    }
+    if (arg->opcode == WSLAY_TEXT_FRAME && !rc_utf8_valid(msg, len)) {
       static const char reason[] = "invalid UTF-8 in text message";
       rc__conn_close_ws(c, 1007, reason, sizeof(reason) - 1);
       wslay_event_shutdown_read(c->ws);
       return;
     }
-    /* fall through */
-  case WSLAY_BINARY_FRAME: {
-    if (c->state != RC_CONN_OPEN)
-      return; /* we are closing: RFC 6455 7.1.1 lets us discard */
     c->last_msg = rc__now_ms(s);
     atomic_fetch_add_explicit(&s->st_messages_in, 1, memory_order_relaxed);
-    c->role->message(c, arg->opcode == WSLAY_TEXT_FRAME, arg->msg,
-                     arg->msg_length);
+    c->role->message(c, arg->opcode == WSLAY_TEXT_FRAME, msg, len, z, zlen);
     return;
   }
   case WSLAY_PONG:
@@ -593,7 +700,9 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
 }
 
 void rc__conn_message_event(rc_conn *c, int is_text, const uint8_t *msg,
-                            size_t len) {
+                            size_t len, const uint8_t *z, size_t zlen) {
+  (void)z; /* the embedder takes the inflated bytes */
+  (void)zlen;
   rc_event *ev = rc__event_new(RC_EV_MESSAGE, c->id, len);
   if (ev == NULL) {
     rc__conn_fail(c);
@@ -627,6 +736,11 @@ static int ws_ensure(rc_conn *c) {
    * arrives: the limit must be set before the first byte is read. */
   wslay_event_config_set_max_recv_msg_length(c->ws,
                                              c->role->limits(c)->max_message);
+  /* RSV1 marks a compressed message (RFC 7692 6) once deflate is agreed;
+   * wslay refuses it on control and continuation frames itself, and any
+   * RSV bit it was not allowed with 1002. */
+  if (c->pmd_rx)
+    wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
   atomic_fetch_add_explicit(&c->srv->st_parsers, 1, memory_order_relaxed);
   return 0;
 }

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "loop/rc_internal.h"
 #include "proto/rc_frame.h"
@@ -108,6 +109,60 @@ static rc_event *request_event(rc_conn *c, uint16_t type,
   return ev;
 }
 
+/* permessage-deflate (RFC 7692), decided with the request head and kept
+ * in two bytes (c->pmd_tx, c->pmd_rx) until the answer: the first offer
+ * the policy allows, the server's answer always server_no_context_takeover
+ * and client_no_context_takeover (see rc_pmd.h), so nothing of deflate is
+ * kept per connection. A Sec-WebSocket-Extensions line that breaks the
+ * grammar, or no offer that can be accepted, leaves the extension out: the
+ * handshake goes on uncompressed, as for a client that offered nothing. */
+static void negotiate_deflate(rc_conn *c, const rc_http_request *req) {
+  if (!c->srv->cfg.compression)
+    return;
+  rc_pmd_offers offers;
+  rc_pmd_offers_init(&offers);
+  const rc_http_header *ua = NULL;
+  for (size_t i = 0; i < req->num_headers; i++) {
+    const rc_http_header *h = &req->headers[i];
+    if (h->name_len == 10 && strncasecmp(h->name, "user-agent", 10) == 0)
+      ua = h;
+    if (h->name_len == 24 &&
+        strncasecmp(h->name, "sec-websocket-extensions", 24) == 0 &&
+        rc_pmd_parse_offers(h->value, h->value_len, &offers) != 0)
+      return;
+  }
+  if (offers.count == 0 ||
+      (ua != NULL && rc_pmd_agent_mishandles(ua->value, ua->value_len)))
+    return;
+  rc_pmd_policy pol;
+  rc_pmd_policy_default(&pol);
+  pol.decline_small_server_window = 0;
+  rc_pmd_params p;
+  char answer[RC_PMD_VALUE_MAX];
+  if (rc_pmd_server_accept(&offers, &pol, &p, answer, sizeof answer) < 0)
+    return;
+  c->pmd_tx = p.server_max_window_bits ? p.server_max_window_bits
+                                       : RC_PMD_MAX_WINDOW_BITS;
+  c->pmd_rx =
+      RC__PMD_RX | (p.server_max_window_bits ? RC__PMD_ANSWER_WINDOW : 0);
+}
+
+/* The Sec-WebSocket-Extensions line of the answer, from what
+ * negotiate_deflate kept; empty without deflate. */
+static void deflate_answer(const rc_conn *c, char *out, size_t cap) {
+  out[0] = '\0';
+  if (c->pmd_rx == 0)
+    return;
+  rc_pmd_params p = {.server_no_context_takeover = 1,
+                     .client_no_context_takeover = 1};
+  if (c->pmd_rx & RC__PMD_ANSWER_WINDOW)
+    p.server_max_window_bits = c->pmd_tx;
+  char value[RC_PMD_VALUE_MAX];
+  if (rc_pmd_format(&p, value, sizeof value) < 0)
+    return; /* cannot happen: the values came from rc_pmd_server_accept */
+  (void)snprintf(out, cap, "Sec-WebSocket-Extensions: %s\r\n", value);
+}
+
 static void on_request_head(rc_conn *c, const rc_http_request *req) {
   rc_server *s = c->srv;
   rc_http_upgrade_check chk;
@@ -138,6 +193,7 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     if (chk.status == 0) {
       c->key_off = (uint16_t)(chk.key - c->hbuf);
       c->key_len = (uint16_t)chk.key_len;
+      negotiate_deflate(c, req);
     }
     c->state = chk.status == 0 ? RC_CONN_PENDING : RC_CONN_REQUEST;
     c->known = 1;
@@ -213,8 +269,10 @@ void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
     rc__conn_fail(c);
     return;
   }
+  char ext[RC_PMD_VALUE_MAX + 32];
+  deflate_answer(c, ext, sizeof ext);
   size_t tlen = text != NULL ? text_len : 0;
-  size_t xlen = 96 + tlen;
+  size_t xlen = 96 + strlen(ext) + tlen;
   char *extra = malloc(xlen);
   if (extra == NULL) {
     rc__conn_fail(c);
@@ -222,8 +280,8 @@ void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
   }
   int n = snprintf(extra, xlen,
                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n",
-                   accept);
+                   "Sec-WebSocket-Accept: %s\r\n%s",
+                   accept, ext);
   if (tlen)
     memcpy(extra + n, text, tlen);
   extra[n + tlen] = '\0';
@@ -237,6 +295,10 @@ void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
   rc__buf_unref(b);
 
   c->state = RC_CONN_OPEN;
+  if (c->pmd_rx) {
+    c->pmd_rx |= RC__PMD_COUNTED;
+    atomic_fetch_add_explicit(&s->st_pmd_conns, 1, memory_order_relaxed);
+  }
   c->last_rx = c->last_msg = rc__now_ms(s);
   c->deadline = 0;
   char *hbuf = c->hbuf;
@@ -296,18 +358,23 @@ static int server_ping(rc_conn *c) {
 }
 
 static void server_message(rc_conn *c, int is_text, const uint8_t *msg,
-                           size_t len) {
+                           size_t len, const uint8_t *z, size_t zlen) {
   if (c->nrelay == 0) {
-    rc__conn_message_event(c, is_text, msg, len);
+    rc__conn_message_event(c, is_text, msg, len, z, zlen);
     return;
   }
   /* A member of a relaying room: forwarded here, the embedder never sees
-   * it. */
+   * it. A compressed message goes on to the members with deflate as the
+   * sender compressed it: it stands alone (the sender agreed to
+   * client_no_context_takeover), so it is valid for every such member, and
+   * it is not compressed again. */
   rc_buf *b = rc__buf_message(is_text, msg, len);
   if (b == NULL) {
     rc__conn_fail(c);
     return;
   }
+  if (z != NULL)
+    rc__buf_take_deflated(b, z, zlen);
   rc__room_relay(c->srv, c, b);
   rc__buf_unref(b);
 }
@@ -340,7 +407,11 @@ static void server_stop(rc_conn *c) {
     rc__handshake_refuse(c, 503, NULL, "server shutting down");
 }
 
-static void server_gone(rc_conn *c) { rc__room_leave_all(c->srv, c); }
+static void server_gone(rc_conn *c) {
+  if (c->pmd_rx & RC__PMD_COUNTED)
+    atomic_fetch_sub_explicit(&c->srv->st_pmd_conns, 1, memory_order_relaxed);
+  rc__room_leave_all(c->srv, c);
+}
 
 static int server_handle_closing(const rc_conn *c) {
   (void)c;
@@ -370,6 +441,7 @@ const rc__role rc__server_role = {
     .closed = server_nothing,
     .queue_changed = server_nothing,
     .limits = server_limits,
+    .inflate = rc__conn_inflate,
     .ws_init = wslay_event_context_server_init,
     .genmask = NULL,
     .peer_masks = 1,

@@ -29,8 +29,10 @@
 #include "loop/rc_buf.h"
 #include "loop/rc_idmap.h"
 #include "loop/rc_outq.h"
+#include "proto/rc_deflate.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
+#include "proto/rc_pmd.h"
 #include "proto/rc_tls.h"
 #include "rc_core.h"
 
@@ -142,9 +144,17 @@ typedef struct rc__role {
   void (*send)(struct rc_conn *c, rc_buf *b);
   /* A keepalive ping is due: 0, or -1 when none could be made. */
   int (*ping)(struct rc_conn *c);
-  /* A whole message from the peer (text already checked as UTF-8). */
+  /* A whole message from the peer (text already checked as UTF-8), inflated
+   * when it came compressed; z[0..zlen) is then its compressed payload as
+   * it came (RSV1 set, RFC 7692 7.2.2's tail not appended), else NULL. */
   void (*message)(struct rc_conn *c, int is_text, const uint8_t *msg,
-                  size_t len);
+                  size_t len, const uint8_t *z, size_t zlen);
+  /* A compressed message from the peer (RSV1, c->pmd_rx), in[0..len): its
+   * inflated bytes into out[0..max), with rc_inflate_message's results and
+   * bounds. The server inflates each message alone (rc__conn_inflate); a
+   * client whose server keeps its context keeps a stream. */
+  int (*inflate)(struct rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
+                 size_t max, size_t *out_len);
   /* The control frames answering the peer pushed the queue past
    * max_queue_bytes (see "Bounds" in rc_conn.c); maybe inside wslay. */
   void (*overflow)(struct rc_conn *c);
@@ -212,6 +222,13 @@ typedef struct rc_conn {
   /* cold: handshake, close, sweep */
   uint16_t key_off, key_len;  /* Sec-WebSocket-Key inside hbuf */
   uint32_t hlen, hhead, hcap; /* bytes in hbuf, parsed head, capacity */
+  /* permessage-deflate, as negotiated (RFC 7692): pmd_tx is the window the
+   * peer inflates our messages with (8..15 bits; 0: send everything
+   * plain); pmd_rx is RC__PMD_RX when the peer may send compressed
+   * messages, with RC__PMD_ANSWER_WINDOW when the server's answer names
+   * server_max_window_bits (the offer did) and RC__PMD_RX_STREAM when
+   * they may refer to earlier ones. Both 0 without deflate. */
+  uint8_t pmd_tx, pmd_rx;
   char *hbuf;         /* request head until the handshake ends; then the peer's
                          close frame while it arrives (rc_conn.c) */
   char *close_reason; /* reason received with the peer's close */
@@ -223,6 +240,11 @@ typedef struct rc_conn {
   uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
   rc_client *cl; /* client connections only (rc_client.c's) */
 } rc_conn;
+
+#define RC__PMD_RX 1u
+#define RC__PMD_ANSWER_WINDOW 2u
+#define RC__PMD_RX_STREAM 4u /* a client's: its server keeps its context */
+#define RC__PMD_COUNTED 8u   /* opened: counted in deflate_connections */
 
 typedef struct rc_room {
   uint64_t id;
@@ -325,7 +347,8 @@ struct rc_server {
   atomic_uint_fast64_t next_room;
   atomic_uint_fast64_t st_connections, st_accepted, st_messages_in,
       st_deliveries, st_slow, st_parsers, st_writes, st_wakes, st_dropped,
-      st_refused, st_idle, st_frag, st_starved, st_adopted;
+      st_refused, st_idle, st_frag, st_starved, st_adopted, st_pmd_conns,
+      st_deflated, st_inflated;
   uint32_t transient_freed; /* parsers and request heads freed since the
                               last heap trim */
 
@@ -345,6 +368,15 @@ struct rc_server {
   atomic_uint_fast64_t next_client;
   atomic_uint_fast64_t st_clients, st_client_connects;
   struct rc__tls_ctx_entry *tls_ctxs; /* loop thread: contexts by settings */
+
+  /* permessage-deflate, loop thread, made at first use (rc_conn.c): one
+   * compressor for the messages of every connection, one decompressor, and
+   * where a message is inflated (as large as the largest max_message
+   * asked of it, held for the loop's life) */
+  rc_deflater *deflater;
+  rc_inflater *inflater;
+  uint8_t *zbuf;
+  size_t zbuf_cap;
 
   /* one read buffer for every connection: data is handed on at once */
   char readbuf[65536];
@@ -394,9 +426,20 @@ void rc__conn_respond(rc_conn *c, rc_buf *b);
 void rc__conn_received(rc_conn *c, const char *data, size_t len);
 /* WebSocket bytes from the peer (open or closing; else ignored). */
 void rc__conn_frames(rc_conn *c, const char *data, size_t len);
+/* What a data message b goes to c as: b, or its compressed twin when c
+ * negotiated permessage-deflate and the message is compressed (once, at
+ * the first member that can take it; see rc__buf_deflated). */
+rc_buf *rc__conn_frame_for(rc_conn *c, rc_buf *b);
+/* The role's inflate for a message that stands alone (the server's, and a
+ * client's whose server agreed to no context takeover): the loop's
+ * rc_inflater. */
+int rc__conn_inflate(rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
+                     size_t max, size_t *out_len);
+/* The loop's compressor, made at first use; NULL when memory is short. */
+rc_deflater *rc__server_deflater(struct rc_server *s);
 /* A message for the embedder (RC_EV_MESSAGE). */
 void rc__conn_message_event(rc_conn *c, int is_text, const uint8_t *msg,
-                            size_t len);
+                            size_t len, const uint8_t *z, size_t zlen);
 /* The server side's policy when control frames overflow the queue. */
 void rc__conn_over_bound(rc_conn *c);
 /* One sweep tick: deadlines, keepalive, releasing idle memory. */

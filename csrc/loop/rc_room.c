@@ -281,16 +281,40 @@ static void run_to_members(rc_server *s, rc_room *r, rc_buf *const *bufs,
     else
       distinct[ndistinct++] = exclude[j];
   }
+  /* The same for the members that negotiated deflate with a full window,
+   * built at the first of them: each message's compressed frame, or the
+   * plain one where compressing did not pay (rc__conn_frame_for). */
+  rc_buf *zbufs[RC__RUN_MAX];
+  uv_buf_t ziov[RC__RUN_MAX];
+  size_t ztotal = 0;
+  int zready = 0;
   uint64_t delivered = 0;
   /* As in rc__room_publish, nothing in this loop leaves the room. */
   for (uint32_t i = 0; i < r->n; i++) {
     rc_conn *c = r->members[i].conn;
     if (i + RC__PREFETCH_AHEAD < r->n)
       prefetch_member(r->members[i + RC__PREFETCH_AHEAD].conn);
-    if (!many && !listed(c->id, distinct, ndistinct)) {
-      delivered += rc__conn_deliver_now(c, bufs, iov, n, total);
+    int full_window = c->pmd_tx == RC_PMD_MAX_WINDOW_BITS;
+    if (!many && !listed(c->id, distinct, ndistinct) &&
+        (c->pmd_tx == 0 || full_window)) {
+      if (c->pmd_tx == 0) {
+        delivered += rc__conn_deliver_now(c, bufs, iov, n, total);
+        continue;
+      }
+      if (!zready) {
+        for (uint32_t j = 0; j < n; j++) {
+          zbufs[j] = rc__conn_frame_for(c, bufs[j]);
+          ziov[j] =
+              uv_buf_init((char *)zbufs[j]->data, (unsigned)zbufs[j]->len);
+          ztotal += zbufs[j]->len;
+        }
+        zready = 1;
+      }
+      delivered += rc__conn_deliver_now(c, zbufs, ziov, n, ztotal);
       continue;
     }
+    /* Left out of a message, or a smaller window: each message queued as
+     * the member takes it (rc__conn_enqueue_data). */
     for (uint32_t j = 0; j < n; j++)
       if (c->id != exclude[j])
         delivered += (uint64_t)rc__conn_enqueue_data(c, bufs[j]);

@@ -51,6 +51,8 @@ void rc_config_default(rc_config *cfg) {
   cfg->max_event_bytes = (size_t)64 << 20;
   cfg->backplane_port = 6379;
   cfg->backplane_buffer = (size_t)1 << 20;
+  cfg->compression = 1;
+  cfg->compression_threshold = 128;
 }
 
 /* A random id; the clock and the address as a fallback. */
@@ -459,6 +461,9 @@ void rc_server_free(rc_server *s) {
   rc__clients_destroy(s);
   rc__bp_free(s);
   rc__idmap_free(&s->adopted);
+  rc_deflater_free(s->deflater);
+  rc_inflater_free(s->inflater);
+  free(s->zbuf);
   free(s->slots);
   free(s->gens);
   free(s->free_slots);
@@ -496,6 +501,9 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->backplane_channels = atomic_load(&s->st_bp_channels);
   out->backplane_invalid = atomic_load(&s->st_bp_invalid);
   out->adopted_total = atomic_load(&s->st_adopted);
+  out->deflate_connections = atomic_load(&s->st_pmd_conns);
+  out->messages_deflated = atomic_load(&s->st_deflated);
+  out->messages_inflated = atomic_load(&s->st_inflated);
 }
 
 /* --- connections: by id, accepting --------------------------------------- */

@@ -444,3 +444,32 @@ int rc_pmd_client_check_response(const char *value, size_t len,
     *out = got.params;
   return 1;
 }
+
+/* --- user agents ---------------------------------------------------------- */
+
+static const char *find(const char *hay, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (size_t i = 0; n <= len && i <= len - n; i++)
+    if (memcmp(hay + i, needle, n) == 0)
+      return hay + i;
+  return NULL;
+}
+
+int rc_pmd_agent_mishandles(const char *ua, size_t len) {
+  static const char version[] = "Version/15.";
+  if (ua == NULL || find(ua, len, "Safari/") == NULL)
+    return 0;
+  /* Browsers built on WebKit that name themselves after "Safari/". */
+  static const char *const others[] = {"Chrome/", "Chromium/", "CriOS/",
+                                       "FxiOS/",  "EdgiOS/",   "OPR/"};
+  for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+    if (find(ua, len, others[i]) != NULL)
+      return 0;
+  const char *v = find(ua, len, version);
+  if (v == NULL)
+    return 0;
+  size_t at = (size_t)(v - ua) + sizeof version - 1;
+  if (at >= len || ua[at] < '0' || ua[at] > '3')
+    return 0;
+  return at + 1 == len || ua[at + 1] < '0' || ua[at + 1] > '9';
+}

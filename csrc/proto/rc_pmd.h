@@ -113,7 +113,10 @@ typedef struct rc_pmd_policy {
   int ask_client_no_context_takeover;
 } rc_pmd_policy;
 
-/* The defaults above: 1 and 1. */
+/* The defaults above: 1 and 1. (roomcast's server sets
+ * decline_small_server_window to 0: a member with a smaller window gets
+ * the shared compressed frame of a message that fits its window, and the
+ * plain frame of a longer one, so no second compressed variant is made.) */
 void rc_pmd_policy_default(rc_pmd_policy *policy);
 
 /* The server's choice (RFC 7692 5: it accepts at most one offer): the first
@@ -138,6 +141,14 @@ void rc_pmd_policy_default(rc_pmd_policy *policy);
 int rc_pmd_server_accept(const rc_pmd_offers *offers,
                          const rc_pmd_policy *policy, rc_pmd_params *out,
                          char *response, size_t cap);
+
+/* 1 when the User-Agent value ua[0..len) is Safari 15.0 to 15.3 (macOS and
+ * iOS: "Version/15.N" with N 0..3 and "Safari/", without the tokens of the
+ * browsers that borrow Safari's), whose permessage-deflate mishandled
+ * client_no_context_takeover: a server that inflates each message alone
+ * fails on its messages. The server does not negotiate deflate with it
+ * (uWebSockets turns compression off for Safari 15 likewise). */
+int rc_pmd_agent_mishandles(const char *ua, size_t len);
 
 /* roomcast's clients' offer: client_max_window_bits without a value (the
  * client can deflate with any window the server names, RFC 7692 7.1.2.2),

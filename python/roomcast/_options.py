@@ -86,10 +86,12 @@ def seconds(*, off: bool = False, zero: bool = False) -> Rule:
     return check
 
 
-def choice(*choices: str) -> Rule:
-    what = " or ".join(repr(c) for c in choices)
+def choice(*choices: str, optional: bool = False) -> Rule:
+    what = " or ".join(repr(c) for c in choices) + (" or None" if optional else "")
 
-    def check(name: str, value: Any) -> str:
+    def check(name: str, value: Any) -> str | None:
+        if value is None and optional:
+            return None
         if value not in choices or not isinstance(value, str):
             raise _fail(ValueError, name, what, value)
         return value
@@ -169,6 +171,8 @@ SERVER: dict[str, Rule] = {
     "backplane_prefix": text(200),
     "backplane_buffer": integer(0),
     "presence_ttl": seconds(),
+    "compression": choice("deflate", optional=True),
+    "compression_threshold": integer(0),
 }
 
 # The clients (roomcast.connect, roomcast.WebSocket).

@@ -136,7 +136,17 @@ class Server:
       first. ``accept()`` without a ``subprotocol`` picks the first of these
       that the client offered (none if it offered none of them);
       ``websocket.subprotocols`` lists what the client offered;
-    * ``backlog``: the listen queue.
+    * ``backlog``: the listen queue;
+    * ``compression`` (``"deflate"``, the default, or ``None``):
+      permessage-deflate (RFC 7692) with every client that offers it, as
+      browsers do. A message pushed to a room is compressed once, however
+      many members get it, and members without deflate get it plain; the
+      server answers ``server_no_context_takeover`` and
+      ``client_no_context_takeover``, so no compression state is kept per
+      connection. Messages shorter than ``compression_threshold`` bytes
+      (128), or that would not shrink, go uncompressed. A compressed message
+      from a client is inflated before handlers see it, and one that would
+      inflate past ``max_message_size`` is closed with 1009.
 
     Scaling out: with ``backplane="redis://[[user]:password@]host[:port]
     [/db]"``, rooms with a name (``Room(name=...)``, every
@@ -193,6 +203,8 @@ class Server:
         backplane_prefix: str = "roomcast:",
         backplane_buffer: int = 2**20,
         presence_ttl: float = 30,
+        compression: Literal["deflate"] | None = "deflate",
+        compression_threshold: int = 128,
     ) -> None:
         given = locals()  # the options as passed, for the table of rules
         opts = _options.check_all(_options.SERVER, {name: given[name] for name in _options.SERVER})
@@ -209,6 +221,8 @@ class Server:
             "max_connections": opts["max_connections"] or 0,
             "drop_oldest": opts["slow_consumer"] == "drop",
             "max_event_bytes": opts["max_pending_bytes"],
+            "compression": opts["compression"] == "deflate",
+            "compression_threshold": opts["compression_threshold"],
         }
         self._backplane_options: dict[str, Any] = {}
         self._backplane_key: tuple[str, int, str] | None = None
