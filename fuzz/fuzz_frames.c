@@ -36,7 +36,8 @@
  *   byte 1, bits 0-1  max_message_size: 1 MiB, 125, 1024, 65536
  *           bit 2     small limits: max_queue_bytes 256, max_header_bytes
  *                     512, max_headers 8
- *           bit 3     accept with a subprotocol and an extra header
+ *           bit 3     accept with a subprotocol and an extra header; the
+ *                     request offers permessage-deflate
  *           bit 4     the embedder pauses reading after odd chunks and
  *                     resumes before the next one
  *           bit 5     slow client: small send buffer, reads only at the end
@@ -49,8 +50,10 @@
  * Beyond memory safety it checks: events come in order (OPEN, messages,
  * exactly one CLOSE), a text message is valid UTF-8 and within the size
  * limit, and what the client receives is an HTTP head followed by
- * well-formed server frames (unmasked, no RSV bits, control frames short and
- * final, nothing after a close). A broken property aborts. */
+ * well-formed server frames (unmasked, no RSV bits but RSV1 on the data
+ * frames of a connection that agreed to permessage-deflate, each of which
+ * inflates alone to a valid message; control frames short and final,
+ * nothing after a close). A broken property aborts. */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include <errno.h>
 #include <signal.h>
@@ -76,6 +79,9 @@
 
 #include "fuzz_core.h"
 
+/* The longest message the embedder sends here (2000 bytes), rounded up. */
+#define SENT_MAX 4096
+
 /* Loop turns allowed for something that takes one or two. */
 #define SPIN_LIMIT 64
 
@@ -86,6 +92,17 @@ static const char handshake[] =
     "Connection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     "Sec-WebSocket-Version: 13\r\n"
+    "\r\n";
+
+/* The same, offering permessage-deflate as browsers do. */
+static const char handshake_deflate[] =
+    "GET /fuzz?room=1 HTTP/1.1\r\n"
+    "Host: localhost\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
     "\r\n";
 
 static fuzz_listener listener;
@@ -221,6 +238,8 @@ static void check_client_view(void) {
     FUZZ_CHECK(h.raw); /* the fixed handshake is always accepted */
     return;
   }
+  /* RSV1 is allowed once the answer agreed to permessage-deflate. */
+  int deflate = memmem(p, head, "permessage-deflate", 18) != NULL;
   size_t i = head;
   int closed = 0;
   while (i < n) {
@@ -231,7 +250,9 @@ static void check_client_view(void) {
       break;
     uint8_t b0 = p[i], b1 = p[i + 1];
     unsigned op = b0 & 0x0Fu;
-    FUZZ_CHECK((b0 & 0x70u) == 0);
+    int compressed = (b0 & 0x40u) != 0;
+    FUZZ_CHECK((b0 & 0x30u) == 0);
+    FUZZ_CHECK(!compressed || (deflate && (op == 0x1 || op == 0x2)));
     FUZZ_CHECK((b1 & 0x80u) == 0); /* servers never mask */
     uint64_t len = b1 & 0x7Fu;
     size_t hl = 2;
@@ -252,10 +273,27 @@ static void check_client_view(void) {
     }
     if (len > n - i - hl)
       break;
+    size_t frame_len = (size_t)len;
     const uint8_t *pl = p + i + hl;
     if (trace)
       fprintf(stderr, "frame from server: fin %u opcode %u len %llu\n", b0 >> 7,
               op, (unsigned long long)len);
+    uint8_t *plain = NULL;
+    if (compressed) {
+      /* Stands alone (server_no_context_takeover): inflates by itself. */
+      rc_inflater *inf = rc_inflater_new();
+      FUZZ_CHECK(inf != NULL);
+      /* The embedder's messages here are at most SENT_MAX bytes. */
+      plain = malloc(SENT_MAX);
+      FUZZ_CHECK(plain != NULL);
+      size_t got;
+      FUZZ_CHECK(rc_inflate_message(inf, pl, (size_t)len, plain, SENT_MAX,
+                                    &got) == RC_INFLATE_OK);
+      FUZZ_CHECK(got > len); /* compressed only when it shrank */
+      rc_inflater_free(inf);
+      pl = plain;
+      len = got;
+    }
     switch (op) {
     case 0x1:
       FUZZ_CHECK(b0 & 0x80u);
@@ -277,7 +315,8 @@ static void check_client_view(void) {
     default:
       FUZZ_CHECK(!"unexpected opcode from the server");
     }
-    i += hl + (size_t)len;
+    free(plain);
+    i += hl + frame_len;
   }
 }
 
@@ -535,7 +574,11 @@ static uint64_t run(unsigned c0, unsigned c1, const uint8_t *data,
 
   size_t off = 0;
   if (!raw) {
-    receive((const uint8_t *)handshake, sizeof(handshake) - 1);
+    if (extra)
+      receive((const uint8_t *)handshake_deflate,
+              sizeof(handshake_deflate) - 1);
+    else
+      receive((const uint8_t *)handshake, sizeof(handshake) - 1);
     turn(1);
     rc_conn *c = conn();
     FUZZ_CHECK(c != NULL && c->state == RC_CONN_PENDING);

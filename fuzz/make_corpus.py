@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -220,7 +221,36 @@ def frames_seeds() -> dict[str, bytes]:
         "slow_default_queue": b"\x23\x20" + text * 20,
         "raw_header_flood": b"\x17\x00" + b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n",
     }
+    # permessage-deflate (byte 1, bit 3 offers it): compressed messages,
+    # whole and fragmented (RSV1 on the first frame only), a bomb past the
+    # 1024-byte limit, data that is not DEFLATE, RSV1 where it is not
+    # allowed, and the embedder's sends compressed back.
+    js = b'{"user":"ada","text":"hello hello hello hello","room":"lobby"}' * 8
+    zjs = deflate(js)
+    s.update(
+        {
+            "deflate_text": b"\x00\x08" + mask_frame(0x1, zjs, rsv=4) + text,
+            "deflate_fragmented": b"\x00\x08"
+            + mask_frame(0x1, zjs[:7], fin=False, rsv=4)
+            + mask_frame(0x9, b"ping in between")
+            + mask_frame(0x0, zjs[7:]),
+            "deflate_bomb": b"\x00\x0a" + mask_frame(0x2, deflate(b"\x00" * 100000), rsv=4),
+            "deflate_bad_data": b"\x00\x08" + mask_frame(0x2, b"\xff\xfe\xfd", rsv=4),
+            "deflate_bad_utf8": b"\x00\x08" + mask_frame(0x1, deflate(b"abc\xed\xa0\x80" * 40), rsv=4),
+            "deflate_rsv1_continuation": b"\x00\x08" + mask_frame(0x1, b"a", fin=False) + mask_frame(0x0, b"b", rsv=4),
+            "deflate_rsv1_ping": b"\x00\x08" + mask_frame(0x9, b"p", rsv=4),
+            "deflate_server_sends": b"\x23\x08" + text + text,
+            "deflate_slow_client": b"\x21\x28" + text * 8,
+        }
+    )
     return s
+
+
+def deflate(data: bytes) -> bytes:
+    """A message compressed alone as RFC 7692 7.2.1 says: raw DEFLATE ending
+    with an empty stored block, whose 4 bytes are then left out."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 # fuzz_rooms.c operations: (op, arg) pairs after one control byte.

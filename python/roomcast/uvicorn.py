@@ -25,9 +25,10 @@ The core's options (``max_queue_bytes``, ``slow_consumer``,
 ``backplane``, ... every keyword of :class:`~roomcast.Server`) are set
 once per process with :func:`configure`, typically next to the app. An
 :class:`~roomcast.App` served by uvicorn passes its own. uvicorn's
-``--ws-max-size``, ``--ws-ping-interval`` and ``--ws-ping-timeout`` are
-the core's ``max_message_size``, ``ping_interval`` and ``ping_timeout``
-unless :func:`configure` names them.
+``--ws-max-size``, ``--ws-ping-interval``, ``--ws-ping-timeout`` and
+``--ws-per-message-deflate`` are the core's ``max_message_size``,
+``ping_interval``, ``ping_timeout`` and ``compression`` (``"deflate"``
+or ``None``) unless :func:`configure` names them.
 
 A connection that cannot be handed over is served by uvicorn's own
 implementation (``--ws auto``), never refused: uvicorn terminated TLS
@@ -65,7 +66,7 @@ __all__ = ["WebSocketProtocol", "configure"]
 logger = logging.getLogger("uvicorn.error")
 
 # Options that uvicorn's own flags set unless configure() names them.
-_FROM_UVICORN = ("max_message_size", "ping_interval", "ping_timeout")
+_FROM_UVICORN = ("max_message_size", "ping_interval", "ping_timeout", "compression")
 # A request head as uvicorn re-serialised it may be larger than what
 # roomcast's own server reads (h11 allows 16 KiB): uvicorn bounded it
 # already, so the core takes up to its own largest bound.
@@ -109,6 +110,7 @@ class _Adopter(Server):
         options["max_message_size"] = config.ws_max_size
         options["ping_interval"] = config.ws_ping_interval
         options["ping_timeout"] = config.ws_ping_timeout
+        options["compression"] = "deflate" if getattr(config, "ws_per_message_deflate", True) else None
         options.update(_configured)
         super().__init__(**options)
         # Every adopted connection's protocol, until its close.

@@ -750,6 +750,41 @@ RC_TEST(every_answer_round_trips) {
   RC_ASSERT(accepted > 100);
 }
 
+/* Safari 15.0-15.3 (macOS and iOS) is told apart from later Safaris and
+ * from the browsers whose agents also name Safari. */
+static int mishandles(const char *ua) {
+  return rc_pmd_agent_mishandles(ua, strlen(ua));
+}
+
+RC_TEST(safari_15_early_agents) {
+  RC_ASSERT(mishandles("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) "
+                       "AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                       "Version/15.1 Safari/605.1.15"));
+  RC_ASSERT(mishandles("Mozilla/5.0 (iPhone; CPU iPhone OS 15_3 like Mac OS "
+                       "X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                       "Version/15.3 Mobile/15E148 Safari/604.1"));
+  RC_ASSERT(mishandles("AppleWebKit/605.1.15 Version/15.0 Safari/605.1.15"));
+  /* 15.4 fixed it; 16 and 17 too; 15.10 is not 15.1. */
+  RC_ASSERT(!mishandles("AppleWebKit/605.1.15 Version/15.4 Safari/605.1.15"));
+  RC_ASSERT(!mishandles("AppleWebKit/605.1.15 Version/16.0 Safari/605.1.15"));
+  RC_ASSERT(!mishandles("AppleWebKit/605.1.15 Version/15.10 Safari/60"));
+  RC_ASSERT(!mishandles("Version/5.1 Safari/534.57.2"));
+  /* Chrome, Chrome and Firefox on iOS, Edge on iOS: not Safari. */
+  RC_ASSERT(!mishandles("Mozilla/5.0 (Windows NT 10.0; Win64; x64) "
+                        "AppleWebKit/537.36 (KHTML, like Gecko) "
+                        "Chrome/120.0.0.0 Safari/537.36"));
+  RC_ASSERT(!mishandles("Mozilla/5.0 (iPhone; CPU iPhone OS 15_2 like Mac OS "
+                        "X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                        "CriOS/98.0 Mobile/15E148 Version/15.2 Safari/604.1"));
+  RC_ASSERT(!mishandles("Version/15.2 Mobile/15E148 FxiOS/40 Safari/605"));
+  RC_ASSERT(!mishandles("Python/3.11 websockets/15.0"));
+  RC_ASSERT(!mishandles(""));
+  /* The version at the very end, and cut right after "15.". */
+  RC_ASSERT(mishandles("Safari/605 Version/15.2"));
+  RC_ASSERT(!mishandles("Safari/605 Version/15."));
+  RC_ASSERT(!rc_pmd_agent_mishandles(NULL, 0));
+}
+
 RC_TEST_MAIN(
     RC_CASE(safari_offer), RC_CASE(chrome_firefox_websockets_offer),
     RC_CASE(rfc7692_fallback_example), RC_CASE(rfc7692_response_examples),
@@ -765,4 +800,4 @@ RC_TEST_MAIN(
     RC_CASE(many_offers_and_huge_values), RC_CASE(answer_needs_room),
     RC_CASE(no_offer_no_answer), RC_CASE(client_offer),
     RC_CASE(client_accepts_valid_answers), RC_CASE(client_refuses_bad_answers),
-    RC_CASE(every_answer_round_trips))
+    RC_CASE(every_answer_round_trips), RC_CASE(safari_15_early_agents))
