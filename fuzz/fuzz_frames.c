@@ -408,7 +408,8 @@ static void send_message(unsigned opcode, const void *msg, size_t len) {
   FUZZ_CHECK(cmd != NULL);
   cmd->type = RC_CMD_SEND;
   cmd->conn = h.id;
-  cmd->buf = rc__buf_frame(opcode, msg, len);
+  cmd->buf =
+      rc__buf_message(opcode == RC_OP_TEXT, msg, len); /* as rc_server_send */
   FUZZ_CHECK(cmd->buf != NULL);
   rc__conn_command(h.s, cmd);
   rc__cmd_free(cmd);
