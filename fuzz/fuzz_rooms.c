@@ -41,9 +41,11 @@
  * when it is in no relay room, in order; after every batch each open
  * connection's rooms and each room's open members are those of the model,
  * with the relay mode its id was made with; frames are
- * well-formed, nothing follows a close; at the end every connection has
- * one RC_EV_CLOSE, no room is left, every handle and descriptor is closed
- * (and LeakSanitizer sees no leak). */
+ * well-formed (RSV1 only on the text frames of the even clients, which
+ * negotiated permessage-deflate, each inflating alone to its message), each
+ * message was compressed at most once, nothing follows a close; at the end
+ * every connection has one RC_EV_CLOSE, no room is left, every handle and
+ * descriptor is closed (and LeakSanitizer sees no leak). */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include <errno.h>
 #include <signal.h>
@@ -62,6 +64,7 @@
 #define NROOM 4
 #define MAXTAGS 4096 /* messages one member may be expected to get */
 #define SPIN_LIMIT 64
+#define MAXTEXT 512 /* the longest text message made here, rounded up */
 
 static const char handshake[] =
     "GET /rooms HTTP/1.1\r\n"
@@ -72,7 +75,23 @@ static const char handshake[] =
     "Sec-WebSocket-Version: 13\r\n"
     "\r\n";
 
+/* The even clients offer permessage-deflate, as browsers do: the server
+ * compresses a message once for both of them and gives the odd ones the
+ * plain frame; a compressed message they send to a relay room goes on to
+ * the other even one as it came. */
+static const char handshake_deflate[] =
+    "GET /rooms HTTP/1.1\r\n"
+    "Host: localhost\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    "\r\n";
+
 static fuzz_listener listener;
+static rc_deflater *client_deflater; /* the clients' own */
+static rc_inflater *client_inflater;
 
 /* A list of message tags, in order. */
 typedef struct tags {
@@ -91,6 +110,7 @@ typedef struct member {
   uint8_t *in; /* bytes received, the 101 head stripped */
   size_t inlen, incap;
   int head_done;
+  int deflate; /* the server's answer agreed to permessage-deflate */
   tags want, got, want_events, events;
 } member;
 
@@ -114,6 +134,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   fuzz_process_init(&listener, "fuzz-rooms", NCONN);
+  client_deflater = rc_deflater_new(6);
+  client_inflater = rc_inflater_new();
+  FUZZ_CHECK(client_deflater != NULL && client_inflater != NULL);
   return 0;
 }
 
@@ -166,10 +189,14 @@ static void parse(member *m) {
     FUZZ_CHECK(memcmp(m->in, "HTTP/1.1 101 ", 13) == 0);
     i = (size_t)(end - m->in) + 4;
     m->head_done = 1;
+    m->deflate = memmem(m->in, i, "permessage-deflate", 18) != NULL;
+    FUZZ_CHECK(m->deflate == ((m - h.m) % 2 == 0));
   }
   while (m->inlen - i >= 2) {
     uint8_t b0 = m->in[i], b1 = m->in[i + 1];
-    FUZZ_CHECK((b0 & 0xF0u) == 0x80u && (b1 & 0x80u) == 0);
+    FUZZ_CHECK((b0 & 0xB0u) == 0x80u && (b1 & 0x80u) == 0);
+    int compressed = (b0 & 0x40u) != 0; /* RSV1 */
+    FUZZ_CHECK(!compressed || (m->deflate && (b0 & 0x0Fu) == 0x1));
     size_t len = b1 & 0x7Fu, hl = 2;
     FUZZ_CHECK(len != 127);
     if (len == 126) {
@@ -184,7 +211,16 @@ static void parse(member *m) {
     FUZZ_CHECK(!m->close_seen); /* nothing after a close frame */
     switch (b0 & 0x0Fu) {
     case 0x1:
-      push_tag(&m->got, tag_of(p, len));
+      if (compressed) { /* stands alone, and shrank */
+        uint8_t plain[MAXTEXT];
+        size_t got;
+        FUZZ_CHECK(rc_inflate_message(client_inflater, p, len, plain,
+                                      sizeof plain, &got) == RC_INFLATE_OK);
+        FUZZ_CHECK(got > len);
+        push_tag(&m->got, tag_of(plain, got));
+      } else {
+        push_tag(&m->got, tag_of(p, len));
+      }
       break;
     case 0x8:
       m->close_seen = 1;
@@ -472,10 +508,20 @@ static void client_message(int i, size_t pad) {
   size_t len = (size_t)n + pad;
   FUZZ_CHECK(len <= 125);
   frame[0] = 0x81;
+  const uint8_t *payload = (const uint8_t *)text;
+  uint8_t z[16 + 60];
+  size_t zlen;
+  if (m->deflate && pad >= 16 &&
+      rc_deflate_message(client_deflater, payload, len, z, sizeof z, &zlen) ==
+          RC_DEFLATE_OK) {
+    frame[0] |= 0x40u; /* RSV1: compressed alone */
+    payload = z;
+    len = zlen;
+  }
   frame[1] = (uint8_t)(0x80u | len);
   memcpy(frame + 2, "\x11\x22\x33\x44", 4);
   for (size_t k = 0; k < len; k++)
-    frame[6 + k] = (uint8_t)text[k] ^ frame[2 + k % 4];
+    frame[6 + k] = payload[k] ^ frame[2 + k % 4];
   FUZZ_CHECK(send(m->fd, frame, 6 + len, 0) == (ssize_t)(6 + len));
   model_client_message(i, tag);
   rc_stats before, now;
@@ -608,8 +654,9 @@ static void setup(void) {
       int sz = 4096;
       FUZZ_CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)) == 0);
     }
-    FUZZ_CHECK(send(m->fd, handshake, sizeof(handshake) - 1, 0) ==
-               (ssize_t)(sizeof(handshake) - 1));
+    const char *hs = i % 2 == 0 ? handshake_deflate : handshake;
+    size_t hslen = strlen(hs);
+    FUZZ_CHECK(send(m->fd, hs, hslen, 0) == (ssize_t)hslen);
     for (int k = 0; k < SPIN_LIMIT && conn_of(i)->state != RC_CONN_PENDING; k++)
       turn();
     FUZZ_CHECK(conn_of(i)->state == RC_CONN_PENDING);
@@ -688,8 +735,11 @@ static void teardown(void) {
   rc_server_stats(s, &st);
   uint64_t missing = 0;
   int hung_up = 0;
-  if (getenv("ROOMCAST_FUZZ_TRACE") != NULL)
+  if (getenv("ROOMCAST_FUZZ_TRACE") != NULL) {
     dump();
+    fprintf(stderr, "messages compressed: %llu\n",
+            (unsigned long long)st.messages_deflated);
+  }
   for (int i = 0; i < NCONN; i++) {
     member *m = &h.m[i];
     FUZZ_CHECK(m->events.n == m->want_events.n &&
@@ -708,6 +758,8 @@ static void teardown(void) {
       FUZZ_CHECK(m->got.n == m->want.n && is_prefix(&m->got, &m->want));
     }
   }
+  /* Each message was compressed at most once, however many got it. */
+  FUZZ_CHECK(st.messages_deflated <= h.next_tag);
   if (h.drop_oldest) /* each missing message was dropped, and counted */
     FUZZ_CHECK(hung_up ? missing <= st.messages_dropped
                        : missing == st.messages_dropped);

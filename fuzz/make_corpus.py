@@ -300,6 +300,22 @@ def rooms_seeds() -> dict[str, bytes]:
         + join(2, 1)
         + bytes([BROADCAST, 0b0011 | 2 << 4])
         + bytes([END, 0]),
+        # clients 0 and 2 negotiate permessage-deflate, 1 and 3 do not
+        "deflate_mixed_room": b"\x00"
+        + everyone
+        + publish(0, pad16=15)
+        + publish(0, pad16=15)
+        + bytes([END, 0])
+        + publish(0, pad16=15, exclude=1)
+        + bytes([SEND, 2 | 60 << 2])
+        + bytes([END, 0]),
+        "deflate_relay_forwarded": control(modes=(ALL, NONE, NONE))
+        + everyone
+        + bytes([END, 0])
+        + bytes([CLIENT_MSG, 0 | 50 << 2])
+        + bytes([CLIENT_MSG, 1 | 50 << 2])
+        + bytes([CLIENT_MSG, 2 | 3 << 2])
+        + bytes([END, 0]),
         "relay_all_and_others": control(modes=(NONE, ALL, OTHERS))
         + join(0, 1)
         + join(1, 1)
