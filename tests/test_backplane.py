@@ -796,3 +796,32 @@ async def test_a_member_that_left_while_redis_was_away_leaves_presence_on_reconn
         await until(lambda: running.stats()["backplane_up"] == 1)
         await settles(room.count, 0)
         await settles(room.members, {})
+
+
+async def test_a_message_from_another_server_is_compressed_once_here(redis_server):
+    # Three members with permessage-deflate and one without: a message that
+    # arrives through Redis is compressed once on this server, and all four
+    # get it intact.
+    server = Server(backplane=redis_server.url)
+    server.route("/feed", Room(name="feed"))
+    ticker = [{"symbol": f"S{i:03d}", "bid": 100 + i / 7, "ask": 101 + i / 9, "venue": "XPAR"} for i in range(20)]
+    async with server.serve("127.0.0.1", 0) as running:
+        url = f"ws://127.0.0.1:{running.port}/feed"
+        deflating = [await connect(url) for _ in range(3)]
+        plain = await connect(url, compression=None)
+        try:
+            assert all("permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"] for ws in deflating)
+            assert "Sec-WebSocket-Extensions" not in plain.response.headers
+            await subscribed(running)
+            for n in range(5):
+                redis_server.command("PUBLISH", "roomcast:|feed", json.dumps({"n": n, "quotes": ticker}))
+            for ws in [*deflating, plain]:
+                for n in range(5):
+                    assert json.loads(await recv(ws)) == {"n": n, "quotes": ticker}
+            stats = running.stats()
+            assert stats["backplane_received"] == 5
+            assert stats["messages_deflated"] == 5  # not 15: once per message
+            assert stats["deflate_connections"] == 3
+        finally:
+            for ws in [*deflating, plain]:
+                await ws.close()
