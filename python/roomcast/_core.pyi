@@ -79,6 +79,8 @@ class Core:
         backplane_password: str | None = None,
         backplane_prefix: str | None = None,  # channel = prefix + room name; None: "roomcast:"
         backplane_buffer: int = 1 << 20,  # bytes of publishes kept while Redis is unreachable
+        compression: bool = True,  # permessage-deflate with clients that offer it
+        compression_threshold: int = 128,  # shorter messages go uncompressed
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
@@ -228,7 +230,10 @@ class Core:
         max_event_bytes), clients (client connections now, counted in
         connections too), client_connects (client connections started),
         adopted_total (connections adopt() handed over, in accepted_total
-        too); with
+        too), deflate_connections (open with permessage-deflate now),
+        messages_deflated (messages compressed, once each however many
+        members got them), messages_inflated (compressed messages
+        received); with
         a backplane: backplane_up (1 while both Redis
         connections are ready), backplane_published, backplane_received,
         backplane_reconnects, backplane_buffered (bytes waiting for Redis now),
