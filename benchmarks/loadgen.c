@@ -115,7 +115,7 @@
 #define JSON_MIN_SIZE 256
 /* A compressed message larger than this is refused */
 #define ZMSG_MAX (16u << 20)
-#define HS_BUF 2048   /* a 101 response larger than this is refused */
+#define HS_BUF 2048 /* a 101 response larger than this is refused */
 #define READ_BUF (256 * 1024)
 #define MAX_EVENTS 1024
 /* Above this many clients, source addresses are spread over 127.0.0.x:
@@ -550,18 +550,16 @@ static const char *const chat_phrases[] = {
     "waiting for a break above",
 };
 static const char *const user_names[] = {
-    "fox_lantern", "quietriver", "m.tanaka",   "bytebandit", "olga_k",
-    "satoshi_fan", "trader_joe", "lunarmoth",  "pkowalski",  "n3on",
-    "greenbar",    "redcandle",  "deltaneutral", "amira.s",  "kestrel",
-    "hodl4ever"};
-static const char *const symbols[] = {"BTC-USD", "ETH-USD", "SOL-USD",
-                                      "XRP-EUR", "ADA-USD", "DOGE-USD",
-                                      "LTC-EUR", "DOT-USD", "AVAX-USD",
-                                      "LINK-USD", "MATIC-USD", "ATOM-EUR"};
+    "fox_lantern",  "quietriver",  "m.tanaka",   "bytebandit",
+    "olga_k",       "satoshi_fan", "trader_joe", "lunarmoth",
+    "pkowalski",    "n3on",        "greenbar",   "redcandle",
+    "deltaneutral", "amira.s",     "kestrel",    "hodl4ever"};
+static const char *const symbols[] = {
+    "BTC-USD", "ETH-USD", "SOL-USD",  "XRP-EUR",  "ADA-USD",   "DOGE-USD",
+    "LTC-EUR", "DOT-USD", "AVAX-USD", "LINK-USD", "MATIC-USD", "ATOM-EUR"};
 /* each symbol's price in cents, around which its quotes move */
-static const uint32_t base_cents[] = {4312500, 229050, 10415, 57,
-                                      59,      9,      7120,  712,
-                                      3890,    1475,   85,    961};
+static const uint32_t base_cents[] = {4312500, 229050, 10415, 57,   59, 9,
+                                      7120,    712,    3890,  1475, 85, 961};
 static const char *const roles[] = {"member", "moderator", "vip", "bot"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -615,9 +613,9 @@ static void json_template(uint8_t *out) {
              ",\"chg\":\"%c%" PRIu32 ".%02" PRIu32
              "\",\"side\":\"%s\",\"venue\":\"spot-eu1\",\"status\":\"open\"}",
              first ? "" : ",", symbols[sym], px / 100, px % 100,
-             (px + spread) / 100, (px + spread) % 100,
-             gen_below(50000), gen_below(2) ? '+' : '-', gen_below(12),
-             gen_below(100), gen_below(2) ? "buy" : "sell");
+             (px + spread) / 100, (px + spread) % 100, gen_below(50000),
+             gen_below(2) ? '+' : '-', gen_below(12), gen_below(100),
+             gen_below(2) ? "buy" : "sell");
   }
   text_add(&t, "],\"text\":\"");
   /* phrases up to exactly size bytes with the closing "}; the last one is
@@ -817,11 +815,10 @@ static void compressed_message(struct conn *c, const uint8_t *z, size_t len,
   }
   inflations++;
   size_t out_len = 0;
-  int rc = c->zs != NULL
-               ? rc_inflate_stream_feed(c->zs, z, len, inflbuf, opt.size,
-                                        &out_len)
-               : rc_inflate_message(inflater, z, len, inflbuf, opt.size,
-                                    &out_len);
+  int rc =
+      c->zs != NULL
+          ? rc_inflate_stream_feed(c->zs, z, len, inflbuf, opt.size, &out_len)
+          : rc_inflate_message(inflater, z, len, inflbuf, opt.size, &out_len);
   if (rc != RC_INFLATE_OK) {
     protocol_error(c, rc == RC_INFLATE_TOO_BIG
                           ? "a compressed message inflates past --size"
@@ -1061,10 +1058,9 @@ static bool read_handshake(struct conn *c, const uint8_t *p, size_t n,
                                          &pmd_offered, &got, &reason);
     if (r == RC_PMD_E_FAIL) {
       char why[200];
-      snprintf(why, sizeof why,
-               "bad Sec-WebSocket-Extensions answer \"%.*s\": %s",
-               (int)(ext_len < 100 ? ext_len : 100), ext,
-               reason ? reason : "?");
+      snprintf(
+          why, sizeof why, "bad Sec-WebSocket-Extensions answer \"%.*s\": %s",
+          (int)(ext_len < 100 ? ext_len : 100), ext, reason ? reason : "?");
       protocol_errors++;
       conn_lost(c, why);
       return false;
@@ -2102,9 +2098,9 @@ int main(int argc, char **argv) {
   if (opt.deflate)
     fprintf(h,
             "deflate   negotiated on %" PRIu32 " of %" PRIu32
-            " connections (\"%s\"), %" PRIu32
-            " keeping context; %" PRIu64 " compressed deliveries, %" PRIu64
-            " inflated, %" PRIu64 " equal to one checked\n",
+            " connections (\"%s\"), %" PRIu32 " keeping context; %" PRIu64
+            " compressed deliveries, %" PRIu64 " inflated, %" PRIu64
+            " equal to one checked\n",
             pmd_conns, opened, pmd_answer, takeover_conns, compressed_rx,
             inflations, memo_hits);
   fprintf(h,
@@ -2153,16 +2149,16 @@ int main(int argc, char **argv) {
            opt.payload_json ? "json" : "x", wire, wire_per);
     /* the answer holds only token characters and ";,= " (it passed
      * rc_pmd_client_check_response) or nothing: no JSON escaping needed */
-    printf(",\"deflate_offered\":%s,\"deflate_negotiated\":%s"
-           ",\"deflate_connections\":%" PRIu32 ",\"connections_opened\":%" PRIu32
-           ",\"deflate_context_takeover_connections\":%" PRIu32
-           ",\"deflate_answer\":\"%s\",\"compressed_deliveries\":%" PRIu64
-           ",\"compressed_messages_received\":%" PRIu64
-           ",\"inflations\":%" PRIu64 ",\"inflate_skipped_equal\":%" PRIu64
-           ",\"content_errors\":%" PRIu64,
-           opt.deflate ? "true" : "false", pmd_all ? "true" : "false",
-           pmd_conns, opened, takeover_conns, pmd_answer, zdeliv, compressed_rx,
-           inflations, memo_hits, content_errors);
+    printf(
+        ",\"deflate_offered\":%s,\"deflate_negotiated\":%s"
+        ",\"deflate_connections\":%" PRIu32 ",\"connections_opened\":%" PRIu32
+        ",\"deflate_context_takeover_connections\":%" PRIu32
+        ",\"deflate_answer\":\"%s\",\"compressed_deliveries\":%" PRIu64
+        ",\"compressed_messages_received\":%" PRIu64 ",\"inflations\":%" PRIu64
+        ",\"inflate_skipped_equal\":%" PRIu64 ",\"content_errors\":%" PRIu64,
+        opt.deflate ? "true" : "false", pmd_all ? "true" : "false", pmd_conns,
+        opened, takeover_conns, pmd_answer, zdeliv, compressed_rx, inflations,
+        memo_hits, content_errors);
     printf(",\"latency_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f"
            ",\"max\":%.0f}",
            p50, p99, p999, pmax);
