@@ -1068,11 +1068,14 @@ static bool read_handshake(struct conn *c, const uint8_t *p, size_t n,
     if (r == 1) {
       c->pmd = true;
       pmd_conns++;
-      if (pmd_answer[0] == '\0')
-        snprintf(pmd_answer, sizeof pmd_answer, "%.*s",
-                 (int)(ext_len < sizeof pmd_answer - 1 ? ext_len
-                                                       : sizeof pmd_answer - 1),
-                 ext);
+      if (pmd_answer[0] == '\0') {
+        size_t k =
+            ext_len < sizeof pmd_answer - 1 ? ext_len : sizeof pmd_answer - 1;
+        /* a quoted parameter value would break the JSON line */
+        for (size_t q = 0; q < k; q++)
+          pmd_answer[q] = ext[q] == '"' || ext[q] == '\\' ? '\'' : ext[q];
+        pmd_answer[k] = '\0';
+      }
       if (!got.server_no_context_takeover) {
         int bits = got.server_max_window_bits ? got.server_max_window_bits
                                               : RC_PMD_MAX_WINDOW_BITS;
@@ -2147,8 +2150,8 @@ int main(int argc, char **argv) {
     printf(",\"payload\":\"%s\",\"wire_bytes\":%" PRIu64
            ",\"wire_bytes_per_delivery\":%.2f",
            opt.payload_json ? "json" : "x", wire, wire_per);
-    /* the answer holds only token characters and ";,= " (it passed
-     * rc_pmd_client_check_response) or nothing: no JSON escaping needed */
+    /* the answer passed rc_pmd_client_check_response and its quotes were
+     * replaced: no JSON escaping needed */
     printf(
         ",\"deflate_offered\":%s,\"deflate_negotiated\":%s"
         ",\"deflate_connections\":%" PRIu32 ",\"connections_opened\":%" PRIu32
