@@ -9,11 +9,43 @@
  * given the server's pid, the server's CPU time per delivery.
  *
  * Payload layout (text-safe, so that a server validating UTF-8 accepts it):
- *   bytes 0..7    sequence number, 8 lowercase hex digits
- *   bytes 8..23   CLOCK_MONOTONIC send time in ns, 16 lowercase hex digits
- *   bytes 24..S-1 'x'
+ * a 24-byte key at offset K, the sequence number (8 lowercase hex digits)
+ * then the CLOCK_MONOTONIC send time in ns (16 lowercase hex digits); the
+ * other S - 24 bytes come from a template.
+ *   --payload x (default)  K = 0, the rest 'x': bytes 0..7 the sequence,
+ *                          8..23 the time, 24..S-1 'x'
+ *   --payload json         K = 7: one JSON object of exactly S bytes (S >=
+ *                          256), {"id":"<key>","type":...}, a chat/ticker
+ *                          update (quotes with prices and volumes, a user,
+ *                          a line of chat text), one of PAYLOAD_POOL
+ *                          templates drawn from a fixed seed (message k
+ *                          uses template k mod PAYLOAD_POOL), so that it
+ *                          compresses like real JSON (about 2.5-3x alone)
+ *                          and not like a run of one byte
  * Warm-up messages, sent before the measured phase until every connection
- * has received one, start with 'w' instead (see PH_SYNC in main()).
+ * has received one, have 'w' x 24 as their key (see PH_SYNC in main()).
+ * The publisher always sends plain (uncompressed) frames.
+ *
+ * permessage-deflate (--deflate): the upgrade request offers
+ * "permessage-deflate; client_max_window_bits" (rc_pmd_client_offer) and
+ * the server's Sec-WebSocket-Extensions answer is checked
+ * (rc_pmd_client_check_response; a bad answer fails the connection). A
+ * message with RSV1 set is inflated, then checked like a plain one, and
+ * its whole text is compared with what was sent:
+ *   - the server answered server_no_context_takeover: each message stands
+ *     alone and is inflated with one shared libdeflate inflater
+ *     (rc_inflate_message). A server that compresses a message once for
+ *     every member sends each member the same bytes, so once a message has
+ *     been inflated and found right, a delivery with the same compressed
+ *     bytes is that message: it is compared (memcmp) with them instead of
+ *     being inflated again (--inflate-all turns this off). Different bytes
+ *     are inflated.
+ *   - it did not (the server keeps its context, like `websockets`): every
+ *     message of that connection goes through its own zlib stream
+ *     (rc_inflate_stream_*, window from server_max_window_bits).
+ * wire_bytes_per_delivery in the JSON is the bytes received during the
+ * publishing (frames with their headers, compressed or not) over the
+ * deliveries.
  *
  * Modes:
  *   window (default)  as fast as the window allows; --duration stops sending
@@ -43,12 +75,15 @@
  * time (loadgen_cpu_share): near 1, the figures are its, not the server's.
  *
  * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc benchmarks/loadgen.c
- *        csrc/proto/rc_http.c -o build/loadgen -lcrypto
+ *        csrc/proto/rc_http.c csrc/proto/rc_pmd.c csrc/proto/rc_deflate.c
+ *        -o build/loadgen -lcrypto -ldeflate -lz
  * Exit status: 0 on success, 1 on order errors, loss, dropped connections
  * or timeout, 2 on bad usage or set-up failure.
  */
 #define _GNU_SOURCE
+#include "proto/rc_deflate.h"
 #include "proto/rc_http.h"
+#include "proto/rc_pmd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -71,7 +106,16 @@
 #include <unistd.h>
 
 #define PREFIX_LEN 24 /* sequence + timestamp, see the payload layout */
-#define HS_BUF 2048   /* a 101 response larger than this is refused */
+/* The key's offset in a JSON payload, after {"id":" */
+#define JSON_KEY_OFF 7
+/* Bytes of a message's start that hold its key, whatever the payload */
+#define CHECK_MAX (JSON_KEY_OFF + PREFIX_LEN)
+/* Distinct JSON templates; message k uses template k mod PAYLOAD_POOL */
+#define PAYLOAD_POOL 256
+#define JSON_MIN_SIZE 256
+/* A compressed message larger than this is refused */
+#define ZMSG_MAX (16u << 20)
+#define HS_BUF 2048 /* a 101 response larger than this is refused */
 #define READ_BUF (256 * 1024)
 #define MAX_EVENTS 1024
 /* Above this many clients, source addresses are spread over 127.0.0.x:
@@ -107,9 +151,17 @@ struct outbuf {
   uint8_t data[];
 };
 
+/* The compressed payload of one message, gathered when it is not whole in
+ * one read (split across reads, or fragmented); also a message kept in
+ * memo[] */
+struct zbuf {
+  size_t len, cap;
+  uint8_t data[];
+};
+
 /* Longest frame start that must be whole before it can be handled: a
  * server header (at most 10 bytes) and a control payload (at most 125).
- * A data frame needs less: its header and the PREFIX_LEN bytes checked. */
+ * A data frame needs less: its header and the CHECK_MAX bytes checked. */
 #define CARRY_MAX (10 + 125)
 
 struct conn {
@@ -121,14 +173,20 @@ struct conn {
   bool fin_pending;  /* the frame being skipped ends its message */
   bool ready;        /* has seen a warm-up message */
   bool out_armed;    /* EPOLLOUT is in the interest set */
+  bool pmd;          /* permessage-deflate was negotiated */
+  bool msg_z;        /* the message being assembled is compressed (RSV1) */
   uint32_t expect;   /* next sequence number this connection should see */
   uint64_t skip;     /* payload bytes of the current frame not yet read */
   struct outbuf *out;
   struct handshake *hs;
+  /* the server keeps its compression context: this connection's inflate
+   * stream; NULL when its messages stand alone */
+  rc_inflate_stream *zs;
+  struct zbuf *zb; /* a compressed message being gathered */
   /* Only for a message whose prefix does not arrive in one piece with its
    * header (fragments, a payload split across reads); a whole frame in one
    * read is checked where it lies in the read buffer. */
-  uint8_t prefix[PREFIX_LEN];
+  uint8_t prefix[CHECK_MAX];
   uint8_t carry[CARRY_MAX];
 };
 
@@ -149,6 +207,10 @@ struct options {
   double settle; /* seconds to wait before each VmRSS reading */
   bool idle_rss;
   bool json;
+  bool payload_json; /* --payload json */
+  bool deflate;      /* --deflate: offer permessage-deflate */
+  bool inflate_all;  /* --inflate-all: no memo of checked compressed bytes */
+  bool show_payload; /* --show-payload: print message 0 and exit */
 };
 
 static struct options opt = {
@@ -212,6 +274,26 @@ static int8_t hexval[256];
 static uint8_t readbuf[READ_BUF];
 static uint8_t *frame; /* one message frame, rebuilt for each send */
 static size_t frame_len, frame_hdr_len;
+
+/* The payload: where the key lies in a message (check_off..check_end), and
+ * the templates (pool_count of them, opt.size bytes each) of the rest */
+static size_t check_off, check_end = PREFIX_LEN;
+static uint8_t *payload_pool;
+static uint32_t pool_count = 1;
+
+/* permessage-deflate */
+static char pmd_offer[RC_PMD_VALUE_MAX];
+static rc_pmd_params pmd_offered;
+static char pmd_answer[RC_PMD_VALUE_MAX]; /* the first connection's answer */
+static uint32_t pmd_conns, takeover_conns;
+static rc_inflater *inflater; /* for the messages that stand alone */
+static uint8_t *inflbuf;      /* opt.size bytes: one inflated message */
+/* per message: its compressed bytes once a delivery of them has been
+ * inflated and found right (freed when the message is complete) */
+static struct zbuf **memo;
+static uint64_t compressed_rx, inflations, memo_hits, content_errors;
+/* bytes received (wire bytes: frames with headers), for the publishing */
+static uint64_t rx_bytes;
 
 /* ---------------------------------------------------------------- utils */
 
@@ -412,24 +494,168 @@ static void put_hex(uint8_t *p, uint64_t v, int digits) {
   }
 }
 
+/* The template of message seq: opt.size bytes, its key left to fill. */
+static const uint8_t *template_for(uint32_t seq) {
+  return payload_pool + (size_t)(seq % pool_count) * opt.size;
+}
+
 /* Fills the frame's payload for message `seq` (or a warm-up message) and
  * masks it with a fresh key. */
 static void make_message(bool warmup, uint32_t seq, uint64_t t) {
   uint8_t mask[4];
   uint8_t *payload = frame + frame_hdr_len;
+  uint8_t *key = payload + check_off;
   /* the header length only depends on the size, so rebuilding it in place
    * just changes the key */
   build_header(frame, 0x1, opt.size, mask);
-  memset(payload, 'x', opt.size);
+  memcpy(payload, template_for(warmup ? 0 : seq), opt.size);
   if (warmup) {
-    memset(payload, 'w', PREFIX_LEN);
+    memset(key, 'w', PREFIX_LEN);
   } else {
-    put_hex(payload, seq, 8);
-    put_hex(payload + 8, t, 16);
-    memcpy(sent_prefix[seq], payload, PREFIX_LEN);
+    put_hex(key, seq, 8);
+    put_hex(key + 8, t, 16);
+    memcpy(sent_prefix[seq], key, PREFIX_LEN);
     send_ns[seq] = t;
   }
   mask_bytes(payload, opt.size, mask);
+}
+
+/* ------------------------------------------------------------- payloads */
+
+static uint64_t gen_state = 0x9E3779B97F4A7C15ULL; /* the fixed seed */
+
+static uint32_t gen_below(uint32_t n) {
+  gen_state ^= gen_state >> 12;
+  gen_state ^= gen_state << 25;
+  gen_state ^= gen_state >> 27;
+  return (uint32_t)((gen_state * 0x2545F4914F6CDD1DULL >> 32) % n);
+}
+
+static const char *const chat_phrases[] = {
+    "buy the dip",
+    "funding rate went up again",
+    "anyone seen this chart?",
+    "support holds for now",
+    "whale alert on the order book",
+    "take profit at the next level",
+    "volume is low today",
+    "I think we retest the high",
+    "stop loss hit, out of my long",
+    "gm everyone",
+    "news coming soon",
+    "fees on spot vs perp?",
+    "nice entry",
+    "short squeeze incoming lol",
+    "thanks for the heads up",
+    "waiting for a break above",
+};
+static const char *const user_names[] = {
+    "fox_lantern",  "quietriver",  "m.tanaka",   "bytebandit",
+    "olga_k",       "satoshi_fan", "trader_joe", "lunarmoth",
+    "pkowalski",    "n3on",        "greenbar",   "redcandle",
+    "deltaneutral", "amira.s",     "kestrel",    "hodl4ever"};
+static const char *const symbols[] = {
+    "BTC-USD", "ETH-USD", "SOL-USD",  "XRP-EUR",  "ADA-USD",   "DOGE-USD",
+    "LTC-EUR", "DOT-USD", "AVAX-USD", "LINK-USD", "MATIC-USD", "ATOM-EUR"};
+/* each symbol's price in cents, around which its quotes move */
+static const uint32_t base_cents[] = {4312500, 229050, 10415, 57,   59, 9,
+                                      7120,    712,    3890,  1475, 85, 961};
+static const char *const roles[] = {"member", "moderator", "vip", "bot"};
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+struct text {
+  char *p;
+  size_t len, cap;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= t->cap - t->len) {
+    note("internal error: JSON template overflow");
+    exit(2);
+  }
+  t->len += (size_t)n;
+}
+
+/* One JSON template of exactly opt.size bytes into out: a chat/ticker
+ * update with varied values, its key ('0' x 24) at JSON_KEY_OFF. */
+static void json_template(uint8_t *out) {
+  size_t size = opt.size;
+  struct text t = {malloc(size + 256), 0, size + 256};
+  if (t.p == NULL) {
+    note("out of memory");
+    exit(2);
+  }
+  text_add(&t,
+           "{\"id\":\"000000000000000000000000\",\"type\":\"update\","
+           "\"room\":\"market.%s\",\"ts\":%" PRIu64 ",",
+           symbols[gen_below(COUNT(symbols))],
+           1733480000000ULL + gen_below(86400000));
+  text_add(&t,
+           "\"from\":{\"user\":%" PRIu32 ",\"name\":\"%s\",\"role\":"
+           "\"%s\"},\"quotes\":[",
+           10000 + gen_below(90000), user_names[gen_below(COUNT(user_names))],
+           roles[gen_below(COUNT(roles))]);
+  /* quotes while a longest one (under 170 bytes) and some text still fit,
+   * then a line of chat: about 2.5-3x with a standalone deflate at 1 KiB,
+   * like real JSON */
+  for (bool first = true; t.len + 170 + 60 < size; first = false) {
+    uint32_t sym = gen_below(COUNT(symbols));
+    uint32_t base = base_cents[sym];
+    uint32_t px = base - base / 50 + gen_below(base / 25 + 1);
+    uint32_t spread = 1 + gen_below(base / 1000 + 1);
+    text_add(&t,
+             "%s{\"sym\":\"%s\",\"bid\":\"%" PRIu32 ".%02" PRIu32
+             "\",\"ask\":\"%" PRIu32 ".%02" PRIu32 "\",\"vol\":%" PRIu32
+             ",\"chg\":\"%c%" PRIu32 ".%02" PRIu32
+             "\",\"side\":\"%s\",\"venue\":\"spot-eu1\",\"status\":\"open\"}",
+             first ? "" : ",", symbols[sym], px / 100, px % 100,
+             (px + spread) / 100, (px + spread) % 100, gen_below(50000),
+             gen_below(2) ? '+' : '-', gen_below(12), gen_below(100),
+             gen_below(2) ? "buy" : "sell");
+  }
+  text_add(&t, "],\"text\":\"");
+  /* phrases up to exactly size bytes with the closing "}; the last one is
+   * cut to fit */
+  while (t.len + 2 < size) {
+    const char *w = chat_phrases[gen_below(COUNT(chat_phrases))];
+    size_t left = size - 2 - t.len, wl = strlen(w);
+    if (wl >= left) {
+      memcpy(t.p + t.len, w, left);
+      t.len += left;
+      break;
+    }
+    memcpy(t.p + t.len, w, wl);
+    t.p[t.len + wl] = ' ';
+    t.len += wl + 1;
+  }
+  memcpy(out, t.p, size - 2);
+  out[size - 2] = '"';
+  out[size - 1] = '}';
+  free(t.p);
+}
+
+/* The templates of --payload: every message's bytes but its key. */
+static void make_payloads(void) {
+  if (opt.payload_json) {
+    check_off = JSON_KEY_OFF;
+    pool_count = PAYLOAD_POOL;
+  }
+  check_end = check_off + PREFIX_LEN;
+  payload_pool = malloc((size_t)pool_count * opt.size);
+  if (payload_pool == NULL) {
+    note("out of memory");
+    exit(2);
+  }
+  if (!opt.payload_json) {
+    memset(payload_pool, 'x', opt.size);
+    return;
+  }
+  for (uint32_t k = 0; k < pool_count; k++)
+    json_template(payload_pool + (size_t)k * opt.size);
 }
 
 /* ----------------------------------------------------------- accounting */
@@ -485,8 +711,13 @@ static void hist_quantiles(const double *qs, size_t nq, double *out) {
 }
 
 static void message_settled(uint32_t seq) {
-  if (--pending[seq] == 0)
+  if (--pending[seq] == 0) {
     completed++;
+    if (memo != NULL && memo[seq] != NULL) {
+      free(memo[seq]);
+      memo[seq] = NULL;
+    }
+  }
 }
 
 static void message_deliver(struct conn *c, uint32_t seq, uint64_t t) {
@@ -528,14 +759,16 @@ static void message_unexpected(struct conn *c, const uint8_t *p, uint64_t t) {
 }
 
 /* One data message has been fully read; p holds its first `have` bytes
- * (at most PREFIX_LEN matter). The per-delivery check is one comparison
- * with what was sent as the message this connection expects next. */
+ * (at most check_end matter). The per-delivery check is one comparison
+ * of its key with what was sent as the message this connection expects
+ * next. */
 static void message_done(struct conn *c, const uint8_t *p, size_t have,
                          uint64_t t) {
-  if (have < PREFIX_LEN) {
+  if (have < check_end) {
     order_errors++;
     return;
   }
+  p += check_off;
   uint32_t e = c->expect;
   if (e < sent && phase == PH_PUBLISH &&
       memcmp(p, sent_prefix[e], PREFIX_LEN) == 0) {
@@ -543,6 +776,69 @@ static void message_done(struct conn *c, const uint8_t *p, size_t have,
     return;
   }
   message_unexpected(c, p, t);
+}
+
+static void protocol_error(struct conn *c, const char *why);
+
+/* A message inflated to p[0..len) is message seq's whole text: its
+ * template around the key, which was compared already. */
+static bool body_matches(uint32_t seq, const uint8_t *p, size_t len) {
+  const uint8_t *tpl = template_for(seq);
+  return len == opt.size && memcmp(p, tpl, check_off) == 0 &&
+         memcmp(p + check_end, tpl + check_end, opt.size - check_end) == 0;
+}
+
+static void memo_keep(uint32_t seq, const uint8_t *z, size_t len) {
+  struct zbuf *m = malloc(sizeof *m + len);
+  if (m == NULL) {
+    note("out of memory");
+    exit(2);
+  }
+  m->len = m->cap = len;
+  memcpy(m->data, z, len);
+  memo[seq] = m;
+}
+
+/* A whole compressed message z[0..len) (RSV1 set, the payloads of its
+ * frames joined). Inflated and checked whole, unless it is byte for byte
+ * a delivery of the expected message already inflated and found right. */
+static void compressed_message(struct conn *c, const uint8_t *z, size_t len,
+                               uint64_t t) {
+  compressed_rx++;
+  uint32_t e = c->expect;
+  bool measured = e < sent && phase == PH_PUBLISH;
+  if (measured && c->zs == NULL && memo[e] != NULL && memo[e]->len == len &&
+      memcmp(memo[e]->data, z, len) == 0) {
+    memo_hits++;
+    message_deliver(c, e, t);
+    return;
+  }
+  inflations++;
+  size_t out_len = 0;
+  int rc =
+      c->zs != NULL
+          ? rc_inflate_stream_feed(c->zs, z, len, inflbuf, opt.size, &out_len)
+          : rc_inflate_message(inflater, z, len, inflbuf, opt.size, &out_len);
+  if (rc != RC_INFLATE_OK) {
+    protocol_error(c, rc == RC_INFLATE_TOO_BIG
+                          ? "a compressed message inflates past --size"
+                      : rc == RC_INFLATE_NOMEM
+                          ? "out of memory inflating a message"
+                          : "a compressed message does not inflate");
+    return;
+  }
+  if (measured && out_len >= check_end &&
+      memcmp(inflbuf + check_off, sent_prefix[e], PREFIX_LEN) == 0) {
+    if (!body_matches(e, inflbuf, out_len)) {
+      /* counted, and the message settled so that the run ends */
+      content_errors++;
+    } else if (c->zs == NULL && memo[e] == NULL && !opt.inflate_all) {
+      memo_keep(e, z, len);
+    }
+    message_deliver(c, e, t);
+    return;
+  }
+  message_done(c, inflbuf, out_len, t);
 }
 
 /* --------------------------------------------------------- connections */
@@ -557,6 +853,12 @@ static void conn_close_fd(struct conn *c) {
   c->out = NULL;
   free(c->hs);
   c->hs = NULL;
+  free(c->zb);
+  c->zb = NULL;
+  if (c->zs != NULL) {
+    rc_inflate_stream_free(c->zs);
+    c->zs = NULL;
+  }
 }
 
 static void conn_lost(struct conn *c, const char *why) {
@@ -666,8 +968,11 @@ static void send_upgrade(struct conn *c) {
                    "Connection: Upgrade\r\n"
                    "Sec-WebSocket-Key: %s\r\n"
                    "Sec-WebSocket-Version: 13\r\n"
+                   "%s%s%s"
                    "\r\n",
-                   opt.path, opt.host, opt.port, key);
+                   opt.path, opt.host, opt.port, key,
+                   opt.deflate ? "Sec-WebSocket-Extensions: " : "",
+                   opt.deflate ? pmd_offer : "", opt.deflate ? "\r\n" : "");
   if (n < 0 || (size_t)n >= sizeof req) {
     note("--path or --host too long");
     exit(2);
@@ -711,24 +1016,77 @@ static bool read_handshake(struct conn *c, const uint8_t *p, size_t n,
     return false;
   }
   bool accept_ok = false;
+  /* Sec-WebSocket-Extensions lines, joined with ", " (RFC 7230 3.2.2) */
+  char ext[HS_BUF];
+  size_t ext_len = 0;
   for (char *line = strstr(h->buf, "\r\n"); line != NULL;
        line = strstr(line, "\r\n")) {
     line += 2;
     static const char name[] = "sec-websocket-accept:";
-    if (strncasecmp(line, name, sizeof name - 1) != 0)
+    static const char ext_name[] = "sec-websocket-extensions:";
+    bool is_accept = strncasecmp(line, name, sizeof name - 1) == 0;
+    bool is_ext =
+        opt.deflate && strncasecmp(line, ext_name, sizeof ext_name - 1) == 0;
+    if (!is_accept && !is_ext)
       continue;
-    char *v = line + sizeof name - 1;
+    char *v = line + (is_accept ? sizeof name : sizeof ext_name) - 1;
     while (*v == ' ' || *v == '\t')
       v++;
     size_t vlen = strcspn(v, "\r");
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
       vlen--;
-    accept_ok = vlen == 28 && memcmp(v, h->accept, 28) == 0;
-    break;
+    if (is_accept) {
+      accept_ok = vlen == 28 && memcmp(v, h->accept, 28) == 0;
+    } else if (ext_len + 2 + vlen < sizeof ext) {
+      /* the head is at most HS_BUF bytes, so this always fits */
+      if (ext_len > 0) {
+        memcpy(ext + ext_len, ", ", 2);
+        ext_len += 2;
+      }
+      memcpy(ext + ext_len, v, vlen);
+      ext_len += vlen;
+    }
   }
   if (!accept_ok) {
     conn_lost(c, "missing or wrong Sec-WebSocket-Accept");
     return false;
+  }
+  if (opt.deflate) {
+    rc_pmd_params got;
+    const char *reason = NULL;
+    int r = rc_pmd_client_check_response(ext_len > 0 ? ext : NULL, ext_len,
+                                         &pmd_offered, &got, &reason);
+    if (r == RC_PMD_E_FAIL) {
+      char why[200];
+      snprintf(
+          why, sizeof why, "bad Sec-WebSocket-Extensions answer \"%.*s\": %s",
+          (int)(ext_len < 100 ? ext_len : 100), ext, reason ? reason : "?");
+      protocol_errors++;
+      conn_lost(c, why);
+      return false;
+    }
+    if (r == 1) {
+      c->pmd = true;
+      pmd_conns++;
+      if (pmd_answer[0] == '\0') {
+        size_t k =
+            ext_len < sizeof pmd_answer - 1 ? ext_len : sizeof pmd_answer - 1;
+        /* a quoted parameter value would break the JSON line */
+        for (size_t q = 0; q < k; q++)
+          pmd_answer[q] = ext[q] == '"' || ext[q] == '\\' ? '\'' : ext[q];
+        pmd_answer[k] = '\0';
+      }
+      if (!got.server_no_context_takeover) {
+        int bits = got.server_max_window_bits ? got.server_max_window_bits
+                                              : RC_PMD_MAX_WINDOW_BITS;
+        c->zs = rc_inflate_stream_init(bits);
+        if (c->zs == NULL) {
+          note("out of memory (inflate stream)");
+          exit(2);
+        }
+        takeover_conns++;
+      }
+    }
   }
   /* bytes of this read past the head are frames */
   size_t before = h->len - take;
@@ -772,8 +1130,15 @@ static void control_frame(struct conn *c, uint8_t op, const uint8_t *pl,
 static const char *check_header(const struct conn *c, uint8_t b0,
                                 uint64_t len) {
   uint8_t op = b0 & 0x0F;
-  if (b0 & 0x70)
+  if (b0 & 0x30)
     return "reserved bits set";
+  if (b0 & 0x40) {
+    /* RSV1: a compressed message, on its first frame only (RFC 7692 6) */
+    if (!c->pmd)
+      return "reserved bits set";
+    if (op != 0x1 && op != 0x2)
+      return "RSV1 on a frame that does not start a data message";
+  }
   if (op & 0x8) {
     if (len > 125 || !(b0 & 0x80))
       return "bad control frame";
@@ -791,11 +1156,82 @@ static const char *check_header(const struct conn *c, uint8_t b0,
   return NULL;
 }
 
-/* The last frame of a message assembled in c->prefix has been read. */
+/* Appends n bytes of a compressed message's payload to c->zb. Returns
+ * false if the connection was lost (too large). */
+static bool zappend(struct conn *c, const uint8_t *p, size_t n) {
+  struct zbuf *z = c->zb;
+  size_t len = z ? z->len : 0;
+  if (len + n > ZMSG_MAX) {
+    protocol_error(c, "compressed message too large");
+    return false;
+  }
+  if (z == NULL || len + n > z->cap) {
+    size_t cap = z ? z->cap : 0;
+    if (cap < 4096)
+      cap = 4096;
+    while (cap < len + n)
+      cap *= 2;
+    z = realloc(z, sizeof *z + cap);
+    if (z == NULL) {
+      note("out of memory");
+      exit(2);
+    }
+    z->len = len;
+    z->cap = cap;
+    c->zb = z;
+  }
+  memcpy(z->data + z->len, p, n);
+  z->len += n;
+  return true;
+}
+
+/* The last frame of a message assembled in c->prefix, or of a compressed
+ * one gathered in c->zb, has been read. */
 static void finish_message(struct conn *c, uint64_t t) {
-  message_done(c, c->prefix, c->msg_have, t);
+  bool z = c->msg_z;
   c->msg_op = 0;
+  c->msg_z = false;
+  if (z) {
+    c->msg_have = 0;
+    struct zbuf *zb = c->zb;
+    compressed_message(c, zb->data, zb->len, t);
+    if (c->zb != NULL) {
+      if (c->zb->cap > 65536) {
+        free(c->zb);
+        c->zb = NULL;
+      } else {
+        c->zb->len = 0;
+      }
+    }
+    return;
+  }
+  message_done(c, c->prefix, c->msg_have, t);
   c->msg_have = 0;
+}
+
+/* A frame of a compressed message that is not whole in this read: its
+ * payload is gathered in c->zb. Same contract as frame_at(). */
+static size_t zframe_slow(struct conn *c, uint8_t b0, size_t hl, uint64_t len,
+                          size_t avail, const uint8_t *pl, uint64_t t) {
+  uint8_t op = b0 & 0x0F;
+  if (op != 0) {
+    c->msg_op = op;
+    c->msg_z = true;
+    if (c->zb != NULL)
+      c->zb->len = 0;
+  }
+  size_t take = len <= avail ? (size_t)len : avail;
+  if (!zappend(c, pl, take))
+    return hl + avail;
+  bool fin = (b0 & 0x80) != 0;
+  if (len <= avail) {
+    if (fin)
+      finish_message(c, t);
+    return hl + (size_t)len;
+  }
+  c->skip = len - avail;
+  c->fin_pending = fin;
+  return hl + avail;
 }
 
 /* A data frame that is not a whole message in this read (a fragment, or a
@@ -806,7 +1242,7 @@ static size_t data_frame_slow(struct conn *c, uint8_t b0, size_t hl,
                               uint64_t t) {
   uint8_t op = b0 & 0x0F;
   size_t have = op != 0 ? 0 : c->msg_have;
-  size_t want = have < PREFIX_LEN ? PREFIX_LEN - have : 0;
+  size_t want = have < check_end ? check_end - have : 0;
   if (want > len)
     want = (size_t)len;
   if (avail < want)
@@ -862,6 +1298,11 @@ static size_t frame_at(struct conn *c, const uint8_t *p, size_t n, uint64_t t) {
     message_done(c, p + hl, (size_t)len, t);
     return hl + (size_t)len;
   }
+  /* a whole compressed one-frame message: inflated from where it lies */
+  if ((b0 == 0xC1 || b0 == 0xC2) && c->pmd && c->msg_op == 0 && len <= avail) {
+    compressed_message(c, p + hl, (size_t)len, t);
+    return hl + (size_t)len;
+  }
   const char *why = check_header(c, b0, len);
   if (why != NULL) {
     protocol_error(c, why);
@@ -873,6 +1314,8 @@ static size_t frame_at(struct conn *c, const uint8_t *p, size_t n, uint64_t t) {
     control_frame(c, b0 & 0x0F, p + hl, (size_t)len);
     return hl + (size_t)len;
   }
+  if (c->msg_z || (b0 & 0x40))
+    return zframe_slow(c, b0, hl, len, avail, p + hl, t);
   return data_frame_slow(c, b0, hl, len, avail, p + hl, t);
 }
 
@@ -881,6 +1324,8 @@ static void feed_frames(struct conn *c, const uint8_t *p, size_t n,
                         uint64_t t) {
   if (c->skip > 0) {
     size_t take = c->skip < n ? (size_t)c->skip : n;
+    if (c->msg_z && !zappend(c, p, take))
+      return;
     c->skip -= take;
     p += take;
     n -= take;
@@ -925,6 +1370,7 @@ static void on_readable(struct conn *c) {
       return;
     }
     reads++;
+    rx_bytes += (uint64_t)n;
     c->carry_len = 0;
     /* one clock read per read(): every frame in it arrived together */
     uint64_t t = now_ns();
@@ -1096,8 +1542,17 @@ static void usage(FILE *f) {
       "  --batch B          handshakes in flight at once (default 500)\n"
       "  --server-pid PID   measure this process's CPU time while publishing\n"
       "  --timeout SECONDS  stop with an error after this long (default 60)\n"
+      "  --payload x|json   message text: the key then 'x' (default), or a\n"
+      "                     JSON chat/ticker update of exactly --size bytes\n"
+      "                     (>= %d), varied from a fixed seed\n"
+      "  --deflate          offer permessage-deflate and inflate what comes\n"
+      "                     compressed (the publisher sends plain frames)\n"
+      "  --inflate-all      inflate every compressed delivery, even one whose\n"
+      "                     bytes equal a delivery of that message already\n"
+      "                     inflated and checked\n"
+      "  --show-payload     print message 0 as sent and exit\n"
       "  --json             one JSON line on stdout, the summary on stderr\n",
-      PREFIX_LEN);
+      PREFIX_LEN, JSON_MIN_SIZE);
 }
 
 static uint32_t parse_u32(const char *name, const char *s, uint32_t min) {
@@ -1140,6 +1595,10 @@ static void parse_args(int argc, char **argv) {
       {"server-pid", required_argument, NULL, 'S'},
       {"timeout", required_argument, NULL, 't'},
       {"json", no_argument, NULL, 'j'},
+      {"payload", required_argument, NULL, 'y'},
+      {"deflate", no_argument, NULL, 'z'},
+      {"inflate-all", no_argument, NULL, 'a'},
+      {"show-payload", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -1218,6 +1677,25 @@ static void parse_args(int argc, char **argv) {
     case 'j':
       opt.json = true;
       break;
+    case 'y':
+      if (strcmp(optarg, "json") == 0) {
+        opt.payload_json = true;
+      } else if (strcmp(optarg, "x") == 0) {
+        opt.payload_json = false;
+      } else {
+        note("--payload takes x or json: %s", optarg);
+        exit(2);
+      }
+      break;
+    case 'z':
+      opt.deflate = true;
+      break;
+    case 'a':
+      opt.inflate_all = true;
+      break;
+    case 'v':
+      opt.show_payload = true;
+      break;
     case 'h':
       usage(stdout);
       exit(0);
@@ -1232,6 +1710,10 @@ static void parse_args(int argc, char **argv) {
   }
   if (opt.idle_rss && (opt.server_pid == 0 || opt.rss_warm >= opt.clients)) {
     note("--idle-rss needs --server-pid and more --clients than --rss-warm");
+    exit(2);
+  }
+  if (opt.payload_json && opt.size < JSON_MIN_SIZE) {
+    note("--payload json needs --size >= %d", JSON_MIN_SIZE);
     exit(2);
   }
   if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) {
@@ -1301,6 +1783,33 @@ int main(int argc, char **argv) {
     hexval['0' + i] = (int8_t)i;
   for (int i = 0; i < 6; i++)
     hexval['a' + i] = (int8_t)(10 + i);
+  make_payloads();
+  if (opt.show_payload) {
+    uint8_t *msg = malloc(opt.size);
+    if (msg == NULL)
+      return 2;
+    memcpy(msg, template_for(0), opt.size);
+    put_hex(msg + check_off, 0, 8);
+    put_hex(msg + check_off + 8, now_ns(), 16);
+    fwrite(msg, 1, opt.size, stdout);
+    fputc('\n', stdout);
+    free(msg);
+    return fflush(stdout) == 0 ? 0 : 2;
+  }
+  if (opt.deflate) {
+    rc_pmd_client_default(&pmd_offered);
+    if (rc_pmd_client_offer(&pmd_offered, pmd_offer, sizeof pmd_offer) < 0) {
+      note("internal error: permessage-deflate offer");
+      return 2;
+    }
+    inflater = rc_inflater_new();
+    inflbuf = malloc(opt.size);
+    memo = calloc(opt.messages, sizeof *memo);
+    if (inflater == NULL || inflbuf == NULL || memo == NULL) {
+      note("out of memory");
+      return 2;
+    }
+  }
 
   conns = calloc(opt.clients, sizeof *conns);
   pending = calloc(opt.messages, sizeof *pending);
@@ -1335,6 +1844,7 @@ int main(int argc, char **argv) {
   bool cpu_ok = false;
   /* CPU time and reads at the start and end of publishing */
   uint64_t lg_cpu0 = 0, lg_cpu1 = 0, reads0 = 0, reads1 = 0;
+  uint64_t rx0 = 0, rx1 = 0, zrx0 = 0, zrx1 = 0;
   uint64_t lg_cpu_start = cpu_ns();
   uint64_t t_start = now_ns();
   uint64_t deadline = t_start + (uint64_t)(opt.timeout * 1e9);
@@ -1379,6 +1889,8 @@ int main(int argc, char **argv) {
             cpu_ok = read_cpu_ticks(opt.server_pid, &cpu0);
           lg_cpu0 = cpu_ns();
           reads0 = reads;
+          rx0 = rx_bytes;
+          zrx0 = compressed_rx;
           t_pub0 = now_ns();
         }
       } else if (!all_in && t - warmup_tx >= 20000000u &&
@@ -1433,6 +1945,8 @@ int main(int argc, char **argv) {
           cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
         lg_cpu1 = cpu_ns();
         reads1 = reads;
+        rx1 = rx_bytes;
+        zrx1 = compressed_rx;
         phase = PH_CLOSE;
         t_close = t_pub1;
         begin_close();
@@ -1464,6 +1978,8 @@ int main(int argc, char **argv) {
           cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
         lg_cpu1 = cpu_ns();
         reads1 = reads;
+        rx1 = rx_bytes;
+        zrx1 = compressed_rx;
       }
       break;
     }
@@ -1532,7 +2048,13 @@ int main(int argc, char **argv) {
                                 (double)(rss_conns[1] - rss_conns[0])
                           : 0;
   bool ok = !timed_out && !fatal && order_errors == 0 && lost == 0 &&
-            dropped == 0 && protocol_errors == 0 && (!opt.idle_rss || rss_ok);
+            dropped == 0 && protocol_errors == 0 && content_errors == 0 &&
+            (!opt.idle_rss || rss_ok);
+  uint64_t wire = published ? rx1 - rx0 : 0;
+  double wire_per = deliveries > 0 ? (double)wire / (double)deliveries : 0;
+  uint64_t zdeliv = published ? zrx1 - zrx0 : 0;
+  /* every connection that completed its handshake negotiated it */
+  bool pmd_all = pmd_conns > 0 && pmd_conns == opened;
 
   FILE *h = opt.json ? stderr : stdout;
   fprintf(h,
@@ -1573,10 +2095,22 @@ int main(int argc, char **argv) {
     fprintf(h,
             "latency   p50 %.0f us  p99 %.0f us  p99.9 %.0f us  max %.0f us\n",
             p50, p99, p999, pmax);
+  if (!opt.idle_rss)
+    fprintf(h, "wire      %.1f bytes per delivery (%" PRIu32 " of text)\n",
+            wire_per, opt.size);
+  if (opt.deflate)
+    fprintf(h,
+            "deflate   negotiated on %" PRIu32 " of %" PRIu32
+            " connections (\"%s\"), %" PRIu32 " keeping context; %" PRIu64
+            " compressed deliveries, %" PRIu64 " inflated, %" PRIu64
+            " equal to one checked\n",
+            pmd_conns, opened, pmd_answer, takeover_conns, compressed_rx,
+            inflations, memo_hits);
   fprintf(h,
           "errors    order %" PRIu64 "  lost %" PRIu64
-          "  dropped connections %" PRIu64 "  protocol %" PRIu64 "%s\n",
-          order_errors, lost, dropped, protocol_errors,
+          "  dropped connections %" PRIu64 "  protocol %" PRIu64
+          "  content %" PRIu64 "%s\n",
+          order_errors, lost, dropped, protocol_errors, content_errors,
           timed_out ? "  TIMED OUT" : "");
   if (opt.json) {
     const char *mode = opt.idle_rss   ? "idle_rss"
@@ -1613,6 +2147,21 @@ int main(int argc, char **argv) {
              ",\"rss_per_idle_conn_bytes\":%.1f,\"rss_quiet\":%s",
              rss[0], rss[1], rss_conns[0], rss_conns[1], rss_per,
              rss_quiet ? "true" : "false");
+    printf(",\"payload\":\"%s\",\"wire_bytes\":%" PRIu64
+           ",\"wire_bytes_per_delivery\":%.2f",
+           opt.payload_json ? "json" : "x", wire, wire_per);
+    /* the answer passed rc_pmd_client_check_response and its quotes were
+     * replaced: no JSON escaping needed */
+    printf(
+        ",\"deflate_offered\":%s,\"deflate_negotiated\":%s"
+        ",\"deflate_connections\":%" PRIu32 ",\"connections_opened\":%" PRIu32
+        ",\"deflate_context_takeover_connections\":%" PRIu32
+        ",\"deflate_answer\":\"%s\",\"compressed_deliveries\":%" PRIu64
+        ",\"compressed_messages_received\":%" PRIu64 ",\"inflations\":%" PRIu64
+        ",\"inflate_skipped_equal\":%" PRIu64 ",\"content_errors\":%" PRIu64,
+        opt.deflate ? "true" : "false", pmd_all ? "true" : "false", pmd_conns,
+        opened, takeover_conns, pmd_answer, zdeliv, compressed_rx, inflations,
+        memo_hits, content_errors);
     printf(",\"latency_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f"
            ",\"max\":%.0f}",
            p50, p99, p999, pmax);

@@ -35,6 +35,20 @@ FASTAPI_TARGETS = (
 )
 FASTAPI_CLIENTS = (1000, 10000)
 
+# permessage-deflate (issue 15, run.py --deflate): roomcast compressing
+# against roomcast without compression on the same payload and against the
+# peers with their compression. Burst deliveries/s of roomcast-deflate >=
+# goal x the server's; idle RSS per connection <= DEFLATE_IDLE_GOAL x
+# roomcast's without compression; wire bytes per delivery <= WIRE_SLACK x
+# each peer's ("as small as the peers'", a few header bytes aside).
+DEFLATE = "roomcast-deflate"
+DEFLATE_SERVERS = ("roomcast", DEFLATE, "socketify-deflate", "websockets-deflate", "aiohttp-deflate")
+DEFLATE_TARGETS = (("roomcast", 0.7), ("socketify-deflate", 5.0), ("websockets-deflate", 100.0))
+DEFLATE_PEERS = ("socketify-deflate", "websockets-deflate", "aiohttp-deflate")
+DEFLATE_CLIENTS = (1000, 10000)
+DEFLATE_IDLE_GOAL = 1.2
+WIRE_SLACK = 1.05
+
 
 # ------------------------------------------------------------------ helpers
 
@@ -352,6 +366,164 @@ def fastapi_targets(doc: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def deflate_size(doc: dict) -> int:
+    """The message size of the deflate rows: the run's first burst size."""
+    sizes = doc["settings"].get("sizes") or [1024]
+    return sizes[0]
+
+
+def deflate_targets(doc: dict) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows of the permessage-deflate targets."""
+    rows: list[tuple[str, str, str]] = []
+    size = deflate_size(doc)
+    for clients in DEFLATE_CLIENTS:
+        mine = find(doc, DEFLATE, "burst", clients, size)
+        for peer, goal in DEFLATE_TARGETS:
+            what = "roomcast without compression (same payload)" if peer == "roomcast" else peer
+            label = f"burst W=64, N={clients:,}, S={size:,}: {DEFLATE} ≥ {goal:g}× {what}"
+            theirs = find(doc, peer, "burst", clients, size)
+            if mine is None or theirs is None:
+                missing = DEFLATE if mine is None else peer
+                rows.append((label, f"not measured ({missing} has no burst result at N={clients:,})", "–"))
+                continue
+            r = mine["deliveries_per_sec"] / theirs["deliveries_per_sec"]
+            lim_a, lim_b = limited(mine), limited(theirs)
+            sign = "≥ " if lim_a and not lim_b else "≤ " if lim_b and not lim_a else ""
+            certain = not (lim_a or lim_b) or (lim_a and not lim_b and r >= goal) or (lim_b and not lim_a and r < goal)
+            rows.append(
+                (
+                    label,
+                    f"{sign}{ratio(r)}{f' {MARK}' if lim_a or lim_b else ''}"
+                    f" ({n(mine['deliveries_per_sec'])} vs {n(theirs['deliveries_per_sec'])} deliveries/s;"
+                    f" loadgen {loadgen_cell(mine)}, {loadgen_cell(theirs)} of its core)",
+                    ("met" if r >= goal else "**missed**") + ("" if certain else f" {MARK}"),
+                )
+            )
+    idle_clients = doc["settings"].get("idle_clients", 10000)
+    label = (
+        f"RSS per idle connection, N={idle_clients:,}: {DEFLATE} ≤ {DEFLATE_IDLE_GOAL:g}× roomcast without compression"
+    )
+    a, b = find(doc, DEFLATE, "idle", idle_clients, size), find(doc, "roomcast", "idle", idle_clients, size)
+    if a is None or b is None:
+        rows.append((label, f"not measured ({DEFLATE if a is None else 'roomcast'} has no idle result)", "–"))
+    else:
+        x, y = a["rss_per_idle_conn_bytes"], b["rss_per_idle_conn_bytes"]
+        rows.append(
+            (
+                label,
+                f"{x / y:.2f}× ({n(x)} vs {n(y)} bytes per connection)" if y > 0 else f"{n(x)} vs {n(y)} bytes",
+                ("met" if x <= DEFLATE_IDLE_GOAL * y else "**missed**") if y > 0 else "–",
+            )
+        )
+    clients = DEFLATE_CLIENTS[0]
+    mine = find(doc, DEFLATE, "burst", clients, size)
+    for peer in DEFLATE_PEERS:
+        label = f"wire bytes per delivery, N={clients:,}: {DEFLATE} ≤ {WIRE_SLACK:g}× {peer}"
+        theirs = find(doc, peer, "burst", clients, size)
+        if mine is None or theirs is None or not theirs.get("wire_bytes_per_delivery"):
+            missing = DEFLATE if mine is None else peer
+            rows.append((label, f"not measured ({missing} has no burst result at N={clients:,})", "–"))
+            continue
+        x, y = mine["wire_bytes_per_delivery"], theirs["wire_bytes_per_delivery"]
+        keeps = theirs.get("deflate_context_takeover_connections", 0) > 0
+        rows.append(
+            (
+                label,
+                f"{x / y:.2f}× ({x:,.1f} vs {y:,.1f} bytes)"
+                + ("; the peer keeps its context across messages" if keeps else ""),
+                "met" if x <= WIRE_SLACK * y else "**missed**",
+            )
+        )
+    return rows
+
+
+def deflate_cell(r: dict) -> str:
+    """What the connections negotiated in a run."""
+    if not r.get("deflate_offered"):
+        return "not offered"
+    got, total = r.get("deflate_connections", 0), r.get("connections_opened", 0)
+    if got == 0:
+        return "declined"
+    keep = r.get("deflate_context_takeover_connections", 0)
+    return f"{got:,}/{total:,}" + (", context takeover" if keep else ", no context takeover")
+
+
+def deflate_section(doc: dict) -> list[str]:
+    """The permessage-deflate targets, then each server's burst and idle
+    figures with what was negotiated and the bytes on the wire."""
+    size = deflate_size(doc)
+    lines = [
+        "## permessage-deflate",
+        "",
+        f"Every connection offers `permessage-deflate; client_max_window_bits`; the publisher sends each"
+        f" message plain, a JSON chat/ticker update of {size:,} bytes (`loadgen --payload json`, about 2.5×"
+        " with a standalone deflate). `roomcast` is roomcast without compression (`servers/roomcast_chat.py`),"
+        ' `roomcast-deflate` with `compression="deflate", compression_threshold=128`'
+        " (`roomcast_chat.py --deflate`), `socketify-deflate` uWS's shared compressor with"
+        " `publish(..., compress=True)`, `websockets-deflate` and `aiohttp-deflate` their libraries'"
+        " default compression (context takeover: each message compressed for each connection).",
+        "",
+        "| target | measured | verdict |",
+        "| --- | --- | --- |",
+    ]
+    rows = deflate_targets(doc)
+    lines += [f"| {t} | {meas} | {v} |" for t, meas, v in rows]
+    lines.append("")
+    if any(MARK in meas for _, meas, _ in rows):
+        lines += [
+            f"{MARK} A run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core: its deliveries/s"
+            " is a lower bound, so the ratio is a bound (≥ when it is roomcast-deflate's, ≤ when the peer's);"
+            " a verdict marked † could change with a faster load generator.",
+            "",
+        ]
+    lines += [
+        "Wire bytes per delivery: the bytes the clients received while the messages were published (frames"
+        " with their headers) over the deliveries; text/wire is the message size over that.",
+        "",
+        "| N | server | deflate negotiated | deliveries/s | roomcast-deflate × | server CPU µs/delivery"
+        " | wire bytes/delivery | text/wire | loadgen CPU (of its core) | server busy | runs |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    order = {name: i for i, name in enumerate(server_order(doc))}
+    burst = sorted(
+        (r for r in results(doc, "burst") if r["size"] == size),
+        key=lambda r: (r["clients"], order.get(r["server"], 99)),
+    )
+    for r in burst:
+        if r["status"] != "ok":
+            lines.append(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | | | | | |")
+            continue
+        mine = find(doc, DEFLATE, "burst", r["clients"], size)
+        wire = r.get("wire_bytes_per_delivery")
+        lines.append(
+            f"| {r['clients']:,} | {r['server']} | {deflate_cell(r)} | {at_least(r, n(r['deliveries_per_sec']))}"
+            f" | {ratio(adv(mine and mine['deliveries_per_sec'], r['deliveries_per_sec'], True))}"
+            f" | {n(r.get('server_cpu_us_per_delivery'), 3)} | {n(wire, 1)}"
+            f" | {ratio(size / wire) if wire else '–'} | {loadgen_cell(r)} | {pct(r.get('server_busy'))}"
+            f" | {r['repeats_ok']}/{r['repeats']} |"
+        )
+    lines.append("")
+    lines += footnote(burst)
+    idle = sorted(results(doc, "idle"), key=lambda r: (r["clients"], order.get(r["server"], 99)))
+    if idle:
+        lines += [
+            "| N | server | deflate negotiated | bytes per idle connection | × roomcast without compression |",
+            "| ---: | --- | --- | ---: | ---: |",
+        ]
+        for r in idle:
+            if r["status"] != "ok":
+                lines.append(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | |")
+                continue
+            base = find(doc, "roomcast", "idle", r["clients"], r["size"])
+            per = r["rss_per_idle_conn_bytes"]
+            rel = (
+                f"{per / base['rss_per_idle_conn_bytes']:.2f}×" if base and base["rss_per_idle_conn_bytes"] > 0 else "–"
+            )
+            lines.append(f"| {r['clients']:,} | {r['server']} | {deflate_cell(r)} | {n(per)} | {rel} |")
+        lines.append("")
+    return lines
+
+
 # ----------------------------------------------------------------- markdown
 
 
@@ -460,9 +632,12 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
 
     if FASTAPI in server_order(doc):
         lines.extend(fastapi_section(doc))
+    if DEFLATE in server_order(doc):
+        lines.extend(deflate_section(doc))
 
-    # The fan-out targets compare roomcast with peers a --fastapi run has not.
-    if s["mode"] != "fastapi":
+    # The fan-out targets compare roomcast with peers a --fastapi or
+    # --deflate run has not.
+    if s["mode"] not in ("fastapi", "deflate"):
         add("## Targets of the issue")
         add("")
         add("| target | measured | verdict |")
@@ -556,7 +731,7 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
             if r["status"] != "ok":
                 add(f"| {r['clients']:,} | {r['server']} | {status_cell(r)} | | | | | |")
                 continue
-            rc = find(doc, "roomcast", "idle", r["clients"])
+            rc = find(doc, "roomcast", "idle", r["clients"], r["size"])
             per = r["rss_per_idle_conn_bytes"]
             add(
                 f"| {r['clients']:,} | {r['server']} | {n(per)}"
@@ -659,6 +834,10 @@ STYLE: dict[str, dict[str, Any]] = {
     "websocket_rooms": dict(color="#8c564b", marker="X"),
     "roomcast-fastapi": dict(color="#e377c2", lw=2.2, marker="o"),
     "roomcast-fastapi-py": dict(color="#e377c2", ls=":", marker="o"),
+    "roomcast-deflate": dict(color="#d62728", lw=2.2, ls="--", marker="o", zorder=5),
+    "socketify-deflate": dict(color="#1f77b4", ls="--", marker="^"),
+    "websockets-deflate": dict(color="#ff7f0e", ls="--", marker="P"),
+    "aiohttp-deflate": dict(color="#9467bd", ls="--", marker="D"),
 }
 
 

@@ -11,11 +11,12 @@ configuration is repeated and the median run kept. Writes
     python benchmarks/run.py --quick     # make bench: a pass of a few minutes
     python benchmarks/run.py --full      # make bench-full: everything
     python benchmarks/run.py --fastapi   # make bench-fastapi: the FastAPI rows
+    python benchmarks/run.py --deflate   # permessage-deflate against its peers
     python benchmarks/run.py --servers roomcast,floor-writev \\
         --scenarios burst --clients 1000,10000 --sizes 64 --repeat 5
 
-The stem is the date (``2026-11-22``), with ``-quick`` for a quick pass and
-``-fastapi`` for the FastAPI rows. Exits 1 if a run of a roomcast server
+The stem is the date (``2026-11-22``), with ``-quick`` for a quick pass,
+``-fastapi`` for the FastAPI rows and ``-deflate`` for permessage-deflate. Exits 1 if a run of a roomcast server
 (``roomcast`` or one of the FastAPI ones) failed (lost a message, saw one
 out of order, timed out); a peer that is missing, fails to start or is too slow is
 recorded as such and does not change the exit status.
@@ -49,11 +50,13 @@ BUILD = ROOT / "build"
 RESULTS = HERE / "results"
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}"]
 LOADGEN = BUILD / "loadgen"
-LOADGEN_SRCS = [HERE / "loadgen.c", ROOT / "csrc" / "proto" / "rc_http.c"]
+LOADGEN_SRCS = [HERE / "loadgen.c"] + [ROOT / "csrc" / "proto" / f for f in ("rc_http.c", "rc_pmd.c", "rc_deflate.c")]
 FLOOR = BUILD / "floor_server"
 FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in ("rc_http.c", "rc_utf8.c", "rc_frame.c")]
-# rc_http.c takes SHA-1 and base64 (the accept value) from OpenSSL.
+# rc_http.c takes SHA-1 and base64 (the accept value) from OpenSSL;
+# rc_deflate.c, libdeflate and zlib (the load generator's --deflate).
 LIBS = ["-lcrypto"]
+LOADGEN_LIBS = [*LIBS, "-ldeflate", "-lz"]
 
 # Server name -> (kind, argument, Python distributions whose versions are
 # recorded). For "py" the argument is the script in servers/ and the
@@ -74,10 +77,21 @@ SERVERS = {
     "roomcast-fastapi": ("py", "roomcast_fastapi_chat.py roomcast", FASTAPI_DISTS),
     "roomcast-fastapi-py": ("py", "roomcast_fastapi_chat.py uvicorn", FASTAPI_DISTS),
     "websocket_rooms": ("py", "websocket_rooms_chat.py", ["websocket-rooms", *FASTAPI_DISTS]),
+    # permessage-deflate (a name ending in -deflate: the load generator
+    # offers it, and a run where a connection did not negotiate it fails).
+    # roomcast compresses a published message once for every member;
+    # socketify with uWS's shared compressor (no context takeover);
+    # websockets and aiohttp with their defaults (context takeover: each
+    # message compressed for each connection).
+    "roomcast-deflate": ("py", "roomcast_chat.py --deflate", []),
+    "socketify-deflate": ("py", "socketify_chat.py deflate", ["socketify"]),
+    "websockets-deflate": ("py", "websockets_chat.py deflate", ["websockets"]),
+    "aiohttp-deflate": ("py", "aiohttp_chat.py deflate", ["aiohttp"]),
 }
+DEFLATE_SUFFIX = "-deflate"
 # The servers that run this work tree's roomcast package: its PYTHONPATH is
 # set for them, and a failed run of any of them is the exit status's.
-ROOMCAST_SERVERS = ("roomcast", "roomcast-fastapi", "roomcast-fastapi-py")
+ROOMCAST_SERVERS = ("roomcast", "roomcast-fastapi", "roomcast-fastapi-py", "roomcast-deflate")
 SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck")
 BURST_WINDOW = 64
 
@@ -129,7 +143,32 @@ FASTAPI: dict[str, Any] = dict(
     max_minutes=14.0,
     deliveries=10_000_000,
 )
-MODES = {"quick": QUICK, "full": FULL, "fastapi": FASTAPI}
+# --deflate: permessage-deflate (issue 15). roomcast without compression
+# and with it, socketify, websockets and aiohttp with theirs, on the same
+# JSON payload of 1 KiB (the load generator's --payload json, about 2.5x
+# with a standalone deflate; the publisher sends it plain), burst at N =
+# 1,000 and 10,000 and idle memory at 10,000, every connection offering
+# permessage-deflate. M = 10,000,000 / N as for --fastapi. 150 s per run at
+# most: a peer that compresses for each member (20,000 deliveries/s or
+# less) needs half a minute or more to drain the window of 64 messages at
+# N = 10,000.
+DEFLATE: dict[str, Any] = dict(
+    servers=["roomcast", "roomcast-deflate", "socketify-deflate", "websockets-deflate", "aiohttp-deflate"],
+    scenarios=["burst", "idle"],
+    clients=[1000, 10000],
+    sizes=[1024],
+    latency_clients=[],
+    rates=[],
+    idle_clients=10000,
+    repeat=3,
+    seconds=3.0,
+    budget=150.0,
+    max_minutes=30.0,
+    deliveries=10_000_000,
+    payload="json",
+    offer_deflate=True,
+)
+MODES = {"quick": QUICK, "full": FULL, "fastapi": FASTAPI, "deflate": DEFLATE}
 
 
 # ----------------------------------------------------------------- building
@@ -139,9 +178,9 @@ def _stale(target: Path, sources: list[Path]) -> bool:
     return not target.exists() or any(target.stat().st_mtime < s.stat().st_mtime for s in sources)
 
 
-def _compile(target: Path, sources: list[Path]) -> None:
+def _compile(target: Path, sources: list[Path], libs: list[str] = LIBS) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [os.environ.get("CC", "gcc"), *CFLAGS, *map(str, sources), "-o", str(target), *LIBS]
+    cmd = [os.environ.get("CC", "gcc"), *CFLAGS, *map(str, sources), "-o", str(target), *libs]
     print("building:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -149,7 +188,7 @@ def _compile(target: Path, sources: list[Path]) -> None:
 def build_loadgen() -> Path:
     """Compiles the load generator into build/ when missing or stale."""
     if _stale(LOADGEN, LOADGEN_SRCS):
-        _compile(LOADGEN, LOADGEN_SRCS)
+        _compile(LOADGEN, LOADGEN_SRCS, LOADGEN_LIBS)
     return LOADGEN
 
 
@@ -297,7 +336,10 @@ def plan(args: argparse.Namespace) -> list[dict]:
                 for n in args.latency_clients:
                     configs.append(dict(scenario=sc, clients=n, size=64, rate=rate, window=max(8, int(rate))))
         elif sc == "idle":
-            configs.append(dict(scenario=sc, clients=args.idle_clients, size=64, window=1))
+            # the JSON payload has a smallest size; its idle runs take the
+            # first burst size
+            size = 64 if args.payload == "x" else args.sizes[0]
+            configs.append(dict(scenario=sc, clients=args.idle_clients, size=size, window=1))
         elif sc == "selfcheck":
             # Burst against the fastest server at the largest sizes of N: the
             # same configurations as burst, so they are shared when both run.
@@ -333,6 +375,12 @@ def messages_for(c: dict, args: argparse.Namespace) -> tuple[int, float | None]:
     return max(4 * c["window"], math.ceil(args.deliveries / c["clients"])), args.seconds
 
 
+def offers_deflate(name: str, args: argparse.Namespace) -> bool:
+    """The load generator offers permessage-deflate to every server of a
+    --deflate run and to a -deflate server in any run."""
+    return bool(args.offer_deflate) or name.endswith(DEFLATE_SUFFIX)
+
+
 def loadgen_cmd(c: dict, server: ServerProcess, args: argparse.Namespace, pin: bool) -> list[str]:
     cmd = [
         str(LOADGEN),
@@ -352,6 +400,10 @@ def loadgen_cmd(c: dict, server: ServerProcess, args: argparse.Namespace, pin: b
         f"{args.budget:g}",
         "--json",
     ]
+    if args.payload != "x":
+        cmd += ["--payload", args.payload]
+    if offers_deflate(server.name, args):
+        cmd += ["--deflate"]
     if c["scenario"] == "idle":
         cmd += ["--idle-rss", "--rss-warm", "100", "--settle", "1"]
     else:
@@ -448,7 +500,15 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
             rec["saturated"] = (
                 bool(result.get("window_stalls")) or drain > 0.5 or result.get("rate_achieved", 0) < 0.95 * c["rate"]
             )
-        if proc.returncode != 0 or not result.get("ok"):
+        # a -deflate server must have compressed for every connection
+        no_deflate = name.endswith(DEFLATE_SUFFIX) and not result.get("deflate_negotiated")
+        if no_deflate:
+            rec["status"] = "failed"
+            rec["error"] = (
+                f"permessage-deflate negotiated on {result.get('deflate_connections', 0)}"
+                f" of {result.get('connections_opened', 0)} connections"
+            )
+        elif proc.returncode != 0 or not result.get("ok"):
             rec["status"] = "failed"
             # the load generator's own notes say what went wrong; its
             # summary's last line counts the errors
@@ -685,6 +745,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the FastAPI rows: roomcast, roomcast-fastapi, roomcast-fastapi-py, websocket_rooms",
     )
+    mode.add_argument(
+        "--deflate",
+        action="store_true",
+        help="permessage-deflate: roomcast with and without it, socketify, websockets and aiohttp with it,"
+        " on a 1 KiB JSON payload",
+    )
     ap.add_argument("--servers", help="comma-separated servers (default: those of the mode)")
     ap.add_argument("--scenarios", help="comma-separated: burst, single, latency, idle, selfcheck")
     ap.add_argument("--clients", help="N for burst and single, comma-separated")
@@ -713,9 +779,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--out", help="stem of the output files in benchmarks/results/ (default: the date, plus -quick for --quick)"
     )
+    ap.add_argument(
+        "--payload",
+        choices=["x", "json"],
+        help="message text: the key then 'x' (default), or JSON chat/ticker updates (the default with --deflate)",
+    )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = ap.parse_args(argv)
-    args.mode = "full" if args.full else "fastapi" if args.fastapi else "quick"
+    args.mode = "full" if args.full else "fastapi" if args.fastapi else "deflate" if args.deflate else "quick"
     base = MODES[args.mode]
 
     def csv(value: str | None, default: list, conv=str) -> list:
@@ -734,6 +805,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.max_minutes = base.get("max_minutes", 0)
     if args.deliveries is None:
         args.deliveries = base.get("deliveries", 2_000_000)
+    if args.payload is None:
+        args.payload = base.get("payload", "x")
+    args.offer_deflate = base.get("offer_deflate", False)
+    if args.payload == "json" and any(size < 256 for size in args.sizes):
+        ap.error("--payload json needs sizes of 256 bytes or more")
     for s in args.servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s!r} (known: {', '.join(SERVERS)})")
@@ -779,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
             "budget",
             "max_minutes",
             "selfcheck_server",
+            "payload",
+            "offer_deflate",
         )
     }
     doc: dict[str, Any] = {

@@ -6,12 +6,13 @@ with no non-awaiting variant: it writes the frame at once and only waits
 when that socket's unsent output passes aiohttp's write limit, so a
 client that cannot keep up holds back the whole broadcast.
 
-    python aiohttp_chat.py PORT
+    python aiohttp_chat.py PORT [deflate]
 
 Prints ``listening on ws://127.0.0.1:PORT/bench`` on stdout once it accepts
 connections; stops on SIGINT or SIGTERM. Per-message compression, which
-``WebSocketResponse`` offers by default, is turned off, and so is the access
-log (one line per connection).
+``WebSocketResponse`` offers by default, is turned off (with ``deflate``:
+on, ``compress=True``, each message compressed for each connection with
+its own context), and so is the access log (one line per connection).
 """
 
 import asyncio
@@ -22,10 +23,11 @@ from _limits import raise_open_files_limit  # beside this script
 from aiohttp import WSMsgType, web
 
 SOCKETS = web.AppKey("sockets", set)
+COMPRESS = sys.argv[2:] == ["deflate"]
 
 
 async def chat(request):
-    ws = web.WebSocketResponse(compress=False)
+    ws = web.WebSocketResponse(compress=COMPRESS)
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws)

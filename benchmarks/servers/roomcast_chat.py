@@ -1,12 +1,18 @@
 """The fan-out benchmark's server under test: one roomcast room in which every
 text message is pushed to all members, the sender included.
 
-    python roomcast_chat.py PORT [REDIS_URL]
+    python roomcast_chat.py PORT [REDIS_URL] [--deflate]
 
 With REDIS_URL (the cross-server benchmark) the room is named and the
 server on that Redis backplane, so that several of these processes share
 the room: a push reaches this server's members at once and the others'
 through Redis, which deliver it in C.
+
+With --deflate the server offers permessage-deflate
+(``compression="deflate"``, messages from 128 bytes compressed, once for
+every member that negotiated it). A roomcast without that parameter
+(``TypeError``) makes the script exit with status 3 and says so: the
+benchmark records the server as unavailable.
 
 Prints ``listening on ws://127.0.0.1:PORT/`` on stdout once it accepts
 connections; stops on SIGINT or SIGTERM.
@@ -19,7 +25,9 @@ from _limits import raise_open_files_limit  # beside this script
 
 from roomcast import Room, Server
 
-shared = len(sys.argv) > 2
+args = [a for a in sys.argv[1:] if a != "--deflate"]
+deflate = "--deflate" in sys.argv[1:]
+shared = len(args) > 1
 room = Room(name="bench") if shared else Room()
 
 
@@ -35,7 +43,14 @@ if __name__ == "__main__":
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     # The backplane's buffer as large as the output queues: a burst must
     # not be dropped on its way to Redis.
-    backplane = dict(backplane=sys.argv[2], backplane_buffer=64 * 2**20) if shared else {}
-    server = Server(max_queue_bytes=64 * 2**20, **backplane)
+    backplane = dict(backplane=args[1], backplane_buffer=64 * 2**20) if shared else {}
+    compression = dict(compression="deflate", compression_threshold=128) if deflate else {}
+    try:
+        server = Server(max_queue_bytes=64 * 2**20, **backplane, **compression)
+    except TypeError as exc:
+        if not deflate:
+            raise
+        print(f"this roomcast has no permessage-deflate (Server(compression=...): {exc})", flush=True)
+        sys.exit(3)
     server.route("/bench", room)
-    server.run(host="127.0.0.1", port=int(sys.argv[1]))
+    server.run(host="127.0.0.1", port=int(args[0]))

@@ -5,10 +5,14 @@ is published to that topic with ``app.publish``, which reaches every
 subscriber, the sender included. uWS frames the message once per publish
 and queues the same bytes to each subscriber in C.
 
-    python socketify_chat.py PORT
+    python socketify_chat.py PORT [deflate]
 
 Prints ``listening on ws://127.0.0.1:PORT/bench`` on stdout once it accepts
-connections; stops on SIGINT or SIGTERM. Compression is off. The idle
+connections; stops on SIGINT or SIGTERM. Compression is off; with
+``deflate``, uWS's shared compressor (``CompressOptions.SHARED_COMPRESSOR``:
+permessage-deflate without context takeover, one compressor for all
+connections; ``app.publish(..., compress=True)``, which compresses each
+published message once). The idle
 timeout is raised to uWS's maximum (960 s): the benchmark's clients only
 listen, and uWS closes a connection that has sent nothing for that long.
 uWS skips a subscriber whose unsent output exceeds ``max_backpressure``
@@ -29,17 +33,19 @@ def on_open(ws):
     ws.subscribe(TOPIC)
 
 
-def main(port):
+def main(port, compression):
     app = App()
+    # publish() compresses only when asked to (its compress=False default)
+    compress = compression != CompressOptions.DISABLED
 
     def on_message(ws, message, opcode):
         if opcode == OpCode.TEXT:
-            app.publish(TOPIC, message, OpCode.TEXT)
+            app.publish(TOPIC, message, OpCode.TEXT, compress)
 
     app.ws(
         "/bench",
         {
-            "compression": CompressOptions.DISABLED,
+            "compression": compression,
             "idle_timeout": 960,
             "open": on_open,
             "message": on_message,
@@ -60,4 +66,5 @@ def main(port):
 
 if __name__ == "__main__":
     raise_open_files_limit()
-    main(int(sys.argv[1]))
+    deflate = sys.argv[2:] == ["deflate"]
+    main(int(sys.argv[1]), CompressOptions.SHARED_COMPRESSOR if deflate else CompressOptions.DISABLED)

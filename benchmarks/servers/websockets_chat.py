@@ -2,10 +2,14 @@
 library. Every text message received on any connection is broadcast to all
 connections, the sender included.
 
-    python websockets_chat.py PORT
+    python websockets_chat.py PORT [deflate]
 
 Prints ``listening on ws://127.0.0.1:PORT/`` on stdout once it accepts
-connections; stops on SIGINT or SIGTERM.
+connections; stops on SIGINT or SIGTERM. Per-message compression is off;
+with ``deflate`` it is websockets' default (``compression="deflate"``:
+permessage-deflate with context takeover, a 4 KiB window of its own,
+server_max_window_bits=12, and each message compressed for each
+connection, which ``broadcast()`` then does once per member).
 """
 
 import asyncio
@@ -27,11 +31,11 @@ async def relay(websocket):
         CLIENTS.discard(websocket)
 
 
-async def main(port):
+async def main(port, compression):
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.cancel)
-    async with serve(relay, "127.0.0.1", port, compression=None, backlog=1024):
+    async with serve(relay, "127.0.0.1", port, compression=compression, backlog=1024):
         print(f"listening on ws://127.0.0.1:{port}/", flush=True)
         try:
             await stop
@@ -41,4 +45,5 @@ async def main(port):
 
 if __name__ == "__main__":
     raise_open_files_limit()
-    asyncio.run(main(int(sys.argv[1])))
+    deflate = sys.argv[2:] == ["deflate"]
+    asyncio.run(main(int(sys.argv[1]), "deflate" if deflate else None))
