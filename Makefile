@@ -16,6 +16,7 @@
 #   make bench-full  every scenario, server and size (about an hour)
 #   make bench-cross  three servers on one Redis against one server
 #   make bench-fastapi  roomcast in FastAPI on uvicorn against its own Server
+#   make bench-deflate  permessage-deflate against its peers (about 25 minutes)
 #                  and websocket_rooms (about 10 minutes)
 #   make style     check only: clang-format on the C, ruff format and ruff check
 #                  on the Python (configs: .clang-format, pyproject.toml)
@@ -90,7 +91,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-cross bench-fastapi bench-deps memcheck conformance soak fuzz fuzz-smoke \
+        bench-full bench-cross bench-fastapi bench-deflate bench-deps memcheck conformance soak fuzz fuzz-smoke \
         style types format clean
 
 all: build
@@ -214,6 +215,12 @@ bench-full: bench-deps build
 # The FastAPI rows: roomcast's Server, roomcast's Room in FastAPI on uvicorn
 # with roomcast.uvicorn's protocol and with uvicorn's own, websocket_rooms;
 # burst and single at N = 1,000 and 10,000; <date>-fastapi.{json,md,png}.
+# permessage-deflate: roomcast compressed and plain on a 1 KiB JSON payload,
+# socketify, websockets and aiohttp with compression; burst at N = 1,000 and
+# 10,000 and idle memory; <date>-deflate.{json,md}.
+bench-deflate: bench-deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/run.py --deflate
+
 bench-fastapi: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --fastapi
 
