@@ -16,8 +16,8 @@
 #   make bench-full  every scenario, server and size (about an hour)
 #   make bench-cross  three servers on one Redis against one server
 #   make bench-fastapi  roomcast in FastAPI on uvicorn against its own Server
-#   make bench-deflate  permessage-deflate against its peers (about 25 minutes)
 #                  and websocket_rooms (about 10 minutes)
+#   make bench-deflate  permessage-deflate against its peers (about 25 minutes)
 #   make style     check only: clang-format on the C, ruff format and ruff check
 #                  on the Python (configs: .clang-format, pyproject.toml)
 #   make types     mypy --strict on the package and the demo ([tool.mypy])
