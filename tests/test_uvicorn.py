@@ -454,6 +454,39 @@ async def test_a_push_reaches_500_members_complete_and_in_order():
         await until(lambda: len(room) == 0, what="the room emptied")
 
 
+@pytest.mark.parametrize("deflate", [True, False])
+async def test_ws_per_message_deflate_turns_compression_on_or_off(deflate):
+    # uvicorn's flag reaches the core: with it, members that offer
+    # permessage-deflate get it, and a push is compressed once for both.
+    room = Room()
+    update = json.dumps([{"symbol": f"S{i}", "price": 100 + i / 3, "side": "buy"} for i in range(30)])
+
+    @room.on_receive("text")
+    async def relay(room, websocket, text):
+        await room.push_text(text)
+
+    async with Uvicorn(room_app(room), ws_per_message_deflate=deflate) as server:
+        a = await connect(server.url("/room"))
+        b = await connect(server.url("/room"))
+        try:
+            for ws in (a, b):
+                answer = ws.response.headers.get("Sec-WebSocket-Extensions")
+                if deflate:
+                    assert answer == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+                else:
+                    assert answer is None
+            await until(lambda: len(room) == 2, what="2 members")
+            await a.send(update)
+            assert await recv(a) == update
+            assert await recv(b) == update
+            stats = server.stats()
+            assert stats["deflate_connections"] == (2 if deflate else 0)
+            assert stats["messages_deflated"] == (1 if deflate else 0)
+            assert stats["messages_inflated"] == (1 if deflate else 0)
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+
 # -- 6. a slow member ------------------------------------------------------------------
 
 MESSAGE = 8 * 1024
