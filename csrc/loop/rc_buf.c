@@ -116,6 +116,10 @@ rc_buf *rc__buf_deflated(rc_buf *b, rc_deflater *d, size_t min) {
   memcpy(z->data, head, hl);
   z->data[0] |= RC__RSV1;
   z->len = hl + zlen;
+  /* Sized from what it holds: it may wait in slow members' queues. */
+  rc_buf *fit = realloc(z, sizeof(*z) + z->len);
+  if (fit != NULL)
+    z = fit;
   z->is_message = 1;
   z->zstate = RC__BUF_Z_PLAIN; /* the twin is never compressed itself */
   b->z = z;
