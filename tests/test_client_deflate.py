@@ -185,7 +185,7 @@ def test_roomcast_server_messages_compressed_both_ways(kind):
     # Every message of 128 bytes or more that shrinks (all but the random
     # bytes) came compressed and was echoed compressed.
     sizes = [len(m.encode() if isinstance(m, str) else m) for m in messages]
-    shrinks = [m for m, n in zip(messages, sizes) if n >= 128 and not (isinstance(m, bytes) and n == 3000)]
+    shrinks = [m for m, n in zip(messages, sizes, strict=True) if n >= 128 and not (isinstance(m, bytes) and n == 3000)]
     assert len(shrinks) == 8
     assert stats["messages_inflated"] == len(shrinks)
     assert stats["messages_deflated"] == len(shrinks)
@@ -269,7 +269,7 @@ def test_the_clients_frames_inflate_alone_within_the_window_it_was_given(kind, w
         req = read_request(reader)
         assert req.headers["sec-websocket-extensions"] == OFFER
         answer(sock, req, f"permessage-deflate; client_max_window_bits={window}")
-        for expected in sent:
+        for _ in sent:
             b0, payload = read_frame(reader)
             if b0 & RSV1:
                 payload = zlib.decompressobj(-window).decompress(payload + TAIL)

@@ -133,9 +133,9 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
     }
     cl->offer_pmd = 1;
   }
-  cl->request = rc_http_client_request(
-      o->target, hh, key, o->protocols,
-      extra != NULL ? extra : o->extra_headers, &cl->request_len);
+  cl->request = rc_http_client_request(o->target, hh, key, o->protocols,
+                                       extra != NULL ? extra : o->extra_headers,
+                                       &cl->request_len);
   free(extra);
   int failed = cl->request == NULL;
   cl->host = rc__dup_or_null(o->host, &failed);
@@ -779,8 +779,9 @@ static int negotiated(rc_conn *c, const rc_http_response_head *resp) {
   if (!cl->offer_pmd)
     return 0;
   char value[1024];
-  long n = rc_http_join_headers(resp->headers, resp->num_headers,
-                                "Sec-WebSocket-Extensions", value, sizeof value);
+  long n =
+      rc_http_join_headers(resp->headers, resp->num_headers,
+                           "Sec-WebSocket-Extensions", value, sizeof value);
   if (n < 0) {
     client_fail(c, "handshake: Sec-WebSocket-Extensions is too long");
     return -1;
@@ -836,8 +837,8 @@ static void head_bytes(rc_conn *c, const char *data, size_t len) {
     return;
   }
   rc_http_client_check chk;
-  rc_http_check_upgrade_response_ext(&s->resp, c->cl->accept,
-                                     c->cl->protocols, c->cl->offer_pmd, &chk);
+  rc_http_check_upgrade_response_ext(&s->resp, c->cl->accept, c->cl->protocols,
+                                     c->cl->offer_pmd, &chk);
   if (!chk.ok) {
     client_fail(c, chk.reason);
     return;

@@ -575,8 +575,7 @@ long rc_http_join_headers(const rc_http_header *hs, size_t n, const char *name,
 }
 
 void rc_http_check_upgrade_response_ext(const rc_http_response_head *resp,
-                                        const char *accept,
-                                        const char *offered,
+                                        const char *accept, const char *offered,
                                         int extensions_offered,
                                         rc_http_client_check *out) {
   const rc_http_header *hs = resp->headers, *h;

@@ -144,8 +144,7 @@ void rc_http_check_upgrade_response(const rc_http_response_head *resp,
  * they do not match. With extensions_offered 0, exactly
  * rc_http_check_upgrade_response. */
 void rc_http_check_upgrade_response_ext(const rc_http_response_head *resp,
-                                        const char *accept,
-                                        const char *offered,
+                                        const char *accept, const char *offered,
                                         int extensions_offered,
                                         rc_http_client_check *out);
 
