@@ -13,6 +13,16 @@
  * the connection has TLS, so that its output queue holds bytes ready for
  * the socket either way and rc_conn.c's flush writes them unchanged.
  *
+ * permessage-deflate (RFC 7692): offered in the request unless
+ * opts->compression is 0; the server's answer is checked against the
+ * offer (negotiated()) and sets c->pmd_rx and c->pmd_tx. The server's
+ * compressed messages are inflated by rc_conn.c through client_inflate:
+ * alone with the loop's inflater when the server answered
+ * server_no_context_takeover (roomcast's does), else through the
+ * connection's own zlib stream (cl->zin, freed with cl). Ours are
+ * compressed on the sender's thread when the send command is built (see
+ * "compressing" below).
+ *
  * Lifetime. The tcp handle is initialised when the connect command runs
  * and closed by rc__conn_abort as for any connection (the role's closed
  * hook, client_closed, runs in its close callback). Two things may still
