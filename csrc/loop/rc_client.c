@@ -812,16 +812,15 @@ static int negotiated(rc_conn *c, const rc_http_response_head *resp) {
   c->pmd_rx = RC__PMD_RX;
   if (!got.server_no_context_takeover) {
     /* The server's messages may refer back into the ones before: one
-     * stream for the connection's life, with the window it compresses
-     * with (9 bits at least: zlib's deflate turns 8 into 9). */
-    int bits = got.server_max_window_bits ? got.server_max_window_bits
-                                          : RC_PMD_MAX_WINDOW_BITS;
-    if (bits < RC_PMD_MIN_WINDOW_BITS + 1)
-      bits = RC_PMD_MIN_WINDOW_BITS + 1;
-    if ((cl->zin = rc_inflate_stream_init(bits)) == NULL) {
-      client_fail(c, "out of memory for permessage-deflate");
-      return -1;
-    }
+     * stream for the connection's life (made at the first compressed
+     * message: nothing for a connection that never gets one), with the
+     * window the server compresses with (9 bits at least: zlib's deflate
+     * turns 8 into 9). */
+    unsigned bits = got.server_max_window_bits ? got.server_max_window_bits
+                                               : RC_PMD_MAX_WINDOW_BITS;
+    cl->zin_bits =
+        (uint8_t)(bits < RC_PMD_MIN_WINDOW_BITS + 1 ? RC_PMD_MIN_WINDOW_BITS + 1
+                                                    : bits);
     c->pmd_rx |= RC__PMD_RX_STREAM;
   }
   c->pmd_tx = got.client_max_window_bits ? got.client_max_window_bits
@@ -971,8 +970,13 @@ static int client_handle_closing(const rc_conn *c) {
  * (roomcast's server answers server_no_context_takeover). */
 static int client_inflate(rc_conn *c, const uint8_t *in, size_t len,
                           uint8_t *out, size_t max, size_t *out_len) {
-  if (c->pmd_rx & RC__PMD_RX_STREAM)
-    return rc_inflate_stream_feed(c->cl->zin, in, len, out, max, out_len);
+  rc_client *cl = c->cl;
+  if (c->pmd_rx & RC__PMD_RX_STREAM) {
+    if (cl->zin == NULL &&
+        (cl->zin = rc_inflate_stream_init(cl->zin_bits)) == NULL)
+      return RC_INFLATE_NOMEM;
+    return rc_inflate_stream_feed(cl->zin, in, len, out, max, out_len);
+  }
   return rc__conn_inflate(c, in, len, out, max, out_len);
 }
 

@@ -117,8 +117,10 @@ typedef struct rc_client {
   rc_tls *filter;
   /* permessage-deflate (rc_client.c): offered in the request; once open,
    * the server's inflate stream when it keeps its context
-   * (RC__PMD_RX_STREAM, freed with cl) */
+   * (RC__PMD_RX_STREAM; made at its first compressed message, freed with
+   * cl) */
   uint8_t offer_pmd;
+  uint8_t zin_bits; /* the stream's window bits (9..15) */
   rc_inflate_stream *zin;
   /* any thread: the window bits the server inflates our messages with,
    * set before RC_EV_CONNECTED (0: send plain) */
