@@ -806,10 +806,12 @@ PyDoc_STRVAR(connect_doc,
              "connect($self, host, port, target, *, host_header=None, "
              "headers=(), protocols=(), tls=False, verify=True, "
              "cafile=None, server_name=None, handshake_timeout=10.0, "
-             "ping_interval=0.0, ping_timeout=0.0, max_message_size=0)"
+             "ping_interval=0.0, ping_timeout=0.0, max_message_size=0, "
+             "compression='deflate')"
              "\n--\n\n"
              "Start a client connection; return its id. EV_CONNECTED or "
-             "EV_CLOSE comes first.");
+             "EV_CLOSE comes first. compression='deflate' offers "
+             "permessage-deflate (RFC 7692), None offers nothing.");
 
 static PyObject *Core_connect(CoreObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"host",
@@ -826,18 +828,28 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args, PyObject *kw) {
                            "ping_interval",
                            "ping_timeout",
                            "max_message_size",
+                           "compression",
                            NULL};
   rc_connect_opts o;
   rc_connect_opts_default(&o);
   PyObject *headers = NULL, *protocols = NULL, *lines = NULL, *list = NULL;
   PyObject *result = NULL;
   Py_ssize_t max_msg = 0;
+  const char *compression = "deflate";
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "sis|$zOOppzzdddn:connect", kwlist, &o.host, &o.port,
+          args, kw, "sis|$zOOppzzdddnz:connect", kwlist, &o.host, &o.port,
           &o.target, &o.host_header, &headers, &protocols, &o.tls,
           &o.tls_verify, &o.tls_cafile, &o.tls_server_name,
-          &o.handshake_timeout, &o.ping_interval, &o.ping_timeout, &max_msg))
+          &o.handshake_timeout, &o.ping_interval, &o.ping_timeout, &max_msg,
+          &compression))
     return NULL;
+  if (compression != NULL && strcmp(compression, "deflate") != 0) {
+    PyErr_Format(PyExc_ValueError,
+                 "compression must be 'deflate' or None, not '%s'",
+                 compression);
+    return NULL;
+  }
+  o.compression = compression != NULL;
   if (o.port < 1 || o.port > 65535 || o.target[0] != '/') {
     PyErr_SetString(PyExc_ValueError,
                     "port must be in 1..65535, target must start with '/'");

@@ -242,11 +242,19 @@ typedef struct rc_connect_opts {
   double handshake_timeout;    /* seconds from connect to 101; 0: 10 */
   double ping_interval;        /* seconds of silence before a ping; 0: never */
   double ping_timeout;         /* seconds to wait for its pong, then 1011 */
-  size_t max_message_size;     /* 0: the server's max_message_size */
+  size_t max_message_size;     /* 0: the server's max_message_size, which
+                                  bounds compressed messages once inflated
+                                  too (1009 past it) */
+  int compression;             /* 1 (default): offer permessage-deflate
+                                  (RFC 7692; "permessage-deflate;
+                                  client_max_window_bits") and, once the
+                                  server accepts it, compress messages of
+                                  the config's compression_threshold bytes
+                                  or more that shrink; 0: offer nothing */
 } rc_connect_opts;
 
 /* Defaults: port 80, target "/", verification on, 10 s handshake, no
- * pings. */
+ * pings, permessage-deflate offered. */
 void rc_connect_opts_default(rc_connect_opts *o);
 
 /* Starts a client connection: DNS (uv_getaddrinfo; each address is tried

@@ -13,6 +13,16 @@
  * the connection has TLS, so that its output queue holds bytes ready for
  * the socket either way and rc_conn.c's flush writes them unchanged.
  *
+ * permessage-deflate (RFC 7692): offered in the request unless
+ * opts->compression is 0; the server's answer is checked against the
+ * offer (negotiated()) and sets c->pmd_rx and c->pmd_tx. The server's
+ * compressed messages are inflated by rc_conn.c through client_inflate:
+ * alone with the loop's inflater when the server answered
+ * server_no_context_takeover (roomcast's does), else through the
+ * connection's own zlib stream (cl->zin, freed with cl). Ours are
+ * compressed on the sender's thread when the send command is built (see
+ * "compressing" below).
+ *
  * Lifetime. The tcp handle is initialised when the connect command runs
  * and closed by rc__conn_abort as for any connection (the role's closed
  * hook, client_closed, runs in its close callback). Two things may still
@@ -24,13 +34,16 @@
  */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "loop/rc_internal.h"
+#include "proto/rc_deflate.h"
 #include "proto/rc_frame.h"
 #include "proto/rc_http.h"
+#include "proto/rc_pmd.h"
 #include "proto/rc_tls.h"
 
 /* --- id -> client (s->clients, under client_lock) ------------------------ */
@@ -52,6 +65,7 @@ static void client_free(rc_client *cl) {
   if (cl->addrs != NULL)
     uv_freeaddrinfo(cl->addrs);
   rc_tls_free(cl->filter);
+  rc_inflate_stream_free(cl->zin);
   free(cl->host);
   free(cl->request);
   free(cl->protocols);
@@ -74,6 +88,7 @@ void rc_connect_opts_default(rc_connect_opts *o) {
   o->target = "/";
   o->tls_verify = 1;
   o->handshake_timeout = 10.0;
+  o->compression = 1;
 }
 
 /* 1 when s may go into a request line or header: no CR, LF or NUL, no
@@ -110,8 +125,28 @@ static int client_setup(rc_client *cl, const rc_connect_opts *o) {
   }
   if (!header_safe(hh))
     return UV_EINVAL;
+  /* The offer goes first among the extra headers. */
+  char *extra = NULL;
+  if (o->compression) {
+    char offer[RC_PMD_VALUE_MAX];
+    if (rc_pmd_client_offer(NULL, offer, sizeof offer) < 0)
+      return UV_EINVAL;
+    const char *rest = o->extra_headers != NULL ? o->extra_headers : "";
+    static const char name[] = "Sec-WebSocket-Extensions: ";
+    size_t cap = sizeof name + strlen(offer) + 2 + strlen(rest);
+    if ((extra = malloc(cap)) == NULL)
+      return UV_ENOMEM;
+    int n = snprintf(extra, cap, "%s%s\r\n%s", name, offer, rest);
+    if (n < 0 || (size_t)n >= cap) {
+      free(extra);
+      return UV_EINVAL;
+    }
+    cl->offer_pmd = 1;
+  }
   cl->request = rc_http_client_request(o->target, hh, key, o->protocols,
-                                       o->extra_headers, &cl->request_len);
+                                       extra != NULL ? extra : o->extra_headers,
+                                       &cl->request_len);
+  free(extra);
   int failed = cl->request == NULL;
   cl->host = rc__dup_or_null(o->host, &failed);
   cl->protocols = rc__dup_or_null(o->protocols, &failed);
@@ -204,10 +239,130 @@ static void count_command(rc_server *s, uint64_t conn, size_t len) {
   uv_mutex_unlock(&s->client_lock);
 }
 
+/* The window bits the server inflates conn's messages with; 0: plain (no
+ * deflate agreed, not open yet, or gone). */
+static unsigned tx_window(rc_server *s, uint64_t conn) {
+  uv_mutex_lock(&s->client_lock);
+  rc_client *cl = map_get(s, conn);
+  unsigned bits = cl != NULL ? atomic_load(&cl->tx_window) : 0;
+  uv_mutex_unlock(&s->client_lock);
+  return bits;
+}
+
+/* --- compressing, on the sender's thread ------------------------------- */
+
+/* A client's message is compressed where its send command is built, on
+ * the embedder's thread (the asyncio loop's for connect(), the caller's
+ * for WebSocket.send), so the loop thread never compresses and threads
+ * sending at once do not wait for each other. Compressors are not
+ * thread-safe, so each sending thread has its own: a zlib deflater per
+ * window size in use (one, 15 bits, against most servers; about 262 KiB at
+ * 15 bits, 140 KiB at websockets' 12), made at its first compressed
+ * message and freed when the thread ends (a thread-specific key's
+ * destructor). Nothing is kept per connection, so an idle connection
+ * costs nothing here, whichever server it talks to.
+ *
+ * zlib, not libdeflate: its output ends with Z_SYNC_FLUSH's empty stored
+ * block and no final block, valid for a server that inflates each message
+ * alone (roomcast's) and for one that keeps its context across messages
+ * (websockets', unless it agreed to client_no_context_takeover), which
+ * libdeflate's final block is not (rc_deflate.h). Each message is
+ * compressed alone (deflateReset), so this side keeps no context either,
+ * whatever the server answered: RFC 7692 7.1.1.2 lets it.
+ *
+ * The window: the deflater's window is the server's client_max_window_bits
+ * (RFC 7692 7.1.2.2), so messages of any length are compressed. zlib's raw
+ * deflate cannot use 8 bits (it takes 9), so with 8 only messages of at
+ * most 256 bytes are compressed (no back-reference in them can reach
+ * further) and longer ones go plain. */
+
+#define RC__CLIENT_ZLEVEL 6 /* zlib's default; what browsers send */
+
+typedef struct zset {
+  rc_deflater *by_bits[RC_PMD_MAX_WINDOW_BITS + 1];
+} zset;
+
+static pthread_key_t z_key;
+static int z_key_ok;
+static pthread_once_t z_once = PTHREAD_ONCE_INIT;
+
+static void zset_free(void *p) {
+  zset *z = p;
+  for (size_t i = 0; i < sizeof z->by_bits / sizeof z->by_bits[0]; i++)
+    rc_deflater_free(z->by_bits[i]);
+  free(z);
+}
+
+static void z_key_make(void) {
+  z_key_ok = pthread_key_create(&z_key, zset_free) == 0;
+}
+
+/* This thread's compressor for a window of bits (9..15); NULL when memory
+ * is short (the message then goes plain). */
+static rc_deflater *thread_deflater(unsigned bits) {
+  if (pthread_once(&z_once, z_key_make) != 0 || !z_key_ok)
+    return NULL;
+  zset *z = pthread_getspecific(z_key);
+  if (z == NULL) {
+    if ((z = calloc(1, sizeof *z)) == NULL)
+      return NULL;
+    if (pthread_setspecific(z_key, z) != 0) {
+      free(z);
+      return NULL;
+    }
+  }
+  if (z->by_bits[bits] == NULL)
+    z->by_bits[bits] = rc_deflater_new_zlib(RC__CLIENT_ZLEVEL, (int)bits);
+  return z->by_bits[bits];
+}
+
+/* The compressed frame of message data[0..len), masked, RSV1 set on its
+ * one frame (RFC 7692 6); NULL when it would not shrink or memory is
+ * short: the message then goes plain. */
+static rc_buf *deflated_frame(unsigned opcode, const uint8_t *data, size_t len,
+                              unsigned bits) {
+  if (bits < RC_PMD_MIN_WINDOW_BITS + 1) {
+    if (len > ((size_t)1 << bits))
+      return NULL;
+    bits = RC_PMD_MIN_WINDOW_BITS + 1;
+  }
+  rc_deflater *d = thread_deflater(bits);
+  if (d == NULL)
+    return NULL;
+  /* Compressed after the longest header, then moved up behind its own. */
+  size_t room = RC_FRAME_MAX_CLIENT_HEADER;
+  rc_buf *b = rc__buf_new(room + len);
+  if (b == NULL)
+    return NULL;
+  size_t zlen;
+  uint8_t key[4];
+  if (rc_deflate_message(d, data, len, b->data + room, len, &zlen) !=
+          RC_DEFLATE_OK ||
+      rc_tls_random(key, sizeof key) != 0) {
+    rc__buf_unref(b);
+    return NULL;
+  }
+  uint8_t head[RC_FRAME_MAX_CLIENT_HEADER];
+  size_t hl = rc_frame_client_header(head, opcode, zlen, key);
+  head[0] |= 0x40u; /* RSV1: "Per-Message Compressed" */
+  memmove(b->data + hl, b->data + room, zlen);
+  memcpy(b->data, head, hl);
+  rc_frame_mask(b->data + hl, b->data + hl, zlen, key);
+  b->len = hl + zlen;
+  b->is_message = 1;
+  b->zstate = RC__BUF_Z_PLAIN; /* never compressed again */
+  return b;
+}
+
 int rc__client_send_command(rc_server *s, uint64_t conn, rc_cmd *cmd,
                             const void *data, size_t len, int is_text) {
-  cmd->buf =
-      rc__buf_client_frame(is_text ? RC_OP_TEXT : RC_OP_BINARY, data, len);
+  unsigned opcode = is_text ? RC_OP_TEXT : RC_OP_BINARY;
+  unsigned bits = tx_window(s, conn);
+  cmd->buf = NULL;
+  if (bits != 0 && len >= s->cfg.compression_threshold && len >= 2)
+    cmd->buf = deflated_frame(opcode, data, len, bits);
+  if (cmd->buf == NULL)
+    cmd->buf = rc__buf_client_frame(opcode, data, len);
   if (cmd->buf == NULL)
     return UV_ENOMEM;
   count_command(s, conn, cmd->buf->len);
@@ -626,6 +781,54 @@ static void opened(rc_conn *c, const rc_http_response_head *resp,
   c->last_rx = c->last_msg = c->ping_at = rc__now_ms(s);
 }
 
+/* The server's Sec-WebSocket-Extensions against the offer (RFC 7692 5,
+ * 7.1): what it agreed to goes into c->pmd_rx and c->pmd_tx. 0, or -1
+ * after failing the connection. */
+static int negotiated(rc_conn *c, const rc_http_response_head *resp) {
+  rc_client *cl = c->cl;
+  if (!cl->offer_pmd)
+    return 0;
+  char value[1024];
+  long n =
+      rc_http_join_headers(resp->headers, resp->num_headers,
+                           "Sec-WebSocket-Extensions", value, sizeof value);
+  if (n < 0) {
+    client_fail(c, "handshake: Sec-WebSocket-Extensions is too long");
+    return -1;
+  }
+  rc_pmd_params offer, got;
+  const char *why = NULL;
+  rc_pmd_client_default(&offer);
+  int r = rc_pmd_client_check_response(value, (size_t)n, &offer, &got, &why);
+  if (r < 0) {
+    char reason[160];
+    (void)snprintf(reason, sizeof reason, "handshake: %s",
+                   why != NULL ? why : "bad Sec-WebSocket-Extensions");
+    client_fail(c, reason);
+    return -1;
+  }
+  if (r == 0)
+    return 0; /* the server sends and takes plain messages */
+  c->pmd_rx = RC__PMD_RX;
+  if (!got.server_no_context_takeover) {
+    /* The server's messages may refer back into the ones before: one
+     * stream for the connection's life (made at the first compressed
+     * message: nothing for a connection that never gets one), with the
+     * window the server compresses with (9 bits at least: zlib's deflate
+     * turns 8 into 9). */
+    unsigned bits = got.server_max_window_bits ? got.server_max_window_bits
+                                               : RC_PMD_MAX_WINDOW_BITS;
+    cl->zin_bits =
+        (uint8_t)(bits < RC_PMD_MIN_WINDOW_BITS + 1 ? RC_PMD_MIN_WINDOW_BITS + 1
+                                                    : bits);
+    c->pmd_rx |= RC__PMD_RX_STREAM;
+  }
+  c->pmd_tx = got.client_max_window_bits ? got.client_max_window_bits
+                                         : RC_PMD_MAX_WINDOW_BITS;
+  atomic_store(&cl->tx_window, c->pmd_tx);
+  return 0;
+}
+
 static void head_bytes(rc_conn *c, const char *data, size_t len) {
   rc_server *s = c->srv;
   size_t cap = s->cfg.max_header_bytes;
@@ -643,12 +846,14 @@ static void head_bytes(rc_conn *c, const char *data, size_t len) {
     return;
   }
   rc_http_client_check chk;
-  rc_http_check_upgrade_response(&s->resp, c->cl->accept, c->cl->protocols,
-                                 &chk);
+  rc_http_check_upgrade_response_ext(&s->resp, c->cl->accept, c->cl->protocols,
+                                     c->cl->offer_pmd, &chk);
   if (!chk.ok) {
     client_fail(c, chk.reason);
     return;
   }
+  if (negotiated(c, &s->resp) != 0)
+    return;
   opened(c, &s->resp, &chk);
   if (c->state != RC_CONN_OPEN)
     return;
@@ -760,6 +965,21 @@ static int client_handle_closing(const rc_conn *c) {
   return c->cl != NULL && c->cl->retrying;
 }
 
+/* A compressed message from the server: through the connection's stream
+ * when the server keeps its context, else alone with the loop's inflater
+ * (roomcast's server answers server_no_context_takeover). */
+static int client_inflate(rc_conn *c, const uint8_t *in, size_t len,
+                          uint8_t *out, size_t max, size_t *out_len) {
+  rc_client *cl = c->cl;
+  if (c->pmd_rx & RC__PMD_RX_STREAM) {
+    if (cl->zin == NULL &&
+        (cl->zin = rc_inflate_stream_init(cl->zin_bits)) == NULL)
+      return RC_INFLATE_NOMEM;
+    return rc_inflate_stream_feed(cl->zin, in, len, out, max, out_len);
+  }
+  return rc__conn_inflate(c, in, len, out, max, out_len);
+}
+
 static const rc__limits *client_limits(const rc_conn *c) {
   return &c->cl->limits;
 }
@@ -782,7 +1002,7 @@ const rc__role rc__client_role = {
     .send = client_send,
     .ping = client_ping,
     .message = rc__conn_message_event,
-    .inflate = rc__conn_inflate,
+    .inflate = client_inflate,
     .overflow = client_overflow,
     .draining = client_draining,
     .deadline = client_deadline,

@@ -115,6 +115,16 @@ typedef struct rc_client {
   uv_getaddrinfo_t gai;
   uv_connect_t creq;
   rc_tls *filter;
+  /* permessage-deflate (rc_client.c): offered in the request; once open,
+   * the server's inflate stream when it keeps its context
+   * (RC__PMD_RX_STREAM; made at its first compressed message, freed with
+   * cl) */
+  uint8_t offer_pmd;
+  uint8_t zin_bits; /* the stream's window bits (9..15) */
+  rc_inflate_stream *zin;
+  /* any thread: the window bits the server inflates our messages with,
+   * set before RC_EV_CONNECTED (0: send plain) */
+  atomic_uchar tx_window;
   /* any thread: bufferedAmount */
   atomic_size_t cmd_bytes;   /* frames in send commands not yet run */
   atomic_size_t queue_bytes; /* bytes in the connection's queue */

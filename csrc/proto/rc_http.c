@@ -550,6 +550,34 @@ static void client_fail_fmt(rc_http_client_check *out, const char *what,
 void rc_http_check_upgrade_response(const rc_http_response_head *resp,
                                     const char *accept, const char *offered,
                                     rc_http_client_check *out) {
+  rc_http_check_upgrade_response_ext(resp, accept, offered, 0, out);
+}
+
+long rc_http_join_headers(const rc_http_header *hs, size_t n, const char *name,
+                          char *out, size_t cap) {
+  size_t len = strlen(name), used = 0;
+  if (cap == 0)
+    return -1;
+  for (size_t k = 0; k < n; k++) {
+    if (hs[k].name_len != len || !ascii_case_equal(hs[k].name, name, len) ||
+        hs[k].value_len == 0)
+      continue;
+    size_t sep = used > 0 ? 2 : 0;
+    if (hs[k].value_len + sep >= cap - used)
+      return -1;
+    if (sep)
+      memcpy(out + used, ", ", 2);
+    memcpy(out + used + sep, hs[k].value, hs[k].value_len);
+    used += sep + hs[k].value_len;
+  }
+  out[used] = '\0';
+  return (long)used;
+}
+
+void rc_http_check_upgrade_response_ext(const rc_http_response_head *resp,
+                                        const char *accept, const char *offered,
+                                        int extensions_offered,
+                                        rc_http_client_check *out) {
   const rc_http_header *hs = resp->headers, *h;
   size_t n = resp->num_headers;
   out->ok = 1;
@@ -583,8 +611,10 @@ void rc_http_check_upgrade_response(const rc_http_response_head *resp,
     client_fail(out, "handshake: wrong Sec-WebSocket-Accept");
     return;
   }
-  /* No extension was offered, so none may be accepted (RFC 6455 4.1). */
-  if (find_in(hs, n, "Sec-WebSocket-Extensions") != NULL) {
+  /* No extension was offered, so none may be accepted (RFC 6455 4.1).
+   * When some were, the caller checks the answer against its offer. */
+  if (!extensions_offered &&
+      find_in(hs, n, "Sec-WebSocket-Extensions") != NULL) {
     client_fail(out, "handshake: the server accepted an extension that was "
                      "not offered");
     return;

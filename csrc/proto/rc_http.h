@@ -137,6 +137,25 @@ void rc_http_check_upgrade_response(const rc_http_response_head *resp,
                                     const char *accept, const char *offered,
                                     rc_http_client_check *out);
 
+/* The same checks for a client that offered extensions (extensions_offered
+ * 1): Sec-WebSocket-Extensions is then left to the caller, which checks
+ * the lines against its offer (rc_http_join_headers, then
+ * rc_pmd_client_check_response) and fails the connection itself when
+ * they do not match. With extensions_offered 0, exactly
+ * rc_http_check_upgrade_response. */
+void rc_http_check_upgrade_response_ext(const rc_http_response_head *resp,
+                                        const char *accept, const char *offered,
+                                        int extensions_offered,
+                                        rc_http_client_check *out);
+
+/* Joins the values of every header named name (ASCII case-insensitive) in
+ * hs[0..n) with ", ", in order (RFC 7230 3.2.2: the same as one line with
+ * the values joined), into out[0..cap), NUL-terminated. Returns the length
+ * (0 when there is no such header, or only empty ones), or -1 when the
+ * result and its NUL do not fit in cap bytes. */
+long rc_http_join_headers(const rc_http_header *hs, size_t n, const char *name,
+                          char *out, size_t cap);
+
 /* Builds the opening handshake request in one malloc'd NUL-terminated
  * string: GET target (path and query, as given), Host, Upgrade,
  * Connection, Sec-WebSocket-Key key, Sec-WebSocket-Version 13, the

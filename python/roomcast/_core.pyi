@@ -105,6 +105,7 @@ class Core:
         ping_interval: float = 0.0,
         ping_timeout: float = 0.0,
         max_message_size: int = 0,
+        compression: str | None = "deflate",
     ) -> int:
         """Starts a client connection to host:port asking for target (path
         and query); returns its id at once. The loop resolves host (every
@@ -114,8 +115,11 @@ class Core:
         6455 4.1 within handshake_timeout. Then EV_CONNECTED, or EV_CLOSE
         with code 1006 and a reason. host_header replaces "host[:port]";
         headers are extra request headers; protocols are offered, and the
-        server may pick only one of them. max_message_size 0: the core's.
-        ValueError for a bad argument (control characters, a target not
+        server may pick only one of them. max_message_size 0: the core's;
+        it bounds compressed messages once inflated too (1009).
+        compression "deflate" offers permessage-deflate (RFC 7692) and
+        compresses the messages it shrinks once the server agrees; None
+        offers nothing. ValueError for a bad argument (control characters, a target not
         starting with "/", a bad subprotocol token)."""
     def adopt(self, fd: int, head: bytes, /) -> int:
         """Serves a TCP connection accepted elsewhere (uvicorn's) as if this

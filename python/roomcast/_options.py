@@ -185,4 +185,5 @@ CLIENT: dict[str, Rule] = {
     "min_delay": seconds(),
     "max_delay": seconds(),
     "max_attempts": integer(1, optional=True),
+    "compression": choice("deflate", optional=True),
 }

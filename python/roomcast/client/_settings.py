@@ -198,6 +198,7 @@ def connection_settings(
     ping_interval: float | None,
     ping_timeout: float | None,
     max_message_size: int,
+    compression: str | None = "deflate",
 ) -> tuple[Target, dict[str, Any]]:
     """The target and the keyword arguments of the core's ``connect``."""
     target = _parse_url(url)
@@ -214,6 +215,7 @@ def connection_settings(
         "ping_interval": rules["ping_interval"]("ping_interval", ping_interval),
         "ping_timeout": rules["ping_timeout"]("ping_timeout", ping_timeout),
         "max_message_size": rules["max_message_size"]("max_message_size", max_message_size),
+        "compression": rules["compression"]("compression", compression),
     }
     options.update(_tls_settings(target.tls, ssl, url))
     return target, options

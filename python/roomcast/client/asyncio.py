@@ -277,6 +277,7 @@ def connect(
     ping_timeout: float | None = 20.0,
     max_message_size: int = 2**20,
     max_receive_queue: int = 2**20,
+    compression: str | None = "deflate",
 ) -> _Connect:
     """Opens an asyncio client connection: ``ws = await connect(url)``, or
     ``async with connect(url) as ws:`` (closed with 1000 on leaving).
@@ -302,5 +303,6 @@ def connect(
             "ping_timeout": ping_timeout,
             "max_message_size": max_message_size,
             "max_receive_queue": max_receive_queue,
+            "compression": compression,
         },
     )

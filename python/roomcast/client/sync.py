@@ -94,7 +94,13 @@ class WebSocket:
       no pings, or no timeout): a ping after that much silence, and close
       1011 when its pong does not come;
     * ``max_message_size`` (1 MiB): a larger message from the server
-      closes the connection with 1009;
+      closes the connection with 1009, a compressed one too once it
+      inflates past it (after at most that many bytes);
+    * ``compression`` (``"deflate"``): offer permessage-deflate (RFC
+      7692), as browsers do; once the server agrees, messages of 128 bytes
+      or more are sent compressed when that shrinks them, and the
+      server's compressed messages are inflated (``extensions`` then holds
+      the server's answer). ``None``: offer nothing, everything plain;
     * ``max_receive_queue`` (1 MiB): received messages waiting for
       :meth:`recv` past which the core stops reading from the server
       until half of it has been read; each counts its size in memory,
@@ -122,12 +128,12 @@ class WebSocket:
         ping_timeout: float | None = 20.0,
         max_message_size: int = 2**20,
         max_receive_queue: int = 2**20,
+        compression: str | None = "deflate",
     ) -> None:
         target, options = connection_settings(
-            url, protocols, headers, ssl, open_timeout, ping_interval, ping_timeout, max_message_size
+            url, protocols, headers, ssl, open_timeout, ping_interval, ping_timeout, max_message_size, compression
         )
         self.url = url
-        self.extensions = ""
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._cond = threading.Condition()
@@ -160,6 +166,12 @@ class WebSocket:
     def protocol(self) -> str:
         """The subprotocol the server chose, or ``""``."""
         return self._link.protocol
+
+    @property
+    def extensions(self) -> str:
+        """The extensions the server agreed to, as it answered them
+        (``"permessage-deflate; server_no_context_takeover"``), or ``""``."""
+        return ", ".join(value for name, value in self._link.headers if name == "sec-websocket-extensions")
 
     @property
     def response_headers(self) -> list[tuple[str, str]]:
