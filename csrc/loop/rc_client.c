@@ -969,15 +969,17 @@ static int client_handle_closing(const rc_conn *c) {
  * when the server keeps its context, else alone with the loop's inflater
  * (roomcast's server answers server_no_context_takeover). */
 static int client_inflate(rc_conn *c, const uint8_t *in, size_t len,
-                          uint8_t *out, size_t max, size_t *out_len) {
+                          uint8_t *out, size_t max, size_t *out_len,
+                          int *as_sent) {
   rc_client *cl = c->cl;
   if (c->pmd_rx & RC__PMD_RX_STREAM) {
     if (cl->zin == NULL &&
         (cl->zin = rc_inflate_stream_init(cl->zin_bits)) == NULL)
       return RC_INFLATE_NOMEM;
+    *as_sent = 0; /* a client forwards nothing */
     return rc_inflate_stream_feed(cl->zin, in, len, out, max, out_len);
   }
-  return rc__conn_inflate(c, in, len, out, max, out_len);
+  return rc__conn_inflate(c, in, len, out, max, out_len, as_sent);
 }
 
 static const rc__limits *client_limits(const rc_conn *c) {

@@ -379,11 +379,14 @@ rc_buf *rc__conn_frame_for(rc_conn *c, rc_buf *b) {
 }
 
 int rc__conn_inflate(rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
-                     size_t max, size_t *out_len) {
+                     size_t max, size_t *out_len, int *as_sent) {
   rc_server *s = c->srv;
+  *as_sent = 0;
   if (s->inflater == NULL && (s->inflater = rc_inflater_new()) == NULL)
     return RC_INFLATE_NOMEM;
-  return rc_inflate_message(s->inflater, in, len, out, max, out_len);
+  int r = rc_inflate_message(s->inflater, in, len, out, max, out_len);
+  *as_sent = rc_inflater_well_formed(s->inflater);
+  return r;
 }
 
 /* Inflates a compressed message into s->zbuf, which grows with the
@@ -394,7 +397,7 @@ int rc__conn_inflate(rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
  * twice: its buffer is max at once. */
 #define RC__ZBUF_MIN 65536
 static int inflate_message(rc_conn *c, const uint8_t *in, size_t len,
-                           size_t max, size_t *out_len) {
+                           size_t max, size_t *out_len, int *as_sent) {
   rc_server *s = c->srv;
   size_t want = len < RC__ZBUF_MIN / 4 ? RC__ZBUF_MIN : len * 4;
   if (c->pmd_rx & RC__PMD_RX_STREAM || want > max)
@@ -408,7 +411,7 @@ static int inflate_message(rc_conn *c, const uint8_t *in, size_t len,
       s->zbuf_cap = want;
     }
     size_t room = s->zbuf_cap < max ? s->zbuf_cap : max;
-    int r = c->role->inflate(c, in, len, s->zbuf, room, out_len);
+    int r = c->role->inflate(c, in, len, s->zbuf, room, out_len, as_sent);
     if (r != RC_INFLATE_TOO_BIG || room >= max)
       return r;
     want = room > max / 4 ? max : room * 4;
@@ -631,8 +634,10 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
  * closing the connection as RFC 7692 8 and RFC 6455 7.4.1 say: 1009 for a
  * message that inflates past max_message_size (after at most that many
  * bytes of output), 1007 for data that is not a compressed message. */
-static int inflated(rc_conn *c, const uint8_t *z, size_t zlen, size_t *len) {
-  int r = inflate_message(c, z, zlen, c->role->limits(c)->max_message, len);
+static int inflated(rc_conn *c, const uint8_t *z, size_t zlen, size_t *len,
+                    int *as_sent) {
+  int r = inflate_message(c, z, zlen, c->role->limits(c)->max_message, len,
+                          as_sent);
   if (r == RC_INFLATE_OK) {
     atomic_fetch_add_explicit(&c->srv->st_inflated, 1, memory_order_relaxed);
     return 0;
@@ -672,10 +677,13 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     /* wslay lets RSV1 through only when deflate was negotiated (ws_ensure)
      * and only on a message's first frame. */
     if (arg->rsv & WSLAY_RSV1_BIT) {
-      z = msg;
-      zlen = len;
-      if (inflated(c, z, zlen, &len) != 0)
+      int as_sent;
+      if (inflated(c, msg, len, &len, &as_sent) != 0)
         return;
+      if (as_sent) { /* may go on as it came */
+        z = arg->msg;
+        zlen = arg->msg_length;
+      }
       msg = s->zbuf;
     }
     if (arg->opcode == WSLAY_TEXT_FRAME && !rc_utf8_valid(msg, len)) {

@@ -156,15 +156,18 @@ typedef struct rc__role {
   int (*ping)(struct rc_conn *c);
   /* A whole message from the peer (text already checked as UTF-8), inflated
    * when it came compressed; z[0..zlen) is then its compressed payload as
-   * it came (RSV1 set, RFC 7692 7.2.2's tail not appended), else NULL. */
+   * it came (RSV1 set, RFC 7692 7.2.2's tail not appended) when it may be
+   * forwarded so (the inflate hook's *as_sent), else NULL. */
   void (*message)(struct rc_conn *c, int is_text, const uint8_t *msg,
                   size_t len, const uint8_t *z, size_t zlen);
   /* A compressed message from the peer (RSV1, c->pmd_rx), in[0..len): its
    * inflated bytes into out[0..max), with rc_inflate_message's results and
-   * bounds. The server inflates each message alone (rc__conn_inflate); a
-   * client whose server keeps its context keeps a stream. */
+   * bounds; *as_sent is set to 1 when in may be forwarded as it came (it
+   * stands alone and is well formed: rc_inflater_well_formed), else 0. The
+   * server inflates each message alone (rc__conn_inflate); a client whose
+   * server keeps its context keeps a stream. */
   int (*inflate)(struct rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
-                 size_t max, size_t *out_len);
+                 size_t max, size_t *out_len, int *as_sent);
   /* The control frames answering the peer pushed the queue past
    * max_queue_bytes (see "Bounds" in rc_conn.c); maybe inside wslay. */
   void (*overflow)(struct rc_conn *c);
@@ -444,7 +447,7 @@ rc_buf *rc__conn_frame_for(rc_conn *c, rc_buf *b);
  * client's whose server agreed to no context takeover): the loop's
  * rc_inflater. */
 int rc__conn_inflate(rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
-                     size_t max, size_t *out_len);
+                     size_t max, size_t *out_len, int *as_sent);
 /* The loop's compressor, made at first use; NULL when memory is short. */
 rc_deflater *rc__server_deflater(struct rc_server *s);
 /* A message for the embedder (RC_EV_MESSAGE). */

@@ -27,6 +27,7 @@ struct rc_inflater {
   struct libdeflate_decompressor *d;
   uint8_t *scratch; /* input + tail_and_final, at most SCRATCH_KEEP */
   size_t scratch_cap;
+  int well_formed; /* of the last message (rc_inflater_well_formed) */
 };
 
 struct rc_inflate_stream {
@@ -140,6 +141,8 @@ rc_inflater *rc_inflater_new(void) {
   return inf;
 }
 
+int rc_inflater_well_formed(const rc_inflater *inf) { return inf->well_formed; }
+
 void rc_inflater_free(rc_inflater *inf) {
   if (inf == NULL)
     return;
@@ -178,9 +181,16 @@ int rc_inflate_message(rc_inflater *inf, const uint8_t *in, size_t len,
       inf->d, buf, need, max > 0 ? out : &none, max, &used_in, &got);
   if (buf != inf->scratch)
     free(buf);
+  inf->well_formed = 0;
   switch (r) {
   case LIBDEFLATE_SUCCESS:
     *out_len = got;
+    /* Everything read, the final block appended here included (the sender
+     * ended with 7.2.1's empty stored block and sent no final block), or
+     * the sender's final block then one 0x00, the start of that empty
+     * block, as in 7.2.3.4's example. */
+    inf->well_formed = used_in == need ||
+                       (len > 0 && used_in == len - 1 && in[len - 1] == 0x00);
     return RC_INFLATE_OK;
   case LIBDEFLATE_INSUFFICIENT_SPACE:
     return RC_INFLATE_TOO_BIG;

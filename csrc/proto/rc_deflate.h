@@ -121,6 +121,17 @@ void rc_inflater_free(rc_inflater *inf);
 int rc_inflate_message(rc_inflater *inf, const uint8_t *in, size_t len,
                        uint8_t *out, size_t max, size_t *out_len);
 
+/* 1 when the message the last rc_inflate_message call inflated (with
+ * RC_INFLATE_OK) ended exactly as RFC 7692 7.2.1 has a sender end it: with
+ * the empty stored block whose LEN and NLEN were left out, and nothing
+ * after a block with BFINAL set but that block's first byte (0x00, as in
+ * 7.2.3.4's example). rc_inflate_message accepts more (it stops at a final
+ * block and ignores what follows, and needs no empty block after one); an
+ * inflater that goes on after a final block, as Chromium's does, fails on
+ * the rest. So compressed bytes are forwarded as they came (a relay) only
+ * when this says 1. 0 after any other result. */
+int rc_inflater_well_formed(const rc_inflater *inf);
+
 /* --- inflating with context takeover (zlib) ------------------------------ */
 
 typedef struct rc_inflate_stream rc_inflate_stream;

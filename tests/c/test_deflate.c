@@ -645,6 +645,60 @@ RC_TEST(zlib_deflater_sync_flush_shape) {
   RC_CHECK(rc_deflater_new_zlib(10, 15) == NULL);
 }
 
+/* What may be forwarded as it came: the two endings RFC 7692 7.2.1 gives
+ * a sender (Z_SYNC_FLUSH's, and a final block then one 0x00, which our
+ * compressor writes), not a final block alone or with anything else
+ * after it, which rc_inflate_message still accepts. */
+RC_TEST(well_formed_endings) {
+  static const char text[] =
+      "{\"user\":\"ada\",\"text\":\"hello hello hello\"},"
+      "{\"user\":\"bob\",\"text\":\"hello hello hello\"},"
+      "{\"user\":\"eve\",\"text\":\"hello hello hello\"}";
+  size_t tlen = sizeof text - 1;
+  rc_inflater *inf = rc_inflater_new();
+  RC_ASSERT(inf != NULL);
+  uint8_t out[256], msg[256];
+  size_t got, n;
+
+  z_stream z;
+  zlib_deflater(&z, 6);
+  uint8_t *sync = zlib_sync_message(&z, (const uint8_t *)text, tlen, &n);
+  deflateEnd(&z);
+  RC_ASSERT_EQ_INT(rc_inflate_message(inf, sync, n, out, sizeof out, &got),
+                   RC_INFLATE_OK);
+  RC_CHECK(rc_inflater_well_formed(inf));
+  free(sync);
+
+  rc_deflater *d = rc_deflater_new(6);
+  RC_ASSERT(d != NULL);
+  RC_ASSERT_EQ_INT(
+      rc_deflate_message(d, (const uint8_t *)text, tlen, msg, sizeof msg, &n),
+      RC_DEFLATE_OK);
+  rc_deflater_free(d);
+  RC_ASSERT(msg[n - 1] == 0x00);
+  RC_ASSERT_EQ_INT(rc_inflate_message(inf, msg, n, out, sizeof out, &got),
+                   RC_INFLATE_OK);
+  RC_CHECK(rc_inflater_well_formed(inf));
+  RC_CHECK(got == tlen && memcmp(out, text, tlen) == 0);
+
+  /* The final block without the 0x00 after it (zlib's Z_FINISH). */
+  RC_ASSERT_EQ_INT(rc_inflate_message(inf, msg, n - 1, out, sizeof out, &got),
+                   RC_INFLATE_OK);
+  RC_CHECK(!rc_inflater_well_formed(inf));
+  /* Anything else after the final block. */
+  msg[n - 1] = 0xff;
+  msg[n] = 0xfe;
+  RC_ASSERT_EQ_INT(rc_inflate_message(inf, msg, n + 1, out, sizeof out, &got),
+                   RC_INFLATE_OK);
+  RC_CHECK(!rc_inflater_well_formed(inf));
+  /* And after a refusal. */
+  static const uint8_t reserved_btype[] = {0xff}; /* BTYPE 11 */
+  RC_CHECK(rc_inflate_message(inf, reserved_btype, 1, out, sizeof out, &got) ==
+           RC_INFLATE_BAD_DATA);
+  RC_CHECK(!rc_inflater_well_formed(inf));
+  rc_inflater_free(inf);
+}
+
 RC_TEST_MAIN(RC_CASE(json_round_trips_at_levels_1_and_6),
              RC_CASE(zlib_sync_flush_message_inflates),
              RC_CASE(rfc7692_7231_hello_both_ways),
@@ -655,4 +709,5 @@ RC_TEST_MAIN(RC_CASE(json_round_trips_at_levels_1_and_6),
              RC_CASE(garbage_and_truncated_are_bad_data),
              RC_CASE(random_bytes_do_not_shrink),
              RC_CASE(stream_context_takeover_over_several_messages),
-             RC_CASE(zlib_deflater_sync_flush_shape))
+             RC_CASE(zlib_deflater_sync_flush_shape),
+             RC_CASE(well_formed_endings))
