@@ -194,6 +194,23 @@ static void as_response(const char *b1, size_t first, const char *b2,
   FUZZ_CHECK(chk.ok || strlen(chk.reason) < sizeof chk.text);
   if (chk.ok && chk.protocol != NULL)
     FUZZ_CHECK(within(chk.protocol, chk.protocol_len, b2, len));
+  /* A client that offered permessage-deflate: the same verdicts, but
+   * Sec-WebSocket-Extensions is left to it; its lines joined as it joins
+   * them, into a buffer of each size (fits, or says it does not). */
+  rc_http_client_check ext;
+  rc_http_check_upgrade_response_ext(
+      &resp_full, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "chat, superchat", 1, &ext);
+  FUZZ_CHECK(ext.reason != NULL && strlen(ext.reason) > 0);
+  if (chk.ok)
+    FUZZ_CHECK(ext.ok);
+  char joined[64];
+  for (size_t cap = 0; cap <= sizeof joined; cap += 16) {
+    long n = rc_http_join_headers(resp_full.headers, resp_full.num_headers,
+                                  "sec-websocket-extensions", joined, cap);
+    FUZZ_CHECK(n >= -1 && (n == -1 || (size_t)n < cap || cap == 0));
+    if (n >= 0 && cap > 0)
+      FUZZ_CHECK(strlen(joined) == (size_t)n);
+  }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
