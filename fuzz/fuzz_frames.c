@@ -85,25 +85,21 @@
 /* Loop turns allowed for something that takes one or two. */
 #define SPIN_LIMIT 64
 
-static const char handshake[] =
-    "GET /fuzz?room=1 HTTP/1.1\r\n"
-    "Host: localhost\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "\r\n";
+/* The upgrade request's lines but its end. */
+#define REQUEST_HEAD                                                           \
+  "GET /fuzz?room=1 HTTP/1.1\r\n"                                              \
+  "Host: localhost\r\n"                                                        \
+  "Upgrade: websocket\r\n"                                                     \
+  "Connection: Upgrade\r\n"                                                    \
+  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                            \
+  "Sec-WebSocket-Version: 13\r\n"
+
+static const char handshake[] = REQUEST_HEAD "\r\n";
 
 /* The same, offering permessage-deflate as browsers do. */
 static const char handshake_deflate[] =
-    "GET /fuzz?room=1 HTTP/1.1\r\n"
-    "Host: localhost\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-    "\r\n";
+    REQUEST_HEAD "Sec-WebSocket-Extensions: permessage-deflate; "
+                 "client_max_window_bits\r\n\r\n";
 
 static fuzz_listener listener;
 static int fd_baseline;

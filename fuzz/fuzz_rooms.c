@@ -66,28 +66,24 @@
 #define SPIN_LIMIT 64
 #define MAXTEXT 512 /* the longest text message made here, rounded up */
 
-static const char handshake[] =
-    "GET /rooms HTTP/1.1\r\n"
-    "Host: localhost\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "\r\n";
+/* The upgrade request's lines but its end. */
+#define REQUEST_HEAD                                                           \
+  "GET /rooms HTTP/1.1\r\n"                                                    \
+  "Host: localhost\r\n"                                                        \
+  "Upgrade: websocket\r\n"                                                     \
+  "Connection: Upgrade\r\n"                                                    \
+  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                            \
+  "Sec-WebSocket-Version: 13\r\n"
+
+static const char handshake[] = REQUEST_HEAD "\r\n";
 
 /* The even clients offer permessage-deflate, as browsers do: the server
  * compresses a message once for both of them and gives the odd ones the
  * plain frame; a compressed message they send to a relay room goes on to
  * the other even one as it came. */
 static const char handshake_deflate[] =
-    "GET /rooms HTTP/1.1\r\n"
-    "Host: localhost\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\n"
-    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-    "\r\n";
+    REQUEST_HEAD "Sec-WebSocket-Extensions: permessage-deflate; "
+                 "client_max_window_bits\r\n\r\n";
 
 static fuzz_listener listener;
 static rc_deflater *client_deflater; /* the clients' own */
