@@ -16,7 +16,7 @@ import json
 from websockets.asyncio.client import connect
 
 from roomcast import Room, Server
-from support.browser import POLL, T, DevTools, Tab
+from support.browser import POLL, DevTools, T, Tab
 from support.deflate import ticker
 
 COUNT = 40

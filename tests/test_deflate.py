@@ -208,7 +208,7 @@ def test_a_member_with_a_9_bit_window_gets_frames_its_window_can_inflate(server,
         assert "server_max_window_bits=9" in (deflate.answer(small) or "")
         wait_members(PUSH_ROOM, 2)
         push(server, PUSH_ROOM, texts)
-        for i, text in enumerate(texts):
+        for text in texts:
             f = small.recv_frame()
             assert f.fin and f.opcode == OP_TEXT
             compressed = bool(f.rsv & RSV1)
