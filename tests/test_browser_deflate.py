@@ -12,12 +12,16 @@ in test_browser_demo.py.
 
 import asyncio
 import json
+import zlib
 
+import pytest
 from websockets.asyncio.client import connect
 
 from roomcast import Room, Server
+from support import deflate
 from support.browser import POLL, DevTools, T, Tab
-from support.deflate import ticker
+from support.deflate import RSV1, compress, ticker
+from support.wsraw import OP_TEXT
 
 COUNT = 40
 
@@ -114,3 +118,63 @@ async def test_a_page_receives_compressed_json_pushes_intact(chromium):
     assert stats["deflate_connections"] == 1
     # Every JSON push above the threshold went compressed (each compresses well).
     assert stats["messages_deflated"] == COUNT
+
+
+# Joins the relay room and records what happens to the socket.
+OPEN_RELAY = """new Promise((resolve, reject) => {
+  window.got = [];
+  window.closedWith = null;
+  window.ws = new WebSocket(URL);
+  ws.onmessage = (event) => got.push(event.data);
+  ws.onclose = (event) => { closedWith = event.code; };
+  ws.onopen = () => resolve(ws.extensions);
+  ws.onerror = () => reject(new Error("the WebSocket failed"));
+})"""
+
+
+@pytest.mark.parametrize("after", [b"\xff\xfe\xfd", b""], ids=["junk", "no-empty-block"])
+async def test_a_page_in_a_relay_room_survives_a_malformed_compressed_message(chromium, after):
+    # A compressed message whose final block (BFINAL=1) is followed by
+    # junk, or not by the 0x00 that RFC 7692 7.2.1 leaves (7.2.3.3): the
+    # server's inflater stops at the final block; if the relay forwards
+    # the sender's bytes as they came, Chromium inflates on past the final
+    # block and fails the page's connection.
+    room = Room(relay="all")
+    server = Server(ping_interval=0)
+    server.route("/relay", room)
+    text = ticker(1, 3000)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bad = c.compress(text.encode()) + c.flush(zlib.Z_FINISH) + after
+    after = ticker(2, 3000)
+
+    async with server.serve("127.0.0.1", 0) as running, connect(chromium, max_size=None, open_timeout=T) as cdp:
+        devtools = DevTools(cdp)
+        try:
+            tab = await Tab.open(devtools, "A", "about:blank")
+            url = json.dumps(f"ws://127.0.0.1:{running.port}/relay")
+            extensions = await tab.evaluate(OPEN_RELAY.replace("URL", url), await_promise=True)
+            assert extensions.startswith("permessage-deflate"), extensions
+            sender = await asyncio.to_thread(deflate.connect, running.port, "/relay")
+            try:
+
+                async def both_joined():
+                    return len(room) == 2
+
+                await wait(both_joined, "the page and the sender in the room")
+                await asyncio.to_thread(sender.send_frame, OP_TEXT, bad, rsv=RSV1)
+                await asyncio.to_thread(sender.send_frame, OP_TEXT, compress(after.encode()), rsv=RSV1)
+
+                async def settled():
+                    return await tab.evaluate("got.length >= 2 || closedWith !== null")
+
+                await wait(settled, "the page to receive two messages or close")
+                state = await tab.evaluate("({got: got, closed: closedWith})")
+            finally:
+                sender.close()
+        finally:
+            await devtools.close()
+
+    # The sender may be refused (then the page sees only `after`, or
+    # nothing from it); the page itself must stay connected.
+    assert state["closed"] is None, f"the page's socket was closed with {state['closed']}"
+    assert state["got"] in ([text, after], [after]), state["got"][:2]

@@ -414,3 +414,35 @@ def test_websockets_clients_in_a_relay_room(port):
     for got in (got_a, got_b):
         assert sorted(got) == sorted(want)
         assert [m for m in got if m in texts] == texts
+
+
+@pytest.mark.parametrize("after", [b"\xff\xfe\xfd", b""], ids=["junk", "no-empty-block"])
+def test_a_relay_room_forwards_only_well_formed_compressed_messages(port, after):
+    # A compressed message whose last block is final (BFINAL=1) must be
+    # followed by exactly one 0x00, the start of the empty stored block
+    # that RFC 7692 7.2.1 ends every message with (7.2.3.3's example). An
+    # inflater that stops at the final block ignores anything else there;
+    # one that resets and goes on past it (Chromium's) fails on it. So a
+    # relay room must not forward such bytes as they came: either the
+    # sender is refused (1007) or every deflate member gets a frame that
+    # inflates strictly.
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    text = ticker(23, 3000)
+    z = c.compress(text.encode()) + c.flush(zlib.Z_FINISH)  # ends with BFINAL=1
+    junk = after
+    with (
+        deflate.connect(port, "/relay") as sender,
+        deflate.connect(port, "/relay") as member,
+    ):
+        wait_members(RELAY_ROOM, 2)
+        sender.send_frame(OP_TEXT, z + junk, rsv=RSV1)
+        f = sender.recv_frame()
+        if f.opcode == wsraw.OP_CLOSE:
+            assert f.close_code == 1007
+            return
+        f = member.recv_frame()
+        assert f.opcode == OP_TEXT
+        if f.rsv & RSV1:
+            assert inflate(f.payload).decode() == text, "forwarded bytes after the final block"
+        else:
+            assert f.payload.decode() == text

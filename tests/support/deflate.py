@@ -44,9 +44,11 @@ def inflate(payload: bytes, wbits: int = 15) -> bytes:
     d = zlib.decompressobj(-wbits)
     out = d.decompress(payload + TAIL)
     # A sender may end the message with a final block (BFINAL=1, RFC 7692
-    # 7.2.3.3): then all that may follow the stream is the header byte of an
-    # empty stored block (0x00, as in 7.2.3.3's example) and the tail.
-    if d.unconsumed_tail or (d.unused_data if not d.eof else d.unused_data not in (TAIL, b"\x00" + TAIL)):
+    # 7.2.3.3): then what follows the stream must be the header byte of an
+    # empty stored block (0x00, as in 7.2.3.3's example) and the tail, which
+    # together make that block (7.2.1). An inflater that goes on after a
+    # final block, as Chromium's does, fails on anything else.
+    if d.unconsumed_tail or (d.unused_data if not d.eof else d.unused_data != b"\x00" + TAIL):
         raise zlib.error("data after the end of the compressed message")
     return out
 
@@ -88,15 +90,21 @@ def send_compressed(client: WSClient, data: bytes, opcode: int = OP_TEXT) -> Non
 
 
 def ticker(i: int, size: int) -> str:
-    """A JSON message of about ``size`` bytes (at least a few dozen), the
-    kind a ticker or chat pushes: repetitive keys, varied values."""
+    """A JSON message of at least ``size`` bytes (a few dozen more at
+    most), the kind a ticker or chat pushes: repetitive keys, varied
+    values."""
     rows = []
     message = {"type": "ticker", "seq": i, "rows": rows}
+    length = len(json.dumps(message, separators=(",", ":")))
     n = 0
-    while len(json.dumps(message, separators=(",", ":"))) < size:
-        rows.append({"symbol": f"SYM{(i * 7 + n) % 97:02d}", "price": round(100 + (i * 31 + n * 17) % 977 / 7, 2)})
+    while length < size:
+        row = {"symbol": f"SYM{(i * 7 + n) % 97:02d}", "price": round(100 + (i * 31 + n * 17) % 977 / 7, 2)}
+        rows.append(row)
+        length += len(json.dumps(row, separators=(",", ":"))) + (1 if n else 0)
         n += 1
-    return json.dumps(message, separators=(",", ":"))
+    text = json.dumps(message, separators=(",", ":"))
+    assert len(text) == length
+    return text
 
 
 def exact(i: int, size: int) -> str:
