@@ -148,14 +148,17 @@ def test_safari_15_2_gets_no_deflate_and_safari_16_does(port):
         assert (deflate.answer(c) or "").startswith("permessage-deflate")
 
 
-def test_deflate_connections_counts_open_negotiated_connections(server, port):
-    before = stat(server, "deflate_connections")
-    with deflate.connect(port, "/echo") as a, deflate.connect(port, "/echo", offer=None) as b:
-        for c in (a, b):  # both open on the server's side
-            c.send_text("ping")
-            assert deflate.recv_data(c)[2] == b"ping"
-        assert stat(server, "deflate_connections") == before + 1
-    wait_until(lambda: stat(server, "deflate_connections") == before, "deflate_connections back down")
+def test_deflate_connections_counts_open_negotiated_connections():
+    srv = Server(ping_interval=0)
+    srv.route("/echo", echo_room())
+    with wsraw.ServerThread(srv) as running:
+        with deflate.connect(running.port, "/echo") as a, deflate.connect(running.port, "/echo", offer=None) as b:
+            for c in (a, b):  # both open on the server's side
+                c.send_text("ping")
+                assert deflate.recv_data(c)[2] == b"ping"
+            assert stat(running, "deflate_connections") == 1
+            assert stat(running, "connections") == 2
+        wait_until(lambda: stat(running, "deflate_connections") == 0, "deflate_connections back to 0")
 
 
 # --- pushes --------------------------------------------------------------------
