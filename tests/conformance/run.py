@@ -2,7 +2,7 @@
 """Autobahn TestSuite conformance runs against roomcast's server and clients.
 
     python3 tests/conformance/run.py [--target all|server|relay|uvicorn|client-async|client-sync]
-                     [--cases 1.*,2.*,...] [--out DIR]
+                     [--cases 1.*,2.*,...|quick] [--out DIR]
                      [--tool auto|autobahntestsuite|kosoku] [--python2 PATH]
 
 Targets (``--target``, default ``all``: each in turn):
@@ -39,7 +39,9 @@ Targets (``--target``, default ``all``: each in turn):
    answers the client's offer (fuzzing server) with the parameters each
    case names, then exchanges 1000 messages of 16 bytes to 128 KiB of real
    text, JSON and binary data, fragmented or not; they take most of the
-   run's time (see each summary's seconds per section). One line is
+   run's time (see each summary's seconds per section). ``--cases quick``
+   keeps sections 1-10 and the cases of 12 and 13 whose messages are at
+   most 64 KiB (156 of 216), about a third of their time. One line is
    printed per case.
 4. Stops everything and writes the tool's own report (HTML and JSON) to
    ``--out``/TARGET (default build/conformance/report/TARGET, not
@@ -88,6 +90,22 @@ RECORDS = ROOT / "tests" / "reports" / "conformance"
 ECHO = ROOT / "examples" / "echo.py"
 
 DEFAULT_CASES = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.*,13.*"
+# ``--cases quick``: sections 1-10 whole, and the cases of sections 12 and 13
+# whose messages are at most 64 KiB: each subsection's 18 cases are the
+# sizes 16 B to 128 KiB, unfragmented (1-10) then fragmented (11-18), and
+# the five of 128 KiB (10, 15-18) take about two thirds of the time of the
+# two sections. Named one by one: wstest matches a glob at the start of an
+# id only ("12.*.1" would take 12.1.10 too).
+QUICK_SIZES = (*range(1, 10), *range(11, 15))
+QUICK_CASES = ",".join(
+    ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
+    + [
+        f"{section}.{sub}.{n}"
+        for section, subs in ((12, 5), (13, 7))
+        for sub in range(1, subs + 1)
+        for n in QUICK_SIZES
+    ]
+)
 # What each target runs, as the summary names it.
 TARGETS = {
     "server": "Server: `examples/echo.py` (Python echoes each message as received) on 127.0.0.1",
@@ -157,6 +175,11 @@ class CannotRun(Exception):
 
 def say(message: str) -> None:
     print(f"conformance: {message}", flush=True)
+
+
+def brief(cases: str) -> str:
+    """A selection as a log line shows it: ``quick`` by that name."""
+    return "quick" if cases == QUICK_CASES else cases
 
 
 def excluding() -> str:
@@ -488,7 +511,7 @@ def run_client_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[f
     note = ""
     try:
         fuzzer, url = start_fuzzingserver(tool, out, cases, log_path, children)
-        say(f"fuzzing server at {url} (log {log_path.relative_to(ROOT)}); cases {cases}{excluding()}")
+        say(f"fuzzing server at {url} (log {log_path.relative_to(ROOT)}); cases {brief(cases)}{excluding()}")
         t_cases = time.monotonic()
         client = subprocess.Popen(
             [sys.executable, "-u", str(CLIENT_DRIVER), kind, url, AGENT],
@@ -677,7 +700,10 @@ def parse_args() -> argparse.Namespace:
         help="what to test (default all: each target in turn)",
     )
     parser.add_argument(
-        "--cases", default=DEFAULT_CASES, help=f"comma-separated case ids or globs (default {DEFAULT_CASES})"
+        "--cases",
+        default=DEFAULT_CASES,
+        help=f"comma-separated case ids or globs (default {DEFAULT_CASES}), or quick: sections 1-10"
+        " and the cases of 12 and 13 with messages up to 64 KiB",
     )
     parser.add_argument(
         "--out",
@@ -692,7 +718,10 @@ def parse_args() -> argparse.Namespace:
         help="auto: the Autobahn TestSuite if a Python 2.7 is found, else kosoku",
     )
     parser.add_argument("--python2", help="the Python 2.7 interpreter for the Autobahn TestSuite (default: searched)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.cases == "quick":
+        args.cases = QUICK_CASES
+    return args
 
 
 class Tool:
@@ -775,7 +804,7 @@ def run_server_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[f
     try:
         server, url = start_server(log_path, children, mode)
         say(f"{name} at {url} (pid {server.pid}, log {log_path.relative_to(ROOT)})")
-        say(f"running cases {cases}{excluding()} with {'wstest' if tool.wstest else 'kosoku'}")
+        say(f"running cases {brief(cases)}{excluding()} with {'wstest' if tool.wstest else 'kosoku'}")
         t_cases = time.monotonic()
         if tool.wstest is not None:
             status = run_wstest(tool.wstest, url, out, cases, children)
