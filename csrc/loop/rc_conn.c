@@ -390,10 +390,11 @@ int rc__conn_inflate(rc_conn *c, const uint8_t *in, size_t len, uint8_t *out,
 }
 
 /* Inflates a compressed message into s->zbuf, which grows with the
- * messages it holds up to max bytes: a message that would inflate past max
- * is refused after max bytes of output (RC_INFLATE_TOO_BIG). A message
- * that outgrows the buffer is inflated again into a larger one, except on
- * a stream that keeps its context (RC__PMD_RX_STREAM), which cannot be fed
+ * message it holds up to max bytes (and is let go once the message is
+ * taken, when it grew past RC__ZBUF_MIN: see ws_on_msg): a message that would
+ * inflate past max is refused after max bytes of output (RC_INFLATE_TOO_BIG). A
+ * message that outgrows the buffer is inflated again into a larger one, except
+ * on a stream that keeps its context (RC__PMD_RX_STREAM), which cannot be fed
  * twice: its buffer is max at once. */
 #define RC__ZBUF_MIN 65536
 static int inflate_message(rc_conn *c, const uint8_t *in, size_t len,
@@ -634,6 +635,16 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
  * closing the connection as RFC 7692 8 and RFC 6455 7.4.1 say: 1009 for a
  * message that inflates past max_message_size (after at most that many
  * bytes of output), 1007 for data that is not a compressed message. */
+/* A buffer a large message or a bomb grew is not kept for the loop's
+ * life: past RC__ZBUF_MIN it goes once its message is taken or refused. */
+static void zbuf_release(rc_server *s) {
+  if (s->zbuf_cap <= RC__ZBUF_MIN)
+    return;
+  free(s->zbuf);
+  s->zbuf = NULL;
+  s->zbuf_cap = 0;
+}
+
 static int inflated(rc_conn *c, const uint8_t *z, size_t zlen, size_t *len,
                     int *as_sent) {
   int r = inflate_message(c, z, zlen, c->role->limits(c)->max_message, len,
@@ -642,6 +653,7 @@ static int inflated(rc_conn *c, const uint8_t *z, size_t zlen, size_t *len,
     atomic_fetch_add_explicit(&c->srv->st_inflated, 1, memory_order_relaxed);
     return 0;
   }
+  zbuf_release(c->srv);
   static const char big[] = "message too big once inflated";
   static const char bad[] = "invalid compressed message";
   static const char mem[] = "out of memory";
@@ -695,6 +707,8 @@ static void ws_on_msg(wslay_event_context_ptr ctx,
     c->last_msg = rc__now_ms(s);
     atomic_fetch_add_explicit(&s->st_messages_in, 1, memory_order_relaxed);
     c->role->message(c, arg->opcode == WSLAY_TEXT_FRAME, msg, len, z, zlen);
+    if (msg == s->zbuf) /* taken: copied into an event or a frame */
+      zbuf_release(s);
     return;
   }
   case WSLAY_PONG:

@@ -384,8 +384,8 @@ struct rc_server {
 
   /* permessage-deflate, loop thread, made at first use (rc_conn.c): one
    * compressor for the messages of every connection, one decompressor, and
-   * where a message is inflated (as large as the largest max_message
-   * asked of it, held for the loop's life) */
+   * where a message is inflated (grown to the message, at most its
+   * max_message; past 64 KiB let go once the message is taken) */
   rc_deflater *deflater;
   rc_inflater *inflater;
   uint8_t *zbuf;
