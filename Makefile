@@ -9,9 +9,11 @@
 #   make fuzz      the libFuzzer targets, FUZZ_SECONDS each (default 60);
 #                  make fuzz-smoke: 10 s each (CI)
 #   make soak      ten minutes of connection churn (RSS, fds, lost messages)
-#   make conformance  the Autobahn TestSuite (sections 1-7, 9, 10) against
-#                  examples/echo.py, its relay mode and both clients;
-#                  summaries in tests/reports/conformance/
+#   make conformance  the Autobahn TestSuite (sections 1-7, 9, 10, 12, 13)
+#                  against examples/echo.py, its relay and uvicorn modes and
+#                  both clients; summaries in tests/reports/conformance/
+#                  (over an hour); make conformance-quick: the 12 and 13
+#                  cases up to 64 KiB only (CI)
 #   make bench     the quick fan-out benchmark (under 5 minutes)
 #   make bench-full  every scenario, server and size (about an hour)
 #   make bench-cross  three servers on one Redis against one server
@@ -91,7 +93,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
-        bench-full bench-cross bench-fastapi bench-deflate bench-deps memcheck conformance soak fuzz fuzz-smoke \
+        bench-full bench-cross bench-fastapi bench-deflate bench-deps memcheck conformance conformance-quick soak fuzz fuzz-smoke \
         style types format clean
 
 all: build
@@ -252,7 +254,8 @@ memcheck:
 	  echo "$$(basename $$t): memcheck clean"; \
 	done
 
-# The Autobahn TestSuite's cases (sections 1-7, 9, 10) against five
+# The Autobahn TestSuite's cases (sections 1-7, 9, 10, and 12 and 13:
+# permessage-deflate) against five
 # targets in turn: examples/echo.py (server), its --relay mode (the core's
 # relay path), its --uvicorn mode (connections uvicorn accepted and handed
 # to the core), and the asyncio and synchronous clients through the tool's
@@ -263,6 +266,11 @@ memcheck:
 # client-sync).
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py
+
+# The same without the 128 KiB cases of sections 12 and 13, two thirds of
+# their time (CI); its summaries go to build/conformance/report/.
+conformance-quick: deps build
+	$(PYTHON) tests/conformance/run.py --cases quick
 
 # libFuzzer targets (clang + libclang-rt-14-dev, installed by fuzz/run.sh
 # when missing): each target runs FUZZ_SECONDS, new inputs in build/fuzz/;
