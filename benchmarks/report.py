@@ -448,6 +448,21 @@ def deflate_cell(r: dict) -> str:
     return f"{got:,}/{total:,}" + (", context takeover" if keep else ", no context takeover")
 
 
+def targets_table(rows: list[tuple[str, str, str]], bound: str) -> list[str]:
+    """A section's table of targets, and what a load-bound run's ratio
+    means (``bound``) when a row has one."""
+    lines = ["| target | measured | verdict |", "| --- | --- | --- |"]
+    lines += [f"| {t} | {meas} | {v} |" for t, meas, v in rows]
+    lines.append("")
+    if any(MARK in meas for _, meas, _ in rows):
+        lines += [
+            f"{MARK} A run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core: its deliveries/s"
+            " is a lower bound, so " + bound,
+            "",
+        ]
+    return lines
+
+
 def deflate_section(doc: dict) -> list[str]:
     """The permessage-deflate targets, then each server's burst and idle
     figures with what was negotiated and the bytes on the wire."""
@@ -463,19 +478,12 @@ def deflate_section(doc: dict) -> list[str]:
         " `publish(..., compress=True)`, `websockets-deflate` and `aiohttp-deflate` their libraries'"
         " default compression (context takeover: each message compressed for each connection).",
         "",
-        "| target | measured | verdict |",
-        "| --- | --- | --- |",
     ]
-    rows = deflate_targets(doc)
-    lines += [f"| {t} | {meas} | {v} |" for t, meas, v in rows]
-    lines.append("")
-    if any(MARK in meas for _, meas, _ in rows):
-        lines += [
-            f"{MARK} A run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core: its deliveries/s"
-            " is a lower bound, so the ratio is a bound (≥ when it is roomcast-deflate's, ≤ when the peer's);"
-            " a verdict marked † could change with a faster load generator.",
-            "",
-        ]
+    lines += targets_table(
+        deflate_targets(doc),
+        "the ratio is a bound (≥ when it is roomcast-deflate's, ≤ when the peer's);"
+        " a verdict marked † could change with a faster load generator.",
+    )
     lines += [
         "Wire bytes per delivery: the bytes the clients received while the messages were published (frames"
         " with their headers) over the deliveries; text/wire is the message size over that.",
@@ -540,21 +548,14 @@ def fastapi_section(doc: dict) -> list[str]:
         " uvicorn (`servers/roomcast_fastapi_chat.py PORT roomcast|uvicorn`,"
         " `servers/websocket_rooms_chat.py`).",
         "",
-        "| target | measured | verdict |",
-        "| --- | --- | --- |",
     ]
-    rows = fastapi_targets(doc)
-    lines += [f"| {t} | {meas} | {v} |" for t, meas, v in rows]
-    lines.append("")
-    if any(MARK in meas for _, meas, _ in rows):
-        lines += [
-            f"{MARK} A run whose load generator used more than {LOADGEN_LIMIT:.0%} of its core: its deliveries/s"
-            " is a lower bound, so a burst ratio is a bound (≥ when it is the numerator's, ≤ when the"
-            " denominator's, either way when both); for single, the load generator set the pace and CPU"
-            " per delivery is the server's cost at that pace. A verdict marked † could change with a"
-            " faster load generator.",
-            "",
-        ]
+    lines += targets_table(
+        fastapi_targets(doc),
+        "a burst ratio is a bound (≥ when it is the numerator's, ≤ when the"
+        " denominator's, either way when both); for single, the load generator set the pace and CPU"
+        " per delivery is the server's cost at that pace. A verdict marked † could change with a"
+        " faster load generator.",
+    )
     lines += [
         "Burst targets compare the rows below (each the run with the median deliveries/s); the CPU"
         " target compares each server's single run with the median CPU per delivery, which may be"
