@@ -1209,6 +1209,23 @@ static void finish_message(struct conn *c, uint64_t t) {
   c->msg_have = 0;
 }
 
+/* The end of a data frame that began in this read: the message is
+ * finished when the frame is whole and final; a payload that goes on past
+ * the read is skipped as it comes, and counted when its last byte arrives,
+ * as a client would see it. Returns the bytes of the read it used. */
+static size_t frame_end(struct conn *c, uint8_t b0, size_t hl, uint64_t len,
+                        size_t avail, uint64_t t) {
+  bool fin = (b0 & 0x80) != 0;
+  if (len <= avail) {
+    if (fin)
+      finish_message(c, t);
+    return hl + (size_t)len;
+  }
+  c->skip = len - avail;
+  c->fin_pending = fin;
+  return hl + avail;
+}
+
 /* A frame of a compressed message that is not whole in this read: its
  * payload is gathered in c->zb. Same contract as frame_at(). */
 static size_t zframe_slow(struct conn *c, uint8_t b0, size_t hl, uint64_t len,
@@ -1223,15 +1240,7 @@ static size_t zframe_slow(struct conn *c, uint8_t b0, size_t hl, uint64_t len,
   size_t take = len <= avail ? (size_t)len : avail;
   if (!zappend(c, pl, take))
     return hl + avail;
-  bool fin = (b0 & 0x80) != 0;
-  if (len <= avail) {
-    if (fin)
-      finish_message(c, t);
-    return hl + (size_t)len;
-  }
-  c->skip = len - avail;
-  c->fin_pending = fin;
-  return hl + avail;
+  return frame_end(c, b0, hl, len, avail, t);
 }
 
 /* A data frame that is not a whole message in this read (a fragment, or a
@@ -1251,16 +1260,7 @@ static size_t data_frame_slow(struct conn *c, uint8_t b0, size_t hl,
     c->msg_op = op;
   memcpy(c->prefix + have, pl, want);
   c->msg_have = (uint8_t)(have + want);
-  bool fin = (b0 & 0x80) != 0;
-  if (len <= avail) {
-    if (fin)
-      finish_message(c, t);
-    return hl + (size_t)len;
-  }
-  /* counted when its last byte arrives, as a client would see it */
-  c->skip = len - avail;
-  c->fin_pending = fin;
-  return hl + avail;
+  return frame_end(c, b0, hl, len, avail, t);
 }
 
 /* Handles the frame that starts at p, n bytes of this read from there, in
