@@ -9,6 +9,8 @@ from this package.
   look inside it, and a Redis that breaks the protocol on purpose.
 * ``example_proc``: runs ``examples/*.py`` as their users do.
 * ``polling``: ``until``, waiting for a condition inside a test's loop.
+* ``deflate``: permessage-deflate on a raw client (offer, compressed
+  frames both ways, a strict inflate) and generated JSON payloads.
 
 Tests import them as ``from support import wsraw`` or
 ``from support.wsraw import ...``: pytest puts tests/ on ``sys.path``
