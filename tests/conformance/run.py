@@ -482,7 +482,9 @@ def start_fuzzingserver(
         }
         spec_path = BUILD / "fuzzingserver.json"
         spec_path.write_text(json.dumps(spec, indent=2))
-        cmd = [*tool.wstest, "-m", "fuzzingserver", "-s", str(spec_path)]
+        # -u 0: no report web server (it would take port 8080, and a
+        # second run at once, or anything else there, would stop this one).
+        cmd = [*tool.wstest, "-m", "fuzzingserver", "-s", str(spec_path), "-u", "0"]
         what = "wstest -m fuzzingserver"
     else:
         assert tool.kosoku is not None
