@@ -13,6 +13,7 @@ that inflates past ``max_message_size``, with the server's memory flat;
 
 import asyncio
 import hashlib
+import os
 import re
 import time
 import zlib
@@ -319,6 +320,12 @@ def test_rsv2_is_closed_with_1002_even_with_deflate(port):
 # --- deflate bombs -------------------------------------------------------------
 
 
+# AddressSanitizer keeps freed memory in quarantine (the inflate buffer a
+# bomb grew is freed after each one) and pads every block: resident-set
+# figures under it say nothing about the server's own use.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
 def vm_rss_kib():
     with open("/proc/self/status") as f:
         return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
@@ -350,7 +357,8 @@ def test_a_deflate_bomb_is_closed_with_1009_and_memory_stays_flat(server, port):
     assert stat(server, "messages_inflated") == inflated_before  # none got through
     # 100 bombs of 256 MiB each: a leak of even one inflated megabyte each
     # would show as 100 MiB.
-    assert grown < 16 * 1024, f"RSS grew by {grown} KiB over 100 deflate bombs"
+    if not UNDER_ASAN:
+        assert grown < 16 * 1024, f"RSS grew by {grown} KiB over 100 deflate bombs"
 
 
 def test_a_compressed_message_just_under_the_limit_gets_through(port):
