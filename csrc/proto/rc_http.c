@@ -6,6 +6,7 @@
  * cost more than it saves. Every byte access is guarded by the bound, so any
  * input is safe to feed. */
 #include "proto/rc_http.h"
+#include "proto/rc_token.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -14,18 +15,6 @@
 #include <string.h>
 
 #include <openssl/evp.h>
-
-/* RFC 7230 3.2.6 tchar. */
-static int is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-      (c >= 'A' && c <= 'Z'))
-    return 1;
-  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static unsigned char ascii_lower(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
-}
 
 /* Locale-independent: header names and tokens are ASCII by definition. */
 static int ascii_case_equal(const char *a, const char *b, size_t n) {

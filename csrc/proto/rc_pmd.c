@@ -13,23 +13,12 @@
  * ("8" to "15"), so any input is safe to feed and costs time linear in its
  * length. */
 #include "proto/rc_pmd.h"
+#include "proto/rc_token.h"
 
 #include <stdio.h>
 #include <string.h>
 
 static const char pmd_name[] = "permessage-deflate";
-
-/* RFC 7230 3.2.6 tchar. */
-static int is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-      (c >= 'A' && c <= 'Z'))
-    return 1;
-  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static unsigned char ascii_lower(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
-}
 
 /* s[0..n) equals the lower-case literal lit, ignoring ASCII case. */
 static int name_is(const char *s, size_t n, const char *lit) {
