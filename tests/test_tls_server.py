@@ -284,6 +284,54 @@ def test_a_room_fans_out_to_every_member_over_wss(tls_certs):
     assert got == [expected] * 5
 
 
+def test_many_members_handshake_at_once_and_get_a_large_push(tls_certs):
+    ctx = client_context(tls_certs)
+    big = "L" * 300_000 + os.urandom(8).hex()  # records of up to 16 KiB, per member
+
+    async def members(url, n):
+        conns = await asyncio.gather(*(ws_connect(url, ssl=ctx, max_size=None) for _ in range(n)))
+        try:
+            for ws in conns:
+                await ws.send("hello")
+                assert await asyncio.wait_for(ws.recv(), GUARD) == "hello"
+            await conns[0].send(big)
+            return await asyncio.gather(*(asyncio.wait_for(ws.recv(), GUARD) for ws in conns))
+        finally:
+            await asyncio.gather(*(ws.close() for ws in conns))
+
+    with wsraw.ServerThread(tls_server(tls_certs)) as st:
+        got = asyncio.run(members(f"wss://127.0.0.1:{st.port}/room", 30))
+        assert st.running.stats()["tls_handshakes"] == 30
+    assert len(got) == 30 and all(message == big for message in got)
+
+
+def test_a_clean_tls_close_after_the_websocket_close(tls_certs):
+    """Both ways the session ends with close_notify: Python's ssl reads the
+    end as b"" (an abrupt end raises SSLEOFError)."""
+    c = tls_certs
+    ctx = client_context(c)
+    st = wsraw.ServerThread(tls_server(c)).__enter__()
+    try:
+        with wss_client(st.port, ctx) as client:
+            client.send_close(1000)
+            _, close = client.recv_until_close()
+            assert close.payload[:2] == (1000).to_bytes(2, "big")
+            assert client.reader.read_to_eof() == b""
+        stays = wss_client(st.port, ctx)
+        assert echoes(stays)
+    finally:
+        # The server stops while the client answers its close.
+        stopping = threading.Thread(target=st.__exit__, args=(None, None, None))
+        stopping.start()
+    with stays:
+        _, close = stays.recv_until_close()
+        assert close.payload[:2] == (1001).to_bytes(2, "big")
+        stays.send_close(1001)
+        assert stays.reader.read_to_eof() == b""
+    stopping.join(GUARD)
+    assert not stopping.is_alive()
+
+
 def test_an_untrusted_certificate_fails_verification(tls_certs):
     c = tls_certs
     with wsraw.ServerThread(tls_server(c, certfile=c.untrusted, keyfile=c.untrusted_key)) as st:
@@ -771,6 +819,61 @@ def test_a_member_that_stops_reading_is_closed_as_slow_consumer_over_tls(tls_cer
             texts = [payload.decode() for _, payload in messages]
             assert len(texts) < len(expected)
             assert texts == expected[: len(texts)]
+
+
+def test_drop_policy_over_tls_keeps_a_slow_member_with_the_newest_messages(tls_certs):
+    c = tls_certs
+    ctx = client_context(c)
+    server = tls_server(c, max_queue_bytes=QUEUE_LIMIT, slow_consumer="drop")
+
+    async def fast_member(st):
+        async with ws_connect(f"wss://127.0.0.1:{st.port}/room", ssl=ctx, max_size=None) as ws:
+            await ws.send("hello")
+            assert await asyncio.wait_for(ws.recv(), GUARD) == "hello"
+            got, extra = [], 0
+            for k in range(MAX_ROUNDS):
+                if st.running.stats()["messages_dropped"] > 0:
+                    extra += 1
+                    if extra > 8:
+                        break
+                await ws.send(f"round {k}")
+                for _ in range(ROUND):
+                    got.append(await asyncio.wait_for(ws.recv(), GUARD))
+            return got
+
+    with wsraw.ServerThread(server) as st:
+        with wss_client(st.port, ctx, "/room", rcvbuf=4096) as slow:
+            assert echoes(slow, "hello")
+            fast = asyncio.run(fast_member(st))
+            total = len(fast)
+            assert fast == [numbered(i) for i in range(total)]
+            stats = st.running.stats()
+            assert stats["messages_dropped"] > 0 and stats["slow_consumer_closes"] == 0
+            # Whole messages were dropped, never part of a TLS record: the
+            # stream still decrypts, in order, up to the newest.
+            numbers = []
+            while not numbers or numbers[-1] != total - 1:
+                numbers.append(int(slow.recv_text()[:8]))
+            assert numbers == sorted(set(numbers))
+            assert total - len(numbers) == stats["messages_dropped"]
+            assert echoes(slow, "hello")
+
+
+def test_past_max_connections_a_tls_client_is_refused_and_others_untouched(tls_certs):
+    c = tls_certs
+    ctx = client_context(c)
+    with wsraw.ServerThread(tls_server(c, max_connections=1)) as st:
+        with wss_client(st.port, ctx) as member:
+            raw = wsraw.connect_socket(st.port)
+            with raw:
+                raw.sendall(client_hello(ctx))
+                answer = read_until_closed(raw)
+            # No plaintext "HTTP/1.1 503" on a TLS port: nothing, or an alert.
+            assert answer == b"" or answer[0] == 0x15, answer[:80]
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                tls_socket(st.port, ctx).close()
+            assert st.running.stats()["connections_refused"] == 2
+            assert echoes(member)
 
 
 # -- https: static files -------------------------------------------------------------------------------
