@@ -563,9 +563,15 @@ def test_required_client_certificate(tls_certs, maximum):
         handshake_refused(st.port, client_context(c, maximum=maximum, cert=(c.untrusted, c.untrusted_key)))
         wait_for(lambda: st.running.stats()["tls_handshake_failures"] >= before + 2, "the refusals counted")
         # Alice's, signed by the CA, is accepted and named in the scope.
-        with wss_client(st.port, client_context(c, maximum=maximum, cert=(c.client, c.client_key)), "/scope") as cl:
+        alice = client_context(c, maximum=maximum, cert=(c.client, c.client_key))
+        with wss_client(st.port, alice, "/scope") as cl:
             tls = read_summary(cl)["tls"]
+            session = cl.sock.session
             assert echoes_scope_closed(cl)
+        # A resumed session (no certificate sent again) still names her.
+        with wss_client(st.port, alice, "/scope", session=session) as cl:
+            assert cl.sock.session_reused
+            assert read_summary(cl)["tls"]["client_cert_name"] == "CN=alice,O=roomcast-test"
     assert tls["client_cert_name"] == "CN=alice,O=roomcast-test"
     chain = tls["client_cert_chain"]
     assert len(chain) >= 1
@@ -589,6 +595,8 @@ def test_optional_client_certificate(tls_certs):
             without = read_summary(anonymous)["tls"]
         with wss_client(st.port, client_context(c, cert=(c.client, c.client_key)), "/scope") as alice:
             with_cert = read_summary(alice)["tls"]
+        # A certificate it does send must be valid.
+        handshake_refused(st.port, client_context(c, cert=(c.untrusted, c.untrusted_key)))
     assert without["client_cert_name"] is None and without["client_cert_chain"] == []
     assert with_cert["client_cert_name"] == "CN=alice,O=roomcast-test"
 
@@ -710,7 +718,7 @@ def test_sighup_reloads_the_certificates_under_run(tls_certs, tmp_path):
 # -- what is not TLS on the TLS port -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("what", ["garbage", "plain HTTP", "partial ClientHello"])
+@pytest.mark.parametrize("what", ["garbage", "plain HTTP", "partial ClientHello", "malformed handshake record"])
 def test_bytes_that_are_not_tls_are_dropped_without_disturbing_others(tls_certs, what):
     c = tls_certs
     ctx = client_context(c)
@@ -718,6 +726,8 @@ def test_bytes_that_are_not_tls_are_dropped_without_disturbing_others(tls_certs,
         "garbage": b"\xff\x00garbage\x00" + os.urandom(500),
         "plain HTTP": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
         "partial ClientHello": client_hello(ctx)[:40],
+        # A handshake record whose content is noise: OpenSSL answers an alert.
+        "malformed handshake record": b"\x16\x03\x01\x00\x10" + os.urandom(16),
     }[what]
     with wsraw.ServerThread(tls_server(c, handshake_timeout=2)) as st:
         with wss_client(st.port, ctx, "/room") as member:
@@ -728,6 +738,8 @@ def test_bytes_that_are_not_tls_are_dropped_without_disturbing_others(tls_certs,
                 answer = read_until_closed(bad)
             # A TLS alert (content type 21) or nothing: never an HTTP answer.
             assert answer == b"" or answer[0] == 0x15, answer[:80]
+            if what == "malformed handshake record":
+                assert answer[:1] == b"\x15", "no alert for a broken handshake"
             # Nothing of it stays behind: the member is the only connection.
             wait_for(lambda: st.running.stats()["connections"] == 1, "the dropped connection gone")
             assert st.running.stats()["tls_connections"] == 1
@@ -977,6 +989,20 @@ def test_tls_1_1_is_refused(tls_certs):
         with wss_client(st.port, client_context(c, maximum=ssl.TLSVersion.TLSv1_2)) as client:
             assert client.sock.version() == "TLSv1.2"
             assert echoes(client)
+
+
+def test_no_cipher_in_common_gets_a_handshake_failure_alert(tls_certs):
+    c = tls_certs
+    anonymous_only = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous_only.check_hostname = False
+    anonymous_only.verify_mode = ssl.CERT_NONE
+    anonymous_only.maximum_version = ssl.TLSVersion.TLSv1_2
+    anonymous_only.set_ciphers("aNULL:@SECLEVEL=0")
+    with wsraw.ServerThread(tls_server(c)) as st:
+        with pytest.raises(ssl.SSLError) as failed:
+            tls_socket(st.port, anonymous_only)
+        assert "HANDSHAKE_FAILURE" in str(failed.value), failed.value
+        wait_for(lambda: st.running.stats()["tls_handshake_failures"] == 1, "the failure counted")
 
 
 def test_stats_count_tls_connections_handshakes_and_failures(tls_certs):
