@@ -42,7 +42,7 @@ endif
 
 APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
                 libdeflate-dev zlib1g-dev \
-                openssl chromium redis-server clang-format
+                openssl chromium libnss3-tools redis-server clang-format
 # libdeflate-dev and zlib1g-dev: permessage-deflate (csrc/proto/rc_deflate.c):
 # libdeflate compresses and inflates the messages that stand alone; zlib
 # inflates a peer's stream that keeps its context and compresses with a
@@ -50,7 +50,9 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
 # benchmarks/results/2026-12-06-deflate-choice.md says why.
 # libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
 # tests' certificates; chromium runs the demo page in
-# tests/test_browser_demo.py; redis-server is the backplane of the
+# tests/test_browser_demo.py; libnss3-tools (certutil) makes the NSS
+# certificate store in which tests/test_browser_tls.py's Chromium trusts its
+# test CA; redis-server is the backplane of the
 # scaling-out tests, which start their own on a free port (never the system
 # service); clang-format (Debian's, 14 on bookworm) checks and applies the C
 # style of .clang-format (make style, make format).
