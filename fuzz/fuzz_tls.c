@@ -35,6 +35,10 @@
  *           bit 6    the filter's ciphertext is taken with
  *                    rc_tls_take_block (headroom set, room reserved before
  *                    each write), else with rc_tls_take
+ *           bit 7    server, real peer: a first untampered connection on
+ *                    the same context runs, and then the input's client
+ *                    offers the session it kept (a TLS 1.3 ticket, a TLS
+ *                    1.2 ticket), to be resumed
  * The server contexts read their certificate (and the client CA) from
  * files written once at start in $TMPDIR and removed at once.
  * Beyond memory safety and leaks it checks:
@@ -54,7 +58,8 @@
  *     reason. A server completes the handshake, at TLS 1.2 when the peer is
  *     held to it and else 1.3, with a cipher suite, ALPN "http/1.1", and
  *     the client's certificate (subject and PEM chain) exactly when its
- *     context asked for one; every byte arrives both ways.
+ *     context asked for one; every byte arrives both ways; a kept session
+ *     offered again is resumed.
  * Once the filter reported an error it is fed nothing more (as the core
  * closes the connection then). A broken property aborts. */
 #define _GNU_SOURCE /* mkstemp */
@@ -83,6 +88,7 @@ static SSL_CTX *peer_server_ctx;  /* the peer of a client filter */
 static SSL_CTX *peer_client_ctx;  /* the peer of a server filter */
 static rc_tls_ctx *client_ctx[2]; /* [verify] */
 static rc_tls_ctx *server_ctx[2]; /* [client certificate required] */
+static SSL_SESSION *kept;         /* the peer client's last session */
 
 typedef struct run {
   rc_tls *t;         /* the filter under test */
@@ -100,6 +106,7 @@ typedef struct run {
   int p_shut;   /* the peer sent close_notify */
   int t_shut;   /* the filter queued close_notify */
   int tampered; /* bytes injected, flipped or dropped */
+  int resume;   /* the peer client offered a kept session */
   size_t npsent, ntgot, ntsent, npgot;
   uint8_t psent[CAP]; /* peer to filter */
   uint8_t tsent[CAP]; /* filter to peer */
@@ -520,11 +527,20 @@ static void untampered(int verify, int tls12) {
   FUZZ_CHECK(R.hs == 1 && (!R.dead || R.closed));
   FUZZ_CHECK(R.ntgot == R.npsent);
   FUZZ_CHECK(R.p_dead || R.npgot == R.ntsent);
-  if (R.server)
+  if (R.server) {
     server_session(verify, tls12);
+    /* An untampered offer of a session of this context is taken. */
+    FUZZ_CHECK(!R.resume || SSL_session_reused(R.p) == 1);
+    SSL_SESSION *s = SSL_get1_session(R.p);
+    if (s != NULL) {
+      SSL_SESSION_free(kept);
+      kept = s;
+    }
+  }
 }
 
-static void with_peer(const uint8_t *p, size_t n, int verify, int tls12) {
+static void with_peer(const uint8_t *p, size_t n, int verify, int tls12,
+                      int resume) {
   R.p = SSL_new(R.server ? peer_client_ctx : peer_server_ctx);
   R.p_in = BIO_new(BIO_s_mem());
   R.p_out = BIO_new(BIO_s_mem());
@@ -538,6 +554,10 @@ static void with_peer(const uint8_t *p, size_t n, int verify, int tls12) {
     SSL_set_connect_state(R.p);
     FUZZ_CHECK(SSL_set_tlsext_host_name(R.p, "localhost") == 1);
     FUZZ_CHECK(SSL_set_alpn_protos(R.p, alpn, sizeof alpn - 1) == 0);
+    if (resume) {
+      FUZZ_CHECK(SSL_set_session(R.p, kept) == 1);
+      R.resume = 1;
+    }
     peer_advance(); /* the ClientHello */
   } else {
     SSL_set_accept_state(R.p);
@@ -565,11 +585,10 @@ static void no_peer(const uint8_t *p, size_t n) {
   FUZZ_CHECK(R.ntgot == 0);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size < 1)
-    return 0;
+/* One connection: the filter made as ctl says, against raw bytes or a
+ * real peer driven by p. */
+static void connection(unsigned ctl, const uint8_t *p, size_t n, int resume) {
   static const size_t pieces[4] = {1, 5, 300, SIZE_MAX};
-  unsigned ctl = data[0];
   int verify = ctl & 1;
   memset(&R, 0, offsetof(run, psent));
   R.piece = pieces[(ctl >> 1) & 3];
@@ -583,10 +602,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (R.block)
     rc_tls_set_headroom(R.t, HEADROOM);
   if (ctl & 8)
-    with_peer(data + 1, size - 1, verify, (ctl >> 4) & 1);
+    with_peer(p, n, verify, (ctl >> 4) & 1, resume);
   else
-    no_peer(data + 1, size - 1);
+    no_peer(p, n);
   FUZZ_CHECK(rc_tls_ready(R.t) == R.hs || R.dead);
   rc_tls_free(R.t);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1)
+    return 0;
+  unsigned ctl = data[0];
+  int resume = (ctl & 0xa8) == 0xa8; /* server, real peer, bit 7 */
+  if (resume) {
+    /* A first session on the same context, untampered, whose ticket the
+     * client keeps: the input's connection offers it. It ends with the
+     * client's close_notify (op 5, even arg): OpenSSL marks the session of
+     * a connection freed without one not resumable. */
+    static const uint8_t bye[2] = {5, 0};
+    SSL_SESSION_free(kept);
+    kept = NULL;
+    connection(ctl, bye, sizeof bye, 0);
+    FUZZ_CHECK(kept != NULL);
+  }
+  connection(ctl, data + 1, size - 1, resume);
   return 0;
 }

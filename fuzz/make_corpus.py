@@ -429,7 +429,8 @@ def tls_seeds() -> dict[str, bytes]:
     # bits 1-2 piece size (3: whole), bit 3 a real peer (then 2-byte
     # operations), bit 4 TLS 1.2 only, bit 5 the filter is the server, bit 6
     # its output taken as blocks.
-    whole, byte, server, tls12, role_server, block = 3 << 1, 0, 8, 16, 32, 64
+    # bit 7 (with 3 and 5): the client resumes a session of a first one.
+    whole, byte, server, tls12, role_server, block, resume = 3 << 1, 0, 8, 16, 32, 64, 128
     peer = server
     carry, inject, flip, drop, s_write, s_ctl, c_write, c_shut = range(8)
 
@@ -447,9 +448,21 @@ def tls_seeds() -> dict[str, bytes]:
         + bytes(range(7, 39))
         + b"\x00\x10\x00\x0b\x00\x09\x08http/1.1"
     )
-    hello_body = b"\x03\x03" + bytes(range(32)) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
-    hello_body += struct.pack(">H", len(hello_ext)) + hello_ext
-    client_hello = b"\x01" + struct.pack(">I", len(hello_body))[1:] + hello_body
+
+    def client_hello_of(extensions: bytes) -> bytes:
+        body = b"\x03\x03" + bytes(range(32)) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+        body += struct.pack(">H", len(extensions)) + extensions
+        return b"\x01" + struct.pack(">I", len(body))[1:] + body
+
+    client_hello = client_hello_of(hello_ext)
+    # The same offering a forged ticket (psk_key_exchange_modes, then
+    # pre_shared_key last: one identity of 96 bytes, one 32-byte binder).
+    identity = struct.pack(">H", 96) + bytes(range(96)) + struct.pack(">I", 0)
+    binder = b"\x20" + bytes(32)
+    psk = struct.pack(">H", len(identity)) + identity + struct.pack(">H", len(binder)) + binder
+    psk_hello = client_hello_of(
+        hello_ext + b"\x00\x2d\x00\x02\x01\x01" + b"\x00\x29" + struct.pack(">H", len(psk)) + psk
+    )
     tls13_hello = server_hello(
         b"\x00\x2b\x00\x02\x03\x04\x00\x33\x00\x24\x00\x1d\x00\x20" + bytes(range(9, 41)), 0x1301
     )
@@ -477,6 +490,11 @@ def tls_seeds() -> dict[str, bytes]:
         "srv_session_block": bytes([role_server | peer | block | whole]) + session,
         "srv_client_cert": bytes([role_server | peer | whole | 1]) + session,
         "srv_client_cert_tls12": bytes([role_server | peer | tls12 | block | 1]) + ops((s_write, 5), (c_write, 70)),
+        "srv_resume_tls13": bytes([resume | role_server | peer | whole]) + session,
+        "srv_resume_tls12": bytes([resume | role_server | peer | tls12 | whole]) + session,
+        "srv_resume_client_cert": bytes([resume | role_server | peer | block | whole | 1]) + session,
+        "srv_resume_flip": bytes([resume | role_server | peer | whole]) + ops((flip, 9)),
+        "srv_alone_hello_psk": bytes([role_server | whole]) + tls_record(22, psk_hello),
         "srv_flip": bytes([role_server | peer | whole]) + ops((s_write, 30), (carry, 0), (s_write, 20), (flip, 3)),
         "srv_drop": bytes([role_server | peer | whole]) + ops((s_write, 30), (drop, 5)),
         "srv_inject": bytes([role_server | peer | whole])
