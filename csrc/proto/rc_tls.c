@@ -290,6 +290,12 @@ rc_tls_ctx *rc_tls_ctx_server(const rc_tls_server_opts *o, char *err,
   int key_ok = SSL_CTX_use_PrivateKey_file(c->ctx, keyfile, SSL_FILETYPE_PEM);
   /* The password is needed only while the key is read. */
   SSL_CTX_set_default_passwd_cb_userdata(c->ctx, NULL);
+  unsigned long why = ERR_peek_last_error();
+  if (key_ok != 1 && ERR_GET_LIB(why) == ERR_LIB_X509 &&
+      ERR_GET_REASON(why) == X509_R_KEY_VALUES_MISMATCH) {
+    ERR_clear_error(); /* the key was read: it is another certificate's */
+    key_ok = 1;
+  }
   if (key_ok != 1) {
     file_problem(err, errlen, "ssl_keyfile", keyfile,
                  o->password != NULL
