@@ -2,7 +2,7 @@
 #
 #   make demo      install what is missing, build, serve the chat example on
 #                  http://127.0.0.1:8000/
-#   make demo-https  the same on https://localhost:8443/, with a certificate
+#   make demo-https  the same on https://127.0.0.1:8443/, with a certificate
 #                  for localhost it makes once in build/demo-cert/
 #   make test      install what is missing, build with -Werror, run the C unit
 #                  tests, then the Python test suite
@@ -206,7 +206,7 @@ test: deps build ctest
 demo: deps build
 	PYTHONPATH=python $(PYTHON) examples/chat.py
 
-# The same demo over https://localhost:8443/ (and wss://), with a
+# The same demo over https://127.0.0.1:8443/ (and wss://), with a
 # certificate made once in build/demo-cert/ by openssl: self-signed, for
 # localhost, 127.0.0.1 and ::1 only (its name constraints make a browser
 # refuse anything else its key might sign), a year long. Trust cert.pem in
