@@ -57,9 +57,13 @@
  * and decrypted into the shared read buffer until it is full or the socket
  * is empty; the frames are then parsed in place as for plaintext.
  * wire_bytes then counts the decrypted frame bytes. TLS 1.3 is what both
- * sides prefer; --tls-max 1.2 keeps it to TLS 1.2. Full handshakes only
- * (no session resumption): each connection costs the server a key
- * exchange and a signature.
+ * sides prefer; --tls-max 1.2 keeps it to TLS 1.2. Full handshakes by
+ * default (no session cache): each connection costs the server a key
+ * exchange and a signature. --tls-resume: every connection offers the
+ * session of the latest ticket (or TLS 1.2 session) the server gave, so
+ * that once one has arrived the handshakes are resumptions (TLS 1.3:
+ * PSK with an X25519 key exchange, no certificate); tls_resumed counts
+ * those the server accepted.
  *
  * Modes:
  *   window (default)  as fast as the window allows; --duration stops sending
@@ -79,7 +83,8 @@
  *                     them in flight at a time, each one connect(), the
  *                     TLS handshake with --tls, the upgrade, then a close
  *                     frame and the server's answer to it. The first
- *                     HS_WARM of them warm the server up; over the rest:
+ *                     HS_WARM of them warm the server up (those closed
+ *                     when the clock starts: "warmup"); over the rest:
  *                     connections per second, the server's CPU time per
  *                     connection, this process's share of its core and
  *                     the time from connect() to the 101 (p50, p99).
@@ -249,6 +254,7 @@ struct options {
   bool show_payload; /* --show-payload: print message 0 and exit */
   bool tls;          /* --tls */
   int tls_max;       /* --tls-max: 0 (no limit) or TLS1_2_VERSION */
+  bool tls_resume;   /* --tls-resume */
   /* --handshakes N: the connection rate mode */
   uint32_t handshakes;
 };
@@ -342,6 +348,10 @@ static SSL_CTX *tls_ctx;
 static uint32_t tls_done;
 static char tls_version[16], tls_cipher[64], tls_alpn[32];
 static char tls_why[200];
+/* --tls-resume: the session every new connection offers, and how many
+ * handshakes resumed one */
+static SSL_SESSION *tls_session;
+static uint32_t tls_resumed;
 
 /* ---------------------------------------------------------------- utils */
 
@@ -1089,6 +1099,8 @@ static void feed_frames(struct conn *c, const uint8_t *p, size_t n, uint64_t t);
 static void tls_step(struct conn *c) {
   int r = SSL_do_handshake(c->ssl);
   if (r == 1) {
+    if (SSL_session_reused(c->ssl))
+      tls_resumed++;
     if (tls_done++ == 0) {
       const unsigned char *alpn = NULL;
       unsigned alpn_len = 0;
@@ -1123,6 +1135,10 @@ static void tls_begin(struct conn *c) {
   }
   if (SSL_set_fd(c->ssl, c->fd) != 1) {
     note("SSL_set_fd: %s", tls_reason("SSL_set_fd", SSL_ERROR_SSL));
+    exit(2);
+  }
+  if (tls_session != NULL && SSL_set_session(c->ssl, tls_session) != 1) {
+    note("SSL_set_session: %s", tls_reason("SSL_set_session", SSL_ERROR_SSL));
     exit(2);
   }
   SSL_set_connect_state(c->ssl);
@@ -1792,6 +1808,8 @@ static void usage(FILE *f) {
       "  --tls              TLS on every connection (no certificate check,\n"
       "                     ALPN http/1.1 offered, TLS 1.2 or later)\n"
       "  --tls-max 1.2|1.3  the highest TLS version offered (default 1.3)\n"
+      "  --tls-resume       offer the session of the server's latest ticket\n"
+      "                     (default: every handshake a full one)\n"
       "  --handshakes N     measure new connections per second instead:\n"
       "                     N connections, --batch at a time, each connect,\n"
       "                     TLS handshake (--tls), upgrade, close\n"
@@ -1845,6 +1863,7 @@ static void parse_args(int argc, char **argv) {
       {"show-payload", no_argument, NULL, 'v'},
       {"tls", no_argument, NULL, 'T'},
       {"tls-max", required_argument, NULL, 'X'},
+      {"tls-resume", no_argument, NULL, 'R'},
       {"handshakes", required_argument, NULL, 'K'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -1956,6 +1975,9 @@ static void parse_args(int argc, char **argv) {
         exit(2);
       }
       break;
+    case 'R':
+      opt.tls_resume = true;
+      break;
     case 'K':
       opt.handshakes = parse_u32("handshakes", optarg, 1);
       break;
@@ -1973,6 +1995,10 @@ static void parse_args(int argc, char **argv) {
   }
   if (opt.idle_rss && (opt.server_pid == 0 || opt.rss_warm >= opt.clients)) {
     note("--idle-rss needs --server-pid and more --clients than --rss-warm");
+    exit(2);
+  }
+  if (opt.tls_resume && !opt.tls) {
+    note("--tls-resume needs --tls");
     exit(2);
   }
   if (opt.handshakes && (opt.idle_rss || opt.rate > 0 || nports > 0)) {
@@ -2039,11 +2065,21 @@ static const double cdf_q[] = {
     0.9999};
 #define CDF_POINTS (sizeof cdf_q / sizeof cdf_q[0])
 
+/* --tls-resume: a session (ticket) the server gave; kept as the one new
+ * connections offer. Returns 1: the reference is ours. */
+static int tls_new_session(SSL *ssl, SSL_SESSION *session) {
+  (void)ssl;
+  if (tls_session != NULL)
+    SSL_SESSION_free(tls_session);
+  tls_session = session;
+  return 1;
+}
+
 /* The client context of --tls: TLS 1.2 or later (up to --tls-max), ALPN
  * "http/1.1", no certificate check, no session cache (every handshake is
- * a full one), read-ahead into TLS_READ_BUF, buffers released while idle,
- * and an EOF without close_notify taken as an EOF (the WebSocket close
- * says whether the connection ended well). */
+ * a full one) unless --tls-resume, read-ahead into TLS_READ_BUF, buffers
+ * released while idle, and an EOF without close_notify taken as an EOF (the
+ * WebSocket close says whether the connection ended well). */
 static bool tls_setup(void) {
   static const unsigned char alpn[] = "\x08http/1.1";
   tls_ctx = SSL_CTX_new(TLS_client_method());
@@ -2063,7 +2099,13 @@ static bool tls_setup(void) {
     return false;
   }
   SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
-  SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+  if (opt.tls_resume) {
+    SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT |
+                                                SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(tls_ctx, tls_new_session);
+  } else {
+    SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+  }
   SSL_CTX_set_read_ahead(tls_ctx, 1);
   SSL_CTX_set_default_read_buffer_len(tls_ctx, TLS_READ_BUF);
   SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -2076,9 +2118,10 @@ static bool tls_setup(void) {
 /* The TLS fields of the JSON line (empty strings without --tls). */
 static void print_tls_json(void) {
   printf(",\"tls\":%s,\"tls_version\":\"%s\",\"tls_cipher\":\"%s\""
-         ",\"tls_alpn\":\"%s\",\"tls_handshakes\":%" PRIu32,
+         ",\"tls_alpn\":\"%s\",\"tls_handshakes\":%" PRIu32
+         ",\"tls_resume\":%s,\"tls_resumed\":%" PRIu32,
          opt.tls ? "true" : "false", tls_version, tls_cipher, tls_alpn,
-         tls_done);
+         tls_done, opt.tls_resume ? "true" : "false", tls_resumed);
 }
 
 /* --handshakes: opens opt.handshakes connections, opt.batch in flight at
@@ -2172,8 +2215,9 @@ static int run_handshakes(void) {
   fprintf(h, "connect   to the 101: p50 %.0f us  p99 %.0f us  max %.0f us\n",
           lat[0], lat[1], lat[2]);
   if (opt.tls)
-    fprintf(h, "tls       %s %s, ALPN \"%s\"\n", tls_version, tls_cipher,
-            tls_alpn);
+    fprintf(
+        h, "tls       %s %s, ALPN \"%s\", %" PRIu32 " of %" PRIu32 " resumed\n",
+        tls_version, tls_cipher, tls_alpn, tls_resumed, tls_done);
   fprintf(h,
           "errors    dropped connections %" PRIu64 "  protocol %" PRIu64 "%s\n",
           dropped, protocol_errors, timed_out ? "  TIMED OUT" : "");
@@ -2182,7 +2226,7 @@ static int run_handshakes(void) {
            ",\"warmup\":%" PRIu32 ",\"batch\":%" PRIu32
            ",\"handshakes\":%" PRIu32 ",\"handshake_seconds\":%.6f"
            ",\"handshakes_per_sec\":%.1f",
-           next_to_open, hs_warm, opt.batch, count, secs, rate);
+           next_to_open, closed0, opt.batch, count, secs, rate);
     if (server_per >= 0)
       printf(",\"server_cpu_seconds\":%.3f"
              ",\"server_cpu_us_per_handshake\":%.2f",

@@ -628,28 +628,35 @@ def tls_section(doc: dict) -> list[str]:
             lines.append(f"| {c:,} | {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += footnote(shown)
-    hs = sorted(results(doc, "handshake"), key=lambda r: order.get(r["server"], 99))
+    hs = sorted(
+        results(doc, "handshake") + results(doc, "resume"), key=lambda r: (r["scenario"], order.get(r["server"], 99))
+    )
     if hs:
         lines += [
             "### New connections per second",
             "",
-            f"Each connection: `connect()`, the TLS handshake (a full one, no resumption), the upgrade, a close"
-            f" frame and the server's answer; {s.get('handshake_batch', 32)} in flight at a time, new ones"
-            f" started for {s['seconds']:g} s after {min(50, s.get('handshakes', 20000) // 10)} of warm-up"
+            f"Each connection: `connect()`, the TLS handshake, the upgrade, a close frame and the server's"
+            " answer; a full handshake (no session cache), or with resumption (`loadgen --tls-resume`: each"
+            " connection offers the session of the server's latest ticket; how many the server resumed is"
+            f" shown); {s.get('handshake_batch', 32)} in flight at a time, new ones"
+            f" started for {s['seconds']:g} s after a warm-up of {min(50, s.get('handshakes', 20000) // 10)} or more"
             " (`loadgen --handshakes`). Server CPU per connection is its CPU time over the connections"
             " made: its cost whatever set the pace.",
             "",
-            "| server | TLS | connections/s | server CPU µs/connection | server busy | loadgen CPU (of its core)"
-            " | loadgen µs/connection | to the 101: p50 ms | p99 ms | runs |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| server | handshake | TLS | connections/s | server CPU µs/connection | server busy"
+            " | loadgen CPU (of its core) | loadgen µs/connection | to the 101: p50 ms | p99 ms | runs |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in hs:
+            kind = "full" if r["scenario"] == "handshake" else "resumption"
             if r["status"] != "ok":
-                lines.append(f"| {r['server']} | {status_cell(r)} | | | | | | | | |")
+                lines.append(f"| {r['server']} | {kind} | {status_cell(r)} | | | | | | | | |")
                 continue
+            if r.get("tls_resume"):
+                kind += f" ({r.get('tls_resumed', 0):,} of {r.get('tls_handshakes', 0):,} resumed)"
             lat = r.get("handshake_latency_us", {})
             lines.append(
-                f"| {r['server']} | {tls_cell(r)} | {at_least(r, n(r['handshakes_per_sec']))}"
+                f"| {r['server']} | {kind} | {tls_cell(r)} | {at_least(r, n(r['handshakes_per_sec']))}"
                 f" | {n(r.get('server_cpu_us_per_handshake'))} | {pct(r.get('server_busy'))} | {loadgen_cell(r)}"
                 f" | {n(r.get('loadgen_cpu_us_per_handshake'))} | {at_most(r, ms(lat.get('p50')))}"
                 f" | {at_most(r, ms(lat.get('p99')))} | {r['repeats_ok']}/{r['repeats']} |"
@@ -878,7 +885,7 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
 
     connect: dict = {}
     for r in doc.get("results", []):
-        if r["status"] == "ok" and r["scenario"] not in ("idle", "handshake"):
+        if r["status"] == "ok" and r["scenario"] not in ("idle", "handshake", "resume"):
             connect.setdefault(r["server"], {}).setdefault(r["clients"], []).append(r["connect_seconds_median"])
     if connect:
         ns = sorted({c for per in connect.values() for c in per})

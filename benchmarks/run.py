@@ -103,7 +103,9 @@ TLS_SUFFIX = "-tls"
 # The servers that run this work tree's roomcast package: its PYTHONPATH is
 # set for them, and a failed run of any of them is the exit status's.
 ROOMCAST_SERVERS = ("roomcast", "roomcast-fastapi", "roomcast-fastapi-py", "roomcast-deflate", "roomcast-tls")
-SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck", "handshake")
+SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck", "handshake", "resume")
+# new connections per second: full handshakes, and resumed ones (TLS only)
+RATE_SCENARIOS = ("handshake", "resume")
 BURST_WINDOW = 64
 
 # --quick: what `make bench` runs (a few minutes on a 2-core machine).
@@ -183,12 +185,13 @@ DEFLATE: dict[str, Any] = dict(
 # and single at N = 1,000, and roomcast in plaintext for the ratio; then
 # new connections per second (connect, TLS handshake, upgrade, close) for
 # each, roomcast in plaintext too: --handshakes at most, new ones started
-# for --seconds, --handshake-batch in flight. A P-256 certificate made
-# with the openssl command (--tls-key rsa: RSA 2048). M = 10,000,000 / N
-# as for --fastapi. About 8 minutes; no run started after 14.
+# for --seconds, --handshake-batch in flight; then the same with session
+# resumption (the TLS servers). A P-256 certificate made with the openssl
+# command (--tls-key rsa: RSA 2048). M = 10,000,000 / N as for --fastapi.
+# About 3 minutes; no run started after 14.
 TLS: dict[str, Any] = dict(
     servers=["roomcast", "roomcast-tls", "socketify-tls", "websockets-tls"],
-    scenarios=["burst", "single", "handshake"],
+    scenarios=["burst", "single", "handshake", "resume"],
     clients=[1000],
     sizes=[64],
     latency_clients=[],
@@ -357,6 +360,8 @@ def config_label(c: dict) -> str:
         return f"idle N={c['clients']}"
     if c["scenario"] == "handshake":
         return f"handshake ≤ {c['clients']:,} connections"
+    if c["scenario"] == "resume":
+        return f"resumed handshake ≤ {c['clients']:,} connections"
     return f"{c['scenario']} N={c['clients']} S={c['size']}"
 
 
@@ -395,9 +400,14 @@ def plan(args: argparse.Namespace) -> list[dict]:
             # first burst size
             size = 64 if args.payload == "x" else args.sizes[0]
             configs.append(dict(scenario=sc, clients=args.idle_clients, size=size, window=1))
-        elif sc == "handshake":
-            # clients: connections at most (--seconds of starting them)
-            configs.append(dict(scenario=sc, clients=args.handshakes, size=64, window=1))
+        elif sc in RATE_SCENARIOS:
+            # clients: connections at most (--seconds of starting them);
+            # resumption is for the TLS servers
+            config = dict(scenario=sc, clients=args.handshakes, size=64, window=1)
+            if sc == "resume":
+                config["only"] = [s for s in args.servers if is_tls(s)]
+            if config.get("only", True):
+                configs.append(config)
         elif sc == "selfcheck":
             # Burst against the fastest server at the largest sizes of N: the
             # same configurations as burst, so they are shared when both run.
@@ -441,9 +451,10 @@ def offers_deflate(name: str, args: argparse.Namespace) -> bool:
 
 def loadgen_cmd(c: dict, server: ServerProcess, args: argparse.Namespace, pin: bool) -> list[str]:
     base = [str(LOADGEN), "--port", str(server.port), "--path", "/bench"] + (["--tls"] if is_tls(server.name) else [])
-    if c["scenario"] == "handshake":
+    if c["scenario"] in RATE_SCENARIOS:
         cmd = [
             *base,
+            *(["--tls-resume"] if c["scenario"] == "resume" else []),
             "--handshakes",
             str(c["clients"]),
             "--duration",
@@ -494,6 +505,7 @@ def primary(c: dict) -> str:
         "latency": "p99",
         "idle": "rss_per_idle_conn_bytes",
         "handshake": "handshakes_per_sec",
+        "resume": "handshakes_per_sec",
     }[c["scenario"]]
 
 
@@ -726,10 +738,12 @@ def progress_line(rec: dict, c: dict) -> str:
             parts.append(f"SATURATED ({rec.get('rate_achieved', 0):.1f} msg/s sent)")
     elif c["scenario"] == "idle" and rec.get("rss_per_idle_conn_bytes"):
         parts.append(f"{rec['rss_per_idle_conn_bytes']:,.0f} bytes per idle connection")
-    elif c["scenario"] == "handshake" and rec.get("handshakes_per_sec"):
+    elif c["scenario"] in RATE_SCENARIOS and rec.get("handshakes_per_sec"):
         parts.append(f"{'≥ ' if rec.get('loadgen_limited') else ''}{rec['handshakes_per_sec']:,.0f} connections/s")
         if rec.get("server_cpu_us_per_handshake"):
             parts.append(f"{rec['server_cpu_us_per_handshake']:,.0f} us CPU/connection")
+        if rec.get("tls_resume"):
+            parts.append(f"{rec.get('tls_resumed', 0):,} of {rec.get('tls_handshakes', 0):,} resumed")
     if rec.get("loadgen_busy") is not None:
         parts.append(
             f"loadgen {rec['loadgen_busy']:.0%} of its core"
@@ -832,7 +846,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls",
         action="store_true",
         help="TLS: roomcast, socketify and websockets over TLS (and roomcast without it), burst, single"
-        " and new connections per second",
+        " and new connections per second (full and resumed handshakes)",
     )
     mode.add_argument(
         "--deflate",
@@ -841,7 +855,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " on a 1 KiB JSON payload",
     )
     ap.add_argument("--servers", help="comma-separated servers (default: those of the mode)")
-    ap.add_argument("--scenarios", help="comma-separated: burst, single, latency, idle, selfcheck")
+    ap.add_argument("--scenarios", help="comma-separated: burst, single, latency, idle, selfcheck, handshake, resume")
     ap.add_argument("--clients", help="N for burst and single, comma-separated")
     ap.add_argument("--sizes", help="message sizes S in bytes for burst and single, comma-separated")
     ap.add_argument("--latency-clients", help="N for the latency scenario, comma-separated")
