@@ -648,7 +648,7 @@ def tls_section(doc: dict) -> list[str]:
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in hs:
-            kind = "full" if r["scenario"] == "handshake" else "resumption"
+            kind = "no TLS" if r.get("tls") is False else "full" if r["scenario"] == "handshake" else "resumption"
             if r["status"] != "ok":
                 lines.append(f"| {r['server']} | {kind} | {status_cell(r)} | | | | | | | | |")
                 continue
