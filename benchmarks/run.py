@@ -188,7 +188,8 @@ DEFLATE: dict[str, Any] = dict(
 # for --seconds, --handshake-batch in flight; then the same with session
 # resumption (the TLS servers). A P-256 certificate made with the openssl
 # command (--tls-key rsa: RSA 2048). M = 10,000,000 / N as for --fastapi.
-# About 3 minutes; no run started after 14.
+# 5 runs of each (the runs are short: about 5 minutes in all); no run
+# started after 14 minutes.
 TLS: dict[str, Any] = dict(
     servers=["roomcast", "roomcast-tls", "socketify-tls", "websockets-tls"],
     scenarios=["burst", "single", "handshake", "resume"],
@@ -197,7 +198,7 @@ TLS: dict[str, Any] = dict(
     latency_clients=[],
     rates=[],
     idle_clients=10000,
-    repeat=3,
+    repeat=5,
     seconds=3.0,
     budget=60.0,
     max_minutes=14.0,
