@@ -285,6 +285,55 @@ PyDoc_STRVAR(stop_doc,
              "stop($self, code=1001, reason='going away', /)\n--\n\n"
              "Close every connection with code and wait for the loop to end.");
 
+/* (certfile, keyfile, password, ca_certs, cert_reqs) into t; 0 or -1. */
+static int tls_args(PyObject *args, rc_server_tls *t) {
+  memset(t, 0, sizeof *t);
+  return PyArg_ParseTuple(args, "szzzi", &t->certfile, &t->keyfile,
+                          &t->password, &t->ca_certs, &t->cert_reqs)
+             ? 0
+             : -1;
+}
+
+PyDoc_STRVAR(check_tls_doc,
+             "check_tls(certfile, keyfile, password, ca_certs, cert_reqs)\n"
+             "--\n\n"
+             "Reads and checks the files; ValueError naming the file and the "
+             "problem.");
+
+static PyObject *Core_check_tls(PyObject *unused, PyObject *args) {
+  (void)unused;
+  rc_server_tls t;
+  if (tls_args(args, &t) < 0)
+    return NULL;
+  char err[512];
+  if (rc_tls_check(&t, err, sizeof err) != 0) {
+    PyErr_SetString(PyExc_ValueError, err);
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(set_tls_doc,
+             "set_tls(certfile, keyfile, password, ca_certs, cert_reqs)\n"
+             "--\n\n"
+             "Serves TLS with this certificate on connections accepted from "
+             "now on (before listen, or to reload); ValueError as "
+             "check_tls, the certificate then unchanged.");
+
+static PyObject *Core_set_tls(CoreObject *self, PyObject *args) {
+  rc_server_tls t;
+  if (tls_args(args, &t) < 0)
+    return NULL;
+  char err[512];
+  int r;
+  Py_BEGIN_ALLOW_THREADS r = rc_server_set_tls(self->srv, &t, err, sizeof err);
+  Py_END_ALLOW_THREADS if (r != 0) {
+    PyErr_SetString(PyExc_ValueError, err);
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
 static PyObject *Core_stop(CoreObject *self, PyObject *args) {
   int code = 1001;
   const char *reason = "going away";
@@ -354,8 +403,8 @@ static const char *next_str(const char **p, uint32_t *len) {
  * per connection, it costs a tenth of a list of string pairs, and Python
  * splits it only if the application looks at the headers. p points at the
  * first of npairs name/value string pairs. */
-static PyObject *headers_blob(const char *p, uint32_t npairs) {
-  const char *q = p;
+static PyObject *headers_blob(const char **pp, uint32_t npairs) {
+  const char *p = *pp, *q = p;
   size_t blob = 0;
   for (uint32_t i = 0; i < 2 * npairs; i++) {
     uint32_t l;
@@ -376,7 +425,37 @@ static PyObject *headers_blob(const char *p, uint32_t npairs) {
     out[nl + 1 + vl] = '\n';
     out += nl + vl + 2;
   }
+  *pp = p;
   return headers;
+}
+
+/* An RC_EV_OPEN's TLS strings (from p) as (version, cipher suite, subject
+ * or None, chain PEM or None), or None for a plain connection. */
+static PyObject *tls_tuple(const rc_event *ev, const char *p) {
+  if (!ev->tls)
+    Py_RETURN_NONE;
+  uint32_t vl, cl, sl, pl;
+  const char *v = next_str(&p, &vl);
+  const char *c = next_str(&p, &cl);
+  const char *subj = next_str(&p, &sl);
+  const char *pem = next_str(&p, &pl);
+  char num[16];
+  int version = 0, cipher = 0;
+  if (vl < sizeof num) {
+    memcpy(num, v, vl);
+    num[vl] = '\0';
+    version = atoi(num);
+  }
+  if (cl < sizeof num) {
+    memcpy(num, c, cl);
+    num[cl] = '\0';
+    cipher = atoi(num);
+  }
+  PyObject *subject =
+      sl > 0 ? PyUnicode_DecodeUTF8(subj, sl, "replace") : Py_NewRef(Py_None);
+  PyObject *chain =
+      pl > 0 ? PyUnicode_DecodeLatin1(pem, pl, NULL) : Py_NewRef(Py_None);
+  return Py_BuildValue("(i i N N)", version, cipher, subject, chain);
 }
 
 static PyObject *request_tuple(const rc_event *ev) {
@@ -386,17 +465,23 @@ static PyObject *request_tuple(const rc_event *ev) {
   const char *path = next_str(&p, &pl);
   const char *query = next_str(&p, &ql);
   const char *host = next_str(&p, &hl);
-  PyObject *headers = headers_blob(p, (ev->nstr - 4) / 2);
+  PyObject *headers =
+      headers_blob(&p, (ev->nstr - 4 - (ev->tls ? 4u : 0u)) / 2);
   if (headers == NULL)
     return NULL;
   PyObject *t;
-  if (ev->type == RC_EV_OPEN)
-    t = Py_BuildValue("(i K N N N N i)", (int)ev->type,
-                      (unsigned long long)ev->conn,
-                      PyUnicode_DecodeLatin1(path, pl, NULL),
-                      PyUnicode_DecodeLatin1(query, ql, NULL), headers,
-                      PyUnicode_DecodeLatin1(host, hl, NULL), (int)ev->port);
-  else
+  if (ev->type == RC_EV_OPEN) {
+    PyObject *tls = tls_tuple(ev, p);
+    if (tls == NULL) {
+      Py_DECREF(headers);
+      return NULL;
+    }
+    t = Py_BuildValue(
+        "(i K N N N N i N)", (int)ev->type, (unsigned long long)ev->conn,
+        PyUnicode_DecodeLatin1(path, pl, NULL),
+        PyUnicode_DecodeLatin1(query, ql, NULL), headers,
+        PyUnicode_DecodeLatin1(host, hl, NULL), (int)ev->port, tls);
+  } else
     t = Py_BuildValue("(i K N N N N N i)", (int)ev->type,
                       (unsigned long long)ev->conn,
                       PyUnicode_DecodeLatin1(method, ml, NULL),
@@ -500,7 +585,7 @@ static PyObject *event_tuple(const rc_event *ev) {
     return Py_BuildValue("(i K N N)", (int)ev->type,
                          (unsigned long long)ev->conn,
                          PyUnicode_DecodeLatin1(sub, sl, NULL),
-                         headers_blob(p, (ev->nstr - 1) / 2));
+                         headers_blob(&p, (ev->nstr - 1) / 2));
   }
   default:
     return request_tuple(ev);
@@ -1111,6 +1196,9 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       {"deflate_connections", st.deflate_connections},
       {"messages_deflated", st.messages_deflated},
       {"messages_inflated", st.messages_inflated},
+      {"tls_connections", st.tls_connections},
+      {"tls_handshakes", st.tls_handshakes},
+      {"tls_handshake_failures", st.tls_handshake_failures},
   };
   PyObject *dict = PyDict_New();
   for (size_t i = 0; dict != NULL && i < sizeof(fields) / sizeof(fields[0]);
@@ -1216,6 +1304,9 @@ error:
 static PyMethodDef Core_methods[] = {
     {"listen", (PyCFunction)Core_listen, METH_VARARGS, listen_doc},
     {"stop", (PyCFunction)Core_stop, METH_VARARGS, stop_doc},
+    {"set_tls", (PyCFunction)Core_set_tls, METH_VARARGS, set_tls_doc},
+    {"check_tls", (PyCFunction)Core_check_tls, METH_VARARGS | METH_STATIC,
+     check_tls_doc},
     {"start", (PyCFunction)Core_start, METH_NOARGS, start_doc},
     {"connect", (PyCFunction)(void (*)(void))Core_connect,
      METH_VARARGS | METH_KEYWORDS, connect_doc},

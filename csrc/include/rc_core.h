@@ -89,6 +89,24 @@ typedef struct rc_config {
 /* A message for an error code returned by these functions. */
 const char *rc_strerror(int err);
 
+/* TLS for the connections a server accepts (rc_server_set_tls), under
+ * uvicorn's names. The strings are read when the call is made. */
+enum { RC_CERT_NONE = 0, RC_CERT_OPTIONAL = 1, RC_CERT_REQUIRED = 2 };
+typedef struct rc_server_tls {
+  const char *certfile; /* PEM: the certificate, then its chain */
+  const char *keyfile;  /* PEM private key; NULL: in certfile */
+  const char *password; /* of an encrypted key, or NULL */
+  const char *ca_certs; /* PEM roots that client certificates must lead
+                           to, or NULL */
+  int cert_reqs;        /* RC_CERT_*: ask for a client certificate */
+} rc_server_tls;
+
+/* Reads the files of tls and checks them (the key matches the certificate,
+ * the password opens it): 0, or -1 with a reason that names the file in
+ * err ("ssl_keyfile /x/k.pem does not match ssl_certfile /x/c.pem"). Any
+ * thread; nothing is kept. */
+int rc_tls_check(const rc_server_tls *tls, char *err, size_t errlen);
+
 /* Fills cfg with the documented defaults (1 MiB, 1 MiB, 20 s, 20 s, 10 s,
  * 5 s, 8 KiB, 100, 0, 1024, no connection limit, no idle timeout, close
  * slow consumers, permessage-deflate on above 128 bytes). */
@@ -130,12 +148,15 @@ enum rc_reply_type {
 /* One event. For RC_EV_OPEN and RC_EV_REQUEST, data holds nstr strings,
  * each a uint32_t length (native byte order) followed by its bytes:
  * method, path, query, peer host, then name/value pairs of the headers in
- * request order (names lower-cased). For RC_EV_MESSAGE it holds the payload
- * (is_text says which kind; text has been checked to be valid UTF-8). For
- * RC_EV_CLOSE it holds the reason; code is the close code (1006 when no
- * close frame was exchanged). For RC_EV_CONNECTED, data holds nstr strings
- * in the same form: the subprotocol the server chose ("" for none), then
- * name/value pairs of the response headers (names lower-cased). A client
+ * request order (names lower-cased); over TLS (tls = 1) four more follow:
+ * the protocol version and the cipher suite's IANA number as decimal text
+ * ("772", "4865"), the client certificate's subject as RFC 4514 text and
+ * its chain as PEM, leaf first ("" and "" without one). For RC_EV_MESSAGE it
+ * holds the payload (is_text says which kind; text has been checked to be valid
+ * UTF-8). For RC_EV_CLOSE it holds the reason; code is the close code (1006
+ * when no close frame was exchanged). For RC_EV_CONNECTED, data holds nstr
+ * strings in the same form: the subprotocol the server chose ("" for none),
+ * then name/value pairs of the response headers (names lower-cased). A client
  * connection that never opened gets RC_EV_CLOSE alone, code 1006, with a
  * reason such as "connection refused", "TLS: certificate verify failed:
  * self-signed certificate" or "HTTP 404 in handshake: Not Found". Free the
@@ -149,6 +170,7 @@ typedef struct rc_event {
   uint16_t code;
   uint16_t port;
   uint8_t is_text;
+  uint8_t tls; /* RC_EV_OPEN, RC_EV_REQUEST: over TLS (see above) */
   char data[];
 } rc_event;
 
@@ -174,6 +196,15 @@ int rc_server_start(rc_server *s);
  * and then for the loop thread to end. Blocks; call without holding locks
  * the loop might need. Idempotent. */
 void rc_server_stop(rc_server *s, unsigned code, const char *reason);
+
+/* Serves TLS on the connections accepted from now on, with the
+ * certificate of tls read now: before rc_server_listen(), or while
+ * serving to load new certificates (open connections keep theirs).
+ * Returns 0, or -1 with the reason in err (see rc_tls_check); the
+ * server's certificate is then unchanged. Any thread. Adopted connections
+ * are never TLS (their TLS, if any, is their embedder's). */
+int rc_server_set_tls(rc_server *s, const rc_server_tls *tls, char *err,
+                      size_t errlen);
 
 /* Frees a server that was never started or has been stopped. */
 void rc_server_free(rc_server *s);
@@ -385,6 +416,11 @@ typedef struct rc_stats {
   uint64_t messages_deflated;    /* messages compressed (once each, however
                                     many members got the compressed frame) */
   uint64_t messages_inflated;    /* compressed messages received */
+  uint64_t tls_connections;      /* accepted connections past their TLS
+                                    handshake, open now */
+  uint64_t tls_handshakes;       /* TLS handshakes completed in total */
+  uint64_t tls_handshake_failures; /* TLS handshakes that failed (no
+                                    certificate, garbage, plain HTTP) */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

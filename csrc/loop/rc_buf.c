@@ -27,6 +27,16 @@ rc_buf *rc__buf_new(size_t len) {
   return b;
 }
 
+rc_buf *rc__buf_from_block(void *block, size_t len) {
+  rc_buf *b = block;
+  b->refs = 1;
+  b->len = len;
+  b->is_message = 0;
+  b->zstate = RC__BUF_Z_UNTRIED;
+  b->z = NULL;
+  return b;
+}
+
 rc_buf *rc__buf_frame(unsigned opcode, const void *payload, size_t len) {
   size_t hl = rc_frame_header_len(len);
   rc_buf *b = rc__buf_new(hl + len);

@@ -48,6 +48,12 @@ rc_buf *rc__buf_client_frame(unsigned opcode, const void *payload, size_t len);
 rc_buf *rc__buf_http(int status, const char *extra_headers, const void *body,
                      size_t body_len, int close_after, int head_only);
 
+/* A block of len bytes after RC__BUF_HEADROOM bytes of room (malloc'd;
+ * a TLS connection's ciphertext, rc_tls_take_block) made a buffer without
+ * a copy: it takes the block over. */
+#define RC__BUF_HEADROOM offsetof(rc_buf, data)
+rc_buf *rc__buf_from_block(void *block, size_t len);
+
 /* The payload length of a frame made by rc__buf_frame or rc__buf_message. */
 size_t rc__buf_payload_len(const rc_buf *b);
 

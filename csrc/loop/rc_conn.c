@@ -167,6 +167,7 @@ void rc__conn_closed(uv_handle_t *h) {
   rc_conn *c = RC__CONTAINER_OF(h, rc_conn, tcp);
   rc_server *s = c->srv;
   c->role->closed(c);
+  rc_tls_free(c->tls);
   rc__outq_free(&c->q);
   ws_free(c);
   free(c->hbuf);
@@ -247,6 +248,12 @@ static void enter_draining(rc_conn *c) {
   c->state = RC_CONN_DRAINING;
   c->deadline = rc__now_ms(c->srv) + rc__secs_ms(c->srv->cfg.close_timeout) + 1;
   rc__conn_mark_dirty(c);
+}
+
+void rc__conn_drain(rc_conn *c) {
+  if (c->state == RC_CONN_GONE || c->state == RC_CONN_DRAINING)
+    return;
+  enter_draining(c);
 }
 
 void rc__conn_respond(rc_conn *c, rc_buf *b) {
@@ -453,7 +460,7 @@ uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
                               const uv_buf_t *iov, uint32_t n, size_t total) {
   uint32_t done = 0, i = 0; /* bufs[i..] are queued below */
   if (c->state == RC_CONN_OPEN && c->q.count == 0 && !c->writing &&
-      !c->doomed && total <= INT_MAX) {
+      !c->doomed && c->tls == NULL && total <= INT_MAX) {
     int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
     atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
     if (r == (int)total)
@@ -501,15 +508,87 @@ static void on_write(uv_write_t *req, int status) {
   while (n-- > 0)
     rc__outq_pop(&c->q);
   c->role->queue_changed(c);
-  if (c->q.count > 0)
-    flush(c);
-  else
-    on_drained(c);
+  flush(c); /* what came meanwhile, or the end of a draining connection */
+}
+
+/* A TLS connection's queue holds its frames as every connection's does,
+ * shared with the other members up to here: records differ per member, so
+ * encryption is the first copy a member gets. At the flush, with no write
+ * in flight (so every frame in the queue is plaintext), all of them are
+ * encrypted in one pass, gathered into records of up to 16 KiB (s->seal;
+ * a frame that fills whole records is encrypted where it is), and the
+ * ciphertext, one block with an rc_buf's header in front, replaces them in
+ * the queue: one write, one buffer, however many frames the turn queued.
+ * max_queue_bytes then counts plaintext waiting for this and ciphertext
+ * waiting for the socket alike. Nothing can be encrypted before the
+ * handshake: what is queued then (a refusal's HTTP answer) is dropped. */
+#define RC__TLS_RECORD sizeof(((rc_server *)0)->seal)
+static int tls_seal(rc_conn *c) {
+  rc_tls *t = c->tls;
+  rc_server *s = c->srv;
+  int ready = rc_tls_ready(t);
+  if (!ready) {
+    rc__outq_drop_unsent(&c->q);
+  } else if (c->q.count > 0) {
+    size_t total = c->q.bytes;
+    /* a record's header, type byte, padding and tag: under 64 bytes */
+    if (rc_tls_reserve(t, total + (total / RC__TLS_RECORD + 1) * 64) != 0)
+      return -1;
+    size_t staged = 0;
+    while (c->q.count > 0) {
+      const rc_buf *b = rc__outq_head(&c->q);
+      const uint8_t *p = b->data;
+      size_t n = b->len;
+      while (n > 0) {
+        if (staged == 0 && n >= RC__TLS_RECORD) {
+          size_t k = n - n % RC__TLS_RECORD;
+          if (rc_tls_write(t, p, k) != 0)
+            return -1;
+          p += k;
+          n -= k;
+          continue;
+        }
+        size_t k = RC__TLS_RECORD - staged < n ? RC__TLS_RECORD - staged : n;
+        memcpy(s->seal + staged, p, k);
+        staged += k;
+        p += k;
+        n -= k;
+        if (staged == RC__TLS_RECORD) {
+          if (rc_tls_write(t, s->seal, staged) != 0)
+            return -1;
+          staged = 0;
+        }
+      }
+      rc__outq_pop(&c->q);
+    }
+    if (staged > 0 && rc_tls_write(t, s->seal, staged) != 0)
+      return -1;
+  }
+  /* close_notify after the last record: the stream ends on purpose */
+  if (c->state == RC_CONN_DRAINING && ready && !(c->tls_flags & RC__TLS_SHUT)) {
+    c->tls_flags |= RC__TLS_SHUT;
+    if (rc_tls_shutdown(t) != 0)
+      return -1;
+  }
+  size_t len;
+  void *block = rc_tls_take_block(t, &len);
+  if (block == NULL)
+    return 0;
+  rc_buf *b = rc__buf_from_block(block, len);
+  if (rc__outq_push(&c->q, b) != 0) {
+    rc__buf_unref(b);
+    return -1;
+  }
+  return 0;
 }
 
 static void flush(rc_conn *c) {
   if (c->writing || c->state == RC_CONN_GONE)
     return;
+  if (c->tls != NULL && tls_seal(c) != 0) {
+    rc__conn_abort(c);
+    return;
+  }
   if (c->q.count == 0) {
     on_drained(c);
     return;

@@ -95,9 +95,25 @@ static rc_event *request_event(rc_conn *c, uint16_t type,
   size_t total = req->method_len + req->path_len + req->query_len +
                  strlen(host) + 4 * 4 +
                  rc__event_headers_size(req->headers, req->num_headers);
+  /* Over TLS: version, cipher suite, the client's subject and chain. */
+  char version[12] = "", cipher[12] = "", subject[1024] = "";
+  char *chain = NULL;
+  size_t chain_len = 0, subject_len = 0;
+  if (c->tls != NULL) {
+    (void)snprintf(version, sizeof version, "%d", rc_tls_version(c->tls));
+    (void)snprintf(cipher, sizeof cipher, "%d", rc_tls_cipher_suite(c->tls));
+    subject_len = rc_tls_peer_subject(c->tls, subject, sizeof subject);
+    if (subject_len >= sizeof subject)
+      subject_len = sizeof subject - 1; /* a subject of over 1 KiB, cut */
+    chain = rc_tls_peer_chain_pem(c->tls, &chain_len);
+    nstr += 4;
+    total += 4 * 4 + strlen(version) + strlen(cipher) + subject_len + chain_len;
+  }
   rc_event *ev = rc__event_new(type, c->id, total);
-  if (ev == NULL)
+  if (ev == NULL) {
+    free(chain);
     return NULL;
+  }
   ev->nstr = (uint32_t)nstr;
   ev->port = port;
   char *p = ev->data;
@@ -105,7 +121,15 @@ static rc_event *request_event(rc_conn *c, uint16_t type,
   p = rc__event_put(p, req->path, req->path_len);
   p = rc__event_put(p, req->query, req->query_len);
   p = rc__event_put(p, host, strlen(host));
-  (void)rc__event_put_headers(p, req->headers, req->num_headers);
+  p = rc__event_put_headers(p, req->headers, req->num_headers);
+  if (c->tls != NULL) {
+    ev->tls = 1;
+    p = rc__event_put(p, version, strlen(version));
+    p = rc__event_put(p, cipher, strlen(cipher));
+    p = rc__event_put(p, subject, subject_len);
+    (void)rc__event_put(p, chain != NULL ? chain : "", chain_len);
+  }
+  free(chain);
   return ev;
 }
 
@@ -262,6 +286,8 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
   }
 }
 
+static void tls_pump(rc_conn *c);
+
 void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
   rc_server *s = c->srv;
   char accept[29];
@@ -311,11 +337,13 @@ void rc__handshake_accept(rc_conn *c, const char *text, size_t text_len) {
     rc__conn_frames(c, hbuf + c->hhead, leftover);
   free(hbuf);
   s->transient_freed++; /* see RC__TRIM_AFTER */
+  if (c->tls != NULL && c->state != RC_CONN_GONE && !c->doomed)
+    tls_pump(c); /* records that came behind the request head */
 }
 
 /* --- the server role ------------------------------------------------------ */
 
-static void server_received(rc_conn *c, const char *data, size_t len) {
+static void plain_bytes(rc_conn *c, const char *data, size_t len) {
   if (c->state != RC_CONN_HTTP) {
     rc__conn_frames(c, data, len);
     return;
@@ -329,6 +357,69 @@ static void server_lost(rc_conn *c, int status) {
   (void)status; /* the peer went: nothing to tell it */
   tell_why(c, "connection lost before the request head");
   rc__conn_abort(c);
+}
+
+/* TLS on an accepted connection: the handshake runs in RC_CONN_HTTP,
+ * under the deadline handshake_timeout set at the accept (a client that
+ * dribbles its ClientHello gains nothing). A failed handshake (garbage,
+ * plain HTTP, no valid client certificate) is counted and the connection
+ * closes once OpenSSL's alert is written. The plaintext is handed on as a
+ * plain connection's reads are, until the request head has been taken:
+ * while the embedder decides, what follows waits in the filter
+ * (rc_tls_read is not called; the socket is not read either), and the
+ * accept takes it up (tls_pump again). */
+static void tls_pump(rc_conn *c) {
+  rc_server *s = c->srv;
+  rc_tls *t = c->tls;
+  if (!rc_tls_ready(t)) {
+    int r = rc_tls_handshake(t);
+    rc__conn_mark_dirty(c); /* its records, or the alert */
+    if (r < 0) {
+      atomic_fetch_add_explicit(&s->st_tls_failures, 1, memory_order_relaxed);
+      tell_why(c, rc_tls_error(t));
+      rc__conn_pause_read(c);
+      rc__conn_drain(c);
+      return;
+    }
+    if (r == 0)
+      return;
+    c->tls_flags |= RC__TLS_COUNTED;
+    atomic_fetch_add_explicit(&s->st_tls_handshakes, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->st_tls_conns, 1, memory_order_relaxed);
+  }
+  /* The read buffer is free: the filter copied the ciphertext. */
+  while (c->state != RC_CONN_PENDING && c->state != RC_CONN_REQUEST &&
+         c->state != RC_CONN_GONE && !c->doomed) {
+    long n = rc_tls_read(t, s->readbuf, sizeof s->readbuf);
+    if (n == 0)
+      break;
+    if (n == RC_TLS_E_CLOSED) {
+      c->role->lost(c, UV_EOF);
+      return;
+    }
+    if (n < 0) {
+      tell_why(c, rc_tls_error(t));
+      rc__conn_fail(c);
+      return;
+    }
+    plain_bytes(c, s->readbuf, (size_t)n);
+  }
+  if (rc_tls_pending(t) > 0)
+    rc__conn_mark_dirty(c);
+}
+
+static void server_received(rc_conn *c, const char *data, size_t len) {
+  if (c->tls == NULL) {
+    plain_bytes(c, data, len);
+    return;
+  }
+  if (c->state == RC_CONN_DRAINING && !rc_tls_ready(c->tls))
+    return; /* its handshake failed: read only to see the end */
+  if (rc_tls_feed(c->tls, data, len) != 0) {
+    rc__conn_fail(c);
+    return;
+  }
+  tls_pump(c);
 }
 
 static void server_write(rc_conn *c, const void *data, size_t len) {
@@ -408,6 +499,8 @@ static void server_stop(rc_conn *c) {
 }
 
 static void server_gone(rc_conn *c) {
+  if (c->tls_flags & RC__TLS_COUNTED)
+    atomic_fetch_sub_explicit(&c->srv->st_tls_conns, 1, memory_order_relaxed);
   if (c->pmd_rx & RC__PMD_COUNTED)
     atomic_fetch_sub_explicit(&c->srv->st_pmd_conns, 1, memory_order_relaxed);
   rc__room_leave_all(c->srv, c);

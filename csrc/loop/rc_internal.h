@@ -242,6 +242,7 @@ typedef struct rc_conn {
    * server_max_window_bits (the offer did) and RC__PMD_RX_STREAM when
    * they may refer to earlier ones. Both 0 without deflate. */
   uint8_t pmd_tx, pmd_rx;
+  uint8_t tls_flags;  /* RC__TLS_*, with tls */
   char *hbuf;         /* request head until the handshake ends; then the peer's
                          close frame while it arrives (rc_conn.c) */
   char *close_reason; /* reason received with the peer's close */
@@ -252,7 +253,13 @@ typedef struct rc_conn {
   uint64_t last_msg; /* loop ms of the client's last message (idle_timeout) */
   uint64_t mark; /* s->mark of the last multi-room fan-out that reached it */
   rc_client *cl; /* client connections only (rc_client.c's) */
+  /* an accepted connection's TLS (the server's certificate); NULL: plain.
+   * A client's is cl->filter. */
+  rc_tls *tls;
 } rc_conn;
+
+#define RC__TLS_COUNTED 1u /* handshake done: counted in tls_connections */
+#define RC__TLS_SHUT 2u    /* close_notify made */
 
 #define RC__PMD_RX 1u
 #define RC__PMD_ANSWER_WINDOW 2u
@@ -391,6 +398,15 @@ struct rc_server {
   uint8_t *zbuf;
   size_t zbuf_cap;
 
+  /* TLS for accepted connections (rc_server_set_tls): the context new
+   * connections take, swapped under tls_lock by any thread */
+  uv_mutex_t tls_lock;
+  struct rc_tls_ctx *tls_server;
+  atomic_uint_fast64_t st_tls_conns, st_tls_handshakes, st_tls_failures;
+  /* where a TLS connection's queued frames are gathered into records of
+   * the largest size (rc_conn.c's tls_seal) */
+  uint8_t seal[16384];
+
   /* one read buffer for every connection: data is handed on at once */
   char readbuf[65536];
 };
@@ -433,6 +449,8 @@ void rc__conn_abort(rc_conn *c);
 void rc__conn_fail(rc_conn *c); /* aborted at the end of the turn */
 /* Queues bytes (an HTTP answer) and closes once they are written. */
 void rc__conn_respond(rc_conn *c, rc_buf *b);
+/* Closes once what is queued (and a TLS alert) is written. */
+void rc__conn_drain(rc_conn *c);
 /* Bytes from the socket, through the role, and the hold on a reader the
  * embedder is behind on: the read callback, the bytes an adopted
  * connection came with, the fuzz targets. */

@@ -31,6 +31,10 @@ typedef struct rc_outq {
 /* Appends b; the queue takes over the caller's reference. 0, or
  * UV_ENOMEM (b is then still the caller's). */
 int rc__outq_push(rc_outq *q, rc_buf *b);
+/* The oldest frame; the queue is not empty. */
+static inline rc_buf *rc__outq_head(const rc_outq *q) {
+  return q->ring[q->head];
+}
 /* Drops the head frame (written, or the queue is being emptied). */
 void rc__outq_pop(rc_outq *q);
 /* Marks n written bytes as gone, from the head. */

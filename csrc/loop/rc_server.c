@@ -90,6 +90,8 @@ rc_server *rc_server_new(const rc_config *cfg) {
     goto fail_ev_lock;
   if (uv_mutex_init(&s->client_lock) != 0)
     goto fail_client_lock;
+  if (uv_mutex_init(&s->tls_lock) != 0)
+    goto fail_tls_lock;
   atomic_init(&s->next_room, 0);
   s->id = new_server_id(s);
   if (rc__bp_create(s) != 0)
@@ -98,6 +100,8 @@ rc_server *rc_server_new(const rc_config *cfg) {
 
 fail_bp:
   rc__bp_free(s);
+  uv_mutex_destroy(&s->tls_lock);
+fail_tls_lock:
   uv_mutex_destroy(&s->client_lock);
 fail_client_lock:
   uv_mutex_destroy(&s->ev_lock);
@@ -470,8 +474,65 @@ void rc_server_free(rc_server *s) {
   uv_mutex_destroy(&s->cmd_lock);
   uv_mutex_destroy(&s->ev_lock);
   uv_mutex_destroy(&s->client_lock);
+  uv_mutex_destroy(&s->tls_lock);
+  rc_tls_ctx_free(s->tls_server);
   close(s->ev_fd);
   free(s);
+}
+
+/* --- TLS ----------------------------------------------------------------- */
+
+static rc_tls_ctx *tls_ctx_of(const rc_server_tls *tls, char *err,
+                              size_t errlen) {
+  rc_tls_server_opts o = {
+      .certfile = tls->certfile,
+      .keyfile = tls->keyfile,
+      .password = tls->password,
+      .ca_certs = tls->ca_certs,
+      .cert_reqs = tls->cert_reqs == RC_CERT_REQUIRED   ? RC_TLS_CERT_REQUIRED
+                   : tls->cert_reqs == RC_CERT_OPTIONAL ? RC_TLS_CERT_OPTIONAL
+                                                        : RC_TLS_CERT_NONE,
+  };
+  return rc_tls_ctx_server(&o, err, errlen);
+}
+
+int rc_tls_check(const rc_server_tls *tls, char *err, size_t errlen) {
+  rc_tls_ctx *ctx = tls_ctx_of(tls, err, errlen);
+  if (ctx == NULL)
+    return -1;
+  rc_tls_ctx_free(ctx);
+  return 0;
+}
+
+/* The context is swapped under tls_lock, which the accept takes to make a
+ * filter with it; a filter keeps its context's certificate alive, so the
+ * old one can go at once. */
+int rc_server_set_tls(rc_server *s, const rc_server_tls *tls, char *err,
+                      size_t errlen) {
+  rc_tls_ctx *ctx = tls_ctx_of(tls, err, errlen);
+  if (ctx == NULL)
+    return -1;
+  uv_mutex_lock(&s->tls_lock);
+  rc_tls_ctx *old = s->tls_server;
+  s->tls_server = ctx;
+  uv_mutex_unlock(&s->tls_lock);
+  rc_tls_ctx_free(old);
+  return 0;
+}
+
+/* A filter for a connection just accepted (NULL: plain, or no memory:
+ * *failed is then set). */
+static rc_tls *tls_filter(rc_server *s, int *failed) {
+  *failed = 0;
+  uv_mutex_lock(&s->tls_lock);
+  rc_tls *t = s->tls_server != NULL
+                  ? rc_tls_new(s->tls_server, RC_TLS_SERVER, NULL)
+                  : NULL;
+  *failed = s->tls_server != NULL && t == NULL;
+  uv_mutex_unlock(&s->tls_lock);
+  if (t != NULL)
+    rc_tls_set_headroom(t, RC__BUF_HEADROOM);
+  return t;
 }
 
 void rc_server_stats(rc_server *s, rc_stats *out) {
@@ -504,6 +565,9 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->deflate_connections = atomic_load(&s->st_pmd_conns);
   out->messages_deflated = atomic_load(&s->st_deflated);
   out->messages_inflated = atomic_load(&s->st_inflated);
+  out->tls_connections = atomic_load(&s->st_tls_conns);
+  out->tls_handshakes = atomic_load(&s->st_tls_handshakes);
+  out->tls_handshake_failures = atomic_load(&s->st_tls_failures);
 }
 
 /* --- connections: by id, accepting --------------------------------------- */
@@ -570,7 +634,9 @@ void rc__server_on_connection(uv_stream_t *listener, int status) {
   rc_conn *c = server_conn_new(s);
   if (c == NULL)
     return;
+  int no_tls = 0;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+      (c->tls = tls_filter(s, &no_tls), no_tls) ||
       rc__conn_register(s, c) != 0) {
     c->state = RC_CONN_GONE;
     uv_close((uv_handle_t *)&c->tcp, rc__conn_closed);

@@ -1,12 +1,18 @@
 /* rc_tls.h - TLS as a filter between a socket and the WebSocket layer.
  *
- * Sans-I/O, on OpenSSL with two memory BIOs: the caller feeds the bytes it
- * read from the socket (rc_tls_feed), drives the handshake, reads the
- * plaintext out (rc_tls_read), encrypts what it wants to send
- * (rc_tls_write) and sends whatever ciphertext is pending (rc_tls_take).
- * Nothing here touches a socket or a loop, so the same filter serves either
- * role: the core's client connections use RC_TLS_CLIENT; a TLS server would
- * use RC_TLS_SERVER with a context holding its certificate.
+ * Sans-I/O, on OpenSSL with a BIO of our own on each side: the caller feeds
+ * the bytes it read from the socket (rc_tls_feed), drives the handshake,
+ * reads the plaintext out (rc_tls_read), encrypts what it wants to send
+ * (rc_tls_write) and sends whatever ciphertext is pending (rc_tls_take, or
+ * rc_tls_take_block without a copy). Nothing here touches a socket or a
+ * loop, so the same filter serves either role: the core's client
+ * connections use RC_TLS_CLIENT with a client context, the server's
+ * accepted connections RC_TLS_SERVER with a server context (its
+ * certificate, rc_tls_ctx_server).
+ *
+ * An idle filter holds no buffer: what was fed is freed once read, the
+ * ciphertext block once taken, and OpenSSL's own record buffers are
+ * released between records (SSL_MODE_RELEASE_BUFFERS).
  *
  * A context (certificate checks, trust store) is shared by the connections
  * made with it; a filter belongs to one connection and one thread at a
@@ -37,6 +43,30 @@ enum {
  * cannot be made (for example an unreadable cafile). */
 rc_tls_ctx *rc_tls_ctx_client(int verify, const char *cafile, char *err,
                               size_t errlen);
+/* What a server context is made of: uvicorn's ssl_* options. */
+enum {
+  RC_TLS_CERT_NONE = 0,     /* no client certificate asked for */
+  RC_TLS_CERT_OPTIONAL = 1, /* asked for; one sent must be valid */
+  RC_TLS_CERT_REQUIRED = 2, /* a client without a valid one is refused */
+};
+
+typedef struct rc_tls_server_opts {
+  const char *certfile; /* PEM: the certificate, then its chain */
+  const char *keyfile;  /* PEM private key; NULL: it is in certfile */
+  const char *password; /* of an encrypted key, or NULL */
+  const char *ca_certs; /* PEM roots client certificates must lead to */
+  int cert_reqs;        /* RC_TLS_CERT_*; needs ca_certs unless NONE */
+} rc_tls_server_opts;
+
+/* A server context: the certificate chain and key read now (an error
+ * names the file and what is wrong with it: "ssl_keyfile k.pem does not
+ * match ssl_certfile c.pem"), TLS 1.2 or later with OpenSSL's default
+ * ciphers, ALPN answering "http/1.1" when the client offers it, session
+ * resumption (a server cache for TLS 1.2, tickets). Returns NULL and the
+ * reason in err. Any thread; a filter made with it keeps what it needs
+ * when the context is freed (a reload frees the old one at once). */
+rc_tls_ctx *rc_tls_ctx_server(const rc_tls_server_opts *o, char *err,
+                              size_t errlen);
 void rc_tls_ctx_free(rc_tls_ctx *ctx);
 int rc_tls_ctx_verifies(const rc_tls_ctx *ctx);
 
@@ -48,8 +78,12 @@ int rc_tls_ctx_verifies(const rc_tls_ctx *ctx);
 rc_tls *rc_tls_new(rc_tls_ctx *ctx, int role, const char *server_name);
 void rc_tls_free(rc_tls *t);
 
-/* Ciphertext read from the socket. */
+/* Ciphertext read from the socket: copied, and freed once read. */
 int rc_tls_feed(rc_tls *t, const void *data, size_t len);
+
+/* Bytes fed and not read yet (a partial record, or records behind the
+ * ones the caller has read so far). */
+size_t rc_tls_unread(const rc_tls *t);
 
 /* Advances the handshake: 1 once it is complete, 0 while it needs more
  * input (send what rc_tls_pending() reports first), or RC_TLS_E_FAILED. */
@@ -69,6 +103,32 @@ int rc_tls_shutdown(rc_tls *t);
 /* Ciphertext waiting to be sent, and taking up to cap bytes of it. */
 size_t rc_tls_pending(const rc_tls *t);
 size_t rc_tls_take(rc_tls *t, void *buf, size_t cap);
+
+/* The ciphertext is collected in one malloc'd block with headroom bytes
+ * before it (set once, before any output: room for the caller's header,
+ * so the block can become the caller's buffer without a copy).
+ * rc_tls_reserve makes room for n more bytes at once (the caller knows
+ * what it is about to encrypt); rc_tls_take_block hands the whole block
+ * over (*len bytes of ciphertext after the headroom, shrunk to fit; the
+ * caller frees it with free()), or NULL when nothing is pending. */
+void rc_tls_set_headroom(rc_tls *t, size_t headroom);
+int rc_tls_reserve(rc_tls *t, size_t n);
+void *rc_tls_take_block(rc_tls *t, size_t *len);
+
+/* 1 once the handshake is complete. */
+int rc_tls_ready(const rc_tls *t);
+
+/* After the handshake, what ASGI's TLS extension reports: the protocol
+ * version (0x0303 TLS 1.2, 0x0304 TLS 1.3), the cipher suite's IANA
+ * number, and the peer's certificate: its subject as RFC 4514 text and
+ * the chain it sent, leaf first, as PEM. rc_tls_peer_subject writes at
+ * most cap bytes with a NUL and returns the length (0: no certificate).
+ * rc_tls_peer_chain_pem returns a malloc'd string (*len bytes; NULL and 0
+ * without a certificate, or when memory is short). */
+int rc_tls_version(const rc_tls *t);
+int rc_tls_cipher_suite(const rc_tls *t);
+size_t rc_tls_peer_subject(const rc_tls *t, char *buf, size_t cap);
+char *rc_tls_peer_chain_pem(const rc_tls *t, size_t *len);
 
 /* Why the last call failed ("TLS: certificate verify failed: hostname
  * mismatch"), or "". */

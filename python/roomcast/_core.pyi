@@ -85,6 +85,18 @@ class Core:
     def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
         Raises OSError on bind failure. Call once."""
+    def set_tls(
+        self, certfile: str, keyfile: str | None, password: str | None, ca_certs: str | None, cert_reqs: int
+    ) -> None:
+        """Serves TLS with this certificate on connections accepted from now
+        on (before listen(), or to reload). ValueError naming the file and
+        the problem; the certificate in use then stays."""
+    @staticmethod
+    def check_tls(
+        certfile: str, keyfile: str | None, password: str | None, ca_certs: str | None, cert_reqs: int
+    ) -> None:
+        """Reads and checks the files; ValueError naming the file and the
+        problem."""
     def start(self) -> None:
         """Starts the loop thread without listening, for client
         connections. Call once, instead of listen()."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -141,6 +142,30 @@ def secret_url(name: str, value: Any) -> str | None:
     return value
 
 
+def path(name: str, value: Any) -> str | None:
+    """None, or a file's path (str or os.PathLike) as a str."""
+    if value is None:
+        return None
+    try:
+        text: str = os.fsdecode(os.fspath(value))
+    except TypeError:
+        raise _fail(TypeError, name, "a path (str or os.PathLike) or None", value) from None
+    if not text or "\0" in text:
+        raise _fail(ValueError, name, "a path to a file", value)
+    return text
+
+
+def secret(name: str, value: Any) -> str | None:
+    """None or a str (or bytes, decoded as UTF-8); never shown."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if not isinstance(value, str) or "\0" in value:
+        raise TypeError(f"{name} must be a str without NUL or None, not {type(value).__name__}")
+    return value
+
+
 def check_all(rules: Mapping[str, Rule], values: Mapping[str, Any]) -> dict[str, Any]:
     """Every value checked by the rule of its name; the checked values."""
     return {name: rule(name, values[name]) for name, rule in rules.items()}
@@ -173,6 +198,13 @@ SERVER: dict[str, Rule] = {
     "presence_ttl": seconds(),
     "compression": choice("deflate", optional=True),
     "compression_threshold": integer(0),
+    # TLS, under uvicorn's names; the files are read by the core
+    # (check_tls), which names the file in its errors.
+    "ssl_certfile": path,
+    "ssl_keyfile": path,
+    "ssl_keyfile_password": secret,
+    "ssl_ca_certs": path,
+    "ssl_cert_reqs": integer(0, 2),
 }
 
 # The clients (roomcast.connect, roomcast.WebSocket).

@@ -76,6 +76,29 @@ EV_BACKPLANE = _core.EV_BACKPLANE
 SETTLE_SECONDS = 10.0
 
 
+def _tls_settings(opts: dict[str, Any]) -> tuple[str, str | None, str | None, str | None, int] | None:
+    """The checked ssl_* options as Core.set_tls takes them, or None
+    without TLS. The files are read and checked now (ValueError naming the
+    file and the problem), and again when the server starts serving."""
+    certfile = opts["ssl_certfile"]
+    if certfile is None:
+        for name in ("ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs"):
+            if opts[name] is not None:
+                raise ValueError(f"{name} is given but ssl_certfile is not: TLS needs the certificate")
+        if opts["ssl_cert_reqs"]:
+            raise ValueError("ssl_cert_reqs is set but ssl_certfile is not: TLS needs the certificate")
+        return None
+    settings = (
+        certfile,
+        opts["ssl_keyfile"],
+        opts["ssl_keyfile_password"],
+        opts["ssl_ca_certs"],
+        opts["ssl_cert_reqs"],
+    )
+    Core.check_tls(*settings)
+    return settings
+
+
 class Running:
     """What ``async with server.serve(...)`` yields: the bound ``host`` and
     ``port`` (the real one when 0 was asked for) and ``url``."""
@@ -205,9 +228,15 @@ class Server:
         presence_ttl: float = 30,
         compression: Literal["deflate"] | None = "deflate",
         compression_threshold: int = 128,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile_password: str | None = None,
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_cert_reqs: int = 0,
     ) -> None:
         given = locals()  # the options as passed, for the table of rules
         opts = _options.check_all(_options.SERVER, {name: given[name] for name in _options.SERVER})
+        self._tls = _tls_settings(opts)
         self._options: dict[str, Any] = {
             "max_message_size": opts["max_message_size"],
             "max_queue_bytes": opts["max_queue_bytes"],
@@ -308,19 +337,48 @@ class Server:
 
     # -- running ----------------------------------------------------------
 
+    def reload_certificates(self) -> None:
+        """Reads the ``ssl_*`` files again (renewed certificates) and serves
+        connections accepted from now on with them; open connections keep
+        theirs. Raises :class:`ValueError` naming the file and the problem,
+        and then the certificate in use stays. Under :meth:`run`, SIGHUP
+        calls it."""
+        if self._tls is None:
+            raise RuntimeError("this server has no TLS (ssl_certfile) to reload")
+        core = self._core
+        if core is None:
+            Core.check_tls(*self._tls)
+        else:
+            core.set_tls(*self._tls)
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload_certificates()
+        except (ValueError, RuntimeError) as exc:
+            logger.error("roomcast kept its certificate: %s", exc)
+        else:
+            logger.info("certificates reloaded")
+
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
         """Serves until SIGINT (Ctrl-C) or SIGTERM, then closes every
         connection with 1001 and returns. Blocks; starts its own asyncio
-        loop. Logs the address on the ``"roomcast"`` logger at INFO."""
+        loop. Logs the address on the ``"roomcast"`` logger at INFO. With
+        TLS, SIGHUP reloads the certificates (:meth:`reload_certificates`)."""
         asyncio.run(self._run_until_signal(host, port))
 
     async def _run_until_signal(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+            (signal.SIGINT, stop.set),
+            (signal.SIGTERM, stop.set),
+        ]
+        if self._tls is not None:
+            handlers.append((signal.SIGHUP, self._reload_on_signal))
+        for sig, handler in handlers:
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, handler)
                 installed.append(sig)
             except (ValueError, NotImplementedError, RuntimeError):
                 pass  # not the main thread, or no signals here
@@ -351,6 +409,8 @@ class Server:
         port = _options.PORT("port", port)
         loop = asyncio.get_running_loop()
         core = Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
+        if self._tls is not None:
+            core.set_tls(*self._tls)
         bound = core.listen(host, port, self._backlog)
         hub, fd = self._begin(core, loop)
         try:
@@ -362,7 +422,9 @@ class Server:
                     await asyncio.wait_for(backplane.settled.wait(), SETTLE_SECONDS)
                 except asyncio.TimeoutError:
                     pass
-            yield Running(self, hub, host, bound, "http" if self._static else "ws")
+            tls = self._tls is not None
+            scheme = ("https" if tls else "http") if self._static else ("wss" if tls else "ws")
+            yield Running(self, hub, host, bound, scheme)
         finally:
             await self._shutdown(hub, core, fd)
 
@@ -493,7 +555,7 @@ class Server:
         except Exception:
             logger.exception("roomcast could not answer %d", status)
 
-    def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
+    def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int, tls: Any) -> None:
         hub = self._hub
         assert hub is not None
         if not self._origin_allowed(header_values(headers, "origin")):
@@ -504,7 +566,7 @@ class Server:
             hub.reject(conn, 404)
             return
         endpoint, starter, params, kwargs = found
-        ws = ServerWebSocket(hub, conn, hub.shared(path), query, headers, hub.shared(host), port, params)
+        ws = ServerWebSocket(hub, conn, hub.shared(path), query, headers, hub.shared(host), port, params, tls)
         self._conns[conn] = ws
         if starter is not None:
             starter(ws)  # the room runs it on events: no task of ours

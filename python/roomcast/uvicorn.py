@@ -163,7 +163,7 @@ class _Adopter(Server):
         if protocol is not None:
             protocol.closed()
 
-    def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int) -> None:
+    def _on_open(self, conn: int, path: str, query: str, headers: bytes, host: str, port: int, tls: Any) -> None:
         hub = self._hub
         assert hub is not None
         protocol = self._protocols.get(conn)

@@ -180,9 +180,10 @@ class _Derived:
     """What a ServerWebSocket makes on first use: most members never
     need any of it, so together they cost one slot until then."""
 
-    __slots__ = ("state", "headers", "query_params")
+    __slots__ = ("state", "headers", "query_params", "scope")
 
     def __init__(self) -> None:
+        self.scope: dict[str, Any] | None = None
         self.state: SimpleNamespace | None = None
         self.headers: Headers | None = None
         self.query_params: QueryParams | None = None
@@ -238,6 +239,7 @@ class ServerWebSocket:
         "subprotocol",
         "_driver",
         "_driven",
+        "_tls",
     )
 
     def __init__(
@@ -250,6 +252,7 @@ class ServerWebSocket:
         host: str,
         port: int,
         path_params: dict[str, Any],
+        tls: tuple[int, int, str | None, str | None] | None = None,
     ) -> None:
         self._hub = hub
         self._conn = conn
@@ -274,8 +277,47 @@ class ServerWebSocket:
         # driver(driven) runs on each message and on the close (see drive()).
         self._driver: Callable[[Any], None] | None = None
         self._driven: Any = None
+        # Over TLS: (version, cipher suite, client subject, client chain PEM).
+        self._tls = tls
 
     # -- request ----------------------------------------------------------
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        """The connection as an ASGI ``websocket`` scope: ``scheme`` (``"ws"``
+        or ``"wss"``), ``path``, ``query_string``, ``headers``, ``client``,
+        ``subprotocols``, and over TLS ``extensions["tls"]`` as ASGI's TLS
+        extension names it (``client_cert_name``, the client certificate's
+        subject as RFC 4514 text or ``None``; ``client_cert_chain``, PEM
+        strings leaf first; ``tls_version``; ``cipher_suite``)."""
+        derived = self._more()
+        if derived.scope is None:
+            extensions: dict[str, Any] = {}
+            if self._tls is not None:
+                version, cipher, subject, chain = self._tls
+                extensions["tls"] = {
+                    "server_cert": None,
+                    "client_cert_chain": _pem_chain(chain),
+                    "client_cert_name": subject,
+                    "client_cert_error": None,
+                    "tls_version": version,
+                    "cipher_suite": cipher,
+                }
+            derived.scope = {
+                "type": "websocket",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "scheme": "wss" if self._tls is not None else "ws",
+                "path": self._path,
+                "raw_path": self._path.encode("latin-1", "replace"),
+                "query_string": self._query.encode("latin-1", "replace"),
+                "headers": [
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in parse_raw_headers(self._raw_headers)
+                ],
+                "client": (self._host, self._port),
+                "subprotocols": self.subprotocols,
+                "extensions": extensions,
+            }
+        return derived.scope
 
     @property
     def client(self) -> Address:
@@ -342,7 +384,7 @@ class ServerWebSocket:
     @property
     def url(self) -> URL:
         netloc = self.headers.get("host", "")
-        return URL("ws", netloc, self._path, self._query, "")
+        return URL("wss" if self._tls is not None else "ws", netloc, self._path, self._query, "")
 
     def __repr__(self) -> str:
         return f"<ServerWebSocket #{self._conn} {self._path} from {self._host}:{self._port}>"
@@ -532,6 +574,14 @@ class ServerWebSocket:
                 yield await self.receive_json()
         except WebSocketDisconnect:
             pass
+
+
+def _pem_chain(chain: str | None) -> list[str]:
+    """A PEM bundle as one string per certificate."""
+    if not chain:
+        return []
+    end = "-----END CERTIFICATE-----"
+    return [part.strip() + "\n" + end + "\n" for part in chain.split(end) if part.strip()]
 
 
 def _latin1(value: str | bytes) -> str:

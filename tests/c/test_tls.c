@@ -9,8 +9,8 @@
  * roots from a PEM file (rc_tls_ctx_client's cafile), so the root is written
  * to a temporary directory that each case removes.
  *
- * Not testable through this API: RC_TLS_SERVER, since no context can hold a
- * certificate (rc_tls_ctx_client is the only constructor).
+ * The server role (rc_tls_ctx_server) is tested against the filter's own
+ * client: two filters whose blocks of ciphertext the test carries.
  *
  * Every case owns its resources through one fixture and frees them at its
  * end, so it only uses RC_CHECK* (which go on after a failure) once the
@@ -548,6 +548,200 @@ RC_TEST(contract_refusals) {
   RC_CHECK(memcmp(r, zero, sizeof r) != 0);
 }
 
+/* --- the server role -------------------------------------------------------
+ */
+
+typedef struct pair {
+  char dir[64], certfile[96], keyfile[96], lockedkey[96];
+  cert c;
+  rc_tls_ctx *sctx, *cctx;
+  rc_tls *server, *client;
+} pair;
+
+static int write_key(const char *path, EVP_PKEY *k, const char *password) {
+  FILE *f = fopen(path, "w");
+  if (f == NULL)
+    return 0;
+  int ok = PEM_write_PrivateKey(
+               f, k, password != NULL ? EVP_aes_128_cbc() : NULL,
+               (unsigned char *)password,
+               password != NULL ? (int)strlen(password) : 0, NULL, NULL) == 1;
+  return fclose(f) == 0 && ok;
+}
+
+static int pair_files(pair *p) {
+  memset(p, 0, sizeof *p);
+  (void)snprintf(p->dir, sizeof p->dir, "/tmp/rc_test_tls.XXXXXX");
+  if (mkdtemp(p->dir) == NULL) {
+    p->dir[0] = '\0';
+    return 0;
+  }
+  (void)snprintf(p->certfile, sizeof p->certfile, "%s/cert.pem", p->dir);
+  (void)snprintf(p->keyfile, sizeof p->keyfile, "%s/key.pem", p->dir);
+  (void)snprintf(p->lockedkey, sizeof p->lockedkey, "%s/locked.pem", p->dir);
+  return make_cert(&p->c, "localhost", "DNS:localhost") &&
+         write_pem(p->certfile, p->c.x509) &&
+         write_key(p->keyfile, p->c.key, NULL) &&
+         write_key(p->lockedkey, p->c.key, "sesame");
+}
+
+static void pair_free(pair *p) {
+  rc_tls_free(p->server);
+  rc_tls_free(p->client);
+  rc_tls_ctx_free(p->sctx);
+  rc_tls_ctx_free(p->cctx);
+  cert_free(&p->c);
+  if (p->dir[0] != '\0') {
+    (void)unlink(p->certfile);
+    (void)unlink(p->keyfile);
+    (void)unlink(p->lockedkey);
+    (void)rmdir(p->dir);
+  }
+  ERR_clear_error();
+}
+
+/* Moves from's pending ciphertext to to, as a block with headroom. */
+static int carry(rc_tls *from, rc_tls *to) {
+  size_t len;
+  uint8_t *block = rc_tls_take_block(from, &len);
+  if (block == NULL)
+    return 1;
+  int ok = rc_tls_feed(to, block + 16, len) == 0;
+  free(block);
+  return ok;
+}
+
+/* Both filters' handshakes: 1 when both completed, else the first
+ * negative result. */
+static int pair_handshake(pair *p) {
+  int c = 0, s = 0;
+  for (int round = 0; round < 10 && (c != 1 || s != 1); round++) {
+    if (c != 1 && (c = rc_tls_handshake(p->client)) < 0)
+      return c;
+    if (!carry(p->client, p->server))
+      return -100;
+    if (s != 1 && (s = rc_tls_handshake(p->server)) < 0) {
+      (void)carry(p->server, p->client); /* the alert */
+      return s;
+    }
+    if (!carry(p->server, p->client))
+      return -100;
+  }
+  return c == 1 && s == 1 ? 1 : 0;
+}
+
+static int pair_setup(pair *p, const rc_tls_server_opts *o) {
+  char err[256];
+  p->sctx = rc_tls_ctx_server(o, err, sizeof err);
+  p->cctx = rc_tls_ctx_client(0, NULL, err, sizeof err);
+  if (p->sctx == NULL || p->cctx == NULL)
+    return 0;
+  p->server = rc_tls_new(p->sctx, RC_TLS_SERVER, NULL);
+  p->client = rc_tls_new(p->cctx, RC_TLS_CLIENT, "localhost");
+  if (p->server == NULL || p->client == NULL)
+    return 0;
+  rc_tls_set_headroom(p->server, 16);
+  rc_tls_set_headroom(p->client, 16);
+  return 1;
+}
+
+RC_TEST(server_serves_the_filter_client) {
+  pair p;
+  if (pair_files(&p)) {
+    rc_tls_server_opts o = {.certfile = p.certfile, .keyfile = p.keyfile};
+    RC_ASSERT(pair_setup(&p, &o));
+    RC_CHECK_EQ_INT(pair_handshake(&p), 1);
+    RC_CHECK(rc_tls_ready(p.server) && rc_tls_ready(p.client));
+    RC_CHECK_EQ_INT(rc_tls_version(p.server), 0x0304);
+    RC_CHECK(rc_tls_cipher_suite(p.server) != 0);
+    char subject[64];
+    RC_CHECK_EQ_INT((int)rc_tls_peer_subject(p.server, subject, sizeof subject),
+                    0); /* no client certificate */
+    size_t pem_len;
+    RC_CHECK(rc_tls_peer_chain_pem(p.server, &pem_len) == NULL);
+    /* the client sees the server's certificate */
+    RC_CHECK(rc_tls_peer_subject(p.client, subject, sizeof subject) > 0);
+    RC_CHECK(strcmp(subject, "CN=localhost") == 0);
+    /* 40 KiB from the server in one write: records the client reads back */
+    static uint8_t big[40960], back[40960];
+    fill(big, sizeof big, 7);
+    RC_CHECK_EQ_INT(rc_tls_reserve(p.server, sizeof big + 256), 0);
+    RC_CHECK_EQ_INT(rc_tls_write(p.server, big, sizeof big), 0);
+    RC_CHECK(rc_tls_pending(p.server) > sizeof big);
+    RC_CHECK(carry(p.server, p.client));
+    RC_CHECK_EQ_INT((int)rc_tls_pending(p.server), 0);
+    size_t got = 0;
+    long r;
+    while ((r = rc_tls_read(p.client, back + got, sizeof back - got)) > 0)
+      got += (size_t)r;
+    RC_CHECK_EQ_INT((int)got, (int)sizeof big);
+    RC_CHECK(memcmp(big, back, sizeof big) == 0);
+    RC_CHECK_EQ_INT((int)rc_tls_unread(p.client), 0);
+  }
+  pair_free(&p);
+}
+
+RC_TEST(server_context_errors_name_the_file) {
+  pair p;
+  char err[512];
+  if (pair_files(&p)) {
+    rc_tls_server_opts o = {.certfile = "/nonexistent/c.pem"};
+    RC_CHECK(rc_tls_ctx_server(&o, err, sizeof err) == NULL);
+    RC_CHECK(strcmp(err, "ssl_certfile /nonexistent/c.pem: no such file") == 0);
+    o.certfile = p.keyfile; /* a key where the certificate should be */
+    RC_CHECK(rc_tls_ctx_server(&o, err, sizeof err) == NULL);
+    RC_CHECK(strstr(err, "not a PEM certificate") != NULL);
+    RC_CHECK(strstr(err, p.keyfile) != NULL);
+    o.certfile = p.certfile; /* no key in the certificate's file */
+    RC_CHECK(rc_tls_ctx_server(&o, err, sizeof err) == NULL);
+    RC_CHECK(strstr(err, "not a PEM private key") != NULL);
+    o.keyfile = p.lockedkey; /* encrypted, no password: no prompt */
+    RC_CHECK(rc_tls_ctx_server(&o, err, sizeof err) == NULL);
+    RC_CHECK(strstr(err, "ssl_keyfile_password") != NULL);
+    o.password = "wrong";
+    RC_CHECK(rc_tls_ctx_server(&o, err, sizeof err) == NULL);
+    RC_CHECK(strstr(err, "wrong password") != NULL);
+    o.password = "sesame";
+    rc_tls_ctx *ok = rc_tls_ctx_server(&o, err, sizeof err);
+    RC_CHECK(ok != NULL);
+    rc_tls_ctx_free(ok);
+    /* another key than the certificate's */
+    cert other;
+    char otherkey[128];
+    (void)snprintf(otherkey, sizeof otherkey, "%s/other.pem", p.dir);
+    if (make_cert(&other, "localhost", "DNS:localhost") &&
+        write_key(otherkey, other.key, NULL)) {
+      rc_tls_server_opts m = {.certfile = p.certfile, .keyfile = otherkey};
+      RC_CHECK(rc_tls_ctx_server(&m, err, sizeof err) == NULL);
+      RC_CHECK(strstr(err, "does not match ssl_certfile") != NULL);
+    }
+    cert_free(&other);
+    (void)unlink(otherkey);
+  }
+  pair_free(&p);
+}
+
+RC_TEST(server_requires_a_client_certificate) {
+  pair p;
+  if (pair_files(&p)) {
+    rc_tls_server_opts o = {.certfile = p.certfile,
+                            .keyfile = p.keyfile,
+                            .ca_certs = p.certfile,
+                            .cert_reqs = RC_TLS_CERT_REQUIRED};
+    RC_ASSERT(pair_setup(&p, &o));
+    int r = pair_handshake(&p);
+    RC_CHECK(r < 0);
+    /* TLS 1.3: the client may finish first; its next read gets the alert */
+    if (r < 0 && rc_tls_ready(p.client)) {
+      uint8_t buf[64];
+      RC_CHECK(rc_tls_read(p.client, buf, sizeof buf) < 0);
+    }
+    RC_CHECK(!rc_tls_ready(p.server));
+    RC_CHECK(strstr(rc_tls_error(p.server), "certificate") != NULL);
+  }
+  pair_free(&p);
+}
+
 RC_TEST_MAIN(RC_CASE(handshake_completes),
              RC_CASE(handshake_in_one_byte_pieces), RC_CASE(data_both_ways),
              RC_CASE(records_in_one_byte_pieces),
@@ -557,4 +751,7 @@ RC_TEST_MAIN(RC_CASE(handshake_completes),
              RC_CASE(wrong_name_and_untrusted_accepted_without_verify),
              RC_CASE(ip_address_name), RC_CASE(garbage_during_handshake),
              RC_CASE(garbage_after_handshake), RC_CASE(close_notify_both_ways),
-             RC_CASE(contract_refusals))
+             RC_CASE(contract_refusals),
+             RC_CASE(server_serves_the_filter_client),
+             RC_CASE(server_context_errors_name_the_file),
+             RC_CASE(server_requires_a_client_certificate))
