@@ -59,11 +59,12 @@
  * wire_bytes then counts the decrypted frame bytes. TLS 1.3 is what both
  * sides prefer; --tls-max 1.2 keeps it to TLS 1.2. Full handshakes by
  * default (no session cache): each connection costs the server a key
- * exchange and a signature. --tls-resume: every connection offers the
- * session of the latest ticket (or TLS 1.2 session) the server gave, so
- * that once one has arrived the handshakes are resumptions (TLS 1.3:
- * PSK with an X25519 key exchange, no certificate); tls_resumed counts
- * those the server accepted.
+ * exchange and a signature. --tls-resume: every connection offers a
+ * ticket (or TLS 1.2 session) the server gave and no connection has
+ * offered yet, the latest first, so that once tickets flow the handshakes
+ * are resumptions (TLS 1.3: PSK with an X25519 key exchange, no
+ * certificate), each ticket used once as a browser does; tls_resumed
+ * counts those the server accepted.
  *
  * Modes:
  *   window (default)  as fast as the window allows; --duration stops sending
@@ -348,10 +349,13 @@ static SSL_CTX *tls_ctx;
 static uint32_t tls_done;
 static char tls_version[16], tls_cipher[64], tls_alpn[32];
 static char tls_why[200];
-/* --tls-resume: the session every new connection offers, and how many
- * handshakes resumed one */
-static SSL_SESSION *tls_session;
-static uint32_t tls_resumed;
+/* --tls-resume: the sessions (tickets) the server gave and no connection
+ * has offered yet, the latest last; how many handshakes resumed one */
+#define TLS_SESSIONS 256
+static SSL_SESSION *tls_sessions[TLS_SESSIONS];
+static uint32_t tls_session_count, tls_resumed;
+/* --tls-resume: tickets received, and sessions offered */
+static uint32_t tls_tickets, tls_offered;
 
 /* ---------------------------------------------------------------- utils */
 
@@ -949,7 +953,11 @@ static void compressed_message(struct conn *c, const uint8_t *z, size_t len,
 
 static void conn_close_fd(struct conn *c) {
   if (c->ssl != NULL) {
-    /* no close_notify: the WebSocket closing handshake ended the session */
+    /* No close_notify: the WebSocket closing handshake ended the session.
+     * Marked as shut down all the same: SSL_free() of a connection that
+     * was not makes its session, a ticket --tls-resume may have kept,
+     * not resumable. */
+    SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);
     c->ssl = NULL;
   }
@@ -1137,9 +1145,16 @@ static void tls_begin(struct conn *c) {
     note("SSL_set_fd: %s", tls_reason("SSL_set_fd", SSL_ERROR_SSL));
     exit(2);
   }
-  if (tls_session != NULL && SSL_set_session(c->ssl, tls_session) != 1) {
-    note("SSL_set_session: %s", tls_reason("SSL_set_session", SSL_ERROR_SSL));
-    exit(2);
+  if (tls_session_count > 0) {
+    /* each ticket offered once (RFC 8446 C.4), the latest first */
+    SSL_SESSION *session = tls_sessions[--tls_session_count];
+    tls_offered++;
+    int set = SSL_set_session(c->ssl, session);
+    SSL_SESSION_free(session); /* the connection holds its own reference */
+    if (set != 1) {
+      note("SSL_set_session: %s", tls_reason("SSL_set_session", SSL_ERROR_SSL));
+      exit(2);
+    }
   }
   SSL_set_connect_state(c->ssl);
   c->state = ST_TLS;
@@ -2065,13 +2080,19 @@ static const double cdf_q[] = {
     0.9999};
 #define CDF_POINTS (sizeof cdf_q / sizeof cdf_q[0])
 
-/* --tls-resume: a session (ticket) the server gave; kept as the one new
- * connections offer. Returns 1: the reference is ours. */
+/* --tls-resume: a session (ticket) the server gave, kept for a new
+ * connection to offer; when TLS_SESSIONS wait already, the oldest goes.
+ * Returns 1: the reference is ours. */
 static int tls_new_session(SSL *ssl, SSL_SESSION *session) {
   (void)ssl;
-  if (tls_session != NULL)
-    SSL_SESSION_free(tls_session);
-  tls_session = session;
+  tls_tickets++;
+  if (tls_session_count == TLS_SESSIONS) {
+    SSL_SESSION_free(tls_sessions[0]);
+    memmove(tls_sessions, tls_sessions + 1,
+            (TLS_SESSIONS - 1) * sizeof tls_sessions[0]);
+    tls_session_count--;
+  }
+  tls_sessions[tls_session_count++] = session;
   return 1;
 }
 
@@ -2128,9 +2149,11 @@ static bool tls_setup(void) {
 static void print_tls_json(void) {
   printf(",\"tls\":%s,\"tls_version\":\"%s\",\"tls_cipher\":\"%s\""
          ",\"tls_alpn\":\"%s\",\"tls_handshakes\":%" PRIu32
-         ",\"tls_resume\":%s,\"tls_resumed\":%" PRIu32,
+         ",\"tls_resume\":%s,\"tls_resumed\":%" PRIu32
+         ",\"tls_tickets\":%" PRIu32 ",\"tls_offered\":%" PRIu32,
          opt.tls ? "true" : "false", tls_version, tls_cipher, tls_alpn,
-         tls_done, opt.tls_resume ? "true" : "false", tls_resumed);
+         tls_done, opt.tls_resume ? "true" : "false", tls_resumed, tls_tickets,
+         tls_offered);
 }
 
 /* --handshakes: opens opt.handshakes connections, opt.batch in flight at
@@ -2224,9 +2247,12 @@ static int run_handshakes(void) {
   fprintf(h, "connect   to the 101: p50 %.0f us  p99 %.0f us  max %.0f us\n",
           lat[0], lat[1], lat[2]);
   if (opt.tls)
-    fprintf(
-        h, "tls       %s %s, ALPN \"%s\", %" PRIu32 " of %" PRIu32 " resumed\n",
-        tls_version, tls_cipher, tls_alpn, tls_resumed, tls_done);
+    fprintf(h,
+            "tls       %s %s, ALPN \"%s\", %" PRIu32 " of %" PRIu32
+            " resumed (%" PRIu32 " offered a session, %" PRIu32
+            " tickets received)\n",
+            tls_version, tls_cipher, tls_alpn, tls_resumed, tls_done,
+            tls_offered, tls_tickets);
   fprintf(h,
           "errors    dropped connections %" PRIu64 "  protocol %" PRIu64 "%s\n",
           dropped, protocol_errors, timed_out ? "  TIMED OUT" : "");
