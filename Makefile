@@ -2,6 +2,8 @@
 #
 #   make demo      install what is missing, build, serve the chat example on
 #                  http://127.0.0.1:8000/
+#   make demo-https  the same on https://127.0.0.1:8443/, with a certificate
+#                  for localhost it makes once in build/demo-cert/
 #   make test      install what is missing, build with -Werror, run the C unit
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
@@ -40,7 +42,7 @@ endif
 
 APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
                 libdeflate-dev zlib1g-dev \
-                openssl chromium redis-server clang-format
+                openssl chromium libnss3-tools redis-server clang-format
 # libdeflate-dev and zlib1g-dev: permessage-deflate (csrc/proto/rc_deflate.c):
 # libdeflate compresses and inflates the messages that stand alone; zlib
 # inflates a peer's stream that keeps its context and compresses with a
@@ -48,7 +50,9 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
 # benchmarks/results/2026-12-06-deflate-choice.md says why.
 # libssl-dev: TLS of the wss:// clients; openssl (the command) makes the
 # tests' certificates; chromium runs the demo page in
-# tests/test_browser_demo.py; redis-server is the backplane of the
+# tests/test_browser_demo.py; libnss3-tools (certutil) makes the NSS
+# certificate store in which tests/test_browser_tls.py's Chromium trusts its
+# test CA; redis-server is the backplane of the
 # scaling-out tests, which start their own on a free port (never the system
 # service); clang-format (Debian's, 14 on bookworm) checks and applies the C
 # style of .clang-format (make style, make format).
@@ -92,7 +96,7 @@ SANITIZE_LIB := build/sanitize/lib
 # Steps run one after the other even under `make -j`: deps before build
 # before tests.
 .NOTPARALLEL:
-.PHONY: all deps deps-system deps-python build ctest test demo sanitize bench \
+.PHONY: all deps deps-system deps-python build ctest test demo demo-https sanitize bench \
         bench-full bench-cross bench-fastapi bench-deflate bench-deps memcheck conformance conformance-quick soak fuzz fuzz-smoke \
         style types format clean
 
@@ -201,6 +205,33 @@ test: deps build ctest
 
 demo: deps build
 	PYTHONPATH=python $(PYTHON) examples/chat.py
+
+# The same demo over https://127.0.0.1:8443/ (and wss://), with a
+# certificate made once in build/demo-cert/ by openssl: self-signed, for
+# localhost, 127.0.0.1 and ::1 only (its name constraints make a browser
+# refuse anything else its key might sign), a year long. Trust cert.pem in
+# the browser as an authority (README: "The demo over https"), or accept
+# the warning; `rm -r build/demo-cert` makes a new one on the next run.
+DEMO_CERT := build/demo-cert
+DEMO_HTTPS_PORT ?= 8443
+
+demo-https: deps build $(DEMO_CERT)/cert.pem
+	PYTHONPATH=python $(PYTHON) examples/chat.py --port $(DEMO_HTTPS_PORT) \
+	  --certfile $(DEMO_CERT)/cert.pem --keyfile $(DEMO_CERT)/key.pem
+
+$(DEMO_CERT)/cert.pem:
+	@mkdir -p $(DEMO_CERT)
+	umask 077 && openssl req -x509 -newkey ec \
+	  -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+	  -subj "/CN=roomcast demo (localhost)" \
+	  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" \
+	  -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+	  -addext "nameConstraints=critical,permitted;DNS:localhost,permitted;IP:127.0.0.1/255.255.255.255,permitted;IP:::1/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" \
+	  -addext "keyUsage=critical,digitalSignature,keyCertSign" \
+	  -addext "extendedKeyUsage=serverAuth" \
+	  -keyout $(DEMO_CERT)/key.pem -out $(DEMO_CERT)/cert.tmp
+	chmod 644 $(DEMO_CERT)/cert.tmp
+	mv $(DEMO_CERT)/cert.tmp $@
 
 # The peers at the versions the published figures used, and matplotlib.
 bench-deps: deps

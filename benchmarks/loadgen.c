@@ -47,6 +47,25 @@
  * publishing (frames with their headers, compressed or not) over the
  * deliveries.
  *
+ * TLS (--tls): every connection makes a TLS client handshake (OpenSSL on
+ * the socket, TLS 1.2 or later, ALPN "http/1.1" offered, no certificate
+ * check: a load generator on loopback) before its upgrade request, and
+ * everything after it is read and written through TLS. A connection with
+ * TLS takes its own branch once per read or write call (on_readable_tls,
+ * tls_write), so the plaintext path is what it was. Records are read with
+ * read-ahead into a TLS_READ_BUF buffer (one recv() brings many records)
+ * and decrypted into the shared read buffer until it is full or the socket
+ * is empty; the frames are then parsed in place as for plaintext.
+ * wire_bytes then counts the decrypted frame bytes. TLS 1.3 is what both
+ * sides prefer; --tls-max 1.2 keeps it to TLS 1.2. Full handshakes by
+ * default (no session cache): each connection costs the server a key
+ * exchange and a signature. --tls-resume: every connection offers a
+ * ticket (or TLS 1.2 session) the server gave and no connection has
+ * offered yet, the latest first, so that once tickets flow the handshakes
+ * are resumptions (TLS 1.3: PSK with an X25519 key exchange, no
+ * certificate), each ticket used once as a browser does; tls_resumed
+ * counts those the server accepted.
+ *
  * Modes:
  *   window (default)  as fast as the window allows; --duration stops sending
  *                     new messages after that many seconds, so that a slow
@@ -61,6 +80,16 @@
  *                     and reads it again; the difference over the added
  *                     connections is the resident memory one idle member
  *                     costs, the process's fixed costs excluded.
+ *   --handshakes N    no room, no publishing: N connections, --batch of
+ *                     them in flight at a time, each one connect(), the
+ *                     TLS handshake with --tls, the upgrade, then a close
+ *                     frame and the server's answer to it. The first
+ *                     HS_WARM of them warm the server up (those closed
+ *                     when the clock starts: "warmup"); over the rest:
+ *                     connections per second, the server's CPU time per
+ *                     connection, this process's share of its core and
+ *                     the time from connect() to the 101 (p50, p99).
+ *                     --duration stops starting new ones after that long.
  *
  * Cost per delivery: the server, not this program, must set the pace, so a
  * delivery costs as little as it can. One thread (the benchmark gives it
@@ -76,7 +105,7 @@
  *
  * Build: gcc -O2 -std=c11 -Wall -Wextra -Werror -Icsrc benchmarks/loadgen.c
  *        csrc/proto/rc_http.c csrc/proto/rc_pmd.c csrc/proto/rc_deflate.c
- *        -o build/loadgen -lcrypto -ldeflate -lz
+ *        -o build/loadgen -lssl -lcrypto -ldeflate -lz
  * Exit status: 0 on success, 1 on order errors, loss, dropped connections
  * or timeout, 2 on bad usage or set-up failure.
  */
@@ -91,6 +120,9 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -118,6 +150,11 @@
 #define HS_BUF 2048 /* a 101 response larger than this is refused */
 #define READ_BUF (256 * 1024)
 #define MAX_EVENTS 1024
+/* OpenSSL's read buffer per TLS connection (read-ahead: one recv() brings
+ * this much at most); released while the connection has nothing buffered */
+#define TLS_READ_BUF (64 * 1024)
+/* --handshakes: connections that warm the server up before measuring */
+#define HS_WARM 50u
 /* Above this many clients, source addresses are spread over 127.0.0.x:
  * one source address has about 28,000 ephemeral ports. */
 #ifndef SPREAD_ABOVE
@@ -133,6 +170,7 @@
 enum conn_state {
   ST_IDLE,
   ST_CONNECTING,
+  ST_TLS, /* the TLS handshake, before the upgrade */
   ST_HANDSHAKE,
   ST_OPEN,
   ST_CLOSING,
@@ -175,10 +213,14 @@ struct conn {
   bool out_armed;    /* EPOLLOUT is in the interest set */
   bool pmd;          /* permessage-deflate was negotiated */
   bool msg_z;        /* the message being assembled is compressed (RSV1) */
-  uint32_t expect;   /* next sequence number this connection should see */
-  uint64_t skip;     /* payload bytes of the current frame not yet read */
+  /* SSL_read asked for the socket to be writable */
+  bool tls_read_wants_write;
+  uint32_t expect; /* next sequence number this connection should see */
+  uint64_t skip;   /* payload bytes of the current frame not yet read */
   struct outbuf *out;
   struct handshake *hs;
+  SSL *ssl;         /* NULL without --tls */
+  uint64_t t_begin; /* --handshakes: when connect() was called */
   /* the server keeps its compression context: this connection's inflate
    * stream; NULL when its messages stand alone */
   rc_inflate_stream *zs;
@@ -211,6 +253,11 @@ struct options {
   bool deflate;      /* --deflate: offer permessage-deflate */
   bool inflate_all;  /* --inflate-all: no memo of checked compressed bytes */
   bool show_payload; /* --show-payload: print message 0 and exit */
+  bool tls;          /* --tls */
+  int tls_max;       /* --tls-max: 0 (no limit) or TLS1_2_VERSION */
+  bool tls_resume;   /* --tls-resume */
+  /* --handshakes N: the connection rate mode */
+  uint32_t handshakes;
 };
 
 static struct options opt = {
@@ -294,6 +341,21 @@ static struct zbuf **memo;
 static uint64_t compressed_rx, inflations, memo_hits, content_errors;
 /* bytes received (wire bytes: frames with headers), for the publishing */
 static uint64_t rx_bytes;
+
+/* TLS (--tls): one client context for every connection; what the first
+ * connection to finish its handshake negotiated; why the last TLS call
+ * failed */
+static SSL_CTX *tls_ctx;
+static uint32_t tls_done;
+static char tls_version[16], tls_cipher[64], tls_alpn[32];
+static char tls_why[200];
+/* --tls-resume: the sessions (tickets) the server gave and no connection
+ * has offered yet, the latest last; how many handshakes resumed one */
+#define TLS_SESSIONS 256
+static SSL_SESSION *tls_sessions[TLS_SESSIONS];
+static uint32_t tls_session_count, tls_resumed;
+/* --tls-resume: tickets received, and sessions offered */
+static uint32_t tls_tickets, tls_offered;
 
 /* ---------------------------------------------------------------- utils */
 
@@ -379,6 +441,48 @@ static void set_interest(struct conn *c, bool want_out) {
 
 static void conn_lost(struct conn *c, const char *why);
 
+/* Why TLS call `what` failed with SSL_get_error() code e, in tls_why;
+ * clears OpenSSL's error queue. */
+static const char *tls_reason(const char *what, int e) {
+  unsigned long code = ERR_get_error();
+  if (code != 0) {
+    const char *r = ERR_reason_error_string(code);
+    snprintf(tls_why, sizeof tls_why, "TLS: %s: %s", what,
+             r ? r : "unknown error");
+  } else if (e == SSL_ERROR_SYSCALL) {
+    snprintf(tls_why, sizeof tls_why, "TLS: %s: %s", what,
+             errno ? strerror(errno) : "connection closed");
+  } else {
+    snprintf(tls_why, sizeof tls_why, "TLS: %s: error %d", what, e);
+  }
+  ERR_clear_error();
+  return tls_why;
+}
+
+/* send() for a TLS connection: the bytes written (> 0), or -1 with errno
+ * EAGAIN (try again when the socket allows) or EIO (tls_why says why).
+ * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER and SSL_MODE_ENABLE_PARTIAL_WRITE:
+ * a retry may come from the out buffer, with more bytes after the same
+ * ones. */
+static ssize_t tls_write(struct conn *c, const void *p, size_t len) {
+  int n = SSL_write(c->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
+  if (n > 0)
+    return n;
+  int e = SSL_get_error(c->ssl, n);
+  if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+    errno = EAGAIN;
+    return -1;
+  }
+  tls_reason("SSL_write", e);
+  errno = EIO;
+  return -1;
+}
+
+/* What went wrong with the last write or read of connection c. */
+static const char *io_error(const struct conn *c) {
+  return c->ssl != NULL && errno == EIO ? tls_why : strerror(errno);
+}
+
 /* Writes now what the socket takes and keeps the rest for EPOLLOUT; bytes of
  * one frame are never reordered with another's. Returns false if the
  * connection was lost. */
@@ -386,13 +490,14 @@ static bool conn_send(struct conn *c, const void *data, size_t len) {
   const uint8_t *p = data;
   if (c->out == NULL || c->out->len == c->out->off) {
     while (len > 0) {
-      ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+      ssize_t n = c->ssl != NULL ? tls_write(c, p, len)
+                                 : send(c->fd, p, len, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR)
           continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
           break;
-        conn_lost(c, strerror(errno));
+        conn_lost(c, io_error(c));
         return false;
       }
       p += n;
@@ -434,18 +539,21 @@ static bool conn_send(struct conn *c, const void *data, size_t len) {
 static void conn_flush(struct conn *c) {
   struct outbuf *o = c->out;
   while (o != NULL && o->off < o->len) {
-    ssize_t n = send(c->fd, o->data + o->off, o->len - o->off, MSG_NOSIGNAL);
+    const uint8_t *p = o->data + o->off;
+    size_t len = o->len - o->off;
+    ssize_t n = c->ssl != NULL ? tls_write(c, p, len)
+                               : send(c->fd, p, len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         return;
-      conn_lost(c, strerror(errno));
+      conn_lost(c, io_error(c));
       return;
     }
     o->off += (size_t)n;
   }
-  if (c->out_armed)
+  if (c->out_armed && !c->tls_read_wants_write)
     set_interest(c, false);
 }
 
@@ -844,6 +952,15 @@ static void compressed_message(struct conn *c, const uint8_t *z, size_t len,
 /* --------------------------------------------------------- connections */
 
 static void conn_close_fd(struct conn *c) {
+  if (c->ssl != NULL) {
+    /* No close_notify: the WebSocket closing handshake ended the session.
+     * Marked as shut down all the same: SSL_free() of a connection that
+     * was not makes its session, a ticket --tls-resume may have kept,
+     * not resumable. */
+    SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
   if (c->fd >= 0) {
     if (close(c->fd) != 0 && errno != EINTR)
       perror("close");
@@ -872,7 +989,7 @@ static void conn_lost(struct conn *c, const char *why) {
   if (phase == PH_CLOSE || was == ST_CLOSING)
     return;
   dropped++;
-  if (was == ST_CONNECTING || was == ST_HANDSHAKE) {
+  if (was == ST_CONNECTING || was == ST_TLS || was == ST_HANDSHAKE) {
     note_limited("connection %" PRIu32 " could not be opened: %s", idx, why);
     handshaking--;
     fatal = true;
@@ -931,6 +1048,7 @@ static void start_connect(uint32_t i) {
   }
   c->fd = fd;
   c->state = ST_CONNECTING;
+  c->t_begin = opt.handshakes ? now_ns() : 0;
   handshaking++;
   struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.u32 = i};
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -983,6 +1101,67 @@ static void send_upgrade(struct conn *c) {
 }
 
 static void feed_frames(struct conn *c, const uint8_t *p, size_t n, uint64_t t);
+
+/* Advances connection c's TLS handshake; once it is done, sends the
+ * upgrade request through TLS. */
+static void tls_step(struct conn *c) {
+  int r = SSL_do_handshake(c->ssl);
+  if (r == 1) {
+    if (SSL_session_reused(c->ssl))
+      tls_resumed++;
+    if (tls_done++ == 0) {
+      const unsigned char *alpn = NULL;
+      unsigned alpn_len = 0;
+      SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+      snprintf(tls_version, sizeof tls_version, "%s", SSL_get_version(c->ssl));
+      snprintf(tls_cipher, sizeof tls_cipher, "%s",
+               SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
+      snprintf(tls_alpn, sizeof tls_alpn, "%.*s", (int)alpn_len,
+               alpn ? (const char *)alpn : "");
+    }
+    send_upgrade(c);
+    return;
+  }
+  int e = SSL_get_error(c->ssl, r);
+  if (e == SSL_ERROR_WANT_READ) {
+    if (c->out_armed)
+      set_interest(c, false);
+  } else if (e == SSL_ERROR_WANT_WRITE) {
+    if (!c->out_armed)
+      set_interest(c, true);
+  } else {
+    conn_lost(c, tls_reason("handshake", e));
+  }
+}
+
+/* The TCP connection is up: the TLS handshake starts. */
+static void tls_begin(struct conn *c) {
+  c->ssl = SSL_new(tls_ctx);
+  if (c->ssl == NULL) {
+    note("SSL_new: %s", tls_reason("SSL_new", SSL_ERROR_SSL));
+    exit(2);
+  }
+  if (SSL_set_fd(c->ssl, c->fd) != 1) {
+    note("SSL_set_fd: %s", tls_reason("SSL_set_fd", SSL_ERROR_SSL));
+    exit(2);
+  }
+  if (tls_session_count > 0) {
+    /* each ticket offered once (RFC 8446 C.4), the latest first */
+    SSL_SESSION *session = tls_sessions[--tls_session_count];
+    tls_offered++;
+    int set = SSL_set_session(c->ssl, session);
+    SSL_SESSION_free(session); /* the connection holds its own reference */
+    if (set != 1) {
+      note("SSL_set_session: %s", tls_reason("SSL_set_session", SSL_ERROR_SSL));
+      exit(2);
+    }
+  }
+  SSL_set_connect_state(c->ssl);
+  c->state = ST_TLS;
+  tls_step(c);
+}
+
+static void handshake_done(struct conn *c, uint64_t t);
 
 /* Looks for the end of the 101 response; frames may follow it in the same
  * read. Returns false if the connection was lost. */
@@ -1097,6 +1276,10 @@ static bool read_handshake(struct conn *c, const uint8_t *p, size_t n,
   handshaking--;
   opened++;
   alive++;
+  if (opt.handshakes) {
+    handshake_done(c, t);
+    return c->state != ST_DONE;
+  }
   if (rest_off < n)
     feed_frames(c, p + rest_off, n - rest_off, t);
   return c->state != ST_DONE;
@@ -1387,6 +1570,63 @@ static void on_readable(struct conn *c) {
   }
 }
 
+/* on_readable() for a TLS connection: records decrypted into the shared
+ * read buffer (after what the last read left in carry) until it is full
+ * or nothing more can be had now, then the frames parsed in place. */
+static void on_readable_tls(struct conn *c) {
+  enum { MORE, EMPTY, EOF_SEEN, FAILED } end = MORE;
+  c->tls_read_wants_write = false;
+  while (end == MORE) {
+    size_t keep = c->carry_len;
+    if (keep > 0)
+      memcpy(readbuf, c->carry, keep);
+    size_t got = 0;
+    while (keep + got < sizeof readbuf) {
+      int r = SSL_read(c->ssl, readbuf + keep + got,
+                       (int)(sizeof readbuf - keep - got));
+      if (r > 0) {
+        got += (size_t)r;
+        continue;
+      }
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ) {
+        end = EMPTY;
+      } else if (e == SSL_ERROR_WANT_WRITE) {
+        /* retried once the socket is writable (on_event) */
+        end = EMPTY;
+        c->tls_read_wants_write = true;
+        if (!c->out_armed)
+          set_interest(c, true);
+      } else if (e == SSL_ERROR_ZERO_RETURN) {
+        end = EOF_SEEN;
+      } else {
+        tls_reason("SSL_read", e);
+        end = FAILED;
+      }
+      break;
+    }
+    if (got > 0) {
+      reads++;
+      rx_bytes += got;
+      c->carry_len = 0;
+      uint64_t t = now_ns();
+      if (c->state == ST_HANDSHAKE) {
+        if (!read_handshake(c, readbuf, got, t))
+          return;
+      } else {
+        feed_frames(c, readbuf, keep + got, t);
+      }
+      if (c->state == ST_DONE)
+        return;
+    }
+  }
+  if (end == EOF_SEEN)
+    conn_lost(c, c->state == ST_CLOSING ? "closed"
+                                        : "connection closed by the server");
+  else if (end == FAILED)
+    conn_lost(c, tls_why);
+}
+
 static void on_event(uint32_t idx, uint32_t events) {
   struct conn *c = &conns[idx];
   if (c->state == ST_DONE)
@@ -1400,7 +1640,23 @@ static void on_event(uint32_t idx, uint32_t events) {
       conn_lost(c, strerror(err));
       return;
     }
-    send_upgrade(c);
+    if (opt.tls)
+      tls_begin(c);
+    else
+      send_upgrade(c);
+    return;
+  }
+  if (c->ssl != NULL) {
+    if (c->state == ST_TLS) {
+      tls_step(c);
+      return;
+    }
+    /* a write may wait on a read and a read on a write: both are tried */
+    if (c->out != NULL && c->out->off < c->out->len)
+      conn_flush(c);
+    if (c->state != ST_DONE &&
+        ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || c->tls_read_wants_write))
+      on_readable_tls(c);
     return;
   }
   if (events & EPOLLOUT) {
@@ -1502,6 +1758,19 @@ static void send_warmup(uint64_t t) {
   (void)conn_send(&conns[0], frame, frame_len);
 }
 
+/* --handshakes: connections that warm the server up, not measured */
+static uint32_t hs_warm;
+
+/* --handshakes: the upgrade of connection c is done; its time from
+ * connect() is kept and the closing handshake starts. */
+static void handshake_done(struct conn *c, uint64_t t) {
+  static const uint8_t normal[2] = {0x03, 0xE8}; /* 1000 */
+  if ((uint32_t)(c - conns) >= hs_warm)
+    hist_add(t > c->t_begin ? t - c->t_begin : 0);
+  c->state = ST_CLOSING;
+  (void)send_control(c, 0x8, normal, sizeof normal);
+}
+
 static void begin_close(void) {
   static const uint8_t normal[2] = {0x03, 0xE8}; /* 1000 */
   for (uint32_t i = 0; i < opt.clients; i++) {
@@ -1551,6 +1820,14 @@ static void usage(FILE *f) {
       "                     bytes equal a delivery of that message already\n"
       "                     inflated and checked\n"
       "  --show-payload     print message 0 as sent and exit\n"
+      "  --tls              TLS on every connection (no certificate check,\n"
+      "                     ALPN http/1.1 offered, TLS 1.2 or later)\n"
+      "  --tls-max 1.2|1.3  the highest TLS version offered (default 1.3)\n"
+      "  --tls-resume       offer the session of the server's latest ticket\n"
+      "                     (default: every handshake a full one)\n"
+      "  --handshakes N     measure new connections per second instead:\n"
+      "                     N connections, --batch at a time, each connect,\n"
+      "                     TLS handshake (--tls), upgrade, close\n"
       "  --json             one JSON line on stdout, the summary on stderr\n",
       PREFIX_LEN, JSON_MIN_SIZE);
 }
@@ -1599,6 +1876,10 @@ static void parse_args(int argc, char **argv) {
       {"deflate", no_argument, NULL, 'z'},
       {"inflate-all", no_argument, NULL, 'a'},
       {"show-payload", no_argument, NULL, 'v'},
+      {"tls", no_argument, NULL, 'T'},
+      {"tls-max", required_argument, NULL, 'X'},
+      {"tls-resume", no_argument, NULL, 'R'},
+      {"handshakes", required_argument, NULL, 'K'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -1696,6 +1977,25 @@ static void parse_args(int argc, char **argv) {
     case 'v':
       opt.show_payload = true;
       break;
+    case 'T':
+      opt.tls = true;
+      break;
+    case 'X':
+      if (strcmp(optarg, "1.2") == 0) {
+        opt.tls_max = TLS1_2_VERSION;
+      } else if (strcmp(optarg, "1.3") == 0) {
+        opt.tls_max = 0;
+      } else {
+        note("--tls-max takes 1.2 or 1.3: %s", optarg);
+        exit(2);
+      }
+      break;
+    case 'R':
+      opt.tls_resume = true;
+      break;
+    case 'K':
+      opt.handshakes = parse_u32("handshakes", optarg, 1);
+      break;
     case 'h':
       usage(stdout);
       exit(0);
@@ -1712,6 +2012,16 @@ static void parse_args(int argc, char **argv) {
     note("--idle-rss needs --server-pid and more --clients than --rss-warm");
     exit(2);
   }
+  if (opt.tls_resume && !opt.tls) {
+    note("--tls-resume needs --tls");
+    exit(2);
+  }
+  if (opt.handshakes && (opt.idle_rss || opt.rate > 0 || nports > 0)) {
+    note("--handshakes goes without --idle-rss, --rate and --ports");
+    exit(2);
+  }
+  if (opt.handshakes)
+    opt.clients = opt.handshakes; /* one connection each, never reused */
   if (opt.payload_json && opt.size < JSON_MIN_SIZE) {
     note("--payload json needs --size >= %d", JSON_MIN_SIZE);
     exit(2);
@@ -1770,6 +2080,212 @@ static const double cdf_q[] = {
     0.9999};
 #define CDF_POINTS (sizeof cdf_q / sizeof cdf_q[0])
 
+/* --tls-resume: a session (ticket) the server gave, kept for a new
+ * connection to offer; when TLS_SESSIONS wait already, the oldest goes.
+ * Returns 1: the reference is ours. */
+static int tls_new_session(SSL *ssl, SSL_SESSION *session) {
+  (void)ssl;
+  tls_tickets++;
+  if (tls_session_count == TLS_SESSIONS) {
+    SSL_SESSION_free(tls_sessions[0]);
+    memmove(tls_sessions, tls_sessions + 1,
+            (TLS_SESSIONS - 1) * sizeof tls_sessions[0]);
+    tls_session_count--;
+  }
+  tls_sessions[tls_session_count++] = session;
+  return 1;
+}
+
+/* No certificate check at all: the chain is not even built (with
+ * SSL_VERIFY_NONE alone OpenSSL still verifies it and keeps the result). */
+static int tls_accept_any(X509_STORE_CTX *store, void *arg) {
+  (void)store;
+  (void)arg;
+  return 1;
+}
+
+/* The client context of --tls: TLS 1.2 or later (up to --tls-max), ALPN
+ * "http/1.1", no certificate check, no session cache (every handshake is
+ * a full one) unless --tls-resume, read-ahead into TLS_READ_BUF, buffers
+ * released while idle, and an EOF without close_notify taken as an EOF (the
+ * WebSocket close says whether the connection ended well). */
+static bool tls_setup(void) {
+  static const unsigned char alpn[] = "\x08http/1.1";
+  tls_ctx = SSL_CTX_new(TLS_client_method());
+  if (tls_ctx == NULL) {
+    note("%s", tls_reason("SSL_CTX_new", SSL_ERROR_SSL));
+    return false;
+  }
+  if (SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION) != 1 ||
+      (opt.tls_max != 0 &&
+       SSL_CTX_set_max_proto_version(tls_ctx, opt.tls_max) != 1)) {
+    note("%s", tls_reason("TLS versions", SSL_ERROR_SSL));
+    return false;
+  }
+  /* 0 is success here */
+  if (SSL_CTX_set_alpn_protos(tls_ctx, alpn, sizeof alpn - 1) != 0) {
+    note("%s", tls_reason("ALPN", SSL_ERROR_SSL));
+    return false;
+  }
+  SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+  SSL_CTX_set_cert_verify_callback(tls_ctx, tls_accept_any, NULL);
+  if (opt.tls_resume) {
+    SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT |
+                                                SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(tls_ctx, tls_new_session);
+  } else {
+    SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+  }
+  SSL_CTX_set_read_ahead(tls_ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(tls_ctx, TLS_READ_BUF);
+  SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_options(tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  return true;
+}
+
+/* The TLS fields of the JSON line (empty strings without --tls). */
+static void print_tls_json(void) {
+  printf(",\"tls\":%s,\"tls_version\":\"%s\",\"tls_cipher\":\"%s\""
+         ",\"tls_alpn\":\"%s\",\"tls_handshakes\":%" PRIu32
+         ",\"tls_resume\":%s,\"tls_resumed\":%" PRIu32
+         ",\"tls_tickets\":%" PRIu32 ",\"tls_offered\":%" PRIu32,
+         opt.tls ? "true" : "false", tls_version, tls_cipher, tls_alpn,
+         tls_done, opt.tls_resume ? "true" : "false", tls_resumed, tls_tickets,
+         tls_offered);
+}
+
+/* --handshakes: opens opt.handshakes connections, opt.batch in flight at
+ * a time, each closed as soon as its upgrade is done (handshake_done). The
+ * first hs_warm are the warm-up; the clocks (this process's CPU, the
+ * server's, the wall) run from when they have all closed until the last
+ * connection has. */
+static int run_handshakes(void) {
+  static struct epoll_event evs[MAX_EVENTS];
+  uint32_t n = opt.handshakes;
+  hs_warm = n / 10 < HS_WARM ? n / 10 : HS_WARM;
+  uint32_t limit = n; /* connections to start: fewer once --duration is up */
+  uint64_t t_start = now_ns();
+  uint64_t deadline = t_start + (uint64_t)(opt.timeout * 1e9);
+  uint64_t t0 = 0, t1 = 0, lg0 = 0, lg1 = 0, cpu0 = 0, cpu1 = 0;
+  uint32_t closed0 = 0;
+  bool measuring = false, cpu_ok = false;
+  while (!fatal) {
+    uint64_t t = now_ns();
+    if (!measuring && closed_count >= hs_warm) {
+      measuring = true;
+      t0 = t;
+      lg0 = cpu_ns();
+      closed0 = closed_count;
+      if (opt.server_pid > 0)
+        cpu_ok = read_cpu_ticks(opt.server_pid, &cpu0);
+    }
+    if (measuring && opt.duration > 0 && limit > next_to_open &&
+        t - t0 >= (uint64_t)(opt.duration * 1e9))
+      limit = next_to_open;
+    while (next_to_open < limit && next_to_open - closed_count < opt.batch &&
+           !fatal)
+      start_connect(next_to_open++);
+    if (measuring && closed_count == next_to_open && next_to_open == limit) {
+      t1 = now_ns();
+      lg1 = cpu_ns();
+      if (cpu_ok)
+        cpu_ok = read_cpu_ticks(opt.server_pid, &cpu1);
+      break;
+    }
+    if (t >= deadline) {
+      timed_out = true;
+      note("timed out after %.0f s: %" PRIu32 " connections started, %" PRIu32
+           " upgraded, %" PRIu32 " closed",
+           opt.timeout, next_to_open, opened, closed_count);
+      break;
+    }
+    int k = epoll_wait(epfd, evs, MAX_EVENTS, 100);
+    if (k < 0) {
+      if (errno == EINTR)
+        continue;
+      perror("epoll_wait");
+      return 2;
+    }
+    for (int i = 0; i < k; i++)
+      on_event(evs[i].data.u32, evs[i].events);
+  }
+  for (uint32_t i = 0; i < opt.clients; i++)
+    conn_close_fd(&conns[i]);
+
+  bool done = t1 != 0;
+  uint32_t count = done ? closed_count - closed0 : 0;
+  double secs = done ? (double)(t1 - t0) / 1e9 : 0;
+  double rate = secs > 0 ? count / secs : 0;
+  double tick = (double)sysconf(_SC_CLK_TCK);
+  double server_cpu = cpu_ok && done ? (double)(cpu1 - cpu0) / tick : -1;
+  double server_per =
+      server_cpu >= 0 && count > 0 ? server_cpu * 1e6 / count : -1;
+  double client_cpu = done ? (double)(lg1 - lg0) / 1e9 : 0;
+  double share = secs > 0 ? client_cpu / secs : 0;
+  double qs[3] = {0.5, 0.99, 1.0}, lat[3];
+  hist_quantiles(qs, 2, lat);
+  lat[2] = (double)lat_max_ns / 1000.0;
+  bool ok = done && !timed_out && !fatal && dropped == 0 &&
+            protocol_errors == 0 && opened == closed_count;
+
+  FILE *h = opt.json ? stderr : stdout;
+  fprintf(h,
+          "handshakes %" PRIu32 " (%" PRIu32 " warm-up, %" PRIu32
+          " at a time)%s\n",
+          next_to_open, hs_warm, opt.batch, opt.tls ? " with TLS" : "");
+  fprintf(h, "rate      %.0f connections/s (%" PRIu32 " in %.3f s)\n", rate,
+          count, secs);
+  if (server_per >= 0)
+    fprintf(h, "server    %.2f s CPU, %.1f us per connection\n", server_cpu,
+            server_per);
+  fprintf(h,
+          "loadgen   %.2f s CPU (%.0f%% of its core), %.1f us per "
+          "connection\n",
+          client_cpu, 100 * share, count ? client_cpu * 1e6 / count : 0.0);
+  fprintf(h, "connect   to the 101: p50 %.0f us  p99 %.0f us  max %.0f us\n",
+          lat[0], lat[1], lat[2]);
+  if (opt.tls)
+    fprintf(h,
+            "tls       %s %s, ALPN \"%s\", %" PRIu32 " of %" PRIu32
+            " resumed (%" PRIu32 " offered a session, %" PRIu32
+            " tickets received)\n",
+            tls_version, tls_cipher, tls_alpn, tls_resumed, tls_done,
+            tls_offered, tls_tickets);
+  fprintf(h,
+          "errors    dropped connections %" PRIu64 "  protocol %" PRIu64 "%s\n",
+          dropped, protocol_errors, timed_out ? "  TIMED OUT" : "");
+  if (opt.json) {
+    printf("{\"mode\":\"handshakes\",\"started\":%" PRIu32
+           ",\"warmup\":%" PRIu32 ",\"batch\":%" PRIu32
+           ",\"handshakes\":%" PRIu32 ",\"handshake_seconds\":%.6f"
+           ",\"handshakes_per_sec\":%.1f",
+           next_to_open, closed0, opt.batch, count, secs, rate);
+    if (server_per >= 0)
+      printf(",\"server_cpu_seconds\":%.3f"
+             ",\"server_cpu_us_per_handshake\":%.2f",
+             server_cpu, server_per);
+    else
+      printf(",\"server_cpu_seconds\":null"
+             ",\"server_cpu_us_per_handshake\":null");
+    printf(",\"client_cpu_seconds\":%.3f,\"loadgen_cpu_share\":%.4f"
+           ",\"loadgen_cores\":1,\"loadgen_cpu_us_per_handshake\":%.2f",
+           client_cpu, share, count ? client_cpu * 1e6 / count : 0.0);
+    print_tls_json();
+    printf(",\"handshake_latency_us\":{\"p50\":%.0f,\"p99\":%.0f"
+           ",\"max\":%.0f}",
+           lat[0], lat[1], lat[2]);
+    printf(",\"dropped\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
+           ",\"timed_out\":%s,\"ok\":%s}\n",
+           dropped, protocol_errors, timed_out ? "true" : "false",
+           ok ? "true" : "false");
+  }
+  if (fflush(stdout) != 0)
+    return 2;
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   parse_args(argc, argv);
   self_test();
@@ -1811,6 +2327,14 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    /* OpenSSL writes with write(), not send(MSG_NOSIGNAL) */
+    perror("signal(SIGPIPE)");
+    return 2;
+  }
+  if (opt.tls && !tls_setup())
+    return 2;
+
   conns = calloc(opt.clients, sizeof *conns);
   pending = calloc(opt.messages, sizeof *pending);
   sent_prefix = calloc(opt.messages, sizeof *sent_prefix);
@@ -1838,6 +2362,9 @@ int main(int argc, char **argv) {
     perror("epoll_create1");
     return 2;
   }
+
+  if (opt.handshakes)
+    return run_handshakes();
 
   double tick = (double)sysconf(_SC_CLK_TCK);
   uint64_t cpu0 = 0, cpu1 = 0;
@@ -2098,6 +2625,9 @@ int main(int argc, char **argv) {
   if (!opt.idle_rss)
     fprintf(h, "wire      %.1f bytes per delivery (%" PRIu32 " of text)\n",
             wire_per, opt.size);
+  if (opt.tls)
+    fprintf(h, "tls       %s %s, ALPN \"%s\", %" PRIu32 " handshakes\n",
+            tls_version, tls_cipher, tls_alpn, tls_done);
   if (opt.deflate)
     fprintf(h,
             "deflate   negotiated on %" PRIu32 " of %" PRIu32
@@ -2162,6 +2692,7 @@ int main(int argc, char **argv) {
         opt.deflate ? "true" : "false", pmd_all ? "true" : "false", pmd_conns,
         opened, takeover_conns, pmd_answer, zdeliv, compressed_rx, inflations,
         memo_hits, content_errors);
+    print_tls_json();
     printf(",\"latency_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f"
            ",\"max\":%.0f}",
            p50, p99, p999, pmax);

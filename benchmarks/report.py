@@ -49,6 +49,14 @@ DEFLATE_CLIENTS = (1000, 10000)
 DEFLATE_IDLE_GOAL = 1.2
 WIRE_SLACK = 1.05
 
+# TLS (issue 16, run.py --tls): roomcast over TLS against roomcast in
+# plaintext and against the peers over TLS. Burst deliveries/s of
+# roomcast-tls >= goal x the server's, at TLS_CLIENTS.
+TLS = "roomcast-tls"
+TLS_SERVERS = ("roomcast", TLS, "socketify-tls", "websockets-tls")
+TLS_TARGETS = (("roomcast", 0.4), ("socketify-tls", 3.0), ("websockets-tls", 30.0))
+TLS_CLIENTS = (1000,)
+
 
 # ------------------------------------------------------------------ helpers
 
@@ -372,33 +380,40 @@ def deflate_size(doc: dict) -> int:
     return sizes[0]
 
 
+def burst_target(
+    doc: dict, mine_name: str, peer: str, clients: int, size: int, goal: float, label: str
+) -> tuple[str, str, str]:
+    """(target, measured, verdict): server mine_name's burst deliveries/s
+    >= goal x peer's at N = clients. A ratio from a run whose load
+    generator was above LOADGEN_LIMIT is a bound (≥ when it is mine's,
+    ≤ when the peer's); a verdict such a bound could turn is marked."""
+    mine = find(doc, mine_name, "burst", clients, size)
+    theirs = find(doc, peer, "burst", clients, size)
+    if mine is None or theirs is None:
+        missing = mine_name if mine is None else peer
+        return (label, f"not measured ({missing} has no burst result at N={clients:,})", "–")
+    r = mine["deliveries_per_sec"] / theirs["deliveries_per_sec"]
+    lim_a, lim_b = limited(mine), limited(theirs)
+    sign = "≥ " if lim_a and not lim_b else "≤ " if lim_b and not lim_a else ""
+    certain = not (lim_a or lim_b) or (lim_a and not lim_b and r >= goal) or (lim_b and not lim_a and r < goal)
+    return (
+        label,
+        f"{sign}{ratio(r)}{f' {MARK}' if lim_a or lim_b else ''}"
+        f" ({n(mine['deliveries_per_sec'])} vs {n(theirs['deliveries_per_sec'])} deliveries/s;"
+        f" loadgen {loadgen_cell(mine)}, {loadgen_cell(theirs)} of its core)",
+        ("met" if r >= goal else "**missed**") + ("" if certain else f" {MARK}"),
+    )
+
+
 def deflate_targets(doc: dict) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) rows of the permessage-deflate targets."""
     rows: list[tuple[str, str, str]] = []
     size = deflate_size(doc)
     for clients in DEFLATE_CLIENTS:
-        mine = find(doc, DEFLATE, "burst", clients, size)
         for peer, goal in DEFLATE_TARGETS:
             what = "roomcast without compression (same payload)" if peer == "roomcast" else peer
             label = f"burst W=64, N={clients:,}, S={size:,}: {DEFLATE} ≥ {goal:g}× {what}"
-            theirs = find(doc, peer, "burst", clients, size)
-            if mine is None or theirs is None:
-                missing = DEFLATE if mine is None else peer
-                rows.append((label, f"not measured ({missing} has no burst result at N={clients:,})", "–"))
-                continue
-            r = mine["deliveries_per_sec"] / theirs["deliveries_per_sec"]
-            lim_a, lim_b = limited(mine), limited(theirs)
-            sign = "≥ " if lim_a and not lim_b else "≤ " if lim_b and not lim_a else ""
-            certain = not (lim_a or lim_b) or (lim_a and not lim_b and r >= goal) or (lim_b and not lim_a and r < goal)
-            rows.append(
-                (
-                    label,
-                    f"{sign}{ratio(r)}{f' {MARK}' if lim_a or lim_b else ''}"
-                    f" ({n(mine['deliveries_per_sec'])} vs {n(theirs['deliveries_per_sec'])} deliveries/s;"
-                    f" loadgen {loadgen_cell(mine)}, {loadgen_cell(theirs)} of its core)",
-                    ("met" if r >= goal else "**missed**") + ("" if certain else f" {MARK}"),
-                )
-            )
+            rows.append(burst_target(doc, DEFLATE, peer, clients, size, goal, label))
     idle_clients = doc["settings"].get("idle_clients", 10000)
     label = (
         f"RSS per idle connection, N={idle_clients:,}: {DEFLATE} ≤ {DEFLATE_IDLE_GOAL:g}× roomcast without compression"
@@ -532,6 +547,125 @@ def deflate_section(doc: dict) -> list[str]:
     return lines
 
 
+def tls_targets(doc: dict) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows of the TLS targets."""
+    rows: list[tuple[str, str, str]] = []
+    size = (doc["settings"].get("sizes") or [64])[0]
+    for clients in TLS_CLIENTS:
+        for peer, goal in TLS_TARGETS:
+            what = "roomcast in plaintext" if peer == "roomcast" else peer
+            label = f"burst W=64, N={clients:,}, S={size:,}: {TLS} ≥ {goal:g}× {what}"
+            rows.append(burst_target(doc, TLS, peer, clients, size, goal, label))
+    return rows
+
+
+def tls_cell(r: dict) -> str:
+    """What a run's connections negotiated: "TLSv1.3 TLS_AES_256_GCM_SHA384",
+    or plaintext."""
+    if not r.get("tls"):
+        return "plaintext"
+    return f"{r.get('tls_version', '?')} {r.get('tls_cipher', '')}".strip()
+
+
+def tls_section(doc: dict) -> list[str]:
+    """The TLS targets, then each server's burst and single figures, then
+    new connections per second."""
+    s = doc["settings"]
+    size = (s.get("sizes") or [64])[0]
+    key = {"ec": "ECDSA P-256", "rsa": "RSA 2048"}.get(s.get("tls_key", "ec"), s.get("tls_key"))
+    lines = [
+        "## TLS",
+        "",
+        f"`roomcast-tls`, `socketify-tls` and `websockets-tls` serve TLS with a self-signed {key} certificate"
+        " made for the run (`openssl req -x509`); `roomcast` is roomcast in plaintext (`servers/roomcast_chat.py`)."
+        " roomcast with its `Server`'s `ssl_certfile`/`ssl_keyfile`, socketify with its SSL app (uSockets),"
+        " websockets with an `ssl.SSLContext` (asyncio). The load generator (`loadgen --tls`, OpenSSL, no"
+        " certificate check, ALPN http/1.1 offered) decrypts every delivery: its share of its core is next to"
+        " each figure.",
+        "",
+    ]
+    lines += targets_table(
+        tls_targets(doc),
+        "the ratio is a bound (≥ when it is roomcast-tls's, ≤ when the peer's);"
+        " a verdict marked † could change with a faster load generator.",
+    )
+    lines += [
+        "| N | server | TLS | burst deliveries/s | roomcast-tls × | burst CPU µs/delivery | loadgen CPU (burst)"
+        " | single deliveries/s | single CPU µs/delivery | single p99 ms | loadgen CPU (single) |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    order = {name: i for i, name in enumerate(server_order(doc))}
+    shown: list[dict] = []
+    clients = sorted({r["clients"] for r in results(doc, "burst") + results(doc, "single") if r["size"] == size})
+    for c in clients:
+        for name in sorted({r["server"] for r in doc.get("results", [])}, key=lambda x: order.get(x, 99)):
+            burst = next((x for x in results(doc, "burst") if x["server"] == name and x["clients"] == c), None)
+            single = next((x for x in results(doc, "single") if x["server"] == name and x["clients"] == c), None)
+            if burst is None and single is None:
+                continue
+            ok = [x for x in (burst, single) if x is not None and x["status"] == "ok"]
+            shown += ok
+            cells = [tls_cell(ok[0]) if ok else ""]
+            if burst is not None and burst["status"] == "ok":
+                mine = find(doc, TLS, "burst", c, size)
+                cells += [
+                    at_least(burst, n(burst["deliveries_per_sec"])),
+                    ratio(adv(mine and mine["deliveries_per_sec"], burst["deliveries_per_sec"], True)),
+                    n(burst.get("server_cpu_us_per_delivery"), 3),
+                    loadgen_cell(burst),
+                ]
+            else:
+                cells += [status_cell(burst), "", "", ""]
+            if single is not None and single["status"] == "ok":
+                cells += [
+                    at_least(single, n(single["deliveries_per_sec"])),
+                    n(single.get("server_cpu_us_per_delivery"), 3),
+                    at_most(single, ms(single["latency_us"]["p99"])),
+                    loadgen_cell(single),
+                ]
+            else:
+                cells += [status_cell(single), "", "", ""]
+            lines.append(f"| {c:,} | {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += footnote(shown)
+    hs = sorted(
+        results(doc, "handshake") + results(doc, "resume"), key=lambda r: (r["scenario"], order.get(r["server"], 99))
+    )
+    if hs:
+        lines += [
+            "### New connections per second",
+            "",
+            f"Each connection: `connect()`, the TLS handshake, the upgrade, a close frame and the server's"
+            " answer; a full handshake (no session cache), or with resumption (`loadgen --tls-resume`: each"
+            " connection offers the session of the server's latest ticket; how many the server resumed is"
+            f" shown); {s.get('handshake_batch', 32)} in flight at a time, new ones"
+            f" started for {s['seconds']:g} s after a warm-up of {min(50, s.get('handshakes', 20000) // 10)} or more"
+            " (`loadgen --handshakes`). Server CPU per connection is its CPU time over the connections"
+            " made: its cost whatever set the pace.",
+            "",
+            "| server | handshake | TLS | connections/s | server CPU µs/connection | server busy"
+            " | loadgen CPU (of its core) | loadgen µs/connection | to the 101: p50 ms | p99 ms | runs |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in hs:
+            kind = "no TLS" if r.get("tls") is False else "full" if r["scenario"] == "handshake" else "resumption"
+            if r["status"] != "ok":
+                lines.append(f"| {r['server']} | {kind} | {status_cell(r)} | | | | | | | | |")
+                continue
+            if r.get("tls_resume"):
+                kind += f" ({r.get('tls_resumed', 0):,} of {r.get('tls_handshakes', 0):,} resumed)"
+            lat = r.get("handshake_latency_us", {})
+            lines.append(
+                f"| {r['server']} | {kind} | {tls_cell(r)} | {at_least(r, n(r['handshakes_per_sec']))}"
+                f" | {n(r.get('server_cpu_us_per_handshake'))} | {pct(r.get('server_busy'))} | {loadgen_cell(r)}"
+                f" | {n(r.get('loadgen_cpu_us_per_handshake'))} | {at_most(r, ms(lat.get('p50')))}"
+                f" | {at_most(r, ms(lat.get('p99')))} | {r['repeats_ok']}/{r['repeats']} |"
+            )
+        lines.append("")
+        lines += footnote(hs)
+    return lines
+
+
 # ----------------------------------------------------------------- markdown
 
 
@@ -635,10 +769,12 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
         lines.extend(fastapi_section(doc))
     if DEFLATE in server_order(doc):
         lines.extend(deflate_section(doc))
+    if TLS in server_order(doc):
+        lines.extend(tls_section(doc))
 
-    # The fan-out targets compare roomcast with peers a --fastapi or
-    # --deflate run has not.
-    if s["mode"] not in ("fastapi", "deflate"):
+    # The fan-out targets compare roomcast with peers a --fastapi, --deflate
+    # or --tls run has not.
+    if s["mode"] not in ("fastapi", "deflate", "tls"):
         add("## Targets of the issue")
         add("")
         add("| target | measured | verdict |")
@@ -749,7 +885,7 @@ def markdown(doc: dict, pngs: dict | None = None) -> str:
 
     connect: dict = {}
     for r in doc.get("results", []):
-        if r["status"] == "ok" and r["scenario"] != "idle":
+        if r["status"] == "ok" and r["scenario"] not in ("idle", "handshake", "resume"):
             connect.setdefault(r["server"], {}).setdefault(r["clients"], []).append(r["connect_seconds_median"])
     if connect:
         ns = sorted({c for per in connect.values() for c in per})
@@ -839,6 +975,9 @@ STYLE: dict[str, dict[str, Any]] = {
     "socketify-deflate": dict(color="#1f77b4", ls="--", marker="^"),
     "websockets-deflate": dict(color="#ff7f0e", ls="--", marker="P"),
     "aiohttp-deflate": dict(color="#9467bd", ls="--", marker="D"),
+    "roomcast-tls": dict(color="#d62728", lw=2.2, ls="-.", marker="o", zorder=5),
+    "socketify-tls": dict(color="#1f77b4", ls="-.", marker="^"),
+    "websockets-tls": dict(color="#ff7f0e", ls="-.", marker="P"),
 }
 
 

@@ -12,11 +12,13 @@ configuration is repeated and the median run kept. Writes
     python benchmarks/run.py --full      # make bench-full: everything
     python benchmarks/run.py --fastapi   # make bench-fastapi: the FastAPI rows
     python benchmarks/run.py --deflate   # permessage-deflate against its peers
+    python benchmarks/run.py --tls       # make bench-tls: TLS against its peers
     python benchmarks/run.py --servers roomcast,floor-writev \\
         --scenarios burst --clients 1000,10000 --sizes 64 --repeat 5
 
 The stem is the date (``2026-11-22``), with ``-quick`` for a quick pass,
-``-fastapi`` for the FastAPI rows and ``-deflate`` for permessage-deflate. Exits 1 if a run of a roomcast server
+``-fastapi`` for the FastAPI rows, ``-deflate`` for permessage-deflate and
+``-tls`` for TLS. Exits 1 if a run of a roomcast server
 (``roomcast`` or one of the FastAPI ones) failed (lost a message, saw one
 out of order, timed out); a peer that is missing, fails to start or is too slow is
 recorded as such and does not change the exit status.
@@ -56,7 +58,8 @@ FLOOR_SRCS = [HERE / "floor_server.c"] + [ROOT / "csrc" / "proto" / f for f in (
 # rc_http.c takes SHA-1 and base64 (the accept value) from OpenSSL;
 # rc_deflate.c, libdeflate and zlib (the load generator's --deflate).
 LIBS = ["-lcrypto"]
-LOADGEN_LIBS = [*LIBS, "-ldeflate", "-lz"]
+# ... and OpenSSL's TLS (the load generator's --tls).
+LOADGEN_LIBS = ["-lssl", *LIBS, "-ldeflate", "-lz"]
 
 # Server name -> (kind, argument, Python distributions whose versions are
 # recorded). For "py" the argument is the script in servers/ and the
@@ -87,12 +90,22 @@ SERVERS = {
     "socketify-deflate": ("py", "socketify_chat.py deflate", ["socketify"]),
     "websockets-deflate": ("py", "websockets_chat.py deflate", ["websockets"]),
     "aiohttp-deflate": ("py", "aiohttp_chat.py deflate", ["aiohttp"]),
+    # TLS (a name ending in -tls: the server gets `--tls CERTFILE KEYFILE`,
+    # see servers/_tls.py, and the load generator --tls). roomcast with
+    # its Server's ssl_certfile/ssl_keyfile, socketify with its SSL app
+    # (uSockets' OpenSSL), websockets with an ssl.SSLContext (asyncio).
+    "roomcast-tls": ("py", "roomcast_chat.py", []),
+    "socketify-tls": ("py", "socketify_chat.py", ["socketify"]),
+    "websockets-tls": ("py", "websockets_chat.py", ["websockets"]),
 }
 DEFLATE_SUFFIX = "-deflate"
+TLS_SUFFIX = "-tls"
 # The servers that run this work tree's roomcast package: its PYTHONPATH is
 # set for them, and a failed run of any of them is the exit status's.
-ROOMCAST_SERVERS = ("roomcast", "roomcast-fastapi", "roomcast-fastapi-py", "roomcast-deflate")
-SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck")
+ROOMCAST_SERVERS = ("roomcast", "roomcast-fastapi", "roomcast-fastapi-py", "roomcast-deflate", "roomcast-tls")
+SCENARIOS = ("burst", "single", "latency", "idle", "selfcheck", "handshake", "resume")
+# new connections per second: full handshakes, and resumed ones (TLS only)
+RATE_SCENARIOS = ("handshake", "resume")
 BURST_WINDOW = 64
 
 # --quick: what `make bench` runs (a few minutes on a 2-core machine).
@@ -168,7 +181,30 @@ DEFLATE: dict[str, Any] = dict(
     payload="json",
     offer_deflate=True,
 )
-MODES = {"quick": QUICK, "full": FULL, "fastapi": FASTAPI, "deflate": DEFLATE}
+# --tls: TLS (issue 16). roomcast, socketify and websockets over TLS, burst
+# and single at N = 1,000, and roomcast in plaintext for the ratio; then
+# new connections per second (connect, TLS handshake, upgrade, close) for
+# each, roomcast in plaintext too: --handshakes at most, new ones started
+# for --seconds, --handshake-batch in flight; then the same with session
+# resumption (the TLS servers). A P-256 certificate made with the openssl
+# command (--tls-key rsa: RSA 2048). M = 10,000,000 / N as for --fastapi.
+# 5 runs of each (the runs are short: about 5 minutes in all); no run
+# started after 14 minutes.
+TLS: dict[str, Any] = dict(
+    servers=["roomcast", "roomcast-tls", "socketify-tls", "websockets-tls"],
+    scenarios=["burst", "single", "handshake", "resume"],
+    clients=[1000],
+    sizes=[64],
+    latency_clients=[],
+    rates=[],
+    idle_clients=10000,
+    repeat=5,
+    seconds=3.0,
+    budget=60.0,
+    max_minutes=14.0,
+    deliveries=10_000_000,
+)
+MODES = {"quick": QUICK, "full": FULL, "fastapi": FASTAPI, "deflate": DEFLATE, "tls": TLS}
 
 
 # ----------------------------------------------------------------- building
@@ -205,6 +241,19 @@ def build_floor() -> Path:
     return FLOOR
 
 
+def make_certificate(directory: Path, key: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and localhost, valid two
+    days, and its unencrypted key, made with the openssl command in
+    directory: key "ec" (P-256) or "rsa" (2048 bits). Returns the paths
+    (certificate, key)."""
+    cert, keyfile = directory / "cert.pem", directory / "key.pem"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if key == "ec" else ["-newkey", "rsa:2048"]
+    cmd = ["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", str(keyfile), "-out", str(cert)]
+    cmd += ["-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return str(cert), str(keyfile)
+
+
 # ------------------------------------------------------------------ servers
 
 
@@ -222,11 +271,17 @@ class StartError(Exception):
     pass
 
 
-def server_command(name: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of a server under test; raises
-    StartError when its script is missing (RuntimeError: the floor does
-    not build)."""
+def is_tls(name: str) -> bool:
+    return name.endswith(TLS_SUFFIX)
+
+
+def server_command(name: str, port: int, tls: tuple[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a server under test, given the
+    certificate and key of a TLS server; raises StartError when its script
+    is missing (RuntimeError: the floor does not build)."""
     kind, arg, _ = SERVERS[name]
+    if is_tls(name) and tls is None:
+        raise StartError("a TLS server needs a certificate (run.py makes one when a -tls server is asked for)")
     env = dict(os.environ)
     if kind == "floor":
         return [str(build_floor()), str(port), "--mode", arg], env
@@ -237,6 +292,8 @@ def server_command(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     if name in ROOMCAST_SERVERS:
         # the package of this work tree, not an installed one
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
+    if tls is not None and is_tls(name):
+        extra += ["--tls", *tls]
     return [sys.executable, str(script), str(port), *extra], env
 
 
@@ -247,9 +304,9 @@ class ServerProcess:
 
     READY = "listening"  # what the server prints once it listens
 
-    def __init__(self, name: str, pin: bool) -> None:
+    def __init__(self, name: str, pin: bool, tls: tuple[str, str] | None = None) -> None:
         self.name, self.port = name, free_port()
-        cmd, env = server_command(name, self.port)
+        cmd, env = server_command(name, self.port, tls)
         # A file, not a pipe: a server that logs a lot must never block on a
         # pipe nobody reads.
         self.log = tempfile.TemporaryFile(mode="w+", errors="replace")
@@ -302,6 +359,10 @@ def config_label(c: dict) -> str:
         return f"latency N={c['clients']} rate={c['rate']:g}/s S={c['size']}"
     if c["scenario"] == "idle":
         return f"idle N={c['clients']}"
+    if c["scenario"] == "handshake":
+        return f"handshake ≤ {c['clients']:,} connections"
+    if c["scenario"] == "resume":
+        return f"resumed handshake ≤ {c['clients']:,} connections"
     return f"{c['scenario']} N={c['clients']} S={c['size']}"
 
 
@@ -340,6 +401,14 @@ def plan(args: argparse.Namespace) -> list[dict]:
             # first burst size
             size = 64 if args.payload == "x" else args.sizes[0]
             configs.append(dict(scenario=sc, clients=args.idle_clients, size=size, window=1))
+        elif sc in RATE_SCENARIOS:
+            # clients: connections at most (--seconds of starting them);
+            # resumption is for the TLS servers
+            config = dict(scenario=sc, clients=args.handshakes, size=64, window=1)
+            if sc == "resume":
+                config["only"] = [s for s in args.servers if is_tls(s)]
+            if config.get("only", True):
+                configs.append(config)
         elif sc == "selfcheck":
             # Burst against the fastest server at the largest sizes of N: the
             # same configurations as burst, so they are shared when both run.
@@ -382,12 +451,26 @@ def offers_deflate(name: str, args: argparse.Namespace) -> bool:
 
 
 def loadgen_cmd(c: dict, server: ServerProcess, args: argparse.Namespace, pin: bool) -> list[str]:
+    base = [str(LOADGEN), "--port", str(server.port), "--path", "/bench"] + (["--tls"] if is_tls(server.name) else [])
+    if c["scenario"] in RATE_SCENARIOS:
+        cmd = [
+            *base,
+            *(["--tls-resume"] if c["scenario"] == "resume" else []),
+            "--handshakes",
+            str(c["clients"]),
+            "--duration",
+            f"{args.seconds:g}",
+            "--batch",
+            str(args.handshake_batch),
+            "--server-pid",
+            str(server.proc.pid),
+            "--timeout",
+            f"{args.budget:g}",
+            "--json",
+        ]
+        return pinned(1, cmd, pin)
     cmd = [
-        str(LOADGEN),
-        "--port",
-        str(server.port),
-        "--path",
-        "/bench",
+        *base,
         "--clients",
         str(c["clients"]),
         "--size",
@@ -422,6 +505,8 @@ def primary(c: dict) -> str:
         "single": "deliveries_per_sec",
         "latency": "p99",
         "idle": "rss_per_idle_conn_bytes",
+        "handshake": "handshakes_per_sec",
+        "resume": "handshakes_per_sec",
     }[c["scenario"]]
 
 
@@ -445,7 +530,7 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
     with open("/proc/loadavg") as f:
         rec["loadavg_before"] = float(f.read().split()[0])
     try:
-        server = ServerProcess(name, pin)
+        server = ServerProcess(name, pin, args.tls_files if is_tls(name) else None)
     except (StartError, RuntimeError) as exc:
         return {**rec, "status": "unavailable", "error": str(exc)}
     try:
@@ -481,12 +566,14 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
         # or the whole run for idle): next to every figure, and above 80%
         # the figure may be the load generator's, not the server's.
         share = result.get("loadgen_cpu_share")
-        if share is None and result["publish_seconds"] > 0:
+        if share is None and result.get("publish_seconds"):
             share = result["client_cpu_seconds"] / result["publish_seconds"]
         if share is not None:
             rec["loadgen_busy"] = round(share, 4)
             rec["loadgen_limited"] = share > report.LOADGEN_LIMIT
-        if result["publish_seconds"] > 0:
+        if result.get("handshake_seconds") and result.get("server_cpu_seconds") is not None:
+            rec["server_busy"] = round(result["server_cpu_seconds"] / result["handshake_seconds"], 4)
+        if result.get("publish_seconds", 0) > 0:
             if result["deliveries"]:
                 rec["loadgen_cpu_us_per_delivery"] = round(result["client_cpu_seconds"] * 1e6 / result["deliveries"], 4)
             if result.get("server_cpu_seconds") is not None:
@@ -508,6 +595,9 @@ def one_run(name: str, c: dict, args: argparse.Namespace, pin: bool) -> dict:
                 f"permessage-deflate negotiated on {result.get('deflate_connections', 0)}"
                 f" of {result.get('connections_opened', 0)} connections"
             )
+        elif is_tls(name) and not result.get("tls_handshakes"):
+            rec["status"] = "failed"
+            rec["error"] = "no TLS handshake completed"
         elif proc.returncode != 0 or not result.get("ok"):
             rec["status"] = "failed"
             # the load generator's own notes say what went wrong; its
@@ -617,7 +707,9 @@ def summarise(name: str, c: dict, runs: list[dict]) -> dict:
             "status": "ok",
             "repeats": len(runs),
             "repeats_ok": len(ok),
-            "connect_seconds_median": statistics.median(r["connect_seconds"] for r in ok),
+            "connect_seconds_median": (
+                statistics.median(r["connect_seconds"] for r in ok) if "connect_seconds" in best else None
+            ),
             "spread": [metric(r, primary(c)) for r in runs],
         }
     if any(r["status"] == "unavailable" for r in runs):
@@ -647,6 +739,12 @@ def progress_line(rec: dict, c: dict) -> str:
             parts.append(f"SATURATED ({rec.get('rate_achieved', 0):.1f} msg/s sent)")
     elif c["scenario"] == "idle" and rec.get("rss_per_idle_conn_bytes"):
         parts.append(f"{rec['rss_per_idle_conn_bytes']:,.0f} bytes per idle connection")
+    elif c["scenario"] in RATE_SCENARIOS and rec.get("handshakes_per_sec"):
+        parts.append(f"{'≥ ' if rec.get('loadgen_limited') else ''}{rec['handshakes_per_sec']:,.0f} connections/s")
+        if rec.get("server_cpu_us_per_handshake"):
+            parts.append(f"{rec['server_cpu_us_per_handshake']:,.0f} us CPU/connection")
+        if rec.get("tls_resume"):
+            parts.append(f"{rec.get('tls_resumed', 0):,} of {rec.get('tls_handshakes', 0):,} resumed")
     if rec.get("loadgen_busy") is not None:
         parts.append(
             f"loadgen {rec['loadgen_busy']:.0%} of its core"
@@ -746,13 +844,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the FastAPI rows: roomcast, roomcast-fastapi, roomcast-fastapi-py, websocket_rooms",
     )
     mode.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS: roomcast, socketify and websockets over TLS (and roomcast without it), burst, single"
+        " and new connections per second (full and resumed handshakes)",
+    )
+    mode.add_argument(
         "--deflate",
         action="store_true",
         help="permessage-deflate: roomcast with and without it, socketify, websockets and aiohttp with it,"
         " on a 1 KiB JSON payload",
     )
     ap.add_argument("--servers", help="comma-separated servers (default: those of the mode)")
-    ap.add_argument("--scenarios", help="comma-separated: burst, single, latency, idle, selfcheck")
+    ap.add_argument("--scenarios", help="comma-separated: burst, single, latency, idle, selfcheck, handshake, resume")
     ap.add_argument("--clients", help="N for burst and single, comma-separated")
     ap.add_argument("--sizes", help="message sizes S in bytes for burst and single, comma-separated")
     ap.add_argument("--latency-clients", help="N for the latency scenario, comma-separated")
@@ -784,9 +888,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["x", "json"],
         help="message text: the key then 'x' (default), or JSON chat/ticker updates (the default with --deflate)",
     )
+    ap.add_argument(
+        "--handshakes",
+        type=int,
+        default=20000,
+        help="connections a handshake run opens at most; it starts new ones for --seconds (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--handshake-batch",
+        type=int,
+        default=32,
+        help="connections in flight at a time in a handshake run (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--tls-key",
+        choices=["ec", "rsa"],
+        default="ec",
+        help="the key of the TLS servers' certificate: ec (P-256, the default) or rsa (2048 bits)",
+    )
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = ap.parse_args(argv)
-    args.mode = "full" if args.full else "fastapi" if args.fastapi else "deflate" if args.deflate else "quick"
+    args.mode = (
+        "full"
+        if args.full
+        else "fastapi"
+        if args.fastapi
+        else "deflate"
+        if args.deflate
+        else "tls"
+        if args.tls
+        else "quick"
+    )
     base = MODES[args.mode]
 
     def csv(value: str | None, default: list, conv=str) -> list:
@@ -857,6 +989,9 @@ def main(argv: list[str] | None = None) -> int:
             "selfcheck_server",
             "payload",
             "offer_deflate",
+            "handshakes",
+            "handshake_batch",
+            "tls_key",
         )
     }
     doc: dict[str, Any] = {
@@ -868,12 +1003,17 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     print(f"fan-out benchmark ({args.mode}): results in {shown(out_json)}", flush=True)
-    try:
-        ok: bool = run_all(args, doc, out_json)
-    except KeyboardInterrupt:
-        print("interrupted: writing what was measured", file=sys.stderr)
-        doc["interrupted"] = True
-        ok = False
+    with tempfile.TemporaryDirectory(prefix="roomcast-bench-tls-") as tmp:
+        args.tls_files = None
+        if any(is_tls(s) for s in args.servers):
+            args.tls_files = make_certificate(Path(tmp), args.tls_key)
+            doc["machine"]["openssl"] = _cmd_output(["openssl", "version"])
+        try:
+            ok: bool = run_all(args, doc, out_json)
+        except KeyboardInterrupt:
+            print("interrupted: writing what was measured", file=sys.stderr)
+            doc["interrupted"] = True
+            ok = False
     doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     write_json(out_json, doc)
     pngs = {} if args.no_plots else report.plots(doc, RESULTS, stem)

@@ -425,9 +425,13 @@ def server_hello(extensions: bytes, suite: int) -> bytes:
 
 
 def tls_seeds() -> dict[str, bytes]:
-    # byte 0: bit 0 verify, bits 1-2 piece size (3: whole), bit 3 a real
-    # server (then 2-byte operations), bit 4 TLS 1.2 only.
-    whole, byte, server, tls12 = 3 << 1, 0, 8, 16
+    # byte 0: bit 0 verify (a server filter: client certificate required),
+    # bits 1-2 piece size (3: whole), bit 3 a real peer (then 2-byte
+    # operations), bit 4 TLS 1.2 only, bit 5 the filter is the server, bit 6
+    # its output taken as blocks.
+    # bit 7 (with 3 and 5): the client resumes a session of a first one.
+    whole, byte, server, tls12, role_server, block, resume = 3 << 1, 0, 8, 16, 32, 64, 128
+    peer = server
     carry, inject, flip, drop, s_write, s_ctl, c_write, c_shut = range(8)
 
     def ops(*pairs: tuple[int, int]) -> bytes:
@@ -435,6 +439,30 @@ def tls_seeds() -> dict[str, bytes]:
 
     session = ops((s_write, 99), (c_write, 49), (s_ctl, 3), (s_write, 9), (c_write, 200), (c_shut, 0), (s_ctl, 0))
     tls12_hello = server_hello(b"\xff\x01\x00\x01\x00\x00\x0b\x00\x02\x01\x00", 0xC02F)
+    # A TLS 1.3 ClientHello (x25519 key share, TLS_AES_128_GCM_SHA256, ALPN).
+    hello_ext = (
+        b"\x00\x2b\x00\x03\x02\x03\x04"
+        + b"\x00\x0a\x00\x04\x00\x02\x00\x1d"
+        + b"\x00\x0d\x00\x04\x00\x02\x04\x03"
+        + b"\x00\x33\x00\x26\x00\x24\x00\x1d\x00\x20"
+        + bytes(range(7, 39))
+        + b"\x00\x10\x00\x0b\x00\x09\x08http/1.1"
+    )
+
+    def client_hello_of(extensions: bytes) -> bytes:
+        body = b"\x03\x03" + bytes(range(32)) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+        body += struct.pack(">H", len(extensions)) + extensions
+        return b"\x01" + struct.pack(">I", len(body))[1:] + body
+
+    client_hello = client_hello_of(hello_ext)
+    # The same offering a forged ticket (psk_key_exchange_modes, then
+    # pre_shared_key last: one identity of 96 bytes, one 32-byte binder).
+    identity = struct.pack(">H", 96) + bytes(range(96)) + struct.pack(">I", 0)
+    binder = b"\x20" + bytes(32)
+    psk = struct.pack(">H", len(identity)) + identity + struct.pack(">H", len(binder)) + binder
+    psk_hello = client_hello_of(
+        hello_ext + b"\x00\x2d\x00\x02\x01\x01" + b"\x00\x29" + struct.pack(">H", len(psk)) + psk
+    )
     tls13_hello = server_hello(
         b"\x00\x2b\x00\x02\x03\x04\x00\x33\x00\x24\x00\x1d\x00\x20" + bytes(range(9, 41)), 0x1301
     )
@@ -450,6 +478,29 @@ def tls_seeds() -> dict[str, bytes]:
         "server_flip": bytes([server | whole]) + ops((s_write, 30), (carry, 0), (s_write, 20), (flip, 3)),
         "server_drop": bytes([server | whole]) + ops((s_write, 30), (drop, 5)),
         "server_inject": bytes([server | whole]) + ops((inject, 7)) + tls_record(23, bytes(2)) + ops((s_write, 3)),
+        # The filter as the server: a ClientHello and worse from nobody, then
+        # a real client (certificate and all, or not) tampered with.
+        "srv_alone_hello": bytes([role_server | whole]) + tls_record(22, client_hello),
+        "srv_alone_hello_pieces": bytes([role_server | byte]) + tls_record(22, client_hello) + tls_record(20, b"\x01"),
+        "srv_alone_http": bytes([role_server | whole]) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "srv_alone_sslv2": bytes([role_server | whole]) + b"\x80\x2e\x01\x00\x02\x00\x15" + bytes(46),
+        "srv_alone_appdata": bytes([role_server | whole]) + tls_record(23, bytes(64)),
+        "srv_session_tls13": bytes([role_server | peer | whole]) + session,
+        "srv_session_tls12": bytes([role_server | peer | tls12 | whole]) + session,
+        "srv_session_block": bytes([role_server | peer | block | whole]) + session,
+        "srv_client_cert": bytes([role_server | peer | whole | 1]) + session,
+        "srv_client_cert_tls12": bytes([role_server | peer | tls12 | block | 1]) + ops((s_write, 5), (c_write, 70)),
+        "srv_resume_tls13": bytes([resume | role_server | peer | whole]) + session,
+        "srv_resume_tls12": bytes([resume | role_server | peer | tls12 | whole]) + session,
+        "srv_resume_client_cert": bytes([resume | role_server | peer | block | whole | 1]) + session,
+        "srv_resume_flip": bytes([resume | role_server | peer | whole]) + ops((flip, 9)),
+        "srv_alone_hello_psk": bytes([role_server | whole]) + tls_record(22, psk_hello),
+        "srv_flip": bytes([role_server | peer | whole]) + ops((s_write, 30), (carry, 0), (s_write, 20), (flip, 3)),
+        "srv_drop": bytes([role_server | peer | whole]) + ops((s_write, 30), (drop, 5)),
+        "srv_inject": bytes([role_server | peer | whole])
+        + ops((inject, 7))
+        + tls_record(23, bytes(2))
+        + ops((c_write, 3)),
     }
 
 

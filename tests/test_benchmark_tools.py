@@ -295,6 +295,100 @@ def test_roomcast_fastapi_chat_server_delivers_everything(loadgen, protocol):
         proc.wait(30)
 
 
+# ------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """run.py --tls's certificate and key (the openssl command)."""
+    return bench.make_certificate(tmp_path_factory.mktemp("tls"), "ec")
+
+
+def tls_server(name, certificate):
+    """A -tls server of the benchmark on a free port: (process, port)."""
+    if name == "roomcast-tls":
+        import inspect
+
+        from roomcast import Server
+
+        if "ssl_certfile" not in inspect.signature(Server).parameters:
+            pytest.skip("this roomcast has no TLS server (ssl_certfile)")
+    port = free_port()
+    cmd, env = bench.server_command(name, port, certificate)
+    assert cmd[-3:] == ["--tls", *certificate]
+    if name == "roomcast-tls":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO / "python")]))
+    return start(cmd, env), port
+
+
+@pytest.mark.parametrize("name", ["websockets-tls", "roomcast-tls"])
+def test_loadgen_tls_delivers_through_a_tls_server(loadgen, certificate, name):
+    """loadgen --tls: every connection makes a TLS handshake, then every
+    message reaches every client, in order, through TLS."""
+    proc, port = tls_server(name, certificate)
+    try:
+        result = run_loadgen(loadgen, port, 8, 50, 64, 4, "--tls", "--server-pid", str(proc.pid))
+        assert result["tls"] is True and result["tls_handshakes"] == 8
+        assert result["tls_version"] in ("TLSv1.2", "TLSv1.3"), result["tls_version"]
+        # without --tls the same server is not spoken to at all
+        out = subprocess.run(
+            [str(loadgen), "--port", str(port), "--clients", "2", "--messages", "2", "--json", "--timeout", "10"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode != 0 and not json.loads(out.stdout)["ok"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_loadgen_measures_tls_handshakes(loadgen, certificate, resume):
+    """loadgen --tls --handshakes: each connection does the TLS handshake,
+    the upgrade and the close; every one is counted, none dropped. With
+    --tls-resume the connections after the first ticket resume a session."""
+    proc, port = tls_server("websockets-tls", certificate)
+    try:
+        out = subprocess.run(
+            [str(loadgen), "--port", str(port), "--tls", "--handshakes", "40", "--batch", "8"]
+            + (["--tls-resume"] if resume else [])
+            + ["--server-pid", str(proc.pid), "--json", "--timeout", "60"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        result = json.loads(out.stdout)
+        assert out.returncode == 0 and result["ok"], out.stderr
+        assert result["mode"] == "handshakes" and result["started"] == 40
+        # the first 4 (a tenth) warm the server up: those done before the
+        # clock started are not measured, the rest are
+        assert 4 <= result["warmup"] < 40 and result["warmup"] + result["handshakes"] == 40
+        assert result["tls_handshakes"] == 40 and result["dropped"] == 0
+        assert result["handshakes_per_sec"] > 0 and result["server_cpu_us_per_handshake"] is not None
+        # the first batch starts before any ticket has arrived; every ticket
+        # offered is one the server takes (each is offered once, and stays
+        # resumable after its connection is gone)
+        if resume:
+            assert 0 < result["tls_offered"] <= 40 - 8 and result["tls_resumed"] == result["tls_offered"]
+        else:
+            assert result["tls_offered"] == result["tls_resumed"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_tls_mode_runs_the_tls_grid():
+    args = bench.parse_args(["--tls"])
+    assert args.servers == ["roomcast", "roomcast-tls", "socketify-tls", "websockets-tls"]
+    assert args.clients == [1000] and args.scenarios == ["burst", "single", "handshake", "resume"]
+    labels = [(c["scenario"], c["clients"], c.get("only")) for c in bench.plan(args)]
+    tls_only = ["roomcast-tls", "socketify-tls", "websockets-tls"]
+    assert labels == [("burst", 1000, None), ("single", 1000, None), ("handshake", 20000, None)] + [
+        ("resume", 20000, tls_only)
+    ]
+
+
 # ------------------------------------------------------- the FastAPI rows
 
 

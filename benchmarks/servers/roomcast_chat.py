@@ -1,7 +1,7 @@
 """The fan-out benchmark's server under test: one roomcast room in which every
 text message is pushed to all members, the sender included.
 
-    python roomcast_chat.py PORT [REDIS_URL] [--deflate]
+    python roomcast_chat.py PORT [REDIS_URL] [--deflate] [--tls CERTFILE KEYFILE]
 
 With REDIS_URL (the cross-server benchmark) the room is named and the
 server on that Redis backplane, so that several of these processes share
@@ -13,18 +13,25 @@ With --deflate the server negotiates permessage-deflate
 every member that negotiated it); without it, ``compression=None``, so
 that the uncompressed rows stay uncompressed whatever the clients offer.
 
-Prints ``listening on ws://127.0.0.1:PORT/`` on stdout once it accepts
-connections; stops on SIGINT or SIGTERM.
+With --tls the Server serves TLS (``ssl_certfile=CERTFILE,
+ssl_keyfile=KEYFILE``; the core's OpenSSL, TLS 1.2 or later, ALPN
+http/1.1); a roomcast without TLS exits with status 3 (the benchmark
+records it as unavailable).
+
+Prints ``listening on ws://127.0.0.1:PORT/`` (``wss://`` with --tls) on
+stdout once it accepts connections; stops on SIGINT or SIGTERM.
 """
 
 import logging
 import sys
 
 from _limits import raise_open_files_limit  # beside this script
+from _tls import tls_files
 
 from roomcast import Room, Server
 
-args = [a for a in sys.argv[1:] if a != "--deflate"]
+argv, tls = tls_files(sys.argv[1:])
+args = [a for a in argv if a != "--deflate"]
 deflate = "--deflate" in sys.argv[1:]
 shared = len(args) > 1
 room = Room(name="bench") if shared else Room()
@@ -44,6 +51,11 @@ if __name__ == "__main__":
     # not be dropped on its way to Redis.
     backplane = dict(backplane=args[1], backplane_buffer=64 * 2**20) if shared else {}
     compression = dict(compression="deflate", compression_threshold=128) if deflate else dict(compression=None)
-    server = Server(max_queue_bytes=64 * 2**20, **backplane, **compression)
+    certificate = dict(ssl_certfile=tls[0], ssl_keyfile=tls[1]) if tls else {}
+    try:
+        server = Server(max_queue_bytes=64 * 2**20, **backplane, **compression, **certificate)
+    except TypeError as exc:  # a roomcast without TLS (or deflate)
+        print(f"this roomcast cannot serve the benchmark's options: {exc}", file=sys.stderr)
+        sys.exit(3)
     server.route("/bench", room)
     server.run(host="127.0.0.1", port=int(args[0]))

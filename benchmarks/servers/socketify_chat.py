@@ -5,10 +5,13 @@ is published to that topic with ``app.publish``, which reaches every
 subscriber, the sender included. uWS frames the message once per publish
 and queues the same bytes to each subscriber in C.
 
-    python socketify_chat.py PORT [deflate]
+    python socketify_chat.py PORT [deflate] [--tls CERTFILE KEYFILE]
 
-Prints ``listening on ws://127.0.0.1:PORT/bench`` on stdout once it accepts
-connections; stops on SIGINT or SIGTERM. Compression is off; with
+Prints ``listening on ws://127.0.0.1:PORT/bench`` (``wss://`` with
+``--tls``) on stdout once it accepts connections; stops on SIGINT or
+SIGTERM. With ``--tls`` it is socketify's SSL app (``App(AppOptions(
+key_file_name=..., cert_file_name=...))``: uSockets' OpenSSL, which
+selects no ALPN protocol). Compression is off; with
 ``deflate``, uWS's shared compressor (``CompressOptions.SHARED_COMPRESSOR``:
 permessage-deflate without context takeover, one compressor for all
 connections; ``app.publish(..., compress=True)``, which compresses each
@@ -24,7 +27,8 @@ import signal
 import sys
 
 from _limits import raise_open_files_limit  # beside this script
-from socketify import App, AppListenOptions, CompressOptions, OpCode
+from _tls import tls_files
+from socketify import App, AppListenOptions, AppOptions, CompressOptions, OpCode
 
 TOPIC = "room"
 
@@ -33,8 +37,8 @@ def on_open(ws):
     ws.subscribe(TOPIC)
 
 
-def main(port, compression):
-    app = App()
+def main(port, compression, tls):
+    app = App(AppOptions(cert_file_name=tls[0], key_file_name=tls[1]) if tls else None)
     # publish() compresses only when asked to (its compress=False default)
     compress = compression != CompressOptions.DISABLED
 
@@ -53,7 +57,7 @@ def main(port, compression):
     )
 
     def on_listen(config):
-        print(f"listening on ws://127.0.0.1:{config.port}/bench", flush=True)
+        print(f"listening on {'wss' if tls else 'ws'}://127.0.0.1:{config.port}/bench", flush=True)
 
     def on_stop(signum, frame):
         app.close()
@@ -66,5 +70,6 @@ def main(port, compression):
 
 if __name__ == "__main__":
     raise_open_files_limit()
-    deflate = sys.argv[2:] == ["deflate"]
-    main(int(sys.argv[1]), CompressOptions.SHARED_COMPRESSOR if deflate else CompressOptions.DISABLED)
+    args, tls = tls_files(sys.argv[1:])
+    deflate = args[1:] == ["deflate"]
+    main(int(args[0]), CompressOptions.SHARED_COMPRESSOR if deflate else CompressOptions.DISABLED, tls)

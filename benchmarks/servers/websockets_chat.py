@@ -2,10 +2,12 @@
 library. Every text message received on any connection is broadcast to all
 connections, the sender included.
 
-    python websockets_chat.py PORT [deflate]
+    python websockets_chat.py PORT [deflate] [--tls CERTFILE KEYFILE]
 
-Prints ``listening on ws://127.0.0.1:PORT/`` on stdout once it accepts
-connections; stops on SIGINT or SIGTERM. Per-message compression is off;
+Prints ``listening on ws://127.0.0.1:PORT/`` (``wss://`` with ``--tls``) on
+stdout once it accepts connections; stops on SIGINT or SIGTERM. With
+``--tls`` it serves TLS through an ``ssl.SSLContext`` (asyncio's TLS, TLS
+1.2 or later, ALPN http/1.1; ``servers/_tls.py``). Per-message compression is off;
 with ``deflate`` it is websockets' default (``compression="deflate"``:
 permessage-deflate with context takeover, a 4 KiB window of its own,
 server_max_window_bits=12, and each message compressed for each
@@ -17,6 +19,7 @@ import signal
 import sys
 
 from _limits import raise_open_files_limit  # beside this script
+from _tls import server_context, tls_files
 from websockets.asyncio.server import broadcast, serve
 
 CLIENTS = set()
@@ -31,12 +34,13 @@ async def relay(websocket):
         CLIENTS.discard(websocket)
 
 
-async def main(port, compression):
+async def main(port, compression, tls):
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.cancel)
-    async with serve(relay, "127.0.0.1", port, compression=compression, backlog=1024):
-        print(f"listening on ws://127.0.0.1:{port}/", flush=True)
+    ctx = server_context(*tls) if tls else None
+    async with serve(relay, "127.0.0.1", port, compression=compression, backlog=1024, ssl=ctx):
+        print(f"listening on {'wss' if tls else 'ws'}://127.0.0.1:{port}/", flush=True)
         try:
             await stop
         except asyncio.CancelledError:
@@ -45,5 +49,6 @@ async def main(port, compression):
 
 if __name__ == "__main__":
     raise_open_files_limit()
-    deflate = sys.argv[2:] == ["deflate"]
-    asyncio.run(main(int(sys.argv[1]), "deflate" if deflate else None))
+    args, tls = tls_files(sys.argv[1:])
+    deflate = args[1:] == ["deflate"]
+    asyncio.run(main(int(args[0]), "deflate" if deflate else None, tls))

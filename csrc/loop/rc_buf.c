@@ -16,15 +16,8 @@
 #include "proto/rc_tls.h"
 
 rc_buf *rc__buf_new(size_t len) {
-  rc_buf *b = malloc(sizeof(*b) + len);
-  if (b == NULL)
-    return NULL;
-  b->refs = 1;
-  b->len = len;
-  b->is_message = 0;
-  b->zstate = RC__BUF_Z_UNTRIED;
-  b->z = NULL;
-  return b;
+  void *block = malloc(sizeof(rc_buf) + len);
+  return block != NULL ? rc__buf_from_block(block, len) : NULL;
 }
 
 rc_buf *rc__buf_from_block(void *block, size_t len) {
