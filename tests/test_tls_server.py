@@ -355,11 +355,6 @@ def test_an_untrusted_certificate_fails_verification(tls_certs):
         assert st.running.stats()["tls_handshakes"] == 1  # the trusting client's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a client that hangs up mid-handshake without an alert (asyncio's ssl, so websockets, "
-    "and roomcast's own client, on a certificate they reject) is not counted in tls_handshake_failures",
-)
 def test_a_client_that_rejects_the_certificate_silently_counts_as_a_failure(tls_certs):
     c = tls_certs
     with wsraw.ServerThread(tls_server(c, certfile=c.untrusted, keyfile=c.untrusted_key)) as st:

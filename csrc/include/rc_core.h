@@ -419,8 +419,10 @@ typedef struct rc_stats {
   uint64_t tls_connections;      /* accepted connections past their TLS
                                     handshake, open now */
   uint64_t tls_handshakes;       /* TLS handshakes completed in total */
-  uint64_t tls_handshake_failures; /* TLS handshakes that failed (no
-                                    certificate, garbage, plain HTTP) */
+  uint64_t tls_handshake_failures; /* TLS handshakes begun that did not
+                                    complete: refused (no certificate,
+                                    garbage, plain HTTP), abandoned by the
+                                    client, or past handshake_timeout */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

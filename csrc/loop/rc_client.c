@@ -878,6 +878,19 @@ static void plain_bytes(rc_conn *c, const char *data, size_t len) {
   rc__conn_frames(c, data, len);
 }
 
+/* The alert OpenSSL made for a failed handshake (a certificate refused:
+ * bad_certificate, unknown_ca), so that the server sees why rather than an
+ * end of stream: written if the socket takes it at once, since the
+ * connection ends now. */
+static void tls_alert(rc_conn *c) {
+  char alert[64]; /* an alert record: 7 bytes, 24 when encrypted */
+  size_t n = rc_tls_take(c->cl->filter, alert, sizeof alert);
+  if (n == 0)
+    return;
+  uv_buf_t b = uv_buf_init(alert, (unsigned)n);
+  (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort */
+}
+
 static void client_received(rc_conn *c, const char *data, size_t len) {
   rc_client *cl = c->cl;
   if (cl->filter == NULL) {
@@ -891,6 +904,7 @@ static void client_received(rc_conn *c, const char *data, size_t len) {
   if (c->state == RC_CONN_TLS) {
     int r = rc_tls_handshake(cl->filter);
     if (r < 0) {
+      tls_alert(c);
       client_fail(c, rc_tls_error(cl->filter));
       return;
     }

@@ -375,6 +375,7 @@ static void tls_pump(rc_conn *c) {
     int r = rc_tls_handshake(t);
     rc__conn_mark_dirty(c); /* its records, or the alert */
     if (r < 0) {
+      c->tls_flags |= RC__TLS_FAILED;
       atomic_fetch_add_explicit(&s->st_tls_failures, 1, memory_order_relaxed);
       tell_why(c, rc_tls_error(t));
       rc__conn_pause_read(c);
@@ -419,6 +420,7 @@ static void server_received(rc_conn *c, const char *data, size_t len) {
     rc__conn_fail(c);
     return;
   }
+  c->tls_flags |= RC__TLS_STARTED;
   tls_pump(c);
 }
 
@@ -501,6 +503,13 @@ static void server_stop(rc_conn *c) {
 static void server_gone(rc_conn *c) {
   if (c->tls_flags & RC__TLS_COUNTED)
     atomic_fetch_sub_explicit(&c->srv->st_tls_conns, 1, memory_order_relaxed);
+  /* A handshake begun and never finished failed too, however it ended: a
+   * client that rejected the certificate and closed without an alert (as
+   * asyncio's does), one that ran out of handshake_timeout, a stop. */
+  else if ((c->tls_flags & (RC__TLS_STARTED | RC__TLS_FAILED)) ==
+           RC__TLS_STARTED)
+    atomic_fetch_add_explicit(&c->srv->st_tls_failures, 1,
+                              memory_order_relaxed);
   if (c->pmd_rx & RC__PMD_COUNTED)
     atomic_fetch_sub_explicit(&c->srv->st_pmd_conns, 1, memory_order_relaxed);
   rc__room_leave_all(c->srv, c);

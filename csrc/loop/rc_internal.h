@@ -260,6 +260,8 @@ typedef struct rc_conn {
 
 #define RC__TLS_COUNTED 1u /* handshake done: counted in tls_connections */
 #define RC__TLS_SHUT 2u    /* close_notify made */
+#define RC__TLS_STARTED 4u /* the client has sent a byte of its handshake */
+#define RC__TLS_FAILED 8u  /* counted in tls_handshake_failures */
 
 #define RC__PMD_RX 1u
 #define RC__PMD_ANSWER_WINDOW 2u
