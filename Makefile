@@ -22,6 +22,7 @@
 #   make bench-fastapi  roomcast in FastAPI on uvicorn against its own Server
 #                  and websocket_rooms (about 10 minutes)
 #   make bench-deflate  permessage-deflate against its peers (about 25 minutes)
+#   make bench-tls      TLS against its peers (about 5 minutes)
 #   make style     check only: clang-format on the C, ruff format and ruff check
 #                  on the Python (configs: .clang-format, pyproject.toml)
 #   make types     mypy --strict on the package and the demo ([tool.mypy])
@@ -97,7 +98,7 @@ SANITIZE_LIB := build/sanitize/lib
 # before tests.
 .NOTPARALLEL:
 .PHONY: all deps deps-system deps-python build ctest test demo demo-https sanitize bench \
-        bench-full bench-cross bench-fastapi bench-deflate bench-deps memcheck conformance conformance-quick soak fuzz fuzz-smoke \
+        bench-full bench-cross bench-fastapi bench-deflate bench-tls bench-deps memcheck conformance conformance-quick soak fuzz fuzz-smoke \
         style types format clean
 
 all: build
@@ -253,6 +254,11 @@ bench-full: bench-deps build
 # 10,000 and idle memory; <date>-deflate.{json,md}.
 bench-deflate: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --deflate
+
+# TLS: roomcast, socketify and websockets over TLS at N = 1,000 (burst and
+# one at a time), roomcast plaintext for the ratio, handshakes per second.
+bench-tls: bench-deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/run.py --tls
 
 bench-fastapi: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --fastapi
