@@ -783,6 +783,55 @@ def test_a_slow_tls_handshake_is_closed_by_handshake_timeout(tls_certs):
             assert echoes(member, "after")
 
 
+# -- memory -------------------------------------------------------------------------------------------
+
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine keeps what is freed: RSS bounds mean nothing")
+def test_members_that_do_not_read_hold_shared_plaintext_not_a_ciphertext_each(tls_certs):
+    """Records are per member, but a member's ciphertext is made only as
+    its socket takes it: 21 members that stop reading while 40 messages of
+    512 KiB are pushed hold the 20 MiB of frames once between them, and
+    little ciphertext each."""
+    c = tls_certs
+    ctx = client_context(c)
+    big = 512 * 1024
+    server = tls_server(c, max_queue_bytes=64 * 2**20, max_message_size=2**20, close_timeout=120)
+    with wsraw.ServerThread(server) as st:
+        members = [wss_client(st.port, ctx, "/room", rcvbuf=4096) for _ in range(20)]
+        sender = wss_client(st.port, ctx, "/room", rcvbuf=4096)
+        for m in [*members, sender]:
+            assert echoes(m, "hello")
+        before = rss_kib()
+        base = st.running.stats()["deliveries"]
+        for i in range(40):
+            sender.send_text(f"{i:04d}".ljust(big, "x"))
+        deadline = time.monotonic() + GUARD
+        while st.running.stats()["deliveries"] < base + 40 * 21:
+            assert time.monotonic() < deadline, st.running.stats()
+            time.sleep(0.05)
+        grown_mib = (rss_kib() - before) / 1024
+        stats = st.running.stats()
+        assert stats["slow_consumer_closes"] == 0, stats
+        # 20 MiB of frames, and per member at most 64 KiB and one frame of
+        # ciphertext: about 32 MiB. Encrypting whatever is queued when the
+        # socket last took something (a block per member the size of the
+        # socket's buffer, megabytes) grew it by 95.
+        assert grown_mib < 64, f"RSS grew {grown_mib:.0f} MiB"
+        # They are served still: a member that reads gets every message.
+        reader = members[0]
+        for i in range(40):
+            assert reader.recv_text() == f"{i:04d}".ljust(big, "x")
+        for m in [*members, sender]:
+            m.close()
+
+
 # -- slow consumer -----------------------------------------------------------------------------------
 
 

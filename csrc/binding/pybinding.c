@@ -432,7 +432,7 @@ static PyObject *headers_blob(const char **pp, uint32_t npairs) {
 /* An RC_EV_OPEN's TLS strings (from p) as (version, cipher suite, subject
  * or None, chain PEM or None), or None for a plain connection. */
 static PyObject *tls_tuple(const rc_event *ev, const char *p) {
-  if (!ev->tls)
+  if (ev->code != 1)
     Py_RETURN_NONE;
   uint32_t vl, cl, sl, pl;
   const char *v = next_str(&p, &vl);
@@ -466,7 +466,7 @@ static PyObject *request_tuple(const rc_event *ev) {
   const char *query = next_str(&p, &ql);
   const char *host = next_str(&p, &hl);
   PyObject *headers =
-      headers_blob(&p, (ev->nstr - 4 - (ev->tls ? 4u : 0u)) / 2);
+      headers_blob(&p, (ev->nstr - 4 - (ev->code == 1 ? 4u : 0u)) / 2);
   if (headers == NULL)
     return NULL;
   PyObject *t;

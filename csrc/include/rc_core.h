@@ -148,7 +148,7 @@ enum rc_reply_type {
 /* One event. For RC_EV_OPEN and RC_EV_REQUEST, data holds nstr strings,
  * each a uint32_t length (native byte order) followed by its bytes:
  * method, path, query, peer host, then name/value pairs of the headers in
- * request order (names lower-cased); over TLS (tls = 1) four more follow:
+ * request order (names lower-cased); over TLS (code = 1) four more follow:
  * the protocol version and the cipher suite's IANA number as decimal text
  * ("772", "4865"), the client certificate's subject as RFC 4514 text and
  * its chain as PEM, leaf first ("" and "" without one). For RC_EV_MESSAGE it
@@ -170,7 +170,6 @@ typedef struct rc_event {
   uint16_t code;
   uint16_t port;
   uint8_t is_text;
-  uint8_t tls; /* RC_EV_OPEN, RC_EV_REQUEST: over TLS (see above) */
   char data[];
 } rc_event;
 

@@ -513,59 +513,80 @@ static void on_write(uv_write_t *req, int status) {
 
 /* A TLS connection's queue holds its frames as every connection's does,
  * shared with the other members up to here: records differ per member, so
- * encryption is the first copy a member gets. At the flush, with no write
- * in flight (so every frame in the queue is plaintext), all of them are
- * encrypted in one pass, gathered into records of up to 16 KiB (s->seal;
- * a frame that fills whole records is encrypted where it is), and the
- * ciphertext, one block with an rc_buf's header in front, replaces them in
- * the queue: one write, one buffer, however many frames the turn queued.
- * max_queue_bytes then counts plaintext waiting for this and ciphertext
- * waiting for the socket alike. Nothing can be encrypted before the
- * handshake: what is queued then (a refusal's HTTP answer) is dropped. */
+ * encryption is the first copy a member gets, and it is made only when the
+ * socket can take it. At the flush, with no write in flight (so every
+ * frame queued is plaintext), the frames from the head are encrypted in
+ * one pass, up to RC__TLS_SEAL bytes of them (at least one whole frame:
+ * a frame is never cut, so the drop policies may still take any frame
+ * behind), gathered into records of up to 16 KiB (s->seal; a frame that
+ * fills whole records is encrypted where it is). The ciphertext, one block
+ * with an rc_buf's header in front, takes their place at the head of the
+ * queue and is written; while the socket takes everything, the next
+ * frames follow. A member's ciphertext is thus bounded by RC__TLS_SEAL
+ * and one frame, however much is queued for it, and max_queue_bytes
+ * counts plaintext and ciphertext alike. Nothing can be encrypted before
+ * the handshake: what is queued then (a refusal's HTTP answer) is
+ * dropped. */
 #define RC__TLS_RECORD sizeof(((rc_server *)0)->seal)
-static int tls_seal(rc_conn *c) {
+#define RC__TLS_SEAL ((size_t)64 * 1024)
+
+/* Encrypts b's bytes into t, through s->seal (*staged bytes in it). */
+static int seal_frame(rc_server *s, rc_tls *t, const rc_buf *b,
+                      size_t *staged) {
+  const uint8_t *p = b->data;
+  size_t n = b->len;
+  while (n > 0) {
+    if (*staged == 0 && n >= RC__TLS_RECORD) {
+      size_t k = n - n % RC__TLS_RECORD;
+      if (rc_tls_write(t, p, k) != 0)
+        return -1;
+      p += k;
+      n -= k;
+      continue;
+    }
+    size_t k = RC__TLS_RECORD - *staged < n ? RC__TLS_RECORD - *staged : n;
+    memcpy(s->seal + *staged, p, k);
+    *staged += k;
+    p += k;
+    n -= k;
+    if (*staged == RC__TLS_RECORD) {
+      if (rc_tls_write(t, s->seal, *staged) != 0)
+        return -1;
+      *staged = 0;
+    }
+  }
+  return 0;
+}
+
+/* The next block of ciphertext at the head of c's queue (*sealed), or
+ * NULL when there is nothing to write; -1 when encryption failed. */
+static int tls_seal(rc_conn *c, rc_buf **sealed) {
   rc_tls *t = c->tls;
   rc_server *s = c->srv;
+  *sealed = NULL;
   int ready = rc_tls_ready(t);
   if (!ready) {
     rc__outq_drop_unsent(&c->q);
   } else if (c->q.count > 0) {
-    size_t total = c->q.bytes;
-    /* a record's header, type byte, padding and tag: under 64 bytes */
-    if (rc_tls_reserve(t, total + (total / RC__TLS_RECORD + 1) * 64) != 0)
+    size_t plain = 0;
+    uint32_t k = 0;
+    while (k < c->q.count && plain < RC__TLS_SEAL)
+      plain += c->q.ring[(c->q.head + k++) & (c->q.cap - 1)]->len;
+    /* a record's header, type byte and tag: under 64 bytes */
+    if (rc_tls_reserve(t, plain + (plain / RC__TLS_RECORD + 1) * 64) != 0)
       return -1;
     size_t staged = 0;
-    while (c->q.count > 0) {
-      const rc_buf *b = rc__outq_head(&c->q);
-      const uint8_t *p = b->data;
-      size_t n = b->len;
-      while (n > 0) {
-        if (staged == 0 && n >= RC__TLS_RECORD) {
-          size_t k = n - n % RC__TLS_RECORD;
-          if (rc_tls_write(t, p, k) != 0)
-            return -1;
-          p += k;
-          n -= k;
-          continue;
-        }
-        size_t k = RC__TLS_RECORD - staged < n ? RC__TLS_RECORD - staged : n;
-        memcpy(s->seal + staged, p, k);
-        staged += k;
-        p += k;
-        n -= k;
-        if (staged == RC__TLS_RECORD) {
-          if (rc_tls_write(t, s->seal, staged) != 0)
-            return -1;
-          staged = 0;
-        }
-      }
+    while (k-- > 0) {
+      if (seal_frame(s, t, rc__outq_head(&c->q), &staged) != 0)
+        return -1;
       rc__outq_pop(&c->q);
     }
     if (staged > 0 && rc_tls_write(t, s->seal, staged) != 0)
       return -1;
   }
   /* close_notify after the last record: the stream ends on purpose */
-  if (c->state == RC_CONN_DRAINING && ready && !(c->tls_flags & RC__TLS_SHUT)) {
+  if (c->state == RC_CONN_DRAINING && ready && c->q.count == 0 &&
+      !(c->tls_flags & RC__TLS_SHUT)) {
     c->tls_flags |= RC__TLS_SHUT;
     if (rc_tls_shutdown(t) != 0)
       return -1;
@@ -575,18 +596,70 @@ static int tls_seal(rc_conn *c) {
   if (block == NULL)
     return 0;
   rc_buf *b = rc__buf_from_block(block, len);
-  if (rc__outq_push(&c->q, b) != 0) {
+  if (rc__outq_push_front(&c->q, b) != 0) {
     rc__buf_unref(b);
     return -1;
   }
+  *sealed = b;
   return 0;
+}
+
+/* flush() for a TLS connection: seal, write, and again while the socket
+ * takes it all; the rest of a block leaves with uv_write. */
+static void tls_flush(rc_conn *c) {
+  for (;;) {
+    rc_buf *b;
+    if (tls_seal(c, &b) != 0) {
+      rc__conn_abort(c);
+      return;
+    }
+    if (b == NULL) {
+      c->role->queue_changed(c);
+      if (c->q.count == 0)
+        on_drained(c);
+      return;
+    }
+    uv_buf_t buf = uv_buf_init((char *)b->data, (unsigned)b->len);
+    int r = b->len <= INT_MAX ? uv_try_write((uv_stream_t *)&c->tcp, &buf, 1)
+                              : UV_EAGAIN;
+    atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+    if (r == UV_EAGAIN || r == UV_ENOSYS)
+      r = 0;
+    if (r < 0) {
+      rc__conn_abort(c);
+      return;
+    }
+    if ((size_t)r == b->len) {
+      rc__outq_pop(&c->q);
+      continue;
+    }
+    rc__outq_skip_head(&c->q, (size_t)r);
+    uv_write_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+      rc__conn_abort(c);
+      return;
+    }
+    req->data = c;
+    buf = uv_buf_init((char *)b->data + r, (unsigned)(b->len - (size_t)r));
+    r = uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+    atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+    if (r < 0) {
+      free(req);
+      rc__conn_abort(c);
+      return;
+    }
+    c->writing = 1;
+    c->q.inflight = 1;
+    c->role->queue_changed(c);
+    return;
+  }
 }
 
 static void flush(rc_conn *c) {
   if (c->writing || c->state == RC_CONN_GONE)
     return;
-  if (c->tls != NULL && tls_seal(c) != 0) {
-    rc__conn_abort(c);
+  if (c->tls != NULL) {
+    tls_flush(c);
     return;
   }
   if (c->q.count == 0) {

@@ -123,7 +123,7 @@ static rc_event *request_event(rc_conn *c, uint16_t type,
   p = rc__event_put(p, host, strlen(host));
   p = rc__event_put_headers(p, req->headers, req->num_headers);
   if (c->tls != NULL) {
-    ev->tls = 1;
+    ev->code = 1; /* over TLS: the four strings below follow */
     p = rc__event_put(p, version, strlen(version));
     p = rc__event_put(p, cipher, strlen(cipher));
     p = rc__event_put(p, subject, subject_len);

@@ -44,6 +44,18 @@ int rc__outq_push(rc_outq *q, rc_buf *b) {
   return 0;
 }
 
+int rc__outq_push_front(rc_outq *q, rc_buf *b) {
+  if (q->head_off != 0 || q->inflight != 0)
+    return UV_EINVAL; /* the head has started to leave: nothing goes before */
+  if (q->count == q->cap && outq_grow(q) != 0)
+    return UV_ENOMEM;
+  q->head = (q->head + q->cap - 1) & (q->cap - 1);
+  q->ring[q->head] = b;
+  q->count++;
+  q->bytes += b->len;
+  return 0;
+}
+
 void rc__outq_pop(rc_outq *q) {
   rc_buf *b = q->ring[q->head];
   q->bytes -= b->len - q->head_off;

@@ -31,6 +31,9 @@ typedef struct rc_outq {
 /* Appends b; the queue takes over the caller's reference. 0, or
  * UV_ENOMEM (b is then still the caller's). */
 int rc__outq_push(rc_outq *q, rc_buf *b);
+/* Puts b before every frame (the queue takes the caller's reference): 0,
+ * UV_ENOMEM, or UV_EINVAL when the head has started to leave. */
+int rc__outq_push_front(rc_outq *q, rc_buf *b);
 /* The oldest frame; the queue is not empty. */
 static inline rc_buf *rc__outq_head(const rc_outq *q) {
   return q->ring[q->head];
