@@ -571,7 +571,7 @@ static int tls_seal(rc_conn *c, rc_buf **sealed) {
     size_t plain = 0;
     uint32_t k = 0;
     while (k < c->q.count && plain < RC__TLS_SEAL)
-      plain += c->q.ring[(c->q.head + k++) & (c->q.cap - 1)]->len;
+      plain += rc__outq_at(&c->q, k++)->len;
     /* a record's header, type byte and tag: under 64 bytes */
     if (rc_tls_reserve(t, plain + (plain / RC__TLS_RECORD + 1) * 64) != 0)
       return -1;

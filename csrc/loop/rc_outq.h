@@ -34,9 +34,12 @@ int rc__outq_push(rc_outq *q, rc_buf *b);
 /* Puts b before every frame (the queue takes the caller's reference): 0,
  * UV_ENOMEM, or UV_EINVAL when the head has started to leave. */
 int rc__outq_push_front(rc_outq *q, rc_buf *b);
-/* The oldest frame; the queue is not empty. */
+/* The i-th frame from the head (i < count); rc__outq_head is the 0th. */
+static inline rc_buf *rc__outq_at(const rc_outq *q, uint32_t i) {
+  return q->ring[(q->head + i) & (q->cap - 1)];
+}
 static inline rc_buf *rc__outq_head(const rc_outq *q) {
-  return q->ring[q->head];
+  return rc__outq_at(q, 0);
 }
 /* Drops the head frame (written, or the queue is being emptied). */
 void rc__outq_pop(rc_outq *q);
