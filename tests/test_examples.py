@@ -3,11 +3,18 @@ subprocess on a free port, exercised by a client, stopped by a signal."""
 
 import asyncio
 import json
+import os
+import re
 import signal
+import ssl
+import sys
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from support.clientpeers import make_certificate
+from support.example_proc import EXAMPLES, REPO
 
 T = 60  # seconds; starting Python on a loaded machine can be slow
 
@@ -157,3 +164,46 @@ async def test_echo_example_with_relay_echoes_in_the_core_to_the_sender_alone(ex
         assert await recv(two) == "last"  # one's messages never reached two
         assert await example.stop(signal.SIGINT) == 0
         assert await close_of(one) == 1001
+
+
+async def test_echo_example_with_a_certificate_echoes_over_wss(examples, tmp_path):
+    cert, key = make_certificate(str(tmp_path), "echo", "DNS:localhost,IP:127.0.0.1")
+    args = ("--certfile", cert, "--keyfile", key, "127.0.0.1", "0")
+    example = await examples("echo.py", *args, listen_on="stdout")
+    assert example.log[-1].startswith("listening on wss://127.0.0.1:")
+    trusting = ssl.create_default_context(cafile=cert)
+    url = f"wss://127.0.0.1:{example.port}/tls"
+    async with connect(url, ssl=trusting, max_size=None) as ws:
+        await ws.send("over tls")
+        assert await recv(ws) == "over tls"
+        big = bytes(range(256)) * 16384  # 4 MiB: many TLS records each way
+        await ws.send(big)
+        assert await recv(ws) == big
+        version = ws.transport.get_extra_info("ssl_object").version()
+        assert await example.stop(signal.SIGINT) == 0
+        assert await close_of(ws) == 1001
+    # When stopped it says what its connections negotiated: this one's version.
+    expected = {"TLSv1.2": "1.2", "TLSv1.3": "1.3"}[version]
+    assert re.search(rf"^tls: {re.escape(expected)} 0x[0-9a-f]{{4}} on 1 connections$", example.log[-1], re.MULTILINE)
+
+
+async def test_echo_example_refuses_a_key_that_is_not_one(tmp_path):
+    cert, _ = make_certificate(str(tmp_path), "echo", "DNS:localhost")
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("not a key\n")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "python")]))
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "echo.py"),
+        *("--certfile", cert, "--keyfile", str(not_a_key), "127.0.0.1", "0"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), T)
+    # Said at once, naming the option and the file; nothing listens.
+    assert proc.returncode == 2
+    assert f"ssl_keyfile {not_a_key}" in err.decode()
+    assert b"listening" not in out

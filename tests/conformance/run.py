@@ -1,13 +1,26 @@
 #!/usr/bin/env python3
 """Autobahn TestSuite conformance runs against roomcast's server and clients.
 
-    python3 tests/conformance/run.py [--target all|server|relay|uvicorn|client-async|client-sync]
+    python3 tests/conformance/run.py [--target all|server|server-tls|relay|uvicorn|client-async|client-sync]
                      [--cases 1.*,2.*,...|quick] [--out DIR]
                      [--tool auto|autobahntestsuite|kosoku] [--python2 PATH]
 
 Targets (``--target``, default ``all``: each in turn):
 
 - ``server``: examples/echo.py, where Python echoes each message;
+- ``server-tls``: the same over TLS (``examples/echo.py --certfile``, the
+  tool connecting to wss://): the frames reach the core in TLS records
+  that split them anywhere, and the server encrypts what it queued for a
+  connection in one pass per loop turn. The certificate is self-signed for
+  127.0.0.1 and localhost, made with the ``openssl`` command into
+  build/conformance/tls/; wstest's fuzzing client does not verify it (no
+  ``hostname`` in its servers spec: Twisted's ``ClientContextFactory``,
+  OpenSSL's default of no verification, no SNI). Its summary adds the TLS
+  version and cipher suite the server's connections negotiated (the line
+  examples/echo.py prints when stopped), and the target fails if fewer
+  TLS connections reached the echo than cases ran. kosoku cannot connect
+  to wss:// (it refuses the scheme), so under kosoku this target is
+  skipped and says so (an error only with ``--target server-tls``);
 - ``relay``: ``examples/echo.py --relay``, where the core relays each
   message back through a ``Room(relay="all")`` without Python;
 - ``uvicorn``: ``examples/echo.py --uvicorn``, an ASGI app served by
@@ -27,8 +40,9 @@ Targets (``--target``, default ``all``: each in turn):
    ``kosoku``, a Python 3 runner of the same Autobahn case files), in its
    own virtual environment build/conformance/venv-kosoku/.
 2. For a server target, starts examples/echo.py (PYTHONPATH=python) on a
-   free loopback port and runs the tool's fuzzing client against it (``wstest
-   -m fuzzingclient`` or kosoku's ``run_fuzzingclient``). For a client
+   free loopback port (with TLS for ``server-tls``) and runs the tool's
+   fuzzing client against it (``wstest -m fuzzingclient`` or kosoku's
+   ``run_fuzzingclient``). For a client
    target, starts the tool's fuzzing server (``wstest -m fuzzingserver`` or
    kosoku's ``run_fuzzingserver``) and has the client under test drive
    every case. The extension is built first with ``make build`` if it
@@ -57,9 +71,10 @@ A case passes when its behavior is OK, NON-STRICT, INFORMATIONAL or
 UNIMPLEMENTED and its closing behavior is OK or INFORMATIONAL, as in
 Autobahn's reports, except that UNIMPLEMENTED fails in sections 12 and
 13: there it means the peer did not negotiate permessage-deflate (the case
-then sends nothing), and every roomcast peer must. Exit status: 0 when every case of every target passed,
-1 when one did not (or the peer under test died during the run), 2 when
-the tool or the peer could not be run at all. Every child is stopped on
+then sends nothing), and every roomcast peer must. Exit status: 0 when
+every case of every target passed, 1 when one did not (or the peer under
+test died during the run; a skipped target does not count), 2 when the
+tool or the peer could not be run at all. Every child is stopped on
 every exit, Ctrl-C and SIGTERM included.
 """
 
@@ -109,6 +124,11 @@ QUICK_CASES = ",".join(
 # What each target runs, as the summary names it.
 TARGETS = {
     "server": "Server: `examples/echo.py` (Python echoes each message as received) on 127.0.0.1",
+    "server-tls": (
+        "Server: `examples/echo.py --certfile build/conformance/tls/cert.pem --keyfile"
+        " build/conformance/tls/key.pem` (Python echoes each message as received, over TLS:"
+        " the tool connects to `wss://`) on 127.0.0.1"
+    ),
     "relay": (
         "Server: `examples/echo.py --relay` (each connection alone in a"
         ' `Room(relay="all")`: the core relays each message back, Python never'
@@ -164,6 +184,22 @@ PASSING = {"OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED"}
 DEFLATE_SECTIONS = {"12", "13"}
 CLOSE_PASSING = {"OK", "INFORMATIONAL"}
 NO_RESULT = "NO RESULT"  # ours: the tool gave the case no verdict at all
+
+# server-tls: a self-signed certificate for the loopback names, remade when
+# it has less than a day left.
+TLS_DIR = BUILD / "tls"
+TLS_CERT = TLS_DIR / "cert.pem"
+TLS_KEY = TLS_DIR / "key.pem"
+TLS_NAMES = "DNS:localhost,IP:127.0.0.1"
+# How wstest's fuzzing client speaks TLS (autobahntestsuite's fuzzing.py,
+# with no "hostname" in the servers spec).
+WSTEST_TLS = (
+    "wstest connects to the `wss://` URL with Twisted's `ssl.ClientContextFactory`"
+    " (pyOpenSSL, `SSLv23_METHOD`): no certificate verification (the self-signed"
+    " certificate of `build/conformance/tls/` is taken as is), no SNI"
+)
+# What kosoku 0.1.0 answers a wss:// URL (its run_fuzzingclient).
+KOSOKU_NO_WSS = 'ValueError: invalid url scheme "wss": expected ws or http (or none)'
 
 SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 15.0
@@ -332,14 +368,35 @@ def ensure_built() -> None:
         raise CannotRun("roomcast._core still cannot be imported after make build")
 
 
+def ensure_certificate() -> None:
+    """A self-signed certificate for 127.0.0.1 and localhost in
+    build/conformance/tls/, made with the ``openssl`` command unless one
+    valid for another day is there."""
+    if TLS_CERT.exists() and TLS_KEY.exists():
+        check = ["openssl", "x509", "-noout", "-checkend", "86400", "-in", str(TLS_CERT)]
+        if subprocess.run(check, capture_output=True).returncode == 0:
+            return
+    if shutil.which("openssl") is None:
+        raise CannotRun("the openssl command, which makes the server-tls certificate, is not on PATH")
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    say(f"making a self-signed certificate for {TLS_NAMES} in {TLS_DIR.relative_to(ROOT)}")
+    cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    cmd += ["-days", "30", "-subj", "/CN=roomcast conformance (localhost)", "-addext", f"subjectAltName={TLS_NAMES}"]
+    cmd += ["-keyout", str(TLS_KEY), "-out", str(TLS_CERT)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CannotRun(f"{shlex.join(cmd)} failed:\n{tail(done.stdout + done.stderr)}")
+
+
 def start_server(
-    log_path: Path, children: list[subprocess.Popen[bytes]], mode: str = ""
+    log_path: Path, children: list[subprocess.Popen[bytes]], options: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts examples/echo.py (added to ``children`` at once, so that it is
-    stopped even if the wait below is interrupted); returns it and its URL."""
+    """Starts examples/echo.py with ``options`` (added to ``children`` at
+    once, so that it is stopped even if the wait below is interrupted);
+    returns it and its URL (ws:// or wss://)."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-u", str(ECHO), *([mode] if mode else []), "127.0.0.1", "0"],
+            [sys.executable, "-u", str(ECHO), *options, "127.0.0.1", "0"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -350,7 +407,7 @@ def start_server(
     children.append(proc)
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while True:
-        found = re.search(r"listening on (ws://\S+)", log_path.read_text(errors="replace"))
+        found = re.search(r"listening on (wss?://\S+)", log_path.read_text(errors="replace"))
         if found:
             return proc, found.group(1)
         if proc.poll() is not None:
@@ -599,6 +656,7 @@ def write_record(
     case_seconds: float,
     server_note: str,
     target: str = "server",
+    tls: str = "",
 ) -> None:
     results = {
         case_id: {"behavior": e["behavior"], "behaviorClose": e["behaviorClose"], "duration": e.get("duration")}
@@ -645,6 +703,12 @@ def write_record(
         f"- Wall time of the cases: {case_seconds:.0f} s",
         f"- Result: {'every case passed' if not failing else f'{len(failing)} case(s) did not pass'}",
     ]
+    if target == "server-tls":
+        lines += [
+            f"- TLS client: {WSTEST_TLS}",
+            f"- TLS negotiated (the server's connections, from `examples/echo.py`'s closing line: version,"
+            f" IANA cipher suite): {tls or 'not known'}",
+        ]
     if server_note:
         lines.append(f"- Problems of the peer under test: {server_note}")
     lines += ["", "## Per section", ""]
@@ -787,7 +851,12 @@ def server_log_note(proc: subprocess.Popen[bytes] | None, log_path: Path, name: 
     if not note and code not in (0, None):
         note = f"{name} exited with status {code} when stopped with SIGTERM"
     logged = log_path.read_text(errors="replace").splitlines()
-    extra = [line for line in logged if "listening on" not in line and line.strip() != "shutting down"]
+    expected = ("shutting down",)
+    extra = [
+        line
+        for line in logged
+        if "listening on" not in line and line.strip() not in expected and not line.startswith("tls: ")
+    ]
     if extra:
         where = log_path.relative_to(ROOT)
         say(f"the server logged {len(extra)} other line(s), see {where}:\n{tail(chr(10).join(extra), 20)}")
@@ -795,16 +864,36 @@ def server_log_note(proc: subprocess.Popen[bytes] | None, log_path: Path, name: 
     return note
 
 
+def tls_negotiated(log_path: Path, cases: int) -> tuple[str, str]:
+    """(what the server's connections negotiated, problems): from the line
+    ``tls: ...`` that examples/echo.py --certfile prints when it stops."""
+    found = re.findall(r"^tls: (.*)$", log_path.read_text(errors="replace"), re.MULTILINE)
+    if not found:
+        return "", "examples/echo.py --certfile printed no `tls:` line when stopped"
+    counted = sum(int(n) for n in re.findall(r" on (\d+) connections", found[-1]))
+    if counted < cases:
+        return found[-1], f"{counted} TLS connection(s) reached the echo for {cases} case(s)"
+    return found[-1], ""
+
+
 def run_server_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[float, str]:
     """The tool's fuzzing client against examples/echo.py: (seconds, problems)."""
     log_path = BUILD / f"{target}.log"
-    mode = {"relay": "--relay", "uvicorn": "--uvicorn"}.get(target, "")
-    name = "examples/echo.py" + (f" {mode}" if mode else "")
+    options: tuple[str, ...] = {
+        "relay": ("--relay",),
+        "uvicorn": ("--uvicorn",),
+        "server-tls": ("--certfile", str(TLS_CERT), "--keyfile", str(TLS_KEY)),
+    }.get(target, ())
+    name = "examples/echo.py" + (" --certfile" if target == "server-tls" else "".join(f" {o}" for o in options))
     children: list[subprocess.Popen[bytes]] = []
     server: subprocess.Popen[bytes] | None = None
     note = ""
     try:
-        server, url = start_server(log_path, children, mode)
+        if target == "server-tls":
+            ensure_certificate()
+        server, url = start_server(log_path, children, options)
+        if target == "server-tls" and not url.startswith("wss://"):
+            raise CannotRun(f"{name} listens on {url}, not on wss://")
         say(f"{name} at {url} (pid {server.pid}, log {log_path.relative_to(ROOT)})")
         say(f"running cases {brief(cases)}{excluding()} with {'wstest' if tool.wstest else 'kosoku'}")
         t_cases = time.monotonic()
@@ -826,24 +915,38 @@ def run_server_target(target: str, tool: Tool, out: Path, cases: str) -> tuple[f
     return seconds, server_log_note(server, log_path, name, note)
 
 
-def run_target(target: str, tool: Tool, args: argparse.Namespace, command: str) -> bool:
-    """Runs one target and writes its record; True when every case passed."""
+def run_target(target: str, tool: Tool, args: argparse.Namespace, command: str) -> bool | None:
+    """Runs one target and writes its record; True when every case passed,
+    None when the target was skipped (server-tls under kosoku)."""
+    if target == "server-tls" and tool.kosoku is not None:
+        why = f"kosoku cannot connect to wss:// ({KOSOKU_NO_WSS}); the Autobahn TestSuite (Python 2.7) can"
+        if args.target == target:
+            raise CannotRun(f"server-tls: {why}")
+        say(f"--- target {target} skipped: {why}")
+        return None
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
     out: Path = args.out.resolve() / target
     out.mkdir(parents=True, exist_ok=True)
     clear_report(out)
     say(f"--- target {target}")
-    if target in ("server", "relay", "uvicorn"):
+    if target in ("server", "server-tls", "relay", "uvicorn"):
         seconds, note = run_server_target(target, tool, out, args.cases)
     else:
         seconds, note = run_client_target(target, tool, out, args.cases)
     entries, details = read_results(out)
+    tls = ""
+    if target == "server-tls":
+        tls, problem = tls_negotiated(BUILD / f"{target}.log", len(entries))
+        note = "; ".join(filter(None, [note, problem]))
+        say(f"{target}: the server's TLS connections: {tls or 'none'}")
     full = args.cases == DEFAULT_CASES
     dest = RECORDS / target if full else out
     dest.mkdir(parents=True, exist_ok=True)
     client = target.startswith("client")
-    write_record(dest, out, entries, details, tool.describe(client), tool.why, command, started, seconds, note, target)
+    write_record(
+        dest, out, entries, details, tool.describe(client), tool.why, command, started, seconds, note, target, tls
+    )
     failing = [c for c, e in entries.items() if not passed(c, e)]
     for case_id in failing:
         e = entries[case_id]
@@ -868,9 +971,10 @@ def main() -> int:
     targets = list(TARGETS) if args.target == "all" else [args.target]
     ok = {target: run_target(target, tool, args, command) for target in targets}
     for target, good in ok.items():
-        say(f"{target:<13} {'every case passed' if good else 'NOT every case passed'}")
+        verdict = {True: "every case passed", False: "NOT every case passed", None: "skipped (kosoku: no wss://)"}
+        say(f"{target:<13} {verdict[good]}")
     say(f"whole run {time.monotonic() - t0:.0f} s")
-    return 0 if all(ok.values()) else 1
+    return 0 if all(good is not False for good in ok.values()) else 1
 
 
 def on_sigterm(signum: int, frame: Any) -> None:
