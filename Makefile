@@ -293,14 +293,16 @@ memcheck:
 
 # The Autobahn TestSuite's cases (sections 1-7, 9, 10, and 12 and 13:
 # permessage-deflate) against five
-# targets in turn: examples/echo.py (server), its --relay mode (the core's
-# relay path), its --uvicorn mode (connections uvicorn accepted and handed
-# to the core), and the asyncio and synchronous clients through the tool's
-# fuzzing server. The tool installs itself under build/conformance/ (the
-# suite itself when a Python 2.7 is found, else the kosoku runner of its
-# case files); a full run rewrites summary.md and results.json in
-# tests/reports/conformance/TARGET/ (server, relay, uvicorn, client-async,
-# client-sync).
+# targets in turn: examples/echo.py (server), the same over TLS (server-tls:
+# wss:// with a self-signed certificate made in build/conformance/tls/;
+# needs the suite itself, skipped under kosoku), its --relay mode (the
+# core's relay path), its --uvicorn mode (connections uvicorn accepted and
+# handed to the core), and the asyncio and synchronous clients through the
+# tool's fuzzing server. The tool installs itself under build/conformance/
+# (the suite itself when a Python 2.7 is found, else the kosoku runner of
+# its case files); a full run rewrites summary.md and results.json in
+# tests/reports/conformance/TARGET/ (server, server-tls, relay, uvicorn,
+# client-async, client-sync).
 conformance: deps build
 	$(PYTHON) tests/conformance/run.py
 
