@@ -511,6 +511,29 @@ static void on_write(uv_write_t *req, int status) {
   flush(c); /* what came meanwhile, or the end of a draining connection */
 }
 
+/* The socket is full: a request for the rest of the queue's first max
+ * frames, made only now (192 bytes that an idle connection need not
+ * carry); on_write takes it up. */
+static void write_rest(rc_conn *c, unsigned max) {
+  uv_write_t *req = malloc(sizeof(*req));
+  if (req == NULL) {
+    rc__conn_abort(c);
+    return;
+  }
+  req->data = c;
+  uv_buf_t bufs[RC__IOV_MAX];
+  unsigned n = rc__outq_fill_iov(&c->q, bufs, max);
+  int r = uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+  if (r < 0) {
+    free(req);
+    rc__conn_abort(c);
+    return;
+  }
+  c->writing = 1;
+  c->q.inflight = n;
+}
+
 /* A TLS connection's queue holds its frames as every connection's does,
  * shared with the other members up to here: records differ per member, so
  * encryption is the first copy a member gets, and it is made only when the
@@ -634,22 +657,7 @@ static void tls_flush(rc_conn *c) {
       continue;
     }
     rc__outq_skip_head(&c->q, (size_t)r);
-    uv_write_t *req = malloc(sizeof(*req));
-    if (req == NULL) {
-      rc__conn_abort(c);
-      return;
-    }
-    req->data = c;
-    buf = uv_buf_init((char *)b->data + r, (unsigned)(b->len - (size_t)r));
-    r = uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-    atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
-    if (r < 0) {
-      free(req);
-      rc__conn_abort(c);
-      return;
-    }
-    c->writing = 1;
-    c->q.inflight = 1;
+    write_rest(c, 1); /* the block alone: what follows is not sealed */
     c->role->queue_changed(c);
     return;
   }
@@ -682,24 +690,7 @@ static void flush(rc_conn *c) {
     on_drained(c);
     return;
   }
-  /* The socket is full: a request for the rest, made only now (192
-   * bytes that an idle connection need not carry). */
-  uv_write_t *req = malloc(sizeof(*req));
-  if (req == NULL) {
-    rc__conn_abort(c);
-    return;
-  }
-  req->data = c;
-  n = rc__outq_fill_iov(&c->q, bufs, RC__IOV_MAX);
-  r = uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
-  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
-  if (r < 0) {
-    free(req);
-    rc__conn_abort(c);
-    return;
-  }
-  c->writing = 1;
-  c->q.inflight = n;
+  write_rest(c, RC__IOV_MAX);
 }
 
 void rc__flush_dirty(rc_server *s) {
