@@ -33,6 +33,10 @@ class Route:
     path and returns the converted parameters, or None."""
 
     def __init__(self, pattern: str) -> None:
+        if callable(pattern):
+            raise TypeError('@server.websocket needs the path in parentheses: @server.websocket("/chat")')
+        if not isinstance(pattern, str):
+            raise TypeError(f"a route path is a str such as '/chat', not {type(pattern).__name__}")
         if not pattern.startswith("/"):
             raise ValueError(f"route path must start with '/': {pattern!r}")
         self.pattern = pattern

@@ -234,7 +234,8 @@ class Socket:
         return self.ws.state
 
     def __repr__(self) -> str:
-        return f"<Socket #{self.id} rooms={sorted(self._rooms or ())!r}>"
+        number = getattr(self.ws, "_number", self.id)
+        return f"<Socket #{number} rooms={sorted(self._rooms or ())!r}>"
 
     def rooms(self) -> set[str]:
         """The rooms this socket is in (a copy)."""
@@ -341,6 +342,8 @@ class App(Server):
     def on(self, event: str) -> Callable[[F], F]:
         """Decorator: ``handler(ws)`` (sync or async) handles ``event``;
         ``ws.payload`` holds its payload. One handler per event."""
+        if callable(event):
+            raise TypeError('@app.on needs the event name in parentheses: @app.on("message")')
         if not isinstance(event, str):
             raise TypeError(f"an event is named by a str, not {type(event).__name__}")
 

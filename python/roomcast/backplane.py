@@ -150,7 +150,10 @@ def parse_url(url: str) -> dict[str, Any]:
 
 
 def _parse_url(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL", ...
+        raise ValueError(f"backplane URL cannot be parsed ({exc}): {url!r}") from None
     if parts.scheme != "redis":
         hint = " (TLS is not supported)" if parts.scheme == "rediss" else ""
         raise ValueError(f"backplane URL must start with redis://{hint}: {url!r}")

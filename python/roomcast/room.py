@@ -819,8 +819,13 @@ class Room(BaseRoom):
         (text frames, message is str), ``"bytes"`` (binary frames, bytes) or
         ``"json"`` (frames of either kind parsed as JSON). One handler per
         kind; a new one replaces the old."""
+        if callable(mode):
+            raise TypeError(
+                '@room.on_receive needs its mode in parentheses: @room.on_receive("text") '
+                '(or "bytes" or "json") above the handler'
+            )
         if mode not in ("text", "bytes", "json"):
-            raise ValueError('on_receive() mode must be "text", "bytes" or "json"')
+            raise ValueError(f'on_receive() mode must be "text", "bytes" or "json", not {mode!r}')
 
         def decorator(func: F) -> F:
             self._on_receive[mode] = _Handler(func, 3, f"on_receive({mode!r})")
@@ -852,8 +857,12 @@ class Room(BaseRoom):
 
     @staticmethod
     def _hook(table: dict[str, _Handler], name: str, mode: str) -> Callable[[F], F]:
+        if callable(mode):
+            raise TypeError(
+                f'@room.{name} needs its mode in parentheses: @room.{name}("after") (or "before") above the handler'
+            )
         if mode not in ("before", "after"):
-            raise ValueError(f'{name}() mode must be "before" or "after"')
+            raise ValueError(f'{name}() mode must be "before" or "after", not {mode!r}')
 
         def decorator(func: F) -> F:
             table[mode] = _Handler(func, 2, f"{name}({mode!r})")

@@ -38,6 +38,7 @@ import inspect
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import (
     Any,
@@ -97,6 +98,17 @@ def _tls_settings(opts: dict[str, Any]) -> tuple[str, str | None, str | None, st
     )
     Core.check_tls(*settings)
     return settings
+
+
+def _say(message: str) -> None:
+    """What :meth:`Server.run` tells its operator: logged at INFO on the
+    ``"roomcast"`` logger when the program's logging shows that, else
+    printed to stderr, so that a program that configured no logging still
+    says where it listens."""
+    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+        logger.info("%s", message)
+    else:
+        print(f"roomcast: {message}", file=sys.stderr, flush=True)
 
 
 class Running:
@@ -311,6 +323,15 @@ class Server:
         """Serves ``room`` at ``path``: as an endpoint that calls
         ``room.connect``, except that an idle member costs no task (the
         room runs its handlers when events come, see ``room.attach``)."""
+        if not isinstance(room, BaseRoom):
+            what = type(room).__name__
+            if isinstance(room, Server):  # an App
+                hint = f"; the {what} is a server itself: serve it with its own run() or serve()"
+            elif isinstance(room, type) and issubclass(room, BaseRoom):
+                hint = f": make one first, server.route({path!r}, {room.__name__}())"
+            else:
+                hint = ", e.g. room = Room(), then server.route(path, room)"
+            raise TypeError(f"server.route() takes a Room, not {what} {room!r}{hint}")
         # A subclass with its own connect() keeps it: it runs as an endpoint.
         own = type(room).connect is BaseRoom.connect
         self._add_route(Route(path), room.connect, room.attach if own else None)
@@ -362,7 +383,9 @@ class Server:
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
         """Serves until SIGINT (Ctrl-C) or SIGTERM, then closes every
         connection with 1001 and returns. Blocks; starts its own asyncio
-        loop. Logs the address on the ``"roomcast"`` logger at INFO. With
+        loop. Says where it listens: at INFO on the ``"roomcast"`` logger
+        when the program's logging shows that, else on stderr
+        (``roomcast: listening on ws://127.0.0.1:8000/ (Ctrl-C to stop)``). With
         TLS, SIGHUP reloads the certificates (:meth:`reload_certificates`)."""
         asyncio.run(self._run_until_signal(host, port))
 
@@ -384,9 +407,9 @@ class Server:
                 pass  # not the main thread, or no signals here
         try:
             async with self.serve(host, port) as running:
-                logger.info("listening on %s", running.url)
+                _say(f"listening on {running.url} (Ctrl-C to stop)")
                 await stop.wait()
-                logger.info("shutting down")
+                _say("shutting down")
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

@@ -240,6 +240,7 @@ class ServerWebSocket:
         "_driver",
         "_driven",
         "_tls",
+        "_number",
     )
 
     def __init__(
@@ -256,6 +257,7 @@ class ServerWebSocket:
     ) -> None:
         self._hub = hub
         self._conn = conn
+        self._number = next(hub.numbers)
         self._path = path
         self._query = query
         self._raw_headers = headers
@@ -387,7 +389,7 @@ class ServerWebSocket:
         return URL("wss" if self._tls is not None else "ws", netloc, self._path, self._query, "")
 
     def __repr__(self) -> str:
-        return f"<ServerWebSocket #{self._conn} {self._path} from {self._host}:{self._port}>"
+        return f"<ServerWebSocket #{self._number} {self._path} from {self._host}:{self._port}>"
 
     # -- what roomcast's own modules use --------------------------------------
 

@@ -122,8 +122,13 @@ class Policy:
 def _parse_url(url: str) -> Target:
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL", ...
+        raise ValueError(f"{url!r}: not a URL ({exc})") from None
     scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") and "://" not in url:
+        raise ValueError(f"{url!r}: not a URL; a WebSocket URL looks like ws://host:port/path")
     if scheme not in ("ws", "wss"):
         raise ValueError(f"{url!r}: the scheme must be ws:// or wss://, not {scheme or 'none'!r}")
     if parts.fragment or url.endswith("#"):
