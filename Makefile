@@ -1,9 +1,12 @@
 # roomcast: the one entry point for building, testing and running the demo.
 #
-#   make demo      install what is missing, build, serve the chat example on
-#                  http://127.0.0.1:8000/
-#   make demo-https  the same on https://127.0.0.1:8443/, with a certificate
-#                  for localhost it makes once in build/demo-cert/
+#   make demo      build roomcast into a virtual environment of its own
+#                  (.venv/) and serve the chat example on
+#                  http://127.0.0.1:8000/ (PORT=8001 for another port); needs
+#                  only the build's Debian packages (APT_BUILD), no test tools
+#   make demo-https  the same on https://127.0.0.1:8443/ (DEMO_HTTPS_PORT=,
+#                  or PORT=), with a certificate for localhost it makes once in
+#                  build/demo-cert/
 #   make test      install what is missing, build with -Werror, run the C unit
 #                  tests, then the Python test suite
 #   make sanitize  the same tests against an ASan/UBSan build
@@ -29,21 +32,26 @@
 #   make format    apply both formatters (clang-format -i, ruff format)
 #   make deps | build | ctest | clean
 #
-# `deps` installs only what is missing: the Debian packages below (with
-# apt-get, which needs root or password-less sudo), then pytest, websockets,
+# `deps` (what `make test` and the other developer targets use) installs
+# only what is missing: the Debian packages below (with apt-get, which needs
+# root or password-less sudo), then PY_TEST with pip: pytest, websockets,
 # mypy, ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn-worker,
-# uvloop, httptools and ruff with pip (setuptools too, if the
-# interpreter lacks it). Variables: PYTHON
-# (default python3), CC (default gcc).
+# uvloop, httptools and ruff (setuptools too, if the interpreter lacks it).
+# `make demo` needs only APT_BUILD (and python3-venv where the interpreter
+# has no venv module) and installs nothing with pip outside .venv/.
+# Variables: PYTHON (default python3), CC (default gcc), PORT (default 8000).
 
 PYTHON ?= python3
 ifeq ($(origin CC),default)
 CC = gcc
 endif
 
-APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
-                libdeflate-dev zlib1g-dev \
-                openssl chromium libnss3-tools redis-server clang-format
+# What building the extension needs (the demo, `pip install .`), and what
+# only the tests and the developer targets add.
+APT_BUILD := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
+             libdeflate-dev zlib1g-dev
+APT_TEST := openssl chromium libnss3-tools redis-server clang-format
+APT_PACKAGES := $(APT_BUILD) $(APT_TEST)
 # libdeflate-dev and zlib1g-dev: permessage-deflate (csrc/proto/rc_deflate.c):
 # libdeflate compresses and inflates the messages that stand alone; zlib
 # inflates a peer's stream that keeps its context and compresses with a
@@ -70,7 +78,7 @@ APT_PACKAGES := libuv1-dev libwslay-dev libssl-dev libhiredis-dev pkg-config \
 # parsers). ruff formats and lints
 # the Python (make style, make format; its rules in pyproject.toml): pinned,
 # since a new ruff release may format differently or add lint findings.
-PY_DEPS := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
+PY_TEST := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
            jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 gunicorn>=21 \
            uvicorn-worker>=0.2 uvloop>=0.19 httptools>=0.6 ruff==0.17.5
 
@@ -108,11 +116,19 @@ all: build
 deps: deps-system deps-python
 
 # apt-get needs root: run directly as root, else through password-less sudo,
-# else say what to run and fail.
+# else say what to run and fail. DEPS_FOR=venv (the demo): python3-venv
+# instead of python3-pip, since pip then runs inside .venv/.
+DEPS_FOR ?=
+DEPS_VENV_CHECK = $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
+	missing="$$missing python3-venv";
+DEPS_PIP_CHECK = if ! $(PYTHON) -m pip --version >/dev/null 2>&1 && \
+	! $(PYTHON) -c 'import pytest, setuptools, websockets' 2>/dev/null; \
+	then missing="$$missing python3-pip"; fi;
+
 deps-system:
 	@if ! command -v dpkg >/dev/null 2>&1; then \
-	  echo "roomcast: no dpkg here; install libuv (with its pkg-config file)," \
-	       "wslay, hiredis, redis-server and pkg-config with your system's package manager." >&2; \
+	  echo "roomcast: no dpkg here; install the equivalents of these Debian" \
+	       "packages with your system's package manager: $(APT_PACKAGES)" >&2; \
 	  exit 0; \
 	fi; \
 	missing=""; \
@@ -125,11 +141,7 @@ deps-system:
 	      sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then \
 	  missing="$$missing python3-dev"; \
 	fi; \
-	if ! $(PYTHON) -m pip --version >/dev/null 2>&1 && \
-	   ! $(PYTHON) -c 'import pytest, setuptools, websockets' 2>/dev/null; \
-	then \
-	  missing="$$missing python3-pip"; \
-	fi; \
+	$(if $(filter venv,$(DEPS_FOR)),$(DEPS_VENV_CHECK),$(DEPS_PIP_CHECK)) \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
@@ -166,8 +178,8 @@ deps-python:
 	    sys.exit(sys.prefix != sys.base_prefix)'; then \
 	  flags="$$flags --user"; \
 	fi; \
-	echo "roomcast: $(PYTHON) -m pip install $$flags $(PY_DEPS)"; \
-	$(PYTHON) -m pip install --quiet $$flags $(foreach d,$(PY_DEPS),'$(d)')
+	echo "roomcast: $(PYTHON) -m pip install $$flags $(PY_TEST)"; \
+	$(PYTHON) -m pip install --quiet $$flags $(foreach d,$(PY_TEST),'$(d)')
 
 # --- build ------------------------------------------------------------------
 
@@ -204,23 +216,49 @@ ctest: $(CTEST_BINS)
 test: deps build ctest
 	PYTHONPATH=python $(PYTHON) -m pytest -q tests
 
-demo: deps build
-	PYTHONPATH=python $(PYTHON) examples/chat.py
+# The demo runs from .venv/, a virtual environment this Makefile makes with
+# the interpreter's venv module and into which it pip-installs this checkout
+# (pip fetches setuptools for the build); nothing else is installed, and
+# nothing outside .venv/. The stamp file reinstalls it when a source changes.
+# A busy PORT gets a one-line message from examples/chat.py.
+PORT ?= 8000
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.roomcast-installed
+DEMO_SRCS := setup.py pyproject.toml \
+             $(wildcard csrc/*/*.[ch] python/roomcast/*.py python/roomcast/*.pyi \
+                        python/roomcast/*/*.py python/roomcast/static/*)
+
+$(VENV_STAMP): $(DEMO_SRCS)
+	@$(MAKE) --no-print-directory deps-system APT_PACKAGES="$(APT_BUILD)" \
+	  DEPS_FOR=venv
+	@[ -x $(VENV_PYTHON) ] || { echo "roomcast: $(PYTHON) -m venv $(VENV)"; \
+	  $(PYTHON) -m venv $(VENV); }
+	@echo "roomcast: $(VENV_PYTHON) -m pip install . (builds the C core)"
+	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check .
+	@touch $@
+
+demo: $(VENV_STAMP)
+	$(VENV_PYTHON) examples/chat.py --port $(PORT)
 
 # The same demo over https://127.0.0.1:8443/ (and wss://), with a
 # certificate made once in build/demo-cert/ by openssl: self-signed, for
 # localhost, 127.0.0.1 and ::1 only (its name constraints make a browser
 # refuse anything else its key might sign), a year long. Trust cert.pem in
-# the browser as an authority (README: "The demo over https"), or accept
-# the warning; `rm -r build/demo-cert` makes a new one on the next run.
+# the browser as an authority (docs/development.md, "The demo over
+# https"), or accept the warning; `rm -r build/demo-cert`
+# makes a new one on the next run. PORT= given on the command line wins over
+# DEMO_HTTPS_PORT.
 DEMO_CERT := build/demo-cert
 DEMO_HTTPS_PORT ?= 8443
+DEMO_HTTPS_ON := $(if $(filter command line,$(origin PORT)),$(PORT),$(DEMO_HTTPS_PORT))
 
-demo-https: deps build $(DEMO_CERT)/cert.pem
-	PYTHONPATH=python $(PYTHON) examples/chat.py --port $(DEMO_HTTPS_PORT) \
+demo-https: $(VENV_STAMP) $(DEMO_CERT)/cert.pem
+	$(VENV_PYTHON) examples/chat.py --port $(DEMO_HTTPS_ON) \
 	  --certfile $(DEMO_CERT)/cert.pem --keyfile $(DEMO_CERT)/key.pem
 
 $(DEMO_CERT)/cert.pem:
+	@$(MAKE) --no-print-directory deps-system APT_PACKAGES=openssl DEPS_FOR=venv
 	@mkdir -p $(DEMO_CERT)
 	umask 077 && openssl req -x509 -newkey ec \
 	  -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \

@@ -23,6 +23,7 @@ counts are right again.
 """
 
 import argparse
+import errno
 import logging
 import os
 from pathlib import Path
@@ -137,7 +138,11 @@ def main() -> None:
     except ValueError as exc:  # a certificate or key that cannot be used
         parser.exit(2, f"{parser.prog}: {exc}\n")
     app.static("/", STATIC)
-    app.run(host=args.host, port=args.port)
+    try:
+        app.run(host=args.host, port=args.port)
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        hint = f" (another port: --port {args.port + 1}, or make demo PORT={args.port + 1})"
+        parser.exit(1, f"{parser.prog}: {exc.strerror or exc}{hint if exc.errno == errno.EADDRINUSE else ''}\n")
 
 
 if __name__ == "__main__":
