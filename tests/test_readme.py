@@ -237,10 +237,6 @@ def check_server(block: Block, tmp_path: Path) -> None:
         expected = shown(block, port)
         lines = iter(err.splitlines())
         missing = [line for line in expected if not any(line == got for got in lines)]
-        if missing and "listening on" not in err:
-            # server.run() says where it listens (issue 17): until it does,
-            # the Quick start's shown line cannot match.
-            pytest.xfail(f"{block.name}: the server printed no 'listening on' line")
         assert not missing, f"{block.name} did not print {missing} (its stderr:\n{err})"
 
 
