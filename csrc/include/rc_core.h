@@ -422,9 +422,9 @@ typedef struct rc_stats {
                                     complete: refused (no certificate,
                                     garbage, plain HTTP), abandoned by the
                                     client, or past handshake_timeout */
-  uint64_t bytes_out;            /* bytes the sockets took, counted per write
-                                    (frames, HTTP answers, TLS records) */
-  uint64_t rooms_open;           /* rooms with members on this server now */
+  uint64_t bytes_out;              /* bytes the sockets took, counted per write
+                                      (frames, HTTP answers, TLS records) */
+  uint64_t rooms_open;             /* rooms with members on this server now */
   /* Handshakes the core refused, by reason (those the embedder refuses
    * with rc_server_respond are the embedder's to count). */
   uint64_t refused_bad_request;   /* 400: malformed head or upgrade */

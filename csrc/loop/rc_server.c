@@ -570,7 +570,8 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->tls_handshake_failures = atomic_load(&s->st_tls_failures);
   out->bytes_out = atomic_load(&s->st_bytes_out);
   out->rooms_open = atomic_load(&s->st_rooms_open);
-  out->refused_bad_request = atomic_load(&s->st_refusals[RC__REFUSE_BAD_REQUEST]);
+  out->refused_bad_request =
+      atomic_load(&s->st_refusals[RC__REFUSE_BAD_REQUEST]);
   out->refused_method = atomic_load(&s->st_refusals[RC__REFUSE_METHOD]);
   out->refused_version = atomic_load(&s->st_refusals[RC__REFUSE_VERSION]);
   out->refused_not_websocket =

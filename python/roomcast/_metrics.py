@@ -165,7 +165,7 @@ class Metrics:
 
             _shared().export()  # this worker's counts, fresh
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
             if self._registry is None:
                 self._registry = CollectorRegistry()
@@ -214,9 +214,7 @@ class _Shared:
 
         self._lock = threading.Lock()
         self._sources: dict[Metrics, Values] = {}
-        self._counters = {
-            name: Counter(name, text, registry=None) for name, _, text in COUNTERS + BACKPLANE_COUNTERS
-        }
+        self._counters = {name: Counter(name, text, registry=None) for name, _, text in COUNTERS + BACKPLANE_COUNTERS}
         self._gauges = {
             name: Gauge(name, text, registry=None, multiprocess_mode="livesum")
             for name, _, text in GAUGES + BACKPLANE_GAUGES
@@ -285,4 +283,4 @@ def worker_exited(pid: int) -> None:
         from prometheus_client import multiprocess
     except ImportError:
         return
-    multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

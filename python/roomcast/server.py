@@ -286,7 +286,9 @@ class Server:
         self._poll_core: Core | None = None
         self._conns: dict[int, ServerWebSocket] = {}
         # The scrapes' answers and the refusals Python decides (None: off).
-        self._metrics = None if opts["metrics_path"] is None else _metrics.Metrics(opts["metrics_path"], backplane is not None)
+        self._metrics = (
+            None if opts["metrics_path"] is None else _metrics.Metrics(opts["metrics_path"], backplane is not None)
+        )
 
     @property
     def _core(self) -> Core | None:
