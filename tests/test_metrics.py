@@ -8,7 +8,6 @@ roomcast[metrics]``) and are skipped without it.
 """
 
 import asyncio
-import importlib.util
 import os
 import signal
 import subprocess
@@ -25,7 +24,12 @@ from support import wsraw
 from support.polling import until
 
 REPO = Path(__file__).resolve().parent.parent
-HAVE_PROMETHEUS = importlib.util.find_spec("prometheus_client") is not None
+try:
+    import prometheus_client  # noqa: F401
+
+    HAVE_PROMETHEUS = True
+except ImportError:
+    HAVE_PROMETHEUS = False
 needs_prometheus = pytest.mark.skipif(not HAVE_PROMETHEUS, reason="prometheus_client is not installed")
 
 
@@ -193,6 +197,20 @@ async def test_refused_handshakes_show_under_their_reason():
         answer = await asyncio.to_thread(wsraw.http_exchange, port, big)
         assert answer.status == 431
         await check("too_large")
+
+
+@needs_prometheus
+async def test_refusals_the_core_decides_by_itself():
+    server = Server(metrics_path="/metrics", handshake_timeout=0.2)
+    server.route("/chat", Room())
+    async with server.serve("127.0.0.1", 0) as running:
+        port = running.port
+        before = await scrape(port)
+        post = wsraw.handshake_request("/chat", key=wsraw.new_key(), method="POST")
+        assert (await asyncio.to_thread(wsraw.http_exchange, port, post)).status == 405
+        assert refused(await scrape(port), "method") == refused(before, "method") + 1
+        with wsraw.connect_socket(port):  # says nothing: closed at handshake_timeout
+            await until_refused(port, "timeout", refused(before, "timeout") + 1)
 
 
 async def until_refused(port: int, reason: str, count: float) -> None:
