@@ -10,17 +10,20 @@ roomcast[metrics]``) and are skipped without it.
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from roomcast import Room, Server
+from roomcast import App, Room, Server
 from support import wsraw
+from support.certs import tls_certs_fixture  # noqa: F401 (the tls_certs fixture)
 from support.polling import until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,6 +283,46 @@ async def test_two_servers_in_one_process_keep_their_own_counts():
             await until(lambda: a.stats()["connections"] == 2, what="the clients")
             assert value(await scrape(a.port), "roomcast_connections") == 3  # and the scrape's
             assert value(await scrape(b.port), "roomcast_connections") == 1
+
+
+@needs_prometheus
+async def test_an_app_refusing_in_on_connect_counts_as_rejected_by_app():
+    app = App(metrics_path="/metrics", serve_client=False)
+
+    @app.on_connect
+    def refuse(ws):
+        return False
+
+    async with app.serve("127.0.0.1", 0) as running:
+        before = refused(await scrape(running.port), "rejected_by_app")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"ws://127.0.0.1:{running.port}/"):
+                pass
+        assert info.value.response.status_code == 403
+        await until_refused(running.port, "rejected_by_app", before + 1)
+
+
+@needs_prometheus
+async def test_over_tls_the_scrape_and_the_handshakes_are_counted(tls_certs):
+    server = Server(metrics_path="/metrics", ssl_certfile=tls_certs.server, ssl_keyfile=tls_certs.server_key)
+    server.route("/chat", Room())
+    ctx = ssl.create_default_context(cafile=tls_certs.ca)
+
+    def get() -> dict:
+        with urllib.request.urlopen(f"https://127.0.0.1:{running.port}/metrics", context=ctx) as response:
+            return _parse(response.read().decode())
+
+    async with server.serve("127.0.0.1", 0) as running:
+        first = await asyncio.to_thread(get)
+        async with connect(f"wss://127.0.0.1:{running.port}/chat", ssl=ctx):
+            second = await asyncio.to_thread(get)
+        assert value(second, "roomcast_tls_handshakes_total") == value(first, "roomcast_tls_handshakes_total") + 2
+        assert value(second, "roomcast_sent_bytes_total") > value(first, "roomcast_sent_bytes_total")
+        with pytest.raises((OSError, EOFError, wsraw.ProtocolError)):  # plain HTTP on a TLS port
+            await asyncio.to_thread(_get, running.port)
+        third = await asyncio.to_thread(get)
+        failures = "roomcast_tls_handshake_failures_total"
+        assert value(third, failures) == value(second, failures) + 1
 
 
 # --- workers: prometheus_client's multiprocess mode ------------------------------
