@@ -104,6 +104,7 @@ class Metrics:
 
     def __init__(self, path: str, backplane: bool) -> None:
         require()
+        _check_multiproc()
         self.path = path
         self._backplane = backplane
         self._refused = dict.fromkeys(PYTHON_REFUSALS, 0)
@@ -201,6 +202,22 @@ class _Collector:
 
 def _multiproc_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _check_multiproc() -> None:
+    """In multiprocess mode: the directory exists, and prometheus_client
+    saw it when it was imported (it chooses where values live then)."""
+    where = _multiproc_dir()
+    if where is None:
+        return
+    if not os.path.isdir(where):
+        raise ValueError(f"{MULTIPROC_ENV} names {where!r}, which is not a directory")
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        raise RuntimeError(
+            f"{MULTIPROC_ENV} was set after prometheus_client was imported: set it before the process starts"
+        )
 
 
 class _Shared:
