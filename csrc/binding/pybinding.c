@@ -1199,6 +1199,15 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       {"tls_connections", st.tls_connections},
       {"tls_handshakes", st.tls_handshakes},
       {"tls_handshake_failures", st.tls_handshake_failures},
+      {"bytes_out", st.bytes_out},
+      {"rooms_open", st.rooms_open},
+      {"refused_bad_request", st.refused_bad_request},
+      {"refused_method", st.refused_method},
+      {"refused_version", st.refused_version},
+      {"refused_not_websocket", st.refused_not_websocket},
+      {"refused_too_large", st.refused_too_large},
+      {"refused_shutting_down", st.refused_shutting_down},
+      {"refused_timeout", st.refused_timeout},
   };
   PyObject *dict = PyDict_New();
   for (size_t i = 0; dict != NULL && i < sizeof(fields) / sizeof(fields[0]);

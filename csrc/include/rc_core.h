@@ -422,6 +422,20 @@ typedef struct rc_stats {
                                     complete: refused (no certificate,
                                     garbage, plain HTTP), abandoned by the
                                     client, or past handshake_timeout */
+  uint64_t bytes_out;              /* bytes the sockets took, counted per write
+                                      (frames, HTTP answers, TLS records) */
+  uint64_t rooms_open;             /* rooms with members on this server now */
+  /* Handshakes the core refused, by reason (those the embedder refuses
+   * with rc_server_respond are the embedder's to count). */
+  uint64_t refused_bad_request;   /* 400: malformed head or upgrade */
+  uint64_t refused_method;        /* 405: an upgrade not asked with GET */
+  uint64_t refused_version;       /* 426: Sec-WebSocket-Version not 13 */
+  uint64_t refused_not_websocket; /* 426: plain HTTP without http_requests */
+  uint64_t refused_too_large;     /* 431: past max_header_bytes/headers */
+  uint64_t refused_shutting_down; /* 503 or closed: the server was stopping */
+  uint64_t refused_timeout;       /* no head within handshake_timeout
+                                     (closed), or the embedder did not
+                                     answer within it (503) */
 } rc_stats;
 
 void rc_server_stats(rc_server *s, rc_stats *out);

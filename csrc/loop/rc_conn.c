@@ -450,6 +450,17 @@ int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
 
 /* --- writing ------------------------------------------------------------- */
 
+/* Every write: one call counted in writes, what the socket took in
+ * bytes_out (a uv_write's bytes when it is asked: it writes them all or the
+ * connection ends). */
+static void count_write(rc_conn *c, int r, size_t asked) {
+  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+  size_t took = r > 0 ? (size_t)r : asked;
+  if (took > 0)
+    atomic_fetch_add_explicit(&c->srv->st_bytes_out, took,
+                              memory_order_relaxed);
+}
+
 /* Frames for a member with nothing queued are written at once, the way a
  * plain server would, with one writev() of the caller's iovec (built once
  * for the whole room, see rc__room_publish_run): no trip through the queue,
@@ -462,7 +473,7 @@ uint32_t rc__conn_deliver_now(rc_conn *c, rc_buf *const *bufs,
   if (c->state == RC_CONN_OPEN && c->q.count == 0 && !c->writing &&
       !c->doomed && c->tls == NULL && total <= INT_MAX) {
     int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-    atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+    count_write(c, r, 0);
     if (r == (int)total)
       return n;
     if (r == UV_EAGAIN || r == UV_ENOSYS)
@@ -524,12 +535,16 @@ static void write_rest(rc_conn *c, unsigned max) {
   uv_buf_t bufs[RC__IOV_MAX];
   unsigned n = rc__outq_fill_iov(&c->q, bufs, max);
   int r = uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
-  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
   if (r < 0) {
+    count_write(c, r, 0);
     free(req);
     rc__conn_abort(c);
     return;
   }
+  size_t asked = 0;
+  for (unsigned i = 0; i < n; i++)
+    asked += bufs[i].len;
+  count_write(c, 0, asked);
   c->writing = 1;
   c->q.inflight = n;
 }
@@ -645,7 +660,7 @@ static void tls_flush(rc_conn *c) {
     uv_buf_t buf = uv_buf_init((char *)b->data, (unsigned)b->len);
     int r = b->len <= INT_MAX ? uv_try_write((uv_stream_t *)&c->tcp, &buf, 1)
                               : UV_EAGAIN;
-    atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+    count_write(c, r, 0);
     if (r == UV_EAGAIN || r == UV_ENOSYS)
       r = 0;
     if (r < 0) {
@@ -677,7 +692,7 @@ static void flush(rc_conn *c) {
   uv_buf_t bufs[RC__IOV_MAX];
   unsigned n = rc__outq_fill_iov(&c->q, bufs, RC__IOV_MAX);
   int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+  count_write(c, r, 0);
   if (r == UV_EAGAIN || r == UV_ENOSYS)
     r = 0;
   if (r < 0) {

@@ -195,6 +195,8 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     int is_get = req->method_len == 3 && memcmp(req->method, "GET", 3) == 0;
     int is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
     if (chk.status == 1 && !(s->cfg.http_requests && (is_get || is_head))) {
+      rc__refused(s, !is_get && !is_head ? RC__REFUSE_METHOD
+                                         : RC__REFUSE_NOT_WEBSOCKET);
       if (!is_get && !is_head)
         rc__handshake_refuse(c, 405, "Allow: GET\r\n", "method not allowed");
       else
@@ -205,6 +207,7 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
       return;
     }
     if (s->stopping) {
+      rc__refused(s, RC__REFUSE_SHUTTING_DOWN);
       rc__handshake_refuse(c, 503, NULL, "server shutting down");
       return;
     }
@@ -228,6 +231,9 @@ static void on_request_head(rc_conn *c, const rc_http_request *req) {
     rc__event_push(s, ev);
     return;
   }
+  rc__refused(s, chk.status == 426   ? RC__REFUSE_VERSION
+                 : chk.status == 405 ? RC__REFUSE_METHOD
+                                     : RC__REFUSE_BAD_REQUEST);
   if (chk.status == 426)
     rc__handshake_refuse(c, 426,
                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -246,6 +252,7 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
   size_t rest_len = 0;
   if (c->hlen + len > cap) {
     if (c->hlen >= s->cfg.max_header_bytes) {
+      rc__refused(s, RC__REFUSE_TOO_LARGE);
       rc__handshake_refuse(c, 431, NULL, "request header fields too large");
       return;
     }
@@ -261,10 +268,12 @@ static void on_http_bytes(rc_conn *c, const char *data, size_t len) {
   if (r == RC_HTTP_INCOMPLETE && rest_len == 0)
     return;
   if (r == RC_HTTP_E_TOO_LARGE || r == RC_HTTP_INCOMPLETE) {
+    rc__refused(s, RC__REFUSE_TOO_LARGE);
     rc__handshake_refuse(c, 431, NULL, "request header fields too large");
     return;
   }
   if (r < 0) {
+    rc__refused(s, RC__REFUSE_BAD_REQUEST);
     rc__handshake_refuse(c, 400, NULL, "malformed HTTP request");
     return;
   }
@@ -477,6 +486,7 @@ static int awaits_answer(const rc_conn *c) {
 }
 
 static void server_deadline(rc_conn *c) {
+  rc__refused(c->srv, RC__REFUSE_TIMEOUT);
   if (awaits_answer(c))
     rc__handshake_refuse(c, 503, "Retry-After: 1\r\n",
                          "the application did not answer in time");
@@ -493,6 +503,8 @@ static void server_cancel(rc_conn *c) {
 }
 
 static void server_stop(rc_conn *c) {
+  if (c->state == RC_CONN_HTTP || awaits_answer(c))
+    rc__refused(c->srv, RC__REFUSE_SHUTTING_DOWN);
   if (c->state == RC_CONN_HTTP) {
     tell_why(c, "server shutting down");
     rc__conn_abort(c);

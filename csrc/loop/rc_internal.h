@@ -201,6 +201,19 @@ typedef struct rc__role {
 /* Field order follows use: what the fan-out touches for every delivery
  * (state, the queue, the dirty link) comes first, in one cache line, then the
  * libuv handle, then what only the handshake, the close or the sweep read. */
+/* Why the core refused a handshake: the index of its counter in
+ * s->st_refusals (rc_stats' refused_* fields, in this order). */
+enum rc__refusal {
+  RC__REFUSE_BAD_REQUEST,
+  RC__REFUSE_METHOD,
+  RC__REFUSE_VERSION,
+  RC__REFUSE_NOT_WEBSOCKET,
+  RC__REFUSE_TOO_LARGE,
+  RC__REFUSE_SHUTTING_DOWN,
+  RC__REFUSE_TIMEOUT,
+  RC__REFUSE_N
+};
+
 typedef struct rc_conn {
   /* hot: every delivery */
   uint8_t state;
@@ -405,6 +418,11 @@ struct rc_server {
   uv_mutex_t tls_lock;
   struct rc_tls_ctx *tls_server;
   atomic_uint_fast64_t st_tls_conns, st_tls_handshakes, st_tls_failures;
+  /* bytes the sockets took (rc_conn.c's writes); rooms with members now
+   * (rc_room.c: rooms_n as other threads may read it); handshakes the core
+   * refused, by reason (rc_handshake.c, rc_server.c) */
+  atomic_uint_fast64_t st_bytes_out, st_rooms_open;
+  atomic_uint_fast64_t st_refusals[RC__REFUSE_N];
   /* where a TLS connection's queued frames are gathered into records of
    * the largest size (rc_conn.c's tls_seal) */
   uint8_t seal[16384];
@@ -415,6 +433,11 @@ struct rc_server {
 
 static inline uint64_t rc__now_ms(const struct rc_server *s) {
   return uv_now(&s->loop);
+}
+
+/* A handshake the core refused, counted by reason (rc_stats' refused_*). */
+static inline void rc__refused(struct rc_server *s, enum rc__refusal why) {
+  atomic_fetch_add_explicit(&s->st_refusals[why], 1, memory_order_relaxed);
 }
 
 /* rc_conn.c: a connection's life, whatever its role */

@@ -90,6 +90,7 @@ rc_room *rc__room_get(rc_server *s, uint64_t id, int create) {
     j = (j + 1) & (s->rooms_cap - 1);
   s->rooms[j] = r;
   s->rooms_n++;
+  atomic_store_explicit(&s->st_rooms_open, s->rooms_n, memory_order_relaxed);
   if (s->room_hooks != NULL)
     s->room_hooks->made(s->room_hooks->ctx, id);
   return r;
@@ -114,6 +115,7 @@ static void table_remove(rc_server *s, rc_room *r) {
     k = (k + 1) & mask;
   }
   s->rooms_n--;
+  atomic_store_explicit(&s->st_rooms_open, s->rooms_n, memory_order_relaxed);
 }
 
 /* --- membership ---------------------------------------------------------- */
@@ -415,4 +417,5 @@ void rc__rooms_destroy(rc_server *s) {
   free(s->rooms);
   s->rooms = NULL;
   s->rooms_cap = s->rooms_n = 0;
+  atomic_store_explicit(&s->st_rooms_open, 0, memory_order_relaxed);
 }

@@ -568,6 +568,18 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->tls_connections = atomic_load(&s->st_tls_conns);
   out->tls_handshakes = atomic_load(&s->st_tls_handshakes);
   out->tls_handshake_failures = atomic_load(&s->st_tls_failures);
+  out->bytes_out = atomic_load(&s->st_bytes_out);
+  out->rooms_open = atomic_load(&s->st_rooms_open);
+  out->refused_bad_request =
+      atomic_load(&s->st_refusals[RC__REFUSE_BAD_REQUEST]);
+  out->refused_method = atomic_load(&s->st_refusals[RC__REFUSE_METHOD]);
+  out->refused_version = atomic_load(&s->st_refusals[RC__REFUSE_VERSION]);
+  out->refused_not_websocket =
+      atomic_load(&s->st_refusals[RC__REFUSE_NOT_WEBSOCKET]);
+  out->refused_too_large = atomic_load(&s->st_refusals[RC__REFUSE_TOO_LARGE]);
+  out->refused_shutting_down =
+      atomic_load(&s->st_refusals[RC__REFUSE_SHUTTING_DOWN]);
+  out->refused_timeout = atomic_load(&s->st_refusals[RC__REFUSE_TIMEOUT]);
 }
 
 /* --- connections: by id, accepting --------------------------------------- */
@@ -607,6 +619,7 @@ static int server_conn_admit(rc_server *s, rc_conn *c) {
   c->last_rx = rc__now_ms(s);
   c->deadline = rc__now_ms(s) + rc__secs_ms(s->cfg.handshake_timeout) + 1;
   if (s->stopping) {
+    rc__refused(s, RC__REFUSE_SHUTTING_DOWN);
     /* An adopted connection (known) came with a request: it is answered. */
     if (c->known)
       rc__handshake_refuse(c, 503, NULL, "server shutting down");

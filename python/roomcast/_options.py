@@ -166,6 +166,18 @@ def secret(name: str, value: Any) -> str | None:
     return value
 
 
+def url_path(name: str, value: Any) -> str | None:
+    """None, or a URL path: starts with "/", no query, fragment or space."""
+    what = "a URL path starting with '/' (no query, fragment or space) or None"
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(TypeError, name, what, value)
+    if not value.startswith("/") or any(ch in value for ch in "?# \t\r\n\0"):
+        raise _fail(ValueError, name, what, value)
+    return value
+
+
 def check_all(rules: Mapping[str, Rule], values: Mapping[str, Any]) -> dict[str, Any]:
     """Every value checked by the rule of its name; the checked values."""
     return {name: rule(name, values[name]) for name, rule in rules.items()}
@@ -205,6 +217,8 @@ SERVER: dict[str, Rule] = {
     "ssl_keyfile_password": secret,
     "ssl_ca_certs": path,
     "ssl_cert_reqs": integer(0, 2),
+    # Prometheus' scrapes (roomcast._metrics), answered by the server itself.
+    "metrics_path": url_path,
 }
 
 # The clients (roomcast.connect, roomcast.WebSocket).

@@ -14,8 +14,9 @@ dispatched at once:
   or handed to its room's handler;
 * close: the websocket is marked closed and its readers get
   :class:`~roomcast.WebSocketDisconnect`;
-* plain HTTP request (only when :meth:`Server.static` was used): a static
-  file, 426 for a websocket route, 404 otherwise;
+* plain HTTP request (only when :meth:`Server.static` was used, or
+  ``metrics_path``): the metrics at ``metrics_path``, a static file, 426
+  for a websocket route, 404 otherwise;
 * backplane (only with ``Server(backplane=...)``): the reply to a Redis
   command, or a change of the Redis connection's state (logged).
 
@@ -46,7 +47,7 @@ from typing import (
     TypeVar,
 )
 
-from . import _core, _options
+from . import _core, _metrics, _options
 from ._core import Core
 from ._http import header_values
 from ._hub import Hub
@@ -182,6 +183,14 @@ class Server:
       (128), or that would not shrink, go uncompressed. A compressed message
       from a client is inflated before handlers see it, and one that would
       inflate past ``max_message_size`` is closed with 1009.
+    * ``metrics_path`` (``None``, the default: off): a GET of this path on
+      the server's port answers Prometheus' text format (OpenMetrics when
+      the scraper asks for it): connections, messages, deliveries, bytes,
+      rooms, the backplane's counters, handshakes refused by reason. Needs
+      ``prometheus_client`` (``pip install roomcast[metrics]``); read from
+      the core's own counters at each scrape, so serving pays nothing for
+      it. With ``PROMETHEUS_MULTIPROC_DIR`` set (``roomcast --workers``),
+      a scrape sums every worker's.
 
     Scaling out: with ``backplane="redis://[[user]:password@]host[:port]
     [/db]"``, rooms with a name (``Room(name=...)``, every
@@ -245,6 +254,7 @@ class Server:
         ssl_keyfile_password: str | None = None,
         ssl_ca_certs: str | os.PathLike[str] | None = None,
         ssl_cert_reqs: int = 0,
+        metrics_path: str | None = None,
     ) -> None:
         given = locals()  # the options as passed, for the table of rules
         opts = _options.check_all(_options.SERVER, {name: given[name] for name in _options.SERVER})
@@ -287,6 +297,10 @@ class Server:
         # The core whose events are polled, until its loop has ended.
         self._poll_core: Core | None = None
         self._conns: dict[int, ServerWebSocket] = {}
+        # The scrapes' answers and the refusals Python decides (None: off).
+        self._metrics = (
+            None if opts["metrics_path"] is None else _metrics.Metrics(opts["metrics_path"], backplane is not None)
+        )
 
     @property
     def _core(self) -> Core | None:
@@ -431,7 +445,8 @@ class Server:
             raise TypeError(f"host must be a str, not {type(host).__name__}")
         port = _options.PORT("port", port)
         loop = asyncio.get_running_loop()
-        core = Core(**self._options, **self._backplane_options, http_requests=bool(self._static))
+        plain = bool(self._static) or self._metrics is not None
+        core = Core(**self._options, **self._backplane_options, http_requests=plain)
         if self._tls is not None:
             core.set_tls(*self._tls)
         bound = core.listen(host, port, self._backlog)
@@ -477,6 +492,8 @@ class Server:
         if backplane is not None:
             backplane.start()
         hub.start()
+        if self._metrics is not None:
+            self._metrics.start(hub.stats, loop)
         loop.add_reader(fd, self._drain)
         return hub, fd
 
@@ -494,6 +511,8 @@ class Server:
             loop.remove_reader(fd)
             self._dispatch(core.poll())
             self._poll_core = None
+            if self._metrics is not None:
+                self._metrics.stop()  # the last counts, while the core has them
             hub.finish()
             if backplane is not None:
                 backplane.fail_waiting()
@@ -545,6 +564,12 @@ class Server:
         """A connection's last event."""
         ws = self._conns.pop(conn, None)
         if ws is not None:
+            if (
+                self._metrics is not None
+                and ws.client_state is WebSocketState.CONNECTING  # never accepted
+                and ws.application_state is WebSocketState.DISCONNECTED  # closed or failed by the app
+            ):
+                self._metrics.refuse("rejected_by_app")
             feed_close(ws, code, reason)
 
     def _decide(self, kind: int, event: Any) -> None:
@@ -562,10 +587,12 @@ class Server:
             return
         except ParamError as exc:
             logger.warning("roomcast answered 400 to %.200r: %s", path, exc)
-            status, text = 400, b"bad path parameter\n"
+            status, text, why = 400, b"bad path parameter\n", "bad_path_parameter"
         except Exception:
             logger.exception("roomcast answered 500 to %.200r: routing failed", path)
-            status, text = 500, b"internal server error\n"
+            status, text, why = 500, b"internal server error\n", "error"
+        if kind == EV_OPEN:
+            self._refused(why)
         self._conns.pop(conn, None)
         hub = self._hub
         if hub is None:
@@ -582,10 +609,12 @@ class Server:
         hub = self._hub
         assert hub is not None
         if not self._origin_allowed(header_values(headers, "origin")):
+            self._refused("origin")
             hub.reject(conn, 403, b"origin not allowed\n")
             return
         found = self._match(path)
         if found is None:
+            self._refused("not_found")
             hub.reject(conn, 404)
             return
         endpoint, starter, params, kwargs = found
@@ -595,6 +624,10 @@ class Server:
             starter(ws)  # the room runs it on events: no task of ours
         else:
             hub.spawn(self._run_endpoint(ws, endpoint, kwargs))
+
+    def _refused(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.refuse(reason)
 
     def _match(self, path: str) -> tuple[Endpoint, Starter | None, dict[str, Any], dict[str, Any]] | None:
         """The first route that takes ``path``: its endpoint, its starter,
@@ -630,6 +663,12 @@ class Server:
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
             status, hdrs, body = text_response(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
+            hub.respond(conn, status, hdrs, body, head)
+            return
+        metrics = self._metrics
+        if metrics is not None and path == metrics.path:
+            accept = header_values(headers, "accept")
+            status, hdrs, body = metrics.answer(", ".join(accept) if accept else None)
             hub.respond(conn, status, hdrs, body, head)
             return
         answer = self._plain_answer(path)
