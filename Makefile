@@ -36,7 +36,7 @@
 # only what is missing: the Debian packages below (with apt-get, which needs
 # root or password-less sudo), then PY_TEST with pip: pytest, websockets,
 # mypy, ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn-worker,
-# uvloop, httptools and ruff (setuptools too, if the interpreter lacks it).
+# uvloop, httptools, prometheus_client and ruff (setuptools too, if the interpreter lacks it).
 # `make demo` needs only APT_BUILD (and python3-venv where the interpreter
 # has no venv module) and installs nothing with pip outside .venv/.
 # Variables: PYTHON (default python3), CC (default gcc), PORT (default 8000).
@@ -75,12 +75,14 @@ APT_PACKAGES := $(APT_BUILD) $(APT_TEST)
 # roomcast.gunicorn.Worker (tests/test_uvicorn_deploy.py); uvloop and
 # httptools are what uvicorn[standard] brings, which uvicorn then picks by
 # default (tests/test_uvicorn.py runs with both event loops and both HTTP
-# parsers). ruff formats and lints
+# parsers); prometheus_client serves and parses the metrics
+# (tests/test_metrics.py). ruff formats and lints
 # the Python (make style, make format; its rules in pyproject.toml): pinned,
 # since a new ruff release may format differently or add lint findings.
 PY_TEST := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
            jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 gunicorn>=21 \
-           uvicorn-worker>=0.2 uvloop>=0.19 httptools>=0.6 ruff==0.17.5
+           uvicorn-worker>=0.2 uvloop>=0.19 httptools>=0.6 prometheus_client>=0.17 \
+           ruff==0.17.5
 
 # The C tests link the whole core (csrc/proto and csrc/loop: all but the
 # binding), so that
@@ -164,7 +166,7 @@ deps-system:
 deps-python:
 	@if $(PYTHON) -c 'import sys, pytest, setuptools, websockets, mypy, \
 	    ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn_worker, \
-	    uvloop, httptools; \
+	    uvloop, httptools, prometheus_client; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
 	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
 	    2>/dev/null && [ "$$($(PYTHON) -m ruff --version 2>/dev/null)" = \
