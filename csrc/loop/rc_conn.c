@@ -450,15 +450,22 @@ int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
 
 /* --- writing ------------------------------------------------------------- */
 
+/* Adds to a counter only the loop thread writes (others only read it): a
+ * plain load and store, no locked read-modify-write per member write. */
+static inline void bump(atomic_uint_fast64_t *counter, uint64_t n) {
+  atomic_store_explicit(counter,
+                        atomic_load_explicit(counter, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
 /* Every write: one call counted in writes, what the socket took in
  * bytes_out (a uv_write's bytes when it is asked: it writes them all or the
  * connection ends). */
 static void count_write(rc_conn *c, int r, size_t asked) {
-  atomic_fetch_add_explicit(&c->srv->st_writes, 1, memory_order_relaxed);
+  bump(&c->srv->st_writes, 1);
   size_t took = r > 0 ? (size_t)r : asked;
   if (took > 0)
-    atomic_fetch_add_explicit(&c->srv->st_bytes_out, took,
-                              memory_order_relaxed);
+    bump(&c->srv->st_bytes_out, took);
 }
 
 /* Frames for a member with nothing queued are written at once, the way a

@@ -198,9 +198,6 @@ typedef struct rc__role {
   uint8_t joins_rooms; /* JOIN commands apply */
 } rc__role;
 
-/* Field order follows use: what the fan-out touches for every delivery
- * (state, the queue, the dirty link) comes first, in one cache line, then the
- * libuv handle, then what only the handshake, the close or the sweep read. */
 /* Why the core refused a handshake: the index of its counter in
  * s->st_refusals (rc_stats' refused_* fields, in this order). */
 enum rc__refusal {
@@ -214,6 +211,9 @@ enum rc__refusal {
   RC__REFUSE_N
 };
 
+/* Field order follows use: what the fan-out touches for every delivery
+ * (state, the queue, the dirty link) comes first, in one cache line, then the
+ * libuv handle, then what only the handshake, the close or the sweep read. */
 typedef struct rc_conn {
   /* hot: every delivery */
   uint8_t state;
