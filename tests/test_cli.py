@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 import websockets
-from support.redisproc import free_port
 
 from roomcast import Server
+from support.redisproc import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 T = 60.0  # seconds: a loaded 2-core machine
 
-APP = '''
+APP = """
 import os
 from roomcast import App, Room, Server
 
@@ -64,7 +64,7 @@ def make():
 
 
 not_a_server = 42
-'''
+"""
 
 
 @pytest.fixture
@@ -365,3 +365,50 @@ def test_workers_share_a_port_and_rooms_restart_and_stop(app_dir, redis_server, 
     for pid in (new_pid, workers[2]):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+# -- what the command is made of ---------------------------------------------
+
+
+def test_set_options_checks_as_the_constructor_and_keeps_routes():
+    server = Server(max_message_size=1000, ping_interval=None)
+
+    @server.websocket("/x")
+    async def endpoint(ws):
+        await ws.accept()
+
+    server.set_options(max_message_size=5000)
+    assert server._options["max_message_size"] == 5000
+    assert server._options["ping_interval"] == 0  # the constructor's own value stays
+    assert [route[0].pattern for route in server._routes] == ["/x"]
+    with pytest.raises(ValueError, match="max_message_size must be a positive integer, not -1"):
+        server.set_options(max_message_size=-1)
+    with pytest.raises(TypeError, match="'port' is not a server option"):
+        server.set_options(port=1)
+
+
+def test_reuse_port_lets_two_servers_share_a_port():
+    async def scenario():
+        first, second = Server(), Server()
+        for server, name in ((first, "first"), (second, "second")):
+
+            @server.websocket("/")
+            async def endpoint(ws, name=name):
+                await ws.accept()
+                await ws.send_text(name)
+
+        async with first.serve("127.0.0.1", 0, reuse_port=True) as running:
+            async with second.serve("127.0.0.1", running.port, reuse_port=True):
+                seen = set()
+                for _ in range(40):
+                    async with websockets.connect(running.url) as ws:
+                        seen.add(await asyncio.wait_for(ws.recv(), T))
+                    if len(seen) == 2:
+                        break
+                assert seen == {"first", "second"}
+            # A server without reuse_port cannot join them.
+            with pytest.raises(OSError, match="address already in use"):
+                async with Server().serve("127.0.0.1", running.port):
+                    pass
+
+    asyncio.run(scenario())

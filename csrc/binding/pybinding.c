@@ -220,10 +220,11 @@ static void Core_dealloc(CoreObject *self) {
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-PyDoc_STRVAR(listen_doc,
-             "listen($self, host, port, backlog=1024, reuse_port=False, /)\n--\n\n"
-             "Bind, listen and start the loop thread; return the bound port.\n"
-             "reuse_port: SO_REUSEPORT on the listening socket.");
+PyDoc_STRVAR(
+    listen_doc,
+    "listen($self, host, port, backlog=1024, reuse_port=False, /)\n--\n\n"
+    "Bind, listen and start the loop thread; return the bound port.\n"
+    "reuse_port: SO_REUSEPORT on the listening socket.");
 
 static PyObject *Core_listen(CoreObject *self, PyObject *args) {
   const char *host;

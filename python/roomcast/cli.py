@@ -61,7 +61,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import _options
 from .server import Server
 
 __all__ = ["main"]
@@ -117,7 +116,9 @@ class ServerOption:
         self.name = param.name
         self.flag = "--" + param.name.replace("_", "-")
         self.default = param.default
-        annotation = param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(param.annotation)
+        annotation = (
+            param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(param.annotation)
+        )
         parts = _union(annotation)
         self.annotation = annotation
         self.optional = "None" in parts
@@ -247,7 +248,9 @@ def load(target: str, app_dir: str, factory: bool) -> Server:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
-            raise UsageError(f"no module named {missing!r} (looked in {directory} and sys.path; see --app-dir)") from None
+            raise UsageError(
+                f"no module named {missing!r} (looked in {directory} and sys.path; see --app-dir)"
+            ) from None
         raise
     obj: Any = module
     for part in attr.split("."):
