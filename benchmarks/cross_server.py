@@ -15,11 +15,21 @@ a time, for latency) it runs, in turns:
   whose Python handler pushes it: server 1's members get it at once,
   servers 2 and 3 get it from Redis and deliver it in C.
 
+* ``1 worker`` and ``2 workers``: the same room served by the ``roomcast``
+  command, ``python -m roomcast benchapp:server --backplane REDIS_URL
+  --workers K`` (one port, ``SO_REUSEPORT``: the kernel spreads the
+  clients over the workers). Besides the load generator's figures each run
+  records the CPU time of every worker (``/proc/PID/stat``, from just
+  before the load generator starts until it ends, so the handshakes and
+  the warm-up are in it), divided by the publish phase's deliveries:
+  ``workers_cpu_us_per_delivery``, the same measure for both rows.
+
 Every server and Redis run on CPU 0, the load generator on CPU 1, as in
-``run.py``: on a 2-core machine the three servers share one core, so the
-figures say what the backplane costs, not what three machines would do.
-Each configuration is repeated (``--repeat``) and the run with the median
-deliveries/s kept. Writes ``results/<date>-cross-server.{json,md}``.
+``run.py``: on a 2-core machine the three servers (and the two workers)
+share one core, so the figures say what the backplane costs, not what
+three machines (or cores) would do. Each configuration is repeated
+(``--repeat``) and the run with the median deliveries/s kept. Writes
+``results/<date>-cross-server.{json,md}``. ``--modes`` picks the rows.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +51,31 @@ import report  # noqa: E402  (the 80% rule of the load generator's CPU)
 import run as bench  # noqa: E402  (the fan-out benchmark's machinery)
 
 SCENARIOS = {"burst": bench.BURST_WINDOW, "single": 1}
+MODES = ("single", "3 servers", "1 worker", "2 workers")
+WORKERS = {"1 worker": 1, "2 workers": 2}
+
+# The module the roomcast command serves (written to the run's directory):
+# the room of servers/roomcast_chat.py; the options come on the command line.
+BENCH_APP = f"""
+import sys
+
+sys.path.insert(0, {str(HERE / "servers")!r})
+from _limits import raise_open_files_limit
+
+from roomcast import Room, Server
+
+raise_open_files_limit()
+room = Room(name="bench")
+
+
+@room.on_receive("text")
+async def relay(room, websocket, message):
+    await room.push_text(message)
+
+
+server = Server()
+server.route("/bench", room)
+"""
 
 
 class Proc(bench.ServerProcess):
@@ -52,6 +88,49 @@ class Proc(bench.ServerProcess):
         self.proc = subprocess.Popen(
             bench.pinned(0, cmd, pin), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+
+
+class CommandProc(Proc):
+    """``python -m roomcast benchapp:server ... --workers K``, ready once
+    each of its K workers has said it listens."""
+
+    def __init__(self, tmp: str, port: int, url: str, workers: int, pin: bool) -> None:
+        (Path(tmp) / "benchapp.py").write_text(BENCH_APP)
+        cmd = [
+            sys.executable, "-m", "roomcast", "benchapp:server", "--app-dir", tmp,
+            "--port", str(port), "--backplane", url, "--workers", str(workers),
+            "--max-queue-bytes", str(64 * 2**20), "--backplane-buffer", str(64 * 2**20),
+            "--compression", "none",
+        ]  # fmt: skip
+        super().__init__(cmd, port, "listening on", pin, python_env())
+        self.workers = workers
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.output().count("listening on") < self.workers and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        super().wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def worker_pids(self) -> list[int]:
+        """The serving processes: the command's own with one worker, its
+        children (the workers) with more."""
+        if self.workers == 1:
+            return [self.proc.pid]
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(path) as f:
+            return [int(p) for p in f.read().split()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, from /proc/PID/stat."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def python_env() -> dict:
@@ -75,12 +154,19 @@ def start_redis(tmp: str, pin: bool) -> Proc:
     return redis
 
 
-def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: Proc | None) -> dict:
+def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: Proc | None, tmp: str) -> dict:
     window = SCENARIOS[scenario]
     rec: dict = {"mode": mode, "clients": n, "scenario": scenario, "window": window, "size": args.size}
     servers: list[Proc] = []
+    command: CommandProc | None = None
     try:
-        if mode == "single":
+        if mode in WORKERS:
+            assert redis is not None
+            command = CommandProc(
+                tmp, bench.free_port(), f"redis://127.0.0.1:{redis.port}/0", WORKERS[mode], not args.no_pin
+            )
+            servers.append(command)
+        elif mode == "single":
             port = bench.free_port()
             servers.append(
                 Proc(
@@ -107,6 +193,7 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
                 )
         for s in servers:
             s.wait_ready()
+        pids = command.worker_pids() if command is not None else []
         messages = max(4 * window, -(-args.deliveries // n))
         cmd = [
             str(bench.LOADGEN),
@@ -125,14 +212,20 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
             "--duration",
             f"{args.seconds:g}",
             "--server-pid",
-            str(servers[0].proc.pid),
+            str(pids[0] if pids else servers[0].proc.pid),
             "--timeout",
             f"{args.budget:g}",
             "--json",
         ]
         cmd = bench.pinned(1, cmd, not args.no_pin)
         rec["command"] = " ".join(cmd)
+        if command is not None:
+            rec["server_command"] = " ".join(command.proc.args)
+            cpu0 = cpu_seconds(pids)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.budget + 30)
+        if command is not None:
+            rec["workers"] = len(pids)
+            rec["workers_cpu_seconds"] = round(cpu_seconds(pids) - cpu0, 3)
         result = next((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), None)
         if result is None:
             return {**rec, "status": "failed", "error": bench.tail(proc.stderr)}
@@ -140,6 +233,8 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
         rec.update(result)
         rec.update(mine)  # the load generator's "mode" is its pacing, not ours
         rec["loadgen_mode"] = result.get("mode")
+        if command is not None and result.get("deliveries"):
+            rec["workers_cpu_us_per_delivery"] = round(rec["workers_cpu_seconds"] * 1e6 / result["deliveries"], 4)
         share = result.get("loadgen_cpu_share")
         if share is not None:
             rec["loadgen_busy"] = round(share, 4)
@@ -155,7 +250,7 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
             s.stop()
 
 
-def table(results: list[dict], clients: list[int]) -> str:
+def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
     def row(mode: str, n: int, scenario: str) -> dict | None:
         for r in results:
             if (r["mode"], r["clients"], r["scenario"]) == (mode, n, scenario) and r.get("status") == "ok":
@@ -176,24 +271,64 @@ def table(results: list[dict], clients: list[int]) -> str:
         text = report.at_least(r, text) if key == "deliveries_per_sec" else report.at_most(r, text)
         return f"{text} (loadgen {report.loadgen_cell(r)})"
 
-    lines = [
-        "| N | scenario | figure | one server | 3 servers, 1 Redis | ratio |",
-        "| ---: | --- | --- | ---: | ---: | ---: |",
-    ]
-    for n in clients:
-        for scenario, key, label, unit in (
-            ("burst", "deliveries_per_sec", "deliveries/s", ""),
-            ("single", "deliveries_per_sec", "deliveries/s", ""),
-            ("single", "p50", "p50 latency", " µs"),
-            ("single", "p99", "p99 latency", " µs"),
-        ):
-            one, three = fig("single", n, scenario, key), fig("3 servers", n, scenario, key)
-            ratio = f"{three / one:.2f}×" if one and three else "–"
-            lines.append(
-                f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
-                f"{show('single', n, scenario, key, unit)} | {show('3 servers', n, scenario, key, unit)}"
-                f" | {ratio} |"
+    lines: list[str] = []
+    if any(r["mode"] not in WORKERS for r in results):
+        lines += [
+            "| N | scenario | figure | one server | 3 servers, 1 Redis | ratio |",
+            "| ---: | --- | --- | ---: | ---: | ---: |",
+        ]
+        for n in clients:
+            for scenario, key, label, unit in (
+                ("burst", "deliveries_per_sec", "deliveries/s", ""),
+                ("single", "deliveries_per_sec", "deliveries/s", ""),
+                ("single", "p50", "p50 latency", " µs"),
+                ("single", "p99", "p99 latency", " µs"),
+            ):
+                one, three = fig("single", n, scenario, key), fig("3 servers", n, scenario, key)
+                ratio = f"{three / one:.2f}×" if one and three else "–"
+                lines.append(
+                    f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
+                    f"{show('single', n, scenario, key, unit)} | {show('3 servers', n, scenario, key, unit)}"
+                    f" | {ratio} |"
+                )
+    if any(r["mode"] in WORKERS for r in results):
+        lines += [
+            "",
+            "The `roomcast` command on one port with a Redis backplane: `--workers 1` against `--workers 2`"
+            + (
+                " (both workers on CPU 0)."
+                if pinned
+                else " (nothing pinned: workers, Redis and the load generator share both cores)."
             )
+            + " CPU per delivery is the CPU time of every worker over the whole"
+            " run (handshakes and warm-up included) divided by the publish phase's deliveries.",
+            "",
+            "| N | scenario | figure | 1 worker | 2 workers | ratio |",
+            "| ---: | --- | --- | ---: | ---: | ---: |",
+        ]
+        for n in clients:
+            for scenario, key, label, unit in (
+                ("burst", "deliveries_per_sec", "deliveries/s", ""),
+                ("burst", "workers_cpu_us_per_delivery", "worker CPU per delivery", " µs"),
+                ("single", "deliveries_per_sec", "deliveries/s", ""),
+                ("single", "workers_cpu_us_per_delivery", "worker CPU per delivery", " µs"),
+                ("single", "p99", "p99 latency", " µs"),
+            ):
+                one, two = fig("1 worker", n, scenario, key), fig("2 workers", n, scenario, key)
+                ratio = f"{two / one:.2f}×" if one and two else "–"
+                cells = []
+                for mode in ("1 worker", "2 workers"):
+                    r, v = row(mode, n, scenario), fig(mode, n, scenario, key)
+                    if r is None or v is None:
+                        cells.append("–")
+                        continue
+                    text = f"{v:,.2f}{unit}" if key == "workers_cpu_us_per_delivery" else None
+                    cells.append(
+                        f"{text} (loadgen {report.loadgen_cell(r)})" if text else show(mode, n, scenario, key, unit)
+                    )
+                lines.append(
+                    f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | {cells[0]} | {cells[1]} | {ratio} |"
+                )
     lines.append("")
     lines.extend(report.footnote(results))
     return "\n".join(lines)
@@ -208,9 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--budget", type=float, default=90.0)
     ap.add_argument("--no-pin", action="store_true", help="do not pin to CPUs 0 and 1")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
     ap.add_argument("--out", default=None, help="stem in benchmarks/results/ (default <date>-cross-server)")
     args = ap.parse_args(argv)
     clients = [int(x) for x in args.clients.split(",")]
+    modes = [m.strip() for m in args.modes.split(",")]
+    if not set(modes) <= set(MODES):
+        ap.error(f"--modes takes {', '.join(MODES)}")
     bench.build_loadgen()
     bench.RESULTS.mkdir(exist_ok=True)
     stem = args.out or f"{dt.date.today().isoformat()}-cross-server"
@@ -221,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeat):
                 for n in clients:
                     for scenario in SCENARIOS:
-                        for mode in ("single", "3 servers"):
-                            rec = one_run(mode, n, scenario, args, redis)
+                        for mode in modes:
+                            rec = one_run(mode, n, scenario, args, redis, tmp)
                             rec["repetition"] = rep
                             runs.append(rec)
                             p99 = bench.metric(rec, "p99")
@@ -238,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     medians = []
     for n in clients:
         for scenario in SCENARIOS:
-            for mode in ("single", "3 servers"):
+            for mode in modes:
                 mine = [
                     r
                     for r in runs
@@ -259,10 +398,15 @@ def main(argv: list[str] | None = None) -> int:
         f"# Cross-server fan-out, {doc['date']}",
         "",
         f"`python benchmarks/cross_server.py --clients {args.clients} --repeat {args.repeat} "
-        f"--seconds {args.seconds:g}`; medians of {args.repeat} runs (the run with the median deliveries/s). "
-        "Every server and Redis on CPU 0, the load generator on CPU 1: the three servers share one core.",
+        f"--seconds {args.seconds:g} --modes '{args.modes}'{' --no-pin' if args.no_pin else ''}`; "
+        f"medians of {args.repeat} runs (the run with the median deliveries/s). "
+        + (
+            "Every server and Redis on CPU 0, the load generator on CPU 1: the three servers share one core."
+            if not args.no_pin
+            else "Nothing pinned (--no-pin)."
+        ),
         "",
-        table(medians, clients),
+        table(medians, clients, not args.no_pin),
         "",
     ]
     failed = [r for r in runs if r["status"] != "ok"]

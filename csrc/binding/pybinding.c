@@ -220,14 +220,17 @@ static void Core_dealloc(CoreObject *self) {
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-PyDoc_STRVAR(listen_doc,
-             "listen($self, host, port, backlog=1024, /)\n--\n\n"
-             "Bind, listen and start the loop thread; return the bound port.");
+PyDoc_STRVAR(
+    listen_doc,
+    "listen($self, host, port, backlog=1024, reuse_port=False, /)\n--\n\n"
+    "Bind, listen and start the loop thread; return the bound port.\n"
+    "reuse_port: SO_REUSEPORT on the listening socket.");
 
 static PyObject *Core_listen(CoreObject *self, PyObject *args) {
   const char *host;
-  int port, backlog = 1024;
-  if (!PyArg_ParseTuple(args, "si|i:listen", &host, &port, &backlog))
+  int port, backlog = 1024, reuse_port = 0;
+  if (!PyArg_ParseTuple(args, "si|ip:listen", &host, &port, &backlog,
+                        &reuse_port))
     return NULL;
   if (self->started) {
     PyErr_SetString(PyExc_RuntimeError,
@@ -240,7 +243,8 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args) {
   }
   int bound = 0, r;
   Py_BEGIN_ALLOW_THREADS r =
-      rc_server_listen(self->srv, host, port, backlog, &bound);
+      rc_server_listen_flags(self->srv, host, port, backlog,
+                             reuse_port ? RC_LISTEN_REUSEPORT : 0u, &bound);
   Py_END_ALLOW_THREADS if (r != 0) {
     /* libuv's codes are negated errno values, except getaddrinfo's */
     int err = r > -3000 ? -r : 0;

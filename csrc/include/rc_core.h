@@ -184,6 +184,14 @@ rc_server *rc_server_new(const rc_config *cfg);
 int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
                      int *bound_port);
 
+/* rc_server_listen() with flags. RC_LISTEN_REUSEPORT: the listening socket
+ * has SO_REUSEPORT, so that several processes (of the same user) listen on
+ * one address and the kernel spreads new connections between them; a
+ * socket bound there without it still makes the bind fail (UV_EADDRINUSE). */
+#define RC_LISTEN_REUSEPORT 1u
+int rc_server_listen_flags(rc_server *s, const char *host, int port,
+                           int backlog, unsigned flags, int *bound_port);
+
 /* Starts the loop thread without a listener, for client connections.
  * Returns 0, UV_EALREADY if started or listening already, or a libuv
  * error. rc_server_listen() and rc_server_start() are alternatives: a

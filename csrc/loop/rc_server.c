@@ -26,6 +26,7 @@
 #endif
 #include <netdb.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "loop/rc_internal.h"
@@ -390,6 +391,29 @@ int rc_server_start(rc_server *s) {
 
 int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
                      int *bound_port) {
+  return rc_server_listen_flags(s, host, port, backlog, 0, bound_port);
+}
+
+/* The listener's own socket with SO_REUSEPORT set, opened into the handle
+ * before uv_tcp_bind (libuv 1.44 has no UV_TCP_REUSEPORT). Returns 0 or a
+ * negative libuv error; on failure the descriptor is closed. */
+static int open_reuseport(uv_tcp_t *listener, int family) {
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int on = 1;
+  int r = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0)
+    r = -errno;
+  else
+    r = uv_tcp_open(listener, (uv_os_sock_t)fd);
+  if (r != 0)
+    (void)close(fd);
+  return r;
+}
+
+int rc_server_listen_flags(rc_server *s, const char *host, int port,
+                           int backlog, unsigned flags, int *bound_port) {
   if (s->started)
     return UV_EALREADY;
   if (backlog > 0)
@@ -408,6 +432,9 @@ int rc_server_listen(rc_server *s, const char *host, int port, int backlog,
   s->listener.data = s;
   s->has_listener = 1;
   s->open_handles++;
+  if ((flags & RC_LISTEN_REUSEPORT) != 0 &&
+      (r = open_reuseport(&s->listener, ss.ss_family)) != 0)
+    goto fail_listener;
   if ((r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0)) != 0 ||
       (r = uv_listen((uv_stream_t *)&s->listener,
                      s->cfg.backlog > 0 ? s->cfg.backlog : 1024,

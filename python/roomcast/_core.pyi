@@ -82,9 +82,10 @@ class Core:
         compression: bool = True,  # permessage-deflate with clients that offer it
         compression_threshold: int = 128,  # shorter messages go uncompressed
     ) -> None: ...
-    def listen(self, host: str, port: int, backlog: int = 1024) -> int:
+    def listen(self, host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
-        Raises OSError on bind failure. Call once."""
+        Raises OSError on bind failure. Call once. ``reuse_port``: the
+        listening socket has SO_REUSEPORT (several processes on one port)."""
     def set_tls(
         self, certfile: str, keyfile: str | None, password: str | None, ca_certs: str | None, cert_reqs: int
     ) -> None:

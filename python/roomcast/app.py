@@ -337,6 +337,12 @@ class App(Server):
         if serve_client:
             self.static("/", STATIC)
 
+    def set_options(self, **options: Any) -> None:
+        """As :meth:`Server.set_options` (the server's options, not the
+        App's own)."""
+        super().set_options(**options)
+        self._given.update(options)
+
     # -- decorators ------------------------------------------------------------
 
     def on(self, event: str) -> Callable[[F], F]:
@@ -460,13 +466,15 @@ class App(Server):
     # -- serving ------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 8000) -> AsyncIterator[Running]:
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 8000, *, reuse_port: bool = False
+    ) -> AsyncIterator[Running]:
         """As :meth:`Server.serve`, running the ``on_startup`` handlers
         first and the ``on_shutdown`` handlers last."""
         for func in self._startup:
             await _call(func)
         try:
-            async with super().serve(host, port) as running:
+            async with super().serve(host, port, reuse_port=reuse_port) as running:
                 assert self._hub is not None
                 self._table.start(self._hub)
                 yield running

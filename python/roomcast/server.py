@@ -258,6 +258,8 @@ class Server:
     ) -> None:
         given = locals()  # the options as passed, for the table of rules
         opts = _options.check_all(_options.SERVER, {name: given[name] for name in _options.SERVER})
+        # As given, for set_options().
+        self._settings: dict[str, Any] = {name: value for name, value in given.items() if name != "self"}
         self._tls = _tls_settings(opts)
         self._options: dict[str, Any] = {
             "max_message_size": opts["max_message_size"],
@@ -370,6 +372,20 @@ class Server:
         self._static.append(StaticFiles(url_prefix, directory))
         self._static.sort(key=lambda s: len(s.prefix), reverse=True)
 
+    def set_options(self, **options: Any) -> None:
+        """Changes some of the constructor's options before serving (the
+        ``roomcast`` command's options do this): they are checked as the
+        constructor checks them, with the same errors, and the others keep
+        their values. Routes and static directories are kept."""
+        if self._poll_core is not None:
+            raise RuntimeError("set_options() must be called before the server starts")
+        unknown = sorted(set(options) - set(self._settings))
+        if unknown:
+            raise TypeError(f"{unknown[0]!r} is not a server option")
+        routes, static = self._routes, self._static
+        Server.__init__(self, **{**self._settings, **options})
+        self._routes, self._static = routes, static
+
     # -- running ----------------------------------------------------------
 
     def reload_certificates(self) -> None:
@@ -394,16 +410,17 @@ class Server:
         else:
             logger.info("certificates reloaded")
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def run(self, host: str = "127.0.0.1", port: int = 8000, *, reuse_port: bool = False) -> None:
         """Serves until SIGINT (Ctrl-C) or SIGTERM, then closes every
         connection with 1001 and returns. Blocks; starts its own asyncio
         loop. Says where it listens: at INFO on the ``"roomcast"`` logger
         when the program's logging shows that, else on stderr
         (``roomcast: listening on ws://127.0.0.1:8000/ (Ctrl-C to stop)``). With
-        TLS, SIGHUP reloads the certificates (:meth:`reload_certificates`)."""
-        asyncio.run(self._run_until_signal(host, port))
+        TLS, SIGHUP reloads the certificates (:meth:`reload_certificates`).
+        ``reuse_port``: as for :meth:`serve`."""
+        asyncio.run(self._run_until_signal(host, port, reuse_port))
 
-    async def _run_until_signal(self, host: str, port: int) -> None:
+    async def _run_until_signal(self, host: str, port: int, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         installed = []
@@ -420,7 +437,8 @@ class Server:
             except (ValueError, NotImplementedError, RuntimeError):
                 pass  # not the main thread, or no signals here
         try:
-            async with self.serve(host, port) as running:
+            serving = self.serve(host, port, reuse_port=True) if reuse_port else self.serve(host, port)
+            async with serving as running:
                 _say(f"listening on {running.url} (Ctrl-C to stop)")
                 await stop.wait()
                 _say("shutting down")
@@ -429,7 +447,9 @@ class Server:
                 loop.remove_signal_handler(sig)
 
     @contextlib.asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 8000) -> AsyncIterator[Running]:
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 8000, *, reuse_port: bool = False
+    ) -> AsyncIterator[Running]:
         """``async with server.serve(host, port) as running:`` serves on the
         running asyncio loop inside the block (``running.port`` is the bound
         port; pass 0 for any free one). Leaving the block stops listening,
@@ -438,7 +458,12 @@ class Server:
         to return, and cancels those that do not. Raises :class:`OSError`
         if the address cannot be bound. With a backplane, the block starts
         once Redis is connected, or once the first attempt has failed (the
-        server then serves its own members and keeps trying)."""
+        server then serves its own members and keeps trying).
+
+        ``reuse_port=True`` sets ``SO_REUSEPORT`` on the listening socket:
+        several processes of the same user may then serve one address, and
+        the kernel spreads new connections between them (``roomcast
+        --workers``)."""
         if self._poll_core is not None:
             raise RuntimeError("this server is already serving")
         if not isinstance(host, str):
@@ -449,7 +474,7 @@ class Server:
         core = Core(**self._options, **self._backplane_options, http_requests=plain)
         if self._tls is not None:
             core.set_tls(*self._tls)
-        bound = core.listen(host, port, self._backlog)
+        bound = core.listen(host, port, self._backlog, bool(reuse_port))
         hub, fd = self._begin(core, loop)
         try:
             backplane = hub.backplane
