@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from roomcast import Server
+from roomcast import Server, cli
 from support.redisproc import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,8 +241,10 @@ def test_help_lists_every_server_option_with_its_default(app_dir):
     text = " ".join(out.split())  # argparse wraps lines
     for param in options:
         assert "--" + param.name.replace("_", "-") in text
-    assert "--max-message-size N default: 1048576" in text
-    assert "--slow-consumer {close,drop} default: close" in text
+        assert param.name in cli.ABOUT, f"--help has no line saying what {param.name} does"
+    assert "--max-message-size N a larger incoming message closes its connection (1009); default: 1048576" in text
+    assert "--slow-consumer {close,drop} a client past max_queue_bytes" in text
+    assert "or drop its oldest messages; default: close" in text
     for flag in ("--host", "--port", "--workers", "--backplane", "--log-level"):
         assert flag in text
 

@@ -108,6 +108,41 @@ def _union(annotation: str) -> list[str]:
     return parts
 
 
+# What each option of Server.__init__ does, in a line of --help (the
+# docstring of Server says it in full). tests/test_cli.py checks that every
+# option has its line.
+ABOUT = {
+    "max_message_size": "a larger incoming message closes its connection (1009)",
+    "max_queue_bytes": "bytes queued to one client before slow_consumer acts",
+    "ping_interval": "ping a client silent this long",
+    "ping_timeout": "close (1011) a client that leaves a ping unanswered this long",
+    "handshake_timeout": "time for the TLS handshake and the request head",
+    "close_timeout": "time for a client to answer the close handshake",
+    "max_header_bytes": "a larger request head gets 431",
+    "max_headers": "more request headers get 431",
+    "idle_timeout": "close (1001) a client that sends no message this long; 0: never",
+    "max_connections": "past it, new connections get 503",
+    "slow_consumer": "a client past max_queue_bytes: close it (1008) or drop its oldest messages",
+    "origins": "only these Origin headers are served (403 otherwise)",
+    "subprotocols": "the subprotocols served, most preferred first",
+    "backlog": "the listen queue",
+    "max_receive_queue": "received bytes waiting for a handler before reading pauses",
+    "max_pending_bytes": "events waiting for the asyncio loop before the senders pause",
+    "backplane": "redis://[[user]:password@]host[:port][/db]: rooms span servers",
+    "backplane_prefix": "prefix of the Redis channels and keys",
+    "backplane_buffer": "bytes of pushes kept while Redis is unreachable",
+    "presence_ttl": "how soon a dead server leaves presence",
+    "compression": "permessage-deflate with clients that offer it",
+    "compression_threshold": "shorter messages go uncompressed",
+    "ssl_certfile": "serve wss:// and https:// with this certificate chain (PEM)",
+    "ssl_keyfile": "its private key (PEM), if not in ssl_certfile",
+    "ssl_keyfile_password": "the password of an encrypted ssl_keyfile",
+    "ssl_ca_certs": "CA certificates that client certificates are checked against",
+    "ssl_cert_reqs": "client certificates: 0 none, 1 optional, 2 required",
+    "metrics_path": "answer Prometheus metrics at this path (pip install roomcast[metrics])",
+}
+
+
 class ServerOption:
     """One keyword option of ``Server.__init__`` as a command option: its
     text converted after its annotation, then checked by the server."""
@@ -154,7 +189,8 @@ class ServerOption:
             extra = "comma-separated" + ("; an empty item means 'no header'" if "None" in self.base else "") + "; "
         elif self.optional and not self.choices:
             extra = "'none' for None; "
-        return f"{extra}default: {shown}"
+        about = ABOUT.get(self.name, "")
+        return f"{about}; {extra}default: {shown}" if about else f"{extra}default: {shown}"
 
     def convert(self, text: str) -> Any:
         """The value for the server; text that does not convert is passed
