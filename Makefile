@@ -329,8 +329,9 @@ soak: deps build
 
 # --- wheel and sdist --------------------------------------------------------
 
-# `make wheel`: a wheel built by `python -m build` (an isolated build: pip
-# fetches the setuptools that pyproject.toml asks for), then repaired by
+# `make wheel`: `python -m build` makes the sdist and builds the wheel from
+# it (an isolated build: pip fetches the setuptools that pyproject.toml asks
+# for; building from the sdist proves the sdist builds), then repaired by
 # auditwheel into a manylinux wheel in dist/ whose roomcast.libs/ carries the
 # shared libraries the extension links (libuv, wslay, hiredis, libdeflate,
 # zlib, OpenSSL), with the extension's RPATH pointing there: it imports on a
@@ -346,7 +347,7 @@ soak: deps build
 WHEEL_TOOLS := build/wheel-tools
 WHEEL_PY := $(WHEEL_TOOLS)/bin/python
 WHEEL_DIR := build/wheel
-WHEEL_INPUTS := pyproject.toml setup.py MANIFEST.in LICENSE README.md \
+WHEEL_INPUTS := Makefile pyproject.toml setup.py MANIFEST.in LICENSE README.md \
                 $(wildcard csrc/*/*.[ch]) \
                 $(shell find python/roomcast -type f -not -name '*.so' \
                         -not -path '*/__pycache__/*' 2>/dev/null)
@@ -364,13 +365,14 @@ $(WHEEL_TOOLS)/.ok:
 
 $(WHEEL_DIR)/repaired.txt: $(WHEEL_TOOLS)/.ok $(WHEEL_INPUTS)
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)/raw dist
-	$(WHEEL_PY) -m build --wheel --outdir $(WHEEL_DIR)/raw .
+	$(WHEEL_PY) -m build --outdir $(WHEEL_DIR)/raw .
 	$(WHEEL_TOOLS)/bin/auditwheel show $(WHEEL_DIR)/raw/*.whl
 	PATH="$(CURDIR)/$(WHEEL_TOOLS)/bin:$$PATH" $(WHEEL_TOOLS)/bin/auditwheel \
 	  repair --wheel-dir $(WHEEL_DIR)/repaired \
 	  $(WHEEL_DIR)/raw/*.whl
-	cp $(WHEEL_DIR)/repaired/*.whl dist/
-	$(WHEEL_TOOLS)/bin/twine check --strict $(WHEEL_DIR)/repaired/*.whl
+	cp $(WHEEL_DIR)/repaired/*.whl $(WHEEL_DIR)/raw/*.tar.gz dist/
+	$(WHEEL_TOOLS)/bin/twine check --strict $(WHEEL_DIR)/repaired/*.whl \
+	  $(WHEEL_DIR)/raw/*.tar.gz
 	@whl=$$(cd $(WHEEL_DIR)/repaired && ls *.whl); \
 	case "$$whl" in *abi3*) $(WHEEL_TOOLS)/bin/abi3audit --strict \
 	  --report $(WHEEL_DIR)/repaired/$$whl ;; esac; \
