@@ -35,6 +35,9 @@ PROBE = ROOT / "tests" / "support" / "wheel_probe.py"
 # The libraries the wheel carries in roomcast.libs/ (auditwheel leaves zlib
 # and glibc to the system: every manylinux system has them).
 BUNDLED = ("libuv", "libwslay", "libhiredis", "libdeflate", "libssl", "libcrypto")
+# The environment of the packaging commands, without `make test`'s
+# PYTHONPATH=python (the source tree).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def _interpreters():
@@ -75,6 +78,7 @@ def built():
         cwd=ROOT,
         capture_output=True,
         text=True,
+        env=CLEAN_ENV,
         timeout=600,
     )
     if result.returncode != 0:
@@ -159,11 +163,14 @@ def test_wheel_serves_with_the_system_libraries_hidden(built, tmp_path, minor, i
         pytest.skip(reason)
     repaired, raw, _ = built
 
+    # -I everywhere: `make test`'s PYTHONPATH=python (the source tree, and
+    # its egg-info, which pip would take for an installed roomcast) must not
+    # be seen.
     venv = tmp_path / "venv"
-    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([interpreter, "-I", "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(repaired)],
+        [str(python), "-I", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(repaired)],
         check=True,
         timeout=120,
     )
@@ -249,7 +256,7 @@ def test_sdist_build_names_a_missing_library(built, tmp_path):
     fake.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = hiredis ] && exit 1; done\nexec %s "$@"\n' % real)
     fake.chmod(0o755)
     tools = ROOT / "build" / "wheel-tools" / "bin" / "python"
-    env = dict(os.environ, PKG_CONFIG=str(fake))
+    env = dict(CLEAN_ENV, PKG_CONFIG=str(fake))
     result = subprocess.run(
         [str(tools), "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "out"), str(sdist)],
         capture_output=True,
