@@ -33,9 +33,10 @@ date: pass ``--force`` to ``build_ext`` (``make sanitize`` does).
 
 The stable ABI: the extension is compiled with ``Py_LIMITED_API`` at 3.10
 (``LIMITED_API`` below), so one ``cp310-abi3`` wheel serves CPython 3.10 and
-every later version, and its file is ``_core.abi3.so``. An in-place build
-removes any other ``_core.*.so`` beside it (an older build's
-``_core.cpython-311-...so`` would otherwise be imported first).
+every later version, and its file is ``_core.abi3.so``. A build removes any
+other ``_core.*.so`` beside it, in build/lib.*/ and in place (an older
+build's ``_core.cpython-311-...so`` would otherwise be shipped in a wheel, or
+imported first).
 """
 
 import glob
@@ -198,12 +199,17 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def run(self):
-        # setuptools builds in build/ and copies in place after (inplace is
-        # off during build_extensions).
+        # setuptools builds in build/lib.*/ and then copies in place (inplace
+        # is off during build_extensions). Both places may hold an older
+        # build of another ABI: a wheel would ship it, an import prefer it.
         super().run()
-        if self.inplace:
-            for ext in self.extensions:
-                _remove_stale_builds(self.get_ext_fullpath(ext.name))
+        inplace = self.inplace
+        try:
+            for self.inplace in sorted({0, inplace}):
+                for ext in self.extensions:
+                    _remove_stale_builds(self.get_ext_fullpath(ext.name))
+        finally:
+            self.inplace = inplace
 
 
 def _remove_stale_builds(built):

@@ -104,7 +104,11 @@ def test_wheel_is_manylinux_with_complete_metadata(built):
     libs = [n.split("/", 1)[1] for n in names if n.startswith("roomcast.libs/") and n != "roomcast.libs/"]
     for lib in BUNDLED:
         assert any(n.startswith(lib + "-") for n in libs), (lib, libs)
-    assert "roomcast/_core.abi3.so" in names
+    # the stable-ABI extension, and no other build of it beside
+    assert sorted(n for n in names if n.startswith("roomcast/_core")) == [
+        "roomcast/_core.abi3.so",
+        "roomcast/_core.pyi",
+    ]
     assert "roomcast/py.typed" in names and "roomcast/static/roomcast.js" in names
 
     headers = {}
