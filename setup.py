@@ -48,8 +48,22 @@ import sys
 import sysconfig
 import tempfile
 
+import setuptools
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+
+# pyproject.toml's `license = "MIT"` and `license-files` (PEP 639) need
+# setuptools 77; an older one stops with a schema error that does not say so.
+# pip and `python -m build` fetch a new one themselves (build-system.requires);
+# this is for `setup.py build_ext --inplace` (make build) with the
+# interpreter's own.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.stderr.write(
+        "\nerror: building roomcast needs setuptools>=77 (PEP 639 licence metadata); "
+        "this interpreter has %s.\n%s -m pip install 'setuptools>=77' (make deps-python does).\n\n"
+        % (setuptools.__version__, os.path.basename(sys.executable))
+    )
+    raise SystemExit(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The oldest CPython the stable-ABI extension runs on (requires-python).
