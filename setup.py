@@ -30,6 +30,13 @@ Developer switches (environment variables, read at build time):
 
 Switching a flag does not make setuptools rebuild an extension that is up to
 date: pass ``--force`` to ``build_ext`` (``make sanitize`` does).
+
+The stable ABI: the extension is compiled with ``Py_LIMITED_API`` at 3.10
+(``LIMITED_API`` below), so one ``cp310-abi3`` wheel serves CPython 3.10 and
+every later version, and its file is ``_core.abi3.so``. A build removes any
+other ``_core.*.so`` beside it, in build/lib.*/ and in place (an older
+build's ``_core.cpython-311-...so`` would otherwise be shipped in a wheel, or
+imported first).
 """
 
 import glob
@@ -41,10 +48,26 @@ import sys
 import sysconfig
 import tempfile
 
+import setuptools
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
+# pyproject.toml's `license = "MIT"` and `license-files` (PEP 639) need
+# setuptools 77; an older one stops with a schema error that does not say so.
+# pip and `python -m build` fetch a new one themselves (build-system.requires);
+# this is for `setup.py build_ext --inplace` (make build) with the
+# interpreter's own.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.stderr.write(
+        "\nerror: building roomcast needs setuptools>=77 (PEP 639 licence metadata); "
+        "this interpreter has %s.\n%s -m pip install 'setuptools>=77' (make deps-python does).\n\n"
+        % (setuptools.__version__, os.path.basename(sys.executable))
+    )
+    raise SystemExit(1)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The oldest CPython the stable-ABI extension runs on (requires-python).
+LIMITED_API = ("0x030A0000", "cp310")
 INSTALL_HINT = (
     "On Debian or Ubuntu: apt-get install libuv1-dev libwslay-dev libssl-dev "
     "libhiredis-dev libdeflate-dev zlib1g-dev pkg-config\n"
@@ -189,6 +212,29 @@ class BuildExt(build_ext):
             )
         super().build_extensions()
 
+    def run(self):
+        # setuptools builds in build/lib.*/ and then copies in place (inplace
+        # is off during build_extensions). Both places may hold an older
+        # build of another ABI: a wheel would ship it, an import prefer it.
+        super().run()
+        inplace = self.inplace
+        try:
+            for self.inplace in sorted({0, inplace}):
+                for ext in self.extensions:
+                    _remove_stale_builds(self.get_ext_fullpath(ext.name))
+        finally:
+            self.inplace = inplace
+
+
+def _remove_stale_builds(built):
+    """Removes the other builds of one extension beside the in-place one:
+    the import system would prefer ``_core.cpython-311-...so`` to the
+    ``_core.abi3.so`` just built."""
+    stem = os.path.basename(built).split(".", 1)[0]
+    for other in glob.glob(os.path.join(os.path.dirname(built), stem + ".*.so")):
+        if os.path.abspath(other) != os.path.abspath(built):
+            os.remove(other)
+
 
 def _sources():
     # Sorted so that the build is the same from one machine to the next.
@@ -209,10 +255,13 @@ setup(
             "roomcast._core",
             sources=_sources(),
             include_dirs=["csrc/include", "csrc"],
+            define_macros=[("Py_LIMITED_API", LIMITED_API[0])],
+            py_limited_api=True,
             # Headers as dependencies: a changed header rebuilds the module.
             depends=_headers(),
         )
     ],
     cmdclass={"build_ext": BuildExt},
+    options={"bdist_wheel": {"py_limited_api": LIMITED_API[1]}},
     zip_safe=False,
 )

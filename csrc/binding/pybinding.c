@@ -11,6 +11,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,6 +22,58 @@
 typedef struct {
   PyTypeObject *core_type;
 } module_state;
+
+/* The stable ABI (Py_LIMITED_API 3.10, one abi3 wheel for every CPython from
+ * 3.10; setup.py): no Py_buffer (limited only from 3.11), no macros that
+ * read object structs. A bytes-like argument is viewed through bytes_view:
+ * bytes and bytearray in place (the GIL is held until the command has copied
+ * them), any other buffer (memoryview, array) through a bytes copy in keep. */
+typedef struct {
+  const char *buf;
+  Py_ssize_t len;
+  PyObject *keep; /* owned, or NULL */
+} bytes_view;
+
+static int bytes_view_get(PyObject *o, bytes_view *v) {
+  v->keep = NULL;
+  if (PyBytes_Check(o)) {
+    char *p;
+    if (PyBytes_AsStringAndSize(o, &p, &v->len) < 0)
+      return -1;
+    v->buf = p;
+    return 0;
+  }
+  if (PyByteArray_Check(o)) {
+    v->buf = PyByteArray_AsString(o);
+    v->len = PyByteArray_Size(o);
+    return 0;
+  }
+  /* Only an object with the buffer protocol (PyBytes_FromObject alone would
+   * also take an iterable of ints). */
+  PyObject *mv = PyMemoryView_FromObject(o);
+  if (mv == NULL) {
+    PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__name__");
+    if (name != NULL) {
+      PyErr_Format(PyExc_TypeError,
+                   "a bytes-like object is required, not '%.100S'", name);
+      Py_DECREF(name);
+    }
+    return -1;
+  }
+  v->keep = PyBytes_FromObject(mv);
+  Py_DECREF(mv);
+  if (v->keep == NULL)
+    return -1;
+  v->buf = PyBytes_AsString(v->keep);
+  v->len = PyBytes_Size(v->keep);
+  return 0;
+}
+
+/* PySequence_Fast_GET_ITEM without the macro: seq is a list or a tuple
+ * (PySequence_Fast's result). Borrowed. */
+static PyObject *fast_item(PyObject *seq, Py_ssize_t i) {
+  return PyList_Check(seq) ? PyList_GetItem(seq, i) : PyTuple_GetItem(seq, i);
+}
 
 typedef struct {
   PyObject_HEAD rc_server *srv;
@@ -69,7 +123,7 @@ static int command_done(CoreObject *self, int r) {
   PyObject *flush = PyObject_GetAttrString((PyObject *)self, "flush");
   if (flush == NULL)
     return -1;
-  PyObject *handle = PyObject_CallOneArg(self->call_soon, flush);
+  PyObject *handle = PyObject_CallFunctionObjArgs(self->call_soon, flush, NULL);
   Py_DECREF(flush);
   if (handle == NULL) {
     /* the loop is closed or gone: do not strand the command */
@@ -191,7 +245,8 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   cfg.max_headers = (size_t)max_h;
   cfg.http_requests = http;
 
-  CoreObject *self = (CoreObject *)type->tp_alloc(type, 0);
+  allocfunc alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+  CoreObject *self = (CoreObject *)alloc(type, 0);
   if (self == NULL)
     return NULL;
   self->srv = rc_server_new(&cfg); /* copies the strings */
@@ -214,7 +269,8 @@ static void Core_dealloc(CoreObject *self) {
     Py_BEGIN_ALLOW_THREADS rc_server_free(srv);
     Py_END_ALLOW_THREADS
   }
-  tp->tp_free((PyObject *)self);
+  freefunc free_self = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+  free_self(self);
   Py_DECREF(tp);
 }
 
@@ -373,7 +429,9 @@ static PyObject *Core_set_batching(CoreObject *self, PyObject *call_soon) {
     return NULL;
   }
   Py_INCREF(call_soon);
-  Py_XSETREF(self->call_soon, call_soon);
+  PyObject *old = self->call_soon;
+  self->call_soon = call_soon;
+  Py_XDECREF(old);
   self->loop_thread = PyThread_get_thread_ident();
   self->flush_scheduled = 0;
   rc_server_defer_wakeups(self->srv, 1);
@@ -418,7 +476,7 @@ static PyObject *headers_blob(const char **pp, uint32_t npairs) {
   PyObject *headers = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)blob);
   if (headers == NULL)
     return NULL;
-  char *out = PyBytes_AS_STRING(headers);
+  char *out = PyBytes_AsString(headers);
   for (uint32_t i = 0; i < npairs; i++) {
     uint32_t nl, vl;
     const char *n = next_str(&p, &nl);
@@ -536,7 +594,7 @@ static PyObject *reply_object(const char **p, const char *end) {
   PyObject *text = PyUnicode_DecodeUTF8(str, n, "replace");
   if (text == NULL || type == RC_REPLY_STATUS)
     return text;
-  PyObject *err = PyObject_CallOneArg(PyExc_RuntimeError, text);
+  PyObject *err = PyObject_CallFunctionObjArgs(PyExc_RuntimeError, text, NULL);
   Py_DECREF(text);
   return err;
 short_reply:
@@ -692,9 +750,9 @@ static PyObject *header_lines(PyObject *headers) {
   if (seq == NULL)
     return NULL;
   PyObject *out = PyBytes_FromStringAndSize(NULL, 0);
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  Py_ssize_t n = PySequence_Size(seq);
   for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-    PyObject *item = PySequence_Fast_GET_ITEM(seq, i); /* borrowed */
+    PyObject *item = fast_item(seq, i); /* borrowed */
     const char *name, *value;
     Py_ssize_t nl, vl;
     if (!PyArg_ParseTuple(item, "s#s#;headers must be (name, value) pairs",
@@ -741,7 +799,7 @@ static PyObject *Core_accept(CoreObject *self, PyObject *args, PyObject *kw) {
   if (headers != NULL && (lines = header_lines(headers)) == NULL)
     return NULL;
   int r = rc_server_accept(self->srv, conn, sub,
-                           lines ? PyBytes_AS_STRING(lines) : NULL);
+                           lines ? PyBytes_AsString(lines) : NULL);
   Py_XDECREF(lines);
   if (command_done(self, r) < 0)
     return NULL;
@@ -749,8 +807,8 @@ static PyObject *Core_accept(CoreObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *respond_common(CoreObject *self, unsigned long long conn,
-                                int status, PyObject *headers, Py_buffer *body,
-                                int head_only) {
+                                int status, PyObject *headers,
+                                const bytes_view *body, int head_only) {
   if (status < 100 || status > 999) {
     PyErr_SetString(PyExc_ValueError, "status must be a 3-digit HTTP status");
     return NULL;
@@ -759,7 +817,7 @@ static PyObject *respond_common(CoreObject *self, unsigned long long conn,
   if (headers != NULL && (lines = header_lines(headers)) == NULL)
     return NULL;
   int r = rc_server_respond(self->srv, conn, status,
-                            lines ? PyBytes_AS_STRING(lines) : NULL, body->buf,
+                            lines ? PyBytes_AsString(lines) : NULL, body->buf,
                             (size_t)body->len, head_only);
   Py_XDECREF(lines);
   if (command_done(self, r) < 0)
@@ -771,14 +829,15 @@ static PyObject *Core_reject(CoreObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"conn", "status", "body", "headers", NULL};
   unsigned long long conn;
   int status = 403;
-  Py_buffer body = {0};
-  PyObject *headers = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "K|iy*O:reject", kwlist, &conn,
-                                   &status, &body, &headers))
+  bytes_view body = {"", 0, NULL};
+  PyObject *body_obj = NULL, *headers = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "K|iOO:reject", kwlist, &conn,
+                                   &status, &body_obj, &headers))
+    return NULL;
+  if (body_obj != NULL && bytes_view_get(body_obj, &body) < 0)
     return NULL;
   PyObject *res = respond_common(self, conn, status, headers, &body, 0);
-  if (body.obj != NULL)
-    PyBuffer_Release(&body);
+  Py_XDECREF(body.keep);
   return res;
 }
 
@@ -787,29 +846,37 @@ static PyObject *Core_respond(CoreObject *self, PyObject *args, PyObject *kw) {
                            "body", "head_only", NULL};
   unsigned long long conn;
   int status, head_only = 0;
-  Py_buffer body;
-  PyObject *headers;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "KiOy*|p:respond", kwlist, &conn,
-                                   &status, &headers, &body, &head_only))
+  bytes_view body;
+  PyObject *headers, *body_obj;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "KiOO|p:respond", kwlist, &conn,
+                                   &status, &headers, &body_obj, &head_only))
+    return NULL;
+  if (bytes_view_get(body_obj, &body) < 0)
     return NULL;
   PyObject *res = respond_common(self, conn, status, headers, &body, head_only);
-  PyBuffer_Release(&body);
+  Py_XDECREF(body.keep);
   return res;
 }
 
 /* Points at the payload of str (UTF-8, text) or a bytes-like (binary). */
-static int payload(PyObject *data, Py_buffer *view, const char **p,
+static int payload(PyObject *data, bytes_view *view, const char **p,
                    Py_ssize_t *len, int *is_text) {
+  view->keep = NULL;
   if (PyUnicode_Check(data)) {
     *p = PyUnicode_AsUTF8AndSize(data, len); /* cached in data: borrowed */
     *is_text = 1;
-    view->obj = NULL;
     return *p == NULL ? -1 : 0;
   }
-  if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) < 0) {
-    PyErr_Format(PyExc_TypeError,
-                 "data must be str or a bytes-like object, not %.100s",
-                 Py_TYPE(data)->tp_name);
+  if (bytes_view_get(data, view) < 0) {
+    PyObject *name =
+        PyErr_ExceptionMatches(PyExc_TypeError)
+            ? PyObject_GetAttrString((PyObject *)Py_TYPE(data), "__name__")
+            : NULL;
+    if (name != NULL) {
+      PyErr_Format(PyExc_TypeError,
+                   "data must be str or a bytes-like object, not %.100S", name);
+      Py_DECREF(name);
+    }
     return -1;
   }
   *p = view->buf;
@@ -823,15 +890,14 @@ static PyObject *Core_send(CoreObject *self, PyObject *args) {
   PyObject *data;
   if (!PyArg_ParseTuple(args, "KO:send", &conn, &data))
     return NULL;
-  Py_buffer view;
+  bytes_view view;
   const char *p;
   Py_ssize_t len;
   int is_text;
   if (payload(data, &view, &p, &len, &is_text) < 0)
     return NULL;
   int r = rc_server_send(self->srv, conn, p, (size_t)len, is_text);
-  if (view.obj != NULL)
-    PyBuffer_Release(&view);
+  Py_XDECREF(view.keep);
   if (command_done(self, r) < 0)
     return NULL;
   Py_RETURN_NONE;
@@ -844,15 +910,14 @@ static PyObject *Core_publish(CoreObject *self, PyObject *args, PyObject *kw) {
   if (!PyArg_ParseTupleAndKeywords(args, kw, "KO|K:publish", kwlist, &room,
                                    &data, &exclude))
     return NULL;
-  Py_buffer view;
+  bytes_view view;
   const char *p;
   Py_ssize_t len;
   int is_text;
   if (payload(data, &view, &p, &len, &is_text) < 0)
     return NULL;
   int r = rc_server_publish(self->srv, room, p, (size_t)len, is_text, exclude);
-  if (view.obj != NULL)
-    PyBuffer_Release(&view);
+  Py_XDECREF(view.keep);
   if (command_done(self, r) < 0)
     return NULL;
   Py_RETURN_NONE;
@@ -957,7 +1022,7 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args, PyObject *kw) {
   o.max_message_size = (size_t)max_msg;
   if (headers != NULL && (lines = header_lines(headers)) == NULL)
     goto error;
-  o.extra_headers = lines ? PyBytes_AS_STRING(lines) : NULL;
+  o.extra_headers = lines ? PyBytes_AsString(lines) : NULL;
   if (protocols != NULL && protocols != Py_None) {
     PyObject *sep = PyUnicode_FromString(", ");
     if (sep == NULL)
@@ -978,7 +1043,7 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args, PyObject *kw) {
       if (!ok)
         goto error;
     }
-    if (n > 0 && (o.protocols = PyUnicode_AsUTF8(list)) == NULL)
+    if (n > 0 && (o.protocols = PyUnicode_AsUTF8AndSize(list, NULL)) == NULL)
       goto error;
   }
   uint64_t conn = 0;
@@ -1013,15 +1078,15 @@ static PyObject *Core_adopt(CoreObject *self, PyObject *args) {
   PyObject *head;
   if (!PyArg_ParseTuple(args, "iO:adopt", &fd, &head))
     return NULL;
-  Py_buffer view;
-  if (PyObject_GetBuffer(head, &view, PyBUF_SIMPLE) < 0) {
+  bytes_view view;
+  if (bytes_view_get(head, &view) < 0) {
     if (fd >= 0)
       (void)close(fd); /* the core's from the call on, even now */
     return NULL;
   }
   uint64_t conn = 0;
   int r = rc_server_adopt(self->srv, fd, view.buf, (size_t)view.len, &conn);
-  PyBuffer_Release(&view);
+  Py_XDECREF(view.keep);
   if (r != 0) {
     PyObject *exc = Py_BuildValue("(is)", -r, rc_strerror(r));
     if (exc != NULL) {
@@ -1122,14 +1187,14 @@ static PyObject *Core_broadcast(CoreObject *self, PyObject *args,
   PyObject *seq = PySequence_Fast(rooms_obj, "rooms must be a sequence");
   if (seq == NULL)
     return NULL;
-  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  Py_ssize_t n = PySequence_Size(seq);
   uint64_t *ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*ids));
   if (ids == NULL) {
     Py_DECREF(seq);
     return PyErr_NoMemory();
   }
   for (Py_ssize_t i = 0; i < n; i++) {
-    ids[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+    ids[i] = PyLong_AsUnsignedLongLong(fast_item(seq, i));
     if (PyErr_Occurred()) {
       PyMem_Free(ids);
       Py_DECREF(seq);
@@ -1137,7 +1202,7 @@ static PyObject *Core_broadcast(CoreObject *self, PyObject *args,
     }
   }
   Py_DECREF(seq);
-  Py_buffer view;
+  bytes_view view;
   const char *p;
   Py_ssize_t len;
   int is_text;
@@ -1148,8 +1213,7 @@ static PyObject *Core_broadcast(CoreObject *self, PyObject *args,
   int r = rc_server_broadcast(self->srv, ids, (size_t)n, p, (size_t)len,
                               is_text, exclude);
   PyMem_Free(ids);
-  if (view.obj != NULL)
-    PyBuffer_Release(&view);
+  Py_XDECREF(view.keep);
   if (command_done(self, r) < 0)
     return NULL;
   Py_RETURN_NONE;
@@ -1256,7 +1320,7 @@ static PyObject *Core_room_name(CoreObject *self, PyObject *args) {
 
 /* redis(token, *args): args are str (UTF-8), bytes-like or int. */
 static PyObject *Core_redis(CoreObject *self, PyObject *args) {
-  Py_ssize_t argc = PyTuple_GET_SIZE(args) - 1;
+  Py_ssize_t argc = PyTuple_Size(args) - 1;
   if (argc < 1) {
     PyErr_SetString(PyExc_TypeError, "redis() takes a token and a command");
     return NULL;
@@ -1266,7 +1330,7 @@ static PyObject *Core_redis(CoreObject *self, PyObject *args) {
     return NULL;
   }
   unsigned long long token =
-      PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args, 0)); /* borrowed */
+      PyLong_AsUnsignedLongLong(PyTuple_GetItem(args, 0)); /* borrowed */
   if (token == (unsigned long long)-1 && PyErr_Occurred())
     return NULL;
   PyObject *result = NULL;
@@ -1278,7 +1342,7 @@ static PyObject *Core_redis(CoreObject *self, PyObject *args) {
     goto error;
   }
   for (Py_ssize_t i = 0; i < argc; i++) {
-    PyObject *arg = PyTuple_GET_ITEM(args, i + 1); /* borrowed */
+    PyObject *arg = PyTuple_GetItem(args, i + 1); /* borrowed */
     PyObject *b;
     if (PyUnicode_Check(arg))
       b = PyUnicode_AsUTF8String(arg);
@@ -1293,8 +1357,8 @@ static PyObject *Core_redis(CoreObject *self, PyObject *args) {
       goto error;
     }
     Py_DECREF(b);
-    argv[i] = PyBytes_AS_STRING(b); /* alive in keep */
-    lens[i] = (size_t)PyBytes_GET_SIZE(b);
+    argv[i] = PyBytes_AsString(b); /* alive in keep */
+    lens[i] = (size_t)PyBytes_Size(b);
   }
   int r = rc_server_redis(self->srv, token, (int)argc, argv, lens);
   if (r == -EINVAL && self->started) {
