@@ -79,7 +79,7 @@ APT_PACKAGES := $(APT_BUILD) $(APT_TEST)
 # (tests/test_metrics.py). ruff formats and lints
 # the Python (make style, make format; its rules in pyproject.toml): pinned,
 # since a new ruff release may format differently or add lint findings.
-PY_TEST := setuptools>=61 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
+PY_TEST := setuptools>=77 pytest>=7 websockets>=13 mypy>=1.5 ipykernel>=6 \
            jupyter_client>=7 fastapi>=0.100 uvicorn>=0.35 gunicorn>=21 \
            uvicorn-worker>=0.2 uvloop>=0.19 httptools>=0.6 prometheus_client>=0.17 \
            ruff==0.17.5
@@ -168,7 +168,7 @@ deps-python:
 	    ipykernel, jupyter_client, fastapi, uvicorn, gunicorn, uvicorn_worker, \
 	    uvloop, httptools, prometheus_client; \
 	    major = lambda m: int(m.__version__.split(".")[0]); \
-	    sys.exit(major(websockets) < 13 or major(setuptools) < 61)' \
+	    sys.exit(major(websockets) < 13 or major(setuptools) < 77)' \
 	    2>/dev/null && [ "$$($(PYTHON) -m ruff --version 2>/dev/null)" = \
 	    "ruff 0.17.5" ]; then exit 0; fi; \
 	flags=""; \
