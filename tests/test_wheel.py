@@ -35,9 +35,12 @@ PROBE = ROOT / "tests" / "support" / "wheel_probe.py"
 # The libraries the wheel carries in roomcast.libs/ (auditwheel leaves zlib
 # and glibc to the system: every manylinux system has them).
 BUNDLED = ("libuv", "libwslay", "libhiredis", "libdeflate", "libssl", "libcrypto")
-# The environment of the packaging commands, without `make test`'s
-# PYTHONPATH=python (the source tree).
-CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+# The environment of the packaging commands and of the installed wheel,
+# without `make test`'s PYTHONPATH=python (the source tree) and `make
+# sanitize`'s AddressSanitizer runtime (the wheel is a normal build).
+CLEAN_ENV = {
+    k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+}
 
 
 def _interpreters():
@@ -171,12 +174,13 @@ def test_wheel_serves_with_the_system_libraries_hidden(built, tmp_path, minor, i
     # its egg-info, which pip would take for an installed roomcast) must not
     # be seen.
     venv = tmp_path / "venv"
-    subprocess.run([interpreter, "-I", "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([interpreter, "-I", "-m", "venv", str(venv)], check=True, timeout=120, env=CLEAN_ENV)
     python = venv / "bin" / "python"
     subprocess.run(
         [str(python), "-I", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(repaired)],
         check=True,
         timeout=120,
+        env=CLEAN_ENV,
     )
 
     # The unrepaired extension: the one that needs the system's libraries.
@@ -220,6 +224,7 @@ def test_wheel_serves_with_the_system_libraries_hidden(built, tmp_path, minor, i
         capture_output=True,
         text=True,
         timeout=120,
+        env=CLEAN_ENV,
     )
     out = result.stdout + result.stderr
     raw_part, _, probe_part = out.partition("--- probe")
