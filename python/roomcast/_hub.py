@@ -97,9 +97,6 @@ class Hub:
         self.server_id = f"{core.server_id():016x}"
         self.subprotocols = tuple(subprotocols)
         self.max_receive_queue = max_receive_queue
-        # Connections are numbered 1, 2, ... in the order they open, for
-        # repr() and logs: the core's ids are large (slot and generation).
-        self.numbers = itertools.count(1)
         self.backplane = backplane
         # Servers of one process on the same Redis and prefix publish a
         # push to a named room once between them.

@@ -234,7 +234,7 @@ class Socket:
         return self.ws.state
 
     def __repr__(self) -> str:
-        number = getattr(self.ws, "_number", self.id)
+        number = getattr(self.ws, "number", self.id)
         return f"<Socket #{number} rooms={sorted(self._rooms or ())!r}>"
 
     def rooms(self) -> set[str]:

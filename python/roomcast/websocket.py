@@ -240,7 +240,6 @@ class ServerWebSocket:
         "_driver",
         "_driven",
         "_tls",
-        "_number",
     )
 
     def __init__(
@@ -257,7 +256,6 @@ class ServerWebSocket:
     ) -> None:
         self._hub = hub
         self._conn = conn
-        self._number = next(hub.numbers)
         self._path = path
         self._query = query
         self._raw_headers = headers
@@ -389,7 +387,16 @@ class ServerWebSocket:
         return URL("wss" if self._tls is not None else "ws", netloc, self._path, self._query, "")
 
     def __repr__(self) -> str:
-        return f"<ServerWebSocket #{self._number} {self._path} from {self._host}:{self._port}>"
+        return f"<ServerWebSocket #{self.number} {self._path} from {self._host}:{self._port}>"
+
+    @property
+    def number(self) -> int:
+        """A small number for this connection in logs and ``repr()``
+        (``#3``): its slot in the core, unique among the connections open
+        at the same time and reused after one closes, as a file descriptor
+        is. (``id`` is the core's: slot and generation, unique for the
+        server's life, and large.)"""
+        return self._conn & 0xFFFFFFFF
 
     # -- what roomcast's own modules use --------------------------------------
 
