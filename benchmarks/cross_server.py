@@ -267,9 +267,25 @@ def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
         r, v = row(mode, n, scenario), fig(mode, n, scenario, key)
         if r is None or v is None:
             return "–"
-        text = f"{v:,.0f}{unit}"
-        text = report.at_least(r, text) if key == "deliveries_per_sec" else report.at_most(r, text)
+        if key == "workers_cpu_us_per_delivery":  # the whole run's CPU: no bound
+            text = f"{v:,.2f}{unit}"
+        else:
+            text = f"{v:,.0f}{unit}"
+            text = report.at_least(r, text) if key == "deliveries_per_sec" else report.at_most(r, text)
         return f"{text} (loadgen {report.loadgen_cell(r)})"
+
+    def rows(base: str, other: str, figures: tuple[tuple[str, str, str, str], ...]) -> list[str]:
+        """A line per N and figure: base, other, and other / base."""
+        out = []
+        for n in clients:
+            for scenario, key, label, unit in figures:
+                one, two = fig(base, n, scenario, key), fig(other, n, scenario, key)
+                ratio = f"{two / one:.2f}×" if one and two else "–"
+                out.append(
+                    f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
+                    f"{show(base, n, scenario, key, unit)} | {show(other, n, scenario, key, unit)} | {ratio} |"
+                )
+        return out
 
     lines: list[str] = []
     if any(r["mode"] not in WORKERS for r in results):
@@ -277,20 +293,16 @@ def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
             "| N | scenario | figure | one server | 3 servers, 1 Redis | ratio |",
             "| ---: | --- | --- | ---: | ---: | ---: |",
         ]
-        for n in clients:
-            for scenario, key, label, unit in (
+        lines += rows(
+            "single",
+            "3 servers",
+            (
                 ("burst", "deliveries_per_sec", "deliveries/s", ""),
                 ("single", "deliveries_per_sec", "deliveries/s", ""),
                 ("single", "p50", "p50 latency", " µs"),
                 ("single", "p99", "p99 latency", " µs"),
-            ):
-                one, three = fig("single", n, scenario, key), fig("3 servers", n, scenario, key)
-                ratio = f"{three / one:.2f}×" if one and three else "–"
-                lines.append(
-                    f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | "
-                    f"{show('single', n, scenario, key, unit)} | {show('3 servers', n, scenario, key, unit)}"
-                    f" | {ratio} |"
-                )
+            ),
+        )
     if any(r["mode"] in WORKERS for r in results):
         lines += [
             "",
@@ -306,29 +318,17 @@ def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
             "| N | scenario | figure | 1 worker | 2 workers | ratio |",
             "| ---: | --- | --- | ---: | ---: | ---: |",
         ]
-        for n in clients:
-            for scenario, key, label, unit in (
+        lines += rows(
+            "1 worker",
+            "2 workers",
+            (
                 ("burst", "deliveries_per_sec", "deliveries/s", ""),
                 ("burst", "workers_cpu_us_per_delivery", "worker CPU per delivery", " µs"),
                 ("single", "deliveries_per_sec", "deliveries/s", ""),
                 ("single", "workers_cpu_us_per_delivery", "worker CPU per delivery", " µs"),
                 ("single", "p99", "p99 latency", " µs"),
-            ):
-                one, two = fig("1 worker", n, scenario, key), fig("2 workers", n, scenario, key)
-                ratio = f"{two / one:.2f}×" if one and two else "–"
-                cells = []
-                for mode in ("1 worker", "2 workers"):
-                    r, v = row(mode, n, scenario), fig(mode, n, scenario, key)
-                    if r is None or v is None:
-                        cells.append("–")
-                        continue
-                    text = f"{v:,.2f}{unit}" if key == "workers_cpu_us_per_delivery" else None
-                    cells.append(
-                        f"{text} (loadgen {report.loadgen_cell(r)})" if text else show(mode, n, scenario, key, unit)
-                    )
-                lines.append(
-                    f"| {n:,} | {scenario} (W={SCENARIOS[scenario]}) | {label} | {cells[0]} | {cells[1]} | {ratio} |"
-                )
+            ),
+        )
     lines.append("")
     lines.extend(report.footnote(results))
     return "\n".join(lines)
