@@ -8,11 +8,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "rc_core.h"
 #include "support/rc_events.h"
@@ -102,6 +104,9 @@ static void unanswered(const char *request, int event_type) {
   RC_CHECK_EQ_INT(ev->type, RC_EV_CLOSE);
   RC_CHECK(ev->conn == conn);
   free(ev);
+  rc_stats st;
+  rc_server_stats(srv, &st);
+  RC_CHECK(st.refused_timeout == 1);
   /* A late answer names a connection that has gone: ignored. */
   RC_CHECK_EQ_INT(rc_server_accept(srv, conn, NULL, NULL), 0);
   stop();
@@ -193,7 +198,90 @@ RC_TEST(close_codes_no_one_may_send_are_protocol_errors) {
   stop();
 }
 
+/* Sends request on a new connection and reads the core's answer to EOF;
+ * adds the answer's length to *sent (its status line checked against
+ * want). */
+static void refused_with(const char *request, const char *want, size_t *sent) {
+  int fd = rc_test_connect(port);
+  RC_ASSERT(fd >= 0);
+  RC_ASSERT_EQ_INT(send_all(fd, request, strlen(request)), 0);
+  char buf[4096];
+  int eof;
+  size_t n = read_to_eof(fd, buf, sizeof buf - 1, &eof);
+  close(fd);
+  buf[n] = '\0';
+  RC_CHECK(eof);
+  RC_CHECK(strncmp(buf, want, strlen(want)) == 0);
+  *sent += n;
+}
+
+/* Every handshake the core refuses is counted under its reason, once, and
+ * bytes_out is what the peers read, byte for byte. */
+RC_TEST(refusals_are_counted_by_reason_and_bytes_out_by_what_was_sent) {
+  RC_ASSERT_EQ_INT(start(10, 0), 0);
+  size_t sent = 0;
+  refused_with("NOT HTTP AT ALL\r\n\r\n", "HTTP/1.1 400", &sent);
+  refused_with("POST /chat HTTP/1.1\r\nHost: x\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n",
+               "HTTP/1.1 405", &sent);
+  refused_with("GET /chat HTTP/1.1\r\nHost: x\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 8\r\n\r\n",
+               "HTTP/1.1 426", &sent);
+  refused_with("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 426", &sent);
+  size_t big_len = 16384;
+  char *big = malloc(big_len + 1);
+  RC_ASSERT(big != NULL);
+  int head = snprintf(big, big_len, "GET /chat HTTP/1.1\r\nX-Big: ");
+  memset(big + head, 'a', big_len - (size_t)head);
+  big[big_len] = '\0';
+  refused_with(big, "HTTP/1.1 431", &sent);
+  free(big);
+  rc_stats st;
+  rc_server_stats(srv, &st);
+  RC_CHECK(st.refused_bad_request == 1);
+  RC_CHECK(st.refused_method == 1);
+  RC_CHECK(st.refused_version == 1);
+  RC_CHECK(st.refused_not_websocket == 1);
+  RC_CHECK(st.refused_too_large == 1);
+  RC_CHECK(st.refused_shutting_down == 0 && st.refused_timeout == 0);
+  RC_CHECK(st.bytes_out == sent);
+  RC_CHECK(st.rooms_open == 0);
+  stop();
+}
+
+/* RC_LISTEN_REUSEPORT: a second server listens on the same port (as the
+ * workers of `roomcast --workers` do); without it the bind is refused. */
+RC_TEST(reuse_port_lets_two_servers_listen_on_one_port) {
+  rc_config cfg;
+  rc_config_default(&cfg);
+  rc_server *a = rc_server_new(&cfg), *b = rc_server_new(&cfg),
+            *c = rc_server_new(&cfg);
+  RC_ASSERT(a != NULL && b != NULL && c != NULL);
+  int pa = 0, pb = 0, pc = 0;
+  RC_ASSERT_EQ_INT(
+      rc_server_listen_flags(a, "127.0.0.1", 0, 0, RC_LISTEN_REUSEPORT, &pa),
+      0);
+  RC_CHECK_EQ_INT(
+      rc_server_listen_flags(b, "127.0.0.1", pa, 0, RC_LISTEN_REUSEPORT, &pb),
+      0);
+  RC_CHECK_EQ_INT(pb, pa);
+  RC_CHECK_EQ_INT(rc_server_listen(c, "127.0.0.1", pa, 0, &pc), UV_EADDRINUSE);
+  rc_server_stop(a, 1001, "going away");
+  rc_server_stop(b, 1001, "going away");
+  rc_events_free(rc_server_poll(a));
+  rc_events_free(rc_server_poll(b));
+  rc_server_free(a);
+  rc_server_free(b);
+  rc_server_free(c);
+}
+
 RC_TEST_MAIN(
+    RC_CASE(refusals_are_counted_by_reason_and_bytes_out_by_what_was_sent),
+    RC_CASE(reuse_port_lets_two_servers_listen_on_one_port),
     RC_CASE(an_upgrade_nobody_answers_gets_503_after_the_deadline),
     RC_CASE(a_plain_request_nobody_answers_gets_503_after_the_deadline),
     RC_CASE(registered_close_codes_are_echoed_and_reported),
