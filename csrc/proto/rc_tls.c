@@ -473,7 +473,14 @@ int rc_tls_handshake(rc_tls *t) {
   int e = SSL_get_error(t->ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
     return 0;
-  return failed(t, r);
+  if (failed(t, r) == RC_TLS_E_CLOSED) {
+    /* A close_notify before the handshake completed (OpenSSL answers
+     * SSL_ERROR_ZERO_RETURN): no session was made, so the handshake
+     * failed; RC_TLS_E_CLOSED is the end of an established session. */
+    (void)snprintf(t->err, sizeof t->err,
+                   "TLS: closed by the peer before the handshake completed");
+  }
+  return RC_TLS_E_FAILED;
 }
 
 long rc_tls_read(rc_tls *t, void *buf, size_t cap) {

@@ -482,6 +482,24 @@ RC_TEST(garbage_during_handshake) {
   teardown(&f);
 }
 
+/* A close_notify alert where the ServerHello should be: the handshake
+ * failed (no session was made), not an orderly end of one. */
+RC_TEST(close_notify_during_handshake_is_a_failed_handshake) {
+  static const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
+  fixture f;
+  if (setup(&f, &good)) {
+    RC_CHECK_EQ_INT(rc_tls_handshake(f.client), 0);
+    RC_CHECK_EQ_INT(rc_tls_feed(f.client, alert, sizeof alert), 0);
+    RC_CHECK_EQ_INT(rc_tls_handshake(f.client), RC_TLS_E_FAILED);
+    RC_CHECK(strcmp(rc_tls_error(f.client),
+                    "TLS: closed by the peer before the handshake "
+                    "completed") == 0);
+  } else {
+    RC_CHECK(!"setup");
+  }
+  teardown(&f);
+}
+
 RC_TEST(garbage_after_handshake) {
   fixture f;
   uint8_t in[64];
@@ -750,6 +768,7 @@ RC_TEST_MAIN(RC_CASE(handshake_completes),
              RC_CASE(untrusted_refused_when_verifying),
              RC_CASE(wrong_name_and_untrusted_accepted_without_verify),
              RC_CASE(ip_address_name), RC_CASE(garbage_during_handshake),
+             RC_CASE(close_notify_during_handshake_is_a_failed_handshake),
              RC_CASE(garbage_after_handshake), RC_CASE(close_notify_both_ways),
              RC_CASE(contract_refusals),
              RC_CASE(server_serves_the_filter_client),
