@@ -18,6 +18,7 @@ them): as in test_browser_demo.py, a missing one fails the test rather than
 skipping it.
 """
 
+import asyncio
 import contextlib
 import json
 import os
@@ -221,8 +222,14 @@ async def test_certificate_from_an_untrusted_ca_is_refused(pki, trusting_chromiu
             tab = await Tab.open(devtools, "A", url)
             state = await tab.wait_for("the certificate error page", lambda s: s["url"].startswith("chrome-error://"))
             assert state["status"] is None, f"the chat page loaded from an untrusted server: {state}"
-            # The reason, in the page's details: the issuer is unknown.
-            text = await tab.evaluate("document.body.textContent")
+            # The reason, in the page's details: the issuer is unknown. The
+            # error page's URL is set before its text is rendered, so the
+            # text is polled until it names an error code.
+            deadline = asyncio.get_running_loop().time() + T
+            text = ""
+            while "ERR_" not in text and asyncio.get_running_loop().time() < deadline:
+                text = await tab.evaluate("document.body ? document.body.textContent : ''") or ""
+                await asyncio.sleep(0.05)
             assert "ERR_CERT_AUTHORITY_INVALID" in text, f"the error page says:\n{text}"
         finally:
             await devtools.close()
