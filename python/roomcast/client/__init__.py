@@ -31,6 +31,7 @@ The package, one concern per module (each imports only those above it):
 * ``_errors``: the exceptions;
 * ``_settings``: the URL, headers, :class:`TLS` and the reconnection
   policy, checked when a client is made;
+* ``_rooms``: the App rooms and history positions ``rejoin=True`` keeps;
 * ``_hub``: the process-wide core and its ``"roomcast-client"`` thread;
 * ``_link``: one connection across reconnections (the state machine);
 * ``sync``: :class:`WebSocket`; ``asyncio``: :func:`connect` and

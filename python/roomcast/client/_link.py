@@ -16,6 +16,11 @@ where the front's hooks are called. ``send``, ``close``, ``buffered`` and
 ``hold`` may be called from any thread. ``Link.lock`` orders a user's
 ``close()`` against the open and close events; it is never held while a
 front's hook runs.
+
+With ``rejoin=True`` the link holds a :class:`~._rooms.Rooms`: each
+received text frame is shown to it before the front gets it (unchanged),
+and on each reconnection its ``roomcast:rejoin`` goes out before the state
+becomes ``OPEN``, so before anything the application can send.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .. import _core
 from .._http import parse_raw_headers
 from . import _hub
 from ._errors import ConnectionClosed, ConnectionFailed, InvalidStateError
+from ._rooms import Rooms
 from ._settings import Policy, Target
 
 __all__ = ["CLOSED", "CLOSING", "CONNECTING", "OPEN", "Data", "Front", "Link", "SendData"]
@@ -58,8 +64,11 @@ class Link:
     the state, and reconnection. Its events come from the dispatcher
     thread; ``send`` and ``close`` from any thread."""
 
-    def __init__(self, target: Target, options: dict[str, Any], policy: Policy, front: Front) -> None:
+    def __init__(
+        self, target: Target, options: dict[str, Any], policy: Policy, front: Front, rooms: Rooms | None = None
+    ) -> None:
         self.target = target
+        self.rooms = rooms  # App rooms and positions, with rejoin=True
         self.options = options
         self.policy = policy
         self.front = front
@@ -148,7 +157,10 @@ class Link:
     def event(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == _core.EV_MESSAGE:
-            self.front.message(event[2])
+            data = event[2]
+            if self.rooms is not None and isinstance(data, str):
+                self.rooms.observe(data)
+            self.front.message(data)
         elif kind == _core.EV_CONNECTED:
             self._opened(event[2], parse_raw_headers(event[3]))
         elif kind == _core.EV_CLOSE:
@@ -158,12 +170,26 @@ class Link:
         with self.lock:
             if self.user_closed:  # close() came first: the browser never opens then
                 return
+            if self.opened_before and self.rooms is not None:
+                self._rejoin(self.rooms)
             self.state = OPEN
         self.protocol, self.headers = protocol, headers
         reconnected, attempts = self.opened_before, self.attempt
         self.opened_before = True
         self.attempt = 0
         self.front.opened(reconnected, attempts)
+
+    def _rejoin(self, rooms: Rooms) -> None:
+        """Sends ``roomcast:rejoin`` on the connection just opened, before
+        the application may send (the state is not ``OPEN`` yet)."""
+        message = rooms.rejoin_message()
+        conn, hub = self.conn, self.hub
+        if message is None or conn is None or hub is None:
+            return
+        try:
+            hub.core.send(conn, message)
+        except RuntimeError:
+            pass  # the core has stopped: its close event is on its way
 
     def _closed(self, code: int, reason: str) -> None:
         hub = self.hub

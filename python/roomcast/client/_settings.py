@@ -33,6 +33,7 @@ __all__ = [
     "connection_settings",
     "receive_queue_limit",
     "reconnect_policy",
+    "rejoin_option",
 ]
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -239,3 +240,13 @@ def receive_queue_limit(max_receive_queue: int) -> int:
     """``max_receive_queue``, checked."""
     limit: int = _options.CLIENT["max_receive_queue"]("max_receive_queue", max_receive_queue)
     return limit
+
+
+def rejoin_option(rejoin: bool, reconnect: bool) -> bool:
+    """``rejoin``, checked: it rejoins on reconnection, so it needs
+    ``reconnect=True``."""
+    if not isinstance(rejoin, bool):
+        raise TypeError(f"rejoin must be True or False, not {rejoin!r}")
+    if rejoin and not reconnect:
+        raise ValueError("rejoin=True needs reconnect=True: it sends roomcast:rejoin each time the client reconnects")
+    return rejoin

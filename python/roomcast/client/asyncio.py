@@ -28,6 +28,7 @@ from typing import Any
 from .._inbox import message_cost
 from ._errors import ConnectionClosed, ConnectionFailed
 from ._link import Data, Front, Link, SendData
+from ._rooms import Rooms
 from ._settings import (
     Headers,
     Policy,
@@ -36,6 +37,7 @@ from ._settings import (
     connection_settings,
     receive_queue_limit,
     reconnect_policy,
+    rejoin_option,
 )
 
 __all__ = ["ClientConnection", "connect"]
@@ -58,7 +60,9 @@ class ClientConnection:
     on across reconnections (``recv()`` waits through them, ``send()``
     raises :class:`InvalidStateError` while disconnected) and
     ``on_reconnect(attempts)`` is called, on the loop, each time it is
-    open again.
+    open again. With ``rejoin=True`` (see :class:`WebSocket`) it rejoins
+    its App rooms from the last position seen in each: ``rooms`` and
+    ``positions`` show them.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class ClientConnection:
         policy: Policy,
         on_reconnect: Callable[[int], Any] | None,
         max_receive_queue: int,
+        rejoin: bool = False,
     ) -> None:
         self._loop = loop
         self.url = url
@@ -88,7 +93,11 @@ class ClientConnection:
         self._last_error: ConnectionFailed | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link = Link(
-            target, options, policy, Front(self._opened, self._message, self._error, self._closed, self._close_info)
+            target,
+            options,
+            policy,
+            Front(self._opened, self._message, self._error, self._closed, self._close_info),
+            Rooms() if rejoin else None,
         )
 
     @property
@@ -102,6 +111,19 @@ class ClientConnection:
     @property
     def buffered_amount(self) -> int:
         return self._link.buffered()
+
+    @property
+    def rooms(self) -> set[str]:
+        """With ``rejoin=True``: the App rooms the server says this client
+        is in (a copy); otherwise empty."""
+        return set() if self._link.rooms is None else self._link.rooms.rooms()
+
+    @property
+    def positions(self) -> dict[str, Any]:
+        """With ``rejoin=True``: ``{room: Position(epoch, offset)}``, the
+        last position received in each history room (a copy; ahead of
+        ``recv()`` when messages wait in its queue); otherwise empty."""
+        return {} if self._link.rooms is None else self._link.rooms.positions()
 
     @property
     def state(self) -> int:
@@ -221,6 +243,7 @@ class _Connect:
     def __init__(self, url: str, kwargs: dict[str, Any]) -> None:
         # Checked here, when connect() is called, not when it is awaited.
         kw = dict(kwargs)
+        self._rejoin = rejoin_option(kw.pop("rejoin"), kw["reconnect"])
         self._policy = reconnect_policy(
             kw.pop("reconnect"), kw.pop("min_delay"), kw.pop("max_delay"), kw.pop("max_attempts")
         )
@@ -240,6 +263,7 @@ class _Connect:
             self._policy,
             self._on_reconnect,
             self._max_receive_queue,
+            self._rejoin,
         )
         ws._link.start()
         try:
@@ -278,10 +302,12 @@ def connect(
     max_message_size: int = 2**20,
     max_receive_queue: int = 2**20,
     compression: str | None = "deflate",
+    rejoin: bool = False,
 ) -> _Connect:
     """Opens an asyncio client connection: ``ws = await connect(url)``, or
     ``async with connect(url) as ws:`` (closed with 1000 on leaving).
-    Options as for :class:`WebSocket`; ``on_reconnect(attempts)`` (a
+    Options as for :class:`WebSocket` (``rejoin=True`` included);
+    ``on_reconnect(attempts)`` (a
     function or coroutine function) runs on the loop after each
     reconnection. Raises :class:`ConnectionFailed` with the reason when
     the connection cannot be opened (with ``reconnect=True``: once the
@@ -304,5 +330,6 @@ def connect(
             "max_message_size": max_message_size,
             "max_receive_queue": max_receive_queue,
             "compression": compression,
+            "rejoin": rejoin,
         },
     )

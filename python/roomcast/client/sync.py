@@ -26,12 +26,14 @@ from .._inbox import message_cost
 from ._errors import ConnectionClosed, ConnectionFailed
 from ._hub import on_dispatcher
 from ._link import CLOSED, CLOSING, CONNECTING, OPEN, Data, Front, Link, SendData
+from ._rooms import Rooms
 from ._settings import (
     Headers,
     TLSOption,
     connection_settings,
     receive_queue_limit,
     reconnect_policy,
+    rejoin_option,
 )
 
 __all__ = ["WebSocket"]
@@ -104,7 +106,18 @@ class WebSocket:
     * ``max_receive_queue`` (1 MiB): received messages waiting for
       :meth:`recv` past which the core stops reading from the server
       until half of it has been read; each counts its size in memory,
-      header included, so empty messages count too.
+      header included, so empty messages count too;
+    * ``rejoin`` (``False``; needs ``reconnect=True``): for a
+      :class:`roomcast.App` server, keep the rooms the server says this
+      client is in (``roomcast:joined`` / ``roomcast:left``) and the last
+      position seen in each history room (``roomcast:position`` and the
+      ``"position"`` of each event), and on each reconnection send
+      ``roomcast:rejoin`` with them before anything else: the server lets
+      the client back into its rooms and replays what it missed (then
+      ``roomcast:position`` says ``"recovered": true`` and how many were
+      ``"missed"``, or ``"recovered": false`` and the ``"reason"``).
+      :attr:`rooms` and :attr:`positions` show what it kept. Messages
+      still all reach the application, unchanged.
     """
 
     CONNECTING = CONNECTING
@@ -129,7 +142,9 @@ class WebSocket:
         max_message_size: int = 2**20,
         max_receive_queue: int = 2**20,
         compression: str | None = "deflate",
+        rejoin: bool = False,
     ) -> None:
+        tracked = Rooms() if rejoin_option(rejoin, reconnect) else None
         target, options = connection_settings(
             url, protocols, headers, ssl, open_timeout, ping_interval, ping_timeout, max_message_size, compression
         )
@@ -149,6 +164,7 @@ class WebSocket:
             options,
             reconnect_policy(reconnect, min_delay, max_delay, max_attempts),
             Front(self._opened, self._message, self._error, self._closed, self._close_info),
+            tracked,
         )
         self._link.start()
 
@@ -177,6 +193,19 @@ class WebSocket:
     def response_headers(self) -> list[tuple[str, str]]:
         """The headers of the server's 101 answer (names lower-cased)."""
         return list(self._link.headers)
+
+    @property
+    def rooms(self) -> set[str]:
+        """With ``rejoin=True``: the App rooms the server says this client
+        is in (a copy); otherwise empty."""
+        return set() if self._link.rooms is None else self._link.rooms.rooms()
+
+    @property
+    def positions(self) -> dict[str, Any]:
+        """With ``rejoin=True``: ``{room: Position(epoch, offset)}``, the
+        last position received in each history room (a copy; ahead of
+        :meth:`recv` when messages wait in its queue); otherwise empty."""
+        return {} if self._link.rooms is None else self._link.rooms.positions()
 
     def onopen(self) -> None:
         pass

@@ -37,6 +37,8 @@
  * socket.readyState        0 connecting (also while waiting to reconnect),
  *                          1 open, 2 closing, 3 closed for good
  * socket.rooms             the rooms the server says this socket is in
+ * socket.positions         a copy, {room: {epoch, offset}}: the last position
+ *                          seen in each history room (see below)
  * socket.url, socket.protocol
  * socket.onopen / onmessage / onclose / onerror
  *                          as on a WebSocket, called with its DOM event
@@ -63,6 +65,20 @@
  * reconnect after close(), nor when the server closed with 1000 (it ended the
  * session on purpose) or 1008 (policy violation: it would refuse again).
  *
+ * Nothing missed across a reconnection, in rooms with history (the app's
+ * keep_history): each event of such a room carries its position,
+ * "position": {room, epoch, offset}, and after a join the server sends
+ * "roomcast:position" with the room's position (also delivered to on()).
+ * The client keeps the last position of each room (socket.positions;
+ * "roomcast:left" forgets it) and rejoins such a room with
+ * {room, epoch, offset} instead of its name: the server replays the
+ * events missed since, in order, then answers "roomcast:position" with
+ * {room, epoch, offset, recovered: true, missed: n}, or
+ * {..., recovered: false, reason} when it could not (the history no
+ * longer reaches back that far, or was lost: the page should reload its
+ * state), then the live events. Rooms without a known position are
+ * rejoined by name, as a server without history expects.
+ *
  * microsockets pages: MicroSocket(url, protocols?) returns the same kind of
  * socket, with on/off/send(event, payload) and the WebSocket properties such
  * pages use; handlers also get the MessageEvent as a third argument. It does
@@ -73,6 +89,17 @@
 
   const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
   const JOINED = "roomcast:joined", LEFT = "roomcast:left", REJOIN = "roomcast:rejoin";
+  const POSITION = "roomcast:position";
+
+  // A position as the server sends it, {room, epoch, offset}; null for
+  // anything else (the client then ignores it).
+  function readPosition(value) {
+    if (!value || typeof value !== "object") return null;
+    const { room, epoch, offset } = value;
+    if (typeof room !== "string" || typeof epoch !== "string") return null;
+    if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) return null;
+    return { room: room, epoch: epoch, offset: offset };
+  }
 
   function resolveUrl(url) {
     const loc = global.location;
@@ -98,6 +125,7 @@
     const self = this;
     const handlers = new Map();
     const rooms = new Set();
+    const positions = new Map(); // room -> {epoch, offset}, the last one seen
     let queue = [];
     let ws = null;
     let timer = null;
@@ -143,7 +171,7 @@
         attempt = 0;
         wasOpen = true;
         // Rooms first, so that queued messages reach the rooms they were meant for.
-        if (reconnected && rooms.size) current.send(JSON.stringify({ event: REJOIN, payload: Array.from(rooms) }));
+        if (reconnected && rooms.size) current.send(JSON.stringify({ event: REJOIN, payload: rejoinList() }));
         const pending = queue;
         queue = [];
         for (const data of pending) current.send(data);
@@ -167,7 +195,11 @@
         }
         const payload = message.payload === undefined ? null : message.payload;
         if (message.event === JOINED && typeof payload === "string") rooms.add(payload);
-        else if (message.event === LEFT) rooms.delete(payload);
+        else if (message.event === LEFT) {
+          rooms.delete(payload);
+          positions.delete(payload);
+        } else if (message.event === POSITION) remember(readPosition(payload));
+        if (message.position !== undefined) remember(readPosition(message.position));
         emit(message.event, payload, domEvent);
       };
       current.onerror = (domEvent) => {
@@ -193,6 +225,18 @@
         }
         if (!stopped) schedule();
       };
+    }
+
+    function remember(position) {
+      if (position !== null) positions.set(position.room, { epoch: position.epoch, offset: position.offset });
+    }
+
+    // Each room by name, or with the last position seen in it.
+    function rejoinList() {
+      return Array.from(rooms, (room) => {
+        const known = positions.get(room);
+        return known ? { room: room, epoch: known.epoch, offset: known.offset } : room;
+      });
     }
 
     function schedule() {
@@ -251,6 +295,17 @@
       },
       protocol: { get: () => (ws ? ws.protocol : "") },
       rooms: { get: () => Array.from(rooms) },
+      positions: {
+        get: () => {
+          const copy = {};
+          for (const [room, known] of positions) {
+            // Defined, not assigned: a room named "__proto__" stays a key.
+            const value = { epoch: known.epoch, offset: known.offset };
+            Object.defineProperty(copy, room, { value: value, enumerable: true, writable: true, configurable: true });
+          }
+          return copy;
+        },
+      },
     });
 
     open();
