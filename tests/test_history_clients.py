@@ -512,3 +512,65 @@ async def test_roomcast_js_recovers_the_events_missed_while_its_socket_was_dropp
                 assert await tab.evaluate("socket.rooms") == [room]
             finally:
                 await devtools.close()
+
+
+SCRIPTED_PAGE = """new Promise((resolve, reject) => {
+  const script = document.createElement("script");
+  script.src = "/roomcast.js";
+  script.onload = () => {
+    window.got = [];
+    window.socket = roomcast.connect(SERVER, { minDelay: 50, maxDelay: 200 });
+    socket.on("done", () => {
+      window.before = { rooms: socket.rooms, positions: socket.positions };
+      socket.send("ack");
+    });
+    socket.on("reconnected", () => socket.send("hello"));
+    socket.send("join", "a");
+    resolve(true);
+  };
+  script.onerror = () => reject(new Error("/roomcast.js did not load"));
+  document.head.appendChild(script);
+})"""
+
+
+async def test_roomcast_js_rejoins_each_room_with_its_last_position_before_anything_else(chromium):
+    from websockets.asyncio.client import connect
+
+    weird = [
+        {"event": "roomcast:joined", "payload": "__proto__"},
+        {"event": "roomcast:position", "payload": {"room": "__proto__", "epoch": "0000000000000011", "offset": 4}},
+    ]
+    server = Scripted(POSITIONED + weird)
+    app = App()  # serves /roomcast.js
+    async with app.serve("127.0.0.1", 0) as running, serve(server.handler, "127.0.0.1", 0) as listening:
+        url = f"ws://127.0.0.1:{listening.sockets[0].getsockname()[1]}/"
+        async with connect(chromium, max_size=None, open_timeout=T, close_timeout=T) as devtools_ws:
+            devtools = DevTools(devtools_ws)
+            try:
+                tab = await Tab.open(devtools, "S", f"http://127.0.0.1:{running.port}/roomcast.js")
+                for _ in range(int(T / 0.05)):
+                    if await tab.evaluate("document.readyState") == "complete":
+                        break
+                    await asyncio.sleep(0.05)
+                assert await tab.evaluate(SCRIPTED_PAGE.replace("SERVER", json.dumps(url)), await_promise=True)
+                await asyncio.wait_for(server.reconnected.wait(), T)
+                before = await tab.evaluate("before")
+            finally:
+                await devtools.close()
+    assert sorted(before["rooms"]) == ["__proto__", "a", "b", "c"]
+    assert before["positions"] == {
+        "a": {"epoch": "00000000000000aa", "offset": 2},
+        "b": {"epoch": "00000000000000bb", "offset": 7},
+        "__proto__": {"epoch": "0000000000000011", "offset": 4},
+    }
+    first, second = server.first[1][:2]
+    assert json.loads(first) == {
+        "event": "roomcast:rejoin",
+        "payload": [
+            {"room": "a", "epoch": "00000000000000aa", "offset": 2},
+            {"room": "b", "epoch": "00000000000000bb", "offset": 7},
+            "c",
+            {"room": "__proto__", "epoch": "0000000000000011", "offset": 4},
+        ],
+    }
+    assert json.loads(second) == {"event": "hello", "payload": ""}
