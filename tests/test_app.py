@@ -11,6 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast import App
+from roomcast.app import REJOIN_USAGE
 
 T = 30  # hang guard only
 
@@ -199,11 +200,17 @@ async def test_rejoin_goes_through_the_apps_own_check():
 async def test_rejoin_takes_a_list_of_room_names():
     async with Served(make_app()) as s:
         async with connect(s.url) as b:
-            for payload in ("x", ["x", 1], None):
+            for payload in (
+                "x",
+                ["x", 1],
+                None,
+                [{"room": "x", "epoch": 5, "offset": 1}],
+                [{"room": "x", "epoch": "e", "offset": -1}],
+            ):
                 await send(b, "roomcast:rejoin", payload)
                 assert await event(b) == (
                     "error",
-                    {"message": "roomcast:rejoin takes a list of room names", "event": "roomcast:rejoin"},
+                    {"message": REJOIN_USAGE, "event": "roomcast:rejoin"},
                 )
 
 

@@ -28,6 +28,7 @@ from .client import (
     WebSocket,
     connect,
 )
+from .history import History, Position
 from .room import BaseRoom, Room
 from .server import Running, Server
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState
@@ -39,8 +40,10 @@ __all__ = [
     "ClientConnection",
     "ConnectionClosed",
     "ConnectionFailed",
+    "History",
     "Hooks",
     "InvalidStateError",
+    "Position",
     "Socket",
     "Room",
     "RoomLimitError",

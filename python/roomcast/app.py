@@ -61,9 +61,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import inspect
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,6 +77,7 @@ from ._asgi import adopted
 from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
 from ._params import Route
 from ._static import Response, file_response, is_small, text_response
+from .history import History, Position, Store, check_history, parse_position
 from .room import _now, check_name
 from .server import Running, Server
 from .websocket import ServerWebSocket, WebSocketDisconnect, WebSocketState, drive, hub_of, take
@@ -92,6 +95,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 JOINED = "roomcast:joined"
 LEFT = "roomcast:left"
 REJOIN = "roomcast:rejoin"
+POSITION = "roomcast:position"
+REJOIN_USAGE = 'roomcast:rejoin takes a list of room names, or of {"room": name, "epoch": str, "offset": int}'
 MAX_ROOMS_PER_SOCKET = 100
 MAX_ROOMS = 100_000
 
@@ -105,6 +110,16 @@ class RoomLimitError(Exception):
 def envelope(event: str, payload: Any = None) -> str:
     """The wire form of one event: compact JSON, UTF-8 kept as is."""
     return json.dumps({"event": event, "payload": payload}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def positioned(head: str, room: str, position: Position) -> str:
+    """An event of a history room: ``head`` is ``'{"event":...,"payload":...'``
+    (serialised once for every room of a broadcast), the position follows."""
+    return f'{head},"position":{{"room":{_json(room)},"epoch":"{position.epoch}","offset":{position.offset}}}}}'
 
 
 async def _call(func: Callable[..., Any], *args: Any) -> Any:
@@ -190,13 +205,16 @@ class _Rooms:
                 f"max_rooms ({total}) reached: the app has {len(self._named)} rooms; {_shown(room)} not joined"
             )
 
-    def join(self, ws: Socket, room: str) -> None:
+    def join(self, ws: Socket, room: str, first: Iterable[str] = ()) -> None:
+        """Joins ``ws`` to ``room`` after sending it ``first``."""
         hub = self._hub
         assert hub is not None
         entry = self._named.get(room)
         if entry is None:
             entry = self._named[room] = (hub.name_acquire(APP_KIND, room), set())
         entry[1].add(ws)
+        for data in first:
+            hub.send(ws.id, data)
         hub.join(ws.id, entry[0])
 
     def leave(self, ws: Socket, room: str) -> None:
@@ -228,6 +246,8 @@ class Socket:
         self.payload: Any = None
         self._table = rooms
         self._rooms: set[str] | None = None  # made on the first join
+        # While roomcast:rejoin runs: room -> the position the client gave.
+        self._resume: dict[str, Position] | None = None
 
     @property
     def state(self) -> SimpleNamespace:
@@ -252,12 +272,50 @@ class Socket:
         if (rooms is not None and room in rooms) or not self._table.open(self):
             return
         self._table.check_bounds(room, len(rooms or ()))
+        store = self.app._store_for(room)
+        if store is not None:
+            self._join_history(room, store)
+            return
         self._table.join(self, room)
         if rooms is None:
             rooms = self._rooms = set()
         rooms.add(room)
         if self._table.notices:
             await self.emit(JOINED, room)
+
+    def _join_history(self, room: str, store: Store) -> None:
+        """Joins a history room: the notice, what the client missed since
+        the position its rejoin gave (if any, and if it can be given),
+        then the room's position, then the live events. Under the
+        history's lock, so that no broadcast to the room comes between
+        (see roomcast.history)."""
+        table = self._table
+        hub = table.hub
+        if hub is not None and hub.backplane is not None:
+            raise ValueError(f"room {room!r} keeps history, which cannot be served with a backplane yet")
+        since = self._resume.pop(room, None) if self._resume else None
+        with store.lock:
+            history = store.since(since)
+            first = [envelope(JOINED, room)] if table.notices else []
+            status: dict[str, Any] = {
+                "room": room,
+                "epoch": history.position.epoch,
+                "offset": history.position.offset,
+            }
+            if since is not None:
+                status["recovered"] = history.recovered
+                if history.recovered:
+                    status["missed"] = len(history.events)
+                    first.extend(data for _, data in history.events)
+                else:
+                    status["reason"] = history.reason
+            first.append(envelope(POSITION, status))
+            # Sent before the core's join: none of them reaches the socket
+            # twice or after a live event.
+            table.join(self, room, first)
+            if self._rooms is None:
+                self._rooms = set()
+            self._rooms.add(room)
 
     def leave(self, room: str) -> None:
         """Leaves ``room``; not being in it is not an error. The client is
@@ -328,6 +386,10 @@ class App(Server):
         self._driver = self._wake  # one bound method for every socket
         self._handlers: dict[str, Handler] = {REJOIN: self._rejoin}
         self._on_rejoin: Callable[[Socket, str], Any] | None = None
+        # History: (pattern, size, ttl) in the order given; the rooms' stores.
+        self._history_rules: list[tuple[str, int, float | None]] = []
+        self._stores: dict[str, Store] = {}
+        self._stores_lock = threading.Lock()
         self._unhandled: Handler | None = None
         self._connect: list[Callable[[Socket], Any]] = []
         self._disconnect: list[Callable[[Socket], Any]] = []
@@ -360,6 +422,54 @@ class App(Server):
             return func
 
         return decorator
+
+    def keep_history(self, pattern: str, size: int, ttl: float | None = None) -> None:
+        """Keeps the last ``size`` events broadcast to each room whose name
+        matches ``pattern`` (:mod:`fnmatch`: ``"chat:*"``, ``"lobby"``),
+        those younger than ``ttl`` seconds when given; the first pattern a
+        room matches decides. Such a room's events carry their position
+        (``"position": {"room", "epoch", "offset"}``), a socket that joins
+        it is told the room's position (``roomcast:position``), and a
+        client that rejoins with the last position it saw gets the events
+        it missed, in order, before the live ones, or
+        ``"recovered": false`` and why. The history is this process's (a
+        restart starts a new epoch); with a backplane it is refused, for
+        now. Memory: at most ``size`` events per such room."""
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"keep_history() needs a room name pattern (str), not {pattern!r}")
+        check_history(size, ttl)
+        if self._backplane_options:
+            raise ValueError(
+                "keep_history() cannot be used with a backplane yet: the history would be this server's only"
+            )
+        self._history_rules.append((pattern, size, ttl))
+
+    def _store_for(self, room: str) -> Store | None:
+        """The history of ``room`` (made on first use), or None if no
+        keep_history() pattern matches it."""
+        store = self._stores.get(room)
+        if store is not None or not self._history_rules:
+            return store
+        for pattern, size, ttl in self._history_rules:
+            if fnmatch.fnmatchcase(room, pattern):
+                with self._stores_lock:
+                    store = self._stores.get(room)
+                    if store is None:
+                        store = self._stores[room] = Store(size, ttl)
+                return store
+        return None
+
+    async def history(self, room: str, since: Position | None = None) -> History:
+        """The events kept for ``room`` after ``since`` (all kept when
+        None), as the envelopes sent (``str``), with ``recovered=True``; or
+        ``recovered=False`` and the reason. ValueError if no
+        keep_history() pattern matches the room."""
+        check_name(room)
+        store = self._store_for(room)
+        if store is None:
+            raise ValueError(f"room {_shown(room)} keeps no history: see App.keep_history()")
+        with store.lock:
+            return store.since(since)
 
     def on_rejoin(self, func: F) -> F:
         """Decorator: ``handler(ws, room)`` (sync or async) decides whether
@@ -451,13 +561,34 @@ class App(Server):
         :class:`TypeError` if it is not JSON-serialisable)."""
         if isinstance(to, str):
             raise TypeError("to= takes a list of rooms, not one room name")
-        data = envelope(event, payload)
         names = None if to is None else list(to)
         # The App's own server, and the hubs it serves through as an ASGI
         # app (none when not serving: nobody to send to).
         hubs = [] if self._hub is None else [self._hub]
         hubs.extend(list(self._asgi_tables))
         skip = hub_of(exclude.ws) if exclude is not None else None
+        if names and self._history_rules:
+            head = f'{{"event":{_json(event)},"payload":{_json(payload)}'
+            plain = []
+            for name in dict.fromkeys(names):
+                store = self._store_for(name) if isinstance(name, str) else None
+                if store is None:
+                    plain.append(name)
+                    continue
+                # Kept even with nobody here: it is for those coming back.
+                # The position and the hand-over under the history's lock
+                # (see roomcast.history).
+                with store.lock:
+                    data = positioned(head, name, store.next())
+                    store.add(data)
+                    for hub in hubs:
+                        hub.broadcast(APP_KIND, [name], data, exclude.id if exclude is not None and hub is skip else 0)
+            if not plain:
+                return
+            data = head + "}"
+            names = plain
+        else:
+            data = envelope(event, payload)
         for hub in hubs:
             # Thread-safe: from a thread other than the loop's, the command
             # wakes the core by itself.
@@ -858,20 +989,39 @@ class App(Server):
         through the app's ``on_rejoin`` handler, which alone may join it;
         the client is told ``roomcast:left`` for every room it is not in
         afterwards."""
-        rooms = ws.payload
-        if not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms):
-            await self._error(ws, "roomcast:rejoin takes a list of room names", REJOIN)
+        items = ws.payload
+        rooms: dict[str, Position | None] = {}
+        try:
+            if not isinstance(items, list):
+                raise ValueError
+            for item in items:
+                if isinstance(item, str):
+                    rooms.setdefault(item, None)
+                elif isinstance(item, dict) and isinstance(item.get("room"), str):
+                    rooms[item["room"]] = parse_position(item)
+                else:
+                    raise ValueError
+        except ValueError:
+            await self._error(
+                ws,
+                REJOIN_USAGE,
+                REJOIN,
+            )
             return
         handler = self._on_rejoin
         refused: RoomLimitError | None = None
-        for room in dict.fromkeys(rooms):
-            if handler is not None and refused is None and _valid_name(room):
-                try:
-                    await _call(handler, ws, room)
-                except RoomLimitError as exc:
-                    refused = exc  # the rooms after it are refused too
-            if room not in ws.rooms() and ws._table.notices and ws._table.open(ws):
-                ws._table.send(ws, envelope(LEFT, room))
+        ws._resume = {room: since for room, since in rooms.items() if since is not None}
+        try:
+            for room in rooms:
+                if handler is not None and refused is None and _valid_name(room):
+                    try:
+                        await _call(handler, ws, room)
+                    except RoomLimitError as exc:
+                        refused = exc  # the rooms after it are refused too
+                if room not in ws.rooms() and ws._table.notices and ws._table.open(ws):
+                    ws._table.send(ws, envelope(LEFT, room))
+        finally:
+            ws._resume = None
         if refused is not None:
             await self._error(ws, str(refused), REJOIN)
 

@@ -45,6 +45,8 @@ import inspect
 import json
 import logging
 import sys
+import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import (
@@ -59,6 +61,7 @@ from . import _core, _hub
 from ._asgi import adopted
 from ._inbox import message_cost
 from ._params import Binder
+from .history import History, Position, Store, check_history
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 
 # Bytes of UTF-8 a user may name a room with: the core's bound less what
@@ -259,13 +262,22 @@ class BaseRoom:
     the loop is safe).
 
     A plain ``BaseRoom`` has no handlers: its members' messages are read and
-    ignored, and pushes reach them. ``name=`` is as for :class:`Room`.
+    ignored, and pushes reach them. ``name=``, ``history=`` and
+    ``history_ttl=`` are as for :class:`Room`.
     """
 
-    def __init__(self, *, name: str | None = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, history: int | None = None, history_ttl: float | None = None
+    ) -> None:
         if name is not None:
             check_name(name)
         self._name = name
+        # The room's history (None: off); one per name in this process.
+        self._store: Store | None = None
+        if history is not None:
+            self._store = _history_store(name, history, history_ttl)
+        elif history_ttl is not None:
+            raise ValueError("history_ttl= needs history= (how many messages to keep)")
         # Presence: the identity each member joined with.
         self._identities: dict[Any, Any] = {}
         # Members: roomcast WebSockets, and Starlette ones: those whose
@@ -305,6 +317,29 @@ class BaseRoom:
     def name(self) -> str | None:
         """The room's name, or None for a room local to its server."""
         return self._name
+
+    @property
+    def position(self) -> Position | None:
+        """The position of the room's last push (offset 0 before the
+        first), or None for a room without history."""
+        store = self._store
+        if store is None:
+            return None
+        with store.lock:
+            return store.position
+
+    async def history(self, since: Position | None = None) -> History:
+        """The pushes kept after ``since`` (a :class:`~roomcast.Position`
+        a push returned; None: all that are kept), in order, with
+        ``recovered=True``; or ``recovered=False`` and the reason when they
+        cannot all be given (the position is older than what is kept, or
+        of another epoch: the history was lost since). Raises ValueError
+        for a room without history."""
+        store = self._store
+        if store is None:
+            raise ValueError("this room keeps no history: make it with Room(history=N)")
+        with store.lock:
+            return store.since(since)
 
     async def connect(self, websocket: ServerWebSocket | AsgiWebSocket, *, identity: Any = None) -> None:
         """Runs one member's whole life in the room; returns when it has
@@ -642,6 +677,11 @@ class BaseRoom:
         hub = hub_of(io)
         if not hub.running:
             raise WebSocketClosed(1001, "going away")  # the server is stopping
+        if self._store is not None and self._name is not None and hub.backplane is not None:
+            raise ValueError(
+                f"Room(name={self._name!r}, history=...) cannot be served with a backplane yet:"
+                " its history would be this server's only; drop history= or the name"
+            )
         self._members[ws] = None
         if io is not ws:
             self._cores[ws] = io
@@ -706,31 +746,51 @@ class BaseRoom:
 
     # -- pushes ------------------------------------------------------------
 
-    async def push_json(self, message: Any, *, exclude: ServerWebSocket | AsgiWebSocket | None = None) -> None:
+    async def push_json(
+        self, message: Any, *, exclude: ServerWebSocket | AsgiWebSocket | None = None
+    ) -> Position | None:
         """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
         member, except ``exclude`` if given. Raises :class:`TypeError` (or
         :class:`ValueError`) if it cannot be serialised; never waits for the
-        members. Pushes reach each member in the order they were made."""
-        self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
+        members. Pushes reach each member in the order they were made. In a
+        room with history, returns the push's :class:`~roomcast.Position`
+        (None otherwise); so do the other pushes."""
+        return self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
 
-    async def push_text(self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None) -> None:
+    async def push_text(
+        self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None
+    ) -> Position | None:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
-        self._publish(message, exclude)
+        return self._publish(message, exclude)
 
     async def push_bytes(
         self,
         message: bytes | bytearray | memoryview,
         *,
         exclude: ServerWebSocket | AsgiWebSocket | None = None,
-    ) -> None:
+    ) -> Position | None:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
-        self._publish(message, exclude)
+        return self._publish(message, exclude)
 
-    def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
+    def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> Position | None:
+        store = self._store
+        if store is None:
+            self._fan_out(data, exclude)
+            return None
+        if not isinstance(data, (str, bytes)):
+            data = bytes(data)  # kept: it must not change under the history
+        # The position and the hand-over to the core under one lock: the
+        # core takes them in offset order (see roomcast.history).
+        with store.lock:
+            position = store.add(data)
+            self._fan_out(data, exclude)
+        return position
+
+    def _fan_out(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
         if self._asgi:
             message = data if isinstance(data, (str, bytes)) else bytes(data)
             for ws, asgi in self._asgi.items():
@@ -801,14 +861,36 @@ class Room(BaseRoom):
     room's for its whole life, whoever joins first; Rooms that share a name
     must share the mode too (a member of one that does not is refused:
     closed with 1011 and the ValueError logged).
+
+    ``Room(history=N, history_ttl=seconds)`` keeps the room's last ``N``
+    pushes (those younger than ``history_ttl``, when given) in this
+    process. Each push returns its :class:`~roomcast.Position` (the room's
+    epoch and an offset growing by one per push), and ``await
+    room.history(since=position)`` gives the pushes after a position, or
+    says it cannot (``recovered=False`` and why): an app with its own
+    protocol can bring a client that reconnects up to date with it. Rooms
+    of one name share one history. A relay room cannot have one (its
+    messages never pass through Python), nor, yet, a named room on a
+    server with a backplane.
     """
 
     def __init__(
-        self, base_room: BaseRoom | None = None, *, relay: Relay | None = None, name: str | None = None
+        self,
+        base_room: BaseRoom | None = None,
+        *,
+        relay: Relay | None = None,
+        name: str | None = None,
+        history: int | None = None,
+        history_ttl: float | None = None,
     ) -> None:
-        super().__init__(name=name)
+        super().__init__(name=name, history=history, history_ttl=history_ttl)
         if relay not in (None, "all", "others"):
             raise ValueError(f'relay must be None, "all" or "others", not {relay!r}')
+        if relay is not None and history is not None:
+            raise ValueError(
+                "a relay room cannot keep history: the core forwards its messages without Python;"
+                " use on_receive and push_* to keep them"
+            )
         self._relay = {None: _core.RELAY_NONE, "all": _core.RELAY_ALL, "others": _core.RELAY_OTHERS}[relay]
         if base_room is not None:
             for decorator, mode, func in base_room.handlers():
@@ -869,6 +951,30 @@ class Room(BaseRoom):
             return func
 
         return decorator
+
+
+# The histories of named rooms: one per name in this process, as long as a
+# Room of that name holds it.
+_named_stores: weakref.WeakValueDictionary[str, Store] = weakref.WeakValueDictionary()
+_named_lock = threading.Lock()
+
+
+def _history_store(name: str | None, size: int, ttl: float | None) -> Store:
+    """A new history, or for a name the one its other Rooms share (which
+    must keep as much as this one asks)."""
+    check_history(size, ttl)
+    if name is None:
+        return Store(size, ttl)
+    with _named_lock:
+        store = _named_stores.get(name)
+        if store is None:
+            store = _named_stores[name] = Store(size, ttl)
+        elif (store.size, store.ttl) != (size, ttl):
+            raise ValueError(
+                f"room {name!r} already keeps history={store.size}, history_ttl={store.ttl}:"
+                " Rooms of one name share one history"
+            )
+        return store
 
 
 def check_name(name: str) -> None:

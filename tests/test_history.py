@@ -1,0 +1,362 @@
+"""Per-room history and recovery (roomcast.history): positions, the last N
+messages, a client that reconnects getting exactly what it missed and then
+the live events, and a plain "could not recover" when that is impossible.
+Real sockets; the websockets library plays the client, speaking the App
+wire by hand (the roomcast clients' side has its own tests)."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from roomcast import App, History, Position, Room, Server
+from support import wsraw
+
+T = 30  # hang guard only
+
+
+# -- plain Rooms: positions and room.history() ---------------------------------
+
+
+async def test_pushes_get_consecutive_positions_and_history_gives_what_follows():
+    room = Room(history=5)
+    server = Server()
+    server.route("/", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/") as member:
+            while len(room) < 1:
+                await asyncio.sleep(0.01)
+            assert room.position is not None and room.position.offset == 0
+            positions = [await room.push_text(f"m{i}") for i in range(1, 9)]
+            positions.append(await room.push_bytes(bytearray(b"\x00raw")))
+            assert [p.offset for p in positions] == list(range(1, 10))
+            assert len({p.epoch for p in positions}) == 1 and len(positions[0].epoch) == 16
+            got = [await asyncio.wait_for(member.recv(), T) for _ in range(9)]
+            assert got == [f"m{i}" for i in range(1, 9)] + [b"\x00raw"]
+            assert room.position == positions[-1]
+
+            # The last five are kept: after the 5th push, 6..9 follow.
+            history = await room.history(since=positions[4])
+            assert history == History(
+                [(positions[5], "m6"), (positions[6], "m7"), (positions[7], "m8"), (positions[8], b"\x00raw")],
+                True,
+                None,
+                positions[8],
+            )
+            assert (await room.history(since=positions[-1])).events == []
+            everything = await room.history()
+            assert [p.offset for p, _ in everything.events] == [5, 6, 7, 8, 9] and everything.recovered
+            # The 4th push's follower (5) is still kept; the 3rd's is not.
+            assert (await room.history(since=positions[3])).recovered
+            too_old = await room.history(since=positions[2])
+            assert too_old == History([], False, "position too old", positions[8])
+            other = await room.history(since=Position("0" * 16, 3))
+            assert other == History([], False, "epoch changed", positions[8])
+            ahead = await room.history(since=Position(positions[0].epoch, 10))
+            assert (ahead.recovered, ahead.reason) == (False, "position ahead of the history")
+
+
+async def test_history_forgets_what_is_older_than_its_ttl():
+    room = Room(history=100, history_ttl=0.2)
+    first = await room.push_text("old")  # no member: kept all the same
+    await asyncio.sleep(0.4)
+    second = await room.push_text("new")
+    history = await room.history(since=Position(first.epoch, 0))
+    assert (history.recovered, history.reason) == (False, "position too old")
+    assert (await room.history(since=first)).events == [(second, "new")]
+    await asyncio.sleep(0.4)
+    gone = await room.history(since=second)
+    assert (gone.recovered, gone.events, gone.position) == (True, [], second)
+    assert (await room.history(since=first)).reason == "position too old"
+
+
+def test_history_options_are_checked():
+    for kwargs, message in (
+        ({"history": 0}, "history must be a positive int"),
+        ({"history": True}, "history must be a positive int"),
+        ({"history": 5, "history_ttl": 0}, "history_ttl must be a positive number"),
+        ({"history": 5, "history_ttl": float("inf")}, "history_ttl must be a positive number"),
+        ({"history_ttl": 5}, "history_ttl= needs history="),
+        ({"history": 5, "relay": "all"}, "a relay room cannot keep history"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Room(**kwargs)
+    with pytest.raises(ValueError, match="keeps no history"):
+        asyncio.run(Room().history())
+
+
+async def test_rooms_of_one_name_share_one_history():
+    a = Room(name="hist-shared", history=10)
+    b = Room(name="hist-shared", history=10)
+    p1 = await a.push_text("one")
+    p2 = await b.push_text("two")
+    assert (p1.epoch, p1.offset + 1) == (p2.epoch, p2.offset)
+    assert [m for _, m in (await a.history()).events] == ["one", "two"]
+    with pytest.raises(ValueError, match="already keeps history=10"):
+        Room(name="hist-shared", history=11)
+
+
+async def test_a_named_history_room_is_refused_on_a_server_with_a_backplane(redis_server, caplog):
+    room = Room(name="hist-bp", history=10)
+    server = Server(backplane=redis_server.url)
+    server.route("/", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/") as ws:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), T)
+            assert ws.close_code == 1011
+    assert "cannot be served with a backplane yet" in caplog.text
+    with pytest.raises(ValueError, match="cannot be used with a backplane yet"):
+        App(backplane=redis_server.url).keep_history("*", 10)
+
+
+# -- App: the wire -----------------------------------------------------------------
+
+
+def make_app(size=1000, ttl=None, **options):
+    app = App(**options)
+    app.keep_history("chat:*", size, ttl)
+
+    @app.on("join")
+    async def join(ws):
+        if ws.payload != "chat:secret":
+            await ws.join(ws.payload)
+
+    @app.on_rejoin
+    async def rejoin(ws, room):
+        if room != "chat:secret":
+            await ws.join(room)
+
+    @app.on("say")
+    async def say(ws):
+        await ws.broadcast("said", ws.payload["text"], to=ws.payload["to"], skip_self=False)
+
+    return app
+
+
+async def send(ws, event, payload=None):
+    await ws.send(json.dumps({"event": event, "payload": payload}))
+
+
+async def recv(ws):
+    return json.loads(await asyncio.wait_for(ws.recv(), T))
+
+
+class Served:
+    def __init__(self, app):
+        self.app = app
+
+    async def __aenter__(self):
+        self._cm = self.app.serve("127.0.0.1", 0)
+        running = self.running = await self._cm.__aenter__()
+        self.url = f"ws://127.0.0.1:{running.port}/"
+        return self
+
+    async def __aexit__(self, *exc):
+        await self._cm.__aexit__(*exc)
+
+
+async def join(ws, room):
+    """Joins ``room``; returns the roomcast:position payload."""
+    await send(ws, "join", room)
+    assert await recv(ws) == {"event": "roomcast:joined", "payload": room}
+    status = await recv(ws)
+    assert status["event"] == "roomcast:position", status
+    return status["payload"]
+
+
+async def cut(ws):
+    """Drops the TCP connection without a closing handshake, as a network
+    that went away does."""
+    ws.transport.abort()
+    await asyncio.sleep(0)
+
+
+def position_of(message):
+    p = message["position"]
+    return p["room"], p["epoch"], p["offset"]
+
+
+async def test_a_client_cut_off_gets_the_50_it_missed_in_order_then_live_ones():
+    async with Served(make_app()) as s:
+        async with connect(s.url) as talker:
+            first = await connect(s.url)
+            status = await join(first, "chat:1")
+            assert status == {"room": "chat:1", "epoch": status["epoch"], "offset": 0}
+            epoch = status["epoch"]
+            await join(talker, "chat:1")
+            for i in range(10):
+                await send(talker, "say", {"text": f"before {i}", "to": ["chat:1"]})
+            seen = [await recv(first) for _ in range(10)]
+            assert [m["payload"] for m in seen] == [f"before {i}" for i in range(10)]
+            assert [position_of(m) for m in seen] == [("chat:1", epoch, i) for i in range(1, 11)]
+            for _ in range(10):
+                await recv(talker)
+            await cut(first)
+
+            for i in range(50):
+                await send(talker, "say", {"text": f"missed {i}", "to": ["chat:1"]})
+            for _ in range(50):
+                await recv(talker)  # all 50 went out before the rejoin
+
+            async with connect(s.url) as again:
+                await send(again, "roomcast:rejoin", [{"room": "chat:1", "epoch": epoch, "offset": 10}])
+                assert await recv(again) == {"event": "roomcast:joined", "payload": "chat:1"}
+                replay = [await recv(again) for _ in range(50)]
+                assert [m["payload"] for m in replay] == [f"missed {i}" for i in range(50)]
+                assert [position_of(m)[2] for m in replay] == list(range(11, 61))
+                assert await recv(again) == {
+                    "event": "roomcast:position",
+                    "payload": {"room": "chat:1", "epoch": epoch, "offset": 60, "recovered": True, "missed": 50},
+                }
+                await send(talker, "say", {"text": "live", "to": ["chat:1"]})
+                live = await recv(again)
+                assert (live["payload"], position_of(live)) == ("live", ("chat:1", epoch, 61))
+                history = await s.app.history("chat:1", since=Position(epoch, 59))
+                assert [json.loads(m)["payload"] for _, m in history.events] == ["missed 49", "live"]
+
+
+async def test_a_position_older_than_the_history_is_not_recovered():
+    async with Served(make_app(size=10)) as s:
+        async with connect(s.url) as talker:
+            epoch = (await join(talker, "chat:2"))["epoch"]
+            for i in range(50):
+                s.app.broadcast("n", i, to=["chat:2"])
+            async with connect(s.url) as again:
+                await send(again, "roomcast:rejoin", [{"room": "chat:2", "epoch": epoch, "offset": 5}, "chat:3"])
+                assert await recv(again) == {"event": "roomcast:joined", "payload": "chat:2"}
+                assert await recv(again) == {
+                    "event": "roomcast:position",
+                    "payload": {
+                        "room": "chat:2",
+                        "epoch": epoch,
+                        "offset": 50,
+                        "recovered": False,
+                        "reason": "position too old",
+                    },
+                }
+                # A plain name: joined, told the position, nothing replayed.
+                assert await recv(again) == {"event": "roomcast:joined", "payload": "chat:3"}
+                status = await recv(again)
+                assert status["event"] == "roomcast:position" and "recovered" not in status["payload"]
+                s.app.broadcast("n", "live", to=["chat:2"])
+                assert (await recv(again))["payload"] == "live"
+
+
+async def test_a_restarted_server_starts_a_new_epoch():
+    async with Served(make_app()) as s:
+        async with connect(s.url) as ws:
+            epoch = (await join(ws, "chat:4"))["epoch"]
+            s.app.broadcast("n", 1, to=["chat:4"])
+            assert position_of(await recv(ws)) == ("chat:4", epoch, 1)
+    async with Served(make_app()) as s:  # a new process's history: empty
+        s.app.broadcast("n", 2, to=["chat:4"])
+        async with connect(s.url) as ws:
+            await send(ws, "roomcast:rejoin", [{"room": "chat:4", "epoch": epoch, "offset": 1}])
+            assert (await recv(ws))["event"] == "roomcast:joined"
+            status = (await recv(ws))["payload"]
+            assert status["epoch"] != epoch
+            assert (status["offset"], status["recovered"], status["reason"]) == (1, False, "epoch changed")
+
+
+async def test_rejoin_keeps_the_apps_authorization():
+    """A position for a room the app's on_rejoin does not let the socket
+    into replays nothing: roomcast:left, and no event of the room."""
+    async with Served(make_app()) as s:
+        s.app.broadcast("secret", "do not leak", to=["chat:secret"])
+        epoch = (await s.app.history("chat:secret")).position.epoch
+        async with connect(s.url) as ws:
+            await send(ws, "roomcast:rejoin", [{"room": "chat:secret", "epoch": epoch, "offset": 0}])
+            assert await recv(ws) == {"event": "roomcast:left", "payload": "chat:secret"}
+            await send(ws, "join", "chat:5")
+            assert await recv(ws) == {"event": "roomcast:joined", "payload": "chat:5"}
+
+
+async def test_rooms_without_history_are_unchanged_and_a_broadcast_splits_per_history_room():
+    async with Served(make_app()) as s:
+        async with connect(s.url) as ws:
+            await send(ws, "join", "plain")
+            assert await recv(ws) == {"event": "roomcast:joined", "payload": "plain"}
+            await join(ws, "chat:6")
+            await join(ws, "chat:7")
+            s.app.broadcast("hello", {"x": 1}, to=["plain", "chat:6", "chat:7", "nobody"])
+            got = [await recv(ws) for _ in range(3)]
+            got.sort(key=lambda m: m.get("position", {}).get("room", ""))
+            assert got[0] == {"event": "hello", "payload": {"x": 1}}
+            assert [position_of(m)[0::2] for m in got[1:]] == [("chat:6", 1), ("chat:7", 1)]
+            assert all(m["payload"] == {"x": 1} for m in got)
+
+
+async def test_a_replay_past_the_queue_bound_follows_the_slow_consumer_policy():
+    big = "x" * 20_000
+    async with Served(make_app(max_queue_bytes=256 * 1024)) as s:
+        for _ in range(100):  # 2 MB of history
+            s.app.broadcast("big", big, to=["chat:8"])
+        epoch = (await s.app.history("chat:8")).position.epoch
+        port = s.running.port
+        # A reader with a small receive buffer that does not read while the
+        # replay is queued: it cannot fit its queue.
+        slow = await asyncio.to_thread(wsraw.WSClient.connect, port, "/", rcvbuf=4096)
+        with slow:
+            rejoin = {"event": "roomcast:rejoin", "payload": [{"room": "chat:8", "epoch": epoch, "offset": 0}]}
+            slow.send_text(json.dumps(rejoin))
+            async with connect(s.url) as other:
+                await join(other, "chat:8")  # unharmed, and live
+                s.app.broadcast("small", 1, to=["chat:8"])
+                assert (await recv(other))["payload"] == 1
+            messages, close = await asyncio.to_thread(slow.recv_until_close)
+            assert len(messages) < 100
+            assert (close.close_code, close.close_reason) == (1008, "message queue full (client too slow)")
+            assert s.running.stats()["slow_consumer_closes"] == 1
+
+
+async def test_publishes_at_full_rate_during_replays_leave_no_gap_and_no_duplicate():
+    """A thread broadcasts without pause while clients cut off earlier
+    rejoin: each gets a run of offsets with no hole and nothing twice, from
+    its own position on."""
+    async with Served(make_app(size=100_000)) as s:
+        async with connect(s.url) as probe:
+            epoch = (await join(probe, "chat:9"))["epoch"]
+        stop = threading.Event()
+        sent = [0]
+
+        def publisher():
+            while not stop.is_set():
+                s.app.broadcast("n", sent[0], to=["chat:9"])
+                sent[0] += 1
+                if sent[0] % 200 == 0:
+                    time.sleep(0.001)
+
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        try:
+            await asyncio.sleep(0.2)
+            clients = []
+            for k in range(8):
+                since = max(0, sent[0] - 500 - 50 * k)
+                ws = await connect(s.url, max_size=None)
+                await send(ws, "roomcast:rejoin", [{"room": "chat:9", "epoch": epoch, "offset": since}])
+                clients.append((ws, since))
+            await asyncio.sleep(0.3)
+        finally:
+            stop.set()
+            thread.join()
+        last = sent[0]  # offset = value + 1
+        for ws, since in clients:
+            offsets = []
+            status = None
+            while not offsets or offsets[-1] < last:
+                message = await recv(ws)
+                if message["event"] == "roomcast:position":
+                    status = message["payload"]
+                elif message["event"] == "n":
+                    assert message["payload"] == message["position"]["offset"] - 1
+                    offsets.append(message["position"]["offset"])
+            assert status is not None and status["recovered"] is True
+            assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
+            assert status["missed"] <= len(offsets)
+            await ws.close()
