@@ -429,6 +429,19 @@ def test_rejoin_needs_reconnect():
 
 # -- roomcast.js in headless Chromium --------------------------------------------
 
+
+async def open_page(devtools, label, url):
+    """A tab showing ``url`` (the App's /roomcast.js: a page of the App's
+    origin), once loaded: a new tab shows about:blank first."""
+    tab = await Tab.open(devtools, label, url)
+    check = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+    for _ in range(int(T / 0.05)):
+        if await tab.evaluate(check):
+            return tab
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"tab {label} never loaded {url}")
+
+
 PAGE = """new Promise((resolve, reject) => {
   const script = document.createElement("script");
   script.src = "/roomcast.js";
@@ -457,11 +470,7 @@ async def test_roomcast_js_recovers_the_events_missed_while_its_socket_was_dropp
         async with connect(chromium, max_size=None, open_timeout=T, close_timeout=T) as devtools_ws:
             devtools = DevTools(devtools_ws)
             try:
-                tab = await Tab.open(devtools, "H", f"http://127.0.0.1:{running.port}/roomcast.js")
-                for _ in range(int(T / 0.05)):
-                    if await tab.evaluate("document.readyState") == "complete":
-                        break
-                    await asyncio.sleep(0.05)
+                tab = await open_page(devtools, "H", f"http://127.0.0.1:{running.port}/roomcast.js")
                 page = PAGE.replace("RELAY", json.dumps(relay.url)).replace("ROOM", json.dumps(room))
                 assert await tab.evaluate(page, await_promise=True) is True
 
@@ -547,11 +556,7 @@ async def test_roomcast_js_rejoins_each_room_with_its_last_position_before_anyth
         async with connect(chromium, max_size=None, open_timeout=T, close_timeout=T) as devtools_ws:
             devtools = DevTools(devtools_ws)
             try:
-                tab = await Tab.open(devtools, "S", f"http://127.0.0.1:{running.port}/roomcast.js")
-                for _ in range(int(T / 0.05)):
-                    if await tab.evaluate("document.readyState") == "complete":
-                        break
-                    await asyncio.sleep(0.05)
+                tab = await open_page(devtools, "S", f"http://127.0.0.1:{running.port}/roomcast.js")
                 assert await tab.evaluate(SCRIPTED_PAGE.replace("SERVER", json.dumps(url)), await_promise=True)
                 await asyncio.wait_for(server.reconnected.wait(), T)
                 before = await tab.evaluate("before")
