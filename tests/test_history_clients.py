@@ -255,6 +255,45 @@ async def test_a_position_the_history_no_longer_holds_is_not_recovered():
             await client.close()
 
 
+async def test_after_a_server_restart_the_client_is_told_the_history_was_lost():
+    room = f"chat:{uuid.uuid4().hex[:8]}"
+    client = AsyncioPeer()
+    first = history_app()
+    async with first.serve("127.0.0.1", 0) as running, Relay(running.port) as relay:
+        await client.open(relay.url)
+        try:
+            await client.send(envelope("join", room))
+            old_epoch = (await first.history(room)).position.epoch
+            assert [(await client.recv())["event"] for _ in range(2)] == ["roomcast:joined", "roomcast:position"]
+            await broadcast(first, room, range(3))
+            for n in range(3):
+                assert await client.recv() == said(room, old_epoch, n)
+            relay.down()
+            async with history_app().serve("127.0.0.1", 0) as restarted:
+                relay.target = restarted.port  # the same address, another process's history
+                relay.cut()
+                await until(client.connecting, what="the client to see its connection cut")
+                relay.up()
+                assert await client.recv() == {"event": "roomcast:joined", "payload": room}
+                answer = await client.recv()
+                new_epoch = answer["payload"]["epoch"]
+                assert new_epoch != old_epoch
+                assert answer == {
+                    "event": "roomcast:position",
+                    "payload": {
+                        "room": room,
+                        "epoch": new_epoch,
+                        "offset": 0,
+                        "recovered": False,
+                        "reason": "epoch changed",
+                    },
+                }
+                assert client.ws.positions == {room: (new_epoch, 0)}
+                await client.close()
+        finally:
+            await client.close()
+
+
 # -- the rejoin message on the wire, against a scripted server --------------------
 
 
