@@ -11,9 +11,8 @@ import time
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
-from roomcast import App, History, Position, Room, Server
+from roomcast import App, BackplaneError, History, Position, Room, Server
 from support import wsraw
 
 T = 30  # hang guard only
@@ -100,18 +99,42 @@ async def test_rooms_of_one_name_share_one_history():
         Room(name="hist-shared", history=11)
 
 
-async def test_a_named_history_room_is_refused_on_a_server_with_a_backplane(redis_server, caplog):
-    room = Room(name="hist-bp", history=10)
-    server = Server(backplane=redis_server.url)
-    server.route("/", room)
-    async with server.serve("127.0.0.1", 0) as running:
-        async with connect(f"ws://127.0.0.1:{running.port}/") as ws:
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), T)
-            assert ws.close_code == 1011
-    assert "cannot be served with a backplane yet" in caplog.text
-    with pytest.raises(ValueError, match="cannot be used with a backplane yet"):
-        App(backplane=redis_server.url).keep_history("*", 10)
+async def test_a_named_room_keeps_its_history_in_redis_for_every_server(redis_server):
+    """Room(name=..., history=N) on two servers sharing Redis: one sequence
+    of positions, every member once and in order (the pusher's server
+    hears its pushes through Redis too), exclude= kept, room.history() the
+    same through either, and a push while Redis is away raises."""
+    room = Room(name="hist-redis", history=5)
+    servers = [Server(backplane=redis_server.url) for _ in range(2)]
+    for server in servers:
+        server.route("/", room)
+    async with servers[0].serve("127.0.0.1", 0) as one, servers[1].serve("127.0.0.1", 0) as two:
+        async with connect(f"ws://127.0.0.1:{one.port}/") as a, connect(f"ws://127.0.0.1:{two.port}/") as b:
+            while len(room) < 2:
+                await asyncio.sleep(0.01)
+            positions = [await room.push_text(f"m{i}") for i in range(1, 8)]
+            assert [p.offset for p in positions] == list(range(1, 8))
+            assert len({p.epoch for p in positions}) == 1
+            for ws in (a, b):
+                assert [await asyncio.wait_for(ws.recv(), T) for _ in range(7)] == [f"m{i}" for i in range(1, 8)]
+            member_a = next(ws for ws in room if ws.headers["host"] == f"127.0.0.1:{one.port}")
+            await room.push_bytes(b"not to a", exclude=member_a)
+            assert await asyncio.wait_for(b.recv(), T) == b"not to a"
+            await room.push_text("to both")
+            assert await asyncio.wait_for(a.recv(), T) == "to both"
+            assert await asyncio.wait_for(b.recv(), T) == "to both"
+            history = await room.history(since=positions[4])
+            assert [(p.offset, m) for p, m in history.events] == [
+                (6, "m6"),
+                (7, "m7"),
+                (8, b"not to a"),
+                (9, "to both"),
+            ]
+            assert (await room.history(since=positions[2])).reason == "position too old"
+            redis_server.stop()
+            with pytest.raises(BackplaneError):
+                await room.push_text("Redis is away")
+            redis_server.start()
 
 
 # -- App: the wire -----------------------------------------------------------------
@@ -359,4 +382,179 @@ async def test_publishes_at_full_rate_during_replays_leave_no_gap_and_no_duplica
             assert status is not None and status["recovered"] is True
             assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
             assert status["missed"] <= len(offsets)
+            await ws.close()
+
+
+# -- App with a backplane: the history in Redis ----------------------------------
+
+
+class Pair:
+    """Two Apps (two servers) on one redis-server."""
+
+    def __init__(self, redis_server, size=1000, ttl=None):
+        self.apps = [make_app(size, ttl, backplane=redis_server.url) for _ in range(2)]
+
+    async def __aenter__(self):
+        self.served = [Served(app) for app in self.apps]
+        for s in self.served:
+            await s.__aenter__()
+        return self.served
+
+    async def __aexit__(self, *exc):
+        for s in reversed(self.served):
+            await s.__aexit__(*exc)
+
+
+async def test_across_two_servers_a_client_recovers_through_the_other_one(redis_server):
+    async with Pair(redis_server) as (a, b):
+        async with connect(a.url) as talker:
+            await join(talker, "chat:r1")
+            first = await connect(b.url)
+            status = await join(first, "chat:r1")
+            epoch = status["epoch"]
+            for i in range(10):
+                await send(talker, "say", {"text": f"before {i}", "to": ["chat:r1"]})
+            seen = [await recv(first) for _ in range(10)]
+            assert [position_of(m) for m in seen] == [("chat:r1", epoch, i) for i in range(1, 11)]
+            assert [m["payload"] for m in seen] == [f"before {i}" for i in range(10)]
+            await cut(first)
+            for i in range(50):
+                await send(talker, "say", {"text": f"missed {i}", "to": ["chat:r1"]})
+            got = [await recv(talker) for _ in range(60)]  # its own, through Redis, in order
+            assert [position_of(m)[2] for m in got] == list(range(1, 61))
+
+            for server in (b, a):  # back through either server
+                async with connect(server.url) as again:
+                    await send(again, "roomcast:rejoin", [{"room": "chat:r1", "epoch": epoch, "offset": 10}])
+                    assert await recv(again) == {"event": "roomcast:joined", "payload": "chat:r1"}
+                    replay = [await recv(again) for _ in range(50)]
+                    assert [m["payload"] for m in replay] == [f"missed {i}" for i in range(50)]
+                    assert [position_of(m) for m in replay] == [("chat:r1", epoch, i) for i in range(11, 61)]
+                    status = (await recv(again))["payload"]
+                    assert status == {"room": "chat:r1", "epoch": epoch, "offset": 60, "recovered": True, "missed": 50}
+            async with connect(b.url) as again:
+                await send(again, "roomcast:rejoin", [{"room": "chat:r1", "epoch": epoch, "offset": 60}])
+                assert (await recv(again))["event"] == "roomcast:joined"
+                assert (await recv(again))["payload"]["missed"] == 0
+                await send(talker, "say", {"text": "live", "to": ["chat:r1"]})
+                live = await recv(again)
+                assert (live["payload"], position_of(live)) == ("live", ("chat:r1", epoch, 61))
+            history = await a.app.history("chat:r1", since=Position(epoch, 59))
+            assert [json.loads(m)["payload"] for _, m in history.events] == ["missed 49", "live"]
+
+
+async def test_with_redis_a_position_too_old_or_from_before_a_restart_is_not_recovered(redis_server):
+    async with Pair(redis_server, size=10) as (a, b):
+        async with connect(a.url) as ws:
+            epoch = (await join(ws, "chat:r2"))["epoch"]
+            for i in range(30):
+                a.app.broadcast("n", i, to=["chat:r2"])
+            assert [(await recv(ws))["payload"] for _ in range(30)] == list(range(30))
+        async with connect(b.url) as again:
+            await send(again, "roomcast:rejoin", [{"room": "chat:r2", "epoch": epoch, "offset": 5}])
+            assert (await recv(again))["event"] == "roomcast:joined"
+            assert (await recv(again))["payload"] == {
+                "room": "chat:r2",
+                "epoch": epoch,
+                "offset": 30,
+                "recovered": False,
+                "reason": "position too old",
+            }
+            a.app.broadcast("n", "live", to=["chat:r2"])
+            live = await recv(again)
+            assert (live["payload"], position_of(live)) == ("live", ("chat:r2", epoch, 31))
+
+        # Redis loses everything: a new epoch, and the clients are told.
+        redis_server.stop()
+        redis_server.start()
+        async with connect(b.url) as again:
+            await send(again, "roomcast:rejoin", [{"room": "chat:r2", "epoch": epoch, "offset": 31}])
+            assert (await recv(again))["event"] == "roomcast:joined"
+            status = (await recv(again))["payload"]
+            assert (status["recovered"], status["reason"], status["offset"]) == (False, "epoch changed", 0)
+            assert status["epoch"] != epoch
+            a.app.broadcast("n", "new", to=["chat:r2"])
+            new = await recv(again)
+            assert position_of(new) == ("chat:r2", status["epoch"], 1)
+
+
+async def test_with_redis_away_a_join_says_the_history_is_unavailable(redis_server):
+    async with Pair(redis_server) as (a, _):
+        redis_server.stop()
+        async with connect(a.url) as ws:
+            await send(ws, "roomcast:rejoin", [{"room": "chat:r3", "epoch": "0" * 16, "offset": 1}])
+            assert (await recv(ws))["event"] == "roomcast:joined"
+            assert (await recv(ws))["payload"] == {
+                "room": "chat:r3",
+                "recovered": False,
+                "reason": "history unavailable",
+            }
+            await send(ws, "join", "plain")  # the socket goes on
+            assert await recv(ws) == {"event": "roomcast:joined", "payload": "plain"}
+        redis_server.start()
+
+
+async def test_with_redis_the_sender_is_skipped_and_others_get_it_once(redis_server):
+    async with Pair(redis_server) as (a, b):
+        app = a.app
+
+        @app.on("shout")
+        async def shout(ws):
+            await ws.broadcast("shout", ws.payload, to=["chat:r4", "chat:r4"])
+
+        async with connect(a.url) as sender, connect(a.url) as near, connect(b.url) as far:
+            for ws in (sender, near, far):
+                await join(ws, "chat:r4")
+            await send(sender, "shout", "hello")
+            for ws in (near, far):
+                got = await recv(ws)
+                assert (got["payload"], position_of(got)[2]) == ("hello", 1)
+            b.app.broadcast("n", "next", to=["chat:r4"])
+            got = await recv(sender)  # not its own shout first
+            assert (got["payload"], position_of(got)[2]) == ("next", 2)
+
+
+async def test_with_redis_publishes_at_full_rate_during_replays_leave_no_gap_and_no_duplicate(redis_server):
+    async with Pair(redis_server, size=100_000) as (a, b):
+        async with connect(a.url) as probe:
+            epoch = (await join(probe, "chat:r5"))["epoch"]
+        stop = threading.Event()
+        sent = [0]
+
+        def publisher():
+            while not stop.is_set():
+                a.app.broadcast("n", sent[0], to=["chat:r5"])
+                sent[0] += 1
+                if sent[0] % 100 == 0:
+                    time.sleep(0.002)
+
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        try:
+            await asyncio.sleep(0.3)
+            clients = []
+            for k in range(8):
+                since = max(0, sent[0] - 300 - 40 * k)
+                ws = await connect((a, b)[k % 2].url, max_size=None)
+                await send(ws, "roomcast:rejoin", [{"room": "chat:r5", "epoch": epoch, "offset": since}])
+                clients.append((ws, since))
+            await asyncio.sleep(0.3)
+        finally:
+            stop.set()
+            thread.join()
+        history = await a.app.history("chat:r5", since=Position(epoch, sent[0] - 1))
+        last = history.position.offset
+        assert last == sent[0], "every publish got a position"
+        for ws, since in clients:
+            offsets = []
+            status = None
+            while not offsets or offsets[-1] < last:
+                message = await recv(ws)
+                if message["event"] == "roomcast:position":
+                    status = message["payload"]
+                elif message["event"] == "n":
+                    assert message["payload"] == message["position"]["offset"] - 1
+                    offsets.append(message["position"]["offset"])
+            assert status is not None and status["recovered"] is True
+            assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
             await ws.close()

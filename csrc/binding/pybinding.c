@@ -628,6 +628,14 @@ static PyObject *event_tuple(const rc_event *ev) {
   case RC_EV_BACKPLANE:
     return Py_BuildValue("(i i N)", (int)ev->type, (int)ev->code,
                          PyUnicode_DecodeUTF8(ev->data, ev->len, "replace"));
+  case RC_EV_RECOVER: {
+    uint64_t room = 0;
+    if (ev->len == sizeof(room))
+      memcpy(&room, ev->data, sizeof(room));
+    return Py_BuildValue("(i K i K)", (int)ev->type,
+                         (unsigned long long)ev->conn, (int)ev->code,
+                         (unsigned long long)room);
+  }
   case RC_EV_MESSAGE:
     if (ev->is_text)
       return Py_BuildValue("(i K N)", (int)ev->type,
@@ -1318,6 +1326,63 @@ static PyObject *Core_room_name(CoreObject *self, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+static PyObject *Core_recover_begin(CoreObject *self, PyObject *args) {
+  return room_call(self, args, "KK:recover_begin", rc_server_recover_begin);
+}
+
+static PyObject *Core_recover_cancel(CoreObject *self, PyObject *args) {
+  return room_call(self, args, "KK:recover_cancel", rc_server_recover_cancel);
+}
+
+/* recover_end(conn, room, first, msgs, after, last): first and after are
+ * str or None; msgs a list of bytes (version-2 envelopes). */
+static PyObject *Core_recover_end(CoreObject *self, PyObject *args) {
+  unsigned long long conn, room, last;
+  PyObject *first, *msgs, *after;
+  if (!PyArg_ParseTuple(args, "KKOO!OK:recover_end", &conn, &room, &first,
+                        &PyList_Type, &msgs, &after, &last))
+    return NULL;
+  const char *fp = NULL, *ap = NULL;
+  Py_ssize_t fl = 0, al = 0;
+  if (first != Py_None && (fp = PyUnicode_AsUTF8AndSize(first, &fl)) == NULL)
+    return NULL;
+  if (after != Py_None && (ap = PyUnicode_AsUTF8AndSize(after, &al)) == NULL)
+    return NULL;
+  Py_ssize_t n = PyList_Size(msgs);
+  const void **ptrs = PyMem_Calloc((size_t)n + 1, sizeof(*ptrs));
+  size_t *lens = PyMem_Calloc((size_t)n + 1, sizeof(*lens));
+  PyObject *result = NULL;
+  if (ptrs == NULL || lens == NULL) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    char *p;
+    Py_ssize_t len;
+    /* borrowed: msgs holds them for the call */
+    if (PyBytes_AsStringAndSize(PyList_GetItem(msgs, i), &p, &len) < 0)
+      goto done;
+    ptrs[i] = p;
+    lens[i] = (size_t)len;
+  }
+  int r = rc_server_recover_end(self->srv, conn, room, fp, (size_t)fl, ptrs,
+                                lens, (size_t)n, ap, (size_t)al, last);
+  if (r == -EINVAL && self->started) {
+    PyErr_SetString(PyExc_ValueError,
+                    "recover_end: a message is not a history message "
+                    "within max_message_size");
+    goto done;
+  }
+  if (command_done(self, r) < 0)
+    goto done;
+  result = Py_None;
+  Py_INCREF(result);
+done:
+  PyMem_Free(ptrs);
+  PyMem_Free(lens);
+  return result;
+}
+
 /* redis(token, *args): args are str (UTF-8), bytes-like or int. */
 static PyObject *Core_redis(CoreObject *self, PyObject *args) {
   Py_ssize_t argc = PyTuple_Size(args) - 1;
@@ -1448,6 +1513,17 @@ static PyMethodDef Core_methods[] = {
     {"redis", (PyCFunction)Core_redis, METH_VARARGS,
      "redis($self, token, *args)\n--\n\nSend a command on the backplane's "
      "command connection; the reply comes as an EV_REDIS event."},
+    {"recover_begin", (PyCFunction)Core_recover_begin, METH_VARARGS,
+     "recover_begin($self, conn, room, /)\n--\n\nKeep room's messages for "
+     "conn from the moment its channel is subscribed; an EV_RECOVER event "
+     "(conn, code, room) says when (code 1) or that it cannot (0)."},
+    {"recover_end", (PyCFunction)Core_recover_end, METH_VARARGS,
+     "recover_end($self, conn, room, first, msgs, after, last, /)\n--\n\n"
+     "Send conn first, the history messages msgs, after and the kept "
+     "messages past offset last, then join it to room."},
+    {"recover_cancel", (PyCFunction)Core_recover_cancel, METH_VARARGS,
+     "recover_cancel($self, conn, room, /)\n--\n\nEnd a recover_begin "
+     "without joining."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1512,7 +1588,8 @@ static int module_exec(PyObject *m) {
       PyModule_AddIntConstant(m, "EV_REQUEST", RC_EV_REQUEST) < 0 ||
       PyModule_AddIntConstant(m, "EV_CONNECTED", RC_EV_CONNECTED) < 0 ||
       PyModule_AddIntConstant(m, "EV_REDIS", RC_EV_REDIS) < 0 ||
-      PyModule_AddIntConstant(m, "EV_BACKPLANE", RC_EV_BACKPLANE) < 0)
+      PyModule_AddIntConstant(m, "EV_BACKPLANE", RC_EV_BACKPLANE) < 0 ||
+      PyModule_AddIntConstant(m, "EV_RECOVER", RC_EV_RECOVER) < 0)
     return -1;
   return add_core_constants(m);
 }

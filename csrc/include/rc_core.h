@@ -121,6 +121,8 @@ enum rc_event_type {
   RC_EV_REDIS = 8,     /* the reply to rc_server_redis(): conn is its token */
   RC_EV_BACKPLANE = 9, /* the backplane's state changed: code is an enum
                           rc_backplane_state; data says why or where */
+  RC_EV_RECOVER = 10,  /* rc_server_recover_begin's answer: code 1 ready, 0
+                          cannot; data: the room id (8 bytes, host order) */
 };
 
 /* The code of an RC_EV_BACKPLANE event. */
@@ -481,5 +483,36 @@ int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
  * connection's state (SUBSCRIBE, MONITOR, SELECT, AUTH, QUIT, ...). */
 int rc_server_redis(rc_server *s, uint64_t token, int argc, const char **argv,
                     const size_t *argvlen);
+
+/* --- joining a room whose history Redis keeps (rc_backplane.c) ----------
+ *
+ * Messages of such a room are published by a Redis script (version 2 of
+ * rc_bpwire.h: each carries its offset) and reach every server, the
+ * publisher's too, in offset order. A connection that joins it after a
+ * disconnection must get what it missed from the history, then the live
+ * messages, with neither a gap nor a duplicate between them:
+ *
+ *   rc_server_recover_begin(conn, room): the room (named) is subscribed
+ *     even with no member here, and from the moment the subscription is
+ *     active every message of the room is kept for conn. An RC_EV_RECOVER
+ *     event (conn; code 1; data: room) says it is active: the history may
+ *     be read now (rc_server_redis), and whatever it lacks will be kept.
+ *     Code 0: there is no backplane or the room has no name.
+ *   rc_server_recover_end(conn, room, ...): sends conn `first` (if not
+ *     NULL), the n messages read (as Redis holds them: version-2
+ *     envelopes, in order), `after`, then the kept messages past offset
+ *     `last` (the last offset the history covered), and joins conn to
+ *     room: all in one step of the loop. The kept messages count against
+ *     max_queue_bytes: past it the connection is closed as a slow
+ *     consumer. UV_EINVAL if a message is not a version-2 envelope or is
+ *     over max_message_size (nothing is done).
+ *   rc_server_recover_cancel(conn, room): ends it without joining.
+ * Every begin must be followed by an end or a cancel. */
+int rc_server_recover_begin(rc_server *s, uint64_t conn, uint64_t room);
+int rc_server_recover_end(rc_server *s, uint64_t conn, uint64_t room,
+                          const char *first, size_t first_len,
+                          const void *const *msgs, const size_t *lens, size_t n,
+                          const char *after, size_t after_len, uint64_t last);
+int rc_server_recover_cancel(rc_server *s, uint64_t conn, uint64_t room);
 
 #endif

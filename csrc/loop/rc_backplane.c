@@ -48,6 +48,21 @@
  * max_message_size is dropped and counted (backplane_invalid), as is a
  * malformed message.
  *
+ * Rooms with history (rc_core.h, "joining a room whose history Redis
+ * keeps"). Their messages are published by a script in Redis, which gives
+ * each its offset and stores it in the room's stream before PUBLISHing it
+ * (python/roomcast/_redis_history.py), so every server, the publisher's
+ * included, delivers them from here in offset order; the publisher's
+ * server alone skips the connection the message excludes. A connection
+ * joining such a room is first a pending entry of its channel (rc_pending):
+ * the channel is subscribed for it, it is told once the subscription is
+ * active, and until the embedder ends the join every message of the room
+ * is kept for it (references, at most max_queue_bytes of them). The end
+ * sends what the embedder read from the stream, then the kept messages
+ * past the last offset it read, then joins: the two meet without a gap,
+ * since the subscription was active before the stream was read, and
+ * without a duplicate, since the offsets say where they meet.
+ *
  * Failures. A connection that fails is retried by the seam (rc_redis.h);
  * the subscriber then resubscribes every room with local members.
  * Publishes made while the command connection is down, or while Redis has
@@ -78,13 +93,29 @@
 
 enum { SUB_NONE, SUB_PENDING, SUB_ON, SUB_LEAVING };
 
+typedef struct rc_kept { /* a message kept for a pending join */
+  rc_buf *b;
+  uint64_t offset;
+} rc_kept;
+
+typedef struct rc_pending { /* a connection joining a room with history */
+  struct rc_pending *next;
+  uint64_t conn;
+  uint8_t told;     /* RC_EV_RECOVER sent */
+  uint8_t overflow; /* what was kept passed max_queue_bytes: dropped */
+  uint32_t n, cap;
+  size_t bytes;
+  rc_kept *kept;
+} rc_pending;
+
 typedef struct rc_chan {
   struct rc_chan *next_name, *next_id;
   uint64_t room; /* its room id; 0 once freed (kept until unsubscribed) */
   uint8_t live;  /* the local room exists (it has members) */
   uint8_t sub;   /* SUB_* */
   uint32_t len;
-  char name[]; /* the room's name; the channel is head + name */
+  rc_pending *pending; /* joins waiting for the history (see above) */
+  char name[];         /* the room's name; the channel is head + name */
 } rc_chan;
 
 typedef struct rc_outmsg { /* a formatted PUBLISH waiting for Redis */
@@ -236,6 +267,25 @@ static int tables_grow(rc_backplane *bp) {
   return 0;
 }
 
+static void pending_free(rc_pending *p) {
+  for (uint32_t i = 0; i < p->n; i++)
+    rc__buf_unref(p->kept[i].b);
+  free(p->kept);
+  free(p);
+}
+
+static void chan_free(rc_chan *c) {
+  while (c->pending != NULL) {
+    rc_pending *p = c->pending;
+    c->pending = p->next;
+    pending_free(p);
+  }
+  free(c);
+}
+
+/* The channel is wanted: its room has members here, or a join waits. */
+static int wanted(const rc_chan *c) { return c->live || c->pending != NULL; }
+
 static void chan_delete(rc_backplane *bp, rc_chan *c) {
   rc_chan **pp = &bp->by_name[hash_name(c->name, c->len) & (bp->cap - 1)];
   while (*pp != c)
@@ -244,7 +294,7 @@ static void chan_delete(rc_backplane *bp, rc_chan *c) {
   if (c->room != 0)
     unlink_id(bp, c);
   bp->nchans--;
-  free(c);
+  chan_free(c);
 }
 
 static rc_bpwire_room room_of(const rc_chan *c) {
@@ -275,10 +325,10 @@ static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
  * entry that was freed once nothing is in flight for it. */
 static void chan_sync(rc_backplane *bp, rc_chan *c) {
   if (rc__redis_is_ready(&bp->sub)) {
-    if (c->live && c->sub == SUB_NONE) {
+    if (wanted(c) && c->sub == SUB_NONE) {
       if (send_sub(bp, "SUBSCRIBE", &c, 1) == 0)
         c->sub = SUB_PENDING;
-    } else if (!c->live && c->sub == SUB_ON) {
+    } else if (!wanted(c) && c->sub == SUB_ON) {
       if (send_sub(bp, "UNSUBSCRIBE", &c, 1) == 0) {
         c->sub = SUB_LEAVING;
         bp->nsubs--;
@@ -286,7 +336,7 @@ static void chan_sync(rc_backplane *bp, rc_chan *c) {
       }
     }
   }
-  if (c->room == 0 && !c->live && c->sub == SUB_NONE)
+  if (c->room == 0 && !wanted(c) && c->sub == SUB_NONE)
     chan_delete(bp, c);
 }
 
@@ -301,7 +351,7 @@ static void resubscribe_all(rc_backplane *bp) {
   size_t n = 0;
   for (uint32_t i = 0; i < bp->cap; i++) {
     for (rc_chan *c = bp->by_name[i]; c != NULL; c = c->next_name) {
-      if (!c->live || c->sub != SUB_NONE)
+      if (!wanted(c) || c->sub != SUB_NONE)
         continue;
       batch[n++] = c;
       if (n == RC__SUB_BATCH) {
@@ -320,7 +370,7 @@ static void subscriptions_lost(rc_backplane *bp) {
     while (c != NULL) {
       rc_chan *next = c->next_name;
       c->sub = SUB_NONE;
-      if (c->room == 0 && !c->live)
+      if (c->room == 0 && !wanted(c))
         chan_delete(bp, c);
       c = next;
     }
@@ -381,9 +431,42 @@ static void deliver_listed(rc_backplane *bp, const rc_bpwire_msg *m,
     if (c != NULL && c->live)
       ids[n++] = c->room;
   }
-  rc__room_deliver(bp->s, ids, n, b);
+  rc__room_deliver(bp->s, ids, n, b, 0);
   if (ids != few)
     free(ids);
+}
+
+/* A message of a room with history, kept for the joins that wait (each
+ * bounded by max_queue_bytes: past it, dropped and the join fails as a
+ * slow consumer). */
+static void keep_for_joins(rc_backplane *bp, rc_chan *c, rc_buf *b,
+                           uint64_t offset, uint64_t skip) {
+  size_t max = bp->s->cfg.max_queue_bytes;
+  for (rc_pending *p = c->pending; p != NULL; p = p->next) {
+    if (!p->told || p->overflow || p->conn == skip)
+      continue; /* not told: the history will be read after it is */
+    if (p->bytes + b->len > max) {
+      for (uint32_t i = 0; i < p->n; i++)
+        rc__buf_unref(p->kept[i].b);
+      p->n = 0;
+      p->bytes = 0;
+      p->overflow = 1;
+      continue;
+    }
+    if (p->n == p->cap) {
+      uint32_t cap = p->cap ? p->cap * 2 : 8;
+      rc_kept *k = realloc(p->kept, cap * sizeof(*k));
+      if (k == NULL) {
+        p->overflow = 1; /* a gap would follow: fail the join instead */
+        continue;
+      }
+      p->kept = k;
+      p->cap = cap;
+    }
+    rc__buf_ref(b);
+    p->kept[p->n++] = (rc_kept){b, offset};
+    p->bytes += b->len;
+  }
 }
 
 /* A message received on the channel of room name. */
@@ -394,8 +477,10 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
   int verdict = rc_bpwire_parse(p, len, s->cfg.max_message_size, &m);
   if (verdict == RC_BPWIRE_OTHER_VERSION)
     goto invalid;
-  if (m.enveloped && (m.from == s->id /* ours: our members had it at once */
-                      || !peer_fresh(bp, m.from, m.seq)))
+  /* A room with history hears its messages from here only, ours too. */
+  if (m.enveloped && !m.history &&
+      (m.from == s->id /* ours: our members had it at once */
+       || !peer_fresh(bp, m.from, m.seq)))
     return;
   if (verdict != RC_BPWIRE_OK)
     goto invalid;
@@ -406,14 +491,98 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
     deliver_listed(bp, &m, b);
   } else {
     rc_chan *c = chan_by_name(bp, name, name_len);
+    uint64_t skip = m.history && m.from == s->id ? m.exclude : 0;
     if (c != NULL && c->live)
-      rc__room_deliver(s, &c->room, 1, b);
+      rc__room_deliver(s, &c->room, 1, b, skip);
+    if (c != NULL && m.history)
+      keep_for_joins(bp, c, b, m.offset, skip);
   }
   rc__buf_unref(b);
   bump(&s->st_bp_received, 1);
   return;
 invalid:
   bump(&s->st_bp_invalid, 1);
+}
+
+/* --- joins into rooms with history ---------------------------------------- */
+
+static void recover_event(rc_server *s, uint64_t conn, uint64_t room,
+                          uint16_t code) {
+  rc_event *ev = rc__event_new(RC_EV_RECOVER, conn, sizeof(room));
+  if (ev == NULL)
+    return;
+  ev->code = code;
+  memcpy(ev->data, &room, sizeof(room));
+  rc__event_push(s, ev);
+}
+
+/* c's subscription is active: the joins waiting for it may read the
+ * history. */
+static void tell_joins(rc_backplane *bp, rc_chan *c) {
+  for (rc_pending *p = c->pending; p != NULL; p = p->next) {
+    if (!p->told) {
+      p->told = 1;
+      recover_event(bp->s, p->conn, c->room, 1);
+    }
+  }
+}
+
+static rc_pending *pending_take(rc_chan *c, uint64_t conn) {
+  for (rc_pending **pp = &c->pending; *pp != NULL; pp = &(*pp)->next) {
+    rc_pending *p = *pp;
+    if (p->conn == conn) {
+      *pp = p->next;
+      return p;
+    }
+  }
+  return NULL;
+}
+
+static void recover_begin(rc_backplane *bp, uint64_t conn, uint64_t room) {
+  rc_chan *c = chan_by_id(bp, room);
+  if (c == NULL) {
+    recover_event(bp->s, conn, room, 0);
+    return;
+  }
+  rc_pending *p = pending_take(c, conn); /* a second begin starts again */
+  if (p != NULL)
+    pending_free(p);
+  p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    recover_event(bp->s, conn, room, 0);
+    chan_sync(bp, c);
+    return;
+  }
+  p->conn = conn;
+  p->next = c->pending;
+  c->pending = p;
+  if (c->sub == SUB_ON)
+    tell_joins(bp, c);
+  else
+    chan_sync(bp, c);
+}
+
+static void recover_end(rc_backplane *bp, rc_cmd *cmd) {
+  rc_server *s = bp->s;
+  rc_chan *c = chan_by_id(bp, cmd->room);
+  rc_pending *p = c != NULL ? pending_take(c, cmd->conn) : NULL;
+  if (p == NULL)
+    return; /* cancelled, or its room freed */
+  rc_conn *conn = cmd->status != 0 ? rc__conn_find(s, cmd->conn) : NULL;
+  if (conn != NULL && conn->state == RC_CONN_OPEN) {
+    if (p->overflow) {
+      rc__conn_slow_consumer(conn);
+    } else {
+      for (size_t i = 0; i < cmd->nbufs; i++)
+        (void)rc__conn_enqueue_data(conn, cmd->bufs[i]);
+      for (uint32_t i = 0; i < p->n; i++)
+        if (p->kept[i].offset > cmd->offset)
+          (void)rc__conn_enqueue_data(conn, p->kept[i].b);
+      rc__server_join(s, conn, cmd->room);
+    }
+  }
+  pending_free(p);
+  chan_sync(bp, c);
 }
 
 /* --- the two connections -------------------------------------------------- */
@@ -520,6 +689,7 @@ static void on_push(rc_redis *l, redisReply *r) {
     c->sub = SUB_ON;
     bp->nsubs++;
     store(&bp->s->st_bp_channels, bp->nsubs);
+    tell_joins(bp, c);
   } else if (!on) {
     c->sub = SUB_NONE;
   }
@@ -743,6 +913,13 @@ static void hook_freed(void *ctx, uint64_t id) {
   rc_chan *c = chan_by_id(bp, id);
   if (c == NULL)
     return;
+  while (c->pending != NULL) { /* their room is gone: they cannot join */
+    rc_pending *p = c->pending;
+    c->pending = p->next;
+    if (!p->told)
+      recover_event(bp->s, p->conn, id, 0);
+    pending_free(p);
+  }
   unlink_id(bp, c);
   c->room = 0;
   chan_sync(bp, c);
@@ -783,6 +960,19 @@ static void on_command_reply(rc_redis *l, redisReply *reply, void *priv) {
 
 void rc__bp_command(rc_server *s, rc_cmd *cmd) {
   rc_backplane *bp = s->bp;
+  if (cmd->type == RC_CMD_RECOVER_BEGIN) {
+    if (bp == NULL)
+      recover_event(s, cmd->conn, cmd->room, 0); /* no backplane */
+    else
+      recover_begin(bp, cmd->conn, cmd->room);
+    return;
+  }
+  if (bp == NULL)
+    return;
+  if (cmd->type == RC_CMD_RECOVER_END) {
+    recover_end(bp, cmd);
+    return;
+  }
   if (cmd->type == RC_CMD_ROOM_NAME) {
     name_room(bp, cmd->room, cmd->text, cmd->text_len);
     return;
@@ -930,7 +1120,7 @@ void rc__bp_free(rc_server *s) {
     rc_chan *c = bp->by_name[i];
     while (c != NULL) {
       rc_chan *next = c->next_name;
-      free(c);
+      chan_free(c);
       c = next;
     }
   }

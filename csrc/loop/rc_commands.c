@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "loop/rc_internal.h"
+#include "proto/rc_bpwire.h"
 
 int rc_server_accept(rc_server *s, uint64_t conn, const char *subprotocol,
                      const char *extra_headers) {
@@ -207,4 +208,68 @@ int rc_server_adopt(rc_server *s, int fd, const void *head, size_t len,
     return r;
   *conn = id; /* queued: a failed wake-up is retried by the next command */
   return 0;
+}
+
+/* --- joining a room whose history Redis keeps ----------------------------- */
+
+int rc_server_recover_begin(rc_server *s, uint64_t conn, uint64_t room) {
+  return room_cmd(s, RC_CMD_RECOVER_BEGIN, conn, room);
+}
+
+int rc_server_recover_cancel(rc_server *s, uint64_t conn, uint64_t room) {
+  return room_cmd(s, RC_CMD_RECOVER_END, conn, room); /* status 0 */
+}
+
+/* The frame of one message read from the history; NULL and *err set when
+ * it is not a version-2 envelope within max_message_size. */
+static rc_buf *history_frame(const rc_server *s, const void *msg, size_t len,
+                             int *err) {
+  rc_bpwire_msg m;
+  if (rc_bpwire_parse(msg, len, s->cfg.max_message_size, &m) != RC_BPWIRE_OK ||
+      !m.history) {
+    *err = UV_EINVAL;
+    return NULL;
+  }
+  rc_buf *b = rc__buf_message(m.is_text, m.payload, m.len);
+  if (b == NULL)
+    *err = UV_ENOMEM;
+  return b;
+}
+
+/* Appends b (NULL: ran out of memory) to cmd's frames. 0 or UV_ENOMEM. */
+static int add_frame(rc_cmd *cmd, rc_buf *b) {
+  if (b == NULL)
+    return UV_ENOMEM;
+  cmd->bufs[cmd->nbufs++] = b;
+  return 0;
+}
+
+int rc_server_recover_end(rc_server *s, uint64_t conn, uint64_t room,
+                          const char *first, size_t first_len,
+                          const void *const *msgs, const size_t *lens, size_t n,
+                          const char *after, size_t after_len, uint64_t last) {
+  if (n > SIZE_MAX / sizeof(rc_buf *) - 2)
+    return UV_EINVAL;
+  rc_cmd *cmd = rc__cmd_make(RC_CMD_RECOVER_END, conn);
+  if (cmd == NULL)
+    return UV_ENOMEM;
+  cmd->room = room;
+  cmd->status = 1;
+  cmd->offset = last;
+  cmd->bufs = malloc((n + 2) * sizeof(*cmd->bufs));
+  int err = cmd->bufs == NULL ? UV_ENOMEM : 0;
+  if (err == 0 && first != NULL)
+    err = add_frame(cmd, rc__buf_message(1, first, first_len));
+  for (size_t i = 0; err == 0 && i < n; i++) {
+    rc_buf *b = history_frame(s, msgs[i], lens[i], &err);
+    if (b != NULL)
+      err = add_frame(cmd, b);
+  }
+  if (err == 0 && after != NULL)
+    err = add_frame(cmd, rc__buf_message(1, after, after_len));
+  if (err != 0) {
+    rc__cmd_free(cmd);
+    return err;
+  }
+  return rc__cmd_queue(s, cmd);
 }

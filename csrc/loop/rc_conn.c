@@ -308,7 +308,7 @@ void rc__conn_close_ws(rc_conn *c, unsigned code, const char *reason,
   after_ws_io(c);
 }
 
-static void slow_consumer(rc_conn *c) {
+void rc__conn_slow_consumer(rc_conn *c) {
   /* Policy: every member gets every message in order, or is disconnected.
    * What has not started to leave is dropped, so the close frame goes next
    * and the queue stops growing. */
@@ -332,7 +332,7 @@ void rc__conn_over_bound(rc_conn *c) {
     if (c->q.bytes <= max)
       return;
   }
-  slow_consumer(c);
+  rc__conn_slow_consumer(c);
 }
 
 /* Moves the frames wslay has made into the ring, in the order it made them,
@@ -433,7 +433,7 @@ int rc__conn_enqueue_data(rc_conn *c, rc_buf *b) {
   size_t max = c->srv->cfg.max_queue_bytes;
   if (c->q.bytes > 0 && c->q.bytes + b->len > max) {
     if (!c->srv->cfg.drop_oldest) {
-      slow_consumer(c);
+      rc__conn_slow_consumer(c);
       return 0;
     }
     uint32_t n = rc__outq_drop_oldest(&c->q, max / 2);

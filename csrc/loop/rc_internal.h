@@ -305,10 +305,13 @@ enum rc_cmd_type {
   RC_CMD_RESUME,
   RC_CMD_BROADCAST,
   RC_CMD_CONNECT,
-  RC_CMD_ROOM_NAME, /* room, text: the name */
-  RC_CMD_REDIS,     /* conn: the token, text: the formatted command */
-  RC_CMD_ADOPT,     /* conn: the id, status: the fd (-1 once taken), text:
-                       the bytes read already */
+  RC_CMD_ROOM_NAME,     /* room, text: the name */
+  RC_CMD_REDIS,         /* conn: the token, text: the formatted command */
+  RC_CMD_ADOPT,         /* conn: the id, status: the fd (-1 once taken), text:
+                           the bytes read already */
+  RC_CMD_RECOVER_BEGIN, /* conn, room (rc_server_recover_begin) */
+  RC_CMD_RECOVER_END,   /* conn, room, status 1: bufs, then the kept
+                           messages past offset, then join; 0: cancel */
 };
 
 typedef struct rc_cmd {
@@ -324,6 +327,9 @@ typedef struct rc_cmd {
   size_t text_len;
   uint64_t *rooms; /* BROADCAST */
   size_t nrooms;
+  rc_buf **bufs; /* RECOVER_END: the frames to send first, in order */
+  size_t nbufs;
+  uint64_t offset; /* RECOVER_END: the last offset the frames cover */
 } rc_cmd;
 
 struct rc_server {
@@ -544,7 +550,11 @@ void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
 /* A message from another server (through the hook's owner): to the local
  * members of rooms, each once; the hooks are not told. */
 void rc__room_deliver(struct rc_server *s, const uint64_t *rooms, size_t nrooms,
-                      rc_buf *b);
+                      rc_buf *b, uint64_t exclude);
+/* RC_CMD_JOIN's work: conn c into room id (made if need be). */
+void rc__server_join(struct rc_server *s, rc_conn *c, uint64_t room);
+/* The slow-consumer policy's close (1008), counted. */
+void rc__conn_slow_consumer(rc_conn *c);
 /* n (at most RC__RUN_MAX) publishes to one room that end a wake-up's
  * commands (nothing else is queued behind them in this turn): members with
  * nothing queued get them all at once in one writev(), the others queue

@@ -191,6 +191,9 @@ void rc__cmd_free(rc_cmd *cmd) {
   rc__buf_unref(cmd->buf);
   free(cmd->text);
   free(cmd->rooms);
+  for (size_t i = 0; i < cmd->nbufs; i++)
+    rc__buf_unref(cmd->bufs[i]);
+  free(cmd->bufs);
   free(cmd);
 }
 

@@ -368,8 +368,8 @@ void rc__room_broadcast(rc_server *s, const uint64_t *rooms, size_t nrooms,
 }
 
 void rc__room_deliver(rc_server *s, const uint64_t *rooms, size_t nrooms,
-                      rc_buf *b) {
-  fan_out_marked(s, rooms, nrooms, b, 0); /* it came from the hook's owner */
+                      rc_buf *b, uint64_t exclude) {
+  fan_out_marked(s, rooms, nrooms, b, exclude); /* from the hook's owner */
 }
 
 /* A relayed message goes to the other servers too, once for all of the

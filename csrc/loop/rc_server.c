@@ -270,8 +270,9 @@ static void on_wake(uv_async_t *h) {
       break;
     case RC_CMD_ROOM_NAME:
     case RC_CMD_REDIS:
-      if (s->bp != NULL)
-        rc__bp_command(s, cmd);
+    case RC_CMD_RECOVER_BEGIN:
+    case RC_CMD_RECOVER_END:
+      rc__bp_command(s, cmd); /* answers a recovery without a backplane */
       break;
     case RC_CMD_STOP:
       stop_begin(s, cmd);
@@ -769,7 +770,7 @@ static int may_join(const rc_conn *c) {
   }
 }
 
-static void join(rc_server *s, rc_conn *c, uint64_t room) {
+void rc__server_join(rc_server *s, rc_conn *c, uint64_t room) {
   if (!may_join(c))
     return;
   rc_room *r = rc__room_get(s, room, 1);
@@ -803,7 +804,7 @@ void rc__conn_command(rc_server *s, rc_cmd *cmd) {
       c->role->cancel(c);
     break;
   case RC_CMD_JOIN:
-    join(s, c, cmd->room);
+    rc__server_join(s, c, cmd->room);
     break;
   case RC_CMD_PAUSE:
     rc__conn_hold(c, 1);

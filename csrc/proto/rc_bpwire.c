@@ -130,6 +130,38 @@ static int rooms_parse(const uint8_t *p, size_t len, rc_bpwire_msg *m) {
   return 1;
 }
 
+/* Version 2's fields after the header (m->payload, m->len): 1 when they
+ * are all there and the offset is in digits; m->payload then follows them.
+ * A message of a room with history is of one room. */
+static int position_parse(uint8_t flags, rc_bpwire_msg *m) {
+  const uint8_t *q = m->payload;
+  size_t need = RC_BPWIRE_EPOCH_LEN + RC_BPWIRE_OFFSET_LEN +
+                ((flags & RC_BPWIRE_F_EXCLUDE) ? 8 : 0);
+  if (!(flags & RC_BPWIRE_F_HISTORY) || (flags & RC_BPWIRE_F_MULTI) ||
+      m->len < need)
+    return 0;
+  if (flags & RC_BPWIRE_F_EXCLUDE) {
+    m->exclude = get64(q);
+    q += 8;
+  }
+  m->epoch = (const char *)q;
+  q += RC_BPWIRE_EPOCH_LEN;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < RC_BPWIRE_OFFSET_LEN; i++) {
+    if (q[i] < '0' || q[i] > '9')
+      return 0;
+    uint64_t d = (uint64_t)(q[i] - '0');
+    if (offset > (UINT64_MAX - d) / 10)
+      return 0;
+    offset = offset * 10 + d;
+  }
+  m->history = 1;
+  m->offset = offset;
+  m->payload = q + RC_BPWIRE_OFFSET_LEN;
+  m->len -= need;
+  return 1;
+}
+
 int rc_bpwire_parse(const uint8_t *p, size_t len, size_t max_payload,
                     rc_bpwire_msg *m) {
   memset(m, 0, sizeof(*m));
@@ -142,7 +174,8 @@ int rc_bpwire_parse(const uint8_t *p, size_t len, size_t max_payload,
     return RC_BPWIRE_OK;
   }
   uint8_t flags = p[3];
-  if ((flags & 0xf0) != RC_BPWIRE_VERSION)
+  uint8_t version = flags & 0xf0;
+  if (version != RC_BPWIRE_VERSION && version != RC_BPWIRE_VERSION_HISTORY)
     return RC_BPWIRE_OTHER_VERSION;
   m->enveloped = 1;
   m->from = get64(p + 4);
@@ -151,6 +184,8 @@ int rc_bpwire_parse(const uint8_t *p, size_t len, size_t max_payload,
   m->multi = (flags & RC_BPWIRE_F_MULTI) != 0;
   m->payload = p + RC_BPWIRE_HEADER;
   m->len = len - RC_BPWIRE_HEADER;
+  if (version == RC_BPWIRE_VERSION_HISTORY && !position_parse(flags, m))
+    return RC_BPWIRE_MALFORMED;
   if (m->multi && !rooms_parse(m->payload, m->len, m))
     return RC_BPWIRE_MALFORMED;
   if (m->len > max_payload ||

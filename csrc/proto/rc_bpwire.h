@@ -14,6 +14,14 @@
  *     for several rooms a 16-bit count and each room's name (16-bit
  *     length, bytes), then the payload. A message without "\0rc" was
  *     PUBLISHed by another program and is its own payload.
+ *     Version 2 is a message of a room with history, published through
+ *     Redis's script (python/roomcast/_redis_history.py) and delivered by
+ *     every server, its publisher's too: flags bit 2 (always set) says
+ *     a position follows the header, bit 3 that an excluded connection
+ *     does. After the header: with bit 3 the connection's id (64-bit
+ *     big-endian; excluded by the publisher's server only), then the
+ *     room's epoch (16 characters) and the message's offset (20 decimal
+ *     digits), then the payload. The sequence number is unused (0).
  *   - commands, in RESP (an array of bulk strings), exactly sized.
  *   - the checks of what Redis sends (hiredis's redisReply, as its reader
  *     parsed it): the pushes a subscriber may receive, error replies, and
@@ -31,8 +39,13 @@
 #define RC_BPWIRE_PREFIX_MAX 200 /* bytes; the binding says so too */
 #define RC_BPWIRE_HEADER 20      /* "\0rc", flags, id, sequence */
 #define RC_BPWIRE_VERSION 0x10
+#define RC_BPWIRE_VERSION_HISTORY 0x20
 #define RC_BPWIRE_F_TEXT 0x01
 #define RC_BPWIRE_F_MULTI 0x02
+#define RC_BPWIRE_F_HISTORY 0x04
+#define RC_BPWIRE_F_EXCLUDE 0x08
+#define RC_BPWIRE_EPOCH_LEN 16
+#define RC_BPWIRE_OFFSET_LEN 20
 #define RC_BPWIRE_ROOMS_MAX 0xffff /* rooms one envelope may list */
 
 /* --- names ---------------------------------------------------------------- */
@@ -81,6 +94,10 @@ typedef struct rc_bpwire_msg {
   uint64_t seq;
   size_t nrooms; /* multi: how many, at rooms (see rc_bpwire_next_room) */
   const uint8_t *rooms;
+  int history;       /* version 2: epoch and offset are set */
+  const char *epoch; /* RC_BPWIRE_EPOCH_LEN characters */
+  uint64_t offset;
+  uint64_t exclude; /* version 2 with F_EXCLUDE: a connection id, else 0 */
   const uint8_t *payload;
   size_t len;
 } rc_bpwire_msg;
@@ -90,7 +107,8 @@ enum rc_bpwire_verdict {
   RC_BPWIRE_OTHER_VERSION, /* "\0rc" and a version we do not know:
                               nothing else is read */
   RC_BPWIRE_MALFORMED,     /* enveloped, from and seq read, then a list of
-                              rooms cut short or text not UTF-8; or any
+                              rooms cut short or text not UTF-8, or a
+                              position cut short or not in digits; or any
                               payload over max_payload bytes */
 };
 

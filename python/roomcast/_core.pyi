@@ -42,6 +42,9 @@ EV_BACKPLANE: Final[int]
 BACKPLANE_DOWN: Final[int]  # EV_BACKPLANE codes: down (its connection lost)
 BACKPLANE_UP: Final[int]  # up: both Redis connections ready, rooms resubscribed
 BACKPLANE_RETRY: Final[int]  # an attempt to connect failed
+# (EV_RECOVER, conn, code, room): recover_begin's answer: code 1, the room's
+# channel is subscribed and its messages are kept for conn; 0, it cannot be.
+EV_RECOVER: Final[int]
 # Relay modes of room_new(relay): messages become EV_MESSAGE events (NONE)
 # or the loop forwards each to every member (ALL) or all but the sender.
 RELAY_NONE: Final[int]
@@ -226,6 +229,19 @@ class Core:
         once. With a backplane, a push to it is also PUBLISHed to the channel
         prefix + name, and the channel is subscribed while the room has members
         here. A name held by another room of this core is ignored."""
+    def recover_begin(self, conn: int, room: int, /) -> None:
+        """Keeps room's messages for conn from the moment its channel is
+        subscribed (a named room, with a backplane); (EV_RECOVER, conn, 1,
+        room) says when, (EV_RECOVER, conn, 0, room) that it cannot."""
+    def recover_end(
+        self, conn: int, room: int, first: str | None, msgs: list[bytes], after: str | None, last: int, /
+    ) -> None:
+        """Sends conn first, the history messages msgs (version-2 envelopes
+        as Redis keeps them), after, then the kept messages past offset
+        last, and joins conn to room, in one step of the loop. ValueError if
+        a message is not one."""
+    def recover_cancel(self, conn: int, room: int, /) -> None:
+        """Ends a recover_begin without joining."""
     def redis(self, token: int, /, *args: str | bytes | int) -> None:
         """Sends a command on the backplane's command connection (shared with
         the publishes: no blocking commands); the reply comes as (EV_REDIS,

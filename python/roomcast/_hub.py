@@ -108,6 +108,8 @@ class Hub:
         self._rooms: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
         self._shared: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # (conn, core room) -> what waits for the core's RC_EV_RECOVER.
+        self._recovering: dict[tuple[int, int], asyncio.Future[bool]] = {}
 
     # -- life ---------------------------------------------------------------
 
@@ -126,6 +128,12 @@ class Hub:
         self._rooms.clear()
         self._names.clear()
         self.backplane = None
+
+    @property
+    def backplane_key(self) -> tuple[str, int, str] | None:
+        """The Redis and prefix of the backplane (servers of a process that
+        share them publish once between them), or None."""
+        return self._backplane_key
 
     @property
     def running(self) -> bool:
@@ -257,6 +265,44 @@ class Hub:
         core.broadcast(ids + extra, data, exclude)
         for room_id in extra:
             core.room_free(room_id)
+
+    # -- joining a room whose history Redis keeps -------------------------------
+
+    async def recover_ready(self, conn: int, room_id: int, timeout: float) -> bool:
+        """Asks the core to keep ``room_id``'s messages for ``conn`` once
+        its channel is subscribed; True when it is (the history may be read
+        now), False when it cannot be or does not happen within
+        ``timeout`` seconds (Redis is away). Either way recover_end or
+        recover_cancel must follow."""
+        core = self._core
+        if core is None:
+            return False
+        future: asyncio.Future[bool] = self.loop.create_future()
+        self._recovering[(conn, room_id)] = future
+        try:
+            core.recover_begin(conn, room_id)
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._recovering.pop((conn, room_id), None)
+
+    def on_recover(self, conn: int, code: int, room_id: int) -> None:
+        future = self._recovering.get((conn, room_id))
+        if future is not None and not future.done():
+            future.set_result(code == 1)
+
+    def recover_end(
+        self, conn: int, room_id: int, first: str | None, messages: list[bytes], after: str, last: int
+    ) -> None:
+        core = self._core
+        if core is not None:
+            core.recover_end(conn, room_id, first, messages, after, last)
+
+    def recover_cancel(self, conn: int, room_id: int) -> None:
+        core = self._core
+        if core is not None:
+            core.recover_cancel(conn, room_id)
 
     # -- names -----------------------------------------------------------------
 

@@ -72,11 +72,12 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from . import _pyhub
+from . import _pyhub, _redis_history
 from ._asgi import adopted
-from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub
+from ._hub import APP_ALL_KIND, APP_KIND, EVERYONE, Hub, core_name
 from ._params import Route
 from ._static import Response, file_response, is_small, text_response
+from .backplane import BackplaneError
 from .history import History, Position, Store, check_history, parse_position
 from .room import _now, check_name
 from .server import Running, Server
@@ -96,6 +97,10 @@ JOINED = "roomcast:joined"
 LEFT = "roomcast:left"
 REJOIN = "roomcast:rejoin"
 POSITION = "roomcast:position"
+# How long a join into a room whose history Redis keeps waits for its
+# channel's subscription before it goes on without the history.
+RECOVER_TIMEOUT = 10.0
+UNAVAILABLE = "history unavailable"
 REJOIN_USAGE = 'roomcast:rejoin takes a list of room names, or of {"room": name, "epoch": str, "offset": int}'
 MAX_ROOMS_PER_SOCKET = 100
 MAX_ROOMS = 100_000
@@ -207,15 +212,28 @@ class _Rooms:
 
     def join(self, ws: Socket, room: str, first: Iterable[str] = ()) -> None:
         """Joins ``ws`` to ``room`` after sending it ``first``."""
+        self.enter(ws, self.claim(ws, room), first)
+
+    def claim(self, ws: Socket, room: str) -> int:
+        """Makes ``ws`` a member of ``room`` here, not yet in the core;
+        returns the core room."""
         hub = self._hub
         assert hub is not None
         entry = self._named.get(room)
         if entry is None:
             entry = self._named[room] = (hub.name_acquire(APP_KIND, room), set())
         entry[1].add(ws)
+        return entry[0]
+
+    def enter(self, ws: Socket, room_id: int, first: Iterable[str] = (), then: str | None = None) -> None:
+        """Sends ``ws`` ``first`` and ``then``, and joins it to the core room."""
+        hub = self._hub
+        assert hub is not None
         for data in first:
             hub.send(ws.id, data)
-        hub.join(ws.id, entry[0])
+        if then is not None:
+            hub.send(ws.id, then)
+        hub.join(ws.id, room_id)
 
     def leave(self, ws: Socket, room: str) -> None:
         entry = self._named.get(room)
@@ -272,9 +290,15 @@ class Socket:
         if (rooms is not None and room in rooms) or not self._table.open(self):
             return
         self._table.check_bounds(room, len(rooms or ()))
-        store = self.app._store_for(room)
-        if store is not None:
-            self._join_history(room, store)
+        rule = self.app._history_rule(room) if self.app._history_rules else None
+        if rule is not None:
+            hub = self._table.hub
+            if hub is not None and hub.backplane is not None:
+                await self._join_history_redis(room, rule, hub)
+            else:
+                store = self.app._store_for(room)
+                assert store is not None
+                self._join_history(room, store)
             return
         self._table.join(self, room)
         if rooms is None:
@@ -290,9 +314,6 @@ class Socket:
         history's lock, so that no broadcast to the room comes between
         (see roomcast.history)."""
         table = self._table
-        hub = table.hub
-        if hub is not None and hub.backplane is not None:
-            raise ValueError(f"room {room!r} keeps history, which cannot be served with a backplane yet")
         since = self._resume.pop(room, None) if self._resume else None
         with store.lock:
             history = store.since(since)
@@ -316,6 +337,48 @@ class Socket:
             if self._rooms is None:
                 self._rooms = set()
             self._rooms.add(room)
+
+    async def _join_history_redis(self, room: str, rule: tuple[int, float | None], hub: Hub) -> None:
+        """Joins a room whose history Redis keeps, in the order of
+        _join_history. The core keeps the room's live events for this
+        socket from the moment its channel is subscribed; the history is
+        read after that; the core then sends what was read and what it
+        kept past it, and joins (rc_server_recover_*: no gap, no
+        duplicate). Redis away: joined, live events only, and told
+        ``"recovered": false`` with the reason."""
+        table = self._table
+        since = self._resume.pop(room, None) if self._resume else None
+        room_id = table.claim(self, room)
+        if self._rooms is None:
+            self._rooms = set()
+        self._rooms.add(room)
+        backplane = hub.backplane
+        assert backplane is not None
+        found = None
+        if await hub.recover_ready(self.id, room_id, RECOVER_TIMEOUT):
+            try:
+                found = await _redis_history.read(backplane, backplane.names, core_name(APP_KIND, room), since, rule[1])
+            except BackplaneError as exc:
+                logger.warning("room %s: its history could not be read: %s", _shown(room), exc)
+        if room not in (self._rooms or ()) or not table.open(self):
+            hub.recover_cancel(self.id, room_id)  # it left, or has gone
+            return
+        first = envelope(JOINED, room) if table.notices else None
+        if found is None:
+            hub.recover_cancel(self.id, room_id)
+            status: dict[str, Any] = {"room": room, "recovered": False, "reason": UNAVAILABLE}
+            table.enter(self, room_id, [first] if first else [], envelope(POSITION, status))
+            return
+        status = {"room": room, "epoch": found.position.epoch, "offset": found.position.offset}
+        messages: list[bytes] = []
+        if since is not None:
+            status["recovered"] = found.recovered
+            if found.recovered:
+                status["missed"] = len(found.messages)
+                messages = found.messages
+            else:
+                status["reason"] = found.reason
+        hub.recover_end(self.id, room_id, first, messages, envelope(POSITION, status), found.position.offset)
 
     def leave(self, room: str) -> None:
         """Leaves ``room``; not being in it is not an error. The client is
@@ -432,32 +495,43 @@ class App(Server):
         it is told the room's position (``roomcast:position``), and a
         client that rejoins with the last position it saw gets the events
         it missed, in order, before the live ones, or
-        ``"recovered": false`` and why. The history is this process's (a
-        restart starts a new epoch); with a backplane it is refused, for
-        now. Memory: at most ``size`` events per such room."""
+        ``"recovered": false`` and why.
+
+        Without a backplane the history is this process's (a restart
+        starts a new epoch). With one it is in Redis, a stream per room
+        (see :mod:`roomcast._redis_history`): offsets are the same on every
+        server, a client recovers through any of them, and the room's
+        events reach every server, this one's too, through Redis, in
+        offset order; while Redis is away they are dropped (and logged),
+        not delivered locally. Memory: at most ``size`` events per such
+        room."""
         if not isinstance(pattern, str) or not pattern:
             raise ValueError(f"keep_history() needs a room name pattern (str), not {pattern!r}")
         check_history(size, ttl)
-        if self._backplane_options:
-            raise ValueError(
-                "keep_history() cannot be used with a backplane yet: the history would be this server's only"
-            )
         self._history_rules.append((pattern, size, ttl))
 
+    def _history_rule(self, room: str) -> tuple[int, float | None] | None:
+        """(size, ttl) of ``room``'s history, or None if no keep_history()
+        pattern matches it."""
+        for pattern, size, ttl in self._history_rules:
+            if fnmatch.fnmatchcase(room, pattern):
+                return size, ttl
+        return None
+
     def _store_for(self, room: str) -> Store | None:
-        """The history of ``room`` (made on first use), or None if no
-        keep_history() pattern matches it."""
+        """The history of ``room`` in this process (made on first use), or
+        None if no keep_history() pattern matches it."""
         store = self._stores.get(room)
         if store is not None or not self._history_rules:
             return store
-        for pattern, size, ttl in self._history_rules:
-            if fnmatch.fnmatchcase(room, pattern):
-                with self._stores_lock:
-                    store = self._stores.get(room)
-                    if store is None:
-                        store = self._stores[room] = Store(size, ttl)
-                return store
-        return None
+        rule = self._history_rule(room)
+        if rule is None:
+            return None
+        with self._stores_lock:
+            store = self._stores.get(room)
+            if store is None:
+                store = self._stores[room] = Store(*rule)
+        return store
 
     async def history(self, room: str, since: Position | None = None) -> History:
         """The events kept for ``room`` after ``since`` (all kept when
@@ -465,9 +539,21 @@ class App(Server):
         ``recovered=False`` and the reason. ValueError if no
         keep_history() pattern matches the room."""
         check_name(room)
-        store = self._store_for(room)
-        if store is None:
+        rule = self._history_rule(room)
+        if rule is None:
             raise ValueError(f"room {_shown(room)} keeps no history: see App.keep_history()")
+        hub = self._hub
+        if hub is not None and hub.backplane is not None:
+            found = await _redis_history.read(
+                hub.backplane, hub.backplane.names, core_name(APP_KIND, room), since, rule[1], everything=since is None
+            )
+            events = [
+                (position, payload.decode("utf-8"))
+                for position, payload, _ in map(_redis_history.parse_stored, found.messages)
+            ]
+            return History(events, found.recovered, found.reason, found.position)
+        store = self._store_for(room)
+        assert store is not None
         with store.lock:
             return store.since(since)
 
@@ -570,10 +656,19 @@ class App(Server):
         if names and self._history_rules:
             head = f'{{"event":{_json(event)},"payload":{_json(payload)}'
             plain = []
+            # Servers with a backplane: through Redis, which gives the
+            # positions; the others: this process's history.
+            shared = [hub for hub in hubs if hub.backplane is not None]
+            local = [hub for hub in hubs if hub.backplane is None]
             for name in dict.fromkeys(names):
-                store = self._store_for(name) if isinstance(name, str) else None
-                if store is None:
+                rule = self._history_rule(name) if isinstance(name, str) else None
+                if rule is None:
                     plain.append(name)
+                    continue
+                for hub in _one_per_backplane(shared, skip):
+                    _publish_redis(hub, name, head, rule, exclude.id if exclude is not None and hub is skip else 0)
+                store = self._store_for(name) if local or not shared else None
+                if store is None:
                     continue
                 # Kept even with nobody here: it is for those coming back.
                 # The position and the hand-over under the history's lock
@@ -581,7 +676,7 @@ class App(Server):
                 with store.lock:
                     data = positioned(head, name, store.next())
                     store.add(data)
-                    for hub in hubs:
+                    for hub in local:
                         hub.broadcast(APP_KIND, [name], data, exclude.id if exclude is not None and hub is skip else 0)
             if not plain:
                 return
@@ -1024,6 +1119,33 @@ class App(Server):
             ws._resume = None
         if refused is not None:
             await self._error(ws, str(refused), REJOIN)
+
+
+def _one_per_backplane(hubs: list[Hub], first: Hub | None) -> list[Hub]:
+    """One hub per Redis and prefix among ``hubs``, ``first`` if it is one
+    (the excluded socket's server: only it can skip the socket)."""
+    chosen: dict[Any, Hub] = {}
+    for hub in sorted(hubs, key=lambda h: h is not first):
+        chosen.setdefault(hub.backplane_key, hub)
+    return list(chosen.values())
+
+
+def _publish_redis(hub: Hub, room: str, head: str, rule: tuple[int, float | None], exclude: int) -> None:
+    """An event to a room whose history Redis keeps: the script gives it
+    its position and publishes it (roomcast._redis_history). Any thread."""
+    backplane = hub.backplane
+    if backplane is None:
+        return
+    payload, hole = _redis_history.app_message(head, _json(room))
+    args = _redis_history.publish_args(
+        backplane.names, core_name(APP_KIND, room), backplane.server_number, payload, True, exclude, *rule, hole
+    )
+
+    def published(reply: Any, error: str | None) -> None:
+        if error is not None:
+            logger.warning("an event to room %s was not published (it keeps history in Redis): %s", _shown(room), error)
+
+    backplane.call(args, published)
 
 
 def _request_path(scope: Mapping[str, Any]) -> str:

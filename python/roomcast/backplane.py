@@ -36,6 +36,7 @@ import asyncio
 import itertools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -192,12 +193,14 @@ class Backplane:
         self._loop = loop
         self.prefix = prefix
         self._names = escape_prefix(prefix)  # the head of every Redis name
-        self.server_id = f"{core.server_id():016x}"
+        self.names = self._names
+        self.server_number = core.server_id()
+        self.server_id = f"{self.server_number:016x}"
         self._ttl_ms = str(max(1, int(presence_ttl * 1000)))
         self._beat_every = presence_ttl / 3
         self._where = where
         self._tokens = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Any] | str | None] = {}
+        self._waiting: dict[int, asyncio.Future[Any] | str | Callable[[Any, str | None], None] | None] = {}
         self.up = False
         self._warned = False
         # room -> {member: identity as JSON}: this server's members there.
@@ -216,15 +219,20 @@ class Backplane:
 
     # -- commands -------------------------------------------------------------
 
-    def _send(self, args: tuple[Any, ...], future: asyncio.Future[Any] | str | None) -> None:
+    def _send(
+        self, args: tuple[Any, ...], future: asyncio.Future[Any] | str | Callable[[Any, str | None], None] | None
+    ) -> None:
         """future: what waits for the reply, or the room a presence update
-        is about (str), or None."""
+        is about (str), or what to call with (reply, error), or None. Any
+        thread."""
         token = next(self._tokens)
         try:
             self._core.redis(token, *args)
         except RuntimeError as exc:  # the core has stopped
             if isinstance(future, asyncio.Future):
                 future.set_exception(BackplaneError(str(exc)))
+            elif callable(future):
+                future(None, str(exc))
             return
         self._waiting[token] = future
 
@@ -235,6 +243,11 @@ class Backplane:
         self._send(args, future)
         return await future
 
+    def call(self, args: tuple[Any, ...], then: Callable[[Any, str | None], None]) -> None:
+        """Sends one command from any thread; ``then(reply, error)`` runs on
+        the loop with its reply."""
+        self._send(args, then)
+
     def _fire(self, room: str, *args: Any) -> None:
         """A presence update of room, whose reply nobody waits for: when it
         fails, the room is written again once Redis is back."""
@@ -242,7 +255,12 @@ class Backplane:
 
     def on_reply(self, token: int, value: Any, error: str | None) -> None:
         future = self._waiting.pop(token, None)
-        if not isinstance(future, asyncio.Future):
+        if callable(future) and not isinstance(future, asyncio.Future):
+            try:
+                future(value, error)
+            except Exception:
+                logger.exception("backplane: a reply's handler failed")
+        elif not isinstance(future, asyncio.Future):
             if error is not None and not self._closing:
                 logger.debug("backplane: a presence update failed: %s", error)
                 if future is not None:

@@ -57,8 +57,9 @@ from typing import (
     overload,
 )
 
-from . import _core, _hub
+from . import _core, _hub, _redis_history
 from ._asgi import adopted
+from ._hub import ROOM_KIND, core_name
 from ._inbox import message_cost
 from ._params import Binder
 from .history import History, Position, Store, check_history
@@ -338,6 +339,21 @@ class BaseRoom:
         store = self._store
         if store is None:
             raise ValueError("this room keeps no history: make it with Room(history=N)")
+        hub = self._redis_hub(None)
+        if hub is not None and hub.backplane is not None and self._name is not None:
+            found = await _redis_history.read(
+                hub.backplane,
+                hub.backplane.names,
+                core_name(ROOM_KIND, self._name),
+                since,
+                store.ttl,
+                everything=since is None,
+            )
+            events = []
+            for stored in found.messages:
+                position, payload, is_text = _redis_history.parse_stored(stored)
+                events.append((position, payload.decode("utf-8") if is_text else payload))
+            return History(events, found.recovered, found.reason, found.position)
         with store.lock:
             return store.since(since)
 
@@ -677,11 +693,6 @@ class BaseRoom:
         hub = hub_of(io)
         if not hub.running:
             raise WebSocketClosed(1001, "going away")  # the server is stopping
-        if self._store is not None and self._name is not None and hub.backplane is not None:
-            raise ValueError(
-                f"Room(name={self._name!r}, history=...) cannot be served with a backplane yet:"
-                " its history would be this server's only; drop history= or the name"
-            )
         self._members[ws] = None
         if io is not ws:
             self._cores[ws] = io
@@ -754,8 +765,11 @@ class BaseRoom:
         :class:`ValueError`) if it cannot be serialised; never waits for the
         members. Pushes reach each member in the order they were made. In a
         room with history, returns the push's :class:`~roomcast.Position`
-        (None otherwise); so do the other pushes."""
-        return self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
+        (None otherwise); so do the other pushes. A named room with
+        history on a server with a backplane pushes through Redis (which
+        gives the position) and raises :class:`~roomcast.BackplaneError`
+        while Redis is away."""
+        return await self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
 
     async def push_text(
         self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None
@@ -763,7 +777,7 @@ class BaseRoom:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
-        return self._publish(message, exclude)
+        return await self._publish(message, exclude)
 
     async def push_bytes(
         self,
@@ -774,21 +788,64 @@ class BaseRoom:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
-        return self._publish(message, exclude)
+        return await self._publish(message, exclude)
 
-    def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> Position | None:
+    async def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> Position | None:
         store = self._store
         if store is None:
             self._fan_out(data, exclude)
             return None
         if not isinstance(data, (str, bytes)):
             data = bytes(data)  # kept: it must not change under the history
+        hub = self._redis_hub(exclude)
+        if hub is not None:
+            return await self._publish_redis(hub, data, exclude, store)
         # The position and the hand-over to the core under one lock: the
         # core takes them in offset order (see roomcast.history).
         with store.lock:
             position = store.add(data)
             self._fan_out(data, exclude)
         return position
+
+    def _redis_hub(self, exclude: Any | None) -> _hub.Hub | None:
+        """For a named room with history: a serving hub with a backplane
+        (the excluded member's first), through which Redis keeps the
+        history; None: this process keeps it."""
+        if self._name is None:
+            return None
+        core = self._cores.get(exclude, exclude) if exclude is not None else None
+        first = hub_of(core) if isinstance(core, ServerWebSocket) else None
+        hubs = [h for h in _hub.serving() if h.backplane is not None]
+        hubs.sort(key=lambda h: h is not first)
+        return hubs[0] if hubs else None
+
+    async def _publish_redis(self, hub: _hub.Hub, data: str | bytes, exclude: Any | None, store: Store) -> Position:
+        """A push through the script that gives it its position in Redis
+        (roomcast._redis_history); its members here hear it from Redis, as
+        every server's do. Members served in Python get it at once."""
+        backplane = hub.backplane
+        assert backplane is not None and self._name is not None
+        if self._asgi:
+            for ws, asgi in self._asgi.items():
+                if ws is not exclude:
+                    asgi.push(data)
+        core = self._cores.get(exclude, exclude) if exclude is not None else None
+        skip = core.id if isinstance(core, ServerWebSocket) and hub_of(core) is hub else 0
+        is_text = isinstance(data, str)
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        args = _redis_history.publish_args(
+            backplane.names,
+            core_name(ROOM_KIND, self._name),
+            backplane.server_number,
+            payload,
+            is_text,
+            skip,
+            store.size,
+            store.ttl,
+            None,
+        )
+        reply = await backplane.command(*args)
+        return Position(reply[0].decode("ascii", "replace"), int(reply[1]))
 
     def _fan_out(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
         if self._asgi:

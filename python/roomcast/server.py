@@ -73,6 +73,7 @@ EV_CLOSE = _core.EV_CLOSE
 EV_REQUEST = _core.EV_REQUEST
 EV_REDIS = _core.EV_REDIS
 EV_BACKPLANE = _core.EV_BACKPLANE
+EV_RECOVER = _core.EV_RECOVER
 
 # How long serve() waits for the backplane's first connection at most.
 SETTLE_SECONDS = 10.0
@@ -578,6 +579,9 @@ class Server:
                 elif kind == EV_BACKPLANE:
                     if backplane is not None:
                         backplane.on_state(event[1], event[2])
+                elif kind == EV_RECOVER:
+                    if hub is not None:
+                        hub.on_recover(event[1], event[2], event[3])
                 elif hub is None or not hub.running:
                     continue  # shutting down: the core closes these itself
                 elif kind == EV_OPEN or kind == EV_REQUEST:

@@ -147,7 +147,7 @@ RC_TEST(parse_rejects_what_it_must) {
   n = rc_bpwire_envelope(buf, 1, 5, 6, &room, 1, "\xc3", 1);
   RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_MALFORMED);
   /* Another version: nothing else read. */
-  buf[3] = 0x21;
+  buf[3] = 0x31;
   RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_OTHER_VERSION);
   RC_ASSERT(!m.enveloped && m.from == 0);
   /* A list of rooms cut short: its count, then a name's length. */
@@ -160,6 +160,74 @@ RC_TEST(parse_rejects_what_it_must) {
   }
   RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_OK);
   RC_ASSERT_EQ_UINT(m.len, 0);
+}
+
+/* A version-2 message as python/roomcast/_redis_history.py makes it and
+ * Redis's script fills it: header, [excluded connection], epoch, offset,
+ * payload. */
+static size_t history_message(uint8_t *out, int exclude, const char *offset,
+                              const char *payload) {
+  uint8_t flags = RC_BPWIRE_VERSION_HISTORY | RC_BPWIRE_F_TEXT |
+                  RC_BPWIRE_F_HISTORY | (exclude ? RC_BPWIRE_F_EXCLUDE : 0);
+  memcpy(out, "\0rc", 3);
+  out[3] = flags;
+  memset(out + 4, 0, 16);
+  out[11] = 9; /* from = 9, seq = 0 */
+  size_t n = 20;
+  if (exclude) {
+    memset(out + n, 0, 8);
+    out[n + 7] = 42;
+    n += 8;
+  }
+  memcpy(out + n, "0123456789abcdef", 16);
+  n += 16;
+  memcpy(out + n, offset, 20);
+  n += 20;
+  memcpy(out + n, payload, strlen(payload));
+  return n + strlen(payload);
+}
+
+RC_TEST(a_history_message_carries_its_position) {
+  uint8_t buf[128];
+  rc_bpwire_msg m;
+  size_t n = history_message(buf, 0, "00000000000000000042", "hi");
+  RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 2, &m), RC_BPWIRE_OK);
+  RC_ASSERT(m.enveloped && m.history && m.is_text && !m.multi);
+  RC_ASSERT_EQ_UINT(m.from, 9);
+  RC_ASSERT_EQ_UINT(m.offset, 42);
+  RC_ASSERT_EQ_UINT(m.exclude, 0);
+  RC_ASSERT_EQ_BYTES(m.epoch, 16, "0123456789abcdef");
+  RC_ASSERT_EQ_BYTES(m.payload, m.len, "hi");
+  n = history_message(buf, 1, "18446744073709551615", "");
+  RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 2, &m), RC_BPWIRE_OK);
+  RC_ASSERT_EQ_UINT(m.exclude, 42);
+  RC_ASSERT_EQ_UINT(m.offset, UINT64_MAX);
+  RC_ASSERT_EQ_UINT(m.len, 0);
+  /* A version-1 message has no position. */
+  rc_bpwire_room room = {"r", 1};
+  n = rc_bpwire_envelope(buf, 1, 5, 6, &room, 1, "x", 1);
+  RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 2, &m), RC_BPWIRE_OK);
+  RC_ASSERT(!m.history && m.offset == 0);
+}
+
+RC_TEST(a_history_message_cut_short_or_not_in_digits_is_malformed) {
+  uint8_t buf[128];
+  rc_bpwire_msg m;
+  size_t n = history_message(buf, 1, "00000000000000000007", "");
+  for (size_t cut = 20; cut < n; cut++)
+    RC_CHECK_EQ_INT(rc_bpwire_parse(buf, cut, 100, &m), RC_BPWIRE_MALFORMED);
+  const char *bad[] = {"0000000000000000000x", "18446744073709551616",
+                       "99999999999999999999", " 0000000000000000001"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    n = history_message(buf, 0, bad[i], "p");
+    RC_CHECK_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_MALFORMED);
+  }
+  /* Version 2 without the history flag, or listing rooms. */
+  n = history_message(buf, 0, "00000000000000000001", "p");
+  buf[3] &= (uint8_t)~RC_BPWIRE_F_HISTORY;
+  RC_CHECK_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_MALFORMED);
+  buf[3] |= RC_BPWIRE_F_HISTORY | RC_BPWIRE_F_MULTI;
+  RC_CHECK_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_MALFORMED);
 }
 
 /* --- commands ------------------------------------------------------------- */
@@ -327,6 +395,8 @@ RC_TEST(replies_encode_for_the_embedder) {
 }
 
 RC_TEST_MAIN(RC_CASE(chan_head_escapes_backslash_and_bar),
+             RC_CASE(a_history_message_carries_its_position),
+             RC_CASE(a_history_message_cut_short_or_not_in_digits_is_malformed),
              RC_CASE(chan_head_of_the_empty_prefix_is_a_bar),
              RC_CASE(nested_prefixes_never_share_a_channel),
              RC_CASE(sentinel_is_prefix_nul_server_and_the_id),
