@@ -16,7 +16,9 @@
  *      its payload is at most max_payload and, when text, UTF-8; an
  *      envelope accepted is written back byte for byte by
  *      rc_bpwire_envelope from what was read (when its flags are ones we
- *      write); a malformed envelope still has its sender read.
+ *      write); a malformed envelope still has its sender read; a history
+ *      message (version 2) has its epoch, offset (the 20 digits read
+ *      back) and payload where the format puts them.
  *   1: the head unescapes to the prefix and its first unescaped '|' is its
  *      last byte; head + name is a channel whose name is name; the
  *      sentinel is no room's channel and ends with 16 hex digits.
@@ -26,6 +28,7 @@
  *      is exactly rc_bpwire_reply_size bytes; an error reply is named.
  * A broken property aborts. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +63,19 @@ static void check_envelope(const uint8_t *p, size_t n, const rc_bpwire_msg *m) {
   free(out);
 }
 
+static void check_position(const uint8_t *p, const rc_bpwire_msg *m) {
+  FUZZ_CHECK((p[3] & 0xf0) == RC_BPWIRE_VERSION_HISTORY && !m->multi &&
+             (p[3] & RC_BPWIRE_F_HISTORY));
+  size_t at = RC_BPWIRE_HEADER + ((p[3] & RC_BPWIRE_F_EXCLUDE) ? 8 : 0);
+  FUZZ_CHECK((const uint8_t *)m->epoch == p + at);
+  FUZZ_CHECK(m->payload == p + at + RC_BPWIRE_EPOCH_LEN + RC_BPWIRE_OFFSET_LEN);
+  char digits[RC_BPWIRE_OFFSET_LEN + 1];
+  int w = snprintf(digits, sizeof(digits), "%020llu",
+                   (unsigned long long)m->offset);
+  FUZZ_CHECK(w == RC_BPWIRE_OFFSET_LEN &&
+             memcmp(digits, p + at + RC_BPWIRE_EPOCH_LEN, w) == 0);
+}
+
 static void messages(const uint8_t *p, size_t n, unsigned ctl) {
   static const size_t maxes[4] = {0, 16, 1024, SIZE_MAX};
   size_t max = maxes[(ctl >> 2) & 3];
@@ -87,7 +103,9 @@ static void messages(const uint8_t *p, size_t n, unsigned ctl) {
   FUZZ_CHECK(m.len <= max);
   if (m.is_text)
     FUZZ_CHECK(rc_utf8_valid(m.payload, m.len));
-  if (m.enveloped)
+  if (m.history)
+    check_position(p, &m);
+  else if (m.enveloped)
     check_envelope(p, n, &m);
 }
 

@@ -380,7 +380,13 @@ def bpwire_seeds() -> dict[str, bytes]:
         "msg_text_one_room": bytes([message | unbounded]) + envelope(0x11, 1, 2, payload=b"hello"),
         "msg_binary_rooms": bytes([message | unbounded]) + envelope(0x12, 7, 9, (b"lobby", b"b|c"), b"\x00\xff"),
         "msg_rooms_cut_short": bytes([message | unbounded]) + envelope(0x12, 7, 9, (b"lobby", b"x"))[:-1],
-        "msg_other_version": bytes([message | unbounded]) + envelope(0x21, 1, 1, payload=b"x"),
+        "msg_other_version": bytes([message | unbounded]) + envelope(0x31, 1, 1, payload=b"x"),
+        "msg_history": bytes([message | unbounded])
+        + envelope(0x25, 1, 0, payload=b"0123456789abcdef" + b"%020d" % 42 + b'{"event":"e"}'),
+        "msg_history_excluding": bytes([message | small])
+        + envelope(0x2C, 2, 0, payload=struct.pack(">Q", 7) + b"e" * 16 + b"%020d" % (2**64 - 1) + b"\x00"),
+        "msg_history_bad_offset": bytes([message | unbounded])
+        + envelope(0x24, 1, 0, payload=b"e" * 16 + b"1" * 19 + b"x"),
         "msg_over_the_bound": bytes([message | small]) + envelope(0x10, 1, 1) + b"p" * 17,
         "msg_text_not_utf8": bytes([message | unbounded]) + envelope(0x11, 3, 4, payload=b"\xc3"),
         "msg_foreign": bytes([message | unbounded]) + "h\u00e9".encode(),

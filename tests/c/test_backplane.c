@@ -299,11 +299,79 @@ RC_TEST(without_a_backplane_names_are_accepted_and_commands_refused) {
   const char *ping[] = {"PING"};
   RC_CHECK_EQ_INT(redis_cmd(s, 1, 1, ping), -EINVAL);
   RC_CHECK(rc_server_id(s) != 0);
+  RC_CHECK_EQ_INT(rc_server_recover_begin(s, 5, 1), 0);
+  rc_event *ev = wait_event(s, RC_EV_RECOVER, 0, 0, 10);
+  RC_CHECK(ev != NULL && ev->conn == 5); /* no backplane: cannot */
+  free(ev);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+/* The number of subscribers of channel, or -1. */
+static long subscribers(rc_server *s, uint64_t token, const char *channel) {
+  const char *numsub[] = {"PUBSUB", "NUMSUB", channel};
+  if (redis_cmd(s, token, 3, numsub) != 0)
+    return -1;
+  rc_event *ev = wait_event(s, RC_EV_REDIS, token, -1, 10);
+  long n = -1; /* array of 2: the channel (string), the count (integer) */
+  if (ev != NULL && ev->data[0] == RC_REPLY_ARRAY) {
+    uint32_t len;
+    memcpy(&len, ev->data + 6, 4);
+    int64_t v;
+    if (ev->data[5 + 5 + len] == RC_REPLY_INTEGER) {
+      memcpy(&v, ev->data + 5 + 5 + len + 1, 8);
+      n = (long)v;
+    }
+  }
+  free(ev);
+  return n;
+}
+
+/* A join into a room whose history Redis keeps: the room's channel is
+ * subscribed for it with no member here, the event says when, a cancel
+ * lets the channel go, and a message that is not a history message is
+ * refused before it reaches the loop. */
+RC_TEST(a_recovering_join_subscribes_the_room_and_is_told_when) {
+  int port = redis_port();
+  RC_ASSERT(port != 0);
+  rc_server *s = server_on(port);
+  RC_ASSERT(s != NULL);
+  free(wait_event(s, RC_EV_BACKPLANE, 0, 1, 10));
+  uint64_t room = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, room, "hist", 4), 0);
+  RC_CHECK_EQ_INT(rc_server_recover_begin(s, 77, room), 0);
+  rc_event *ev = wait_event(s, RC_EV_RECOVER, 0, 1, 10);
+  RC_CHECK(ev != NULL && ev->conn == 77 && ev->len == 8 &&
+           memcmp(ev->data, &room, 8) == 0);
+  free(ev);
+  RC_CHECK_EQ_INT((int)subscribers(s, 1, "ctest:|hist"), 1);
+  const char *bad = "not a history message";
+  const void *msgs[1] = {bad};
+  size_t lens[1] = {strlen(bad)};
+  RC_CHECK_EQ_INT(
+      rc_server_recover_end(s, 77, room, NULL, 0, msgs, lens, 1, "after", 5, 0),
+      -EINVAL);
+  RC_CHECK_EQ_INT(rc_server_recover_cancel(s, 77, room), 0);
+  double end = now() + 10;
+  long n = 1;
+  for (uint64_t t = 2; now() < end && n != 0; t++)
+    n = subscribers(s, t, "ctest:|hist");
+  RC_CHECK_EQ_INT((int)n, 0);
+  /* A room without a name cannot: code 0. */
+  uint64_t unnamed = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_recover_begin(s, 78, unnamed), 0);
+  ev = wait_event(s, RC_EV_RECOVER, 0, 0, 10);
+  RC_CHECK(ev != NULL && ev->conn == 78);
+  free(ev);
+  /* A pending join still there at the end is freed with the server. */
+  RC_CHECK_EQ_INT(rc_server_recover_begin(s, 79, room), 0);
+  free(wait_event(s, RC_EV_RECOVER, 0, 1, 10));
   rc_server_stop(s, 1001, "bye");
   rc_server_free(s);
 }
 
 RC_TEST_MAIN(
+    RC_CASE(a_recovering_join_subscribes_the_room_and_is_told_when),
     RC_CASE(connects_and_answers_commands),
     RC_CASE(prefixes_up_to_200_bytes_name_the_sentinel_exactly),
     RC_CASE(publishes_to_a_named_room_without_members),
