@@ -363,12 +363,22 @@ static void resubscribe_all(rc_backplane *bp) {
   subscribe_batch(bp, batch, n);
 }
 
-/* The subscriber connection is gone: so are its subscriptions. */
+static void recover_event(rc_server *s, uint64_t conn, uint64_t room,
+                          uint16_t code);
+
+/* The subscriber connection is gone: so are its subscriptions. The joins
+ * still waiting for theirs are told they cannot have it. */
 static void subscriptions_lost(rc_backplane *bp) {
   for (uint32_t i = 0; i < bp->cap; i++) {
     rc_chan *c = bp->by_name[i];
     while (c != NULL) {
       rc_chan *next = c->next_name;
+      for (rc_pending *p = c->pending; p != NULL; p = p->next) {
+        if (!p->told) {
+          p->told = 1;
+          recover_event(bp->s, p->conn, c->room, 0);
+        }
+      }
       c->sub = SUB_NONE;
       if (c->room == 0 && !wanted(c))
         chan_delete(bp, c);
@@ -540,8 +550,8 @@ static rc_pending *pending_take(rc_chan *c, uint64_t conn) {
 
 static void recover_begin(rc_backplane *bp, uint64_t conn, uint64_t room) {
   rc_chan *c = chan_by_id(bp, room);
-  if (c == NULL) {
-    recover_event(bp->s, conn, room, 0);
+  if (c == NULL || !rc__redis_is_ready(&bp->sub)) {
+    recover_event(bp->s, conn, room, 0); /* no name, or Redis is away */
     return;
   }
   rc_pending *p = pending_take(c, conn); /* a second begin starts again */
