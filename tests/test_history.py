@@ -563,3 +563,17 @@ async def test_with_redis_publishes_at_full_rate_during_replays_leave_no_gap_and
             assert status is not None and status["recovered"] is True
             assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
             await ws.close()
+
+
+async def test_histories_emptied_by_their_ttl_are_forgotten_as_rooms_come_and_go():
+    app = make_app(size=10, ttl=0.05)
+    for i in range(1024):
+        app.broadcast("n", i, to=[f"chat:gone-{i}"])
+    await asyncio.sleep(0.1)
+    for i in range(1100):  # the number of histories doubles: a sweep
+        app.broadcast("n", i, to=[f"chat:new-{i}"])
+    assert len(app._stores) == 1100, "emptied histories were kept"
+    assert all(room.startswith("chat:new-") for room in app._stores)
+    # A room whose history expired starts a new epoch.
+    first = (await app.history("chat:gone-1")).position
+    assert first.offset == 0

@@ -453,6 +453,7 @@ class App(Server):
         self._history_rules: list[tuple[str, int, float | None]] = []
         self._stores: dict[str, Store] = {}
         self._stores_lock = threading.Lock()
+        self._stores_swept = 1024  # histories after the last sweep (at least)
         self._unhandled: Handler | None = None
         self._connect: list[Callable[[Socket], Any]] = []
         self._disconnect: list[Callable[[Socket], Any]] = []
@@ -530,8 +531,21 @@ class App(Server):
         with self._stores_lock:
             store = self._stores.get(room)
             if store is None:
+                if len(self._stores) >= self._stores_swept * 2:
+                    self._sweep_stores()
                 store = self._stores[room] = Store(*rule)
         return store
+
+    def _sweep_stores(self) -> None:
+        """Forgets the histories whose TTL has emptied them (their next
+        event starts a new epoch): with a TTL, rooms that come and go do
+        not pile up. Called as the number of histories doubles."""
+        for room, store in list(self._stores.items()):
+            if store.ttl is not None:
+                with store.lock:
+                    if store.empty():
+                        del self._stores[room]
+        self._stores_swept = max(1024, len(self._stores))
 
     async def history(self, room: str, since: Position | None = None) -> History:
         """The events kept for ``room`` after ``since`` (all kept when
