@@ -539,3 +539,40 @@ async def test_app_options_configure_the_core_under_uvicorn(redis_server):
             (sock,) = app.members("r")
             assert hub_of(sock.ws).backplane is not None
     assert roomcast.uvicorn._configured["backplane"] == redis_server.url
+
+
+@pytest.mark.parametrize("ws", MODES)
+async def test_history_and_recovery_under_uvicorn(ws):
+    """keep_history under uvicorn, on either path: a client cut off gets
+    what it missed, then live events."""
+    app = App()
+    app.keep_history("chat:*", 100)
+
+    @app.on("join")
+    async def join(sock):
+        await sock.join(sock.payload)
+
+    @app.on_rejoin
+    async def rejoin(sock, room):
+        await sock.join(room)
+
+    async with Served(app, ws=ws) as served:
+        first = await connect(served.url)
+        await send(first, "join", "chat:u")
+        assert json.loads(await asyncio.wait_for(first.recv(), T))["event"] == "roomcast:joined"
+        status = json.loads(await asyncio.wait_for(first.recv(), T))["payload"]
+        epoch = status["epoch"]
+        app.broadcast("n", 1, to=["chat:u"])
+        assert json.loads(await asyncio.wait_for(first.recv(), T))["position"]["offset"] == 1
+        first.transport.abort()
+        for i in range(2, 12):
+            app.broadcast("n", i, to=["chat:u"])
+        async with connect(served.url) as again:
+            await send(again, "roomcast:rejoin", [{"room": "chat:u", "epoch": epoch, "offset": 1}])
+            got = [json.loads(await asyncio.wait_for(again.recv(), T)) for _ in range(12)]
+            assert got[0]["event"] == "roomcast:joined"
+            assert [m["payload"] for m in got[1:11]] == list(range(2, 12))
+            assert got[11]["payload"]["recovered"] is True and got[11]["payload"]["missed"] == 10
+            app.broadcast("n", "live", to=["chat:u"])
+            live = json.loads(await asyncio.wait_for(again.recv(), T))
+            assert (live["payload"], live["position"]["offset"]) == ("live", 12)
