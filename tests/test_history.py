@@ -338,52 +338,63 @@ async def test_a_replay_past_the_queue_bound_follows_the_slow_consumer_policy():
             assert s.running.stats()["slow_consumer_closes"] == 1
 
 
+async def replays_under_full_rate(app, urls, room, epoch, backlog):
+    """A thread broadcasts to ``room`` without pause while eight clients,
+    cut off earlier, rejoin through ``urls`` in turn from positions up to
+    ``backlog`` + 280 events back: each must get a run of offsets with no
+    hole and nothing twice, from its own position to the last broadcast."""
+    stop = threading.Event()
+    sent = [0]
+
+    def publisher():
+        while not stop.is_set():
+            app.broadcast("n", sent[0], to=[room])
+            sent[0] += 1
+            if sent[0] % 100 == 0:
+                time.sleep(0.001)
+
+    async def head():
+        # Where the history is (with Redis the broadcasts are queued
+        # scripts): a position far ahead of it only reads it.
+        return (await app.history(room, since=Position(epoch, 10**12))).position.offset
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    try:
+        await asyncio.sleep(0.3)
+        clients = []
+        for k in range(8):
+            since = max(0, await head() - backlog - 40 * k)
+            ws = await connect(urls[k % len(urls)], max_size=None)
+            await send(ws, "roomcast:rejoin", [{"room": room, "epoch": epoch, "offset": since}])
+            clients.append((ws, since))
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    last = await head()
+    assert last == sent[0], "every broadcast got a position"
+    for ws, since in clients:
+        offsets = []
+        status = None
+        while not offsets or offsets[-1] < last:
+            message = await recv(ws)
+            if message["event"] == "roomcast:position":
+                status = message["payload"]
+            elif message["event"] == "n":
+                assert message["payload"] == message["position"]["offset"] - 1
+                offsets.append(message["position"]["offset"])
+        assert status is not None and status["recovered"] is True
+        assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
+        assert status["missed"] <= len(offsets)
+        await ws.close()
+
+
 async def test_publishes_at_full_rate_during_replays_leave_no_gap_and_no_duplicate():
-    """A thread broadcasts without pause while clients cut off earlier
-    rejoin: each gets a run of offsets with no hole and nothing twice, from
-    its own position on."""
     async with Served(make_app(size=100_000)) as s:
         async with connect(s.url) as probe:
             epoch = (await join(probe, "chat:9"))["epoch"]
-        stop = threading.Event()
-        sent = [0]
-
-        def publisher():
-            while not stop.is_set():
-                s.app.broadcast("n", sent[0], to=["chat:9"])
-                sent[0] += 1
-                if sent[0] % 200 == 0:
-                    time.sleep(0.001)
-
-        thread = threading.Thread(target=publisher)
-        thread.start()
-        try:
-            await asyncio.sleep(0.2)
-            clients = []
-            for k in range(8):
-                since = max(0, sent[0] - 500 - 50 * k)
-                ws = await connect(s.url, max_size=None)
-                await send(ws, "roomcast:rejoin", [{"room": "chat:9", "epoch": epoch, "offset": since}])
-                clients.append((ws, since))
-            await asyncio.sleep(0.3)
-        finally:
-            stop.set()
-            thread.join()
-        last = sent[0]  # offset = value + 1
-        for ws, since in clients:
-            offsets = []
-            status = None
-            while not offsets or offsets[-1] < last:
-                message = await recv(ws)
-                if message["event"] == "roomcast:position":
-                    status = message["payload"]
-                elif message["event"] == "n":
-                    assert message["payload"] == message["position"]["offset"] - 1
-                    offsets.append(message["position"]["offset"])
-            assert status is not None and status["recovered"] is True
-            assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
-            assert status["missed"] <= len(offsets)
-            await ws.close()
+        await replays_under_full_rate(s.app, [s.url], "chat:9", epoch, 500)
 
 
 # -- App with a backplane: the history in Redis ----------------------------------
@@ -520,49 +531,7 @@ async def test_with_redis_publishes_at_full_rate_during_replays_leave_no_gap_and
     async with Pair(redis_server, size=100_000) as (a, b):
         async with connect(a.url) as probe:
             epoch = (await join(probe, "chat:r5"))["epoch"]
-        stop = threading.Event()
-        sent = [0]
-
-        def publisher():
-            while not stop.is_set():
-                a.app.broadcast("n", sent[0], to=["chat:r5"])
-                sent[0] += 1
-                if sent[0] % 100 == 0:
-                    time.sleep(0.002)
-
-        thread = threading.Thread(target=publisher)
-        thread.start()
-        try:
-            await asyncio.sleep(0.3)
-            clients = []
-            for k in range(8):
-                # Where Redis is (the broadcasts are its scripts, queued):
-                # a position far ahead of the history only reads it.
-                head = (await a.app.history("chat:r5", since=Position(epoch, 10**12))).position.offset
-                since = max(0, head - 300 - 40 * k)
-                ws = await connect((a, b)[k % 2].url, max_size=None)
-                await send(ws, "roomcast:rejoin", [{"room": "chat:r5", "epoch": epoch, "offset": since}])
-                clients.append((ws, since))
-            await asyncio.sleep(0.3)
-        finally:
-            stop.set()
-            thread.join()
-        history = await a.app.history("chat:r5", since=Position(epoch, sent[0] - 1))
-        last = history.position.offset
-        assert last == sent[0], "every publish got a position"
-        for ws, since in clients:
-            offsets = []
-            status = None
-            while not offsets or offsets[-1] < last:
-                message = await recv(ws)
-                if message["event"] == "roomcast:position":
-                    status = message["payload"]
-                elif message["event"] == "n":
-                    assert message["payload"] == message["position"]["offset"] - 1
-                    offsets.append(message["position"]["offset"])
-            assert status is not None and status["recovered"] is True
-            assert offsets == list(range(since + 1, last + 1)), f"rejoined from {since}: a gap or a duplicate"
-            await ws.close()
+        await replays_under_full_rate(a.app, [a.url, b.url], "chat:r5", epoch, 300)
 
 
 async def test_histories_emptied_by_their_ttl_are_forgotten_as_rooms_come_and_go():
