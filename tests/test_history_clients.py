@@ -93,11 +93,11 @@ async def _pipe(reader, writer):
         writer.transport.abort()
 
 
-def history_app(**options):
-    """An App whose ``chat:*`` rooms keep 1,000 events; anyone may join and
-    rejoin."""
+def history_app(size=1000, **options):
+    """An App whose ``chat:*`` rooms keep ``size`` events; anyone may join
+    and rejoin."""
     app = App(**options)
-    app.keep_history("chat:*", 1000)
+    app.keep_history("chat:*", size)
 
     @app.on("join")
     async def join(ws):
@@ -214,17 +214,7 @@ async def test_a_client_cut_off_gets_exactly_what_it_missed_then_the_live_events
 
 
 async def test_a_position_the_history_no_longer_holds_is_not_recovered():
-    app = App()
-    app.keep_history("chat:*", 5)
-
-    @app.on("join")
-    async def join(ws):
-        await ws.join(ws.payload)
-
-    @app.on_rejoin
-    async def rejoin(ws, room):
-        await ws.join(room)
-
+    app = history_app(size=5)
     room = f"chat:{uuid.uuid4().hex[:8]}"
     client = AsyncioPeer()
     async with app.serve("127.0.0.1", 0) as running, Relay(running.port) as relay:
