@@ -34,7 +34,9 @@ and 1,000 clients recovering what they missed at once.
    join to the room's last offset, nothing twice), and every observer its
    ``bench:live`` offsets; any error fails the run.
 
-``--quick``: 3 repetitions of each, 2 s of sending; about a minute.
+Before each run it waits (``--quiet-wait``, 20 s at most, 5 with ``--quick``) for the other
+work on the machine to drop below 25% of each core, and records what it
+saw. ``--quick``: 3 repetitions of each, 2 s of sending; about a minute.
 Default: 5 repetitions, 3 s. Writes ``results/<date>-history.json`` and
 ``.md`` (``--out STEM``: ``results/STEM.*``). Exits 1 if a run failed.
 """
@@ -369,6 +371,19 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+def wait_quiet(args: argparse.Namespace) -> list[float]:
+    """Waits (--quiet-wait seconds at most) until every core is less than
+    25% busy over half a second with nothing of ours running: other work on
+    the shared machine moves the figures. Returns the last shares seen."""
+    deadline = time.monotonic() + args.quiet_wait
+    while True:
+        before = core_ticks()
+        time.sleep(0.5)
+        shares = [round(busy_share(x, y), 3) for x, y in zip(before, core_ticks(), strict=True)]
+        if max(shares, default=0) < 0.25 or time.monotonic() > deadline:
+            return shares
+
+
 def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url: str | None) -> dict:
     """One load generator run against a fresh roomcast_history_chat.py."""
     import cross_server as cross
@@ -384,6 +399,7 @@ def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url
         "size": SIZE,
         "redis": redis_url is not None,
     }
+    rec["machine_busy_before"] = wait_quiet(args)
     with open("/proc/loadavg") as f:
         rec["loadavg_before"] = float(f.read().split()[0])
     port = bench.free_port()
@@ -564,6 +580,7 @@ async def recovery_run(args: argparse.Namespace, planned: int) -> dict:
     import run as bench
 
     rec: dict = {"clients": args.recovery_clients, "missed_planned": planned, "rate": args.rate, "every": args.every}
+    rec["machine_busy_before"] = wait_quiet(args)
     port = bench.free_port()
     server = cross.Proc(
         [sys.executable, str(HERE / "servers" / "roomcast_history_app.py"), str(port), "--size", str(HISTORY)],
@@ -780,10 +797,11 @@ def fanout_table(doc: dict, label: str) -> list[str]:
         " generator's speed, not the server's, is what the row measures."
     )
     busy = [r["server_busy"] for r in runs if r["scenario"] == "burst" and r["status"] == "ok" and r.get("server_busy")]
-    loads = [r["loadavg_before"] for r in runs]
+    others = [max(r.get("machine_busy_before") or [0]) for r in runs]
     lines += [
         "",
-        f"Load average before the runs: {min(loads):.2f}–{max(loads):.2f}; the server's share of its core in the"
+        f"Other work before each run (the busier core, 0.5 s, after waiting up to {doc['settings']['quiet_wait']:g} s"
+        f" for it to drop below 25%): {min(others):.0%}–{max(others):.0%}; the server's share of its core in the"
         f" burst runs: {min(busy):.0%}–{max(busy):.0%}"
         + (
             " (below 90%: its core was shared with other work during some runs, which moves their figures;"
@@ -854,6 +872,7 @@ def recovery_section(doc: dict) -> list[str]:
     def lag(x: dict | None) -> str:
         return "–" if x is None else f"{x['p99']:.1f} / {x['max']:.1f} ms"
 
+    row("other work before the run (the busier core)", lambda b: f"{max(b.get('machine_busy_before') or [0]):.0%}")
     row("events missed per client (min–max)", lambda b: f"{b['missed']['min']}–{b['missed']['max']}")
     row("events replayed in all", lambda b: f"{b['missed']['total']:,}")
     row(
@@ -912,6 +931,10 @@ def markdown(doc: dict) -> str:
         + ("" if s["pin"] else " (not pinned)")
         + ". Compare within this run only.",
         "",
+        "Each core's busy share over 1 s before the first run, with nothing of this benchmark running: "
+        + ", ".join(f"{x:.0%}" for x in doc.get("machine_busy_before", []))
+        + " (other work on the machine; it moves every figure below).",
+        "",
         f"Machine: {doc['machine'].get('cpu_model')}, {doc['machine'].get('cpus')} CPUs,"
         f" Python {doc['machine'].get('python')}, kernel {doc['machine'].get('kernel')}.",
         "",
@@ -969,9 +992,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", type=float, default=2.0, help="seconds of live events before the recovery")
     ap.add_argument("--after", type=float, default=2.0, help="seconds of live events after it")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait at most before each run for the machine's other work to drop below 25%% of each"
+        " core (default 20; 5 with --quick)",
+    )
     args = ap.parse_args(argv)
     args.repeat = args.repeat or (3 if args.quick else 5)
     args.seconds = args.seconds or (2.0 if args.quick else 3.0)
+    if args.quiet_wait is None:
+        args.quiet_wait = 5.0 if args.quick else 20.0
     parts = [p.strip() for p in args.parts.split(",")]
 
     import cross_server as cross
@@ -994,6 +1025,12 @@ def main(argv: list[str] | None = None) -> int:
         "recovery": [],
         "_unavailable": {},
     }
+    # What the machine does without us: other work on it moves every figure.
+    before = core_ticks()
+    time.sleep(1.0)
+    after = core_ticks()
+    doc["machine_busy_before"] = [round(busy_share(x, y), 3) for x, y in zip(before, after, strict=True)]
+    print(f"CPU busy before starting (each core, 1 s): {doc['machine_busy_before']}", flush=True)
     t0 = time.monotonic()
     if "memory" in parts:
         run_fanout(args, doc, None, "memory")
