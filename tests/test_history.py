@@ -535,7 +535,9 @@ async def test_with_redis_publishes_at_full_rate_during_replays_leave_no_gap_and
 
 
 async def test_histories_emptied_by_their_ttl_are_forgotten_as_rooms_come_and_go():
-    app = make_app(size=10, ttl=0.05)
+    app = App()
+    app.keep_history("chat:gone-*", 10, 0.05)
+    app.keep_history("chat:new-*", 10, 60)
     for i in range(1024):
         app.broadcast("n", i, to=[f"chat:gone-{i}"])
     await asyncio.sleep(0.1)

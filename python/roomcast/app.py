@@ -101,6 +101,8 @@ POSITION = "roomcast:position"
 # channel's subscription before it goes on without the history.
 RECOVER_TIMEOUT = 10.0
 UNAVAILABLE = "history unavailable"
+# The loop time joins into history rooms may take per iteration (_Pacer).
+REPLAY_SLICE = 0.002
 REJOIN_USAGE = 'roomcast:rejoin takes a list of room names, or of {"room": name, "epoch": str, "offset": int}'
 MAX_ROOMS_PER_SOCKET = 100
 MAX_ROOMS = 100_000
@@ -298,7 +300,9 @@ class Socket:
             else:
                 store = self.app._store_for(room)
                 assert store is not None
-                self._join_history(room, store)
+                await self.app._pacer.turn()
+                if room not in (self._rooms or ()) and self._table.open(self):
+                    self._join_history(room, store)
             return
         self._table.join(self, room)
         if rooms is None:
@@ -362,6 +366,10 @@ class Socket:
                 logger.warning("room %s: its history could not be read: %s", _shown(room), exc)
         if room not in (self._rooms or ()) or not table.open(self):
             hub.recover_cancel(self.id, room_id)  # it left, or has gone
+            return
+        await self.app._pacer.turn()
+        if room not in (self._rooms or ()) or not table.open(self):
+            hub.recover_cancel(self.id, room_id)
             return
         first = envelope(JOINED, room) if table.notices else None
         if found is None:
@@ -454,6 +462,7 @@ class App(Server):
         self._stores: dict[str, Store] = {}
         self._stores_lock = threading.Lock()
         self._stores_swept = 1024  # histories after the last sweep (at least)
+        self._pacer = _Pacer()
         self._unhandled: Handler | None = None
         self._connect: list[Callable[[Socket], Any]] = []
         self._disconnect: list[Callable[[Socket], Any]] = []
@@ -1133,6 +1142,34 @@ class App(Server):
             ws._resume = None
         if refused is not None:
             await self._error(ws, str(refused), REJOIN)
+
+
+class _Pacer:
+    """Spreads joins into history rooms over the loop's iterations: their
+    replays take at most REPLAY_SLICE seconds of each, so that a thousand
+    clients rejoining at once do not hold the loop (and the live events)
+    for the whole of their replays. One replay is never split: it is one
+    step, under its history's lock."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None  # this iteration's first replay
+
+    async def turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if self._start is None:
+                self._start = now
+                # Callbacks queued now run in the next iteration, first:
+                # the budget starts again there.
+                loop.call_soon(self._reset)
+                return
+            if now - self._start < REPLAY_SLICE:
+                return
+            await asyncio.sleep(0)  # after the I/O and timers of the next one
+
+    def _reset(self) -> None:
+        self._start = None
 
 
 def _one_per_backplane(hubs: list[Hub], first: Hub | None) -> list[Hub]:
