@@ -26,6 +26,8 @@
 #                  and websocket_rooms (about 10 minutes)
 #   make bench-deflate  permessage-deflate against its peers (about 25 minutes)
 #   make bench-tls      TLS against its peers (about 5 minutes)
+#   make bench-history  per-room history on against off, in memory and in
+#                  Redis; 1,000 clients recovering at once (about 10 minutes)
 #   make style     check only: clang-format on the C, ruff format and ruff check
 #                  on the Python (configs: .clang-format, pyproject.toml)
 #   make types     mypy --strict on the package and the demo ([tool.mypy])
@@ -302,6 +304,13 @@ bench-tls: bench-deps build
 
 bench-fastapi: bench-deps build
 	PYTHONPATH=python $(PYTHON) benchmarks/run.py --fastapi
+
+# Per-room history (issue 18): fan-out with Room(history=1000) against
+# Room(), in memory and on a Redis backplane; 1,000 clients that each missed
+# 100 events rejoining at once while live events are published.
+.PHONY: bench-history
+bench-history: bench-deps build
+	PYTHONPATH=python $(PYTHON) benchmarks/history.py
 
 # Three servers sharing a room through one redis-server (started by the
 # script on a free port) against one server, N = 1,000 and 5,000.

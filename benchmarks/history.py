@@ -15,9 +15,9 @@ and 1,000 clients recovering what they missed at once.
    core, the server's resident memory after the run (VmRSS, VmHWM). An
    "on" run checks that the room's last position counts every message.
 2. **The same with Redis**: the Server on a ``redis-server`` started here
-   (free port, no persistence) and a named Room. A build whose Room refuses
-   history with a backplane makes this row "not available in this build"
-   (the server says so when the first client joins).
+   (free port, no persistence) and a named Room: the history in a Redis
+   stream, every push a script and every delivery, the pusher's server's
+   too, through Redis.
 3. **Recovery**: ``servers/roomcast_history_app.py``, an App with
    ``keep_history("bench:*", 1000)``. 1,000 clients (this script's
    ``--worker`` processes, raw asyncio sockets, pinned to CPU 1) join
@@ -70,7 +70,6 @@ SIZE = 64
 RECOVERY_ROOM = "bench:1"
 LIVE_ROOM = "bench:live"
 MISSED = 100
-UNAVAILABLE = "history with a backplane: not available in this build"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = base64.b64encode(hashlib.sha1((KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
 POS_RE = re.compile(rb'"position":\{"room":"([^"]*)","epoch":"([0-9a-f]+)","offset":(\d+)\}')
@@ -423,8 +422,6 @@ def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url
         rec.update(proc_status(server.proc.pid))
         result = next((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), None)
         if result is None or proc.returncode != 0 or not result.get("ok"):
-            if history and redis_url and "backplane yet" in server.output():
-                return {**rec, "status": "unavailable", "error": UNAVAILABLE}
             err = bench.tail(proc.stderr) + " | server: " + bench.tail(server.output(), 3)
             return {**rec, **(result or {}), "status": "failed", "error": err}
         result.pop("latency_cdf_us", None)
@@ -467,15 +464,9 @@ def run_fanout(args: argparse.Namespace, doc: dict, redis_url: str | None, label
         for scenario in ("burst", "single"):
             order = (False, True) if rep % 2 == 0 else (True, False)
             for history in order:
-                key = (label, scenario, history)
-                if doc["_unavailable"].get(key):
-                    continue
                 rec = fanout_run(history, scenario, args, redis_url)
                 rec["backend"], rec["repeat"] = label, rep + 1
                 doc["runs"].append(rec)
-                if rec["status"] == "unavailable":
-                    for s in ("burst", "single"):
-                        doc["_unavailable"][(label, s, True)] = True
                 print(
                     f"[{label} {rep + 1}/{args.repeat}] {scenario:6} history {'on ' if history else 'off'}: "
                     + (
@@ -741,7 +732,6 @@ def fanout_table(doc: dict, label: str) -> list[str]:
     runs = [r for r in doc["runs"] if r.get("backend") == label]
     if not runs:
         return []
-    unavailable = [r for r in runs if r["status"] == "unavailable"]
     lines = [
         "| scenario | figure | history off | history on (1,000) | on/off (medians) | on/off (paired runs) | target |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
@@ -756,7 +746,7 @@ def fanout_table(doc: dict, label: str) -> list[str]:
             mine = [r for r in runs if r["scenario"] == scenario and r["history"] is history]
             best = median_of(mine, key)
             if best is None:
-                why = UNAVAILABLE if history and unavailable else "failed" if mine else "not run"
+                why = "failed" if mine else "not run"
                 cells.append(why)
                 values.append(None)
                 continue
@@ -966,13 +956,6 @@ def markdown(doc: dict) -> str:
 # -------------------------------------------------------------------------- main
 
 
-def backplane_history_landed() -> bool:
-    """Whether this build's Room serves history with a backplane: its
-    refusal ("cannot be served with a backplane yet") is gone."""
-    source = (HERE.parent / "python" / "roomcast" / "room.py").read_text()
-    return "cannot be served with a backplane yet" not in source
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
@@ -1030,7 +1013,6 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items()},
         "runs": [],
         "recovery": [],
-        "_unavailable": {},
     }
     # What the machine does without us: other work on it moves every figure.
     before = core_ticks()
@@ -1042,16 +1024,12 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in parts:
         run_fanout(args, doc, None, "memory")
     if "redis" in parts:
-        if not backplane_history_landed():
-            doc["redis_note"] = f"Skipped: {UNAVAILABLE} (a Room with history= and a backplane is refused)."
-            print(f"[redis] skipped: {UNAVAILABLE}", flush=True)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                redis = cross.start_redis(tmp, args.pin)
-                try:
-                    run_fanout(args, doc, f"redis://127.0.0.1:{redis.port}/0", "redis")
-                finally:
-                    redis.stop()
+        with tempfile.TemporaryDirectory() as tmp:
+            redis = cross.start_redis(tmp, args.pin)
+            try:
+                run_fanout(args, doc, f"redis://127.0.0.1:{redis.port}/0", "redis")
+            finally:
+                redis.stop()
     if "recovery" in parts:
         for rep in range(args.repeat):
             for planned in (MISSED, 0):
@@ -1059,7 +1037,6 @@ def main(argv: list[str] | None = None) -> int:
                 rec["repeat"] = rep + 1
                 doc["recovery"].append(rec)
                 print(f"[recovery {rep + 1}/{args.repeat}, {planned} missed] {recovery_line(rec)}", flush=True)
-    doc.pop("_unavailable")
     doc["elapsed_seconds"] = round(time.monotonic() - t0, 1)
     doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     out_json = bench.RESULTS / f"{stem}.json"

@@ -315,27 +315,32 @@ async def test_rooms_without_history_are_unchanged_and_a_broadcast_splits_per_hi
             assert all(m["payload"] == {"x": 1} for m in got)
 
 
-async def test_a_replay_past_the_queue_bound_follows_the_slow_consumer_policy():
+async def replay_past_the_queue_bound(app, url, running, other_url, publish):
+    """A client that does not read rejoins from offset 0 of a 2 MB
+    history: closed as a slow consumer; another member is unharmed."""
     big = "x" * 20_000
+    for _ in range(100):  # 2 MB of history
+        app.broadcast("big", big, to=["chat:8"])
+    epoch = (await app.history("chat:8", since=Position("", 10**12))).position.epoch
+    # A reader with a small receive buffer that does not read while the
+    # replay is queued: it cannot fit its queue.
+    slow = await asyncio.to_thread(wsraw.WSClient.connect, running.port, "/", rcvbuf=4096)
+    with slow:
+        rejoin = {"event": "roomcast:rejoin", "payload": [{"room": "chat:8", "epoch": epoch, "offset": 0}]}
+        slow.send_text(json.dumps(rejoin))
+        async with connect(other_url) as other:
+            await join(other, "chat:8")  # unharmed, and live
+            publish("small", 1, to=["chat:8"])
+            assert (await recv(other))["payload"] == 1
+        messages, close = await asyncio.to_thread(slow.recv_until_close)
+        assert len(messages) < 100
+        assert (close.close_code, close.close_reason) == (1008, "message queue full (client too slow)")
+        assert running.stats()["slow_consumer_closes"] == 1
+
+
+async def test_a_replay_past_the_queue_bound_follows_the_slow_consumer_policy():
     async with Served(make_app(max_queue_bytes=256 * 1024)) as s:
-        for _ in range(100):  # 2 MB of history
-            s.app.broadcast("big", big, to=["chat:8"])
-        epoch = (await s.app.history("chat:8")).position.epoch
-        port = s.running.port
-        # A reader with a small receive buffer that does not read while the
-        # replay is queued: it cannot fit its queue.
-        slow = await asyncio.to_thread(wsraw.WSClient.connect, port, "/", rcvbuf=4096)
-        with slow:
-            rejoin = {"event": "roomcast:rejoin", "payload": [{"room": "chat:8", "epoch": epoch, "offset": 0}]}
-            slow.send_text(json.dumps(rejoin))
-            async with connect(s.url) as other:
-                await join(other, "chat:8")  # unharmed, and live
-                s.app.broadcast("small", 1, to=["chat:8"])
-                assert (await recv(other))["payload"] == 1
-            messages, close = await asyncio.to_thread(slow.recv_until_close)
-            assert len(messages) < 100
-            assert (close.close_code, close.close_reason) == (1008, "message queue full (client too slow)")
-            assert s.running.stats()["slow_consumer_closes"] == 1
+        await replay_past_the_queue_bound(s.app, s.url, s.running, s.url, s.app.broadcast)
 
 
 async def replays_under_full_rate(app, urls, room, epoch, backlog):
@@ -548,3 +553,39 @@ async def test_histories_emptied_by_their_ttl_are_forgotten_as_rooms_come_and_go
     # A room whose history expired starts a new epoch.
     first = (await app.history("chat:gone-1")).position
     assert first.offset == 0
+
+
+async def test_with_redis_a_replay_past_the_queue_bound_follows_the_slow_consumer_policy(redis_server):
+    apps = [make_app(backplane=redis_server.url, max_queue_bytes=256 * 1024) for _ in range(2)]
+    async with Served(apps[0]) as a, Served(apps[1]) as b:
+        await replay_past_the_queue_bound(a.app, a.url, a.running, b.url, b.app.broadcast)
+
+
+async def test_joins_into_history_rooms_are_spread_over_the_loops_iterations():
+    """The pacer of the App's history joins: a thousand joins whose
+    replays take 0.2 ms each run in their order, and the loop runs other
+    callbacks between them (the live events' turn) instead of after the
+    last one."""
+    from roomcast.app import _Pacer
+
+    pacer = _Pacer()
+    loop = asyncio.get_running_loop()
+    done, ticks = [], []
+
+    async def join(i):
+        await pacer.turn()
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.0002:  # a replay's work
+            pass
+        done.append(i)
+
+    def tick():
+        ticks.append(len(done))
+        if len(done) < 1000:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    await asyncio.gather(*(join(i) for i in range(1000)))
+    assert done == list(range(1000))
+    between = {n for n in ticks if 0 < n < 1000}
+    assert len(between) >= 10, f"the loop ran other callbacks at only {sorted(between)} joins done"

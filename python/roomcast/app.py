@@ -66,6 +66,7 @@ import inspect
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -1146,30 +1147,57 @@ class App(Server):
 
 class _Pacer:
     """Spreads joins into history rooms over the loop's iterations: their
-    replays take at most REPLAY_SLICE seconds of each, so that a thousand
+    replays take about REPLAY_SLICE seconds of each, so that a thousand
     clients rejoining at once do not hold the loop (and the live events)
     for the whole of their replays. One replay is never split: it is one
-    step, under its history's lock."""
+    step, under its history's lock.
+
+    A join goes on at once while the slice of this iteration lasts;
+    otherwise it waits in line. At the start of each iteration the pacer
+    lets through as many as the last slice's joins suggest fit in one
+    (from the time they took), so the waiting ones are woken once, not at
+    every iteration."""
 
     def __init__(self) -> None:
-        self._start: float | None = None  # this iteration's first replay
+        self._start: float | None = None  # when this slice began
+        self._granted = 0  # joins let through in it
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def turn(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
+        if not self._waiting:
             if self._start is None:
-                self._start = now
-                # Callbacks queued now run in the next iteration, first:
-                # the budget starts again there.
-                loop.call_soon(self._reset)
+                self._begin(loop)
+            if loop.time() - self._start < REPLAY_SLICE:  # type: ignore[operator]
+                self._granted += 1
                 return
-            if now - self._start < REPLAY_SLICE:
-                return
-            await asyncio.sleep(0)  # after the I/O and timers of the next one
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(future)
+        await future  # let through by _next, its turn counted
 
-    def _reset(self) -> None:
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._start = loop.time()
+        self._granted = 0
+        # Queued now, it runs in the next iteration, after what runs there.
+        loop.call_soon(self._next, loop)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The slice is over: lets through as many waiting joins as took
+        REPLAY_SLICE in it. They run in the next iteration, and this runs
+        again after them."""
+        assert self._start is not None
+        each = max(loop.time() - self._start, 1e-6) / max(self._granted, 1)
+        room = max(1, int(REPLAY_SLICE / each))
         self._start = None
+        granted = 0
+        while self._waiting and granted < room:
+            future = self._waiting.popleft()
+            if not future.done():  # else its socket's handler was cancelled
+                future.set_result(None)
+                granted += 1
+        if granted or self._waiting:
+            self._begin(loop)
+            self._granted = granted
 
 
 def _one_per_backplane(hubs: list[Hub], first: Hub | None) -> list[Hub]:

@@ -322,7 +322,9 @@ class BaseRoom:
     @property
     def position(self) -> Position | None:
         """The position of the room's last push (offset 0 before the
-        first), or None for a room without history."""
+        first), or None for a room without history. When Redis keeps the
+        history, the last push of this process (``await
+        room.history(since=...)`` asks Redis)."""
         store = self._store
         if store is None:
             return None
@@ -845,7 +847,11 @@ class BaseRoom:
             None,
         )
         reply = await backplane.command(*args)
-        return Position(reply[0].decode("ascii", "replace"), int(reply[1]))
+        position = Position(reply[0].decode("ascii", "replace"), int(reply[1]))
+        with store.lock:  # room.position: the last push of this process
+            if position.epoch != store.epoch or position.offset > store.offset:
+                store.epoch, store.offset = position
+        return position
 
     def _fan_out(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
         if self._asgi:
