@@ -5,7 +5,7 @@ and 1,000 clients recovering what they missed at once.
 
 1. **Fan-out, history on against off**: ``servers/roomcast_history_chat.py``
    (``roomcast_chat.py``'s room, pushes from Python with
-   ``room.push_text``), ``Room(history=1000)`` against ``Room()``, driven
+   ``room.push_text(message, wait=False)``), ``Room(history=1000)`` against ``Room()``, driven
    by the load generator (``build/loadgen``) as ``run.py`` drives it: burst
    (W=64) and single (W=1) at N = 1,000, 64 B messages, server pinned to
    CPU 0 and the load generator to CPU 1. On and off runs alternate (the
@@ -932,7 +932,8 @@ def markdown(doc: dict) -> str:
         "## Fan-out, history on against off (in memory)",
         "",
         "`servers/roomcast_history_chat.py`: `Room(history=1000)` against `Room()`, every message pushed from"
-        " Python with `room.push_text` (which returns the push's Position with history on).",
+        " Python with `room.push_text(message, wait=False)` (in memory the push's Position is returned either"
+        " way; with Redis, `wait=False` keeps the pushes in flight together instead of one per round trip).",
         "",
         *fanout_table(doc, "memory"),
         "",

@@ -132,6 +132,13 @@ async def test_a_named_room_keeps_its_history_in_redis_for_every_server(redis_se
                 (9, "to both"),
             ]
             assert (await room.history(since=positions[2])).reason == "position too old"
+            # Pushes that do not wait for their position: in flight
+            # together, in order all the same.
+            assert [await room.push_text(f"w{i}", wait=False) for i in range(50)] == [None] * 50
+            for ws in (a, b):
+                assert [await asyncio.wait_for(ws.recv(), T) for _ in range(50)] == [f"w{i}" for i in range(50)]
+            await until(lambda: room.position.offset == 59, what="room.position after the pushes that did not wait")
+            assert [m for _, m in (await room.history()).events] == [f"w{i}" for i in range(45, 50)]
             redis_server.stop()
             with pytest.raises(BackplaneError):
                 await room.push_text("Redis is away")

@@ -36,7 +36,11 @@ room = Room(name="bench", history=size) if shared else Room(history=size)
 
 @room.on_receive("text")
 async def relay(room, websocket, message):
-    await room.push_text(message)  # a Position with history, None without
+    # With history in Redis a push that waits for its position takes a
+    # round trip: the producer's pushes would go one at a time. wait=False
+    # keeps them in flight together, as without history; in memory the
+    # position is known at once and returned either way.
+    await room.push_text(message, wait=False)
 
 
 if __name__ == "__main__":

@@ -760,7 +760,7 @@ class BaseRoom:
     # -- pushes ------------------------------------------------------------
 
     async def push_json(
-        self, message: Any, *, exclude: ServerWebSocket | AsgiWebSocket | None = None
+        self, message: Any, *, exclude: ServerWebSocket | AsgiWebSocket | None = None, wait: bool = True
     ) -> Position | None:
         """Sends ``message`` as JSON (compact, UTF-8) in a text frame to every
         member, except ``exclude`` if given. Raises :class:`TypeError` (or
@@ -768,31 +768,38 @@ class BaseRoom:
         members. Pushes reach each member in the order they were made. In a
         room with history, returns the push's :class:`~roomcast.Position`
         (None otherwise); so do the other pushes. A named room with
-        history on a server with a backplane pushes through Redis (which
-        gives the position) and raises :class:`~roomcast.BackplaneError`
-        while Redis is away."""
-        return await self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude)
+        history on a server with a backplane pushes through Redis, which
+        gives the position: the push waits for Redis's answer (one round
+        trip) and raises :class:`~roomcast.BackplaneError` while Redis is
+        away. ``wait=False`` returns at once (None; a failure is logged):
+        a producer that pushes in a loop then keeps its pushes in flight
+        together, as a room without history does, instead of one per round
+        trip. Their order is kept either way."""
+        return await self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude, wait)
 
     async def push_text(
-        self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None
+        self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None, wait: bool = True
     ) -> Position | None:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
-        return await self._publish(message, exclude)
+        return await self._publish(message, exclude, wait)
 
     async def push_bytes(
         self,
         message: bytes | bytearray | memoryview,
         *,
         exclude: ServerWebSocket | AsgiWebSocket | None = None,
+        wait: bool = True,
     ) -> Position | None:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
-        return await self._publish(message, exclude)
+        return await self._publish(message, exclude, wait)
 
-    async def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> Position | None:
+    async def _publish(
+        self, data: str | bytes | bytearray | memoryview, exclude: Any | None, wait: bool = True
+    ) -> Position | None:
         store = self._store
         if store is None:
             self._fan_out(data, exclude)
@@ -801,7 +808,7 @@ class BaseRoom:
             data = bytes(data)  # kept: it must not change under the history
         hub = self._redis_hub(exclude)
         if hub is not None:
-            return await self._publish_redis(hub, data, exclude, store)
+            return await self._publish_redis(hub, data, exclude, store, wait)
         # The position and the hand-over to the core under one lock: the
         # core takes them in offset order (see roomcast.history).
         with store.lock:
@@ -821,7 +828,9 @@ class BaseRoom:
         hubs.sort(key=lambda h: h is not first)
         return hubs[0] if hubs else None
 
-    async def _publish_redis(self, hub: _hub.Hub, data: str | bytes, exclude: Any | None, store: Store) -> Position:
+    async def _publish_redis(
+        self, hub: _hub.Hub, data: str | bytes, exclude: Any | None, store: Store, wait: bool
+    ) -> Position | None:
         """A push through the script that gives it its position in Redis
         (roomcast._redis_history); its members here hear it from Redis, as
         every server's do. Members served in Python get it at once."""
@@ -846,12 +855,19 @@ class BaseRoom:
             store.ttl,
             None,
         )
-        reply = await backplane.command(*args)
-        position = Position(reply[0].decode("ascii", "replace"), int(reply[1]))
-        with store.lock:  # room.position: the last push of this process
-            if position.epoch != store.epoch or position.offset > store.offset:
-                store.epoch, store.offset = position
-        return position
+        if not wait:
+
+            def published(reply: Any, error: str | None) -> None:
+                if error is not None:
+                    logger.warning(
+                        "a push to room %r was not published (its history is in Redis): %s", self._name, error
+                    )
+                else:
+                    _seen(store, reply)
+
+            backplane.call(args, published)
+            return None
+        return _seen(store, await backplane.command(*args))
 
     def _fan_out(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
         if self._asgi:
@@ -1014,6 +1030,16 @@ class Room(BaseRoom):
             return func
 
         return decorator
+
+
+def _seen(store: Store, reply: Any) -> Position:
+    """The position Redis gave a push; room.position follows the last push
+    of this process."""
+    position = Position(reply[0].decode("ascii", "replace"), int(reply[1]))
+    with store.lock:
+        if position.epoch != store.epoch or position.offset > store.offset:
+            store.epoch, store.offset = position
+    return position
 
 
 # The histories of named rooms: one per name in this process, as long as a
