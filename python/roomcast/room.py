@@ -775,7 +775,7 @@ class BaseRoom:
         a producer that pushes in a loop then keeps its pushes in flight
         together, as a room without history does, instead of one per round
         trip. Their order is kept either way."""
-        return await self._publish(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude, wait)
+        return await self._push(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude, wait)
 
     async def push_text(
         self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None, wait: bool = True
@@ -783,7 +783,7 @@ class BaseRoom:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
-        return await self._publish(message, exclude, wait)
+        return await self._push(message, exclude, wait)
 
     async def push_bytes(
         self,
@@ -795,20 +795,28 @@ class BaseRoom:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
-        return await self._publish(message, exclude, wait)
+        return await self._push(message, exclude, wait)
 
-    async def _publish(
-        self, data: str | bytes | bytearray | memoryview, exclude: Any | None, wait: bool = True
+    async def _push(
+        self, data: str | bytes | bytearray | memoryview, exclude: Any | None, wait: bool
     ) -> Position | None:
+        store = self._store
+        hub = self._redis_hub(exclude) if store is not None else None
+        if hub is not None and store is not None:
+            return await self._publish_redis(
+                hub, data if isinstance(data, (str, bytes)) else bytes(data), exclude, store, wait
+            )
+        return self._publish(data, exclude)
+
+    def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> Position | None:
+        """A push kept in this process's history (if any) and fanned out:
+        the synchronous part of the pushes, any thread."""
         store = self._store
         if store is None:
             self._fan_out(data, exclude)
             return None
         if not isinstance(data, (str, bytes)):
             data = bytes(data)  # kept: it must not change under the history
-        hub = self._redis_hub(exclude)
-        if hub is not None:
-            return await self._publish_redis(hub, data, exclude, store, wait)
         # The position and the hand-over to the core under one lock: the
         # core takes them in offset order (see roomcast.history).
         with store.lock:
