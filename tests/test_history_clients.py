@@ -363,7 +363,7 @@ async def test_the_rejoin_names_each_room_with_its_last_position_before_anything
         # Every message reached the application as sent.
         assert got == [*POSITIONED, {"event": "done", "payload": None}]
         assert ws.rooms == {"a", "b", "c"}
-        Position = roomcast.client._rooms.position_type()
+        Position = roomcast.Position
         assert ws.positions == {"a": Position("00000000000000aa", 2), "b": Position("00000000000000bb", 7)}
         await asyncio.wait_for(server.reconnected.wait(), T)
         first, second = server.first[1][:2]

@@ -775,7 +775,11 @@ class BaseRoom:
         a producer that pushes in a loop then keeps its pushes in flight
         together, as a room without history does, instead of one per round
         trip. Their order is kept either way."""
-        return await self._push(json.dumps(message, separators=(",", ":"), ensure_ascii=False), exclude, wait)
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        hub = self._redis_hub(exclude)
+        if hub is None:  # no Redis history: nothing to wait for
+            return self._publish(data, exclude)
+        return await self._publish_redis(hub, data, exclude, wait)
 
     async def push_text(
         self, message: str, *, exclude: ServerWebSocket | AsgiWebSocket | None = None, wait: bool = True
@@ -783,7 +787,10 @@ class BaseRoom:
         """Sends ``message`` in a text frame to every member but ``exclude``."""
         if not isinstance(message, str):
             raise TypeError(f"push_text() expects str, not {type(message).__name__}")
-        return await self._push(message, exclude, wait)
+        hub = self._redis_hub(exclude)
+        if hub is None:  # no Redis history: nothing to wait for
+            return self._publish(message, exclude)
+        return await self._publish_redis(hub, message, exclude, wait)
 
     async def push_bytes(
         self,
@@ -795,18 +802,10 @@ class BaseRoom:
         """Sends ``message`` in a binary frame to every member but ``exclude``."""
         if isinstance(message, str):
             raise TypeError("push_bytes() expects a bytes-like object, not str")
-        return await self._push(message, exclude, wait)
-
-    async def _push(
-        self, data: str | bytes | bytearray | memoryview, exclude: Any | None, wait: bool
-    ) -> Position | None:
-        store = self._store
-        hub = self._redis_hub(exclude) if store is not None else None
-        if hub is not None and store is not None:
-            return await self._publish_redis(
-                hub, data if isinstance(data, (str, bytes)) else bytes(data), exclude, store, wait
-            )
-        return self._publish(data, exclude)
+        hub = self._redis_hub(exclude)
+        if hub is None:  # no Redis history: nothing to wait for
+            return self._publish(message, exclude)
+        return await self._publish_redis(hub, message, exclude, wait)
 
     def _publish(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> Position | None:
         """A push kept in this process's history (if any) and fanned out:
@@ -827,8 +826,8 @@ class BaseRoom:
     def _redis_hub(self, exclude: Any | None) -> _hub.Hub | None:
         """For a named room with history: a serving hub with a backplane
         (the excluded member's first), through which Redis keeps the
-        history; None: this process keeps it."""
-        if self._name is None:
+        history; None: no history, or this process keeps it."""
+        if self._name is None or self._store is None:
             return None
         core = self._cores.get(exclude, exclude) if exclude is not None else None
         first = hub_of(core) if isinstance(core, ServerWebSocket) else None
@@ -837,13 +836,15 @@ class BaseRoom:
         return hubs[0] if hubs else None
 
     async def _publish_redis(
-        self, hub: _hub.Hub, data: str | bytes, exclude: Any | None, store: Store, wait: bool
+        self, hub: _hub.Hub, data: str | bytes | bytearray | memoryview, exclude: Any | None, wait: bool
     ) -> Position | None:
         """A push through the script that gives it its position in Redis
         (roomcast._redis_history); its members here hear it from Redis, as
         every server's do. Members served in Python get it at once."""
-        backplane = hub.backplane
-        assert backplane is not None and self._name is not None
+        backplane, store = hub.backplane, self._store
+        assert backplane is not None and store is not None and self._name is not None
+        if not isinstance(data, (str, bytes)):
+            data = bytes(data)
         if self._asgi:
             for ws, asgi in self._asgi.items():
                 if ws is not exclude:

@@ -22,40 +22,18 @@ received, which is what a rejoin must send); :meth:`Rooms.rooms` and
 
 from __future__ import annotations
 
-import importlib
 import json
 import threading
-from typing import Any, NamedTuple
+from typing import Any
 
-__all__ = ["Rooms", "position_type"]
+from ..history import Position
+
+__all__ = ["Rooms"]
 
 JOINED = "roomcast:joined"
 LEFT = "roomcast:left"
 POSITION = "roomcast:position"
 REJOIN = "roomcast:rejoin"
-
-
-class _Position(NamedTuple):
-    """Where an event stands in a room's history (the server's
-    ``roomcast.Position`` when the package has it)."""
-
-    epoch: str
-    offset: int
-
-
-_position: Any = None
-
-
-def position_type() -> Any:
-    """``roomcast.history.Position``, or the client's own equivalent when
-    the package has no history module; looked up on first use."""
-    global _position
-    if _position is None:
-        try:
-            _position = importlib.import_module("..history", __package__).Position
-        except (ImportError, AttributeError):
-            _position = _Position
-    return _position
 
 
 def _read_position(value: Any) -> tuple[str, str, int] | None:
@@ -78,13 +56,13 @@ class Rooms:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rooms: dict[str, None] = {}  # in the order joined
-        self._positions: dict[str, Any] = {}  # room -> Position
+        self._positions: dict[str, Position] = {}
 
     def rooms(self) -> set[str]:
         with self._lock:
             return set(self._rooms)
 
-    def positions(self) -> dict[str, Any]:
+    def positions(self) -> dict[str, Position]:
         with self._lock:
             return dict(self._positions)
 
@@ -114,7 +92,7 @@ class Rooms:
     def _remember(self, position: tuple[str, str, int] | None) -> None:
         if position is not None:
             room, epoch, offset = position
-            self._positions[room] = position_type()(epoch, offset)
+            self._positions[room] = Position(epoch, offset)
 
     def rejoin_message(self) -> str | None:
         """The ``roomcast:rejoin`` envelope for the rooms the client is in,
