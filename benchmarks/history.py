@@ -17,7 +17,10 @@ and 1,000 clients recovering what they missed at once.
 2. **The same with Redis**: the Server on a ``redis-server`` started here
    (free port, no persistence) and a named Room: the history in a Redis
    stream, every push a script and every delivery, the pusher's server's
-   too, through Redis.
+   too, through Redis. Twice: Redis on the server's core (``redis``, as in
+   ``cross_server.py``), then on the load generator's (``redis-apart``, as
+   a deployment gives Redis a core or host of its own); Redis's CPU share
+   is recorded.
 3. **Recovery**: ``servers/roomcast_history_app.py``, an App with
    ``keep_history("bench:*", 1000)``. 1,000 clients (this script's
    ``--worker`` processes, raw asyncio sockets, pinned to CPU 1) join
@@ -383,7 +386,9 @@ def wait_quiet(args: argparse.Namespace) -> list[float]:
             return shares
 
 
-def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url: str | None) -> dict:
+def fanout_run(
+    history: bool, scenario: str, args: argparse.Namespace, redis_url: str | None, redis_pid: int | None = None
+) -> dict:
     """One load generator run against a fresh roomcast_history_chat.py."""
     import cross_server as cross
     import report
@@ -418,7 +423,10 @@ def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url
         ]  # fmt: skip
         lg = bench.pinned(1, lg, args.pin)
         rec["command"] = " ".join(lg)
+        redis_before = cpu_seconds(redis_pid) if redis_pid else None
         proc = subprocess.run(lg, capture_output=True, text=True, timeout=args.budget + 30)
+        if redis_pid:
+            rec["redis_cpu_seconds"] = round(cpu_seconds(redis_pid) - redis_before, 3)
         rec.update(proc_status(server.proc.pid))
         result = next((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), None)
         if result is None or proc.returncode != 0 or not result.get("ok"):
@@ -434,6 +442,9 @@ def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url
             rec["loadgen_limited"] = share > report.LOADGEN_LIMIT
         if result.get("server_cpu_seconds") is not None and result.get("publish_seconds"):
             rec["server_busy"] = round(result["server_cpu_seconds"] / result["publish_seconds"], 4)
+        if rec.get("redis_cpu_seconds") is not None and result.get("publish_seconds"):
+            # Over the whole run (connections and warm-up too): an upper bound.
+            rec["redis_busy"] = round(rec["redis_cpu_seconds"] / result["publish_seconds"], 4)
         rec["status"] = "ok"
     except bench.StartError as exc:
         return {**rec, "status": "failed", "error": f"server: {exc}"}
@@ -459,12 +470,14 @@ def fanout_run(history: bool, scenario: str, args: argparse.Namespace, redis_url
     return rec
 
 
-def run_fanout(args: argparse.Namespace, doc: dict, redis_url: str | None, label: str) -> None:
+def run_fanout(
+    args: argparse.Namespace, doc: dict, redis_url: str | None, label: str, redis_pid: int | None = None
+) -> None:
     for rep in range(args.repeat):
         for scenario in ("burst", "single"):
             order = (False, True) if rep % 2 == 0 else (True, False)
             for history in order:
-                rec = fanout_run(history, scenario, args, redis_url)
+                rec = fanout_run(history, scenario, args, redis_url, redis_pid)
                 rec["backend"], rec["repeat"] = label, rep + 1
                 doc["runs"].append(rec)
                 print(
@@ -752,9 +765,11 @@ def fanout_table(doc: dict, label: str) -> list[str]:
                 continue
             fmt = "{:,.0f}" if key == "deliveries_per_sec" else "{:.3f}"
             limited = " †" if best.get("loadgen_limited") else ""
+            redis = f", Redis ≤ {best['redis_busy']:.0%}" if best.get("redis_busy") is not None else ""
             cells.append(
                 f"{fmt.format(best[key])}{limited} (loadgen {best.get('loadgen_busy', 0):.0%},"
-                f" server {best.get('server_busy', 0):.0%}; runs: {', '.join(fmt.format(v) for v in best['spread'])})"
+                f" server {best.get('server_busy', 0):.0%}{redis};"
+                f" runs: {', '.join(fmt.format(v) for v in best['spread'])})"
             )
             values.append(best[key])
         off, on = values
@@ -946,9 +961,23 @@ def markdown(doc: dict) -> str:
     else:
         lines += [
             "The same server on a `redis-server` backplane (started here, no persistence) with"
-            ' `Room(name="bench", ...)`.',
+            ' `Room(name="bench", ...)`. Redis on the server\'s core (CPU 0), as in `cross_server.py`: the'
+            " script each push runs in Redis takes from the server's core.",
             "",
             *redis,
+        ]
+    apart = fanout_table(doc, "redis-apart")
+    if apart:
+        lines += [
+            "",
+            "### Redis on a core of its own",
+            "",
+            "The same, Redis on the load generator's core (CPU 1), as a deployment gives Redis its own core or"
+            " host: the server's core does the server's work only. Redis's share is its CPU time over the"
+            " publishing time (an upper bound: its CPU is counted over the whole run); with the load"
+            " generator's, it must stay below 100% of that core for the figure to be the server's.",
+            "",
+            *apart,
         ]
     lines += ["", *recovery_section(doc)]
     return "\n".join(lines) + "\n"
@@ -968,7 +997,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="sending time of a fan-out run at most (default 3; 2 with --quick)")
     ap.add_argument("--deliveries", type=int, default=10_000_000, help="a fan-out run's deliveries: M = this / N")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds a load generator run may take")
-    ap.add_argument("--parts", default="memory,redis,recovery", help="comma-separated: memory, redis, recovery")
+    ap.add_argument(
+        "--parts",
+        default="memory,redis,redis-apart,recovery",
+        help="comma-separated: memory, redis (Redis on the server's core), redis-apart (on the load generator's),"
+        " recovery",
+    )
     ap.add_argument("--recovery-clients", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2, help="client processes of the recovery")
     ap.add_argument("--observers", type=int, default=10, help="clients in bench:live")
@@ -1024,11 +1058,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     if "memory" in parts:
         run_fanout(args, doc, None, "memory")
-    if "redis" in parts:
+    for label in ("redis", "redis-apart"):
+        if label not in parts:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             redis = cross.start_redis(tmp, args.pin)
             try:
-                run_fanout(args, doc, f"redis://127.0.0.1:{redis.port}/0", "redis")
+                if label == "redis-apart" and args.pin:
+                    os.sched_setaffinity(redis.proc.pid, {1})
+                run_fanout(args, doc, f"redis://127.0.0.1:{redis.port}/0", label, redis.proc.pid)
             finally:
                 redis.stop()
     if "recovery" in parts:

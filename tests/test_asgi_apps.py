@@ -24,6 +24,7 @@ from roomcast._pyhub import PyCore
 from roomcast.compat.fastapi_pubsub import BasePubSubWebSocket, RedisCredentials
 from roomcast.websocket import hub_of
 from support.asgiserve import CORE, PYTHON, REPO, Served, UvicornProcess, http_get
+from support.historyapp import history_app
 
 T = 60  # hang guard only
 
@@ -545,17 +546,7 @@ async def test_app_options_configure_the_core_under_uvicorn(redis_server):
 async def test_history_and_recovery_under_uvicorn(ws):
     """keep_history under uvicorn, on either path: a client cut off gets
     what it missed, then live events."""
-    app = App()
-    app.keep_history("chat:*", 100)
-
-    @app.on("join")
-    async def join(sock):
-        await sock.join(sock.payload)
-
-    @app.on_rejoin
-    async def rejoin(sock, room):
-        await sock.join(room)
-
+    app = history_app(100)
     async with Served(app, ws=ws) as served:
         first = await connect(served.url)
         await send(first, "join", "chat:u")

@@ -146,6 +146,38 @@ async def test_a_named_room_keeps_its_history_in_redis_for_every_server(redis_se
             redis_server.start()
 
 
+async def test_pushes_made_together_share_script_calls_and_keep_their_order(redis_server):
+    """Pushes to a room whose history Redis keeps, made in one iteration of
+    the loop (waiting for their positions or not), go in shared script
+    calls: each still gets its own position, consecutive in the order the
+    pushes were made, and the members get them in that order."""
+    room = Room(name="hist-batch", history=1000)
+    server = Server(backplane=redis_server.url)
+    server.route("/", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/") as member:
+            while len(room) < 1:
+                await asyncio.sleep(0.01)
+            await room.push_text("first")  # the script is known to Redis from here on
+            before = redis_server.command("INFO", "commandstats").decode()
+            pushes = [room.push_text(f"p{i}", wait=i % 3 != 0) for i in range(150)]
+            answers = await asyncio.gather(*pushes)
+            after = redis_server.command("INFO", "commandstats").decode()
+            waited = [p for i, p in enumerate(answers) if i % 3 != 0]
+            assert [p.offset for p in waited] == [i + 2 for i in range(150) if i % 3 != 0]
+            assert len({p.epoch for p in waited}) == 1
+            got = [await asyncio.wait_for(member.recv(), T) for _ in range(151)]
+            assert got == ["first"] + [f"p{i}" for i in range(150)]
+            await until(lambda: room.position.offset == 151, what="room.position after the last push")
+
+            def evals(stats):
+                line = next(x for x in stats.splitlines() if x.startswith("cmdstat_eval:"))
+                return int(line.split("calls=")[1].split(",")[0])
+
+            # 150 pushes in one iteration: three calls of 64 at most.
+            assert evals(after) - evals(before) <= 3
+
+
 # -- App: the wire -----------------------------------------------------------------
 
 

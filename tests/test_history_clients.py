@@ -21,6 +21,7 @@ from websockets.asyncio.server import serve
 import roomcast
 from roomcast import App, WebSocket
 from support.browser import DevTools, T, Tab
+from support.historyapp import history_app
 from support.polling import until
 
 MISSED = 50
@@ -91,23 +92,6 @@ async def _pipe(reader, writer):
             await writer.drain()
     finally:
         writer.transport.abort()
-
-
-def history_app(size=1000, **options):
-    """An App whose ``chat:*`` rooms keep ``size`` events; anyone may join
-    and rejoin."""
-    app = App(**options)
-    app.keep_history("chat:*", size)
-
-    @app.on("join")
-    async def join(ws):
-        await ws.join(ws.payload)
-
-    @app.on_rejoin
-    async def rejoin(ws, room):
-        await ws.join(room)
-
-    return app
 
 
 def said(room, epoch, n):

@@ -445,6 +445,12 @@ static PyObject *Core_flush(CoreObject *self, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
+static PyObject *Core_idle(CoreObject *self, PyObject *unused) {
+  (void)unused;
+  rc_server_idle(self->srv);
+  Py_RETURN_NONE;
+}
+
 static PyObject *Core_fileno(CoreObject *self, PyObject *unused) {
   (void)unused;
   return PyLong_FromLong(rc_server_fd(self->srv));
@@ -1268,6 +1274,7 @@ static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
       {"backplane_dropped", st.backplane_dropped},
       {"backplane_channels", st.backplane_channels},
       {"backplane_invalid", st.backplane_invalid},
+      {"backplane_coalesced", st.backplane_coalesced},
       {"adopted_total", st.adopted_total},
       {"deflate_connections", st.deflate_connections},
       {"messages_deflated", st.messages_deflated},
@@ -1457,6 +1464,9 @@ static PyMethodDef Core_methods[] = {
      "buffered($self, conn, /)\n--\n\nBytes of a client connection not "
      "yet written to its socket (0 once gone)."},
     {"set_batching", (PyCFunction)Core_set_batching, METH_O, set_batching_doc},
+    {"idle", (PyCFunction)Core_idle, METH_NOARGS,
+     "idle($self, /)\n--\n\nSay that the events polled have been handled "
+     "(see rc_server_idle)."},
     {"flush", (PyCFunction)Core_flush, METH_NOARGS,
      "flush($self, /)\n--\n\nWake the core for the commands of this batch."},
     {"fileno", (PyCFunction)Core_fileno, METH_NOARGS,

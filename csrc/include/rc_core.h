@@ -225,6 +225,14 @@ int rc_server_fd(const rc_server *s);
 rc_event *rc_server_poll(rc_server *s);
 void rc_events_free(rc_event *ev);
 
+/* The embedder has handled the events it polled, and made the commands
+ * they lead to: a pause in its work. Any thread. Optional; with a
+ * backplane, a loaded server writes the messages of rooms with history
+ * from Redis in fewer, larger writes when the embedder says so (see
+ * backplane_coalesced): without it, they wait up to a few milliseconds
+ * more. */
+void rc_server_idle(rc_server *s);
+
 /* --- commands (any thread) ---------------------------------------------- */
 
 /* With on != 0, commands no longer wake the loop by themselves: the
@@ -418,6 +426,10 @@ typedef struct rc_stats {
   uint64_t backplane_channels;   /* room channels subscribed now */
   uint64_t backplane_invalid;    /* messages from Redis that were dropped:
                                     unknown format or invalid UTF-8 text */
+  uint64_t backplane_coalesced;  /* messages of rooms with history from
+                                    Redis held for a moment, under load, to
+                                    share their members' writes with the
+                                    next ones */
   uint64_t adopted_total;        /* connections rc_server_adopt() handed over
                                     (counted in accepted_total too) */
   uint64_t deflate_connections;  /* open connections that negotiated

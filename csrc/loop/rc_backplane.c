@@ -63,6 +63,26 @@
  * since the subscription was active before the stream was read, and
  * without a duplicate, since the offsets say where they meet.
  *
+ * Coalescing. A message of a room with history makes a round trip before
+ * its members get it: from the embedder's handler through the script and
+ * back on the subscription. Under a burst, the writes of one turn would
+ * carry what has come back while the rest is still on its way, and each
+ * member would get two writes (two system calls) where a room without
+ * history gets one. So, while the server is loaded (a flush took
+ * RC__LONG_FLUSH_NS or more, lately: within four times its length), these
+ * messages are held until the end of the turn, and past it while more may
+ * follow: events that may lead to pushes (not Redis replies) wait for the
+ * embedder or it still handles the ones it took (rc_server_idle ends
+ * that), or commands wait for Redis's answer.
+ * They are held half that long flush at most (RC__COALESCE_MAX_MS at
+ * most): less than a member waits anyway behind one flush, and never when
+ * the server is not loaded. Redis writes a script's answer before what it
+ * published, so once nothing is left to wait for, one more turn reads
+ * what may be on its way (`settle`). Held messages keep their order;
+ * every command but a Redis one releases them first
+ * (rc__bp_before_commands), as does the end. The run of a room's held
+ * messages is written as a publish run is (rc__room_deliver_run).
+ *
  * Failures. A connection that fails is retried by the seam (rc_redis.h);
  * the subscriber then resubscribes every room with local members.
  * Publishes made while the command connection is down, or while Redis has
@@ -86,8 +106,9 @@
 #include "proto/rc_bpwire.h"
 #include "proto/rc_frame.h"
 
-#define RC__GRACE_MS 1000 /* stopping: the last publishes may take this */
-#define RC__SUB_BATCH 256 /* channels per SUBSCRIBE when resubscribing */
+#define RC__GRACE_MS 1000      /* stopping: the last publishes may take this */
+#define RC__COALESCE_MAX_MS 5u /* coalescing (above): held at most this */
+#define RC__SUB_BATCH 256      /* channels per SUBSCRIBE when resubscribing */
 /* A publisher unheard of this long is forgotten. */
 #define RC__PEER_IDLE_MS 600000
 
@@ -128,6 +149,11 @@ typedef struct rc_peer {
   uint64_t id, seq, seen;
 } rc_peer;
 
+typedef struct rc_held { /* a delivery waiting to share a flush */
+  uint64_t room, skip;
+  rc_buf *b;
+} rc_held;
+
 typedef struct rc_backplane {
   rc_server *s;
   rc_redis sub, cmd;
@@ -151,6 +177,11 @@ typedef struct rc_backplane {
   size_t scratch_cap;
   uv_timer_t grace;
   int started, closing, up;
+  rc_held *held; /* coalescing (see above), oldest first */
+  uint32_t nheld, capheld;
+  int settled;       /* nothing was left to wait for at the last check */
+  uv_timer_t linger; /* releases what is held at the latest */
+  uv_idle_t settle;  /* one more turn (its poll does not block) */
 } rc_backplane;
 
 static void store(atomic_uint_fast64_t *a, uint64_t v) {
@@ -479,6 +510,110 @@ static void keep_for_joins(rc_backplane *bp, rc_chan *c, rc_buf *b,
   }
 }
 
+/* --- coalescing (see the top of this file) ------------------------------- */
+
+static void release(rc_backplane *bp) {
+  rc_server *s = bp->s;
+  uint32_t n = bp->nheld;
+  bp->nheld = 0; /* delivering joins or leaves nothing: no re-entry */
+  bp->settled = 0;
+  atomic_store_explicit(&s->holding, 0, memory_order_relaxed);
+  (void)uv_timer_stop(&bp->linger); /* these cannot fail */
+  (void)uv_idle_stop(&bp->settle);
+  uint64_t t0 = uv_hrtime();
+  /* Each room's consecutive messages as one run: one write per member. */
+  rc_buf *bufs[RC__RUN_MAX];
+  uint64_t skips[RC__RUN_MAX];
+  for (uint32_t i = 0; i < n;) {
+    uint64_t room = bp->held[i].room;
+    uint32_t k = 0;
+    for (; i < n && k < RC__RUN_MAX && bp->held[i].room == room; i++, k++) {
+      bufs[k] = bp->held[i].b;
+      skips[k] = bp->held[i].skip;
+    }
+    rc__room_deliver_run(s, room, bufs, skips, k);
+    for (uint32_t j = 0; j < k; j++)
+      rc__buf_unref(bufs[j]);
+  }
+  rc__note_writes(s, t0);
+}
+
+static void on_settle(uv_idle_t *h) {
+  (void)h; /* its being active is what counts: the check phase decides */
+}
+
+static void on_linger(uv_timer_t *t) {
+  rc_backplane *bp = RC__CONTAINER_OF(t, rc_backplane, linger);
+  release(bp);
+  /* The writes go now: the check phase comes only after the next poll. */
+  rc__flush_dirty(bp->s);
+  rc__events_hand_over(bp->s);
+}
+
+static int waiting_for_more(rc_backplane *bp) {
+  rc_server *s = bp->s;
+  return s->batch_busy ||
+         atomic_load_explicit(&s->embedder_busy, memory_order_relaxed) ||
+         bp->cmd.wlen > 0;
+}
+
+/* 1: b waits in the line of held deliveries (it must, when the line is not
+ * empty); 0: deliver it now. */
+static int hold(rc_backplane *bp, uint64_t room, rc_buf *b, uint64_t skip) {
+  rc_server *s = bp->s;
+  if (bp->nheld == 0) {
+    uint64_t len = s->long_flush_ns / 1000000u; /* ms, 2 or more */
+    if (!bp->started || bp->closing || s->long_flush_ns == 0 ||
+        uv_now(&s->loop) - s->long_flush_at > 4 * len)
+      return 0;
+    uint64_t ms = len / 2 < RC__COALESCE_MAX_MS ? len / 2 : RC__COALESCE_MAX_MS;
+    if (uv_timer_start(&bp->linger, on_linger, ms, 0) != 0)
+      return 0;
+    atomic_store_explicit(&s->holding, 1, memory_order_relaxed);
+  }
+  if (bp->nheld == bp->capheld) {
+    uint32_t cap = bp->capheld ? bp->capheld * 2 : 64;
+    rc_held *h = realloc(bp->held, cap * sizeof(*h));
+    if (h == NULL) {
+      release(bp); /* the ones before it first, then it */
+      return 0;
+    }
+    bp->held = h;
+    bp->capheld = cap;
+  }
+  rc__buf_ref(b);
+  bp->held[bp->nheld++] = (rc_held){room, skip, b};
+  bump(&s->st_bp_coalesced, 1);
+  return 1;
+}
+
+void rc__bp_release(rc_server *s, int force) {
+  rc_backplane *bp = s->bp;
+  if (bp->nheld == 0)
+    return;
+  if (force) {
+    release(bp);
+  } else if (waiting_for_more(bp)) {
+    bp->settled = 0; /* and the loop may sleep until it changes */
+    (void)uv_idle_stop(&bp->settle);
+  } else if (bp->settled) {
+    release(bp);
+  } else if (uv_idle_start(&bp->settle, on_settle) == 0) {
+    /* Redis answers before it publishes: what the answers were for may be
+     * a poll away. One more turn, whose poll does not wait, reads it. */
+    bp->settled = 1;
+  } else {
+    release(bp);
+  }
+}
+
+void rc__bp_before_commands(rc_server *s, const rc_cmd *cmd) {
+  rc_backplane *bp = s->bp;
+  for (; bp->nheld > 0 && cmd != NULL; cmd = cmd->next)
+    if (cmd->type != RC_CMD_REDIS)
+      release(bp);
+}
+
 /* A message received on the channel of room name. */
 static void deliver(rc_backplane *bp, const char *name, size_t name_len,
                     const uint8_t *p, size_t len) {
@@ -502,7 +637,7 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
   } else {
     rc_chan *c = chan_by_name(bp, name, name_len);
     uint64_t skip = m.history && m.from == s->id ? m.exclude : 0;
-    if (c != NULL && c->live)
+    if (c != NULL && c->live && !(m.history && hold(bp, c->room, b, skip)))
       rc__room_deliver(s, &c->room, 1, b, skip);
     if (c != NULL && m.history)
       keep_for_joins(bp, c, b, m.offset, skip);
@@ -1088,6 +1223,8 @@ void rc__bp_start(rc_server *s) {
   rc_backplane *bp = s->bp;
   /* A timer on an initialised loop cannot fail to initialise. */
   (void)uv_timer_init(&s->loop, &bp->grace);
+  (void)uv_timer_init(&s->loop, &bp->linger);
+  (void)uv_idle_init(&s->loop, &bp->settle);
   bp->started = 1;
   rc__redis_start(&bp->sub);
   rc__redis_start(&bp->cmd);
@@ -1103,6 +1240,9 @@ void rc__bp_close(rc_server *s) {
   if (!bp->started || bp->closing)
     return;
   bp->closing = 1;
+  release(bp);
+  uv_close((uv_handle_t *)&bp->linger, NULL);
+  uv_close((uv_handle_t *)&bp->settle, NULL);
   rc__redis_stop(&bp->sub);
   rc__redis_stop(&bp->cmd);
   rc__redis_drop(&bp->sub, "stopping");
@@ -1144,6 +1284,9 @@ void rc__bp_free(rc_server *s) {
   }
   rc__redis_free(&bp->sub);
   rc__redis_free(&bp->cmd);
+  for (uint32_t i = 0; i < bp->nheld; i++) /* only if the loop never ran */
+    rc__buf_unref(bp->held[i].b);
+  free(bp->held);
   free(bp->peers);
   free(bp->scratch);
   free(bp->host);

@@ -351,6 +351,11 @@ struct rc_server {
   rc_cmd *cmd_head, *cmd_tail;
   int cmd_closed;           /* the loop has ended: commands are refused */
   atomic_int defer_wakeups; /* commands wait for rc_server_wake() */
+  /* The embedder took events other than Redis replies (those that may
+   * lead to pushes) and has not said it is done with them
+   * (rc_server_idle); `holding`: the backplane holds deliveries for that
+   * (rc__bp_release), so the end of it must wake the loop. */
+  atomic_int embedder_busy, holding;
 
   /* any thread: events */
   uv_mutex_t ev_lock;
@@ -361,6 +366,7 @@ struct rc_server {
   atomic_int resume_now;  /* set by a poll that caught up: resume them */
   /* loop-local batch of events, handed over once per turn */
   rc_event *batch_head, *batch_tail;
+  int batch_busy; /* the batch has events other than Redis replies */
 
   /* connections: slot table with generation-tagged ids */
   rc_conn **slots;
@@ -398,7 +404,11 @@ struct rc_server {
   const struct rc__room_hooks *room_hooks; /* the backplane's, else NULL */
   atomic_uint_fast64_t st_bp_up, st_bp_published, st_bp_received,
       st_bp_reconnects, st_bp_buffered, st_bp_dropped, st_bp_channels,
-      st_bp_invalid;
+      st_bp_invalid, st_bp_coalesced;
+  /* The last writes to members (an end-of-turn flush, or a run of held
+   * messages) that took RC__LONG_FLUSH_NS or more: how long, and when
+   * they ended (loop time, ms). See rc__note_writes. */
+  uint64_t long_flush_ns, long_flush_at;
 
   rc_http_request req;        /* parse space for the loop thread (4 KiB) */
   rc_http_response_head resp; /* the same for client handshakes */
@@ -551,6 +561,10 @@ void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
  * members of rooms, each once; the hooks are not told. */
 void rc__room_deliver(struct rc_server *s, const uint64_t *rooms, size_t nrooms,
                       rc_buf *b, uint64_t exclude);
+/* n messages (at most RC__RUN_MAX) to the local members of room id, as
+ * rc__room_publish_run writes them, and no further (no hook). */
+void rc__room_deliver_run(struct rc_server *s, uint64_t id, rc_buf *const *bufs,
+                          const uint64_t *exclude, uint32_t n);
 /* RC_CMD_JOIN's work: conn c into room id (made if need be). */
 void rc__server_join(struct rc_server *s, rc_conn *c, uint64_t room);
 /* The slow-consumer policy's close (1008), counted. */
@@ -639,5 +653,19 @@ void rc__cmd_free(rc_cmd *cmd);
  * first of them, or NULL. The loop hands them to the room as one run
  * (rc__room_publish_run). */
 rc_cmd *rc__cmd_tail_run(rc_cmd *cmd);
+
+/* Backplane deliveries of rooms with history held to share a flush (see
+ * rc_backplane.c, "Coalescing"): written once nothing is left to wait for
+ * (and one more turn has passed), or at once with force. Before any
+ * command but a Redis one, the loop releases them with force
+ * (rc__bp_before_commands): a join, leave or recovery must come after the
+ * messages that were published before it. */
+void rc__bp_release(struct rc_server *s, int force);
+void rc__bp_before_commands(struct rc_server *s, const rc_cmd *cmd);
+
+/* Writes to members that began at uv_hrtime() t0 have ended: one that took
+ * RC__LONG_FLUSH_NS or more says that the server is loaded (long_flush_*). */
+#define RC__LONG_FLUSH_NS 2000000u
+void rc__note_writes(struct rc_server *s, uint64_t t0);
 
 #endif

@@ -98,6 +98,8 @@ void rc__event_push(struct rc_server *s, rc_event *ev) {
   else
     s->batch_head = ev;
   s->batch_tail = ev;
+  if (ev->type != RC_EV_REDIS)
+    s->batch_busy = 1;
 }
 
 void rc__events_hand_over(struct rc_server *s) {
@@ -112,6 +114,9 @@ void rc__events_hand_over(struct rc_server *s) {
   s->ev_tail = s->batch_tail;
   uv_mutex_unlock(&s->ev_lock);
   s->batch_head = s->batch_tail = NULL;
+  if (s->batch_busy)
+    atomic_store_explicit(&s->embedder_busy, 1, memory_order_relaxed);
+  s->batch_busy = 0;
   if (was_empty) {
     uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: readable anyway. */
@@ -227,6 +232,16 @@ int rc_server_wake(rc_server *s) {
     r = s->cmd_head != NULL ? uv_async_send(&s->wake) : 0;
   uv_mutex_unlock(&s->cmd_lock);
   return r;
+}
+
+void rc_server_idle(rc_server *s) {
+  if (!atomic_exchange_explicit(&s->embedder_busy, 0, memory_order_relaxed) ||
+      !atomic_load_explicit(&s->holding, memory_order_relaxed))
+    return;
+  uv_mutex_lock(&s->cmd_lock); /* see rc__cmd_push */
+  if (!s->cmd_closed)
+    (void)uv_async_send(&s->wake); /* fails only for a closing handle */
+  uv_mutex_unlock(&s->cmd_lock);
 }
 
 void rc_server_defer_wakeups(rc_server *s, int on) {

@@ -333,6 +333,13 @@ void rc__room_publish_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
     published(s, &id, 1, bufs[j]);
 }
 
+void rc__room_deliver_run(rc_server *s, uint64_t id, rc_buf *const *bufs,
+                          const uint64_t *exclude, uint32_t n) {
+  rc_room *r = rc__room_get(s, id, 0);
+  if (r != NULL && n > 0)
+    run_to_members(s, r, bufs, exclude, n);
+}
+
 /* Each member once, across rooms: a member is stamped with this fan-out's
  * mark when it gets the message. */
 static uint64_t deliver_marked(rc_server *s, rc_room *r, rc_buf *b,

@@ -166,11 +166,26 @@ static void recheck_starving(rc_server *s) {
     rc__resume_starved(s);
 }
 
+void rc__note_writes(rc_server *s, uint64_t t0) {
+  uint64_t took = uv_hrtime() - t0;
+  if (took >= RC__LONG_FLUSH_NS) {
+    s->long_flush_ns = took;
+    s->long_flush_at = uv_now(&s->loop);
+  }
+}
+
 static void on_check(uv_check_t *h) {
   rc_server *s = h->data;
   if (s->nstarved > 0)
     recheck_starving(s);
+  if (s->bp != NULL)
+    rc__bp_release(s, 0);
+  /* The turn's events go first: the embedder handles them while the
+   * writes go out. Then what the writes made (closes). */
+  rc__events_hand_over(s);
+  uint64_t t0 = uv_hrtime();
   rc__flush_dirty(s);
+  rc__note_writes(s, t0);
   rc__events_hand_over(s);
   maybe_finish(s);
 }
@@ -253,6 +268,8 @@ static void on_wake(uv_async_t *h) {
   if (atomic_exchange(&s->resume_now, 0))
     rc__resume_starved(s);
   rc_cmd *cmd = rc__cmd_take_all(s);
+  if (s->bp != NULL)
+    rc__bp_before_commands(s, cmd);
   /* Publishes that end the batch are written to idle members at once:
    * nothing else queued in this turn would share their system call. */
   rc_cmd *run = rc__cmd_tail_run(cmd);
@@ -589,6 +606,7 @@ void rc_server_stats(rc_server *s, rc_stats *out) {
   out->backplane_dropped = atomic_load(&s->st_bp_dropped);
   out->backplane_channels = atomic_load(&s->st_bp_channels);
   out->backplane_invalid = atomic_load(&s->st_bp_invalid);
+  out->backplane_coalesced = atomic_load(&s->st_bp_coalesced);
   out->adopted_total = atomic_load(&s->st_adopted);
   out->deflate_connections = atomic_load(&s->st_pmd_conns);
   out->messages_deflated = atomic_load(&s->st_deflated);

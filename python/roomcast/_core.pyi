@@ -171,6 +171,10 @@ class Core:
         ``None`` turns batching off."""
     def flush(self) -> None:
         """Wakes the core for the commands queued so far."""
+    def idle(self) -> None:
+        """Says that the events polled so far have been handled (and their
+        commands made): with a backplane, a loaded core then writes the
+        messages of rooms with history it holds (backplane_coalesced)."""
     def fileno(self) -> int:
         """Readable while events wait in the queue; poll() resets it."""
     def poll(self) -> list[Event]:
@@ -272,6 +276,8 @@ class Core:
         backplane_reconnects, backplane_buffered (bytes waiting for Redis now),
         backplane_dropped (publishes that did not fit the buffer),
         backplane_channels (subscribed now), backplane_invalid,
+        backplane_coalesced (messages of rooms with history held under load
+        to share a flush),
         events_undelivered (events poll() answered itself because they did
         not convert). Safe to call
         from any thread."""

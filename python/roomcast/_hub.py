@@ -54,6 +54,10 @@ Data = str | bytes | bytearray | memoryview
 # The hubs taking commands now, for a push to a named room that has no
 # member here yet: it still goes to the other servers through the backplane.
 _serving: weakref.WeakSet[Hub] = weakref.WeakSet()
+# Bumped when a hub starts or stops serving: what was chosen among them
+# before may be cached until it changes.
+_serving_changes = itertools.count()
+_serving_generation = 0
 # When a hub learned a room, across hubs: a push goes through the hubs
 # that learned the room first (its members' servers, before those that
 # learned it only to publish).
@@ -73,6 +77,16 @@ def core_name(kind: str, name: str) -> bytes:
 def serving() -> list[Hub]:
     """The hubs that take commands now."""
     return list(_serving)
+
+
+def serving_generation() -> int:
+    """Changes whenever :func:`serving` does."""
+    return _serving_generation
+
+
+def _serving_changed() -> None:
+    global _serving_generation
+    _serving_generation = next(_serving_changes) + 1
 
 
 class Hub:
@@ -115,10 +129,12 @@ class Hub:
 
     def start(self) -> None:
         _serving.add(self)
+        _serving_changed()
 
     def stop(self) -> None:
         """Shutdown has begun: no more commands."""
         _serving.discard(self)
+        _serving_changed()
         self._core = None
 
     def finish(self) -> None:

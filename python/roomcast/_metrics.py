@@ -60,6 +60,11 @@ BACKPLANE_COUNTERS = (
     ("roomcast_backplane_received", "backplane_received", "Messages received from other servers through Redis."),
     ("roomcast_backplane_reconnects", "backplane_reconnects", "Redis connections re-established."),
     ("roomcast_backplane_dropped", "backplane_dropped", "Publishes dropped while Redis was away (buffer full)."),
+    (
+        "roomcast_backplane_coalesced",
+        "backplane_coalesced",
+        "Messages of rooms with history from Redis held under load to share their members' writes.",
+    ),
 )
 GAUGES = (
     ("roomcast_connections", "connections", "Open connections."),

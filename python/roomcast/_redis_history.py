@@ -9,12 +9,14 @@ bytes its channel ends with):
   field ``m`` the message as it was PUBLISHed;
 * ``E|history-meta|R``, a hash: ``e`` the epoch, ``o`` the last offset.
 
-A push is one script (:data:`_PUBLISH`): it takes the next offset, writes
-the epoch and offset into the message (the envelope's position, version 2
-of csrc/proto/rc_bpwire.h, and for an App event the ``"position"`` in its
-JSON, left as a hole of fixed width by :func:`app_message`), appends it to
-the stream, trims the stream to ``size`` entries (and to ``ttl``), and
-PUBLISHes it on the room's channel. So the offsets are the same on every
+Pushes go through a script (:data:`_PUBLISH`), the pushes to a room made
+in one iteration of the loop in one call (:class:`Publisher`): for each
+it takes the next offset, writes the epoch and offset into the message
+(the envelope's position, version 2 of csrc/proto/rc_bpwire.h, and for an
+App event the ``"position"`` in its JSON, between the parts
+:func:`app_message` makes), appends it to the stream, trims the stream to
+``size`` entries (and to ``ttl``), and PUBLISHes it on the room's
+channel. So the offsets are the same on every
 server, the stream holds what was published in the order it was, and
 every server, the publisher's included, delivers the room's messages from
 its subscription in offset order. When the hash is gone (never made, or
@@ -29,32 +31,39 @@ into frames and joins the connection where they end
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
 import secrets
 import struct
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from .history import AHEAD, EPOCH_CHANGED, TOO_OLD, Position
 
-__all__ = ["Read", "app_message", "keys", "publish_args", "read", "parse_stored"]
+__all__ = ["Publisher", "Read", "app_message", "keys", "publisher_of", "read", "parse_stored"]
 
 _PUBLISH = """
-local meta, stream = ARGV[1], ARGV[2]
-local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local meta, stream, channel = ARGV[1], ARGV[2], ARGV[3]
 local e = redis.call('HGET', meta, 'e')
 if not e then
-  e = ARGV[7]
+  e = ARGV[6]
   redis.call('DEL', stream)
   redis.call('HSET', meta, 'e', e, 'o', 0)
 end
-local o = redis.call('HINCRBY', meta, 'o', 1)
-local m = ARGV[4]
-local b = tonumber(ARGV[8])
-m = string.sub(m, 1, b - 1) .. e .. string.format('%020d', o) .. string.sub(m, b + 36)
-local h = tonumber(ARGV[9])
-if h > 0 then
-  m = string.sub(m, 1, h - 1) .. e .. string.sub(m, h + 16, h + 26) .. string.format('%20d', o) .. string.sub(m, h + 47)
+local n = (#ARGV - 6) / 3
+local o = redis.call('HINCRBY', meta, 'o', n) - n
+for i = 7, #ARGV, 3 do
+  o = o + 1
+  local m = ARGV[i] .. e .. string.format('%020d', o) .. ARGV[i + 1]
+  if ARGV[i + 2] ~= '' then
+    m = m .. e .. '","offset":' .. string.format('%20d', o) .. ARGV[i + 2]
+  end
+  redis.call('XADD', stream, 'MAXLEN', ARGV[4], '*', 'm', m)
+  redis.call('PUBLISH', channel, m)
 end
-redis.call('XADD', stream, 'MAXLEN', size, '*', 'm', m)
+local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -62,7 +71,6 @@ if ttl > 0 then
   redis.call('PEXPIRE', stream, ttl)
   redis.call('PEXPIRE', meta, ttl)
 end
-redis.call('PUBLISH', ARGV[3], m)
 return {e, o}
 """
 
@@ -95,11 +103,6 @@ _TEXT = 0x01
 _HISTORY = 0x04
 _EXCLUDE = 0x08
 _HEADER = 20
-_EPOCH_HOLE = "?" * 16
-_OFFSET_HOLE = " " * 20
-# The hole an App event leaves for its position: the epoch, then 11 bytes
-# the script keeps, then the offset (spaces before digits are JSON).
-_APP_HOLE = _EPOCH_HOLE + '","offset":' + _OFFSET_HOLE
 
 
 def keys(names: str, core_name: bytes) -> tuple[bytes, bytes, bytes]:
@@ -108,50 +111,119 @@ def keys(names: str, core_name: bytes) -> tuple[bytes, bytes, bytes]:
     return head + b"|history|" + core_name, head + b"|history-meta|" + core_name, head + b"|" + core_name
 
 
-def app_message(head: str, room_json: str) -> tuple[bytes, int]:
-    """An App event's payload with the hole of its position: ``head`` is
-    ``'{"event":...,"payload":...'``. Returns the payload and where its
-    hole starts."""
-    before = f'{head},"position":{{"room":{room_json},"epoch":"'
-    data = (before + _APP_HOLE + "}}").encode("utf-8")
-    return data, len(before.encode("utf-8"))
+def app_message(head: str, room_json: str) -> tuple[bytes, bytes]:
+    """An App event's payload, in the two parts around its position
+    (which the script writes: the epoch, ``","offset":``, the offset
+    padded with spaces, which JSON allows): ``head`` is
+    ``'{"event":...,"payload":...'``."""
+    return f'{head},"position":{{"room":{room_json},"epoch":"'.encode(), b"}}"
 
 
-def publish_args(
-    names: str,
-    core_name: bytes,
-    server_id: int,
-    payload: bytes,
-    is_text: bool,
-    exclude: int,
-    size: int,
-    ttl: float | None,
-    hole: int | None,
-) -> tuple[Any, ...]:
-    """The EVAL of one push: the envelope (version 2) with the position's
-    hole, for the script to fill."""
-    flags = _VERSION | _HISTORY | (_TEXT if is_text else 0) | (_EXCLUDE if exclude else 0)
-    header = b"\0rc" + bytes([flags]) + struct.pack(">QQ", server_id, 0)
-    if exclude:
-        header += struct.pack(">Q", exclude)
-    block = len(header)
-    message = header + _EPOCH_HOLE.encode() + b"0" * 20 + payload
-    at = 0 if hole is None else block + 36 + hole + 1
-    stream, meta, channel = keys(names, core_name)
-    return (
-        "EVAL",
-        _PUBLISH,
-        "0",
-        meta,
-        stream,
-        channel,
-        message,
-        size,
-        _ttl_ms(ttl),
-        secrets.token_hex(8),
-        block + 1,
-        at,
-    )
+# The epoch a push offers in case the room's history starts from nothing:
+# unique, not secret (64 random bits, drawn without a system call each).
+_candidates = random.Random(secrets.randbits(128))
+os.register_at_fork(after_in_child=lambda: _candidates.seed(secrets.randbits(128)))
+
+
+# What one script call publishes at most: a burst's pushes share calls of
+# this many messages (or bytes of them).
+BATCH_MESSAGES = 64
+BATCH_BYTES = 1 << 20
+
+Then = Callable[[Position | None, str | None], None]
+
+
+class Publisher:
+    """The pushes of one room through one backplane. A push is the
+    envelope's header (version 2), whose position the script writes after
+    it, then its payload; for an App event, the payload and ``after`` are
+    the parts around the event's own position (:func:`app_message`).
+
+    The pushes made on the backplane's loop during one iteration of it go
+    in one script call (:data:`BATCH_MESSAGES` at most), in the order they
+    were made: the script takes their offsets together. A push from
+    another thread goes at once, in a call of its own. ``then(position,
+    error)`` runs on the backplane's loop with the push's answer."""
+
+    __slots__ = ("_backplane", "_core_name", "_keys", "_server", "_limits", "_lock", "_batch", "_bytes", "_listed")
+
+    def __init__(self, backplane: Any, core_name: bytes, size: int, ttl: float | None, listed: bool = False) -> None:
+        self._backplane = backplane
+        self._core_name = core_name
+        # In the backplane's pending_pushes while a batch waits (see
+        # publisher_of).
+        self._listed = listed
+        stream, meta, channel = keys(backplane.names, core_name)
+        self._keys = (meta, stream, channel)
+        self._server = struct.pack(">QQ", backplane.server_number, 0)
+        self._limits = (size, _ttl_ms(ttl))
+        self._lock = threading.Lock()
+        self._batch: list[tuple[bytes, bytes, bytes, Then | None]] = []
+        self._bytes = 0
+
+    @property
+    def backplane(self) -> Any:
+        return self._backplane
+
+    def push(self, payload: bytes, is_text: bool, exclude: int, after: bytes = b"", then: Then | None = None) -> None:
+        flags = _VERSION | _HISTORY | (_TEXT if is_text else 0) | (_EXCLUDE if exclude else 0)
+        header = b"\0rc" + bytes((flags,)) + self._server
+        if exclude:
+            header += struct.pack(">Q", exclude)
+        item = (header, payload, after, then)
+        loop = self._backplane.loop
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if not here:
+            self._send([item])
+            return
+        with self._lock:
+            if not self._batch:
+                loop.call_soon(self._flush)
+                if self._listed:
+                    self._backplane.pending_pushes[self._core_name] = self
+            self._batch.append(item)
+            self._bytes += len(payload) + len(after)
+            full = len(self._batch) >= BATCH_MESSAGES or self._bytes >= BATCH_BYTES
+        if full:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._batch, self._bytes = self._batch, [], 0
+            if self._listed and self._backplane.pending_pushes.get(self._core_name) is self:
+                del self._backplane.pending_pushes[self._core_name]
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[bytes, bytes, bytes, Then | None]]) -> None:
+        args: list[Any] = ["EVAL", _PUBLISH, "0", *self._keys, *self._limits, _candidate()]
+        for header, payload, after, _ in batch:
+            args += (header, payload, after)
+        thens = [then for *_, then in batch]
+
+        def answered(reply: Any, error: str | None) -> None:
+            last = None if error is not None else Position(reply[0].decode("ascii", "replace"), int(reply[1]))
+            for k, then in enumerate(thens):
+                if then is not None:
+                    at = None if last is None else Position(last.epoch, last.offset - len(thens) + 1 + k)
+                    then(at, error)
+
+        self._backplane.call(tuple(args), answered)
+
+
+def publisher_of(backplane: Any, core_name: bytes, size: int, ttl: float | None) -> Publisher:
+    """The room's publisher through ``backplane`` for a room that keeps
+    none (App rooms, which may be many): the one whose batch waits, if
+    any, else a new one, listed while its batch waits."""
+    found = backplane.pending_pushes.get(core_name)
+    return found if found is not None else Publisher(backplane, core_name, size, ttl, listed=True)
+
+
+def _candidate() -> str:
+    return f"{_candidates.getrandbits(64):016x}"
 
 
 def _ttl_ms(ttl: float | None) -> int:

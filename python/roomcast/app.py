@@ -1215,16 +1215,14 @@ def _publish_redis(hub: Hub, room: str, head: str, rule: tuple[int, float | None
     backplane = hub.backplane
     if backplane is None:
         return
-    payload, hole = _redis_history.app_message(head, _json(room))
-    args = _redis_history.publish_args(
-        backplane.names, core_name(APP_KIND, room), backplane.server_number, payload, True, exclude, *rule, hole
-    )
+    before, after = _redis_history.app_message(head, _json(room))
+    publisher = _redis_history.publisher_of(backplane, core_name(APP_KIND, room), *rule)
 
-    def published(reply: Any, error: str | None) -> None:
-        if error is not None:
+    def published(position: Position | None, error: str | None) -> None:
+        if position is None:
             logger.warning("an event to room %s was not published (it keeps history in Redis): %s", _shown(room), error)
 
-    backplane.call(args, published)
+    publisher.push(before, True, exclude, after, then=published)
 
 
 def _request_path(scope: Mapping[str, Any]) -> str:

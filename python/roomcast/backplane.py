@@ -190,6 +190,9 @@ class Backplane:
         self, core: _core.Core, loop: asyncio.AbstractEventLoop, prefix: str, presence_ttl: float, where: str
     ) -> None:
         self._core = core
+        # Room (core name) -> its _redis_history.Publisher while pushes
+        # wait for the end of the loop's iteration (App rooms keep none).
+        self.pending_pushes: dict[bytes, Any] = {}
         self._loop = loop
         self.prefix = prefix
         self._names = escape_prefix(prefix)  # the head of every Redis name
@@ -235,6 +238,11 @@ class Backplane:
                 future(None, str(exc))
             return
         self._waiting[token] = future
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop replies are given on (the server's)."""
+        return self._loop
 
     async def command(self, *args: Any) -> Any:
         """Sends one command; its reply (bytes, int, str, None or a list of

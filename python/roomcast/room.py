@@ -62,6 +62,7 @@ from ._asgi import adopted
 from ._hub import ROOM_KIND, core_name
 from ._inbox import message_cost
 from ._params import Binder
+from .backplane import BackplaneError
 from .history import History, Position, Store, check_history
 from .websocket import ServerWebSocket, WebSocketClosed, WebSocketDisconnect, WebSocketState, drive, hub_of, take
 
@@ -275,6 +276,11 @@ class BaseRoom:
         self._name = name
         # The room's history (None: off); one per name in this process.
         self._store: Store | None = None
+        # With history in Redis: the hub pushes go through while the
+        # serving hubs are those of the generation noted, and the script
+        # call's parts for its backplane.
+        self._redis_via: tuple[int, _hub.Hub | None] = (-1, None)
+        self._publisher: _redis_history.Publisher | None = None
         if history is not None:
             self._store = _history_store(name, history, history_ttl)
         elif history_ttl is not None:
@@ -829,11 +835,17 @@ class BaseRoom:
         history; None: no history, or this process keeps it."""
         if self._name is None or self._store is None:
             return None
+        generation = _hub.serving_generation()
         core = self._cores.get(exclude, exclude) if exclude is not None else None
         first = hub_of(core) if isinstance(core, ServerWebSocket) else None
+        if first is None and self._redis_via[0] == generation:
+            return self._redis_via[1]
         hubs = [h for h in _hub.serving() if h.backplane is not None]
         hubs.sort(key=lambda h: h is not first)
-        return hubs[0] if hubs else None
+        chosen = hubs[0] if hubs else None
+        if first is None:
+            self._redis_via = (generation, chosen)
+        return chosen
 
     async def _publish_redis(
         self, hub: _hub.Hub, data: str | bytes | bytearray | memoryview, exclude: Any | None, wait: bool
@@ -853,30 +865,32 @@ class BaseRoom:
         skip = core.id if isinstance(core, ServerWebSocket) and hub_of(core) is hub else 0
         is_text = isinstance(data, str)
         payload = data.encode("utf-8") if isinstance(data, str) else data
-        args = _redis_history.publish_args(
-            backplane.names,
-            core_name(ROOM_KIND, self._name),
-            backplane.server_number,
-            payload,
-            is_text,
-            skip,
-            store.size,
-            store.ttl,
-            None,
-        )
+        publisher = self._publisher
+        if publisher is None or publisher.backplane is not backplane:
+            publisher = _redis_history.Publisher(backplane, core_name(ROOM_KIND, self._name), store.size, store.ttl)
+            self._publisher = publisher
         if not wait:
-
-            def published(reply: Any, error: str | None) -> None:
-                if error is not None:
-                    logger.warning(
-                        "a push to room %r was not published (its history is in Redis): %s", self._name, error
-                    )
-                else:
-                    _seen(store, reply)
-
-            backplane.call(args, published)
+            publisher.push(payload, is_text, skip, then=self._published)
             return None
-        return _seen(store, await backplane.command(*args))
+        future: asyncio.Future[Position] = backplane.loop.create_future()
+
+        def answered(position: Position | None, error: str | None) -> None:
+            if future.done():
+                return
+            if position is None:
+                future.set_exception(BackplaneError(error or "no answer from Redis"))
+            else:
+                future.set_result(position)
+
+        publisher.push(payload, is_text, skip, then=answered)
+        return _seen(store, await future)
+
+    def _published(self, position: Position | None, error: str | None) -> None:
+        """The answer to a push made with wait=False."""
+        if position is None:
+            logger.warning("a push to room %r was not published (its history is in Redis): %s", self._name, error)
+        elif self._store is not None:
+            _seen(self._store, position)
 
     def _fan_out(self, data: str | bytes | bytearray | memoryview, exclude: Any | None) -> None:
         if self._asgi:
@@ -1041,10 +1055,9 @@ class Room(BaseRoom):
         return decorator
 
 
-def _seen(store: Store, reply: Any) -> Position:
+def _seen(store: Store, position: Position) -> Position:
     """The position Redis gave a push; room.position follows the last push
     of this process."""
-    position = Position(reply[0].decode("ascii", "replace"), int(reply[1]))
     with store.lock:
         if position.epoch != store.epoch or position.offset > store.offset:
             store.epoch, store.offset = position

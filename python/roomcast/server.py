@@ -559,6 +559,9 @@ class Server:
         core = self._poll_core
         if core is not None:
             self._dispatch(core.poll())
+            # Once the handlers woken here have run: the core may write
+            # what it holds for them (rc_server_idle).
+            asyncio.get_running_loop().call_soon(core.idle)
 
     def _dispatch(self, events: list[Any]) -> None:
         conns = self._conns
