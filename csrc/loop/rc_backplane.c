@@ -76,9 +76,9 @@
  * that), or commands wait for Redis's answer.
  * They are held half that long flush at most (RC__COALESCE_MAX_MS at
  * most): less than a member waits anyway behind one flush, and never when
- * the server is not loaded. Redis writes a script's answer before what it
- * published, so once nothing is left to wait for, one more turn reads
- * what may be on its way (`settle`). Held messages keep their order;
+ * the server is not loaded. A script's answer can arrive a poll before
+ * what it published, so once nothing is left to wait for, one more turn
+ * reads what may be on its way (`settle`). Held messages keep their order;
  * every command but a Redis one releases them first
  * (rc__bp_before_commands), as does the end. The run of a room's held
  * messages is written as a publish run is (rc__room_deliver_run).

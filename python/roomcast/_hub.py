@@ -56,7 +56,6 @@ Data = str | bytes | bytearray | memoryview
 _serving: weakref.WeakSet[Hub] = weakref.WeakSet()
 # Bumped when a hub starts or stops serving: what was chosen among them
 # before may be cached until it changes.
-_serving_changes = itertools.count()
 _serving_generation = 0
 # When a hub learned a room, across hubs: a push goes through the hubs
 # that learned the room first (its members' servers, before those that
@@ -86,7 +85,7 @@ def serving_generation() -> int:
 
 def _serving_changed() -> None:
     global _serving_generation
-    _serving_generation = next(_serving_changes) + 1
+    _serving_generation += 1
 
 
 class Hub:

@@ -559,9 +559,10 @@ class Server:
         core = self._poll_core
         if core is not None:
             self._dispatch(core.poll())
-            # Once the handlers woken here have run: the core may write
-            # what it holds for them (rc_server_idle).
-            asyncio.get_running_loop().call_soon(core.idle)
+            if self._hub is not None and self._hub.backplane is not None:
+                # Once the handlers woken here have run: the core may
+                # write what its backplane holds for them (rc_server_idle).
+                asyncio.get_running_loop().call_soon(core.idle)
 
     def _dispatch(self, events: list[Any]) -> None:
         conns = self._conns
