@@ -165,29 +165,20 @@ static int check_secs(const char *name, double v) {
 }
 
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"max_message_size",
-                           "max_queue_bytes",
-                           "ping_interval",
-                           "ping_timeout",
-                           "handshake_timeout",
-                           "close_timeout",
-                           "max_header_bytes",
-                           "max_headers",
-                           "http_requests",
-                           "max_connections",
-                           "idle_timeout",
-                           "drop_oldest",
-                           "max_event_bytes",
-                           "backplane_host",
-                           "backplane_port",
-                           "backplane_db",
-                           "backplane_username",
-                           "backplane_password",
-                           "backplane_prefix",
-                           "backplane_buffer",
-                           "compression",
-                           "compression_threshold",
-                           NULL};
+  static char *kwlist[] = {"max_message_size",   "max_queue_bytes",
+                           "ping_interval",      "ping_timeout",
+                           "handshake_timeout",  "close_timeout",
+                           "max_header_bytes",   "max_headers",
+                           "http_requests",      "max_connections",
+                           "idle_timeout",       "drop_oldest",
+                           "max_event_bytes",    "backplane_host",
+                           "backplane_port",     "backplane_db",
+                           "backplane_username", "backplane_password",
+                           "backplane_prefix",   "backplane_buffer",
+                           "compression",        "compression_threshold",
+                           "backplane_tls",      "backplane_tls_checks",
+                           "backplane_tls_ca",   "backplane_tls_cert",
+                           "backplane_tls_key",  NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
@@ -200,15 +191,22 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   Py_ssize_t bp_buffer = (Py_ssize_t)cfg.backplane_buffer;
   int compression = cfg.compression;
   Py_ssize_t z_min = (Py_ssize_t)cfg.compression_threshold;
+  int bp_tls = 0;
+  rc_backplane_tls tls = {RC_BP_TLS_VERIFY, NULL, NULL, NULL};
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "|$nnddddnnpndpnziizzznpn:Core", kwlist, &max_msg, &max_q,
-          &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
+          args, kw, "|$nnddddnnpndpnziizzznpnpizzz:Core", kwlist, &max_msg,
+          &max_q, &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
           &cfg.close_timeout, &max_hb, &max_h, &http, &max_conns,
           &cfg.idle_timeout, &drop, &max_ev, &cfg.backplane_host,
           &cfg.backplane_port, &cfg.backplane_db, &cfg.backplane_username,
           &cfg.backplane_password, &cfg.backplane_prefix, &bp_buffer,
-          &compression, &z_min))
+          &compression, &z_min, &bp_tls, &tls.checks, &tls.ca_certs,
+          &tls.certfile, &tls.keyfile))
     return NULL;
+  if (bp_tls && cfg.backplane_host == NULL) {
+    PyErr_SetString(PyExc_ValueError, "backplane_tls needs backplane_host");
+    return NULL;
+  }
   if (check_size("compression_threshold", z_min, 0, PY_SSIZE_T_MAX) < 0)
     return NULL;
   cfg.compression = compression;
@@ -255,6 +253,12 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     return PyErr_NoMemory();
   }
   self->backplane = cfg.backplane_host != NULL;
+  char err[512];
+  if (bp_tls && rc_server_backplane_tls(self->srv, &tls, err, sizeof err)) {
+    PyErr_Format(PyExc_ValueError, "backplane TLS: %s", err);
+    Py_DECREF(self);
+    return NULL;
+  }
   return (PyObject *)self;
 }
 
@@ -367,6 +371,26 @@ static PyObject *Core_check_tls(PyObject *unused, PyObject *args) {
     return NULL;
   char err[512];
   if (rc_tls_check(&t, err, sizeof err) != 0) {
+    PyErr_SetString(PyExc_ValueError, err);
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(check_backplane_tls_doc,
+             "check_backplane_tls(checks, ca_certs, certfile, keyfile)\n"
+             "--\n\n"
+             "Reads and checks the files of TLS to Redis; ValueError naming "
+             "the file and the problem.");
+
+static PyObject *Core_check_backplane_tls(PyObject *unused, PyObject *args) {
+  (void)unused;
+  rc_backplane_tls t;
+  if (!PyArg_ParseTuple(args, "izzz", &t.checks, &t.ca_certs, &t.certfile,
+                        &t.keyfile))
+    return NULL;
+  char err[512];
+  if (rc_backplane_tls_check(&t, err, sizeof err) != 0) {
     PyErr_SetString(PyExc_ValueError, err);
     return NULL;
   }
@@ -1454,6 +1478,8 @@ static PyMethodDef Core_methods[] = {
     {"listen", (PyCFunction)Core_listen, METH_VARARGS, listen_doc},
     {"stop", (PyCFunction)Core_stop, METH_VARARGS, stop_doc},
     {"set_tls", (PyCFunction)Core_set_tls, METH_VARARGS, set_tls_doc},
+    {"check_backplane_tls", (PyCFunction)Core_check_backplane_tls,
+     METH_VARARGS | METH_STATIC, check_backplane_tls_doc},
     {"check_tls", (PyCFunction)Core_check_tls, METH_VARARGS | METH_STATIC,
      check_tls_doc},
     {"start", (PyCFunction)Core_start, METH_NOARGS, start_doc},

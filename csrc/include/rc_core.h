@@ -479,6 +479,35 @@ void rc_server_stats(rc_server *s, rc_stats *out);
 /* This server's id: random, made by rc_server_new(). */
 uint64_t rc_server_id(const rc_server *s);
 
+/* TLS to Redis (rediss://), under redis-py's names: both connections go
+ * through TLS 1.2 or later (csrc/loop/rc_redis.c). By default Redis's
+ * certificate must lead to a root of ca_certs (or of the system's store)
+ * and name backplane_host; a handshake that fails costs the connection
+ * and a backoff, and the RC_EV_BACKPLANE event says why. */
+enum {
+  RC_BP_TLS_VERIFY = 0,  /* the chain and the name (the default) */
+  RC_BP_TLS_NO_NAME = 1, /* the chain only (ssl_check_hostname=false) */
+  RC_BP_TLS_NO_CHECK = 2 /* nothing: encrypted, but anyone on the path can
+                            pose as Redis (ssl_cert_reqs=none) */
+};
+typedef struct rc_backplane_tls {
+  int checks;           /* RC_BP_TLS_* */
+  const char *ca_certs; /* PEM roots, or NULL: the system's */
+  const char *certfile; /* the client's certificate chain (PEM), for a
+                           Redis that asks for one; or NULL */
+  const char *keyfile;  /* its unencrypted PEM key; NULL: in certfile */
+} rc_backplane_tls;
+
+/* Reads and checks the files of tls: 0, or -1 with a reason naming the
+ * file in err. Any thread; nothing is kept. */
+int rc_backplane_tls_check(const rc_backplane_tls *tls, char *err,
+                           size_t errlen);
+/* The backplane of s connects through TLS with tls (read now): after
+ * rc_server_new(), before rc_server_start(). 0, or -1 with the reason in
+ * err (no backplane, already started, a file as rc_backplane_tls_check). */
+int rc_server_backplane_tls(rc_server *s, const rc_backplane_tls *tls,
+                            char *err, size_t errlen);
+
 /* Names room (a name is 1 to RC_ROOM_NAME_MAX bytes without NUL). A room
  * is named once; a name held by another room of this server is ignored.
  * Without a backplane names are accepted and unused. The bound leaves an

@@ -44,7 +44,8 @@
  * publisher's sequence only grows. A message without the envelope
  * (PUBLISHed by another program) is delivered as it is: text when it is
  * UTF-8, else binary. Whoever can PUBLISH on Redis can send to the rooms
- * (the link has no TLS: keep Redis on a trusted network); a payload over
+ * (keep Redis on a trusted network, or reach it through TLS:
+ * rc_server_backplane_tls, rc_redis.h); a payload over
  * max_message_size is dropped and counted (backplane_invalid), as is a
  * malformed message.
  *
@@ -105,6 +106,7 @@
 #include "loop/rc_redis.h"
 #include "proto/rc_bpwire.h"
 #include "proto/rc_frame.h"
+#include "proto/rc_tls.h"
 
 #define RC__GRACE_MS 1000      /* stopping: the last publishes may take this */
 #define RC__COALESCE_MAX_MS 5u /* coalescing (above): held at most this */
@@ -157,6 +159,7 @@ typedef struct rc_held { /* a delivery waiting to share a flush */
 typedef struct rc_backplane {
   rc_server *s;
   rc_redis sub, cmd;
+  rc_tls_ctx *tls; /* both links' (rediss://), or NULL */
   struct rc__room_hooks hooks;
   char *host, *username, *password, *prefix;
   char *head; /* of every channel: the escaped prefix, then '|' */
@@ -1219,6 +1222,44 @@ int rc__bp_create(rc_server *s) {
   return 0;
 }
 
+static rc_tls_ctx *tls_ctx_of(const rc_backplane_tls *tls, char *err,
+                              size_t errlen) {
+  rc_tls_client_opts o = {
+      .verify = tls->checks != RC_BP_TLS_NO_CHECK,
+      .check_name = tls->checks == RC_BP_TLS_VERIFY,
+      .cafile = tls->ca_certs,
+      .certfile = tls->certfile,
+      .keyfile = tls->keyfile,
+  };
+  return rc_tls_ctx_client_opts(&o, err, errlen);
+}
+
+int rc_backplane_tls_check(const rc_backplane_tls *tls, char *err,
+                           size_t errlen) {
+  rc_tls_ctx *ctx = tls_ctx_of(tls, err, errlen);
+  if (ctx == NULL)
+    return -1;
+  rc_tls_ctx_free(ctx);
+  return 0;
+}
+
+int rc_server_backplane_tls(rc_server *s, const rc_backplane_tls *tls,
+                            char *err, size_t errlen) {
+  rc_backplane *bp = s->bp;
+  if (bp == NULL || bp->started) {
+    (void)snprintf(err, errlen, "%s",
+                   bp == NULL ? "there is no backplane"
+                              : "the backplane has started");
+    return -1;
+  }
+  rc_tls_ctx *ctx = tls_ctx_of(tls, err, errlen);
+  if (ctx == NULL)
+    return -1;
+  rc_tls_ctx_free(bp->tls);
+  bp->tls = bp->sub.tls = bp->cmd.tls = ctx;
+  return 0;
+}
+
 void rc__bp_start(rc_server *s) {
   rc_backplane *bp = s->bp;
   /* A timer on an initialised loop cannot fail to initialise. */
@@ -1284,6 +1325,7 @@ void rc__bp_free(rc_server *s) {
   }
   rc__redis_free(&bp->sub);
   rc__redis_free(&bp->cmd);
+  rc_tls_ctx_free(bp->tls);
   for (uint32_t i = 0; i < bp->nheld; i++) /* only if the loop never ran */
     rc__buf_unref(bp->held[i].b);
   free(bp->held);

@@ -6,7 +6,13 @@
  * read buffer. When the link lets a socket go it clears the socket's back
  * pointer and closes the handle; callbacks that still arrive for it (a
  * connect cancelled, a write that ends) see link == NULL and do nothing,
- * and the socket is freed in the handle's close callback. */
+ * and the socket is freed in the handle's close callback.
+ *
+ * With TLS, the socket's filter (rc_tls.h) sits between the stream and the
+ * reader: what is read is fed to it and its plaintext to the reader; a
+ * command is encrypted into it and its records written at once, one block
+ * per command. Until its handshake is complete nothing can be sent
+ * (rc__redis_send refuses) and setup has not run. */
 #define _GNU_SOURCE /* libuv's headers need POSIX thread types */
 #include "loop/rc_redis.h"
 
@@ -16,6 +22,7 @@
 #include <string.h>
 
 #include "proto/rc_bpwire.h"
+#include "proto/rc_tls.h"
 
 #define RC__RETRY_FIRST_MS 100
 #define RC__RETRY_MAX_MS 5000
@@ -27,6 +34,7 @@ typedef struct rc__redis_sock {
   uv_tcp_t tcp;
   uv_connect_t connect;
   rc_redis *link; /* NULL once the link has let it go */
+  rc_tls *tls;    /* NULL: plain TCP */
   redisReader *reader;
   /* hiredis's reply functions, but for arrays: their table is allocated
    * from the count Redis announces, before any element arrives. */
@@ -49,6 +57,7 @@ static void link_lost(rc_redis *l);
 static void on_sock_closed(uv_handle_t *h) {
   rc__redis_sock *k = h->data;
   redisReaderFree(k->reader);
+  rc_tls_free(k->tls);
   free(k);
 }
 
@@ -108,21 +117,69 @@ static int waiters_grow(rc_redis *l) {
   return 0;
 }
 
-int rc__redis_send(rc_redis *l, char *data, size_t len, rc__redis_reply_cb *fn,
-                   void *priv) {
-  if (l->sock == NULL || len > UINT_MAX)
-    return -1;
-  if (fn != NULL && l->wlen == l->wcap && waiters_grow(l) != 0)
+/* Writes data (malloc'ed) on the socket; it is freed once written. 0, or
+ * -1 when the write cannot be queued (data is still the caller's). */
+static int sock_write(rc__redis_sock *k, char *data, size_t len) {
+  if (len > UINT_MAX)
     return -1;
   rc__redis_wreq *w = malloc(sizeof(*w));
   if (w == NULL)
     return -1;
   w->data = data;
   uv_buf_t buf = uv_buf_init(data, (unsigned)len);
-  if (uv_write(&w->req, (uv_stream_t *)&l->sock->tcp, &buf, 1, on_written) !=
-      0) {
+  if (uv_write(&w->req, (uv_stream_t *)&k->tcp, &buf, 1, on_written) != 0) {
     free(w);
     return -1;
+  }
+  return 0;
+}
+
+/* Writes the records the filter of k has made. 0 or -1 (they are lost:
+ * the connection cannot go on). */
+static int tls_flush(rc__redis_sock *k) {
+  size_t len;
+  char *block = rc_tls_take_block(k->tls, &len); /* no headroom */
+  if (block == NULL)
+    return 0;
+  if (sock_write(k, block, len) != 0) {
+    free(block);
+    return -1;
+  }
+  return 0;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* The connection cannot go on, but the caller must not see it end (its
+ * state would change under it): it ends at the next turn, by the timer
+ * (which only the connect deadline uses until then). */
+static void link_break(rc_redis *l, const char *why) {
+  if (l->broken)
+    return;
+  l->broken = 1;
+  snprintf(l->why, sizeof(l->why), "%s", why);
+  (void)uv_timer_start(&l->timer, on_timer, 0, 0); /* fails only closing */
+}
+
+int rc__redis_send(rc_redis *l, char *data, size_t len, rc__redis_reply_cb *fn,
+                   void *priv) {
+  rc__redis_sock *k = l->sock;
+  if (k == NULL || l->broken || len > UINT_MAX ||
+      (k->tls != NULL && !rc_tls_ready(k->tls)))
+    return -1;
+  if (fn != NULL && l->wlen == l->wcap && waiters_grow(l) != 0)
+    return -1;
+  if (k->tls == NULL) {
+    if (sock_write(k, data, len) != 0)
+      return -1;
+  } else {
+    if (rc_tls_write(k->tls, data, len) != 0) {
+      link_break(l, rc_tls_error(k->tls));
+      return -1;
+    }
+    free(data); /* it is in the filter's records now */
+    if (tls_flush(k) != 0)
+      link_break(l, "cannot write to Redis");
   }
   if (fn != NULL)
     l->wq[(l->whead + l->wlen++) % l->wcap] = (rc__redis_waiter){fn, priv};
@@ -197,6 +254,59 @@ static void read_replies(rc_redis *l, rc__redis_sock *k) {
     rc__redis_drop_bad(l, "a reply from Redis is larger than the bound");
 }
 
+/* The setup's commands; 0, or -1 when the connection has ended. */
+static int link_setup(rc_redis *l, rc__redis_sock *k) {
+  if (l->ops->setup(l) != 0)
+    rc__redis_drop(l, "cannot queue the first commands");
+  return k->link == l ? 0 : -1;
+}
+
+/* Ciphertext read from Redis: the handshake, then plaintext to the reader,
+ * while k is still l's. */
+static void tls_read(rc_redis *l, rc__redis_sock *k, const char *data,
+                     size_t n) {
+  if (rc_tls_feed(k->tls, data, n) != 0) {
+    rc__redis_drop(l, "out of memory");
+    return;
+  }
+  if (!rc_tls_ready(k->tls)) {
+    int r = rc_tls_handshake(k->tls);
+    if (r < 0) {
+      rc__redis_drop_bad(l, rc_tls_error(k->tls));
+      return;
+    }
+    if (tls_flush(k) != 0) {
+      rc__redis_drop(l, "cannot write to Redis");
+      return;
+    }
+    if (r == 0 || link_setup(l, k) != 0)
+      return;
+  }
+  for (;;) {
+    long m = rc_tls_read(k->tls, k->rbuf, sizeof(k->rbuf));
+    if (m == 0)
+      break;
+    if (m < 0) {
+      if (m == RC_TLS_E_CLOSED)
+        rc__redis_drop(l, "Redis closed the TLS connection");
+      else
+        rc__redis_drop_bad(l, rc_tls_error(k->tls));
+      return;
+    }
+    if (redisReaderFeed(k->reader, k->rbuf, (size_t)m) != REDIS_OK) {
+      rc__redis_drop(l, "out of memory");
+      return;
+    }
+    k->partial += (size_t)m;
+    read_replies(l, k);
+    if (k->link != l)
+      return;
+  }
+  /* What reading made (a TLS 1.3 key update's answer, an alert). */
+  if (tls_flush(k) != 0)
+    rc__redis_drop(l, "cannot write to Redis");
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   rc__redis_sock *k = st->data;
   rc_redis *l = k->link;
@@ -205,6 +315,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   if (n < 0) {
     rc__redis_drop(l, n == UV_EOF ? "Redis closed the connection"
                                   : uv_strerror((int)n));
+    return;
+  }
+  if (k->tls != NULL) {
+    tls_read(l, k, buf->base, (size_t)n);
     return;
   }
   if (redisReaderFeed(k->reader, buf->base, (size_t)n) != REDIS_OK) {
@@ -216,8 +330,6 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 }
 
 /* --- connecting ----------------------------------------------------------- */
-
-static void on_timer(uv_timer_t *t);
 
 static void timer_in(rc_redis *l, uint64_t ms) {
   /* Fails only for a closing handle, when no timer is wanted anyway. */
@@ -241,6 +353,7 @@ static uint64_t backoff_ms(rc_redis *l) {
 static void link_lost(rc_redis *l) {
   int was_ready = l->state == RC__REDIS_READY && !l->bad;
   l->bad = 0;
+  l->broken = 0;
   sock_release(l);
   l->state = RC__REDIS_DOWN;
   l->draining = 0;
@@ -283,8 +396,8 @@ void rc__redis_drain(rc_redis *l) {
 }
 
 void rc__redis_ready(rc_redis *l) {
-  if (l->state != RC__REDIS_CONNECTING)
-    return;
+  if (l->state != RC__REDIS_CONNECTING || l->broken)
+    return; /* a broken one ends at the next turn */
   l->state = RC__REDIS_READY;
   (void)uv_timer_stop(&l->timer); /* the deadline; always returns 0 */
   int again = l->ever_ready;
@@ -305,9 +418,24 @@ static void on_tcp_connect(uv_connect_t *req, int status) {
   }
   (void)uv_tcp_nodelay(&k->tcp, 1); /* an optimisation: failure is harmless */
   int r = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
-  if (r != 0 || l->ops->setup(l) != 0)
-    rc__redis_drop(l,
-                   r != 0 ? uv_strerror(r) : "cannot queue the first commands");
+  if (r != 0) {
+    rc__redis_drop(l, uv_strerror(r));
+    return;
+  }
+  if (l->tls == NULL) {
+    (void)link_setup(l, k);
+    return;
+  }
+  /* The ClientHello; setup follows the handshake (tls_read). */
+  k->tls = rc_tls_new(l->tls, RC_TLS_CLIENT, l->host);
+  if (k->tls == NULL) {
+    rc__redis_drop(l, "TLS: out of memory");
+    return;
+  }
+  if (rc_tls_handshake(k->tls) < 0)
+    rc__redis_drop_bad(l, rc_tls_error(k->tls));
+  else if (tls_flush(k) != 0)
+    rc__redis_drop(l, "cannot write to Redis");
 }
 
 /* A socket with its reader, or NULL (out of memory). */
@@ -405,7 +533,11 @@ static void on_timer(uv_timer_t *t) {
   rc_redis *l = CONTAINER_OF(t, rc_redis, timer);
   if (l->stopped)
     return;
-  if (l->state == RC__REDIS_DOWN)
+  if (l->broken) {
+    char why[sizeof(l->why)];
+    memcpy(why, l->why, sizeof(why));
+    rc__redis_drop(l, why);
+  } else if (l->state == RC__REDIS_DOWN)
     link_connect(l);
   else if (l->state == RC__REDIS_CONNECTING)
     rc__redis_drop(l, "no answer in time");

@@ -35,6 +35,14 @@
  *   Every callback may call rc__redis_drop (the seam checks, after each
  *   callback, whether the connection it was reading is still the link's).
  *
+ * TLS (rediss://): with l->tls set (a client context of rc_tls.h, the
+ * owner's, set before rc__redis_start) each connection goes through a
+ * filter of its own over the TCP stream; setup runs once the handshake is
+ * complete, and a handshake that fails (an untrusted certificate, the
+ * wrong name, a peer that does not speak TLS) costs the connection and a
+ * backoff, as a protocol violation does. The server's name checked is
+ * host, as given.
+ *
  * Lifetime: the rc_redis is embedded in its owner, which calls
  * rc__redis_init, rc__redis_start (on the loop, before it runs),
  * rc__redis_stop (no further attempt: closes the timer) and, after the loop
@@ -85,8 +93,10 @@ typedef struct rc_redis {
   const char *host; /* the owner's, outlives the link */
   int port;
   const rc__redis_ops *ops;
-  size_t max_elements; /* of an array in a reply */
-  size_t reply_max;    /* bytes; a longer reply ends the connection */
+  struct rc_tls_ctx *tls; /* NULL: plain TCP; else the owner's, set before
+                             rc__redis_start */
+  size_t max_elements;    /* of an array in a reply */
+  size_t reply_max;       /* bytes; a longer reply ends the connection */
   /* state */
   struct rc__redis_sock *sock; /* NULL while down or resolving */
   uv_timer_t timer;            /* the next attempt, or the connect deadline */
@@ -96,6 +106,8 @@ typedef struct rc_redis {
   uint8_t draining; /* disconnect once nothing waits */
   uint8_t bad;      /* the connection ends for a protocol violation */
   uint8_t stopped;
+  uint8_t broken;       /* a TLS record could not be written: the connection
+                           ends at the next turn (rc__redis_send cannot end it) */
   unsigned attempt;     /* failures since the last success */
   uint64_t rng;         /* xorshift64: the backoff's jitter */
   rc__redis_waiter *wq; /* a ring: the commands waiting for replies */

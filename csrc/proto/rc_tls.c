@@ -36,6 +36,7 @@
 struct rc_tls_ctx {
   SSL_CTX *ctx;
   int verify;
+  int check_name; /* a client's: the certificate must name the server */
 };
 
 struct rc_tls {
@@ -157,55 +158,6 @@ static void queue_reason(char *out, size_t cap, const char *fallback) {
   (void)snprintf(out, cap, "TLS: %s", r != NULL ? r : fallback);
 }
 
-rc_tls_ctx *rc_tls_ctx_client(int verify, const char *cafile, char *err,
-                              size_t errlen) {
-  ERR_clear_error();
-  rc_tls_ctx *c = calloc(1, sizeof(*c));
-  if (c == NULL) {
-    (void)snprintf(err, errlen, "TLS: out of memory");
-    return NULL;
-  }
-  c->verify = verify != 0;
-  c->ctx = SSL_CTX_new(TLS_client_method());
-  if (c->ctx == NULL ||
-      SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1) {
-    queue_reason(err, errlen, "cannot make a context");
-    rc_tls_ctx_free(c);
-    return NULL;
-  }
-  SSL_CTX_set_verify(c->ctx, c->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
-                     NULL);
-  if (cafile != NULL) {
-    /* OpenSSL's own reason for a missing file is "system lib". */
-    FILE *f = fopen(cafile, "r");
-    if (f == NULL) {
-      (void)snprintf(err, errlen, "TLS: cannot load CA file %s (%s)", cafile,
-                     strerror(errno));
-      rc_tls_ctx_free(c);
-      return NULL;
-    }
-    (void)fclose(f);
-  }
-  if (c->verify || cafile != NULL) {
-    int ok = cafile != NULL
-                 ? SSL_CTX_load_verify_locations(c->ctx, cafile, NULL)
-                 : SSL_CTX_set_default_verify_paths(c->ctx);
-    if (ok != 1) {
-      char why[128];
-      queue_reason(why, sizeof why, "unreadable");
-      (void)snprintf(err, errlen, "TLS: cannot load CA file %s (%s)",
-                     cafile != NULL ? cafile : "(system default)", why + 5);
-      rc_tls_ctx_free(c);
-      return NULL;
-    }
-  }
-  /* Writes of any size into the filter's BIO complete at once; a buffer that
-   * moves between retries is then never an issue. */
-  (void)SSL_CTX_set_mode(c->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                     SSL_MODE_RELEASE_BUFFERS);
-  return c;
-}
-
 /* An encrypted key without a password must fail, not prompt on the
  * terminal: OpenSSL's default callback reads one from the tty. */
 static int password_cb(char *buf, int size, int rwflag, void *userdata) {
@@ -255,6 +207,111 @@ static void file_problem(char *err, size_t errlen, const char *what,
   (void)snprintf(err, errlen, "%s %s: %s (%s)", what, path, problem, why + 5);
 }
 
+/* The certificate chain of certfile and the key of keyfile (or certfile)
+ * into ctx, checked against each other; 0, or -1 with the reason in err.
+ * locked: what to say of a key that cannot be read (it may be encrypted). */
+static int use_cert_key(SSL_CTX *ctx, const char *certfile, const char *keyfile,
+                        const char *password, const char *locked, char *err,
+                        size_t errlen) {
+  if (readable("ssl_certfile", certfile, err, errlen) != 0 ||
+      readable("ssl_keyfile", keyfile, err, errlen) != 0)
+    return -1;
+  if (SSL_CTX_use_certificate_chain_file(ctx, certfile) != 1) {
+    file_problem(err, errlen, "ssl_certfile", certfile,
+                 "not a PEM certificate chain");
+    return -1;
+  }
+  SSL_CTX_set_default_passwd_cb(ctx, password_cb);
+  SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)password);
+  int key_ok = SSL_CTX_use_PrivateKey_file(ctx, keyfile, SSL_FILETYPE_PEM);
+  /* The password is needed only while the key is read. */
+  SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+  unsigned long why = ERR_peek_last_error();
+  if (key_ok != 1 && ERR_GET_LIB(why) == ERR_LIB_X509 &&
+      ERR_GET_REASON(why) == X509_R_KEY_VALUES_MISMATCH) {
+    ERR_clear_error(); /* the key was read: it is another certificate's */
+    key_ok = 1;
+  }
+  if (key_ok != 1) {
+    file_problem(err, errlen, "ssl_keyfile", keyfile, locked);
+    return -1;
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    ERR_clear_error();
+    (void)snprintf(err, errlen, "ssl_keyfile %s does not match ssl_certfile %s",
+                   keyfile, certfile);
+    return -1;
+  }
+  return 0;
+}
+
+rc_tls_ctx *rc_tls_ctx_client_opts(const rc_tls_client_opts *o, char *err,
+                                   size_t errlen) {
+  ERR_clear_error();
+  rc_tls_ctx *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    (void)snprintf(err, errlen, "TLS: out of memory");
+    return NULL;
+  }
+  c->verify = o->verify != 0;
+  c->check_name = c->verify && o->check_name != 0;
+  c->ctx = SSL_CTX_new(TLS_client_method());
+  if (c->ctx == NULL ||
+      SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1) {
+    queue_reason(err, errlen, "cannot make a context");
+    goto fail;
+  }
+  SSL_CTX_set_verify(c->ctx, c->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                     NULL);
+  const char *cafile = o->cafile;
+  if (cafile != NULL) {
+    /* OpenSSL's own reason for a missing file is "system lib". */
+    FILE *f = fopen(cafile, "r");
+    if (f == NULL) {
+      (void)snprintf(err, errlen, "TLS: cannot load CA file %s (%s)", cafile,
+                     strerror(errno));
+      goto fail;
+    }
+    (void)fclose(f);
+  }
+  if (c->verify || cafile != NULL) {
+    int ok = cafile != NULL
+                 ? SSL_CTX_load_verify_locations(c->ctx, cafile, NULL)
+                 : SSL_CTX_set_default_verify_paths(c->ctx);
+    if (ok != 1) {
+      char why[128];
+      queue_reason(why, sizeof why, "unreadable");
+      (void)snprintf(err, errlen, "TLS: cannot load CA file %s (%s)",
+                     cafile != NULL ? cafile : "(system default)", why + 5);
+      goto fail;
+    }
+  }
+  if (o->certfile != NULL &&
+      use_cert_key(c->ctx, o->certfile,
+                   o->keyfile != NULL ? o->keyfile : o->certfile, NULL,
+                   "not an unencrypted PEM private key", err, errlen) != 0)
+    goto fail;
+  if (o->certfile == NULL && o->keyfile != NULL) {
+    (void)snprintf(err, errlen, "ssl_keyfile needs ssl_certfile");
+    goto fail;
+  }
+  /* Writes of any size into the filter's BIO complete at once; a buffer that
+   * moves between retries is then never an issue. */
+  (void)SSL_CTX_set_mode(c->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                     SSL_MODE_RELEASE_BUFFERS);
+  return c;
+fail:
+  rc_tls_ctx_free(c);
+  return NULL;
+}
+
+rc_tls_ctx *rc_tls_ctx_client(int verify, const char *cafile, char *err,
+                              size_t errlen) {
+  rc_tls_client_opts o = {
+      .verify = verify, .check_name = verify, .cafile = cafile};
+  return rc_tls_ctx_client_opts(&o, err, errlen);
+}
+
 rc_tls_ctx *rc_tls_ctx_server(const rc_tls_server_opts *o, char *err,
                               size_t errlen) {
   ERR_clear_error();
@@ -280,36 +337,13 @@ rc_tls_ctx *rc_tls_ctx_server(const rc_tls_server_opts *o, char *err,
     queue_reason(err, errlen, "cannot make a context");
     goto fail;
   }
-  if (SSL_CTX_use_certificate_chain_file(c->ctx, o->certfile) != 1) {
-    file_problem(err, errlen, "ssl_certfile", o->certfile,
-                 "not a PEM certificate chain");
+  if (use_cert_key(c->ctx, o->certfile, keyfile, o->password,
+                   o->password != NULL
+                       ? "not a PEM private key, or the wrong password"
+                       : "not a PEM private key, or encrypted (give "
+                         "ssl_keyfile_password)",
+                   err, errlen) != 0)
     goto fail;
-  }
-  SSL_CTX_set_default_passwd_cb(c->ctx, password_cb);
-  SSL_CTX_set_default_passwd_cb_userdata(c->ctx, (void *)o->password);
-  int key_ok = SSL_CTX_use_PrivateKey_file(c->ctx, keyfile, SSL_FILETYPE_PEM);
-  /* The password is needed only while the key is read. */
-  SSL_CTX_set_default_passwd_cb_userdata(c->ctx, NULL);
-  unsigned long why = ERR_peek_last_error();
-  if (key_ok != 1 && ERR_GET_LIB(why) == ERR_LIB_X509 &&
-      ERR_GET_REASON(why) == X509_R_KEY_VALUES_MISMATCH) {
-    ERR_clear_error(); /* the key was read: it is another certificate's */
-    key_ok = 1;
-  }
-  if (key_ok != 1) {
-    file_problem(err, errlen, "ssl_keyfile", keyfile,
-                 o->password != NULL
-                     ? "not a PEM private key, or the wrong password"
-                     : "not a PEM private key, or encrypted (give "
-                       "ssl_keyfile_password)");
-    goto fail;
-  }
-  if (SSL_CTX_check_private_key(c->ctx) != 1) {
-    ERR_clear_error();
-    (void)snprintf(err, errlen, "ssl_keyfile %s does not match ssl_certfile %s",
-                   keyfile, o->certfile);
-    goto fail;
-  }
   if (o->ca_certs != NULL) {
     STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_certs);
     if (SSL_CTX_load_verify_locations(c->ctx, o->ca_certs, NULL) != 1 ||
@@ -388,7 +422,7 @@ rc_tls *rc_tls_new(rc_tls_ctx *ctx, int role, const char *server_name) {
   SSL_set_connect_state(t->ssl);
   /* Verifying a chain without a name to check would accept any host's
    * certificate: refused, whatever the caller let through. */
-  if (ctx->verify && (server_name == NULL || server_name[0] == '\0')) {
+  if (ctx->check_name && (server_name == NULL || server_name[0] == '\0')) {
     rc_tls_free(t);
     return NULL;
   }
@@ -397,7 +431,7 @@ rc_tls *rc_tls_new(rc_tls_ctx *ctx, int role, const char *server_name) {
     int ok = 1;
     if (!literal)
       ok = SSL_set_tlsext_host_name(t->ssl, server_name) == 1;
-    if (ok && ctx->verify) {
+    if (ok && ctx->check_name) {
       if (literal)
         ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl),
                                            server_name) == 1;

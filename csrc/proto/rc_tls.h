@@ -43,6 +43,20 @@ enum {
  * cannot be made (for example an unreadable cafile). */
 rc_tls_ctx *rc_tls_ctx_client(int verify, const char *cafile, char *err,
                               size_t errlen);
+/* The same with each check chosen, and a certificate of the client's own
+ * (a Redis that asks for one: rc_redis.c). */
+typedef struct rc_tls_client_opts {
+  int verify;           /* the server's chain must lead to a trusted root */
+  int check_name;       /* and the certificate must name the server (only
+                           with verify; rc_tls_new's server_name) */
+  const char *cafile;   /* PEM roots, or NULL: the system's */
+  const char *certfile; /* the client's PEM certificate chain, or NULL */
+  const char *keyfile;  /* its unencrypted PEM key; NULL: in certfile */
+} rc_tls_client_opts;
+/* NULL and the reason in err, naming the file: "ssl_keyfile k.pem does not
+ * match ssl_certfile c.pem". */
+rc_tls_ctx *rc_tls_ctx_client_opts(const rc_tls_client_opts *o, char *err,
+                                   size_t errlen);
 /* What a server context is made of: uvicorn's ssl_* options. */
 enum {
   RC_TLS_CERT_NONE = 0,     /* no client certificate asked for */
@@ -72,9 +86,9 @@ int rc_tls_ctx_verifies(const rc_tls_ctx *ctx);
 
 /* A filter for one connection. For RC_TLS_CLIENT, server_name is sent as
  * SNI (unless it is an address literal, RFC 6066 3) and, when the context
- * verifies, must match the certificate (a DNS name, or an IP address
+ * checks names, must match the certificate (a DNS name, or an IP address
  * against the certificate's IP entries). Returns NULL when memory runs
- * out, or for a verifying client without a server_name. */
+ * out, or for a name-checking client without a server_name. */
 rc_tls *rc_tls_new(rc_tls_ctx *ctx, int role, const char *server_name);
 void rc_tls_free(rc_tls *t);
 

@@ -84,6 +84,11 @@ class Core:
         backplane_buffer: int = 1 << 20,  # bytes of publishes kept while Redis is unreachable
         compression: bool = True,  # permessage-deflate with clients that offer it
         compression_threshold: int = 128,  # shorter messages go uncompressed
+        backplane_tls: bool = False,  # TLS to Redis (rediss://)
+        backplane_tls_checks: int = 0,  # 0: chain and name, 1: chain only, 2: none
+        backplane_tls_ca: str | None = None,  # PEM roots; None: the system's
+        backplane_tls_cert: str | None = None,  # client certificate chain (PEM)
+        backplane_tls_key: str | None = None,  # its key; None: in the cert file
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.
@@ -101,6 +106,10 @@ class Core:
     ) -> None:
         """Reads and checks the files; ValueError naming the file and the
         problem."""
+    @staticmethod
+    def check_backplane_tls(checks: int, ca_certs: str | None, certfile: str | None, keyfile: str | None) -> None:
+        """Reads and checks the files of TLS to Redis; ValueError naming the
+        file and the problem."""
     def start(self) -> None:
         """Starts the loop thread without listening, for client
         connections. Call once, instead of listen()."""

@@ -7,7 +7,8 @@ its own members without waking Python. This module does what is not on the
 hot path:
 
 * :func:`parse_url` turns ``redis://[[username]:password@]host[:port][/db]``
-  into the core's options (``ValueError`` saying what is wrong otherwise);
+  (``rediss://`` with TLS, its ``ssl_*`` options in the query) into the
+  core's options (``ValueError`` saying what is wrong otherwise);
 * :class:`Backplane` sends commands on the core's Redis connection and
   resolves their replies, logs the connection's ups and downs, and keeps
   this server's room members in Redis for presence.
@@ -38,7 +39,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import _core
 
@@ -140,8 +141,19 @@ def _masked(url: str) -> str:
 
 def parse_url(url: str) -> dict[str, Any]:
     """The core's backplane options for ``redis://[[user]:password@]host
-    [:port][/db]``; raises :class:`ValueError` for anything else (the
-    message shows the URL with its password masked)."""
+    [:port][/db]`` or, through TLS, ``rediss://...[?option=value&...]``;
+    raises :class:`ValueError` for anything else (the message shows the URL
+    with its password masked).
+
+    TLS options (redis-py's names): ``ssl_ca_certs`` (a PEM file of the
+    roots Redis's certificate must lead to; default: the system's),
+    ``ssl_certfile`` and ``ssl_keyfile`` (a client certificate, for a Redis
+    started with ``tls-auth-clients``; the key unencrypted, in the
+    certificate's file when not given), ``ssl_check_hostname`` (``true``,
+    the default: the certificate must name the URL's host) and
+    ``ssl_cert_reqs`` (``required``, the default, or ``none``: no check at
+    all, so anyone on the path can pose as Redis). The files are read now:
+    a missing or unreadable one is a ``ValueError`` naming it."""
     if not isinstance(url, str):
         raise TypeError(f"backplane must be a redis:// URL string, not {type(url).__name__}")
     try:
@@ -155,9 +167,8 @@ def _parse_url(url: str) -> dict[str, Any]:
         parts = urlsplit(url)
     except ValueError as exc:  # "Invalid IPv6 URL", ...
         raise ValueError(f"backplane URL cannot be parsed ({exc}): {url!r}") from None
-    if parts.scheme != "redis":
-        hint = " (TLS is not supported)" if parts.scheme == "rediss" else ""
-        raise ValueError(f"backplane URL must start with redis://{hint}: {url!r}")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"backplane URL must start with redis:// or rediss:// (TLS): {url!r}")
     try:
         port = parts.port or 6379
     except ValueError:
@@ -168,14 +179,59 @@ def _parse_url(url: str) -> dict[str, Any]:
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError(f"backplane URL's database must be a number, not {path!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"backplane URL takes no query or fragment: {url!r}")
-    return {
+    if parts.fragment:
+        raise ValueError(f"backplane URL takes no fragment: {url!r}")
+    options = {
         "backplane_host": host,
         "backplane_port": port,
         "backplane_db": int(path or 0),
         "backplane_username": unquote(parts.username) if parts.username else None,
         "backplane_password": unquote(parts.password) if parts.password is not None else None,
+    }
+    if parts.scheme == "rediss":
+        options.update(_tls_options(parts.query, url))
+    elif parts.query:
+        raise ValueError(f"backplane URL takes options only with rediss:// (TLS): {url!r}")
+    return options
+
+
+_TLS_QUERY = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname", "ssl_cert_reqs")
+_TRUTH = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _tls_options(query: str, url: str) -> dict[str, Any]:
+    """The core's TLS options for the query of a rediss:// URL."""
+    given: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _TLS_QUERY:
+            raise ValueError(f"backplane URL: unknown option {name!r} (known: {', '.join(_TLS_QUERY)}): {url!r}")
+        if name in given:
+            raise ValueError(f"backplane URL gives {name} twice: {url!r}")
+        if not value:
+            raise ValueError(f"backplane URL: {name} is empty: {url!r}")
+        given[name] = value
+    reqs = given.get("ssl_cert_reqs", "required").lower()
+    if reqs not in ("required", "none"):
+        raise ValueError(f"backplane URL: ssl_cert_reqs must be 'required' or 'none', not {reqs!r}")
+    hostname = given.get("ssl_check_hostname", "true" if reqs == "required" else "false").lower()
+    if hostname not in _TRUTH:
+        raise ValueError(f"backplane URL: ssl_check_hostname must be true or false, not {hostname!r}")
+    if reqs == "none" and _TRUTH[hostname]:
+        raise ValueError("backplane URL: ssl_check_hostname=true needs ssl_cert_reqs=required")
+    if "ssl_keyfile" in given and "ssl_certfile" not in given:
+        raise ValueError("backplane URL: ssl_keyfile needs ssl_certfile")
+    checks = 2 if reqs == "none" else 0 if _TRUTH[hostname] else 1
+    files = [given.get(name) for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")]
+    try:
+        _core.Core.check_backplane_tls(checks, *files)
+    except ValueError as exc:
+        raise ValueError(f"backplane URL: {exc}") from None
+    return {
+        "backplane_tls": True,
+        "backplane_tls_checks": checks,
+        "backplane_tls_ca": files[0],
+        "backplane_tls_cert": files[1],
+        "backplane_tls_key": files[2],
     }
 
 

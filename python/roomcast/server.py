@@ -194,7 +194,8 @@ class Server:
       a scrape sums every worker's.
 
     Scaling out: with ``backplane="redis://[[user]:password@]host[:port]
-    [/db]"``, rooms with a name (``Room(name=...)``, every
+    [/db]"`` (``rediss://`` through TLS, its ``ssl_*`` options in the
+    query: :func:`roomcast.backplane.parse_url`), rooms with a name (``Room(name=...)``, every
     :class:`~roomcast.App` room) are shared with every server on the same
     Redis and ``backplane_prefix`` (the channel of a room is the prefix,
     with ``\\`` and ``|`` escaped, then ``|`` and its name): a push is

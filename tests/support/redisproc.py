@@ -5,15 +5,18 @@ answers a roomcast server's first commands, then breaks the protocol.
 ``RedisServer`` runs Debian's ``redis-server`` (installed by ``make deps``)
 with no persistence, in a temporary directory, never the system service.
 It can be stopped and started again on the same port, which is how the
-tests take Redis away from running roomcast servers.
+tests take Redis away from running roomcast servers. ``start(tls=...)``
+serves TLS only (``rediss://``), on the certificate and key given.
 """
 
 import asyncio
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 
 T = 30.0  # seconds: a loaded 2-core machine
 
@@ -43,8 +46,11 @@ class RespClient:
     """One blocking connection; ``command(*args)`` returns the reply
     (bytes, int, str for a status, None, or a list)."""
 
-    def __init__(self, port):
+    def __init__(self, port, tls=None):
+        """tls: an ssl.SSLContext for a Redis that serves TLS."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=T)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
 
     def close(self):
@@ -90,6 +96,18 @@ class RespClient:
         return self.read()
 
 
+@dataclass(frozen=True)
+class RedisTLS:
+    """How a RedisServer serves TLS: its certificate and key, the roots
+    client certificates must lead to, and, to require one, a client
+    certificate and key (its own checks connect with them)."""
+
+    cert: str
+    key: str
+    ca: str
+    client: tuple[str, str] | None = None
+
+
 class RedisServer:
     def __init__(self, directory):
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -98,25 +116,37 @@ class RedisServer:
         self.dir = str(directory)
         self.port = free_port()
         self.proc = None
+        self.tls = None  # the SSLContext its own checks connect with
 
     @property
     def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
-    def start(self, password=None, users=()):
+    def start(self, password=None, users=(), tls=None):
         """Starts redis-server and waits until it answers; with a password,
         it asks every client (the default user) for it from the first
         connection on. ``users``: (name, password) pairs of ACL users that
         may do anything. The data saved in its directory (``SAVE``) is
-        loaded again."""
+        loaded again. ``tls``: a :class:`RedisTLS` to serve TLS only."""
         auth = ["--requirepass", password] if password else []
         for name, secret in users:
             auth += ["--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
+        listen = ["--port", str(self.port)]
+        self.tls = None
+        if tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", tls.cert]
+            listen += ["--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca]
+            listen += ["--tls-auth-clients", "no" if tls.client is None else "yes"]
+            # Its own checks trust whatever it serves.
+            self.tls = ssl.create_default_context()
+            self.tls.check_hostname = False
+            self.tls.verify_mode = ssl.CERT_NONE
+            if tls.client is not None:
+                self.tls.load_cert_chain(*tls.client)
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
+            [self.binary]
+            + listen
+            + [
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -137,7 +167,7 @@ class RedisServer:
         deadline = time.monotonic() + T
         while True:
             try:
-                client = RespClient(self.port)
+                client = RespClient(self.port, self.tls)
                 try:
                     if password:
                         client.command("AUTH", password)
@@ -169,7 +199,7 @@ class RedisServer:
             return ""
 
     def client(self):
-        return RespClient(self.port)
+        return RespClient(self.port, self.tls)
 
     def command(self, *args):
         client = self.client()
@@ -185,16 +215,18 @@ class FakeRedis:
     subscribe/unsubscribe answers to SUBSCRIBE/UNSUBSCRIBE, :0 to anything
     else. ``bad(kind, n)`` returns the bytes to send to the n-th connection
     of its kind ("sub": the one that subscribes, "cmd": the one that PINGs)
-    right after its first answer, or None. ``connections`` counts them."""
+    right after its first answer, or None. ``connections`` counts them.
+    ``tls``: an ``ssl.SSLContext`` to serve TLS with."""
 
-    def __init__(self, bad):
+    def __init__(self, bad, tls=None):
         self.bad = bad
+        self.tls = tls  # an ssl.SSLContext: serve TLS
         self.connections = {"sub": 0, "cmd": 0}
         self.server = None
         self.port = 0
 
     async def start(self):
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
