@@ -205,7 +205,7 @@ def test_a_migrated_slot_is_served_by_its_new_owner(cluster):
 
 
 @pytest.mark.slow
-def test_a_killed_masters_slot_is_served_by_its_promoted_replica(cluster):
+def test_a_killed_masters_slot_is_served_by_its_promoted_replica_and_it_rejoins(cluster):
     channel = b"rc|failover"
     slot = _core.key_slot(channel)
     old = cluster.master_of(slot)
@@ -224,4 +224,10 @@ def test_a_killed_masters_slot_is_served_by_its_promoted_replica(cluster):
         if node.id != new.id and not node.failed:
             with pytest.raises(RespError, match=f"MOVED {slot} {new.address}"):
                 command_on(node.port, "SPUBLISH", channel, b"x")
-    assert next(n for n in cluster.nodes() if n.id == old.id).failed
+    assert cluster.node(old.id).failed
+    # The stopped master rejoins, as the replica of the one that took its
+    # slots over: the cluster is whole again.
+    cluster.restart(old)
+    back = cluster.node(old.id)
+    assert (back.role, back.master_id, back.failed, back.slots) == ("replica", new.id, False, [])
+    assert len(cluster.ports) == 6

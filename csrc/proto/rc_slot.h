@@ -1,8 +1,9 @@
 /* rc_slot.h - the Redis Cluster key slot of a key, sans I/O: which of the
  * cluster's 16384 slots (and so which shard) owns a key or a sharded
- * pub/sub channel. The cluster backplane (issue 19) sends a room's
- * SPUBLISH and SSUBSCRIBE to the node that owns its channel's slot; a node
- * that does not own it answers -MOVED <slot> <host:port>.
+ * pub/sub channel. A cluster backplane (issue 19) sends a room's SPUBLISH
+ * and SSUBSCRIBE to the shard that owns its channel's slot (its master or,
+ * in Redis 7, one of its replicas: each serves the shard's channels); any
+ * other node answers -MOVED <slot> <host:port>.
  *
  * The rule is the cluster specification's ("Keys distribution model" and
  * "Hash tags"), the one CLUSTER KEYSLOT applies:

@@ -120,6 +120,7 @@ class RedisCluster:
         self.masters = masters
         self.replicas = replicas
         self.procs = {}  # port: Popen, for the nodes this object runs
+        self.buses = {}  # port: its cluster bus port, kept for restart()
         self.create_output = ""
 
     # --- life -----------------------------------------------------------------
@@ -129,8 +130,8 @@ class RedisCluster:
         everywhere (see the module's docstring); returns self."""
         used = set()
         for _ in range(self.masters * (1 + self.replicas)):
-            port, bus = self._two_ports(used)
-            self._start_node(port, bus)
+            port, self.buses[port] = self._two_ports(used)
+            self._start_node(port)
         for port in self.procs:
             self._wait_answers(port)
         addrs = [f"127.0.0.1:{port}" for port in self.procs]
@@ -166,7 +167,7 @@ class RedisCluster:
     def _node_dir(self, port):
         return os.path.join(self.dir, f"node-{port}")
 
-    def _start_node(self, port, bus):
+    def _start_node(self, port):
         directory = self._node_dir(port)
         os.makedirs(directory, exist_ok=True)
         self.procs[port] = subprocess.Popen(
@@ -183,7 +184,7 @@ class RedisCluster:
                 "--cluster-node-timeout",
                 "1000",
                 "--cluster-port",
-                str(bus),
+                str(self.buses[port]),
                 "--cluster-replica-validity-factor",
                 "0",
                 "--save",
@@ -326,9 +327,10 @@ class RedisCluster:
     # --- what happens to a cluster --------------------------------------------
 
     def kill_master(self, slot):
-        """Stops the master owning slot (SIGTERM: it shuts down at once and
-        its replica is promoted once the others mark it failed); returns
-        its ``Node`` as it was."""
+        """Stops the master owning slot (SIGTERM: it shuts down cleanly, its
+        replica in sync, and the replica is promoted once the other masters
+        mark it failed, a second or two later); returns its ``Node`` as it
+        was."""
         node = self.master_of(slot)
         self._stop_node(node.port)
         return node
@@ -352,6 +354,17 @@ class RedisCluster:
                 why = repr(e)
             time.sleep(0.1)
         raise AssertionError(f"no replica took slot {slot} over in {timeout} s ({why}); the logs:\n" + self.log())
+
+    def restart(self, node):
+        """Starts a stopped node (a ``Node``) again on its ports with its
+        cluster configuration, and waits until the cluster has settled: a
+        master whose slots went to its replica meanwhile comes back as that
+        replica's replica."""
+        if node.port in self.ports:
+            raise ValueError(f"{node.address} is running")
+        self._start_node(node.port)
+        self._wait_answers(node.port)
+        self.wait_ok()
 
     def _settled_without_replicas(self):
         why = self._settled()
