@@ -50,6 +50,7 @@ def varied_keys(n=400, seed=19):
         "{}\u4e2d\u6587".encode(),
         b"rc|lobby",
         b"rc\\|x|{room}",
+        b"{CALC}rc|{x}:presence",
     ]
     keys = list(fixed)
     alphabet = b"ab{}{}\x00\xff|"

@@ -54,3 +54,12 @@ uint16_t rc_slot_of(const void *key, size_t len) {
   return (uint16_t)(rc_slot_crc16((const char *)key + off, n) &
                     (RC_SLOT_COUNT - 1));
 }
+
+uint16_t rc_slot_tag(const void *channel, size_t len, char *out) {
+  unsigned crc = rc_slot_crc16(channel, len);
+  out[0] = '{';
+  for (int i = 0; i < 4; i++)
+    out[1 + i] = (char)(0x40u | ((crc >> (12 - 4 * i)) & 0xfu));
+  out[5] = '}';
+  return rc_slot_of(out, RC_SLOT_TAG_LEN);
+}

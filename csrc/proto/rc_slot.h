@@ -36,4 +36,24 @@ size_t rc_slot_hashed(const void *key, size_t len, size_t *off);
  * what rc_slot_hashed picks, mod RC_SLOT_COUNT. Always < RC_SLOT_COUNT. */
 uint16_t rc_slot_of(const void *key, size_t len);
 
+/* --- a room's tag ------------------------------------------------------- */
+
+/* roomcast's names for a room in a cluster (its sharded channel, and the
+ * keys that presence and history keep for it) must all be on one slot, so
+ * that one script may touch them and SPUBLISH on the channel. Each such
+ * name starts with the room's tag: '{', 4 characters, '}'. The characters
+ * are the 16 bits of the CRC16 of the room's channel (as rc_bpwire.h names
+ * it, the whole of it, braces and all), 4 bits each, high first, each
+ * 0x40 | bits ('@', 'A' to 'O'). A tag holds no brace, so Redis hashes
+ * exactly its 4 characters, whatever the room's name holds; and the 65536
+ * tags fall on the 16384 slots 4 each (CRC16 is linear, and over these
+ * characters reaches every slot), so rooms spread over the slots as
+ * evenly as their channels' CRC16 do. */
+#define RC_SLOT_TAG_LEN 6
+
+/* Writes the tag of the room whose channel is channel (len bytes) to out
+ * (RC_SLOT_TAG_LEN bytes, no NUL) and returns its slot, the slot of every
+ * name that starts with it. */
+uint16_t rc_slot_tag(const void *channel, size_t len, char *out);
+
 #endif

@@ -122,6 +122,52 @@ RC_TEST(every_slot_is_below_the_count) {
   }
 }
 
+/* --- a room's tag ------------------------------------------------------- */
+
+RC_TEST(a_tag_is_braces_around_four_letters_of_the_crc) {
+  char tag[RC_SLOT_TAG_LEN];
+  /* CRC16("123456789") = 0x31C3: 3, 1, C, 3 -> 'C', 'A', 'L', 'C'. */
+  uint16_t slot = rc_slot_tag("123456789", 9, tag);
+  RC_ASSERT_EQ_BYTES(tag, sizeof tag, "{CALC}");
+  RC_ASSERT_EQ_UINT(slot, SLOT("{CALC}"));
+  RC_ASSERT_EQ_UINT(slot, SLOT("CALC"));
+}
+
+RC_TEST(names_after_a_tag_share_its_slot_whatever_the_room_holds) {
+  /* Rooms whose names hold braces: the tag alone decides. */
+  static const char *channels[] = {"rc|lobby", "rc|{x}", "rc|}{", "{}|{"};
+  for (size_t i = 0; i < sizeof channels / sizeof channels[0]; i++) {
+    char name[64];
+    size_t n = strlen(channels[i]);
+    uint16_t slot = rc_slot_tag(channels[i], n, name);
+    memcpy(name + RC_SLOT_TAG_LEN, channels[i], n);
+    RC_ASSERT_EQ_UINT(rc_slot_of(name, RC_SLOT_TAG_LEN + n), slot);
+    memcpy(name + RC_SLOT_TAG_LEN + n, ":presence", 9);
+    RC_ASSERT_EQ_UINT(rc_slot_of(name, RC_SLOT_TAG_LEN + n + 9), slot);
+  }
+}
+
+RC_TEST(tags_fall_on_every_slot_four_times) {
+  /* The 65536 two-byte channels have the 65536 CRCs (CRC16 of two bytes
+   * is a bijection), so they make every tag once. */
+  static uint8_t seen_crc[65536 / 8];
+  static uint8_t per_slot[RC_SLOT_COUNT];
+  memset(seen_crc, 0, sizeof seen_crc);
+  memset(per_slot, 0, sizeof per_slot);
+  for (unsigned v = 0; v < 65536; v++) {
+    uint8_t ch[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    unsigned crc = rc_slot_crc16(ch, 2);
+    RC_ASSERT(!(seen_crc[crc / 8] & (1u << (crc % 8))));
+    seen_crc[crc / 8] |= (uint8_t)(1u << (crc % 8));
+    char tag[RC_SLOT_TAG_LEN];
+    per_slot[rc_slot_tag(ch, 2, tag)]++;
+    for (int i = 1; i < 5; i++)
+      RC_ASSERT(tag[i] >= '@' && tag[i] <= 'O');
+  }
+  for (unsigned s = 0; s < RC_SLOT_COUNT; s++)
+    RC_ASSERT_EQ_UINT(per_slot[s], 4);
+}
+
 RC_TEST_MAIN(RC_CASE(crc16_check_value_of_the_spec),
              RC_CASE(crc16_table_agrees_with_the_bitwise_definition),
              RC_CASE(slot_of_plain_keys),
@@ -131,4 +177,7 @@ RC_TEST_MAIN(RC_CASE(crc16_check_value_of_the_spec),
              RC_CASE(only_the_first_tag_counts),
              RC_CASE(braces_that_make_no_tag_hash_the_whole_key),
              RC_CASE(the_tag_may_be_one_byte_or_a_nul),
-             RC_CASE(every_slot_is_below_the_count))
+             RC_CASE(every_slot_is_below_the_count),
+             RC_CASE(a_tag_is_braces_around_four_letters_of_the_crc),
+             RC_CASE(names_after_a_tag_share_its_slot_whatever_the_room_holds),
+             RC_CASE(tags_fall_on_every_slot_four_times))
