@@ -89,8 +89,8 @@ def parse_nodes(text):
     return nodes
 
 
-def _info(client, section):
-    text = client.command("INFO", section) if section else client.command("CLUSTER", "INFO")
+def _fields(text):
+    """The ``name:value`` lines of an INFO or CLUSTER INFO reply."""
     fields = {}
     for line in text.decode().splitlines():
         key, sep, value = line.partition(":")
@@ -273,7 +273,7 @@ class RedisCluster:
             try:
                 client = RespClient(port)
                 try:
-                    state = _info(client, None).get("cluster_state")
+                    state = _fields(client.command("CLUSTER", "INFO")).get("cluster_state")
                     owners = {}
                     for node in parse_nodes(client.command("CLUSTER", "NODES")):
                         if node.role == "master" and not node.failed:
@@ -305,7 +305,7 @@ class RedisCluster:
         if sum(b - a + 1 for a, b in first) != SLOTS:
             return "some slots have no owner"
         for port in self.ports:
-            info = _info_of(port, "replication")
+            info = _fields(_command(port, "INFO", "replication"))
             if info.get("role") == "slave" and info.get("master_link_status") != "up":
                 return f"replica {port}: its link to its master is down"
         return ""
@@ -418,11 +418,3 @@ class RedisCluster:
             if node.role == "master" and not node.failed and node.owns(slot):
                 return node.id
         return None
-
-
-def _info_of(port, section):
-    client = RespClient(port)
-    try:
-        return _info(client, section)
-    finally:
-        client.close()
