@@ -35,6 +35,8 @@ def test_stub_names_match_the_compiled_module():
             names.add(node.name)
         elif isinstance(node, ast.AnnAssign):
             names.add(node.target.id)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
     runtime = {n for n in dir(_core) if not n.startswith("_")}
     assert runtime == names
     runtime_methods = {n for n in dir(_core.Core) if not n.startswith("_")}

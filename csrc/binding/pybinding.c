@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "proto/rc_frame.h"
+#include "proto/rc_slot.h"
 #include "rc_core.h"
 
 typedef struct {
@@ -1594,6 +1595,31 @@ static PyType_Spec Core_spec = {
 
 /* --- module -------------------------------------------------------------- */
 
+/* Module functions: pure C over their arguments, no Core needed. */
+
+PyDoc_STRVAR(key_slot_doc,
+             "key_slot(key, /)\n--\n\n"
+             "The Redis Cluster slot of key (bytes), 0 to 16383: CRC16 of its "
+             "hash tag\nor of the whole key, as CLUSTER KEYSLOT computes it.");
+
+static PyObject *mod_key_slot(PyObject *m, PyObject *key) {
+  (void)m;
+  char *p;
+  Py_ssize_t len;
+  if (!PyBytes_Check(key)) {
+    PyErr_SetString(PyExc_TypeError, "key_slot() takes bytes");
+    return NULL;
+  }
+  if (PyBytes_AsStringAndSize(key, &p, &len) < 0)
+    return NULL;
+  return PyLong_FromLong(rc_slot_of(p, (size_t)len));
+}
+
+static PyMethodDef module_methods[] = {
+    {"key_slot", (PyCFunction)mod_key_slot, METH_O, key_slot_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 /* The core's other numbers that Python code needs, so that no Python file
  * keeps a copy that could drift: the relay modes (enum rc_relay), the
  * bound of a room name (RC_ROOM_NAME_MAX: the Python layer keeps 32 of
@@ -1654,6 +1680,7 @@ static struct PyModuleDef core_module = {
     .m_name = "roomcast._core",
     .m_doc = "The C core of roomcast: WebSocket server, rooms and fan-out.",
     .m_size = sizeof(module_state),
+    .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

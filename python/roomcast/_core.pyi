@@ -53,6 +53,12 @@ RELAY_OTHERS: Final[int]
 # The longest room name room_name() takes, in bytes (RC_ROOM_NAME_MAX).
 ROOM_NAME_MAX: Final[int]
 
+def key_slot(key: bytes, /) -> int:
+    """The Redis Cluster slot of key, 0 to 16383: CRC16 (XMODEM) of its hash
+    tag (the bytes between the first ``{`` and the first ``}`` after it, when
+    there are any) or else of the whole key, mod 16384; what ``CLUSTER
+    KEYSLOT`` answers."""
+
 # The request headers of EV_OPEN and EV_REQUEST: b"name:value\n" per header,
 # in request order, names lower-cased, values as sent (decode as latin-1).
 Headers = bytes
