@@ -14,6 +14,10 @@ a time, for latency) it runs, in turns:
   publisher on the first. A message goes from the publisher to server 1,
   whose Python handler pushes it: server 1's members get it at once,
   servers 2 and 3 get it from Redis and deliver it in C.
+* ``3 servers rediss``: the same, each server reaching the same Redis
+  through TLS (``rediss://``, Redis's TLS port, on a certificate made here
+  with the ``openssl`` command, checked with its name): what TLS to Redis
+  costs.
 
 * ``1 worker`` and ``2 workers``: the same room served by the ``roomcast``
   command, ``python -m roomcast benchapp:server --backplane REDIS_URL
@@ -51,7 +55,7 @@ import report  # noqa: E402  (the 80% rule of the load generator's CPU)
 import run as bench  # noqa: E402  (the fan-out benchmark's machinery)
 
 SCENARIOS = {"burst": bench.BURST_WINDOW, "single": 1}
-MODES = ("single", "3 servers", "1 worker", "2 workers")
+MODES = ("single", "3 servers", "3 servers rediss", "1 worker", "2 workers")
 WORKERS = {"1 worker": 1, "2 workers": 2}
 
 # The module the roomcast command serves (written to the run's directory):
@@ -140,17 +144,29 @@ def python_env() -> dict:
 
 
 def start_redis(tmp: str, pin: bool) -> Proc:
+    """redis-server on a free port, and on another through TLS
+    (``redis.tls_url``) with a self-signed certificate for 127.0.0.1."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
-    port = bench.free_port()
+    cert, key = os.path.join(tmp, "redis.pem"), os.path.join(tmp, "redis.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port, tls_port = bench.free_port(), bench.free_port()
     redis = Proc(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp,
+         "--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+         "--tls-auth-clients", "no"],
         port,
         "Ready to accept connections",
         pin,
-    )
+    )  # fmt: skip
     redis.wait_ready()
+    redis.tls_url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"  # type: ignore[attr-defined]
     return redis
 
 
@@ -179,7 +195,7 @@ def one_run(mode: str, n: int, scenario: str, args: argparse.Namespace, redis: P
             )
         else:
             assert redis is not None
-            url = f"redis://127.0.0.1:{redis.port}/0"
+            url = redis.tls_url if mode == "3 servers rediss" else f"redis://127.0.0.1:{redis.port}/0"  # type: ignore[attr-defined]
             for _ in range(3):
                 port = bench.free_port()
                 servers.append(
@@ -303,6 +319,25 @@ def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
                 ("single", "p99", "p99 latency", " µs"),
             ),
         )
+    if any(r["mode"] == "3 servers rediss" for r in results):
+        lines += [
+            "",
+            "The three servers reaching Redis in plain TCP against through TLS (`rediss://`, certificate and"
+            " name checked):",
+            "",
+            "| N | scenario | figure | 3 servers, redis:// | 3 servers, rediss:// | ratio |",
+            "| ---: | --- | --- | ---: | ---: | ---: |",
+        ]
+        lines += rows(
+            "3 servers",
+            "3 servers rediss",
+            (
+                ("burst", "deliveries_per_sec", "deliveries/s", ""),
+                ("single", "deliveries_per_sec", "deliveries/s", ""),
+                ("single", "p50", "p50 latency", " µs"),
+                ("single", "p99", "p99 latency", " µs"),
+            ),
+        )
     if any(r["mode"] in WORKERS for r in results):
         lines += [
             "",
@@ -366,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                             runs.append(rec)
                             p99 = bench.metric(rec, "p99")
                             print(
-                                f"[{rep + 1}/{args.repeat}] {mode:9} N={n} {scenario:6} {rec['status']}: "
+                                f"[{rep + 1}/{args.repeat}] {mode:16} N={n} {scenario:6} {rec['status']}: "
                                 f"{rec.get('deliveries_per_sec', 0):,.0f} deliveries/s, "
                                 f"p99 {p99 if p99 is not None else '-'} µs"
                                 + (f" ({rec.get('error')})" if rec["status"] != "ok" else ""),

@@ -118,6 +118,7 @@ typedef struct setup_opts {
   int trust_it; /* cafile holds the server's own certificate, else another */
   int verify;
   const char *server_name; /* what the client asks for */
+  int chain_only;          /* verify the chain but not the name */
 } setup_opts;
 
 static int server_new(fixture *f) {
@@ -160,7 +161,10 @@ static int setup(fixture *f, const setup_opts *o) {
   if (!write_pem(f->cafile, root) || !server_new(f))
     return 0;
   char err[256];
-  f->ctx = rc_tls_ctx_client(o->verify, f->cafile, err, sizeof err);
+  rc_tls_client_opts co = {.verify = o->verify,
+                           .check_name = o->verify && !o->chain_only,
+                           .cafile = f->cafile};
+  f->ctx = rc_tls_ctx_client_opts(&co, err, sizeof err);
   if (f->ctx == NULL) {
     fprintf(stderr, "  %s\n", err);
     return 0;
@@ -183,8 +187,8 @@ static void teardown(fixture *f) {
   ERR_clear_error();
 }
 
-static const setup_opts good = {"localhost", "DNS:localhost", 1, 1,
-                                "localhost"};
+static const setup_opts good = {"localhost", "DNS:localhost", 1,
+                                1,           "localhost",     0};
 
 /* --- carrying bytes --------------------------------------------------------
  */
@@ -426,7 +430,7 @@ RC_TEST(untrusted_refused_when_verifying) {
 
 RC_TEST(wrong_name_and_untrusted_accepted_without_verify) {
   fixture f;
-  setup_opts o = {"other.example", "DNS:other.example", 0, 0, "localhost"};
+  setup_opts o = {"other.example", "DNS:other.example", 0, 0, "localhost", 0};
   uint8_t in[8];
   if (setup(&f, &o)) {
     RC_CHECK(rc_tls_ctx_verifies(f.ctx) == 0);
@@ -441,9 +445,30 @@ RC_TEST(wrong_name_and_untrusted_accepted_without_verify) {
   teardown(&f);
 }
 
+RC_TEST(chain_only_accepts_another_name_but_not_another_root) {
+  fixture f;
+  setup_opts o = {"other.example", "DNS:other.example", 1, 1, "localhost", 1};
+  if (setup(&f, &o)) {
+    RC_CHECK(rc_tls_ctx_verifies(f.ctx) == 1);
+    RC_CHECK_EQ_INT(handshake(&f, 1u << 20), 1);
+  } else {
+    RC_CHECK(!"setup");
+  }
+  teardown(&f);
+  o.trust_it = 0; /* the chain is still checked */
+  if (setup(&f, &o)) {
+    RC_CHECK_EQ_INT(handshake(&f, 1u << 20), RC_TLS_E_FAILED);
+    RC_CHECK(strncmp(rc_tls_error(f.client), "TLS: certificate verify failed",
+                     30) == 0);
+  } else {
+    RC_CHECK(!"setup");
+  }
+  teardown(&f);
+}
+
 RC_TEST(ip_address_name) {
   fixture f;
-  setup_opts o = {"127.0.0.1", "IP:127.0.0.1", 1, 1, "127.0.0.1"};
+  setup_opts o = {"127.0.0.1", "IP:127.0.0.1", 1, 1, "127.0.0.1", 0};
   if (setup(&f, &o))
     RC_CHECK_EQ_INT(handshake(&f, 1u << 20), 1);
   else
@@ -767,6 +792,7 @@ RC_TEST_MAIN(RC_CASE(handshake_completes),
              RC_CASE(wrong_name_refused_when_verifying),
              RC_CASE(untrusted_refused_when_verifying),
              RC_CASE(wrong_name_and_untrusted_accepted_without_verify),
+             RC_CASE(chain_only_accepts_another_name_but_not_another_root),
              RC_CASE(ip_address_name), RC_CASE(garbage_during_handshake),
              RC_CASE(close_notify_during_handshake_is_a_failed_handshake),
              RC_CASE(garbage_after_handshake), RC_CASE(close_notify_both_ways),
