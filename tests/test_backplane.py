@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast import App, BackplaneError, Room, Server
+from support.crossserver import Collector, drained, warm_up
 from support.redisproc import RespClient, resp_encode
 
 T = 30  # seconds: generous, the machine is shared
@@ -39,54 +40,6 @@ async def settles(coroutine_function, value, timeout=T):
             return
         assert asyncio.get_running_loop().time() < deadline, f"still {got!r}, not {value!r}"
         await asyncio.sleep(0.05)
-
-
-class Collector:
-    """Reads a client's messages into a list in the background."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.got = []
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self):
-        try:
-            async for message in self.ws:
-                self.got.append(message)
-        except Exception:
-            pass
-
-    def stop(self):
-        self.task.cancel()
-
-
-async def warm_up(publishers, collectors, tag):
-    """Each publisher sends probes until every collector has one of each:
-    then every server has subscribed the room. The probes are forgotten."""
-    want = {f"{tag}{i}" for i in range(len(publishers))}
-    for _ in range(200):
-        for i, ws in enumerate(publishers):
-            await ws.send(f"{tag}{i}")
-        await asyncio.sleep(0.1)
-        if all(want <= {m for m in c.got if m.startswith(tag)} for c in collectors):
-            break
-    else:
-        raise AssertionError("the servers never all received each other's probes")
-    await drained(publishers, collectors, f"{tag}end")
-    for c in collectors:
-        c.got.clear()
-
-
-async def drained(publishers, collectors, tag, expect=None):
-    """Each publisher sends a marker; returns once every collector has the
-    marker of each publisher it hears (``expect[c]``: their indexes, all by
-    default). A publisher's messages arrive in order: whatever it sent
-    before its marker, duplicates included, has arrived by then."""
-    for i, ws in enumerate(publishers):
-        await ws.send(f"{tag}{i}")
-    for j, c in enumerate(collectors):
-        heard = range(len(publishers)) if expect is None else expect[j]
-        await until(lambda: all(f"{tag}{i}" in c.got for i in heard), what=f"the markers {tag}")
 
 
 async def test_three_server_processes_share_rooms_exactly_once_in_order(examples, redis_server):
