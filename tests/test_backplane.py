@@ -452,6 +452,38 @@ async def test_app_broadcast_to_several_rooms_reaches_each_socket_once(redis_ser
                 assert got == [{"event": "said", "payload": k} for k in range(21)]
 
 
+async def test_servers_of_one_process_on_one_redis_spelled_differently_publish_once(redis_server):
+    # 127.0.0.1 and localhost are one Redis: the process publishes each
+    # push once, and each member gets it once, from this process.
+    urls = [f"redis://127.0.0.1:{redis_server.port}/0", f"redis://localhost:{redis_server.port}/0"]
+    servers = [Server(backplane=url) for url in urls]
+    for server in servers:
+        server.route("/r", echo_room("spelled"))
+    async with servers[0].serve("127.0.0.1", 0) as r1, servers[1].serve("127.0.0.1", 0) as r2:
+        # Each has asked Redis who it is (INFO) once connected.
+        await until(
+            lambda: all(s._hub.backplane is not None and s._hub.backplane.identity for s in servers),
+            what="Redis's run id",
+        )
+        async with connect(f"ws://127.0.0.1:{r1.port}/r") as a, connect(f"ws://127.0.0.1:{r2.port}/r") as b:
+            collectors = [Collector(a), Collector(b)]
+            await warm_up([a, b], collectors, "probe-")
+            before = r1.stats()["backplane_published"] + r2.stats()["backplane_published"]
+            for k in range(100):
+                await (a if k % 2 else b).send(f"m{k}")
+            await drained([a, b], collectors, "done-")
+            # The copies from Redis, were there any, come after the marker
+            # of the publish that made them: a second round of markers lets
+            # them arrive.
+            await drained([a, b], collectors, "again-")
+            published = r1.stats()["backplane_published"] + r2.stats()["backplane_published"] - before
+            assert published == 100 + 4, "the process published a push more than once"  # and 4 markers
+            for c in collectors:
+                got = [m for m in c.got if m.startswith("m")]
+                assert sorted(got) == sorted(f"m{k}" for k in range(100)), "lost or delivered twice"
+                c.stop()
+
+
 async def test_a_message_published_by_another_program_reaches_the_members(redis_server):
     server = Server(backplane=redis_server.url)
     server.route("/feed", Room(name="feed"))

@@ -146,9 +146,21 @@ class Hub:
 
     @property
     def backplane_key(self) -> tuple[str, int, str] | None:
-        """The Redis and prefix of the backplane (servers of a process that
-        share them publish once between them), or None."""
+        """The Redis and prefix of the backplane as its URL spells them, or
+        None."""
         return self._backplane_key
+
+    def backplane_keys(self) -> tuple[Any, ...]:
+        """What names this server's Redis and prefix: its URL's host, port
+        and prefix and, once Redis has told it, Redis's own run id and the
+        prefix. Servers of a process that share one of them share the
+        backplane and publish once between them, however their URLs spell
+        it (``localhost`` and ``127.0.0.1``, say)."""
+        key = self._backplane_key
+        if key is None:
+            return ()
+        identity = self.backplane.identity if self.backplane is not None else None
+        return (key,) if identity is None else (key, (identity, key[2]))
 
     @property
     def running(self) -> bool:
@@ -428,15 +440,15 @@ class Hub:
         """Publishes to a named room through this server: its members here
         and, with a backplane, every other server's. ``done`` holds the
         backplane keys already published through (one publish per Redis
-        and prefix in this process)."""
+        and prefix in this process, see backplane_keys)."""
         if self._core is None:
             return
         if self.backplane is not None:
             self._room_id(room, name, relay)  # even with no member here
-            key = self._backplane_key
-            if key in done:
+            keys = self.backplane_keys()
+            if not done.isdisjoint(keys):
                 return
-            done.add(key)
+            done.update(keys)
         self.publish_to(room, data, exclude)
 
 

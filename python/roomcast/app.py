@@ -1203,10 +1203,14 @@ class _Pacer:
 def _one_per_backplane(hubs: list[Hub], first: Hub | None) -> list[Hub]:
     """One hub per Redis and prefix among ``hubs``, ``first`` if it is one
     (the excluded socket's server: only it can skip the socket)."""
-    chosen: dict[Any, Hub] = {}
+    chosen: list[Hub] = []
+    seen: set[Any] = set()
     for hub in sorted(hubs, key=lambda h: h is not first):
-        chosen.setdefault(hub.backplane_key, hub)
-    return list(chosen.values())
+        keys = hub.backplane_keys() or (None,)
+        if seen.isdisjoint(keys):
+            chosen.append(hub)
+        seen.update(keys)
+    return chosen
 
 
 def _publish_redis(hub: Hub, room: str, head: str, rule: tuple[int, float | None], exclude: int) -> None:

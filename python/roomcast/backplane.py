@@ -261,6 +261,9 @@ class Backplane:
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any] | str | Callable[[Any, str | None], None] | None] = {}
         self.up = False
+        # Redis's run id (INFO server), once connected: the process's
+        # servers on one Redis know each other by it (_hub.backplane_keys).
+        self.identity: str | None = None
         self._warned = False
         # room -> {member: identity as JSON}: this server's members there.
         self._members: dict[str, dict[str, str]] = {}
@@ -343,6 +346,7 @@ class Backplane:
             self._warned = False
             self._stale.update(self._members)
             self._resync_stale()
+            self._send(("INFO", "server"), self._learn_identity)
         elif code == _core.BACKPLANE_DOWN:
             self.up = False
             logger.warning("backplane: lost Redis (%s); serving local members only, reconnecting", text)
@@ -351,6 +355,16 @@ class Backplane:
             logger.warning("backplane: cannot reach Redis at %s (will retry with backoff)", text)
         else:
             logger.debug("backplane: %s", text)
+
+    def _learn_identity(self, reply: Any, error: str | None) -> None:
+        """Keeps Redis's run id from its INFO (a Redis that refuses INFO
+        is known by its URL alone)."""
+        if error is not None or not isinstance(reply, bytes | str):
+            return
+        for line in _text(reply).splitlines():
+            if line.startswith("run_id:"):
+                self.identity = "run_id:" + line[7:].strip()
+                return
 
     # -- presence -------------------------------------------------------------
 
