@@ -57,6 +57,13 @@ import run as bench  # noqa: E402  (the fan-out benchmark's machinery)
 SCENARIOS = {"burst": bench.BURST_WINDOW, "single": 1}
 MODES = ("single", "3 servers", "3 servers rediss", "1 worker", "2 workers")
 WORKERS = {"1 worker": 1, "2 workers": 2}
+# The figures compared between two rows of servers: (scenario, key, label, unit).
+SERVER_FIGURES = (
+    ("burst", "deliveries_per_sec", "deliveries/s", ""),
+    ("single", "deliveries_per_sec", "deliveries/s", ""),
+    ("single", "p50", "p50 latency", " µs"),
+    ("single", "p99", "p99 latency", " µs"),
+)
 
 # The module the roomcast command serves (written to the run's directory):
 # the room of servers/roomcast_chat.py; the options come on the command line.
@@ -312,12 +319,7 @@ def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
         lines += rows(
             "single",
             "3 servers",
-            (
-                ("burst", "deliveries_per_sec", "deliveries/s", ""),
-                ("single", "deliveries_per_sec", "deliveries/s", ""),
-                ("single", "p50", "p50 latency", " µs"),
-                ("single", "p99", "p99 latency", " µs"),
-            ),
+            SERVER_FIGURES,
         )
     if any(r["mode"] == "3 servers rediss" for r in results):
         lines += [
@@ -331,12 +333,7 @@ def table(results: list[dict], clients: list[int], pinned: bool = True) -> str:
         lines += rows(
             "3 servers",
             "3 servers rediss",
-            (
-                ("burst", "deliveries_per_sec", "deliveries/s", ""),
-                ("single", "deliveries_per_sec", "deliveries/s", ""),
-                ("single", "p50", "p50 latency", " µs"),
-                ("single", "p99", "p99 latency", " µs"),
-            ),
+            SERVER_FIGURES,
         )
     if any(r["mode"] in WORKERS for r in results):
         lines += [

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from roomcast import BackplaneError, Room, Server
 from support.certs import tls_certs_fixture  # noqa: F401 (a fixture)
 from support.crossserver import Collector, drained, warm_up
+from support.polling import until
 from support.redisproc import FakeRedis, RedisServer, RedisTLS
 
 T = 30  # seconds: generous, the machine is shared
@@ -23,14 +24,6 @@ T = 30  # seconds: generous, the machine is shared
 
 async def recv(ws, timeout=T):
     return await asyncio.wait_for(ws.recv(), timeout)
-
-
-async def until(predicate, timeout=T, what="condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def echo_room(name):

@@ -207,6 +207,14 @@ static void file_problem(char *err, size_t errlen, const char *what,
   (void)snprintf(err, errlen, "%s %s: %s (%s)", what, path, problem, why + 5);
 }
 
+/* Writes of any size into the filter's BIO complete at once, so a buffer
+ * that moves between retries is never an issue; OpenSSL's record buffers
+ * go between records. */
+static void filter_modes(SSL_CTX *ctx) {
+  (void)SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                  SSL_MODE_RELEASE_BUFFERS);
+}
+
 /* The certificate chain of certfile and the key of keyfile (or certfile)
  * into ctx, checked against each other; 0, or -1 with the reason in err.
  * locked: what to say of a key that cannot be read (it may be encrypted). */
@@ -295,10 +303,7 @@ rc_tls_ctx *rc_tls_ctx_client_opts(const rc_tls_client_opts *o, char *err,
     (void)snprintf(err, errlen, "ssl_keyfile needs ssl_certfile");
     goto fail;
   }
-  /* Writes of any size into the filter's BIO complete at once; a buffer that
-   * moves between retries is then never an issue. */
-  (void)SSL_CTX_set_mode(c->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                     SSL_MODE_RELEASE_BUFFERS);
+  filter_modes(c->ctx);
   return c;
 fail:
   rc_tls_ctx_free(c);
@@ -377,8 +382,7 @@ rc_tls_ctx *rc_tls_ctx_server(const rc_tls_server_opts *o, char *err,
   SSL_CTX_set_alpn_select_cb(c->ctx, alpn_select, NULL);
   /* Renegotiation asked by a client costs the server a handshake each. */
   (void)SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION);
-  (void)SSL_CTX_set_mode(c->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                     SSL_MODE_RELEASE_BUFFERS);
+  filter_modes(c->ctx);
   return c;
 fail:
   rc_tls_ctx_free(c);

@@ -37,6 +37,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -221,7 +222,12 @@ def _tls_options(query: str, url: str) -> dict[str, Any]:
     if "ssl_keyfile" in given and "ssl_certfile" not in given:
         raise ValueError("backplane URL: ssl_keyfile needs ssl_certfile")
     checks = 2 if reqs == "none" else 0 if _TRUTH[hostname] else 1
-    files = [given.get(name) for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")]
+    # Read again when the core is made: a relative path keeps meaning the
+    # file it names now.
+    files = [
+        os.path.abspath(given[name]) if name in given else None
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    ]
     try:
         _core.Core.check_backplane_tls(checks, *files)
     except ValueError as exc:
