@@ -1,15 +1,19 @@
 /* test_backplane.c - the core's Redis backplane from C, against a real
  * redis-server that this program starts on a free loopback port (and kills
  * at exit): connecting, commands and their encoded replies, publishes to a
- * named room, refusals, and a Redis that is not there. Under `make
- * memcheck` it shows that the backplane frees what it allocates. */
+ * named room, refusals, and a Redis that is not there; and a second
+ * redis-server that serves TLS only, on a certificate made with the
+ * openssl command (rediss://: trusted, untrusted, not TLS at all). Under
+ * `make memcheck` it shows that the backplane frees what it allocates. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -109,19 +113,33 @@ static rc_event *wait_event(rc_server *s, uint16_t type, uint64_t conn,
   return NULL;
 }
 
-static rc_server *server_with(int port, const char *prefix) {
+/* A listening server whose backplane is 127.0.0.1:port, through TLS when
+ * tls is set. */
+static rc_server *server_tls(int port, const char *prefix,
+                             const rc_backplane_tls *tls) {
   rc_config cfg;
   rc_config_default(&cfg);
   cfg.backplane_host = "127.0.0.1";
   cfg.backplane_port = port;
   cfg.backplane_prefix = prefix;
   rc_server *s = rc_server_new(&cfg);
+  char err[256];
   int bound = 0;
+  if (s != NULL && tls != NULL &&
+      rc_server_backplane_tls(s, tls, err, sizeof(err)) != 0) {
+    fprintf(stderr, "  %s\n", err);
+    rc_server_free(s);
+    return NULL;
+  }
   if (s != NULL && rc_server_listen(s, "127.0.0.1", 0, 0, &bound) != 0) {
     rc_server_free(s);
     return NULL;
   }
   return s;
+}
+
+static rc_server *server_with(int port, const char *prefix) {
+  return server_tls(port, prefix, NULL);
 }
 
 static rc_server *server_on(int port) { return server_with(port, "ctest:"); }
@@ -370,10 +388,148 @@ RC_TEST(a_recovering_join_subscribes_the_room_and_is_told_when) {
   rc_server_free(s);
 }
 
+/* --- through TLS ------------------------------------------------------------
+ */
+
+static pid_t tls_pid;
+static char tls_dir[64];
+static char tls_cert[128], tls_other[128], tls_key[128], tls_other_key[128];
+
+static void stop_tls_redis(void) {
+  if (tls_pid > 0) {
+    kill(tls_pid, SIGTERM);
+    (void)waitpid(tls_pid, NULL, 0);
+    tls_pid = 0;
+  }
+  const char *files[] = {tls_cert, tls_other, tls_key, tls_other_key};
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+    if (files[i][0] != '\0')
+      (void)unlink(files[i]);
+  if (tls_dir[0] != '\0')
+    (void)rmdir(tls_dir);
+}
+
+/* A self-signed certificate for IP:127.0.0.1 (its own root) and its key. */
+static int make_cert(const char *cert, const char *key) {
+  char cmd[512];
+  int n = snprintf(cmd, sizeof(cmd),
+                   "openssl req -x509 -newkey ec -pkeyopt "
+                   "ec_paramgen_curve:P-256 -nodes -keyout %s -out %s -days 1 "
+                   "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+                   ">/dev/null 2>&1",
+                   key, cert);
+  return n > 0 && (size_t)n < sizeof(cmd) && system(cmd) == 0;
+}
+
+/* The TLS port of a redis-server serving TLS only on tls_cert, started on
+ * first use; 0 if it cannot be. tls_other is a root it does not lead to. */
+static int tls_redis_port(void) {
+  static int port;
+  if (port != 0)
+    return port;
+  (void)snprintf(tls_dir, sizeof(tls_dir), "/tmp/rc_test_bp_tls.XXXXXX");
+  if (mkdtemp(tls_dir) == NULL) {
+    tls_dir[0] = '\0';
+    return 0;
+  }
+  atexit(stop_tls_redis);
+  (void)snprintf(tls_cert, sizeof(tls_cert), "%s/redis.pem", tls_dir);
+  (void)snprintf(tls_key, sizeof(tls_key), "%s/redis.key", tls_dir);
+  (void)snprintf(tls_other, sizeof(tls_other), "%s/other.pem", tls_dir);
+  (void)snprintf(tls_other_key, sizeof(tls_other_key), "%s/other.key", tls_dir);
+  if (!make_cert(tls_cert, tls_key) || !make_cert(tls_other, tls_other_key)) {
+    fprintf(stderr, "openssl could not make a certificate\n");
+    return 0;
+  }
+  int p = free_port();
+  char portstr[16];
+  snprintf(portstr, sizeof(portstr), "%d", p);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("redis-server", "redis-server", "--port", "0", "--tls-port", portstr,
+           "--tls-cert-file", tls_cert, "--tls-key-file", tls_key,
+           "--tls-ca-cert-file", tls_cert, "--tls-auth-clients", "no", "--bind",
+           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", "/tmp",
+           "--logfile", "", "--loglevel", "warning", (char *)NULL);
+    _exit(127);
+  }
+  if (pid < 0)
+    return 0;
+  tls_pid = pid;
+  for (int i = 0; i < 300 && !can_connect(p); i++)
+    usleep(20000);
+  port = can_connect(p) ? p : 0;
+  if (port == 0)
+    fprintf(stderr, "redis-server did not serve TLS\n");
+  return port;
+}
+
+/* Whether ev's text holds what. */
+static int says(const rc_event *ev, const char *what) {
+  return ev != NULL && memmem(ev->data, ev->len, what, strlen(what)) != NULL;
+}
+
+RC_TEST(through_tls_with_the_right_root_and_refused_with_another) {
+  int port = tls_redis_port();
+  RC_ASSERT(port != 0);
+  rc_backplane_tls tls = {RC_BP_TLS_VERIFY, tls_cert, NULL, NULL};
+  rc_server *s = server_tls(port, "ctest:", &tls);
+  RC_ASSERT(s != NULL);
+  rc_event *up = wait_event(s, RC_EV_BACKPLANE, 0, RC_BACKPLANE_UP, 30);
+  RC_CHECK(up != NULL);
+  free(up);
+  const char *ping[] = {"PING"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 1, 1, ping), 0);
+  rc_event *ev = wait_event(s, RC_EV_REDIS, 1, -1, 30);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_STATUS &&
+           memcmp(ev->data + 5, "PONG", 4) == 0);
+  free(ev);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+
+  /* A root Redis's certificate does not lead to: each attempt fails in
+   * the handshake and says why; stopping does not wait for Redis. */
+  tls.ca_certs = tls_other;
+  s = server_tls(port, "ctest:", &tls);
+  RC_ASSERT(s != NULL);
+  ev = wait_event(s, RC_EV_BACKPLANE, 0, RC_BACKPLANE_RETRY, 30);
+  RC_CHECK(says(ev, "certificate verify failed"));
+  free(ev);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+
+  /* TLS to a Redis that does not speak it: refused too. */
+  int plain = redis_port();
+  RC_ASSERT(plain != 0);
+  tls = (rc_backplane_tls){RC_BP_TLS_NO_CHECK, NULL, NULL, NULL};
+  s = server_tls(plain, "ctest:", &tls);
+  RC_ASSERT(s != NULL);
+  ev = wait_event(s, RC_EV_BACKPLANE, 0, RC_BACKPLANE_RETRY, 30);
+  RC_CHECK(ev != NULL);
+  free(ev);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+RC_TEST(backplane_tls_options_are_checked) {
+  char err[256];
+  rc_backplane_tls tls = {RC_BP_TLS_VERIFY, "/nonexistent/ca.pem", NULL, NULL};
+  RC_CHECK_EQ_INT(rc_backplane_tls_check(&tls, err, sizeof(err)), -1);
+  RC_CHECK(strstr(err, "/nonexistent/ca.pem") != NULL);
+  rc_server *s = rc_server_new(NULL); /* no backplane */
+  RC_ASSERT(s != NULL);
+  tls.ca_certs = NULL;
+  RC_CHECK_EQ_INT(rc_server_backplane_tls(s, &tls, err, sizeof(err)), -1);
+  RC_CHECK(strstr(err, "no backplane") != NULL);
+  rc_server_free(s);
+}
+
 RC_TEST_MAIN(
     RC_CASE(a_recovering_join_subscribes_the_room_and_is_told_when),
     RC_CASE(connects_and_answers_commands),
     RC_CASE(prefixes_up_to_200_bytes_name_the_sentinel_exactly),
     RC_CASE(publishes_to_a_named_room_without_members),
     RC_CASE(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang),
-    RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused))
+    RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused),
+    RC_CASE(through_tls_with_the_right_root_and_refused_with_another),
+    RC_CASE(backplane_tls_options_are_checked))
