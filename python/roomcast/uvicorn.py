@@ -187,12 +187,12 @@ def _adopter(loop: asyncio.AbstractEventLoop, config: Config) -> _Adopter:
     return adopter
 
 
-def _read_past_head(transport: asyncio.Transport) -> bytes:
-    """What uvicorn's HTTP parser read after the request head: frames of a
-    client that did not wait for the 101. h11 keeps them (the HTTP
-    protocol is still the transport's while the upgrade is handed over);
-    httptools drops them, in uvicorn's own implementations too."""
-    conn = getattr(transport.get_protocol(), "conn", None)
+def _read_past_head(http: object) -> bytes:
+    """What uvicorn's HTTP protocol ``http`` read after the request head:
+    frames of a client that did not wait for the 101. h11 keeps them (its
+    connection's ``trailing_data``); httptools drops them, in uvicorn's own
+    implementations too."""
+    conn = getattr(http, "conn", None)
     trailing = getattr(conn, "trailing_data", None)
     if isinstance(trailing, tuple) and trailing and isinstance(trailing[0], (bytes, bytearray)):
         return bytes(trailing[0])
@@ -259,6 +259,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self._adopter: _Adopter | None = None
         self._fallback: asyncio.Protocol | None = None
+        # uvicorn's HTTP protocol that hands the upgrade over: it holds what
+        # was read past the request head. Whether the transport is already
+        # ours when the head reaches us differs between uvicorn's versions
+        # (0.55 calls set_protocol first), so it is taken while it is not.
+        self._http: object = None
         self._closed = False
 
     # -- asyncio's side: until the hand-over -------------------------------------
@@ -270,6 +275,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport = transport
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
+        http = transport.get_protocol()
+        self._http = http if http is not self else None
 
     def data_received(self, data: bytes) -> None:
         if self._fallback is not None:
@@ -283,7 +290,9 @@ class WebSocketProtocol(asyncio.Protocol):
             adopter = _adopter(self.loop, self.config)
             transport.pause_reading()
             fd = os.dup(sock.fileno())
-            self.conn = adopter.adopt(fd, data + _read_past_head(transport), self)  # the core owns fd now
+            past = _read_past_head(self._http)
+            self._http = None
+            self.conn = adopter.adopt(fd, data + past, self)  # the core owns fd now
         except Exception as exc:
             logger.warning("roomcast.uvicorn: the core could not take a connection (%s); uvicorn serves it", exc)
             self._fall_back(data)
