@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast import App, BackplaneError, Room, Server
-from support.crossserver import Collector, drained, warm_up
+from support.crossserver import Collector, drained, three_servers_exactly_once, warm_up
 from support.redisproc import RespClient, resp_encode
 
 T = 30  # seconds: generous, the machine is shared
@@ -44,30 +44,7 @@ async def settles(coroutine_function, value, timeout=T):
 
 async def test_three_server_processes_share_rooms_exactly_once_in_order(examples, redis_server):
     servers = [await examples("scale_out.py", "--port", "0", "--backplane", redis_server.url) for _ in range(3)]
-    async with (
-        connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a1,
-        connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a2,
-        connect(f"ws://127.0.0.1:{servers[1].port}/chat") as b1,
-        connect(f"ws://127.0.0.1:{servers[2].port}/chat") as c1,
-    ):
-        clients = [a1, a2, b1, c1]
-        collectors = [Collector(ws) for ws in clients]
-        publishers = [a1, b1, c1]  # one on each server
-        await warm_up(publishers, collectors, "probe-")
-        n = 200
-        for k in range(n):
-            for i, ws in enumerate(publishers):
-                await ws.send(f"m{i}-{k}")
-        expected = 3 * n
-        await drained(publishers, collectors, "done-")
-        for c in collectors:
-            c.got = [m for m in c.got if not m.startswith("done-")]
-            assert len(c.got) == expected, "a message was lost or delivered twice"
-            for i in range(3):
-                mine = [m for m in c.got if m.startswith(f"m{i}-")]
-                assert mine == [f"m{i}-{k}" for k in range(n)], "lost, duplicated or out of order"
-        for c in collectors:
-            c.stop()
+    await three_servers_exactly_once([s.port for s in servers], 200)
 
     # exclude= across servers: the sender alone does not get its message.
     async with (

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from roomcast import BackplaneError, Room, Server
 from support.certs import tls_certs_fixture  # noqa: F401 (a fixture)
-from support.crossserver import Collector, drained, warm_up
+from support.crossserver import three_servers_exactly_once
 from support.polling import until
 from support.redisproc import FakeRedis, RedisServer, RedisTLS
 
@@ -129,26 +129,7 @@ async def test_three_server_processes_over_tls_deliver_exactly_once_in_order(exa
     redis = tls_redis()
     url = rediss(redis, ssl_ca_certs=tls_certs.ca)
     servers = [await examples("scale_out.py", "--port", "0", "--backplane", url) for _ in range(3)]
-    async with (
-        connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a1,
-        connect(f"ws://127.0.0.1:{servers[0].port}/chat") as a2,
-        connect(f"ws://127.0.0.1:{servers[1].port}/chat") as b1,
-        connect(f"ws://127.0.0.1:{servers[2].port}/chat") as c1,
-    ):
-        collectors = [Collector(ws) for ws in (a1, a2, b1, c1)]
-        publishers = [a1, b1, c1]  # one on each server
-        await warm_up(publishers, collectors, "probe-")
-        n = 300
-        for k in range(n):
-            for i, ws in enumerate(publishers):
-                await ws.send(f"m{i}-{k}")
-        await drained(publishers, collectors, "done-")
-        for c in collectors:
-            got = [m for m in c.got if not m.startswith("done-")]
-            assert len(got) == 3 * n, "a message was lost or delivered twice"
-            for i in range(3):
-                assert [m for m in got if m.startswith(f"m{i}-")] == [f"m{i}-{k}" for k in range(n)]
-            c.stop()
+    await three_servers_exactly_once([s.port for s in servers], 300)
 
 
 async def test_an_untrusted_certificate_is_refused_unless_checks_are_off(tls_redis, tls_certs, caplog):

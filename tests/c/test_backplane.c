@@ -57,6 +57,35 @@ static void stop_redis(void) {
   }
 }
 
+/* Starts redis-server with args (NULL-terminated, at most 16) and the
+ * options every test's Redis has; *pid is its process. Returns port once
+ * it accepts connections there, or 0. */
+static int spawn_redis(const char *const *args, int port, pid_t *pid) {
+  const char *common[] = {"--bind",       "127.0.0.1", "--save",     "",
+                          "--appendonly", "no",        "--dir",      "/tmp",
+                          "--logfile",    "",          "--loglevel", "warning"};
+  const char *argv[1 + 16 + sizeof(common) / sizeof(common[0]) + 1];
+  size_t n = 0;
+  argv[n++] = "redis-server";
+  for (size_t i = 0; args[i] != NULL && i < 16; i++)
+    argv[n++] = args[i];
+  for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+    argv[n++] = common[i];
+  argv[n] = NULL;
+  *pid = fork();
+  if (*pid == 0) {
+    execvp("redis-server", (char *const *)argv);
+    _exit(127);
+  }
+  if (*pid < 0) {
+    *pid = 0;
+    return 0;
+  }
+  for (int i = 0; i < 300 && !can_connect(port); i++)
+    usleep(20000);
+  return can_connect(port) ? port : 0;
+}
+
 /* The port of our redis-server, started on first use; 0 if it cannot be. */
 static int redis_port(void) {
   if (redis_port_ != 0)
@@ -64,20 +93,9 @@ static int redis_port(void) {
   int port = free_port();
   char portstr[16];
   snprintf(portstr, sizeof(portstr), "%d", port);
-  pid_t pid = fork();
-  if (pid == 0) {
-    execlp("redis-server", "redis-server", "--port", portstr, "--bind",
-           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", "/tmp",
-           "--logfile", "", "--loglevel", "warning", (char *)NULL);
-    _exit(127);
-  }
-  if (pid < 0)
-    return 0;
-  redis_pid = pid;
+  const char *args[] = {"--port", portstr, NULL};
   atexit(stop_redis);
-  for (int i = 0; i < 300 && !can_connect(port); i++)
-    usleep(20000);
-  redis_port_ = can_connect(port) ? port : 0;
+  redis_port_ = spawn_redis(args, port, &redis_pid);
   if (redis_port_ == 0)
     fprintf(stderr, "redis-server did not start (is it installed?)\n");
   return redis_port_;
@@ -444,21 +462,20 @@ static int tls_redis_port(void) {
   int p = free_port();
   char portstr[16];
   snprintf(portstr, sizeof(portstr), "%d", p);
-  pid_t pid = fork();
-  if (pid == 0) {
-    execlp("redis-server", "redis-server", "--port", "0", "--tls-port", portstr,
-           "--tls-cert-file", tls_cert, "--tls-key-file", tls_key,
-           "--tls-ca-cert-file", tls_cert, "--tls-auth-clients", "no", "--bind",
-           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", "/tmp",
-           "--logfile", "", "--loglevel", "warning", (char *)NULL);
-    _exit(127);
-  }
-  if (pid < 0)
-    return 0;
-  tls_pid = pid;
-  for (int i = 0; i < 300 && !can_connect(p); i++)
-    usleep(20000);
-  port = can_connect(p) ? p : 0;
+  const char *args[] = {"--port",
+                        "0",
+                        "--tls-port",
+                        portstr,
+                        "--tls-cert-file",
+                        tls_cert,
+                        "--tls-key-file",
+                        tls_key,
+                        "--tls-ca-cert-file",
+                        tls_cert,
+                        "--tls-auth-clients",
+                        "no",
+                        NULL};
+  port = spawn_redis(args, p, &tls_pid);
   if (port == 0)
     fprintf(stderr, "redis-server did not serve TLS\n");
   return port;

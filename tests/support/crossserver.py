@@ -2,7 +2,8 @@
 ``Collector`` reads a client's messages in the background; ``warm_up``
 waits until every server has subscribed a room (each publisher's probes
 reach every collector); ``drained`` waits until what each publisher sent
-before its marker has arrived."""
+before its marker has arrived; ``three_servers_exactly_once`` is the
+whole check on three running servers."""
 
 import asyncio
 
@@ -55,3 +56,27 @@ async def drained(publishers, collectors, tag, expect=None):
     for j, c in enumerate(collectors):
         heard = range(len(publishers)) if expect is None else expect[j]
         await until(lambda: all(f"{tag}{i}" in c.got for i in heard), what=f"the markers {tag}")
+
+
+async def three_servers_exactly_once(ports, n, path="/chat"):
+    """Two members on the first server and one on each other, a publisher on
+    each server sending ``n`` messages: every member gets every message
+    once, in each publisher's order."""
+    from websockets.asyncio.client import connect
+
+    urls = [f"ws://127.0.0.1:{port}{path}" for port in (ports[0], ports[0], ports[1], ports[2])]
+    async with connect(urls[0]) as a1, connect(urls[1]) as a2, connect(urls[2]) as b1, connect(urls[3]) as c1:
+        collectors = [Collector(ws) for ws in (a1, a2, b1, c1)]
+        publishers = [a1, b1, c1]  # one on each server
+        await warm_up(publishers, collectors, "probe-")
+        for k in range(n):
+            for i, ws in enumerate(publishers):
+                await ws.send(f"m{i}-{k}")
+        await drained(publishers, collectors, "done-")
+        for c in collectors:
+            got = [m for m in c.got if not m.startswith("done-")]
+            assert len(got) == 3 * n, "a message was lost or delivered twice"
+            for i in range(3):
+                mine = [m for m in got if m.startswith(f"m{i}-")]
+                assert mine == [f"m{i}-{k}" for k in range(n)], "lost, duplicated or out of order"
+            c.stop()
