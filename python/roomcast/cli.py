@@ -372,6 +372,14 @@ def _set_process_name(name: str, parent_death: bool) -> None:
         pass
 
 
+def _error(what: object) -> None:
+    """One error line in one write: the workers share the supervisor's
+    stderr, and print's separate write of the newline let two workers'
+    lines run together."""
+    sys.stderr.write(f"{PROG}: error: {what}\n")
+    sys.stderr.flush()
+
+
 def _listen_failed(exc: OSError) -> bool:
     return exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL) or "cannot listen" in str(exc)
 
@@ -385,7 +393,7 @@ def run_one(server: Server, host: str, port: int, reuse_port: bool) -> int:
     except OSError as exc:
         if not _listen_failed(exc):
             raise
-        print(f"{PROG}: error: {exc.strerror or exc}", file=sys.stderr)
+        _error(exc.strerror or exc)
         return EXIT_WORKER_STARTUP if reuse_port else EXIT_FAILED
     return EXIT_OK
 
@@ -400,7 +408,7 @@ def worker_main(args: argparse.Namespace) -> int:
     try:
         server, host, port, _ = prepare(args)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_WORKER_STARTUP
     return run_one(server, host, port, reuse_port=True)
 
@@ -579,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server, host, port, workers = prepare(args)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_USAGE
     if workers == 1:
         return run_one(server, host, port, reuse_port=False)
