@@ -165,21 +165,58 @@ static int check_secs(const char *name, double v) {
   return -1;
 }
 
+/* "host:port[,host:port...]", each port in 1..65535 (a cluster's seeds). */
+static int seeds_valid(const char *p) {
+  while (1) {
+    const char *end = strchr(p, ',');
+    size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+    const char *colon = memrchr(p, ':', n);
+    if (colon == NULL || colon == p)
+      return 0;
+    long port = 0;
+    for (const char *q = colon + 1; q < p + n; q++) {
+      if (*q < '0' || *q > '9' || port > 65535)
+        return 0;
+      port = port * 10 + (*q - '0');
+    }
+    if (port < 1 || port > 65535)
+      return 0;
+    if (end == NULL)
+      return 1;
+    p = end + 1;
+  }
+}
+
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"max_message_size",   "max_queue_bytes",
-                           "ping_interval",      "ping_timeout",
-                           "handshake_timeout",  "close_timeout",
-                           "max_header_bytes",   "max_headers",
-                           "http_requests",      "max_connections",
-                           "idle_timeout",       "drop_oldest",
-                           "max_event_bytes",    "backplane_host",
-                           "backplane_port",     "backplane_db",
-                           "backplane_username", "backplane_password",
-                           "backplane_prefix",   "backplane_buffer",
-                           "compression",        "compression_threshold",
-                           "backplane_tls",      "backplane_tls_checks",
-                           "backplane_tls_ca",   "backplane_tls_cert",
-                           "backplane_tls_key",  NULL};
+  static char *kwlist[] = {"max_message_size",
+                           "max_queue_bytes",
+                           "ping_interval",
+                           "ping_timeout",
+                           "handshake_timeout",
+                           "close_timeout",
+                           "max_header_bytes",
+                           "max_headers",
+                           "http_requests",
+                           "max_connections",
+                           "idle_timeout",
+                           "drop_oldest",
+                           "max_event_bytes",
+                           "backplane_host",
+                           "backplane_port",
+                           "backplane_db",
+                           "backplane_username",
+                           "backplane_password",
+                           "backplane_prefix",
+                           "backplane_buffer",
+                           "compression",
+                           "compression_threshold",
+                           "backplane_tls",
+                           "backplane_tls_checks",
+                           "backplane_tls_ca",
+                           "backplane_tls_cert",
+                           "backplane_tls_key",
+                           "backplane_cluster",
+                           NULL};
   rc_config cfg;
   rc_config_default(&cfg);
   Py_ssize_t max_msg = (Py_ssize_t)cfg.max_message_size;
@@ -195,15 +232,23 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   int bp_tls = 0;
   rc_backplane_tls tls = {RC_BP_TLS_VERIFY, NULL, NULL, NULL};
   if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "|$nnddddnnpndpnziizzznpnpizzz:Core", kwlist, &max_msg,
+          args, kw, "|$nnddddnnpndpnziizzznpnpizzzp:Core", kwlist, &max_msg,
           &max_q, &cfg.ping_interval, &cfg.ping_timeout, &cfg.handshake_timeout,
           &cfg.close_timeout, &max_hb, &max_h, &http, &max_conns,
           &cfg.idle_timeout, &drop, &max_ev, &cfg.backplane_host,
           &cfg.backplane_port, &cfg.backplane_db, &cfg.backplane_username,
           &cfg.backplane_password, &cfg.backplane_prefix, &bp_buffer,
           &compression, &z_min, &bp_tls, &tls.checks, &tls.ca_certs,
-          &tls.certfile, &tls.keyfile))
+          &tls.certfile, &tls.keyfile, &cfg.backplane_cluster))
     return NULL;
+  if (cfg.backplane_cluster &&
+      (cfg.backplane_host == NULL || cfg.backplane_db != 0 ||
+       !seeds_valid(cfg.backplane_host))) {
+    PyErr_SetString(PyExc_ValueError,
+                    "backplane_cluster: backplane_host must list the seed "
+                    "nodes as host:port[,host:port...], and db must be 0");
+    return NULL;
+  }
   if (bp_tls && cfg.backplane_host == NULL) {
     PyErr_SetString(PyExc_ValueError, "backplane_tls needs backplane_host");
     return NULL;
@@ -1615,8 +1660,30 @@ static PyObject *mod_key_slot(PyObject *m, PyObject *key) {
   return PyLong_FromLong(rc_slot_of(p, (size_t)len));
 }
 
+PyDoc_STRVAR(room_tag_doc,
+             "room_tag(channel, /)\n--\n\n"
+             "The hash tag (6 bytes, '{' 4 letters '}') of the room whose "
+             "channel is\nchannel (bytes) on a Redis Cluster: every Redis name "
+             "of the room starts\nwith it, so all are on one slot.");
+
+static PyObject *mod_room_tag(PyObject *m, PyObject *channel) {
+  (void)m;
+  char *p;
+  Py_ssize_t len;
+  if (!PyBytes_Check(channel)) {
+    PyErr_SetString(PyExc_TypeError, "room_tag() takes bytes");
+    return NULL;
+  }
+  if (PyBytes_AsStringAndSize(channel, &p, &len) < 0)
+    return NULL;
+  char tag[RC_SLOT_TAG_LEN];
+  (void)rc_slot_tag(p, (size_t)len, tag);
+  return PyBytes_FromStringAndSize(tag, RC_SLOT_TAG_LEN);
+}
+
 static PyMethodDef module_methods[] = {
     {"key_slot", (PyCFunction)mod_key_slot, METH_O, key_slot_doc},
+    {"room_tag", (PyCFunction)mod_room_tag, METH_O, room_tag_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -74,6 +74,12 @@ typedef struct rc_config {
   size_t backplane_buffer;        /* bytes of publishes kept while Redis
                                      cannot take them; more are dropped and
                                      counted (1 MiB) */
+  int backplane_cluster;          /* 1: a Redis Cluster, whose seed nodes
+                                     backplane_host lists as "host:port[,
+                                     host:port...]" (backplane_port and
+                                     backplane_db unused, db 0): each room
+                                     is on its channel's shard (SPUBLISH,
+                                     SSUBSCRIBE; rc_backplane.c) */
   /* permessage-deflate (RFC 7692; rc_handshake.c, rc_deflate.c): 1 (the
    * default) negotiates it with clients that offer it, always answering
    * server_no_context_takeover and client_no_context_takeover, so each

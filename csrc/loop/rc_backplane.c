@@ -101,11 +101,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "loop/rc_internal.h"
 #include "loop/rc_redis.h"
 #include "proto/rc_bpwire.h"
 #include "proto/rc_frame.h"
+#include "proto/rc_slot.h"
 #include "proto/rc_tls.h"
 
 #define RC__GRACE_MS 1000      /* stopping: the last publishes may take this */
@@ -113,6 +115,16 @@
 #define RC__SUB_BATCH 256      /* channels per SUBSCRIBE when resubscribing */
 /* A publisher unheard of this long is forgotten. */
 #define RC__PEER_IDLE_MS 600000
+/* A cluster (see "Redis Cluster" above): the nodes its map may name, and
+ * how often the map is read again while it is unknown or a shard is
+ * away. */
+#define RC__SHARDS_MAX 1024
+#define RC__MAP_CHECK_MS 500
+#define RC__NO_SHARD 0xffffu
+/* A shard's name in the logs (a longer host is cut), and an event's text:
+ * "shard ", the name, ": ", then why its connection ended. */
+#define RC__NAME_MAX 80
+#define RC__TEXT_MAX (6 + RC__NAME_MAX + 2 + RC_BPWIRE_WHY_MAX)
 
 enum { SUB_NONE, SUB_PENDING, SUB_ON, SUB_LEAVING };
 
@@ -133,9 +145,12 @@ typedef struct rc_pending { /* a connection joining a room with history */
 
 typedef struct rc_chan {
   struct rc_chan *next_name, *next_id;
-  uint64_t room; /* its room id; 0 once freed (kept until unsubscribed) */
-  uint8_t live;  /* the local room exists (it has members) */
-  uint8_t sub;   /* SUB_* */
+  uint64_t room;  /* its room id; 0 once freed (kept until unsubscribed) */
+  uint8_t live;   /* the local room exists (it has members) */
+  uint8_t sub;    /* SUB_*, on shard */
+  uint16_t shard; /* where sub is (not SUB_NONE) */
+  uint16_t slot;  /* a cluster's: its channel's */
+  char tag[RC_SLOT_TAG_LEN]; /* a cluster's: its channel starts with it */
   uint32_t len;
   rc_pending *pending; /* joins waiting for the history (see above) */
   char name[];         /* the room's name; the channel is head + name */
@@ -145,7 +160,30 @@ typedef struct rc_outmsg { /* a formatted PUBLISH waiting for Redis */
   struct rc_outmsg *next;
   size_t len;
   char *cmd;
+  uint16_t slot; /* a cluster's: its channel's */
 } rc_outmsg;
+
+typedef struct rc_queue {
+  rc_outmsg *head, *tail;
+} rc_queue;
+
+struct rc_backplane;
+
+/* One Redis, or one node of a cluster: its two connections and the
+ * publishes that wait for its command connection. */
+typedef struct rc_shard {
+  struct rc_backplane *bp;
+  char *host;
+  int port;
+  uint16_t index;  /* in bp->shards */
+  uint8_t owns;    /* a cluster's: owns slots in the map (else always 1) */
+  uint8_t started; /* its connections are */
+  uint8_t up;      /* both are ready */
+  uint32_t nsubs;  /* channels subscribed on sub */
+  rc_redis sub, cmd;
+  rc_queue out;
+  size_t inflight; /* handed to cmd, not yet answered */
+} rc_shard;
 
 typedef struct rc_peer {
   uint64_t id, seq, seen;
@@ -158,8 +196,13 @@ typedef struct rc_held { /* a delivery waiting to share a flush */
 
 typedef struct rc_backplane {
   rc_server *s;
-  rc_redis sub, cmd;
-  rc_tls_ctx *tls; /* both links' (rediss://), or NULL */
+  rc_shard **shards; /* one for a Redis; a cluster's nodes, as met */
+  uint32_t nshards;
+  int cluster;
+  uint16_t *owner; /* a cluster's map: each slot's shard, or RC__NO_SHARD */
+  uint8_t map_known, map_asking, map_again;
+  uv_timer_t map_timer;
+  rc_tls_ctx *tls; /* every link's (rediss://), or NULL */
   struct rc__room_hooks hooks;
   char *host, *username, *password, *prefix;
   char *head; /* of every channel: the escaped prefix, then '|' */
@@ -171,9 +214,8 @@ typedef struct rc_backplane {
   size_t sentinel_len;
   rc_chan **by_name, **by_id;
   uint32_t cap, nchans, nsubs;
-  rc_outmsg *out_head, *out_tail;
-  size_t out_bytes; /* in the buffer */
-  size_t inflight;  /* handed to Redis, not yet answered */
+  rc_queue limbo;   /* a cluster's publishes whose shard is not known */
+  size_t out_bytes; /* in the buffer: every shard's queue and limbo */
   rc_peer *peers;
   uint32_t npeers, cappeers;
   uint8_t *scratch; /* the envelope of the message being published */
@@ -195,7 +237,18 @@ static void bump(atomic_uint_fast64_t *a, uint64_t n) {
   atomic_fetch_add_explicit(a, n, memory_order_relaxed);
 }
 
-static rc_backplane *bp_of(rc_redis *l) { return l->data; }
+static rc_shard *shard_of(rc_redis *l) { return l->data; }
+static rc_backplane *bp_of(rc_redis *l) { return shard_of(l)->bp; }
+
+/* The shard that owns slot: a Redis's one; a cluster's by its map (NULL
+ * while unknown). */
+static rc_shard *owner_of(const rc_backplane *bp, uint16_t slot) {
+  if (!bp->cluster)
+    return bp->shards[0];
+  if (!bp->map_known || bp->owner[slot] == RC__NO_SHARD)
+    return NULL;
+  return bp->shards[bp->owner[slot]];
+}
 
 /* --- events to the embedder ---------------------------------------------- */
 
@@ -331,96 +384,137 @@ static void chan_delete(rc_backplane *bp, rc_chan *c) {
   chan_free(c);
 }
 
-static rc_bpwire_room room_of(const rc_chan *c) {
-  return (rc_bpwire_room){c->name, c->len};
+static rc_bpwire_room room_of(const rc_backplane *bp, const rc_chan *c) {
+  return (rc_bpwire_room){c->name, c->len, bp->cluster ? c->tag : NULL};
+}
+
+static rc_shard *chan_home(const rc_backplane *bp, const rc_chan *c) {
+  return owner_of(bp, c->slot);
 }
 
 /* --- subscriptions -------------------------------------------------------- */
 
-/* SUBSCRIBE or UNSUBSCRIBE for n (<= RC__SUB_BATCH) channel entries. Their
- * answers are pushes (on_push), not replies anyone waits for. 0 or -1. */
-static int send_sub(rc_backplane *bp, const char *verb, rc_chan **chans,
+static void subs_count(rc_backplane *bp, rc_shard *sh, int delta) {
+  sh->nsubs = (uint32_t)((int64_t)sh->nsubs + delta);
+  bp->nsubs = (uint32_t)((int64_t)bp->nsubs + delta);
+  store(&bp->s->st_bp_channels, bp->nsubs);
+}
+
+/* (UN)SUBSCRIBE, or a cluster's S(UN)SUBSCRIBE, on sh for n (<=
+ * RC__SUB_BATCH; 1 on a cluster: one command's channels must share a slot)
+ * channel entries. Their answers are pushes (on_push), not replies anyone
+ * waits for. 0 or -1. */
+static int send_sub(rc_backplane *bp, rc_shard *sh, int on, rc_chan **chans,
                     size_t n) {
+  const char *verb = bp->cluster ? (on ? "SSUBSCRIBE" : "SUNSUBSCRIBE")
+                                 : (on ? "SUBSCRIBE" : "UNSUBSCRIBE");
   rc_bpwire_room rooms[RC__SUB_BATCH];
   for (size_t i = 0; i < n; i++)
-    rooms[i] = room_of(chans[i]);
+    rooms[i] = room_of(bp, chans[i]);
   size_t len;
   char *cmd = rc_bpwire_subscribe(&len, verb, bp->head, bp->head_len, rooms, n);
   if (cmd == NULL)
     return -1;
-  if (rc__redis_send(&bp->sub, cmd, len, NULL, NULL) != 0) {
+  if (rc__redis_send(&sh->sub, cmd, len, NULL, NULL) != 0) {
     free(cmd);
     return -1;
   }
   return 0;
 }
 
-/* Brings c's subscription towards what its local room needs; deletes an
- * entry that was freed once nothing is in flight for it. */
+/* Brings c's subscription towards what its local room needs, on the shard
+ * that owns its slot (leaving another first: its answer must come before
+ * the subscription elsewhere); deletes an entry that was freed once
+ * nothing is in flight for it. */
 static void chan_sync(rc_backplane *bp, rc_chan *c) {
-  if (rc__redis_is_ready(&bp->sub)) {
-    if (wanted(c) && c->sub == SUB_NONE) {
-      if (send_sub(bp, "SUBSCRIBE", &c, 1) == 0)
-        c->sub = SUB_PENDING;
-    } else if (!wanted(c) && c->sub == SUB_ON) {
-      if (send_sub(bp, "UNSUBSCRIBE", &c, 1) == 0) {
-        c->sub = SUB_LEAVING;
-        bp->nsubs--;
-        store(&bp->s->st_bp_channels, bp->nsubs);
-      }
+  rc_shard *home = chan_home(bp, c);
+  if (c->sub == SUB_NONE) {
+    if (wanted(c) && home != NULL && rc__redis_is_ready(&home->sub) &&
+        send_sub(bp, home, 1, &c, 1) == 0) {
+      c->sub = SUB_PENDING;
+      c->shard = home->index;
+    }
+  } else if (c->sub == SUB_ON && (!wanted(c) || home != bp->shards[c->shard])) {
+    rc_shard *sh = bp->shards[c->shard];
+    if (rc__redis_is_ready(&sh->sub) && send_sub(bp, sh, 0, &c, 1) == 0) {
+      c->sub = SUB_LEAVING;
+      subs_count(bp, sh, -1);
     }
   }
   if (c->room == 0 && !wanted(c) && c->sub == SUB_NONE)
     chan_delete(bp, c);
 }
 
-static void subscribe_batch(rc_backplane *bp, rc_chan **batch, size_t n) {
-  if (n > 0 && send_sub(bp, "SUBSCRIBE", batch, n) == 0)
-    for (size_t k = 0; k < n; k++)
+static void subscribe_batch(rc_backplane *bp, rc_shard *sh, rc_chan **batch,
+                            size_t n) {
+  if (n > 0 && send_sub(bp, sh, 1, batch, n) == 0) {
+    for (size_t k = 0; k < n; k++) {
       batch[k]->sub = SUB_PENDING;
+      batch[k]->shard = sh->index;
+    }
+  }
 }
 
-static void resubscribe_all(rc_backplane *bp) {
+/* Every channel sh's connection should have, once it is (again) ready. */
+static void resubscribe_all(rc_backplane *bp, rc_shard *sh) {
   rc_chan *batch[RC__SUB_BATCH];
-  size_t n = 0;
+  size_t n = 0, most = bp->cluster ? 1 : RC__SUB_BATCH;
   for (uint32_t i = 0; i < bp->cap; i++) {
     for (rc_chan *c = bp->by_name[i]; c != NULL; c = c->next_name) {
-      if (!wanted(c) || c->sub != SUB_NONE)
+      if (!wanted(c) || c->sub != SUB_NONE || chan_home(bp, c) != sh)
         continue;
       batch[n++] = c;
-      if (n == RC__SUB_BATCH) {
-        subscribe_batch(bp, batch, n);
+      if (n == most) {
+        subscribe_batch(bp, sh, batch, n);
         n = 0;
       }
     }
   }
-  subscribe_batch(bp, batch, n);
+  subscribe_batch(bp, sh, batch, n);
+}
+
+/* Every channel entry once; f may delete the one it is given. */
+static void chans_each(rc_backplane *bp,
+                       void (*f)(rc_backplane *, rc_chan *, void *),
+                       void *arg) {
+  for (uint32_t i = 0; i < bp->cap; i++) {
+    rc_chan *c = bp->by_name[i];
+    while (c != NULL) {
+      rc_chan *next = c->next_name;
+      f(bp, c, arg);
+      c = next;
+    }
+  }
 }
 
 static void recover_event(rc_server *s, uint64_t conn, uint64_t room,
                           uint16_t code);
 
-/* The subscriber connection is gone: so are its subscriptions. The joins
- * still waiting for theirs are told they cannot have it. */
-static void subscriptions_lost(rc_backplane *bp) {
-  for (uint32_t i = 0; i < bp->cap; i++) {
-    rc_chan *c = bp->by_name[i];
-    while (c != NULL) {
-      rc_chan *next = c->next_name;
-      for (rc_pending *p = c->pending; p != NULL; p = p->next) {
-        if (!p->told) {
-          p->told = 1;
-          recover_event(bp->s, p->conn, c->room, 0);
-        }
-      }
-      c->sub = SUB_NONE;
-      if (c->room == 0 && !wanted(c))
-        chan_delete(bp, c);
-      c = next;
+static void chan_lost(rc_backplane *bp, rc_chan *c, void *arg) {
+  const rc_shard *sh = arg;
+  if (c->sub == SUB_NONE || c->shard != sh->index)
+    return;
+  for (rc_pending *p = c->pending; p != NULL; p = p->next) {
+    if (!p->told) {
+      p->told = 1;
+      recover_event(bp->s, p->conn, c->room, 0);
     }
   }
-  bp->nsubs = 0;
-  store(&bp->s->st_bp_channels, 0);
+  c->sub = SUB_NONE;
+  if (c->room == 0 && !wanted(c))
+    chan_delete(bp, c);
+}
+
+/* sh's subscriber connection is gone: so are its subscriptions. The joins
+ * still waiting for theirs are told they cannot have it. */
+static void subscriptions_lost(rc_backplane *bp, rc_shard *sh) {
+  chans_each(bp, chan_lost, sh);
+  subs_count(bp, sh, -(int)sh->nsubs);
+}
+
+static void chan_sync_each(rc_backplane *bp, rc_chan *c, void *arg) {
+  (void)arg;
+  chan_sync(bp, c);
 }
 
 /* --- messages from the other servers -------------------------------------- */
@@ -476,6 +570,33 @@ static void deliver_listed(rc_backplane *bp, const rc_bpwire_msg *m,
       ids[n++] = c->room;
   }
   rc__room_deliver(bp->s, ids, n, b, 0);
+  if (ids != few)
+    free(ids);
+}
+
+/* A cluster's copy of m (listing several rooms) on room c's channel: to
+ * c's local members, but those of the local rooms listed before it, whose
+ * own copies reach them. Each room's copies then come in its publisher's
+ * order, from its own shard. */
+static void deliver_copy(rc_backplane *bp, const rc_bpwire_msg *m,
+                         const rc_chan *c, rc_buf *b) {
+  uint64_t few[16];
+  uint64_t *ids = m->nrooms <= 16 ? few : malloc(m->nrooms * sizeof(*ids));
+  if (ids == NULL)
+    return;
+  size_t n = 0;
+  const uint8_t *q = m->rooms;
+  for (size_t i = 0; i < m->nrooms; i++) {
+    const char *name;
+    size_t len;
+    q = rc_bpwire_next_room(q, &name, &len);
+    if (len == c->len && memcmp(name, c->name, len) == 0)
+      break;
+    const rc_chan *e = chan_by_name(bp, name, len);
+    if (e != NULL && e->live)
+      ids[n++] = e->room;
+  }
+  rc__room_deliver_after(bp->s, ids, n, c->room, b);
   if (ids != few)
     free(ids);
 }
@@ -555,9 +676,13 @@ static void on_linger(uv_timer_t *t) {
 
 static int waiting_for_more(rc_backplane *bp) {
   rc_server *s = bp->s;
-  return s->batch_busy ||
-         atomic_load_explicit(&s->embedder_busy, memory_order_relaxed) ||
-         bp->cmd.wlen > 0;
+  if (s->batch_busy ||
+      atomic_load_explicit(&s->embedder_busy, memory_order_relaxed))
+    return 1;
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    if (bp->shards[i]->cmd.wlen > 0)
+      return 1;
+  return 0;
 }
 
 /* 1: b waits in the line of held deliveries (it must, when the line is not
@@ -625,17 +750,23 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
   int verdict = rc_bpwire_parse(p, len, s->cfg.max_message_size, &m);
   if (verdict == RC_BPWIRE_OTHER_VERSION)
     goto invalid;
-  /* A room with history hears its messages from here only, ours too. */
+  /* A room with history hears its messages from here only, ours too. A
+   * cluster's copies for several rooms are each their own room's (see
+   * deliver_copy): none is a later copy to skip. */
   if (m.enveloped && !m.history &&
       (m.from == s->id /* ours: our members had it at once */
-       || !peer_fresh(bp, m.from, m.seq)))
+       || (!bp->cluster && !peer_fresh(bp, m.from, m.seq))))
     return;
   if (verdict != RC_BPWIRE_OK)
     goto invalid;
   rc_buf *b = rc__buf_message(m.is_text, m.payload, m.len);
   if (b == NULL)
     return;
-  if (m.multi) {
+  if (m.multi && bp->cluster) {
+    rc_chan *c = chan_by_name(bp, name, name_len);
+    if (c != NULL && c->live)
+      deliver_copy(bp, &m, c, b);
+  } else if (m.multi) {
     deliver_listed(bp, &m, b);
   } else {
     rc_chan *c = chan_by_name(bp, name, name_len);
@@ -688,7 +819,8 @@ static rc_pending *pending_take(rc_chan *c, uint64_t conn) {
 
 static void recover_begin(rc_backplane *bp, uint64_t conn, uint64_t room) {
   rc_chan *c = chan_by_id(bp, room);
-  if (c == NULL || !rc__redis_is_ready(&bp->sub)) {
+  rc_shard *home = c != NULL ? chan_home(bp, c) : NULL;
+  if (home == NULL || !rc__redis_is_ready(&home->sub)) {
     recover_event(bp->s, conn, room, 0); /* no name, or Redis is away */
     return;
   }
@@ -733,66 +865,141 @@ static void recover_end(rc_backplane *bp, rc_cmd *cmd) {
   chan_sync(bp, c);
 }
 
-/* --- the two connections -------------------------------------------------- */
+/* --- the connections ------------------------------------------------------ */
 
-static void out_flush(rc_backplane *bp);
+static void out_flush(rc_shard *sh);
+static void map_request(rc_backplane *bp);
+
+static char *shard_name(const rc_shard *sh, char *out, size_t len) {
+  (void)snprintf(out, len, strchr(sh->host, ':') ? "[%s]:%d" : "%s:%d",
+                 sh->host, sh->port);
+  return out;
+}
+
+/* Whether the backplane is up: its Redis's two connections are ready; a
+ * cluster's, once its map is known, every shard's that owns slots. */
+static int all_up(const rc_backplane *bp) {
+  if (bp->cluster && !bp->map_known)
+    return 0;
+  int owners = 0;
+  for (uint32_t i = 0; i < bp->nshards; i++) {
+    const rc_shard *sh = bp->shards[i];
+    if (!sh->owns)
+      continue;
+    if (!sh->up)
+      return 0;
+    owners++;
+  }
+  return owners > 0;
+}
+
+/* Why it is down: the first shard that owns slots and is not up. */
+static void down_text(const rc_backplane *bp, char *text, size_t len) {
+  char name[RC__NAME_MAX];
+  for (uint32_t i = 0; i < bp->nshards; i++) {
+    const rc_shard *sh = bp->shards[i];
+    if (!sh->owns || sh->up)
+      continue;
+    const rc_redis *l = !rc__redis_is_ready(&sh->sub) ? &sh->sub : &sh->cmd;
+    if (bp->cluster)
+      (void)snprintf(text, len, "shard %s: %s",
+                     shard_name(sh, name, sizeof(name)), l->why);
+    else
+      (void)snprintf(text, len, "%s", l->why);
+    return;
+  }
+  (void)snprintf(text, len, "the cluster's map is not known");
+}
 
 static void update_up(rc_backplane *bp) {
-  int up = rc__redis_is_ready(&bp->sub) && rc__redis_is_ready(&bp->cmd);
+  int up = all_up(bp);
   if (up == bp->up)
     return;
   bp->up = up;
   store(&bp->s->st_bp_up, (uint64_t)up);
   if (bp->closing)
     return;
-  if (up)
-    out_flush(bp); /* what waited while the backplane was down */
-  char text[200];
+  char text[RC__TEXT_MAX];
   unsigned rooms = 0;
   for (uint32_t i = 0; up && i < bp->cap; i++)
     for (rc_chan *c = bp->by_name[i]; c != NULL; c = c->next_name)
       rooms += c->live;
-  if (up)
+  if (!up) {
+    down_text(bp, text, sizeof(text));
+  } else if (!bp->cluster) {
     snprintf(text, sizeof(text), "connected to %s:%d, %u rooms subscribed",
-             bp->host, bp->port, rooms);
-  else
-    snprintf(text, sizeof(text), "%s",
-             !rc__redis_is_ready(&bp->sub) ? bp->sub.why : bp->cmd.why);
+             bp->shards[0]->host, bp->shards[0]->port, rooms);
+  } else {
+    unsigned owners = 0;
+    for (uint32_t i = 0; i < bp->nshards; i++)
+      owners += bp->shards[i]->owns;
+    snprintf(text, sizeof(text),
+             "connected to a Redis Cluster of %u shards, %u rooms subscribed",
+             owners, rooms);
+  }
   state_event(bp, up ? RC_BACKPLANE_UP : RC_BACKPLANE_DOWN, text);
 }
 
+/* sh->up follows its two connections; what waited for it goes. */
+static void shard_update(rc_shard *sh) {
+  int up = rc__redis_is_ready(&sh->sub) && rc__redis_is_ready(&sh->cmd);
+  int was = sh->up;
+  sh->up = (uint8_t)up;
+  if (up && !was)
+    out_flush(sh); /* what waited while the shard was away */
+}
+
 static void on_ready(rc_redis *l, int again) {
-  rc_backplane *bp = bp_of(l);
+  rc_shard *sh = shard_of(l);
+  rc_backplane *bp = sh->bp;
   if (again)
     bump(&bp->s->st_bp_reconnects, 1);
-  if (l == &bp->sub)
-    resubscribe_all(bp);
-  else
-    out_flush(bp);
+  if (l == &sh->sub)
+    resubscribe_all(bp, sh);
+  else if (bp->cluster && (!bp->map_known || bp->map_again))
+    map_request(bp);
+  shard_update(sh);
+  out_flush(sh);
   update_up(bp);
 }
 
+static int any_cmd_connected(const rc_backplane *bp) {
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    if (rc__redis_connected(&bp->shards[i]->cmd))
+      return 1;
+  return 0;
+}
+
 static void on_lost(rc_redis *l, int was_ready) {
-  rc_backplane *bp = bp_of(l);
+  rc_shard *sh = shard_of(l);
+  rc_backplane *bp = sh->bp;
   int was_up = bp->up;
-  if (l == &bp->sub)
-    subscriptions_lost(bp);
+  if (l == &sh->sub)
+    subscriptions_lost(bp, sh);
   else
-    bp->inflight = 0;
+    sh->inflight = 0;
+  shard_update(sh);
   update_up(bp);
   if (bp->closing) {
-    if (l == &bp->cmd && !uv_is_closing((uv_handle_t *)&bp->grace))
+    if (l == &sh->cmd && !any_cmd_connected(bp) &&
+        !uv_is_closing((uv_handle_t *)&bp->grace))
       uv_close((uv_handle_t *)&bp->grace, NULL);
     return;
   }
-  if (!was_ready || !was_up) { /* else update_up has said why */
-    char text[220];
-    snprintf(text, sizeof(text), "%s:%d: %s", bp->host, bp->port, l->why);
+  if (bp->cluster && was_ready)
+    map_request(bp); /* a master lost: its replica may take over */
+  /* A cluster's node that owns no slot is only kept in reach: its
+   * failures are not news. */
+  if ((!was_ready || !was_up) && sh->owns) { /* else update_up said why */
+    char text[RC__TEXT_MAX], name[RC__NAME_MAX];
+    snprintf(text, sizeof(text), "%s%s: %s", bp->cluster ? "shard " : "",
+             shard_name(sh, name, sizeof(name)), l->why);
     state_event(bp, RC_BACKPLANE_RETRY, text);
   }
 }
 
-/* Answers to AUTH and SELECT, and the command connection's first PING. */
+/* Answers to AUTH and SELECT, and the first PING (the command connection's,
+ * and a cluster's subscriber's). */
 static void on_setup_reply(rc_redis *l, redisReply *r, void *priv) {
   char why[RC_BPWIRE_WHY_MAX];
   if (r == NULL)
@@ -803,42 +1010,317 @@ static void on_setup_reply(rc_redis *l, redisReply *r, void *priv) {
     rc__redis_ready(l);
 }
 
-/* A push on the subscriber connection: a message, or a subscription's
- * news. Anything else ends the connection. */
+/* --- a cluster's map ------------------------------------------------------ */
+
+static void shard_start(rc_backplane *bp, rc_shard *sh) {
+  if (sh->started || !bp->started || bp->closing)
+    return;
+  sh->started = 1;
+  rc__redis_start(&sh->sub);
+  rc__redis_start(&sh->cmd);
+}
+
+static const rc__redis_ops sub_ops, cmd_ops;
+
+/* The shard of host (len bytes) and port: the one met before, or a new one.
+ * NULL when memory runs out or the cluster names too many nodes. */
+static rc_shard *shard_get(rc_backplane *bp, const char *host, size_t len,
+                           int port) {
+  for (uint32_t i = 0; i < bp->nshards; i++) {
+    rc_shard *sh = bp->shards[i];
+    if (sh->port == port && strlen(sh->host) == len &&
+        memcmp(sh->host, host, len) == 0)
+      return sh;
+  }
+  if (bp->nshards == RC__SHARDS_MAX)
+    return NULL;
+  rc_shard **all = realloc(bp->shards, (bp->nshards + 1) * sizeof(*all));
+  if (all == NULL)
+    return NULL;
+  bp->shards = all;
+  rc_shard *sh = calloc(1, sizeof(*sh));
+  char *h = malloc(len + 1);
+  if (sh == NULL || h == NULL) {
+    free(sh);
+    free(h);
+    return NULL;
+  }
+  memcpy(h, host, len);
+  h[len] = '\0';
+  rc_server *s = bp->s;
+  /* A message, its envelope and the names of the rooms it is for, as one
+   * RESP push; any reply to the embedder's commands (Redis's own bound on
+   * a string is 512 MiB). */
+  size_t sub_max = s->cfg.max_message_size + RC_BPWIRE_HEADER + 2 +
+                   RC_BPWIRE_ROOMS_MAX * (2 + (size_t)RC_ROOM_NAME_MAX) +
+                   bp->head_len + RC_SLOT_TAG_LEN + RC_ROOM_NAME_MAX + 128;
+  sh->bp = bp;
+  sh->host = h;
+  sh->port = port;
+  sh->index = (uint16_t)bp->nshards;
+  sh->owns = !bp->cluster;
+  uint64_t seed = s->id + 0x9E3779B97F4A7C15ull * bp->nshards;
+  rc__redis_init(&sh->sub, &s->loop, sh->host, port, &sub_ops,
+                 RC_BPWIRE_SUB_ELEMENTS, sub_max, seed);
+  rc__redis_init(&sh->cmd, &s->loop, sh->host, port, &cmd_ops,
+                 RC_BPWIRE_CMD_ELEMENTS, (size_t)1 << 30, ~seed);
+  sh->sub.data = sh->cmd.data = sh;
+  sh->sub.tls = sh->cmd.tls = bp->tls;
+  bp->shards[bp->nshards++] = sh;
+  return sh;
+}
+
+static void queue_put(rc_queue *q, rc_outmsg *m) {
+  m->next = NULL;
+  if (q->tail != NULL)
+    q->tail->next = m;
+  else
+    q->head = m;
+  q->tail = m;
+}
+
+/* After the map changed: each waiting publish to the queue of its slot's
+ * shard now. A slot's publishes were all in one queue (its owner's then,
+ * or limbo), in order: they stay in order. */
+static void requeue(rc_backplane *bp) {
+  rc_queue old[RC__SHARDS_MAX + 1];
+  uint32_t n = bp->nshards;
+  old[n] = bp->limbo;
+  bp->limbo = (rc_queue){NULL, NULL};
+  for (uint32_t i = 0; i < n; i++) {
+    old[i] = bp->shards[i]->out;
+    bp->shards[i]->out = (rc_queue){NULL, NULL};
+  }
+  for (uint32_t i = 0; i <= n; i++) {
+    rc_outmsg *m = old[i == 0 ? n : i - 1].head; /* limbo first */
+    while (m != NULL) {
+      rc_outmsg *next = m->next;
+      rc_shard *sh = owner_of(bp, m->slot);
+      queue_put(sh != NULL ? &sh->out : &bp->limbo, m);
+      m = next;
+    }
+  }
+}
+
+/* The map changed: shards start or stop owning slots, channels move to
+ * their new shards, and so do the publishes that wait. */
+static void map_changed(rc_backplane *bp) {
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    bp->shards[i]->owns = 0;
+  for (uint32_t slot = 0; slot < RC_SLOT_COUNT; slot++)
+    if (bp->owner[slot] != RC__NO_SHARD)
+      bp->shards[bp->owner[slot]]->owns = 1;
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    if (bp->shards[i]->owns)
+      shard_start(bp, bp->shards[i]);
+  requeue(bp);
+  chans_each(bp, chan_sync_each, NULL);
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    out_flush(bp->shards[i]);
+  update_up(bp);
+}
+
+static int reply_int(const redisReply *r, long long lo, long long hi) {
+  return r->type == REDIS_REPLY_INTEGER && r->integer >= lo && r->integer <= hi;
+}
+
+/* A node in CLUSTER SLOTS's reply, [host, port, id, ...]: its shard. An
+ * empty host (a node that does not know its address) is the one asked. */
+static rc_shard *node_shard(rc_backplane *bp, const redisReply *node,
+                            const rc_shard *asked) {
+  if (node->type != REDIS_REPLY_ARRAY || node->elements < 2 ||
+      node->element[0]->type != REDIS_REPLY_STRING ||
+      !reply_int(node->element[1], 1, 65535))
+    return NULL;
+  const redisReply *h = node->element[0];
+  int port = (int)node->element[1]->integer;
+  if (h->len == 0 || (h->len == 1 && h->str[0] == '?'))
+    return shard_get(bp, asked->host, strlen(asked->host), port);
+  return shard_get(bp, h->str, h->len, port);
+}
+
+/* The answer to CLUSTER SLOTS: [[first, last, master, replicas...], ...]. */
+static void on_map(rc_redis *l, redisReply *r, void *priv) {
+  (void)priv;
+  rc_shard *asked = shard_of(l);
+  rc_backplane *bp = asked->bp;
+  bp->map_asking = 0;
+  if (r == NULL || bp->closing)
+    return; /* the connection is gone: the timer asks again */
+  char why[RC_BPWIRE_WHY_MAX];
+  const char *bad = NULL;
+  uint16_t *owner = malloc(RC_SLOT_COUNT * sizeof(*owner));
+  if (owner == NULL)
+    return;
+  memset(owner, 0xff, RC_SLOT_COUNT * sizeof(*owner)); /* RC__NO_SHARD */
+  if (rc_bpwire_error(r, "CLUSTER SLOTS", why)) {
+    bad = why;
+  } else if (r->type != REDIS_REPLY_ARRAY) {
+    bad = "CLUSTER SLOTS: not an array";
+  }
+  for (size_t i = 0; bad == NULL && i < r->elements; i++) {
+    const redisReply *e = r->element[i];
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+        !reply_int(e->element[0], 0, RC_SLOT_COUNT - 1) ||
+        !reply_int(e->element[1], e->element[0]->integer, RC_SLOT_COUNT - 1)) {
+      bad = "CLUSTER SLOTS: a malformed range";
+      break;
+    }
+    rc_shard *sh = node_shard(bp, e->element[2], asked);
+    if (sh == NULL) {
+      bad = "CLUSTER SLOTS: a malformed node, or too many";
+      break;
+    }
+    for (long long k = e->element[0]->integer; k <= e->element[1]->integer; k++)
+      owner[k] = sh->index;
+  }
+  if (bad != NULL) {
+    char text[RC__TEXT_MAX], name[RC__NAME_MAX];
+    snprintf(text, sizeof(text), "shard %s: %s",
+             shard_name(asked, name, sizeof(name)), bad);
+    state_event(bp, RC_BACKPLANE_RETRY, text);
+    free(owner);
+    return;
+  }
+  int changed = !bp->map_known ||
+                memcmp(owner, bp->owner, RC_SLOT_COUNT * sizeof(*owner)) != 0;
+  memcpy(bp->owner, owner, RC_SLOT_COUNT * sizeof(*owner));
+  free(owner);
+  bp->map_known = 1;
+  if (changed)
+    map_changed(bp);
+  if (bp->map_again)
+    map_request(bp);
+}
+
+/* Reads the map (again) from any node whose command connection is ready;
+ * with none, the map timer tries again. */
+static void map_request(rc_backplane *bp) {
+  if (!bp->cluster || bp->closing)
+    return;
+  if (bp->map_asking) {
+    bp->map_again = 1; /* what changed may be after the answer on its way */
+    return;
+  }
+  for (uint32_t i = 0; i < bp->nshards; i++) {
+    rc_shard *sh = bp->shards[(i + bp->seq) % bp->nshards];
+    if (!rc__redis_is_ready(&sh->cmd))
+      continue;
+    if (rc__redis_command(&sh->cmd, 2, (const char *[]){"CLUSTER", "SLOTS"},
+                          NULL, on_map, NULL) == 0) {
+      bp->map_asking = 1;
+      bp->map_again = 0;
+    }
+    return;
+  }
+}
+
+static void on_map_timer(uv_timer_t *t) {
+  rc_backplane *bp = RC__CONTAINER_OF(t, rc_backplane, map_timer);
+  if (!bp->map_known || !bp->up || bp->map_again)
+    map_request(bp);
+}
+
+/* "MOVED <slot> <host>:<port>" (why, len bytes): the slot is that node's
+ * now. What follows is learnt from the map, which is read again. */
+static void moved(rc_backplane *bp, const rc_shard *from, const char *why,
+                  size_t len) {
+  map_request(bp);
+  char text[128];
+  if (len < 6 || len >= sizeof(text) || memcmp(why, "MOVED ", 6) != 0)
+    return;
+  memcpy(text, why, len);
+  text[len] = '\0';
+  char *end;
+  long slot = strtol(text + 6, &end, 10);
+  char *colon = strrchr(end, ':');
+  if (end == text + 6 || *end != ' ' || slot < 0 || slot >= RC_SLOT_COUNT ||
+      colon == NULL)
+    return;
+  long port = strtol(colon + 1, NULL, 10);
+  const char *host = end + 1;
+  size_t hlen = (size_t)(colon - host);
+  if (port < 1 || port > 65535)
+    return;
+  rc_shard *sh = hlen > 0
+                     ? shard_get(bp, host, hlen, (int)port)
+                     : shard_get(bp, from->host, strlen(from->host), (int)port);
+  if (sh == NULL || !bp->map_known || bp->owner[slot] == sh->index)
+    return;
+  bp->owner[slot] = sh->index;
+  map_changed(bp);
+}
+
+/* An error on a cluster's subscriber connection: an SSUBSCRIBE the node
+ * does not take (MOVED: the slot is another's). The channels waiting on
+ * that node for that slot's subscription are subscribed where the error
+ * says. Any other error ends the connection. */
+static void sub_error(rc_redis *l, const redisReply *r, const char *why) {
+  rc_shard *sh = shard_of(l);
+  rc_backplane *bp = sh->bp;
+  if (!bp->cluster || r->type != REDIS_REPLY_ERROR || r->len < 6 ||
+      memcmp(r->str, "MOVED ", 6) != 0) {
+    rc__redis_drop_bad(l, why);
+    return;
+  }
+  long slot = strtol(r->str + 6, NULL, 10);
+  for (uint32_t i = 0; i < bp->cap; i++)
+    for (rc_chan *c = bp->by_name[i]; c != NULL; c = c->next_name)
+      if (c->sub == SUB_PENDING && c->shard == sh->index && c->slot == slot)
+        c->sub = SUB_NONE;
+  moved(bp, sh, r->str, r->len);
+  chans_each(bp, chan_sync_each, NULL);
+}
+
+/* A push on a subscriber connection: a message, or a subscription's news.
+ * Anything else ends the connection. */
 static void on_push(rc_redis *l, redisReply *r) {
-  rc_backplane *bp = bp_of(l);
+  rc_shard *sh = shard_of(l);
+  rc_backplane *bp = sh->bp;
   rc_bpwire_push push;
   char why[RC_BPWIRE_WHY_MAX];
   int kind = rc_bpwire_push_parse(r, &push, why);
   if (kind == RC_BPWIRE_BAD) {
-    rc__redis_drop_bad(l, why);
+    sub_error(l, r, why);
     return;
+  }
+  const char *ch = push.channel;
+  size_t chlen = push.channel_len;
+  if (bp->cluster) { /* its tag first */
+    if (chlen < RC_SLOT_TAG_LEN || ch[0] != '{')
+      return;
+    ch += RC_SLOT_TAG_LEN;
+    chlen -= RC_SLOT_TAG_LEN;
   }
   const char *name = NULL;
   size_t name_len = 0;
-  int ours = rc_bpwire_chan_name(bp->head, bp->head_len, push.channel,
-                                 push.channel_len, &name, &name_len);
+  int ours =
+      rc_bpwire_chan_name(bp->head, bp->head_len, ch, chlen, &name, &name_len);
   if (kind == RC_BPWIRE_MESSAGE) {
     if (ours)
       deliver(bp, name, name_len, push.payload, push.len);
     return;
   }
   int on = kind == RC_BPWIRE_SUBSCRIBED;
-  if (push.channel_len == bp->sentinel_len &&
+  if (!bp->cluster && push.channel_len == bp->sentinel_len &&
       memcmp(push.channel, bp->sentinel, bp->sentinel_len) == 0) {
     if (on)
       rc__redis_ready(l); /* only while connecting */
     return;
   }
   rc_chan *c = ours ? chan_by_name(bp, name, name_len) : NULL;
-  if (c == NULL)
+  if (c == NULL || c->sub == SUB_NONE || c->shard != sh->index)
     return;
   if (on && c->sub == SUB_PENDING) {
     c->sub = SUB_ON;
-    bp->nsubs++;
-    store(&bp->s->st_bp_channels, bp->nsubs);
+    subs_count(bp, sh, 1);
     tell_joins(bp, c);
   } else if (!on) {
+    if (c->sub == SUB_ON) {
+      /* Not asked for: a cluster's slot left this node (migrated). */
+      subs_count(bp, sh, -1);
+      map_request(bp);
+    }
     c->sub = SUB_NONE;
   }
   chan_sync(bp, c);
@@ -846,8 +1328,9 @@ static void on_push(rc_redis *l, redisReply *r) {
 
 /* Queued once connected, answered in this order. 0 or -1. */
 static int on_setup(rc_redis *l) {
-  rc_backplane *bp = bp_of(l);
-  int sub = l == &bp->sub, r = 0;
+  rc_shard *sh = shard_of(l);
+  rc_backplane *bp = sh->bp;
+  int sub = l == &sh->sub, r = 0;
   if (bp->password != NULL) {
     const char *argv[3] = {"AUTH", bp->username, bp->password};
     if (bp->username != NULL)
@@ -862,11 +1345,14 @@ static int on_setup(rc_redis *l) {
     r = rc__redis_command(l, 2, (const char *[]){"SELECT", db}, NULL,
                           on_setup_reply, "SELECT");
   }
-  if (r == 0 && sub) {
+  if (r == 0 && sub && !bp->cluster) {
     const char *argv[2] = {"SUBSCRIBE", bp->sentinel};
     size_t lens[2] = {9, bp->sentinel_len};
     r = rc__redis_command(l, 2, argv, lens, NULL, NULL);
   } else if (r == 0) {
+    /* A cluster's subscriber has no sentinel: a sharded channel lives on
+     * one shard, and the connection leaves subscriber mode harmlessly when
+     * its last channel goes. */
     r = rc__redis_command(l, 1, (const char *[]){"PING"}, NULL, on_setup_reply,
                           "PING");
   }
@@ -880,57 +1366,65 @@ static const rc__redis_ops cmd_ops = {on_setup, on_ready, NULL, on_lost};
 /* --- publishing ----------------------------------------------------------- */
 
 static void on_published(rc_redis *l, redisReply *reply, void *priv) {
-  rc_backplane *bp = bp_of(l);
+  rc_shard *sh = shard_of(l);
+  rc_backplane *bp = sh->bp;
   size_t len = (size_t)(uintptr_t)priv;
-  bp->inflight = bp->inflight > len ? bp->inflight - len : 0;
-  if (reply != NULL && bp->out_head != NULL)
-    out_flush(bp);
+  sh->inflight = sh->inflight > len ? sh->inflight - len : 0;
+  if (reply != NULL && bp->cluster && reply->type == REDIS_REPLY_ERROR) {
+    /* MOVED (the map was behind), CLUSTERDOWN, ...: it is lost. */
+    bump(&bp->s->st_bp_dropped, 1);
+    moved(bp, sh, reply->str, reply->len);
+  }
+  if (reply != NULL && sh->out.head != NULL)
+    out_flush(sh);
 }
 
-/* Whether a publish may go to Redis now rather than to the buffer: while
- * the backplane is up (both connections ready), or while it closes with
- * the command connection still ready. Not on the command connection alone:
- * when the subscriber connection is lost, Redis has most likely gone, and
- * the command connection's loss may not have been read yet (the two
- * sockets' events come in any order); a publish written to it then would be
- * lost without being counted. Buffered, it goes once both are back. */
-static int out_open(const rc_backplane *bp) {
-  return rc__redis_is_ready(&bp->cmd) && (bp->up || bp->closing);
+/* Whether a publish may go to sh now rather than to the buffer: while it
+ * is up (both connections ready), or while it closes with the command
+ * connection still ready. Not on the command connection alone: when the
+ * subscriber connection is lost, Redis has most likely gone, and the
+ * command connection's loss may not have been read yet (the two sockets'
+ * events come in any order); a publish written to it then would be lost
+ * without being counted. Buffered, it goes once both are back. */
+static int out_open(const rc_shard *sh) {
+  return rc__redis_is_ready(&sh->cmd) && (sh->up || sh->bp->closing);
 }
 
 /* 0: cmd is the link's now; -1: the caller keeps it. */
-static int out_send(rc_backplane *bp, char *cmd, size_t len) {
-  if (rc__redis_send(&bp->cmd, cmd, len, on_published,
+static int out_send(rc_shard *sh, char *cmd, size_t len) {
+  if (rc__redis_send(&sh->cmd, cmd, len, on_published,
                      (void *)(uintptr_t)len) != 0)
     return -1;
-  bp->inflight += len;
-  bump(&bp->s->st_bp_published, 1);
+  sh->inflight += len;
+  bump(&sh->bp->s->st_bp_published, 1);
   return 0;
 }
 
-/* Hands the buffer to Redis, oldest first, while Redis keeps up. */
-static void out_flush(rc_backplane *bp) {
-  while (bp->out_head != NULL && out_open(bp)) {
-    rc_outmsg *m = bp->out_head;
-    if (bp->inflight > 0 && bp->inflight + m->len > bp->buffer_max &&
+/* Hands sh's queue to Redis, oldest first, while Redis keeps up. */
+static void out_flush(rc_shard *sh) {
+  rc_backplane *bp = sh->bp;
+  while (sh->out.head != NULL && out_open(sh)) {
+    rc_outmsg *m = sh->out.head;
+    if (sh->inflight > 0 && sh->inflight + m->len > bp->buffer_max &&
         !bp->closing)
       break;
-    if (out_send(bp, m->cmd, m->len) != 0)
+    if (out_send(sh, m->cmd, m->len) != 0)
       break;
-    bp->out_head = m->next;
-    if (bp->out_head == NULL)
-      bp->out_tail = NULL;
+    sh->out.head = m->next;
+    if (sh->out.head == NULL)
+      sh->out.tail = NULL;
     bp->out_bytes -= m->len;
     free(m);
   }
   store(&bp->s->st_bp_buffered, bp->out_bytes);
 }
 
-/* Takes cmd (malloc'ed). */
-static void out_push(rc_backplane *bp, char *cmd, size_t len) {
-  if (out_open(bp) && bp->out_head == NULL &&
-      (bp->inflight == 0 || bp->inflight + len <= bp->buffer_max) &&
-      out_send(bp, cmd, len) == 0)
+/* Takes cmd (malloc'ed), a publish on a channel of slot. */
+static void out_push(rc_backplane *bp, uint16_t slot, char *cmd, size_t len) {
+  rc_shard *sh = owner_of(bp, slot);
+  if (sh != NULL && out_open(sh) && sh->out.head == NULL &&
+      (sh->inflight == 0 || sh->inflight + len <= bp->buffer_max) &&
+      out_send(sh, cmd, len) == 0)
     return;
   rc_outmsg *m = NULL;
   if (bp->out_bytes + len <= bp->buffer_max)
@@ -940,14 +1434,10 @@ static void out_push(rc_backplane *bp, char *cmd, size_t len) {
     bump(&bp->s->st_bp_dropped, 1);
     return;
   }
-  m->next = NULL;
   m->len = len;
   m->cmd = cmd;
-  if (bp->out_tail != NULL)
-    bp->out_tail->next = m;
-  else
-    bp->out_head = m;
-  bp->out_tail = m;
+  m->slot = slot;
+  queue_put(sh != NULL ? &sh->out : &bp->limbo, m);
   bp->out_bytes += len;
   store(&bp->s->st_bp_buffered, bp->out_bytes);
 }
@@ -987,13 +1477,13 @@ static size_t named_rooms(rc_backplane *bp, const uint64_t *ids, size_t n,
     for (size_t j = 0; j < k && !seen; j++)
       seen = rooms[j].name == c->name;
     if (!seen)
-      rooms[k++] = room_of(c);
+      rooms[k++] = room_of(bp, c);
   }
   return k;
 }
 
 /* The envelope of b (a server frame) for k rooms, then one PUBLISH per
- * room. */
+ * room (a cluster's SPUBLISH, to its room's shard). */
 static void publish_to(rc_backplane *bp, const rc_bpwire_room *rooms, size_t k,
                        const rc_buf *b) {
   /* The frame holds the payload after its header. */
@@ -1009,12 +1499,13 @@ static void publish_to(rc_backplane *bp, const rc_bpwire_room *rooms, size_t k,
                            k, b->data + hl, plen);
   for (size_t i = 0; i < k; i++) {
     size_t len;
-    char *cmd =
-        rc_bpwire_publish(&len, bp->head, bp->head_len, &rooms[i], msg, mlen);
+    char *cmd = rc_bpwire_publish(&len, bp->cluster ? "SPUBLISH" : "PUBLISH",
+                                  bp->head, bp->head_len, &rooms[i], msg, mlen);
+    uint16_t slot = bp->cluster ? rc_slot_of(rooms[i].tag, RC_SLOT_TAG_LEN) : 0;
     if (cmd == NULL)
       bump(&bp->s->st_bp_dropped, 1);
     else
-      out_push(bp, cmd, len);
+      out_push(bp, slot, cmd, len);
   }
   scratch_trim(bp);
 }
@@ -1073,6 +1564,19 @@ static void hook_freed(void *ctx, uint64_t id) {
   chan_sync(bp, c);
 }
 
+/* A cluster's channel for c: its tag (of the channel without it, head and
+ * name) and slot. 0 or UV_ENOMEM. */
+static int chan_tag(const rc_backplane *bp, rc_chan *c) {
+  char *ch = malloc(bp->head_len + c->len);
+  if (ch == NULL)
+    return UV_ENOMEM;
+  memcpy(ch, bp->head, bp->head_len);
+  memcpy(ch + bp->head_len, c->name, c->len);
+  c->slot = rc_slot_tag(ch, bp->head_len + c->len, c->tag);
+  free(ch);
+  return 0;
+}
+
 static void name_room(rc_backplane *bp, uint64_t id, const char *name,
                       size_t len) {
   if (id == 0 || chan_by_id(bp, id) != NULL)
@@ -1088,6 +1592,10 @@ static void name_room(rc_backplane *bp, uint64_t id, const char *name,
       return;
     c->len = (uint32_t)len;
     memcpy(c->name, name, len);
+    if (bp->cluster && chan_tag(bp, c) != 0) {
+      free(c);
+      return;
+    }
     link_name(bp, c);
     bp->nchans++;
   }
@@ -1104,6 +1612,18 @@ static void on_command_reply(rc_redis *l, redisReply *reply, void *priv) {
   memcpy(&token, priv, sizeof(token));
   free(priv);
   reply_event(bp_of(l), token, reply, "the connection to Redis was lost");
+}
+
+/* Where the embedder's command goes: to the shard of its key's slot (key:
+ * the slot + 1, as rc_server_redis found it), or, without a key, to the
+ * first shard that owns slots and is ready. */
+static rc_shard *command_shard(rc_backplane *bp, uint64_t key) {
+  if (key != 0)
+    return owner_of(bp, (uint16_t)(key - 1));
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    if (bp->shards[i]->owns && rc__redis_is_ready(&bp->shards[i]->cmd))
+      return bp->shards[i];
+  return NULL;
 }
 
 void rc__bp_command(rc_server *s, rc_cmd *cmd) {
@@ -1125,14 +1645,15 @@ void rc__bp_command(rc_server *s, rc_cmd *cmd) {
     name_room(bp, cmd->room, cmd->text, cmd->text_len);
     return;
   }
-  if (!rc__redis_is_ready(&bp->cmd)) {
+  rc_shard *sh = command_shard(bp, cmd->room);
+  if (sh == NULL || !rc__redis_is_ready(&sh->cmd)) {
     reply_event(bp, cmd->conn, NULL, "the Redis backplane is not connected");
     return;
   }
   uint64_t *token = malloc(sizeof(*token));
   if (token != NULL) {
     *token = cmd->conn;
-    if (rc__redis_send(&bp->cmd, cmd->text, cmd->text_len, on_command_reply,
+    if (rc__redis_send(&sh->cmd, cmd->text, cmd->text_len, on_command_reply,
                        token) == 0) {
       cmd->text = NULL; /* the link's now */
       return;
@@ -1179,22 +1700,50 @@ static int copy_config(rc_backplane *bp, rc_config *cfg, const char *prefix) {
   bp->port = cfg->backplane_port > 0 ? cfg->backplane_port : 6379;
   bp->db = cfg->backplane_db;
   bp->buffer_max = cfg->backplane_buffer;
+  bp->cluster = cfg->backplane_cluster != 0;
   return 0;
 }
 
-static void links_init(rc_backplane *bp) {
-  rc_server *s = bp->s;
-  /* A message, its envelope and the names of the rooms it is for, as one
-   * RESP push; any reply to the embedder's commands (Redis's own bound on
-   * a string is 512 MiB). */
-  size_t sub_max = s->cfg.max_message_size + RC_BPWIRE_HEADER + 2 +
-                   RC_BPWIRE_ROOMS_MAX * (2 + (size_t)RC_ROOM_NAME_MAX) +
-                   bp->head_len + RC_ROOM_NAME_MAX + 128;
-  rc__redis_init(&bp->sub, &s->loop, bp->host, bp->port, &sub_ops,
-                 RC_BPWIRE_SUB_ELEMENTS, sub_max, s->id);
-  rc__redis_init(&bp->cmd, &s->loop, bp->host, bp->port, &cmd_ops,
-                 RC_BPWIRE_CMD_ELEMENTS, (size_t)1 << 30, ~s->id);
-  bp->sub.data = bp->cmd.data = bp;
+/* A cluster's seed nodes, "host:port[,host:port...]" ("[v6]:port"), each
+ * a shard until the map says which own slots. 0 or UV_EINVAL/UV_ENOMEM. */
+static int seeds_add(rc_backplane *bp) {
+  const char *p = bp->host;
+  while (1) {
+    const char *end = strchr(p, ',');
+    size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+    const char *colon = memrchr(p, ':', n);
+    if (colon == NULL || colon == p)
+      return UV_EINVAL;
+    char *stop;
+    long port = strtol(colon + 1, &stop, 10);
+    if (stop != p + n || stop == colon + 1 || port < 1 || port > 65535)
+      return UV_EINVAL;
+    const char *h = p;
+    size_t hlen = (size_t)(colon - p);
+    if (h[0] == '[') {
+      if (hlen < 3 || h[hlen - 1] != ']')
+        return UV_EINVAL;
+      h++;
+      hlen -= 2;
+    }
+    if (shard_get(bp, h, hlen, (int)port) == NULL)
+      return UV_ENOMEM;
+    if (end == NULL)
+      return 0;
+    p = end + 1;
+  }
+}
+
+static int shards_make(rc_backplane *bp) {
+  if (!bp->cluster)
+    return shard_get(bp, bp->host, strlen(bp->host), bp->port) ? 0 : UV_ENOMEM;
+  if (bp->db != 0)
+    return UV_EINVAL; /* a cluster has database 0 only */
+  bp->owner = malloc(RC_SLOT_COUNT * sizeof(*bp->owner));
+  if (bp->owner == NULL)
+    return UV_ENOMEM;
+  memset(bp->owner, 0xff, RC_SLOT_COUNT * sizeof(*bp->owner));
+  return seeds_add(bp);
 }
 
 int rc__bp_create(rc_server *s) {
@@ -1213,9 +1762,10 @@ int rc__bp_create(rc_server *s) {
   int r = copy_config(bp, cfg, prefix);
   if (r == 0)
     r = names_make(bp);
+  if (r == 0)
+    r = shards_make(bp);
   if (r != 0)
     return r;
-  links_init(bp);
   bp->hooks = (struct rc__room_hooks){hook_made, hook_gone, hook_freed,
                                       hook_published, bp};
   s->room_hooks = &bp->hooks;
@@ -1256,7 +1806,9 @@ int rc_server_backplane_tls(rc_server *s, const rc_backplane_tls *tls,
   if (ctx == NULL)
     return -1;
   rc_tls_ctx_free(bp->tls);
-  bp->tls = bp->sub.tls = bp->cmd.tls = ctx;
+  bp->tls = ctx; /* every link's, those of shards met later too */
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    bp->shards[i]->sub.tls = bp->shards[i]->cmd.tls = ctx;
   return 0;
 }
 
@@ -1265,15 +1817,20 @@ void rc__bp_start(rc_server *s) {
   /* A timer on an initialised loop cannot fail to initialise. */
   (void)uv_timer_init(&s->loop, &bp->grace);
   (void)uv_timer_init(&s->loop, &bp->linger);
+  (void)uv_timer_init(&s->loop, &bp->map_timer);
   (void)uv_idle_init(&s->loop, &bp->settle);
   bp->started = 1;
-  rc__redis_start(&bp->sub);
-  rc__redis_start(&bp->cmd);
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    shard_start(bp, bp->shards[i]);
+  if (bp->cluster && uv_timer_start(&bp->map_timer, on_map_timer,
+                                    RC__MAP_CHECK_MS, RC__MAP_CHECK_MS) != 0)
+    state_event(bp, RC_BACKPLANE_RETRY, "cannot start the map's timer");
 }
 
 static void on_grace(uv_timer_t *t) {
   rc_backplane *bp = RC__CONTAINER_OF(t, rc_backplane, grace);
-  rc__redis_drop(&bp->cmd, "stopping");
+  for (uint32_t i = 0; i < bp->nshards; i++)
+    rc__redis_drop(&bp->shards[i]->cmd, "stopping");
 }
 
 void rc__bp_close(rc_server *s) {
@@ -1284,22 +1841,39 @@ void rc__bp_close(rc_server *s) {
   release(bp);
   uv_close((uv_handle_t *)&bp->linger, NULL);
   uv_close((uv_handle_t *)&bp->settle, NULL);
-  rc__redis_stop(&bp->sub);
-  rc__redis_stop(&bp->cmd);
-  rc__redis_drop(&bp->sub, "stopping");
-  if (rc__redis_is_ready(&bp->cmd)) {
-    out_flush(bp); /* what waits goes, bound or not */
-    /* Answers the last publishes, then disconnects; or the grace timer
-     * cuts it. */
-    if (uv_timer_start(&bp->grace, on_grace, RC__GRACE_MS, 0) != 0)
-      on_grace(&bp->grace);
-    rc__redis_drain(&bp->cmd);
-  } else {
-    rc__redis_drop(&bp->cmd, "stopping");
+  uv_close((uv_handle_t *)&bp->map_timer, NULL);
+  int draining = 0;
+  for (uint32_t i = 0; i < bp->nshards; i++) {
+    rc_shard *sh = bp->shards[i];
+    if (!sh->started)
+      continue;
+    rc__redis_stop(&sh->sub);
+    rc__redis_stop(&sh->cmd);
+    rc__redis_drop(&sh->sub, "stopping");
+    if (rc__redis_is_ready(&sh->cmd)) {
+      out_flush(sh); /* what waits goes, bound or not */
+      rc__redis_drain(&sh->cmd);
+      draining = 1;
+    } else {
+      rc__redis_drop(&sh->cmd, "stopping");
+    }
   }
-  if (!rc__redis_connected(&bp->cmd) &&
-      !uv_is_closing((uv_handle_t *)&bp->grace))
+  /* The last publishes are answered, then the connections end; or the
+   * grace timer cuts them. */
+  if (draining && uv_timer_start(&bp->grace, on_grace, RC__GRACE_MS, 0) != 0)
+    on_grace(&bp->grace);
+  if (!any_cmd_connected(bp) && !uv_is_closing((uv_handle_t *)&bp->grace))
     uv_close((uv_handle_t *)&bp->grace, NULL);
+}
+
+static void queue_free(rc_queue *q) {
+  while (q->head != NULL) {
+    rc_outmsg *m = q->head;
+    q->head = m->next;
+    free(m->cmd);
+    free(m);
+  }
+  q->tail = NULL;
 }
 
 void rc__bp_free(rc_server *s) {
@@ -1317,14 +1891,17 @@ void rc__bp_free(rc_server *s) {
   }
   free(bp->by_name);
   free(bp->by_id);
-  while (bp->out_head != NULL) {
-    rc_outmsg *m = bp->out_head;
-    bp->out_head = m->next;
-    free(m->cmd);
-    free(m);
+  queue_free(&bp->limbo);
+  for (uint32_t i = 0; i < bp->nshards; i++) {
+    rc_shard *sh = bp->shards[i];
+    queue_free(&sh->out);
+    rc__redis_free(&sh->sub);
+    rc__redis_free(&sh->cmd);
+    free(sh->host);
+    free(sh);
   }
-  rc__redis_free(&bp->sub);
-  rc__redis_free(&bp->cmd);
+  free(bp->shards);
+  free(bp->owner);
   rc_tls_ctx_free(bp->tls);
   for (uint32_t i = 0; i < bp->nheld; i++) /* only if the loop never ran */
     rc__buf_unref(bp->held[i].b);
@@ -1367,6 +1944,27 @@ int rc_server_room_name(rc_server *s, uint64_t room, const char *name,
   return rc__cmd_queue(s, cmd);
 }
 
+static int named(const char *want, const char *arg, size_t len) {
+  return strlen(want) == len && strncasecmp(want, arg, len) == 0;
+}
+
+/* A cluster's command goes to the shard of its first key: for a script
+ * (EVAL, EVALSHA, FCALL and their _RO forms) the first of its keys, when
+ * it has any; else the first argument. -1: none (the command goes to any
+ * shard). */
+static int key_index(int argc, const char **argv, const size_t *lens) {
+  static const char *const scripts[] = {"EVAL",       "EVALSHA", "EVAL_RO",
+                                        "EVALSHA_RO", "FCALL",   "FCALL_RO"};
+  for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
+    if (!named(scripts[i], argv[0], lens[0]))
+      continue;
+    if (argc < 4 || lens[2] == 0 || lens[2] > 9 || argv[2][0] == '0')
+      return -1;
+    return 3;
+  }
+  return argc > 1 ? 1 : -1;
+}
+
 int rc_server_redis(rc_server *s, uint64_t token, int argc, const char **argv,
                     const size_t *argvlen) {
   if (s->bp == NULL || argc < 1 || rc_bpwire_forbidden(argv[0], argvlen[0]))
@@ -1381,5 +1979,8 @@ int rc_server_redis(rc_server *s, uint64_t token, int argc, const char **argv,
     return UV_ENOMEM;
   }
   cmd->text_len = len; /* malloc'ed: rc__cmd_free frees it */
+  int key = s->bp->cluster ? key_index(argc, argv, argvlen) : -1;
+  if (key >= 0) /* read only after rc__bp_create */
+    cmd->room = 1u + rc_slot_of(argv[key], argvlen[key]);
   return rc__cmd_queue(s, cmd);
 }

@@ -561,6 +561,12 @@ void rc__room_publish(struct rc_server *s, uint64_t id, rc_buf *b,
  * members of rooms, each once; the hooks are not told. */
 void rc__room_deliver(struct rc_server *s, const uint64_t *rooms, size_t nrooms,
                       rc_buf *b, uint64_t exclude);
+/* A message listed for several rooms, as a cluster's backplane gets it: one
+ * copy per room, each on its room's shard. This copy, for room, goes to
+ * its local members but those of the rooms before it in the list (they
+ * have it, or will have it, from their own room's copy). */
+void rc__room_deliver_after(struct rc_server *s, const uint64_t *before,
+                            size_t nbefore, uint64_t room, rc_buf *b);
 /* n messages (at most RC__RUN_MAX) to the local members of room id, as
  * rc__room_publish_run writes them, and no further (no hook). */
 void rc__room_deliver_run(struct rc_server *s, uint64_t id, rc_buf *const *bufs,

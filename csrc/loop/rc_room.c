@@ -379,6 +379,19 @@ void rc__room_deliver(rc_server *s, const uint64_t *rooms, size_t nrooms,
   fan_out_marked(s, rooms, nrooms, b, exclude); /* from the hook's owner */
 }
 
+void rc__room_deliver_after(rc_server *s, const uint64_t *before,
+                            size_t nbefore, uint64_t room, rc_buf *b) {
+  uint64_t mark = ++s->mark;
+  for (size_t k = 0; k < nbefore; k++) {
+    rc_room *r = rc__room_get(s, before[k], 0);
+    for (uint32_t i = 0; r != NULL && i < r->n; i++)
+      r->members[i].conn->mark = mark; /* had it with that room's copy */
+  }
+  rc_room *r = rc__room_get(s, room, 0);
+  uint64_t delivered = r != NULL ? deliver_marked(s, r, b, mark, NULL) : 0;
+  atomic_fetch_add_explicit(&s->st_deliveries, delivered, memory_order_relaxed);
+}
+
 /* A relayed message goes to the other servers too, once for all of the
  * sender's relay rooms (the hook's owner skips those it does not share). */
 static void relay_out(rc_server *s, const rc_conn *from, const rc_buf *b) {

@@ -6,6 +6,7 @@
  * is copied and a SUBSCRIBE or PUBLISH is assembled from its parts (head,
  * name, envelope) in one buffer. */
 #include "proto/rc_bpwire.h"
+#include "proto/rc_slot.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,10 +227,9 @@ static char *put_count(char *p, char mark, size_t n) {
   return p;
 }
 
-/* A bulk string made of two parts (b may be empty). */
-static char *put_bulk2(char *p, const void *a, size_t alen, const void *b,
-                       size_t blen) {
-  p = put_count(p, '$', alen + blen);
+/* The body of a bulk string whose count is written: a, b, CRLF. */
+static char *put_bulk_rest(char *p, const void *a, size_t alen, const void *b,
+                           size_t blen) {
   if (alen > 0)
     memcpy(p, a, alen);
   if (blen > 0)
@@ -238,6 +238,12 @@ static char *put_bulk2(char *p, const void *a, size_t alen, const void *b,
   *p++ = '\r';
   *p++ = '\n';
   return p;
+}
+
+/* A bulk string made of two parts (b may be empty). */
+static char *put_bulk2(char *p, const void *a, size_t alen, const void *b,
+                       size_t blen) {
+  return put_bulk_rest(put_count(p, '$', alen + blen), a, alen, b, blen);
 }
 
 static size_t bulk_size(size_t len) { return count_size(len) + len + 2; }
@@ -264,36 +270,51 @@ char *rc_bpwire_command(size_t *len, int argc, const char **argv,
   return out;
 }
 
+static size_t tag_len(const rc_bpwire_room *room) {
+  return room->tag != NULL ? RC_SLOT_TAG_LEN : 0;
+}
+
+/* A room's channel as one bulk string: its tag, head, its name. */
+static char *put_channel(char *p, const char *head, size_t head_len,
+                         const rc_bpwire_room *room) {
+  size_t t = tag_len(room);
+  p = put_count(p, '$', t + head_len + room->len);
+  if (t > 0)
+    memcpy(p, room->tag, t);
+  return put_bulk_rest(p + t, head, head_len, room->name, room->len);
+}
+
 char *rc_bpwire_subscribe(size_t *len, const char *verb, const char *head,
                           size_t head_len, const rc_bpwire_room *rooms,
                           size_t n) {
   size_t vlen = strlen(verb);
   size_t size = count_size(n + 1) + bulk_size(vlen);
   for (size_t i = 0; i < n; i++)
-    size = grow(size, bulk_size(head_len + rooms[i].len));
+    size = grow(size, bulk_size(tag_len(&rooms[i]) + head_len + rooms[i].len));
   char *out = size ? malloc(size) : NULL;
   if (out == NULL)
     return NULL;
   char *p = put_count(out, '*', n + 1);
   p = put_bulk2(p, verb, vlen, NULL, 0);
   for (size_t i = 0; i < n; i++)
-    p = put_bulk2(p, head, head_len, rooms[i].name, rooms[i].len);
+    p = put_channel(p, head, head_len, &rooms[i]);
   *len = (size_t)(p - out);
   return out;
 }
 
-char *rc_bpwire_publish(size_t *len, const char *head, size_t head_len,
-                        const rc_bpwire_room *room, const uint8_t *msg,
-                        size_t mlen) {
-  size_t size = count_size(3) + bulk_size(7);
-  size = grow(size, bulk_size(head_len + room->len));
+char *rc_bpwire_publish(size_t *len, const char *verb, const char *head,
+                        size_t head_len, const rc_bpwire_room *room,
+                        const uint8_t *msg, size_t mlen) {
+  size_t vlen = strlen(verb);
+  size_t size = count_size(3) + bulk_size(vlen);
+  size = grow(size, bulk_size(tag_len(room) + head_len + room->len));
   size = grow(size, bulk_size(mlen));
   char *out = size ? malloc(size) : NULL;
   if (out == NULL)
     return NULL;
   char *p = put_count(out, '*', 3);
-  p = put_bulk2(p, "PUBLISH", 7, NULL, 0);
-  p = put_bulk2(p, head, head_len, room->name, room->len);
+  p = put_bulk2(p, verb, vlen, NULL, 0);
+  p = put_channel(p, head, head_len, room);
   p = put_bulk2(p, msg, mlen, NULL, 0);
   *len = (size_t)(p - out);
   return out;
@@ -328,6 +349,13 @@ static int is_string(const redisReply *r) {
   return r->type == REDIS_REPLY_STRING;
 }
 
+static int push_kind(const char *kind) {
+  return strcasecmp(kind, "message") == 0       ? RC_BPWIRE_MESSAGE
+         : strcasecmp(kind, "subscribe") == 0   ? RC_BPWIRE_SUBSCRIBED
+         : strcasecmp(kind, "unsubscribe") == 0 ? RC_BPWIRE_UNSUBSCRIBED
+                                                : RC_BPWIRE_BAD;
+}
+
 int rc_bpwire_push_parse(const redisReply *r, rc_bpwire_push *out, char *why) {
   if (rc_bpwire_error(r, "Redis", why))
     return RC_BPWIRE_BAD;
@@ -339,10 +367,9 @@ int rc_bpwire_push_parse(const redisReply *r, rc_bpwire_push *out, char *why) {
   }
   const char *kind = r->element[0]->str;
   const redisReply *third = r->element[2];
-  int kind_of = strcasecmp(kind, "message") == 0       ? RC_BPWIRE_MESSAGE
-                : strcasecmp(kind, "subscribe") == 0   ? RC_BPWIRE_SUBSCRIBED
-                : strcasecmp(kind, "unsubscribe") == 0 ? RC_BPWIRE_UNSUBSCRIBED
-                                                       : RC_BPWIRE_BAD;
+  int kind_of = push_kind(kind);
+  if (kind_of == RC_BPWIRE_BAD && (kind[0] == 's' || kind[0] == 'S'))
+    kind_of = push_kind(kind + 1); /* sharded: "smessage", ... */
   if (kind_of == RC_BPWIRE_BAD ||
       (kind_of == RC_BPWIRE_MESSAGE ? !is_string(third)
                                     : third->type != REDIS_REPLY_INTEGER)) {

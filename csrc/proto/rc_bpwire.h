@@ -73,7 +73,9 @@ int rc_bpwire_chan_name(const char *head, size_t head_len, const char *ch,
 
 typedef struct rc_bpwire_room {
   const char *name;
-  size_t len; /* at most 0xffff */
+  size_t len;      /* at most 0xffff */
+  const char *tag; /* NULL, or a cluster's room tag (rc_slot.h,
+                      RC_SLOT_TAG_LEN bytes): its channel starts with it */
 } rc_bpwire_room;
 
 /* Size of the envelope of a payload of len bytes for n rooms (n >= 1; the
@@ -132,17 +134,19 @@ const uint8_t *rc_bpwire_next_room(const uint8_t *q, const char **name,
 char *rc_bpwire_command(size_t *len, int argc, const char **argv,
                         const size_t *lens);
 
-/* verb (SUBSCRIBE or UNSUBSCRIBE) of the channels of n (>= 1) rooms: head
- * then each name. As rc_bpwire_command. */
+/* verb (SUBSCRIBE or UNSUBSCRIBE; SSUBSCRIBE or SUNSUBSCRIBE on a
+ * cluster) of the channels of n (>= 1) rooms: each room's tag when it has
+ * one, head, then its name. As rc_bpwire_command. */
 char *rc_bpwire_subscribe(size_t *len, const char *verb, const char *head,
                           size_t head_len, const rc_bpwire_room *rooms,
                           size_t n);
 
-/* PUBLISH on the channel of room (head, name) of message msg (mlen bytes,
- * an envelope). As rc_bpwire_command. */
-char *rc_bpwire_publish(size_t *len, const char *head, size_t head_len,
-                        const rc_bpwire_room *room, const uint8_t *msg,
-                        size_t mlen);
+/* verb (PUBLISH, or SPUBLISH on a cluster) on the channel of room (its tag,
+ * head, its name) of message msg (mlen bytes, an envelope). As
+ * rc_bpwire_command. */
+char *rc_bpwire_publish(size_t *len, const char *verb, const char *head,
+                        size_t head_len, const rc_bpwire_room *room,
+                        const uint8_t *msg, size_t mlen);
 
 /* 0 when the embedder may send command name (len bytes, any case) on the
  * shared command connection; 1 for those that would change what that
@@ -169,6 +173,8 @@ enum rc_bpwire_push_kind {
   RC_BPWIRE_MESSAGE,      /* ["message", channel, payload] */
   RC_BPWIRE_SUBSCRIBED,   /* ["subscribe", channel, count] */
   RC_BPWIRE_UNSUBSCRIBED, /* ["unsubscribe", channel, count] */
+  /* A cluster's sharded pub/sub sends the same three as "smessage",
+   * "ssubscribe" and "sunsubscribe": the same kinds. */
 };
 
 typedef struct rc_bpwire_push {

@@ -59,6 +59,12 @@ def key_slot(key: bytes, /) -> int:
     there are any) or else of the whole key, mod 16384; what ``CLUSTER
     KEYSLOT`` answers."""
 
+def room_tag(channel: bytes, /) -> bytes:
+    """The hash tag of the room whose channel is ``channel`` on a Redis
+    Cluster: ``{``, 4 letters ``@`` to ``O``, ``}`` (csrc/proto/rc_slot.h).
+    The room's sharded channel and its presence and history keys start with
+    it, so they share a slot."""
+
 # The request headers of EV_OPEN and EV_REQUEST: b"name:value\n" per header,
 # in request order, names lower-cased, values as sent (decode as latin-1).
 Headers = bytes
@@ -95,6 +101,7 @@ class Core:
         backplane_tls_ca: str | None = None,  # PEM roots; None: the system's
         backplane_tls_cert: str | None = None,  # client certificate chain (PEM)
         backplane_tls_key: str | None = None,  # its key; None: in the cert file
+        backplane_cluster: bool = False,  # backplane_host lists a Redis Cluster's nodes, host:port,...
     ) -> None: ...
     def listen(self, host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> int:
         """Binds, listens and starts the loop thread; returns the bound port.

@@ -40,12 +40,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import _core
 from .history import AHEAD, EPOCH_CHANGED, TOO_OLD, Position
 
 __all__ = ["Publisher", "Read", "app_message", "keys", "publisher_of", "read", "parse_stored"]
 
 _PUBLISH = """
 local meta, stream, channel = ARGV[1], ARGV[2], ARGV[3]
+local publish = KEYS[1] and 'SPUBLISH' or 'PUBLISH'
 local e = redis.call('HGET', meta, 'e')
 if not e then
   e = ARGV[6]
@@ -61,7 +63,7 @@ for i = 7, #ARGV, 3 do
     m = m .. e .. '","offset":' .. string.format('%20d', o) .. ARGV[i + 2]
   end
   redis.call('XADD', stream, 'MAXLEN', ARGV[4], '*', 'm', m)
-  redis.call('PUBLISH', channel, m)
+  redis.call(publish, channel, m)
 end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
@@ -105,9 +107,13 @@ _EXCLUDE = 0x08
 _HEADER = 20
 
 
-def keys(names: str, core_name: bytes) -> tuple[bytes, bytes, bytes]:
-    """The room's stream, hash and channel."""
+def keys(names: str, core_name: bytes, cluster: bool = False) -> tuple[bytes, bytes, bytes]:
+    """The room's stream, hash and channel; on a Redis Cluster each starts
+    with the room's tag (``_core.room_tag``), so all three are on one
+    slot, the one its channel's shard owns."""
     head = names.encode("utf-8")
+    if cluster:
+        head = _core.room_tag(head + b"|" + core_name) + head
     return head + b"|history|" + core_name, head + b"|history-meta|" + core_name, head + b"|" + core_name
 
 
@@ -145,7 +151,18 @@ class Publisher:
     another thread goes at once, in a call of its own. ``then(position,
     error)`` runs on the backplane's loop with the push's answer."""
 
-    __slots__ = ("_backplane", "_core_name", "_keys", "_server", "_limits", "_lock", "_batch", "_bytes", "_listed")
+    __slots__ = (
+        "_backplane",
+        "_core_name",
+        "_keys",
+        "_routing",
+        "_server",
+        "_limits",
+        "_lock",
+        "_batch",
+        "_bytes",
+        "_listed",
+    )
 
     def __init__(self, backplane: Any, core_name: bytes, size: int, ttl: float | None, listed: bool = False) -> None:
         self._backplane = backplane
@@ -153,8 +170,11 @@ class Publisher:
         # In the backplane's pending_pushes while a batch waits (see
         # publisher_of).
         self._listed = listed
-        stream, meta, channel = keys(backplane.names, core_name)
+        stream, meta, channel = keys(backplane.names, core_name, backplane.cluster)
         self._keys = (meta, stream, channel)
+        # A cluster's script names its slot (its hash, KEYS[1]), and
+        # SPUBLISHes on the room's shard.
+        self._routing = ("1", meta) if backplane.cluster else ("0",)
         self._server = struct.pack(">QQ", backplane.server_number, 0)
         self._limits = (size, _ttl_ms(ttl))
         self._lock = threading.Lock()
@@ -199,7 +219,7 @@ class Publisher:
             self._send(batch)
 
     def _send(self, batch: list[tuple[bytes, bytes, bytes, Then | None]]) -> None:
-        args: list[Any] = ["EVAL", _PUBLISH, "0", *self._keys, *self._limits, _candidate()]
+        args: list[Any] = ["EVAL", _PUBLISH, *self._routing, *self._keys, *self._limits, _candidate()]
         for header, payload, after, _ in batch:
             args += (header, payload, after)
         thens = [then for *_, then in batch]
@@ -268,12 +288,15 @@ async def read(
     """Reads the room's history after ``since`` (when None: nothing, only
     the position; with ``everything``, all that is kept). Raises
     BackplaneError when Redis cannot answer."""
-    stream, meta, _ = keys(names, core_name)
+    stream, meta, _ = keys(names, core_name, backplane.cluster)
+    routing = ("1", meta) if backplane.cluster else ("0",)
     if since is None:
         offset, epoch = (0, "*") if everything else (-1, "")
     else:
         offset, epoch = since.offset, since.epoch
-    reply = await backplane.command("EVAL", _READ, "0", meta, stream, offset, _ttl_ms(ttl), secrets.token_hex(8), epoch)
+    reply = await backplane.command(
+        "EVAL", _READ, *routing, meta, stream, offset, _ttl_ms(ttl), secrets.token_hex(8), epoch
+    )
     head = Position(reply[0].decode("ascii", "replace"), int(reply[1]))
     messages = list(reply[2:])
     if since is None:

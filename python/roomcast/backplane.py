@@ -154,7 +154,12 @@ def parse_url(url: str) -> dict[str, Any]:
     the default: the certificate must name the URL's host) and
     ``ssl_cert_reqs`` (``required``, the default, or ``none``: no check at
     all, so anyone on the path can pose as Redis). The files are read now:
-    a missing or unreadable one is a ``ValueError`` naming it."""
+    a missing or unreadable one is a ``ValueError`` naming it.
+
+    A Redis Cluster: ``redis+cluster://[[user]:password@]host:port[,host:port
+    ...]`` (``rediss+cluster://`` through TLS, with the same options), its
+    seed nodes; the rest of the cluster is learnt from them, and each room
+    lives on the shard that owns its channel (sharded pub/sub, Redis 7)."""
     if not isinstance(url, str):
         raise TypeError(f"backplane must be a redis:// URL string, not {type(url).__name__}")
     try:
@@ -163,13 +168,21 @@ def parse_url(url: str) -> dict[str, Any]:
         raise ValueError(str(exc).replace(repr(url), repr(_masked(url)))) from None
 
 
+_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
 def _parse_url(url: str) -> dict[str, Any]:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme.endswith("+cluster"):
+        return _parse_cluster_url(url, scheme)
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # "Invalid IPv6 URL", ...
         raise ValueError(f"backplane URL cannot be parsed ({exc}): {url!r}") from None
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"backplane URL must start with redis:// or rediss:// (TLS): {url!r}")
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(
+            f"backplane URL must start with redis://, rediss:// (TLS) or redis+cluster:// (a Redis Cluster): {url!r}"
+        )
     try:
         port = parts.port or 6379
     except ValueError:
@@ -193,6 +206,50 @@ def _parse_url(url: str) -> dict[str, Any]:
         options.update(_tls_options(parts.query, url))
     elif parts.query:
         raise ValueError(f"backplane URL takes options only with rediss:// (TLS): {url!r}")
+    return options
+
+
+def _parse_cluster_url(url: str, scheme: str) -> dict[str, Any]:
+    """redis+cluster://[[user]:password@]host:port[,host:port...][?TLS options]."""
+    if scheme not in _SCHEMES:
+        raise ValueError(f"backplane URL must start with redis+cluster:// or rediss+cluster:// (TLS): {url!r}")
+    rest = url.partition("://")[2]
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    if fragment:
+        raise ValueError(f"backplane URL takes no fragment: {url!r}")
+    netloc, slash, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError(f"backplane URL: a Redis Cluster has database 0 only, not {path.strip('/')!r}")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) if user else None
+        password = unquote(secret) if colon else None
+    seeds = []
+    for seed in hosts.split(","):
+        try:
+            parts = urlsplit(f"//{seed}")
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"backplane URL has an invalid node {seed!r}: {url!r}") from None
+        if not parts.hostname or port is None or parts.path or parts.username or parts.password is not None:
+            raise ValueError(f"backplane URL: each node of a Redis Cluster is host:port, not {seed!r}: {url!r}")
+        host = parts.hostname
+        seeds.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    options: dict[str, Any] = {
+        "backplane_host": ",".join(seeds),
+        "backplane_port": int(seeds[0].rpartition(":")[2]),
+        "backplane_db": 0,
+        "backplane_username": username,
+        "backplane_password": password,
+        "backplane_cluster": True,
+    }
+    if scheme == "rediss+cluster":
+        options.update(_tls_options(query, url))
+    elif query:
+        raise ValueError(f"backplane URL takes options only with rediss+cluster:// (TLS): {url!r}")
     return options
 
 
@@ -249,9 +306,18 @@ class Backplane:
     """The backplane of one serving :class:`~roomcast.Server`."""
 
     def __init__(
-        self, core: _core.Core, loop: asyncio.AbstractEventLoop, prefix: str, presence_ttl: float, where: str
+        self,
+        core: _core.Core,
+        loop: asyncio.AbstractEventLoop,
+        prefix: str,
+        presence_ttl: float,
+        where: str,
+        cluster: bool = False,
     ) -> None:
         self._core = core
+        # A Redis Cluster: each room's names start with its tag (its
+        # channel's slot), and its scripts name that slot.
+        self.cluster = cluster
         # Room (core name) -> its _redis_history.Publisher while pushes
         # wait for the end of the loop's iteration (App rooms keep none).
         self.pending_pushes: dict[bytes, Any] = {}
@@ -352,7 +418,8 @@ class Backplane:
             self._warned = False
             self._stale.update(self._members)
             self._resync_stale()
-            self._send(("INFO", "server"), self._learn_identity)
+            if not self.cluster:  # a cluster's nodes each have their own
+                self._send(("INFO", "server"), self._learn_identity)
         elif code == _core.BACKPLANE_DOWN:
             self.up = False
             logger.warning("backplane: lost Redis (%s); serving local members only, reconnecting", text)
@@ -374,14 +441,31 @@ class Backplane:
 
     # -- presence -------------------------------------------------------------
 
+    def _names_of(self, room: str) -> str:
+        """The head of room's names: ``E``, on a cluster after the room's tag."""
+        if not self.cluster:
+            return self._names
+        tag = _core.room_tag(f"{self._names}|{room}".encode())
+        return tag.decode("ascii") + self._names
+
+    def _keys(self, names: str, room: str) -> tuple[str, ...]:
+        """A presence script's keys: none on one Redis; on a cluster the
+        room's set of servers, KEYS[1], which says which shard runs it."""
+        return ("1", f"{names}|presence|{room}") if self.cluster else ("0",)
+
+    def _script(self, script: str, names: str, room: str) -> tuple[str, ...]:
+        return ("EVAL", script, *self._keys(names, room))
+
     def _head(self, room: str) -> tuple[str, ...]:
-        return (self._names, self.server_id, self._ttl_ms, room)
+        """Its keys, then its ARGV's head, for _FILL and _LEAVE."""
+        names = self._names_of(room)
+        return (*self._keys(names, room), names, self.server_id, self._ttl_ms, room)
 
     def join(self, room: str, member: int, identity: Any) -> None:
         members = self._members.setdefault(room, {})
         ident = json.dumps(identity, separators=(",", ":"))
         members[str(member)] = ident
-        self._fire(room, "EVAL", _FILL, "0", *self._head(room), "one", str(member), ident)
+        self._fire(room, "EVAL", _FILL, *self._head(room), "one", str(member), ident)
 
     def leave(self, room: str, member: int) -> None:
         members = self._members.get(room)
@@ -389,7 +473,7 @@ class Backplane:
             return
         if not members:
             del self._members[room]
-        self._fire(room, "EVAL", _LEAVE, "0", *self._head(room), str(member))
+        self._fire(room, "EVAL", _LEAVE, *self._head(room), str(member))
 
     def _resync_stale(self) -> None:
         rooms, self._stale = list(self._stale), set()
@@ -402,27 +486,36 @@ class Backplane:
             pairs = list(self._members.get(room, {}).items())
             for start in range(0, max(1, len(pairs)), _BATCH):
                 flat = [x for pair in pairs[start : start + _BATCH] for x in pair]
-                self._fire(room, "EVAL", _FILL, "0", *self._head(room), "all" if start == 0 else "one", *flat)
+                self._fire(room, "EVAL", _FILL, *self._head(room), "all" if start == 0 else "one", *flat)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._beat_every)
             self._resync_stale()
-            rooms = list(self._members)
-            for start in range(0, len(rooms), _BATCH):
-                head = (self._names, self.server_id, self._ttl_ms)
-                try:
-                    missing = await self.command("EVAL", _BEAT, "0", *head, *rooms[start : start + _BATCH])
-                except BackplaneError:
-                    break  # down: the reconnection writes everything again
-                self._resync([_text(room) for room in missing or ()])
+            # One script per head: all rooms on one Redis, a room's tag on
+            # a cluster.
+            by_names: dict[str, list[str]] = {}
+            for room in self._members:
+                by_names.setdefault(self._names_of(room), []).append(room)
+            try:
+                for names, rooms in by_names.items():
+                    for start in range(0, len(rooms), _BATCH):
+                        batch = rooms[start : start + _BATCH]
+                        head = (names, self.server_id, self._ttl_ms)
+                        script = self._script(_BEAT, names, batch[0])
+                        missing = await self.command(*script, *head, *batch)
+                        self._resync([_text(room) for room in missing or ()])
+            except BackplaneError:
+                continue  # down: the reconnection writes everything again
 
     async def count(self, room: str) -> int:
-        result = await self.command("EVAL", _QUERY, "0", self._names, room, "count")
+        names = self._names_of(room)
+        result = await self.command(*self._script(_QUERY, names, room), names, room, "count")
         return int(result)
 
     async def members(self, room: str) -> dict[str, Any]:
-        flat = await self.command("EVAL", _QUERY, "0", self._names, room, "members")
+        names = self._names_of(room)
+        flat = await self.command(*self._script(_QUERY, names, room), names, room, "members")
         out: dict[str, Any] = {}
         for i in range(0, len(flat) - 1, 2):
             try:
@@ -445,7 +538,7 @@ class Backplane:
             return
         pending = []
         for room, members in list(self._members.items()):
-            pending.append(self.command("EVAL", _LEAVE, "0", *self._head(room), *members))
+            pending.append(self.command("EVAL", _LEAVE, *self._head(room), *members))
         self._members.clear()
         try:
             await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)

@@ -503,7 +503,12 @@ class Server:
         backplane = None
         if self._backplane_options:
             backplane = Backplane(
-                core, loop, self._backplane_options["backplane_prefix"], self._presence_ttl, self._backplane_url or ""
+                core,
+                loop,
+                self._backplane_options["backplane_prefix"],
+                self._presence_ttl,
+                self._backplane_url or "",
+                cluster=bool(self._backplane_options.get("backplane_cluster")),
             )
         hub = Hub(
             core,

@@ -64,7 +64,7 @@ RC_TEST(sentinel_is_prefix_nul_server_and_the_id) {
 /* --- the envelope --------------------------------------------------------- */
 
 RC_TEST(envelope_for_one_room) {
-  rc_bpwire_room room = {"lobby", 5};
+  rc_bpwire_room room = {"lobby", 5, NULL};
   uint8_t out[64];
   size_t n = rc_bpwire_envelope_size(&room, 1, 2);
   RC_ASSERT_EQ_UINT(n, 22);
@@ -78,7 +78,7 @@ RC_TEST(envelope_for_one_room) {
 }
 
 RC_TEST(envelope_for_several_rooms_lists_them) {
-  rc_bpwire_room rooms[2] = {{"a", 1}, {"bc", 2}};
+  rc_bpwire_room rooms[2] = {{"a", 1, NULL}, {"bc", 2, NULL}};
   uint8_t out[64];
   size_t n = rc_bpwire_envelope_size(rooms, 2, 1);
   RC_ASSERT_EQ_UINT(n, 20 + 2 + 3 + 4 + 1);
@@ -98,7 +98,7 @@ RC_TEST(envelope_for_several_rooms_lists_them) {
 }
 
 RC_TEST(parse_reads_what_envelope_wrote) {
-  rc_bpwire_room rooms[2] = {{"a", 1}, {"bc", 2}};
+  rc_bpwire_room rooms[2] = {{"a", 1, NULL}, {"bc", 2, NULL}};
   uint8_t buf[64];
   size_t n = rc_bpwire_envelope(buf, 1, 7, 8, rooms, 2, "hé", 3);
   rc_bpwire_msg m;
@@ -134,7 +134,7 @@ RC_TEST(a_foreign_message_is_its_own_payload) {
 
 RC_TEST(parse_rejects_what_it_must) {
   uint8_t buf[64];
-  rc_bpwire_room room = {"r", 1};
+  rc_bpwire_room room = {"r", 1, NULL};
   rc_bpwire_msg m;
   /* Over max_payload, with or without an envelope. */
   size_t n = rc_bpwire_envelope(buf, 0, 5, 6, &room, 1, "abcd", 4);
@@ -151,7 +151,7 @@ RC_TEST(parse_rejects_what_it_must) {
   RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 100, &m), RC_BPWIRE_OTHER_VERSION);
   RC_ASSERT(!m.enveloped && m.from == 0);
   /* A list of rooms cut short: its count, then a name's length. */
-  rc_bpwire_room two[2] = {{"ab", 2}, {"c", 1}};
+  rc_bpwire_room two[2] = {{"ab", 2, NULL}, {"c", 1, NULL}};
   n = rc_bpwire_envelope(buf, 0, 5, 6, two, 2, "", 0);
   RC_ASSERT_EQ_UINT(n, 20 + 2 + 4 + 3);
   for (size_t cut = 20; cut < n; cut++) {
@@ -204,7 +204,7 @@ RC_TEST(a_history_message_carries_its_position) {
   RC_ASSERT_EQ_UINT(m.offset, UINT64_MAX);
   RC_ASSERT_EQ_UINT(m.len, 0);
   /* A version-1 message has no position. */
-  rc_bpwire_room room = {"r", 1};
+  rc_bpwire_room room = {"r", 1, NULL};
   n = rc_bpwire_envelope(buf, 1, 5, 6, &room, 1, "x", 1);
   RC_ASSERT_EQ_INT(rc_bpwire_parse(buf, n, 2, &m), RC_BPWIRE_OK);
   RC_ASSERT(!m.history && m.offset == 0);
@@ -260,7 +260,7 @@ RC_TEST(command_matches_hiredis_for_binary_and_long_arguments) {
 }
 
 RC_TEST(subscribe_names_head_and_room) {
-  rc_bpwire_room rooms[2] = {{"a", 1}, {"bb", 2}};
+  rc_bpwire_room rooms[2] = {{"a", 1, NULL}, {"bb", 2, NULL}};
   size_t len;
   char *cmd = rc_bpwire_subscribe(&len, "SUBSCRIBE", "p|", 2, rooms, 2);
   RC_ASSERT(cmd != NULL);
@@ -271,14 +271,32 @@ RC_TEST(subscribe_names_head_and_room) {
 }
 
 RC_TEST(publish_on_the_channel_of_a_room) {
-  rc_bpwire_room room = {"lobby", 5};
+  rc_bpwire_room room = {"lobby", 5, NULL};
   size_t len;
-  char *cmd =
-      rc_bpwire_publish(&len, "x\\||", 4, &room, (const uint8_t *)"\0rc", 3);
+  char *cmd = rc_bpwire_publish(&len, "PUBLISH", "x\\||", 4, &room,
+                                (const uint8_t *)"\0rc", 3);
   RC_ASSERT(cmd != NULL);
   static const char want[] =
       "*3\r\n$7\r\nPUBLISH\r\n$9\r\nx\\||lobby\r\n$3\r\n\0rc\r\n";
   RC_CHECK(len == sizeof(want) - 1 && memcmp(cmd, want, len) == 0);
+  free(cmd);
+}
+
+RC_TEST(a_clusters_channels_start_with_the_rooms_tag) {
+  rc_bpwire_room rooms[2] = {{"a", 1, "{@ABC}"}, {"bb", 2, "{ONML}"}};
+  size_t len;
+  char *cmd = rc_bpwire_subscribe(&len, "SSUBSCRIBE", "p|", 2, rooms, 2);
+  RC_ASSERT(cmd != NULL);
+  static const char sub[] = "*3\r\n$10\r\nSSUBSCRIBE\r\n$9\r\n{@ABC}p|a\r\n"
+                            "$10\r\n{ONML}p|bb\r\n";
+  RC_CHECK(len == sizeof(sub) - 1 && memcmp(cmd, sub, len) == 0);
+  free(cmd);
+  cmd = rc_bpwire_publish(&len, "SPUBLISH", "p|", 2, &rooms[1],
+                          (const uint8_t *)"m", 1);
+  RC_ASSERT(cmd != NULL);
+  static const char pub[] =
+      "*3\r\n$8\r\nSPUBLISH\r\n$10\r\n{ONML}p|bb\r\n$1\r\nm\r\n";
+  RC_CHECK(len == sizeof(pub) - 1 && memcmp(cmd, pub, len) == 0);
   free(cmd);
 }
 
@@ -312,6 +330,20 @@ RC_TEST(pushes_a_subscriber_accepts) {
   RC_ASSERT(r != NULL);
   RC_CHECK_EQ_INT(rc_bpwire_push_parse(r, &p, why), RC_BPWIRE_UNSUBSCRIBED);
   freeReplyObject(r);
+  /* A cluster's sharded pub/sub. */
+  r = REPLY("*3\r\n$8\r\nsmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n");
+  RC_ASSERT(r != NULL);
+  RC_CHECK_EQ_INT(rc_bpwire_push_parse(r, &p, why), RC_BPWIRE_MESSAGE);
+  RC_CHECK(p.len == 2 && memcmp(p.payload, "hi", 2) == 0);
+  freeReplyObject(r);
+  r = REPLY("*3\r\n$10\r\nssubscribe\r\n$1\r\nc\r\n:1\r\n");
+  RC_ASSERT(r != NULL);
+  RC_CHECK_EQ_INT(rc_bpwire_push_parse(r, &p, why), RC_BPWIRE_SUBSCRIBED);
+  freeReplyObject(r);
+  r = REPLY("*3\r\n$12\r\nsunsubscribe\r\n$1\r\nc\r\n:0\r\n");
+  RC_ASSERT(r != NULL);
+  RC_CHECK_EQ_INT(rc_bpwire_push_parse(r, &p, why), RC_BPWIRE_UNSUBSCRIBED);
+  freeReplyObject(r);
 }
 
 static int bad_push(const char *bytes, size_t n, const char *want_why) {
@@ -340,6 +372,8 @@ RC_TEST(pushes_a_subscriber_refuses) {
   BAD_PUSH("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n:1\r\n", push);
   BAD_PUSH("*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n$1\r\nx\r\n", push);
   BAD_PUSH("*3\r\n$8\r\npmessage\r\n$1\r\nc\r\n$1\r\nx\r\n", push);
+  BAD_PUSH("*3\r\n$9\r\nssmessage\r\n$1\r\nc\r\n$1\r\nx\r\n", push);
+  BAD_PUSH("*3\r\n$1\r\ns\r\n$1\r\nc\r\n$1\r\nx\r\n", push);
   BAD_PUSH("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n*0\r\n", push);
 }
 
@@ -408,6 +442,7 @@ RC_TEST_MAIN(RC_CASE(chan_head_escapes_backslash_and_bar),
              RC_CASE(command_matches_hiredis_for_binary_and_long_arguments),
              RC_CASE(subscribe_names_head_and_room),
              RC_CASE(publish_on_the_channel_of_a_room),
+             RC_CASE(a_clusters_channels_start_with_the_rooms_tag),
              RC_CASE(forbidden_commands_in_any_case),
              RC_CASE(pushes_a_subscriber_accepts),
              RC_CASE(pushes_a_subscriber_refuses),
