@@ -25,7 +25,11 @@
  *   2: rc_bpwire_command writes what redisFormatCommandArgv writes, and
  *      hiredis's reader reads the arguments back.
  *   3: a push accepted points inside its reply; the encoding of a reply
- *      is exactly rc_bpwire_reply_size bytes; an error reply is named.
+ *      is exactly rc_bpwire_reply_size bytes; an error reply is named;
+ *      read as a cluster's map (CLUSTER SLOTS), each range given is
+ *      within the slots with its first <= its last, its port in
+ *      1..65535, its host inside the reply, and a map accepted gives one
+ *      range per element.
  * A broken property aborts. */
 #include <stdint.h>
 #include <stdio.h>
@@ -210,6 +214,22 @@ static int inside(const void *p, size_t len, const redisReply *e) {
   return (const char *)p >= e->str && (const char *)p + len <= e->str + e->len;
 }
 
+typedef struct ranges_seen {
+  const redisReply *r;
+  size_t n;
+} ranges_seen;
+
+static int check_range(void *arg, unsigned first, unsigned last,
+                       const char *host, size_t host_len, int port) {
+  ranges_seen *seen = arg;
+  FUZZ_CHECK(first <= last && last < 16384 && port >= 1 && port <= 65535);
+  FUZZ_CHECK(seen->n < seen->r->elements);
+  const redisReply *node = seen->r->element[seen->n]->element[2];
+  FUZZ_CHECK(inside(host, host_len, node->element[0]));
+  seen->n++;
+  return 0;
+}
+
 static void check_reply(const redisReply *r) {
   rc_bpwire_push push;
   char why[RC_BPWIRE_WHY_MAX];
@@ -223,6 +243,11 @@ static void check_reply(const redisReply *r) {
       FUZZ_CHECK(inside(push.payload, push.len, r->element[2]));
   }
   FUZZ_CHECK(rc_bpwire_error(r, "X", why) == (r->type == REDIS_REPLY_ERROR));
+  ranges_seen seen = {r, 0};
+  if (rc_bpwire_slots_parse(r, check_range, &seen, why) == 0)
+    FUZZ_CHECK(seen.n == r->elements);
+  else
+    FUZZ_CHECK(memchr(why, '\0', sizeof(why)) != NULL && why[0] != '\0');
   size_t size = rc_bpwire_reply_size(r);
   char *out = malloc(size + 1);
   FUZZ_CHECK(out != NULL);

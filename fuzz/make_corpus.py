@@ -400,6 +400,11 @@ def bpwire_seeds() -> dict[str, bytes]:
         "reply_error_and_status": bytes([replies]) + b"-ERR no\r\n+OK\r\n",
         "reply_nested": bytes([replies]) + b"*3\r\n:-5\r\n$-1\r\n*2\r\n$2\r\nab\r\n*0\r\n",
         "reply_huge_array": bytes([replies]) + b"*2147483647\r\n",
+        "reply_smessage": bytes([replies]) + resp(b"smessage", b"{@ABC}roomcast:|lobby", b"hi"),
+        "reply_cluster_slots": bytes([replies])
+        + b"*2\r\n*4\r\n:0\r\n:8191\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n"
+        + b"*2\r\n$9\r\n127.0.0.1\r\n:7003\r\n*3\r\n:8192\r\n:16383\r\n*2\r\n$0\r\n\r\n:7001\r\n",
+        "reply_cluster_slots_bad_range": bytes([replies]) + b"*1\r\n*3\r\n:9\r\n:4\r\n*2\r\n$1\r\na\r\n:1\r\n",
     }
     return s
 

@@ -23,7 +23,7 @@ from roomcast.backplane import escape_prefix, parse_url
 from support.crossserver import Collector, drained, warm_up
 from support.polling import until
 from support.rediscluster import RedisCluster
-from support.redisproc import RespClient
+from support.redisproc import FakeRedis, RespClient
 
 T = 30  # seconds: generous, the machine is shared
 PREFIX = "roomcast:"
@@ -408,3 +408,40 @@ async def test_rooms_with_history_on_every_shard_keep_one_sequence_for_every_ser
             owner = cluster.master_of(slot_of(name)).id
             mine = [node for node, k in keys if k.endswith(name.encode())]
             assert mine == [owner, owner], (name, mine)
+
+
+def node_entry(port, host=b"127.0.0.1"):
+    return b"*2\r\n$%d\r\n%s\r\n:%d\r\n" % (len(host), host, port)
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"*1\r\n*3\r\n:9\r\n:4\r\n" + node_entry(1), "range 1 is malformed"),
+        (b"*1\r\n*3\r\n:0\r\n:16384\r\n" + node_entry(1), "range 1 is malformed"),
+        (b":7\r\n", "not an array"),
+        (b"?not RESP\r\n", "protocol error"),
+        # More nodes than a cluster has (1,024 at most are met).
+        (
+            b"*1100\r\n" + b"".join(b"*3\r\n:%d\r\n:%d\r\n" % (i, i) + node_entry(20000 + i) for i in range(1100)),
+            "too many nodes",
+        ),
+    ],
+    ids=["range-backwards", "slot-out-of-range", "not-an-array", "not-resp", "too-many-nodes"],
+)
+async def test_a_node_that_answers_a_bad_map_costs_a_retry_never_the_process(answer, says, caplog):
+    caplog.set_level(logging.DEBUG, logger="roomcast")
+    fake = await FakeRedis(lambda kind, n: None, answers={b"CLUSTER": answer}).start()
+    try:
+        room = echo_room("hostile")
+        server = Server(backplane=f"redis+cluster://127.0.0.1:{fake.port}")
+        server.route("/r", room)
+        async with server.serve("127.0.0.1", 0) as running:
+            async with connect(f"ws://127.0.0.1:{running.port}/r") as ws:
+                text = lambda: "\n".join(r.getMessage() for r in caplog.records)  # noqa: E731
+                await until(lambda: text().lower().count(says) >= 2, what=f"two maps refused ({says})")
+                await ws.send("local")
+                assert await asyncio.wait_for(ws.recv(), T) == "local"
+                assert running.stats()["backplane_up"] == 0
+    finally:
+        await fake.close()

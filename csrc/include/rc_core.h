@@ -480,7 +480,18 @@ void rc_server_stats(rc_server *s, rc_stats *out);
  * id and a sequence number; a server skips its own messages and delivers the
  * others' to its local members, each member once. While either connection
  * is down (backplane_up is 0), publishes wait in a buffer of
- * cfg.backplane_buffer bytes; what does not fit is dropped and counted. */
+ * cfg.backplane_buffer bytes; what does not fit is dropped and counted.
+ *
+ * On a Redis Cluster (cfg.backplane_cluster) the same runs per shard: the
+ * loop learns the map from the seed nodes, keeps two connections to each
+ * master that owns slots, and SSUBSCRIBEs and SPUBLISHes each room on the
+ * shard that owns its channel's slot (the channel starts with the room's
+ * tag, rc_slot.h), following slot moves and failovers; backplane_up is 1
+ * while every such shard is reachable. A copy of a message for several
+ * rooms goes to each room's shard, and order holds per publisher and
+ * room. rc_server_redis sends a command to the shard of its first key (a
+ * script's first KEYS, else its first argument), or, without one, to any
+ * shard. */
 
 /* This server's id: random, made by rc_server_new(). */
 uint64_t rc_server_id(const rc_server *s);

@@ -16,8 +16,9 @@
  * API (rc__room_get to read, rc__room_deliver to fan a message out). It
  * holds room ids, never rc_room pointers.
  *
- * Two Redis connections run on the core's loop: `sub` in subscriber mode,
- * `cmd` for PUBLISH and the embedder's commands (rc_server_redis). A
+ * Each Redis (a shard, rc_shard) has two connections on the core's loop:
+ * `sub` in subscriber mode, `cmd` for PUBLISH and the embedder's commands
+ * (rc_server_redis), and the publishes that wait for it. A
  * message from another server is framed once and fanned out to the local
  * members here, on the loop thread: Python never sees it. On `sub`, once
  * its setup is answered, every reply must be a push that rc_bpwire_push_parse
@@ -90,6 +91,28 @@
  * not yet answered backplane_buffer bytes of them, wait in order in a
  * buffer of that many bytes; past it they are dropped and counted. Each
  * change of state is an RC_EV_BACKPLANE event.
+ *
+ * Redis Cluster (cfg.backplane_cluster). The shards are the cluster's
+ * nodes, met first as the seeds the embedder names, then in its map
+ * (CLUSTER SLOTS, read from any node's command connection: the owner of
+ * each of the 16384 slots); only those that own slots are connected (and
+ * the seeds), and none is forgotten (a node that owns no slot keeps its
+ * connections, quietly). A channel is the room's tag (rc_slot.h) then
+ * head and name: its slot is the tag's, and it is SSUBSCRIBEd (one per
+ * command: a command's channels must share a slot) and SPUBLISHed on the
+ * shard that owns it; a channel entry remembers the shard its
+ * subscription is on, and moves (SUNSUBSCRIBE there, answered, then
+ * SSUBSCRIBE on the new owner) when the map changes. A cluster's
+ * subscriber has no sentinel (PING says it is ready). The map is read
+ * again on news that it changed: a MOVED answer (its slot's owner is
+ * taken from it at once), an unasked sunsubscribe (Redis moved a slot
+ * away), a lost connection (a failover may follow); and every
+ * RC__MAP_CHECK_MS while it is unknown or a shard that owns slots is away.
+ * Publishes wait in their shard's queue (in limbo while no shard owns
+ * their slot), one bound for them all; when the map changes they move to
+ * their slot's new shard, each slot's in order. A copy of a message for
+ * several rooms reaches its own room's members only (deliver_copy): the
+ * copies come from different shards, in no order between them.
  *
  * Lifetime: created with the server (rc__bp_create), its connections
  * started with the loop (rc__bp_start), closed when the loop ends
@@ -989,8 +1012,9 @@ static void on_lost(rc_redis *l, int was_ready) {
   if (bp->cluster && was_ready)
     map_request(bp); /* a master lost: its replica may take over */
   /* A cluster's node that owns no slot is only kept in reach: its
-   * failures are not news. */
-  if ((!was_ready || !was_up) && sh->owns) { /* else update_up said why */
+   * failures are not news, but while the map is not known (the seeds). */
+  int news = sh->owns || !bp->map_known;
+  if ((!was_ready || !was_up) && news) { /* else update_up said why */
     char text[RC__TEXT_MAX], name[RC__NAME_MAX];
     snprintf(text, sizeof(text), "%s%s: %s", bp->cluster ? "shard " : "",
              shard_name(sh, name, sizeof(name)), l->why);
@@ -1120,26 +1144,28 @@ static void map_changed(rc_backplane *bp) {
   update_up(bp);
 }
 
-static int reply_int(const redisReply *r, long long lo, long long hi) {
-  return r->type == REDIS_REPLY_INTEGER && r->integer >= lo && r->integer <= hi;
+typedef struct rc_map_read { /* CLUSTER SLOTS's answer, being read */
+  rc_backplane *bp;
+  const rc_shard *asked;
+  uint16_t *owner;
+} rc_map_read;
+
+static int map_range(void *arg, unsigned first, unsigned last, const char *host,
+                     size_t host_len, int port) {
+  rc_map_read *m = arg;
+  if (host_len == 0 || (host_len == 1 && host[0] == '?')) {
+    host = m->asked->host; /* a node that does not know its address */
+    host_len = strlen(host);
+  }
+  rc_shard *sh = shard_get(m->bp, host, host_len, port);
+  if (sh == NULL)
+    return 1;
+  for (unsigned k = first; k <= last; k++)
+    m->owner[k] = sh->index;
+  return 0;
 }
 
-/* A node in CLUSTER SLOTS's reply, [host, port, id, ...]: its shard. An
- * empty host (a node that does not know its address) is the one asked. */
-static rc_shard *node_shard(rc_backplane *bp, const redisReply *node,
-                            const rc_shard *asked) {
-  if (node->type != REDIS_REPLY_ARRAY || node->elements < 2 ||
-      node->element[0]->type != REDIS_REPLY_STRING ||
-      !reply_int(node->element[1], 1, 65535))
-    return NULL;
-  const redisReply *h = node->element[0];
-  int port = (int)node->element[1]->integer;
-  if (h->len == 0 || (h->len == 1 && h->str[0] == '?'))
-    return shard_get(bp, asked->host, strlen(asked->host), port);
-  return shard_get(bp, h->str, h->len, port);
-}
-
-/* The answer to CLUSTER SLOTS: [[first, last, master, replicas...], ...]. */
+/* The answer to CLUSTER SLOTS: the new map, when it reads. */
 static void on_map(rc_redis *l, redisReply *r, void *priv) {
   (void)priv;
   rc_shard *asked = shard_of(l);
@@ -1147,37 +1173,18 @@ static void on_map(rc_redis *l, redisReply *r, void *priv) {
   bp->map_asking = 0;
   if (r == NULL || bp->closing)
     return; /* the connection is gone: the timer asks again */
-  char why[RC_BPWIRE_WHY_MAX];
-  const char *bad = NULL;
   uint16_t *owner = malloc(RC_SLOT_COUNT * sizeof(*owner));
   if (owner == NULL)
     return;
   memset(owner, 0xff, RC_SLOT_COUNT * sizeof(*owner)); /* RC__NO_SHARD */
-  if (rc_bpwire_error(r, "CLUSTER SLOTS", why)) {
-    bad = why;
-  } else if (r->type != REDIS_REPLY_ARRAY) {
-    bad = "CLUSTER SLOTS: not an array";
-  }
-  for (size_t i = 0; bad == NULL && i < r->elements; i++) {
-    const redisReply *e = r->element[i];
-    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
-        !reply_int(e->element[0], 0, RC_SLOT_COUNT - 1) ||
-        !reply_int(e->element[1], e->element[0]->integer, RC_SLOT_COUNT - 1)) {
-      bad = "CLUSTER SLOTS: a malformed range";
-      break;
-    }
-    rc_shard *sh = node_shard(bp, e->element[2], asked);
-    if (sh == NULL) {
-      bad = "CLUSTER SLOTS: a malformed node, or too many";
-      break;
-    }
-    for (long long k = e->element[0]->integer; k <= e->element[1]->integer; k++)
-      owner[k] = sh->index;
-  }
-  if (bad != NULL) {
+  rc_map_read m = {bp, asked, owner};
+  char why[RC_BPWIRE_WHY_MAX];
+  int bad = rc_bpwire_slots_parse(r, map_range, &m, why);
+  if (bad != 0) {
     char text[RC__TEXT_MAX], name[RC__NAME_MAX];
     snprintf(text, sizeof(text), "shard %s: %s",
-             shard_name(asked, name, sizeof(name)), bad);
+             shard_name(asked, name, sizeof(name)),
+             bad > 0 ? "CLUSTER SLOTS: too many nodes" : why);
     state_event(bp, RC_BACKPLANE_RETRY, text);
     free(owner);
     return;

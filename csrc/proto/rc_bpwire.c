@@ -385,6 +385,40 @@ int rc_bpwire_push_parse(const redisReply *r, rc_bpwire_push *out, char *why) {
   return kind_of;
 }
 
+static int integer_in(const redisReply *r, long long lo, long long hi) {
+  return r->type == REDIS_REPLY_INTEGER && r->integer >= lo && r->integer <= hi;
+}
+
+int rc_bpwire_slots_parse(const redisReply *r, rc_bpwire_range_cb *range,
+                          void *arg, char *why) {
+  if (rc_bpwire_error(r, "CLUSTER SLOTS", why))
+    return -1;
+  if (r->type != REDIS_REPLY_ARRAY) {
+    snprintf(why, RC_BPWIRE_WHY_MAX, "CLUSTER SLOTS: not an array");
+    return -1;
+  }
+  for (size_t i = 0; i < r->elements; i++) {
+    const redisReply *e = r->element[i];
+    const redisReply *node =
+        e->type == REDIS_REPLY_ARRAY && e->elements >= 3 ? e->element[2] : NULL;
+    if (node == NULL || !integer_in(e->element[0], 0, RC_SLOT_COUNT - 1) ||
+        !integer_in(e->element[1], e->element[0]->integer, RC_SLOT_COUNT - 1) ||
+        node->type != REDIS_REPLY_ARRAY || node->elements < 2 ||
+        !is_string(node->element[0]) ||
+        !integer_in(node->element[1], 1, 65535)) {
+      snprintf(why, RC_BPWIRE_WHY_MAX, "CLUSTER SLOTS: range %zu is malformed",
+               i + 1);
+      return -1;
+    }
+    int stop = range(arg, (unsigned)e->element[0]->integer,
+                     (unsigned)e->element[1]->integer, node->element[0]->str,
+                     node->element[0]->len, (int)node->element[1]->integer);
+    if (stop != 0)
+      return stop;
+  }
+  return 0;
+}
+
 size_t rc_bpwire_reply_size(const redisReply *r) {
   switch (r->type) {
   case REDIS_REPLY_ARRAY: {

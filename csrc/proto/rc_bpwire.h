@@ -191,6 +191,19 @@ typedef struct rc_bpwire_push {
  * what it was. */
 int rc_bpwire_push_parse(const redisReply *r, rc_bpwire_push *out, char *why);
 
+/* A cluster's map: CLUSTER SLOTS's answer, [[first, last, [host, port,
+ * ...], replicas...], ...] with first <= last < 16384 and the port in
+ * 1..65535 (an empty host, or "?", is a node that does not know its
+ * address: the one asked). Calls range(arg, first, last, host, host_len,
+ * port) for each range's master, in order, host inside r; a non-zero
+ * return stops it and is returned. -1 for an answer of another shape (an
+ * error reply included), why (RC_BPWIRE_WHY_MAX bytes) saying what; then
+ * the ranges before the bad one have been given. 0 otherwise. */
+typedef int rc_bpwire_range_cb(void *arg, unsigned first, unsigned last,
+                               const char *host, size_t host_len, int port);
+int rc_bpwire_slots_parse(const redisReply *r, rc_bpwire_range_cb *range,
+                          void *arg, char *why);
+
 /* Size of the encoding of r for the embedder (rc_core.h's enum
  * rc_reply_type: a type byte, then a 32-bit length or count, or a 64-bit
  * integer, in the host's byte order). */

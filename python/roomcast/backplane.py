@@ -24,6 +24,11 @@ holds:
   the server ``S``;
 * ``E|presence|<room>``: the set of the servers that have members there.
 
+On a Redis Cluster (``redis+cluster://``) each of these names starts with
+the room's tag (``_core.room_tag``, ``{`` four letters ``}``), so that a
+room's names share one slot and its scripts (which name that slot with
+the room's server set as ``KEYS[1]``) run on its shard.
+
 A server refreshes its hashes every ``presence_ttl / 3`` seconds, so a
 server that dies drops out of ``count()`` and ``members()`` within
 ``presence_ttl``. A member that leaves is taken out at once; when Redis

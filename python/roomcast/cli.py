@@ -128,7 +128,8 @@ ABOUT = {
     "backlog": "the listen queue",
     "max_receive_queue": "received bytes waiting for a handler before reading pauses",
     "max_pending_bytes": "events waiting for the asyncio loop before the senders pause",
-    "backplane": "redis://[[user]:password@]host[:port][/db] (rediss:// for TLS): rooms span servers",
+    "backplane": "redis://[[user]:password@]host[:port][/db] (rediss:// for TLS; redis+cluster://host:port,... "
+    "for a Redis Cluster): rooms span servers",
     "backplane_prefix": "prefix of the Redis channels and keys",
     "backplane_buffer": "bytes of pushes kept while Redis is unreachable",
     "presence_ttl": "how soon a dead server leaves presence",

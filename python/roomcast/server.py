@@ -195,7 +195,8 @@ class Server:
 
     Scaling out: with ``backplane="redis://[[user]:password@]host[:port]
     [/db]"`` (``rediss://`` through TLS, its ``ssl_*`` options in the
-    query: :func:`roomcast.backplane.parse_url`), rooms with a name (``Room(name=...)``, every
+    query; ``redis+cluster://host:port[,host:port...]`` on a Redis Cluster,
+    each room on its shard: :func:`roomcast.backplane.parse_url`), rooms with a name (``Room(name=...)``, every
     :class:`~roomcast.App` room) are shared with every server on the same
     Redis and ``backplane_prefix`` (the channel of a room is the prefix,
     with ``\\`` and ``|`` escaped, then ``|`` and its name): a push is

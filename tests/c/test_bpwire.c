@@ -346,6 +346,88 @@ RC_TEST(pushes_a_subscriber_accepts) {
   freeReplyObject(r);
 }
 
+typedef struct ranges {
+  unsigned n, first[4], last[4];
+  int port[4];
+  char host[4][16];
+} ranges;
+
+static int take_range(void *arg, unsigned first, unsigned last,
+                      const char *host, size_t host_len, int port) {
+  ranges *g = arg;
+  if (g->n == 4 || host_len >= 16)
+    return 7;
+  g->first[g->n] = first;
+  g->last[g->n] = last;
+  g->port[g->n] = port;
+  memcpy(g->host[g->n], host, host_len);
+  g->host[g->n][host_len] = '\0';
+  g->n++;
+  return 0;
+}
+
+RC_TEST(a_clusters_map_is_read_from_cluster_slots) {
+  char why[RC_BPWIRE_WHY_MAX];
+  ranges g = {0};
+  /* Two ranges, the first with a replica, the second's host unknown. */
+  redisReply *r = REPLY("*2\r\n"
+                        "*4\r\n:0\r\n:8191\r\n"
+                        "*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n"
+                        "*2\r\n$9\r\n127.0.0.1\r\n:7003\r\n"
+                        "*3\r\n:8192\r\n:16383\r\n"
+                        "*2\r\n$0\r\n\r\n:7001\r\n");
+  RC_ASSERT(r != NULL);
+  RC_CHECK_EQ_INT(rc_bpwire_slots_parse(r, take_range, &g, why), 0);
+  RC_CHECK(g.n == 2 && g.first[0] == 0 && g.last[0] == 8191 &&
+           g.port[0] == 7000 && strcmp(g.host[0], "127.0.0.1") == 0);
+  RC_CHECK(g.first[1] == 8192 && g.last[1] == 16383 && g.port[1] == 7001 &&
+           g.host[1][0] == '\0');
+  freeReplyObject(r);
+  /* What the callback returns stops it. */
+  r = REPLY("*5\r\n" /* five ranges: the callback takes four */
+            "*3\r\n:0\r\n:0\r\n*2\r\n$1\r\na\r\n:1\r\n"
+            "*3\r\n:1\r\n:1\r\n*2\r\n$1\r\na\r\n:1\r\n"
+            "*3\r\n:2\r\n:2\r\n*2\r\n$1\r\na\r\n:1\r\n"
+            "*3\r\n:3\r\n:3\r\n*2\r\n$1\r\na\r\n:1\r\n"
+            "*3\r\n:4\r\n:4\r\n*2\r\n$1\r\na\r\n:1\r\n");
+  RC_ASSERT(r != NULL);
+  g.n = 0;
+  RC_CHECK_EQ_INT(rc_bpwire_slots_parse(r, take_range, &g, why), 7);
+  freeReplyObject(r);
+}
+
+static int bad_map(const char *bytes, size_t n, const char *want_why) {
+  char why[RC_BPWIRE_WHY_MAX];
+  ranges g = {0};
+  redisReply *r = reply_of(bytes, n);
+  if (r == NULL)
+    return 0;
+  int ok = rc_bpwire_slots_parse(r, take_range, &g, why) == -1 &&
+           strcmp(why, want_why) == 0;
+  freeReplyObject(r);
+  return ok;
+}
+#define BAD_MAP(lit, why) RC_CHECK(bad_map(lit, sizeof(lit) - 1, why))
+
+RC_TEST(a_clusters_map_of_another_shape_is_refused) {
+  static const char first[] = "CLUSTER SLOTS: range 1 is malformed";
+  BAD_MAP("-ERR This instance has cluster support disabled\r\n",
+          "CLUSTER SLOTS: ERR This instance has cluster support disabled");
+  BAD_MAP(":0\r\n", "CLUSTER SLOTS: not an array");
+  BAD_MAP("*1\r\n:1\r\n", first);
+  BAD_MAP("*1\r\n*2\r\n:0\r\n:1\r\n", first); /* no node */
+  BAD_MAP("*1\r\n*3\r\n:5\r\n:4\r\n*2\r\n$1\r\na\r\n:1\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\na\r\n:1\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:-1\r\n:0\r\n*2\r\n$1\r\na\r\n:1\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$1\r\na\r\n:0\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$1\r\na\r\n:65536\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n:1\r\n:1\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:0\r\n:1\r\n*1\r\n$1\r\na\r\n", first);
+  BAD_MAP("*1\r\n*3\r\n:0\r\n:1\r\n$1\r\na\r\n", first);
+  BAD_MAP("*2\r\n*3\r\n:0\r\n:1\r\n*2\r\n$1\r\na\r\n:1\r\n:9\r\n",
+          "CLUSTER SLOTS: range 2 is malformed");
+}
+
 static int bad_push(const char *bytes, size_t n, const char *want_why) {
   rc_bpwire_push p;
   char why[RC_BPWIRE_WHY_MAX];
@@ -443,6 +525,8 @@ RC_TEST_MAIN(RC_CASE(chan_head_escapes_backslash_and_bar),
              RC_CASE(subscribe_names_head_and_room),
              RC_CASE(publish_on_the_channel_of_a_room),
              RC_CASE(a_clusters_channels_start_with_the_rooms_tag),
+             RC_CASE(a_clusters_map_is_read_from_cluster_slots),
+             RC_CASE(a_clusters_map_of_another_shape_is_refused),
              RC_CASE(forbidden_commands_in_any_case),
              RC_CASE(pushes_a_subscriber_accepts),
              RC_CASE(pushes_a_subscriber_refuses),

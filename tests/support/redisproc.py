@@ -216,11 +216,13 @@ class FakeRedis:
     else. ``bad(kind, n)`` returns the bytes to send to the n-th connection
     of its kind ("sub": the one that subscribes, "cmd": the one that PINGs)
     right after its first answer, or None. ``connections`` counts them.
-    ``tls``: an ``ssl.SSLContext`` to serve TLS with."""
+    ``tls``: an ``ssl.SSLContext`` to serve TLS with. ``answers``: bytes
+    to send for other commands, by their name (``b"CLUSTER"``)."""
 
-    def __init__(self, bad, tls=None):
+    def __init__(self, bad, tls=None, answers=None):
         self.bad = bad
         self.tls = tls  # an ssl.SSLContext: serve TLS
+        self.answers = answers or {}
         self.connections = {"sub": 0, "cmd": 0}
         self.server = None
         self.port = 0
@@ -268,6 +270,8 @@ class FakeRedis:
                     writer.write(b"+PONG\r\n")
                 elif verb in (b"AUTH", b"SELECT"):
                     writer.write(b"+OK\r\n")
+                elif verb in self.answers:
+                    writer.write(self.answers[verb])
                 else:
                     writer.write(b":0\r\n")
                 if kind is not None and subscribed <= 1:
