@@ -74,12 +74,12 @@ def echo_room(name, exclude_sender=False):
     return room
 
 
-async def serve_all(stack, url, names, servers=3, **room_options):
+async def serve_all(stack, url, names, servers=3, presence_ttl=30.0, **room_options):
     """``servers`` servers on the cluster, each routing /<name> to an echo
     room of each name; their running handles."""
     running = []
     for _ in range(servers):
-        server = Server(backplane=url)
+        server = Server(backplane=url, presence_ttl=presence_ttl)
         for name in names:
             server.route(f"/{name}", echo_room(name, **room_options))
         running.append(await stack.enter_async_context(server.serve("127.0.0.1", 0)))
@@ -140,7 +140,9 @@ async def test_rooms_on_every_shard_are_delivered_exactly_once_in_order_across_t
 async def test_presence_and_exclude_across_servers_on_every_shard(cluster):
     names = rooms_on_every_shard(cluster, per_shard=1, stem="presence")
     async with AsyncExitStack() as stack:
-        running = await serve_all(stack, url_of(cluster), names, servers=2, exclude_sender=True)
+        # Heartbeats every 0.2 s: each server's members stay counted only
+        # if the heartbeat reaches every room's shard.
+        running = await serve_all(stack, url_of(cluster), names, servers=2, presence_ttl=0.6, exclude_sender=True)
         for name in names:
             a, b = await join_everywhere(stack, running, name)
             extra = await stack.enter_async_context(connect(f"ws://127.0.0.1:{running[1].port}/{name}"))
@@ -150,6 +152,7 @@ async def test_presence_and_exclude_across_servers_on_every_shard(cluster):
                 return await asyncio.wait_for(ws.recv(), T)
 
             assert await ask(a, "/count") == "count 3"
+            await asyncio.sleep(1.5)  # past the TTL: the heartbeats kept them
             assert await ask(b, "/count") == "count 3"
             assert await ask(a, "/members") == "members 3"
             # exclude=: the sender's server skips it; the others have it.
@@ -202,116 +205,6 @@ def test_cluster_urls_are_parsed_and_checked():
             parse_url(bad)
     with pytest.raises(ValueError, match="backplane_cluster"):
         _core.Core(backplane_host="a", backplane_cluster=True)
-
-
-def channel_of(name, prefix=PREFIX):
-    channel = f"{escape_prefix(prefix)}|{name}".encode()
-    return _core.room_tag(channel) + channel
-
-
-def subscribers_on_owner(cluster, name):
-    """How many connections the master owning room name's slot has
-    subscribed to its channel."""
-    client = cluster.client_for(slot_of(name))
-    try:
-        reply = client.command("PUBSUB", "SHARDNUMSUB", channel_of(name))
-    finally:
-        client.close()
-    return int(reply[1])
-
-
-class Stream:
-    """A publisher sending numbered messages every few milliseconds until
-    stopped, and a listener on another server collecting them."""
-
-    def __init__(self, publisher, listener):
-        self.publisher = publisher
-        self.listener = Collector(listener)
-        self.sent = 0
-        self.task = asyncio.create_task(self._send())
-
-    async def _send(self):
-        while True:
-            await self.publisher.send(f"s{self.sent}")
-            self.sent += 1
-            await asyncio.sleep(0.005)
-
-    async def stop(self):
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-    def numbers(self):
-        return [int(m[1:]) for m in self.listener.got if m.startswith("s")]
-
-    async def resumed(self, count=50):
-        """Until ``count`` messages sent from now on have all arrived."""
-        first = self.sent
-        await until(lambda: set(range(first, first + count)) <= set(self.numbers()), timeout=T, what="delivery resumed")
-
-
-def once_in_order(numbers):
-    assert numbers == sorted(set(numbers)), "a message was delivered twice or out of order"
-
-
-async def moved_under_traffic(cluster, name, move):
-    """Two servers share room name while one of its members publishes all
-    along; ``move()`` changes the shard that owns its slot. Delivery
-    resumes once both servers have subscribed on the new owner; nothing
-    arrives twice or out of order; what is lost is the messages in flight
-    while the slot moved."""
-    async with AsyncExitStack() as stack:
-        running = await serve_all(stack, url_of(cluster), [name], servers=2)
-        a, b = await join_everywhere(stack, running, name)
-        await until(lambda: subscribers_on_owner(cluster, name) == 2, timeout=T, what="both subscribed")
-        stream = Stream(a, b)
-        await stream.resumed()
-        before = stream.sent
-        await asyncio.get_running_loop().run_in_executor(None, move)
-        await until(lambda: subscribers_on_owner(cluster, name) == 2, timeout=T, what="both subscribed again")
-        await stream.resumed()
-        await stream.stop()
-        got = stream.numbers()
-        once_in_order(got)
-        assert set(range(before)) <= set(got), "a message sent before the move was lost"
-        lost = stream.sent - len(got)
-        stats = [r.stats() for r in running]
-        return lost, stream.sent, stats
-
-
-@pytest.mark.slow
-async def test_a_slot_that_moves_under_traffic_is_followed(cluster):
-    name = rooms_on_every_shard(cluster, per_shard=1, stem="moving")[0]
-    slot = slot_of(name)
-    source = cluster.master_of(slot)
-    target = next(n for n in cluster.nodes() if n.role == "master" and not n.failed and n.id != source.id)
-    lost, sent, stats = await moved_under_traffic(cluster, name, lambda: cluster.migrate_slot(slot, target))
-    assert cluster.master_of(slot).id == target.id
-    assert lost < sent / 2, (lost, sent)
-    assert all(s["backplane_up"] == 1 for s in stats)
-
-
-@pytest.mark.slow
-async def test_a_failed_master_is_replaced_by_its_replica_under_traffic(cluster):
-    name = rooms_on_every_shard(cluster, per_shard=1, stem="failing")[0]
-    slot = slot_of(name)
-    killed = []
-
-    def fail():
-        killed.append(cluster.kill_master(slot))
-        cluster.wait_promoted(slot)
-
-    try:
-        lost, sent, stats = await moved_under_traffic(cluster, name, fail)
-    finally:
-        if killed:
-            cluster.restart(killed[0])
-    # What was published while no master owned the slot waited in the
-    # publisher's buffer (nothing dropped) and went to the new master as
-    # soon as the publisher's server reached it, before the other server
-    # had subscribed there: the guarantees allow losing it, as when one
-    # Redis restarts (docs/scaling-out.md).
-    assert all(s["backplane_up"] == 1 and s["backplane_dropped"] == 0 for s in stats)
-    assert lost < sent, (lost, sent)
 
 
 async def test_app_broadcast_to_rooms_on_several_shards_reaches_each_socket_once_in_order(cluster):
@@ -445,3 +338,116 @@ async def test_a_node_that_answers_a_bad_map_costs_a_retry_never_the_process(ans
                 assert running.stats()["backplane_up"] == 0
     finally:
         await fake.close()
+
+
+# --- the cluster changes (run last) ------------------------------------------
+
+
+def channel_of(name, prefix=PREFIX):
+    channel = f"{escape_prefix(prefix)}|{name}".encode()
+    return _core.room_tag(channel) + channel
+
+
+def subscribers_on_owner(cluster, name):
+    """How many connections the master owning room name's slot has
+    subscribed to its channel."""
+    client = cluster.client_for(slot_of(name))
+    try:
+        reply = client.command("PUBSUB", "SHARDNUMSUB", channel_of(name))
+    finally:
+        client.close()
+    return int(reply[1])
+
+
+class Stream:
+    """A publisher sending numbered messages every few milliseconds until
+    stopped, and a listener on another server collecting them."""
+
+    def __init__(self, publisher, listener):
+        self.publisher = publisher
+        self.listener = Collector(listener)
+        self.sent = 0
+        self.task = asyncio.create_task(self._send())
+
+    async def _send(self):
+        while True:
+            await self.publisher.send(f"s{self.sent}")
+            self.sent += 1
+            await asyncio.sleep(0.005)
+
+    async def stop(self):
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    def numbers(self):
+        return [int(m[1:]) for m in self.listener.got if m.startswith("s")]
+
+    async def resumed(self, count=50):
+        """Until ``count`` messages sent from now on have all arrived."""
+        first = self.sent
+        await until(lambda: set(range(first, first + count)) <= set(self.numbers()), timeout=T, what="delivery resumed")
+
+
+def once_in_order(numbers):
+    assert numbers == sorted(set(numbers)), "a message was delivered twice or out of order"
+
+
+async def moved_under_traffic(cluster, name, move):
+    """Two servers share room name while one of its members publishes all
+    along; ``move()`` changes the shard that owns its slot. Delivery
+    resumes once both servers have subscribed on the new owner; nothing
+    arrives twice or out of order; what is lost is the messages in flight
+    while the slot moved."""
+    async with AsyncExitStack() as stack:
+        running = await serve_all(stack, url_of(cluster), [name], servers=2)
+        a, b = await join_everywhere(stack, running, name)
+        await until(lambda: subscribers_on_owner(cluster, name) == 2, timeout=T, what="both subscribed")
+        stream = Stream(a, b)
+        await stream.resumed()
+        before = stream.sent
+        await asyncio.get_running_loop().run_in_executor(None, move)
+        await until(lambda: subscribers_on_owner(cluster, name) == 2, timeout=T, what="both subscribed again")
+        await stream.resumed()
+        await stream.stop()
+        got = stream.numbers()
+        once_in_order(got)
+        assert set(range(before)) <= set(got), "a message sent before the move was lost"
+        lost = stream.sent - len(got)
+        stats = [r.stats() for r in running]
+        return lost, stream.sent, stats
+
+
+@pytest.mark.slow
+async def test_a_slot_that_moves_under_traffic_is_followed(cluster):
+    name = rooms_on_every_shard(cluster, per_shard=1, stem="moving")[0]
+    slot = slot_of(name)
+    source = cluster.master_of(slot)
+    target = next(n for n in cluster.nodes() if n.role == "master" and not n.failed and n.id != source.id)
+    lost, sent, stats = await moved_under_traffic(cluster, name, lambda: cluster.migrate_slot(slot, target))
+    assert cluster.master_of(slot).id == target.id
+    assert lost < sent / 2, (lost, sent)
+    assert all(s["backplane_up"] == 1 for s in stats)
+
+
+@pytest.mark.slow
+async def test_a_failed_master_is_replaced_by_its_replica_under_traffic(cluster):
+    name = rooms_on_every_shard(cluster, per_shard=1, stem="failing")[0]
+    slot = slot_of(name)
+    killed = []
+
+    def fail():
+        killed.append(cluster.kill_master(slot))
+        cluster.wait_promoted(slot)
+
+    try:
+        lost, sent, stats = await moved_under_traffic(cluster, name, fail)
+    finally:
+        if killed:
+            cluster.restart(killed[0])
+    # What was published while no master owned the slot waited in the
+    # publisher's buffer (nothing dropped) and went to the new master as
+    # soon as the publisher's server reached it, before the other server
+    # had subscribed there: the guarantees allow losing it, as when one
+    # Redis restarts (docs/scaling-out.md).
+    assert all(s["backplane_up"] == 1 and s["backplane_dropped"] == 0 for s in stats)
+    assert lost < sent, (lost, sent)

@@ -859,10 +859,10 @@ static void recover_begin(rc_backplane *bp, uint64_t conn, uint64_t room) {
   p->conn = conn;
   p->next = c->pending;
   c->pending = p;
-  if (c->sub == SUB_ON)
+  if (c->sub == SUB_ON && bp->shards[c->shard] == home)
     tell_joins(bp, c);
   else
-    chan_sync(bp, c);
+    chan_sync(bp, c); /* tell_joins follows its (new) subscription */
 }
 
 static void recover_end(rc_backplane *bp, rc_cmd *cmd) {
