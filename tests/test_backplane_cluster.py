@@ -172,20 +172,26 @@ async def test_presence_and_exclude_across_servers_on_every_shard(cluster):
                 raise AssertionError(f"{name}: a member that left is still counted")
 
 
-async def test_a_cluster_url_to_a_redis_without_cluster_support_is_refused_and_retried(redis_server, caplog):
+async def refused(url, says, caplog):
+    """A server on backplane url never gets a map it can use: it logs
+    ``says`` at every attempt (two seen), and serves its own members."""
     caplog.set_level(logging.DEBUG, logger="roomcast")
-    room = echo_room("plain")
-    server = Server(backplane=f"redis+cluster://127.0.0.1:{redis_server.port}")
+    room = echo_room("refused")
+    server = Server(backplane=url)
     server.route("/r", room)
     async with server.serve("127.0.0.1", 0) as running:
         async with connect(f"ws://127.0.0.1:{running.port}/r") as ws:
-            text = lambda: "\n".join(r.getMessage() for r in caplog.records)  # noqa: E731
-            await until(lambda: text().count("cluster support disabled") >= 2, what="two refusals")
+            text = lambda: "\n".join(r.getMessage() for r in caplog.records).lower()  # noqa: E731
+            await until(lambda: text().count(says) >= 2, what=f"two attempts refused ({says})")
             await ws.send("local")
             assert await asyncio.wait_for(ws.recv(), T) == "local"
             assert running.stats()["backplane_up"] == 0
             with pytest.raises(BackplaneError):
                 await room.count()
+
+
+async def test_a_cluster_url_to_a_redis_without_cluster_support_is_refused_and_retried(redis_server, caplog):
+    await refused(f"redis+cluster://127.0.0.1:{redis_server.port}", "cluster support disabled", caplog)
 
 
 def test_cluster_urls_are_parsed_and_checked():
@@ -323,19 +329,9 @@ def node_entry(port, host=b"127.0.0.1"):
     ids=["range-backwards", "slot-out-of-range", "not-an-array", "not-resp", "too-many-nodes"],
 )
 async def test_a_node_that_answers_a_bad_map_costs_a_retry_never_the_process(answer, says, caplog):
-    caplog.set_level(logging.DEBUG, logger="roomcast")
     fake = await FakeRedis(lambda kind, n: None, answers={b"CLUSTER": answer}).start()
     try:
-        room = echo_room("hostile")
-        server = Server(backplane=f"redis+cluster://127.0.0.1:{fake.port}")
-        server.route("/r", room)
-        async with server.serve("127.0.0.1", 0) as running:
-            async with connect(f"ws://127.0.0.1:{running.port}/r") as ws:
-                text = lambda: "\n".join(r.getMessage() for r in caplog.records)  # noqa: E731
-                await until(lambda: text().lower().count(says) >= 2, what=f"two maps refused ({says})")
-                await ws.send("local")
-                assert await asyncio.wait_for(ws.recv(), T) == "local"
-                assert running.stats()["backplane_up"] == 0
+        await refused(f"redis+cluster://127.0.0.1:{fake.port}", says, caplog)
     finally:
         await fake.close()
 

@@ -111,7 +111,7 @@
  * Publishes wait in their shard's queue (in limbo while no shard owns
  * their slot), one bound for them all; when the map changes they move to
  * their slot's new shard, each slot's in order. A copy of a message for
- * several rooms reaches its own room's members only (deliver_copy): the
+ * several rooms reaches its own room's members only (deliver_listed): the
  * copies come from different shards, in no order between them.
  *
  * Lifetime: created with the server (rc__bp_create), its connections
@@ -575,9 +575,14 @@ static int peer_fresh(rc_backplane *bp, uint64_t id, uint64_t seq) {
   return 1;
 }
 
-/* b to the local members of every room m lists that is named here. */
+/* b, a message listing several rooms (m), to local members. On one Redis
+ * (copy NULL) its first copy reaches the members of every listed room
+ * named here, each once. A cluster's copy on room copy's channel reaches
+ * copy's members but those of the rooms listed before it, whose own
+ * copies reach them: each room's copies then come in its publisher's
+ * order, from its own shard. */
 static void deliver_listed(rc_backplane *bp, const rc_bpwire_msg *m,
-                           rc_buf *b) {
+                           rc_buf *b, const rc_chan *copy) {
   uint64_t few[16];
   uint64_t *ids = m->nrooms <= 16 ? few : malloc(m->nrooms * sizeof(*ids));
   if (ids == NULL)
@@ -588,38 +593,16 @@ static void deliver_listed(rc_backplane *bp, const rc_bpwire_msg *m,
     const char *name;
     size_t len;
     q = rc_bpwire_next_room(q, &name, &len);
-    rc_chan *c = chan_by_name(bp, name, len);
+    if (copy != NULL && len == copy->len && memcmp(name, copy->name, len) == 0)
+      break;
+    const rc_chan *c = chan_by_name(bp, name, len);
     if (c != NULL && c->live)
       ids[n++] = c->room;
   }
-  rc__room_deliver(bp->s, ids, n, b, 0);
-  if (ids != few)
-    free(ids);
-}
-
-/* A cluster's copy of m (listing several rooms) on room c's channel: to
- * c's local members, but those of the local rooms listed before it, whose
- * own copies reach them. Each room's copies then come in its publisher's
- * order, from its own shard. */
-static void deliver_copy(rc_backplane *bp, const rc_bpwire_msg *m,
-                         const rc_chan *c, rc_buf *b) {
-  uint64_t few[16];
-  uint64_t *ids = m->nrooms <= 16 ? few : malloc(m->nrooms * sizeof(*ids));
-  if (ids == NULL)
-    return;
-  size_t n = 0;
-  const uint8_t *q = m->rooms;
-  for (size_t i = 0; i < m->nrooms; i++) {
-    const char *name;
-    size_t len;
-    q = rc_bpwire_next_room(q, &name, &len);
-    if (len == c->len && memcmp(name, c->name, len) == 0)
-      break;
-    const rc_chan *e = chan_by_name(bp, name, len);
-    if (e != NULL && e->live)
-      ids[n++] = e->room;
-  }
-  rc__room_deliver_after(bp->s, ids, n, c->room, b);
+  if (copy == NULL)
+    rc__room_deliver(bp->s, ids, n, b, 0);
+  else
+    rc__room_deliver_after(bp->s, ids, n, copy->room, b);
   if (ids != few)
     free(ids);
 }
@@ -775,7 +758,7 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
     goto invalid;
   /* A room with history hears its messages from here only, ours too. A
    * cluster's copies for several rooms are each their own room's (see
-   * deliver_copy): none is a later copy to skip. */
+   * deliver_listed): none is a later copy to skip. */
   if (m.enveloped && !m.history &&
       (m.from == s->id /* ours: our members had it at once */
        || (!bp->cluster && !peer_fresh(bp, m.from, m.seq))))
@@ -788,9 +771,9 @@ static void deliver(rc_backplane *bp, const char *name, size_t name_len,
   if (m.multi && bp->cluster) {
     rc_chan *c = chan_by_name(bp, name, name_len);
     if (c != NULL && c->live)
-      deliver_copy(bp, &m, c, b);
+      deliver_listed(bp, &m, b, c);
   } else if (m.multi) {
-    deliver_listed(bp, &m, b);
+    deliver_listed(bp, &m, b, NULL);
   } else {
     rc_chan *c = chan_by_name(bp, name, name_len);
     uint64_t skip = m.history && m.from == s->id ? m.exclude : 0;
