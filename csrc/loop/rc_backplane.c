@@ -581,8 +581,8 @@ static int peer_fresh(rc_backplane *bp, uint64_t id, uint64_t seq) {
  * copy's members but those of the rooms listed before it, whose own
  * copies reach them: each room's copies then come in its publisher's
  * order, from its own shard. */
-static void deliver_listed(rc_backplane *bp, const rc_bpwire_msg *m,
-                           rc_buf *b, const rc_chan *copy) {
+static void deliver_listed(rc_backplane *bp, const rc_bpwire_msg *m, rc_buf *b,
+                           const rc_chan *copy) {
   uint64_t few[16];
   uint64_t *ids = m->nrooms <= 16 ? few : malloc(m->nrooms * sizeof(*ids));
   if (ids == NULL)

@@ -3,7 +3,9 @@
  * at exit): connecting, commands and their encoded replies, publishes to a
  * named room, refusals, and a Redis that is not there; and a second
  * redis-server that serves TLS only, on a certificate made with the
- * openssl command (rediss://: trusted, untrusted, not TLS at all). Under
+ * openssl command (rediss://: trusted, untrusted, not TLS at all); and a
+ * one-node Redis Cluster owning every slot (sharded channels, commands
+ * routed by key, the seeds checked). Under
  * `make memcheck` it shows that the backplane frees what it allocates. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -19,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/rc_slot.h"
 #include "rc_core.h"
 #include "support/rc_test.h"
 
@@ -541,6 +544,139 @@ RC_TEST(backplane_tls_options_are_checked) {
   rc_server_free(s);
 }
 
+/* --- a Redis Cluster ---------------------------------------------------------
+ */
+
+static pid_t cluster_pid;
+static char cluster_conf[64];
+
+static void stop_cluster(void) {
+  if (cluster_pid > 0) {
+    kill(cluster_pid, SIGTERM);
+    (void)waitpid(cluster_pid, NULL, 0);
+    cluster_pid = 0;
+  }
+  (void)unlink(cluster_conf);
+}
+
+/* Sends one inline command to port and returns whether the first reply
+ * holds want. */
+static int ask_redis(int port, const char *cmd, const char *want) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  char buf[4096];
+  ssize_t n = -1;
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+      write(fd, cmd, strlen(cmd)) == (ssize_t)strlen(cmd)) {
+    usleep(50000);
+    n = read(fd, buf, sizeof(buf) - 1);
+  }
+  if (fd >= 0)
+    close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  return strstr(buf, want) != NULL;
+}
+
+/* A one-node Redis Cluster owning every slot; its port, or 0. */
+static int cluster_port(void) {
+  int port = free_port();
+  char portstr[16];
+  snprintf(portstr, sizeof(portstr), "%d", port);
+  /* In --dir /tmp, where stop_cluster removes it. */
+  snprintf(cluster_conf, sizeof(cluster_conf), "/tmp/rc-ctest-nodes-%d.conf",
+           port);
+  const char *args[] = {"--port",
+                        portstr,
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        cluster_conf,
+                        NULL};
+  atexit(stop_cluster);
+  if (spawn_redis(args, port, &cluster_pid) == 0 ||
+      !ask_redis(port, "CLUSTER ADDSLOTSRANGE 0 16383\r\n", "+OK"))
+    return 0;
+  for (int i = 0; i < 200; i++) {
+    if (ask_redis(port, "CLUSTER INFO\r\n", "cluster_state:ok"))
+      return port;
+    usleep(50000);
+  }
+  return 0;
+}
+
+static rc_server *cluster_server(const char *seeds, int db) {
+  rc_config cfg;
+  rc_config_default(&cfg);
+  cfg.backplane_host = seeds;
+  cfg.backplane_cluster = 1;
+  cfg.backplane_db = db;
+  cfg.backplane_prefix = "ctest:";
+  return rc_server_new(&cfg);
+}
+
+/* The map from the seeds (one of them not there), a room's channel with
+ * its tag SSUBSCRIBEd on its shard, commands routed by their key; a stop
+ * that frees every shard (make memcheck). */
+RC_TEST(on_a_cluster_rooms_are_sharded_and_commands_routed) {
+  int port = cluster_port();
+  RC_ASSERT(port != 0);
+  char seeds[64];
+  snprintf(seeds, sizeof(seeds), "127.0.0.1:%d,127.0.0.1:%d", free_port(),
+           port);
+  rc_server *s = cluster_server(seeds, 0);
+  RC_ASSERT(s != NULL);
+  int bound = 0;
+  RC_ASSERT(rc_server_listen(s, "127.0.0.1", 0, 0, &bound) == 0);
+  rc_event *up = wait_event(s, RC_EV_BACKPLANE, 0, RC_BACKPLANE_UP, 10);
+  RC_CHECK(up != NULL &&
+           strstr((const char *)up->data, "Redis Cluster of 1 shards"));
+  free(up);
+
+  const char *set[] = {"SET", "ctest:{k}", "v"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 7, 3, set), 0);
+  rc_event *ev = wait_event(s, RC_EV_REDIS, 7, -1, 10);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_STATUS);
+  free(ev);
+  const char *eval[] = {"EVAL", "return redis.call('GET', KEYS[1])", "1",
+                        "ctest:{k}"};
+  RC_CHECK_EQ_INT(redis_cmd(s, 8, 4, eval), 0);
+  ev = wait_event(s, RC_EV_REDIS, 8, -1, 10);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_STRING && ev->data[5] == 'v');
+  free(ev);
+
+  uint64_t room = rc_server_room_new(s);
+  RC_CHECK_EQ_INT(rc_server_room_name(s, room, "hist", 4), 0);
+  RC_CHECK_EQ_INT(rc_server_recover_begin(s, 77, room), 0);
+  ev = wait_event(s, RC_EV_RECOVER, 0, 1, 10);
+  RC_CHECK(ev != NULL && ev->conn == 77);
+  free(ev);
+  char channel[32] = {0};
+  (void)rc_slot_tag("ctest:|hist", 11, channel);
+  memcpy(channel + RC_SLOT_TAG_LEN, "ctest:|hist", 11);
+  const char *numsub[] = {"PUBSUB", "SHARDNUMSUB", channel};
+  RC_CHECK_EQ_INT(redis_cmd(s, 9, 3, numsub), 0);
+  ev = wait_event(s, RC_EV_REDIS, 9, -1, 10);
+  RC_CHECK(ev != NULL && ev->data[0] == RC_REPLY_ARRAY &&
+           ev->data[ev->len - 9] == RC_REPLY_INTEGER &&
+           ev->data[ev->len - 8] == 1); /* the count, little-endian: 1 */
+  free(ev);
+  rc_server_stop(s, 1001, "bye");
+  rc_server_free(s);
+}
+
+RC_TEST(cluster_seeds_are_checked) {
+  RC_CHECK(cluster_server("127.0.0.1", 0) == NULL);       /* no port */
+  RC_CHECK(cluster_server("127.0.0.1:1,:2", 0) == NULL);  /* no host */
+  RC_CHECK(cluster_server("127.0.0.1:70000", 0) == NULL); /* a bad port */
+  RC_CHECK(cluster_server("[::1]:7000,a:1", 1) == NULL);  /* db 1 */
+  rc_server *s = cluster_server("[::1]:7000,a:1", 0);
+  RC_CHECK(s != NULL);
+  rc_server_free(s);
+}
+
 RC_TEST_MAIN(
     RC_CASE(a_recovering_join_subscribes_the_room_and_is_told_when),
     RC_CASE(connects_and_answers_commands),
@@ -549,4 +685,6 @@ RC_TEST_MAIN(
     RC_CASE(a_redis_that_is_not_there_is_retried_and_stop_does_not_hang),
     RC_CASE(without_a_backplane_names_are_accepted_and_commands_refused),
     RC_CASE(through_tls_with_the_right_root_and_refused_with_another),
-    RC_CASE(backplane_tls_options_are_checked))
+    RC_CASE(backplane_tls_options_are_checked),
+    RC_CASE(on_a_cluster_rooms_are_sharded_and_commands_routed),
+    RC_CASE(cluster_seeds_are_checked))
