@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from roomcast import BackplaneError, Room, Server, _core
 from roomcast.backplane import escape_prefix, parse_url
-from support.crossserver import Collector, drained, warm_up
+from support.crossserver import Collector, drained, three_servers_exactly_once, warm_up
 from support.polling import until
 from support.rediscluster import RedisCluster
 from support.redisproc import FakeRedis, RespClient
@@ -135,6 +135,11 @@ async def test_rooms_on_every_shard_are_delivered_exactly_once_in_order_across_t
                     assert mine == [f"{name}:{i}:{k}" for k in range(n)], f"{name}: lost, duplicated or out of order"
                 c.stop()
         assert all(r.stats()["backplane_dropped"] == 0 for r in running)
+
+
+async def test_three_server_processes_on_a_cluster_deliver_exactly_once_in_order(examples, cluster):
+    servers = [await examples("scale_out.py", "--port", "0", "--backplane", url_of(cluster)) for _ in range(3)]
+    await three_servers_exactly_once([s.port for s in servers], 300)
 
 
 async def test_presence_and_exclude_across_servers_on_every_shard(cluster):
