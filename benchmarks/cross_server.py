@@ -64,6 +64,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -545,6 +546,17 @@ def rooms_table(
                 + f" | {ratio(one, two, 'redis_busiest_cpu_us_per_message', CPU_TARGET)} | "
                 f"{ratio(one, two, 'p50', latency)} | {ratio(one, two, 'p99', latency)} |"
             )
+    lines += ["", "The single (W=1) latency of every run, µs, and the ratio of the medians over the runs:", ""]
+    for n in clients:
+        one, two = row("3 servers rooms", n, "single"), row("3 servers cluster", n, "single")
+        if one is None or two is None or "latency_spread" not in one:
+            continue
+        for q in ("p50", "p99"):
+            a, b = (statistics.median(r["latency_spread"][q]) for r in (one, two))
+            lines.append(
+                f"- N={n:,} {q}: one Redis {one['latency_spread'][q]}, cluster {two['latency_spread'][q]};"
+                f" medians {a:,.0f} and {b:,.0f} µs, {b / a:.2f}×"
+            )
     return lines
 
 
@@ -612,7 +624,14 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 if mine:
                     best = bench.median_run(mine, "deliveries_per_sec")
-                    medians.append({**best, "spread": sorted(r["deliveries_per_sec"] for r in mine)})
+                    medians.append(
+                        {
+                            **best,
+                            "spread": sorted(r["deliveries_per_sec"] for r in mine),
+                            # every run's latency: a tail the median run happened to catch shows
+                            "latency_spread": {q: sorted(bench.metric(r, q) for r in mine) for q in ("p50", "p99")},
+                        }
+                    )
     doc = {
         "date": dt.date.today().isoformat(),
         "settings": vars(args),
