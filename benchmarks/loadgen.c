@@ -8,6 +8,16 @@
  * deliveries per second, publish-to-delivery latency percentiles and,
  * given the server's pid, the server's CPU time per delivery.
  *
+ * Several rooms (--rooms K): connection i joins room (i / P) mod K, P the
+ * number of --ports (1 without), at PATH/<room> (PATH/0 .. PATH/K-1), so
+ * that every room has members on every server. Message k goes to room
+ * k mod K, sent by that room's publisher, connection r * P + r mod P for
+ * room r (room r's first block of P connections, on server r mod P: the
+ * publishers spread over the servers), and is complete once every member
+ * of its room has received it; a connection expects its room's messages
+ * in order (k, k + K, ...). The window counts messages of every room.
+ * One room (the default) is all this with K = 1, PATH itself the path.
+ *
  * Payload layout (text-safe, so that a server validating UTF-8 accepts it):
  * a 24-byte key at offset K, the sequence number (8 lowercase hex digits)
  * then the CLOCK_MONOTONIC send time in ns (16 lowercase hex digits); the
@@ -237,6 +247,7 @@ struct options {
   int port;
   const char *path;
   uint32_t clients;
+  uint32_t rooms; /* --rooms: rooms the connections spread over */
   uint32_t messages;
   uint32_t size;
   uint32_t window;
@@ -265,6 +276,7 @@ static struct options opt = {
     .port = 8000,
     .path = "/bench",
     .clients = 1000,
+    .rooms = 1,
     .messages = 1000,
     .size = 64,
     .window = 64,
@@ -289,6 +301,8 @@ static struct sockaddr_in server_addr;
 static int ports[MAX_PORTS];
 static uint32_t nports;
 static uint32_t spread; /* number of 127.0.0.x source addresses, 0 = none */
+/* --rooms: the members of each room, those still connected */
+static uint32_t *room_size, *room_alive;
 
 static uint32_t next_to_open, handshaking, opened, ready_count, alive,
     closed_count;
@@ -818,6 +832,19 @@ static void hist_quantiles(const double *qs, size_t nq, double *out) {
     out[k] = (double)lat_max_ns / 1000.0;
 }
 
+/* The room of connection i, and the connection that publishes to room r
+ * (see --rooms in the design note at the top). */
+static uint32_t room_of(uint32_t i) {
+  return i / (nports > 0 ? nports : 1) % opt.rooms;
+}
+
+static uint32_t publisher_of(uint32_t r) {
+  uint32_t p = nports > 0 ? nports : 1;
+  return r * p + r % p;
+}
+
+static bool is_publisher(uint32_t i) { return publisher_of(room_of(i)) == i; }
+
 static void message_settled(uint32_t seq) {
   if (--pending[seq] == 0) {
     completed++;
@@ -829,7 +856,7 @@ static void message_settled(uint32_t seq) {
 }
 
 static void message_deliver(struct conn *c, uint32_t seq, uint64_t t) {
-  c->expect = seq + 1;
+  c->expect = seq + opt.rooms; /* its room's next message */
   deliveries++;
   uint64_t ts = send_ns[seq];
   hist_add(t > ts ? t - ts : 0);
@@ -856,12 +883,14 @@ static void message_unexpected(struct conn *c, const uint8_t *p, uint64_t t) {
     seq = seq << 4 | (uint64_t)(v & 15);
   }
   if (bad < 0 || phase != PH_PUBLISH || seq >= sent || seq < c->expect ||
+      (seq - c->expect) % opt.rooms != 0 ||
       memcmp(p, sent_prefix[seq], PREFIX_LEN) != 0) {
-    order_errors++; /* garbage, a duplicate, or out of order */
+    /* garbage, a duplicate, out of order, or another room's */
+    order_errors++;
     return;
   }
   order_errors++;
-  for (uint32_t s = c->expect; s < seq; s++)
+  for (uint32_t s = c->expect; s < seq; s += opt.rooms)
     message_settled(s);
   message_deliver(c, (uint32_t)seq, t);
 }
@@ -997,6 +1026,7 @@ static void conn_lost(struct conn *c, const char *why) {
   }
   note_limited("connection %" PRIu32 " lost: %s", idx, why);
   alive--;
+  room_alive[room_of(idx)]--;
   if (phase != PH_PUBLISH) {
     /* the measured phase needs every connection in the room */
     fatal = true;
@@ -1004,14 +1034,14 @@ static void conn_lost(struct conn *c, const char *why) {
   }
   if (c->ready)
     ready_count--;
-  if (idx == 0) {
-    note("the publisher's connection is gone; stopping");
+  if (is_publisher(idx)) {
+    note("a publisher's connection is gone; stopping");
     fatal = true;
     return;
   }
   /* What this connection still owed will not arrive: settle it so that
    * the others can finish; it is counted as lost at the end. */
-  for (uint32_t s = c->expect; s < sent; s++)
+  for (uint32_t s = c->expect; s < sent; s += opt.rooms)
     message_settled(s);
 }
 
@@ -1078,9 +1108,11 @@ static void send_upgrade(struct conn *c) {
   }
   c->hs->len = 0;
   accept_for(key, c->hs->accept);
-  char req[1024];
+  char req[1024], room[16] = "";
+  if (opt.rooms > 1)
+    snprintf(room, sizeof room, "/%" PRIu32, room_of((uint32_t)(c - conns)));
   int n = snprintf(req, sizeof req,
-                   "GET %s HTTP/1.1\r\n"
+                   "GET %s%s HTTP/1.1\r\n"
                    "Host: %s:%d\r\n"
                    "Upgrade: websocket\r\n"
                    "Connection: Upgrade\r\n"
@@ -1088,7 +1120,7 @@ static void send_upgrade(struct conn *c) {
                    "Sec-WebSocket-Version: 13\r\n"
                    "%s%s%s"
                    "\r\n",
-                   opt.path, opt.host, opt.port, key,
+                   opt.path, room, opt.host, opt.port, key,
                    opt.deflate ? "Sec-WebSocket-Extensions: " : "",
                    opt.deflate ? pmd_offer : "", opt.deflate ? "\r\n" : "");
   if (n < 0 || (size_t)n >= sizeof req) {
@@ -1276,6 +1308,7 @@ static bool read_handshake(struct conn *c, const uint8_t *p, size_t n,
   handshaking--;
   opened++;
   alive++;
+  room_alive[room_of((uint32_t)(c - conns))]++;
   if (opt.handshakes) {
     handshake_done(c, t);
     return c->state != ST_DONE;
@@ -1722,7 +1755,6 @@ static uint64_t due_time(uint32_t seq) {
 }
 
 static void publish_some(void) {
-  struct conn *pub = &conns[0];
   while (sent < target && !fatal) {
     uint64_t t = now_ns();
     if (opt.rate > 0) {
@@ -1741,21 +1773,24 @@ static void publish_some(void) {
     } else if (sent - completed >= opt.window) {
       return;
     }
-    uint32_t seq = sent;
+    uint32_t seq = sent, r = seq % opt.rooms;
     make_message(false, seq, t);
-    pending[seq] = alive;
+    pending[seq] = room_alive[r];
     sent++;
     t_last_send = t;
-    if (!conn_send(pub, frame, frame_len))
+    if (!conn_send(&conns[publisher_of(r)], frame, frame_len))
       return;
   }
 }
 
+/* One warm-up message to every room, each from its publisher. */
 static void send_warmup(uint64_t t) {
   warmup_tx = t;
-  make_message(true, 0, 0);
-  warmups_sent++;
-  (void)conn_send(&conns[0], frame, frame_len);
+  for (uint32_t r = 0; r < opt.rooms; r++) {
+    make_message(true, 0, 0);
+    warmups_sent++;
+    (void)conn_send(&conns[publisher_of(r)], frame, frame_len);
+  }
 }
 
 /* --handshakes: connections that warm the server up, not measured */
@@ -1794,6 +1829,9 @@ static void usage(FILE *f) {
       "                     goes to the (i mod count)-th, the publisher to P1\n"
       "  --path PATH        request path (default /bench)\n"
       "  --clients N        connections, publisher included (default 1000)\n"
+      "  --rooms K          spread the connections over K rooms at\n"
+      "                     PATH/0 .. PATH/K-1, one publisher each, on\n"
+      "                     every server of --ports (default 1: PATH)\n"
       "  --messages M       messages to publish at most (default 1000)\n"
       "  --size S           payload bytes per message, >= %d (default 64)\n"
       "  --window W         messages incomplete at a time (default 64)\n"
@@ -1860,6 +1898,7 @@ static void parse_args(int argc, char **argv) {
       {"ports", required_argument, NULL, 'o'},
       {"path", required_argument, NULL, 'P'},
       {"clients", required_argument, NULL, 'n'},
+      {"rooms", required_argument, NULL, 'g'},
       {"messages", required_argument, NULL, 'm'},
       {"size", required_argument, NULL, 's'},
       {"window", required_argument, NULL, 'w'},
@@ -1921,6 +1960,9 @@ static void parse_args(int argc, char **argv) {
       break;
     case 'n':
       opt.clients = parse_u32("clients", optarg, 1);
+      break;
+    case 'g':
+      opt.rooms = parse_u32("rooms", optarg, 1);
       break;
     case 'm':
       opt.messages = parse_u32("messages", optarg, 1);
@@ -2018,6 +2060,15 @@ static void parse_args(int argc, char **argv) {
   }
   if (opt.handshakes && (opt.idle_rss || opt.rate > 0 || nports > 0)) {
     note("--handshakes goes without --idle-rss, --rate and --ports");
+    exit(2);
+  }
+  if (opt.rooms > 1 && (opt.handshakes || opt.idle_rss)) {
+    note("--rooms goes without --handshakes and --idle-rss");
+    exit(2);
+  }
+  if (opt.rooms > 1 && opt.clients / (nports > 0 ? nports : 1) < opt.rooms) {
+    /* every room a member on every server, and its publisher */
+    note("--rooms K needs --clients of at least K times the --ports");
     exit(2);
   }
   if (opt.handshakes)
@@ -2341,12 +2392,18 @@ int main(int argc, char **argv) {
   send_ns = calloc(opt.messages, sizeof *send_ns);
   hist = calloc(HIST_BUCKETS, sizeof *hist);
   frame = malloc(14 + (size_t)opt.size);
-  if (!conns || !pending || !sent_prefix || !send_ns || !hist || !frame) {
+  room_size = calloc(opt.rooms, sizeof *room_size);
+  room_alive = calloc(opt.rooms, sizeof *room_alive);
+  if (!conns || !pending || !sent_prefix || !send_ns || !hist || !frame ||
+      !room_size || !room_alive) {
     note("out of memory");
     return 2;
   }
-  for (uint32_t i = 0; i < opt.clients; i++)
+  for (uint32_t i = 0; i < opt.clients; i++) {
     conns[i].fd = -1;
+    conns[i].expect = room_of(i); /* its room's first message */
+    room_size[room_of(i)]++;
+  }
   {
     uint8_t mask[4];
     frame_hdr_len = build_header(frame, 0x1, opt.size, mask);
@@ -2563,7 +2620,11 @@ int main(int argc, char **argv) {
       sent > 1 && t_last_send > t_pub0
           ? (double)(sent - 1) * 1e9 / (double)(t_last_send - t_pub0)
           : 0;
-  uint64_t expected = (uint64_t)opt.clients * sent;
+  /* every member of a room gets each of its room's messages */
+  uint64_t expected = 0;
+  for (uint32_t r = 0; r < opt.rooms; r++)
+    expected += (uint64_t)room_size[r] *
+                (sent / opt.rooms + (r < sent % opt.rooms ? 1 : 0));
   uint64_t lost = expected > deliveries ? expected - deliveries : 0;
   double cdf[CDF_POINTS];
   hist_quantiles(cdf_q, CDF_POINTS, cdf);
@@ -2585,9 +2646,9 @@ int main(int argc, char **argv) {
 
   FILE *h = opt.json ? stderr : stdout;
   fprintf(h,
-          "clients %" PRIu32 "  messages %" PRIu32 " (sent %" PRIu32
-          ")  size %" PRIu32 "  window %" PRIu32 "\n",
-          opt.clients, opt.messages, sent, opt.size, opt.window);
+          "clients %" PRIu32 "  rooms %" PRIu32 "  messages %" PRIu32
+          " (sent %" PRIu32 ")  size %" PRIu32 "  window %" PRIu32 "\n",
+          opt.clients, opt.rooms, opt.messages, sent, opt.size, opt.window);
   fprintf(h,
           "connect   %.3f s for %" PRIu32 " connections (sync %.3f s, %" PRIu64
           " warm-up messages)\n",
@@ -2646,13 +2707,14 @@ int main(int argc, char **argv) {
     const char *mode = opt.idle_rss   ? "idle_rss"
                        : opt.rate > 0 ? "rate"
                                       : "window";
-    printf("{\"mode\":\"%s\",\"clients\":%" PRIu32 ",\"messages\":%" PRIu32
-           ",\"sent\":%" PRIu32 ",\"size\":%" PRIu32 ",\"window\":%" PRIu32
+    printf("{\"mode\":\"%s\",\"clients\":%" PRIu32 ",\"rooms\":%" PRIu32
+           ",\"messages\":%" PRIu32 ",\"sent\":%" PRIu32 ",\"size\":%" PRIu32
+           ",\"window\":%" PRIu32
            ",\"connect_seconds\":%.6f,\"connect_count\":%" PRIu32
            ",\"publish_seconds\":%.6f"
            ",\"deliveries\":%" PRIu64 ",\"deliveries_per_sec\":%.1f",
-           mode, opt.clients, opt.messages, sent, opt.size, opt.window,
-           connect_s, connect_count, publish_s, deliveries, dps);
+           mode, opt.clients, opt.rooms, opt.messages, sent, opt.size,
+           opt.window, connect_s, connect_count, publish_s, deliveries, dps);
     if (server_cpu >= 0)
       printf(",\"server_cpu_seconds\":%.3f,\"server_cpu_us_per_delivery\":%.4f",
              server_cpu, cpu_per);

@@ -1,12 +1,17 @@
 """The fan-out benchmark's server under test: one roomcast room in which every
 text message is pushed to all members, the sender included.
 
-    python roomcast_chat.py PORT [REDIS_URL] [--deflate] [--tls CERTFILE KEYFILE]
+    python roomcast_chat.py PORT [REDIS_URL] [--rooms NAME,...] [--deflate] [--tls CERTFILE KEYFILE]
 
 With REDIS_URL (the cross-server benchmark) the room is named and the
 server on that Redis backplane, so that several of these processes share
 the room: a push reaches this server's members at once and the others'
 through Redis, which deliver it in C.
+
+With --rooms (and REDIS_URL) the server has one such room per name, the
+k-th at ``/bench/k`` (the paths of ``loadgen --rooms``), each relaying to
+its own members: the names say where each room's channel lives, on a
+Redis Cluster the shard of its slot.
 
 With --deflate the server negotiates permessage-deflate
 (``compression="deflate"``, messages from 128 bytes compressed, once for
@@ -31,15 +36,25 @@ from _tls import tls_files
 from roomcast import Room, Server
 
 argv, tls = tls_files(sys.argv[1:])
+names: list[str] = []  # --rooms: the rooms at /bench/0, /bench/1, ...
+if "--rooms" in argv:
+    i = argv.index("--rooms")
+    names, argv = argv[i + 1].split(","), argv[:i] + argv[i + 2 :]
 args = [a for a in argv if a != "--deflate"]
 deflate = "--deflate" in sys.argv[1:]
 shared = len(args) > 1
-room = Room(name="bench") if shared else Room()
+if names and not shared:
+    raise SystemExit("--rooms needs REDIS_URL")
 
 
-@room.on_receive("text")
 async def relay(room, websocket, message):
     await room.push_text(message)
+
+
+def chat_room(name: str | None) -> Room:
+    room = Room(name=name)
+    room.on_receive("text")(relay)
+    return room
 
 
 if __name__ == "__main__":
@@ -57,5 +72,9 @@ if __name__ == "__main__":
     except TypeError as exc:  # a roomcast without TLS (or deflate)
         print(f"this roomcast cannot serve the benchmark's options: {exc}", file=sys.stderr)
         sys.exit(3)
-    server.route("/bench", room)
+    if names:
+        for k, name in enumerate(names):
+            server.route(f"/bench/{k}", chat_room(name))
+    else:
+        server.route("/bench", chat_room("bench" if shared else None))
     server.run(host="127.0.0.1", port=int(args[0]))
