@@ -14,16 +14,18 @@ import json
 import logging
 import re
 from contextlib import AsyncExitStack
+from urllib.parse import quote
 
 import pytest
 from websockets.asyncio.client import connect
 
 from roomcast import BackplaneError, Room, Server, _core
 from roomcast.backplane import escape_prefix, parse_url
+from support.certs import tls_certs_fixture  # noqa: F401 (a fixture)
 from support.crossserver import Collector, drained, three_servers_exactly_once, warm_up
 from support.polling import until
 from support.rediscluster import RedisCluster
-from support.redisproc import FakeRedis, RespClient
+from support.redisproc import FakeRedis, RedisServer, RedisTLS, RespClient, free_port
 
 T = 30  # seconds: generous, the machine is shared
 PREFIX = "roomcast:"
@@ -197,6 +199,34 @@ async def refused(url, says, caplog):
 
 async def test_a_cluster_url_to_a_redis_without_cluster_support_is_refused_and_retried(redis_server, caplog):
     await refused(f"redis+cluster://127.0.0.1:{redis_server.port}", "cluster support disabled", caplog)
+
+
+async def test_through_tls_a_cluster_is_reached_and_its_certificates_checked(tmp_path, tls_certs, caplog):
+    # A one-node cluster that speaks TLS only (its bus too), owning every
+    # slot: its map names its TLS port, and each of its links is checked.
+    redis = RedisServer(tmp_path)
+    cluster_options = ["--cluster-enabled", "yes", "--tls-cluster", "yes", "--cluster-port", str(free_port())]
+    cluster_options += ["--cluster-config-file", str(tmp_path / "nodes.conf")]
+    redis.start(tls=RedisTLS(tls_certs.server, tls_certs.server_key, tls_certs.ca), extra=cluster_options)
+    try:
+        redis.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        await until(lambda: b"cluster_state:ok" in redis.command("CLUSTER", "INFO"), what="the cluster ok")
+        url = f"rediss+cluster://127.0.0.1:{redis.port}?ssl_ca_certs={quote(tls_certs.ca)}"
+        async with AsyncExitStack() as stack:
+            running = await serve_all(stack, url, ["secret"], servers=2)
+            a, b = await join_everywhere(stack, running, "secret")
+            await until(lambda: all(r.stats()["backplane_channels"] == 1 for r in running), what="subscribed")
+            for _ in range(100):
+                await a.send("through tls")
+                if await asyncio.wait_for(b.recv(), T) == "through tls":
+                    break
+            await a.send("/count")
+            while (reply := await asyncio.wait_for(a.recv(), T)) != "count 2":
+                assert reply == "through tls", reply
+        # The system's roots do not know the test CA: refused, retried.
+        await refused(f"rediss+cluster://127.0.0.1:{redis.port}", "certificate verify failed", caplog)
+    finally:
+        redis.stop()
 
 
 def test_cluster_urls_are_parsed_and_checked():
@@ -431,7 +461,8 @@ async def test_a_slot_that_moves_under_traffic_is_followed(cluster):
 
 
 @pytest.mark.slow
-async def test_a_failed_master_is_replaced_by_its_replica_under_traffic(cluster):
+async def test_a_failed_master_is_replaced_by_its_replica_under_traffic(cluster, caplog):
+    caplog.set_level(logging.INFO, logger="roomcast")
     name = rooms_on_every_shard(cluster, per_shard=1, stem="failing")[0]
     slot = slot_of(name)
     killed = []
@@ -452,3 +483,7 @@ async def test_a_failed_master_is_replaced_by_its_replica_under_traffic(cluster)
     # Redis restarts (docs/scaling-out.md).
     assert all(s["backplane_up"] == 1 and s["backplane_dropped"] == 0 for s in stats)
     assert lost < sent, (lost, sent)
+    # The servers said which shard went away, and that they are back.
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"lost Redis (shard {killed[0].address}" in text, text
+    assert "connected to a Redis Cluster of 3 shards" in text, text

@@ -122,12 +122,13 @@ class RedisServer:
     def url(self):
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
-    def start(self, password=None, users=(), tls=None):
+    def start(self, password=None, users=(), tls=None, extra=()):
         """Starts redis-server and waits until it answers; with a password,
         it asks every client (the default user) for it from the first
         connection on. ``users``: (name, password) pairs of ACL users that
         may do anything. The data saved in its directory (``SAVE``) is
-        loaded again. ``tls``: a :class:`RedisTLS` to serve TLS only."""
+        loaded again. ``tls``: a :class:`RedisTLS` to serve TLS only.
+        ``extra``: more redis-server arguments."""
         auth = ["--requirepass", password] if password else []
         for name, secret in users:
             auth += ["--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
@@ -160,7 +161,8 @@ class RedisServer:
                 "--logfile",
                 os.path.join(self.dir, "redis.log"),
             ]
-            + auth,
+            + auth
+            + list(extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
