@@ -582,9 +582,12 @@ static int ask_redis(int port, const char *cmd, const char *want) {
 
 /* A one-node Redis Cluster owning every slot; its port, or 0. */
 static int cluster_port(void) {
-  int port = free_port();
-  char portstr[16];
+  int port = free_port(), bus = free_port();
+  char portstr[16], busstr[16];
   snprintf(portstr, sizeof(portstr), "%d", port);
+  /* Its bus on a port of its own: the default, port + 10000, does not
+   * exist above 55535. */
+  snprintf(busstr, sizeof(busstr), "%d", bus == port ? free_port() : bus);
   /* In --dir /tmp, where stop_cluster removes it. */
   snprintf(cluster_conf, sizeof(cluster_conf), "/tmp/rc-ctest-nodes-%d.conf",
            port);
@@ -594,6 +597,8 @@ static int cluster_port(void) {
                         "yes",
                         "--cluster-config-file",
                         cluster_conf,
+                        "--cluster-port",
+                        busstr,
                         NULL};
   atexit(stop_cluster);
   if (spawn_redis(args, port, &cluster_pid) == 0 ||
