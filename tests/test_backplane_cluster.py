@@ -19,10 +19,10 @@ from urllib.parse import quote
 import pytest
 from websockets.asyncio.client import connect
 
-from roomcast import BackplaneError, Room, Server, _core
+from roomcast import Room, Server, _core
 from roomcast.backplane import escape_prefix, parse_url
 from support.certs import tls_certs_fixture  # noqa: F401 (a fixture)
-from support.crossserver import Collector, drained, three_servers_exactly_once, warm_up
+from support.crossserver import Collector, drained, refused, three_servers_exactly_once, warm_up
 from support.polling import until
 from support.rediscluster import RedisCluster
 from support.redisproc import FakeRedis, RedisServer, RedisTLS, RespClient, free_port
@@ -179,26 +179,8 @@ async def test_presence_and_exclude_across_servers_on_every_shard(cluster):
                 raise AssertionError(f"{name}: a member that left is still counted")
 
 
-async def refused(url, says, caplog):
-    """A server on backplane url never gets a map it can use: it logs
-    ``says`` at every attempt (two seen), and serves its own members."""
-    caplog.set_level(logging.DEBUG, logger="roomcast")
-    room = echo_room("refused")
-    server = Server(backplane=url)
-    server.route("/r", room)
-    async with server.serve("127.0.0.1", 0) as running:
-        async with connect(f"ws://127.0.0.1:{running.port}/r") as ws:
-            text = lambda: "\n".join(r.getMessage() for r in caplog.records).lower()  # noqa: E731
-            await until(lambda: text().count(says) >= 2, what=f"two attempts refused ({says})")
-            await ws.send("local")
-            assert await asyncio.wait_for(ws.recv(), T) == "local"
-            assert running.stats()["backplane_up"] == 0
-            with pytest.raises(BackplaneError):
-                await room.count()
-
-
 async def test_a_cluster_url_to_a_redis_without_cluster_support_is_refused_and_retried(redis_server, caplog):
-    await refused(f"redis+cluster://127.0.0.1:{redis_server.port}", "cluster support disabled", caplog)
+    await refused(f"redis+cluster://127.0.0.1:{redis_server.port}", caplog, "cluster support disabled")
 
 
 async def test_through_tls_a_cluster_is_reached_and_its_certificates_checked(tmp_path, tls_certs, caplog):
@@ -224,7 +206,7 @@ async def test_through_tls_a_cluster_is_reached_and_its_certificates_checked(tmp
             while (reply := await asyncio.wait_for(a.recv(), T)) != "count 2":
                 assert reply == "through tls", reply
         # The system's roots do not know the test CA: refused, retried.
-        await refused(f"rediss+cluster://127.0.0.1:{redis.port}", "certificate verify failed", caplog)
+        await refused(f"rediss+cluster://127.0.0.1:{redis.port}", caplog, "certificate verify failed")
     finally:
         redis.stop()
 
@@ -354,7 +336,7 @@ def node_entry(port, host=b"127.0.0.1"):
         (b"*1\r\n*3\r\n:9\r\n:4\r\n" + node_entry(1), "range 1 is malformed"),
         (b"*1\r\n*3\r\n:0\r\n:16384\r\n" + node_entry(1), "range 1 is malformed"),
         (b":7\r\n", "not an array"),
-        (b"?not RESP\r\n", "protocol error"),
+        (b"?not RESP\r\n", "Protocol error"),
         # More nodes than a cluster has (1,024 at most are met).
         (
             b"*1100\r\n" + b"".join(b"*3\r\n:%d\r\n:%d\r\n" % (i, i) + node_entry(20000 + i) for i in range(1100)),
@@ -366,7 +348,7 @@ def node_entry(port, host=b"127.0.0.1"):
 async def test_a_node_that_answers_a_bad_map_costs_a_retry_never_the_process(answer, says, caplog):
     fake = await FakeRedis(lambda kind, n: None, answers={b"CLUSTER": answer}).start()
     try:
-        await refused(f"redis+cluster://127.0.0.1:{fake.port}", says, caplog)
+        await refused(f"redis+cluster://127.0.0.1:{fake.port}", caplog, says)
     finally:
         await fake.close()
 

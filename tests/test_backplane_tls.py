@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 from websockets.asyncio.client import connect
 
-from roomcast import BackplaneError, Room, Server
+from roomcast import Room, Server
 from support.certs import tls_certs_fixture  # noqa: F401 (a fixture)
-from support.crossserver import three_servers_exactly_once
+from support.crossserver import log_text, refused, three_servers_exactly_once
 from support.polling import until
 from support.redisproc import FakeRedis, RedisServer, RedisTLS
 
@@ -60,31 +60,6 @@ def tls_redis_fixture(tmp_path, tls_certs):
     yield start
     for redis in started:
         redis.stop()
-
-
-def log_text(caplog):
-    return "\n".join(r.getMessage() for r in caplog.records)
-
-
-async def refused(url, caplog, *reasons):
-    """A server with this backplane URL never gets Redis, says one of
-    ``reasons`` in its log, retries, and keeps serving its own members."""
-    caplog.set_level(logging.DEBUG, logger="roomcast")
-    room = echo_room("refused")
-    server = Server(backplane=url)
-    server.route("/r", room)
-    async with server.serve("127.0.0.1", 0) as running:
-        async with connect(f"ws://127.0.0.1:{running.port}/r") as ws:
-            await until(
-                lambda: sum(log_text(caplog).count(reason) for reason in reasons) >= 2,
-                what=f"two attempts refused with {reasons}",
-            )
-            await ws.send("local")
-            assert await recv(ws) == "local"
-            assert running.stats()["backplane_up"] == 0
-            with pytest.raises(BackplaneError, match="not connected"):
-                await room.count()
-    assert "cannot reach Redis" in log_text(caplog)
 
 
 async def test_two_servers_share_rooms_and_presence_through_redis_over_tls(tls_redis, tls_certs, caplog):

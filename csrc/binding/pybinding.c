@@ -165,28 +165,6 @@ static int check_secs(const char *name, double v) {
   return -1;
 }
 
-/* "host:port[,host:port...]", each port in 1..65535 (a cluster's seeds). */
-static int seeds_valid(const char *p) {
-  while (1) {
-    const char *end = strchr(p, ',');
-    size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
-    const char *colon = memrchr(p, ':', n);
-    if (colon == NULL || colon == p)
-      return 0;
-    long port = 0;
-    for (const char *q = colon + 1; q < p + n; q++) {
-      if (*q < '0' || *q > '9' || port > 65535)
-        return 0;
-      port = port * 10 + (*q - '0');
-    }
-    if (port < 1 || port > 65535)
-      return 0;
-    if (end == NULL)
-      return 1;
-    p = end + 1;
-  }
-}
-
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"max_message_size",
                            "max_queue_bytes",
@@ -243,7 +221,7 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     return NULL;
   if (cfg.backplane_cluster &&
       (cfg.backplane_host == NULL || cfg.backplane_db != 0 ||
-       !seeds_valid(cfg.backplane_host))) {
+       rc_backplane_seeds_check(cfg.backplane_host) != 0)) {
     PyErr_SetString(PyExc_ValueError,
                     "backplane_cluster: backplane_host must list the seed "
                     "nodes as host:port[,host:port...], and db must be 0");

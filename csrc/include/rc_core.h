@@ -493,6 +493,11 @@ void rc_server_stats(rc_server *s, rc_stats *out);
  * script's first KEYS, else its first argument), or, without one, to any
  * shard. */
 
+/* 0 when seeds is a cluster's list as cfg.backplane_host takes it with
+ * backplane_cluster ("host:port[,host:port...]", "[v6]:port", each port
+ * in 1..65535), else UV_EINVAL: rc_server_new() refuses it. */
+int rc_backplane_seeds_check(const char *seeds);
+
 /* This server's id: random, made by rc_server_new(). */
 uint64_t rc_server_id(const rc_server *s);
 

@@ -1694,20 +1694,24 @@ static int copy_config(rc_backplane *bp, rc_config *cfg, const char *prefix) {
   return 0;
 }
 
-/* A cluster's seed nodes, "host:port[,host:port...]" ("[v6]:port"), each
- * a shard until the map says which own slots. 0 or UV_EINVAL/UV_ENOMEM. */
-static int seeds_add(rc_backplane *bp) {
-  const char *p = bp->host;
+/* Each seed of a cluster's list, "host:port[,host:port...]" ("[v6]:port"),
+ * to add(arg, host, host_len, port) when add is set. 0, UV_EINVAL for a
+ * malformed list, or what add returned (not 0). */
+static int seeds_each(const char *p,
+                      int (*add)(void *, const char *, size_t, int),
+                      void *arg) {
   while (1) {
     const char *end = strchr(p, ',');
     size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
     const char *colon = memrchr(p, ':', n);
-    if (colon == NULL || colon == p)
+    if (colon == NULL || colon == p || colon + 1 == p + n)
       return UV_EINVAL;
-    char *stop;
-    long port = strtol(colon + 1, &stop, 10);
-    if (stop != p + n || stop == colon + 1 || port < 1 || port > 65535)
-      return UV_EINVAL;
+    long port = 0;
+    for (const char *q = colon + 1; q < p + n; q++) {
+      if (*q < '0' || *q > '9' || port > 65535)
+        return UV_EINVAL;
+      port = port * 10 + (*q - '0');
+    }
     const char *h = p;
     size_t hlen = (size_t)(colon - p);
     if (h[0] == '[') {
@@ -1716,12 +1720,24 @@ static int seeds_add(rc_backplane *bp) {
       h++;
       hlen -= 2;
     }
-    if (shard_get(bp, h, hlen, (int)port) == NULL)
-      return UV_ENOMEM;
+    if (port < 1 || port > 65535)
+      return UV_EINVAL;
+    int r = add != NULL ? add(arg, h, hlen, (int)port) : 0;
+    if (r != 0)
+      return r;
     if (end == NULL)
       return 0;
     p = end + 1;
   }
+}
+
+int rc_backplane_seeds_check(const char *seeds) {
+  return seeds_each(seeds, NULL, NULL);
+}
+
+/* A seed: a shard until the map says which own slots. */
+static int seed_add(void *bp, const char *host, size_t len, int port) {
+  return shard_get(bp, host, len, port) != NULL ? 0 : UV_ENOMEM;
 }
 
 static int shards_make(rc_backplane *bp) {
@@ -1733,7 +1749,7 @@ static int shards_make(rc_backplane *bp) {
   if (bp->owner == NULL)
     return UV_ENOMEM;
   memset(bp->owner, 0xff, RC_SLOT_COUNT * sizeof(*bp->owner));
-  return seeds_add(bp);
+  return seeds_each(bp->host, seed_add, bp);
 }
 
 int rc__bp_create(rc_server *s) {

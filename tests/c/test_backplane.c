@@ -673,6 +673,11 @@ RC_TEST(on_a_cluster_rooms_are_sharded_and_commands_routed) {
 }
 
 RC_TEST(cluster_seeds_are_checked) {
+  RC_CHECK_EQ_INT(rc_backplane_seeds_check("a:1,[::1]:65535"), 0);
+  RC_CHECK_EQ_INT(rc_backplane_seeds_check("a:1,b:"), -EINVAL);
+  RC_CHECK_EQ_INT(rc_backplane_seeds_check("a:0"), -EINVAL);
+  RC_CHECK_EQ_INT(rc_backplane_seeds_check("[::1:7000"), -EINVAL);
+  RC_CHECK_EQ_INT(rc_backplane_seeds_check("a:+7"), -EINVAL);
   RC_CHECK(cluster_server("127.0.0.1", 0) == NULL);       /* no port */
   RC_CHECK(cluster_server("127.0.0.1:1,:2", 0) == NULL);  /* no host */
   RC_CHECK(cluster_server("127.0.0.1:70000", 0) == NULL); /* a bad port */

@@ -3,9 +3,15 @@
 waits until every server has subscribed a room (each publisher's probes
 reach every collector); ``drained`` waits until what each publisher sent
 before its marker has arrived; ``three_servers_exactly_once`` is the
-whole check on three running servers."""
+whole check on three running servers; ``refused`` is a server whose
+backplane never comes up."""
 
 import asyncio
+import logging
+
+import pytest
+
+from roomcast import BackplaneError, Room, Server
 
 from .polling import until
 
@@ -80,3 +86,36 @@ async def three_servers_exactly_once(ports, n, path="/chat"):
                 mine = [m for m in got if m.startswith(f"m{i}-")]
                 assert mine == [f"m{i}-{k}" for k in range(n)], "lost, duplicated or out of order"
             c.stop()
+
+
+def log_text(caplog):
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+async def refused(url, caplog, *reasons):
+    """A server with this backplane URL never gets Redis, says one of
+    ``reasons`` in its log (twice: it retries), and keeps serving its own
+    members; presence raises."""
+    from websockets.asyncio.client import connect
+
+    caplog.set_level(logging.DEBUG, logger="roomcast")
+    room = Room(name="refused")
+
+    @room.on_receive("text")
+    async def echo(room, websocket, message):
+        await room.push_text(message)
+
+    server = Server(backplane=url)
+    server.route("/r", room)
+    async with server.serve("127.0.0.1", 0) as running:
+        async with connect(f"ws://127.0.0.1:{running.port}/r") as ws:
+            await until(
+                lambda: sum(log_text(caplog).count(reason) for reason in reasons) >= 2,
+                what=f"two attempts refused with {reasons}",
+            )
+            await ws.send("local")
+            assert await asyncio.wait_for(ws.recv(), 30) == "local"
+            assert running.stats()["backplane_up"] == 0
+            with pytest.raises(BackplaneError, match="not connected"):
+                await room.count()
+    assert "cannot reach Redis" in log_text(caplog)
