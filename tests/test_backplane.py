@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roomcast import App, BackplaneError, Room, Server
-from support.crossserver import Collector, drained, three_servers_exactly_once, warm_up
+from support.crossserver import Collector, drained, echo_room, three_servers_exactly_once, warm_up
 from support.redisproc import RespClient, resp_encode
 
 T = 30  # seconds: generous, the machine is shared
@@ -138,16 +138,6 @@ async def test_a_killed_server_leaves_presence_within_the_ttl(examples, redis_se
 
 
 # -- servers in this process --------------------------------------------------
-
-
-def echo_room(name, **kw):
-    room = Room(name=name, **kw)
-
-    @room.on_receive("text")
-    async def push(room, websocket, message):
-        await room.push_text(message)
-
-    return room
 
 
 def publish_size(channel, payload):

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 from websockets.asyncio.client import connect
 
-from roomcast import Room, Server
+from roomcast import Server
 from support.certs import tls_certs_fixture  # noqa: F401 (a fixture)
-from support.crossserver import log_text, refused, three_servers_exactly_once
+from support.crossserver import echo_room, log_text, refused, three_servers_exactly_once
 from support.polling import until
 from support.redisproc import FakeRedis, RedisServer, RedisTLS
 
@@ -24,16 +24,6 @@ T = 30  # seconds: generous, the machine is shared
 
 async def recv(ws, timeout=T):
     return await asyncio.wait_for(ws.recv(), timeout)
-
-
-def echo_room(name):
-    room = Room(name=name)
-
-    @room.on_receive("text")
-    async def push(room, websocket, message):
-        await room.push_text(message)
-
-    return room
 
 
 def rediss(redis, host="127.0.0.1", **options):

@@ -4,7 +4,7 @@ waits until every server has subscribed a room (each publisher's probes
 reach every collector); ``drained`` waits until what each publisher sent
 before its marker has arrived; ``three_servers_exactly_once`` is the
 whole check on three running servers; ``refused`` is a server whose
-backplane never comes up."""
+backplane never comes up; ``echo_room`` is the room they serve."""
 
 import asyncio
 import logging
@@ -88,6 +88,17 @@ async def three_servers_exactly_once(ports, n, path="/chat"):
             c.stop()
 
 
+def echo_room(name, **kw):
+    """A room (``Room`` keywords) that pushes each text to its members."""
+    room = Room(name=name, **kw)
+
+    @room.on_receive("text")
+    async def push(room, websocket, message):
+        await room.push_text(message)
+
+    return room
+
+
 def log_text(caplog):
     return "\n".join(r.getMessage() for r in caplog.records)
 
@@ -99,12 +110,7 @@ async def refused(url, caplog, *reasons):
     from websockets.asyncio.client import connect
 
     caplog.set_level(logging.DEBUG, logger="roomcast")
-    room = Room(name="refused")
-
-    @room.on_receive("text")
-    async def echo(room, websocket, message):
-        await room.push_text(message)
-
+    room = echo_room("refused")
     server = Server(backplane=url)
     server.route("/r", room)
     async with server.serve("127.0.0.1", 0) as running:
